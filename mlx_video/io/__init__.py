@@ -1,0 +1,1 @@
+"""Input/output outside the model math: images, video files, weights, hub downloads."""

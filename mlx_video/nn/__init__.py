@@ -1,0 +1,1 @@
+"""Layers shared by the Wan and LTX-2 families."""

@@ -1,0 +1,107 @@
+"""Access to the official PyTorch code used as numerical oracles (see shared/reference/ORACLES.md).
+
+`wan()` imports the official Wan2.2 package (`wan22`, module `wan`) with the three shims it needs
+on a CPU-only machine. Helpers here build seeded random weights and compare arrays.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+
+import numpy as np
+
+_WAN = None
+
+
+def wan():
+    """Return the official `wan` package namespace with model, vae2_1, vae2_2, t5, fm_solvers ready."""
+    global _WAN
+    if _WAN is not None:
+        return _WAN
+    import torch
+    import torch.nn.functional as F
+
+    spec = importlib.util.find_spec("wan")
+    if spec is None:
+        raise ImportError("the official Wan2.2 code (pip install --no-deps wan22==2.2.11) is not installed")
+    if "wan" not in sys.modules or not hasattr(sys.modules["wan"], "_oracle_shim"):
+        pkg = types.ModuleType("wan")
+        pkg.__path__ = list(spec.submodule_search_locations)
+        pkg._oracle_shim = True
+        sys.modules["wan"] = pkg
+    torch.cuda.current_device = lambda: "cpu"
+    model = importlib.import_module("wan.modules.model")
+
+    def flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_scale=None,
+                        q_scale=None, causal=False, window_size=(-1, -1), deterministic=False,
+                        dtype=torch.bfloat16, version=None):
+        # q,k,v: [B, L, H, D] -> SDPA on [B, H, L, D]; keys >= k_lens masked.
+        out_dtype = q.dtype
+        q, k, v = (x.transpose(1, 2).float() for x in (q, k, v))
+        mask = None
+        if k_lens is not None:
+            lk = k.shape[2]
+            mask = torch.arange(lk)[None, :] < k_lens[:, None]
+            mask = mask[:, None, None, :]
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=softmax_scale, is_causal=causal)
+        return o.transpose(1, 2).to(out_dtype)
+
+    model.flash_attention = flash_attention
+    ns = types.SimpleNamespace(model=model)
+    for name in ("vae2_1", "vae2_2", "t5", "tokenizers"):
+        setattr(ns, name, importlib.import_module(f"wan.modules.{name}"))
+    ns.fm_solvers = importlib.import_module("wan.utils.fm_solvers")
+    ns.fm_solvers_unipc = importlib.import_module("wan.utils.fm_solvers_unipc")
+    ns.t5.flash_attention = getattr(ns.t5, "flash_attention", flash_attention)
+    _WAN = ns
+    return ns
+
+
+def randomize_(module, seed: int = 0, std: float = 0.1, table_std: float = 0.5,
+               norm_std: float = 0.1, fan_in: bool = False):
+    """Fill every parameter and buffer of a torch module from a seeded generator.
+
+    Weights ~ N(0, std) (or N(0, 1/fan_in) with ``fan_in``), norm weights 1 + N(0, norm_std),
+    modulation / scale-shift tables ~ N(0, table_std). Sensitive comparisons need weights this large
+    (ORACLES.md, "Make the comparison sensitive").
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in list(module.named_parameters()) + list(module.named_buffers()):
+            if not p.dtype.is_floating_point:
+                continue
+            low = name.lower()
+            if "norm" in low or "gamma" in low:
+                p.copy_(1 + norm_std * torch.randn(p.shape, generator=g))
+            elif "modulation" in low or "scale_shift" in low:
+                p.copy_(table_std * torch.randn(p.shape, generator=g))
+            elif fan_in and p.dim() > 1:
+                fi = int(np.prod(p.shape[1:]))
+                p.copy_(torch.randn(p.shape, generator=g) / np.sqrt(fi))
+            else:
+                p.copy_(std * torch.randn(p.shape, generator=g))
+    return module
+
+
+def rel_err(a, b) -> float:
+    """||a - b|| / ||b|| over float64 copies (a, b: numpy, mlx or torch arrays)."""
+    a, b = to_np(a).astype(np.float64), to_np(b).astype(np.float64)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def to_np(x) -> np.ndarray:
+    """numpy float copy of a numpy, torch or mlx array."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach"):
+        return x.detach().float().cpu().numpy()
+    import mlx.core as mx
+
+    if isinstance(x, mx.array):
+        return np.array(x.astype(mx.float32))
+    return np.asarray(x)
