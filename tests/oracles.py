@@ -59,6 +59,16 @@ def wan():
     return ns
 
 
+def wan_utils():
+    """`wan.utils.utils` (best_output_size, masks_like) with its video-saving imports stubbed:
+    imageio is not installed and torchvision does not import beside the CPU torch."""
+    wan()
+    for name in ("imageio", "torchvision"):
+        if name not in sys.modules:
+            sys.modules[name] = types.ModuleType(name)
+    return importlib.import_module("wan.utils.utils")
+
+
 def randomize_(module, seed: int = 0, std: float = 0.1, table_std: float = 0.5,
                norm_std: float = 0.1, fan_in: bool = False):
     """Fill every parameter and buffer of a torch module from a seeded generator.

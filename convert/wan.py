@@ -1,0 +1,166 @@
+"""Convert Wan2.2 TI2V-5B checkpoints to an mlx_video folder.
+
+Layouts read:
+- official Wan-AI: DiT ``config.json`` + ``diffusion_pytorch_model*.safetensors`` (sharded, with index),
+  ``Wan2.2_VAE.pth`` (or ``Wan2.1_VAE.pth``), ``models_t5_umt5-xxl-enc-bf16.pth``, tokenizer ``google/umt5-xxl/``;
+- diffusers (``Wan-AI/Wan2.2-TI2V-5B-Diffusers``): ``model_index.json`` with ``transformer/``, ``vae/``,
+  ``text_encoder/``, ``tokenizer/``.
+Output folder: ``config.json`` (format ``mlx_video/wan/1``), ``dit.safetensors``, ``vae.safetensors``,
+``t5.safetensors`` (our parameter names), ``tokenizer/``. Every checkpoint key is used and every shape
+checked (WeightsError names the key). Written to a temporary folder and renamed when complete.
+
+Usage: ``python -m convert.wan SRC DST [--dtype bfloat16] [--quantize 4|8] [--group-size 64]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import mlx.core as mx
+
+from mlx_video.io.weights import WeightsError, load_strict, write_json_atomic
+from mlx_video.wan import t5 as t5_mod
+from mlx_video.wan import transformer as dit_mod
+from mlx_video.wan.pipeline import FORMAT
+
+from .common import cast, copy_tokenizer, quantize_module, read_sharded, read_weights, save_module
+
+DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
+T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
+VAE_FILES = {"Wan2.2_VAE.pth": "2.2", "Wan2.1_VAE.pth": "2.1"}
+
+
+def detect_layout(src: Path) -> str:
+    """'mlx' (already converted), 'official' or 'diffusers'; raises WeightsError otherwise."""
+    src = Path(src)
+    if not src.is_dir():
+        raise WeightsError(f"checkpoint folder not found: {src}")
+    cfg = src / "config.json"
+    if cfg.is_file() and json.loads(cfg.read_text()).get("format", "").startswith("mlx_video/"):
+        return "mlx"
+    if (src / "model_index.json").is_file():
+        return "diffusers"
+    if cfg.is_file() and any((src / f).exists() for f in VAE_FILES):
+        return "official"
+    raise WeightsError(f"{src}: neither an official Wan checkpoint (config.json + Wan2.x_VAE.pth + "
+                       f"{T5_FILE}) nor a diffusers repo (model_index.json) nor a converted folder")
+
+
+def _vae_module(version: str):
+    if version == "2.2":
+        from mlx_video.wan import vae22 as m
+    else:
+        from mlx_video.wan import vae21 as m
+    return m
+
+
+def _read_official(src: Path):
+    dit_cfg = json.loads((src / "config.json").read_text())
+    dit_w = read_sharded(src)
+    vae_file = next((f for f in VAE_FILES if (src / f).exists()), None)
+    version = VAE_FILES[vae_file]
+    vae_w = read_weights(src / vae_file)
+    vm = _vae_module(version)
+    vae_args = vm.VAEArgs.from_weights(vae_w, layout="official")
+    t5_w = read_weights(src / T5_FILE)
+    t5_args = t5_mod.UMT5Args.from_weights(t5_w, layout="official")
+    tok = src / "google" / "umt5-xxl"
+    return dict(dit=(dit_mod.WanModelArgs.from_config(dit_cfg), dit_w, "official"),
+                vae=(version, vae_args, vae_w, "official"),
+                t5=(t5_args, t5_w, "official"), tokenizer=tok)
+
+
+def _read_diffusers(src: Path):
+    def cfg(sub):
+        p = src / sub / "config.json"
+        if not p.is_file():
+            raise WeightsError(f"{src}: missing {sub}/config.json")
+        return json.loads(p.read_text())
+
+    dit_cfg, vae_cfg, t5_cfg = cfg("transformer"), cfg("vae"), cfg("text_encoder")
+    version = "2.2" if vae_cfg.get("z_dim", 16) == 48 or vae_cfg.get("is_residual") else "2.1"
+    vm = _vae_module(version)
+    return dict(dit=(dit_mod.WanModelArgs.from_config(dit_cfg), read_sharded(src / "transformer"), "diffusers"),
+                vae=(version, vm.VAEArgs.from_config(vae_cfg), read_sharded(src / "vae"), "diffusers"),
+                t5=(t5_mod.UMT5Args.from_config(t5_cfg), read_sharded(src / "text_encoder", stem="model"), "hf"),
+                tokenizer=src / "tokenizer")
+
+
+def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quantize: int | None = None,
+                group_size: int = 64) -> Path:
+    """Convert ``src`` (official or diffusers layout) into the mlx_video folder ``dst``.
+
+    dtype: storage dtype of the DiT and text encoder (the VAE stays float32, as the reference runs it).
+    quantize: 4 or 8 bits for the DiT and T5 Linear layers (affine, ``group_size``).
+    Raises WeightsError (missing/unused/mis-shaped key, truncated file, unknown layout).
+    """
+    src, dst = Path(src), Path(dst)
+    layout = detect_layout(src)
+    if layout == "mlx":
+        raise WeightsError(f"{src} is already converted")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
+    if quantize not in (None, 4, 8):
+        raise ValueError("quantize must be 4 or 8 bits")
+    parts = _read_official(src) if layout == "official" else _read_diffusers(src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dst.name + ".tmp-", dir=dst.parent))
+    try:
+        quant = {}
+        dit_args, dit_w, lay = parts["dit"]
+        dit = load_strict(dit_mod.WanModel(dit_args), cast(dit_mod.sanitize(dit_w, lay), DTYPES[dtype]),
+                          what=f"Wan DiT ({src})")
+        del dit_w
+        if quantize:
+            quant["dit"] = quantize_module(dit, quantize, group_size)
+        save_module(dit, tmp / "dit.safetensors")
+        del dit
+
+        version, vae_args, vae_w, lay = parts["vae"]
+        vm = _vae_module(version)
+        vae = load_strict(vm.Wan22VAE(vae_args) if version == "2.2" else vm.Wan21VAE(vae_args),
+                          cast(vm.sanitize(vae_w, lay), mx.float32), what=f"Wan VAE ({src})")
+        save_module(vae, tmp / "vae.safetensors")
+
+        t5_args, t5_w, lay = parts["t5"]
+        t5 = load_strict(t5_mod.UMT5Encoder(t5_args), cast(t5_mod.sanitize(t5_w, lay), DTYPES[dtype]),
+                         what=f"UMT5 encoder ({src})")
+        del t5_w
+        if quantize:
+            quant["t5"] = quantize_module(t5, quantize, group_size)
+        save_module(t5, tmp / "t5.safetensors")
+        del t5
+
+        copy_tokenizer(parts["tokenizer"], tmp / "tokenizer")
+        write_json_atomic(tmp / "config.json", {
+            "format": FORMAT, "family": "wan", "source": str(src), "layout": layout, "dtype": dtype,
+            "dit": asdict(dit_args), "t5": asdict(t5_args), "text_len": 512,
+            "vae": {"version": version, "stride": vae.stride[1], "args": asdict(vae_args)},
+            "quantization": quant,
+        })
+        if dst.exists():
+            shutil.rmtree(dst)
+        tmp.rename(dst)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return dst
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("src")
+    ap.add_argument("dst")
+    ap.add_argument("--dtype", default="bfloat16", choices=list(DTYPES))
+    ap.add_argument("--quantize", type=int, choices=[4, 8])
+    ap.add_argument("--group-size", type=int, default=64)
+    a = ap.parse_args(argv)
+    print(convert_wan(a.src, a.dst, a.dtype, a.quantize, a.group_size))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Conditioning types shared by the Wan and LTX-2 families.
+
+- ``LatentAnchor``: clean latent frames that replace the noisy ones at a latent index, get per-token
+  timestep ``t·(1 − strength)`` and are re-applied after every solver step (Wan TI2V i2v / mi2v,
+  LTX first-frame replacement).
+
+Anchors become two arrays over the latent grid: ``mask`` [1, T, 1, 1, 1] (1 where the latent is
+free to denoise, ``1 − strength`` where anchored) and ``clean`` [1, T, h, w, C] (the anchor latents,
+zeros elsewhere). Blending ``mask·x + (1 − mask)·clean`` is exactly Wan TI2V's
+``(1 − mask2)·z + mask2·latent`` for strength 1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import mlx.core as mx
+
+
+@dataclass
+class LatentAnchor:
+    """Clean latent frames ``latent`` [1, n, h, w, C] placed at latent indices frame..frame+n-1."""
+
+    latent: mx.array
+    frame: int = 0
+    strength: float = 1.0
+
+
+def anchor_arrays(anchors: Sequence[LatentAnchor], shape: tuple[int, ...]) -> tuple[mx.array, mx.array]:
+    """Build (mask [1, T, 1, 1, 1], clean [1, T, h, w, C]) float32 for a latent of ``shape``
+    [1, T, h, w, C]. Raises ValueError when an anchor does not fit the grid or anchors overlap.
+    """
+    _, T, h, w, C = shape
+    mask = [1.0] * T
+    pieces: list[mx.array | None] = [None] * T
+    for a in anchors:
+        n = a.latent.shape[1]
+        if a.latent.shape[2:] != (h, w, C):
+            raise ValueError(f"anchor latent {tuple(a.latent.shape)} does not match latent grid {(h, w, C)}")
+        if not 0 <= a.frame and a.frame + n <= T:
+            raise ValueError(f"anchor at latent frame {a.frame} with {n} frames does not fit {T} latent frames")
+        if not 0.0 <= a.strength <= 1.0:
+            raise ValueError(f"anchor strength must be in [0, 1], got {a.strength}")
+        for j in range(n):
+            if pieces[a.frame + j] is not None:
+                raise ValueError(f"two anchors on latent frame {a.frame + j}")
+            pieces[a.frame + j] = a.latent[:, j:j + 1].astype(mx.float32)
+            mask[a.frame + j] = 1.0 - a.strength
+    zero = mx.zeros((1, 1, h, w, C), mx.float32)
+    clean = mx.concatenate([p if p is not None else zero for p in pieces], axis=1)
+    return mx.array(mask, mx.float32).reshape(1, T, 1, 1, 1), clean
+
+
+def blend_anchors(x: mx.array, mask: mx.array, clean: mx.array) -> mx.array:
+    """mask·x + (1 − mask)·clean (re-anchoring after a solver step, and the initial latent)."""
+    return mask * x + (1.0 - mask) * clean

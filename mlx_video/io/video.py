@@ -1,0 +1,109 @@
+"""Writing results: H.264 mp4 (optionally with AAC audio) through PyAV, or a PNG for one frame.
+
+Every writer goes to a temporary file next to the target and renames it at the end, so a failed
+or interrupted run leaves no partial output.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+
+class OutputPathError(ValueError):
+    """The output path cannot be written."""
+
+
+def check_output_path(path: str | Path, suffixes: tuple[str, ...] = (".mp4", ".png")) -> Path:
+    """Check, before any long run, that ``path`` can be created: parent exists (or can be made) and is
+    writable, the path is not a directory, the suffix is one we write. Returns the resolved Path.
+    Raises OutputPathError with the reason.
+    """
+    path = Path(path).expanduser()
+    if path.suffix.lower() not in suffixes:
+        raise OutputPathError(f"output {path}: suffix must be one of {', '.join(suffixes)}")
+    if path.is_dir():
+        raise OutputPathError(f"output {path} is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputPathError(f"cannot create folder {parent}: {e.strerror or e}") from e
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mlx_video_probe_", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputPathError(f"cannot write to {parent}: {e.strerror or e}") from e
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputPathError(f"output {path} exists and is not writable")
+    return path
+
+
+@contextmanager
+def _atomic(path: Path):
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + path.stem + "_", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float, metadata: dict | None = None,
+                audio: np.ndarray | None = None, sample_rate: int | None = None, crf: int = 18) -> Path:
+    """Write uint8 frames [F, H, W, 3] as H.264 (yuv420p) mp4 at ``fps``; optional audio float32
+    [samples, channels] in [-1, 1] muxed as AAC. ``metadata`` goes into the container's ``comment``
+    tag as JSON. H and W must be even (yuv420p). Atomic. Returns the path.
+    """
+    import av
+
+    path = Path(path)
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 [F, H, W, 3], got {frames.dtype} {frames.shape}")
+    with _atomic(path) as tmp:
+        with av.open(tmp, mode="w", format="mp4") as out:
+            if metadata:
+                out.metadata["comment"] = json.dumps(metadata, sort_keys=True, default=str)
+            vs = out.add_stream("libx264", rate=round(fps) if float(fps).is_integer() else fps)
+            vs.width, vs.height = frames.shape[2], frames.shape[1]
+            vs.pix_fmt = "yuv420p"
+            vs.options = {"crf": str(crf)}
+            ast = None
+            if audio is not None:
+                ast = out.add_stream("aac", rate=int(sample_rate))
+                ast.layout = "stereo" if audio.shape[1] == 2 else "mono"
+            for f in frames:
+                for pkt in vs.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                    out.mux(pkt)
+            for pkt in vs.encode():
+                out.mux(pkt)
+            if ast is not None:
+                a = np.ascontiguousarray(np.clip(audio, -1, 1).astype(np.float32).T)
+                fr = av.AudioFrame.from_ndarray(a, format="fltp", layout=ast.layout.name)
+                fr.sample_rate = int(sample_rate)
+                for pkt in ast.encode(fr):
+                    out.mux(pkt)
+                for pkt in ast.encode():
+                    out.mux(pkt)
+    return path
+
+
+def write_image(path: str | Path, frame: np.ndarray, metadata: dict | None = None) -> Path:
+    """Write one uint8 frame [H, W, 3] as PNG with ``metadata`` as a JSON text chunk. Atomic."""
+    from PIL import Image, PngImagePlugin
+
+    path = Path(path)
+    info = PngImagePlugin.PngInfo()
+    if metadata:
+        info.add_text("parameters", json.dumps(metadata, sort_keys=True, default=str))
+    with _atomic(path) as tmp:
+        Image.fromarray(np.asarray(frame, dtype=np.uint8)).save(tmp, format="PNG", pnginfo=info)
+    return path
