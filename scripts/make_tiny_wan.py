@@ -1,0 +1,67 @@
+"""Build the tiny random-weight Wan2.2 TI2V-5B smoke-test checkpoint in the *official* layout.
+
+SMOKE-TEST MODEL: random weights, its videos are noise. It exists so `mlx_video generate` can run end to
+end offline through the real checkpoint layout, our converter and our loader.
+
+Files written (as Wan-AI/Wan2.2-TI2V-5B ships them): config.json + diffusion_pytorch_model.safetensors
+(DiT, bf16), Wan2.2_VAE.pth (float32), models_t5_umt5-xxl-enc-bf16.pth (bf16), google/umt5-xxl/
+(a tiny tokenizer from tests/fixtures). The modules are the official PyTorch ones (package `wan22`),
+shrunk; seeded, so the script is reproducible. Needs the oracle extras (torch, wan22).
+
+Usage: python scripts/make_tiny_wan.py [OUT_DIR]   (default assets/tiny-Wan2.2-TI2V-5B)
+"""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+DIT = dict(model_type="ti2v", patch_size=[1, 2, 2], text_len=512, in_dim=48, dim=64, ffn_dim=128, freq_dim=32,
+           text_dim=32, out_dim=48, num_heads=2, num_layers=2, window_size=[-1, -1], qk_norm=True,
+           cross_attn_norm=True, eps=1e-6)
+VAE = dict(dim=4, dec_dim=8, z_dim=48)
+T5 = dict(dim=32, dim_attn=32, dim_ffn=64, num_heads=4, num_layers=2, num_buckets=32, shared_pos=False)
+
+
+def build(out: Path, seed: int = 0) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    import oracles
+
+    w = oracles.wan()
+    out.mkdir(parents=True, exist_ok=True)
+    tok_src = ROOT / "tests" / "fixtures" / "tiny-umt5-tokenizer"
+    vocab = len(json.loads((tok_src / "tokenizer.json").read_text())["model"]["vocab"])
+
+    dit = w.model.WanModel(**{k: tuple(v) if isinstance(v, list) else v for k, v in DIT.items()})
+    oracles.randomize_(dit, seed=seed, std=0.05, table_std=0.1)
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in dit.state_dict().items()},
+              str(out / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(dict(_class_name="WanModel", _diffusers_version="0.33.0", **DIT),
+                                                indent=2))
+
+    vae = w.vae2_2.WanVAE_(dim=VAE["dim"], dec_dim=VAE["dec_dim"], z_dim=VAE["z_dim"],
+                           temperal_downsample=[False, True, True])
+    oracles.randomize_(vae, seed=seed + 1, fan_in=True)
+    torch.save(vae.state_dict(), out / "Wan2.2_VAE.pth")
+
+    t5 = w.t5.T5Encoder(vocab=vocab, dropout=0.0, **T5)
+    oracles.randomize_(t5, seed=seed + 2, std=0.1)
+    torch.save({k: v.to(torch.bfloat16) for k, v in t5.state_dict().items()}, out / "models_t5_umt5-xxl-enc-bf16.pth")
+
+    tok = out / "google" / "umt5-xxl"
+    if tok.exists():
+        shutil.rmtree(tok)
+    shutil.copytree(tok_src, tok)
+    (out / "README.md").write_text(
+        "# SMOKE-TEST MODEL (random weights): its videos are noise\n\n"
+        "A shrunk Wan2.2 TI2V-5B in the official Wan-AI layout, made by `scripts/make_tiny_wan.py` "
+        f"(seed {seed}) from the official PyTorch modules. For offline end-to-end runs and tests only.\n")
+    return out
+
+
+if __name__ == "__main__":
+    print(build(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "assets" / "tiny-Wan2.2-TI2V-5B"))
