@@ -1,0 +1,653 @@
+"""LTX-2 / LTX-2.3 audio+video diffusion transformer ("LTXModel") in MLX.
+
+Follows ``ltx_core.model.transformer`` (ltx-core 1.0.0: model.py, transformer.py, transformer_args.py,
+attention.py, adaln.py) as described in shared/reference/ltx2.md §2. One stack of blocks carries a
+video stream and (optionally) an audio stream; each block runs, per stream, AdaLN-modulated
+self-attention, text cross-attention, then audio<->video cross-attention, then the AdaLN FFN.
+The network predicts a velocity; :func:`to_x0` turns it into x0 as ltx-core's X0Model does.
+
+Numerics: the residual streams, AdaLN modulation, norms and RoPE are float32; linear layers and
+attention run in the weights' dtype (bf16 in production, float32 in the parity tests).
+RoPE tables are inputs (:mod:`mlx_video.ltx2.rope`), built once per run or stage.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from mlx_video.ltx2.rope import LTXRope, RopeTable, apply_rope, rope_tables
+from mlx_video.nn.attention import attention
+from mlx_video.nn.embeddings import sinusoidal_embedding
+
+F32 = mx.float32
+
+
+# ----------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass
+class LTXModelArgs:
+    """Transformer hyper-parameters. Defaults are LTX-2 19B (LTX-2.3 adds gating and prompt AdaLN)."""
+
+    num_attention_heads: int = 32
+    attention_head_dim: int = 128
+    in_channels: int = 128
+    out_channels: int = 128
+    num_layers: int = 48
+    cross_attention_dim: int = 4096
+    caption_channels: int = 3840
+    caption_projection: bool = True  # LTX-2: PixArt text projection inside the transformer
+    norm_eps: float = 1e-6
+    positional_embedding_theta: float = 10000.0
+    positional_embedding_max_pos: tuple = (20, 2048, 2048)
+    timestep_scale_multiplier: float = 1000.0
+    use_middle_indices_grid: bool = True
+    audio: bool = True  # False: video-only model (no audio stream, no audio weights)
+    audio_num_attention_heads: int = 32
+    audio_attention_head_dim: int = 64
+    audio_in_channels: int = 128
+    audio_out_channels: int = 128
+    audio_cross_attention_dim: int = 2048
+    audio_positional_embedding_max_pos: tuple = (20,)
+    av_ca_timestep_scale_multiplier: float = 1000.0
+    double_precision_rope: bool = True
+    apply_gated_attention: bool = False  # LTX-2.3
+    cross_attention_adaln: bool = False  # LTX-2.3: text cross-attention AdaLN + prompt AdaLN
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    @property
+    def audio_inner_dim(self) -> int:
+        return self.audio_num_attention_heads * self.audio_attention_head_dim
+
+    @property
+    def ada_rows(self) -> int:
+        """AdaLN rows per block: (shift, scale, gate) x (attn, ffn) [+ (shift_q, scale_q, gate) for text]."""
+        return 9 if self.cross_attention_adaln else 6
+
+    @classmethod
+    def from_config(cls, config: Mapping, video_only: bool = False) -> "LTXModelArgs":
+        """Read Lightricks' embedded checkpoint config (whole dict or its "transformer" part) or a
+        diffusers ``LTX2VideoTransformer3DModel`` config.json dict.
+
+        Missing keys take the values the corresponding reference takes (ltx-core 1.0.0's
+        configurator, or diffusers' constructor defaults). Raises ValueError for settings this
+        port does not implement (interleaved RoPE, patch size > 1, LTX-2.5 options).
+        """
+        c = dict(config.get("transformer", config))
+        if "rope_double_precision" in c or "gated_attn" in c or "_class_name" in c:
+            return cls._from_diffusers(c, video_only)
+        rope_type = c.get("rope_type", "interleaved")  # ltx-core 1.0.0 default when absent
+        if rope_type != "split":
+            raise ValueError(f"rope_type {rope_type!r} is not supported (LTX-2/2.3 checkpoints use 'split')")
+        return cls(
+            num_attention_heads=c.get("num_attention_heads", 32),
+            attention_head_dim=c.get("attention_head_dim", 128),
+            in_channels=c.get("in_channels", 128),
+            out_channels=c.get("out_channels", 128),
+            num_layers=c.get("num_layers", 48),
+            cross_attention_dim=c.get("cross_attention_dim", 4096),
+            caption_channels=c.get("caption_channels", 3840),
+            caption_projection=not c.get("caption_proj_before_connector", False),
+            norm_eps=c.get("norm_eps", 1e-6),
+            positional_embedding_theta=c.get("positional_embedding_theta", 10000.0),
+            positional_embedding_max_pos=tuple(c.get("positional_embedding_max_pos", (20, 2048, 2048))),
+            timestep_scale_multiplier=c.get("timestep_scale_multiplier", 1000),
+            use_middle_indices_grid=c.get("use_middle_indices_grid", True),
+            audio=not video_only,
+            audio_num_attention_heads=c.get("audio_num_attention_heads", 32),
+            audio_attention_head_dim=c.get("audio_attention_head_dim", 64),
+            audio_in_channels=c.get("audio_in_channels", 128),
+            audio_out_channels=c.get("audio_out_channels", 128),
+            audio_cross_attention_dim=c.get("audio_cross_attention_dim", 2048),
+            audio_positional_embedding_max_pos=tuple(c.get("audio_positional_embedding_max_pos", (20,))),
+            av_ca_timestep_scale_multiplier=c.get("av_ca_timestep_scale_multiplier", 1),
+            double_precision_rope=c.get("frequencies_precision", False) == "float64",
+            apply_gated_attention=c.get("apply_gated_attention", False),
+            cross_attention_adaln=c.get("cross_attention_adaln", False),
+        )
+
+    @classmethod
+    def _from_diffusers(cls, c: dict, video_only: bool) -> "LTXModelArgs":
+        unsupported = {"patch_size": 1, "patch_size_t": 1, "audio_patch_size": 1, "audio_patch_size_t": 1,
+                       "rope_type": "split", "ff_bias": True, "audio_ff_bias": True, "use_prompt_adaln_single": True,
+                       "use_keyframes_abs_pos_embedding": False, "qk_norm": "rms_norm_across_heads"}
+        defaults = {"rope_type": "interleaved"}
+        for k, want in unsupported.items():
+            if c.get(k, defaults.get(k, want)) != want:
+                raise ValueError(f"diffusers config {k}={c.get(k, defaults.get(k))!r} is not supported (need {want!r})")
+        gated, adaln = c.get("gated_attn", False), c.get("cross_attn_mod", False)
+        if c.get("audio_gated_attn", False) != gated or c.get("audio_cross_attn_mod", False) != adaln:
+            raise ValueError("video and audio gating / prompt modulation must agree")
+        return cls(
+            num_attention_heads=c.get("num_attention_heads", 32),
+            attention_head_dim=c.get("attention_head_dim", 128),
+            in_channels=c.get("in_channels", 128),
+            out_channels=c.get("out_channels") or c.get("in_channels", 128),
+            num_layers=c.get("num_layers", 48),
+            cross_attention_dim=c.get("cross_attention_dim", 4096),
+            caption_channels=c.get("caption_channels", 3840),
+            caption_projection=c.get("use_prompt_embeddings", True),
+            norm_eps=c.get("norm_eps", 1e-6),
+            positional_embedding_theta=c.get("rope_theta", 10000.0),
+            positional_embedding_max_pos=(c.get("pos_embed_max_pos", 20), c.get("base_height", 2048),
+                                          c.get("base_width", 2048)),
+            timestep_scale_multiplier=c.get("timestep_scale_multiplier", 1000),
+            audio=not video_only,
+            audio_num_attention_heads=c.get("audio_num_attention_heads", 32),
+            audio_attention_head_dim=c.get("audio_attention_head_dim", 64),
+            audio_in_channels=c.get("audio_in_channels", 128),
+            audio_out_channels=c.get("audio_out_channels") or c.get("audio_in_channels", 128),
+            audio_cross_attention_dim=c.get("audio_cross_attention_dim", 2048),
+            audio_positional_embedding_max_pos=(c.get("audio_pos_embed_max_pos", 20),),
+            av_ca_timestep_scale_multiplier=c.get("cross_attn_timestep_scale_multiplier", 1000),
+            double_precision_rope=c.get("rope_double_precision", True),
+            apply_gated_attention=gated,
+            cross_attention_adaln=adaln,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# inputs
+
+
+@dataclass
+class Modality:
+    """One stream's inputs (video or audio), as ltx-core's ``Modality``.
+
+    latent: [B, T, C_in] patchified tokens (grid tokens, then any appended guiding tokens).
+    timesteps: per-token noise level in [0, 1], [B, T] or [B, T, 1] (``denoise_mask * sigma``);
+        [B] or [B, 1] for one value per item.
+    sigma: [B] the step's global sigma. It drives LTX-2.3's prompt AdaLN and the *other* stream's
+        audio<->video cross-attention modulation.
+    context: [B, S, caption_channels] (LTX-2, projected inside) or [B, S, cross_attention_dim].
+    """
+
+    latent: mx.array
+    timesteps: mx.array
+    sigma: mx.array
+    context: mx.array
+
+
+KINDS = ("video_self_attn", "audio_self_attn", "a2v_cross_attn", "v2a_cross_attn")
+
+
+@dataclass(frozen=True)
+class Perturbations:
+    """Per-batch-item guidance perturbations (ltx-core ``BatchedPerturbationConfig``).
+
+    ``items[b]`` maps a kind in :data:`KINDS` to the block indices where it applies (None = every
+    block). ``*_self_attn`` (STG): the self-attention output is replaced by its value projection
+    (gate and output projection still applied). ``*_cross_attn`` (modality isolation): the
+    audio->video or video->audio residual is dropped.
+    Example: ``Perturbations(({}, {"video_self_attn": [28], "audio_self_attn": [28]}))``.
+    """
+
+    items: tuple = field(default_factory=tuple)
+
+    def __post_init__(self):
+        for item in self.items:
+            bad = set(item) - set(KINDS)
+            if bad:
+                raise ValueError(f"unknown perturbation kinds {sorted(bad)}; known: {KINDS}")
+
+    def _hit(self, kind: str, block: int) -> list[bool]:
+        return [kind in it and (it[kind] is None or block in it[kind]) for it in self.items]
+
+    def all(self, kind: str, block: int) -> bool:
+        hits = self._hit(kind, block)
+        return bool(hits) and all(hits)
+
+    def keep(self, kind: str, block: int) -> mx.array | None:
+        """[B, 1, 1] float32, 0 for the items perturbed by ``kind`` in ``block``; None if none is."""
+        hits = self._hit(kind, block)
+        if not any(hits):
+            return None
+        return mx.array([0.0 if h else 1.0 for h in hits], dtype=F32)[:, None, None]
+
+
+# ----------------------------------------------------------------------------------------------
+# layers
+
+
+def _wdtype(layer: nn.Module) -> mx.Dtype:
+    return layer.scales.dtype if hasattr(layer, "scales") else layer.weight.dtype
+
+
+def _lin(layer: nn.Module, x: mx.array) -> mx.array:
+    """Apply a (possibly quantized) linear layer in its weights' dtype."""
+    return layer(x.astype(_wdtype(layer)))
+
+
+def _rms(x: mx.array, eps: float) -> mx.array:
+    return mx.fast.rms_norm(x.astype(F32), None, eps)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with a learned weight, computed in float32."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = mx.ones((dim,))
+        self.eps = eps
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return mx.fast.rms_norm(x.astype(F32), self.weight.astype(F32), self.eps)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with q/k RMSNorm across heads, split RoPE and optional per-head gate."""
+
+    def __init__(self, query_dim: int, context_dim: int, heads: int, dim_head: int, eps: float, gated: bool):
+        super().__init__()
+        inner = heads * dim_head
+        self.heads = heads
+        self.q_norm = RMSNorm(inner, eps)
+        self.k_norm = RMSNorm(inner, eps)
+        self.to_q = nn.Linear(query_dim, inner)
+        self.to_k = nn.Linear(context_dim, inner)
+        self.to_v = nn.Linear(context_dim, inner)
+        self.to_out = nn.Linear(inner, query_dim)
+        if gated:
+            self.to_gate_logits = nn.Linear(query_dim, heads)
+
+    def _heads(self, x: mx.array) -> mx.array:
+        b, t, _ = x.shape
+        return x.reshape(b, t, self.heads, -1).transpose(0, 2, 1, 3)
+
+    def __call__(self, x: mx.array, context: mx.array | None = None, pe: RopeTable | None = None,
+                 k_pe: RopeTable | None = None, keep: mx.array | None = None, skip: bool = False) -> mx.array:
+        """x: [B, T, query_dim] float32; context: [B, S, context_dim] (None: self-attention).
+
+        ``pe`` rotates q (and k unless ``k_pe`` is given). STG: ``skip`` replaces the attention
+        output by v for every item; ``keep`` ([B,1,1], 0 = replace) does it per item.
+        Returns [B, T, query_dim] in the weights' dtype.
+        """
+        context = x if context is None else context
+        b, t, _ = x.shape
+        v = _lin(self.to_v, context)
+        if skip:
+            out = v
+        else:
+            q = self.q_norm(_lin(self.to_q, x))
+            k = self.k_norm(_lin(self.to_k, context))
+            if pe is not None:
+                q = apply_rope(q, pe)
+                k = apply_rope(k, pe if k_pe is None else k_pe)
+            o = attention(self._heads(q), self._heads(k), self._heads(v), dtype=v.dtype)
+            out = o.transpose(0, 2, 1, 3).reshape(b, t, -1)
+            if keep is not None:
+                out = out * keep + v * (1 - keep)
+        if "to_gate_logits" in self:
+            gates = 2.0 * mx.sigmoid(_lin(self.to_gate_logits, x).astype(F32))  # [B, T, H]
+            out = (out.reshape(b, t, self.heads, -1) * gates[..., None]).reshape(b, t, -1)
+        return _lin(self.to_out, out)
+
+
+class FeedForward(nn.Module):
+    """Linear -> GELU(tanh) -> Linear, 4x wide."""
+
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        self.proj_in = nn.Linear(dim, dim * mult)
+        self.proj_out = nn.Linear(dim * mult, dim)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return _lin(self.proj_out, nn.gelu_approx(_lin(self.proj_in, x)))
+
+
+class TimestepEmbedder(nn.Module):
+    """256-channel sinusoidal embedding [cos, sin] -> Linear -> SiLU -> Linear."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(256, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def __call__(self, t: mx.array) -> mx.array:
+        # float32 angles on device, as ltx-core (get_timestep_embedding computes in float32)
+        e = sinusoidal_embedding(t, 256, float64=False)
+        return _lin(self.linear_2, nn.silu(_lin(self.linear_1, e))).astype(F32)
+
+
+class AdaLNSingle(nn.Module):
+    """PixArt adaLN-single: t -> (modulation [..., rows*D], embedded timestep [..., D]), float32."""
+
+    def __init__(self, dim: int, rows: int):
+        super().__init__()
+        self.timestep_embedder = TimestepEmbedder(dim)
+        self.linear = nn.Linear(dim, rows * dim)
+
+    def __call__(self, t: mx.array) -> tuple[mx.array, mx.array]:
+        emb = self.timestep_embedder(t)
+        return _lin(self.linear, nn.silu(emb)).astype(F32), emb
+
+
+class CaptionProjection(nn.Module):
+    """LTX-2 text projection: Linear -> GELU(tanh) -> Linear."""
+
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return _lin(self.linear_2, nn.gelu_approx(_lin(self.linear_1, x)))
+
+
+def _ada(table: mx.array, mod: mx.array, start: int, stop: int) -> list[mx.array]:
+    """Rows start..stop-1 of ``table [k, D] + mod [B, T, k*D]`` as a list of [B, T, D] float32."""
+    b, t, _ = mod.shape
+    k, d = table.shape
+    m = mod.reshape(b, t, k, d)[:, :, start:stop] + table[start:stop].astype(F32)
+    return [m[:, :, i] for i in range(stop - start)]
+
+
+@dataclass
+class _Stream:
+    """Per-stream tensors shared by every block (ltx-core TransformerArgs)."""
+
+    x: mx.array  # [B, T, D] float32 residual stream
+    mod: mx.array  # [B, T|1, rows*D] AdaLN modulation
+    emb: mx.array  # [B, T|1, D] embedded timestep (output modulation)
+    context: mx.array  # [B, S, D]
+    pe: RopeTable
+    prompt_mod: mx.array | None = None  # [B, 1, 2*D] LTX-2.3 context modulation
+    cross_pe: RopeTable | None = None
+    cross_mod: mx.array | None = None  # [B, 1, 4*D] a<->v scale/shift from the other stream's sigma
+    cross_gate: mx.array | None = None  # [B, 1, D]
+
+
+class Block(nn.Module):
+    """BasicAVTransformerBlock: per stream self-attn, text cross-attn; a<->v cross-attn; FFN."""
+
+    def __init__(self, args: LTXModelArgs, idx: int):
+        super().__init__()
+        self.idx = idx
+        self.eps = args.norm_eps
+        self.adaln = args.cross_attention_adaln
+        g, eps = args.apply_gated_attention, args.norm_eps
+        vd, vh, vdh = args.inner_dim, args.num_attention_heads, args.attention_head_dim
+        self.attn1 = Attention(vd, vd, vh, vdh, eps, g)
+        self.attn2 = Attention(vd, args.cross_attention_dim, vh, vdh, eps, g)
+        self.ff = FeedForward(vd)
+        self.scale_shift_table = mx.zeros((args.ada_rows, vd))
+        if self.adaln:
+            self.prompt_scale_shift_table = mx.zeros((2, vd))
+        self.has_audio = args.audio
+        if args.audio:
+            ad, ah, adh = args.audio_inner_dim, args.audio_num_attention_heads, args.audio_attention_head_dim
+            self.audio_attn1 = Attention(ad, ad, ah, adh, eps, g)
+            self.audio_attn2 = Attention(ad, args.audio_cross_attention_dim, ah, adh, eps, g)
+            self.audio_ff = FeedForward(ad)
+            self.audio_scale_shift_table = mx.zeros((args.ada_rows, ad))
+            if self.adaln:
+                self.audio_prompt_scale_shift_table = mx.zeros((2, ad))
+            self.audio_to_video_attn = Attention(vd, ad, ah, adh, eps, g)  # q: video, k/v: audio
+            self.video_to_audio_attn = Attention(ad, vd, ah, adh, eps, g)  # q: audio, k/v: video
+            # rows: (scale, shift) a2v, (scale, shift) v2a, gate
+            self.scale_shift_table_a2v_ca_video = mx.zeros((5, vd))
+            self.scale_shift_table_a2v_ca_audio = mx.zeros((5, ad))
+
+    def _self_and_text(self, s: _Stream, attn1, attn2, table, prompt_table, keep, skip) -> mx.array:
+        x = s.x
+        shift, scale, gate = _ada(table, s.mod, 0, 3)
+        x = x + attn1(_rms(x, self.eps) * (1 + scale) + shift, pe=s.pe, keep=keep, skip=skip) * gate
+        if not self.adaln:  # LTX-2: plain text cross-attention
+            return x + attn2(_rms(x, self.eps), context=s.context)
+        shift_q, scale_q, gate_q = _ada(table, s.mod, 6, 9)
+        shift_kv, scale_kv = _ada(prompt_table, s.prompt_mod, 0, 2)
+        q_in = _rms(x, self.eps) * (1 + scale_q) + shift_q
+        return x + attn2(q_in, context=s.context * (1 + scale_kv) + shift_kv) * gate_q
+
+    def _ffn(self, x: mx.array, mod: mx.array, table: mx.array, ff: FeedForward) -> mx.array:
+        shift, scale, gate = _ada(table, mod, 3, 6)
+        return x + ff(_rms(x, self.eps) * (1 + scale) + shift) * gate
+
+    def __call__(self, v: _Stream, a: _Stream | None, p: Perturbations) -> tuple[mx.array, mx.array | None]:
+        i = self.idx
+        vx = self._self_and_text(v, self.attn1, self.attn2, self.scale_shift_table,
+                                 getattr(self, "prompt_scale_shift_table", None),
+                                 p.keep("video_self_attn", i), p.all("video_self_attn", i))
+        if a is None:
+            return self._ffn(vx, v.mod, self.scale_shift_table, self.ff), None
+        ax = self._self_and_text(a, self.audio_attn1, self.audio_attn2, self.audio_scale_shift_table,
+                                 getattr(self, "audio_prompt_scale_shift_table", None),
+                                 p.keep("audio_self_attn", i), p.all("audio_self_attn", i))
+
+        # audio <-> video cross-attention; both directions read the norms taken before either update
+        vn, an = _rms(vx, self.eps), _rms(ax, self.eps)
+        tv, ta = self.scale_shift_table_a2v_ca_video, self.scale_shift_table_a2v_ca_audio
+        if not p.all("a2v_cross_attn", i):
+            sv, hv = _ada(tv[:4], v.cross_mod, 0, 2)
+            sa, ha = _ada(ta[:4], a.cross_mod, 0, 2)
+            (gate,) = _ada(tv[4:], v.cross_gate, 0, 1)
+            out = self.audio_to_video_attn(vn * (1 + sv) + hv, context=an * (1 + sa) + ha,
+                                           pe=v.cross_pe, k_pe=a.cross_pe) * gate
+            keep = p.keep("a2v_cross_attn", i)
+            vx = vx + (out if keep is None else out * keep)
+        if not p.all("v2a_cross_attn", i):
+            sa, ha = _ada(ta[:4], a.cross_mod, 2, 4)
+            sv, hv = _ada(tv[:4], v.cross_mod, 2, 4)
+            (gate,) = _ada(ta[4:], a.cross_gate, 0, 1)
+            out = self.video_to_audio_attn(an * (1 + sa) + ha, context=vn * (1 + sv) + hv,
+                                           pe=a.cross_pe, k_pe=v.cross_pe) * gate
+            keep = p.keep("v2a_cross_attn", i)
+            ax = ax + (out if keep is None else out * keep)
+
+        vx = self._ffn(vx, v.mod, self.scale_shift_table, self.ff)
+        ax = self._ffn(ax, a.mod, self.audio_scale_shift_table, self.audio_ff)
+        return vx, ax
+
+
+# ----------------------------------------------------------------------------------------------
+# model
+
+
+class LTXModel(nn.Module):
+    """LTX-2 / LTX-2.3 velocity transformer (ltx-core ``LTXModel``; video-only when ``args.audio`` is False).
+
+    Call: ``model(video, audio, rope, perturbations=None) -> (v_video, v_audio)`` with
+    :class:`Modality` inputs (audio None: video-only pass, no audio<->video attention) and
+    ``rope = model.rope_tables(video_positions, audio_positions)``. Velocities are float32,
+    [B, T_v, out_channels] and [B, T_a, audio_out_channels] (None without audio); slice off
+    appended guiding tokens afterwards.
+    """
+
+    def __init__(self, args: LTXModelArgs):
+        super().__init__()
+        self.args = args
+        vd, rows = args.inner_dim, args.ada_rows
+        self.patchify_proj = nn.Linear(args.in_channels, vd)
+        self.adaln_single = AdaLNSingle(vd, rows)
+        if args.cross_attention_adaln:
+            self.prompt_adaln_single = AdaLNSingle(vd, 2)
+        if args.caption_projection:
+            self.caption_projection = CaptionProjection(args.caption_channels, vd)
+        self.scale_shift_table = mx.zeros((2, vd))
+        self.proj_out = nn.Linear(vd, args.out_channels)
+        if args.audio:
+            ad = args.audio_inner_dim
+            self.audio_patchify_proj = nn.Linear(args.audio_in_channels, ad)
+            self.audio_adaln_single = AdaLNSingle(ad, rows)
+            if args.cross_attention_adaln:
+                self.audio_prompt_adaln_single = AdaLNSingle(ad, 2)
+            if args.caption_projection:
+                self.audio_caption_projection = CaptionProjection(args.caption_channels, ad)
+            self.audio_scale_shift_table = mx.zeros((2, ad))
+            self.audio_proj_out = nn.Linear(ad, args.audio_out_channels)
+            self.av_ca_video_scale_shift_adaln_single = AdaLNSingle(vd, 4)
+            self.av_ca_audio_scale_shift_adaln_single = AdaLNSingle(ad, 4)
+            self.av_ca_a2v_gate_adaln_single = AdaLNSingle(vd, 1)
+            self.av_ca_v2a_gate_adaln_single = AdaLNSingle(ad, 1)
+        self.transformer_blocks = [Block(args, i) for i in range(args.num_layers)]
+
+    def rope_tables(self, video_positions, audio_positions=None) -> LTXRope:
+        """RoPE tables for one run or stage from explicit positions (see :func:`rope.rope_tables`).
+
+        video_positions [B|1, 3, T_v, 2] (seconds, pixels, pixels; [start, end)), audio_positions
+        [B|1, 1, T_a, 2] seconds or None. Include the positions of appended guiding tokens.
+        """
+        a = self.args
+        if audio_positions is not None and not a.audio:
+            raise ValueError("this is a video-only model: audio_positions must be None")
+        return rope_tables(
+            video_positions, audio_positions, video_dim=a.inner_dim, video_heads=a.num_attention_heads,
+            video_max_pos=a.positional_embedding_max_pos, audio_dim=a.audio_inner_dim,
+            audio_heads=a.audio_num_attention_heads, audio_max_pos=a.audio_positional_embedding_max_pos,
+            cross_dim=a.audio_cross_attention_dim, theta=a.positional_embedding_theta,
+            use_middle=a.use_middle_indices_grid, float64=a.double_precision_rope)
+
+    def _stream(self, m: Modality, other: Modality | None, pe: RopeTable, cross_pe: RopeTable | None,
+                prefix: str, cross_names: tuple[str, str]) -> _Stream:
+        mult = self.args.timestep_scale_multiplier
+        layer = lambda name: getattr(self, prefix + name, None)  # noqa: E731
+        x = _lin(layer("patchify_proj"), m.latent).astype(F32)
+        b = x.shape[0]
+        t = m.timesteps.astype(F32).reshape(b, -1)  # per token, or one per item
+        mod, emb = layer("adaln_single")(t * mult)
+        sigma = m.sigma.astype(F32).reshape(b)
+        prompt = layer("prompt_adaln_single")
+        prompt_mod = prompt(sigma * mult)[0][:, None] if prompt is not None else None
+        proj = layer("caption_projection")
+        ctx = (m.context if proj is None else proj(m.context)).astype(F32)
+        s = _Stream(x, mod, emb, ctx, pe, prompt_mod)
+        if other is not None:
+            # cross-attention modulation follows the *other* stream's sigma (ltx-core 1.0.0)
+            ts = other.sigma.astype(F32).reshape(b) * mult
+            gate_factor = self.args.av_ca_timestep_scale_multiplier / mult
+            s.cross_pe = cross_pe
+            s.cross_mod = getattr(self, cross_names[0])(ts)[0][:, None]
+            s.cross_gate = getattr(self, cross_names[1])(ts * gate_factor)[0][:, None]
+        return s
+
+    @staticmethod
+    def _output(x: mx.array, emb: mx.array, table: mx.array, proj: nn.Linear, eps: float) -> mx.array:
+        shift, scale = table[0].astype(F32) + emb, table[1].astype(F32) + emb
+        x = mx.fast.layer_norm(x, None, None, eps) * (1 + scale) + shift
+        return _lin(proj, x).astype(F32)
+
+    def __call__(self, video: Modality, audio: Modality | None, rope: LTXRope,
+                 perturbations: Perturbations | None = None) -> tuple[mx.array, mx.array | None]:
+        """Velocities for the video and audio tokens (see class docstring). Raises ValueError on
+        audio input to a video-only model or a perturbation list whose length is not B."""
+        if audio is not None and not self.args.audio:
+            raise ValueError("this is a video-only model: audio must be None")
+        b = video.latent.shape[0]
+        p = perturbations if perturbations is not None else Perturbations(tuple({} for _ in range(b)))
+        if len(p.items) != b:
+            raise ValueError(f"perturbations has {len(p.items)} items for a batch of {b}")
+        v = self._stream(video, audio, rope.video, rope.video_cross, "",
+                         ("av_ca_video_scale_shift_adaln_single", "av_ca_a2v_gate_adaln_single"))
+        a = None
+        if audio is not None:
+            a = self._stream(audio, video, rope.audio, rope.audio_cross, "audio_",
+                             ("av_ca_audio_scale_shift_adaln_single", "av_ca_v2a_gate_adaln_single"))
+        for block in self.transformer_blocks:
+            v.x, ax = block(v, a, p)
+            if a is not None:
+                a.x = ax
+        eps = self.args.norm_eps
+        out_v = self._output(v.x, v.emb, self.scale_shift_table, self.proj_out, eps)
+        out_a = None if a is None else self._output(a.x, a.emb, self.audio_scale_shift_table, self.audio_proj_out, eps)
+        return out_v, out_a
+
+
+def to_x0(latent: mx.array, velocity: mx.array, timesteps: mx.array) -> mx.array:
+    """x0 = x_t - v * t_token in float32 (ltx-core X0Model / to_denoised).
+
+    latent, velocity: [B, T, C]; timesteps: per-token noise level [B, T] / [B, T, 1], or [B] / [B, 1].
+    """
+    t = timesteps.astype(F32).reshape(latent.shape[0], -1, 1)
+    return latent.astype(F32) - velocity.astype(F32) * t
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoint keys
+
+LIGHTRICKS_PREFIX = "model.diffusion_model."
+# Keys of Lightricks' single-file checkpoint owned by other modules (text connectors / feature
+# extractor, video VAE, audio VAE, vocoder); skipped here, loaded by their own sanitize.
+OTHER_MODULES = (
+    "model.diffusion_model.video_embeddings_connector.",
+    "model.diffusion_model.audio_embeddings_connector.",
+    "model.diffusion_model.embeddings_connector.",
+    "text_embedding_projection.",
+    "vae.",
+    "audio_vae.",
+    "vocoder.",
+)
+# Audio-stream and audio<->video keys: the reference's video-only model never builds (so never
+# loads) them; dropped only when sanitizing for a video-only model.
+_AUDIO_TOP = re.compile(r"^(audio_|av_ca_)")
+_AUDIO_BLOCK = re.compile(r"^transformer_blocks\.\d+\.(audio_|video_to_audio_attn\.|scale_shift_table_a2v_ca_)")
+
+# diffusers LTX2VideoTransformer3DModel names -> original names
+_DIFFUSERS_TOP = {
+    "proj_in": "patchify_proj", "audio_proj_in": "audio_patchify_proj",
+    "time_embed": "adaln_single", "audio_time_embed": "audio_adaln_single",
+    "prompt_adaln": "prompt_adaln_single", "audio_prompt_adaln": "audio_prompt_adaln_single",
+    "av_cross_attn_video_scale_shift": "av_ca_video_scale_shift_adaln_single",
+    "av_cross_attn_audio_scale_shift": "av_ca_audio_scale_shift_adaln_single",
+    "av_cross_attn_video_a2v_gate": "av_ca_a2v_gate_adaln_single",
+    "av_cross_attn_audio_v2a_gate": "av_ca_v2a_gate_adaln_single",
+}
+_DIFFUSERS_BLOCK = {
+    "video_a2v_cross_attn_scale_shift_table": "scale_shift_table_a2v_ca_video",
+    "audio_a2v_cross_attn_scale_shift_table": "scale_shift_table_a2v_ca_audio",
+}
+_DIFFUSERS_ATTN = {"norm_q": "q_norm", "norm_k": "k_norm"}
+
+# original names -> this module's names
+_OURS = (
+    (re.compile(r"\.emb\.timestep_embedder\."), ".timestep_embedder."),
+    (re.compile(r"\.to_out\.0\."), ".to_out."),
+    (re.compile(r"ff\.net\.0\.proj\."), "ff.proj_in."),  # ff. and audio_ff.
+    (re.compile(r"ff\.net\.2\."), "ff.proj_out."),
+)
+
+
+def _from_diffusers(key: str) -> str:
+    parts = key.split(".")
+    parts[0] = _DIFFUSERS_TOP.get(parts[0], parts[0])
+    if parts[0] == "transformer_blocks" and len(parts) > 2:
+        parts[2] = _DIFFUSERS_BLOCK.get(parts[2], parts[2])
+        if len(parts) > 3:
+            parts[3] = _DIFFUSERS_ATTN.get(parts[3], parts[3])
+    return ".".join(parts)
+
+
+def sanitize(weights: Mapping[str, mx.array], layout: str = "lightricks",
+             video_only: bool = False) -> dict[str, mx.array]:
+    """Map checkpoint keys to :class:`LTXModel` parameter names (all weights are linears/tables:
+    no layout change).
+
+    layout "lightricks": Lightricks' single file (``model.diffusion_model.*``); keys under
+    :data:`OTHER_MODULES` are skipped, any other key is kept (renamed if it has the prefix) so that
+    ``load_strict`` names it. layout "diffusers": ``LTX2VideoTransformer3DModel`` names.
+    ``video_only``: drop the audio and audio<->video keys for a video-only model.
+    Raises ValueError for an unknown layout.
+    """
+    out = {}
+    for key, w in weights.items():
+        if layout == "lightricks":
+            if key.startswith(OTHER_MODULES):
+                continue
+            key = key[len(LIGHTRICKS_PREFIX):] if key.startswith(LIGHTRICKS_PREFIX) else key
+        elif layout == "diffusers":
+            key = _from_diffusers(key)
+        else:
+            raise ValueError(f"unknown layout {layout!r} (expected 'lightricks' or 'diffusers')")
+        if video_only and (_AUDIO_TOP.match(key) or _AUDIO_BLOCK.match(key)):
+            continue
+        for pat, rep in _OURS:
+            key = pat.sub(rep, key)
+        out[key] = w
+    return out
