@@ -1,0 +1,698 @@
+"""LTX-2 / LTX-2.3 video VAE (encoder + decoder), channels-last MLX port.
+
+Follows ``ltx_core.model.video_vae`` (ltx-core 1.0.0: VideoEncoder, VideoDecoder, tiled_decode);
+diffusers' ``AutoencoderKLLTX2Video`` is the same network under other key names.
+
+* video ``[B, F, H, W, 3]`` in [-1, 1], ``F = 1 + 8k``, ``H, W`` multiples of 32
+* latent ``[B, 1 + k, H/32, W/32, C]`` (C = 128 in both checkpoints), normalised with the
+  per-channel statistics (``(mu - mean) / std``).
+
+The block *kinds* (res_x, compress_*_res, compress_*), layer counts and flags come from the
+checkpoint config (``config["vae"]`` of the single file, or a diffusers ``vae/config.json``);
+every block's *width* comes from the weights (``VideoVAE.from_weights``). LTX-2 (19B) and LTX-2.3
+disagree on the last encoder downsample (2048 vs 1024 channels, shared_docs ltx2.md 4.4), so a
+width read from a stale config would either crash or silently mis-size the following blocks.
+All computation is float32.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Sequence
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from mlx_video.io.weights import WeightsError, load_safetensors, load_strict
+from mlx_video.nn.embeddings import sinusoidal_embedding
+
+_ENC_STRIDES = {"compress_space_res": (1, 2, 2), "compress_time_res": (2, 1, 1),
+                "compress_all_res": (2, 2, 2)}
+_DEC_STRIDES = {"compress_space": (1, 2, 2), "compress_time": (2, 1, 1), "compress_all": (2, 2, 2)}
+_PADDINGS = ("zeros", "reflect")
+
+
+# ----------------------------------------------------------------------------- config
+def _blocks(raw) -> list[tuple[str, dict]]:
+    """Config block list -> [(name, params)]; an int param means ``num_layers``."""
+    return [(name, {"num_layers": p} if isinstance(p, int) else dict(p)) for name, p in raw]
+
+
+@dataclass
+class VideoVAEArgs:
+    """Architecture flags of the LTX-2 video VAE (widths are *not* here: they come from weights).
+
+    ``encoder_blocks`` in execution order; ``decoder_blocks`` as the config lists them
+    (pixel side first; the decoder runs them reversed, like ltx-core).
+    """
+    encoder_blocks: list = field(default_factory=list)
+    decoder_blocks: list = field(default_factory=list)
+    patch_size: int = 4
+    latent_log_var: str = "uniform"
+    encoder_padding: str = "zeros"
+    decoder_padding: str = "reflect"
+    encoder_causal: bool = True
+    causal_decoder: bool = False
+    timestep_conditioning: bool = False
+    norm_layer: str = "pixel_norm"
+    decode_noise_scale: float = 0.025
+    decode_timestep: float = 0.05
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> "VideoVAEArgs":
+        """From the single file's ``config`` (or its ``"vae"`` part) or a diffusers VAE config.
+
+        Missing official keys take ltx-core's configurator defaults (note: its
+        ``timestep_conditioning`` default is True; both shipped checkpoints say false).
+        Raises ValueError for diffusers layouts this port does not map (a down/up block without
+        its resampler, the old ``"conv"`` downsample).
+        """
+        d = dict(config.get("vae", config))
+        if "encoder_blocks" in d or "decoder_blocks" in d:
+            pad = d.get("spatial_padding_mode")
+            return cls(encoder_blocks=_blocks(d.get("encoder_blocks", [])),
+                       decoder_blocks=_blocks(d.get("decoder_blocks", [])),
+                       patch_size=d.get("patch_size", 4),
+                       latent_log_var=d.get("latent_log_var", "uniform"),
+                       encoder_padding=pad or "zeros", decoder_padding=pad or "reflect",
+                       causal_decoder=d.get("causal_decoder", False),
+                       timestep_conditioning=d.get("timestep_conditioning", True),
+                       norm_layer=d.get("norm_layer", "pixel_norm"))
+        if "layers_per_block" in d:
+            return cls._from_diffusers(d)
+        raise ValueError("not an LTX-2 video VAE config (no encoder_blocks/decoder_blocks or layers_per_block)")
+
+    @classmethod
+    def _from_diffusers(cls, d: Mapping) -> "VideoVAEArgs":
+        # diffusers groups "resnets + resampler" per block; ltx-core lists them as separate blocks.
+        layers = list(d.get("layers_per_block", (4, 6, 6, 2, 2)))
+        n = len(layers) - 1
+        down = list(d.get("downsample_type", ("spatial", "temporal", "spatiotemporal", "spatiotemporal")))
+        kinds = {"spatial": "space", "temporal": "time", "spatiotemporal": "all"}
+        scaling = d.get("spatio_temporal_scaling", True)
+        if not all([scaling] * n if isinstance(scaling, bool) else scaling) or any(t not in kinds for t in down[:n]):
+            raise ValueError("diffusers LTX-2 VAE: only configs whose every down block ends in a "
+                             "spatial/temporal/spatiotemporal downsampler are supported")
+        enc = []
+        for i in range(n):
+            enc += [("res_x", {"num_layers": layers[i]}), (f"compress_{kinds[down[i]]}_res", {})]
+        enc.append(("res_x", {"num_layers": layers[-1]}))
+
+        dlayers = list(d.get("decoder_layers_per_block", (5, 5, 5, 5)))  # pixel side first
+        m = len(dlayers) - 1
+        up = list(d.get("upsample_type", ("spatiotemporal",) * m))      # latent side first (not reversed)
+        res = d.get("upsample_residual", True)
+        res = [res] * m if isinstance(res, bool) else list(res)          # pixel side first
+        dscaling = d.get("decoder_spatio_temporal_scaling", True)
+        if not all([dscaling] * m if isinstance(dscaling, bool) else dscaling) or any(t not in kinds for t in up[:m]):
+            raise ValueError("diffusers LTX-2 VAE: only configs whose every up block has an upsampler are supported")
+        inject = d.get("decoder_inject_noise", False)
+        if any([inject] if isinstance(inject, bool) else inject):
+            raise ValueError("decoder_inject_noise is not supported")
+        dec = []
+        for i in range(m):  # pixel side first, as ltx-core's decoder_blocks
+            dec += [("res_x", {"num_layers": dlayers[i]}),
+                    (f"compress_{kinds[up[m - 1 - i]]}", {"residual": res[i]})]
+        dec.append(("res_x", {"num_layers": dlayers[-1]}))
+        return cls(encoder_blocks=enc, decoder_blocks=dec, patch_size=d.get("patch_size", 4),
+                   encoder_padding=d.get("encoder_spatial_padding_mode", "zeros"),
+                   decoder_padding=d.get("decoder_spatial_padding_mode", "reflect"),
+                   encoder_causal=d.get("encoder_causal", True),
+                   causal_decoder=d.get("decoder_causal", True),
+                   timestep_conditioning=d.get("timestep_conditioning", False))
+
+
+# ----------------------------------------------------------------------------- layers
+def pixel_norm(x: mx.array, eps: float = 1e-8) -> mx.array:
+    """x / sqrt(mean_c x^2 + eps) over the last (channel) axis (ltx-core PixelNorm)."""
+    return x * mx.rsqrt(mx.mean(x * x, axis=-1, keepdims=True) + eps)
+
+
+def patchify(x: mx.array, p: int) -> mx.array:
+    """[B, F, H, W, c] -> [B, F, H/p, W/p, c*p*p], channel index c*p*p + w_off*p + h_off (ltx-core order)."""
+    b, f, h, w, c = x.shape
+    x = x.reshape(b, f, h // p, p, w // p, p, c).transpose(0, 1, 2, 4, 6, 5, 3)
+    return x.reshape(b, f, h // p, w // p, c * p * p)
+
+
+def unpatchify(x: mx.array, p: int) -> mx.array:
+    """Inverse of :func:`patchify`."""
+    b, f, h, w, cpp = x.shape
+    x = x.reshape(b, f, h, w, cpp // (p * p), p, p).transpose(0, 1, 2, 6, 3, 5, 4)
+    return x.reshape(b, f, h * p, w * p, cpp // (p * p))
+
+
+def space_to_depth(x: mx.array, s: Sequence[int]) -> mx.array:
+    """[B, D*s0, H*s1, W*s2, c] -> [B, D, H, W, c*s0*s1*s2], channel order (c, s0, s1, s2)."""
+    b, d, h, w, c = x.shape
+    x = x.reshape(b, d // s[0], s[0], h // s[1], s[1], w // s[2], s[2], c)
+    x = x.transpose(0, 1, 3, 5, 7, 2, 4, 6)
+    return x.reshape(b, d // s[0], h // s[1], w // s[2], c * s[0] * s[1] * s[2])
+
+
+def depth_to_space(x: mx.array, s: Sequence[int]) -> mx.array:
+    """Inverse of :func:`space_to_depth`."""
+    b, d, h, w, cp = x.shape
+    c = cp // (s[0] * s[1] * s[2])
+    x = x.reshape(b, d, h, w, c, s[0], s[1], s[2]).transpose(0, 1, 5, 2, 6, 3, 7, 4)
+    return x.reshape(b, d * s[0], h * s[1], w * s[2], c)
+
+
+def _pad_hw(x: mx.array, ph: int, pw: int, mode: str) -> mx.array:
+    if mode == "zeros":
+        return mx.pad(x, [(0, 0), (0, 0), (ph, ph), (pw, pw), (0, 0)])
+    # reflect (torch padding_mode="reflect"): mirror without repeating the edge
+    if ph:
+        x = mx.concatenate([x[:, :, ph:0:-1], x, x[:, :, -2:-ph - 2:-1]], axis=2)
+    if pw:
+        x = mx.concatenate([x[:, :, :, pw:0:-1], x, x[:, :, :, -2:-pw - 2:-1]], axis=3)
+    return x
+
+
+class CausalConv3d(nn.Module):
+    """ltx-core CausalConv3d: frames padded by replicating the first (causal: k-1 copies) or the
+    first and last frame ((k-1)/2 copies each); spatial padding k//2 with ``padding`` mode.
+
+    weight [O, kt, kh, kw, I] (MLX layout), bias [O]; x [B, F, H, W, I] -> [B, F, H, W, O].
+    """
+
+    def __init__(self, cin: int, cout: int, padding: str = "zeros", k: int = 3):
+        super().__init__()
+        self.weight = mx.zeros((cout, k, k, k, cin))
+        self.bias = mx.zeros((cout,))
+        self.padding = padding
+
+    def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
+        _, kt, kh, kw, _ = self.weight.shape
+        if kt > 1:
+            first = mx.repeat(x[:, :1], kt - 1 if causal else (kt - 1) // 2, axis=1)
+            parts = [first, x] if causal else [first, x, mx.repeat(x[:, -1:], (kt - 1) // 2, axis=1)]
+            x = mx.concatenate(parts, axis=1)
+        x = _pad_hw(x, kh // 2, kw // 2, self.padding)
+        return mx.conv3d(x, self.weight) + self.bias
+
+
+class TimestepEmbedder(nn.Module):
+    """PixArt-alpha timestep MLP: sinusoid(256, cos first) -> linear -> SiLU -> linear."""
+
+    def __init__(self, dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.linear_1 = nn.Linear(freq_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def __call__(self, t: mx.array) -> mx.array:
+        e = sinusoidal_embedding(t, self.linear_1.weight.shape[1], float64=False)
+        return self.linear_2(nn.silu(self.linear_1(e)))
+
+
+class ResBlock(nn.Module):
+    """ResnetBlock3D with equal in/out widths: x + conv2(act(norm(conv1(act(norm(x)))))),
+    each norm followed by the AdaLN ``(1 + scale) * h + shift`` when timestep-conditioned."""
+
+    def __init__(self, ch: int, padding: str, timestep_conditioning: bool = False):
+        super().__init__()
+        self.conv1 = CausalConv3d(ch, ch, padding)
+        self.conv2 = CausalConv3d(ch, ch, padding)
+        if timestep_conditioning:
+            self.scale_shift_table = mx.zeros((4, ch))
+
+    def __call__(self, x: mx.array, causal: bool, temb: mx.array | None = None) -> mx.array:
+        h = pixel_norm(x)
+        if temb is not None:  # temb [B, 4, C]: shift1, scale1, shift2, scale2
+            ada = (self.scale_shift_table + temb)[:, :, None, None, None, :]
+            h = h * (1 + ada[:, 1]) + ada[:, 0]
+        h = self.conv1(nn.silu(h), causal)
+        h = pixel_norm(h)
+        if temb is not None:
+            h = h * (1 + ada[:, 3]) + ada[:, 2]
+        return x + self.conv2(nn.silu(h), causal)
+
+
+class ResGroup(nn.Module):
+    """``res_x`` block (ltx-core UNetMidBlock3D): ``num_layers`` ResBlocks sharing one timestep MLP."""
+
+    def __init__(self, ch: int, num_layers: int, padding: str, timestep_conditioning: bool = False):
+        super().__init__()
+        if timestep_conditioning:
+            self.time_embedder = TimestepEmbedder(4 * ch)
+        self.res_blocks = [ResBlock(ch, padding, timestep_conditioning) for _ in range(num_layers)]
+
+    def __call__(self, x: mx.array, causal: bool, t: mx.array | None = None) -> mx.array:
+        temb = None
+        if "time_embedder" in self:
+            temb = self.time_embedder(t).reshape(x.shape[0], 4, -1)
+        for blk in self.res_blocks:
+            x = blk(x, causal, temb)
+        return x
+
+
+class SpaceToDepthDownsample(nn.Module):
+    """Encoder ``compress_*_res``: conv(cin -> cout/prod(s)) then space-to-depth, plus the
+    space-to-depth of the input averaged over groups of ``cin*prod(s)/cout`` channels.
+    With a temporal stride of 2 the first frame is duplicated first."""
+
+    def __init__(self, cin: int, cout: int, stride: tuple[int, int, int], padding: str):
+        super().__init__()
+        p = math.prod(stride)
+        self.conv = CausalConv3d(cin, cout // p, padding)
+        self.stride = stride
+        self.group = cin * p // cout
+
+    def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
+        if self.stride[0] == 2:
+            x = mx.concatenate([x[:, :1], x], axis=1)
+        skip = space_to_depth(x, self.stride)
+        skip = skip.reshape(*skip.shape[:-1], -1, self.group).mean(axis=-1)
+        return space_to_depth(self.conv(x, causal), self.stride) + skip
+
+
+class DepthToSpaceUpsample(nn.Module):
+    """Decoder ``compress_*``: conv(cin -> prod(s)*cout) then depth-to-space; optional residual =
+    depth-to-space of the input tiled along channels; temporal stride 2 drops the first frame."""
+
+    def __init__(self, cin: int, cout: int, stride: tuple[int, int, int], residual: bool, padding: str):
+        super().__init__()
+        self.conv = CausalConv3d(cin, cout * math.prod(stride), padding)
+        self.stride = stride
+        self.residual_repeats = cout * math.prod(stride) // cin if residual else 0
+
+    def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
+        h = depth_to_space(self.conv(x, causal), self.stride)
+        if self.residual_repeats:
+            h = h + mx.tile(depth_to_space(x, self.stride), (1, 1, 1, 1, self.residual_repeats))
+        return h[:, 1:] if self.stride[0] == 2 else h
+
+
+# ----------------------------------------------------------------------------- builders
+def _shape(w: Mapping[str, mx.array], key: str, what: str) -> tuple:
+    if key not in w:
+        raise WeightsError(f"{what}: missing key {key}")
+    return tuple(w[key].shape)
+
+
+def _res_group(w, pre: str, what: str, params: dict, cur: int, padding: str, tc: bool) -> ResGroup:
+    """Check a res_x block's layer count and widths against its weights, then build it."""
+    found = {int(m.group(1)) for k in w if (m := re.match(re.escape(pre) + r"res_blocks\.(\d+)\.", k))}
+    n = params.get("num_layers", 1)
+    if found != set(range(n)):
+        raise WeightsError(f"{what}: config says {n} res layers, weights have {sorted(found)}")
+    for j in range(n):
+        o, *_, i = _shape(w, f"{pre}res_blocks.{j}.conv1.weight", what)
+        if (o, i) != (cur, cur):
+            raise WeightsError(f"{what}: res layer {j} maps {i}->{o} channels but its input has {cur}")
+    return ResGroup(cur, n, padding, tc)
+
+
+class VideoEncoder(nn.Module):
+    """LTX-2 video encoder: patchify -> conv_in -> blocks -> PixelNorm -> SiLU -> conv_out.
+
+    Returns the raw latent means [B, T, h, w, C] (normalisation lives in :class:`VideoVAE`).
+    Build it with :meth:`from_weights`.
+    """
+
+    def __init__(self, args: VideoVAEArgs, cin: int, c0: int, blocks: list, cout: int, conv_out: int):
+        super().__init__()
+        self.args = args
+        self.conv_in = CausalConv3d(cin, c0, args.encoder_padding)
+        self.down_blocks = blocks
+        self.conv_out = CausalConv3d(cout, conv_out, args.encoder_padding)
+
+    @classmethod
+    def from_weights(cls, w: Mapping[str, mx.array], args: VideoVAEArgs, latent_channels: int) -> "VideoEncoder":
+        """Size every block from the (sanitized, ``encoder.``-stripped) weights; does not load them.
+
+        Raises WeightsError naming the block when a block's input width differs from the previous
+        block's output, a res_x layer count differs from the config, or a SpaceToDepth width
+        does not divide; ValueError for block kinds this port does not implement.
+        """
+        pad = args.encoder_padding
+        c0, *_, cin = _shape(w, "conv_in.weight", "encoder conv_in")
+        if cin != 3 * args.patch_size ** 2:
+            raise WeightsError(f"encoder conv_in takes {cin} channels, patch size {args.patch_size} gives "
+                               f"{3 * args.patch_size ** 2}")
+        cur, blocks = c0, []
+        for i, (name, params) in enumerate(args.encoder_blocks):
+            pre, what = f"down_blocks.{i}.", f"encoder block down_blocks.{i} ({name})"
+            if name == "res_x":
+                blocks.append(_res_group(w, pre, what, params, cur, pad, False))
+            elif name in _ENC_STRIDES:
+                o, *_, i_ = _shape(w, pre + "conv.weight", what)
+                p = math.prod(_ENC_STRIDES[name])
+                out = o * p  # ltx2.md 4.4: out from the conv, not from the config multiplier
+                if i_ != cur or (cur * p) % out:
+                    raise WeightsError(f"{what}: conv takes {i_} channels (previous block gives {cur}); "
+                                       f"{cur}*{p} is not a multiple of {out}")
+                blocks.append(SpaceToDepthDownsample(cur, out, _ENC_STRIDES[name], pad))
+                cur = out
+            else:
+                raise ValueError(f"encoder block kind {name!r} is not implemented (LTX-2/2.3 use res_x, "
+                                 f"compress_space_res, compress_time_res, compress_all_res)")
+        co, *_, ci = _shape(w, "conv_out.weight", "encoder conv_out")
+        want = {"uniform": latent_channels + 1, "constant": latent_channels + 1,
+                "per_channel": 2 * latent_channels, "none": latent_channels}[args.latent_log_var]
+        if ci != cur or co != want:
+            raise WeightsError(f"encoder conv_out maps {ci}->{co} channels; expected {cur}->{want} "
+                               f"(latent_log_var={args.latent_log_var})")
+        return cls(args, cin, c0, blocks, cur, co)
+
+    @property
+    def factors(self) -> tuple[int, int]:
+        """(temporal, spatial) compression."""
+        s = [b.stride for b in self.down_blocks if isinstance(b, SpaceToDepthDownsample)]
+        return math.prod(x[0] for x in s), self.args.patch_size * math.prod(x[1] for x in s)
+
+    def __call__(self, video: mx.array) -> mx.array:
+        causal = self.args.encoder_causal
+        x = self.conv_in(patchify(video, self.args.patch_size), causal)
+        for blk in self.down_blocks:
+            x = blk(x, causal)
+        x = self.conv_out(nn.silu(pixel_norm(x)), causal)
+        n = x.shape[-1] // 2 if self.args.latent_log_var == "per_channel" else x.shape[-1] - (
+            self.args.latent_log_var != "none")
+        return x[..., :n]
+
+
+class VideoDecoder(nn.Module):
+    """LTX-2 video decoder on *un-normalised* latents: conv_in -> blocks -> PixelNorm ->
+    [AdaLN] -> SiLU -> conv_out -> unpatchify. Build it with :meth:`from_weights`."""
+
+    def __init__(self, args: VideoVAEArgs, cin: int, c0: int, blocks: list, cout: int, conv_out: int):
+        super().__init__()
+        self.args = args
+        pad = args.decoder_padding
+        self.conv_in = CausalConv3d(cin, c0, pad)
+        self.up_blocks = blocks
+        self.conv_out = CausalConv3d(cout, conv_out, pad)
+        if args.timestep_conditioning:
+            self.timestep_scale_multiplier = mx.array(1000.0)
+            self.last_time_embedder = TimestepEmbedder(2 * cout)
+            self.last_scale_shift_table = mx.zeros((2, cout))
+
+    @classmethod
+    def from_weights(cls, w: Mapping[str, mx.array], args: VideoVAEArgs, latent_channels: int) -> "VideoDecoder":
+        """Size every block from the (sanitized, ``decoder.``-stripped) weights; does not load them.
+
+        Raises WeightsError naming the block on inconsistent widths or layer counts, ValueError
+        for block kinds / options this port does not implement (attn_res_x, inject_noise).
+        """
+        pad, tc = args.decoder_padding, args.timestep_conditioning
+        c0, *_, cin = _shape(w, "conv_in.weight", "decoder conv_in")
+        if cin != latent_channels:
+            raise WeightsError(f"decoder conv_in takes {cin} channels, the latent has {latent_channels}")
+        cur, blocks = c0, []
+        for i, (name, params) in enumerate(reversed(args.decoder_blocks)):
+            pre, what = f"up_blocks.{i}.", f"decoder block up_blocks.{i} ({name})"
+            if params.get("inject_noise"):
+                raise ValueError(f"{what}: inject_noise is not implemented")
+            if name == "res_x":
+                blocks.append(_res_group(w, pre, what, params, cur, pad, tc))
+            elif name in _DEC_STRIDES:
+                s = _DEC_STRIDES[name]
+                p = math.prod(s)
+                o, *_, i_ = _shape(w, pre + "conv.weight", what)
+                res = bool(params.get("residual", False))
+                out = o // p
+                if i_ != cur or o % p or (res and (cur % p or out % (cur // p))):
+                    raise WeightsError(f"{what}: conv maps {i_}->{o} channels after a block giving {cur}; "
+                                       f"not a valid depth-to-space x{p}{' with residual' if res else ''}")
+                blocks.append(DepthToSpaceUpsample(cur, out, s, res, pad))
+                cur = out
+            else:
+                raise ValueError(f"decoder block kind {name!r} is not implemented (LTX-2/2.3 use res_x, "
+                                 f"compress_space, compress_time, compress_all)")
+        co, *_, ci = _shape(w, "conv_out.weight", "decoder conv_out")
+        if ci != cur or co != 3 * args.patch_size ** 2:
+            raise WeightsError(f"decoder conv_out maps {ci}->{co} channels; expected {cur}->{3 * args.patch_size ** 2}")
+        return cls(args, cin, c0, blocks, cur, co)
+
+    @property
+    def factors(self) -> tuple[int, int]:
+        """(temporal, spatial) expansion."""
+        s = [b.stride for b in self.up_blocks if isinstance(b, DepthToSpaceUpsample)]
+        return math.prod(x[0] for x in s), self.args.patch_size * math.prod(x[1] for x in s)
+
+    def __call__(self, z: mx.array, timestep: mx.array | None = None) -> mx.array:
+        """z: un-normalised latent [B, T, h, w, C]; timestep scalar or [B] (used only when
+        conditioned; default ``decode_timestep`` 0.05, scaled by ``timestep_scale_multiplier``)."""
+        causal = self.args.causal_decoder
+        x = self.conv_in(z, causal)
+        t = None
+        if self.args.timestep_conditioning:
+            t = self.args.decode_timestep if timestep is None else timestep
+            t = t if isinstance(t, mx.array) else mx.array(t)
+            t = mx.broadcast_to(t.astype(mx.float32).reshape(-1), (z.shape[0],))
+            t = t * self.timestep_scale_multiplier
+        for blk in self.up_blocks:
+            x = blk(x, causal, t) if isinstance(blk, ResGroup) else blk(x, causal)
+        x = pixel_norm(x)
+        if t is not None:
+            ada = self.last_scale_shift_table + self.last_time_embedder(t).reshape(z.shape[0], 2, -1)
+            ada = ada[:, :, None, None, None, :]
+            x = x * (1 + ada[:, 1]) + ada[:, 0]
+        return unpatchify(self.conv_out(nn.silu(x), causal), self.args.patch_size)
+
+
+# ----------------------------------------------------------------------------- tiling (ltx-core tiling.py)
+def _split(length: int, size: int, overlap: int):
+    """split_with_symmetric_overlaps -> (starts, ends, left ramps, right ramps)."""
+    if length <= size:
+        return [0], [length], [0], [0]
+    n = (length + size - 2 * overlap - 1) // (size - overlap)
+    starts = [i * (size - overlap) for i in range(n)]
+    ends = [s + size for s in starts]
+    ends[-1] = length
+    return starts, ends, [0] + [overlap] * (n - 1), [overlap] * (n - 1) + [0]
+
+
+def _split_causal(length: int, size: int, overlap: int):
+    """Temporal latent split: later tiles start one latent frame earlier, ramp one longer."""
+    s, e, lr, rr = _split(length, size, overlap)
+    if len(s) > 1:
+        s = [s[0]] + [x - 1 for x in s[1:]]
+        lr = [lr[0]] + [x + 1 for x in lr[1:]]
+    return s, e, lr, rr
+
+
+def _trapezoid(length: int, left: int, right: int, left_from_zero: bool) -> np.ndarray:
+    left, right = max(0, min(left, length)), max(0, min(right, length))
+    m = np.ones(length, np.float32)
+    if left:
+        fade = np.linspace(0.0, 1.0, left + 1 if left_from_zero else left + 2, dtype=np.float32)[:-1]
+        m[:left] *= fade if left_from_zero else fade[1:]
+    if right:
+        m[-right:] *= np.linspace(1.0, 0.0, right + 2, dtype=np.float32)[1:-1]
+    return np.clip(m, 0, 1)
+
+
+# ----------------------------------------------------------------------------- the VAE
+class VideoVAE(nn.Module):
+    """Encoder and/or decoder with the shared per-channel latent statistics.
+
+    Build with :meth:`from_weights` (or :func:`load_video_vae`); either part may be absent.
+    """
+
+    def __init__(self, args: VideoVAEArgs, latent_channels: int,
+                 encoder: VideoEncoder | None = None, decoder: VideoDecoder | None = None):
+        super().__init__()
+        self.args = args
+        self.latents_mean = mx.zeros((latent_channels,))
+        self.latents_std = mx.ones((latent_channels,))
+        if encoder is not None:
+            self.encoder = encoder
+        if decoder is not None:
+            self.decoder = decoder
+
+    @classmethod
+    def from_weights(cls, weights: Mapping[str, mx.array], config: Mapping | VideoVAEArgs,
+                     parts: Sequence[str] = ("encoder", "decoder")) -> "VideoVAE":
+        """Build from sanitized weights (see :func:`sanitize`) and the checkpoint config, load strictly.
+
+        Block kinds, layer counts and flags come from ``config``; all widths from the weights.
+        ``parts`` selects which of encoder / decoder to build (the other part's keys are ignored).
+        Weights are cast to float32. Raises WeightsError (missing / unused / mis-shaped keys, or an
+        inconsistent block, named).
+        """
+        args = config if isinstance(config, VideoVAEArgs) else VideoVAEArgs.from_config(config)
+        if args.norm_layer != "pixel_norm":
+            raise ValueError(f"norm_layer {args.norm_layer!r} is not implemented (LTX-2 uses pixel_norm)")
+        for pad in (args.encoder_padding, args.decoder_padding):
+            if pad not in _PADDINGS:
+                raise ValueError(f"spatial padding {pad!r} is not implemented ({_PADDINGS})")
+        c = _shape(weights, "latents_mean", "video VAE statistics")[0]
+        sub = {p: {k[len(p) + 1:]: v for k, v in weights.items() if k.startswith(p + ".")} for p in parts}
+        enc = VideoEncoder.from_weights(sub["encoder"], args, c) if "encoder" in parts else None
+        dec = VideoDecoder.from_weights(sub["decoder"], args, c) if "decoder" in parts else None
+        model = cls(args, c, enc, dec)
+        keep = {k: v for k, v in weights.items() if k.startswith(tuple(p + "." for p in parts))
+                or not k.startswith(("encoder.", "decoder."))}
+        load_strict(model, keep, "LTX-2 video VAE", dtype=mx.float32)
+        return model
+
+    def encode(self, video: mx.array) -> mx.array:
+        """video [B, F, H, W, 3] in [-1, 1] -> normalised latent [B, 1+(F-1)/8, H/32, W/32, C].
+
+        Raises ValueError unless F = 1 + 8k and H, W are multiples of 32 (ltx-core crops frames
+        with a warning instead).
+        """
+        ft, fs = self.encoder.factors
+        _, f, h, w, _ = video.shape
+        if (f - 1) % ft or h % fs or w % fs:
+            raise ValueError(f"video of {f} frames {h}x{w}: need {ft}k+1 frames and sides multiple of {fs}")
+        mu = self.encoder(video.astype(mx.float32))
+        return (mu - self.latents_mean) / self.latents_std
+
+    def decode(self, latent: mx.array, timestep: float | mx.array | None = None,
+               noise: mx.array | None = None) -> mx.array:
+        """Normalised latent [B, T, h, w, C] -> video [B, 1+8(T-1), 32h, 32w, 3] (about [-1, 1]).
+
+        Only for a timestep-conditioned decoder (neither shipped checkpoint is): the latent is first
+        blended ``0.025*noise + 0.975*latent`` (``noise`` default: mx.random.normal) and the decoder
+        is conditioned on ``timestep`` (default 0.05, per batch item). Otherwise both are ignored,
+        as in ltx-core.
+        """
+        z = latent.astype(mx.float32)
+        if self.args.timestep_conditioning:
+            s = self.args.decode_noise_scale
+            z = s * (mx.random.normal(z.shape) if noise is None else noise) + (1 - s) * z
+        return self.decoder(z * self.latents_std + self.latents_mean, timestep)
+
+    def iter_decode_tiled(self, latent: mx.array, tile_pixels: int | None = 512, overlap_pixels: int = 64,
+                          tile_frames: int | None = 64, overlap_frames: int = 24,
+                          timestep: float | mx.array | None = None) -> Iterator[mx.array]:
+        """Decode in overlapping tiles and yield the video in temporal chunks [B, f, H, W, 3].
+
+        Same tiles, trapezoidal blend masks and causal temporal shift as ltx-core's
+        ``VideoDecoder.tiled_decode`` with ``TilingConfig(SpatialTilingConfig(tile_pixels,
+        overlap_pixels), TemporalTilingConfig(tile_frames, overlap_frames))``; ``None`` disables
+        tiling on that axis. Peak memory is one tile's decode plus one temporal chunk. With a
+        timestep-conditioned decoder each tile draws its own noise (as ltx-core does).
+        Raises ValueError for sizes ltx-core's TilingConfig rejects.
+        """
+        if tile_pixels is not None and (tile_pixels < 64 or tile_pixels % 32 or overlap_pixels % 32
+                                        or overlap_pixels >= tile_pixels):
+            raise ValueError("tile_pixels must be >= 64 and a multiple of 32, overlap a smaller multiple of 32")
+        if tile_frames is not None and (tile_frames < 16 or tile_frames % 8 or overlap_frames % 8
+                                        or overlap_frames >= tile_frames):
+            raise ValueError("tile_frames must be >= 16 and a multiple of 8, overlap a smaller multiple of 8")
+        ft, fs = self.decoder.factors
+        b, t, h, w, _ = latent.shape
+        axes = []  # per axis (T, H, W): list of (in slice, out slice, 1-D mask)
+        for n, f in ((h, fs), (w, fs)):
+            if tile_pixels is None:
+                axes.append([(slice(0, n), slice(0, n * f), np.ones(n * f, np.float32))])
+                continue
+            ov = overlap_pixels // fs
+            size = max(max(2, ov + 1), round(tile_pixels // fs * n / max(h, w)))
+            axes.append([(slice(s, e), slice(s * f, e * f), _trapezoid((e - s) * f, lr * f, rr * f, False))
+                         for s, e, lr, rr in zip(*_split(n, size, ov))])
+        spl = _split_causal(t, tile_frames // ft, overlap_frames // ft) if tile_frames else _split(t, t, 0)
+        temporal = [(slice(s, e), slice(s * ft, 1 + (e - 1) * ft),
+                     _trapezoid(1 + (e - 1 - s) * ft, 0 if lr == 0 else 1 + (lr - 1) * ft, rr * ft, True))
+                    for s, e, lr, rr in zip(*spl)]
+        H, W = h * fs, w * fs
+        prev = None  # (sum, weight, start frame)
+        for tin, tout, tmask in temporal:
+            n = tout.stop - tout.start
+            acc = mx.zeros((b, n, H, W, 3))
+            wts = mx.zeros((1, n, H, W, 1))
+            for hin, hout, hmask in axes[0]:
+                for win, wout, wmask in axes[1]:
+                    tile = self.decode(latent[:, tin, hin, win], timestep)
+                    m = mx.array(tmask[:, None, None] * hmask[None, :, None] * wmask[None, None, :])[None, ..., None]
+                    acc[:, :, hout, wout] += tile[:, :n] * m
+                    wts[:, :, hout, wout] += m
+                    mx.eval(acc, wts)
+            if prev is not None:
+                psum, pw, pstart = prev
+                ov = pstart + psum.shape[1] - tout.start
+                if ov > 0:
+                    o = tout.start - pstart
+                    psum[:, o:] += acc[:, :ov]
+                    pw[:, o:] += wts[:, :ov]
+                    acc[:, :ov] = psum[:, o:]
+                    wts[:, :ov] = pw[:, o:]
+                if tout.start > pstart:
+                    yield (psum / mx.maximum(pw, 1e-8))[:, :tout.start - pstart]
+            prev = (acc, wts, tout.start)
+        yield prev[0] / mx.maximum(prev[1], 1e-8)
+
+    def decode_tiled(self, latent: mx.array, tile_pixels: int | None = 512, overlap_pixels: int = 64,
+                     tile_frames: int | None = 64, overlap_frames: int = 24,
+                     timestep: float | mx.array | None = None) -> mx.array:
+        """:meth:`iter_decode_tiled` concatenated along frames -> [B, F, H, W, 3]."""
+        return mx.concatenate(list(self.iter_decode_tiled(latent, tile_pixels, overlap_pixels, tile_frames,
+                                                          overlap_frames, timestep)), axis=1)
+
+
+# ----------------------------------------------------------------------------- checkpoint keys
+# ltx-core's PerChannelStatistics never reads these (it loads non-strictly); diffusers drops them too.
+_UNUSED_STATS = ("per_channel_statistics.channel", "per_channel_statistics.mean-of-stds",
+                 "per_channel_statistics.mean-of-stds_over_std-of-means")
+
+
+def _diffusers_to_ltx(k: str, n_down: int) -> str:
+    """diffusers AutoencoderKLLTX2Video names -> ltx-core names (inverse of diffusers' converter)."""
+    subs = [
+        (r"^encoder\.down_blocks\.(\d+)\.resnets\.", lambda m: f"encoder.down_blocks.{2 * int(m[1])}.res_blocks."),
+        (r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", lambda m: f"encoder.down_blocks.{2 * int(m[1]) + 1}."),
+        (r"^encoder\.mid_block\.resnets\.", lambda m: f"encoder.down_blocks.{2 * n_down}.res_blocks."),
+        (r"^decoder\.mid_block\.resnets\.", lambda m: "decoder.up_blocks.0.res_blocks."),
+        (r"^decoder\.mid_block\.time_embedder\.", lambda m: "decoder.up_blocks.0.time_embedder."),
+        (r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: f"decoder.up_blocks.{2 * int(m[1]) + 1}."),
+        (r"^decoder\.up_blocks\.(\d+)\.resnets\.", lambda m: f"decoder.up_blocks.{2 * int(m[1]) + 2}.res_blocks."),
+        (r"^decoder\.up_blocks\.(\d+)\.time_embedder\.",
+         lambda m: f"decoder.up_blocks.{2 * int(m[1]) + 2}.time_embedder."),
+        (r"^decoder\.time_embedder\.", lambda m: "decoder.last_time_embedder."),
+        (r"^decoder\.scale_shift_table$", lambda m: "decoder.last_scale_shift_table"),
+    ]
+    for pat, rep in subs:
+        new, n = re.subn(pat, rep, k)
+        if n:
+            return new
+    return k
+
+
+def sanitize(weights: Mapping[str, mx.array], layout: str = "lightricks") -> dict[str, mx.array]:
+    """Checkpoint keys -> this module's names; torch Conv3d weights -> MLX [O, kt, kh, kw, I].
+
+    layout "lightricks": ltx-core names (``encoder.*``, ``decoder.*``, ``per_channel_statistics.*``),
+    with or without the single file's ``vae.`` prefix; when any key has that prefix, keys without it
+    (transformer, audio VAE, vocoder of the single file) are not VAE keys and are left out.
+    layout "diffusers": ``AutoencoderKLLTX2Video`` state dict (``latents_mean``/``latents_std``).
+    The only VAE keys dropped are ``_UNUSED_STATS``. Raises ValueError for an unknown layout.
+    """
+    if layout not in ("lightricks", "diffusers"):
+        raise ValueError(f"unknown layout {layout!r} (lightricks, diffusers)")
+    if any(k.startswith("vae.") for k in weights):
+        weights = {k[4:]: v for k, v in weights.items() if k.startswith("vae.")}
+    n_down = 1 + max([int(m[1]) for k in weights if (m := re.match(r"encoder\.down_blocks\.(\d+)\.", k))],
+                     default=-1)
+    out = {}
+    for k, v in weights.items():
+        if layout == "lightricks":
+            if k in _UNUSED_STATS:
+                continue
+            k = {"per_channel_statistics.mean-of-means": "latents_mean",
+                 "per_channel_statistics.std-of-means": "latents_std"}.get(k, k)
+        else:
+            k = _diffusers_to_ltx(k, n_down)
+        k = re.sub(r"\.conv\.(weight|bias)$", r".\1", k)          # CausalConv3d's inner nn.Conv3d
+        k = k.replace("time_embedder.timestep_embedder.", "time_embedder.")
+        out[k] = v.transpose(0, 2, 3, 4, 1) if v.ndim == 5 else v
+    return out
+
+
+def load_video_vae(path: str, layout: str = "lightricks", config: Mapping | None = None,
+                   parts: Sequence[str] = ("encoder", "decoder")) -> VideoVAE:
+    """Load from a safetensors file: the LTX-2 single file (config from its ``config`` metadata)
+    or a diffusers ``vae/diffusion_pytorch_model.safetensors`` (pass its config.json as ``config``).
+    Raises WeightsError for unreadable files or mismatching weights, ValueError without a config."""
+    weights, meta = load_safetensors(path, with_metadata=True)
+    if config is None:
+        if "config" not in meta:
+            raise ValueError(f"{path}: no config metadata; pass config=")
+        config = json.loads(meta["config"])
+    return VideoVAE.from_weights(sanitize(weights, layout), config, parts)
