@@ -1,0 +1,207 @@
+"""Parity of the MLX Wan 2.1 / 2.2 VAEs with the official code and diffusers' AutoencoderKLWan.
+
+Tiny random models (base dim 8, the real z_dim 16 / 48 and latent statistics), weights by fan-in,
+exported in each reference's own checkpoint layout, converted with our ``sanitize`` and loaded
+with ``load_strict``. Encode and decode at F = 1, 5, 9 frames (latent T = 1, 2, 3) through the
+chunked causal cache, non-square frames.
+"""
+from __future__ import annotations
+
+import inspect
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+
+from mlx_video.io.weights import WeightsError, load_strict
+from mlx_video.wan import vae21, vae22
+from oracles import randomize_, rel_err, wan
+
+TOL = 1e-4
+FRAMES = (1, 5, 9)
+
+# name -> (our module, args, pixel H, W, official builder, diffusers kwargs)
+CASES = {
+    "2.2": dict(mod=vae22, args=vae22.Wan22VAEArgs(dim=8, dec_dim=8), hw=(32, 48),
+                official=lambda: wan().vae2_2.WanVAE_(
+                    dim=8, dec_dim=8, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                    attn_scales=[], temperal_downsample=[False, True, True]),
+                diffusers=dict(base_dim=8, decoder_base_dim=8, z_dim=48, is_residual=True,
+                               in_channels=12, out_channels=12, patch_size=2,
+                               scale_factor_spatial=16, latents_mean=vae22.MEAN48,
+                               latents_std=vae22.STD48)),
+    "2.1": dict(mod=vae21, args=vae21.Wan21VAEArgs(dim=8), hw=(16, 24),
+                official=lambda: wan().vae2_1.WanVAE_(
+                    dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                    attn_scales=[], temperal_downsample=[False, True, True]),
+                diffusers=dict(base_dim=8, z_dim=16)),
+}
+
+
+def _model_cls(mod):
+    return mod.Wan22VAE if mod is vae22 else mod.Wan21VAE
+
+
+def _state(module) -> dict[str, mx.array]:
+    return {k: mx.array(v.detach().numpy()) for k, v in module.state_dict().items()}
+
+
+def _ours(case, state, layout):
+    model = _model_cls(case["mod"])(case["args"])
+    return load_strict(model, case["mod"].sanitize(state, layout), "wan vae")
+
+
+def _cl(t: torch.Tensor) -> np.ndarray:
+    """torch [B, C, T, H, W] -> numpy channels-last [B, T, H, W, C]."""
+    return t.detach().permute(0, 2, 3, 4, 1).numpy()
+
+
+def _inputs(case, seed=1):
+    """Videos with F = 1, 5, 9 and normalised latents with T = 1, 2, 3 (torch, channels-first)."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = case["hw"]
+    s = 16 if case["mod"] is vae22 else 8
+    z_dim = case["args"].z_dim
+    videos = [torch.rand(1, 3, f, h, w, generator=g) * 2 - 1 for f in FRAMES]
+    latents = [torch.randn(1, z_dim, 1 + (f - 1) // 4, h // s, w // s, generator=g) for f in FRAMES]
+    return videos, latents
+
+
+def _stats(case):
+    a = case["args"]
+    return torch.tensor(a.latents_mean), torch.tensor(a.latents_std)
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request):
+    c = dict(CASES[request.param], name=request.param)
+    torch.manual_seed(0)
+    ref = randomize_(c["official"]().eval(), seed=0, fan_in=True)
+    c["ref"] = ref
+    c["ours"] = _ours(c, _state(ref), "official")
+    c["videos"], c["latents"] = _inputs(c)
+    return c
+
+
+def test_official_encode_decode(case):
+    ref, ours = case["ref"], case["ours"]
+    mean, std = _stats(case)
+    scale = [mean, 1.0 / std]
+    for video, z in zip(case["videos"], case["latents"]):
+        with torch.no_grad():
+            mu_ref = ref.encode(video, scale)
+            x_ref = ref.decode(z, scale).clamp(-1, 1)
+        mu = ours.encode(mx.array(_cl(video)))
+        x = ours.decode(mx.array(_cl(z)))
+        assert mu.shape == _cl(mu_ref).shape and mu.dtype == mx.float32
+        assert x.shape == _cl(x_ref).shape and x.dtype == mx.float32
+        e_enc, e_dec = rel_err(mu, _cl(mu_ref)), rel_err(x, _cl(x_ref))
+        assert e_enc <= TOL, (case["name"], video.shape, e_enc)
+        assert e_dec <= TOL, (case["name"], z.shape, e_dec)
+        # the comparison is not blind: outputs are mostly not clamped
+        assert float(np.mean(np.abs(np.array(x)) >= 1)) < 0.2
+
+
+def test_diffusers_encode_decode(case):
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(0)
+    ref = randomize_(AutoencoderKLWan(**case["diffusers"]).eval(), seed=3, fan_in=True)
+    ours = _ours(case, _state(ref), "diffusers")
+    mean, std = (t.view(1, -1, 1, 1, 1) for t in _stats(case))
+    for video, z in zip(case["videos"], case["latents"]):
+        with torch.no_grad():
+            mu_ref = (ref.encode(video).latent_dist.mode() - mean) / std  # diffusers: un-normalised
+            x_ref = ref.decode(z * std + mean).sample                    # and takes de-normalised z
+        e_enc = rel_err(ours.encode(mx.array(_cl(video))), _cl(mu_ref))
+        e_dec = rel_err(ours.decode(mx.array(_cl(z))), _cl(x_ref))
+        assert e_enc <= TOL and e_dec <= TOL, (case["name"], video.shape, e_enc, e_dec)
+
+
+class _NoHistory(vae21.CausalCache):
+    """A cache that forgets: every chunk sees zeros instead of the previous chunk's frames."""
+
+    def write(self, value):
+        super().write(None if value is None else mx.zeros_like(value))
+
+
+def test_cache_matters(case, monkeypatch):
+    ours = case["ours"]
+    video, z = mx.array(_cl(case["videos"][-1])), mx.array(_cl(case["latents"][-1]))
+    mu, x = ours.encode(video), ours.decode(z)
+    monkeypatch.setattr(vae21, "CausalCache", _NoHistory)
+    mu0, x0 = ours.encode(video), ours.decode(z)
+    # the first chunk has no history either way; later chunks must depend on it
+    assert rel_err(mu0[:, :1], mu[:, :1]) < 1e-6 and rel_err(x0[:, :1], x[:, :1]) < 1e-6
+    assert rel_err(mu0[:, 1:], mu[:, 1:]) > 100 * TOL
+    assert rel_err(x0[:, 1:], x[:, 1:]) > 100 * TOL
+
+
+def test_inputs_matter(case):
+    """Each latent frame and each video chunk changes what it should (and causality holds)."""
+    ours = case["ours"]
+    video, z = mx.array(_cl(case["videos"][-1])), mx.array(_cl(case["latents"][-1]))
+    mu, x = ours.encode(video), ours.decode(z)
+    video2 = mx.concatenate([video[:, :5], -video[:, 5:]], axis=1)   # change the last chunk only
+    mu2 = ours.encode(video2)
+    assert rel_err(mu2[:, :2], mu[:, :2]) < 1e-6 and rel_err(mu2[:, 2:], mu[:, 2:]) > 100 * TOL
+    z2 = mx.concatenate([z[:, :1], -z[:, 1:]], axis=1)
+    x2 = ours.decode(z2)
+    assert rel_err(x2[:, :1], x[:, :1]) < 1e-6 and rel_err(x2[:, 1:], x[:, 1:]) > 100 * TOL
+
+
+def test_shapes_and_errors():
+    for cls, args, s in ((vae22.Wan22VAE, vae22.Wan22VAEArgs(dim=4, dec_dim=4), 16),
+                         (vae21.Wan21VAE, vae21.Wan21VAEArgs(dim=4), 8)):
+        m = cls(args)
+        assert m.stride == (4, s, s) and m.z_dim == args.z_dim
+        with pytest.raises(ValueError, match="1 \\+ 4k"):
+            m.encode(mx.zeros((1, 4, s, s, 3)))
+        with pytest.raises(ValueError, match="multiples"):
+            m.encode(mx.zeros((1, 5, s, s + s // 2, 3)))
+        with pytest.raises(ValueError):
+            m.encode(mx.zeros((1, 5, s, s, 4)))
+        with pytest.raises(ValueError):
+            m.decode(mx.zeros((1, 2, 1, 1, args.z_dim + 1)))
+
+
+def test_defaults_and_from_config():
+    a22, a21 = vae22.Wan22VAEArgs(), vae21.Wan21VAEArgs()
+    assert (a22.dim, a22.dec_dim, a22.z_dim, a22.patch_size) == (160, 256, 48, 2)
+    assert (a21.dim, a21.dec_dim, a21.z_dim, a21.patch_size) == (96, None, 16, 1)
+    assert a21.dim_mult == [1, 2, 4, 4] and a21.temperal_downsample == [False, True, True]
+    from diffusers import AutoencoderKLWan
+
+    d22 = {"base_dim": 160, "decoder_base_dim": 256, "z_dim": 48, "is_residual": True,
+           "patch_size": 2, "in_channels": 12, "out_channels": 12, "attn_scales": [],
+           "latents_mean": vae22.MEAN48, "latents_std": vae22.STD48,
+           "temperal_downsample": [False, True, True], "dim_mult": [1, 2, 4, 4]}
+    assert vae22.Wan22VAEArgs.from_config(d22) == a22
+    d21 = {k: p.default for k, p in  # diffusers' 2.1 defaults, without building the model
+           inspect.signature(AutoencoderKLWan.__init__).parameters.items() if k != "self"}
+    assert vae21.Wan21VAEArgs.from_config(d21) == a21
+    with pytest.raises(ValueError):
+        vae21.Wan21VAEArgs.from_config(d22)
+    with pytest.raises(ValueError):
+        vae22.Wan22VAEArgs.from_config(d21)
+    assert vae21.Wan21VAEArgs.from_config({"dim": 8, "z_dim": 16}).dim == 8
+
+
+def test_strict_loading_names_the_key(case):
+    state = _state(case["ref"])
+    good = case["mod"].sanitize(state, "official")
+    key = "decoder.up_blocks.0.resnets.0.conv1.weight"
+    assert key in good
+    model = _model_cls(case["mod"])(case["args"])
+    missing = {k: v for k, v in good.items() if k != key}
+    with pytest.raises(WeightsError, match=key.replace(".", r"\.")):
+        load_strict(model, missing, "vae")
+    extra = dict(good, **{"encoder.not_a_layer.weight": mx.zeros((2,))})
+    with pytest.raises(WeightsError, match=r"encoder\.not_a_layer\.weight"):
+        load_strict(model, extra, "vae")
+    bad = dict(good, **{key: good[key][..., :-1]})
+    with pytest.raises(WeightsError, match=key.replace(".", r"\.")):
+        load_strict(model, bad, "vae")
+    with pytest.raises(ValueError):
+        case["mod"].sanitize(state, "nonsense")
