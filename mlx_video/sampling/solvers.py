@@ -17,7 +17,7 @@ import math
 import mlx.core as mx
 import numpy as np
 
-from .schedules import wan_flow_schedule, wan_unipc_schedule
+from .schedules import res2s_sigmas, wan_flow_schedule, wan_unipc_schedule
 
 
 def euler_step(x: mx.array, v: mx.array, sigma: float, sigma_next: float) -> mx.array:
@@ -184,3 +184,139 @@ def make_solver(name: str, num_steps: int, shift: float) -> FlowSolver:
     if name == "euler":
         return FlowEuler(*wan_flow_schedule(num_steps, shift))
     raise ValueError(f"unknown solver {name!r}; expected 'unipc', 'dpm++' or 'euler'")
+
+
+# ---------------------------------------------------------------------------------------------
+# LTX-2 steps (ltx-core 1.0.0 `components.diffusion_steps`, `components.noisers`,
+# `ltx_pipelines.utils.{samplers,res2s,helpers}`). LTX models predict x0 ("denoised"), not v.
+# Masks are per-token denoise masks (1 = generate, 0 = keep clean), broadcastable to the latent.
+
+
+def blend_clean(x: mx.array, mask: mx.array | None, clean: mx.array | None) -> mx.array:
+    """``x * mask + clean * (1 - mask)`` (ltx ``post_process_latent``); identity when mask is None."""
+    if mask is None:
+        return x
+    return x * mask + clean * (1.0 - mask)
+
+
+def add_noise(latent: mx.array, noise: mx.array, mask: mx.array | None = None,
+              noise_scale: float = 1.0) -> mx.array:
+    """GaussianNoiser: ``m = mask * noise_scale``; ``noise * m + latent * (1 - m)``.
+
+    ``noise``: standard normal, same shape as ``latent`` (drawn by the caller). Stage 2 re-noises
+    with ``noise_scale`` = its first sigma; conditioning tokens have mask 1 - strength.
+    """
+    m = noise_scale if mask is None else mask * noise_scale
+    return noise * m + latent * (1.0 - m)
+
+
+def euler_step_x0(x: mx.array, x0: mx.array, sigma: float, sigma_next: float) -> mx.array:
+    """EulerDiffusionStep: velocity ``(x - x0) / sigma``, then ``x + v * (sigma_next - sigma)``.
+
+    float32 (the reference stores the result in the latent dtype, bf16 in its pipelines). The step
+    to sigma_next = 0 returns x0 up to rounding. Raises ValueError for sigma = 0.
+    """
+    sigma, sigma_next = float(sigma), float(sigma_next)
+    if sigma == 0:
+        raise ValueError("sigma can't be 0")
+    return x + ((x - x0) / sigma) * (sigma_next - sigma)
+
+
+def phi(j: int, z: float) -> float:
+    """Exponential-integrator phi functions: phi_1(z) = (e^z - 1)/z, phi_2(z) = (e^z - 1 - z)/z^2,
+    phi_j(z) = (e^z - sum_{k<j} z^k/k!) / z^j; phi_j(0) = 1/j!. Host float64."""
+    if abs(z) < 1e-10:
+        return 1.0 / math.factorial(j)
+    rest = math.expm1(z) - sum(z ** k / math.factorial(k) for k in range(1, j))
+    return rest / z ** j
+
+
+def res2s_coefficients(h: float, c2: float = 0.5) -> tuple[float, float, float]:
+    """res_2s Runge-Kutta weights for a log-sigma step ``h = log(sigma / sigma_next)``:
+    ``a21 = c2 * phi_1(-c2 h)``, ``b2 = phi_2(-h) / c2``, ``b1 = phi_1(-h) - b2``."""
+    a21 = c2 * phi(1, -h * c2)
+    b2 = phi(2, -h) / c2
+    return a21, phi(1, -h) - b2, b2
+
+
+def sde_step(x_anchor: mx.array, x_det: mx.array, sigma: float, sigma_next: float,
+             noise: mx.array, eta: float = 0.5) -> mx.array:
+    """Res2sDiffusionStep.step: re-noise the deterministic step ``x_anchor -> x_det`` (sigma ->
+    sigma_next) with fresh ``noise`` of std ``sigma_up = eta * sigma_next``.
+
+    With ``eps = (x_anchor - x_det) / (sigma - sigma_next)`` and ``x0 = x_anchor - sigma * eps``:
+    ``alpha * (x0 + sigma_down * eps) + sigma_up * noise``, where sigma_res = sqrt(sigma_next^2 -
+    sigma_up^2), alpha = 1 - sigma_next + sigma_res, sigma_down = sigma_res / alpha. Returns
+    ``x_det`` when sigma_next = 0. Written as ``(alpha + k) x_anchor - k x_det + sigma_up noise``
+    with host-float64 k, which avoids float32 cancellation in eps for small steps.
+    """
+    sigma, sigma_next = float(sigma), float(sigma_next)
+    sigma_up = min(eta * sigma_next, 0.9999 * sigma_next)
+    if sigma_next == 0 or sigma_up == 0:
+        return x_det
+    sigma_res = math.sqrt(max(sigma_next ** 2 - sigma_up ** 2, 0.0))
+    alpha = (1.0 - sigma_next) + sigma_res
+    k = (sigma_res - alpha * sigma) / (sigma - sigma_next)
+    return (alpha + k) * x_anchor - k * x_det + sigma_up * noise
+
+
+def res2s_noise(shape, key: mx.array) -> mx.array:
+    """The res2s SDE noise: a normal draw standardised over the whole tensor, then per batch
+    element over all other axes (unbiased std, as torch.std). float32 (the reference: float64)."""
+    n = mx.random.normal(shape, key=key)
+    n = (n - n.mean()) / mx.sqrt(mx.var(n, ddof=1))
+    axes = tuple(range(1, n.ndim))
+    return (n - n.mean(axis=axes, keepdims=True)) / mx.sqrt(mx.var(n, axis=axes, keepdims=True, ddof=1))
+
+
+def res2s_sample(sigmas, latents: list[mx.array], denoise, noise=None, masks=None, cleans=None,
+                 bongmath: bool = True, seed: int = 0) -> list[mx.array]:
+    """The res_2s sampler loop over one or more jointly denoised latents (video, audio).
+
+    Follows ``res2s_audio_video_denoising_loop`` (legacy mode, as every pipeline runs it):
+    sigmas (float32 schedule ending in 0) -> ``res2s_sigmas``; per step sigma -> sigma_next with
+    h = log(sigma / sigma_next) and midpoint sigma_mid = sqrt(sigma sigma_next):
+    x0_1 = denoise(x, sigma); x_mid = x + h a21 (x0_1 - x), SDE re-noised to sigma_mid;
+    (bong, if h < 0.5 and sigma > 0.03) the anchor becomes the fixed point
+    x_a = (x_mid - c x0_1) / (1 - c), c = h a21 (closed form of the reference's 100 iterations);
+    x0_2 = denoise(x_mid, sigma_mid); x' = x_a + h (b1 (x0_1 - x_a) + b2 (x0_2 - x_a)), SDE
+    re-noised to sigma_next. Every x0 and every re-noised latent is blended with the clean latent
+    by the mask. After the last step (to 0.0011) one more denoise gives the result.
+
+    latents: list of mx.array float32. denoise(xs: list, sigma: float) -> list of raw x0.
+    noise(step: int, substep: bool, index: int, like: mx.array) -> standard-normal-like array
+    (default: ``res2s_noise`` from ``mx.random.key(seed)``; the reference seeds its own torch
+    generators with -1 / 9999 and cannot be reproduced). masks / cleans: lists (or None) per latent.
+    Deviation: latents stay float32 between steps (the reference rounds them to bf16).
+    """
+    n = len(latents)
+    masks = masks or [None] * n
+    cleans = cleans or [None] * n
+    num_full = len(sigmas) - 1
+    if noise is None:
+        keys = mx.random.split(mx.random.key(seed), 2 * n * num_full)
+
+        def noise(step, substep, index, like):
+            return res2s_noise(like.shape, keys[(2 * step + (0 if substep else 1)) * n + index])
+
+    blend = lambda xs: [blend_clean(x, m, c) for x, m, c in zip(xs, masks, cleans)]  # noqa: E731
+    sig = [float(s) for s in res2s_sigmas(sigmas)]
+    xs = list(latents)
+    for i in range(num_full):
+        s, s_next = sig[i], sig[i + 1]
+        h = -math.log(s_next / s)
+        a21, b1, b2 = res2s_coefficients(h)
+        s_mid = math.sqrt(s * s_next)
+        anchors = xs
+        x0_1 = blend(denoise(xs, s))
+        mids = [a + (h * a21) * (d - a) for a, d in zip(anchors, x0_1)]
+        mids = blend([sde_step(a, m, s, s_mid, noise(i, True, k, a)) for k, (a, m) in enumerate(zip(anchors, mids))])
+        if bongmath and h < 0.5 and s > 0.03:
+            c = h * a21
+            anchors = [(m - c * d) / (1.0 - c) for m, d in zip(mids, x0_1)]
+        x0_2 = blend(denoise(mids, s_mid))
+        nxt = [a + h * (b1 * (d1 - a) + b2 * (d2 - a)) for a, d1, d2 in zip(anchors, x0_1, x0_2)]
+        xs = blend([sde_step(a, x, s, s_next, noise(i, False, k, a)) for k, (a, x) in enumerate(zip(anchors, nxt))])
+    if sig[-1] == 0:
+        xs = blend(denoise(xs, sig[num_full]))
+    return xs
