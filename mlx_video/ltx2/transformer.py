@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -187,7 +187,8 @@ class Perturbations:
     block). ``*_self_attn`` (STG): the self-attention output is replaced by its value projection
     (gate and output projection still applied). ``*_cross_attn`` (modality isolation): the
     audio->video or video->audio residual is dropped.
-    Example: ``Perturbations(({}, {"video_self_attn": [28], "audio_self_attn": [28]}))``.
+    Example: ``Perturbations(({}, {"video_self_attn": [28], "audio_self_attn": [28]}))``;
+    ``Perturbations()`` perturbs nothing.
     """
 
     items: tuple = field(default_factory=tuple)
@@ -541,8 +542,8 @@ class LTXModel(nn.Module):
         if audio is not None and not self.args.audio:
             raise ValueError("this is a video-only model: audio must be None")
         b = video.latent.shape[0]
-        p = perturbations if perturbations is not None else Perturbations(tuple({} for _ in range(b)))
-        if len(p.items) != b:
+        p = perturbations if perturbations is not None else Perturbations()
+        if p.items and len(p.items) != b:
             raise ValueError(f"perturbations has {len(p.items)} items for a batch of {b}")
         v = self._stream(video, audio, rope.video, rope.video_cross, "",
                          ("av_ca_video_scale_shift_adaln_single", "av_ca_a2v_gate_adaln_single"))
