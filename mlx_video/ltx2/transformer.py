@@ -512,7 +512,9 @@ class LTXModel(nn.Module):
         layer = lambda name: getattr(self, prefix + name, None)  # noqa: E731
         x = _lin(layer("patchify_proj"), m.latent).astype(F32)
         b = x.shape[0]
-        t = m.timesteps.astype(F32).reshape(b, -1)  # per token, or one per item
+        # per token, or one per item. Per-token AdaLN is [B, T, rows*D] float32 as in the reference
+        # (~0.9 GB for 6144 LTX-2.3 video tokens); pass [B] timesteps when all tokens share one.
+        t = m.timesteps.astype(F32).reshape(b, -1)
         mod, emb = layer("adaln_single")(t * mult)
         sigma = m.sigma.astype(F32).reshape(b)
         prompt = layer("prompt_adaln_single")
