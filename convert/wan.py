@@ -17,7 +17,6 @@ import argparse
 import json
 import shutil
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import mlx.core as mx
@@ -58,16 +57,52 @@ def _vae_module(version: str):
     return m
 
 
+def _init_fields(args) -> dict:
+    """The dataclass fields a constructor takes (what the converted config stores)."""
+    from dataclasses import fields
+
+    return {f.name: getattr(args, f.name) for f in fields(args) if f.init}
+
+
+def vae_args_from_weights(version: str, w: dict):
+    """Official Wan VAE ``.pth`` files carry no config: read the widths off the weights.
+
+    dim = encoder.conv1 output channels, z = conv2 (post-quant) width, Wan 2.2 dec_dim = decoder.conv1
+    output channels / dim_mult[-1] (the official dim_mult [1, 2, 4, 4] is assumed; a checkpoint built
+    otherwise fails strict loading, naming the key).
+    """
+    for k in ("encoder.conv1.weight", "conv2.weight", "decoder.conv1.weight"):
+        if k not in w:
+            raise WeightsError(f"Wan{version} VAE checkpoint lacks {k}")
+    vm = _vae_module(version)
+    dim, z = int(w["encoder.conv1.weight"].shape[0]), int(w["conv2.weight"].shape[0])
+    if version == "2.2":
+        return vm.Wan22VAEArgs(dim=dim, z_dim=z, dec_dim=int(w["decoder.conv1.weight"].shape[0]) // 4)
+    return vm.Wan21VAEArgs(dim=dim, z_dim=z)
+
+
+def t5_args_from_weights(w: dict):
+    """Official ``models_t5_umt5-xxl-enc-bf16.pth`` carries no config: read sizes off the weights."""
+    try:
+        vocab, dim = w["token_embedding.weight"].shape
+        layers = 1 + max(int(k.split(".")[1]) for k in w if k.startswith("blocks."))
+        buckets, heads = w["blocks.0.pos_embedding.embedding.weight"].shape
+        return t5_mod.UMT5Args(vocab_size=int(vocab), dim=int(dim), dim_attn=int(w["blocks.0.attn.q.weight"].shape[0]),
+                               dim_ffn=int(w["blocks.0.ffn.fc1.weight"].shape[0]), num_heads=int(heads),
+                               num_layers=layers, num_buckets=int(buckets), shared_pos=False)
+    except (KeyError, ValueError) as e:
+        raise WeightsError(f"not a UMT5 encoder checkpoint (per-block relative positions): missing {e}") from e
+
+
 def _read_official(src: Path):
     dit_cfg = json.loads((src / "config.json").read_text())
     dit_w = read_sharded(src)
     vae_file = next((f for f in VAE_FILES if (src / f).exists()), None)
     version = VAE_FILES[vae_file]
     vae_w = read_weights(src / vae_file)
-    vm = _vae_module(version)
-    vae_args = vm.VAEArgs.from_weights(vae_w, layout="official")
+    vae_args = vae_args_from_weights(version, vae_w)
     t5_w = read_weights(src / T5_FILE)
-    t5_args = t5_mod.UMT5Args.from_weights(t5_w, layout="official")
+    t5_args = t5_args_from_weights(t5_w)
     tok = src / "google" / "umt5-xxl"
     return dict(dit=(dit_mod.WanModelArgs.from_config(dit_cfg), dit_w, "official"),
                 vae=(version, vae_args, vae_w, "official"),
@@ -85,7 +120,7 @@ def _read_diffusers(src: Path):
     version = "2.2" if vae_cfg.get("z_dim", 16) == 48 or vae_cfg.get("is_residual") else "2.1"
     vm = _vae_module(version)
     return dict(dit=(dit_mod.WanModelArgs.from_config(dit_cfg), read_sharded(src / "transformer"), "diffusers"),
-                vae=(version, vm.VAEArgs.from_config(vae_cfg), read_sharded(src / "vae"), "diffusers"),
+                vae=(version, (vm.Wan22VAEArgs if version == "2.2" else vm.Wan21VAEArgs).from_config(vae_cfg), read_sharded(src / "vae"), "diffusers"),
                 t5=(t5_mod.UMT5Args.from_config(t5_cfg), read_sharded(src / "text_encoder", stem="model"), "hf"),
                 tokenizer=src / "tokenizer")
 
@@ -138,8 +173,8 @@ def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quant
         copy_tokenizer(parts["tokenizer"], tmp / "tokenizer")
         write_json_atomic(tmp / "config.json", {
             "format": FORMAT, "family": "wan", "source": str(src), "layout": layout, "dtype": dtype,
-            "dit": asdict(dit_args), "t5": asdict(t5_args), "text_len": 512,
-            "vae": {"version": version, "stride": vae.stride[1], "args": asdict(vae_args)},
+            "dit": _init_fields(dit_args), "t5": _init_fields(t5_args), "text_len": 512,
+            "vae": {"version": version, "stride": vae.stride[1], "args": _init_fields(vae_args)},
             "quantization": quant,
         })
         if dst.exists():

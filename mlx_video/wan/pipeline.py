@@ -72,9 +72,9 @@ def load_dit(model_dir: Path, cfg: dict, name: str = "dit"):
 
 def load_vae(model_dir: Path, cfg: dict):
     if cfg["vae"]["version"] == "2.2":
-        from .vae22 import VAEArgs, Wan22VAE as VAE
+        from .vae22 import Wan22VAE as VAE, Wan22VAEArgs as VAEArgs
     else:
-        from .vae21 import VAEArgs, Wan21VAE as VAE
+        from .vae21 import Wan21VAE as VAE, Wan21VAEArgs as VAEArgs
     model = VAE(VAEArgs(**cfg["vae"]["args"]))
     return load_strict(model, load_safetensors(Path(model_dir) / "vae.safetensors"), what="Wan VAE")
 
@@ -85,7 +85,7 @@ def load_text_encoder(model_dir: Path, cfg: dict):
     model = UMT5Encoder(UMT5Args(**cfg["t5"]))
     _quantize_like(model, cfg.get("quantization", {}).get("t5"))
     load_strict(model, load_safetensors(Path(model_dir) / "t5.safetensors"), what="UMT5 encoder")
-    return WanTextEncoder.from_dir(model, Path(model_dir) / "tokenizer", text_len=cfg.get("text_len", 512))
+    return WanTextEncoder.from_dir(Path(model_dir) / "tokenizer", model, text_len=cfg.get("text_len", 512))
 
 
 # ----------------------------------------------------------------------------- stages
