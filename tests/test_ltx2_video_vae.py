@@ -3,17 +3,17 @@ decoder, tiled decode) and diffusers' AutoencoderKLLTX2Video, through our saniti
 from __future__ import annotations
 
 import copy
+import json
 
 import mlx.core as mx
-import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKLLTX2Video
 from ltx_core.model.video_vae.model_configurator import VideoDecoderConfigurator, VideoEncoderConfigurator
 from ltx_core.model.video_vae.tiling import SpatialTilingConfig, TemporalTilingConfig, TilingConfig
 
-from mlx_video.io.weights import WeightsError
-from mlx_video.ltx2.video_vae import VideoVAE, sanitize
+from mlx_video.io.weights import WeightsError, save_safetensors
+from mlx_video.ltx2.video_vae import VideoVAE, load_video_vae, sanitize
 from oracles import randomize_, rel_err, to_np
 
 TOL = 1e-4
@@ -235,3 +235,13 @@ def test_frame_count_must_be_1_plus_8k(ltx2):
     vae = ltx2[3]
     with pytest.raises(ValueError, match="frames"):
         vae.encode(mx.zeros((1, 8, 64, 64, 3)))
+
+
+def test_load_video_vae_from_single_file(tmp_path, ltx2):
+    cfg, enc, dec, vae = ltx2
+    path = tmp_path / "ltx-2-tiny.safetensors"
+    save_safetensors(path, single_file(enc, dec), metadata={"config": json.dumps(cfg), "model_version": "2.0"})
+    dec_only = load_video_vae(str(path), parts=("decoder",))
+    assert "encoder" not in dec_only
+    latent = video_mx(inputs(9)[1])
+    assert rel_err(dec_only.decode(latent), vae.decode(latent)) < 1e-6

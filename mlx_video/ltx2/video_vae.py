@@ -370,9 +370,8 @@ class VideoEncoder(nn.Module):
         for blk in self.down_blocks:
             x = blk(x, causal)
         x = self.conv_out(nn.silu(pixel_norm(x)), causal)
-        n = x.shape[-1] // 2 if self.args.latent_log_var == "per_channel" else x.shape[-1] - (
-            self.args.latent_log_var != "none")
-        return x[..., :n]
+        log_var = self.args.latent_log_var  # the means come first; log-variance channels are dropped
+        return x[..., :x.shape[-1] // 2 if log_var == "per_channel" else x.shape[-1] - (log_var != "none")]
 
 
 class VideoDecoder(nn.Module):
