@@ -304,6 +304,7 @@ class ConnectorAttention(nn.Module):
     def __call__(self, x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
         B, L, _ = x.shape
         heads = lambda t: t.reshape(B, L, self.heads, -1).transpose(0, 2, 1, 3)  # noqa: E731
+        cos, sin = cos.astype(x.dtype), sin.astype(x.dtype)  # as the reference: tables in the model dtype
         q = apply_rope(heads(self.q_norm(self.to_q(x))), cos, sin, self.rope_type)
         k = apply_rope(heads(self.k_norm(self.to_k(x))), cos, sin, self.rope_type)
         o = attention(q, k, heads(self.to_v(x)))  # [B, H, L, d]
