@@ -57,7 +57,12 @@ class CausalCache:
         return self.slots[self.index] if self.index < len(self.slots) else None
 
     def write(self, value: mx.array | None) -> None:
-        """Store the current slot's value for the next chunk and move to the next slot."""
+        """Store the current slot's value for the next chunk and move to the next slot.
+
+        The value is copied out of its source: a slice would keep the whole chunk's buffer alive.
+        """
+        if value is not None:
+            value = mx.contiguous(value)
         if self.index == len(self.slots):
             self.slots.append(value)
         else:
@@ -377,6 +382,8 @@ class Wan21VAEArgs:
                 if d.get(key) is not None:
                     kw[f.name] = list(d[key]) if isinstance(d[key], (list, tuple)) else d[key]
                     break
+        if "base_dim" in d and d.get("decoder_base_dim") is None:
+            kw["dec_dim"] = None  # diffusers: the decoder then uses base_dim
         return cls(**kw)
 
 
