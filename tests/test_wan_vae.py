@@ -164,6 +164,8 @@ def test_shapes_and_errors():
             m.encode(mx.zeros((1, 5, s, s, 4)))
         with pytest.raises(ValueError):
             m.decode(mx.zeros((1, 2, 1, 1, args.z_dim + 1)))
+    with pytest.raises(ValueError):
+        vae22.Wan22VAE(vae21.Wan21VAEArgs())
 
 
 def test_defaults_and_from_config():

@@ -10,7 +10,6 @@ is evaluated before the next, so memory is bounded by one chunk plus the cache.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 
 import mlx.core as mx
@@ -402,6 +401,9 @@ class Wan21VAE(nn.Module):
     def __init__(self, args: Wan21VAEArgs | None = None):
         super().__init__()
         args = args or self.args_class()
+        if type(args) is not self.args_class:
+            raise ValueError(f"{type(self).__name__} needs {self.args_class.__name__}, "
+                             f"got {type(args).__name__}")
         self.args = args
         z, p2 = args.z_dim, args.patch_size ** 2
         temporal_up = args.temperal_downsample[::-1]
