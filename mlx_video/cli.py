@@ -1,15 +1,13 @@
 """`mlx_video` command line: generate, convert, info.
 
-Accepts the official Wan spellings (``--ckpt_dir``, ``--frame_num``, ``--sample_steps``, ...), so the
-official commands run with ``mlx_video generate`` in place of ``python generate.py``. Only this
-module prints and writes files.
+``generate`` picks the model family from its arguments and hands them to that family's command
+(:mod:`mlx_video.wan.cli`, :mod:`mlx_video.ltx2.cli`). Only the CLI modules print and write files.
 """
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -37,140 +35,33 @@ def _expand_multi(argv: list[str]) -> list[str]:
     return out
 
 
-def _str2bool(v: str | None) -> bool | None:
-    if v is None:
-        return None
-    s = v.strip().lower()
-    if s in ("1", "true", "yes", "y", "on"):
-        return True
-    if s in ("0", "false", "no", "n", "off"):
-        return False
-    raise typer.BadParameter(f"expected True or False, got {v!r}")
+LTX_ONLY = ("--pipeline", "--end-image", "--end-image-strength", "--no-audio")
 
 
-def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg="red", err=True)
-    raise typer.Exit(2)
+def family_of(args: list[str]) -> str:
+    """'ltx2' or 'wan', from the arguments: an LTX-only option, or a --model / --ckpt_dir naming LTX."""
+    if any(a.split("=")[0] in LTX_ONLY for a in args):
+        return "ltx2"
+    for i, a in enumerate(args):
+        if a in ("--model", "--ckpt_dir", "--ckpt-dir") and i + 1 < len(args):
+            v = args[i + 1]
+            cfg = Path(v).expanduser() / "config.json"
+            if "ltx" in v.lower() or (cfg.is_file() and '"mlx_video/ltx2' in cfg.read_text()[:4000]):
+                return "ltx2"
+    return "wan"
 
 
-def resolve_wan_model(ckpt_dir: str, console=None) -> Path:
-    """A converted folder for ``ckpt_dir``: used as is, converted once into the cache (official or
-    diffusers folder), or downloaded from the Hub first (repo id)."""
-    from convert.wan import convert_wan, detect_layout
-    from mlx_video.io.hub import (WAN_DIFFUSERS_FILES, WAN_OFFICIAL_FILES, converted_path, download,
-                                  looks_like_repo_id)
-
-    p = Path(ckpt_dir).expanduser()
-    if not p.exists() and looks_like_repo_id(ckpt_dir):
-        files = WAN_DIFFUSERS_FILES if ckpt_dir.lower().endswith("-diffusers") else WAN_OFFICIAL_FILES
-        if console:
-            console.print(f"downloading {ckpt_dir} (only the files needed) ...")
-        p = download(ckpt_dir, files)
-    layout = detect_layout(p)
-    if layout == "mlx":
-        return p
-    cfg = p / ("model_index.json" if layout == "diffusers" else "config.json")
-    dst = converted_path(str(p.resolve()), tag=str(cfg.stat().st_mtime_ns))
-    if not (dst / "config.json").is_file():
-        if console:
-            console.print(f"converting {p} ({layout} layout) -> {dst} (once)")
-        convert_wan(p, dst)
-    return dst
-
-
-@app.command(context_settings={"allow_interspersed_args": True})
-def generate(
-    task: str = typer.Option("ti2v-5B", "--task", help="t2v-5B | ti2v-5B | mi2v-5B"),
-    ckpt_dir: str = typer.Option(..., "--ckpt_dir", "--ckpt-dir", "--model",
-                                 help="converted folder, official/diffusers checkpoint folder, or HF repo id"),
-    prompt: str = typer.Option("", "--prompt"),
-    negative_prompt: Optional[str] = typer.Option(None, "--negative_prompt", "--negative-prompt"),
-    image: Optional[Path] = typer.Option(None, "--image", help="first frame (ti2v-5B)"),
-    images: Optional[List[Path]] = typer.Option(None, "--images", help="anchor images, in order (mi2v-5B)"),
-    size: Optional[str] = typer.Option(None, "--size", help="W*H; with images the max area"),
-    frame_num: Optional[int] = typer.Option(None, "--frame_num", "--frame-num"),
-    sample_steps: Optional[int] = typer.Option(None, "--sample_steps", "--sample-steps"),
-    sample_shift: Optional[float] = typer.Option(None, "--sample_shift", "--sample-shift"),
-    sample_solver: Optional[str] = typer.Option(None, "--sample_solver", "--sample-solver",
-                                                help="unipc | dpm++ | euler"),
-    sample_guide_scale: Optional[float] = typer.Option(None, "--sample_guide_scale", "--sample-guide-scale"),
-    seed: int = typer.Option(-1, "--base_seed", "--seed", help="-1: random"),
-    offload_model: Optional[str] = typer.Option(None, "--offload_model", "--offload-model",
-                                                help="True/False (default True)"),
-    save_file: Optional[Path] = typer.Option(None, "--save_file", "--save-file", "--output"),
-    dtype: str = typer.Option("bfloat16", "--dtype", help="compute dtype: bfloat16 | float32"),
-):
-    """Generate a video (or one image) from a prompt and optional images."""
-    import random
-
-    import mlx.core as mx
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    from mlx_video.io.hub import DownloadError
-    from mlx_video.io.images import ImageError
-    from mlx_video.io.video import OutputPathError, check_output_path, write_image, write_video
-    from mlx_video.io.weights import WeightsError
-    from mlx_video.wan.config import TASKS
-    from mlx_video.wan.pipeline import WanPipeline, check_frame_num
-
-    console = Console(stderr=True)
-    if task not in TASKS:
-        _fail(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    imgs = list(images or []) + ([image] if image else [])
-    if image and images:
-        _fail("give either --image or --images, not both")
-    offload = _str2bool(offload_model)
-    offload = True if offload is None else offload
-    if seed < 0:
-        seed = random.randint(0, 2**31 - 1)
-    tk = TASKS[task]
-    try:
-        check_frame_num(tk.frame_num if frame_num is None else frame_num)
-        single = (tk.frame_num if frame_num is None else frame_num) == 1
-        if save_file is None:
-            stamp = time.strftime("%Y%m%d_%H%M%S")
-            save_file = Path(f"{task}_{stamp}.{'png' if single else 'mp4'}")
-        save_file = check_output_path(save_file, (".png",) if single else (".mp4",))
-        for p in imgs:  # fail fast on a missing image before any model is touched
-            from mlx_video.io.images import load_image
-            load_image(p)
-        model_dir = resolve_wan_model(ckpt_dir, console)
-        pipe = WanPipeline(model_dir, dtype=mx.float32 if dtype == "float32" else mx.bfloat16, offload=offload)
-    except (ValueError, ImageError, WeightsError, OutputPathError, DownloadError) as e:
-        _fail(str(e))
-
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                  TimeRemainingColumn(), console=console) as bar:
-        bars: dict[str, int] = {}
-        t_start: dict[str, float] = {}
-
-        def progress(stage: str, step: int, total: int) -> None:
-            if stage not in bars:
-                bars[stage] = bar.add_task(stage, total=total, rate="")
-                t_start[stage] = time.perf_counter()
-            el = time.perf_counter() - t_start[stage]
-            bar.update(bars[stage], completed=step, rate=f"{step / el:.2f} it/s" if el > 0 else "")
-
-        try:
-            res = pipe.generate(task=task, prompt=prompt, negative_prompt=negative_prompt, images=imgs,
-                                size=size, frame_num=frame_num, sample_steps=sample_steps,
-                                sample_shift=sample_shift, guide_scale=sample_guide_scale,
-                                solver=sample_solver, seed=seed, progress=progress)
-        except (ValueError, ImageError, WeightsError) as e:
-            _fail(str(e))
-    meta = dict(res.params, model=str(ckpt_dir), fps=res.fps, generator="mlx_video")
-    if len(res.video) == 1:
-        write_image(save_file, res.video[0], meta)
+@app.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                               "help_option_names": []})
+def generate(ctx: typer.Context):
+    """Generate a video. Wan: --task t2v-5B|ti2v-5B|mi2v-5B --ckpt_dir ...; LTX-2: --model ... --pipeline ...
+    (add --help after the family's options for all of them)."""
+    args = list(ctx.args)
+    if family_of(args) == "ltx2":
+        from mlx_video.ltx2.cli import app as family
     else:
-        write_video(save_file, res.video, res.fps, meta)
-    for k, v in res.timings.items():
-        console.print(f"{k:>14}: {v:8.2f} s")
-    console.print(f"{'peak memory':>14}: {res.peak_memory_gb:8.2f} GB")
-    console.print(f"saved {save_file} ({len(res.video)} frames, {res.video.shape[2]}x{res.video.shape[1]}, "
-                  f"{res.fps} fps)")
+        from mlx_video.wan.cli import app as family
+    family(args=args, prog_name="mlx_video generate")
 
 
 @app.command()
@@ -183,6 +74,7 @@ def convert(
 ):
     """Convert a Wan checkpoint to an mlx_video folder (strict: every key used, every shape checked)."""
     from convert.wan import convert_wan
+    from mlx_video.cli_common import fail as _fail
     from mlx_video.io.hub import WAN_DIFFUSERS_FILES, WAN_OFFICIAL_FILES, DownloadError, download, looks_like_repo_id
     from mlx_video.io.weights import WeightsError
 
@@ -201,6 +93,7 @@ def info(path: Path = typer.Argument(..., help="a converted folder")):
     """Show a converted folder's configuration."""
     import json
 
+    from mlx_video.cli_common import fail as _fail
     from mlx_video.io.weights import WeightsError
     from mlx_video.wan.pipeline import read_config
 

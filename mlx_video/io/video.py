@@ -75,13 +75,17 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, metadata: dict
             vs = out.add_stream("libx264", rate=round(fps) if float(fps).is_integer() else fps)
             vs.width, vs.height = frames.shape[2], frames.shape[1]
             vs.pix_fmt = "yuv420p"
-            vs.options = {"crf": str(crf)}
+            # mbtree off: with it, PyAV's libx264 encoded identical frames of some widths (96, not 128)
+            # to different streams from one process to the next; a seed must give the same file
+            vs.options = {"crf": str(crf), "x264-params": "mbtree=0"}
             ast = None
             if audio is not None:
                 ast = out.add_stream("aac", rate=int(sample_rate))
                 ast.layout = "stereo" if audio.shape[1] == 2 else "mono"
-            for f in frames:
-                for pkt in vs.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+            for i, f in enumerate(frames):
+                vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+                vf.pts = i
+                for pkt in vs.encode(vf):
                     out.mux(pkt)
             for pkt in vs.encode():
                 out.mux(pkt)
