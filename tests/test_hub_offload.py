@@ -1,0 +1,37 @@
+"""Hub resolution without network, and --offload_model freeing each component after its stage."""
+import mlx.core as mx
+import pytest
+
+from wan_tiny import TINY
+
+from convert.wan import convert_wan
+from mlx_video.io.hub import DownloadError, download, looks_like_repo_id
+from mlx_video.wan.pipeline import WanPipeline
+
+
+def test_repo_id_without_network_says_so(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert looks_like_repo_id("Wan-AI/Wan2.2-TI2V-5B") and not looks_like_repo_id(str(TINY))
+    with pytest.raises(DownloadError, match="no network"):
+        download("Wan-AI/Wan2.2-TI2V-5B", ["config.json"])
+
+
+def test_offload_frees_text_encoder_before_dit_and_dit_before_decode(tmp_path):
+    pipe = WanPipeline(convert_wan(TINY, tmp_path / "m", dtype="float32"), dtype=mx.float32, offload=True)
+    seen = []
+    vae = pipe.vae
+    decode = vae.decode
+
+    def spy_decode(z):
+        seen.append(("decode", pipe._text is None, pipe._dit is None))
+        return decode(z)
+
+    vae.decode = spy_decode
+
+    def progress(stage, i, n):
+        seen.append((stage, pipe._text is None, pipe._dit is None))
+
+    pipe.generate(task="t2v-5B", prompt="a cat", size="64*32", frame_num=5, sample_steps=2, progress=progress)
+    assert seen[0] == ("denoise", True, False)      # text encoder gone while the DiT runs
+    assert seen[-1] == ("decode", True, True)       # DiT gone before the VAE decodes
