@@ -1,20 +1,28 @@
-"""Convert Wan2.2 TI2V-5B checkpoints to an mlx_video folder.
+"""Convert Wan checkpoints (Wan2.1 T2V/I2V/FLF2V, Wan2.2 A14B, Wan2.2 TI2V-5B) to an mlx_video folder.
 
 Layouts read:
 - official Wan-AI: DiT ``config.json`` + ``diffusion_pytorch_model*.safetensors`` (sharded, with index),
-  ``Wan2.2_VAE.pth`` (or ``Wan2.1_VAE.pth``), ``models_t5_umt5-xxl-enc-bf16.pth``, tokenizer ``google/umt5-xxl/``;
-- diffusers (``Wan-AI/Wan2.2-TI2V-5B-Diffusers``): ``model_index.json`` with ``transformer/``, ``vae/``,
-  ``text_encoder/``, ``tokenizer/``.
-Output folder: ``config.json`` (format ``mlx_video/wan/1``), ``dit.safetensors``, ``vae.safetensors``,
-``t5.safetensors`` (our parameter names), ``tokenizer/``. Every checkpoint key is used and every shape
-checked (WeightsError names the key). Written to a temporary folder and renamed when complete.
+  or for A14B two such folders ``high_noise_model/`` and ``low_noise_model/``; ``Wan2.2_VAE.pth`` or
+  ``Wan2.1_VAE.pth``; ``models_t5_umt5-xxl-enc-bf16.pth``; tokenizer ``google/umt5-xxl/``; Wan2.1
+  I2V/FLF2V also ``models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth`` (only its visual tower is
+  used, so the ``xlm-roberta-large/`` tokenizer is not needed);
+- diffusers (``Wan-AI/Wan2.x-*-Diffusers``): ``model_index.json`` with ``transformer/`` (A14B: the
+  high-noise expert, and ``transformer_2/`` the low-noise one), ``vae/``, ``text_encoder/``,
+  ``tokenizer/``, and for Wan2.1 I2V/FLF2V ``image_encoder/`` (CLIP vision model).
+Output folder: ``config.json`` (format ``mlx_video/wan/1``), ``dit.safetensors`` (A14B:
+``dit_high.safetensors`` + ``dit_low.safetensors``, config ``experts``), ``vae.safetensors``,
+``t5.safetensors``, ``clip.safetensors`` (Wan2.1 I2V/FLF2V), ``tokenizer/``. Every checkpoint key is
+used and every shape checked (WeightsError names the key). Written to a temporary folder and renamed
+when complete.
 
 Usage: ``python -m convert.wan SRC DST [--dtype bfloat16] [--quantize 4|8] [--group-size 64]``.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,6 +30,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from mlx_video.io.weights import WeightsError, load_strict, write_json_atomic
+from mlx_video.wan import clip as clip_mod
 from mlx_video.wan import t5 as t5_mod
 from mlx_video.wan import transformer as dit_mod
 from mlx_video.wan.pipeline import FORMAT
@@ -31,6 +40,10 @@ from .common import cast, copy_tokenizer, quantize_module, read_sharded, read_we
 DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
 T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
 VAE_FILES = {"Wan2.2_VAE.pth": "2.2", "Wan2.1_VAE.pth": "2.1"}
+CLIP_FILE = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
+EXPERTS = {"dit_high": "high_noise_model", "dit_low": "low_noise_model"}  # ours: official folder
+DIFFUSERS_EXPERTS = {"dit_high": "transformer", "dit_low": "transformer_2"}
+CLIP_HEAD_DIM = 80  # ViT-H/14 (1280 wide, 16 heads): the only CLIP tower Wan2.1 ships
 
 
 def detect_layout(src: Path) -> str:
@@ -43,10 +56,11 @@ def detect_layout(src: Path) -> str:
         return "mlx"
     if (src / "model_index.json").is_file():
         return "diffusers"
-    if cfg.is_file() and any((src / f).exists() for f in VAE_FILES):
+    has_dit = cfg.is_file() or (src / EXPERTS["dit_high"] / "config.json").is_file()
+    if has_dit and any((src / f).exists() for f in VAE_FILES):
         return "official"
-    raise WeightsError(f"{src}: neither an official Wan checkpoint (config.json + Wan2.x_VAE.pth + "
-                       f"{T5_FILE}) nor a diffusers repo (model_index.json) nor a converted folder")
+    raise WeightsError(f"{src}: neither an official Wan checkpoint (config.json or high_noise_model/ + "
+                       f"Wan2.x_VAE.pth + {T5_FILE}) nor a diffusers repo (model_index.json) nor a converted folder")
 
 
 def _vae_module(version: str):
@@ -94,9 +108,46 @@ def t5_args_from_weights(w: dict):
         raise WeightsError(f"not a UMT5 encoder checkpoint (per-block relative positions): missing {e}") from e
 
 
+def dit_args_from(config: dict, weights: dict):
+    """DiT args from its config, with the CLIP branch sizes read off the weights: official configs do
+    not state them (the official code hard-codes 1280 and 2x257), diffusers configs do."""
+    args = dit_mod.WanModelArgs.from_config(config, weights=weights)
+    emb = weights.get("img_emb.proj.0.weight")
+    if emb is not None:
+        pos = weights.get("img_emb.emb_pos")
+        args = dataclasses.replace(args, image_dim=int(emb.shape[0]),
+                                   pos_embed_seq_len=None if pos is None else int(pos.shape[1]))
+    return args
+
+
+def clip_args_from_weights(w: dict):
+    """Official open-clip ``.pth`` files carry no config: read the visual tower's sizes off the weights
+    (heads = width / 80, the ViT-H/14 head width)."""
+    try:
+        pe = w["visual.patch_embedding.weight"]
+        dim, patch = int(pe.shape[0]), int(pe.shape[2])
+        grid = math.isqrt(int(w["visual.pos_embedding"].shape[1]) - 1)
+        layers = 1 + max(int(k.split(".")[2]) for k in w if k.startswith("visual.transformer."))
+        mlp = int(w["visual.transformer.0.mlp.0.weight"].shape[0])
+    except (KeyError, ValueError) as e:
+        raise WeightsError(f"not an open-clip ViT checkpoint (visual tower): missing {e}") from e
+    if dim % CLIP_HEAD_DIM:
+        raise WeightsError(f"CLIP width {dim} is not a multiple of the ViT-H head width {CLIP_HEAD_DIM}")
+    return clip_mod.CLIPVisionArgs(image_size=grid * patch, patch_size=patch, dim=dim, mlp_dim=mlp,
+                                   num_heads=dim // CLIP_HEAD_DIM, num_layers=layers)
+
+
 def _read_official(src: Path):
-    dit_cfg = json.loads((src / "config.json").read_text())
-    dit_w = read_sharded(src)
+    folders = {"dit": src}
+    if not (src / "config.json").is_file():
+        folders = {name: src / sub for name, sub in EXPERTS.items()}
+    dits = {}
+    for name, folder in folders.items():
+        if not (folder / "config.json").is_file():
+            raise WeightsError(f"{src}: missing {folder.name}/config.json (a two-expert checkpoint needs "
+                               f"{' and '.join(EXPERTS.values())})")
+        w = read_sharded(folder)
+        dits[name] = (dit_args_from(json.loads((folder / "config.json").read_text()), w), w, "official")
     vae_file = next((f for f in VAE_FILES if (src / f).exists()), None)
     version = VAE_FILES[vae_file]
     vae_w = read_weights(src / vae_file)
@@ -104,9 +155,12 @@ def _read_official(src: Path):
     t5_w = read_weights(src / T5_FILE)
     t5_args = t5_args_from_weights(t5_w)
     tok = src / "google" / "umt5-xxl"
-    return dict(dit=(dit_mod.WanModelArgs.from_config(dit_cfg), dit_w, "official"),
-                vae=(version, vae_args, vae_w, "official"),
-                t5=(t5_args, t5_w, "official"), tokenizer=tok)
+    clip = None
+    if (src / CLIP_FILE).exists():
+        clip_w = read_weights(src / CLIP_FILE)
+        clip = (clip_args_from_weights(clip_w), clip_w, "official")
+    return dict(dits=dits, vae=(version, vae_args, vae_w, "official"),
+                t5=(t5_args, t5_w, "official"), tokenizer=tok, clip=clip)
 
 
 def _read_diffusers(src: Path):
@@ -116,13 +170,20 @@ def _read_diffusers(src: Path):
             raise WeightsError(f"{src}: missing {sub}/config.json")
         return json.loads(p.read_text())
 
-    dit_cfg, vae_cfg, t5_cfg = cfg("transformer"), cfg("vae"), cfg("text_encoder")
+    vae_cfg, t5_cfg = cfg("vae"), cfg("text_encoder")
     version = "2.2" if vae_cfg.get("z_dim", 16) == 48 or vae_cfg.get("is_residual") else "2.1"
     vm = _vae_module(version)
-    return dict(dit=(dit_mod.WanModelArgs.from_config(dit_cfg), read_sharded(src / "transformer"), "diffusers"),
+    subs = DIFFUSERS_EXPERTS if (src / DIFFUSERS_EXPERTS["dit_low"]).is_dir() else {"dit": "transformer"}
+    dits = {name: (dit_mod.WanModelArgs.from_config(cfg(sub)), read_sharded(src / sub), "diffusers")
+            for name, sub in subs.items()}
+    clip = None
+    if (src / "image_encoder").is_dir():
+        clip = (clip_mod.CLIPVisionArgs.from_config(cfg("image_encoder")),
+                read_sharded(src / "image_encoder", stem="model"), "hf")
+    return dict(dits=dits,
                 vae=(version, (vm.Wan22VAEArgs if version == "2.2" else vm.Wan21VAEArgs).from_config(vae_cfg), read_sharded(src / "vae"), "diffusers"),
                 t5=(t5_mod.UMT5Args.from_config(t5_cfg), read_sharded(src / "text_encoder", stem="model"), "hf"),
-                tokenizer=src / "tokenizer")
+                tokenizer=src / "tokenizer", clip=clip)
 
 
 def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quantize: int | None = None,
@@ -146,14 +207,19 @@ def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quant
     tmp = Path(tempfile.mkdtemp(prefix=dst.name + ".tmp-", dir=dst.parent))
     try:
         quant = {}
-        dit_args, dit_w, lay = parts["dit"]
-        dit = load_strict(dit_mod.WanModel(dit_args), cast(dit_mod.sanitize(dit_w, lay), DTYPES[dtype]),
-                          what=f"Wan DiT ({src})")
-        del dit_w
-        if quantize:
-            quant["dit"] = quantize_module(dit, quantize, group_size)
-        save_module(dit, tmp / "dit.safetensors")
-        del dit
+        dits = parts.pop("dits")
+        dit_args = next(iter(dits.values()))[0]
+        for name in list(dits):
+            args, w, lay = dits.pop(name)
+            if args != dit_args:
+                raise WeightsError(f"{src}: the two experts differ in shape ({args} vs {dit_args})")
+            dit = load_strict(dit_mod.WanModel(args), cast(dit_mod.sanitize(w, lay), DTYPES[dtype]),
+                              what=f"Wan DiT {name} ({src})")
+            del w
+            if quantize:
+                quant[name] = quantize_module(dit, quantize, group_size)
+            save_module(dit, tmp / f"{name}.safetensors")
+            del dit
 
         version, vae_args, vae_w, lay = parts["vae"]
         vm = _vae_module(version)
@@ -170,12 +236,24 @@ def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quant
         save_module(t5, tmp / "t5.safetensors")
         del t5
 
+        extra = {}
+        if parts["clip"] is not None:
+            clip_args, clip_w, lay = parts["clip"]
+            clip = load_strict(clip_mod.CLIPVisionEncoder(clip_args), cast(clip_mod.sanitize(clip_w, lay), DTYPES[dtype]),
+                               what=f"CLIP visual tower ({src})")
+            save_module(clip, tmp / "clip.safetensors")
+            extra["clip"] = dataclasses.asdict(clip_args)
+            del clip, clip_w
+        experts = [n for n in EXPERTS if (tmp / f"{n}.safetensors").exists()]
+        if experts:
+            extra["experts"] = experts
+
         copy_tokenizer(parts["tokenizer"], tmp / "tokenizer")
         write_json_atomic(tmp / "config.json", {
             "format": FORMAT, "family": "wan", "source": str(src), "layout": layout, "dtype": dtype,
             "dit": _init_fields(dit_args), "t5": _init_fields(t5_args), "text_len": 512,
             "vae": {"version": version, "stride": vae.stride[1], "args": _init_fields(vae_args)},
-            "quantization": quant,
+            "quantization": quant, **extra,
         })
         if dst.exists():
             shutil.rmtree(dst)

@@ -14,7 +14,7 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Wan 2.1/2.2 and LTX-2 video generation in MLX.")
 
-_MULTI = ("--images",)  # options that take several values after one flag (argparse nargs='+')
+_MULTI = ("--images", "--control_image_path", "--control-image-path")  # options that take several values after one flag (argparse nargs='+')
 
 
 def _expand_multi(argv: list[str]) -> list[str]:

@@ -8,6 +8,9 @@ Anchors become two arrays over the latent grid: ``mask`` [1, T, 1, 1, 1] (1 wher
 free to denoise, ``1 − strength`` where anchored) and ``clean`` [1, T, h, w, C] (the anchor latents,
 zeros elsewhere). Blending ``mask·x + (1 − mask)·clean`` is exactly Wan TI2V's
 ``(1 − mask2)·z + mask2·latent`` for strength 1.
+
+- ``ChannelCondition``: extra input channels concatenated to the noisy latent at every step, never
+  denoised themselves (Wan I2V/FLF2V ``y`` = 4 mask + 16 VAE-latent channels; one-frame control slots).
 """
 from __future__ import annotations
 
@@ -54,3 +57,24 @@ def anchor_arrays(anchors: Sequence[LatentAnchor], shape: tuple[int, ...]) -> tu
 def blend_anchors(x: mx.array, mask: mx.array, clean: mx.array) -> mx.array:
     """mask·x + (1 − mask)·clean (re-anchoring after a solver step, and the initial latent)."""
     return mask * x + (1.0 - mask) * clean
+
+
+@dataclass
+class ChannelCondition:
+    """Conditioning channels for every latent frame: ``mask`` [1, T, 1 or h, 1 or w, M] (which pixel
+    frames are given, packed per latent frame) and ``latent`` [1, T, h, w, C] (the VAE latent of the
+    given frames with zeros elsewhere). Wan I2V/FLF2V: M = 4, C = 16 (wan.md 8.1, 8.2)."""
+
+    mask: mx.array
+    latent: mx.array
+
+    def y(self) -> mx.array:
+        """[1, T, h, w, M + C] float32: mask channels first, then the latent (the reference's order)."""
+        lat = self.latent.astype(mx.float32)
+        m = mx.broadcast_to(self.mask.astype(mx.float32), (*lat.shape[:-1], self.mask.shape[-1]))
+        return mx.concatenate([m, lat], axis=-1)
+
+    def flip_time(self) -> "ChannelCondition":
+        """Both parts reversed along latent time (channel order inside the mask kept), as WanFM's
+        ``flip_temporal_dimension_y``."""
+        return ChannelCondition(self.mask[:, ::-1], self.latent[:, ::-1])

@@ -1,15 +1,20 @@
-"""Wan2.2 TI2V-5B pipeline: text-to-video, image-to-video and multi-image anchors (mi2v).
+"""Wan pipelines: Wan2.2 TI2V-5B (t2v, ti2v, mi2v anchors), Wan2.1 T2V/I2V/FLF2V (CLIP), Wan2.2 A14B
+two-expert T2V/I2V/FLF2V (with WanFM bidirectional sampling) and musubi-tuner one-frame inference.
 
 Stages are plain functions over arrays (text encode -> image encode -> denoise -> decode);
 ``WanPipeline`` only owns the converted model folder, loads each component when a stage needs it
-and frees it after (``offload``). Nothing here prints or writes files.
+and frees it after (``offload``; for A14B only the active expert is resident). Nothing here prints
+or writes files.
 
-Reference: Wan2.2 ``wan/textimage2video.py`` (``WanTI2V.t2v`` / ``WanTI2V.i2v``); mi2v generalises
-its frame-0 latent replacement to N images (shared/reference/wan.md section 9).
+References: Wan2.2 ``textimage2video.py`` (TI2V; mi2v generalises its frame-0 latent replacement,
+wan.md 9), Wan2.2 ``image2video.py`` (I2V-A14B, wan.md 8.1), Wan2.1 ``image2video.py`` /
+``first_last_frame2video.py`` (CLIP, wan.md 8.1, 8.2), WanFM ``first_last_frame2video.py``
+(``generate_bidirectional``, wan.md 10) and musubi-tuner ``wan_generate_video.py`` (one frame, wan.md 11).
 """
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,19 +24,21 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..conditioning import LatentAnchor, anchor_arrays, blend_anchors
+from ..conditioning import ChannelCondition, LatentAnchor, anchor_arrays, blend_anchors
 from ..io.images import best_output_size, cover_resize_crop, load_image, to_array, to_uint8
 from ..io.weights import WeightsError, load_safetensors, load_strict
-from ..sampling.solvers import make_solver
+from ..sampling.solvers import FlowEuler, make_solver
 from .config import TASKS, WanTask, parse_size
 
 FORMAT = "mlx_video/wan/1"
 Progress = Callable[[str, int, int], None]
+ROPE_ROWS = 1024  # the reference's RoPE table length (rope_params(1024, ...)): positions must stay below
 
 
 @dataclass
 class GenerationResult:
-    """What a run returns. ``video``: uint8 [F, H, W, 3]; ``latents``: float32 [1, T, h, w, C]."""
+    """What a run returns. ``video``: uint8 [F, H, W, 3] (one frame for one-frame inference);
+    ``latents``: float32 [1, T, h, w, C] (one-frame inference: the target slot only)."""
 
     video: np.ndarray
     latents: mx.array
@@ -63,9 +70,10 @@ def _quantize_like(model: nn.Module, q: dict | None) -> None:
 
 
 def load_dit(model_dir: Path, cfg: dict, name: str = "dit"):
+    """DiT ``name`` ("dit", or the A14B experts "dit_high" / "dit_low", which share ``cfg["dit"]``)."""
     from .transformer import WanModel, WanModelArgs
 
-    model = WanModel(WanModelArgs(**cfg[name]))
+    model = WanModel(WanModelArgs(**cfg.get(name, cfg["dit"])))
     _quantize_like(model, cfg.get("quantization", {}).get(name))
     return load_strict(model, load_safetensors(Path(model_dir) / f"{name}.safetensors"), what=f"Wan DiT ({name})")
 
@@ -88,7 +96,17 @@ def load_text_encoder(model_dir: Path, cfg: dict):
     return WanTextEncoder.from_dir(Path(model_dir) / "tokenizer", model, text_len=cfg.get("text_len", 512))
 
 
-# ----------------------------------------------------------------------------- stages
+def load_clip(model_dir: Path, cfg: dict):
+    """The Wan2.1 CLIP visual tower of a converted I2V/FLF2V folder; WeightsError when it has none."""
+    from .clip import CLIPVisionArgs, CLIPVisionEncoder
+
+    if "clip" not in cfg:
+        raise WeightsError(f"{model_dir} has no CLIP image encoder (only Wan2.1 I2V/FLF2V checkpoints have one)")
+    model = CLIPVisionEncoder(CLIPVisionArgs(**cfg["clip"]))
+    return load_strict(model, load_safetensors(Path(model_dir) / "clip.safetensors"), what="CLIP visual tower")
+
+
+# ----------------------------------------------------------------------------- sizes and images
 
 
 def check_frame_num(frame_num: int, temporal_stride: int = 4) -> int:
@@ -106,8 +124,8 @@ def check_size(width: int, height: int, multiple: int) -> None:
 
 def output_size(task: WanTask, size: str | None, first_image_wh: tuple[int, int] | None,
                 multiple: int) -> tuple[int, int]:
-    """(width, height) of the video. Text only: ``size`` as W*H. With images: the official
-    ``best_output_size`` of the first image under max_area = W·H of ``size`` (TI2V behaviour)."""
+    """(width, height) of the video. Text only: ``size`` as W*H. With TI2V images: the official
+    ``best_output_size`` of the first image under max_area = W·H of ``size``."""
     w, h = parse_size(size or task.size)
     if first_image_wh is None:
         check_size(w, h, multiple)
@@ -115,9 +133,45 @@ def output_size(task: WanTask, size: str | None, first_image_wh: tuple[int, int]
     return best_output_size(first_image_wh[0], first_image_wh[1], multiple, multiple, w * h)
 
 
+def i2v_size(image_wh: tuple[int, int], max_area: int, stride: int = 8, patch: int = 2) -> tuple[int, int]:
+    """(width, height) of Wan2.1/A14B I2V/FLF2V output (and musubi one-frame): the image's aspect
+    under ``max_area``, latent sides floored to a multiple of the patch (wan.md 8.1 step 2)."""
+    w, h = image_wh
+    ar = h / w
+    lat_h = round(math.sqrt(max_area * ar) // stride // patch * patch)
+    lat_w = round(math.sqrt(max_area / ar) // stride // patch * patch)
+    if lat_h < patch or lat_w < patch:
+        raise ValueError(f"max area {max_area} is too small for a {w}x{h} image")
+    return lat_w * stride, lat_h * stride
+
+
 def prepare_images(paths: Sequence[str | Path], width: int, height: int) -> list[np.ndarray]:
     """Load each image (RGB), LANCZOS cover-resize + center-crop to (width, height): [H, W, 3] in [-1, 1]."""
     return [to_array(cover_resize_crop(load_image(p), width, height)) for p in paths]
+
+
+def first_last_pixels(first: str | Path, last: str | Path | None = None) -> list[np.ndarray]:
+    """The FLF2V input frames at the first frame's own resolution, [H, W, 3] in [-1, 1].
+
+    A last frame of another size is cover-resized (LANCZOS) to the first frame's size and
+    center-cropped, as WanFM does (it resizes with torchvision's antialiased bilinear; Wan2.1's code
+    mixes up width and height there). Both then go to the VAE through ``resize_bicubic`` and to CLIP
+    as they are.
+    """
+    a = load_image(first)
+    out = [to_array(a)]
+    if last is not None:
+        b = load_image(last)
+        out.append(to_array(b if b.size == a.size else cover_resize_crop(b, *a.size)))
+    return out
+
+
+def resize_bicubic(image: np.ndarray, width: int, height: int) -> mx.array:
+    """[H, W, 3] -> [height, width, 3] like ``torch.nn.functional.interpolate(mode='bicubic')`` (no
+    antialias, no crop: the aspect may drift slightly), as the official I2V/FLF2V code does."""
+    from .clip import bicubic_resize
+
+    return bicubic_resize(mx.array(image)[None], (height, width))[0]
 
 
 def encode_anchor_images(vae, images: Sequence[np.ndarray]) -> mx.array:
@@ -128,26 +182,210 @@ def encode_anchor_images(vae, images: Sequence[np.ndarray]) -> mx.array:
     return z
 
 
+def frame_mask(frame_num: int, given: Sequence[int], temporal_stride: int = 4) -> np.ndarray:
+    """Wan's I2V/FLF2V mask channels, [T, 4] float32, for pixel frames ``given`` (e.g. [0] for I2V,
+    [0, F-1] for FLF2V) of ``frame_num`` = 4k+1 frames.
+
+    The pixel mask gets 3 extra copies of frame 0 in front and is folded 4 per latent frame:
+    ``mask[j, c] = m'[4j + c]`` (wan.md 8.1 step 4), so latent 0 of I2V is [1, 1, 1, 1] and FLF2V's
+    last latent is [0, 0, 0, 1]. Generalises the reference's hard-coded 81 frames.
+    """
+    T = check_frame_num(frame_num, temporal_stride)
+    m = np.zeros(frame_num, np.float32)
+    for f in given:
+        if not 0 <= f < frame_num:
+            raise ValueError(f"conditioned frame {f} outside 0..{frame_num - 1}")
+        m[f] = 1.0
+    m = np.concatenate([np.repeat(m[:1], temporal_stride - 1), m])
+    return m.reshape(T, temporal_stride)
+
+
+def encode_frames(vae, frames: dict[int, mx.array], frame_num: int, width: int, height: int) -> ChannelCondition:
+    """I2V/FLF2V ``y``: the video with ``frames`` ({pixel frame: [height, width, 3] in [-1, 1]}) and
+    zeros elsewhere, VAE-encoded whole (wan.md 8.1 step 5, 8.2), plus ``frame_mask``."""
+    video = mx.zeros((1, frame_num, height, width, 3), mx.float32)
+    for f, im in frames.items():
+        video[:, f] = im.astype(mx.float32)
+    z = vae.encode(video)
+    mx.eval(z)
+    mask = frame_mask(frame_num, sorted(frames), vae.stride[0])
+    return ChannelCondition(mx.array(mask)[None, :, None, None, :], z)
+
+
+def encode_clip(clip, images: Sequence[np.ndarray]) -> mx.array:
+    """CLIP tokens of each image (each at its own resolution; Wan squashes it to 224), concatenated
+    in order: [1, 257·k, 1280] float32 (Wan2.1 I2V: k = 1; FLF2V: first then last)."""
+    feats = [clip.encode_images(mx.array(im)[None]) for im in images]
+    out = mx.concatenate(feats, axis=1)
+    mx.eval(out)
+    return out
+
+
+# ----------------------------------------------------------------------------- one-frame inference
+
+
+@dataclass(frozen=True)
+class OneFrameSpec:
+    """musubi-tuner one-frame inference: latent slots at RoPE time indices ``control_index`` (clean
+    control images) and ``target_index`` (the generated image) (wan.md 11)."""
+
+    control_index: tuple[int, ...]
+    target_index: int
+
+    @classmethod
+    def parse(cls, text: str, num_controls: int | None = None) -> "OneFrameSpec":
+        """Parse ``"control_index=0;2,target_index=1"`` (comma-separated options, ';'-separated
+        control indices). Raises ValueError with the reason: unknown option, non-integer or negative
+        index, duplicates, target among controls, index >= 1024 (the RoPE table), or a control count
+        that does not match ``num_controls`` (the control images given)."""
+        opts: dict[str, str] = {}
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            key, eq, val = part.partition("=")
+            key = key.strip()
+            if not eq or key not in ("control_index", "target_index"):
+                raise ValueError(f"one_frame_inference: expected control_index=I[;J...] and target_index=K, "
+                                 f"got {part!r}")
+            if key in opts:
+                raise ValueError(f"one_frame_inference: {key} given twice")
+            opts[key] = val.strip()
+        for key in ("control_index", "target_index"):
+            if key not in opts:
+                raise ValueError(f"one_frame_inference: {key} is missing (e.g. \"control_index=0,target_index=1\")")
+
+        def ints(s: str, key: str) -> list[int]:
+            try:
+                vals = [int(v) for v in s.split(";")]
+            except ValueError:
+                raise ValueError(f"one_frame_inference: {key} must be integers separated by ';', got {s!r}") from None
+            bad = [v for v in vals if not 0 <= v < ROPE_ROWS]
+            if bad:
+                raise ValueError(f"one_frame_inference: {key} must be in 0..{ROPE_ROWS - 1}, got {bad}")
+            return vals
+
+        controls, targets = ints(opts["control_index"], "control_index"), ints(opts["target_index"], "target_index")
+        if len(targets) != 1:
+            raise ValueError(f"one_frame_inference: target_index takes one index, got {targets}")
+        target = targets[0]
+        if len(set(controls)) != len(controls):
+            raise ValueError(f"one_frame_inference: control_index has duplicates: {controls}")
+        if target in controls:
+            raise ValueError(f"one_frame_inference: target_index {target} is also a control_index")
+        if num_controls is not None and num_controls != len(controls):
+            raise ValueError(f"one_frame_inference: {len(controls)} control_index value(s) but {num_controls} "
+                             f"control image(s); give one --control_image_path per control index")
+        return cls(tuple(controls), target)
+
+    @property
+    def positions(self) -> list[int]:
+        """RoPE time index of each latent slot: sorted(controls + [target])."""
+        return sorted(self.control_index + (self.target_index,))
+
+    @property
+    def target_slot(self) -> int:
+        return self.positions.index(self.target_index)
+
+
+def one_frame_condition(vae, controls: Sequence[np.ndarray], spec: OneFrameSpec) -> ChannelCondition:
+    """musubi's one-frame ``y``: control images [H, W, 3] are assigned to the non-target slots in
+    ascending index order, each encoded alone, with all 4 mask channels 1; the target slot has mask 0
+    and the latent of an all-zero (mid-grey) image (wan.md 11)."""
+    if len(controls) != len(spec.control_index):
+        raise ValueError(f"{len(controls)} control images for {len(spec.control_index)} control indices")
+    H, W, _ = controls[0].shape
+    grey = vae.encode(mx.zeros((1, 1, H, W, 3), mx.float32))
+    it = iter(controls)
+    lat, mask = [], []
+    for pos in spec.positions:
+        target = pos == spec.target_index
+        lat.append(grey if target else vae.encode(mx.array(next(it))[None, None]))
+        mask.append(0.0 if target else 1.0)
+    z = mx.concatenate(lat, axis=1)
+    mx.eval(z)
+    m = mx.broadcast_to(mx.array(mask, mx.float32)[:, None], (len(mask), 4))
+    return ChannelCondition(m[None, :, None, None, :], z)
+
+
+# ----------------------------------------------------------------------------- denoising
+
+
+def expert_segments(timesteps: Sequence[int], boundary: float | None) -> list[tuple[str, int, int]]:
+    """Runs of consecutive steps per DiT: [(name, first step, end step)], name "dit" without experts,
+    else "dit_high" while ``t >= boundary·1000`` and "dit_low" below (Wan2.2 A14B, wan.md 7)."""
+    if boundary is None:
+        return [("dit", 0, len(timesteps))]
+    names = ["dit_high" if t >= boundary * 1000 else "dit_low" for t in timesteps]
+    out: list[tuple[str, int, int]] = []
+    for i, n in enumerate(names):
+        if out and out[-1][0] == n:
+            out[-1] = (n, out[-1][1], i + 1)
+        else:
+            out.append((n, i, i + 1))
+    return out
+
+
+def velocity(model, x: mx.array, t, context: mx.array, rope, guide_scale: float, y: mx.array | None = None,
+             img: mx.array | None = None, batch_cfg: bool = True) -> mx.array:
+    """Classifier-free guided velocity ``v_u + g·(v_c − v_u)``; context [2, 512, C] (cond, uncond);
+    the same ``y`` and CLIP tokens ``img`` go to both branches (as the references). t: [1] or [1, T]."""
+    kw = {}
+    if img is not None:
+        kw["img"] = img
+    if batch_cfg:
+        if y is not None:
+            kw["y"] = mx.concatenate([y, y])
+        tt = mx.concatenate([t, t]) if t.ndim == 2 else t
+        v = model(mx.concatenate([x, x]), tt, context, rope, **kw)
+        v_cond, v_uncond = v[:1], v[1:]
+    else:
+        if y is not None:
+            kw["y"] = y
+        v_cond = model(x, t, context[:1], rope, **kw)
+        v_uncond = model(x, t, context[1:], rope, **kw)
+    return v_uncond + guide_scale * (v_cond - v_uncond)
+
+
+@dataclass
+class BackwardPass:
+    """WanFM's time-reversed pass (wan.md 10): the model sees the latent and ``y`` flipped in time with
+    RoPE ``rope`` (reversed temporal positions in the faithful mode, forward positions in the
+    "reverse" mode). ``skip``: use the forward result for it (valid only in the faithful mode, where
+    tests/test_wan_flf2v.py shows flip(backward) == forward to float32 rounding)."""
+
+    rope: object
+    y: mx.array | None
+    skip: bool = False
+
+
 def denoise(model, latent: mx.array, solver, context: mx.array, rope, guide_scale: float,
-            mask: mx.array, clean: mx.array, batch_cfg: bool = True,
-            progress: Progress | None = None) -> mx.array:
-    """The TI2V loop: CFG velocity at per-latent-frame timesteps ``mask·t``, a solver step, re-anchor.
+            mask: mx.array | None = None, clean: mx.array | None = None, batch_cfg: bool = True,
+            progress: Progress | None = None, *, y: mx.array | None = None, img: mx.array | None = None,
+            steps: range | None = None, backward: BackwardPass | None = None) -> mx.array:
+    """Denoising steps ``steps`` (default all) of one DiT: CFG velocity, a solver step, re-anchoring.
 
     latent [1, T, h, w, C] float32 (already anchored); context [2, 512, dim] (cond, uncond) from
-    ``model.embed_text``; mask/clean from ``anchor_arrays``. Returns the final latent.
+    ``model.embed_text``. mask/clean from ``anchor_arrays`` (TI2V anchors: per-latent-frame
+    timesteps ``mask·t`` and re-anchoring), or None (one timestep for all tokens). y: I2V/FLF2V
+    channels [1, T, h, w, 20]; img: ``model.embed_image`` tokens. backward: WanFM bidirectional
+    sampling; needs the stateless Euler solver: ``x = ½·x_f + ½·flip(x_b)``. Several calls with
+    consecutive ``steps`` and the same solver (its history carries over) run the two A14B experts.
+    Returns the latent after the last step.
     """
-    frame_mask = mask.reshape(1, -1)
-    n = len(solver.timesteps)
-    for i, t in enumerate(solver.timesteps):
-        tt = frame_mask * float(t)
-        if batch_cfg:
-            v = model(mx.concatenate([latent, latent]), mx.concatenate([tt, tt]), context, rope)
-            v_cond, v_uncond = v[:1], v[1:]
-        else:
-            v_cond = model(latent, tt, context[:1], rope)
-            v_uncond = model(latent, tt, context[1:], rope)
-        v = v_uncond + guide_scale * (v_cond - v_uncond)
-        latent = blend_anchors(solver.step(v, i, latent), mask, clean)
+    steps = range(solver.num_steps) if steps is None else steps
+    if backward is not None and (not isinstance(solver, FlowEuler) or mask is not None):
+        raise ValueError("bidirectional sampling needs the Euler solver and no latent anchors")
+    n = solver.num_steps
+    for i in steps:
+        t = solver.timesteps[i]
+        tt = mask.reshape(1, -1) * float(t) if mask is not None else mx.array([float(t)])
+        v = velocity(model, latent, tt, context, rope, guide_scale, y, img, batch_cfg)
+        x_next = solver.step(v, i, latent)
+        if backward is not None and not backward.skip:
+            x_rev = latent[:, ::-1]
+            v_b = velocity(model, x_rev, tt, context, backward.rope, guide_scale, backward.y, img, batch_cfg)
+            x_next = 0.5 * x_next + 0.5 * solver.step(v_b, i, x_rev)[:, ::-1]
+        latent = blend_anchors(x_next, mask, clean) if mask is not None else x_next
         mx.eval(latent)
         if progress:
             progress("denoise", i + 1, n)
@@ -157,26 +395,58 @@ def denoise(model, latent: mx.array, solver, context: mx.array, rope, guide_scal
 # ----------------------------------------------------------------------------- pipeline
 
 
-class WanPipeline:
-    """A converted Wan TI2V-5B folder, ready to generate.
+def _images_rule(tk: WanTask, n: int, one_frame: bool) -> None:
+    if one_frame:
+        if tk.name not in ("i2v-14B", "flf2v-14B"):
+            raise ValueError(f"one-frame inference is for i2v-14B and flf2v-14B, not {tk.name}")
+        need = 2 if tk.images == "first_last" else 1
+        if n != need:
+            raise ValueError(f"one-frame {tk.name} takes {need} CLIP image(s) (--image_path"
+                             f"{' and --end_image_path' if need == 2 else ''}), got {n}")
+        return
+    rules = {"none": (0, 0, "takes no images"), "optional": (0, 1, "takes at most one image (use mi2v-5B for several)"),
+             "many": (1, 10**9, "needs at least one image"), "first": (1, 1, "takes exactly one image (the first frame)"),
+             "first_last": (2, 2, "takes a first and a last frame")}
+    lo, hi, msg = rules[tk.images]
+    if not lo <= n <= hi:
+        raise ValueError(f"task {tk.name} {msg}, got {n}")
 
-    ``dtype``: compute dtype of the DiT and text encoder weights (bf16 default; float32 for parity).
-    ``offload``: free the text encoder before the DiT runs and the DiT before the VAE decodes.
+
+class WanPipeline:
+    """A converted Wan folder, ready to generate.
+
+    ``dtype``: compute dtype of the DiT(s), text encoder and CLIP weights (bf16 default; float32 for
+    parity). ``offload``: free the text encoder and CLIP before the DiT runs, keep only the active
+    A14B expert resident, and free the DiT before the VAE decodes.
     """
 
     def __init__(self, model_dir: str | Path, dtype: mx.Dtype = mx.bfloat16, offload: bool = True):
         self.model_dir = Path(model_dir)
         self.cfg = read_config(self.model_dir)
         self.dtype, self.offload = dtype, offload
-        self._dit = self._vae = self._text = None
+        self._dits: dict[str, nn.Module] = {}
+        self._vae = self._text = self._clip = None
+
+    def _cast(self, m: nn.Module) -> nn.Module:
+        m.set_dtype(self.dtype, predicate=lambda d: mx.issubdtype(d, mx.floating))
+        return m
 
     # components, loaded on first use
+    def model(self, name: str = "dit"):
+        """DiT ``name`` ("dit", "dit_high", "dit_low"); with offload, other DiTs are freed first."""
+        if name not in self._dits:
+            if self.offload and self._dits:
+                self.free("dit")
+            self._dits[name] = self._cast(load_dit(self.model_dir, self.cfg, name))
+        return self._dits[name]
+
     @property
     def dit(self):
-        if self._dit is None:
-            self._dit = load_dit(self.model_dir, self.cfg)
-            self._dit.set_dtype(self.dtype, predicate=lambda d: mx.issubdtype(d, mx.floating))
-        return self._dit
+        return self.model("dit")
+
+    @property
+    def _dit(self):
+        return self._dits.get("dit") or next(iter(self._dits.values()), None)
 
     @property
     def vae(self):
@@ -188,17 +458,40 @@ class WanPipeline:
     def text_encoder(self):
         if self._text is None:
             self._text = load_text_encoder(self.model_dir, self.cfg)
-            self._text.model.set_dtype(self.dtype, predicate=lambda d: mx.issubdtype(d, mx.floating))
+            self._cast(self._text.model)
         return self._text
 
+    @property
+    def clip(self):
+        if self._clip is None:
+            self._clip = self._cast(load_clip(self.model_dir, self.cfg))
+        return self._clip
+
     def free(self, *names: str) -> None:
+        """Drop components ("dit" drops every DiT, "text", "clip", "vae") and MLX's buffer cache."""
         for n in names:
-            setattr(self, f"_{n}", None)
+            if n == "dit":
+                self._dits.clear()
+            else:
+                setattr(self, f"_{n}", None)
         mx.clear_cache()
 
     @property
     def latent_channels(self) -> int:
         return self.cfg["dit"]["out_dim"]
+
+    def check_task(self, tk: WanTask) -> None:
+        """Raise ValueError unless this folder holds the checkpoint ``tk`` needs (DiT type, CLIP,
+        experts, VAE version)."""
+        d, experts = self.cfg["dit"], bool(self.cfg.get("experts"))
+        held = (f"{'two-expert ' if experts else ''}{d['model_type']} DiT"
+                f"{' with CLIP' if d.get('image_dim') else ''}, VAE {self.cfg['vae']['version']}")
+        ok = (d["model_type"] == tk.model_type and experts == tk.experts and self.cfg["vae"]["version"] == tk.vae
+              and bool(d.get("image_dim")) == tk.clip and (not tk.clip or "clip" in self.cfg))
+        if not ok:
+            need = (f"{'two-expert (high/low noise) ' if tk.experts else 'single '}{tk.model_type} DiT"
+                    f"{' with CLIP' if tk.clip else ' without CLIP'}, VAE {tk.vae}")
+            raise ValueError(f"task {tk.name} needs a {need} checkpoint; {self.model_dir} holds a {held}")
 
     def generate(
         self,
@@ -210,58 +503,105 @@ class WanPipeline:
         frame_num: int | None = None,
         sample_steps: int | None = None,
         sample_shift: float | None = None,
-        guide_scale: float | None = None,
+        guide_scale: float | tuple[float, float] | None = None,
         solver: str | None = None,
         seed: int = 0,
         noise: mx.array | None = None,
         context: Sequence[mx.array] | None = None,
         batch_cfg: bool = True,
         progress: Progress | None = None,
+        *,
+        bidirectional: str | None = None,
+        skip_redundant: bool = True,
+        one_frame: str | OneFrameSpec | None = None,
+        control_images: Sequence[str | Path] = (),
+        clip_fea: mx.array | None = None,
     ) -> GenerationResult:
-        """Generate a video.
+        """Generate a video (or, with ``one_frame``, one image).
 
-        task: "t2v-5B" (text only), "ti2v-5B" (0 or 1 image as first frame) or "mi2v-5B" (1..N images
-        anchoring the first N latent frames). images: file paths; every image is cover-resized and
-        center-cropped to the size chosen from the first one. frame_num: 4k+1 pixel frames; N must be
-        <= T-1 latent frames. noise: injected initial noise [1, T, h, w, C] float32 (else seeded).
-        context: injected text embeddings ``[cond [n, 4096], uncond [m, 4096]]`` instead of running the
-        text encoder. None values take the task's official defaults.
-        Returns a GenerationResult (frames uint8 [F, H, W, 3]); raises ValueError / ImageError /
-        WeightsError on bad input before any model runs.
+        task: a key of ``config.TASKS``. images: file paths, by task: t2v none; ti2v-5B 0..1 and
+        mi2v-5B 1..N latent anchors (cover-resized to the size chosen from the first); i2v-* the first
+        frame; flf2v-* the first and the last frame (a last frame of another size is cover-resized and
+        center-cropped to the first's); one-frame: the CLIP image(s) (start [, end]).
+        frame_num: 4k+1 pixel frames. guide_scale: one number or (low-noise, high-noise) for A14B.
+        bidirectional: None, "faithful" (WanFM) or "reverse" (backward pass with forward RoPE
+        positions) for flf2v tasks; Euler on the DPM++ grid; ``skip_redundant`` uses the forward pass
+        for the faithful backward one (proven equal, see README). one_frame: "control_index=0;2,
+        target_index=1" or an OneFrameSpec, with ``control_images`` (one per control index).
+        noise: injected initial noise [1, T, h, w, C] float32 (else seeded). context: injected text
+        embeddings ``[cond [n, 4096], uncond [m, 4096]]``; clip_fea: injected CLIP tokens [1, 257·k, 1280].
+        None values take the task's official defaults.
+        Returns a GenerationResult; raises ValueError / ImageError / WeightsError on bad input before
+        any model runs.
         """
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
         tk = TASKS[task]
-        images = list(images)
-        if tk.images == "none" and images:
-            raise ValueError(f"task {task} takes no images")
-        if tk.images == "optional" and len(images) > 1:
-            raise ValueError(f"task {task} takes at most one image (use mi2v-5B for several)")
-        if tk.images == "many" and not images:
-            raise ValueError(f"task {task} needs at least one image")
+        images, control_images = list(images), list(control_images)
+        spec = None
+        if one_frame is not None:
+            spec = one_frame if isinstance(one_frame, OneFrameSpec) else OneFrameSpec.parse(one_frame, len(control_images))
+            if len(control_images) != len(spec.control_index):
+                raise ValueError(f"{len(spec.control_index)} control indices need as many control images, "
+                                 f"got {len(control_images)}")
+        elif control_images:
+            raise ValueError("control images are only used by one-frame inference (one_frame=...)")
+        _images_rule(tk, len(images), spec is not None)
+        if bidirectional not in (None, "faithful", "reverse"):
+            raise ValueError(f"bidirectional must be 'faithful' or 'reverse', got {bidirectional!r}")
+        if bidirectional and (tk.images != "first_last" or spec is not None):
+            raise ValueError("bidirectional sampling is for the flf2v tasks (first and last frame)")
+        self.check_task(tk)
+
         frame_num = tk.frame_num if frame_num is None else frame_num
-        steps = sample_steps or tk.sample_steps
-        shift = tk.sample_shift if sample_shift is None else sample_shift
-        g = tk.guide_scale if guide_scale is None else guide_scale
-        solver_name = solver or tk.solver
-        neg = tk.neg_prompt if not negative_prompt else negative_prompt
         vs_t, vs = 4, self.cfg["vae"]["stride"]
         multiple = vs * 2
         T = check_frame_num(frame_num, vs_t)
-        if images and len(images) > T - 1:
+        size_s = size or tk.size
+        steps = sample_steps or tk.sample_steps
+        if sample_shift is not None:
+            shift = sample_shift
+        elif spec is not None:  # musubi: 3.0 for i2v at 480p, else 5.0 (also flf2v, whose task name lacks "i2v")
+            shift = 3.0 if tk.name == "i2v-14B" and size_s in ("832*480", "480*832") else 5.0
+        else:
+            shift = tk.default_shift(size_s)
+        g_low, g_high = tk.guide_pair(guide_scale)
+        solver_name = "euler" if bidirectional else (solver or tk.solver)
+        neg = tk.neg_prompt if not negative_prompt else negative_prompt
+        if tk.images in ("many", "optional") and images and len(images) > T - 1:
             raise ValueError(f"{len(images)} images need at least {len(images) + 1} latent frames; "
                              f"frame_num {frame_num} gives {T} latent frames, so at most {T - 1} images "
                              f"(use frame_num >= {4 * len(images) + 1})")
-        first = load_image(images[0]).size if images else None
-        width, height = output_size(tk, size, first, multiple)
-        pix = prepare_images(images, width, height)  # loads and validates every image up front
+        if tk.images == "first_last" and spec is None and frame_num < 2:
+            raise ValueError("first-last-frame tasks need frame_num >= 5")
+
+        # sizes and pixels (every image is loaded and validated before a model runs)
+        pix: list[np.ndarray] = []
+        if tk.images in ("first", "first_last") or spec is not None:
+            pix = first_last_pixels(images[0], images[1] if len(images) > 1 and spec is None else None)
+            if spec is not None and len(images) > 1:
+                pix.append(to_array(load_image(images[1])))  # musubi: end image for CLIP, as given
+            width, height = i2v_size((pix[0].shape[1], pix[0].shape[0]), math.prod(parse_size(size_s)), vs, 2)
+        else:
+            first = load_image(images[0]).size if images else None
+            width, height = output_size(tk, size_s, first, multiple)
+            pix = prepare_images(images, width, height)
+        controls = prepare_images(control_images, width, height) if spec is not None else []
         h, w, C = height // vs, width // vs, self.latent_channels
+        T = len(spec.positions) if spec is not None else T
         shape = (1, T, h, w, C)
         if noise is not None and tuple(noise.shape) != shape:
             raise ValueError(f"injected noise must have shape {shape}, got {tuple(noise.shape)}")
         params = dict(task=task, prompt=prompt, negative_prompt=neg, images=[str(p) for p in images],
-                      size=f"{width}*{height}", frame_num=frame_num, sample_steps=steps, sample_shift=shift,
-                      sample_guide_scale=g, sample_solver=solver_name, seed=seed)
+                      size=f"{width}*{height}", frame_num=1 if spec else frame_num, sample_steps=steps,
+                      sample_shift=shift, sample_guide_scale=g_low if g_low == g_high else [g_low, g_high],
+                      sample_solver=solver_name, seed=seed)
+        if bidirectional:
+            params["bidirectional_sampling"] = bidirectional
+        if spec is not None:
+            params.update(one_frame_inference=dict(control_index=list(spec.control_index),
+                                                   target_index=spec.target_index),
+                          control_images=[str(p) for p in control_images])
         timings: dict[str, float] = {}
         mx.reset_peak_memory()
 
@@ -274,28 +614,58 @@ class WanPipeline:
         timings["text_encode"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        anchors = [LatentAnchor(encode_anchor_images(self.vae, pix), 0)] if pix else []
-        mask, clean = anchor_arrays(anchors, shape)
+        mask = clean = cond = None
+        if tk.images in ("optional", "many"):
+            anchors = [LatentAnchor(encode_anchor_images(self.vae, pix), 0)] if pix else []
+            if anchors:
+                mask, clean = anchor_arrays(anchors, shape)
+        elif spec is not None:
+            cond = one_frame_condition(self.vae, controls, spec)
+        elif pix:
+            frames = {0: resize_bicubic(pix[0], width, height)}
+            if len(pix) > 1:
+                frames[frame_num - 1] = resize_bicubic(pix[1], width, height)
+            cond = encode_frames(self.vae, frames, frame_num, width, height)
+        if tk.clip and clip_fea is None:
+            clip_fea = encode_clip(self.clip, pix)
+            if self.offload:
+                self.free("clip")
         timings["image_encode"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         if noise is None:
             noise = mx.random.normal(shape, dtype=mx.float32, key=mx.random.key(seed))
-        latent = blend_anchors(noise.astype(mx.float32), mask, clean)
-        dit = self.dit
-        ctx = dit.embed_text([c.astype(self.dtype) for c in context])
-        rope = dit.rope_tables((T, h // 2, w // 2))
-        latent = denoise(dit, latent, make_solver(solver_name, steps, shift), ctx, rope, g, mask, clean,
-                         batch_cfg=batch_cfg, progress=progress)
+        latent = noise.astype(mx.float32)
+        if mask is not None:
+            latent = blend_anchors(latent, mask, clean)
+        y = cond.y() if cond is not None else None
+        y_rev = cond.flip_time().y() if cond is not None and bidirectional else None
+        grid = (T, h // 2, w // 2)
+        t_pos = spec.positions if spec is not None else None
+        sched = make_solver(solver_name, steps, shift)
+        for name, a, b in expert_segments(sched.timesteps, tk.boundary):
+            dit = self.model(name)
+            ctx = dit.embed_text([c.astype(self.dtype) for c in context])
+            img = dit.embed_image(clip_fea.astype(self.dtype)) if clip_fea is not None else None
+            rope = dit.rope_tables(grid, t_positions=t_pos)
+            back = None
+            if bidirectional:
+                faithful = bidirectional == "faithful"
+                back = BackwardPass(dit.rope_tables(grid, t_positions=np.arange(T)[::-1]) if faithful else rope,
+                                    y_rev, skip=faithful and skip_redundant)
+            g = g_low if name == "dit_low" else g_high
+            latent = denoise(dit, latent, sched, ctx, rope, g, mask, clean, batch_cfg, progress, y=y, img=img,
+                             steps=range(a, b), backward=back)
+            del dit, ctx, img
         timings["denoise"] = time.perf_counter() - t0
         if self.offload:
-            del dit, ctx
             self.free("dit")
 
         t0 = time.perf_counter()
+        if spec is not None:
+            latent = latent[:, spec.target_slot:spec.target_slot + 1]
         video = self.vae.decode(latent)
         mx.eval(video)
         timings["decode"] = time.perf_counter() - t0
-        frames = to_uint8(np.array(video[0]))
-        return GenerationResult(frames, latent, TASKS[task].fps, params, timings,
-                                mx.get_peak_memory() / 2**30)
+        frames_u8 = to_uint8(np.array(video[0]))
+        return GenerationResult(frames_u8, latent, tk.fps, params, timings, mx.get_peak_memory() / 2**30)
