@@ -1,0 +1,232 @@
+"""LTX-2 latent state and image conditioning: token positions, latent anchors, guiding tokens.
+
+Follows ltx-core 1.0.0 (``tools.VideoLatentTools`` / ``AudioLatentTools``, ``components.patchifiers``,
+``conditioning.types.latent_cond.VideoConditionByLatentIndex`` and
+``conditioning.types.keyframe_cond.VideoConditionByKeyframeIndex``; shared/reference/ltx2.md §7, §10).
+
+A stage's state is a :class:`TokenState`: patchified tokens ``[B, T, C]`` (latent grid tokens in
+(frame, row, column) order, which is the channels-last latent ``[B, F, h, w, C]`` reshaped, then any
+appended guiding tokens), the clean tokens, the per-token denoise mask and the token positions.
+
+- :class:`~mlx_video.conditioning.LatentAnchor` (an image at pixel frame 0): its tokens replace the
+  grid tokens of its latent frame in both ``latent`` and ``clean``; mask ``1 - strength``.
+- :class:`GuidingTokens` (an image at a later pixel frame f): its tokens are appended at the end of
+  the sequence (``latent`` = ``clean`` = the image tokens, mask ``1 - strength``) with their own
+  positions: the image's one-latent-frame grid in pixels, time ``[f, f + 8)`` (no causal fix unless
+  f = 0), divided by fps. They stay in the state for the whole stage: noised once by the noiser,
+  seen by every guidance pass and by the audio<->video cross-attention, post-processed with their
+  mask and stepped like any token; :meth:`TokenState.grid_latent` drops them afterwards.
+
+Departure recorded (ltx2.md §7, §10.1): newer LTX-2 code (after 1.0.0) uses time bounds
+``[f, f + 1)`` for single-image keyframes; we keep 1.0.0's ``[f, f + 8)`` because 1.0.0 is the
+released code the checkpoints ship with and the oracle we test against. Positions are float32
+(ltx-core 1.0.0 casts them to the latent dtype, bf16 in its pipelines, which scrambles the high
+RoPE bands; §2.7); this changes RoPE angles, not the semantics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence, Union
+
+import mlx.core as mx
+import numpy as np
+
+from mlx_video.conditioning import LatentAnchor
+
+TIME_SCALE, SPACE_SCALE = 8, 32  # pixel frames / pixels per latent cell (VAE compression)
+AUDIO_SAMPLE_RATE, AUDIO_HOP, AUDIO_DOWNSAMPLE = 16000, 160, 4  # audio latent = 25 per second
+
+__all__ = ["GuidingTokens", "LatentAnchor", "TokenState", "audio_latent_frames", "audio_positions",
+           "audio_state", "keyframe_positions", "latent_grid", "noise_state", "patchify", "unpatchify",
+           "video_positions", "video_state"]
+
+
+@dataclass
+class GuidingTokens:
+    """An encoded image appended as clean tokens at pixel frame ``pixel_frame``.
+
+    latent: [1, n, h, w, C] normalised VAE latent (n = 1 for an image), h, w = the stage's grid;
+    strength: 1 keeps the tokens clean (per-token timestep ``sigma * (1 - strength)``).
+    """
+
+    latent: mx.array
+    pixel_frame: int
+    strength: float = 1.0
+
+
+Conditioning = Union[LatentAnchor, GuidingTokens]
+
+
+def latent_grid(num_frames: int, height: int, width: int) -> tuple[int, int, int]:
+    """Pixel video size -> latent grid (frames, rows, columns): ``(1 + (F - 1) // 8, H // 32, W // 32)``.
+
+    Raises ValueError unless F = 8k + 1 and H, W are multiples of 32.
+    """
+    if num_frames < 1 or (num_frames - 1) % TIME_SCALE:
+        raise ValueError(f"num_frames must be 8k+1 (1, 9, 17, ..., 121), got {num_frames}")
+    if height % SPACE_SCALE or width % SPACE_SCALE or height <= 0 or width <= 0:
+        raise ValueError(f"height and width must be positive multiples of 32, got {height}x{width}")
+    return 1 + (num_frames - 1) // TIME_SCALE, height // SPACE_SCALE, width // SPACE_SCALE
+
+
+def _pixel_bounds(frames: int, h: int, w: int, causal_fix: bool) -> np.ndarray:
+    """[3, F*h*w, 2] int64 [start, end) in pixel units (time in pixel frames), (f, h, w) order."""
+    f_i, h_i, w_i = np.meshgrid(np.arange(frames), np.arange(h), np.arange(w), indexing="ij")
+    starts = np.stack([f_i.ravel() * TIME_SCALE, h_i.ravel() * SPACE_SCALE, w_i.ravel() * SPACE_SCALE])
+    ends = starts + np.array([TIME_SCALE, SPACE_SCALE, SPACE_SCALE])[:, None]
+    b = np.stack([starts, ends], axis=-1).astype(np.int64)
+    if causal_fix:  # the causal VAE's first latent frame covers one pixel frame
+        b[0] = np.clip(b[0] + 1 - TIME_SCALE, 0, None)
+    return b
+
+
+def video_positions(frames: int, h: int, w: int, fps: float, batch: int = 1, causal_fix: bool = True) -> np.ndarray:
+    """Positions of a latent grid's tokens, [B, 3, F*h*w, 2] float32: [start, end) per axis with time
+    in seconds (causal fix: the first latent frame is [0, 1) pixel frames) and space in pixels
+    (VideoLatentTools.create_initial_state)."""
+    pos = _pixel_bounds(frames, h, w, causal_fix).astype(np.float32)
+    pos[0] = pos[0] / np.float32(fps)
+    return np.broadcast_to(pos[None], (batch, *pos.shape)).copy()
+
+
+def keyframe_positions(frames: int, h: int, w: int, pixel_frame: int, fps: float, batch: int = 1,
+                       causal_fix: bool = True) -> np.ndarray:
+    """Positions of guiding tokens for an ``frames`` x h x w latent placed at pixel frame ``pixel_frame``
+    (VideoConditionByKeyframeIndex, ltx-core 1.0.0): the latent's own grid in pixels, causal fix only
+    when ``pixel_frame == 0``, time shifted by ``pixel_frame`` then divided by fps. [B, 3, T, 2] float32.
+    One image at frame f: time [f, f + 8) / fps (midpoint f + 4); at frame 0: [0, 1) / fps.
+    """
+    pos = _pixel_bounds(frames, h, w, causal_fix and pixel_frame == 0)
+    pos[0] += int(pixel_frame)
+    pos = pos.astype(np.float32)
+    pos[0] = pos[0] / np.float32(fps)
+    return np.broadcast_to(pos[None], (batch, *pos.shape)).copy()
+
+
+def audio_latent_frames(num_frames: int, fps: float) -> int:
+    """Audio latent length for a clip: ``round(num_frames / fps * 25)`` (AudioLatentShape.from_video_pixel_shape)."""
+    per_second = AUDIO_SAMPLE_RATE / AUDIO_HOP / AUDIO_DOWNSAMPLE
+    return round(float(num_frames) / float(fps) * per_second)
+
+
+def audio_positions(frames: int, batch: int = 1, causal: bool = True) -> np.ndarray:
+    """Audio token times [B, 1, T, 2] float32 in seconds (AudioPatchifier): latent i covers mel frames
+    [4i, 4i + 4), shifted by 1 - 4 and clamped at 0 when causal, times hop / sample_rate."""
+    def t(idx):
+        mel = idx.astype(np.float32) * np.float32(AUDIO_DOWNSAMPLE)
+        if causal:
+            mel = np.clip(mel + np.float32(1 - AUDIO_DOWNSAMPLE), 0, None)
+        return mel * np.float32(AUDIO_HOP) / np.float32(AUDIO_SAMPLE_RATE)
+    i = np.arange(frames)
+    pos = np.stack([t(i), t(i + 1)], axis=-1)[None].astype(np.float32)  # [1, T, 2]
+    return np.broadcast_to(pos[None], (batch, 1, frames, 2)).copy()
+
+
+def patchify(latent: mx.array) -> mx.array:
+    """Channels-last video latent [B, F, h, w, C] -> tokens [B, F*h*w, C] (ltx-core's patch size 1 order)."""
+    b, *_, c = latent.shape
+    return latent.reshape(b, -1, c)
+
+
+def unpatchify(tokens: mx.array, grid: tuple[int, int, int]) -> mx.array:
+    """Tokens [B, F*h*w, C] -> channels-last latent [B, F, h, w, C]."""
+    return tokens.reshape(tokens.shape[0], *grid, tokens.shape[-1])
+
+
+@dataclass
+class TokenState:
+    """One modality's latent state for a stage (ltx-core ``LatentState``), float32.
+
+    latent / clean: [B, T, C]; mask: [B, T, 1] (1 = generate, 0 = keep clean); positions:
+    NumPy [B, n_axes, T, 2] (video: seconds, pixels, pixels; audio: seconds); ``num_grid``: the
+    leading tokens that form the latent grid ``grid`` (video (F, h, w); audio None); the rest are
+    appended guiding tokens.
+    """
+
+    latent: mx.array
+    clean: mx.array
+    mask: mx.array
+    positions: np.ndarray
+    num_grid: int
+    grid: tuple[int, int, int] | None = None
+
+    def grid_latent(self) -> mx.array:
+        """The grid tokens without guiding tokens: video [B, F, h, w, C], audio [B, T, C]."""
+        x = self.latent[:, : self.num_grid]
+        return unpatchify(x, self.grid) if self.grid is not None else x
+
+
+def video_state(grid: tuple[int, int, int], channels: int, fps: float, conditionings: Sequence[Conditioning] = (),
+                initial_latent: mx.array | None = None, batch: int = 1) -> TokenState:
+    """Build a video state as ltx-core's ``create_initial_state`` + ``state_with_conditionings``
+    (before noising): latent = ``initial_latent`` [B, F, h, w, C] (or zeros), clean = latent, mask 1;
+    then each item in order: a :class:`LatentAnchor` overwrites the tokens of its latent frames in
+    latent and clean and sets their mask to 1 - strength; a :class:`GuidingTokens` appends its tokens,
+    mask and :func:`keyframe_positions`.
+
+    Raises ValueError when a conditioning latent does not match the grid's rows, columns and channels,
+    an anchor does not fit the frames, a strength is outside [0, 1], or a guide's pixel frame is past
+    the clip's last frame.
+    """
+    f, h, w = grid
+    n = f * h * w
+    if initial_latent is None:
+        latent = mx.zeros((batch, n, channels), mx.float32)
+    else:
+        if tuple(initial_latent.shape) != (batch, f, h, w, channels):
+            raise ValueError(f"initial latent {tuple(initial_latent.shape)} != {(batch, f, h, w, channels)}")
+        latent = patchify(initial_latent.astype(mx.float32))
+    mask = np.ones((batch, n, 1), np.float32)
+    pieces, clean_pieces = [latent], [latent]
+    positions = [video_positions(f, h, w, fps, batch)]
+    last_frame = (f - 1) * TIME_SCALE
+    for item in conditionings:
+        if not 0.0 <= item.strength <= 1.0:
+            raise ValueError(f"conditioning strength must be in [0, 1], got {item.strength}")
+        lat = item.latent.astype(mx.float32)
+        if lat.ndim != 5 or tuple(lat.shape[2:]) != (h, w, channels) or lat.shape[0] not in (1, batch):
+            raise ValueError(f"conditioning latent {tuple(lat.shape)} does not fit the latent grid {(f, h, w, channels)}")
+        tokens = mx.broadcast_to(patchify(lat), (batch, lat.shape[1] * h * w, channels))
+        if isinstance(item, LatentAnchor):
+            start = item.frame * h * w
+            stop = start + tokens.shape[1]
+            if item.frame < 0 or stop > n:
+                raise ValueError(f"latent anchor at latent frame {item.frame} does not fit {f} latent frames")
+            splice = lambda x: mx.concatenate([x[:, :start], tokens, x[:, stop:]], axis=1)  # noqa: E731
+            pieces[0], clean_pieces[0] = splice(pieces[0]), splice(clean_pieces[0])
+            mask[:, start:stop] = 1.0 - item.strength
+        elif isinstance(item, GuidingTokens):
+            if not 0 <= item.pixel_frame <= last_frame:
+                raise ValueError(f"guiding image at pixel frame {item.pixel_frame} is outside the clip "
+                                 f"(frames 0..{last_frame})")
+            pieces.append(tokens)
+            clean_pieces.append(tokens)
+            mask = np.concatenate([mask, np.full((batch, tokens.shape[1], 1), 1.0 - item.strength, np.float32)], 1)
+            positions.append(keyframe_positions(lat.shape[1], h, w, item.pixel_frame, fps, batch))
+        else:
+            raise TypeError(f"unknown conditioning {type(item).__name__}")
+    return TokenState(mx.concatenate(pieces, 1), mx.concatenate(clean_pieces, 1), mx.array(mask),
+                      np.concatenate(positions, axis=2), n, grid)
+
+
+def audio_state(frames: int, channels: int, initial_latent: mx.array | None = None, batch: int = 1) -> TokenState:
+    """Audio state (AudioLatentTools.create_initial_state): tokens [B, T, C] = ``initial_latent`` or
+    zeros, clean = latent, mask 1, :func:`audio_positions`. No conditioning (joint generation)."""
+    if initial_latent is None:
+        latent = mx.zeros((batch, frames, channels), mx.float32)
+    else:
+        if tuple(initial_latent.shape) != (batch, frames, channels):
+            raise ValueError(f"initial audio latent {tuple(initial_latent.shape)} != {(batch, frames, channels)}")
+        latent = initial_latent.astype(mx.float32)
+    return TokenState(latent, latent, mx.ones((batch, frames, 1), mx.float32), audio_positions(frames, batch), frames)
+
+
+def noise_state(state: TokenState, noise: mx.array, noise_scale: float = 1.0) -> TokenState:
+    """GaussianNoiser: ``m = mask * noise_scale``, ``latent = noise * m + latent * (1 - m)``.
+
+    ``noise``: standard normal, the state's full token shape [B, T, C] (guiding tokens included).
+    """
+    if tuple(noise.shape) != tuple(state.latent.shape):
+        raise ValueError(f"noise shape {tuple(noise.shape)} != state tokens {tuple(state.latent.shape)}")
+    m = state.mask * float(noise_scale)
+    return replace(state, latent=noise.astype(mx.float32) * m + state.latent * (1.0 - m))
