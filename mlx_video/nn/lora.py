@@ -1,0 +1,301 @@
+"""LoRA files: load them, resolve their keys to a model's parameters, merge them into the weights.
+
+Formats understood (per key, so one file may mix them):
+
+* kohya / musubi-tuner: ``lora_unet_<module, '.' -> '_'>.lora_down.weight`` / ``.lora_up.weight``
+  / ``.alpha``;
+* diffusers / PEFT: ``[prefix.]<module>.lora_A.weight`` / ``.lora_B.weight`` (``.alpha`` optional);
+* original-key: ``[prefix.]<module>.lora_down.weight`` / ``.lora_up.weight`` (``.alpha`` optional).
+
+``<module>`` may be in any naming the family's own ``sanitize`` knows (Wan: official or diffusers;
+LTX-2: Lightricks or diffusers); a :class:`LoraKeyMap` says which, and which prefixes files put in
+front (``diffusion_model.``, ``transformer.``, ...). Resolution runs the family's ``sanitize`` on the
+module's weight name, so LoRA names follow exactly the checkpoint key maps.
+
+Merge: ``W <- W + sum_i strength_i * scale_i * B_i @ A_i`` with ``scale = alpha / rank`` (1 without
+alpha; always 1 for LTX-2, whose reference ``ltx_core.loader.fuse_loras`` ignores alpha), computed in
+float32 and cast back to the weight's dtype, one layer at a time. A quantized layer is dequantized,
+merged and re-quantized with its own bits / group size / mode, alone.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from ..io.weights import WeightsError, load_safetensors
+
+_ROLES = {".lora_down.weight": "down", ".lora_A.weight": "down",
+          ".lora_up.weight": "up", ".lora_B.weight": "up", ".alpha": "alpha"}
+_KOHYA = "lora_unet_"
+_SKIP = object()            # a module the family's sanitize drops: the reference never uses it
+_PLACEHOLDER = mx.zeros((1,))  # stands for a weight when only its key is mapped
+_MAX_LIST = 40              # keys named in one error message
+
+
+@dataclass(frozen=True)
+class LoraKeyMap:
+    """How one family's LoRA module names resolve to its MLX parameter names.
+
+    sanitize: the family's checkpoint map ``sanitize(weights, layout) -> {our name: array}``.
+    layouts: ``{layout: prefix}`` tried in order, one layout per file; ``prefix`` is put in front of
+        a module name (after ``strip``) so that ``sanitize`` sees that layout's own checkpoint key.
+    strip: prefixes LoRA files may put in front of module names (names are tried with and without
+        them; in kohya names the same prefixes with '.' -> '_').
+    use_alpha: scale by ``alpha / rank`` when a module has ``.alpha`` (False: ignore alpha).
+    """
+
+    sanitize: Callable[[Mapping[str, mx.array], str], dict]
+    layouts: Mapping[str, str]
+    strip: tuple[str, ...] = ()
+    use_alpha: bool = True
+
+
+def wan_key_map() -> LoraKeyMap:
+    """Wan DiT (mlx_video.wan.transformer): official names (musubi-tuner, original-key and ComfyUI
+    files) or diffusers names (``transformer.blocks.N.attn1.to_q``), alpha / rank scaling."""
+    from ..wan.transformer import sanitize
+
+    return LoraKeyMap(sanitize, {"official": "", "diffusers": ""},
+                      ("model.diffusion_model.", "diffusion_model.", "transformer.", "base_model.model."))
+
+
+def ltx2_key_map(video_only: bool = False) -> LoraKeyMap:
+    """LTX-2 transformer (mlx_video.ltx2.transformer): ltx-core names with ``model.diffusion_model.``
+    or ``diffusion_model.`` prefixes (the distilled LoRA), or diffusers names; no alpha scaling, as
+    ltx-core's ``fuse_loras``. Modules of the text connectors (``*_embeddings_connector``) are
+    skipped: ltx-core fuses LoRAs into the transformer only, whose model never uses those keys;
+    with ``video_only`` the audio modules are skipped likewise."""
+    from ..ltx2.transformer import LIGHTRICKS_PREFIX, sanitize
+
+    return LoraKeyMap(partial(sanitize, video_only=video_only), {"lightricks": LIGHTRICKS_PREFIX, "diffusers": ""},
+                      ("model.diffusion_model.", "diffusion_model.", "transformer."), use_alpha=False)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def load_lora(path: str | Path) -> dict[str, mx.array]:
+    """Read a LoRA file: ``.safetensors``, or a torch ``.pth`` / ``.pt`` / ``.ckpt`` / ``.bin`` zip
+    checkpoint (read without torch). Returns ``{key: mx.array}`` as stored (dtypes kept).
+    Raises WeightsError for a missing, unreadable, empty or non-tensor file or an unknown extension."""
+    from ..io.torch_pickle import load_pth
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"LoRA file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        weights = load_safetensors(path)
+    elif suffix in (".pth", ".pt", ".ckpt", ".bin"):
+        weights = load_pth(path)
+    else:
+        raise WeightsError(f"{path}: unknown LoRA file type {suffix!r} (expected .safetensors or .pth)")
+    bad = [k for k, v in weights.items() if not isinstance(v, mx.array)]
+    if not weights or bad:
+        why = f"non-tensor entries: {bad[:8]}" if bad else "empty"
+        raise WeightsError(f"{path}: not a flat LoRA state dict ({why})")
+    return weights
+
+
+def parse_lora_spec(spec: str) -> tuple[Path, float]:
+    """``PATH[:STRENGTH]`` (the CLI's ``--lora`` value) -> (path, strength); strength 1.0 if absent.
+
+    A spec that names an existing file is a path even if it contains ':'. Raises ValueError for a
+    strength that is not a finite number, WeightsError (a ValueError) when the file does not exist.
+    """
+    if Path(spec).is_file():
+        return Path(spec), 1.0
+    path, sep, s = spec.rpartition(":")
+    if not sep:
+        raise WeightsError(f"LoRA file not found: {spec}")
+    try:
+        strength = float(s)
+    except ValueError:
+        raise ValueError(f"LoRA spec {spec!r}: no such file, and {s!r} is not a strength "
+                         "(expected PATH[:STRENGTH], e.g. style.safetensors:0.8)") from None
+    if not math.isfinite(strength):
+        raise ValueError(f"LoRA spec {spec!r}: strength must be a finite number, got {s!r}")
+    if not path or not Path(path).is_file():
+        raise WeightsError(f"LoRA file not found: {path or spec!r}")
+    return Path(path), strength
+
+
+# ----------------------------------------------------------------------------- key resolution
+
+
+def _entries(weights: Mapping[str, mx.array], what: str) -> dict[str, dict]:
+    """Group keys by LoRA module name: {name: {"down", "up", ["alpha"], "keys"}}."""
+    out, bad = {}, []
+    for key, w in weights.items():
+        suffix = next((suf for suf in _ROLES if key.endswith(suf)), None)
+        if suffix is None:
+            bad.append(key)
+            continue
+        role = _ROLES[suffix]
+        e = out.setdefault(key[: -len(suffix)], {"keys": []})
+        e["keys"].append(key)
+        if role in e:   # e.g. both lora_A and lora_down for one module
+            bad.append(key)
+        e[role] = w
+    if bad:
+        raise WeightsError(f"{what}: keys that are not LoRA down/up/alpha weights ({len(bad)}): {_names(bad)}")
+    if not out:
+        raise WeightsError(f"{what}: no LoRA keys")
+    half = [k for e in out.values() if "down" not in e or "up" not in e for k in e["keys"]]
+    if half:
+        raise WeightsError(f"{what}: LoRA modules without both down (A) and up (B) weights: {_names(half)}")
+    return out
+
+
+def _names(keys: Sequence[str]) -> str:
+    keys = sorted(keys)
+    more = f" ... (+{len(keys) - _MAX_LIST} more)" if len(keys) > _MAX_LIST else ""
+    return ", ".join(keys[:_MAX_LIST]) + more
+
+
+def _kohya_candidates(name: str) -> list[str]:
+    """Dotted names a kohya name may stand for: each '_' is '.' or '_', except '.' after a number
+    (``blocks_0_ffn_0`` -> ``blocks.0.ffn.0``; diffusers' ``linear_1`` keeps its '_')."""
+    tokens = name.split("_")
+    out = [tokens[0]]
+    for prev, tok in zip(tokens, tokens[1:]):
+        seps = "." if prev.isdigit() else "._"
+        out = [c + s + tok for c in out for s in seps]
+        if len(out) > 4096:
+            raise WeightsError(f"kohya LoRA name {name!r} is too ambiguous to resolve")
+    return out
+
+
+def _resolve(name: str, km: LoraKeyMap, layout: str, params: set):
+    """Our module path for LoRA module ``name`` under ``layout``; None if none; _SKIP if dropped."""
+    kohya = name.startswith(_KOHYA)
+    base = name[len(_KOHYA):] if kohya else name
+    strip = [p.replace(".", "_") if kohya else p for p in km.strip]
+    bases = [base] + [base[len(p):] for p in strip if base.startswith(p)]
+    cands = [c for b in bases for c in (_kohya_candidates(b) if kohya else [b])]
+    hits, dropped = set(), False
+    for cand in cands:
+        mapped = km.sanitize({km.layouts[layout] + cand + ".weight": _PLACEHOLDER}, layout)
+        if not mapped:
+            dropped = True
+        for k in mapped:
+            if k in params and k.endswith(".weight"):
+                hits.add(k[: -len(".weight")])
+    if len(hits) > 1:
+        raise WeightsError(f"LoRA module {name!r} is ambiguous: {sorted(hits)}")
+    return hits.pop() if hits else (_SKIP if dropped else None)
+
+
+def resolve_lora(model: nn.Module, weights: Mapping[str, mx.array], key_map: LoraKeyMap,
+                 what: str = "LoRA") -> dict[str, tuple[mx.array, mx.array, float]]:
+    """Map a LoRA state dict onto ``model``: ``{our module path: (up B [out, r], down A [r, in],
+    scale)}`` with ``scale = alpha / r`` (1 without alpha or when ``key_map.use_alpha`` is False).
+
+    All modules of one file must resolve under one of ``key_map.layouts`` (tried in order); modules
+    the family's sanitize drops (never used by the reference model) are skipped. Raises WeightsError
+    naming the keys that match no weight of ``model``, non-LoRA keys, modules missing a down or up
+    weight, and two LoRA modules naming one weight.
+    """
+    entries = _entries(weights, what)
+    params = {k for k, _ in tree_flatten(model.parameters())}
+    best = None
+    for layout in key_map.layouts:
+        found = {name: _resolve(name, key_map, layout, params) for name in entries}
+        missing = [n for n, t in found.items() if t is None]
+        if best is None or len(missing) < len(best[1]):
+            best = (found, missing)
+        if not missing:
+            break
+    found, missing = best
+    if missing:
+        keys = [k for n in missing for k in entries[n]["keys"]]
+        raise WeightsError(f"{what}: {len(missing)} LoRA modules match no weight of the model "
+                           f"(tried layouts {list(key_map.layouts)}): {_names(keys)}")
+    out, source = {}, {}
+    for name, target in found.items():
+        if target is _SKIP:
+            continue
+        if target in out:
+            raise WeightsError(f"{what}: LoRA modules {source[target]!r} and {name!r} both target {target}")
+        e = entries[name]
+        rank = e["down"].shape[0]
+        alpha = e.get("alpha")
+        scale = float(alpha.item()) / rank if alpha is not None and key_map.use_alpha else 1.0
+        out[target], source[target] = (e["up"], e["down"], scale), name
+    return out
+
+
+# ----------------------------------------------------------------------------- merge
+
+
+def _module_at(model: nn.Module, path: str) -> nn.Module:
+    m = model
+    for p in path.split("."):
+        m = m[int(p)] if isinstance(m, (list, tuple)) else m[p]
+    return m
+
+
+def _linear_shape(layer: nn.Module) -> tuple[int, int]:
+    """(out, in) of a Linear or QuantizedLinear (packed uint32 rows hold 32 // bits values)."""
+    out, cols = layer.weight.shape
+    return (out, cols * 32 // layer.bits) if isinstance(layer, nn.QuantizedLinear) else (out, cols)
+
+
+def _merge_layer(layer: nn.Module, delta: mx.array) -> None:
+    """Add the float32 ``delta`` [out, in] to one layer's weight, in place, and evaluate it."""
+    f32 = mx.float32
+    if isinstance(layer, nn.QuantizedLinear):
+        mode = getattr(layer, "mode", "affine")
+        w = mx.dequantize(layer.weight, layer.scales, layer.get("biases"), layer.group_size, layer.bits,
+                          mode=mode, dtype=f32)
+        q = mx.quantize(w + delta, layer.group_size, layer.bits, mode=mode)
+        layer.weight, layer.scales = q[0], q[1].astype(layer.scales.dtype)
+        if len(q) > 2 and q[2] is not None:
+            layer.biases = q[2].astype(layer.biases.dtype)
+        mx.eval(layer.parameters())
+    else:
+        layer.weight = (layer.weight.astype(f32) + delta).astype(layer.weight.dtype)
+        mx.eval(layer.weight)
+
+
+def merge_loras(model: nn.Module, loras: Sequence[tuple[Mapping[str, mx.array], float]],
+                key_map: LoraKeyMap) -> None:
+    """Merge LoRAs into ``model``'s weights in place: ``W <- W + sum_i strength_i * scale_i * B_i @ A_i``.
+
+    loras: ``[(lora state dict, strength), ...]`` (e.g. ``load_lora`` output); key_map:
+    :func:`wan_key_map` / :func:`ltx2_key_map`. Each delta is built in float32 and added in float32,
+    then cast to the weight's dtype (bf16 in production), one layer at a time (extra memory beyond
+    the LoRA itself: one layer in float32). ``nn.QuantizedLinear`` layers are dequantized, merged
+    and re-quantized with their own bits, group size and mode, one at a time (no dense copy of the
+    model). Merging is permanent: reload the weights to change strengths.
+
+    Everything is checked before any weight changes. Raises WeightsError for unmatched or non-LoRA
+    keys (see :func:`resolve_lora`), a LoRA on a layer that is not linear (the Wan patch embedding is
+    a Conv3d: no published Wan or LTX-2 LoRA format targets it), or rank / shape mismatches;
+    ValueError for a non-finite strength.
+    """
+    plan: dict[str, list] = {}
+    for i, (weights, strength) in enumerate(loras):
+        what = f"LoRA #{i + 1}"
+        if not math.isfinite(float(strength)):
+            raise ValueError(f"{what}: strength must be finite, got {strength}")
+        for target, (up, down, scale) in resolve_lora(model, weights, key_map, what).items():
+            layer = _module_at(model, target)
+            if not isinstance(layer, (nn.Linear, nn.QuantizedLinear)):
+                raise WeightsError(f"{what}: LoRA on {target} ({type(layer).__name__}) is not supported: "
+                                   "only linear layers take LoRA")
+            shape = _linear_shape(layer)
+            if down.ndim != 2 or up.ndim != 2 or up.shape[1] != down.shape[0] or (up.shape[0], down.shape[1]) != shape:
+                raise WeightsError(f"{what}: LoRA for {target}: up {tuple(up.shape)} @ down {tuple(down.shape)} "
+                                   f"does not give the weight's shape {shape}")
+            plan.setdefault(target, []).append((up, down, float(strength) * scale))
+    for target, terms in plan.items():
+        delta = sum(coef * (up.astype(mx.float32) @ down.astype(mx.float32)) for up, down, coef in terms)
+        _merge_layer(_module_at(model, target), delta)
