@@ -421,3 +421,97 @@ def test_defaults_and_errors(parts):
         generate(comps, Settings("distilled", H, W, FRAMES), ctx, images=[ImageCondition(img, FRAMES)])
     with pytest.raises(ValueError, match="negative"):
         generate(comps, Settings("dev", 64, 64, 9, steps=1), ctx)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture()
+def tiny_cli(parts, monkeypatch):
+    """`mlx_video generate` with the loaders replaced by the tiny components (loading itself is
+    tested with the converter); the text encoder returns fixed contexts."""
+    import mlx_video.ltx2.cli as lcli
+    import mlx_video.ltx2.loading as loading
+
+    _, ours, models = parts
+    (_, m1), (_, m2) = models["ltx23"]
+    seen = {}
+
+    def load_components(model_dir, cfg, pipeline, lora, need_encoder):
+        seen.update(pipeline=pipeline, lora=lora)
+        return LTX2Components(m1, ours.vae, ours.adec, ours.voc, ours.ups,
+                              stage2_transformer=None if pipeline == "distilled" else (lambda: m2))
+
+    def encode_text(model_dir, cfg, prompt, negative):
+        (vp, ap), (vn, an) = contexts("ltx23")
+        seen["negative"] = negative
+        return TextContext(mx.array(vp), mx.array(ap)), None if negative is None else TextContext(mx.array(vn), mx.array(an))
+
+    monkeypatch.setattr(loading, "resolve_ltx2_model", lambda model, variant, gemma=None: (seen.update(variant=variant), model)[1])
+    monkeypatch.setattr(loading, "read_config", lambda d: {"model_version": "2.3.0"})
+    monkeypatch.setattr(lcli, "load_components", load_components)
+    monkeypatch.setattr(lcli, "encode_text", encode_text)
+
+    def run(*args):
+        from typer.testing import CliRunner
+
+        from mlx_video.cli import app
+        return CliRunner().invoke(app, ["generate", "--model", "tiny-ltx", "--prompt", "a cat", *args])
+    return run, seen
+
+
+@pytest.mark.parametrize("pipeline", ["distilled", "dev", "dev-two-stage", "dev-two-stage-hq"])
+def test_cli_writes_mp4_with_audio(pipeline, tiny_cli, images, tmp_path):
+    import av as pyav
+
+    run, seen = tiny_cli
+    out = tmp_path / f"{pipeline}.mp4"
+    h, w, frames = (64, 64, 9) if pipeline == "dev" else (128, 128, 9)  # small sizes the tiny VAE takes
+    extra = [] if pipeline == "distilled" else ["--steps", "1"]
+    r = run("--pipeline", pipeline, "--image", f"{images[0]}:0:0.9", "--end-image", images[1],
+            "--height", str(h), "--width", str(w), "--num-frames", str(frames), "--seed", "3",
+            "--output-path", str(out), *extra)
+    assert r.exit_code == 0, r.output
+    assert seen["variant"] == ("distilled" if pipeline == "distilled" else "dev")
+    assert seen["lora"] == {"dev-two-stage-hq": (0.25, 0.5)}.get(pipeline, (0.0, 1.0))
+    assert (seen["negative"] is None) == (pipeline == "distilled")
+    with pyav.open(str(out)) as f:
+        kinds = {s.type for s in f.streams}
+        v = f.streams.video[0]
+        assert kinds == {"video", "audio"} and (v.codec_context.width, v.codec_context.height) == (w, h)
+        assert sum(1 for _ in f.decode(video=0)) == frames
+
+
+def test_cli_errors(tiny_cli, images, tmp_path):
+    run, _ = tiny_cli
+    out = str(tmp_path / "x.mp4")
+    r = run("--num-frames", "16", "--output-path", out)
+    assert r.exit_code == 2 and "8k+1" in r.output
+    r = run("--image", f"{images[0]}:17", "--num-frames", "17", "--height", "128", "--width", "192", "--output-path", out)
+    assert r.exit_code == 2 and "past the last frame" in r.output
+    r = run("--cfg-scale", "3", "--output-path", out)
+    assert r.exit_code == 2 and "no guidance" in r.output
+    r = run("--pipeline", "dev-fast", "--output-path", out)
+    assert r.exit_code == 2 and "unknown pipeline" in r.output
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_cli_helpers():
+    import mlx.nn as nn
+
+    from mlx_video.ltx2.cli import merge_distilled_lora, parse_image_spec
+
+    assert parse_image_spec("a.png") == ("a.png", 0, 1.0)
+    assert parse_image_spec("d:/x/a.png:16") == ("d:/x/a.png", 16, 1.0)
+    assert parse_image_spec("a.png:120:0.5") == ("a.png", 120, 0.5)
+    m = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64))
+    w0 = [np.array(layer.weight) for layer in m.layers]
+    a, b = mx.random.normal((4, 64)), mx.random.normal((64, 4))
+    merge_distilled_lora(m, {"layers.1.lora_A": a, "layers.1.lora_B": b}, 0.25)
+    np.testing.assert_allclose(np.array(m.layers[1].weight), w0[1] + 0.25 * np.array(b @ a), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.array(m.layers[0].weight), w0[0])
+    nn.quantize(m, group_size=64, bits=8)
+    before = np.array(mx.dequantize(m.layers[1].weight, m.layers[1].scales, m.layers[1].biases, 64, 8))
+    merge_distilled_lora(m, {"layers.1.lora_A": a, "layers.1.lora_B": b}, 0.25)
+    after = np.array(mx.dequantize(m.layers[1].weight, m.layers[1].scales, m.layers[1].biases, 64, 8))
+    assert rel_err(after - before, 0.25 * np.array(b @ a)) < 0.05  # 8-bit re-quantization noise

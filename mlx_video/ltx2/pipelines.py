@@ -224,7 +224,8 @@ class LTX2Result:
     """A run's outputs. video: float32 [1, F, H, W, 3] in about [-1, 1] (None if not decoded);
     audio: float32 [samples, channels] waveform at ``sample_rate`` (None if not decoded);
     video_latent [1, T, h, w, C] and audio_latent [1, t, C_a] (final, no guiding tokens);
-    stage_latents: the (video, audio) latents after each stage; timings in seconds per stage."""
+    stage_latents: the (video, audio) latents after each stage; timings in seconds and stage_peak_gb
+    (MLX peak memory) per stage and decode step; peak_memory_gb over the whole call."""
 
     video: mx.array | None
     audio: mx.array | None
@@ -234,6 +235,7 @@ class LTX2Result:
     stage_latents: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     peak_memory_gb: float = 0.0
+    stage_peak_gb: dict = field(default_factory=dict)
 
 
 def _stage_model(c: LTX2Components, stage: Stage) -> LTXModel:
@@ -265,7 +267,16 @@ def generate(c: LTX2Components, s: Settings, positive: TextContext, negative: Te
     noise = noise or seeded_noise(s.seed)
     progress = progress or (lambda *_: None)
     mx.reset_peak_memory()
-    timings, stage_latents = {}, []
+    timings, peaks, stage_latents = {}, {}, []
+    overall = 0.0
+
+    def done(name, t0):  # time and peak memory of one stage; the peak counter restarts per stage
+        nonlocal overall
+        timings[name] = time.perf_counter() - t0
+        peaks[name] = mx.get_peak_memory() / 1e9
+        overall = max(overall, peaks[name])
+        mx.reset_peak_memory()
+
     channels, audio_channels = c.transformer.args.in_channels, c.transformer.args.audio_in_channels
     t_audio = audio_latent_frames(s.num_frames, s.fps)
     video_lat = audio_lat = None
@@ -291,19 +302,19 @@ def generate(c: LTX2Components, s: Settings, positive: TextContext, negative: Te
         video_lat, audio_lat = v.grid_latent(), a.grid_latent()
         mx.eval(video_lat, audio_lat)
         stage_latents.append((video_lat, audio_lat))
-        timings[name] = time.perf_counter() - t0
+        done(name, t0)
     video = audio = rate = None
     if decode:
         t0 = time.perf_counter()
         video = c.video_vae.decode_tiled(video_lat)
         mx.eval(video)
-        timings["decode_video"] = time.perf_counter() - t0
+        done("decode_video", t0)
         progress("decode_video", 1, 1)
     if decode and decode_audio and c.audio_decoder is not None and c.vocoder is not None:
         t0 = time.perf_counter()
         audio = c.vocoder(c.audio_decoder(audio_lat))[0]
         rate = c.vocoder.sample_rate
         mx.eval(audio)
-        timings["decode_audio"] = time.perf_counter() - t0
+        done("decode_audio", t0)
         progress("decode_audio", 1, 1)
-    return LTX2Result(video, audio, rate, video_lat, audio_lat, stage_latents, timings, mx.get_peak_memory() / 1e9)
+    return LTX2Result(video, audio, rate, video_lat, audio_lat, stage_latents, timings, overall, peaks)

@@ -1,0 +1,294 @@
+"""`mlx_video generate` for LTX-2 / LTX-2.3 (pipelines distilled, dev, dev-two-stage, dev-two-stage-hq).
+
+Reached through :mod:`mlx_video.cli` (LTX-only options or a --model naming LTX). Parses, loads the
+components with :mod:`mlx_video.ltx2.loading` (text encoder first, freed before the transformer, as the
+official pipelines do), runs :func:`mlx_video.ltx2.pipelines.generate` and writes the mp4 (H.264 +
+AAC audio) atomically. Images are read as the official CLI reads them: a CRF-33 H.264 round trip of
+the single frame (``--image-crf 0`` skips it), then the pipeline's bilinear cover-resize + crop per stage.
+"""
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import typer
+
+from ..cli_common import fail as _fail
+
+app = typer.Typer(add_completion=False)
+
+# Our own short default (the official default negative prompt is a longer list of the same kind).
+DEFAULT_NEGATIVE_PROMPT = ("worst quality, low quality, blurry, out of focus, jittery motion, flicker, distorted "
+                           "anatomy, deformed hands and faces, watermark, text, static frame, noisy audio")
+
+
+def parse_image_spec(spec: str) -> tuple[str, int, float]:
+    """``PATH[:FRAME[:STRENGTH]]`` -> (path, pixel frame, strength); frame 0 and strength 1 by default.
+    Raises typer.BadParameter for a non-integer frame or a strength outside [0, 1]."""
+    parts = spec.rsplit(":", 2)
+    nums = []
+    while len(parts) > 1 and len(nums) < 2:
+        try:
+            float(parts[-1])
+        except ValueError:
+            break
+        nums.insert(0, parts.pop())
+    path = ":".join(parts)
+    frame, strength = 0, 1.0
+    try:
+        if nums:
+            frame = int(nums[0])
+        if len(nums) > 1:
+            strength = float(nums[1])
+    except ValueError:
+        raise typer.BadParameter(f"--image {spec!r}: expected PATH[:FRAME[:STRENGTH]] with an integer frame") from None
+    if not 0.0 <= strength <= 1.0:
+        raise typer.BadParameter(f"--image {spec!r}: strength must be in [0, 1]")
+    return path, frame, strength
+
+
+def h264_roundtrip(image: np.ndarray, crf: int) -> np.ndarray:
+    """Encode one uint8 RGB frame [H, W, 3] as H.264 (libx264, yuv420p, CRF ``crf``, preset veryfast;
+    cropped to even sides) and decode it back, as ltx-pipelines' image preprocessing (media_io)."""
+    import av
+
+    if crf == 0:
+        return image
+    h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        s = out.add_stream("libx264", rate=1, options={"crf": str(crf), "preset": "veryfast"})
+        s.height, s.width = h, w
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24").reformat(format="yuv420p")
+        for pkt in list(s.encode(frame)) + list(s.encode()):
+            out.mux(pkt)
+    buf.seek(0)
+    with av.open(buf) as inp:
+        return next(inp.decode(video=0)).to_ndarray(format="rgb24")
+
+
+def read_image(path: str, crf: int) -> np.ndarray:
+    """Image file -> float32 [H, W, 3] in [-1, 1] after the CRF round trip. Raises ImageError."""
+    from mlx_video.io.images import load_image
+
+    img = np.asarray(load_image(path), dtype=np.uint8)
+    return h264_roundtrip(img, crf).astype(np.float32) / 127.5 - 1.0
+
+
+def merge_distilled_lora(model, lora: dict, strength: float) -> None:
+    """``W <- W + strength * B @ A`` for every ``{layer}.lora_A`` / ``.lora_B`` pair of a converted
+    folder's distilled LoRA (our layer names; no alpha, as ltx-core's fuse_loras), in place, in
+    float32 then cast back; quantized layers are dequantized, merged and re-quantized."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    for key in [k for k in lora if k.endswith(".lora_A")]:
+        stem = key[: -len(".lora_A")]
+        layer = model
+        for part in stem.split("."):
+            layer = layer[int(part)] if part.isdigit() else getattr(layer, part)
+        delta = strength * (lora[stem + ".lora_B"].astype(mx.float32) @ lora[key].astype(mx.float32))
+        if isinstance(layer, nn.QuantizedLinear):
+            w = mx.dequantize(layer.weight, layer.scales, layer.biases, layer.group_size, layer.bits) + delta
+            layer.weight, layer.scales, layer.biases = mx.quantize(w.astype(layer.scales.dtype), layer.group_size,
+                                                                   layer.bits)
+        else:
+            layer.weight = (layer.weight.astype(mx.float32) + delta).astype(layer.weight.dtype)
+        mx.eval(layer.parameters())
+
+
+def encode_text(model_dir: Path, cfg: dict, prompt: str, negative: str | None):
+    """Prompt (and negative prompt) -> TextContext(s), loading Gemma + connectors and dropping them after."""
+    import mlx.core as mx
+
+    from mlx_video.ltx2.denoise import TextContext
+    from mlx_video.ltx2.loading import load_text_encoder
+
+    enc = load_text_encoder(model_dir, cfg)
+    pos = TextContext(*enc(prompt))
+    neg = TextContext(*enc(negative)) if negative is not None else None
+    mx.eval(pos.video, pos.audio, *(() if neg is None else (neg.video, neg.audio)))
+    del enc
+    mx.clear_cache()
+    return pos, neg
+
+
+def load_components(model_dir: Path, cfg: dict, pipeline: str, lora: tuple[float, float], need_encoder: bool):
+    """LTX2Components for ``pipeline`` from a converted folder. Two-stage dev pipelines merge the
+    distilled LoRA: stage 1 at ``lora[0]`` (HQ 0.25, else none), stage 2 at ``lora[1]`` (1.0 / HQ 0.5),
+    the difference being merged into the same weights when stage 2 starts."""
+    from mlx_video.ltx2 import loading as L
+    from mlx_video.ltx2.pipelines import LTX2Components
+
+    transformer = L.load_transformer(model_dir, cfg)
+    stage2 = None
+    if pipeline in ("dev-two-stage", "dev-two-stage-hq"):
+        weights = L.load_distilled_lora(model_dir, cfg)
+        if lora[0]:
+            merge_distilled_lora(transformer, weights, lora[0])
+
+        def with_stage2_lora():
+            merge_distilled_lora(transformer, weights, lora[1] - lora[0])
+            return transformer
+
+        stage2 = with_stage2_lora
+    parts = ("encoder", "decoder") if need_encoder else ("decoder",)
+    return LTX2Components(
+        transformer=transformer, video_vae=L.load_video_vae(model_dir, cfg, parts),
+        audio_decoder=L.load_audio_decoder(model_dir, cfg), vocoder=L.load_vocoder(model_dir, cfg),
+        upsampler=L.load_upsampler(model_dir, cfg) if pipeline != "dev" else None,
+        stage2_transformer=stage2, version=cfg.get("model_version") or None)
+
+
+def _guidance(default, cfg_scale, stg_scale, stg_blocks, rescale, modality):
+    """The pipeline's default GuidanceParams with every value the user typed (even one equal to the default)."""
+    typed = {k: v for k, v in dict(cfg_scale=cfg_scale, stg_scale=stg_scale, stg_blocks=stg_blocks,
+                                   rescale_scale=rescale, modality_scale=modality).items() if v is not None}
+    return replace(default, **typed)
+
+
+def _blocks(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"--stg-blocks: expected comma-separated block indices, got {value!r}") from None
+
+
+@app.command()
+def generate(
+    model: str = typer.Option(..., "--model", help="converted folder, Lightricks checkpoint (file or folder) or "
+                              "Lightricks/LTX-2 | Lightricks/LTX-2.3"),
+    pipeline: str = typer.Option("distilled", "--pipeline", help="distilled | dev | dev-two-stage | dev-two-stage-hq"),
+    prompt: str = typer.Option(..., "--prompt"),
+    negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", "--negative_prompt"),
+    image: Optional[List[str]] = typer.Option(None, "--image", help="PATH[:FRAME[:STRENGTH]], repeatable; frame 0 "
+                                              "replaces the first latent frame, later frames guide"),
+    end_image: Optional[str] = typer.Option(None, "--end-image", help="image for the last frame (a guide)"),
+    end_image_strength: float = typer.Option(1.0, "--end-image-strength"),
+    image_crf: int = typer.Option(33, "--image-crf", help="H.264 CRF of the image round trip (0: none)"),
+    no_audio: bool = typer.Option(False, "--no-audio", help="do not decode / mux the (jointly generated) audio"),
+    height: int = typer.Option(512, "--height", "-H"),
+    width: int = typer.Option(768, "--width", "-W"),
+    num_frames: int = typer.Option(121, "--num-frames", help="8k+1"),
+    fps: float = typer.Option(24.0, "--fps"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="dev pipelines (default: 40 LTX-2, 30 LTX-2.3, 15 HQ)"),
+    cfg_scale: Optional[float] = typer.Option(None, "--cfg-scale"),
+    audio_cfg_scale: Optional[float] = typer.Option(None, "--audio-cfg-scale"),
+    stg_scale: Optional[float] = typer.Option(None, "--stg-scale"),
+    audio_stg_scale: Optional[float] = typer.Option(None, "--audio-stg-scale"),
+    stg_blocks: Optional[str] = typer.Option(None, "--stg-blocks", help="e.g. 29 (LTX-2) or 28 (LTX-2.3)"),
+    rescale_scale: Optional[float] = typer.Option(None, "--rescale-scale"),
+    audio_rescale_scale: Optional[float] = typer.Option(None, "--audio-rescale-scale"),
+    modality_scale: Optional[float] = typer.Option(None, "--modality-scale", help="video: audio->video guidance"),
+    audio_modality_scale: Optional[float] = typer.Option(None, "--audio-modality-scale"),
+    lora_strength: Optional[float] = typer.Option(None, "--lora-strength", help="dev-two-stage stage 2 (1.0)"),
+    lora_strength_stage_1: Optional[float] = typer.Option(None, "--lora-strength-stage-1", help="HQ (0.25)"),
+    lora_strength_stage_2: Optional[float] = typer.Option(None, "--lora-strength-stage-2", help="HQ (0.5)"),
+    seed: int = typer.Option(-1, "--seed", help="-1: random"),
+    gemma: Optional[str] = typer.Option(None, "--gemma", help="Gemma 3 folder (when converting a checkpoint)"),
+    output_path: Optional[Path] = typer.Option(None, "--output-path", "--output", "-o"),
+):
+    """Generate a video with audio from a prompt and optional images (LTX-2 / LTX-2.3)."""
+    import random
+
+    import mlx.core as mx
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from mlx_video.io.hub import DownloadError
+    from mlx_video.io.images import ImageError, to_uint8
+    from mlx_video.io.video import OutputPathError, check_output_path, write_video
+    from mlx_video.io.weights import WeightsError
+    from mlx_video.ltx2 import pipelines as P
+
+    console = Console(stderr=True)
+    try:
+        P.check_pipeline(pipeline)
+        specs = [parse_image_spec(s) for s in image or []]
+        if end_image is not None:
+            if not 0.0 <= end_image_strength <= 1.0:
+                raise ValueError("--end-image-strength must be in [0, 1]")
+            specs.append((end_image, num_frames - 1, end_image_strength))
+        blocks = _blocks(stg_blocks)
+        guided = (cfg_scale, audio_cfg_scale, stg_scale, audio_stg_scale, blocks, rescale_scale, audio_rescale_scale,
+                  modality_scale, audio_modality_scale, steps)
+        if pipeline == "distilled" and any(v is not None for v in guided):
+            raise ValueError("the distilled pipeline has fixed steps and no guidance: drop the guidance options")
+        two = pipeline == "dev-two-stage"
+        hq = pipeline == "dev-two-stage-hq"
+        if (lora_strength is not None and not two) or \
+                ((lora_strength_stage_1, lora_strength_stage_2) != (None, None) and not hq):
+            raise ValueError("--lora-strength is for dev-two-stage, --lora-strength-stage-1/2 for dev-two-stage-hq")
+        lora = (lora_strength_stage_1 if lora_strength_stage_1 is not None else 0.25,
+                lora_strength_stage_2 if lora_strength_stage_2 is not None else 0.5) if hq else \
+            (0.0, lora_strength if lora_strength is not None else 1.0)
+        if seed < 0:
+            seed = random.randint(0, 2 ** 31 - 1)
+        settings = P.Settings(pipeline, height, width, num_frames, fps, steps, seed=seed)
+        P.plan_stages(settings)  # sizes and frame count, before anything is loaded
+        for path, frame, _ in specs:
+            if not 0 <= frame < num_frames:
+                raise ValueError(f"image {path}: frame index {frame} is past the last frame ({num_frames - 1})")
+        images = [P.ImageCondition(read_image(p, image_crf), f, s) for p, f, s in specs]
+        if output_path is None:
+            output_path = Path(f"ltx2_{pipeline}_{time.strftime('%Y%m%d_%H%M%S')}.mp4")
+        output_path = check_output_path(output_path, (".mp4",))
+        from mlx_video.ltx2.loading import read_config, resolve_ltx2_model
+
+        model_dir = resolve_ltx2_model(model, "distilled" if pipeline == "distilled" else "dev", gemma)
+        cfg = read_config(model_dir)
+        version = cfg.get("model_version") or "2"
+        _, dv, da = P.default_guidance(pipeline, version)
+        if dv is not None:
+            settings.video_guidance = _guidance(dv, cfg_scale, stg_scale, blocks, rescale_scale, modality_scale)
+            settings.audio_guidance = _guidance(da, audio_cfg_scale, audio_stg_scale, blocks, audio_rescale_scale,
+                                                audio_modality_scale)
+        t0 = time.perf_counter()
+        neg = (negative_prompt if negative_prompt is not None else DEFAULT_NEGATIVE_PROMPT) if dv is not None else None
+        with console.status("encoding the prompt"):
+            pos, neg_ctx = encode_text(model_dir, cfg, prompt, neg)
+        t_text = time.perf_counter() - t0
+        with console.status("loading the transformer, VAEs and upsampler"):
+            t0 = time.perf_counter()
+            comps = load_components(model_dir, cfg, pipeline, lora, bool(images))
+            t_load = time.perf_counter() - t0
+    except (ValueError, ImageError, WeightsError, OutputPathError, DownloadError, typer.BadParameter) as e:
+        _fail(str(e))
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                  TimeRemainingColumn(), console=console) as bar:
+        bars: dict[str, int] = {}
+        t_start: dict[str, float] = {}
+
+        def progress(stage: str, step: int, total: int) -> None:
+            if stage not in bars:
+                bars[stage] = bar.add_task(stage, total=total, rate="")
+                t_start[stage] = time.perf_counter()
+            el = time.perf_counter() - t_start[stage]
+            bar.update(bars[stage], completed=step, rate=f"{step / el:.2f} it/s" if el > 0 else "")
+
+        try:
+            res = P.generate(comps, settings, pos, neg_ctx, images, decode_audio=not no_audio, progress=progress)
+        except (ValueError, ImageError, WeightsError) as e:
+            _fail(str(e))
+    frames = to_uint8(np.array(res.video[0].astype(mx.float32)))
+    audio = None if res.audio is None else np.array(res.audio.astype(mx.float32))
+    meta = dict(model=str(model), pipeline=pipeline, prompt=prompt, seed=seed, height=height, width=width,
+                num_frames=num_frames, fps=fps, steps=steps, images=[list(s) for s in specs],
+                generator="mlx_video")
+    write_video(output_path, frames, fps, meta, audio=audio, sample_rate=res.sample_rate)
+    timings = {"text encode": t_text, "load": t_load, **res.timings}
+    for k, v in timings.items():
+        peak = res.stage_peak_gb.get(k)
+        console.print(f"{k:>14}: {v:8.2f} s" + (f"   peak {peak:6.2f} GB" if peak is not None else ""))
+    console.print(f"{'peak memory':>14}: {res.peak_memory_gb:8.2f} GB")
+    console.print(f"saved {output_path} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, {fps:g} fps"
+                  + (f", audio {res.sample_rate} Hz" if audio is not None else "") + ")")
