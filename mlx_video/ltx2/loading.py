@@ -1,0 +1,302 @@
+"""Load the components of a converted LTX-2 / LTX-2.3 folder (made by ``convert.ltx2``), and find or
+make that folder from what a user passes (a converted folder, a Lightricks single file or a folder
+holding one, or a Hugging Face repo id).
+
+Each loader builds the module from the init args stored in ``config.json`` (format
+``mlx_video/ltx2/1``), re-applies the stored quantization and loads the component's safetensors
+with ``load_strict`` (WeightsError naming any missing / unused / mis-shaped key, or the missing or
+truncated file). Loaders neither print nor write files; load a component, use it, drop it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from mlx_video.io.weights import WeightsError, load_safetensors, load_strict
+
+FORMAT = "mlx_video/ltx2/1"
+# Quantized Linear layers: those under these module paths whose input width divides group_size (the
+# embeddings, AdaLN, projections in/out and the text connectors stay in the storage dtype).
+QUANT_SCOPES = {"transformer": "transformer_blocks.", "gemma": "model.layers."}
+
+# Hugging Face repos: the files each variant needs (names as listed in shared/reference/ltx2.md 14).
+LTX2_REPOS = {
+    "Lightricks/LTX-2": {
+        "dev": "ltx-2-19b-dev.safetensors", "distilled": "ltx-2-19b-distilled.safetensors",
+        "lora": "ltx-2-19b-distilled-lora-384.safetensors",
+        "upsamplers": ("ltx-2-spatial-upscaler-x2-1.0.safetensors",)},
+    "Lightricks/LTX-2.3": {
+        "dev": "ltx-2.3-22b-dev.safetensors", "distilled": "ltx-2.3-22b-distilled-1.1.safetensors",
+        "lora": "ltx-2.3-22b-distilled-lora-384-1.1.safetensors",
+        "upsamplers": ("ltx-2.3-spatial-upscaler-x2-1.1.safetensors",)},
+}
+GEMMA_REPO = "google/gemma-3-12b-it-qat-q4_0-unquantized"
+GEMMA_FILES = ["config.json", "model*.safetensors", "model.safetensors.index.json", "tokenizer*",
+               "special_tokens_map.json", "added_tokens.json"]
+VARIANTS = ("dev", "distilled")
+
+
+# ----------------------------------------------------------------------------- config
+
+def read_config(model_dir: str | Path) -> dict:
+    """The converted folder's config.json; raises WeightsError when it is not an mlx_video LTX-2 folder."""
+    p = Path(model_dir) / "config.json"
+    if not p.is_file():
+        raise WeightsError(f"{model_dir} is not a converted mlx_video folder (no config.json); "
+                           "convert the Lightricks checkpoint first (python -m convert.ltx2)")
+    cfg = json.loads(p.read_text())
+    if cfg.get("format") != FORMAT:
+        raise WeightsError(f"{p}: not an mlx_video LTX-2 folder (format {cfg.get('format')!r}, want {FORMAT!r})")
+    return cfg
+
+
+def _args(cls, d: dict):
+    """Dataclass ``cls`` from stored init args (JSON lists back to tuples where the default is one).
+    Raises WeightsError on a field this version does not know (a folder from another version)."""
+    known = {f.name: f for f in fields(cls) if f.init}
+    unknown = set(d) - set(known)
+    if unknown:
+        raise WeightsError(f"config.json: unknown {cls.__name__} fields {sorted(unknown)}; reconvert the model")
+    kw = {k: tuple(v) if isinstance(v, list) and isinstance(known[k].default, tuple) else v for k, v in d.items()}
+    return cls(**kw)
+
+
+def quantize_like(model: nn.Module, q: dict | None) -> None:
+    """Quantize ``model`` in place as ``q`` = {"bits", "group_size", "scope"} says (no-op for None):
+    every nn.Linear under the module path ``scope`` whose input width divides ``group_size``."""
+    if not q:
+        return
+    gs, scope = q["group_size"], q["scope"]
+    nn.quantize(model, group_size=gs, bits=q["bits"],
+                class_predicate=lambda path, m: isinstance(m, nn.Linear) and path.startswith(scope)
+                and m.weight.shape[1] % gs == 0)
+
+
+def _load(model: nn.Module, model_dir, name: str, what: str, prefix: str = "") -> nn.Module:
+    w = load_safetensors(Path(model_dir) / name)
+    if prefix:
+        w = {k[len(prefix):]: v for k, v in w.items() if k.startswith(prefix)}
+    return load_strict(model, w, what=what)
+
+
+# ----------------------------------------------------------------------------- components
+
+def load_transformer(model_dir: str | Path, cfg: dict):
+    """:class:`~mlx_video.ltx2.transformer.LTXModel` in the stored dtype (quantized if converted so)."""
+    from .transformer import LTXModel, LTXModelArgs
+
+    model = LTXModel(_args(LTXModelArgs, cfg["transformer"]))
+    quantize_like(model, cfg.get("quantization", {}).get("transformer"))
+    return _load(model, model_dir, "transformer.safetensors", "LTX-2 transformer")
+
+
+def load_connectors(model_dir: str | Path, cfg: dict):
+    """Text feature extractor + video/audio connectors (:class:`~mlx_video.ltx2.text_encoder.EmbeddingsProcessor`)."""
+    from .text_encoder import EmbeddingsProcessor, TextProcessorArgs
+
+    return _load(EmbeddingsProcessor(_args(TextProcessorArgs, cfg["connectors"])), model_dir,
+                 "connectors.safetensors", "LTX-2 text connectors")
+
+
+def load_video_vae(model_dir: str | Path, cfg: dict, parts=("encoder", "decoder")):
+    """:class:`~mlx_video.ltx2.video_vae.VideoVAE` (float32) with the requested ``parts``; widths from the weights."""
+    from .video_vae import VideoVAE, VideoVAEArgs
+
+    w = load_safetensors(Path(model_dir) / "video_vae.safetensors")
+    return VideoVAE.from_weights(w, _args(VideoVAEArgs, cfg["video_vae"]), parts=parts)
+
+
+def load_audio_decoder(model_dir: str | Path, cfg: dict):
+    """:class:`~mlx_video.ltx2.audio_vae.AudioDecoder` (float32): latent -> mel."""
+    from .audio_vae import AudioDecoder, AudioVAEArgs
+
+    return _load(AudioDecoder(_args(AudioVAEArgs, cfg["audio_vae"])), model_dir, "audio_vae.safetensors",
+                 "LTX-2 audio decoder", prefix="decoder.")
+
+
+def load_audio_encoder(model_dir: str | Path, cfg: dict):
+    """:class:`~mlx_video.ltx2.audio_vae.AudioEncoder` (float32): mel -> latent (audio conditioning)."""
+    from .audio_vae import AudioEncoder, AudioVAEArgs
+
+    return _load(AudioEncoder(_args(AudioVAEArgs, cfg["audio_vae"])), model_dir, "audio_vae.safetensors",
+                 "LTX-2 audio encoder", prefix="encoder.")
+
+
+def load_vocoder(model_dir: str | Path, cfg: dict):
+    """:class:`~mlx_video.ltx2.vocoder.Vocoder` (LTX-2) or ``VocoderWithBWE`` (LTX-2.3), float32."""
+    from .vocoder import BWEVocoderArgs, Vocoder, VocoderArgs, VocoderWithBWE
+
+    a = dict(cfg["vocoder"]["args"])
+    if cfg["vocoder"]["bwe"]:
+        gens = {k: _args(VocoderArgs, a.pop(k)) for k in ("vocoder", "bwe")}
+        model = VocoderWithBWE(_args(BWEVocoderArgs, {**a, **gens}))
+    else:
+        model = Vocoder(_args(VocoderArgs, a))
+    return _load(model, model_dir, "vocoder.safetensors", "LTX-2 vocoder")
+
+
+@dataclass
+class TextEncoder:
+    """Tokenizer + Gemma 3 + connectors: ``encoder(prompt) -> (video context [1, L, Dv], audio context
+    [1, L, Da])`` float32 (:func:`~mlx_video.ltx2.text_encoder.encode_prompt`)."""
+    tokenizer: object
+    gemma: nn.Module
+    processor: nn.Module
+
+    def __call__(self, prompt: str) -> tuple[mx.array, mx.array]:
+        from .text_encoder import encode_prompt
+
+        return encode_prompt(prompt, self.tokenizer, self.gemma, self.processor)
+
+
+def load_text_encoder(model_dir: str | Path, cfg: dict, max_length: int = 1024) -> TextEncoder:
+    """Gemma (quantized if converted so) + tokenizer (left padding to ``max_length``) + connectors.
+    Raises WeightsError when the folder was converted without a Gemma folder."""
+    from mlx_lm.models import gemma3_text
+
+    from .text_encoder import GemmaTextEncoder, GemmaTokenizer
+
+    if not cfg.get("gemma"):
+        raise WeightsError(f"{model_dir} was converted without Gemma: reconvert with gemma=<Gemma 3 folder>")
+    gemma = GemmaTextEncoder(_args(gemma3_text.ModelArgs, cfg["gemma"]))
+    quantize_like(gemma, cfg.get("quantization", {}).get("gemma"))
+    _load(gemma, model_dir, "gemma.safetensors", "Gemma 3 text encoder")
+    tok = GemmaTokenizer(Path(model_dir) / "tokenizer", max_length=max_length, vocab_size=gemma.args.vocab_size)
+    return TextEncoder(tok, gemma, load_connectors(model_dir, cfg))
+
+
+def load_upsampler(model_dir: str | Path, cfg: dict, name: str = "spatial_x2"):
+    """A latent upsampler by its name (the source file's stem) or kind ("spatial_x2", "spatial_x1.5",
+    "temporal_x2"; must be unique). Raises WeightsError when there is no such upsampler."""
+    from .upsampler import LatentUpsampler, UpsamplerArgs
+
+    ups = cfg.get("upsamplers", {})
+    entry = ups.get(name)
+    if entry is None:
+        hits = [e for e in ups.values() if e["kind"] == name]
+        if len(hits) != 1:
+            raise WeightsError(f"{model_dir}: no single upsampler {name!r} (converted: "
+                               f"{ {k: e['kind'] for k, e in ups.items()} or 'none'})")
+        entry = hits[0]
+    return _load(LatentUpsampler(_args(UpsamplerArgs, entry["args"])), model_dir, entry["file"],
+                 f"latent upsampler {name}")
+
+
+def load_distilled_lora(model_dir: str | Path, cfg: dict) -> dict[str, mx.array]:
+    """The distilled LoRA in our layer names: ``{layer}.lora_A`` [r, in], ``{layer}.lora_B`` [out, r]
+    where ``{layer}.weight`` is a transformer parameter; the merge is ``W + strength * B @ A`` (no
+    alpha; strengths 1 / 0.25 / 0.5 by pipeline) and belongs to ``mlx_video.nn.lora``.
+    Raises WeightsError when the folder has none."""
+    entry = cfg.get("distilled_lora")
+    if not entry:
+        raise WeightsError(f"{model_dir} was converted without a distilled LoRA")
+    return load_safetensors(Path(model_dir) / entry["file"])
+
+
+# ----------------------------------------------------------------------------- resolving a model argument
+
+def _checkpoint_meta(path: Path) -> dict | None:
+    """The parsed ``config`` metadata of a safetensors file, or None."""
+    from convert.ltx2 import read_header
+
+    try:
+        meta, _ = read_header(path)
+        return json.loads(meta["config"]) if "config" in meta else None
+    except (WeightsError, ValueError):
+        return None
+
+
+def find_parts(folder: Path, variant: str = "dev", checkpoint: Path | None = None) -> dict:
+    """Classify a folder's files: {"checkpoint", "upsamplers", "distilled_lora", "gemma"}.
+
+    Checkpoint: the one ``.safetensors`` whose metadata config has a ``transformer`` section (several:
+    the one whose name says ``variant``, bf16 before fp8). Upsamplers: files with a flat config (no
+    ``transformer``). LoRA (dev only): ``*lora*.safetensors``. Gemma: a sub-folder whose config.json is
+    a Gemma 3 config. Raises WeightsError when no (or no single) checkpoint is found.
+    """
+    files = sorted(folder.glob("*.safetensors"))
+    metas = {f: _checkpoint_meta(f) for f in files}
+    ckpts = [f for f, m in metas.items() if m and "transformer" in m]
+    if checkpoint is None:
+        if len(ckpts) > 1:
+            named = [f for f in ckpts if ("distilled" in f.name) == (variant == "distilled")]
+            ckpts = [f for f in named if "fp8" not in f.name] or named
+        if len(ckpts) != 1:
+            raise WeightsError(f"{folder}: expected one LTX-2 {variant} checkpoint (a .safetensors with a "
+                               f"'config' metadata), found {[f.name for f in ckpts] or 'none'}")
+        checkpoint = ckpts[0]
+    lora = [f for f in files if "lora" in f.name.lower() and f not in ckpts]
+    ups = [f for f, m in metas.items() if m and "transformer" not in m and f not in lora]
+    gemma = None
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        cfg = sub / "config.json"
+        if cfg.is_file() and str(json.loads(cfg.read_text()).get("model_type", "")).startswith("gemma3"):
+            gemma = sub
+            break
+    return {"checkpoint": checkpoint, "upsamplers": ups,
+            "distilled_lora": lora[0] if variant == "dev" and len(lora) == 1 else None, "gemma": gemma}
+
+
+def _download_parts(repo: str, variant: str, gemma: str | Path | None) -> dict:
+    from mlx_video.io.hub import DownloadError, download
+
+    spec = LTX2_REPOS[repo]
+    files = [spec[variant], *spec["upsamplers"]] + ([spec["lora"]] if variant == "dev" else [])
+    try:
+        root = download(repo, files)
+        if gemma is None:
+            gemma = download(GEMMA_REPO, GEMMA_FILES)
+    except DownloadError as e:
+        raise DownloadError(f"LTX-2 {variant} needs {', '.join(files)} from {repo} and the Gemma 3 text "
+                            f"encoder from {GEMMA_REPO}: {e}") from e
+    return {"checkpoint": root / spec[variant], "upsamplers": [root / u for u in spec["upsamplers"]],
+            "distilled_lora": root / spec["lora"] if variant == "dev" else None, "gemma": Path(gemma)}
+
+
+def resolve_ltx2_model(model: str, variant: str = "dev", gemma: str | Path | None = None,
+                       dtype: str = "bfloat16", quantize: int | None = None) -> Path:
+    """A converted folder for ``model``:
+
+    - a converted folder: returned as is;
+    - a Lightricks single ``.safetensors`` file, or a folder holding one (with ``variant`` choosing
+      among several): converted once into the cache (``mlx_video.io.hub.converted_path``) together with
+      the upsamplers, the distilled LoRA (dev) and the Gemma folder found beside it (see
+      :func:`find_parts`; ``gemma`` overrides the Gemma folder); later calls reuse the conversion;
+    - ``Lightricks/LTX-2`` or ``Lightricks/LTX-2.3``: only the files ``variant`` needs are downloaded
+      (checkpoint, x2 upsampler, distilled LoRA for dev, and Gemma 3 from its gated repo unless
+      ``gemma`` is given), then converted once.
+    Raises ValueError (unknown variant / repo), DownloadError (offline, gated, unknown repo; saying
+    which files are needed), WeightsError (nothing convertible found, bad weights).
+    """
+    from convert.ltx2 import convert_ltx2
+    from mlx_video.io.hub import converted_path, looks_like_repo_id
+
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    p = Path(model).expanduser()
+    if p.is_dir() and (p / "config.json").is_file() and \
+            json.loads((p / "config.json").read_text()).get("format") == FORMAT:
+        return p
+    if p.exists():
+        parts = find_parts(p.parent, variant, checkpoint=p) if p.is_file() else find_parts(p, variant)
+    elif looks_like_repo_id(model):
+        if model not in LTX2_REPOS:
+            raise ValueError(f"unknown LTX-2 repo {model!r}; known: {', '.join(LTX2_REPOS)}")
+        parts = _download_parts(model, variant, gemma)
+    else:
+        raise WeightsError(f"{model}: no such file or folder, and not a Hugging Face repo id")
+    if gemma is not None:
+        parts["gemma"] = Path(gemma)
+    ckpt = parts["checkpoint"].resolve()
+    tag = json.dumps([ckpt.stat().st_mtime_ns, variant, dtype, quantize,
+                      *(str(Path(x).resolve()) for x in (parts["gemma"], parts["distilled_lora"]) if x),
+                      *sorted(str(Path(u).resolve()) for u in parts["upsamplers"])])
+    dst = converted_path(str(ckpt), tag=tag)
+    if not (dst / "config.json").is_file():
+        convert_ltx2(ckpt, dst, dtype=dtype, quantize=quantize, gemma=parts["gemma"],
+                     upsamplers=parts["upsamplers"], distilled_lora=parts["distilled_lora"])
+    return dst
