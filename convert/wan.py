@@ -178,8 +178,10 @@ def _read_diffusers(src: Path):
             for name, sub in subs.items()}
     clip = None
     if (src / "image_encoder").is_dir():
-        clip = (clip_mod.CLIPVisionArgs.from_config(cfg("image_encoder")),
-                read_sharded(src / "image_encoder", stem="model"), "hf")
+        w = read_sharded(src / "image_encoder", stem="model")
+        if not any(k.startswith("vision_model.") for k in w):  # transformers >= 5 saves CLIPVisionModel unprefixed
+            w = {f"vision_model.{k}": v for k, v in w.items()}
+        clip = (clip_mod.CLIPVisionArgs.from_config(cfg("image_encoder")), w, "hf")
     return dict(dits=dits,
                 vae=(version, (vm.Wan22VAEArgs if version == "2.2" else vm.Wan21VAEArgs).from_config(vae_cfg), read_sharded(src / "vae"), "diffusers"),
                 t5=(t5_mod.UMT5Args.from_config(t5_cfg), read_sharded(src / "text_encoder", stem="model"), "hf"),
