@@ -236,3 +236,27 @@ def test_expert_strict_loading_names_the_key(tmp_path, case):
     with pytest.raises(WeightsError, match=key.replace(".", r"\.")):
         convert_wan(src, tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_lora_per_expert(tmp_path, a14b):
+    """--lora_high merges W + strength·(alpha/rank)·B@A into the high-noise expert only; --lora into both
+    (the formats themselves are tested in test_lora.py)."""
+    g = np.random.default_rng(7)
+    a, b = g.standard_normal((4, 32)).astype(np.float32), g.standard_normal((32, 4)).astype(np.float32)
+    f = tmp_path / "musubi.safetensors"
+    mx.save_safetensors(str(f), {"lora_unet_blocks_0_self_attn_q.lora_down.weight": mx.array(a),
+                                 "lora_unet_blocks_0_self_attn_q.lora_up.weight": mx.array(b),
+                                 "lora_unet_blocks_0_self_attn_q.alpha": mx.array(2.0)})
+    base = {n: np.array(a14b.model(n).blocks[0].self_attn.q.weight) for n in ("dit_high", "dit_low")}
+    delta = 0.5 * (2.0 / 4) * (b @ a)
+    p = P.WanPipeline(a14b.model_dir, dtype=mx.float32, offload=False, loras_high=[f"{f}:0.5"])
+    np.testing.assert_allclose(np.array(p.model("dit_high").blocks[0].self_attn.q.weight), base["dit_high"] + delta,
+                               atol=1e-5)
+    np.testing.assert_array_equal(np.array(p.model("dit_low").blocks[0].self_attn.q.weight), base["dit_low"])
+    p = P.WanPipeline(a14b.model_dir, dtype=mx.float32, offload=False, loras=[(f, 0.5)])
+    for n in ("dit_high", "dit_low"):
+        np.testing.assert_allclose(np.array(p.model(n).blocks[0].self_attn.q.weight), base[n] + delta, atol=1e-5)
+    with pytest.raises(ValueError, match="two-expert"):
+        P.WanPipeline(convert_wan(I2V21, tmp_path / "i2v", dtype="float32"), loras_low=[str(f)])
+    with pytest.raises(WeightsError, match="not found"):
+        P.WanPipeline(a14b.model_dir, loras=[str(tmp_path / "nope.safetensors")])

@@ -95,6 +95,11 @@ def generate(
                                                 help="True/False (default True)"),
     save_file: Optional[Path] = typer.Option(None, "--save_file", "--save-file", "--output", "--save_path"),
     dtype: str = typer.Option("bfloat16", "--dtype", help="compute dtype: bfloat16 | float32"),
+    lora: Optional[List[str]] = typer.Option(None, "--lora", help="PATH[:STRENGTH], repeatable: merged into every DiT"),
+    lora_high: Optional[List[str]] = typer.Option(None, "--lora_high", "--lora-high",
+                                                  help="PATH[:STRENGTH], repeatable: A14B high-noise expert only"),
+    lora_low: Optional[List[str]] = typer.Option(None, "--lora_low", "--lora-low",
+                                                 help="PATH[:STRENGTH], repeatable: A14B low-noise expert only"),
 ):
     """Generate a video (or one image) from a prompt and optional images."""
     import random
@@ -158,7 +163,8 @@ def generate(
         for p in imgs + controls:  # fail fast on a missing image before any model is touched
             load_image(p)
         model_dir = resolve_wan_model(ckpt_dir, console)
-        pipe = WanPipeline(model_dir, dtype=mx.float32 if dtype == "float32" else mx.bfloat16, offload=offload)
+        pipe = WanPipeline(model_dir, dtype=mx.float32 if dtype == "float32" else mx.bfloat16, offload=offload,
+                           loras=lora or (), loras_high=lora_high or (), loras_low=lora_low or ())
         pipe.check_task(tk)
     except (ValueError, ImageError, WeightsError, OutputPathError, DownloadError) as e:
         _fail(str(e))
@@ -185,6 +191,9 @@ def generate(
         except (ValueError, ImageError, WeightsError) as e:
             _fail(str(e))
     meta = dict(res.params, model=str(ckpt_dir), fps=res.fps, generator="mlx_video")
+    for k, v in (("lora", lora), ("lora_high", lora_high), ("lora_low", lora_low)):
+        if v:
+            meta[k] = list(v)
     if len(res.video) == 1:
         write_image(save_file, res.video[0], meta)
     else:

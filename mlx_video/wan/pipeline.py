@@ -412,20 +412,40 @@ def _images_rule(tk: WanTask, n: int, one_frame: bool) -> None:
         raise ValueError(f"task {tk.name} {msg}, got {n}")
 
 
+def _read_loras(specs: Sequence) -> list[tuple[dict, float]]:
+    """LoRA files for ``merge_loras``: each spec ``"PATH[:STRENGTH]"`` or ``(path, strength)``; read now
+    so that a missing or unreadable file fails before any model runs (WeightsError / ValueError)."""
+    from ..nn.lora import load_lora, parse_lora_spec
+
+    out = []
+    for spec in specs:
+        path, strength = parse_lora_spec(spec) if isinstance(spec, (str, Path)) else spec
+        out.append((load_lora(path), float(strength)))
+    return out
+
+
 class WanPipeline:
     """A converted Wan folder, ready to generate.
 
     ``dtype``: compute dtype of the DiT(s), text encoder and CLIP weights (bf16 default; float32 for
     parity). ``offload``: free the text encoder and CLIP before the DiT runs, keep only the active
-    A14B expert resident, and free the DiT before the VAE decodes.
+    A14B expert resident, and free the DiT before the VAE decodes. ``loras``: LoRA files
+    ("PATH[:STRENGTH]" or (path, strength)) merged into every DiT when it loads (kohya/musubi, PEFT,
+    original-key formats, see :mod:`mlx_video.nn.lora`); ``loras_high`` / ``loras_low``: into one A14B
+    expert only. Raises WeightsError / ValueError for a bad folder or LoRA file.
     """
 
-    def __init__(self, model_dir: str | Path, dtype: mx.Dtype = mx.bfloat16, offload: bool = True):
+    def __init__(self, model_dir: str | Path, dtype: mx.Dtype = mx.bfloat16, offload: bool = True,
+                 loras: Sequence = (), loras_high: Sequence = (), loras_low: Sequence = ()):
         self.model_dir = Path(model_dir)
         self.cfg = read_config(self.model_dir)
         self.dtype, self.offload = dtype, offload
         self._dits: dict[str, nn.Module] = {}
         self._vae = self._text = self._clip = None
+        if (loras_high or loras_low) and not self.cfg.get("experts"):
+            raise ValueError("per-expert LoRAs (high / low) need a two-expert A14B checkpoint; use loras")
+        self._loras = {"dit": _read_loras(loras), "dit_high": _read_loras(loras_high),
+                       "dit_low": _read_loras(loras_low)}
 
     def _cast(self, m: nn.Module) -> nn.Module:
         m.set_dtype(self.dtype, predicate=lambda d: mx.issubdtype(d, mx.floating))
@@ -437,7 +457,13 @@ class WanPipeline:
         if name not in self._dits:
             if self.offload and self._dits:
                 self.free("dit")
-            self._dits[name] = self._cast(load_dit(self.model_dir, self.cfg, name))
+            m = self._cast(load_dit(self.model_dir, self.cfg, name))
+            loras = self._loras["dit"] + (self._loras[name] if name != "dit" else [])
+            if loras:
+                from ..nn.lora import merge_loras, wan_key_map
+
+                merge_loras(m, loras, wan_key_map())
+            self._dits[name] = m
         return self._dits[name]
 
     @property
