@@ -16,10 +16,24 @@ import numpy as np
 
 
 class RopeTables(NamedTuple):
-    """cos and sin of the rotation angles, each [L, 1, D/2] float32 (the 1 broadcasts over heads)."""
+    """Rotation coefficients per token and channel pair, each [L, 1, D/2, 2] float32 (the 1
+    broadcasts over heads): a rotated pair is ``x[2i]·even[i] + x[2i+1]·odd[i]`` with
+    even = (cos, sin) and odd = (-sin, cos). This layout lets the rotation run as one fused
+    elementwise kernel that writes only its output (the stack-of-halves form measured 4-7x the
+    input's size in temporaries on CPU and CUDA; this one 1x)."""
 
-    cos: mx.array
-    sin: mx.array
+    even: mx.array
+    odd: mx.array
+
+    @property
+    def cos(self) -> mx.array:
+        """[L, 1, D/2] float32."""
+        return self.even[..., 0]
+
+    @property
+    def sin(self) -> mx.array:
+        """[L, 1, D/2] float32."""
+        return self.even[..., 1]
 
 
 def rope_frequencies(dim: int, theta: float = 10000.0) -> np.ndarray:
@@ -36,7 +50,7 @@ def nd_rope_tables(positions: Sequence, dims: Sequence[int], theta: float = 1000
     reversed, or arbitrary frame indices). dims: rotary channels per axis (even; they sum to the
     head dim D). Token (i_0, .., i_k) of the row-major grid (L = n_0·..·n_k tokens) gets the
     angles pos_a[i_a]·theta^(-2j/dims[a]) for each axis a, concatenated over axes in order.
-    Returns :class:`RopeTables` with cos/sin [L, 1, D/2] float32.
+    Returns :class:`RopeTables` ([L, 1, D/2, 2] float32 tables; ``.cos``/``.sin`` [L, 1, D/2]).
     """
     if len(positions) != len(dims):
         raise ValueError(f"{len(positions)} position vectors for {len(dims)} axis dims")
@@ -49,22 +63,23 @@ def nd_rope_tables(positions: Sequence, dims: Sequence[int], theta: float = 1000
         shape[a] = grid[a]
         parts.append(np.broadcast_to(ang.reshape(shape), grid + (d // 2,)))
     ang = np.concatenate(parts, axis=-1).reshape(-1, 1, sum(dims) // 2)
-    return RopeTables(mx.array(np.cos(ang).astype(np.float32)), mx.array(np.sin(ang).astype(np.float32)))
+    cos, sin = np.cos(ang), np.sin(ang)
+    return RopeTables(mx.array(np.stack([cos, sin], -1).astype(np.float32)),
+                      mx.array(np.stack([-sin, cos], -1).astype(np.float32)))
 
 
 @mx.compile
-def _rotate(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
+def _rotate(x: mx.array, even: mx.array, odd: mx.array) -> mx.array:
     shape, dtype = x.shape, x.dtype
-    x = x.astype(mx.float32).reshape(*shape[:-1], shape[-1] // 2, 2)
-    x0, x1 = x[..., 0], x[..., 1]
-    out = mx.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], axis=-1)
-    return out.reshape(shape).astype(dtype)
+    pairs = x.reshape(*shape[:-1], shape[-1] // 2, 2)
+    out = pairs[..., :1].astype(mx.float32) * even + pairs[..., 1:].astype(mx.float32) * odd
+    return out.astype(dtype).reshape(shape)
 
 
 def apply_rope_interleaved(x: mx.array, rope: RopeTables) -> mx.array:
-    """Rotate interleaved channel pairs of ``x`` [B, L, H, D] by ``rope`` (cos/sin [L, 1, D/2]).
+    """Rotate interleaved channel pairs of ``x`` [B, L, H, D] by ``rope`` (tables for L tokens).
 
     Computed in float32 and cast back to x's dtype (bf16 in production). Follows Wan's
     ``rope_apply`` (which rotates in float64; the difference is float32 rounding, ~1e-7 relative).
     """
-    return _rotate(x, rope.cos, rope.sin)
+    return _rotate(x, rope.even, rope.odd)
