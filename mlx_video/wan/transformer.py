@@ -121,7 +121,9 @@ class WanModelArgs:
 
 
 class RMSNorm(nn.Module):
-    """x·rsqrt(mean(x²)+eps)·w over the last axis (all heads together), accumulated in float32."""
+    """x·rsqrt(mean(x²)+eps)·w over the last axis (all heads together), accumulated in float32.
+    With bf16 activations the result is rounded once after the weight multiply; the reference
+    rounds before it (one bf16 ulp; inside the 2e-2 bf16 budget, test_bf16_weights)."""
 
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -193,6 +195,8 @@ def _merge(x: mx.array) -> mx.array:
     """[B, n, L, d] -> [B, L, n·d]."""
     B, n, L, d = x.shape
     return x.transpose(0, 2, 1, 3).reshape(B, L, n * d)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with q/k RMSNorm (across heads) and 3-D RoPE on q and k."""
 
