@@ -64,25 +64,50 @@ def generate(ctx: typer.Context):
     family(args=args, prog_name="mlx_video generate")
 
 
+def _is_ltx2_source(src: str) -> bool:
+    p = Path(src).expanduser()
+    if p.suffix == ".safetensors" or "ltx" in src.lower():
+        return True
+    return p.is_dir() and any(p.glob("*.safetensors")) and not (p / "model_index.json").exists() \
+        and not (p / "config.json").exists()
+
+
 @app.command()
 def convert(
-    src: str = typer.Argument(..., help="official or diffusers checkpoint folder, or HF repo id"),
+    src: str = typer.Argument(..., help="Wan: official or diffusers folder or HF repo id; LTX-2: single-file "
+                                        ".safetensors, a folder holding it, or Lightricks/LTX-2(.3)"),
     dst: Path = typer.Argument(..., help="output folder"),
     dtype: str = typer.Option("bfloat16", "--dtype"),
-    quantize: Optional[int] = typer.Option(None, "--quantize", help="4 or 8 bits (DiT and T5 linears)"),
+    quantize: Optional[int] = typer.Option(None, "--quantize", help="4 or 8 bits (DiT/transformer, T5/Gemma linears)"),
     group_size: int = typer.Option(64, "--group-size"),
+    variant: str = typer.Option("dev", "--variant", help="LTX-2: dev | distilled"),
 ):
-    """Convert a Wan checkpoint to an mlx_video folder (strict: every key used, every shape checked)."""
-    from convert.wan import convert_wan
+    """Convert a checkpoint to an mlx_video folder (strict: every key used, every shape checked)."""
     from mlx_video.cli_common import fail as _fail
-    from mlx_video.io.hub import WAN_DIFFUSERS_FILES, WAN_OFFICIAL_FILES, DownloadError, download, looks_like_repo_id
+    from mlx_video.io.hub import DownloadError
     from mlx_video.io.weights import WeightsError
 
     try:
-        p = Path(src).expanduser()
-        if not p.exists() and looks_like_repo_id(src):
-            p = download(src, WAN_DIFFUSERS_FILES if src.lower().endswith("-diffusers") else WAN_OFFICIAL_FILES)
-        out = convert_wan(p, dst, dtype=dtype, quantize=quantize, group_size=group_size)
+        if _is_ltx2_source(src):
+            from convert.ltx2 import convert_ltx2
+            from mlx_video.ltx2.loading import download_parts, find_parts
+
+            p = Path(src).expanduser()
+            if p.exists():
+                parts = find_parts(p.parent, variant, checkpoint=p) if p.is_file() else find_parts(p, variant)
+            else:
+                parts = download_parts(src, variant, None)
+            out = convert_ltx2(parts["checkpoint"], dst, dtype=dtype, quantize=quantize, group_size=group_size,
+                               gemma=parts["gemma"], upsamplers=parts["upsamplers"],
+                               distilled_lora=parts["distilled_lora"])
+        else:
+            from convert.wan import convert_wan
+            from mlx_video.io.hub import WAN_DIFFUSERS_FILES, WAN_OFFICIAL_FILES, download, looks_like_repo_id
+
+            p = Path(src).expanduser()
+            if not p.exists() and looks_like_repo_id(src):
+                p = download(src, WAN_DIFFUSERS_FILES if src.lower().endswith("-diffusers") else WAN_OFFICIAL_FILES)
+            out = convert_wan(p, dst, dtype=dtype, quantize=quantize, group_size=group_size)
     except (ValueError, WeightsError, DownloadError) as e:
         _fail(str(e))
     typer.echo(f"converted -> {out}")
@@ -94,13 +119,14 @@ def info(path: Path = typer.Argument(..., help="a converted folder")):
     import json
 
     from mlx_video.cli_common import fail as _fail
-    from mlx_video.io.weights import WeightsError
-    from mlx_video.wan.pipeline import read_config
 
-    try:
-        typer.echo(json.dumps(read_config(path), indent=2))
-    except WeightsError as e:
-        _fail(str(e))
+    p = Path(path) / "config.json"
+    if not p.is_file():
+        _fail(f"{path} is not a converted mlx_video folder (no config.json)")
+    cfg = json.loads(p.read_text())
+    if not str(cfg.get("format", "")).startswith("mlx_video/"):
+        _fail(f"{p}: not an mlx_video folder")
+    typer.echo(json.dumps(cfg, indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:

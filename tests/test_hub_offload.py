@@ -35,3 +35,20 @@ def test_offload_frees_text_encoder_before_dit_and_dit_before_decode(tmp_path):
     pipe.generate(task="t2v-5B", prompt="a cat", size="64*32", frame_num=5, sample_steps=2, progress=progress)
     assert seen[0] == ("denoise", True, False)      # text encoder gone while the DiT runs
     assert seen[-1] == ("decode", True, True)       # DiT gone before the VAE decodes
+
+
+def test_convert_command_handles_both_families(tmp_path):
+    from typer.testing import CliRunner
+
+    from mlx_video.cli import app
+
+    from wan_tiny import ROOT
+
+    r = CliRunner().invoke(app, ["convert", str(ROOT / "assets" / "tiny-LTX-2"), str(tmp_path / "ltx")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["info", str(tmp_path / "ltx")])
+    assert '"mlx_video/ltx2/1"' in r.output
+    r = CliRunner().invoke(app, ["convert", str(TINY), str(tmp_path / "wan"), "--dtype", "float32"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["convert", str(tmp_path / "nothing"), str(tmp_path / "x")])
+    assert r.exit_code == 2 and "not found" in r.output

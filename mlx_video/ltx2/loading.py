@@ -241,7 +241,7 @@ def find_parts(folder: Path, variant: str = "dev", checkpoint: Path | None = Non
             "distilled_lora": lora[0] if variant == "dev" and len(lora) == 1 else None, "gemma": gemma}
 
 
-def _download_parts(repo: str, variant: str, gemma: str | Path | None) -> dict:
+def download_parts(repo: str, variant: str, gemma: str | Path | None) -> dict:
     from mlx_video.io.hub import DownloadError, download
 
     spec = LTX2_REPOS[repo]
@@ -286,7 +286,7 @@ def resolve_ltx2_model(model: str, variant: str = "dev", gemma: str | Path | Non
     elif looks_like_repo_id(model):
         if model not in LTX2_REPOS:
             raise ValueError(f"unknown LTX-2 repo {model!r}; known: {', '.join(LTX2_REPOS)}")
-        parts = _download_parts(model, variant, gemma)
+        parts = download_parts(model, variant, gemma)
     else:
         raise WeightsError(f"{model}: no such file or folder, and not a Hugging Face repo id")
     if gemma is not None:
