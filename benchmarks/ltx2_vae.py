@@ -87,10 +87,9 @@ def main():
         if weights is None:   # random tensors with the real checkpoint's shapes, converted one at a time
             with torch.device("meta"):
                 shapes = {k: tuple(t.shape) for k, t in VideoDecoderConfigurator.from_config(cfg).state_dict().items()}
-            keys = mx.random.split(mx.random.key(args.seed + 1), len(shapes))
             converted = {}
-            for key, (k, s) in zip(keys, single_file_keys(shapes).items()):
-                t = mx.random.normal(s, key=key) * (1.0 / np.sqrt(np.prod(s[1:]))) if len(s) > 1 \
+            for i, (k, s) in enumerate(single_file_keys(shapes).items()):
+                t = common.random_normal(s, args.seed + 1 + i) * (1.0 / np.sqrt(np.prod(s[1:]))) if len(s) > 1 \
                     else (mx.ones(s) if "std" in k else mx.zeros(s))
                 one = sanitize({k: t}, "lightricks")
                 mx.eval(list(one.values()))
