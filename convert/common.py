@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlx.core as mx
@@ -10,7 +12,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from mlx_video.io.torch_pickle import load_pth
-from mlx_video.io.weights import WeightsError, load_safetensors, save_safetensors
+from mlx_video.io.weights import WeightsError, load_safetensors, quantize_linears, save_safetensors
 
 
 def read_weights(path: Path) -> dict[str, mx.array]:
@@ -56,10 +58,27 @@ def cast(weights: dict[str, mx.array], dtype: mx.Dtype) -> dict[str, mx.array]:
 
 
 def quantize_module(model: nn.Module, bits: int, group_size: int) -> dict:
-    """Quantize the Linear layers whose input width divides ``group_size``; returns the config to store."""
-    nn.quantize(model, group_size=group_size, bits=bits,
-                class_predicate=lambda _, m: isinstance(m, nn.Linear) and m.weight.shape[1] % group_size == 0)
-    return {"bits": bits, "group_size": group_size}
+    """Quantize the Linear layers whose input width divides ``group_size``; returns the config to store
+    (what the loaders hand to ``quantize_linears``)."""
+    q = {"bits": bits, "group_size": group_size}
+    quantize_linears(model, q)
+    return q
+
+
+@contextmanager
+def staged_folder(dst: Path):
+    """Yield a temporary folder beside ``dst``; on success it replaces ``dst``, on failure it is removed,
+    so a converted folder is either complete or absent."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dst.name + ".tmp-", dir=dst.parent))
+    try:
+        yield tmp
+        if dst.exists():
+            shutil.rmtree(dst)
+        tmp.rename(dst)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def save_module(model: nn.Module, path: Path) -> None:

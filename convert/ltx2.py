@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import tempfile
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -49,9 +48,10 @@ from mlx_video.ltx2 import transformer as tr
 from mlx_video.ltx2 import upsampler as up
 from mlx_video.ltx2 import video_vae as vv
 from mlx_video.ltx2 import vocoder as vc
-from mlx_video.ltx2.loading import FORMAT, QUANT_SCOPES, quantize_like
+from mlx_video.io.weights import quantize_linears
+from mlx_video.ltx2.loading import FORMAT, QUANT_SCOPES
 
-from .common import cast, read_sharded, save_module
+from .common import cast, read_sharded, save_module, staged_folder
 
 DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
 
@@ -185,7 +185,7 @@ def _gemma(folder: Path, dtype, quantize, group_size, tmp: Path):
     q = None
     if quantize:
         q = {"bits": quantize, "group_size": group_size, "scope": QUANT_SCOPES["gemma"]}
-        quantize_like(model, q)
+        quantize_linears(model, q)
     save_module(model, tmp / "gemma.safetensors")
     tok = tmp / "tokenizer"
     tok.mkdir()
@@ -281,9 +281,7 @@ def convert_ltx2(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quan
     weights, config, version = read_checkpoint(src)
     parts = split_checkpoint(weights, str(src))
     del weights
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=dst.name + ".tmp-", dir=dst.parent))
-    try:
+    with staged_folder(dst) as tmp:
         out = {"format": FORMAT, "family": "ltx2", "model_version": version, "source": str(src), "dtype": dtype,
                "source_config": config, "quantization": {}, "upsamplers": {}, "gemma": None, "distilled_lora": None}
 
@@ -299,7 +297,7 @@ def convert_ltx2(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quan
                                      "rank": int(next(iter(lora.values())).shape[0]) if lora else 0}
         if quantize:
             q = {"bits": quantize, "group_size": group_size, "scope": QUANT_SCOPES["transformer"]}
-            quantize_like(transformer, q)
+            quantize_linears(transformer, q)
             out["quantization"]["transformer"] = q
         save_module(transformer, tmp / "transformer.safetensors")
         del transformer
@@ -341,12 +339,6 @@ def convert_ltx2(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quan
             out["upsamplers"][name] = entry
 
         write_json_atomic(tmp / "config.json", out)
-        if dst.exists():
-            shutil.rmtree(dst)
-        tmp.rename(dst)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return dst
 
 

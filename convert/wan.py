@@ -23,8 +23,6 @@ import argparse
 import dataclasses
 import json
 import math
-import shutil
-import tempfile
 from pathlib import Path
 
 import mlx.core as mx
@@ -35,7 +33,7 @@ from mlx_video.wan import t5 as t5_mod
 from mlx_video.wan import transformer as dit_mod
 from mlx_video.wan.pipeline import FORMAT
 
-from .common import cast, copy_tokenizer, quantize_module, read_sharded, read_weights, save_module
+from .common import cast, copy_tokenizer, quantize_module, read_sharded, read_weights, save_module, staged_folder
 
 DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
 T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
@@ -205,9 +203,7 @@ def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quant
     if quantize not in (None, 4, 8):
         raise ValueError("quantize must be 4 or 8 bits")
     parts = _read_official(src) if layout == "official" else _read_diffusers(src)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=dst.name + ".tmp-", dir=dst.parent))
-    try:
+    with staged_folder(dst) as tmp:
         quant = {}
         dits = parts.pop("dits")
         dit_args = next(iter(dits.values()))[0]
@@ -257,12 +253,6 @@ def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quant
             "vae": {"version": version, "stride": vae.stride[1], "args": _init_fields(vae_args)},
             "quantization": quant, **extra,
         })
-        if dst.exists():
-            shutil.rmtree(dst)
-        tmp.rename(dst)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return dst
 
 

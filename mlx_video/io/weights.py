@@ -98,3 +98,27 @@ def load_strict(model: nn.Module, weights: Mapping[str, mx.array], what: str = "
                    for k, v in weights.items()}
     model.update(tree_unflatten(list(weights.items())))
     return model
+
+
+def read_folder_config(model_dir: str | os.PathLike, fmt: str, hint: str) -> dict:
+    """A converted folder's ``config.json``; WeightsError unless its ``format`` is ``fmt``.
+    ``hint`` ends the message when there is no config (how to convert)."""
+    p = Path(model_dir) / "config.json"
+    if not p.is_file():
+        raise WeightsError(f"{model_dir} is not a converted mlx_video folder (no config.json); {hint}")
+    cfg = json.loads(p.read_text())
+    if cfg.get("format") != fmt:
+        raise WeightsError(f"{p}: not an mlx_video folder of format {fmt!r} (found {cfg.get('format')!r})")
+    return cfg
+
+
+def quantize_linears(model: nn.Module, q: Mapping | None) -> None:
+    """Quantize ``model`` in place as the stored ``q`` = {"bits", "group_size"[, "scope"]} says (None:
+    nothing): every nn.Linear (under module path ``scope`` when given) whose input width divides the
+    group size. Converters and loaders call this with the same ``q``, so the structures match."""
+    if not q:
+        return
+    gs, scope = q["group_size"], q.get("scope", "")
+    nn.quantize(model, group_size=gs, bits=q["bits"],
+                class_predicate=lambda path, m: isinstance(m, nn.Linear) and path.startswith(scope)
+                and m.weight.shape[1] % gs == 0)

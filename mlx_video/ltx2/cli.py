@@ -17,7 +17,7 @@ from typing import List, Optional
 import numpy as np
 import typer
 
-from ..cli_common import fail as _fail
+from ..cli_common import fail as _fail, progress_bars
 
 app = typer.Typer(add_completion=False)
 
@@ -199,8 +199,6 @@ def generate(
 
     import mlx.core as mx
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
 
     from mlx_video.io.hub import DownloadError
     from mlx_video.io.images import ImageError, to_uint8
@@ -262,19 +260,7 @@ def generate(
     except (ValueError, ImageError, WeightsError, OutputPathError, DownloadError, typer.BadParameter) as e:
         _fail(str(e))
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                  TimeRemainingColumn(), console=console) as bar:
-        bars: dict[str, int] = {}
-        t_start: dict[str, float] = {}
-
-        def progress(stage: str, step: int, total: int) -> None:
-            if stage not in bars:
-                bars[stage] = bar.add_task(stage, total=total, rate="")
-                t_start[stage] = time.perf_counter()
-            el = time.perf_counter() - t_start[stage]
-            bar.update(bars[stage], completed=step, rate=f"{step / el:.2f} it/s" if el > 0 else "")
-
+    with progress_bars(console) as progress:
         try:
             res = P.generate(comps, settings, pos, neg_ctx, images, decode_audio=not no_audio, progress=progress)
         except (ValueError, ImageError, WeightsError) as e:

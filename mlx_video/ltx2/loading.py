@@ -16,7 +16,7 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlx_video.io.weights import WeightsError, load_safetensors, load_strict
+from mlx_video.io.weights import WeightsError, load_safetensors, load_strict, quantize_linears, read_folder_config
 
 FORMAT = "mlx_video/ltx2/1"
 # Quantized Linear layers: those under these module paths whose input width divides group_size (the
@@ -44,14 +44,8 @@ VARIANTS = ("dev", "distilled")
 
 def read_config(model_dir: str | Path) -> dict:
     """The converted folder's config.json; raises WeightsError when it is not an mlx_video LTX-2 folder."""
-    p = Path(model_dir) / "config.json"
-    if not p.is_file():
-        raise WeightsError(f"{model_dir} is not a converted mlx_video folder (no config.json); "
-                           "convert the Lightricks checkpoint first (python -m convert.ltx2)")
-    cfg = json.loads(p.read_text())
-    if cfg.get("format") != FORMAT:
-        raise WeightsError(f"{p}: not an mlx_video LTX-2 folder (format {cfg.get('format')!r}, want {FORMAT!r})")
-    return cfg
+    return read_folder_config(model_dir, FORMAT, "convert the Lightricks checkpoint first "
+                                                 "(mlx_video convert / python -m convert.ltx2)")
 
 
 def _args(cls, d: dict):
@@ -63,17 +57,6 @@ def _args(cls, d: dict):
         raise WeightsError(f"config.json: unknown {cls.__name__} fields {sorted(unknown)}; reconvert the model")
     kw = {k: tuple(v) if isinstance(v, list) and isinstance(known[k].default, tuple) else v for k, v in d.items()}
     return cls(**kw)
-
-
-def quantize_like(model: nn.Module, q: dict | None) -> None:
-    """Quantize ``model`` in place as ``q`` = {"bits", "group_size", "scope"} says (no-op for None):
-    every nn.Linear under the module path ``scope`` whose input width divides ``group_size``."""
-    if not q:
-        return
-    gs, scope = q["group_size"], q["scope"]
-    nn.quantize(model, group_size=gs, bits=q["bits"],
-                class_predicate=lambda path, m: isinstance(m, nn.Linear) and path.startswith(scope)
-                and m.weight.shape[1] % gs == 0)
 
 
 def _load(model: nn.Module, model_dir, name: str, what: str, prefix: str = "") -> nn.Module:
@@ -90,7 +73,7 @@ def load_transformer(model_dir: str | Path, cfg: dict):
     from .transformer import LTXModel, LTXModelArgs
 
     model = LTXModel(_args(LTXModelArgs, cfg["transformer"]))
-    quantize_like(model, cfg.get("quantization", {}).get("transformer"))
+    quantize_linears(model, cfg.get("quantization", {}).get("transformer"))
     return _load(model, model_dir, "transformer.safetensors", "LTX-2 transformer")
 
 
@@ -163,7 +146,7 @@ def load_text_encoder(model_dir: str | Path, cfg: dict, max_length: int = 1024) 
     if not cfg.get("gemma"):
         raise WeightsError(f"{model_dir} was converted without Gemma: reconvert with gemma=<Gemma 3 folder>")
     gemma = GemmaTextEncoder(_args(gemma3_text.ModelArgs, cfg["gemma"]))
-    quantize_like(gemma, cfg.get("quantization", {}).get("gemma"))
+    quantize_linears(gemma, cfg.get("quantization", {}).get("gemma"))
     _load(gemma, model_dir, "gemma.safetensors", "Gemma 3 text encoder")
     tok = GemmaTokenizer(Path(model_dir) / "tokenizer", max_length=max_length, vocab_size=gemma.args.vocab_size)
     return TextEncoder(tok, gemma, load_connectors(model_dir, cfg))

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from ..cli_common import fail as _fail, str2bool as _str2bool
+from ..cli_common import fail as _fail, progress_bars, str2bool as _str2bool
 
 app = typer.Typer(add_completion=False)
 
@@ -106,8 +106,6 @@ def generate(
 
     import mlx.core as mx
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
 
     from mlx_video.io.hub import DownloadError
     from mlx_video.io.images import ImageError, load_image
@@ -169,19 +167,7 @@ def generate(
     except (ValueError, ImageError, WeightsError, OutputPathError, DownloadError) as e:
         _fail(str(e))
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                  TimeRemainingColumn(), console=console) as bar:
-        bars: dict[str, int] = {}
-        t_start: dict[str, float] = {}
-
-        def progress(stage: str, step: int, total: int) -> None:
-            if stage not in bars:
-                bars[stage] = bar.add_task(stage, total=total, rate="")
-                t_start[stage] = time.perf_counter()
-            el = time.perf_counter() - t_start[stage]
-            bar.update(bars[stage], completed=step, rate=f"{step / el:.2f} it/s" if el > 0 else "")
-
+    with progress_bars(console) as progress:
         try:
             res = pipe.generate(task=task, prompt=prompt, negative_prompt=negative_prompt, images=imgs,
                                 size=size, frame_num=frame_num, sample_steps=sample_steps,

@@ -13,7 +13,6 @@ wan.md 9), Wan2.2 ``image2video.py`` (I2V-A14B, wan.md 8.1), Wan2.1 ``image2vide
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import numpy as np
 
 from ..conditioning import ChannelCondition, LatentAnchor, anchor_arrays, blend_anchors
 from ..io.images import best_output_size, cover_resize_crop, load_image, to_array, to_uint8
-from ..io.weights import WeightsError, load_safetensors, load_strict
+from ..io.weights import WeightsError, load_safetensors, load_strict, quantize_linears, read_folder_config
 from ..sampling.solvers import FlowEuler, make_solver
 from .config import TASKS, WanTask, parse_size
 
@@ -52,21 +51,9 @@ class GenerationResult:
 
 
 def read_config(model_dir: Path) -> dict:
-    """The converted folder's config.json; raises WeightsError when it is not one of ours."""
-    p = Path(model_dir) / "config.json"
-    if not p.is_file():
-        raise WeightsError(f"{model_dir} is not a converted mlx_video folder (no config.json); "
-                           "run `mlx_video convert` first or pass the original checkpoint folder")
-    cfg = json.loads(p.read_text())
-    if cfg.get("format") != FORMAT:
-        raise WeightsError(f"{p}: not an mlx_video Wan folder (format {cfg.get('format')!r})")
-    return cfg
-
-
-def _quantize_like(model: nn.Module, q: dict | None) -> None:
-    if q:
-        nn.quantize(model, group_size=q["group_size"], bits=q["bits"],
-                    class_predicate=lambda _, m: isinstance(m, nn.Linear) and m.weight.shape[1] % q["group_size"] == 0)
+    """The converted folder's config.json; raises WeightsError when it is not a Wan folder of ours."""
+    return read_folder_config(model_dir, FORMAT, "run `mlx_video convert` first or pass the original "
+                                                 "checkpoint folder")
 
 
 def load_dit(model_dir: Path, cfg: dict, name: str = "dit"):
@@ -74,7 +61,7 @@ def load_dit(model_dir: Path, cfg: dict, name: str = "dit"):
     from .transformer import WanModel, WanModelArgs
 
     model = WanModel(WanModelArgs(**cfg.get(name, cfg["dit"])))
-    _quantize_like(model, cfg.get("quantization", {}).get(name))
+    quantize_linears(model, cfg.get("quantization", {}).get(name))
     return load_strict(model, load_safetensors(Path(model_dir) / f"{name}.safetensors"), what=f"Wan DiT ({name})")
 
 
@@ -91,7 +78,7 @@ def load_text_encoder(model_dir: Path, cfg: dict):
     from .t5 import UMT5Args, UMT5Encoder, WanTextEncoder
 
     model = UMT5Encoder(UMT5Args(**cfg["t5"]))
-    _quantize_like(model, cfg.get("quantization", {}).get("t5"))
+    quantize_linears(model, cfg.get("quantization", {}).get("t5"))
     load_strict(model, load_safetensors(Path(model_dir) / "t5.safetensors"), what="UMT5 encoder")
     return WanTextEncoder.from_dir(Path(model_dir) / "tokenizer", model, text_len=cfg.get("text_len", 512))
 
