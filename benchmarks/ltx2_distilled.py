@@ -1,0 +1,406 @@
+"""LTX-2 DISTILLED pipeline, stage by stage: mlx_video.ltx2.pipelines.generate against ltx-pipelines 1.0.0.
+
+    python benchmarks/ltx2_distilled.py --size tiny                  # smoke run (narrow widths), ~30 s on CPU
+    python benchmarks/ltx2_distilled.py --size full --repeat 2       # 768x512 (WxH), 121 frames + audio, 48 blocks
+    python benchmarks/ltx2_distilled.py --size full --layers 8       # fewer blocks, labelled extrapolation
+
+One unit of work = one distilled run with audio, as ``DistilledPipeline.__call__`` composes it after
+the prompt encoding. Gemma is not run: both sides get the same injected random text contexts of
+1024 tokens (128 at ``--size tiny``), as the LTX-2 embeddings processor outputs them: 3840 wide for
+both modalities, projected to 4096 (video) / 2048 (audio) by the transformer's caption projections
+(LTX-2 keeps them in the transformer; LTX-2.3 moved them before the connectors).
+
+    stage1        half resolution (384x256, latent 16x8x12), 8 distilled sigmas, Euler, no guidance
+    upsample      x2 latent upsampler (un-normalise, upsample, re-normalise)
+    stage2        full resolution (latent 16x16x24), re-noised to 0.909375, 3 sigmas, Euler
+    decode_video  video VAE decode with the official tiling (TilingConfig.default(): 512 px / 64 px
+                  overlap, 64 frames / 24 overlap)
+    decode_audio  audio VAE decoder + vocoder (HiFi-GAN, 24 kHz stereo)
+
+official: the building blocks DistilledPipeline calls, in its order: ``denoise_audio_video`` with
+``GaussianNoiser``, ``euler_denoising_loop``, ``simple_denoising_func`` on ``X0Model(LTXModel)``,
+ltx-core ``upsample_video``, ``decode_video`` (tiled, every uint8 chunk consumed) and
+``decode_audio``. Not the class itself: its ModelLedger loads checkpoints and Gemma. Every module
+is built in the pipeline dtype (bf16 on CUDA) as the ledger does, and all stay resident for the
+whole run (the ledger builds the decoders after freeing the transformer; MLX keeps every component
+resident too, so peaks are comparable). ``upsample_video`` reads the per-channel statistics from the
+decoder (the checkpoint's encoder and decoder share them); the video encoder is not built (no images).
+Each stage ends with ``torch.cuda.synchronize()``; ``torch.cuda.reset_peak_memory_stats()`` before it.
+mlx: ``generate(LTX2Components, Settings(pipeline="distilled"))``; its per-stage ``timings`` and
+``stage_peak_gb`` (``mx.get_peak_memory``, reset per stage). Its stage2 timer includes the upsampler
+(lazy: evaluated with the first stage-2 step), so the upsampler is also timed alone on the stage-1
+latent after each run, and the table compares ``stage2+upsample`` on both sides.
+Transformer and upsampler in ``--dtype``; our VAEs / vocoder are float32 by design.
+Weights: random at the real widths (LTX-2 19B transformer, 48 blocks; VAE decoder of ltx2_vae.py;
+upsampler mid 1024 rational x2; audio decoder ch 128; vocoder 1024 ch), drawn independently per side.
+Peak memory includes the resident weights of every component. On a CPU the official side's peak is
+the growth of the process RSS high-water mark during the stage (labelled), the MLX side's
+``mx.get_peak_memory``.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+import types
+
+os.environ.setdefault("TQDM_DISABLE", "1")   # euler_denoising_loop's progress bar
+
+import numpy as np  # noqa: E402
+
+import common  # noqa: E402
+from common import mx, torch  # noqa: E402
+from ltx2_transformer import FULL_LAYERS, REAL, TEXT_TOKENS, TINY, checkpoint_config  # noqa: E402
+from ltx2_vae import TILES, single_file_keys, vae_config  # noqa: E402
+from ltx_core.components.diffusion_steps import EulerDiffusionStep  # noqa: E402
+from ltx_core.components.noisers import GaussianNoiser  # noqa: E402
+from ltx_core.model.audio_vae import AudioDecoderConfigurator, VocoderConfigurator  # noqa: E402
+from ltx_core.model.audio_vae import decode_audio as ref_decode_audio  # noqa: E402
+from ltx_core.model.transformer import LTXModel as RefModel  # noqa: E402
+from ltx_core.model.transformer import X0Model  # noqa: E402
+from ltx_core.model.transformer.model import LTXModelType  # noqa: E402
+from ltx_core.model.transformer.rope import LTXRopeType  # noqa: E402
+from ltx_core.model.upsampler import LatentUpsamplerConfigurator  # noqa: E402
+from ltx_core.model.upsampler import upsample_video as ref_upsample_video  # noqa: E402
+from ltx_core.model.video_vae import decode_video as ref_decode_video  # noqa: E402
+from ltx_core.model.video_vae.model_configurator import VideoDecoderConfigurator  # noqa: E402
+from ltx_core.model.video_vae.tiling import SpatialTilingConfig, TemporalTilingConfig, TilingConfig  # noqa: E402
+from ltx_core.types import VideoPixelShape  # noqa: E402
+from ltx_pipelines.utils.constants import DISTILLED_SIGMA_VALUES, STAGE_2_DISTILLED_SIGMA_VALUES  # noqa: E402
+from ltx_pipelines.utils.helpers import denoise_audio_video, simple_denoising_func  # noqa: E402
+from ltx_pipelines.utils.samplers import euler_denoising_loop  # noqa: E402
+from ltx_pipelines.utils.types import PipelineComponents  # noqa: E402
+
+from mlx_video.ltx2 import audio_vae as av  # noqa: E402
+from mlx_video.ltx2 import upsampler as up  # noqa: E402
+from mlx_video.ltx2 import vocoder as vc  # noqa: E402
+from mlx_video.ltx2.denoise import TextContext  # noqa: E402
+from mlx_video.ltx2.pipelines import LTX2Components, Settings, generate  # noqa: E402
+from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs  # noqa: E402
+from mlx_video.ltx2.video_vae import VideoVAE  # noqa: E402
+from mlx_video.ltx2.video_vae import sanitize as vae_sanitize  # noqa: E402
+
+FPS = 24.0
+SIZES = {"tiny": (9, 128, 192), "full": (121, 512, 768)}   # frames, height, width (output)
+TINY_TEXT_TOKENS = 128   # MLX's CPU BLAS here is slow; the real 1024 for every other size
+STAGES = ("stage1", "upsample", "stage2", "stage2+upsample", "decode_video", "decode_audio", "total")
+
+
+def audio_config(tiny: bool) -> dict:
+    """LTX-2 audio VAE (ltx2.md 5): ch 128, ch_mult (1,2,4), 2 res blocks, z 8 x 16 mel bins, causal.
+    tiny: ch_mult (1,1,1), 1 res block (ch stays 128: ltx-core sizes the latent statistics by ch)."""
+    return {"audio_vae": {"model": {"params": {"sampling_rate": 16000, "ddconfig": {
+        "ch": 128, "ch_mult": [1, 1, 1] if tiny else [1, 2, 4], "num_res_blocks": 1 if tiny else 2, "attn_resolutions": [], "resolution": 256,
+        "z_channels": 8, "in_channels": 2, "out_ch": 2, "double_z": True, "norm_type": "pixel",
+        "causality_axis": "height", "mid_block_add_attention": True, "mel_bins": 64}}},
+        "preprocessing": {"stft": {"hop_length": 160, "filter_length": 1024, "causal": True}}}}
+
+
+def vocoder_config(ch: int) -> dict:
+    """LTX-2 HiFi-GAN vocoder (ltx2.md 5): 1024 ch, rates (6,5,2,2,2), ResBlock1 kernels 3/7/11."""
+    return {"vocoder": {"resblock": "1", "stereo": True, "upsample_initial_channel": ch,
+                        "upsample_rates": [6, 5, 2, 2, 2], "upsample_kernel_sizes": [16, 15, 8, 4, 4],
+                        "resblock_kernel_sizes": [3, 7, 11], "resblock_dilation_sizes": [[1, 3, 5]] * 3,
+                        "output_sampling_rate": 24000}}
+
+
+def upsampler_config(mid: int) -> dict:
+    """LTX-2 spatial x2 upsampler file metadata (ltx2.md 6): mid 1024, rational resampler, scale 2."""
+    return dict(in_channels=128, mid_channels=mid, num_blocks_per_stage=4, dims=3, spatial_upsample=True,
+                temporal_upsample=False, spatial_scale=2.0, rational_resampler=True)
+
+
+def mlx_video_vae(cfg: dict, seed: int) -> VideoVAE:
+    """Decoder-only VideoVAE sized from random tensors with the reference checkpoint's shapes."""
+    with torch.device("meta"):
+        shapes = {k: tuple(t.shape) for k, t in VideoDecoderConfigurator.from_config(cfg).state_dict().items()}
+    converted = {}
+    for i, (k, s) in enumerate(single_file_keys(shapes).items()):
+        t = common.random_normal(s, seed + i) * (1.0 / np.sqrt(np.prod(s[1:]))) if len(s) > 1 \
+            else (mx.ones(s) if "std" in k else mx.zeros(s))
+        one = vae_sanitize({k: t}, "lightricks")
+        mx.eval(list(one.values()))
+        converted.update(one)
+    return VideoVAE.from_weights(converted, cfg, parts=("decoder",))
+
+
+def ref_transformer_ctor(a: LTXModelArgs, layers: int):
+    from ltx_core.model.transformer.text_projection import PixArtAlphaTextProjection
+    proj = a.caption_projection
+    return lambda: RefModel(  # noqa: E731
+        model_type=LTXModelType.AudioVideo, num_attention_heads=a.num_attention_heads,
+        attention_head_dim=a.attention_head_dim, in_channels=128, out_channels=128, num_layers=layers,
+        cross_attention_dim=a.cross_attention_dim, audio_num_attention_heads=a.audio_num_attention_heads,
+        audio_attention_head_dim=a.audio_attention_head_dim, audio_in_channels=128, audio_out_channels=128,
+        audio_cross_attention_dim=a.audio_cross_attention_dim,
+        av_ca_timestep_scale_multiplier=a.av_ca_timestep_scale_multiplier, rope_type=LTXRopeType.SPLIT,
+        double_precision_rope=True, apply_gated_attention=a.apply_gated_attention,
+        cross_attention_adaln=a.cross_attention_adaln,
+        caption_projection=PixArtAlphaTextProjection(a.caption_channels, a.inner_dim) if proj else None,
+        audio_caption_projection=PixArtAlphaTextProjection(a.caption_channels, a.audio_inner_dim) if proj else None)
+
+
+class StageClock:
+    """Per-stage wall time and peak memory of the torch side (CUDA allocator, else RSS growth)."""
+
+    def __init__(self):
+        self.cuda = torch.cuda.is_available()
+        self.how = "torch.cuda.max_memory_allocated" if self.cuda else "RSS high-water growth during the stage"
+        self.times, self.peaks = {}, {}
+
+    def __call__(self, name, fn):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        rss = common.RssWatermark()
+        rss.start()
+        t0 = time.perf_counter()
+        out = fn()
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.times[name] = time.perf_counter() - t0
+        self.peaks[name] = float(torch.cuda.max_memory_allocated()) if self.cuda else rss.peak()
+        return out
+
+
+def _combine(times: dict, peaks: dict) -> None:
+    """Add the derived rows stage2+upsample and total (peaks: max of the parts)."""
+    times["stage2+upsample"] = times["stage2"] + times["upsample"]
+    peaks["stage2+upsample"] = _max(peaks["stage2"], peaks["upsample"])
+    times["total"] = sum(times[k] for k in ("stage1", "upsample", "stage2", "decode_video", "decode_audio"))
+    peaks["total"] = _max(*(peaks[k] for k in ("stage1", "upsample", "stage2", "decode_video", "decode_audio")))
+
+
+def _max(*v):
+    v = [x for x in v if x is not None]
+    return max(v) if v else None
+
+
+def run_side(name, build, run_once, warmup, repeat) -> dict:
+    """Build, ``warmup`` untimed runs, ``repeat`` timed runs; per stage: median time, max peak."""
+    common.release_memory()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    ctx = build()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    build_s = time.perf_counter() - t0
+    runs = []
+    with torch.inference_mode():
+        for i in range(warmup + repeat):
+            times, peaks = run_once(ctx)
+            _combine(times, peaks)
+            if i >= warmup:
+                runs.append((times, peaks))
+            print(f"  {name} run {i + 1}/{warmup + repeat}{' (warmup)' if i < warmup else ''}: "
+                  + ", ".join(f"{k} {v:.3f}s" for k, v in times.items()), flush=True)
+    stages = {}
+    for k in STAGES:
+        ts = [t[k] for t, _ in runs]
+        stages[k] = dict(median_s=statistics.median(ts), times_s=ts, peak_gib=_gib(_max(*(p[k] for _, p in runs))))
+    out = dict(build_s=build_s, param_gib=ctx["param_bytes"] / common.GiB,
+               block_gib=ctx["block_bytes"] / common.GiB, peak_how=ctx["peak_how"], stages=stages,
+               **ctx.get("info", {}))
+    del ctx
+    common.release_memory()
+    return out
+
+
+def _fmt(g):
+    return "n/a" if g is None else f"{g:.2f}"
+
+
+def _gib(b):
+    return None if b is None else b / common.GiB
+
+
+def main():
+    p = common.parser(__doc__.split("\n")[0], list(SIZES))
+    p.add_argument("--video", default=None, help="override the output FxHxW, e.g. 121x512x768")
+    p.add_argument("--text-tokens", type=int, default=None,
+                   help=f"text context length (default {TEXT_TOKENS}; {TINY_TEXT_TOKENS} at --size tiny)")
+    p.set_defaults(repeat=2)
+    args = p.parse_args()
+    if args.check:
+        p.error("--check is not supported here (each module has its own parity test and --check benchmark)")
+    tiny = args.size == "tiny"
+    layers = args.layers or (2 if tiny else FULL_LAYERS)
+    frames, height, width = (tuple(int(v) for v in args.video.split("x")) if args.video else SIZES[args.size])
+    a = LTXModelArgs.from_config(checkpoint_config("ltx2", TINY if tiny else REAL, layers))
+    vae_cfg = vae_config("ltx2", 16 if tiny else 128)
+    ups_cfg = upsampler_config(32 if tiny else 1024)
+    aud_cfg = audio_config(tiny)
+    voc_cfg = vocoder_config(32 if tiny else 1024)
+    dtype = common.resolve_dtype(args)
+    dev = common.torch_device()
+    ctx_v = a.caption_channels if a.caption_projection else a.cross_attention_dim
+    ctx_a = a.caption_channels if a.caption_projection else a.audio_cross_attention_dim
+    n_text = args.text_tokens or (TINY_TEXT_TOKENS if tiny else TEXT_TOKENS)
+    rng = np.random.default_rng(args.seed)
+    text = [rng.standard_normal((1, n_text, d)).astype(np.float32) for d in (ctx_v, ctx_a)]
+    (T1, h1, w1), n1 = common.video_tokens(frames, height // 2, width // 2, 8, 32)
+    (T2, h2, w2), n2 = common.video_tokens(frames, height, width, 8, 32)
+    tiling = TilingConfig(SpatialTilingConfig(TILES["tile_pixels"], TILES["overlap_pixels"]),
+                          TemporalTilingConfig(TILES["tile_frames"], TILES["overlap_frames"]))
+
+    # ------------------------------------------------------------------ official building blocks
+    def build_reference() -> dict:
+        tdt = common.TORCH_DTYPES[dtype]
+        m = common.torch_build(ref_transformer_ctor(a, layers), dev, tdt, args.seed)
+        dec = common.torch_build(lambda: VideoDecoderConfigurator.from_config(vae_cfg), dev, tdt, args.seed + 1)
+        ups = common.torch_build(lambda: LatentUpsamplerConfigurator.from_config(ups_cfg), dev, tdt, args.seed + 2)
+        adec = common.torch_build(lambda: AudioDecoderConfigurator.from_config(aud_cfg), dev, tdt, args.seed + 3)
+        voc = common.torch_build(lambda: VocoderConfigurator.from_config(voc_cfg), dev, tdt, args.seed + 4)
+        mods = (m, dec, ups, adec, voc)
+        return dict(x0=X0Model(m).eval(), dec=dec, ups=ups, adec=adec, voc=voc,
+                    stats=types.SimpleNamespace(per_channel_statistics=dec.per_channel_statistics),
+                    vctx=torch.from_numpy(text[0]).to(dev, tdt), actx=torch.from_numpy(text[1]).to(dev, tdt),
+                    tdt=tdt, param_bytes=sum(common.torch_nbytes(x) for x in mods),
+                    block_bytes=common.torch_nbytes(m.transformer_blocks[0]), peak_how=StageClock().how)
+
+    def run_reference(r: dict):
+        clock = StageClock()
+        tdt = r["tdt"]
+        noiser = GaussianNoiser(generator=torch.Generator(device=dev).manual_seed(args.seed))
+        stepper = EulerDiffusionStep()
+        comps = PipelineComponents(dtype=tdt, device=dev)
+        denoise_fn = simple_denoising_func(video_context=r["vctx"], audio_context=r["actx"], transformer=r["x0"])
+
+        def loop(sigmas, video_state, audio_state, stepper_):
+            return euler_denoising_loop(sigmas=sigmas, video_state=video_state, audio_state=audio_state,
+                                        stepper=stepper_, denoise_fn=denoise_fn)
+
+        def stage(h, w, sigmas, **kw):
+            shape = VideoPixelShape(batch=1, frames=frames, width=w, height=h, fps=FPS)
+            return denoise_audio_video(output_shape=shape, conditionings=[], noiser=noiser, sigmas=sigmas,
+                                       stepper=stepper, denoising_loop_fn=loop, components=comps, dtype=tdt,
+                                       device=dev, **kw)
+
+        s1 = torch.Tensor(DISTILLED_SIGMA_VALUES).to(dev)
+        s2 = torch.Tensor(STAGE_2_DISTILLED_SIGMA_VALUES).to(dev)
+        v, au = clock("stage1", lambda: stage(height // 2, width // 2, s1))
+        lat = clock("upsample", lambda: ref_upsample_video(latent=v.latent[:1], video_encoder=r["stats"],
+                                                           upsampler=r["ups"]))
+        v, au = clock("stage2", lambda: stage(height, width, s2, noise_scale=s2[0], initial_video_latent=lat,
+                                              initial_audio_latent=au.latent))
+        gen = torch.Generator(device=dev).manual_seed(args.seed)
+        clock("decode_video", lambda: list(ref_decode_video(v.latent, r["dec"], tiling, gen)))
+        clock("decode_audio", lambda: ref_decode_audio(au.latent, r["adec"], r["voc"]).waveform)
+        return clock.times, clock.peaks
+
+    # ------------------------------------------------------------------ MLX
+    def build_mlx() -> dict:
+        mdt = common.MLX_DTYPES[dtype]
+        model = common.mlx_random_(LTXModel(a), mdt, args.seed + 10)
+        vae = mlx_video_vae(vae_cfg, args.seed + 1000)
+        ups = common.mlx_random_(up.LatentUpsampler(up.UpsamplerArgs.from_config(ups_cfg)), mdt, args.seed + 2000)
+        adec = common.mlx_random_(av.AudioDecoder(av.AudioVAEArgs.from_config(aud_cfg)), mx.float32, args.seed + 3000)
+        voc = common.mlx_random_(vc.vocoder_from_config(voc_cfg), mx.float32, args.seed + 4000)
+        comps = LTX2Components(model, vae, adec, voc, ups, version="2")
+        mods = (model, vae, ups, adec, voc)
+        return dict(comps=comps, ctx=TextContext(mx.array(text[0]), mx.array(text[1])),
+                    param_bytes=sum(common.mlx_nbytes(x) for x in mods),
+                    block_bytes=common.mlx_nbytes(model.transformer_blocks[0]), peak_how="mx.get_peak_memory",
+                    info=dict(compute=f"transformer + upsampler {dtype}; VAEs and vocoder fp32"))
+
+    def run_mlx(r: dict):
+        c = r["comps"]
+        s = Settings(pipeline="distilled", height=height, width=width, num_frames=frames, fps=FPS, seed=args.seed)
+        res = generate(c, s, r["ctx"])
+        times = dict(res.timings)
+        peaks = {k: v * 1e9 for k, v in res.stage_peak_gb.items()}
+        lat1 = res.stage_latents[0][0]
+        mx.reset_peak_memory()
+        t0 = time.perf_counter()
+        x = up.upsample_video(lat1, c.upsampler, c.video_vae.latents_mean, c.video_vae.latents_std)
+        mx.eval(x)
+        times["upsample"] = time.perf_counter() - t0
+        peaks["upsample"] = float(mx.get_peak_memory())
+        times["stage2"] = max(0.0, times["stage2"] - times["upsample"])   # denoising part only (derived)
+        del x, res
+        return times, peaks
+
+    config = dict(model="ltx2 distilled", size=args.size, video=f"{frames}x{height}x{width}",
+                  stage1_latent=f"{T1}x{h1}x{w1} ({n1} tokens)", stage2_latent=f"{T2}x{h2}x{w2} ({n2} tokens)",
+                  text_tokens=n_text, text_widths=f"{ctx_v}/{ctx_a}",
+                  steps=f"{len(DISTILLED_SIGMA_VALUES) - 1}+{len(STAGE_2_DISTILLED_SIGMA_VALUES) - 1}",
+                  layers=f"{layers} (narrow)" if tiny else f"{layers}/{FULL_LAYERS}")
+    print("[ltx2_distilled] " + " ".join(f"{k}={v}" for k, v in config.items()), flush=True)
+    results = {}
+    if not args.skip_reference:
+        results["official"] = run_side("official", build_reference, run_reference, args.warmup, args.repeat)
+    if not args.skip_mlx:
+        results["mlx"] = run_side("mlx", build_mlx, run_mlx, args.warmup, args.repeat)
+    report(args, config, dtype, dev, results, None if tiny else (layers, FULL_LAYERS))
+
+
+def report(args, config, dtype, dev, results, layers) -> None:
+    import json
+    import platform
+    from pathlib import Path
+
+    record = dict(bench="ltx2_distilled", **config, dtype=dtype, torch_device=str(dev),
+                  mlx_device=str(mx.default_device()), torch_version=torch.__version__, mlx_version=mx.__version__,
+                  host=platform.node(), warmup=args.warmup, repeat=args.repeat,
+                  mlx_enable_tf32=os.environ.get("MLX_ENABLE_TF32"),
+                  torch_allow_tf32=bool(torch.backends.cuda.matmul.allow_tf32),
+                  reference="ltx-pipelines building blocks in DistilledPipeline's order (not the class: no ledger, "
+                            "no Gemma); stage2 of MLX's generate includes the lazy upsample, which is also timed alone",
+                  time=time.strftime("%Y-%m-%d %H:%M:%S"), **results)
+    extra = {}
+    if layers is not None and layers[0] != layers[1]:
+        n, full = layers
+        for name, r in results.items():
+            st, add = r["stages"], (full - n) * r["block_gib"]
+            t = {k: st[k]["median_s"] * (full / n if k in ("stage1", "stage2") else 1.0)
+                 for k in ("stage1", "upsample", "stage2", "decode_video", "decode_audio")}
+            t["stage2+upsample"] = t["stage2"] + t["upsample"]
+            t["total"] = sum(t[k] for k in ("stage1", "upsample", "stage2", "decode_video", "decode_audio"))
+            extra[name] = {k: dict(s=t[k], peak_gib=None if st[k]["peak_gib"] is None else st[k]["peak_gib"] + add)
+                           for k in STAGES}
+        record["extrapolated_full_depth"] = extra
+    if len(results) == 2:
+        record["ratio_official_over_mlx"] = {k: results["official"]["stages"][k]["median_s"]
+                                             / max(results["mlx"]["stages"][k]["median_s"], 1e-12) for k in STAGES}
+    out_dir = os.environ.get("OUT")
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(out_dir) / "bench.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    print()
+    for name, r in results.items():
+        print(f"{name}: weights {r['param_gib']:.2f} GiB, build {r['build_s']:.1f} s, peak memory: {r['peak_how']}"
+              + (f", {r['compute']}" if "compute" in r else ""))
+    print("official = ltx-pipelines 1.0.0 building blocks in DistilledPipeline's order (denoise_audio_video + "
+          "euler_denoising_loop + X0Model, upsample_video, tiled decode_video, decode_audio); not the class itself. "
+          "MLX stage2 = generate's stage2 timer minus the upsampler timed alone.")
+    print("\n== ltx2_distilled: " + ", ".join(f"{k} {v}" for k, v in config.items())
+          + f", dtype {dtype}, torch on {dev}, MLX on {mx.default_device()}, median of {args.repeat}")
+    sides = list(results)
+    head = f"{'stage':<16}" + "".join(f"{s + ' s':>13}" for s in sides) + \
+        ("" if len(sides) < 2 else f"{'ratio':>8}") + "".join(f"{s + ' GiB':>14}" for s in sides)
+    print(head)
+    for k in STAGES:
+        row = f"{k:<16}" + "".join(f"{results[s]['stages'][k]['median_s']:>13.3f}" for s in sides)
+        if len(sides) == 2:
+            row += f"{record['ratio_official_over_mlx'][k]:>7.2f}x"
+        row += "".join(f"{_fmt(results[s]['stages'][k]['peak_gib']):>14}" for s in sides)
+        print(row)
+    if len(sides) == 2:
+        print("ratio = official/MLX (>1: MLX faster)")
+    if extra:
+        n, full = layers
+        parts = []
+        for sd in sides:
+            e = extra[sd]
+            mem = e["total"]["peak_gib"]
+            parts.append(f"{sd} " + ", ".join(f"{k} ~{e[k]['s']:.2f} s" for k in ("stage1", "stage2+upsample", "total"))
+                         + ("" if mem is None else f", peak ~{mem:.1f} GiB"))
+        print(f"EXTRAPOLATED to {full} blocks from {n} (denoising stages x {full}/{n}; decodes as measured; "
+              f"peak + weights of the missing blocks; an estimate, not a measurement): " + "; ".join(parts))
+
+
+if __name__ == "__main__":
+    main()
