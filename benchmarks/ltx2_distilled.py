@@ -39,7 +39,9 @@ the growth of the process RSS high-water mark during the stage (labelled), the M
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import statistics
 import time
 import types
@@ -66,6 +68,14 @@ from ltx_core.model.video_vae import decode_video as ref_decode_video  # noqa: E
 from ltx_core.model.video_vae.model_configurator import VideoDecoderConfigurator  # noqa: E402
 from ltx_core.model.video_vae.tiling import SpatialTilingConfig, TemporalTilingConfig, TilingConfig  # noqa: E402
 from ltx_core.types import VideoPixelShape  # noqa: E402
+if importlib.util.find_spec("av") is None:  # the GPU machine has no PyAV; ltx_pipelines imports it
+    class _NoAV(types.ModuleType):           # for media I/O only (and in annotations), never called here
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return _NoAV(f"{self.__name__}.{name}")
+
+    sys.modules["av"] = _NoAV("av")
 from ltx_pipelines.utils.constants import DISTILLED_SIGMA_VALUES, STAGE_2_DISTILLED_SIGMA_VALUES  # noqa: E402
 from ltx_pipelines.utils.helpers import denoise_audio_video, simple_denoising_func  # noqa: E402
 from ltx_pipelines.utils.samplers import euler_denoising_loop  # noqa: E402
