@@ -344,6 +344,30 @@ class CaptionProjection(nn.Module):
         return _lin(self.linear_2, nn.gelu_approx(_lin(self.linear_1, x)))
 
 
+def _rows(table: mx.array, mod: mx.array, start: int, stop: int) -> list[tuple[mx.array, mx.array]]:
+    """(modulation row [B, T, D], table row [D]) pairs for rows start..stop-1, not yet added: the fused
+    kernels below add them on the fly instead of writing per-token [B, T, D] float32 arrays."""
+    b, t, _ = mod.shape
+    k, d = table.shape
+    m = mod.reshape(b, t, k, d)
+    return [(m[:, :, r], table[r]) for r in range(start, stop)]
+
+
+@mx.compile
+def _modulate(x: mx.array, m_shift: mx.array, t_shift: mx.array, m_scale: mx.array, t_scale: mx.array,
+              eps: float) -> mx.array:
+    """rms(x)·(1 + scale) + shift, scale/shift = table row + modulation row, float32 in one kernel."""
+    scale = m_scale.astype(F32) + t_scale.astype(F32)
+    shift = m_shift.astype(F32) + t_shift.astype(F32)
+    return mx.fast.rms_norm(x.astype(F32), None, eps) * (1 + scale) + shift
+
+
+@mx.compile
+def _gated(x: mx.array, y: mx.array, m_gate: mx.array, t_gate: mx.array) -> mx.array:
+    """x + y·gate in float32, gate = table row + modulation row (the residual update)."""
+    return x + y.astype(F32) * (m_gate.astype(F32) + t_gate.astype(F32))
+
+
 def _ada(table: mx.array, mod: mx.array, start: int, stop: int) -> list[mx.array]:
     """Rows start..stop-1 of ``table [k, D] + mod [B, T, k*D]`` as a list of [B, T, D] float32."""
     b, t, _ = mod.shape
@@ -400,18 +424,18 @@ class Block(nn.Module):
 
     def _self_and_text(self, s: _Stream, attn1, attn2, table, prompt_table, keep, skip) -> mx.array:
         x = s.x
-        shift, scale, gate = _ada(table, s.mod, 0, 3)
-        x = x + attn1(_rms(x, self.eps) * (1 + scale) + shift, pe=s.pe, keep=keep, skip=skip) * gate
+        shift, scale, gate = _rows(table, s.mod, 0, 3)
+        x = _gated(x, attn1(_modulate(x, *shift, *scale, self.eps), pe=s.pe, keep=keep, skip=skip), *gate)
         if not self.adaln:  # LTX-2: plain text cross-attention
             return x + attn2(_rms(x, self.eps), context=s.context)
-        shift_q, scale_q, gate_q = _ada(table, s.mod, 6, 9)
+        shift_q, scale_q, gate_q = _rows(table, s.mod, 6, 9)
         shift_kv, scale_kv = _ada(prompt_table, s.prompt_mod, 0, 2)
-        q_in = _rms(x, self.eps) * (1 + scale_q) + shift_q
-        return x + attn2(q_in, context=s.context * (1 + scale_kv) + shift_kv) * gate_q
+        q_in = _modulate(x, *shift_q, *scale_q, self.eps)
+        return _gated(x, attn2(q_in, context=s.context * (1 + scale_kv) + shift_kv), *gate_q)
 
     def _ffn(self, x: mx.array, mod: mx.array, table: mx.array, ff: FeedForward) -> mx.array:
-        shift, scale, gate = _ada(table, mod, 3, 6)
-        return x + ff(_rms(x, self.eps) * (1 + scale) + shift) * gate
+        shift, scale, gate = _rows(table, mod, 3, 6)
+        return _gated(x, ff(_modulate(x, *shift, *scale, self.eps)), *gate)
 
     def __call__(self, v: _Stream, a: _Stream | None, p: Perturbations) -> tuple[mx.array, mx.array | None]:
         i = self.idx
