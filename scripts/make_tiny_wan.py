@@ -25,6 +25,24 @@ VAE = dict(dim=4, dec_dim=8, z_dim=48)
 T5 = dict(dim=32, dim_attn=32, dim_ffn=64, num_heads=4, num_layers=2, num_buckets=32, shared_pos=False)
 
 
+def write_text_encoder(out: Path, seed: int) -> None:
+    """The tiny UMT5 encoder (bf16 .pth, official names) and its tokenizer folder, as every Wan
+    checkpoint ships them."""
+    import torch
+
+    import oracles
+
+    tok_src = ROOT / "tests" / "fixtures" / "tiny-umt5-tokenizer"
+    vocab = len(json.loads((tok_src / "tokenizer.json").read_text())["model"]["vocab"])
+    t5 = oracles.wan().t5.T5Encoder(vocab=vocab, dropout=0.0, **T5)
+    oracles.randomize_(t5, seed=seed, std=0.1)
+    torch.save({k: v.to(torch.bfloat16) for k, v in t5.state_dict().items()}, out / "models_t5_umt5-xxl-enc-bf16.pth")
+    tok = out / "google" / "umt5-xxl"
+    if tok.exists():
+        shutil.rmtree(tok)
+    shutil.copytree(tok_src, tok)
+
+
 def build(out: Path, seed: int = 0) -> Path:
     import torch
     from safetensors.torch import save_file
@@ -33,9 +51,6 @@ def build(out: Path, seed: int = 0) -> Path:
 
     w = oracles.wan()
     out.mkdir(parents=True, exist_ok=True)
-    tok_src = ROOT / "tests" / "fixtures" / "tiny-umt5-tokenizer"
-    vocab = len(json.loads((tok_src / "tokenizer.json").read_text())["model"]["vocab"])
-
     dit = w.model.WanModel(**{k: tuple(v) if isinstance(v, list) else v for k, v in DIT.items()})
     oracles.randomize_(dit, seed=seed, std=0.1, table_std=0.5)  # ORACLES.md: sensitive sizes
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in dit.state_dict().items()},
@@ -48,14 +63,7 @@ def build(out: Path, seed: int = 0) -> Path:
     oracles.randomize_(vae, seed=seed + 1, fan_in=True)
     torch.save(vae.state_dict(), out / "Wan2.2_VAE.pth")
 
-    t5 = w.t5.T5Encoder(vocab=vocab, dropout=0.0, **T5)
-    oracles.randomize_(t5, seed=seed + 2, std=0.1)
-    torch.save({k: v.to(torch.bfloat16) for k, v in t5.state_dict().items()}, out / "models_t5_umt5-xxl-enc-bf16.pth")
-
-    tok = out / "google" / "umt5-xxl"
-    if tok.exists():
-        shutil.rmtree(tok)
-    shutil.copytree(tok_src, tok)
+    write_text_encoder(out, seed + 2)
     (out / "README.md").write_text(
         "# SMOKE-TEST MODEL (random weights): its videos are noise\n\n"
         "A shrunk Wan2.2 TI2V-5B in the official Wan-AI layout, made by `scripts/make_tiny_wan.py` "

@@ -20,16 +20,16 @@ Seeded, so the script is reproducible. Needs the oracle extras (torch, wan22, di
 Usage: python scripts/make_tiny_wan21.py [OUT_ROOT]   (default assets/)
 """
 import json
-import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))
+from make_tiny_wan import write_text_encoder  # noqa: E402  (the same tiny UMT5 + tokenizer)
 
 DIT = dict(dim=32, ffn_dim=64, freq_dim=32, num_heads=2, num_layers=2, text_dim=32, text_len=512, eps=1e-6)
 VAE21 = dict(dim=4, z_dim=16)
-T5 = dict(dim=32, dim_attn=32, dim_ffn=64, num_heads=4, num_layers=2, num_buckets=32, shared_pos=False)
 CLIP = dict(hidden_size=80, intermediate_size=160, num_attention_heads=1, num_hidden_layers=2, image_size=28,
             patch_size=14, hidden_act="gelu", layer_norm_eps=1e-5)
 CLIP_TOKENS = (CLIP["image_size"] // CLIP["patch_size"]) ** 2 + 1
@@ -51,19 +51,11 @@ def _common(out: Path, seed: int):
     import oracles
 
     w = oracles.wan()
-    tok_src = ROOT / "tests" / "fixtures" / "tiny-umt5-tokenizer"
-    vocab = len(json.loads((tok_src / "tokenizer.json").read_text())["model"]["vocab"])
     vae = w.vae2_1.WanVAE_(dim=VAE21["dim"], z_dim=VAE21["z_dim"], dim_mult=[1, 2, 4, 4], num_res_blocks=2,
                            attn_scales=[], temperal_downsample=[False, True, True])
     oracles.randomize_(vae, seed=seed + 1, fan_in=True)
     torch.save(vae.state_dict(), out / "Wan2.1_VAE.pth")
-    t5 = w.t5.T5Encoder(vocab=vocab, dropout=0.0, **T5)
-    oracles.randomize_(t5, seed=seed + 2, std=0.1)
-    torch.save({k: v.to(torch.bfloat16) for k, v in t5.state_dict().items()}, out / "models_t5_umt5-xxl-enc-bf16.pth")
-    tok = out / "google" / "umt5-xxl"
-    if tok.exists():
-        shutil.rmtree(tok)
-    shutil.copytree(tok_src, tok)
+    write_text_encoder(out, seed + 2)
 
 
 def _save_dit(sd: dict, folder: Path, cfg: dict) -> None:
