@@ -36,6 +36,8 @@ def main():
     p = common.parser(__doc__.split("\n")[0], list(SIZES), layers=False)
     p.add_argument("--version", choices=("2.2", "2.1"), default="2.2")
     p.add_argument("--video", default=None, help="override the size preset's FxHxW, e.g. 121x704x1280")
+    p.add_argument("--mlx-dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="our VAE's compute dtype (WanPipeline vae_dtype)")
     args = p.parse_args()
     v = args.version
     mod = vae22 if v == "2.2" else vae21
@@ -73,9 +75,10 @@ def main():
             common.mlx_random_(model, mx.float32, args.seed + 1)
         else:
             load_strict(model, mod.sanitize(weights, "official"), "Wan VAE")
+        model.set_dtype(common.MLX_DTYPES[args.mlx_dtype])
         zm = mx.array(z.transpose(0, 2, 3, 4, 1))
         return common.Side(lambda: model.decode(zm), lambda out: np.array(out), common.mlx_nbytes(model),
-                           info=dict(compute="fp32 (the port's VAEs are float32)"), model=model)
+                           info=dict(compute=args.mlx_dtype), model=model)
 
     config = dict(vae=v, size=args.size, video=f"{frames}x{height}x{width}", latent=f"{T}x{h}x{w}x{margs.z_dim}",
                   widths="narrow" if args.size == "tiny" else "real")

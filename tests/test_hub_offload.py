@@ -52,3 +52,16 @@ def test_convert_command_handles_both_families(tmp_path):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(app, ["convert", str(tmp_path / "nothing"), str(tmp_path / "x")])
     assert r.exit_code == 2 and "not found" in r.output
+
+
+def test_vae_in_bf16_keeps_float32_latents_and_stays_close(tmp_path):
+    """--vae_dtype bfloat16: latents stay float32, decode within bf16 tolerance of the float32 VAE."""
+    from oracles import rel_err
+
+    pipe = WanPipeline(convert_wan(TINY, tmp_path / "m", dtype="float32"), dtype=mx.float32,
+                       vae_dtype=mx.bfloat16)
+    assert pipe.vae.dtype == mx.bfloat16
+    z = mx.random.normal((1, 2, 2, 4, 48), key=mx.random.key(0))
+    ref = WanPipeline(tmp_path / "m", dtype=mx.float32).vae.decode(z)
+    out = pipe.vae.decode(z)
+    assert out.dtype == mx.float32 and 1e-4 < rel_err(out, ref) < 2e-2

@@ -95,6 +95,8 @@ def generate(
                                                 help="True/False (default True)"),
     save_file: Optional[Path] = typer.Option(None, "--save_file", "--save-file", "--output", "--save_path"),
     dtype: str = typer.Option("bfloat16", "--dtype", help="compute dtype: bfloat16 | float32"),
+    vae_dtype: str = typer.Option("float32", "--vae_dtype", "--vae-dtype",
+                                  help="VAE compute dtype: float32 | bfloat16 (half the decode memory)"),
     lora: Optional[List[str]] = typer.Option(None, "--lora", help="PATH[:STRENGTH], repeatable: merged into every DiT"),
     lora_high: Optional[List[str]] = typer.Option(None, "--lora_high", "--lora-high",
                                                   help="PATH[:STRENGTH], repeatable: A14B high-noise expert only"),
@@ -161,7 +163,9 @@ def generate(
         for p in imgs + controls:  # fail fast on a missing image before any model is touched
             load_image(p)
         model_dir = resolve_wan_model(ckpt_dir, console)
-        pipe = WanPipeline(model_dir, dtype=mx.float32 if dtype == "float32" else mx.bfloat16, offload=offload,
+        if {dtype, vae_dtype} - {"float32", "bfloat16"}:
+            raise ValueError("--dtype and --vae_dtype take float32 or bfloat16")
+        pipe = WanPipeline(model_dir, dtype=getattr(mx, dtype), vae_dtype=getattr(mx, vae_dtype), offload=offload,
                            loras=lora or (), loras_high=lora_high or (), loras_low=lora_low or ())
         pipe.check_task(tk)
     except (ValueError, ImageError, WeightsError, OutputPathError, DownloadError) as e:

@@ -419,14 +419,17 @@ class WanPipeline:
     A14B expert resident, and free the DiT before the VAE decodes. ``loras``: LoRA files
     ("PATH[:STRENGTH]" or (path, strength)) merged into every DiT when it loads (kohya/musubi, PEFT,
     original-key formats, see :mod:`mlx_video.nn.lora`); ``loras_high`` / ``loras_low``: into one A14B
-    expert only. Raises WeightsError / ValueError for a bad folder or LoRA file.
+    expert only. ``vae_dtype``: the VAE's compute dtype, float32 (default, like the reference modules)
+    or bf16 (half the activation memory, as the official pipelines' bf16 autocast; decode within ~1.4%
+    of float32 on the tiny model). Raises WeightsError / ValueError for a bad folder or LoRA file.
     """
 
     def __init__(self, model_dir: str | Path, dtype: mx.Dtype = mx.bfloat16, offload: bool = True,
-                 loras: Sequence = (), loras_high: Sequence = (), loras_low: Sequence = ()):
+                 loras: Sequence = (), loras_high: Sequence = (), loras_low: Sequence = (),
+                 vae_dtype: mx.Dtype = mx.float32):
         self.model_dir = Path(model_dir)
         self.cfg = read_config(self.model_dir)
-        self.dtype, self.offload = dtype, offload
+        self.dtype, self.offload, self.vae_dtype = dtype, offload, vae_dtype
         self._dits: dict[str, nn.Module] = {}
         self._vae = self._text = self._clip = None
         if (loras_high or loras_low) and not self.cfg.get("experts"):
@@ -465,6 +468,7 @@ class WanPipeline:
     def vae(self):
         if self._vae is None:
             self._vae = load_vae(self.model_dir, self.cfg)
+            self._vae.set_dtype(self.vae_dtype)
         return self._vae
 
     @property

@@ -1,7 +1,7 @@
 """Wan 2.1 video VAE (z 16, stride 4x8x8) and the causal building blocks Wan 2.2 shares.
 
 Follows the official ``wan/modules/vae2_1.py`` (and diffusers' ``AutoencoderKLWan``), channels-last:
-video ``[B, F, H, W, 3]`` in [-1, 1], latents ``[B, T, h, w, z]``. Everything runs in float32.
+video ``[B, F, H, W, 3]`` in [-1, 1], latents ``[B, T, h, w, z]``. Runs in float32 by default (the weights' dtype: ``set_dtype(mx.bfloat16)`` halves the memory).
 
 Inference is chunked in time exactly as the reference does it: the encoder sees frames
 ``[0], [1..4], [5..8], ...`` and the decoder one latent frame at a time; every causal 3-D convolution
@@ -419,6 +419,13 @@ class Wan21VAE(nn.Module):
         self._inv_std = mx.array(1.0 / np.asarray(args.latents_std, np.float32))
 
     @property
+    def dtype(self) -> mx.Dtype:
+        """Compute dtype: the weights' (float32 as converted; ``set_dtype(mx.bfloat16)`` halves the
+        activation memory, as the official pipelines' bf16 autocast does). Latents in and out, and the
+        normalisation, stay float32."""
+        return self.post_quant_conv.weight.dtype
+
+    @property
     def z_dim(self) -> int:
         return self.args.z_dim
 
@@ -462,12 +469,12 @@ class Wan21VAE(nn.Module):
             raise ValueError(f"frame count must be 1 + {st}k, got {f}")
         if h % s or w % s:
             raise ValueError(f"height and width must be multiples of {s}, got {h}x{w}")
-        x = self._patchify(video.astype(mx.float32))
+        x = self._patchify(video.astype(self.dtype))
         cache, outs = CausalCache(), []
         for start, stop in [(0, 1)] + [(i, i + st) for i in range(1, f, st)]:
             cache.next_chunk()
             mu = self.quant_conv(self.encoder(x[:, start:stop], cache))[..., : self.z_dim]
-            mu = (mu - self._mean) * self._inv_std
+            mu = (mu.astype(mx.float32) - self._mean) * self._inv_std
             mx.eval(mu, cache.arrays())
             outs.append(mu)
         return mx.concatenate(outs, axis=1)
@@ -482,8 +489,8 @@ class Wan21VAE(nn.Module):
         cache, outs = CausalCache(), []
         for t in range(z.shape[1]):
             cache.next_chunk()
-            x = self.decoder(self.post_quant_conv(z[:, t:t + 1]), cache)
-            x = mx.clip(self._unpatchify(x), -1.0, 1.0)
+            x = self.decoder(self.post_quant_conv(z[:, t:t + 1].astype(self.dtype)), cache)
+            x = mx.clip(self._unpatchify(x).astype(mx.float32), -1.0, 1.0)
             mx.eval(x, cache.arrays())
             outs.append(x)
         return mx.concatenate(outs, axis=1)
