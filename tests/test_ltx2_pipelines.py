@@ -499,7 +499,8 @@ def test_cli_errors(tiny_cli, images, tmp_path):
 def test_cli_helpers():
     import mlx.nn as nn
 
-    from mlx_video.ltx2.cli import merge_distilled_lora, parse_image_spec
+    from mlx_video.ltx2.cli import parse_image_spec
+    from mlx_video.nn.lora import merge_named_lora as merge_distilled_lora
 
     assert parse_image_spec("a.png") == ("a.png", 0, 1.0)
     assert parse_image_spec("d:/x/a.png:16") == ("d:/x/a.png", 16, 1.0)

@@ -18,6 +18,7 @@ import numpy as np
 import typer
 
 from ..cli_common import fail as _fail, progress_bars
+from .loading import encode_text, load_components  # module names: tests replace them with tiny ones
 
 app = typer.Typer(add_completion=False)
 
@@ -77,71 +78,6 @@ def read_image(path: str, crf: int) -> np.ndarray:
 
     img = np.asarray(load_image(path), dtype=np.uint8)
     return h264_roundtrip(img, crf).astype(np.float32) / 127.5 - 1.0
-
-
-def merge_distilled_lora(model, lora: dict, strength: float) -> None:
-    """``W <- W + strength * B @ A`` for every ``{layer}.lora_A`` / ``.lora_B`` pair of a converted
-    folder's distilled LoRA (our layer names; no alpha, as ltx-core's fuse_loras), in place, in
-    float32 then cast back; quantized layers are dequantized, merged and re-quantized."""
-    import mlx.core as mx
-    import mlx.nn as nn
-
-    for key in [k for k in lora if k.endswith(".lora_A")]:
-        stem = key[: -len(".lora_A")]
-        layer = model
-        for part in stem.split("."):
-            layer = layer[int(part)] if part.isdigit() else getattr(layer, part)
-        delta = strength * (lora[stem + ".lora_B"].astype(mx.float32) @ lora[key].astype(mx.float32))
-        if isinstance(layer, nn.QuantizedLinear):
-            w = mx.dequantize(layer.weight, layer.scales, layer.biases, layer.group_size, layer.bits) + delta
-            layer.weight, layer.scales, layer.biases = mx.quantize(w.astype(layer.scales.dtype), layer.group_size,
-                                                                   layer.bits)
-        else:
-            layer.weight = (layer.weight.astype(mx.float32) + delta).astype(layer.weight.dtype)
-        mx.eval(layer.parameters())
-
-
-def encode_text(model_dir: Path, cfg: dict, prompt: str, negative: str | None):
-    """Prompt (and negative prompt) -> TextContext(s), loading Gemma + connectors and dropping them after."""
-    import mlx.core as mx
-
-    from mlx_video.ltx2.denoise import TextContext
-    from mlx_video.ltx2.loading import load_text_encoder
-
-    enc = load_text_encoder(model_dir, cfg)
-    pos = TextContext(*enc(prompt))
-    neg = TextContext(*enc(negative)) if negative is not None else None
-    mx.eval(pos.video, pos.audio, *(() if neg is None else (neg.video, neg.audio)))
-    del enc
-    mx.clear_cache()
-    return pos, neg
-
-
-def load_components(model_dir: Path, cfg: dict, pipeline: str, lora: tuple[float, float], need_encoder: bool):
-    """LTX2Components for ``pipeline`` from a converted folder. Two-stage dev pipelines merge the
-    distilled LoRA: stage 1 at ``lora[0]`` (HQ 0.25, else none), stage 2 at ``lora[1]`` (1.0 / HQ 0.5),
-    the difference being merged into the same weights when stage 2 starts."""
-    from mlx_video.ltx2 import loading as L
-    from mlx_video.ltx2.pipelines import LTX2Components
-
-    transformer = L.load_transformer(model_dir, cfg)
-    stage2 = None
-    if pipeline in ("dev-two-stage", "dev-two-stage-hq"):
-        weights = L.load_distilled_lora(model_dir, cfg)
-        if lora[0]:
-            merge_distilled_lora(transformer, weights, lora[0])
-
-        def with_stage2_lora():
-            merge_distilled_lora(transformer, weights, lora[1] - lora[0])
-            return transformer
-
-        stage2 = with_stage2_lora
-    parts = ("encoder", "decoder") if need_encoder else ("decoder",)
-    return LTX2Components(
-        transformer=transformer, video_vae=L.load_video_vae(model_dir, cfg, parts),
-        audio_decoder=L.load_audio_decoder(model_dir, cfg), vocoder=L.load_vocoder(model_dir, cfg),
-        upsampler=L.load_upsampler(model_dir, cfg) if pipeline != "dev" else None,
-        stage2_transformer=stage2, version=cfg.get("model_version") or None)
 
 
 def _guidance(default, cfg_scale, stg_scale, stg_blocks, rescale, modality):

@@ -283,3 +283,48 @@ def resolve_ltx2_model(model: str, variant: str = "dev", gemma: str | Path | Non
         convert_ltx2(ckpt, dst, dtype=dtype, quantize=quantize, gemma=parts["gemma"],
                      upsamplers=parts["upsamplers"], distilled_lora=parts["distilled_lora"])
     return dst
+
+
+# ----------------------------------------------------------------------------- pipeline parts
+
+
+def encode_text(model_dir: Path, cfg: dict, prompt: str, negative: str | None):
+    """Prompt (and negative prompt) -> (TextContext, TextContext | None), loading Gemma + connectors
+    and freeing them before returning (the transformer is loaded only after)."""
+    from mlx_video.ltx2.denoise import TextContext
+
+    enc = load_text_encoder(model_dir, cfg)
+    pos = TextContext(*enc(prompt))
+    neg = TextContext(*enc(negative)) if negative is not None else None
+    mx.eval(pos.video, pos.audio, *(() if neg is None else (neg.video, neg.audio)))
+    del enc
+    mx.clear_cache()
+    return pos, neg
+
+
+def load_components(model_dir: Path, cfg: dict, pipeline: str, lora: tuple[float, float], need_encoder: bool):
+    """LTX2Components for ``pipeline`` from a converted folder. Two-stage dev pipelines merge the
+    distilled LoRA: stage 1 at ``lora[0]`` (HQ 0.25, else none), stage 2 at ``lora[1]`` (1.0 / HQ 0.5),
+    the difference being merged into the same weights when stage 2 starts. ``need_encoder``: load the
+    video VAE's encoder too (image conditioning)."""
+    from mlx_video.ltx2.pipelines import LTX2Components
+    from mlx_video.nn.lora import merge_named_lora
+
+    transformer = load_transformer(model_dir, cfg)
+    stage2 = None
+    if pipeline in ("dev-two-stage", "dev-two-stage-hq"):
+        weights = load_distilled_lora(model_dir, cfg)
+        if lora[0]:
+            merge_named_lora(transformer, weights, lora[0])
+
+        def with_stage2_lora():
+            merge_named_lora(transformer, weights, lora[1] - lora[0])
+            return transformer
+
+        stage2 = with_stage2_lora
+    parts = ("encoder", "decoder") if need_encoder else ("decoder",)
+    return LTX2Components(
+        transformer=transformer, video_vae=load_video_vae(model_dir, cfg, parts),
+        audio_decoder=load_audio_decoder(model_dir, cfg), vocoder=load_vocoder(model_dir, cfg),
+        upsampler=load_upsampler(model_dir, cfg) if pipeline != "dev" else None,
+        stage2_transformer=stage2, version=cfg.get("model_version") or None)

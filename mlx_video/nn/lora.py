@@ -299,3 +299,22 @@ def merge_loras(model: nn.Module, loras: Sequence[tuple[Mapping[str, mx.array], 
     for target, terms in plan.items():
         delta = sum(coef * (up.astype(mx.float32) @ down.astype(mx.float32)) for up, down, coef in terms)
         _merge_layer(_module_at(model, target), delta)
+
+
+def merge_named_lora(model: nn.Module, lora: Mapping[str, mx.array], strength: float) -> None:
+    """Merge a LoRA stored in ``model``'s own layer names (``{layer}.lora_A`` [r, in] and
+    ``{layer}.lora_B`` [out, r], no alpha, as ltx-core's fuse_loras; e.g. a converted LTX-2 folder's
+    distilled LoRA): ``W <- W + strength * B @ A`` in place, one layer at a time (quantized layers
+    dequantized, merged, re-quantized). Raises WeightsError for a layer the model lacks or a shape
+    that does not fit."""
+    for key in [k for k in lora if k.endswith(".lora_A")]:
+        stem = key[: -len(".lora_A")]
+        try:
+            layer = _module_at(model, stem)
+        except (KeyError, IndexError, ValueError) as e:
+            raise WeightsError(f"LoRA layer {stem} is not in the model") from e
+        down, up = lora[key], lora[stem + ".lora_B"]
+        if (up.shape[0], down.shape[1]) != _linear_shape(layer):
+            raise WeightsError(f"LoRA for {stem}: {tuple(up.shape)} @ {tuple(down.shape)} does not fit "
+                               f"the weight {_linear_shape(layer)}")
+        _merge_layer(layer, strength * (up.astype(mx.float32) @ down.astype(mx.float32)))
