@@ -1,2 +1,38 @@
-"""mlx_video: Wan 2.1/2.2 and LTX-2/2.3 video diffusion in MLX."""
+"""mlx_video: Wan 2.1/2.2 and LTX-2/2.3 video diffusion in MLX.
+
+Public API (imported lazily, so ``import mlx_video`` stays cheap):
+
+- ``WanPipeline`` / ``GenerationResult``: a converted Wan folder -> ``generate(task=..., ...)``
+  (t2v, ti2v, mi2v, i2v, flf2v with bidirectional sampling, one-frame inference, A14B experts).
+- ``LTX2Components``, ``LTX2Settings``, ``ImageCondition``, ``generate_ltx2``: the four LTX-2 pipelines over
+  loaded components (``load_ltx2_components`` / ``encode_ltx2_text`` from a folder made by
+  ``resolve_ltx2_model`` or ``mlx_video convert``).
+- Conditioning shared by both families: ``LatentAnchor``, ``ChannelCondition`` (Wan ``y`` channels),
+  ``GuidingTokens`` (LTX-2 keyframe tokens).
+"""
+from importlib import import_module
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "WanPipeline": ("mlx_video.wan.pipeline", "WanPipeline"),
+    "GenerationResult": ("mlx_video.wan.pipeline", "GenerationResult"),
+    "LTX2Components": ("mlx_video.ltx2.pipelines", "LTX2Components"),
+    "LTX2Settings": ("mlx_video.ltx2.pipelines", "Settings"),
+    "ImageCondition": ("mlx_video.ltx2.pipelines", "ImageCondition"),
+    "generate_ltx2": ("mlx_video.ltx2.pipelines", "generate"),
+    "load_ltx2_components": ("mlx_video.ltx2.loading", "load_components"),
+    "encode_ltx2_text": ("mlx_video.ltx2.loading", "encode_text"),
+    "resolve_ltx2_model": ("mlx_video.ltx2.loading", "resolve_ltx2_model"),
+    "LatentAnchor": ("mlx_video.conditioning", "LatentAnchor"),
+    "ChannelCondition": ("mlx_video.conditioning", "ChannelCondition"),
+    "GuidingTokens": ("mlx_video.ltx2.conditioning", "GuidingTokens"),
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module, attr = _EXPORTS[name]
+        return getattr(import_module(module), attr)
+    raise AttributeError(f"module 'mlx_video' has no attribute {name!r}")

@@ -65,3 +65,10 @@ def test_vae_in_bf16_keeps_float32_latents_and_stays_close(tmp_path):
     ref = WanPipeline(tmp_path / "m", dtype=mx.float32).vae.decode(z)
     out = pipe.vae.decode(z)
     assert out.dtype == mx.float32 and 1e-4 < rel_err(out, ref) < 2e-2
+
+
+def test_public_api_names_resolve():
+    import mlx_video
+
+    for name in mlx_video.__all__:
+        assert getattr(mlx_video, name) is not None
