@@ -63,6 +63,7 @@ def main():
     p = common.parser(__doc__.split("\n")[0], list(SIZES), layers=False)
     p.add_argument("--model", choices=list(DECODERS), default="ltx2")
     p.add_argument("--tiling", choices=("default", "none"), default="default")
+    p.add_argument("--mlx-dtype", choices=("fp32", "bf16"), default="fp32", help="our decoder's weights/compute dtype")
     p.add_argument("--video", default=None, help="override the size preset's FxHxW, e.g. 121x512x768")
     args = p.parse_args()
     cfg = vae_config(args.model, 16 if args.size == "tiny" else 128)
@@ -97,10 +98,11 @@ def main():
         else:
             converted = sanitize(single_file_keys(weights), "lightricks")
         vae = VideoVAE.from_weights(converted, cfg, parts=("decoder",))
-        zm = mx.array(z.transpose(0, 2, 3, 4, 1))
+        vae.set_dtype(common.MLX_DTYPES[args.mlx_dtype])
+        zm = mx.array(z.transpose(0, 2, 3, 4, 1)).astype(common.MLX_DTYPES[args.mlx_dtype])
         run = (lambda: list(vae.iter_decode_tiled(zm, **TILES))) if tiled else (lambda: vae.decode(zm))
         return common.Side(run, lambda out: _frames(out, np.array), common.mlx_nbytes(vae),
-                           info=dict(compute="fp32 (the port's VAEs are float32)"), model=vae)
+                           info=dict(compute=args.mlx_dtype), model=vae)
 
     config = dict(model=args.model, size=args.size, video=f"{frames}x{height}x{width}", latent=f"{T}x{h}x{w}x128",
                   tiling=f"default {TILES}" if tiled else "none", widths="narrow" if args.size == "tiny" else "real")

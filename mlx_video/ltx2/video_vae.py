@@ -27,6 +27,7 @@ import mlx.nn as nn
 import numpy as np
 
 from mlx_video.io.weights import WeightsError, load_safetensors, load_strict
+from mlx_video.nn.conv import conv3d
 from mlx_video.nn.embeddings import sinusoidal_embedding
 
 _ENC_STRIDES = {"compress_space_res": (1, 2, 2), "compress_time_res": (2, 1, 1),
@@ -192,7 +193,7 @@ class CausalConv3d(nn.Module):
             parts = [first, x] if causal else [first, x, mx.repeat(x[:, -1:], (kt - 1) // 2, axis=1)]
             x = mx.concatenate(parts, axis=1)
         x = _pad_hw(x, kh // 2, kw // 2, self.padding)
-        return mx.conv3d(x, self.weight) + self.bias
+        return conv3d(x, self.weight) + self.bias
 
 
 class TimestepEmbedder(nn.Module):

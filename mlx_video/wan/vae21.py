@@ -17,6 +17,7 @@ import mlx.nn as nn
 import numpy as np
 
 from mlx_video.nn.attention import attention
+from mlx_video.nn.conv import conv3d
 
 CACHE_T = 2  # frames of history a temporal-kernel-3 causal conv needs
 
@@ -109,7 +110,7 @@ class CausalConv3d(nn.Module):
                 front -= old.shape[1]
         if front > 0:
             x = mx.pad(x, [(0, 0), (front, 0), (0, 0), (0, 0), (0, 0)])
-        y = mx.conv3d(x, self.weight, stride=self.stride, padding=(0, *self.spatial))
+        y = conv3d(x, self.weight, stride=self.stride, padding=(0, *self.spatial))
         return y + self.bias
 
 
