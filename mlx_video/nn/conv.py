@@ -1,16 +1,24 @@
 """3-D convolution with bounded temporary memory."""
 from __future__ import annotations
 
+import os
+
 import mlx.core as mx
 
 # MLX convolves by unfolding the input (kt·kh·kw copies of it) and running one GEMM. For a VAE's
 # full-resolution layers that buffer dwarfs the activations: Wan2.2's last decoder stage at
 # 704x1280 unfolds 4 frames x 352 x 640 x 256 channels x 27 taps = 25 GB in float32.
-MAX_UNFOLD_BYTES = 1 << 30
+# $MLX_VIDEO_CONV_UNFOLD_GB trades memory for speed. H100, Wan2.2 VAE decode of 121x704x1280 in
+# float32 / bf16, and LTX-2 VAE tiled decode of 121x512x768 (benchmarks/README.md):
+#   no chunking  7.92 s 42.2 GiB / 3.92 s 22.1 GiB,  1.04 s 22.5 GiB
+#   16 GiB       8.56 s 36.9 GiB / 4.48 s 20.2 GiB,  0.99 s 22.5 GiB
+#    4 GiB       9.90 s 29.2 GiB / 5.38 s 15.8 GiB,  1.03 s 15.7 GiB   (default)
+#    1 GiB      11.77 s 24.0 GiB / 7.33 s 13.5 GiB,  1.57 s  8.1 GiB
+MAX_UNFOLD_BYTES = int(float(os.environ.get("MLX_VIDEO_CONV_UNFOLD_GB", "4")) * (1 << 30))
 
 
 def conv3d(x: mx.array, weight: mx.array, stride=(1, 1, 1), padding=(0, 0, 0),
-           max_unfold_bytes: int = MAX_UNFOLD_BYTES) -> mx.array:
+           max_unfold_bytes: int | None = None) -> mx.array:
     """``mx.conv3d`` (channels-last) computed in output chunks whose unfolded input stays under
     ``max_unfold_bytes``: whole clips when small, else groups of output frames, else row bands of
     one frame. Each chunk is evaluated before the next, so only one unfold buffer exists at a time.
@@ -19,6 +27,7 @@ def conv3d(x: mx.array, weight: mx.array, stride=(1, 1, 1), padding=(0, 0, 0),
     Returns [B, T', H', W', C_out], the same values as ``mx.conv3d`` (the GEMM per output element
     is unchanged).
     """
+    max_unfold_bytes = MAX_UNFOLD_BYTES if max_unfold_bytes is None else max_unfold_bytes
     _, kt, kh, kw, cin = weight.shape
     st, sh, sw = stride
     if any(padding):
