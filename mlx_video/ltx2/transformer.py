@@ -19,7 +19,7 @@ from typing import Mapping
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlx_video.ltx2.rope import LTXRope, RopeTable, apply_rope, rope_tables
+from mlx_video.ltx2.rope import LTXRope, RopeTable, rope_tables
 from mlx_video.nn.attention import attention
 from mlx_video.nn.evaluation import OneBlockAhead
 from mlx_video.nn.embeddings import sinusoidal_embedding
@@ -244,6 +244,19 @@ class RMSNorm(nn.Module):
         return mx.fast.rms_norm(x.astype(F32), self.weight.astype(F32), self.eps)
 
 
+@mx.compile
+def _norm_rope(x: mx.array, weight: mx.array, cos: mx.array, sin: mx.array, eps: float) -> mx.array:
+    """q/k RMSNorm (float32) then split RoPE, cast back to x's dtype, in one compiled kernel: the same
+    values as ``apply_rope(RMSNorm(x), table)`` cast for attention, without float32 [B, T, D] copies."""
+    b, t, d = x.shape
+    y = mx.fast.rms_norm(x.astype(F32), weight.astype(F32), eps)
+    h, half = cos.shape[2], cos.shape[3]
+    y = y.reshape(b, t, h, 2, half)
+    a, c = y[..., 0, :], y[..., 1, :]
+    out = mx.stack([a * cos - c * sin, c * cos + a * sin], axis=3)
+    return out.reshape(b, t, d).astype(x.dtype)
+
+
 class Attention(nn.Module):
     """Multi-head attention with q/k RMSNorm across heads, split RoPE and optional per-head gate."""
 
@@ -278,11 +291,13 @@ class Attention(nn.Module):
         if skip:
             out = v
         else:
-            q = self.q_norm(_lin(self.to_q, x))
-            k = self.k_norm(_lin(self.to_k, context))
             if pe is not None:
-                q = apply_rope(q, pe)
-                k = apply_rope(k, pe if k_pe is None else k_pe)
+                kp = pe if k_pe is None else k_pe
+                q = _norm_rope(_lin(self.to_q, x), self.q_norm.weight, pe.cos, pe.sin, self.q_norm.eps)
+                k = _norm_rope(_lin(self.to_k, context), self.k_norm.weight, kp.cos, kp.sin, self.k_norm.eps)
+            else:
+                q = self.q_norm(_lin(self.to_q, x))
+                k = self.k_norm(_lin(self.to_k, context))
             o = attention(self._heads(q), self._heads(k), self._heads(v), dtype=v.dtype)
             out = o.transpose(0, 2, 1, 3).reshape(b, t, -1)
             if keep is not None:
