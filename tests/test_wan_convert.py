@@ -5,7 +5,6 @@ import json
 import shutil
 
 import mlx.core as mx
-import numpy as np
 import pytest
 import torch
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 import oracles
 from conftest import IMAGES
-from oracles import rel_err, to_np
+from oracles import rel_err
 from wan_tiny import TINY, load_official, official_vae22_scale
 
 from convert.wan import convert_wan
