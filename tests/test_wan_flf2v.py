@@ -20,6 +20,7 @@ from oracles import randomize_, rel_err
 
 from convert.wan import convert_wan
 from mlx_video.io.images import cover_resize_crop, load_image, to_array
+from mlx_video.wan import conditions as C
 from mlx_video.wan import pipeline as P
 from mlx_video.wan import vae21
 from mlx_video.io.weights import load_strict
@@ -74,7 +75,7 @@ def test_flf2v_y_and_mask_match_diffusers_builder(diffusers_vae, frames):
     m = y[:, 0, 0, :4]
     assert (m[0] == 1).all() and (m[1:-1] == 0).all() and m[-1].tolist() == [0, 0, 0, 1]
     # I2V (first frame only) and the mask alone, for any 4k+1
-    assert P.frame_mask(frames, [0]).sum() == 4 and P.frame_mask(frames, [0])[0].tolist() == [1, 1, 1, 1]
+    assert C.frame_mask(frames, [0]).sum() == 4 and C.frame_mask(frames, [0])[0].tolist() == [1, 1, 1, 1]
 
 
 def test_last_frame_of_another_size_is_cover_cropped():

@@ -114,7 +114,8 @@ def generate(
     from mlx_video.io.video import OutputPathError, check_output_path, write_image, write_video
     from mlx_video.io.weights import WeightsError, save_safetensors
     from mlx_video.wan.config import TASKS
-    from mlx_video.wan.pipeline import OneFrameSpec, WanPipeline, check_frame_num
+    from mlx_video.wan.conditions import OneFrameSpec, check_frame_num
+    from mlx_video.wan.pipeline import WanPipeline
 
     console = Console(stderr=True)
     if task not in TASKS:
