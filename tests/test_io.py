@@ -144,3 +144,12 @@ def test_output_path_checks(tmp_path):
                 check_output_path(ro / "x.mp4")
     finally:
         ro.chmod(0o700)
+
+
+def test_best_output_size_extreme_aspect_is_a_clear_error():
+    with pytest.raises(ValueError, match="too elongated"):
+        best_output_size(2000, 100, 32, 32, 96 * 64)
+    import oracles
+
+    ref = oracles.wan_utils().best_output_size  # where the reference does not divide by zero, we agree
+    assert best_output_size(2000, 100, 32, 32, 704 * 1280) == ref(2000, 100, 32, 32, 704 * 1280)

@@ -40,19 +40,23 @@ def best_output_size(w: int, h: int, dw: int, dh: int, max_area: int) -> tuple[i
     """(width, height) multiple of (dw, dh), area <= max_area, aspect closest to w/h.
 
     Follows Wan2.2 ``wan.utils.utils.best_output_size``: tries fitting the width first and the
-    height first and keeps the one whose aspect ratio is closer to the input's.
+    height first and keeps the one whose aspect ratio is closer to the input's. Where the reference
+    divides by zero (an aspect so extreme that one side rounds to 0), the other candidate is used;
+    raises ValueError when neither fits.
     """
     ratio = w / h
     ow = (max_area * ratio) ** 0.5
     oh = max_area / ow
     ow1 = int(ow // dw * dw)
-    oh1 = int(max_area / ow1 // dh * dh)
+    oh1 = int(max_area / ow1 // dh * dh) if ow1 else 0
     oh2 = int(oh // dh * dh)
-    ow2 = int(max_area / oh2 // dw * dw)
-    r1, r2 = ow1 / oh1, ow2 / oh2
-    if max(ratio / r1, r1 / ratio) < max(ratio / r2, r2 / ratio):
-        return ow1, oh1
-    return ow2, oh2
+    ow2 = int(max_area / oh2 // dw * dw) if oh2 else 0
+    fits = [(ow_, oh_) for ow_, oh_ in ((ow1, oh1), (ow2, oh2)) if ow_ and oh_]
+    if not fits:
+        raise ValueError(f"a {w}x{h} image is too elongated for a {max_area}-pixel output in multiples of "
+                         f"{dw}x{dh}; give a larger size")
+    off = [max(ratio / (a / b), (a / b) / ratio) for a, b in fits]
+    return fits[0] if len(fits) == 1 or off[0] < off[1] else fits[1]  # ties go to height-first, as the reference
 
 
 def cover_resize_crop(img: Image.Image, width: int, height: int) -> Image.Image:
