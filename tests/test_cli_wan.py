@@ -91,3 +91,13 @@ def test_bad_input_clear_error_no_output(tmp_path, case):
     assert expect in r.output, r.output
     assert not out.exists()
     assert not [p for p in out.parent.iterdir() if p.suffix == ".mp4"] if out.parent.is_dir() else True
+
+
+def test_official_ti2v_command_line_runs_unchanged(tmp_path):
+    """Wan2.2 README: generate.py --task ti2v-5B --size 1280*704 --ckpt_dir ... --offload_model True
+    --convert_model_dtype --t5_cpu --prompt ...  (shrunk size and steps for the tiny model)."""
+    r = run(["generate", "--task", "ti2v-5B", "--size", "64*32", "--ckpt_dir", str(TINY), "--offload_model", "True",
+             "--convert_model_dtype", "--t5_cpu", "--prompt", "Summer beach vacation style", "--frame_num", "5",
+             "--sample_steps", "1", "--save_file", str(tmp_path / "o.mp4")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o.mp4").is_file()

@@ -97,6 +97,11 @@ def generate(
     dtype: str = typer.Option("bfloat16", "--dtype", help="compute dtype: bfloat16 | float32"),
     vae_dtype: str = typer.Option("float32", "--vae_dtype", "--vae-dtype",
                                   help="VAE compute dtype: float32 | bfloat16 (half the decode memory)"),
+    convert_model_dtype: bool = typer.Option(False, "--convert_model_dtype", "--convert-model-dtype",
+                                             help="accepted as in the official CLI: the DiT already runs in --dtype"),
+    t5_cpu: bool = typer.Option(False, "--t5_cpu", "--t5-cpu",
+                                help="accepted as in the official CLI: with unified memory there is no separate "
+                                     "device memory to spare; the text encoder is freed before the DiT runs"),
     lora: Optional[List[str]] = typer.Option(None, "--lora", help="PATH[:STRENGTH], repeatable: merged into every DiT"),
     lora_high: Optional[List[str]] = typer.Option(None, "--lora_high", "--lora-high",
                                                   help="PATH[:STRENGTH], repeatable: A14B high-noise expert only"),
