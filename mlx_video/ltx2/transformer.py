@@ -448,6 +448,18 @@ class Block(nn.Module):
         q_in = _modulate(x, *shift_q, *scale_q, self.eps)
         return _gated(x, attn2(q_in, context=s.context * (1 + scale_kv) + shift_kv), *gate_q)
 
+    @staticmethod
+    def _cross(attn, q_side, kv_side, row: int, keep: mx.array | None) -> mx.array:
+        """One audio<->video direction: (normed x, a2v scale-shift table, stream) per side; rows
+        ``row``, ``row + 1`` of each table give (scale, shift) for that side, row 4 of the query
+        side's table the gate."""
+        (qn, qt, qs), (kn, kt, ks) = q_side, kv_side
+        sq, hq = _ada(qt[:4], qs.cross_mod, row, row + 2)
+        sk, hk = _ada(kt[:4], ks.cross_mod, row, row + 2)
+        (gate,) = _ada(qt[4:], qs.cross_gate, 0, 1)
+        out = attn(qn * (1 + sq) + hq, context=kn * (1 + sk) + hk, pe=qs.cross_pe, k_pe=ks.cross_pe) * gate
+        return out if keep is None else out * keep
+
     def _ffn(self, x: mx.array, mod: mx.array, table: mx.array, ff: FeedForward) -> mx.array:
         shift, scale, gate = _rows(table, mod, 3, 6)
         return _gated(x, ff(_modulate(x, *shift, *scale, self.eps)), *gate)
@@ -466,22 +478,10 @@ class Block(nn.Module):
         # audio <-> video cross-attention; both directions read the norms taken before either update
         vn, an = _rms(vx, self.eps), _rms(ax, self.eps)
         tv, ta = self.scale_shift_table_a2v_ca_video, self.scale_shift_table_a2v_ca_audio
-        if not p.all("a2v_cross_attn", i):
-            sv, hv = _ada(tv[:4], v.cross_mod, 0, 2)
-            sa, ha = _ada(ta[:4], a.cross_mod, 0, 2)
-            (gate,) = _ada(tv[4:], v.cross_gate, 0, 1)
-            out = self.audio_to_video_attn(vn * (1 + sv) + hv, context=an * (1 + sa) + ha,
-                                           pe=v.cross_pe, k_pe=a.cross_pe) * gate
-            keep = p.keep("a2v_cross_attn", i)
-            vx = vx + (out if keep is None else out * keep)
-        if not p.all("v2a_cross_attn", i):
-            sa, ha = _ada(ta[:4], a.cross_mod, 2, 4)
-            sv, hv = _ada(tv[:4], v.cross_mod, 2, 4)
-            (gate,) = _ada(ta[4:], a.cross_gate, 0, 1)
-            out = self.video_to_audio_attn(an * (1 + sa) + ha, context=vn * (1 + sv) + hv,
-                                           pe=a.cross_pe, k_pe=v.cross_pe) * gate
-            keep = p.keep("v2a_cross_attn", i)
-            ax = ax + (out if keep is None else out * keep)
+        if not p.all("a2v_cross_attn", i):   # video queries audio: table rows 0, 1
+            vx = vx + self._cross(self.audio_to_video_attn, (vn, tv, v), (an, ta, a), 0, p.keep("a2v_cross_attn", i))
+        if not p.all("v2a_cross_attn", i):   # audio queries video: table rows 2, 3
+            ax = ax + self._cross(self.video_to_audio_attn, (an, ta, a), (vn, tv, v), 2, p.keep("v2a_cross_attn", i))
 
         vx = self._ffn(vx, v.mod, self.scale_shift_table, self.ff)
         ax = self._ffn(ax, a.mod, self.audio_scale_shift_table, self.audio_ff)
