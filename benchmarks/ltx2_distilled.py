@@ -52,16 +52,13 @@ import numpy as np  # noqa: E402
 
 import common  # noqa: E402
 from common import mx, torch  # noqa: E402
-from ltx2_transformer import FULL_LAYERS, REAL, TEXT_TOKENS, TINY, checkpoint_config  # noqa: E402
+from ltx2_transformer import FULL_LAYERS, REAL, TEXT_TOKENS, TINY, checkpoint_config, ref_transformer_ctor  # noqa: E402
 from ltx2_vae import TILES, single_file_keys, vae_config  # noqa: E402
 from ltx_core.components.diffusion_steps import EulerDiffusionStep  # noqa: E402
 from ltx_core.components.noisers import GaussianNoiser  # noqa: E402
 from ltx_core.model.audio_vae import AudioDecoderConfigurator, VocoderConfigurator  # noqa: E402
 from ltx_core.model.audio_vae import decode_audio as ref_decode_audio  # noqa: E402
-from ltx_core.model.transformer import LTXModel as RefModel  # noqa: E402
 from ltx_core.model.transformer import X0Model  # noqa: E402
-from ltx_core.model.transformer.model import LTXModelType  # noqa: E402
-from ltx_core.model.transformer.rope import LTXRopeType  # noqa: E402
 from ltx_core.model.upsampler import LatentUpsamplerConfigurator  # noqa: E402
 from ltx_core.model.upsampler import upsample_video as ref_upsample_video  # noqa: E402
 from ltx_core.model.video_vae import decode_video as ref_decode_video  # noqa: E402
@@ -132,22 +129,6 @@ def mlx_video_vae(cfg: dict, seed: int) -> VideoVAE:
         mx.eval(list(one.values()))
         converted.update(one)
     return VideoVAE.from_weights(converted, cfg, parts=("decoder",))
-
-
-def ref_transformer_ctor(a: LTXModelArgs, layers: int):
-    from ltx_core.model.transformer.text_projection import PixArtAlphaTextProjection
-    proj = a.caption_projection
-    return lambda: RefModel(  # noqa: E731
-        model_type=LTXModelType.AudioVideo, num_attention_heads=a.num_attention_heads,
-        attention_head_dim=a.attention_head_dim, in_channels=128, out_channels=128, num_layers=layers,
-        cross_attention_dim=a.cross_attention_dim, audio_num_attention_heads=a.audio_num_attention_heads,
-        audio_attention_head_dim=a.audio_attention_head_dim, audio_in_channels=128, audio_out_channels=128,
-        audio_cross_attention_dim=a.audio_cross_attention_dim,
-        av_ca_timestep_scale_multiplier=a.av_ca_timestep_scale_multiplier, rope_type=LTXRopeType.SPLIT,
-        double_precision_rope=True, apply_gated_attention=a.apply_gated_attention,
-        cross_attention_adaln=a.cross_attention_adaln,
-        caption_projection=PixArtAlphaTextProjection(a.caption_channels, a.inner_dim) if proj else None,
-        audio_caption_projection=PixArtAlphaTextProjection(a.caption_channels, a.audio_inner_dim) if proj else None)
 
 
 class StageClock:

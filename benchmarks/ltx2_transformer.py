@@ -59,6 +59,23 @@ def checkpoint_config(model: str, widths: dict, layers: int) -> dict:
     return {"transformer": t}
 
 
+def ref_transformer_ctor(a: LTXModelArgs, layers: int):
+    """A constructor of ltx-core's LTXModel (audio+video) with ``a``'s widths and ``layers`` blocks, with
+    the shipped settings (split RoPE, float64 frequency grid), for ``common.torch_build``."""
+    proj = a.caption_projection
+    return lambda: RefModel(  # noqa: E731
+        model_type=LTXModelType.AudioVideo, num_attention_heads=a.num_attention_heads,
+        attention_head_dim=a.attention_head_dim, in_channels=128, out_channels=128, num_layers=layers,
+        cross_attention_dim=a.cross_attention_dim, audio_num_attention_heads=a.audio_num_attention_heads,
+        audio_attention_head_dim=a.audio_attention_head_dim, audio_in_channels=128, audio_out_channels=128,
+        audio_cross_attention_dim=a.audio_cross_attention_dim,
+        av_ca_timestep_scale_multiplier=a.av_ca_timestep_scale_multiplier, rope_type=LTXRopeType.SPLIT,
+        double_precision_rope=True, apply_gated_attention=a.apply_gated_attention,
+        cross_attention_adaln=a.cross_attention_adaln,
+        caption_projection=PixArtAlphaTextProjection(a.caption_channels, a.inner_dim) if proj else None,
+        audio_caption_projection=PixArtAlphaTextProjection(a.caption_channels, a.audio_inner_dim) if proj else None)
+
+
 def main():
     p = common.parser(__doc__.split("\n")[0], list(SIZES))
     p.add_argument("--model", choices=("ltx2", "ltx23"), default="ltx2")
@@ -87,18 +104,7 @@ def main():
     x = {k: v.astype(np.float32) for k, v in x.items()}
 
     def build_reference() -> common.Side:
-        proj = a.caption_projection
-        ctor = lambda: RefModel(  # noqa: E731
-            model_type=LTXModelType.AudioVideo, num_attention_heads=a.num_attention_heads,
-            attention_head_dim=a.attention_head_dim, in_channels=128, out_channels=128, num_layers=layers,
-            cross_attention_dim=a.cross_attention_dim, audio_num_attention_heads=a.audio_num_attention_heads,
-            audio_attention_head_dim=a.audio_attention_head_dim, audio_in_channels=128, audio_out_channels=128,
-            audio_cross_attention_dim=a.audio_cross_attention_dim,
-            av_ca_timestep_scale_multiplier=a.av_ca_timestep_scale_multiplier, rope_type=LTXRopeType.SPLIT,
-            double_precision_rope=True, apply_gated_attention=a.apply_gated_attention,
-            cross_attention_adaln=a.cross_attention_adaln,
-            caption_projection=PixArtAlphaTextProjection(a.caption_channels, a.inner_dim) if proj else None,
-            audio_caption_projection=PixArtAlphaTextProjection(a.caption_channels, a.audio_inner_dim) if proj else None)
+        ctor = ref_transformer_ctor(a, layers)
         tdt = common.TORCH_DTYPES[dtype]
         m = common.torch_build(ctor, dev, tdt, args.seed)
         t = lambda k, dt=torch.float32: torch.from_numpy(x[k]).to(dev, dt)  # noqa: E731
