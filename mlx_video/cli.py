@@ -130,5 +130,6 @@ def info(path: Path = typer.Argument(..., help="a converted folder")):
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Console entry (``mlx_video``): runs the typer app on ``argv`` (default sys.argv[1:])."""
     argv = sys.argv[1:] if argv is None else argv
     app(args=_expand_multi(list(argv)), prog_name="mlx_video")

@@ -27,6 +27,7 @@ def converted_path(source: str, tag: str = "") -> Path:
 
 
 def looks_like_repo_id(s: str) -> bool:
+    """True for ``owner/name`` strings that are not an existing local path."""
     parts = s.split("/")
     return len(parts) == 2 and all(parts) and not s.startswith((".", "/", "~")) and not Path(s).exists()
 

@@ -60,6 +60,7 @@ def save_safetensors(path: str | os.PathLike, weights: Mapping[str, mx.array],
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as indented, key-sorted JSON to ``path`` through a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -225,6 +225,9 @@ def find_parts(folder: Path, variant: str = "dev", checkpoint: Path | None = Non
 
 
 def download_parts(repo: str, variant: str, gemma: str | Path | None) -> dict:
+    """Download only the files ``variant`` of ``repo`` needs (checkpoint, x2 upsampler, distilled LoRA for
+    dev, Gemma unless ``gemma`` is given); returns :func:`find_parts`'s dict. Raises DownloadError
+    naming the files (offline, gated, unknown repo), ValueError for an unknown repo or variant."""
     from mlx_video.io.hub import DownloadError, download
 
     spec = LTX2_REPOS[repo]

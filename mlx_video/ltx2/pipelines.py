@@ -112,6 +112,7 @@ def default_guidance(pipeline: str, version: str) -> tuple[int, G.GuidanceParams
 
 
 def check_pipeline(pipeline: str) -> None:
+    """Raise ValueError unless ``pipeline`` is one of distilled, dev, dev-two-stage, dev-two-stage-hq."""
     if pipeline not in PIPELINES:
         raise ValueError(f"unknown pipeline {pipeline!r}; expected one of {', '.join(PIPELINES)}")
 

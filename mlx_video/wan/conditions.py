@@ -31,6 +31,7 @@ def check_frame_num(frame_num: int, temporal_stride: int = 4) -> int:
 
 
 def check_size(width: int, height: int, multiple: int) -> None:
+    """Raise ValueError unless width and height (pixels) are positive multiples of ``multiple``."""
     if width % multiple or height % multiple or width <= 0 or height <= 0:
         raise ValueError(f"size {width}*{height} cannot be taken: width and height must be positive "
                          f"multiples of {multiple} (VAE stride x DiT patch)")

@@ -68,6 +68,7 @@ def load_dit(model_dir: Path, cfg: dict, name: str = "dit"):
 
 
 def load_vae(model_dir: Path, cfg: dict):
+    """The converted folder's Wan2.1 or Wan2.2 VAE (float32, strict loading; WeightsError on bad weights)."""
     if cfg["vae"]["version"] == "2.2":
         from .vae22 import Wan22VAE as VAE, Wan22VAEArgs as VAEArgs
     else:
@@ -77,6 +78,7 @@ def load_vae(model_dir: Path, cfg: dict):
 
 
 def load_text_encoder(model_dir: Path, cfg: dict):
+    """UMT5 (quantized if converted so, strict loading) with the folder's tokenizer, as a WanTextEncoder."""
     from .t5 import UMT5Args, UMT5Encoder, WanTextEncoder
 
     model = UMT5Encoder(UMT5Args(**cfg["t5"]))
