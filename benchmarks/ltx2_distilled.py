@@ -94,7 +94,7 @@ STAGES = ("stage1", "upsample", "stage2", "stage2+upsample", "decode_video", "de
 
 
 def audio_config(tiny: bool) -> dict:
-    """LTX-2 audio VAE (ltx2.md 5): ch 128, ch_mult (1,2,4), 2 res blocks, z 8 x 16 mel bins, causal.
+    """LTX-2 audio VAE (docs/ltx2.md 5): ch 128, ch_mult (1,2,4), 2 res blocks, z 8 x 16 mel bins, causal.
     tiny: ch_mult (1,1,1), 1 res block (ch stays 128: ltx-core sizes the latent statistics by ch)."""
     return {"audio_vae": {"model": {"params": {"sampling_rate": 16000, "ddconfig": {
         "ch": 128, "ch_mult": [1, 1, 1] if tiny else [1, 2, 4], "num_res_blocks": 1 if tiny else 2, "attn_resolutions": [], "resolution": 256,
@@ -104,7 +104,7 @@ def audio_config(tiny: bool) -> dict:
 
 
 def vocoder_config(ch: int) -> dict:
-    """LTX-2 HiFi-GAN vocoder (ltx2.md 5): 1024 ch, rates (6,5,2,2,2), ResBlock1 kernels 3/7/11."""
+    """LTX-2 HiFi-GAN vocoder (docs/ltx2.md 5): 1024 ch, rates (6,5,2,2,2), ResBlock1 kernels 3/7/11."""
     return {"vocoder": {"resblock": "1", "stereo": True, "upsample_initial_channel": ch,
                         "upsample_rates": [6, 5, 2, 2, 2], "upsample_kernel_sizes": [16, 15, 8, 4, 4],
                         "resblock_kernel_sizes": [3, 7, 11], "resblock_dilation_sizes": [[1, 3, 5]] * 3,
@@ -112,7 +112,7 @@ def vocoder_config(ch: int) -> dict:
 
 
 def upsampler_config(mid: int) -> dict:
-    """LTX-2 spatial x2 upsampler file metadata (ltx2.md 6): mid 1024, rational resampler, scale 2."""
+    """LTX-2 spatial x2 upsampler file metadata (docs/ltx2.md 6): mid 1024, rational resampler, scale 2."""
     return dict(in_channels=128, mid_channels=mid, num_blocks_per_stage=4, dims=3, spatial_upsample=True,
                 temporal_upsample=False, spatial_scale=2.0, rational_resampler=True)
 

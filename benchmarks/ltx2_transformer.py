@@ -49,7 +49,7 @@ SIZES = {"tiny": (9, 64, 64), "mid": (25, 256, 384), "full": (121, 512, 768)}   
 
 
 def checkpoint_config(model: str, widths: dict, layers: int) -> dict:
-    """The embedded-checkpoint config of LTX-2 (19B) / LTX-2.3 with the real settings (ltx2.md 2.1)."""
+    """The embedded-checkpoint config of LTX-2 (19B) / LTX-2.3 with the real settings (docs/ltx2.md 2.1)."""
     t = dict(widths, num_layers=layers, in_channels=128, out_channels=128, audio_in_channels=128,
              audio_out_channels=128, caption_channels=3840, rope_type="split", frequencies_precision="float64",
              positional_embedding_theta=10000.0, timestep_scale_multiplier=1000,

@@ -7,7 +7,7 @@
     python benchmarks/ltx2_vae.py --size full --model ltx23          # the LTX-2.3 decoder
 
 What one decode is on each side: normalised latent -> frames, with the decoder of the LTX-2 (19B)
-or LTX-2.3 checkpoint (block structure from ltx2.md 4.2 / 4.3; 528 M / 407 M parameters).
+or LTX-2.3 checkpoint (block structure from docs/ltx2.md 4.2 / 4.3; 528 M / 407 M parameters).
 - ``--tiling default`` (what the official CLIs use, ``TilingConfig.default()``: 512 px tiles with 64 px
   overlap, 64-frame tiles with 24 frames overlap): ltx-core ``VideoDecoder.tiled_decode`` against our
   ``VideoVAE.iter_decode_tiled`` with the same tiles; every yielded chunk is kept.
@@ -37,7 +37,7 @@ def _res(n):
     return ["res_x", {"num_layers": n}]
 
 
-DECODERS = {  # decoder_blocks, pixel side first, and spatial padding (ltx2.md 4.2, 4.3)
+DECODERS = {  # decoder_blocks, pixel side first, and spatial padding (docs/ltx2.md 4.2, 4.3)
     "ltx2": ([_res(5), ["compress_all", {"residual": True, "multiplier": 2}], _res(5),
               ["compress_all", {"residual": True, "multiplier": 2}], _res(5),
               ["compress_all", {"residual": True, "multiplier": 2}], _res(5)], "reflect"),

@@ -32,7 +32,7 @@ from oracles import wan
 from mlx_video.io.weights import load_strict
 from mlx_video.wan.transformer import WanModel, WanModelArgs, sanitize
 
-MODELS = {  # wan.md section 1 (official config.json values)
+MODELS = {  # docs/wan.md section 1 (official config.json values)
     "ti2v-5B": dict(model_type="ti2v", dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_dim=48,
                     out_dim=48, y_dim=0, stride=(4, 16)),
     "t2v-A14B": dict(model_type="t2v", dim=5120, ffn_dim=13824, num_heads=40, num_layers=40, in_dim=16,

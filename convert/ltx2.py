@@ -4,7 +4,7 @@ Input: the single safetensors file Lightricks ships (``ltx-2-19b-dev.safetensors
 ``ltx-2.3-22b-distilled.safetensors``, ...): header metadata ``config`` (JSON with ``transformer``,
 ``vae``, ``audio_vae``, ``vocoder`` sections) and ``model_version``; key prefixes
 ``model.diffusion_model.*`` (transformer and text connectors), ``text_embedding_projection.*``,
-``vae.*``, ``audio_vae.*``, ``vocoder.*`` (shared/reference/ltx2.md 0, 2.2, 14). Optionally the Gemma 3
+``vae.*``, ``audio_vae.*``, ``vocoder.*`` (docs/ltx2.md 0, 2.2, 14). Optionally the Gemma 3
 folder (HF safetensors + tokenizer), latent upsampler files (each with its own ``config``
 metadata) and the distilled LoRA (ComfyUI keys ``diffusion_model.*.lora_A/B.weight``).
 

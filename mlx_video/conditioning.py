@@ -63,7 +63,7 @@ def blend_anchors(x: mx.array, mask: mx.array, clean: mx.array) -> mx.array:
 class ChannelCondition:
     """Conditioning channels for every latent frame: ``mask`` [1, T, 1 or h, 1 or w, M] (which pixel
     frames are given, packed per latent frame) and ``latent`` [1, T, h, w, C] (the VAE latent of the
-    given frames with zeros elsewhere). Wan I2V/FLF2V: M = 4, C = 16 (wan.md 8.1, 8.2)."""
+    given frames with zeros elsewhere). Wan I2V/FLF2V: M = 4, C = 16 (docs/wan.md 8.1, 8.2)."""
 
     mask: mx.array
     latent: mx.array

@@ -50,7 +50,7 @@ def _res(n=1):
 
 
 def checkpoint_config(version: str) -> dict:
-    """The embedded ``config`` metadata: real keys, tiny sizes (shared/reference/ltx2.md 2.1, 3, 4, 5)."""
+    """The embedded ``config`` metadata: real keys, tiny sizes (docs/ltx2.md 2.1, 3, 4, 5)."""
     t = dict(num_attention_heads=2, attention_head_dim=16, in_channels=C, out_channels=C, num_layers=2,
              cross_attention_dim=32, audio_num_attention_heads=2, audio_attention_head_dim=8,
              audio_in_channels=16, audio_out_channels=16, audio_cross_attention_dim=16,

@@ -52,7 +52,7 @@ def build(out: Path, seed: int = 0) -> Path:
     w = oracles.wan()
     out.mkdir(parents=True, exist_ok=True)
     dit = w.model.WanModel(**{k: tuple(v) if isinstance(v, list) else v for k, v in DIT.items()})
-    oracles.randomize_(dit, seed=seed, std=0.1, table_std=0.5)  # ORACLES.md: sensitive sizes
+    oracles.randomize_(dit, seed=seed, std=0.1, table_std=0.5)  # docs/ORACLES.md: sensitive sizes
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in dit.state_dict().items()},
               str(out / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(dict(_class_name="WanModel", _diffusers_version="0.33.0", **DIT),

@@ -7,8 +7,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("MLX_ENABLE_TF32", "0")
 
-SHARED = ROOT.parent / "shared"
-IMAGES = SHARED / "data" / "images"
+ASSETS = ROOT / "assets"
+IMAGES = ASSETS / "images"
 
 try:  # keep the oracles from fighting the 2-core machine
     import torch

@@ -1,4 +1,4 @@
-"""Access to the official PyTorch code used as numerical oracles (see shared/reference/ORACLES.md).
+"""Access to the official PyTorch code used as numerical oracles (see docs/ORACLES.md).
 
 `wan()` imports the official Wan2.2 package (`wan22`, module `wan`) with the three shims it needs
 on a CPU-only machine. Helpers here build seeded random weights and compare arrays.
@@ -81,7 +81,7 @@ def randomize_(module, seed: int = 0, std: float = 0.1, table_std: float = 0.5,
 
     Weights ~ N(0, std) (or N(0, 1/fan_in) with ``fan_in``), norm weights 1 + N(0, norm_std),
     modulation / scale-shift tables ~ N(0, table_std). Sensitive comparisons need weights this large
-    (ORACLES.md, "Make the comparison sensitive").
+    (docs/ORACLES.md, "Make the comparison sensitive").
     """
     import torch
 

@@ -66,7 +66,7 @@ from mlx_video.sampling.guidance import GuidanceParams
 from oracles import randomize_, rel_err
 from test_ltx2_video_vae import LTX2_DEC, LTX2_ENC, single_file, torch_vae, vae_config
 
-TOL = 1e-3  # whole tiny pipelines in float32 (ORACLES.md)
+TOL = 1e-3  # whole tiny pipelines in float32 (docs/ORACLES.md)
 C, AZ, AF = 8, 2, 16  # video latent channels; audio latent channels x mel bins (tokens 32 wide)
 FRAMES, FPS, H, W, S = 17, 24.0, 128, 192, 5
 ANCHOR_STRENGTH, GUIDE_STRENGTH, GUIDE_FRAME = 0.9, 0.8, FRAMES - 1

@@ -1,7 +1,7 @@
 """Parity of mlx_video.ltx2.transformer (LTX-2 / LTX-2.3 audio+video DiT) with ltx-core's LTXModel.
 
 Tiny random models (2 layers, video 2 heads x 16, audio 2 heads x 8, caption channels 16) are built
-directly (ORACLES.md: configurators put caption projections on the meta device), filled by
+directly (docs/ORACLES.md: configurators put caption projections on the meta device), filled by
 `randomize_` (tables are torch.empty otherwise), exported in Lightricks' single-file layout
 (`model.diffusion_model.*` plus keys of other modules), converted with our `sanitize` and loaded
 with `load_strict`. States are float32 (ltx-core 1.0.0 casts positions to the latent dtype).
@@ -31,7 +31,7 @@ from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.ltx2.rope import rope_table
 from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs, Modality, Perturbations, sanitize, to_x0
 
-TOL = 3e-4  # attention-heavy stack, float32 (ORACLES.md)
+TOL = 3e-4  # attention-heavy stack, float32 (docs/ORACLES.md)
 B, F, H, W, T_A, S = 2, 2, 2, 3, 5, 4
 FPS = 24.0
 SIGMA = np.array([0.7, 0.4], np.float32)

@@ -24,7 +24,7 @@ def _res(n=1):
     return ["res_x", {"num_layers": n}]
 
 
-# ltx-core block lists with the real checkpoints' structure (ltx2.md 4.2 / 4.3), 1-2 layers per res_x
+# ltx-core block lists with the real checkpoints' structure (docs/ltx2.md 4.2 / 4.3), 1-2 layers per res_x
 LTX2_ENC = [_res(), ["compress_space_res", {"multiplier": 2}], _res(), ["compress_time_res", {"multiplier": 2}],
             _res(), ["compress_all_res", {"multiplier": 2}], _res(), ["compress_all_res", {"multiplier": 2}], _res()]
 LTX23_ENC = [_res(), ["compress_space_res", {"multiplier": 2}], _res(2), ["compress_time_res", {"multiplier": 2}],

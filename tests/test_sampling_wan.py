@@ -56,7 +56,7 @@ def test_grid_matches_official(name, steps, shift):
 
 
 def test_grid_known_values():
-    # reference/wan.md section 7 and 10 tables
+    # docs/wan.md section 7 and 10 tables
     ts, _ = wan_unipc_schedule(50, 5.0)
     assert ts[0] == 999 and ts[-1] == 92
     ts, _ = wan_unipc_schedule(40, 5.0)

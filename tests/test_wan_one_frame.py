@@ -169,7 +169,7 @@ def test_musubi_examples_write_an_image_and_the_latent(example, tmp_path, monkey
                      "--save_file", str(out)], tmp_path, monkeypatch)
     assert r.exit_code == 0, r.output
     im = Image.open(out)
-    assert im.size == (64, 32)                       # 451x300 start image under 64*48 max area (wan.md 8.1)
+    assert im.size == (64, 32)                       # 451x300 start image under 64*48 max area (docs/wan.md 8.1)
     meta = json.loads(im.text["parameters"])
     assert meta["one_frame_inference"]["target_index"] == 1 and meta["frame_num"] == 1
     lat = load_safetensors(out.with_suffix(".safetensors"))["latent"]

@@ -1,9 +1,9 @@
 """Parity of the MLX Wan DiT (mlx_video/wan/transformer.py) with the official Wan2.2 WanModel and
 with diffusers' WanTransformer3DModel (the Wan2.1 CLIP image branch: i2v / flf2v), at tiny sizes.
 
-Weights: the reference is randomized (ORACLES.md: std 0.1, tables 0.5, norms 1+0.1N), exported in
+Weights: the reference is randomized (docs/ORACLES.md: std 0.1, tables 0.5, norms 1+0.1N), exported in
 its real checkpoint layout, converted by our ``sanitize`` and loaded by ``load_strict``.
-The official <-> diffusers key map below is the test's own (wan.md 12), not the library's.
+The official <-> diffusers key map below is the test's own (docs/wan.md 12), not the library's.
 """
 from __future__ import annotations
 
@@ -360,7 +360,7 @@ def test_strict_loading_names_the_key():
 
 
 def test_from_config_real_shapes():
-    """The shipped configs (wan.md 1) in both spellings give the same args."""
+    """The shipped configs (docs/wan.md 1) in both spellings give the same args."""
     off = {"_class_name": "WanModel", "model_type": "ti2v", "dim": 3072, "in_dim": 48, "out_dim": 48,
            "num_heads": 24, "num_layers": 30, "ffn_dim": 14336, "freq_dim": 256, "text_len": 512, "eps": 1e-6}
     dif = {"_class_name": "WanTransformer3DModel", "num_attention_heads": 24, "attention_head_dim": 128,

@@ -2,7 +2,7 @@
 
 Follows ltx-core 1.0.0 (``tools.VideoLatentTools`` / ``AudioLatentTools``, ``components.patchifiers``,
 ``conditioning.types.latent_cond.VideoConditionByLatentIndex`` and
-``conditioning.types.keyframe_cond.VideoConditionByKeyframeIndex``; shared/reference/ltx2.md §7, §10).
+``conditioning.types.keyframe_cond.VideoConditionByKeyframeIndex``; docs/ltx2.md §7, §10).
 
 A stage's state is a :class:`TokenState`: patchified tokens ``[B, T, C]`` (latent grid tokens in
 (frame, row, column) order, which is the channels-last latent ``[B, F, h, w, C]`` reshaped, then any
@@ -17,7 +17,7 @@ appended guiding tokens), the clean tokens, the per-token denoise mask and the t
   seen by every guidance pass and by the audio<->video cross-attention, post-processed with their
   mask and stepped like any token; :meth:`TokenState.grid_latent` drops them afterwards.
 
-Departure recorded (ltx2.md §7, §10.1): newer LTX-2 code (after 1.0.0) uses time bounds
+Departure recorded (docs/ltx2.md §7, §10.1): newer LTX-2 code (after 1.0.0) uses time bounds
 ``[f, f + 1)`` for single-image keyframes; we keep 1.0.0's ``[f, f + 8)`` because 1.0.0 is the
 released code the checkpoints ship with and the oracle we test against. Positions are float32
 (ltx-core 1.0.0 casts them to the latent dtype, bf16 in its pipelines, which scrambles the high

@@ -2,7 +2,7 @@
 
 Follows ltx-pipelines 1.0.0 ``utils.samplers`` (``euler_denoising_loop``,
 ``res2s_audio_video_denoising_loop``) and ``utils.helpers`` (``simple_denoising_func``,
-``multi_modal_guider_denoising_func``); shared/reference/ltx2.md §8.
+``multi_modal_guider_denoising_func``); docs/ltx2.md §8.
 
 State: a video :class:`~mlx_video.ltx2.conditioning.TokenState` (grid tokens + guiding tokens) and
 an audio one. Every transformer pass sees the whole video state, guiding tokens included, with

@@ -23,7 +23,7 @@ FORMAT = "mlx_video/ltx2/1"
 # embeddings, AdaLN, projections in/out and the text connectors stay in the storage dtype).
 QUANT_SCOPES = {"transformer": "transformer_blocks.", "gemma": "model.layers."}
 
-# Hugging Face repos: the files each variant needs (names as listed in shared/reference/ltx2.md 14).
+# Hugging Face repos: the files each variant needs (names as listed in docs/ltx2.md 14).
 LTX2_REPOS = {
     "Lightricks/LTX-2": {
         "dev": "ltx-2-19b-dev.safetensors", "distilled": "ltx-2-19b-distilled.safetensors",

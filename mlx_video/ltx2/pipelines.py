@@ -9,7 +9,7 @@ One function, :func:`generate`, composes shared stages; a pipeline is only a lis
     to its first sigma] -> decode video (VAE) and audio (audio VAE + vocoder).
 
 Reference: ltx-pipelines 1.0.0 ``DistilledPipeline``, ``TI2VidOneStagePipeline``,
-``TI2VidTwoStagesPipeline`` and ``TI2VidTwoStagesHQPipeline`` (shared/reference/ltx2.md §9):
+``TI2VidTwoStagesPipeline`` and ``TI2VidTwoStagesHQPipeline`` (docs/ltx2.md §9):
 
 | pipeline          | stage 1 (half resolution unless one-stage)          | stage 2 (full resolution)          |
 | distilled         | 8 distilled sigmas, Euler, no guidance              | 3 sigmas from 0.909375, Euler      |

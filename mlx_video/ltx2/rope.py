@@ -4,7 +4,7 @@ Follows ``ltx_core.model.transformer.rope`` (ltx-core 1.0.0, ``rope_type="split"
 LTX-2 and LTX-2.3 checkpoints ship with. Tables are built once per run or stage on the host (NumPy)
 from explicit positions and stored float32; the transformer only multiplies by them.
 
-Construction (ltx2.md §2.7): frequency grid ``g_j = theta**(j/(N-1)) * pi/2`` for j = 0..N-1 with
+Construction (docs/ltx2.md §2.7): frequency grid ``g_j = theta**(j/(N-1)) * pi/2`` for j = 0..N-1 with
 ``N = inner_dim // (2 * n_axes)``; position p per axis (the midpoint of [start, end) with
 ``use_middle``); angle ``g_j * (2 * p / max_pos[axis] - 1)`` laid out frequency-major, axis-minor;
 padded at the front with (cos 1, sin 0) up to ``inner_dim / 2`` angles; then split into ``heads``
@@ -46,7 +46,7 @@ def rope_angles(positions, inner_dim: int, max_pos: Sequence[float], theta: floa
     positions: [B, n_axes, T, 2] holding [start, end) per axis (or [B, n_axes, T] plain positions;
     with ``use_middle=False`` only ``start`` is used), in the units ``max_pos`` is given in (seconds
     for time, pixels for space in LTX-2). The arithmetic is float32 as in ltx-core, whose positions
-    are float32 when states are built in float32 (see ltx2.md §2.7 about the bf16 trap).
+    are float32 when states are built in float32 (see docs/ltx2.md §2.7 about the bf16 trap).
     """
     pos = np.asarray(positions, dtype=np.float32)
     if pos.ndim == 4:

@@ -1,7 +1,7 @@
 """LTX-2 / LTX-2.3 audio+video diffusion transformer ("LTXModel") in MLX.
 
 Follows ``ltx_core.model.transformer`` (ltx-core 1.0.0: model.py, transformer.py, transformer_args.py,
-attention.py, adaln.py) as described in shared/reference/ltx2.md §2. One stack of blocks carries a
+attention.py, adaln.py) as described in docs/ltx2.md §2. One stack of blocks carries a
 video stream and (optionally) an audio stream; each block runs, per stream, AdaLN-modulated
 self-attention, text cross-attention, then audio<->video cross-attention, then the AdaLN FFN.
 The network predicts a velocity; :func:`to_x0` turns it into x0 as ltx-core's X0Model does.

@@ -10,7 +10,7 @@ diffusers' ``AutoencoderKLLTX2Video`` is the same network under other key names.
 The block *kinds* (res_x, compress_*_res, compress_*), layer counts and flags come from the
 checkpoint config (``config["vae"]`` of the single file, or a diffusers ``vae/config.json``);
 every block's *width* comes from the weights (``VideoVAE.from_weights``). LTX-2 (19B) and LTX-2.3
-disagree on the last encoder downsample (2048 vs 1024 channels, shared_docs ltx2.md 4.4), so a
+disagree on the last encoder downsample (2048 vs 1024 channels, docs/ltx2.md 4.4), so a
 width read from a stale config would either crash or silently mis-size the following blocks.
 All computation is float32.
 """
@@ -342,7 +342,7 @@ class VideoEncoder(nn.Module):
             elif name in _ENC_STRIDES:
                 o, *_, i_ = _shape(w, pre + "conv.weight", what)
                 p = math.prod(_ENC_STRIDES[name])
-                out = o * p  # ltx2.md 4.4: out from the conv, not from the config multiplier
+                out = o * p  # docs/ltx2.md 4.4: out from the conv, not from the config multiplier
                 if i_ != cur or (cur * p) % out:
                     raise WeightsError(f"{what}: conv takes {i_} channels (previous block gives {cur}); "
                                        f"{cur}*{p} is not a multiple of {out}")

@@ -5,7 +5,7 @@ cos/sin tables for every token of the row-major grid those vectors span. Angles 
 float64 with NumPy (MLX GPU backends have no float64) and stored float32.
 
 The Wan DiT uses the *interleaved* form: head channels (2i, 2i+1) form the complex number
-x[2i] + i·x[2i+1], rotated by exp(i·pos·theta^(-2j/d_axis)) (wan.md 2.4).
+x[2i] + i·x[2i+1], rotated by exp(i·pos·theta^(-2j/d_axis)) (docs/wan.md 2.4).
 """
 from __future__ import annotations
 

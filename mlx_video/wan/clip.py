@@ -7,7 +7,7 @@ conv patch embedding (no bias) -> prepend class token -> add positions -> pre-La
 blocks (fused qkv, 1/sqrt(d) attention, exact-GELU MLP). Wan takes the hidden states **after the
 first 31 of the 32 blocks**, with no post-norm and no head: ``[N, 257, 1280]``.
 ``transformers.CLIPVisionModel`` computes the same tower (``hidden_states[-2]``); diffusers' Wan2.1
-I2V/FLF2V repos ship it as ``image_encoder/`` (see shared/reference/wan.md §6, §12).
+I2V/FLF2V repos ship it as ``image_encoder/`` (see docs/wan.md §6, §12).
 """
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ def output_size(task: WanTask, size: str | None, first_image_wh: tuple[int, int]
 
 def i2v_size(image_wh: tuple[int, int], max_area: int, stride: int = 8, patch: int = 2) -> tuple[int, int]:
     """(width, height) of Wan2.1/A14B I2V/FLF2V output (and musubi one-frame): the image's aspect
-    under ``max_area``, latent sides floored to a multiple of the patch (wan.md 8.1 step 2)."""
+    under ``max_area``, latent sides floored to a multiple of the patch (docs/wan.md 8.1 step 2)."""
     w, h = image_wh
     ar = h / w
     lat_h = round(math.sqrt(max_area * ar) // stride // patch * patch)
@@ -90,7 +90,7 @@ def resize_bicubic(image: np.ndarray, width: int, height: int) -> mx.array:
 
 
 def encode_anchor_images(vae, images: Sequence[np.ndarray]) -> mx.array:
-    """Encode each image on its own as a one-frame video: [1, N, h, w, z] (mi2v, wan.md section 9)."""
+    """Encode each image on its own as a one-frame video: [1, N, h, w, z] (mi2v, docs/wan.md section 9)."""
     zs = [vae.encode(mx.array(im)[None, None]) for im in images]
     z = mx.concatenate(zs, axis=1)
     mx.eval(z)
@@ -102,7 +102,7 @@ def frame_mask(frame_num: int, given: Sequence[int], temporal_stride: int = 4) -
     [0, F-1] for FLF2V) of ``frame_num`` = 4k+1 frames.
 
     The pixel mask gets 3 extra copies of frame 0 in front and is folded 4 per latent frame:
-    ``mask[j, c] = m'[4j + c]`` (wan.md 8.1 step 4), so latent 0 of I2V is [1, 1, 1, 1] and FLF2V's
+    ``mask[j, c] = m'[4j + c]`` (docs/wan.md 8.1 step 4), so latent 0 of I2V is [1, 1, 1, 1] and FLF2V's
     last latent is [0, 0, 0, 1]. Generalises the reference's hard-coded 81 frames.
     """
     T = check_frame_num(frame_num, temporal_stride)
@@ -117,7 +117,7 @@ def frame_mask(frame_num: int, given: Sequence[int], temporal_stride: int = 4) -
 
 def encode_frames(vae, frames: dict[int, mx.array], frame_num: int, width: int, height: int) -> ChannelCondition:
     """I2V/FLF2V ``y``: the video with ``frames`` ({pixel frame: [height, width, 3] in [-1, 1]}) and
-    zeros elsewhere, VAE-encoded whole (wan.md 8.1 step 5, 8.2), plus ``frame_mask``."""
+    zeros elsewhere, VAE-encoded whole (docs/wan.md 8.1 step 5, 8.2), plus ``frame_mask``."""
     video = mx.zeros((1, frame_num, height, width, 3), mx.float32)
     for f, im in frames.items():
         video[:, f] = im.astype(mx.float32)
@@ -142,7 +142,7 @@ def encode_clip(clip, images: Sequence[np.ndarray]) -> mx.array:
 @dataclass(frozen=True)
 class OneFrameSpec:
     """musubi-tuner one-frame inference: latent slots at RoPE time indices ``control_index`` (clean
-    control images) and ``target_index`` (the generated image) (wan.md 11)."""
+    control images) and ``target_index`` (the generated image) (docs/wan.md 11)."""
 
     control_index: tuple[int, ...]
     target_index: int
@@ -205,7 +205,7 @@ class OneFrameSpec:
 def one_frame_condition(vae, controls: Sequence[np.ndarray], spec: OneFrameSpec) -> ChannelCondition:
     """musubi's one-frame ``y``: control images [H, W, 3] are assigned to the non-target slots in
     ascending index order, each encoded alone, with all 4 mask channels 1; the target slot has mask 0
-    and the latent of an all-zero (mid-grey) image (wan.md 11)."""
+    and the latent of an all-zero (mid-grey) image (docs/wan.md 11)."""
     if len(controls) != len(spec.control_index):
         raise ValueError(f"{len(controls)} control images for {len(spec.control_index)} control indices")
     H, W, _ = controls[0].shape

@@ -1,7 +1,7 @@
 """Wan task presets: the official sampling defaults per task (wan/configs/*.py, generate.py).
 
 A task names the checkpoint family it needs and how images condition it; the numbers are the
-official defaults, used when the user does not type a value (wan.md sections 1, 7, 8, 10).
+official defaults, used when the user does not type a value (docs/wan.md sections 1, 7, 8, 10).
 """
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ and frees it after (``offload``; for A14B only the active expert is resident). N
 or writes files.
 
 References: Wan2.2 ``textimage2video.py`` (TI2V; mi2v generalises its frame-0 latent replacement,
-wan.md 9), Wan2.2 ``image2video.py`` (I2V-A14B, wan.md 8.1), Wan2.1 ``image2video.py`` /
-``first_last_frame2video.py`` (CLIP, wan.md 8.1, 8.2), WanFM ``first_last_frame2video.py``
-(``generate_bidirectional``, wan.md 10) and musubi-tuner ``wan_generate_video.py`` (one frame, wan.md 11).
+docs/wan.md 9), Wan2.2 ``image2video.py`` (I2V-A14B, docs/wan.md 8.1), Wan2.1 ``image2video.py`` /
+``first_last_frame2video.py`` (CLIP, docs/wan.md 8.1, 8.2), WanFM ``first_last_frame2video.py``
+(``generate_bidirectional``, docs/wan.md 10) and musubi-tuner ``wan_generate_video.py`` (one frame, docs/wan.md 11).
 """
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def load_clip(model_dir: Path, cfg: dict):
 
 def expert_segments(timesteps: Sequence[int], boundary: float | None) -> list[tuple[str, int, int]]:
     """Runs of consecutive steps per DiT: [(name, first step, end step)], name "dit" without experts,
-    else "dit_high" while ``t >= boundary·1000`` and "dit_low" below (Wan2.2 A14B, wan.md 7)."""
+    else "dit_high" while ``t >= boundary·1000`` and "dit_low" below (Wan2.2 A14B, docs/wan.md 7)."""
     if boundary is None:
         return [("dit", 0, len(timesteps))]
     names = ["dit_high" if t >= boundary * 1000 else "dit_low" for t in timesteps]
@@ -138,7 +138,7 @@ def velocity(model, x: mx.array, t, context: mx.array, rope, guide_scale: float,
 
 @dataclass
 class BackwardPass:
-    """WanFM's time-reversed pass (wan.md 10): the model sees the latent and ``y`` flipped in time with
+    """WanFM's time-reversed pass (docs/wan.md 10): the model sees the latent and ``y`` flipped in time with
     RoPE ``rope`` (reversed temporal positions in the faithful mode, forward positions in the
     "reverse" mode). ``skip``: use the forward result for it (valid only in the faithful mode, where
     tests/test_wan_flf2v.py shows flip(backward) == forward to float32 rounding)."""

@@ -3,7 +3,7 @@
 Follows ``wan/modules/t5.py`` (``T5Encoder`` built by ``umt5_xxl(encoder_only=True)``) and
 ``wan/modules/tokenizers.py`` (``HuggingfaceTokenizer(clean='whitespace')``) of the official Wan2.2
 code; ``transformers.UMT5EncoderModel`` computes the same function under other names (see
-shared/reference/wan.md §5).
+docs/wan.md §5).
 
 Per block: ``x += Attn(RMSNorm1(x))``, ``x += FFN(RMSNorm2(x))``; the attention has no bias, no
 1/sqrt(d) scale and adds a per-block relative-position bias (32 bidirectional buckets, max distance

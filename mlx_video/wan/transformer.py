@@ -3,7 +3,7 @@
 Follows ``wan.modules.model.WanModel`` of the official Wan2.2 code (t2v, i2v without CLIP, ti2v
 with per-token timesteps) and of the official Wan2.1 code (i2v / flf2v with CLIP image tokens,
 ``WanI2VCrossAttention`` and ``MLPProj``); diffusers' ``WanTransformer3DModel`` is the same
-arithmetic under other names (wan.md sections 2 and 12).
+arithmetic under other names (docs/wan.md sections 2 and 12).
 
 One forward, in the paper's terms: patchify the (latent ‖ y) video into tokens; embed the timestep
 (sinusoid -> MLP) into six modulation vectors; per block, modulated LayerNorm -> self-attention with
@@ -34,7 +34,7 @@ MODEL_TYPES = ("t2v", "i2v", "flf2v", "ti2v")
 
 @dataclass
 class WanModelArgs:
-    """Hyper-parameters of one Wan DiT (wan.md section 1).
+    """Hyper-parameters of one Wan DiT (docs/wan.md section 1).
 
     image_dim: CLIP feature width of the Wan2.1 image branch (1280), None without it.
     pos_embed_seq_len: FLF2V's learned position table over the 2x257 image tokens (514), else None.
@@ -366,7 +366,7 @@ class WanModel(nn.Module):
 
         Positions are arange per axis; ``t_positions`` (T ints) replaces the temporal one, e.g.
         ``T-1-i`` (WanFM reversed time) or musubi's one-frame ``f_indices``. Head-dim split
-        d_t = d - 4·(d//6), d_h = d_w = 2·(d//6), theta 10000, interleaved pairs (wan.md 2.4).
+        d_t = d - 4·(d//6), d_h = d_w = 2·(d//6), theta 10000, interleaved pairs (docs/wan.md 2.4).
         Returns :class:`RopeTables` (float32, see nn/rope.py). Raises ValueError on a length mismatch.
         """
         T, H, W = (int(g) for g in grid)
@@ -382,7 +382,7 @@ class WanModel(nn.Module):
 
         context: list of B arrays [n_i, text_dim] (n_i <= text_len; T5 output trimmed to the prompt),
         or a padded [B, text_len, text_dim] array. Each is zero-padded to text_len rows that are
-        *not* masked: the padding rows become the MLP's bias response, as in the reference (wan.md 2.2).
+        *not* masked: the padding rows become the MLP's bias response, as in the reference (docs/wan.md 2.2).
         """
         n, dt = self.args.text_len, self.dtype
         if isinstance(context, mx.array) and context.ndim == 3:
