@@ -34,16 +34,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (str(ROOT), str(ROOT / "tests")):   # the project, and tests/oracles.py (the official code's shims)
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-import warnings  # noqa: E402
+import warnings
 
-import mlx.core as mx  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from mlx.utils import tree_flatten, tree_unflatten  # noqa: E402
+import mlx.core as mx
+import numpy as np
+import torch
+from mlx.utils import tree_flatten, tree_unflatten
 
 GiB = float(2 ** 30)
 # the official Wan code wraps float32 regions in autocast('cuda'); on a CPU torch warns once per call

@@ -1,8 +1,8 @@
 """LTX-2 DISTILLED pipeline, stage by stage: mlx_video.ltx2.pipelines.generate against ltx-pipelines 1.0.0.
 
-    python benchmarks/ltx2_distilled.py --size tiny                  # smoke run (narrow widths), ~30 s on CPU
-    python benchmarks/ltx2_distilled.py --size full --repeat 2       # 768x512 (WxH), 121 frames + audio, 48 blocks
-    python benchmarks/ltx2_distilled.py --size full --layers 8       # fewer blocks, labelled extrapolation
+    python -m benchmarks.ltx2_distilled --size tiny                  # smoke run (narrow widths), ~30 s on CPU
+    python -m benchmarks.ltx2_distilled --size full --repeat 2       # 768x512 (WxH), 121 frames + audio, 48 blocks
+    python -m benchmarks.ltx2_distilled --size full --layers 8       # fewer blocks, labelled extrapolation
 
 One unit of work = one distilled run with audio, as ``DistilledPipeline.__call__`` composes it after
 the prompt encoding. Gemma is not run: both sides get the same injected random text contexts of
@@ -50,10 +50,10 @@ os.environ.setdefault("TQDM_DISABLE", "1")   # euler_denoising_loop's progress b
 
 import numpy as np  # noqa: E402
 
-import common  # noqa: E402
-from common import mx, torch  # noqa: E402
-from ltx2_transformer import FULL_LAYERS, REAL, TEXT_TOKENS, TINY, checkpoint_config, ref_transformer_ctor  # noqa: E402
-from ltx2_vae import TILES, single_file_keys, vae_config  # noqa: E402
+from benchmarks import common  # noqa: E402
+from benchmarks.common import mx, torch  # noqa: E402
+from benchmarks.ltx2_transformer import FULL_LAYERS, REAL, TEXT_TOKENS, TINY, checkpoint_config, ref_transformer_ctor  # noqa: E402
+from benchmarks.ltx2_vae import TILES, single_file_keys, vae_config  # noqa: E402
 from ltx_core.components.diffusion_steps import EulerDiffusionStep  # noqa: E402
 from ltx_core.components.noisers import GaussianNoiser  # noqa: E402
 from ltx_core.model.audio_vae import AudioDecoderConfigurator, VocoderConfigurator  # noqa: E402

@@ -1,9 +1,9 @@
 """One LTX-2 audio+video transformer forward: mlx_video.ltx2.transformer.LTXModel against ltx-core's LTXModel.
 
-    python benchmarks/ltx2_transformer.py --size tiny                 # smoke run (narrow widths)
-    python benchmarks/ltx2_transformer.py --size mid --layers 1       # real LTX-2 widths, 384 video tokens
-    python benchmarks/ltx2_transformer.py --size full                 # 768x512, 121 frames + 5 s audio, 48 blocks
-    python benchmarks/ltx2_transformer.py --size full --model ltx23   # LTX-2.3 (gated attention, prompt AdaLN)
+    python -m benchmarks.ltx2_transformer --size tiny                 # smoke run (narrow widths)
+    python -m benchmarks.ltx2_transformer --size mid --layers 1       # real LTX-2 widths, 384 video tokens
+    python -m benchmarks.ltx2_transformer --size full                 # 768x512, 121 frames + 5 s audio, 48 blocks
+    python -m benchmarks.ltx2_transformer --size full --model ltx23   # LTX-2.3 (gated attention, prompt AdaLN)
 
 What one forward is on each side (as a denoising step calls it):
 - official: ltx-core ``LTXModel(video, audio, perturbations)`` with ``Modality`` inputs holding
@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 
-import common
-from common import mx, torch
+from benchmarks import common
+from benchmarks.common import mx, torch
 from ltx_core.components.patchifiers import AudioPatchifier, VideoLatentPatchifier
 from ltx_core.guidance.perturbations import BatchedPerturbationConfig
 from ltx_core.model.transformer import LTXModel as RefModel

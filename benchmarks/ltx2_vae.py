@@ -1,10 +1,10 @@
 """One LTX-2 video VAE decode: mlx_video.ltx2.video_vae against ltx-core's VideoDecoder.
 
-    python benchmarks/ltx2_vae.py --size tiny                        # smoke run (narrow widths)
-    python benchmarks/ltx2_vae.py --size mid                         # real widths, 9 frames 128x128
-    python benchmarks/ltx2_vae.py --size full                        # 121 frames 768x512 (latent 16x16x24), tiled
-    python benchmarks/ltx2_vae.py --size full --tiling none          # the same in one piece
-    python benchmarks/ltx2_vae.py --size full --model ltx23          # the LTX-2.3 decoder
+    python -m benchmarks.ltx2_vae --size tiny                        # smoke run (narrow widths)
+    python -m benchmarks.ltx2_vae --size mid                         # real widths, 9 frames 128x128
+    python -m benchmarks.ltx2_vae --size full                        # 121 frames 768x512 (latent 16x16x24), tiled
+    python -m benchmarks.ltx2_vae --size full --tiling none          # the same in one piece
+    python -m benchmarks.ltx2_vae --size full --model ltx23          # the LTX-2.3 decoder
 
 What one decode is on each side: normalised latent -> frames, with the decoder of the LTX-2 (19B)
 or LTX-2.3 checkpoint (block structure from docs/ltx2.md 4.2 / 4.3; 528 M / 407 M parameters).
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-import common
-from common import mx, torch
+from benchmarks import common
+from benchmarks.common import mx, torch
 from ltx_core.model.video_vae.model_configurator import VideoDecoderConfigurator
 from ltx_core.model.video_vae.tiling import SpatialTilingConfig, TemporalTilingConfig, TilingConfig
 

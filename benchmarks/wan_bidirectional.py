@@ -7,7 +7,7 @@ Times one denoising step of ``mlx_video.wan.pipeline.denoise`` (batched CFG) in 
   faithful-skip      the faithful mode with the redundant pass skipped (the default)
   reverse            forward + reversed pass keeping forward positions (a true time reversal)
 The official WanFM code is not packaged, so there is no reference side; its step is the same two
-passes (4 DiT forwards with CFG). Usage: python benchmarks/wan_bidirectional.py [--size tiny|full]
+passes (4 DiT forwards with CFG). Usage: python -m benchmarks.wan_bidirectional [--size tiny|full]
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import time
 import mlx.core as mx
 import numpy as np
 
-import common
+from benchmarks import common
 from mlx_video.sampling.solvers import make_solver
 from mlx_video.wan.pipeline import BackwardPass, denoise
 from mlx_video.wan.transformer import WanModel, WanModelArgs

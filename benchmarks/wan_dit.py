@@ -1,10 +1,10 @@
 """One Wan DiT forward: mlx_video.wan.transformer.WanModel against the official Wan2.2 WanModel.
 
-    python benchmarks/wan_dit.py --size tiny                     # smoke run (narrow widths)
-    python benchmarks/wan_dit.py --size mid                      # real TI2V-5B widths, 2 blocks, 192 tokens
-    python benchmarks/wan_dit.py --size full                     # TI2V-5B 704x1280x121: 27,280 tokens
-    python benchmarks/wan_dit.py --size 480p                     # TI2V-5B 480x832x81: 8,190 tokens
-    python benchmarks/wan_dit.py --model i2v-A14B --size full    # one A14B expert at 480x832x81: 32,760 tokens
+    python -m benchmarks.wan_dit --size tiny                     # smoke run (narrow widths)
+    python -m benchmarks.wan_dit --size mid                      # real TI2V-5B widths, 2 blocks, 192 tokens
+    python -m benchmarks.wan_dit --size full                     # TI2V-5B 704x1280x121: 27,280 tokens
+    python -m benchmarks.wan_dit --size 480p                     # TI2V-5B 480x832x81: 8,190 tokens
+    python -m benchmarks.wan_dit --model i2v-A14B --size full    # one A14B expert at 480x832x81: 32,760 tokens
 
 What one forward is on each side (as each pipeline calls it per step):
 - official: ``WanModel(x=[x], t, context=[ctx], seq_len, y)``; text embedding, time embedding and RoPE
@@ -25,9 +25,9 @@ import time
 
 import numpy as np
 
-import common
-from common import mx, torch
-from oracles import wan
+from benchmarks import common
+from benchmarks.common import mx, torch
+from tests.oracles import wan
 
 from mlx_video.io.weights import load_strict
 from mlx_video.wan.transformer import WanModel, WanModelArgs, sanitize

@@ -1,9 +1,9 @@
 """One Wan VAE decode: mlx_video.wan.vae22 / vae21 against the official WanVAE_ (Wan2.2 code).
 
-    python benchmarks/wan_vae.py --size tiny                   # smoke run (narrow widths)
-    python benchmarks/wan_vae.py --size mid                    # real widths, 9 frames 128x128
-    python benchmarks/wan_vae.py --size full                   # Wan2.2 VAE: 121 frames 704x1280 (latent 31x44x80)
-    python benchmarks/wan_vae.py --size full --version 2.1     # Wan2.1 VAE (A14B): 81 frames 480x832
+    python -m benchmarks.wan_vae --size tiny                   # smoke run (narrow widths)
+    python -m benchmarks.wan_vae --size mid                    # real widths, 9 frames 128x128
+    python -m benchmarks.wan_vae --size full                   # Wan2.2 VAE: 121 frames 704x1280 (latent 31x44x80)
+    python -m benchmarks.wan_vae --size full --version 2.1     # Wan2.1 VAE (A14B): 81 frames 480x832
 
 What one decode is on each side: normalised latents [1, T, h, w, z] -> frames clamped to [-1, 1],
 one latent frame per chunk through the causal feature cache on both sides.
@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-import common
-from common import mx, torch
-from oracles import wan
+from benchmarks import common
+from benchmarks.common import mx, torch
+from tests.oracles import wan
 
 from mlx_video.io.weights import load_strict
 from mlx_video.wan import vae21, vae22

@@ -20,7 +20,7 @@ seeded generators (tests/oracles.randomize_), rounded to bf16 before saving so t
 :func:`reference_modules` returns modules equal to the files. Needs the oracle extras (torch,
 ltx-core, transformers).
 
-Usage: python scripts/make_tiny_ltx2.py [OUT_DIR] [--version 2.0|2.3] [--seed 0]
+Usage: python -m scripts.make_tiny_ltx2 [OUT_DIR] [--version 2.0|2.3] [--seed 0]
 (default OUT_DIR: assets/tiny-LTX-2 for 2.0, assets/tiny-LTX-2.3 for 2.3)
 """
 from __future__ import annotations
@@ -31,8 +31,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
 
 C = 8                       # video latent channels (128 in the real checkpoints)
 GEMMA_HIDDEN, GEMMA_LAYERS = 32, 2
@@ -134,7 +132,7 @@ def _bf16_(module):
 def _fill(module, seed: int, **kw):
     """randomize_ the parameters; constant buffers (sinc filters, blur kernel) keep their values."""
     import torch
-    from oracles import randomize_
+    from tests.oracles import randomize_
 
     keep = {n: b.clone() for n, b in module.named_buffers()}
     randomize_(module, seed=seed, **kw)
@@ -252,7 +250,7 @@ def _gemma(seed: int):
     hf = Gemma3ForConditionalGeneration(Gemma3Config(text_config=dict(GEMMA_TEXT), vision_config=GEMMA_VISION,
                                                      mm_tokens_per_image=4)).eval()
     keep = {n: b.clone() for n, b in hf.named_buffers()}  # embed_scale, RoPE inv_freq: constants
-    from oracles import randomize_
+    from tests.oracles import randomize_
 
     randomize_(hf, seed=seed, std=0.1)
     with torch.no_grad():

@@ -6,7 +6,7 @@ The folder stands in for the checkpoint's ``google/umt5-xxl/`` tokenizer in test
 Nothing is trained: the pieces and their scores are fixed below, so two runs write byte-identical
 files (see ``--check``).
 
-    python scripts/make_tiny_tokenizer.py [--out tests/fixtures/tiny-umt5-tokenizer] [--check]
+    python -m scripts.make_tiny_tokenizer [--out tests/fixtures/tiny-umt5-tokenizer] [--check]
 """
 from __future__ import annotations
 

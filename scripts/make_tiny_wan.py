@@ -8,7 +8,7 @@ Files written (as Wan-AI/Wan2.2-TI2V-5B ships them): config.json + diffusion_pyt
 (a tiny tokenizer from tests/fixtures). The modules are the official PyTorch ones (package `wan22`),
 shrunk; seeded, so the script is reproducible. Needs the oracle extras (torch, wan22).
 
-Usage: python scripts/make_tiny_wan.py [OUT_DIR]   (default assets/tiny-Wan2.2-TI2V-5B)
+Usage: python -m scripts.make_tiny_wan [OUT_DIR]   (default assets/tiny-Wan2.2-TI2V-5B)
 """
 import json
 import shutil
@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
 DIT = dict(model_type="ti2v", patch_size=[1, 2, 2], text_len=512, in_dim=48, dim=64, ffn_dim=128, freq_dim=32,
            text_dim=32, out_dim=48, num_heads=2, num_layers=2, window_size=[-1, -1], qk_norm=True,
@@ -30,7 +29,7 @@ def write_text_encoder(out: Path, seed: int) -> None:
     checkpoint ships them."""
     import torch
 
-    import oracles
+    from tests import oracles
 
     tok_src = ROOT / "tests" / "fixtures" / "tiny-umt5-tokenizer"
     vocab = len(json.loads((tok_src / "tokenizer.json").read_text())["model"]["vocab"])
@@ -47,7 +46,7 @@ def build(out: Path, seed: int = 0) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    import oracles
+    from tests import oracles
 
     w = oracles.wan()
     out.mkdir(parents=True, exist_ok=True)

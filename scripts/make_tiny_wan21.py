@@ -17,16 +17,14 @@ Files written, as the real repos ship them:
   official ``WanModel(model_type='i2v')``, in_dim 36, different seeds), Wan2.1_VAE.pth, T5, tokenizer.
 Seeded, so the script is reproducible. Needs the oracle extras (torch, wan22, diffusers, transformers).
 
-Usage: python scripts/make_tiny_wan21.py [OUT_ROOT]   (default assets/)
+Usage: python -m scripts.make_tiny_wan21 [OUT_ROOT]   (default assets/)
 """
 import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "scripts"))
-from make_tiny_wan import write_text_encoder  # noqa: E402  (the same tiny UMT5 + tokenizer)
+from scripts.make_tiny_wan import write_text_encoder
 
 DIT = dict(dim=32, ffn_dim=64, freq_dim=32, num_heads=2, num_layers=2, text_dim=32, text_len=512, eps=1e-6)
 VAE21 = dict(dim=4, z_dim=16)
@@ -48,7 +46,7 @@ def _common(out: Path, seed: int):
     """Wan2.1 VAE, T5 and tokenizer, shared by every task here."""
     import torch
 
-    import oracles
+    from tests import oracles
 
     w = oracles.wan()
     vae = w.vae2_1.WanVAE_(dim=VAE21["dim"], z_dim=VAE21["z_dim"], dim_mult=[1, 2, 4, 4], num_res_blocks=2,
@@ -73,7 +71,7 @@ def open_clip_state(seed: int) -> dict:
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    import oracles
+    from tests import oracles
 
     m = CLIPVisionModelWithProjection(CLIPVisionConfig(projection_dim=16, **CLIP)).eval()
     oracles.randomize_(m, seed=seed, std=0.1)
@@ -104,8 +102,8 @@ def wan21_dit(flf: bool, seed: int):
     """A tiny diffusers Wan2.1 I2V/FLF2V DiT (CLIP branch), random weights as the parity tests draw them."""
     from diffusers import WanTransformer3DModel
 
-    import oracles
-    from test_wan_transformer import sharpen_cross_attention_
+    from tests import oracles
+    from tests.test_wan_transformer import sharpen_cross_attention_
 
     head = DIT["dim"] // DIT["num_heads"]
     dm = WanTransformer3DModel(
@@ -121,7 +119,7 @@ def wan21_dit(flf: bool, seed: int):
 def build_wan21(out: Path, flf: bool, seed: int = 0) -> Path:
     import torch
 
-    from test_wan_transformer import diffusers_to_official
+    from tests.test_wan_transformer import diffusers_to_official
 
     out.mkdir(parents=True, exist_ok=True)
     _common(out, seed)
@@ -134,7 +132,7 @@ def build_wan21(out: Path, flf: bool, seed: int = 0) -> Path:
 
 
 def build_a14b(out: Path, seed: int = 0) -> Path:
-    import oracles
+    from tests import oracles
 
     w = oracles.wan()
     out.mkdir(parents=True, exist_ok=True)

@@ -1,14 +1,10 @@
 import os
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+import pytest
+
+from tests.helpers import ASSETS, IMAGES
+
 os.environ.setdefault("MLX_ENABLE_TF32", "0")
-
-ASSETS = ROOT / "assets"
-IMAGES = ASSETS / "images"
 
 try:  # keep the oracles from fighting the 2-core machine
     import torch
@@ -16,3 +12,15 @@ try:  # keep the oracles from fighting the 2-core machine
     torch.set_num_threads(1)
 except ImportError:  # pragma: no cover - oracles are always installed in CI
     pass
+
+
+@pytest.fixture
+def images():
+    """The folder of bundled sample photographs (``assets/images``)."""
+    return IMAGES
+
+
+@pytest.fixture
+def assets():
+    """The folder of bundled assets (tiny models, images)."""
+    return ASSETS

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import IMAGES
-from wan_tiny import TINY
+from tests.helpers import IMAGES
+from tests.wan_tiny import TINY
 
 from mlx_video.cli import _expand_multi, app
 

@@ -2,9 +2,9 @@
 import mlx.core as mx
 import pytest
 
-from wan_tiny import TINY
+from tests.wan_tiny import TINY
 
-from convert.wan import convert_wan
+from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.io.hub import DownloadError, download, looks_like_repo_id
 from mlx_video.wan.pipeline import WanPipeline
 
@@ -42,7 +42,7 @@ def test_convert_command_handles_both_families(tmp_path):
 
     from mlx_video.cli import app
 
-    from wan_tiny import ROOT
+    from tests.wan_tiny import ROOT
 
     r = CliRunner().invoke(app, ["convert", str(ROOT / "assets" / "tiny-LTX-2"), str(tmp_path / "ltx")])
     assert r.exit_code == 0, r.output
@@ -56,7 +56,7 @@ def test_convert_command_handles_both_families(tmp_path):
 
 def test_vae_in_bf16_keeps_float32_latents_and_stays_close(tmp_path):
     """--vae_dtype bfloat16: latents stay float32, decode within bf16 tolerance of the float32 VAE."""
-    from oracles import rel_err
+    from tests.oracles import rel_err
 
     pipe = WanPipeline(convert_wan(TINY, tmp_path / "m", dtype="float32"), dtype=mx.float32,
                        vae_dtype=mx.bfloat16)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import IMAGES
+from tests.helpers import IMAGES
 from mlx_video.io.images import ImageError, best_output_size, cover_resize_crop, load_image, to_array
 from mlx_video.io.torch_pickle import load_pth
 from mlx_video.io.video import OutputPathError, check_output_path, write_image, write_video
@@ -76,7 +76,7 @@ def test_malicious_pickle_refused(tmp_path):
 
 
 def test_best_output_size_matches_official():
-    import oracles
+    from tests import oracles
 
     ref = oracles.wan_utils().best_output_size
 
@@ -149,7 +149,7 @@ def test_output_path_checks(tmp_path):
 def test_best_output_size_extreme_aspect_is_a_clear_error():
     with pytest.raises(ValueError, match="too elongated"):
         best_output_size(2000, 100, 32, 32, 96 * 64)
-    import oracles
+    from tests import oracles
 
     ref = oracles.wan_utils().best_output_size  # where the reference does not divide by zero, we agree
     assert best_output_size(2000, 100, 32, 32, 704 * 1280) == ref(2000, 100, 32, 32, 704 * 1280)

@@ -20,8 +20,8 @@ from mlx_video.io.weights import WeightsError, save_safetensors
 from mlx_video.nn.lora import (load_lora, ltx2_key_map, merge_loras, parse_lora_spec, resolve_lora,
                                wan_key_map)
 from mlx_video.wan.transformer import WanModelArgs
-from oracles import rel_err
-from test_wan_transformer import (GRID, TINY, _BLOCK, _TOP, _rename, cl, latents, official, ours,
+from tests.oracles import rel_err
+from tests.test_wan_transformer import (GRID, TINY, _BLOCK, _TOP, _rename, cl, latents, official, ours,
                                   run_official, state)
 
 TOL_ATTN = 3e-4
@@ -333,7 +333,7 @@ def test_ltx2_lora_matches_ltx_core_apply_loras():
     from ltx_core.loader.fuse_loras import apply_loras
     from ltx_core.loader.primitives import LoraStateDictWithStrength, StateDict
 
-    from test_ltx2_transformer import _ours, _reference
+    from tests.test_ltx2_transformer import _ours, _reference
 
     ref = _reference("ltx2")
     sd = {k: v.detach().to(torch.bfloat16) for k, v in ref.state_dict().items()}

@@ -10,7 +10,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from oracles import randomize_, rel_err
+from tests.oracles import randomize_, rel_err
 
 from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.ltx2 import audio_vae as av

@@ -1,4 +1,4 @@
-"""`convert.ltx2` + `mlx_video.ltx2.loading` on tiny LTX-2 / LTX-2.3 checkpoints in Lightricks' layout.
+"""`mlx_video.ltx2.checkpoint` + `mlx_video.ltx2.loading` on tiny LTX-2 / LTX-2.3 checkpoints in Lightricks' layout.
 
 The checkpoints come from scripts/make_tiny_ltx2.py: official ltx-core 1.0.0 / transformers modules
 at tiny sizes, saved as the real files are (bf16 single file with embedded config, upsampler file with
@@ -21,10 +21,10 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 import torch
-from oracles import rel_err
+from tests.oracles import rel_err
 
 import mlx_video.io.hub as hub
-from convert.ltx2 import convert_ltx2
+from mlx_video.ltx2.checkpoint import convert_ltx2
 from mlx_video.io.weights import WeightsError
 from mlx_video.ltx2 import loading as L
 from mlx_video.ltx2.transformer import Modality
@@ -350,7 +350,7 @@ def test_fp8_checkpoint_is_dequantized(cases, tmp_path):
 # ----------------------------------------------------------------------------- resolver, committed asset
 
 def test_resolver_converts_once_and_reuses_the_cache(cases, tmp_path, monkeypatch):
-    import convert.ltx2 as conv
+    import mlx_video.ltx2.checkpoint as conv
 
     case = cases("2.0")
     monkeypatch.setenv("MLX_VIDEO_CACHE", str(tmp_path / "cache"))

@@ -63,8 +63,8 @@ from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs, sanitize
 from mlx_video.ltx2.video_vae import VideoVAE
 from mlx_video.ltx2.video_vae import sanitize as vae_sanitize
 from mlx_video.sampling.guidance import GuidanceParams
-from oracles import randomize_, rel_err
-from test_ltx2_video_vae import LTX2_DEC, LTX2_ENC, single_file, torch_vae, vae_config
+from tests.oracles import randomize_, rel_err
+from tests.test_ltx2_video_vae import LTX2_DEC, LTX2_ENC, single_file, torch_vae, vae_config
 
 TOL = 1e-3  # whole tiny pipelines in float32 (docs/ORACLES.md)
 C, AZ, AF = 8, 2, 16  # video latent channels; audio latent channels x mel bins (tokens 32 wide)
@@ -430,7 +430,7 @@ def test_defaults_and_errors(parts):
 def tiny_cli(parts, monkeypatch):
     """`mlx_video generate` with the loaders replaced by the tiny components (loading itself is
     tested with the converter); the text encoder returns fixed contexts."""
-    import mlx_video.ltx2.cli as lcli
+    import mlx_video.cli.ltx2 as lcli
     import mlx_video.ltx2.loading as loading
 
     _, ours, models = parts
@@ -499,7 +499,7 @@ def test_cli_errors(tiny_cli, images, tmp_path):
 def test_cli_helpers():
     import mlx.nn as nn
 
-    from mlx_video.ltx2.cli import parse_image_spec
+    from mlx_video.cli.ltx2 import parse_image_spec
     from mlx_video.nn.lora import merge_named_lora as merge_distilled_lora
 
     assert parse_image_spec("a.png") == ("a.png", 0, 1.0)

@@ -16,7 +16,7 @@ import torch
 
 from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.ltx2 import text_encoder as te
-from oracles import randomize_, rel_err
+from tests.oracles import randomize_, rel_err
 
 L, R = 16, 8            # tokens (max_length), learnable registers
 WORDS = "a cat walks on the beach at sunset slowly camera pans left right red blue dog runs fast".split()

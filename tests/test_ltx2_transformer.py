@@ -12,7 +12,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from oracles import randomize_, rel_err, to_np
+from tests.oracles import randomize_, rel_err, to_np
 
 from ltx_core.components.patchifiers import AudioPatchifier, VideoLatentPatchifier
 from ltx_core.guidance.perturbations import (BatchedPerturbationConfig, Perturbation, PerturbationConfig,

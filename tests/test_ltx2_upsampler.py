@@ -14,7 +14,7 @@ import torch
 
 from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.ltx2 import upsampler as up
-from oracles import randomize_, rel_err
+from tests.oracles import randomize_, rel_err
 
 TOL = 1e-4
 C, MID = 16, 64

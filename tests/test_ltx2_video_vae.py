@@ -14,7 +14,7 @@ from ltx_core.model.video_vae.tiling import SpatialTilingConfig, TemporalTilingC
 
 from mlx_video.io.weights import WeightsError, save_safetensors
 from mlx_video.ltx2.video_vae import VideoVAE, load_video_vae, sanitize
-from oracles import randomize_, rel_err, to_np
+from tests.oracles import randomize_, rel_err, to_np
 
 TOL = 1e-4
 C = 8  # latent channels (128 in the checkpoints)

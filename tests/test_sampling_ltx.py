@@ -21,7 +21,7 @@ from mlx_video.sampling import (DISTILLED_SIGMAS, STAGE2_DISTILLED_SIGMAS, Guida
                                 res2s_coefficients, res2s_noise, res2s_sample, res2s_sigmas, sde_step,
                                 stg_delta)
 from mlx_video.sampling.solvers import phi
-from oracles import rel_err
+from tests.oracles import rel_err
 
 TOL = 1e-5
 mxa = lambda a: mx.array(np.asarray(a, np.float32))  # noqa: E731

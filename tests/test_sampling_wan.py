@@ -6,7 +6,7 @@ import torch
 
 from mlx_video.sampling import FlowDPMSolver, FlowUniPC, euler_step, make_solver, shift_sigmas
 from mlx_video.sampling.schedules import wan_flow_schedule, wan_unipc_schedule
-from oracles import rel_err, wan
+from tests.oracles import rel_err, wan
 
 SHAPE = (1, 2, 4, 6, 16)  # a small channels-last latent [B, T, h, w, C]; the solvers are elementwise
 TOL = 1e-5

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from oracles import randomize_, rel_err
+from tests.oracles import randomize_, rel_err
 
 from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.wan.clip import (CLIP_MEAN, CLIP_STD, CLIPVisionArgs, CLIPVisionEncoder, bicubic_resize,

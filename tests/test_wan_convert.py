@@ -1,4 +1,4 @@
-"""`convert.wan` from both real layouts: the diffusers repo layout (Wan-AI/Wan2.2-TI2V-5B-Diffusers) compared
+"""`mlx_video.wan.checkpoint` from both real layouts: the diffusers repo layout (Wan-AI/Wan2.2-TI2V-5B-Diffusers) compared
 with diffusers / transformers modules, the official layout's text encoder compared with the official T5,
 and 8-bit quantized conversion."""
 import json
@@ -8,11 +8,11 @@ import mlx.core as mx
 import pytest
 import torch
 
-import oracles
-from oracles import randomize_, rel_err
-from wan_tiny import TINY
+from tests import oracles
+from tests.oracles import randomize_, rel_err
+from tests.wan_tiny import TINY
 
-from convert.wan import convert_wan, detect_layout
+from mlx_video.wan.checkpoint import convert_wan, detect_layout
 from mlx_video.io.weights import WeightsError
 from mlx_video.wan.pipeline import WanPipeline
 

@@ -14,11 +14,11 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-import oracles
-from conftest import IMAGES
-from oracles import randomize_, rel_err
+from tests import oracles
+from tests.helpers import IMAGES
+from tests.oracles import randomize_, rel_err
 
-from convert.wan import convert_wan
+from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.io.images import cover_resize_crop, load_image, to_array
 from mlx_video.wan import conditions as C
 from mlx_video.wan import pipeline as P

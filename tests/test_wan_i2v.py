@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-import oracles
-from conftest import IMAGES
-from oracles import rel_err
-from test_wan_flf2v import _official_experts, _official_vae21
-from test_wan_transformer import official_to_diffusers
+from tests import oracles
+from tests.helpers import IMAGES
+from tests.oracles import rel_err
+from tests.test_wan_flf2v import _official_experts, _official_vae21
+from tests.test_wan_transformer import official_to_diffusers
 
-from convert.wan import convert_wan
+from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.io.weights import WeightsError
 from mlx_video.wan import pipeline as P
 from mlx_video.wan.clip import preprocess
@@ -171,8 +171,8 @@ def test_diffusers_a14b_and_clip_layouts(tmp_path):
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
-    from oracles import randomize_
-    from test_wan_transformer import sharpen_cross_attention_
+    from tests.oracles import randomize_
+    from tests.test_wan_transformer import sharpen_cross_attention_
 
     root = tmp_path / "Wan2.2-I2V-A14B-Diffusers"
     dits = []

@@ -12,11 +12,11 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from conftest import IMAGES
-from oracles import rel_err
-from test_wan_transformer import official_to_diffusers
+from tests.helpers import IMAGES
+from tests.oracles import rel_err
+from tests.test_wan_transformer import official_to_diffusers
 
-from convert.wan import convert_wan
+from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.cli import _expand_multi, app
 from mlx_video.io.weights import load_safetensors
 from mlx_video.wan import pipeline as P

@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-import oracles
-from conftest import IMAGES
-from oracles import rel_err
-from wan_tiny import TINY, load_official, official_vae22_scale
+from tests import oracles
+from tests.helpers import IMAGES
+from tests.oracles import rel_err
+from tests.wan_tiny import TINY, load_official, official_vae22_scale
 
-from convert.wan import convert_wan
+from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.io.weights import WeightsError
 from mlx_video.wan import pipeline as P
 

@@ -10,7 +10,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from oracles import randomize_, rel_err, wan
+from tests.oracles import randomize_, rel_err, wan
 
 from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.wan.t5 import (UMT5Args, UMT5Encoder, WanTextEncoder, clean_prompt, load_tokenizer,

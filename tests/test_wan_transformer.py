@@ -14,7 +14,7 @@ import torch
 
 from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.wan.transformer import WanModel, WanModelArgs, sanitize
-from oracles import randomize_, rel_err, wan
+from tests.oracles import randomize_, rel_err, wan
 
 TOL = 1e-4          # float32 module
 TOL_ATTN = 3e-4     # float32 attention-heavy stack

@@ -16,7 +16,7 @@ import torch
 
 from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.wan import vae21, vae22
-from oracles import randomize_, rel_err, wan
+from tests.oracles import randomize_, rel_err, wan
 
 TOL = 1e-4
 FRAMES = (1, 5, 9)

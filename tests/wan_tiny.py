@@ -1,12 +1,10 @@
 """Shared fixtures for Wan pipeline tests: the tiny official-layout checkpoint, converted once per session."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "assets" / "tiny-Wan2.2-TI2V-5B"
-sys.path.insert(0, str(ROOT / "scripts"))
 
 # Wan2.2 VAE latent statistics (wan/modules/vae2_2.py, Wan2_2_VAE.__init__)
 def official_vae22_scale():
@@ -27,7 +25,7 @@ def load_official(src: Path):
     import torch
     from safetensors.torch import load_file
 
-    import oracles
+    from tests import oracles
 
     w = oracles.wan()
     cfg = json.loads((src / "config.json").read_text())

@@ -1,4 +1,4 @@
-"""Load the components of a converted LTX-2 / LTX-2.3 folder (made by ``convert.ltx2``), and find or
+"""Load the components of a converted LTX-2 / LTX-2.3 folder (made by :func:`mlx_video.ltx2.checkpoint.convert_ltx2`), and find or
 make that folder from what a user passes (a converted folder, a Lightricks single file or a folder
 holding one, or a Hugging Face repo id).
 
@@ -17,11 +17,8 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from mlx_video.io.weights import WeightsError, load_safetensors, load_strict, quantize_linears, read_folder_config
+from mlx_video.ltx2.checkpoint import FORMAT, QUANT_SCOPES, convert_ltx2, read_header
 
-FORMAT = "mlx_video/ltx2/1"
-# Quantized Linear layers: those under these module paths whose input width divides group_size (the
-# embeddings, AdaLN, projections in/out and the text connectors stay in the storage dtype).
-QUANT_SCOPES = {"transformer": "transformer_blocks.", "gemma": "model.layers."}
 
 # Hugging Face repos: the files each variant needs (names as listed in docs/ltx2.md 14).
 LTX2_REPOS = {
@@ -45,7 +42,7 @@ VARIANTS = ("dev", "distilled")
 def read_config(model_dir: str | Path) -> dict:
     """The converted folder's config.json; raises WeightsError when it is not an mlx_video LTX-2 folder."""
     return read_folder_config(model_dir, FORMAT, "convert the Lightricks checkpoint first "
-                                                 "(mlx_video convert / python -m convert.ltx2)")
+                                                 "(mlx_video convert)")
 
 
 def _args(cls, d: dict):
@@ -184,7 +181,6 @@ def load_distilled_lora(model_dir: str | Path, cfg: dict) -> dict[str, mx.array]
 
 def _checkpoint_meta(path: Path) -> dict | None:
     """The parsed ``config`` metadata of a safetensors file, or None."""
-    from convert.ltx2 import read_header
 
     try:
         meta, _ = read_header(path)
@@ -258,7 +254,6 @@ def resolve_ltx2_model(model: str, variant: str = "dev", gemma: str | Path | Non
     Raises ValueError (unknown variant / repo), DownloadError (offline, gated, unknown repo; saying
     which files are needed), WeightsError (nothing convertible found, bad weights).
     """
-    from convert.ltx2 import convert_ltx2
     from mlx_video.io.hub import converted_path, looks_like_repo_id
 
     if variant not in VARIANTS:

@@ -17,8 +17,8 @@ from typing import List, Optional
 import numpy as np
 import typer
 
-from ..cli_common import fail as _fail, progress_bars
-from .loading import encode_text, load_components  # module names: tests replace them with tiny ones
+from .common import fail as _fail, progress_bars
+from mlx_video.ltx2.loading import encode_text, load_components  # module names: tests replace them with tiny ones
 
 app = typer.Typer(add_completion=False)
 

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from ..cli_common import fail as _fail, progress_bars, str2bool as _str2bool
+from .common import fail as _fail, progress_bars, str2bool as _str2bool
 
 app = typer.Typer(add_completion=False)
 
@@ -19,7 +19,7 @@ app = typer.Typer(add_completion=False)
 def resolve_wan_model(ckpt_dir: str, console=None) -> Path:
     """A converted folder for ``ckpt_dir``: used as is, converted once into the cache (official or
     diffusers folder), or downloaded from the Hub first (repo id)."""
-    from convert.wan import convert_wan, detect_layout
+    from mlx_video.wan.checkpoint import convert_wan, detect_layout
     from mlx_video.io.hub import (WAN_DIFFUSERS_FILES, WAN_OFFICIAL_FILES, converted_path, download,
                                   looks_like_repo_id)
 

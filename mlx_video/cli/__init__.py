@@ -1,7 +1,7 @@
 """`mlx_video` command line: generate, convert, info.
 
 ``generate`` picks the model family from its arguments and hands them to that family's command
-(:mod:`mlx_video.wan.cli`, :mod:`mlx_video.ltx2.cli`). Only the CLI modules print and write files.
+(:mod:`mlx_video.cli.wan`, :mod:`mlx_video.cli.ltx2`). Only the CLI modules print and write files.
 """
 from __future__ import annotations
 
@@ -58,9 +58,9 @@ def generate(ctx: typer.Context):
     (add --help after the family's options for all of them)."""
     args = list(ctx.args)
     if family_of(args) == "ltx2":
-        from mlx_video.ltx2.cli import app as family
+        from mlx_video.cli.ltx2 import app as family
     else:
-        from mlx_video.wan.cli import app as family
+        from mlx_video.cli.wan import app as family
     family(args=args, prog_name="mlx_video generate")
 
 
@@ -83,13 +83,13 @@ def convert(
     variant: str = typer.Option("dev", "--variant", help="LTX-2: dev | distilled"),
 ):
     """Convert a checkpoint to an mlx_video folder (strict: every key used, every shape checked)."""
-    from mlx_video.cli_common import fail as _fail
+    from mlx_video.cli.common import fail as _fail
     from mlx_video.io.hub import DownloadError
     from mlx_video.io.weights import WeightsError
 
     try:
         if _is_ltx2_source(src):
-            from convert.ltx2 import convert_ltx2
+            from mlx_video.ltx2.checkpoint import convert_ltx2
             from mlx_video.ltx2.loading import download_parts, find_parts
 
             p = Path(src).expanduser()
@@ -101,7 +101,7 @@ def convert(
                                gemma=parts["gemma"], upsamplers=parts["upsamplers"],
                                distilled_lora=parts["distilled_lora"])
         else:
-            from convert.wan import convert_wan
+            from mlx_video.wan.checkpoint import convert_wan
             from mlx_video.io.hub import WAN_DIFFUSERS_FILES, WAN_OFFICIAL_FILES, download, looks_like_repo_id
 
             p = Path(src).expanduser()
@@ -118,7 +118,7 @@ def info(path: Path = typer.Argument(..., help="a converted folder")):
     """Show a converted folder's configuration."""
     import json
 
-    from mlx_video.cli_common import fail as _fail
+    from mlx_video.cli.common import fail as _fail
 
     p = Path(path) / "config.json"
     if not p.is_file():
