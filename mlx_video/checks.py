@@ -1,0 +1,59 @@
+"""Value checks shared by both families' settings: each raises ``ValueError`` with one line naming the setting.
+
+The pipelines' settings dataclasses call these in their ``validate()`` before any model loads, so the CLI and
+the Python API refuse the same values with the same message (the CLI prints it and exits 2).
+"""
+from __future__ import annotations
+
+import math
+
+SEED_MAX = 2**32 - 1  # seeds are reduced into [0, 2**32) (the official scripts draw from that range)
+
+
+def positive_int(name: str, value, maximum: int | None = None) -> int:
+    """``value`` as an int >= 1 (and <= ``maximum`` when given); ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    v = int(value)
+    if v < 1:
+        raise ValueError(f"{name} must be at least 1, got {v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {v}")
+    return v
+
+
+def finite(name: str, value, low: float | None = None, high: float | None = None) -> float:
+    """``value`` as a finite float within [low, high] (bounds optional); ValueError otherwise."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if low is not None and v < low or high is not None and v > high:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {v:g}")
+    return v
+
+
+def fps(value) -> float:
+    """Frames per second: finite and > 0 (at most 1000)."""
+    v = finite("fps", value, 0.0, 1000.0)
+    if v <= 0:
+        raise ValueError(f"fps must be greater than 0, got {v:g}")
+    return v
+
+
+def crf(value) -> int:
+    """H.264 constant rate factor: an integer in [0, 51] (libx264's range)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 51:
+        raise ValueError(f"crf must be a whole number in [0, 51], got {value!r}")
+    return value
+
+
+def seed(value) -> int:
+    """Any integer seed, reduced by the documented rule ``seed mod 2**32`` (negative seeds wrap around)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"seed must be a whole number, got {value!r}")
+    return value % (SEED_MAX + 1)
