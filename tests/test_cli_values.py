@@ -165,6 +165,11 @@ def test_two_generations_in_one_process_are_identical(pipe, task, images):
     assert not np.array_equal(np.array(a.latents), np.array(c.latents))   # the seed is used
 
 
+def test_lora_strength_is_checked_in_the_api_too(pipe):
+    with pytest.raises(ValueError, match="LoRA strength of style.safetensors must be finite"):
+        WanPipeline(pipe.model_dir, loras=[("style.safetensors", float("inf"))])
+
+
 def test_nan_latent_stops_at_the_step_with_its_cause(pipe):
     s = WanSettings(task="t2v-5B", size="64*32", frame_num=5, sample_steps=3)
     nan = mx.full((1, 2, 2, 4, 48), float("nan"))

@@ -1,10 +1,11 @@
 """Wan pipelines: Wan2.2 TI2V-5B (t2v, ti2v, mi2v anchors), Wan2.1 T2V/I2V/FLF2V (CLIP), Wan2.2 A14B
 two-expert T2V/I2V/FLF2V (with WanFM bidirectional sampling) and musubi-tuner one-frame inference.
 
-Stages are plain functions over arrays (text encode -> image encode -> denoise -> decode);
-``WanPipeline`` only owns the converted model folder, loads each component when a stage needs it
-and frees it after (``offload``; for A14B only the active expert is resident). Nothing here prints
-or writes files.
+A run is ``WanSettings`` (the task's official defaults, ``validate()`` before any model loads) -> ``plan``
+(sizes, latent shape, schedule) -> ``encode_text`` / ``encode_images`` (prepare) -> ``denoise`` -> ``decode``,
+composed by ``WanPipeline.generate`` into a :class:`mlx_video.result.GenerationResult`. ``WanPipeline`` owns
+the converted model folder, loads each component when a stage needs it and frees it after (``offload``; for
+A14B only the active expert is resident). Nothing here prints or writes files.
 
 References: Wan2.2 ``textimage2video.py`` (TI2V; mi2v generalises its frame-0 latent replacement,
 docs/wan.md 9), Wan2.2 ``image2video.py`` (I2V-A14B, docs/wan.md 8.1), Wan2.1 ``image2video.py`` /
@@ -207,7 +208,8 @@ def _read_loras(specs: Sequence) -> list[tuple[dict, float]]:
     out = []
     for spec in specs:
         path, strength = parse_lora_spec(spec) if isinstance(spec, (str, Path)) else spec
-        out.append((load_lora(path), float(strength)))
+        strength = checks.finite(f"LoRA strength of {path}", strength)
+        out.append((load_lora(path), strength))
     return out
 
 
@@ -556,8 +558,8 @@ class WanPipeline:
         ImageError / WeightsError on bad input before any model runs, NonFiniteError when the latents or the
         decoded frames become NaN or inf.
         """
-        if settings is not None and fields:
-            raise ValueError("give a WanSettings or its fields as keywords, not both")
+        if settings is not None and (fields or not isinstance(settings, WanSettings)):
+            raise TypeError("generate takes a WanSettings or its fields as keywords, not both")
         plan = self.plan(settings if settings is not None else WanSettings(**fields))
         plan.check_noise(noise)
         meter = Meter()
