@@ -143,6 +143,12 @@ def test_settings_fill_defaults_and_reduce_the_seed():
         WanSettings(sample_steps=0).validate()
     with pytest.raises(ValueError, match="seed must be a whole number"):
         WanSettings(seed="7").validate()
+    with pytest.raises(ValueError, match="images must be a list of paths"):
+        WanSettings(task="mi2v-5B", images=IMG).validate()
+    with pytest.raises(ValueError, match="size must be a string"):
+        WanSettings(size=(64, 32)).validate()
+    with pytest.raises(ValueError, match="sample_steps must be a whole number"):
+        WanSettings(sample_steps=2.5).validate()
 
 
 @pytest.fixture(scope="module")

@@ -192,8 +192,10 @@ def _images_rule(tk: WanTask, n: int, one_frame: bool) -> None:
             raise ValueError(f"one-frame {tk.name} takes {need} CLIP image(s) (--image_path"
                              f"{' and --end_image_path' if need == 2 else ''}), got {n}")
         return
-    rules = {"none": (0, 0, "takes no images"), "optional": (0, 1, "takes at most one image (use mi2v-5B for several)"),
-             "many": (1, 10**9, "needs at least one image"), "first": (1, 1, "takes exactly one image (the first frame)"),
+    rules = {"none": (0, 0, "takes no images"),
+             "optional": (0, 1, "takes at most one image (use mi2v-5B for several)"),
+             "many": (1, 10**9, "needs at least one image"),
+             "first": (1, 1, "takes exactly one image (the first frame)"),
              "first_last": (2, 2, "takes a first and a last frame")}
     lo, hi, msg = rules[tk.images]
     if not lo <= n <= hi:
@@ -282,6 +284,7 @@ class WanSettings:
     def validate(self) -> WanSettings:
         """A copy with every default filled in from the task and every value checked; raises ValueError (one
         line naming the setting) or ImageError (an image missing or unreadable). Idempotent."""
+        self._check_kinds()
         tk, images, controls = self.preset, tuple(self.images), tuple(self.control_images)
         one = self._one_frame(controls)
         _images_rule(tk, len(images), one is not None)
@@ -289,6 +292,27 @@ class WanSettings:
             raise ValueError(f"bidirectional must be 'faithful' or 'reverse', got {self.bidirectional!r}")
         if self.bidirectional and (tk.images != "first_last" or one is not None):
             raise ValueError("bidirectional sampling is for the flf2v tasks (first and last frame)")
+        frame_num, T = self._frames(tk, one, len(images))
+        size = self.size or tk.size
+        self._check_size(tk, size, T, bool(images))
+        for p in images + controls:
+            load_image(p)
+        seed = secrets.randbelow(2**32) if self.seed is None else checks.seed(self.seed)
+        return replace(self, images=images, control_images=controls, one_frame=one, frame_num=frame_num, size=size,
+                       sample_steps=self._steps(tk), sample_shift=self._shift(tk, size, one), solver=self._solver(tk),
+                       guide_scale=self._guide(tk), negative_prompt=self.negative_prompt or tk.neg_prompt,
+                       fps=self._fps(tk), seed=seed)
+
+    def _check_kinds(self) -> None:
+        for name in ("images", "control_images"):
+            if isinstance(getattr(self, name), (str, Path)):
+                raise ValueError(f"{name} must be a list of paths, got one path {getattr(self, name)!r}")
+        for name in ("prompt", "size", "negative_prompt"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+
+    def _frames(self, tk: WanTask, one: OneFrameSpec | None, n_images: int) -> tuple[int, int]:
+        """(pixel frames, latent frames T), checked against the RoPE table and the images to place."""
         if one is not None and self.frame_num not in (None, 1):
             raise ValueError(f"one-frame inference makes one frame; frame_num {self.frame_num} cannot be taken")
         frame_num = 1 if one is not None else tk.frame_num if self.frame_num is None else self.frame_num
@@ -297,26 +321,21 @@ class WanSettings:
         if T > ROPE_ROWS:
             raise ValueError(f"frame_num {frame_num} gives {T} latent frames, more than the {ROPE_ROWS} positions "
                              f"of the model's RoPE table (frame_num <= {4 * ROPE_ROWS - 3})")
-        if tk.images in ("many", "optional") and len(images) > T - 1:
-            raise ValueError(f"{len(images)} images need at least {len(images) + 1} latent frames; "
+        if tk.images in ("many", "optional") and n_images > T - 1:
+            raise ValueError(f"{n_images} images need at least {n_images + 1} latent frames; "
                              f"frame_num {frame_num} gives {T} latent frames, so at most {T - 1} images "
-                             f"(use frame_num >= {4 * len(images) + 1})")
+                             f"(use frame_num >= {4 * n_images + 1})")
         if tk.images == "first_last" and one is None and frame_num < 2:
             raise ValueError("first-last-frame tasks need frame_num >= 5")
-        size = self.size or tk.size
-        self._check_size(tk, size, T, bool(images))
+        return frame_num, T
+
+    def _solver(self, tk: WanTask) -> str:
+        if self.bidirectional and self.solver not in (None, "euler"):
+            raise ValueError(f"bidirectional sampling runs the Euler solver, not {self.solver!r}")
         solver = "euler" if self.bidirectional else (self.solver or tk.solver)
         if solver not in SOLVERS:
             raise ValueError(f"unknown solver {solver!r}; expected 'unipc', 'dpm++' or 'euler'")
-        if self.bidirectional and self.solver not in (None, "euler"):
-            raise ValueError(f"bidirectional sampling runs the Euler solver, not {self.solver!r}")
-        for p in images + controls:
-            load_image(p)
-        return replace(self, images=images, control_images=controls, one_frame=one, frame_num=frame_num, size=size,
-                       sample_steps=self._steps(tk), sample_shift=self._shift(tk, size, one), solver=solver,
-                       guide_scale=self._guide(tk), negative_prompt=self.negative_prompt or tk.neg_prompt,
-                       fps=self._fps(tk), seed=secrets.randbelow(2**32) if self.seed is None
-                       else checks.seed(self.seed))
+        return solver
 
     def _one_frame(self, controls: tuple) -> OneFrameSpec | None:
         if self.one_frame is None:
