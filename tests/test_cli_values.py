@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.helpers import IMAGES, ROOT
-from tests.wan_tiny import TINY
-
 from mlx_video.cli import _expand_multi, app
 from mlx_video.result import NonFiniteError
 from mlx_video.wan.pipeline import WanPipeline, WanSettings
+from tests.helpers import IMAGES, ROOT
+from tests.wan_tiny import TINY
 
 IMG = str(IMAGES / "astronaut.png")   # 512x512
 BASE = ["--task", "t2v-5B", "--ckpt_dir", str(TINY), "--prompt", "x", "--size", "64*32", "--frame_num", "5",

@@ -30,8 +30,14 @@ def fail(msg: str) -> None:
 def progress_bars(console):
     """A rich progress display; yields ``progress(stage, step, total)``, the callback the pipelines take.
     One bar per stage with steps done, it/s (stages of more than one step) and ETA."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -18,9 +18,8 @@ app = typer.Typer(add_completion=False)
 def resolve_wan_model(ckpt_dir: str, console=None) -> Path:
     """A converted folder for ``ckpt_dir``: used as is, converted once into the cache (official or
     diffusers folder), or downloaded from the Hub first (repo id)."""
+    from mlx_video.io.hub import WAN_DIFFUSERS_FILES, WAN_OFFICIAL_FILES, converted_path, download, looks_like_repo_id
     from mlx_video.wan.checkpoint import convert_wan, detect_layout
-    from mlx_video.io.hub import (WAN_DIFFUSERS_FILES, WAN_OFFICIAL_FILES, converted_path, download,
-                                  looks_like_repo_id)
 
     p = Path(ckpt_dir).expanduser()
     if not p.exists() and looks_like_repo_id(ckpt_dir):
@@ -64,7 +63,7 @@ def generate(
     prompt: str = typer.Option("", "--prompt"),
     negative_prompt: Optional[str] = typer.Option(None, "--negative_prompt", "--negative-prompt"),
     image: Optional[Path] = typer.Option(None, "--image", help="first frame (ti2v-5B, i2v-*)"),
-    images: Optional[List[Path]] = typer.Option(None, "--images", help="anchor images, in order (mi2v-5B)"),
+    images: Optional[list[Path]] = typer.Option(None, "--images", help="anchor images, in order (mi2v-5B)"),
     first_frame: Optional[Path] = typer.Option(None, "--first_frame", "--first-frame", help="flf2v-*: first frame"),
     last_frame: Optional[Path] = typer.Option(None, "--last_frame", "--last-frame", help="flf2v-*: last frame"),
     bidirectional_sampling: bool = typer.Option(False, "--bidirectional_sampling", "--bidirectional-sampling",
@@ -74,7 +73,7 @@ def generate(
                                                 "(backward pass keeps forward positions)"),
     one_frame_inference: Optional[str] = typer.Option(None, "--one_frame_inference", "--one-frame-inference",
                                                       help='musubi one-frame: "control_index=0;2,target_index=1"'),
-    control_image_path: Optional[List[Path]] = typer.Option(None, "--control_image_path", "--control-image-path",
+    control_image_path: Optional[list[Path]] = typer.Option(None, "--control_image_path", "--control-image-path",
                                                             help="one-frame control images, in index order"),
     image_path: Optional[Path] = typer.Option(None, "--image_path", "--image-path", help="one-frame: CLIP start image"),
     end_image_path: Optional[Path] = typer.Option(None, "--end_image_path", "--end-image-path",
@@ -103,10 +102,10 @@ def generate(
     t5_cpu: bool = typer.Option(False, "--t5_cpu", "--t5-cpu",
                                 help="accepted as in the official CLI: with unified memory there is no separate "
                                      "device memory to spare; the text encoder is freed before the DiT runs"),
-    lora: Optional[List[str]] = typer.Option(None, "--lora", help="PATH[:STRENGTH], repeatable: merged into every DiT"),
-    lora_high: Optional[List[str]] = typer.Option(None, "--lora_high", "--lora-high",
+    lora: Optional[list[str]] = typer.Option(None, "--lora", help="PATH[:STRENGTH], repeatable: merged into every DiT"),
+    lora_high: Optional[list[str]] = typer.Option(None, "--lora_high", "--lora-high",
                                                   help="PATH[:STRENGTH], repeatable: A14B high-noise expert only"),
-    lora_low: Optional[List[str]] = typer.Option(None, "--lora_low", "--lora-low",
+    lora_low: Optional[list[str]] = typer.Option(None, "--lora_low", "--lora-low",
                                                  help="PATH[:STRENGTH], repeatable: A14B low-noise expert only"),
 ):
     """Generate a video (or one image) from a prompt and optional images."""

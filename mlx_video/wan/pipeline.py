@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -30,9 +30,21 @@ from ..io.images import load_image, to_array, to_uint8
 from ..io.weights import WeightsError, load_safetensors, load_strict, quantize_linears, read_folder_config
 from ..result import GenerationResult, Meter, check_finite
 from ..sampling.solvers import FlowEuler, make_solver
-from .conditions import (ROPE_ROWS, OneFrameSpec, check_frame_num, check_size, encode_anchor_images, encode_clip,
-                         encode_frames, first_last_pixels, i2v_size, one_frame_condition, output_size,
-                         prepare_images, resize_bicubic)
+from .conditions import (
+    ROPE_ROWS,
+    OneFrameSpec,
+    check_frame_num,
+    check_size,
+    encode_anchor_images,
+    encode_clip,
+    encode_frames,
+    first_last_pixels,
+    i2v_size,
+    one_frame_condition,
+    output_size,
+    prepare_images,
+    resize_bicubic,
+)
 from .config import TASKS, WanTask, parse_size
 
 FORMAT = "mlx_video/wan/1"
@@ -60,9 +72,11 @@ def load_dit(model_dir: Path, cfg: dict, name: str = "dit"):
 def load_vae(model_dir: Path, cfg: dict):
     """The converted folder's Wan2.1 or Wan2.2 VAE (float32, strict loading; WeightsError on bad weights)."""
     if cfg["vae"]["version"] == "2.2":
-        from .vae22 import Wan22VAE as VAE, Wan22VAEArgs as VAEArgs
+        from .vae22 import Wan22VAE as VAE
+        from .vae22 import Wan22VAEArgs as VAEArgs
     else:
-        from .vae21 import Wan21VAE as VAE, Wan21VAEArgs as VAEArgs
+        from .vae21 import Wan21VAE as VAE
+        from .vae21 import Wan21VAEArgs as VAEArgs
     model = VAE(VAEArgs(**cfg["vae"]["args"]))
     return load_strict(model, load_safetensors(Path(model_dir) / "vae.safetensors"), what="Wan VAE")
 
