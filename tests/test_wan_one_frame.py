@@ -132,7 +132,7 @@ def test_control_0_target_5_gives_rope_rows_0_and_5(pipe):
     assert rel_err(default, ours) > 1e-2                       # positions [0, 1] would give another answer
 
     # the target slot (1) is what comes back and is decoded to one image
-    assert res.latents.shape == (1, 1, h // 8, w // 8, 16) and res.video.shape == (1, h, w, 3)
+    assert res.latents.shape == (1, 1, h // 8, w // 8, 16) and res.frames.shape == (1, h, w, 3)
     assert res.params["one_frame_inference"] == {"control_index": [0], "target_index": 5}
 
 

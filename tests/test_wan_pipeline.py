@@ -88,9 +88,9 @@ def test_mi2v_one_image_equals_official_ti2v(pipe):
     lat = res.latents[0]  # [T, h, w, C]
     ref = lat_ref.permute(1, 2, 3, 0)
     assert rel_err(lat, ref) < 1e-3, rel_err(lat, ref)
-    assert res.video.shape == (FRAMES, oh, ow, 3)
+    assert res.frames.shape == (FRAMES, oh, ow, 3)
     ref_u8 = np.round((vid_ref.permute(1, 2, 3, 0).numpy() + 1) * 127.5).astype(np.int16)
-    assert np.abs(res.video.astype(np.int16) - ref_u8).max() <= 1
+    assert np.abs(res.frames.astype(np.int16) - ref_u8).max() <= 1
     # the comparison can fail: unbatched CFG agrees, a different guide scale or image does not
     res2 = pipe.generate(task="mi2v-5B", images=[img], size="96*64", frame_num=FRAMES, sample_steps=STEPS,
                          sample_shift=SHIFT, guide_scale=G, noise=mx.array(noise.permute(1, 2, 3, 0).numpy())[None],

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import typer
 
@@ -29,8 +30,14 @@ def fail(msg: str) -> None:
 def progress_bars(console):
     """A rich progress display; yields ``progress(stage, step, total)``, the callback the pipelines take.
     One bar per stage with steps done, it/s (stages of more than one step) and ETA."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
@@ -47,3 +54,40 @@ def progress_bars(console):
             bar.update(bars[stage], completed=step, rate=rate)
 
         yield progress
+
+
+def dtype_of(name: str | None, option: str = "--dtype"):
+    """An MLX dtype from its name ("float32", "bfloat16", "float16"); None stays None (the library's default).
+    Raises ValueError naming ``option`` for any other name."""
+    if name is None:
+        return None
+    import mlx.core as mx
+
+    if name not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"{option} takes float32, bfloat16 or float16, got {name!r}")
+    return getattr(mx, name)
+
+
+def save_result(res, path: Path, meta: dict, console, latent: bool = False) -> None:
+    """Write a GenerationResult: one frame as PNG, else mp4 (with audio when the result has it), ``meta`` as
+    the file's metadata; ``latent`` also writes ``res.latents`` beside it (.safetensors). Then report the
+    timings, peak memory (GiB) and what was saved on ``console``."""
+    import json
+
+    from mlx_video.io.video import write_image, write_video
+    from mlx_video.io.weights import save_safetensors
+
+    frames = res.frames
+    if len(frames) == 1 and path.suffix.lower() == ".png":
+        write_image(path, frames[0], meta)
+    else:
+        write_video(path, frames, res.fps, meta, audio=res.audio, sample_rate=res.sample_rate)
+    if latent:
+        lat = path.with_suffix(".safetensors")
+        save_safetensors(lat, {"latent": res.latents}, metadata={"parameters": json.dumps(meta, default=str)})
+        console.print(f"saved latent {lat} {tuple(res.latents.shape)} [B, T, h, w, C]")
+    for k, v in res.timings.items():
+        peak = res.phase_peak_gib.get(k)
+        console.print(f"{k:>14}: {v:8.2f} s" + (f"   peak {peak:6.2f} GiB" if peak is not None else ""))
+    console.print(f"{'peak memory':>14}: {res.peak_memory_gib:8.2f} GiB")
+    console.print(f"saved {path} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, {res.fps:g} fps)")

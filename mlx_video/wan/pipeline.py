@@ -1,10 +1,11 @@
 """Wan pipelines: Wan2.2 TI2V-5B (t2v, ti2v, mi2v anchors), Wan2.1 T2V/I2V/FLF2V (CLIP), Wan2.2 A14B
 two-expert T2V/I2V/FLF2V (with WanFM bidirectional sampling) and musubi-tuner one-frame inference.
 
-Stages are plain functions over arrays (text encode -> image encode -> denoise -> decode);
-``WanPipeline`` only owns the converted model folder, loads each component when a stage needs it
-and frees it after (``offload``; for A14B only the active expert is resident). Nothing here prints
-or writes files.
+A run is ``WanSettings`` (the task's official defaults, ``validate()`` before any model loads) -> ``plan``
+(sizes, latent shape, schedule) -> ``encode_text`` / ``encode_images`` (prepare) -> ``denoise`` -> ``decode``,
+composed by ``WanPipeline.generate`` into a :class:`mlx_video.result.GenerationResult`. ``WanPipeline`` owns
+the converted model folder, loads each component when a stage needs it and frees it after (``offload``; for
+A14B only the active expert is resident). Nothing here prints or writes files.
 
 References: Wan2.2 ``textimage2video.py`` (TI2V; mi2v generalises its frame-0 latent replacement,
 docs/wan.md 9), Wan2.2 ``image2video.py`` (I2V-A14B, docs/wan.md 8.1), Wan2.1 ``image2video.py`` /
@@ -14,39 +15,40 @@ docs/wan.md 9), Wan2.2 ``image2video.py`` (I2V-A14B, docs/wan.md 8.1), Wan2.1 ``
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from .. import checks
 from ..conditioning import LatentAnchor, anchor_arrays, blend_anchors
 from ..io.images import load_image, to_array, to_uint8
 from ..io.weights import WeightsError, load_safetensors, load_strict, quantize_linears, read_folder_config
+from ..result import GenerationResult, Meter, check_finite
 from ..sampling.solvers import FlowEuler, make_solver
-from .conditions import (OneFrameSpec, check_frame_num, encode_anchor_images, encode_clip,
-                         encode_frames, first_last_pixels, i2v_size, one_frame_condition, output_size,
-                         prepare_images, resize_bicubic)
+from .conditions import (
+    ROPE_ROWS,
+    OneFrameSpec,
+    check_frame_num,
+    check_size,
+    encode_anchor_images,
+    encode_clip,
+    encode_frames,
+    first_last_pixels,
+    i2v_size,
+    one_frame_condition,
+    output_size,
+    prepare_images,
+    resize_bicubic,
+)
 from .config import TASKS, WanTask, parse_size
 
 FORMAT = "mlx_video/wan/1"
 Progress = Callable[[str, int, int], None]
-
-
-@dataclass
-class GenerationResult:
-    """What a run returns. ``video``: uint8 [F, H, W, 3] (one frame for one-frame inference);
-    ``latents``: float32 [1, T, h, w, C] (one-frame inference: the target slot only)."""
-
-    video: np.ndarray
-    latents: mx.array
-    fps: int
-    params: dict
-    timings: dict = field(default_factory=dict)
-    peak_memory_gb: float = 0.0
 
 
 # ----------------------------------------------------------------------------- loading
@@ -70,9 +72,11 @@ def load_dit(model_dir: Path, cfg: dict, name: str = "dit"):
 def load_vae(model_dir: Path, cfg: dict):
     """The converted folder's Wan2.1 or Wan2.2 VAE (float32, strict loading; WeightsError on bad weights)."""
     if cfg["vae"]["version"] == "2.2":
-        from .vae22 import Wan22VAE as VAE, Wan22VAEArgs as VAEArgs
+        from .vae22 import Wan22VAE as VAE
+        from .vae22 import Wan22VAEArgs as VAEArgs
     else:
-        from .vae21 import Wan21VAE as VAE, Wan21VAEArgs as VAEArgs
+        from .vae21 import Wan21VAE as VAE
+        from .vae21 import Wan21VAEArgs as VAEArgs
     model = VAE(VAEArgs(**cfg["vae"]["args"]))
     return load_strict(model, load_safetensors(Path(model_dir) / "vae.safetensors"), what="Wan VAE")
 
@@ -160,7 +164,8 @@ def denoise(model, latent: mx.array, solver, context: mx.array, rope, guide_scal
     channels [1, T, h, w, 20]; img: ``model.embed_image`` tokens. backward: WanFM bidirectional
     sampling; needs the stateless Euler solver: ``x = ½·x_f + ½·flip(x_b)``. Several calls with
     consecutive ``steps`` and the same solver (its history carries over) run the two A14B experts.
-    Returns the latent after the last step.
+    Returns the latent after the last step; raises NonFiniteError (naming the step and the likely cause)
+    as soon as a step's latent holds NaN or inf.
     """
     steps = range(solver.num_steps) if steps is None else steps
     if backward is not None and (not isinstance(solver, FlowEuler) or mask is not None):
@@ -177,9 +182,16 @@ def denoise(model, latent: mx.array, solver, context: mx.array, rope, guide_scal
             x_next = 0.5 * x_next + 0.5 * solver.step(v_b, i, x_rev)[:, ::-1]
         latent = blend_anchors(x_next, mask, clean) if mask is not None else x_next
         mx.eval(latent)
+        check_finite(latent, f"in the latent after denoising step {i + 1} of {n}", _nan_hint(model, guide_scale))
         if progress:
             progress("denoise", i + 1, n)
     return latent
+
+
+def _nan_hint(model, guide_scale: float) -> str:
+    dtype = str(getattr(model, "dtype", "")).replace("mlx.core.", "")
+    return (f"likely causes: a guide scale too large for this model ({guide_scale:g}), or an overflow of the "
+            f"{dtype or 'compute'} dtype (try float32)")
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -194,8 +206,10 @@ def _images_rule(tk: WanTask, n: int, one_frame: bool) -> None:
             raise ValueError(f"one-frame {tk.name} takes {need} CLIP image(s) (--image_path"
                              f"{' and --end_image_path' if need == 2 else ''}), got {n}")
         return
-    rules = {"none": (0, 0, "takes no images"), "optional": (0, 1, "takes at most one image (use mi2v-5B for several)"),
-             "many": (1, 10**9, "needs at least one image"), "first": (1, 1, "takes exactly one image (the first frame)"),
+    rules = {"none": (0, 0, "takes no images"),
+             "optional": (0, 1, "takes at most one image (use mi2v-5B for several)"),
+             "many": (1, 10**9, "needs at least one image"),
+             "first": (1, 1, "takes exactly one image (the first frame)"),
              "first_last": (2, 2, "takes a first and a last frame")}
     lo, hi, msg = rules[tk.images]
     if not lo <= n <= hi:
@@ -210,8 +224,256 @@ def _read_loras(specs: Sequence) -> list[tuple[dict, float]]:
     out = []
     for spec in specs:
         path, strength = parse_lora_spec(spec) if isinstance(spec, (str, Path)) else spec
-        out.append((load_lora(path), float(strength)))
+        strength = checks.finite(f"LoRA strength of {path}", strength)
+        out.append((load_lora(path), strength))
     return out
+
+
+MAX_TOKENS = 2**18     # DiT tokens per run: 3.5x the largest official run (Wan2.1 14B, 1280*720, 81 frames: 75600)
+MAX_STEPS = 1000       # the flow schedules' training timesteps
+SOLVERS = ("unipc", "dpm++", "dpmpp", "euler")
+
+
+def _check_tokens(tokens: int, what: str) -> None:
+    if tokens > MAX_TOKENS:
+        raise ValueError(f"{what} gives {tokens} DiT tokens, more than the {MAX_TOKENS} this pipeline takes "
+                         f"(the official 1280*720, 81-frame run has 75600)")
+
+
+def check_grid(width: int, height: int, T: int, multiple: int) -> None:
+    """Refuse a video the DiT cannot take: more than ``MAX_TOKENS`` tokens (T latent frames x (H/m)·(W/m)
+    patches, m = VAE stride x patch) or a side of more than ``ROPE_ROWS`` patches (the reference's RoPE table)."""
+    gw, gh = width // multiple, height // multiple
+    _check_tokens(T * gw * gh, f"{width}*{height} with {T} latent frames")
+    if max(gw, gh) > ROPE_ROWS:
+        raise ValueError(f"size {width}*{height}: a side of {max(gw, gh)} patches is more than the {ROPE_ROWS} "
+                         f"positions of the model's RoPE table (at most {ROPE_ROWS * multiple} pixels a side)")
+
+
+@dataclass(frozen=True)
+class WanSettings:
+    """Everything one Wan run is asked to do; ``None`` means the task's official default (``config.TASKS``).
+
+    task: a key of ``config.TASKS``. images: file paths, by task: t2v none; ti2v-5B 0..1 and mi2v-5B 1..N
+    latent anchors (cover-resized to the size chosen from the first); i2v-* the first frame; flf2v-* the first
+    and the last frame; one-frame: the CLIP image(s) (start [, end]). size: "W*H" in pixels; with images, the
+    output's maximum area (the aspect follows the first image). frame_num: 4k+1 pixel frames (1 with
+    ``one_frame``). sample_steps >= 1, sample_shift > 0 (flow shift), guide_scale: the CFG scale, one finite
+    number or (low-noise, high-noise) for the two A14B experts. solver: "unipc" | "dpm++" | "euler". fps: output
+    frames per second. seed: any integer, reduced mod 2**32 (``checks.seed``); None draws one at random (kept
+    in the validated settings and the result's params). negative_prompt: None or "" for the task's.
+    bidirectional: None, "faithful" (WanFM) or "reverse" for the flf2v tasks (Euler on the DPM++ grid);
+    ``skip_redundant`` uses the forward pass for the faithful backward one (proven equal, see README).
+    one_frame: musubi one-frame inference, "control_index=0;2,target_index=1" or an OneFrameSpec, with
+    ``control_images`` (one per control index). batch_cfg: run the CFG branches as one batch of 2.
+
+    ``validate()`` checks every value (and opens every image) before any model loads.
+    """
+
+    task: str = "ti2v-5B"
+    prompt: str = ""
+    negative_prompt: str | None = None
+    images: Sequence[str | Path] = ()
+    size: str | None = None
+    frame_num: int | None = None
+    sample_steps: int | None = None
+    sample_shift: float | None = None
+    guide_scale: float | tuple[float, float] | None = None
+    solver: str | None = None
+    fps: int | None = None
+    seed: int | None = 0
+    bidirectional: str | None = None
+    skip_redundant: bool = True
+    one_frame: str | OneFrameSpec | None = None
+    control_images: Sequence[str | Path] = ()
+    batch_cfg: bool = True
+
+    @property
+    def preset(self) -> WanTask:
+        """The task's official defaults (ValueError for an unknown task)."""
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
+        return TASKS[self.task]
+
+    def validate(self) -> WanSettings:
+        """A copy with every default filled in from the task and every value checked; raises ValueError (one
+        line naming the setting) or ImageError (an image missing or unreadable). Idempotent."""
+        self._check_kinds()
+        tk, images, controls = self.preset, tuple(self.images), tuple(self.control_images)
+        one = self._one_frame(controls)
+        _images_rule(tk, len(images), one is not None)
+        if self.bidirectional not in (None, "faithful", "reverse"):
+            raise ValueError(f"bidirectional must be 'faithful' or 'reverse', got {self.bidirectional!r}")
+        if self.bidirectional and (tk.images != "first_last" or one is not None):
+            raise ValueError("bidirectional sampling is for the flf2v tasks (first and last frame)")
+        frame_num, T = self._frames(tk, one, len(images))
+        size = self.size or tk.size
+        self._check_size(tk, size, T, bool(images))
+        for p in images + controls:
+            load_image(p)
+        seed = secrets.randbelow(2**32) if self.seed is None else checks.seed(self.seed)
+        return replace(self, images=images, control_images=controls, one_frame=one, frame_num=frame_num, size=size,
+                       sample_steps=self._steps(tk), sample_shift=self._shift(tk, size, one), solver=self._solver(tk),
+                       guide_scale=self._guide(tk), negative_prompt=self.negative_prompt or tk.neg_prompt,
+                       fps=self._fps(tk), seed=seed)
+
+    def _check_kinds(self) -> None:
+        for name in ("images", "control_images"):
+            if isinstance(getattr(self, name), (str, Path)):
+                raise ValueError(f"{name} must be a list of paths, got one path {getattr(self, name)!r}")
+        for name in ("prompt", "size", "negative_prompt"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+
+    def _frames(self, tk: WanTask, one: OneFrameSpec | None, n_images: int) -> tuple[int, int]:
+        """(pixel frames, latent frames T), checked against the RoPE table and the images to place."""
+        if one is not None and self.frame_num not in (None, 1):
+            raise ValueError(f"one-frame inference makes one frame; frame_num {self.frame_num} cannot be taken")
+        frame_num = 1 if one is not None else tk.frame_num if self.frame_num is None else self.frame_num
+        T = check_frame_num(checks.positive_int("frame_num", frame_num))
+        T = len(one.positions) if one is not None else T
+        if T > ROPE_ROWS:
+            raise ValueError(f"frame_num {frame_num} gives {T} latent frames, more than the {ROPE_ROWS} positions "
+                             f"of the model's RoPE table (frame_num <= {4 * ROPE_ROWS - 3})")
+        if tk.images in ("many", "optional") and n_images > T - 1:
+            raise ValueError(f"{n_images} images need at least {n_images + 1} latent frames; "
+                             f"frame_num {frame_num} gives {T} latent frames, so at most {T - 1} images "
+                             f"(use frame_num >= {4 * n_images + 1})")
+        if tk.images == "first_last" and one is None and frame_num < 2:
+            raise ValueError("first-last-frame tasks need frame_num >= 5")
+        return frame_num, T
+
+    def _solver(self, tk: WanTask) -> str:
+        if self.bidirectional and self.solver not in (None, "euler"):
+            raise ValueError(f"bidirectional sampling runs the Euler solver, not {self.solver!r}")
+        solver = "euler" if self.bidirectional else (self.solver or tk.solver)
+        if solver not in SOLVERS:
+            raise ValueError(f"unknown solver {solver!r}; expected 'unipc', 'dpm++' or 'euler'")
+        return solver
+
+    def _one_frame(self, controls: tuple) -> OneFrameSpec | None:
+        if self.one_frame is None:
+            if controls:
+                raise ValueError("control images are only used by one-frame inference (one_frame=...)")
+            return None
+        one = self.one_frame
+        one = one if isinstance(one, OneFrameSpec) else OneFrameSpec.parse(one, len(controls))
+        if len(controls) != len(one.control_index):
+            raise ValueError(f"{len(one.control_index)} control indices need as many control images, "
+                             f"got {len(controls)}")
+        return one
+
+    @staticmethod
+    def _check_size(tk: WanTask, size: str, T: int, area: bool) -> None:
+        w, h = parse_size(size)
+        m = (16 if tk.vae == "2.2" else 8) * 2  # VAE stride x DiT patch
+        if area:  # with images the size is a maximum area; the output follows the first image's aspect
+            if w * h < m * m:
+                raise ValueError(f"size {size} is below the minimum: with images the size is the output's maximum "
+                                 f"area, which must be at least {m}*{m} = {m * m} pixels")
+            _check_tokens(T * (w * h // (m * m)), f"size {size} (a maximum area) with {T} latent frames")
+            return
+        if w < m or h < m:
+            raise ValueError(f"size {size} is below the minimum {m}*{m} (VAE stride x DiT patch)")
+        check_size(w, h, m)
+        check_grid(w, h, T, m)
+
+    def _steps(self, tk: WanTask) -> int:
+        return tk.sample_steps if self.sample_steps is None else checks.positive_int("sample_steps",
+                                                                                     self.sample_steps, MAX_STEPS)
+
+    def _shift(self, tk: WanTask, size: str, one: OneFrameSpec | None) -> float:
+        if self.sample_shift is not None:
+            shift = checks.finite("sample_shift", self.sample_shift)
+            if shift <= 0:
+                raise ValueError(f"sample_shift must be greater than 0, got {shift:g}")
+            return shift
+        if one is not None:  # musubi: 3.0 for i2v at 480p, else 5.0 (also flf2v, whose task name lacks "i2v")
+            return 3.0 if tk.name == "i2v-14B" and size in ("832*480", "480*832") else 5.0
+        return tk.default_shift(size)
+
+    def _guide(self, tk: WanTask) -> float | tuple[float, float]:
+        g = tk.guide_scale if self.guide_scale is None else self.guide_scale
+        if isinstance(g, (tuple, list)):
+            if len(g) != 2:
+                raise ValueError(f"guide_scale takes one number or (low-noise, high-noise), got {g!r}")
+            if not tk.experts and self.guide_scale is not None:
+                raise ValueError(f"a (low-noise, high-noise) guide scale pair is for the two-expert A14B tasks, "
+                                 f"not {tk.name}")
+            return (checks.finite("guide_scale", g[0]), checks.finite("guide_scale", g[1]))
+        return checks.finite("guide_scale", g)
+
+    def _fps(self, tk: WanTask) -> int:
+        if self.fps is None:
+            return tk.fps
+        checks.fps(self.fps)
+        return checks.positive_int("fps", self.fps)
+
+
+@dataclass
+class WanPlan:
+    """What a run will do, decided before any model runs: the validated settings, the output size
+    (pixels), the latent shape [1, T, h, w, C], the solver and expert switch, and the conditioning images'
+    pixels ([H, W, 3] float32 in [-1, 1]) loaded and resized for their stage."""
+
+    settings: WanSettings
+    width: int
+    height: int
+    shape: tuple[int, int, int, int, int]
+    pixels: list[np.ndarray]
+    controls: list[np.ndarray]
+
+    @property
+    def task(self) -> WanTask:
+        return self.settings.preset
+
+    @property
+    def one_frame(self) -> OneFrameSpec | None:
+        return self.settings.one_frame
+
+    @property
+    def guide(self) -> tuple[float, float]:
+        """(low-noise, high-noise) CFG scales (equal without experts)."""
+        return self.task.guide_pair(self.settings.guide_scale)
+
+    def solver(self):
+        """A fresh solver (its multistep history starts empty) over the run's steps and shift."""
+        s = self.settings
+        return make_solver(s.solver, s.sample_steps, s.sample_shift)
+
+    def check_noise(self, noise: mx.array | None) -> None:
+        """ValueError unless injected noise (or None) has the latent shape."""
+        if noise is not None and tuple(noise.shape) != self.shape:
+            raise ValueError(f"injected noise must have shape {self.shape}, got {tuple(noise.shape)}")
+
+    @property
+    def params(self) -> dict:
+        """The full parameter set (JSON-able), as written into the output's metadata."""
+        s, (g_low, g_high) = self.settings, self.guide
+        p = dict(task=s.task, prompt=s.prompt, negative_prompt=s.negative_prompt, images=[str(i) for i in s.images],
+                 size=f"{self.width}*{self.height}", frame_num=s.frame_num, sample_steps=s.sample_steps,
+                 sample_shift=s.sample_shift, sample_guide_scale=g_low if g_low == g_high else [g_low, g_high],
+                 sample_solver=s.solver, seed=s.seed, fps=s.fps)
+        if s.bidirectional:
+            p["bidirectional_sampling"] = s.bidirectional
+        if s.one_frame is not None:
+            p.update(one_frame_inference=dict(control_index=list(s.one_frame.control_index),
+                                              target_index=s.one_frame.target_index),
+                     control_images=[str(c) for c in s.control_images])
+        return p
+
+
+@dataclass
+class Conditions:
+    """What the prepare stage hands to the denoiser: text ``context`` [cond [n, 4096], uncond [m, 4096]];
+    TI2V anchors ``mask``/``clean`` (``anchor_arrays``) or None; I2V/FLF2V/one-frame channels ``cond``
+    (a ChannelCondition) or None; Wan2.1 CLIP tokens ``clip_fea`` [1, 257·k, 1280] or None."""
+
+    context: list
+    mask: mx.array | None = None
+    clean: mx.array | None = None
+    cond: object = None
+    clip_fea: mx.array | None = None
 
 
 class WanPipeline:
@@ -313,179 +575,130 @@ class WanPipeline:
                     f"{' with CLIP' if tk.clip else ' without CLIP'}, VAE {tk.vae}")
             raise ValueError(f"task {tk.name} needs a {need} checkpoint; {self.model_dir} holds a {held}")
 
-    def generate(
-        self,
-        task: str = "ti2v-5B",
-        prompt: str = "",
-        negative_prompt: str | None = None,
-        images: Sequence[str | Path] = (),
-        size: str | None = None,
-        frame_num: int | None = None,
-        sample_steps: int | None = None,
-        sample_shift: float | None = None,
-        guide_scale: float | tuple[float, float] | None = None,
-        solver: str | None = None,
-        seed: int = 0,
-        noise: mx.array | None = None,
-        context: Sequence[mx.array] | None = None,
-        batch_cfg: bool = True,
-        progress: Progress | None = None,
-        *,
-        bidirectional: str | None = None,
-        skip_redundant: bool = True,
-        one_frame: str | OneFrameSpec | None = None,
-        control_images: Sequence[str | Path] = (),
-        clip_fea: mx.array | None = None,
-    ) -> GenerationResult:
-        """Generate a video (or, with ``one_frame``, one image).
+    # ------------------------------------------------------------------ stages: plan -> prepare -> denoise -> decode
 
-        task: a key of ``config.TASKS``. images: file paths, by task: t2v none; ti2v-5B 0..1 and
-        mi2v-5B 1..N latent anchors (cover-resized to the size chosen from the first); i2v-* the first
-        frame; flf2v-* the first and the last frame (a last frame of another size is cover-resized and
-        center-cropped to the first's); one-frame: the CLIP image(s) (start [, end]).
-        frame_num: 4k+1 pixel frames. guide_scale: one number or (low-noise, high-noise) for A14B.
-        bidirectional: None, "faithful" (WanFM) or "reverse" (backward pass with forward RoPE
-        positions) for flf2v tasks; Euler on the DPM++ grid; ``skip_redundant`` uses the forward pass
-        for the faithful backward one (proven equal, see README). one_frame: "control_index=0;2,
-        target_index=1" or an OneFrameSpec, with ``control_images`` (one per control index).
-        noise: injected initial noise [1, T, h, w, C] float32 (else seeded). context: injected text
-        embeddings ``[cond [n, 4096], uncond [m, 4096]]``; clip_fea: injected CLIP tokens [1, 257·k, 1280].
-        None values take the task's official defaults.
-        Returns a GenerationResult; raises ValueError / ImageError / WeightsError on bad input before
-        any model runs.
+    def generate(self, settings: WanSettings | None = None, *, noise: mx.array | None = None,
+                 context: Sequence[mx.array] | None = None, clip_fea: mx.array | None = None,
+                 progress: Progress | None = None, **fields) -> GenerationResult:
+        """Generate a video (or, with ``one_frame``, one image): ``settings`` (a WanSettings) or its fields as
+        keywords (``generate(task="t2v-5B", prompt=..., size="64*32")``).
+
+        Injected inputs (for parity tests): ``noise`` [1, T, h, w, C] float32 (else drawn from the seed),
+        ``context`` text embeddings ``[cond [n, 4096], uncond [m, 4096]]``, ``clip_fea`` CLIP tokens
+        [1, 257·k, 1280]. progress(stage, step, total) is called after each denoising step.
+        Returns a GenerationResult (frames uint8 [F, H, W, 3]; latents float32 [1, T, h, w, C], for one-frame
+        the target slot only; timings ``text``, ``encode``, ``denoise``, ``decode``). Raises ValueError /
+        ImageError / WeightsError on bad input before any model runs, NonFiniteError when the latents or the
+        decoded frames become NaN or inf.
         """
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-        tk = TASKS[task]
-        images, control_images = list(images), list(control_images)
-        spec = None
-        if one_frame is not None:
-            spec = one_frame if isinstance(one_frame, OneFrameSpec) else OneFrameSpec.parse(one_frame, len(control_images))
-            if len(control_images) != len(spec.control_index):
-                raise ValueError(f"{len(spec.control_index)} control indices need as many control images, "
-                                 f"got {len(control_images)}")
-        elif control_images:
-            raise ValueError("control images are only used by one-frame inference (one_frame=...)")
-        _images_rule(tk, len(images), spec is not None)
-        if bidirectional not in (None, "faithful", "reverse"):
-            raise ValueError(f"bidirectional must be 'faithful' or 'reverse', got {bidirectional!r}")
-        if bidirectional and (tk.images != "first_last" or spec is not None):
-            raise ValueError("bidirectional sampling is for the flf2v tasks (first and last frame)")
+        if settings is not None and (fields or not isinstance(settings, WanSettings)):
+            raise TypeError("generate takes a WanSettings or its fields as keywords, not both")
+        plan = self.plan(settings if settings is not None else WanSettings(**fields))
+        plan.check_noise(noise)
+        meter = Meter()
+        with meter.phase("text"):
+            context = self.encode_text(plan, context)
+        with meter.phase("encode"):
+            cond = self.encode_images(plan, context, clip_fea)
+        with meter.phase("denoise"):
+            latent = self.denoise(plan, cond, noise, progress)
+        with meter.phase("decode"):
+            frames = self.decode(latent)
+        return meter.fill(GenerationResult(frames, plan.settings.fps, latent, params=plan.params))
+
+    def plan(self, settings: WanSettings) -> WanPlan:
+        """Validate ``settings``, check that this folder holds the task's checkpoint, and fix the output size
+        (text only: ``size``; TI2V/mi2v: ``best_output_size`` of the first image under the size's area;
+        I2V/FLF2V/one-frame: ``i2v_size``) and the latent shape. Loads the images; runs no model."""
+        s = settings.validate()
+        tk, one = s.preset, s.one_frame
         self.check_task(tk)
-
-        frame_num = tk.frame_num if frame_num is None else frame_num
-        vs_t, vs = 4, self.cfg["vae"]["stride"]
-        multiple = vs * 2
-        T = check_frame_num(frame_num, vs_t)
-        size_s = size or tk.size
-        steps = sample_steps or tk.sample_steps
-        if sample_shift is not None:
-            shift = sample_shift
-        elif spec is not None:  # musubi: 3.0 for i2v at 480p, else 5.0 (also flf2v, whose task name lacks "i2v")
-            shift = 3.0 if tk.name == "i2v-14B" and size_s in ("832*480", "480*832") else 5.0
-        else:
-            shift = tk.default_shift(size_s)
-        g_low, g_high = tk.guide_pair(guide_scale)
-        solver_name = "euler" if bidirectional else (solver or tk.solver)
-        neg = tk.neg_prompt if not negative_prompt else negative_prompt
-        if tk.images in ("many", "optional") and images and len(images) > T - 1:
-            raise ValueError(f"{len(images)} images need at least {len(images) + 1} latent frames; "
-                             f"frame_num {frame_num} gives {T} latent frames, so at most {T - 1} images "
-                             f"(use frame_num >= {4 * len(images) + 1})")
-        if tk.images == "first_last" and spec is None and frame_num < 2:
-            raise ValueError("first-last-frame tasks need frame_num >= 5")
-
-        # sizes and pixels (every image is loaded and validated before a model runs)
+        vs = self.cfg["vae"]["stride"]
         pix: list[np.ndarray] = []
-        if tk.images in ("first", "first_last") or spec is not None:
-            pix = first_last_pixels(images[0], images[1] if len(images) > 1 and spec is None else None)
-            if spec is not None and len(images) > 1:
-                pix.append(to_array(load_image(images[1])))  # musubi: end image for CLIP, as given
-            width, height = i2v_size((pix[0].shape[1], pix[0].shape[0]), math.prod(parse_size(size_s)), vs, 2)
+        if tk.images in ("first", "first_last") or one is not None:
+            pix = first_last_pixels(s.images[0], s.images[1] if len(s.images) > 1 and one is None else None)
+            if one is not None and len(s.images) > 1:
+                pix.append(to_array(load_image(s.images[1])))  # musubi: end image for CLIP, as given
+            width, height = i2v_size((pix[0].shape[1], pix[0].shape[0]), math.prod(parse_size(s.size)), vs, 2)
         else:
-            first = load_image(images[0]).size if images else None
-            width, height = output_size(tk, size_s, first, multiple)
-            pix = prepare_images(images, width, height)
-        controls = prepare_images(control_images, width, height) if spec is not None else []
-        h, w, C = height // vs, width // vs, self.latent_channels
-        T = len(spec.positions) if spec is not None else T
-        shape = (1, T, h, w, C)
-        if noise is not None and tuple(noise.shape) != shape:
-            raise ValueError(f"injected noise must have shape {shape}, got {tuple(noise.shape)}")
-        params = dict(task=task, prompt=prompt, negative_prompt=neg, images=[str(p) for p in images],
-                      size=f"{width}*{height}", frame_num=1 if spec else frame_num, sample_steps=steps,
-                      sample_shift=shift, sample_guide_scale=g_low if g_low == g_high else [g_low, g_high],
-                      sample_solver=solver_name, seed=seed)
-        if bidirectional:
-            params["bidirectional_sampling"] = bidirectional
-        if spec is not None:
-            params.update(one_frame_inference=dict(control_index=list(spec.control_index),
-                                                   target_index=spec.target_index),
-                          control_images=[str(p) for p in control_images])
-        timings: dict[str, float] = {}
-        mx.reset_peak_memory()
+            first = load_image(s.images[0]).size if s.images else None
+            width, height = output_size(tk, s.size, first, vs * 2)
+            pix = prepare_images(s.images, width, height)
+        T = len(one.positions) if one is not None else check_frame_num(s.frame_num, 4)
+        check_grid(width, height, T, vs * 2)
+        controls = prepare_images(s.control_images, width, height) if one is not None else []
+        return WanPlan(s, width, height, (1, T, height // vs, width // vs, self.latent_channels), pix, controls)
 
-        t0 = time.perf_counter()
-        if context is None:
-            enc = self.text_encoder
-            context = enc.encode([prompt]) + enc.encode([neg])
-            if self.offload:
-                self.free("text")
-        timings["text_encode"] = time.perf_counter() - t0
+    def encode_text(self, plan: WanPlan, context: Sequence[mx.array] | None = None) -> list[mx.array]:
+        """UMT5 embeddings [cond [n, 4096], uncond [m, 4096]] of the prompt and the negative prompt
+        (``context`` when injected); frees the text encoder after, with offload."""
+        if context is not None:
+            return list(context)
+        enc, s = self.text_encoder, plan.settings
+        context = enc.encode([s.prompt]) + enc.encode([s.negative_prompt])
+        if self.offload:
+            self.free("text")
+        return context
 
-        t0 = time.perf_counter()
-        mask = clean = cond = None
-        if tk.images in ("optional", "many"):
-            anchors = [LatentAnchor(encode_anchor_images(self.vae, pix), 0)] if pix else []
-            if anchors:
-                mask, clean = anchor_arrays(anchors, shape)
-        elif spec is not None:
-            cond = one_frame_condition(self.vae, controls, spec)
+    def encode_images(self, plan: WanPlan, context: list, clip_fea: mx.array | None = None) -> Conditions:
+        """The image conditions, by task: TI2V/mi2v latent anchors; I2V/FLF2V ``y`` channels of the
+        bicubic-resized first (and last) frame; one-frame control slots; Wan2.1 CLIP tokens (``clip_fea`` when
+        injected)."""
+        tk, pix, c = plan.task, plan.pixels, Conditions(context, clip_fea=clip_fea)
+        W, H = plan.width, plan.height
+        if tk.images in ("optional", "many") and pix:
+            c.mask, c.clean = anchor_arrays([LatentAnchor(encode_anchor_images(self.vae, pix), 0)], plan.shape)
+        elif plan.one_frame is not None:
+            c.cond = one_frame_condition(self.vae, plan.controls, plan.one_frame)
         elif pix:
-            frames = {0: resize_bicubic(pix[0], width, height)}
+            frames = {0: resize_bicubic(pix[0], W, H)}
             if len(pix) > 1:
-                frames[frame_num - 1] = resize_bicubic(pix[1], width, height)
-            cond = encode_frames(self.vae, frames, frame_num, width, height)
-        if tk.clip and clip_fea is None:
-            clip_fea = encode_clip(self.clip, pix)
+                frames[plan.settings.frame_num - 1] = resize_bicubic(pix[1], W, H)
+            c.cond = encode_frames(self.vae, frames, plan.settings.frame_num, W, H)
+        if tk.clip and c.clip_fea is None:
+            c.clip_fea = encode_clip(self.clip, pix)
             if self.offload:
                 self.free("clip")
-        timings["image_encode"] = time.perf_counter() - t0
+        return c
 
-        t0 = time.perf_counter()
+    def denoise(self, plan: WanPlan, c: Conditions, noise: mx.array | None = None,
+                progress: Progress | None = None) -> mx.array:
+        """Seeded (or injected) noise, anchored, through every step; the A14B experts take their runs of steps
+        (``expert_segments``), each with its guide scale; WanFM adds the backward pass. Returns the final latent
+        [1, T, h, w, C] float32 (one-frame: the target slot only); frees the DiT(s) after, with offload."""
+        s, one = plan.settings, plan.one_frame
         if noise is None:
-            noise = mx.random.normal(shape, dtype=mx.float32, key=mx.random.key(seed))
+            noise = mx.random.normal(plan.shape, dtype=mx.float32, key=mx.random.key(s.seed))
         latent = noise.astype(mx.float32)
-        if mask is not None:
-            latent = blend_anchors(latent, mask, clean)
-        y = cond.y() if cond is not None else None
-        y_rev = cond.flip_time().y() if cond is not None and bidirectional else None
-        grid = (T, h // 2, w // 2)
-        t_pos = spec.positions if spec is not None else None
-        sched = make_solver(solver_name, steps, shift)
-        for name, a, b in expert_segments(sched.timesteps, tk.boundary):
+        if c.mask is not None:
+            latent = blend_anchors(latent, c.mask, c.clean)
+        y = c.cond.y() if c.cond is not None else None
+        y_rev = c.cond.flip_time().y() if c.cond is not None and s.bidirectional else None
+        T, h, w = plan.shape[1:4]
+        grid, t_pos = (T, h // 2, w // 2), (one.positions if one is not None else None)
+        (g_low, g_high), sched = plan.guide, plan.solver()
+        for name, a, b in expert_segments(sched.timesteps, plan.task.boundary):
             dit = self.model(name)
-            ctx = dit.embed_text([c.astype(self.dtype) for c in context])
-            img = dit.embed_image(clip_fea.astype(self.dtype)) if clip_fea is not None else None
+            ctx = dit.embed_text([x.astype(self.dtype) for x in c.context])
+            img = dit.embed_image(c.clip_fea.astype(self.dtype)) if c.clip_fea is not None else None
             rope = dit.rope_tables(grid, t_positions=t_pos)
             back = None
-            if bidirectional:
-                faithful = bidirectional == "faithful"
+            if s.bidirectional:
+                faithful = s.bidirectional == "faithful"
                 back = BackwardPass(dit.rope_tables(grid, t_positions=np.arange(T)[::-1]) if faithful else rope,
-                                    y_rev, skip=faithful and skip_redundant)
-            g = g_low if name == "dit_low" else g_high
-            latent = denoise(dit, latent, sched, ctx, rope, g, mask, clean, batch_cfg, progress, y=y, img=img,
-                             steps=range(a, b), backward=back)
+                                    y_rev, skip=faithful and s.skip_redundant)
+            latent = denoise(dit, latent, sched, ctx, rope, g_low if name == "dit_low" else g_high, c.mask, c.clean,
+                             s.batch_cfg, progress, y=y, img=img, steps=range(a, b), backward=back)
             del dit, ctx, img
-        timings["denoise"] = time.perf_counter() - t0
         if self.offload:
             self.free("dit")
+        return latent[:, one.target_slot:one.target_slot + 1] if one is not None else latent
 
-        t0 = time.perf_counter()
-        if spec is not None:
-            latent = latent[:, spec.target_slot:spec.target_slot + 1]
+    def decode(self, latent: mx.array) -> np.ndarray:
+        """VAE decode of [1, T, h, w, C] to uint8 frames [F, H, W, 3]; NonFiniteError if the decode holds
+        NaN or inf."""
         video = self.vae.decode(latent)
         mx.eval(video)
-        timings["decode"] = time.perf_counter() - t0
-        frames_u8 = to_uint8(np.array(video[0]))
-        return GenerationResult(frames_u8, latent, tk.fps, params, timings, mx.get_peak_memory() / 2**30)
+        check_finite(video, "in the decoded frames", f"likely cause: an overflow of the VAE's "
+                     f"{str(self.vae_dtype).replace('mlx.core.', '')} dtype (try vae_dtype float32)")
+        return to_uint8(np.array(video[0]))
