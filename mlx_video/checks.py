@@ -57,3 +57,38 @@ def seed(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"seed must be a whole number, got {value!r}")
     return value % (SEED_MAX + 1)
+
+
+class ConfigKeys(dict):
+    """A checkpoint config section (JSON object) that records which keys its readers looked up.
+
+    ``get`` / ``[]`` mark a key read (``in`` does not: layout detection is not use); nested objects come
+    back as ``ConfigKeys`` too, so :meth:`unread` lists every key, dotted from the root (``"vae.dims"``),
+    that no reader used: the names ``mlx_video convert --verbose`` shows as ignored.
+    """
+
+    def __init__(self, data: dict, prefix: str = ""):
+        super().__init__(data)
+        self.prefix, self.read, self._kids = prefix, set(), {}
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        if key not in self:
+            raise KeyError(self.prefix + key)  # the dotted name, for "missing key" messages
+        value = super().__getitem__(key)
+        if isinstance(value, dict) and not isinstance(value, ConfigKeys):
+            value = self._kids.setdefault(key, ConfigKeys(value, f"{self.prefix}{key}."))
+        return value
+
+    def get(self, key, default=None):
+        if key in self:
+            return self[key]
+        self.read.add(key)
+        return default
+
+    def unread(self) -> list[str]:
+        """Dotted names of the keys never read (a nested object read as a whole counts as read)."""
+        out = [self.prefix + k for k in self if k not in self.read]
+        for kid in self._kids.values():
+            out += kid.unread()
+        return out

@@ -324,7 +324,6 @@ def test_config_errors():
     with pytest.raises(ValueError, match="interleaved"):
         LTXModelArgs.from_config({"transformer": {"num_layers": 2}})  # ltx-core 1.0.0 default rope
     with pytest.raises(ValueError, match="ff_bias"):
-        LTXModelArgs.from_config({"_class_name": "LTX2VideoTransformer3DModel", "rope_type": "split",
-                                  "ff_bias": False})
+        LTXModelArgs.from_config({"rope_theta": 10000.0, "rope_type": "split", "ff_bias": False})  # diffusers keys
     with pytest.raises(ValueError, match="unknown perturbation"):
         Perturbations(({"video_cross_attn": None},))

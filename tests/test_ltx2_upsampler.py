@@ -143,7 +143,7 @@ def test_upsampler_matches_diffusers(rational):
 def test_from_config_defaults():
     a = up.UpsamplerArgs.from_config({})  # ltx-core defaults
     assert (a.mid_channels, a.rational_resampler, a.spatial_scale) == (512, False, 2.0)
-    d = up.UpsamplerArgs.from_config({"_class_name": "LTX2LatentUpsamplerModel"})  # diffusers defaults
+    d = up.UpsamplerArgs.from_config({"rational_spatial_scale": 2.0})  # a diffusers key: diffusers defaults
     assert (d.mid_channels, d.rational_resampler) == (1024, True)
     with pytest.raises(ValueError, match="scale"):
         up.UpsamplerArgs.from_config({"spatial_scale": 3.0, "rational_resampler": True})

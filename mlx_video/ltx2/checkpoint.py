@@ -41,6 +41,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from mlx_video.checks import ConfigKeys
 from mlx_video.io.weights import WeightsError, load_safetensors, load_strict, save_safetensors, write_json_atomic
 from mlx_video.ltx2 import audio_vae as av
 from mlx_video.ltx2 import text_encoder as te
@@ -68,6 +69,9 @@ COMPONENTS = {
     "audio_vae": ("audio_vae.encoder.", "audio_vae.decoder.", "audio_vae.per_channel_statistics."),
     "vocoder": ("vocoder.",),
 }
+# Sections of the single file's embedded ``config`` the converter needs (the released files also carry
+# ``scheduler``, which nothing here reads).
+SECTIONS = ("transformer", "vae", "audio_vae", "vocoder")
 # Tokenizer files of a Gemma folder (the rest is weights, configs of the vision processor, ...).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "chat_template.json", "chat_template.jinja")
@@ -127,6 +131,29 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, mx.array], dict, str]:
     return weights, json.loads(meta["config"]), meta.get("model_version", "")
 
 
+def config_args(config: dict, source: str = "checkpoint") -> tuple[dict, list[str]]:
+    """Each component's args from a single file's embedded ``config``, and the dotted names of the
+    config keys no reader used (sorted; what ``mlx_video convert --verbose`` lists as ignored).
+
+    Returns ({"transformer": LTXModelArgs, "connectors": TextProcessorArgs (Gemma sizes not yet read off
+    the weights), "video_vae": VideoVAEArgs, "audio_vae": AudioVAEArgs, "vocoder": VocoderArgs |
+    BWEVocoderArgs}, ignored). Raises WeightsError naming ``source`` and the missing section or key,
+    ValueError for a setting this port does not implement.
+    """
+    missing = [s for s in SECTIONS if not isinstance(config.get(s), dict)]
+    if missing:
+        raise WeightsError(f"{source}: embedded config has no {', '.join(missing)} section "
+                           f"(a Lightricks single file has {', '.join(SECTIONS)})")
+    c = ConfigKeys(config)
+    try:
+        args = {"transformer": tr.LTXModelArgs.from_config(c), "connectors": te.TextProcessorArgs.from_config(c),
+                "video_vae": vv.VideoVAEArgs.from_config(c), "audio_vae": av.AudioVAEArgs.from_config(c),
+                "vocoder": vc.vocoder_args(c)}
+    except KeyError as e:
+        raise WeightsError(f"{source}: embedded config lacks the needed key {e.args[0]}") from None
+    return args, sorted(c.unread())
+
+
 def split_checkpoint(weights: dict[str, mx.array], source: str = "checkpoint") -> dict[str, dict[str, mx.array]]:
     """Partition the single file's keys among :data:`COMPONENTS`; raises WeightsError naming every key
     no component owns (including keys under the transformer prefix that ``transformer.sanitize``
@@ -155,11 +182,11 @@ def init_args(args) -> dict:
     return {f.name: d[f.name] for f in fields(args) if f.init}
 
 
-def processor_args(config: dict, weights: dict[str, mx.array], gemma=None) -> te.TextProcessorArgs:
-    """Connector sizes from the config, Gemma width / hidden-state count / register count from the
+def processor_args(config, weights: dict[str, mx.array], gemma=None) -> te.TextProcessorArgs:
+    """Connector sizes from the config (or its parsed ``TextProcessorArgs``), Gemma width / hidden-state count / register count from the
     (sanitized) weights and the Gemma args when given (ltx-core pins Gemma 3 12B: 3840 wide, 49 states).
     Raises WeightsError when they do not fit together."""
-    args = te.TextProcessorArgs.from_config(config)
+    args = config if isinstance(config, te.TextProcessorArgs) else te.TextProcessorArgs.from_config(config)
     key = ("feature_extractor.aggregate_embed.weight" if args.version == 1
            else "feature_extractor.video_aggregate_embed.weight")
     regs = "video_connector.learnable_registers"
@@ -210,13 +237,14 @@ def _upsampler(path: Path, dtype, tmp: Path) -> tuple[str, dict]:
     weights, meta = load_safetensors(path, with_metadata=True)
     if "config" not in meta:
         raise WeightsError(f"{path}: no 'config' metadata: not an LTX-2 latent upsampler file")
-    args = up.UpsamplerArgs.from_config(json.loads(meta["config"]))
+    cfg = ConfigKeys(json.loads(meta["config"]))
+    args = up.UpsamplerArgs.from_config(cfg)
     model = load_strict(up.LatentUpsampler(args), cast(up.sanitize(weights, "official"), dtype),
                         what=f"latent upsampler ({path})")
     name = path.stem
     save_module(model, tmp / "upsamplers" / f"{name}.safetensors")
     return name, {"file": f"upsamplers/{name}.safetensors", "kind": upsampler_kind(args),
-                  "args": init_args(args), "source": path.name}
+                  "args": init_args(args), "source": path.name, "ignored_config_keys": sorted(cfg.unread())}
 
 
 def convert_lora(weights: dict[str, mx.array], model: tr.LTXModel, source: str = "LoRA") -> dict[str, mx.array]:
@@ -282,13 +310,14 @@ def convert_ltx2(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quan
         raise ValueError("quantize must be 4 or 8 bits")
     dt = DTYPES[dtype]
     weights, config, version = read_checkpoint(src)
+    cargs, ignored = config_args(config, str(src))
     parts = split_checkpoint(weights, str(src))
     del weights
     with staged_folder(dst) as tmp:
         out = {"format": FORMAT, "family": "ltx2", "model_version": version, "source": str(src), "dtype": dtype,
-               "source_config": config, "quantization": {}, "upsamplers": {}, "gemma": None, "distilled_lora": None}
+               "source_config": config, "ignored_config_keys": ignored, "quantization": {}, "upsamplers": {}, "gemma": None, "distilled_lora": None}
 
-        t_args = tr.LTXModelArgs.from_config(config)
+        t_args = cargs["transformer"]
         transformer = load_strict(tr.LTXModel(t_args), cast(tr.sanitize(parts.pop("transformer"), "lightricks"), dt),
                                   what=f"LTX-2 transformer ({src})")
         out["transformer"] = init_args(t_args)
@@ -312,17 +341,17 @@ def convert_ltx2(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quan
             if q:
                 out["quantization"]["gemma"] = q
         conn_w = te.sanitize(parts.pop("connectors"), "official")
-        p_args = processor_args(config, conn_w, gemma_args)
+        p_args = processor_args(cargs["connectors"], conn_w, gemma_args)
         save_module(load_strict(te.EmbeddingsProcessor(p_args), cast(conn_w, dt), what=f"LTX-2 text connectors ({src})"),
                     tmp / "connectors.safetensors")
         out["connectors"] = init_args(p_args)
 
-        v_args = vv.VideoVAEArgs.from_config(config)
+        v_args = cargs["video_vae"]
         save_module(vv.VideoVAE.from_weights(vv.sanitize(parts.pop("video_vae"), "lightricks"), v_args),
                     tmp / "video_vae.safetensors")
         out["video_vae"] = init_args(v_args)
 
-        a_args = av.AudioVAEArgs.from_config(config)
+        a_args = cargs["audio_vae"]
         a_w = parts.pop("audio_vae")
         audio = {}
         for part, cls in (("decoder", av.AudioDecoder), ("encoder", av.AudioEncoder)):
@@ -332,7 +361,8 @@ def convert_ltx2(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quan
         save_safetensors(tmp / "audio_vae.safetensors", audio)
         out["audio_vae"] = init_args(a_args)
 
-        voc = vc.vocoder_from_config(config)
+        v_cls = vc.VocoderWithBWE if isinstance(cargs["vocoder"], vc.BWEVocoderArgs) else vc.Vocoder
+        voc = v_cls(cargs["vocoder"])
         load_strict(voc, cast(vc.sanitize(parts.pop("vocoder"), "lightricks"), mx.float32), what=f"LTX-2 vocoder ({src})")
         save_module(voc, tmp / "vocoder.safetensors")
         out["vocoder"] = {"bwe": isinstance(voc, vc.VocoderWithBWE), "args": init_args(voc.args)}

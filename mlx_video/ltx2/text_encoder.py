@@ -407,10 +407,11 @@ class TextProcessorArgs:
     def from_config(cls, config: dict) -> "TextProcessorArgs":
         """From the LTX checkpoint's metadata ``config`` (or its ``transformer`` section), or from a
         diffusers ``LTX2TextConnectors`` config. Raises NotImplementedError for a partial or unknown
-        V2 key set (as ltx-core does) and ValueError when V2 projection and connector widths differ."""
-        if "video_connector_num_attention_heads" in config or config.get("_class_name") == "LTX2TextConnectors":
+        V2 key set (as ltx-core does) and ValueError when V2 projection and connector widths differ.
+        The diffusers layout is told by its own ``video_connector_*`` key names, never by ``_class_name``."""
+        if any(k.startswith("video_connector_") for k in config):
             return cls._from_diffusers(config)
-        t = config.get("transformer", config)
+        t = config["transformer"] if "transformer" in config else config
         present = t.keys() & _V2_KEYS.keys()
         if present and (present != _V2_KEYS.keys() or any(t[k] != _V2_KEYS[k] for k in present)):
             raise NotImplementedError(f"unknown LTX text-projection config: { {k: t[k] for k in present} }")

@@ -31,6 +31,26 @@ F32 = mx.float32
 # configuration
 
 
+# Keys only one layout's transformer config has (ltx-core's configurator vs diffusers'
+# LTX2VideoTransformer3DModel constructor); from_config tells the layouts apart by these.
+LTX_CORE_KEYS = frozenset({"positional_embedding_theta", "positional_embedding_max_pos", "frequencies_precision",
+                           "av_ca_timestep_scale_multiplier", "audio_positional_embedding_max_pos",
+                           "use_middle_indices_grid", "apply_gated_attention", "cross_attention_adaln",
+                           "caption_proj_before_connector", "connector_num_layers"})
+DIFFUSERS_KEYS = frozenset({"rope_theta", "rope_double_precision", "pos_embed_max_pos", "base_height", "base_width",
+                            "gated_attn", "cross_attn_mod", "audio_pos_embed_max_pos", "patch_size_t",
+                            "cross_attn_timestep_scale_multiplier", "use_prompt_embeddings", "vae_scale_factors"})
+
+
+def _layout(config: Mapping, official: frozenset, diffusers: frozenset, what: str) -> str:
+    """'official' or 'diffusers' by which layout's own key names ``config`` uses ('official' when it
+    uses neither: the reference defaults then apply). ValueError when it uses both."""
+    has_o, has_d = sorted(config.keys() & official), sorted(config.keys() & diffusers)
+    if has_o and has_d:
+        raise ValueError(f"{what} config mixes Lightricks keys {has_o[:3]} and diffusers keys {has_d[:3]}")
+    return "diffusers" if has_d else "official"
+
+
 @dataclass
 class LTXModelArgs:
     """Transformer hyper-parameters. Defaults are LTX-2 19B (LTX-2.3 adds gating and prompt AdaLN)."""
@@ -78,12 +98,16 @@ class LTXModelArgs:
         """Read Lightricks' embedded checkpoint config (whole dict or its "transformer" part) or a
         diffusers ``LTX2VideoTransformer3DModel`` config.json dict.
 
-        Missing keys take the values the corresponding reference takes (ltx-core 1.0.0's
-        configurator, or diffusers' constructor defaults). Raises ValueError for settings this
-        port does not implement (interleaved RoPE, patch size > 1, LTX-2.5 options).
+        The layout is told by key names only that layout uses (:data:`DIFFUSERS_KEYS` vs
+        :data:`LTX_CORE_KEYS`; a whole single-file config has a ``transformer`` section), never by
+        ``_class_name`` (the released single files say ``"AVTransformer3DModel"``, a diffusers-style
+        name). Missing keys take the values the corresponding reference takes (ltx-core 1.0.0's
+        configurator, or diffusers' constructor defaults); keys neither reads are ignored (listed by
+        ``ltx2.checkpoint.config_args``). Raises ValueError for settings this port does not
+        implement (interleaved RoPE, patch size > 1, LTX-2.5 options) or a config with both layouts' keys.
         """
-        c = dict(config.get("transformer", config))
-        if "rope_double_precision" in c or "gated_attn" in c or "_class_name" in c:
+        c = config["transformer"] if "transformer" in config else config
+        if _layout(c, LTX_CORE_KEYS, DIFFUSERS_KEYS, "LTX-2 transformer") == "diffusers":
             return cls._from_diffusers(c, video_only)
         rope_type = c.get("rope_type", "interleaved")  # ltx-core 1.0.0 default when absent
         if rope_type != "split":
@@ -116,7 +140,7 @@ class LTXModelArgs:
         )
 
     @classmethod
-    def _from_diffusers(cls, c: dict, video_only: bool) -> "LTXModelArgs":
+    def _from_diffusers(cls, c: Mapping, video_only: bool) -> "LTXModelArgs":
         unsupported = {"patch_size": 1, "patch_size_t": 1, "audio_patch_size": 1, "audio_patch_size_t": 1,
                        "rope_type": "split", "ff_bias": True, "audio_ff_bias": True, "use_prompt_adaln_single": True,
                        "use_keyframes_abs_pos_embedding": False, "qk_norm": "rms_norm_across_heads"}

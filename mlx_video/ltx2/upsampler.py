@@ -41,9 +41,10 @@ class UpsamplerArgs:
 
     @classmethod
     def from_config(cls, config: dict) -> "UpsamplerArgs":
-        """Raises ValueError for an unsupported scale or combination (see ``LatentUpsampler``)."""
-        diffusers = ("use_rational_resampler" in config or "rational_spatial_scale" in config
-                     or config.get("_class_name") == "LTX2LatentUpsamplerModel")
+        """The diffusers layout is told by its own key names (``use_rational_resampler``,
+        ``rational_spatial_scale``), never by ``_class_name``. Raises ValueError for an unsupported scale
+        or combination (see ``LatentUpsampler``)."""
+        diffusers = "use_rational_resampler" in config or "rational_spatial_scale" in config
         args = cls(
             in_channels=config.get("in_channels", 128),
             mid_channels=config.get("mid_channels", 1024 if diffusers else 512),

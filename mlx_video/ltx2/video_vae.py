@@ -71,7 +71,7 @@ class VideoVAEArgs:
         Raises ValueError for diffusers layouts this port does not map (a down/up block without
         its resampler, the old ``"conv"`` downsample).
         """
-        d = dict(config.get("vae", config))
+        d = config["vae"] if "vae" in config else config
         if "encoder_blocks" in d or "decoder_blocks" in d:
             pad = d.get("spatial_padding_mode")
             return cls(encoder_blocks=_blocks(d.get("encoder_blocks", [])),

@@ -69,10 +69,13 @@ class VocoderArgs:
         self.resblock_dilation_sizes = tuple(tuple(d) for d in self.resblock_dilation_sizes)
 
     @classmethod
-    def from_config(cls, cfg: dict, final_activation: bool = True) -> "VocoderArgs":
+    def from_config(cls, cfg: dict, final_activation: bool = True,
+                    output_sampling_rate: int | None = None) -> "VocoderArgs":
         """From an official flat vocoder config (``config["vocoder"]`` of LTX-2, or the
         ``"vocoder"`` / ``"bwe"`` entries of LTX-2.3; ``final_activation=False`` for the BWE
-        generator, as ltx-core builds it) or a diffusers ``LTX2Vocoder`` config."""
+        generator, as ltx-core builds it) or a diffusers ``LTX2Vocoder`` config (told apart by its own
+        ``hidden_channels`` key). ``output_sampling_rate`` overrides the config's (the BWE sections give
+        the rates beside the generator's keys)."""
         if "hidden_channels" in cfg:  # diffusers
             act = cfg.get("act_fn", "leaky_relu")
             if act != "leaky_relu" and not cfg.get("antialias", False):
@@ -103,7 +106,7 @@ class VocoderArgs:
                    resblock=cfg.get("resblock", "1"), activation=cfg.get("activation", "snake"),
                    final_activation=("tanh" if tanh else "clamp") if final_activation else None,
                    use_bias_at_final=cfg.get("use_bias_at_final", True),
-                   output_sampling_rate=cfg.get("output_sampling_rate", 24000))
+                   output_sampling_rate=output_sampling_rate or cfg.get("output_sampling_rate", 24000))
 
 
 @dataclass
@@ -143,8 +146,8 @@ class BWEVocoderArgs:
         cfg = _section(config)
         bwe = cfg["bwe"]
         i, o = bwe["input_sampling_rate"], bwe["output_sampling_rate"]
-        return cls(VocoderArgs.from_config({**cfg.get("vocoder", {}), "output_sampling_rate": i}),
-                   VocoderArgs.from_config({**bwe, "output_sampling_rate": o}, final_activation=False),
+        return cls(VocoderArgs.from_config(cfg.get("vocoder", {}), output_sampling_rate=i),
+                   VocoderArgs.from_config(bwe, final_activation=False, output_sampling_rate=o),
                    n_fft=bwe["n_fft"], hop_length=bwe["hop_length"], win_length=bwe["n_fft"],
                    num_mels=bwe["num_mels"], input_sampling_rate=i, output_sampling_rate=o)
 
@@ -371,14 +374,20 @@ class VocoderWithBWE(nn.Module):
         return mx.clip(y, -1, 1)[:, :out_len]
 
 
-def vocoder_from_config(config: dict) -> Vocoder | VocoderWithBWE:
-    """Build the right vocoder from the checkpoint config (whole dict or ``config["vocoder"]``) or a
-    diffusers ``LTX2Vocoder`` / ``LTX2VocoderWithBWE`` config: BWE when the config has a ``bwe``
-    section (or ``bwe_*`` keys), plain :class:`Vocoder` otherwise (its weights still need loading)."""
+def vocoder_args(config: dict) -> VocoderArgs | BWEVocoderArgs:
+    """The vocoder's args from the checkpoint config (whole dict or ``config["vocoder"]``) or a diffusers
+    ``LTX2Vocoder`` / ``LTX2VocoderWithBWE`` config: :class:`BWEVocoderArgs` when the config has a ``bwe``
+    section (or ``bwe_*`` keys), :class:`VocoderArgs` otherwise. Raises KeyError naming a missing BWE key."""
     cfg = _section(config)
     if "bwe" in cfg or "bwe_hidden_channels" in cfg:
-        return VocoderWithBWE(BWEVocoderArgs.from_config(cfg))
-    return Vocoder(VocoderArgs.from_config(cfg))
+        return BWEVocoderArgs.from_config(cfg)
+    return VocoderArgs.from_config(cfg)
+
+
+def vocoder_from_config(config: dict) -> Vocoder | VocoderWithBWE:
+    """The right (untrained) vocoder for ``config`` (see :func:`vocoder_args`); its weights still need loading."""
+    args = vocoder_args(config)
+    return VocoderWithBWE(args) if isinstance(args, BWEVocoderArgs) else Vocoder(args)
 
 
 # ---------------------------------------------------------------------------------------------
