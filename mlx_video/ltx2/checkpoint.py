@@ -174,6 +174,19 @@ def split_checkpoint(weights: dict[str, mx.array], source: str = "checkpoint") -
     return parts
 
 
+def sanitize_parts(parts: dict[str, dict[str, mx.array]]) -> dict[str, dict[str, mx.array]]:
+    """:func:`split_checkpoint`'s parts under this port's module names (the converter's whole key map):
+    "transformer" (LTXModel), "connectors" (EmbeddingsProcessor), "video_vae" (VideoVAE.from_weights),
+    "audio_decoder" / "audio_encoder" (AudioDecoder / AudioEncoder), "vocoder". Layout changes are lazy."""
+    audio = parts["audio_vae"]
+    return {"transformer": tr.sanitize(parts["transformer"], "lightricks"),
+            "connectors": te.sanitize(parts["connectors"], "official"),
+            "video_vae": vv.sanitize(parts["video_vae"], "lightricks"),
+            "audio_decoder": av.sanitize(audio, "lightricks", "decoder"),
+            "audio_encoder": av.sanitize(audio, "lightricks", "encoder"),
+            "vocoder": vc.sanitize(parts["vocoder"], "lightricks")}
+
+
 # ----------------------------------------------------------------------------- components
 
 def init_args(args) -> dict:
@@ -311,14 +324,14 @@ def convert_ltx2(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quan
     dt = DTYPES[dtype]
     weights, config, version = read_checkpoint(src)
     cargs, ignored = config_args(config, str(src))
-    parts = split_checkpoint(weights, str(src))
+    parts = sanitize_parts(split_checkpoint(weights, str(src)))
     del weights
     with staged_folder(dst) as tmp:
         out = {"format": FORMAT, "family": "ltx2", "model_version": version, "source": str(src), "dtype": dtype,
                "source_config": config, "ignored_config_keys": ignored, "quantization": {}, "upsamplers": {}, "gemma": None, "distilled_lora": None}
 
         t_args = cargs["transformer"]
-        transformer = load_strict(tr.LTXModel(t_args), cast(tr.sanitize(parts.pop("transformer"), "lightricks"), dt),
+        transformer = load_strict(tr.LTXModel(t_args), cast(parts.pop("transformer"), dt),
                                   what=f"LTX-2 transformer ({src})")
         out["transformer"] = init_args(t_args)
         if distilled_lora is not None:
@@ -340,22 +353,21 @@ def convert_ltx2(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quan
             out["gemma"] = init_args(gemma_args)
             if q:
                 out["quantization"]["gemma"] = q
-        conn_w = te.sanitize(parts.pop("connectors"), "official")
+        conn_w = parts.pop("connectors")
         p_args = processor_args(cargs["connectors"], conn_w, gemma_args)
         save_module(load_strict(te.EmbeddingsProcessor(p_args), cast(conn_w, dt), what=f"LTX-2 text connectors ({src})"),
                     tmp / "connectors.safetensors")
         out["connectors"] = init_args(p_args)
 
         v_args = cargs["video_vae"]
-        save_module(vv.VideoVAE.from_weights(vv.sanitize(parts.pop("video_vae"), "lightricks"), v_args),
+        save_module(vv.VideoVAE.from_weights(parts.pop("video_vae"), v_args),
                     tmp / "video_vae.safetensors")
         out["video_vae"] = init_args(v_args)
 
         a_args = cargs["audio_vae"]
-        a_w = parts.pop("audio_vae")
         audio = {}
         for part, cls in (("decoder", av.AudioDecoder), ("encoder", av.AudioEncoder)):
-            m = load_strict(cls(a_args), cast(av.sanitize(a_w, "lightricks", part), mx.float32),
+            m = load_strict(cls(a_args), cast(parts.pop(f"audio_{part}"), mx.float32),
                             what=f"LTX-2 audio {part} ({src})")
             audio.update({f"{part}.{k}": v for k, v in _flat(m).items()})
         save_safetensors(tmp / "audio_vae.safetensors", audio)
@@ -363,7 +375,7 @@ def convert_ltx2(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quan
 
         v_cls = vc.VocoderWithBWE if isinstance(cargs["vocoder"], vc.BWEVocoderArgs) else vc.Vocoder
         voc = v_cls(cargs["vocoder"])
-        load_strict(voc, cast(vc.sanitize(parts.pop("vocoder"), "lightricks"), mx.float32), what=f"LTX-2 vocoder ({src})")
+        load_strict(voc, cast(parts.pop("vocoder"), mx.float32), what=f"LTX-2 vocoder ({src})")
         save_module(voc, tmp / "vocoder.safetensors")
         out["vocoder"] = {"bwe": isinstance(voc, vc.VocoderWithBWE), "args": init_args(voc.args)}
 
