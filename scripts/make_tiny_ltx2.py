@@ -43,63 +43,52 @@ NAMES = {"2.0": ("ltx-2-tiny-dev", "ltx-2-tiny-spatial-upscaler-x2", "ltx-2-tiny
          "2.3": ("ltx-2.3-tiny-dev", "ltx-2.3-tiny-spatial-upscaler-x2", "ltx-2.3-tiny-distilled-lora")}
 
 
-def _res(n=1):
-    return ["res_x", {"num_layers": n}]
+RELEASES = {"2.0": "ltx-2-19b-dev", "2.3": "ltx-2.3-22b-dev"}  # tests/fixtures/releases/<name>/config.json
+# The only changes to the release's config text: widths and depths ("section.key" -> tiny value). A key the
+# release lacks is added at the end of its section (listed as added in the asset README).
+_TRANSFORMER = {"num_attention_heads": 2, "attention_head_dim": 16, "in_channels": C, "out_channels": C,
+                "num_layers": 2, "cross_attention_dim": 32, "caption_channels": GEMMA_HIDDEN,
+                "audio_num_attention_heads": 2, "audio_attention_head_dim": 8, "audio_cross_attention_dim": 16,
+                "audio_in_channels": 16, "audio_out_channels": 16,
+                "connector_num_attention_heads": 2, "connector_attention_head_dim": 16, "connector_num_layers": 2,
+                "connector_num_learnable_registers": REGISTERS}
+# ltx-core sizes the audio statistics by ch, which must equal z_channels x mel_bins / 4 (128 = 8 x 16 released)
+_AUDIO = {"ch": 16, "num_res_blocks": 1, "z_channels": 1}
+_HIFI = {"resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3, 5]]}
+TINY = {
+    "2.0": {**{f"transformer.{k}": v for k, v in _TRANSFORMER.items()},
+            "vae.latent_channels": C, "vae.decoder_base_channels": 4,
+            **{f"audio_vae.model.params.ddconfig.{k}": v for k, v in _AUDIO.items()},
+            "vocoder.upsample_initial_channel": 32, **{f"vocoder.{k}": v for k, v in _HIFI.items()}},
+    "2.3": {**{f"transformer.{k}": v for k, v in _TRANSFORMER.items()},
+            "transformer.audio_connector_num_attention_heads": 2, "transformer.audio_connector_attention_head_dim": 8,
+            "vae.latent_channels": C, "vae.decoder_base_channels": 4,
+            **{f"audio_vae.model.params.ddconfig.{k}": v for k, v in _AUDIO.items()},
+            "vocoder.vocoder.upsample_initial_channel": 64, "vocoder.bwe.upsample_initial_channel": 32,
+            **{f"vocoder.{g}.{k}": v for g in ("vocoder", "bwe") for k, v in _HIFI.items()}},
+}
 
 
-def checkpoint_config(version: str) -> dict:
-    """The embedded ``config`` metadata: real keys, tiny sizes (docs/ltx2.md 2.1, 3, 4, 5)."""
-    t = dict(num_attention_heads=2, attention_head_dim=16, in_channels=C, out_channels=C, num_layers=2,
-             cross_attention_dim=32, audio_num_attention_heads=2, audio_attention_head_dim=8,
-             audio_in_channels=16, audio_out_channels=16, audio_cross_attention_dim=16,
-             caption_channels=GEMMA_HIDDEN, norm_eps=1e-6, attention_bias=True, activation_fn="gelu-approximate",
-             dropout=0.0, positional_embedding_theta=10000.0, positional_embedding_max_pos=[20, 2048, 2048],
-             audio_positional_embedding_max_pos=[20], timestep_scale_multiplier=1000,
-             av_ca_timestep_scale_multiplier=1000.0, use_middle_indices_grid=True,
-             causal_temporal_positioning=True, rope_type="split", frequencies_precision="float64",
-             connector_num_attention_heads=2, connector_attention_head_dim=16, connector_num_layers=2,
-             connector_positional_embedding_max_pos=[4096])
-    if version == "2.3":
-        t.update(apply_gated_attention=True, cross_attention_adaln=True, caption_proj_before_connector=True,
-                 caption_projection_first_linear=False, caption_proj_input_norm=False,
-                 caption_projection_second_linear=False, text_encoder_norm_type="per_token_rms",
-                 connector_apply_gated_attention=True, audio_connector_num_attention_heads=2,
-                 audio_connector_attention_head_dim=8, audio_connector_num_layers=2)
-        enc = [_res(), ["compress_space_res", {"multiplier": 2}], _res(), ["compress_time_res", {"multiplier": 2}],
-               _res(), ["compress_all_res", {"multiplier": 2}], _res(), ["compress_all_res", {"multiplier": 1}], _res()]
-        dec = [_res(), ["compress_space", {"multiplier": 2}], _res(), ["compress_time", {"multiplier": 2}], _res(),
-               ["compress_all", {"multiplier": 1}], _res(), ["compress_all", {"multiplier": 2}], _res()]
-        padding = "zeros"
-        amp = {"resblock": "AMP1", "stereo": True, "activation": "snakebeta", "use_tanh_at_final": False,
-               "use_bias_at_final": False, "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3, 5]]}
-        vocoder = {"vocoder": {**amp, "upsample_initial_channel": 64, "upsample_rates": [5, 2, 2, 2, 2, 2],
-                               "upsample_kernel_sizes": [11, 4, 4, 4, 4, 4]},
-                   "bwe": {**amp, "upsample_initial_channel": 32, "upsample_rates": [6, 5, 2, 2, 2],
-                           "upsample_kernel_sizes": [12, 11, 4, 4, 4], "input_sampling_rate": 16000,
-                           "output_sampling_rate": 48000, "n_fft": 512, "hop_length": 80, "num_mels": 64}}
-    else:
-        enc = [_res(), ["compress_space_res", {"multiplier": 2}], _res(), ["compress_time_res", {"multiplier": 2}],
-               _res(), ["compress_all_res", {"multiplier": 2}], _res(), ["compress_all_res", {"multiplier": 2}], _res()]
-        dec = [_res(), ["compress_all", {"residual": True, "multiplier": 2}], _res(),
-               ["compress_all", {"residual": True, "multiplier": 2}], _res(),
-               ["compress_all", {"residual": True, "multiplier": 2}], _res()]
-        padding = "reflect"
-        vocoder = {"resblock": "1", "stereo": True, "upsample_initial_channel": 32, "upsample_rates": [6, 5, 2, 2, 2],
-                   "upsample_kernel_sizes": [16, 15, 8, 4, 4], "resblock_kernel_sizes": [3, 7, 11],
-                   "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]], "output_sampling_rate": 24000}
-    vae = {"dims": 3, "in_channels": 3, "out_channels": 3, "latent_channels": C, "patch_size": 4,
-           "norm_layer": "pixel_norm", "latent_log_var": "uniform", "spatial_padding_mode": padding,
-           "encoder_blocks": enc, "decoder_blocks": dec, "causal_decoder": False, "timestep_conditioning": False,
-           "decoder_base_channels": 4}
-    # audio: z=1 channel x 16 latent mel bins = 16 transformer features = the statistics' width (ch)
-    audio_vae = {"model": {"params": {"sampling_rate": 16000, "ddconfig": {
-        "ch": 16, "ch_mult": [1, 2, 4], "num_res_blocks": 1, "attn_resolutions": [8], "resolution": 16,
-        "z_channels": 1, "in_channels": 2, "out_ch": 2, "double_z": True, "norm_type": "pixel",
-        "causality_axis": "height", "mid_block_add_attention": version != "2.3", "mel_bins": 64}}},
-        "preprocessing": {"stft": {"hop_length": 160, "filter_length": 1024, "causal": True},
-                          "mel": {"n_mel_channels": 64}}}
-    return {"transformer": t, "vae": vae, "audio_vae": audio_vae, "vocoder": vocoder,
-            "scheduler": {"base_shift": 0.95, "max_shift": 2.05}}
+def checkpoint_config(version: str) -> tuple[dict, list[tuple[str, object, object]]]:
+    """The embedded ``config`` metadata: the release's real config text (tests/fixtures/releases, see its
+    SOURCE.md) with only :data:`TINY`'s widths and depths changed, and every res_x block's ``num_layers`` set
+    to 1. Returns (config, [(dotted key, real value or "(added)", tiny value)])."""
+    cfg = json.loads((ROOT / "tests" / "fixtures" / "releases" / RELEASES[version] / "config.json").read_text())
+    changes = []
+    for path, value in TINY[version].items():
+        *outer, key = path.split(".")
+        d = cfg
+        for k in outer:
+            d = d[k]
+        if d.get(key) != value:
+            changes.append((path, d.get(key, "(added)"), value))
+        d[key] = value
+    for side in ("encoder_blocks", "decoder_blocks"):
+        for i, (name, params) in enumerate(cfg["vae"][side]):
+            if name == "res_x" and params["num_layers"] != 1:
+                changes.append((f"vae.{side}[{i}].num_layers", params["num_layers"], 1))
+                params["num_layers"] = 1
+    return cfg, changes
 
 
 def upsampler_config(version: str) -> dict:
@@ -173,7 +162,7 @@ def _transformer(cfg: dict, seed: int):
                  cross_attention_adaln=t.get("cross_attention_adaln", False),
                  caption_projection=PixArtAlphaTextProjection(t["caption_channels"], vd) if proj else None,
                  audio_caption_projection=PixArtAlphaTextProjection(t["caption_channels"], ad) if proj else None,
-                 **{k: t[k] for k in keys})
+                 **{k: t[k] for k in keys if k in t})
     return _fill(m, seed, std=0.1)
 
 
@@ -191,8 +180,9 @@ def _processor(cfg: dict, seed: int):
 
     def conn(heads, dim):
         return Embeddings1DConnector(attention_head_dim=dim, num_attention_heads=heads,
-                                     num_layers=t["connector_num_layers"], positional_embedding_max_pos=[4096],
-                                     num_learnable_registers=REGISTERS,
+                                     num_layers=t["connector_num_layers"],
+                                     positional_embedding_max_pos=t["connector_positional_embedding_max_pos"],
+                                     num_learnable_registers=t["connector_num_learnable_registers"],
                                      rope_type=LTXRopeType.SPLIT, double_precision_rope=True,
                                      apply_gated_attention=gated)
 
@@ -266,7 +256,7 @@ def reference_modules(version: str = "2.0", seed: int = 0) -> dict:
     from ltx_core.model.upsampler import LatentUpsamplerConfigurator
     from ltx_core.model.video_vae.model_configurator import VideoDecoderConfigurator, VideoEncoderConfigurator
 
-    cfg = checkpoint_config(version)
+    cfg, changes = checkpoint_config(version)
     mods = {
         "transformer": _transformer(cfg, seed),
         "processor": _processor(cfg, seed + 1),
@@ -283,7 +273,7 @@ def reference_modules(version: str = "2.0", seed: int = 0) -> dict:
         mods[dec].per_channel_statistics.load_state_dict(mods[enc].per_channel_statistics.state_dict())
     for m in mods.values():
         _bf16_(m)
-    mods["config"] = cfg
+    mods["config"], mods["changes"] = cfg, changes
     return mods
 
 
@@ -375,12 +365,21 @@ def write(out: Path, mods: dict, version: str) -> dict[str, Path]:
 
 def build(out: Path, version: str = "2.0", seed: int = 0) -> dict[str, Path]:
     """Build the tiny checkpoint into ``out`` (files listed in the module docstring) plus a README."""
-    paths = write(Path(out), reference_modules(version, seed), version)
+    mods = reference_modules(version, seed)
+    paths = write(Path(out), mods, version)
+    rows = "".join(f"| `{k}` | {json.dumps(a) if a != '(added)' else a} | {json.dumps(b)} |\n"
+                   for k, a, b in mods["changes"])
     (Path(out) / "README.md").write_text(
         f"# SMOKE-TEST MODEL (random weights): its videos and sounds are noise\n\n"
         f"A shrunk LTX-{version} in Lightricks' single-file layout (+ x2 upsampler, distilled LoRA and a tiny "
-        f"Gemma 3 folder), made by `scripts/make_tiny_ltx2.py --version {version} --seed {seed}` from the "
-        f"official ltx-core 1.0.0 / transformers modules. For offline end-to-end runs and tests only.\n")
+        f"Gemma 3 folder), made by `python -m scripts.make_tiny_ltx2 --version {version} --seed {seed}` from the "
+        f"official ltx-core 1.0.0 / transformers modules. For offline end-to-end runs and tests only.\n\n"
+        f"The single file's embedded `config` is the real {RELEASES[version]} header text "
+        f"(tests/fixtures/releases/{RELEASES[version]}/; its SOURCE.md gives the sources and the parts not found, "
+        f"reconstructed there): every key, in the release's "
+        f"order, with only these widths and depths changed:\n\n| key | release | tiny |\n|---|---|---|\n{rows}\n"
+        f"The upsampler's `config` is not a release header (none was found quoted; see "
+        f"tests/fixtures/releases/README.md).\n")
     return paths
 
 

@@ -182,7 +182,8 @@ def test_audio_decoder_and_vocoder_match_ltx_core(cases, version):
     case = cases(version)
     dec, voc = L.load_audio_decoder(case.dir, case.cfg), L.load_vocoder(case.dir, case.cfg)
     assert voc.sample_rate == (24000 if version == "2.0" else 48000)
-    z = randn(1, 1, 4, 16, seed=7)  # (B, z, t, F')
+    zc = case.mods["config"]["audio_vae"]["model"]["params"]["ddconfig"]["z_channels"]
+    z = randn(1, zc, 4, 16, seed=7)  # (B, z, t, F')
     with torch.no_grad():
         mel_ref = case.mods["audio_decoder"](z)  # (B, 2, 4t - 3, 64)
         wav_ref = case.mods["vocoder"](mel_ref)
