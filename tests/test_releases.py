@@ -107,3 +107,39 @@ def test_missing_section_or_key_names_it_and_the_file():
     del cfg["vocoder"]["bwe"]["n_fft"]
     with pytest.raises(WeightsError, match=r"x\.safetensors.*vocoder\.bwe\.n_fft"):
         ck.config_args(cfg, "x.safetensors")
+
+
+# ----------------------------------------------------------------------------- the CLI on the real headers
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory):
+    """version -> the tiny single file (real release config text, widths shrunk): the committed LTX-2 asset,
+    and an LTX-2.3 one built by the same script."""
+    from scripts import make_tiny_ltx2 as tiny
+    from tests.helpers import ASSETS
+
+    built = tiny.build(tmp_path_factory.mktemp("tiny23"), "2.3")
+    return {"2.0": ASSETS / "tiny-LTX-2" / "ltx-2-tiny-dev.safetensors", "2.3": built["checkpoint"]}
+
+
+@pytest.mark.parametrize("version", ["2.0", "2.3"])
+def test_cli_convert_and_generate_accept_the_real_header(version, tiny_files, tmp_path, monkeypatch):
+    """`mlx_video convert FILE` and `mlx_video generate --model FILE` on a tiny single file whose embedded config
+    is the release's (with "_class_name": "AVTransformer3DModel"): the files issue 9 saw refused."""
+    from typer.testing import CliRunner
+
+    from mlx_video.cli import app
+
+    ckpt = tiny_files[version]
+    meta, _ = ck.read_header(ckpt)
+    assert json.loads(meta["config"])["transformer"]["_class_name"] == "AVTransformer3DModel"
+    r = CliRunner().invoke(app, ["convert", str(ckpt), str(tmp_path / "out"), "--dtype", "float32", "--verbose"])
+    assert r.exit_code == 0, r.output
+    assert "ignored config keys:" in r.output and "transformer._class_name" in r.output
+    monkeypatch.setenv("MLX_VIDEO_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "v.mp4"
+    r = CliRunner().invoke(app, ["generate", "--model", str(ckpt), "--prompt", "a cat", "--pipeline", "dev",
+                                 "--steps", "1", "--height", "64", "--width", "64", "--num-frames", "9",
+                                 "--seed", "1", "--output-path", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.stat().st_size > 0

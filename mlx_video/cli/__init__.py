@@ -81,6 +81,7 @@ def convert(
     quantize: Optional[int] = typer.Option(None, "--quantize", help="4 or 8 bits (DiT/transformer, T5/Gemma linears)"),
     group_size: int = typer.Option(64, "--group-size"),
     variant: str = typer.Option("dev", "--variant", help="LTX-2: dev | distilled"),
+    verbose: bool = typer.Option(False, "--verbose", help="list the checkpoint config keys the converter ignored"),
 ):
     """Convert a checkpoint to an mlx_video folder (strict: every key used, every shape checked)."""
     from mlx_video.cli.common import fail as _fail
@@ -111,6 +112,10 @@ def convert(
     except (ValueError, WeightsError, DownloadError) as e:
         _fail(str(e))
     typer.echo(f"converted -> {out}")
+    if verbose:
+        import json
+        ignored = json.loads((Path(out) / "config.json").read_text()).get("ignored_config_keys", [])
+        typer.echo("ignored config keys: " + (", ".join(ignored) or "none"))
 
 
 @app.command()

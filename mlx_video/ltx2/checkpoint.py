@@ -313,8 +313,11 @@ def convert_ltx2(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quan
     dtype: storage dtype of the transformer, connectors, Gemma, upsamplers and LoRA (the VAEs and the
     vocoder stay float32, as the reference runs them). quantize: 4 or 8 bits (affine, ``group_size``)
     for the Linear layers of the transformer blocks and of Gemma's decoder layers.
-    Raises WeightsError (a key no component owns, missing / unused / mis-shaped key, truncated file,
-    unsupported fp8 format), ValueError (bad dtype / bits, a config this port does not implement).
+    The converted config.json lists under ``ignored_config_keys`` the embedded config keys no reader used
+    (dotted; an upsampler's prefixed by its file name), which ``mlx_video convert --verbose`` shows.
+    Raises WeightsError (a key no component owns, missing / unused / mis-shaped key, a missing config section
+    or needed key, truncated file, unsupported fp8 format), ValueError (bad dtype / bits, a config this port
+    does not implement).
     """
     src, dst = Path(src), Path(dst)
     if dtype not in DTYPES:
@@ -382,6 +385,7 @@ def convert_ltx2(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quan
         for path in upsamplers:
             name, entry = _upsampler(Path(path), dt, tmp)
             out["upsamplers"][name] = entry
+            out["ignored_config_keys"] += [f"{entry['source']}:{k}" for k in entry["ignored_config_keys"]]
 
         write_json_atomic(tmp / "config.json", out)
     return dst
