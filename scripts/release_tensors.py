@@ -9,7 +9,9 @@ no weights), and the modules' state dicts are listed under the names the release
   through the inverse of ltx-core's own key maps (LTXV_MODEL_COMFY_RENAMING_MAP, EMBEDDINGS_PROCESSOR_KEY_OPS,
   VAE_*/AUDIO_VAE_*/VOCODER_COMFY_KEYS_FILTER): ``model.diffusion_model.*``, ``text_embedding_projection.*``,
   ``vae.{encoder,decoder,per_channel_statistics}.*``, ``audio_vae.*``, ``vocoder.*``.
-- Wan official folders: the official ``wan.modules.model.WanModel`` at the folder's ``config.json``.
+- Wan official folders: the official ``wan.modules.model.WanModel`` (the installed Wan2.2 package, through
+  tests.oracles.wan) at the folder's ``config.json``; Wan2.1 I2V / FLF2V are skipped (that package has no CLIP
+  image branch).
 
 One line per tensor: ``name<TAB>shape (comma-separated)<TAB>dtype``; the dtype is the module's parameter dtype
 (float32 on meta), not the storage dtype of the release (bf16 for most weights; not in the lists).
@@ -66,14 +68,19 @@ def ltx_tensors(config: dict) -> dict[str, tuple]:
     return out
 
 
-def wan_tensors(config: dict) -> dict[str, tuple]:
-    """{file key: (shape, dtype)} of an official Wan DiT with this config.json."""
+def wan_tensors(config: dict) -> dict[str, tuple] | None:
+    """{file key: (shape, dtype)} of an official Wan DiT with this config.json, or None for the Wan2.1 CLIP
+    branch (model_type i2v with in_dim 36 in Wan2.1, flf2v): the installed official package is Wan2.2's,
+    whose WanModel has no ``img_emb``."""
     import torch
-    from wan.modules.model import WanModel
 
+    from tests.oracles import wan
+
+    if config["model_type"] == "flf2v" or (config["model_type"] == "i2v" and config["_diffusers_version"] < "0.33"):
+        return None
     kw = {k: v for k, v in config.items() if not k.startswith("_")}
     with torch.device("meta"):
-        return _named(WanModel(**kw), "")
+        return _named(wan().model.WanModel(**kw), "")
 
 
 def write(release: Path, tensors: dict[str, tuple]) -> Path:
@@ -92,6 +99,9 @@ def main(argv=None) -> None:
         release = RELEASES / name
         config = json.loads((release / "config.json").read_text())
         tensors = ltx_tensors(config) if "transformer" in config else wan_tensors(config)
+        if tensors is None:
+            print(f"{release}: no official module to build (see SOURCE.md)", file=sys.stderr)
+            continue
         print(f"{write(release, tensors)}: {len(tensors)} tensors", file=sys.stderr)
 
 

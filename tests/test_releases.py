@@ -143,3 +143,45 @@ def test_cli_convert_and_generate_accept_the_real_header(version, tiny_files, tm
                                  "--seed", "1", "--output-path", str(out)])
     assert r.exit_code == 0, r.output
     assert out.stat().st_size > 0
+
+
+# ----------------------------------------------------------------------------- Wan official folders
+
+WAN = {  # release -> (model_type, dim, in_dim, out_dim, CLIP image branch)
+    "Wan2.1-T2V-1.3B": ("t2v", 1536, 16, 16, False), "Wan2.1-T2V-14B": ("t2v", 5120, 16, 16, False),
+    "Wan2.1-I2V-14B-480P": ("i2v", 5120, 36, 16, True), "Wan2.1-I2V-14B-720P": ("i2v", 5120, 36, 16, True),
+    "Wan2.1-FLF2V-14B-720P": ("flf2v", 5120, 36, 16, True), "Wan2.2-TI2V-5B": ("ti2v", 3072, 48, 48, False),
+    **{f"Wan2.2-{t}-A14B-{e}_noise_model": ("t2v" if t == "T2V" else "i2v", 5120, 16 if t == "T2V" else 36, 16, False)
+       for t in ("T2V", "I2V") for e in ("high", "low")},
+}
+
+
+@pytest.mark.parametrize("name", sorted(WAN))
+def test_wan_release_config_converts(name):
+    from mlx_video.wan import checkpoint as wck
+
+    kind, dim, in_dim, out_dim, clip = WAN[name]
+    branch = {"img_emb.proj.0.weight": (1280,), **({"img_emb.emb_pos": (1, 514, 1280)} if kind == "flf2v" else {})}
+    args, ignored = wck.dit_config_args(release_config(name), name, lazy(branch) if clip else {})  # the CLIP branch
+    assert (args.model_type, args.dim, args.in_dim, args.out_dim, args.image_dim is not None) == \
+        (kind, dim, in_dim, out_dim, clip)
+    assert sorted(ignored) == ["_class_name", "_diffusers_version"]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in WAN if (RELEASES / n / "tensors.txt.gz").is_file()))
+def test_wan_release_tensors_map_completely(name):
+    from mlx_video.wan import checkpoint as wck
+    from mlx_video.wan import transformer as wt
+
+    w = lazy(release_tensors(name))
+    args, _ = wck.dit_config_args(release_config(name), name, w)
+    load_strict(wt.WanModel(args), wt.sanitize(w, "official"), what=f"{name} DiT")
+
+
+def test_wan_missing_key_names_it_and_the_file():
+    from mlx_video.wan import checkpoint as wck
+
+    cfg = release_config("Wan2.2-TI2V-5B")
+    del cfg["num_layers"]
+    with pytest.raises(WeightsError, match=r"cfg\.json.*num_layers"):
+        wck.dit_config_args(cfg, "cfg.json")

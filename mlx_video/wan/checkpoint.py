@@ -27,6 +27,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from mlx_video.checks import ConfigKeys
 from mlx_video.io.weights import WeightsError, load_strict, write_json_atomic
 from mlx_video.wan import clip as clip_mod
 from mlx_video.wan import t5 as t5_mod
@@ -118,6 +119,24 @@ def dit_args_from(config: dict, weights: dict):
     return args
 
 
+# Keys every released DiT config.json has that the reader needs (the official Wan-AI files: _class_name,
+# _diffusers_version and these; diffusers WanTransformer3DModel configs: their own names).
+OFFICIAL_DIT_KEYS = ("model_type", "dim", "ffn_dim", "freq_dim", "num_heads", "num_layers", "in_dim", "out_dim")
+DIFFUSERS_DIT_KEYS = ("num_attention_heads", "attention_head_dim", "in_channels", "ffn_dim", "num_layers")
+
+
+def dit_config_args(config: dict, source: str = "config.json", weights: dict | None = None):
+    """(WanModelArgs, names of the config keys no reader used) for a DiT ``config.json`` (official or
+    diffusers layout, told apart by diffusers' ``num_attention_heads``); ``weights`` as in :func:`dit_args_from`.
+    Raises WeightsError naming ``source`` and a needed key it lacks, ValueError for unsupported settings."""
+    need = DIFFUSERS_DIT_KEYS if "num_attention_heads" in config else OFFICIAL_DIT_KEYS
+    missing = [k for k in need if k not in config]
+    if missing:
+        raise WeightsError(f"{source}: DiT config lacks the needed key(s) {', '.join(missing)}")
+    c = ConfigKeys(config)
+    return dit_args_from(c, weights or {}), sorted(c.unread())
+
+
 def clip_args_from_weights(w: dict):
     """Official open-clip ``.pth`` files carry no config: read the visual tower's sizes off the weights
     (heads = width / 80, the ViT-H/14 head width)."""
@@ -136,7 +155,7 @@ def clip_args_from_weights(w: dict):
 
 
 def _read_official(src: Path):
-    folders = {"dit": src}
+    folders, ignored = {"dit": src}, []
     if not (src / "config.json").is_file():
         folders = {name: src / sub for name, sub in EXPERTS.items()}
     dits = {}
@@ -145,7 +164,9 @@ def _read_official(src: Path):
             raise WeightsError(f"{src}: missing {folder.name}/config.json (a two-expert checkpoint needs "
                                f"{' and '.join(EXPERTS.values())})")
         w = read_sharded(folder)
-        dits[name] = (dit_args_from(json.loads((folder / "config.json").read_text()), w), w, "official")
+        args, unread = dit_config_args(json.loads((folder / "config.json").read_text()), folder / "config.json", w)
+        dits[name] = (args, w, "official")
+        ignored += [f"{folder.relative_to(src) / 'config.json'}:{k}" for k in unread]
     vae_file = next((f for f in VAE_FILES if (src / f).exists()), None)
     version = VAE_FILES[vae_file]
     vae_w = read_weights(src / vae_file)
@@ -158,32 +179,43 @@ def _read_official(src: Path):
         clip_w = read_weights(src / CLIP_FILE)
         clip = (clip_args_from_weights(clip_w), clip_w, "official")
     return dict(dits=dits, vae=(version, vae_args, vae_w, "official"),
-                t5=(t5_args, t5_w, "official"), tokenizer=tok, clip=clip)
+                t5=(t5_args, t5_w, "official"), tokenizer=tok, clip=clip, ignored=ignored)
 
 
 def _read_diffusers(src: Path):
-    def cfg(sub):
+    seen = []  # the component configs read, as ConfigKeys (for the ignored-key list)
+
+    def raw(sub):
         p = src / sub / "config.json"
         if not p.is_file():
             raise WeightsError(f"{src}: missing {sub}/config.json")
         return json.loads(p.read_text())
 
+    def cfg(sub):
+        seen.append(ConfigKeys(raw(sub), f"{sub}/config.json:"))
+        return seen[-1]
+
     vae_cfg, t5_cfg = cfg("vae"), cfg("text_encoder")
     version = "2.2" if vae_cfg.get("z_dim", 16) == 48 or vae_cfg.get("is_residual") else "2.1"
     vm = _vae_module(version)
     subs = DIFFUSERS_EXPERTS if (src / DIFFUSERS_EXPERTS["dit_low"]).is_dir() else {"dit": "transformer"}
-    dits = {name: (dit_mod.WanModelArgs.from_config(cfg(sub)), read_sharded(src / sub), "diffusers")
-            for name, sub in subs.items()}
+    dits, ignored = {}, []
+    for name, sub in subs.items():
+        args, unread = dit_config_args(raw(sub), f"{src / sub / 'config.json'}")
+        dits[name] = (args, read_sharded(src / sub), "diffusers")
+        ignored += [f"{sub}/config.json:{k}" for k in unread]
     clip = None
     if (src / "image_encoder").is_dir():
         w = read_sharded(src / "image_encoder", stem="model")
         if not any(k.startswith("vision_model.") for k in w):  # transformers >= 5 saves CLIPVisionModel unprefixed
             w = {f"vision_model.{k}": v for k, v in w.items()}
         clip = (clip_mod.CLIPVisionArgs.from_config(cfg("image_encoder")), w, "hf")
-    return dict(dits=dits,
-                vae=(version, (vm.Wan22VAEArgs if version == "2.2" else vm.Wan21VAEArgs).from_config(vae_cfg), read_sharded(src / "vae"), "diffusers"),
-                t5=(t5_mod.UMT5Args.from_config(t5_cfg), read_sharded(src / "text_encoder", stem="model"), "hf"),
-                tokenizer=src / "tokenizer", clip=clip)
+    vae_args = (vm.Wan22VAEArgs if version == "2.2" else vm.Wan21VAEArgs).from_config(vae_cfg)
+    t5_args = t5_mod.UMT5Args.from_config(t5_cfg)
+    ignored += [k for c in seen for k in c.unread()]
+    return dict(dits=dits, vae=(version, vae_args, read_sharded(src / "vae"), "diffusers"),
+                t5=(t5_args, read_sharded(src / "text_encoder", stem="model"), "hf"),
+                tokenizer=src / "tokenizer", clip=clip, ignored=ignored)
 
 
 def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quantize: int | None = None,
@@ -192,7 +224,10 @@ def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quant
 
     dtype: storage dtype of the DiT and text encoder (the VAE stays float32, as the reference runs it).
     quantize: 4 or 8 bits for the DiT and T5 Linear layers (affine, ``group_size``).
-    Raises WeightsError (missing/unused/mis-shaped key, truncated file, unknown layout).
+    The converted config.json lists under ``ignored_config_keys`` the source config keys no reader used
+    (``mlx_video convert --verbose`` shows them).
+    Raises WeightsError (missing/unused/mis-shaped key, a needed config key missing, truncated file,
+    unknown layout).
     """
     src, dst = Path(src), Path(dst)
     layout = detect_layout(src)
@@ -202,7 +237,10 @@ def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quant
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
     if quantize not in (None, 4, 8):
         raise ValueError("quantize must be 4 or 8 bits")
-    parts = _read_official(src) if layout == "official" else _read_diffusers(src)
+    try:
+        parts = _read_official(src) if layout == "official" else _read_diffusers(src)
+    except KeyError as e:  # a ConfigKeys names the file and the key
+        raise WeightsError(f"{src}: a config lacks the needed key {e.args[0]}") from None
     with staged_folder(dst) as tmp:
         quant = {}
         dits = parts.pop("dits")
@@ -251,7 +289,7 @@ def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quant
             "format": FORMAT, "family": "wan", "source": str(src), "layout": layout, "dtype": dtype,
             "dit": _init_fields(dit_args), "t5": _init_fields(t5_args), "text_len": 512,
             "vae": {"version": version, "stride": vae.stride[1], "args": _init_fields(vae_args)},
-            "quantization": quant, **extra,
+            "quantization": quant, "ignored_config_keys": parts["ignored"], **extra,
         })
     return dst
 

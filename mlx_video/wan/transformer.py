@@ -80,8 +80,8 @@ class WanModelArgs:
         (a wrong guess then fails loudly in ``load_strict``). FLF2V always has it (1280, 514).
         Raises ValueError for settings no released model uses (no qk-norm, windowed attention, ...).
         """
-        d = dict(config)
-        if "num_attention_heads" in d:  # diffusers
+        d = config  # not copied: a ConfigKeys records what is read
+        if "num_attention_heads" in d:  # diffusers' own key name (official configs say num_heads)
             if d.get("qk_norm", "rms_norm_across_heads") != "rms_norm_across_heads":
                 raise ValueError(f"unsupported qk_norm {d['qk_norm']!r}")
             dim = d["num_attention_heads"] * d["attention_head_dim"]
