@@ -17,11 +17,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-DIT = dict(model_type="ti2v", patch_size=[1, 2, 2], text_len=512, in_dim=48, dim=64, ffn_dim=128, freq_dim=32,
-           text_dim=32, out_dim=48, num_heads=2, num_layers=2, window_size=[-1, -1], qk_norm=True,
-           cross_attn_norm=True, eps=1e-6)
+# The only changes to the release's config.json (tests/fixtures/releases/Wan2.2-TI2V-5B): widths and depths;
+# text_dim (absent there: the official default 4096) is added to fit the tiny T5.
+DIT = dict(dim=64, ffn_dim=128, freq_dim=32, num_heads=2, num_layers=2, text_dim=32)
 VAE = dict(dim=4, dec_dim=8, z_dim=48)
 T5 = dict(dim=32, dim_attn=32, dim_ffn=64, num_heads=4, num_layers=2, num_buckets=32, shared_pos=False)
+
+
+def release_config(release: str, tiny: dict) -> tuple[dict, str]:
+    """(config, README lines): the release's config.json text (tests/fixtures/releases/<release>, see its
+    SOURCE.md) with only ``tiny``'s values changed (a key it lacks is added at the end)."""
+    cfg = json.loads((ROOT / "tests" / "fixtures" / "releases" / release / "config.json").read_text())
+    rows = []
+    for k, v in tiny.items():
+        rows.append(f"| `{k}` | {json.dumps(cfg[k]) if k in cfg else '(added)'} | {json.dumps(v)} |")
+        cfg[k] = v
+    readme = (f"The DiT config.json is tests/fixtures/releases/{release}/config.json (its SOURCE.md says where it "
+              f"comes from: a reconstruction, no verbatim copy was found) with only these widths and depths "
+              f"changed:\n\n| key | release | tiny |\n|---|---|---|\n" + "\n".join(rows) + "\n")
+    return cfg, readme
 
 
 def write_text_encoder(out: Path, seed: int) -> None:
@@ -50,12 +64,12 @@ def build(out: Path, seed: int = 0) -> Path:
 
     w = oracles.wan()
     out.mkdir(parents=True, exist_ok=True)
-    dit = w.model.WanModel(**{k: tuple(v) if isinstance(v, list) else v for k, v in DIT.items()})
+    cfg, readme = release_config("Wan2.2-TI2V-5B", DIT)
+    dit = w.model.WanModel(**{k: v for k, v in cfg.items() if not k.startswith("_")})
     oracles.randomize_(dit, seed=seed, std=0.1, table_std=0.5)  # docs/ORACLES.md: sensitive sizes
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in dit.state_dict().items()},
               str(out / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(dict(_class_name="WanModel", _diffusers_version="0.33.0", **DIT),
-                                                indent=2))
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
 
     vae = w.vae2_2.WanVAE_(dim=VAE["dim"], dec_dim=VAE["dec_dim"], z_dim=VAE["z_dim"],
                            temperal_downsample=[False, True, True])
@@ -65,8 +79,8 @@ def build(out: Path, seed: int = 0) -> Path:
     write_text_encoder(out, seed + 2)
     (out / "README.md").write_text(
         "# SMOKE-TEST MODEL (random weights): its videos are noise\n\n"
-        "A shrunk Wan2.2 TI2V-5B in the official Wan-AI layout, made by `scripts/make_tiny_wan.py` "
-        f"(seed {seed}) from the official PyTorch modules. For offline end-to-end runs and tests only.\n")
+        "A shrunk Wan2.2 TI2V-5B in the official Wan-AI layout, made by `python -m scripts.make_tiny_wan` "
+        f"(seed {seed}) from the official PyTorch modules. For offline end-to-end runs and tests only.\n\n" + readme)
     return out
 
 

@@ -24,22 +24,18 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from scripts.make_tiny_wan import write_text_encoder
+from scripts.make_tiny_wan import release_config, write_text_encoder
 
-DIT = dict(dim=32, ffn_dim=64, freq_dim=32, num_heads=2, num_layers=2, text_dim=32, text_len=512, eps=1e-6)
+# The only changes to the releases' config.json: widths and depths (text_dim added to fit the tiny T5).
+DIT = dict(dim=32, ffn_dim=64, freq_dim=32, num_heads=2, num_layers=2, text_dim=32)
+RELEASES = {"i2v": "Wan2.1-I2V-14B-480P", "flf2v": "Wan2.1-FLF2V-14B-720P", "a14b": "Wan2.2-I2V-A14B-high_noise_model"}
 VAE21 = dict(dim=4, z_dim=16)
 CLIP = dict(hidden_size=80, intermediate_size=160, num_attention_heads=1, num_hidden_layers=2, image_size=28,
             patch_size=14, hidden_act="gelu", layer_norm_eps=1e-5)
 CLIP_TOKENS = (CLIP["image_size"] // CLIP["patch_size"]) ** 2 + 1
 README = ("# SMOKE-TEST MODEL (random weights): its videos are noise\n\n"
-          "A shrunk {what} in the official Wan-AI layout, made by `scripts/make_tiny_wan21.py` (seed {seed}) "
-          "from the official / diffusers PyTorch modules. For offline end-to-end runs and tests only.\n")
-
-
-def _config(model_type: str) -> dict:
-    cfg = dict(_class_name="WanModel", _diffusers_version="0.30.0", model_type=model_type, patch_size=[1, 2, 2],
-               in_dim=36, out_dim=16, window_size=[-1, -1], qk_norm=True, cross_attn_norm=True, **DIT)
-    return cfg
+          "A shrunk {what} in the official Wan-AI layout, made by `python -m scripts.make_tiny_wan21` (seed {seed}) "
+          "from the official / diffusers PyTorch modules. For offline end-to-end runs and tests only.\n\n")
 
 
 def _common(out: Path, seed: int):
@@ -63,7 +59,7 @@ def _save_dit(sd: dict, folder: Path, cfg: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()},
               str(folder / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
 
 
 def open_clip_state(seed: int) -> dict:
@@ -125,9 +121,10 @@ def build_wan21(out: Path, flf: bool, seed: int = 0) -> Path:
     _common(out, seed)
     dm = wan21_dit(flf, seed)
     sd = {k: v for k, v in dm.state_dict().items() if not k.startswith("rope.")}
-    _save_dit(diffusers_to_official(sd), out, _config("flf2v" if flf else "i2v"))
+    cfg, readme = release_config(RELEASES["flf2v" if flf else "i2v"], DIT)
+    _save_dit(diffusers_to_official(sd), out, cfg)
     torch.save(open_clip_state(seed + 3), out / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth")
-    (out / "README.md").write_text(README.format(what=f"Wan2.1 {'FLF2V' if flf else 'I2V'}-14B", seed=seed))
+    (out / "README.md").write_text(README.format(what=f"Wan2.1 {'FLF2V' if flf else 'I2V'}-14B", seed=seed) + readme)
     return out
 
 
@@ -137,13 +134,13 @@ def build_a14b(out: Path, seed: int = 0) -> Path:
     w = oracles.wan()
     out.mkdir(parents=True, exist_ok=True)
     _common(out, seed)
-    cfg = _config("i2v")
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if not k.startswith("_")}
+    cfg, readme = release_config(RELEASES["a14b"], DIT)  # the high and low experts' configs are the same
+    kw = {k: v for k, v in cfg.items() if not k.startswith("_")}
     for i, sub in enumerate(("high_noise_model", "low_noise_model")):
         dit = w.model.WanModel(**kw).eval()
         oracles.randomize_(dit, seed=seed + 10 + i, std=0.1, table_std=0.5)
         _save_dit(dit.state_dict(), out / sub, cfg)
-    (out / "README.md").write_text(README.format(what="Wan2.2 I2V-A14B (two experts)", seed=seed))
+    (out / "README.md").write_text(README.format(what="Wan2.2 I2V-A14B (two experts)", seed=seed) + readme)
     return out
 
 
