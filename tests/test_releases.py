@@ -185,3 +185,15 @@ def test_wan_missing_key_names_it_and_the_file():
     del cfg["num_layers"]
     with pytest.raises(WeightsError, match=r"cfg\.json.*num_layers"):
         wck.dit_config_args(cfg, "cfg.json")
+
+
+def test_wan_diffusers_model_index_is_read_as_diffusers(tmp_path):
+    """The real -Diffusers model_index.json: the folder is taken for the diffusers layout, and every component
+    the converter reads is one the release lists."""
+    from mlx_video.wan import checkpoint as wck
+
+    index = RELEASES / "Wan2.1-T2V-1.3B-Diffusers" / "model_index.json"
+    (tmp_path / "model_index.json").write_text(index.read_text())
+    assert wck.detect_layout(tmp_path) == "diffusers"
+    listed = {k for k, v in json.loads(index.read_text()).items() if isinstance(v, list) and v[0]}
+    assert {"transformer", "vae", "text_encoder", "tokenizer"} <= listed
