@@ -196,8 +196,8 @@ def init_args(args) -> dict:
 
 
 def processor_args(config, weights: dict[str, mx.array], gemma=None) -> te.TextProcessorArgs:
-    """Connector sizes from the config (or its parsed ``TextProcessorArgs``), Gemma width / hidden-state count / register count from the
-    (sanitized) weights and the Gemma args when given (ltx-core pins Gemma 3 12B: 3840 wide, 49 states).
+    """Connector sizes from the config (or its parsed ``TextProcessorArgs``), Gemma width / hidden-state count /
+    register count from the (sanitized) weights and the Gemma args when given (ltx-core pins Gemma 3 12B: 3840 wide, 49 states).
     Raises WeightsError when they do not fit together."""
     args = config if isinstance(config, te.TextProcessorArgs) else te.TextProcessorArgs.from_config(config)
     key = ("feature_extractor.aggregate_embed.weight" if args.version == 1
@@ -331,7 +331,8 @@ def convert_ltx2(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quan
     del weights
     with staged_folder(dst) as tmp:
         out = {"format": FORMAT, "family": "ltx2", "model_version": version, "source": str(src), "dtype": dtype,
-               "source_config": config, "ignored_config_keys": ignored, "quantization": {}, "upsamplers": {}, "gemma": None, "distilled_lora": None}
+               "source_config": config, "ignored_config_keys": ignored, "quantization": {}, "upsamplers": {},
+               "gemma": None, "distilled_lora": None}
 
         t_args = cargs["transformer"]
         transformer = load_strict(tr.LTXModel(t_args), cast(parts.pop("transformer"), dt),
