@@ -45,8 +45,11 @@ def _named(module, prefix: str, rename: dict[str, str] | None = None) -> dict[st
 def ltx_tensors(config: dict) -> dict[str, tuple]:
     """{file key: (shape, dtype)} of a Lightricks single file with this embedded config."""
     import torch
-    from ltx_core.model.audio_vae.model_configurator import (AudioDecoderConfigurator, AudioEncoderConfigurator,
-                                                             VocoderConfigurator)
+    from ltx_core.model.audio_vae.model_configurator import (
+        AudioDecoderConfigurator,
+        AudioEncoderConfigurator,
+        VocoderConfigurator,
+    )
     from ltx_core.model.transformer.model_configurator import LTXModelConfigurator
     from ltx_core.model.video_vae.model_configurator import VideoDecoderConfigurator, VideoEncoderConfigurator
     from ltx_core.text_encoders.gemma.encoders.encoder_configurator import EmbeddingsProcessorConfigurator

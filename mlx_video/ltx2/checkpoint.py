@@ -42,16 +42,21 @@ from pathlib import Path
 import mlx.core as mx
 
 from mlx_video.checks import ConfigKeys
-from mlx_video.io.weights import WeightsError, load_safetensors, load_strict, save_safetensors, write_json_atomic
+from mlx_video.io.checkpoint import cast, read_sharded, save_module, staged_folder
+from mlx_video.io.weights import (
+    WeightsError,
+    load_safetensors,
+    load_strict,
+    quantize_linears,
+    save_safetensors,
+    write_json_atomic,
+)
 from mlx_video.ltx2 import audio_vae as av
 from mlx_video.ltx2 import text_encoder as te
 from mlx_video.ltx2 import transformer as tr
 from mlx_video.ltx2 import upsampler as up
 from mlx_video.ltx2 import video_vae as vv
 from mlx_video.ltx2 import vocoder as vc
-from mlx_video.io.weights import quantize_linears
-
-from mlx_video.io.checkpoint import cast, read_sharded, save_module, staged_folder
 
 FORMAT = "mlx_video/ltx2/1"
 # Quantized Linear layers: those under these module paths whose input width divides group_size (the

@@ -28,13 +28,20 @@ from pathlib import Path
 import mlx.core as mx
 
 from mlx_video.checks import ConfigKeys
+from mlx_video.io.checkpoint import (
+    cast,
+    copy_tokenizer,
+    quantize_module,
+    read_sharded,
+    read_weights,
+    save_module,
+    staged_folder,
+)
 from mlx_video.io.weights import WeightsError, load_strict, write_json_atomic
 from mlx_video.wan import clip as clip_mod
 from mlx_video.wan import t5 as t5_mod
 from mlx_video.wan import transformer as dit_mod
 from mlx_video.wan.pipeline import FORMAT
-
-from mlx_video.io.checkpoint import cast, copy_tokenizer, quantize_module, read_sharded, read_weights, save_module, staged_folder
 
 DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
 T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
