@@ -40,7 +40,7 @@ def anchor_arrays(anchors: Sequence[LatentAnchor], shape: tuple[int, ...]) -> tu
         n = a.latent.shape[1]
         if a.latent.shape[2:] != (h, w, C):
             raise ValueError(f"anchor latent {tuple(a.latent.shape)} does not match latent grid {(h, w, C)}")
-        if not 0 <= a.frame and a.frame + n <= T:
+        if not (0 <= a.frame and a.frame + n <= T):
             raise ValueError(f"anchor at latent frame {a.frame} with {n} frames does not fit {T} latent frames")
         if not 0.0 <= a.strength <= 1.0:
             raise ValueError(f"anchor strength must be in [0, 1], got {a.strength}")
