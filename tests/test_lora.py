@@ -17,9 +17,10 @@ import torch
 from mlx.utils import tree_flatten
 
 from mlx_video.io.weights import WeightsError, save_safetensors
-from mlx_video.nn.lora import (load_lora, ltx2_key_map, merge_loras, parse_lora_spec, resolve_lora,
-                               wan_key_map)
+from mlx_video.ltx2.transformer import lora_key_map as ltx2_key_map
+from mlx_video.nn.lora import OWN_NAMES, load_lora, merge_loras, parse_lora_spec, resolve_lora
 from mlx_video.wan.transformer import WanModelArgs
+from mlx_video.wan.transformer import lora_key_map as wan_key_map
 from tests.oracles import rel_err
 from tests.test_wan_transformer import (GRID, TINY, _BLOCK, _TOP, _rename, cl, latents, official, ours,
                                   run_official, state)
@@ -393,3 +394,90 @@ def test_ltx2_lora_matches_ltx_core_apply_loras():
     assert sorted(res) == sorted(ours_names.get(n, n) for n in targets if "audio" not in n)
     with pytest.raises(WeightsError, match="audio_attn1.to_k"):   # the full key map does not skip them
         resolve_lora(mv, f, ltx2_key_map())
+
+
+# ----------------------------------------------------------------------------- idempotence
+
+
+def test_merge_never_changes_the_given_weights_and_is_idempotent(ref):
+    r, sd = ref
+    lora = write(random_lora(sd, seed=10), "kohya", 2.0)
+    model = wan_model(sd)
+    held = dict(tree_flatten(model.parameters()))          # the weights the model was given
+    base = {k: np.array(v) for k, v in held.items()}
+    merge_loras(model, [(lora, 1.0)], wan_key_map())       # default base: the model's weights now
+    once = params_np(model)
+    for k, v in held.items():
+        np.testing.assert_array_equal(np.array(v), base[k], err_msg=k)
+    assert any(not np.array_equal(once[k], base[k]) for k in base)
+
+    for b in (held, lambda: dict(held)):                  # with an explicit base: twice == once
+        for _ in range(2):
+            merge_loras(model, [(lora, 1.0)], wan_key_map(), base=b)
+            got = params_np(model)
+            assert all(np.array_equal(got[k], once[k]) for k in once)
+    merge_loras(model, [(lora, 0.5)], wan_key_map(), base=held)   # another strength replaces, not adds
+    half = wan_model(sd)
+    merge_loras(half, [(lora, 0.5)], wan_key_map())
+    assert all(np.array_equal(params_np(model)[k], v) for k, v in params_np(half).items())
+    merge_loras(model, [(lora, 0.0)], wan_key_map(), base=held)   # zero puts the base back exactly
+    assert all(np.array_equal(params_np(model)[k], base[k]) for k in base)
+    for k, v in held.items():
+        np.testing.assert_array_equal(np.array(v), base[k], err_msg=k)
+    with pytest.raises(WeightsError, match="base weights do not fit.*blocks.0.self_attn.q.weight"):
+        merge_loras(model, [(lora, 1.0)], wan_key_map(), base={k: v for k, v in held.items() if "self_attn.q" not in k})
+
+
+def test_quantized_merge_from_base_is_idempotent(ref):
+    r, sd = ref
+    lora = write(random_lora(sd, seed=11), "original", None)
+    model = wan_model(sd)
+    nn.quantize(model, group_size=32, bits=8, class_predicate=lambda _, m: isinstance(m, nn.Linear)
+                and m.weight.shape[1] % 32 == 0)
+    held = dict(tree_flatten(model.parameters()))
+    base = params_np(model)
+    merge_loras(model, [(lora, 1.0)], wan_key_map(), base=held)
+    once = params_np(model)
+    merge_loras(model, [(lora, 1.0)], wan_key_map(), base=held)
+    assert all(np.array_equal(params_np(model)[k], once[k]) for k in once)
+    merge_loras(model, [(lora, 0.0)], wan_key_map(), base=held)
+    assert all(np.array_equal(params_np(model)[k], base[k]) for k in base)
+
+
+def test_own_names_lora():
+    m = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
+    w0 = np.array(m.layers[1].weight)
+    a, b = mx.random.normal((2, 8)), mx.random.normal((8, 2))
+    f = {"layers.1.lora_A": a, "layers.1.lora_B": b}
+    assert sorted(resolve_lora(m, f, OWN_NAMES)) == ["layers.1"]
+    merge_loras(m, [(f, 0.5)])
+    np.testing.assert_allclose(np.array(m.layers[1].weight), w0 + 0.5 * np.array(b @ a), rtol=1e-5, atol=1e-5)
+    with pytest.raises(WeightsError, match="layers.2.lora_A"):
+        merge_loras(m, [({"layers.2.lora_A": a, "layers.2.lora_B": b}, 1.0)])
+
+
+@pytest.mark.parametrize("pipeline, strengths", [("dev-two-stage", (0.0, 1.0)), ("dev-two-stage-hq", (0.25, 0.5))])
+def test_two_stage_ltx_generations_repeat(pipeline, strengths, tmp_path, monkeypatch):
+    """Two generations in one process from one load give the same latents: the distilled LoRA is
+    merged from the stored weights at each stage's strength, never on top of the previous merge."""
+    from mlx_video.ltx2 import loading as L
+    from mlx_video.ltx2.pipelines import Settings, generate
+    from tests.helpers import ASSETS
+
+    monkeypatch.setenv("MLX_VIDEO_CACHE", str(tmp_path))
+    model_dir = L.resolve_ltx2_model(str(ASSETS / "tiny-LTX-2"))
+    cfg = L.read_config(model_dir)
+    pos, neg = L.encode_text(model_dir, cfg, "a cat", "blurry")
+    comps = L.load_components(model_dir, cfg, pipeline, strengths, need_encoder=False)
+    s = Settings(pipeline, 128, 128, 9, 24.0, steps=1, seed=3)
+    runs = [generate(comps, s, pos, neg, decode=False) for _ in range(3)]
+    for r in runs[1:]:
+        for (v0, a0), (v, a) in zip(runs[0].stage_latents, r.stage_latents):
+            np.testing.assert_array_equal(np.array(v), np.array(v0))
+            np.testing.assert_array_equal(np.array(a), np.array(a0))
+    # the stage-2 weights are the stored ones + strengths[1] * B @ A (once), whatever ran before
+    t = comps.stage2_transformer()
+    stored = L.load_transformer(model_dir, cfg)
+    merge_loras(stored, [(L.load_distilled_lora(model_dir, cfg), strengths[1])])
+    want = dict(tree_flatten(stored.parameters()))
+    assert all(mx.array_equal(v, want[k]).item() for k, v in tree_flatten(t.parameters()))

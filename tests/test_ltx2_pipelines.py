@@ -500,7 +500,7 @@ def test_cli_helpers():
     import mlx.nn as nn
 
     from mlx_video.cli.ltx2 import parse_image_spec
-    from mlx_video.nn.lora import merge_named_lora as merge_distilled_lora
+    from mlx_video.nn.lora import merge_loras
 
     assert parse_image_spec("a.png") == ("a.png", 0, 1.0)
     assert parse_image_spec("d:/x/a.png:16") == ("d:/x/a.png", 16, 1.0)
@@ -508,11 +508,11 @@ def test_cli_helpers():
     m = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64))
     w0 = [np.array(layer.weight) for layer in m.layers]
     a, b = mx.random.normal((4, 64)), mx.random.normal((64, 4))
-    merge_distilled_lora(m, {"layers.1.lora_A": a, "layers.1.lora_B": b}, 0.25)
+    merge_loras(m, [({"layers.1.lora_A": a, "layers.1.lora_B": b}, 0.25)])
     np.testing.assert_allclose(np.array(m.layers[1].weight), w0[1] + 0.25 * np.array(b @ a), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(np.array(m.layers[0].weight), w0[0])
     nn.quantize(m, group_size=64, bits=8)
     before = np.array(mx.dequantize(m.layers[1].weight, m.layers[1].scales, m.layers[1].biases, 64, 8))
-    merge_distilled_lora(m, {"layers.1.lora_A": a, "layers.1.lora_B": b}, 0.25)
+    merge_loras(m, [({"layers.1.lora_A": a, "layers.1.lora_B": b}, 0.25)])
     after = np.array(mx.dequantize(m.layers[1].weight, m.layers[1].scales, m.layers[1].biases, 64, 8))
     assert rel_err(after - before, 0.25 * np.array(b @ a)) < 0.05  # 8-bit re-quantization noise

@@ -169,7 +169,8 @@ def load_upsampler(model_dir: str | Path, cfg: dict, name: str = "spatial_x2"):
 def load_distilled_lora(model_dir: str | Path, cfg: dict) -> dict[str, mx.array]:
     """The distilled LoRA in our layer names: ``{layer}.lora_A`` [r, in], ``{layer}.lora_B`` [out, r]
     where ``{layer}.weight`` is a transformer parameter; the merge is ``W + strength * B @ A`` (no
-    alpha; strengths 1 / 0.25 / 0.5 by pipeline) and belongs to ``mlx_video.nn.lora``.
+    alpha; strengths 1 / 0.25 / 0.5 by pipeline; :func:`mlx_video.nn.lora.merge_loras` with its default
+    key map :data:`~mlx_video.nn.lora.OWN_NAMES`).
     Raises WeightsError when the folder has none."""
     entry = cfg.get("distilled_lora")
     if not entry:
@@ -301,28 +302,45 @@ def encode_text(model_dir: Path, cfg: dict, prompt: str, negative: str | None):
 
 
 def load_components(model_dir: Path, cfg: dict, pipeline: str, lora: tuple[float, float], need_encoder: bool):
-    """LTX2Components for ``pipeline`` from a converted folder. Two-stage dev pipelines merge the
-    distilled LoRA: stage 1 at ``lora[0]`` (HQ 0.25, else none), stage 2 at ``lora[1]`` (1.0 / HQ 0.5),
-    the difference being merged into the same weights when stage 2 starts. ``need_encoder``: load the
-    video VAE's encoder too (image conditioning)."""
+    """LTX2Components for ``pipeline`` from a converted folder. Two-stage dev pipelines use the
+    distilled LoRA: stage 1 at ``lora[0]`` (HQ 0.25, else none), stage 2 at ``lora[1]`` (1.0 / HQ 0.5).
+    As ltx-pipelines builds each stage's transformer from the checkpoint, each stage's weights are
+    the stored ones plus that stage's LoRA (:func:`mlx_video.nn.lora.merge_loras` from
+    ``transformer.safetensors``, layer by layer, into the one transformer), so every generation runs
+    the same weights however many came before. ``need_encoder``: load the video VAE's encoder too
+    (image conditioning)."""
     from mlx_video.ltx2.pipelines import LTX2Components
-    from mlx_video.nn.lora import merge_named_lora
 
     transformer = load_transformer(model_dir, cfg)
-    stage2 = None
+    stage1 = stage2 = None
     if pipeline in ("dev-two-stage", "dev-two-stage-hq"):
-        weights = load_distilled_lora(model_dir, cfg)
-        if lora[0]:
-            merge_named_lora(transformer, weights, lora[0])
-
-        def with_stage2_lora():
-            merge_named_lora(transformer, weights, lora[1] - lora[0])
-            return transformer
-
-        stage2 = with_stage2_lora
+        stage1, stage2 = _lora_stages(transformer, model_dir, cfg, lora)
     parts = ("encoder", "decoder") if need_encoder else ("decoder",)
     return LTX2Components(
         transformer=transformer, video_vae=load_video_vae(model_dir, cfg, parts),
         audio_decoder=load_audio_decoder(model_dir, cfg), vocoder=load_vocoder(model_dir, cfg),
         upsampler=load_upsampler(model_dir, cfg) if pipeline != "dev" else None,
-        stage2_transformer=stage2, version=cfg.get("model_version") or None)
+        stage1_transformer=stage1, stage2_transformer=stage2, version=cfg.get("model_version") or None)
+
+
+def _lora_stages(transformer: nn.Module, model_dir: Path, cfg: dict, strengths: tuple[float, float]):
+    """(stage 1, stage 2) zero-argument callables returning ``transformer`` holding its stored weights
+    plus the distilled LoRA at ``strengths[0]`` / ``strengths[1]`` (merged only when the strength
+    changes); stage 1's weights are merged now."""
+    from mlx_video.nn.lora import merge_loras
+
+    weights = load_distilled_lora(model_dir, cfg)
+    stored = lambda: load_safetensors(Path(model_dir) / "transformer.safetensors")  # noqa: E731
+    merged = [0.0]   # the strength the transformer holds now (as loaded: none)
+
+    def at(strength: float):
+        def model():
+            if merged[0] != strength:
+                merge_loras(transformer, [(weights, strength)], base=stored)
+                merged[0] = strength
+            return transformer
+        return model
+
+    stage1, stage2 = at(strengths[0]), at(strengths[1])
+    stage1()
+    return stage1, stage2

@@ -76,7 +76,8 @@ class LTX2Components:
     transformer: stage-1 weights (distilled; dev; dev + distilled LoRA at 0.25 for HQ).
     stage2_transformer: the stage-2 weights (dev + LoRA at 1.0, or 0.5 for HQ) or a zero-argument
     callable returning them (called when stage 2 starts, so a loader may merge the LoRA then);
-    None = reuse ``transformer`` (distilled). video_vae: encoder for images, decoder for output.
+    None = reuse ``transformer`` (distilled). stage1_transformer: None, or a zero-argument callable
+    returning the stage-1 weights, called when stage 1 starts (a loader puts them back after stage 2). video_vae: encoder for images, decoder for output.
     audio_decoder + vocoder: optional (needed to decode audio). upsampler: x2 spatial upsampler
     (two-stage pipelines). version: "2" or "2.3" for the guidance defaults (None: 2.3 when the
     transformer has LTX-2.3's prompt AdaLN).
@@ -89,6 +90,7 @@ class LTX2Components:
     upsampler: LatentUpsampler | None = None
     stage2_transformer: Union[LTXModel, Callable[[], LTXModel], None] = None
     version: str | None = None
+    stage1_transformer: Callable[[], LTXModel] | None = None
 
     @property
     def model_version(self) -> str:
@@ -241,7 +243,7 @@ class LTX2Result:
 
 def _stage_model(c: LTX2Components, stage: Stage) -> LTXModel:
     if not stage.refine or c.stage2_transformer is None:
-        return c.transformer
+        return c.transformer if c.stage1_transformer is None else c.stage1_transformer()
     m = c.stage2_transformer
     return m if isinstance(m, LTXModel) else m()
 

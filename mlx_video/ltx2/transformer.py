@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Mapping
 
 import mlx.core as mx
@@ -22,6 +23,7 @@ import mlx.nn as nn
 from mlx_video.ltx2.rope import LTXRope, RopeTable, rope_tables
 from mlx_video.nn.attention import attention
 from mlx_video.nn.evaluation import OneBlockAhead
+from mlx_video.nn.lora import LoraKeyMap
 from mlx_video.nn.embeddings import sinusoidal_embedding
 
 F32 = mx.float32
@@ -720,3 +722,14 @@ def sanitize(weights: Mapping[str, mx.array], layout: str = "lightricks",
             key = pat.sub(rep, key)
         out[key] = w
     return out
+
+
+def lora_key_map(video_only: bool = False) -> LoraKeyMap:
+    """How LTX-2 LoRA files name their modules (:class:`mlx_video.nn.lora.LoraKeyMap`): ltx-core names
+    with ``model.diffusion_model.`` or ``diffusion_model.`` prefixes (the distilled LoRA), or diffusers
+    names, resolved through :func:`sanitize`; no alpha scaling, as ltx-core's ``fuse_loras``. Modules
+    of the text connectors (``*_embeddings_connector``) are skipped: ltx-core fuses LoRAs into the
+    transformer only, whose model never uses those keys; with ``video_only`` the audio modules are
+    skipped likewise."""
+    return LoraKeyMap(partial(sanitize, video_only=video_only), {"lightricks": LIGHTRICKS_PREFIX, "diffusers": ""},
+                      ("model.diffusion_model.", "diffusion_model.", "transformer."), use_alpha=False)

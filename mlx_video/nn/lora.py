@@ -7,21 +7,24 @@ Formats understood (per key, so one file may mix them):
 * diffusers / PEFT: ``[prefix.]<module>.lora_A.weight`` / ``.lora_B.weight`` (``.alpha`` optional);
 * original-key: ``[prefix.]<module>.lora_down.weight`` / ``.lora_up.weight`` (``.alpha`` optional).
 
-``<module>`` may be in any naming the family's own ``sanitize`` knows (Wan: official or diffusers;
-LTX-2: Lightricks or diffusers); a :class:`LoraKeyMap` says which, and which prefixes files put in
-front (``diffusion_model.``, ``transformer.``, ...). Resolution runs the family's ``sanitize`` on the
-module's weight name, so LoRA names follow exactly the checkpoint key maps.
+* our own layer names: ``<layer>.lora_A`` / ``.lora_B`` (:data:`OWN_NAMES`, a converted LTX-2 distilled LoRA).
 
-Merge: ``W <- W + sum_i strength_i * scale_i * B_i @ A_i`` with ``scale = alpha / rank`` (1 without
-alpha; always 1 for LTX-2, whose reference ``ltx_core.loader.fuse_loras`` ignores alpha), computed in
-float32 and cast back to the weight's dtype, one layer at a time. A quantized layer is dequantized,
-merged and re-quantized with its own bits / group size / mode, alone.
+``<module>`` may be in any naming a family's own ``sanitize`` knows; the family says which in a
+:class:`LoraKeyMap` kept beside its ``sanitize`` (``mlx_video.wan.transformer.lora_key_map``,
+``mlx_video.ltx2.transformer.lora_key_map``), with the prefixes files put in front
+(``diffusion_model.``, ``transformer.``, ...). Resolution runs that ``sanitize`` on the module's
+weight name, so LoRA names follow exactly the checkpoint key maps; this module knows no family.
+
+Merge (:func:`merge_loras`, the one merge path): ``W = base + sum_i strength_i * scale_i * B_i @ A_i``
+with ``scale = alpha / rank`` (1 without alpha; always 1 for LTX-2, whose reference
+``ltx_core.loader.fuse_loras`` ignores alpha), computed in float32 and cast back to the weight's dtype,
+one layer at a time. A quantized layer is dequantized, merged and re-quantized with its own bits /
+group size / mode, alone. The merge never changes the weights it is given: each layer gets new arrays.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -31,8 +34,8 @@ from mlx.utils import tree_flatten
 
 from ..io.weights import WeightsError, load_safetensors
 
-_ROLES = {".lora_down.weight": "down", ".lora_A.weight": "down",
-          ".lora_up.weight": "up", ".lora_B.weight": "up", ".alpha": "alpha"}
+_ROLES = {".lora_down.weight": "down", ".lora_A.weight": "down", ".lora_A": "down",
+          ".lora_up.weight": "up", ".lora_B.weight": "up", ".lora_B": "up", ".alpha": "alpha"}
 _KOHYA = "lora_unet_"
 _SKIP = object()            # a module the family's sanitize drops: the reference never uses it
 _PLACEHOLDER = mx.zeros((1,))  # stands for a weight when only its key is mapped
@@ -57,25 +60,9 @@ class LoraKeyMap:
     use_alpha: bool = True
 
 
-def wan_key_map() -> LoraKeyMap:
-    """Wan DiT (mlx_video.wan.transformer): official names (musubi-tuner, original-key and ComfyUI
-    files) or diffusers names (``transformer.blocks.N.attn1.to_q``), alpha / rank scaling."""
-    from ..wan.transformer import sanitize
-
-    return LoraKeyMap(sanitize, {"official": "", "diffusers": ""},
-                      ("model.diffusion_model.", "diffusion_model.", "transformer.", "base_model.model."))
-
-
-def ltx2_key_map(video_only: bool = False) -> LoraKeyMap:
-    """LTX-2 transformer (mlx_video.ltx2.transformer): ltx-core names with ``model.diffusion_model.``
-    or ``diffusion_model.`` prefixes (the distilled LoRA), or diffusers names; no alpha scaling, as
-    ltx-core's ``fuse_loras``. Modules of the text connectors (``*_embeddings_connector``) are
-    skipped: ltx-core fuses LoRAs into the transformer only, whose model never uses those keys;
-    with ``video_only`` the audio modules are skipped likewise."""
-    from ..ltx2.transformer import LIGHTRICKS_PREFIX, sanitize
-
-    return LoraKeyMap(partial(sanitize, video_only=video_only), {"lightricks": LIGHTRICKS_PREFIX, "diffusers": ""},
-                      ("model.diffusion_model.", "diffusion_model.", "transformer."), use_alpha=False)
+OWN_NAMES = LoraKeyMap(lambda weights, layout: dict(weights), {"mlx_video": ""}, use_alpha=False)
+"""A LoRA stored in the model's own layer names: ``{layer}.lora_A`` [r, in] / ``{layer}.lora_B`` [out, r]
+(e.g. a converted LTX-2 folder's distilled LoRA), no alpha scaling."""
 
 
 # ----------------------------------------------------------------------------- files
@@ -248,38 +235,61 @@ def _linear_shape(layer: nn.Module) -> tuple[int, int]:
     return (out, cols * 32 // layer.bits) if isinstance(layer, nn.QuantizedLinear) else (out, cols)
 
 
-def _merge_layer(layer: nn.Module, delta: mx.array) -> None:
-    """Add the float32 ``delta`` [out, in] to one layer's weight, in place, and evaluate it."""
+_QUANT_PARTS = ("weight", "scales", "biases")
+
+
+def _parts(layer: nn.Module) -> tuple[str, ...]:
+    """The parameters a merge rewrites: weight (dense), or weight, scales[, biases] (quantized)."""
+    if isinstance(layer, nn.QuantizedLinear):
+        return tuple(p for p in _QUANT_PARTS if layer.get(p) is not None)
+    return ("weight",)
+
+
+def _merged_layer(layer: nn.Module, base: dict[str, mx.array], delta: mx.array | None) -> dict[str, mx.array]:
+    """New parameters for ``layer``: its unmerged ``base`` parameters (same names as :func:`_parts`)
+    plus the float32 ``delta`` [out, in] (None: the base itself, exactly), in the layer's dtypes."""
+    if delta is None:
+        return {p: base[p].astype(layer[p].dtype) for p in base}
     f32 = mx.float32
     if isinstance(layer, nn.QuantizedLinear):
         mode = getattr(layer, "mode", "affine")
-        w = mx.dequantize(layer.weight, layer.scales, layer.get("biases"), layer.group_size, layer.bits,
+        w = mx.dequantize(base["weight"], base["scales"], base.get("biases"), layer.group_size, layer.bits,
                           mode=mode, dtype=f32)
         q = mx.quantize(w + delta, layer.group_size, layer.bits, mode=mode)
-        layer.weight, layer.scales = q[0], q[1].astype(layer.scales.dtype)
-        if len(q) > 2 and q[2] is not None:
-            layer.biases = q[2].astype(layer.biases.dtype)
-        mx.eval(layer.parameters())
-    else:
-        layer.weight = (layer.weight.astype(f32) + delta).astype(layer.weight.dtype)
-        mx.eval(layer.weight)
+        out = {"weight": q[0], "scales": q[1].astype(layer.scales.dtype)}
+        if "biases" in base:
+            out["biases"] = q[2].astype(layer.biases.dtype)
+        return out
+    return {"weight": (base["weight"].astype(f32) + delta).astype(layer.weight.dtype)}
 
 
 def merge_loras(model: nn.Module, loras: Sequence[tuple[Mapping[str, mx.array], float]],
-                key_map: LoraKeyMap) -> None:
-    """Merge LoRAs into ``model``'s weights in place: ``W <- W + sum_i strength_i * scale_i * B_i @ A_i``.
+                key_map: LoraKeyMap = OWN_NAMES,
+                base: Mapping[str, mx.array] | Callable[[], Mapping[str, mx.array]] | None = None) -> None:
+    """Set the weights of the layers the LoRAs touch to ``base + sum_i strength_i * scale_i * B_i @ A_i``.
 
-    loras: ``[(lora state dict, strength), ...]`` (e.g. ``load_lora`` output); key_map:
-    :func:`wan_key_map` / :func:`ltx2_key_map`. Each delta is built in float32 and added in float32,
-    then cast to the weight's dtype (bf16 in production), one layer at a time (extra memory beyond
-    the LoRA itself: one layer in float32). ``nn.QuantizedLinear`` layers are dequantized, merged
-    and re-quantized with their own bits, group size and mode, one at a time (no dense copy of the
-    model). Merging is permanent: reload the weights to change strengths.
+    loras: ``[(lora state dict, strength), ...]`` (e.g. ``load_lora`` output); key_map: the family's
+    (``mlx_video.wan.transformer.lora_key_map()``, ``mlx_video.ltx2.transformer.lora_key_map()``) or
+    :data:`OWN_NAMES`. base: the unmerged weights, in the model's flat parameter names
+    (``"blocks.0.self_attn.q.weight"``, plus ``.scales`` / ``.biases`` for quantized layers): a mapping
+    (only read), or a zero-argument callable returning a fresh one (e.g. ``lambda: load_safetensors(f)``),
+    which is read one layer at a time and let go as it goes, so memory stays flat; None: the model's
+    weights as they are now (a single merge right after loading).
+
+    Idempotent: the merge never changes the weights it is given (MLX arrays are immutable; each touched
+    layer gets new arrays, so whoever holds ``base`` or the model's earlier weights still holds them
+    unmerged), and with the same ``base`` a second call leaves the model exactly as one call does; a
+    call with other strengths replaces the earlier merge instead of adding to it. Layers no LoRA
+    touches are left as they are. Each delta is built and added in float32, then cast to the layer's
+    dtype (bf16 in production), one layer at a time (extra memory: one layer in float32).
+    ``nn.QuantizedLinear`` layers are dequantized, merged and re-quantized with their own bits, group
+    size and mode; a zero total strength puts ``base`` back exactly.
 
     Everything is checked before any weight changes. Raises WeightsError for unmatched or non-LoRA
     keys (see :func:`resolve_lora`), a LoRA on a layer that is not linear (the Wan patch embedding is
-    a Conv3d: no published Wan or LTX-2 LoRA format targets it), or rank / shape mismatches;
-    ValueError for a non-finite strength.
+    a Conv3d: no published Wan or LTX-2 LoRA format targets it), rank / shape mismatches, or a ``base``
+    that lacks a touched layer's weights or holds them in another shape; ValueError for a non-finite
+    strength.
     """
     plan: dict[str, list] = {}
     for i, (weights, strength) in enumerate(loras):
@@ -296,25 +306,27 @@ def merge_loras(model: nn.Module, loras: Sequence[tuple[Mapping[str, mx.array], 
                 raise WeightsError(f"{what}: LoRA for {target}: up {tuple(up.shape)} @ down {tuple(down.shape)} "
                                    f"does not give the weight's shape {shape}")
             plan.setdefault(target, []).append((up, down, float(strength) * scale))
+    if base is None:
+        source = {f"{t}.{p}": _module_at(model, t)[p] for t in plan for p in _parts(_module_at(model, t))}
+    else:
+        fresh = base() if callable(base) else base
+        source = dict(fresh)   # our own dict: entries are dropped as layers are merged
+        del fresh
+    bad = []
+    for target in plan:
+        layer = _module_at(model, target)
+        for p in _parts(layer):
+            k = f"{target}.{p}"
+            if k not in source or tuple(source[k].shape) != tuple(layer[p].shape):
+                bad.append(f"{k} ({'missing' if k not in source else tuple(source[k].shape)}, "
+                           f"model {tuple(layer[p].shape)})")
+    if bad:
+        raise WeightsError(f"LoRA merge: base weights do not fit the model: {_names(bad)}")
     for target, terms in plan.items():
-        delta = sum(coef * (up.astype(mx.float32) @ down.astype(mx.float32)) for up, down, coef in terms)
-        _merge_layer(_module_at(model, target), delta)
-
-
-def merge_named_lora(model: nn.Module, lora: Mapping[str, mx.array], strength: float) -> None:
-    """Merge a LoRA stored in ``model``'s own layer names (``{layer}.lora_A`` [r, in] and
-    ``{layer}.lora_B`` [out, r], no alpha, as ltx-core's fuse_loras; e.g. a converted LTX-2 folder's
-    distilled LoRA): ``W <- W + strength * B @ A`` in place, one layer at a time (quantized layers
-    dequantized, merged, re-quantized). Raises WeightsError for a layer the model lacks or a shape
-    that does not fit."""
-    for key in [k for k in lora if k.endswith(".lora_A")]:
-        stem = key[: -len(".lora_A")]
-        try:
-            layer = _module_at(model, stem)
-        except (KeyError, IndexError, ValueError) as e:
-            raise WeightsError(f"LoRA layer {stem} is not in the model") from e
-        down, up = lora[key], lora[stem + ".lora_B"]
-        if (up.shape[0], down.shape[1]) != _linear_shape(layer):
-            raise WeightsError(f"LoRA for {stem}: {tuple(up.shape)} @ {tuple(down.shape)} does not fit "
-                               f"the weight {_linear_shape(layer)}")
-        _merge_layer(layer, strength * (up.astype(mx.float32) @ down.astype(mx.float32)))
+        layer = _module_at(model, target)
+        layer_base = {p: source.pop(f"{target}.{p}") for p in _parts(layer)}
+        terms = [t for t in terms if t[2] != 0.0]
+        delta = sum(c * (up.astype(mx.float32) @ down.astype(mx.float32)) for up, down, c in terms) if terms else None
+        layer.update(_merged_layer(layer, layer_base, delta))
+        del layer_base
+        mx.eval(layer.parameters())

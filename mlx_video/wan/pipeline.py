@@ -515,9 +515,10 @@ class WanPipeline:
             m = self._cast(load_dit(self.model_dir, self.cfg, name))
             loras = self._loras["dit"] + (self._loras[name] if name != "dit" else [])
             if loras:
-                from ..nn.lora import merge_loras, wan_key_map
+                from ..nn.lora import merge_loras
+                from .transformer import lora_key_map
 
-                merge_loras(m, loras, wan_key_map())
+                merge_loras(m, loras, lora_key_map())
             self._dits[name] = m
         return self._dits[name]
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..nn.attention import attention
 from ..nn.embeddings import sinusoidal_embedding
+from ..nn.lora import LoraKeyMap
 from ..nn.rope import RopeTables, apply_rope_interleaved, nd_rope_tables
 
 MODEL_TYPES = ("t2v", "i2v", "flf2v", "ti2v")
@@ -524,3 +525,11 @@ def sanitize(weights: Mapping[str, mx.array], layout: str) -> dict[str, mx.array
             w = w.transpose(0, 2, 3, 4, 1)
         out[key] = w
     return out
+
+
+def lora_key_map() -> LoraKeyMap:
+    """How Wan DiT LoRA files name their modules (:class:`mlx_video.nn.lora.LoraKeyMap`): official names
+    (musubi-tuner, original-key and ComfyUI files) or diffusers names (``transformer.blocks.N.attn1.to_q``),
+    resolved through :func:`sanitize`; alpha / rank scaling."""
+    return LoraKeyMap(sanitize, {"official": "", "diffusers": ""},
+                      ("model.diffusion_model.", "diffusion_model.", "transformer.", "base_model.model."))
