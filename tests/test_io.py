@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.helpers import IMAGES
-from mlx_video.io.images import ImageError, best_output_size, cover_resize_crop, load_image, to_array
+from mlx_video.io.images import ImageError, best_output_size, lanczos_cover_crop, load_image, to_array
 from mlx_video.io.torch_pickle import load_pth
 from mlx_video.io.video import OutputPathError, check_output_path, write_image, write_video
 from mlx_video.io.weights import WeightsError, load_safetensors, load_strict, save_safetensors
@@ -95,7 +95,7 @@ def test_images_modes_and_errors(tmp_path):
     for p in (gray, rgba):
         im = load_image(p)
         assert im.mode == "RGB"
-        a = to_array(cover_resize_crop(im, 32, 64))
+        a = to_array(lanczos_cover_crop(im, 64, 32))
         assert a.shape == (64, 32, 3) and a.dtype == np.float32 and -1 <= a.min() <= a.max() <= 1
     with pytest.raises(ImageError, match="not found"):
         load_image(tmp_path / "missing.png")

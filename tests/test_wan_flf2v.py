@@ -19,7 +19,7 @@ from tests.helpers import IMAGES
 from tests.oracles import randomize_, rel_err
 
 from mlx_video.wan.checkpoint import convert_wan
-from mlx_video.io.images import cover_resize_crop, load_image, to_array
+from mlx_video.io.images import lanczos_cover_crop, load_image, to_array
 from mlx_video.wan import conditions as C
 from mlx_video.wan import pipeline as P
 from mlx_video.wan import vae21
@@ -81,7 +81,7 @@ def test_flf2v_y_and_mask_match_diffusers_builder(diffusers_vae, frames):
 def test_last_frame_of_another_size_is_cover_cropped():
     first, last = P.first_last_pixels(FIRST, LAST)               # 512x512 first, 451x300 last
     assert first.shape == last.shape == (512, 512, 3)
-    np.testing.assert_array_equal(last, to_array(cover_resize_crop(load_image(LAST), 512, 512)))
+    np.testing.assert_array_equal(last, to_array(lanczos_cover_crop(load_image(LAST), 512, 512)))
     same = P.first_last_pixels(LAST, LAST)
     np.testing.assert_array_equal(same[0], same[1])
 

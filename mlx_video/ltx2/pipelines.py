@@ -19,8 +19,8 @@ Reference: ltx-pipelines 1.0.0 ``DistilledPipeline``, ``TI2VidOneStagePipeline``
 
 Images: pixel frame 0 -> :class:`LatentAnchor` (latent replacement), any later frame ->
 :class:`GuidingTokens` (ltx-pipelines ``combined_image_conditionings``); resized per stage with
-``resize_and_center_crop``'s bilinear cover + center crop. Deviation: the reference first round-trips
-each image through a CRF-33 H.264 frame (``media_io.preprocess``); that belongs to image loading
+``mlx_video.io.images.bilinear_cover_crop`` (ltx-pipelines ``resize_and_center_crop``).
+Deviation: the reference first round-trips each image through a CRF-33 H.264 frame (``media_io.preprocess``); that belongs to image loading
 (the CLI) and is not done here. Audio is always denoised with the video (the official pipelines
 generate both); ``decode_audio=False`` only skips decoding it.
 
@@ -28,7 +28,6 @@ Nothing here prints or writes files; progress goes to an optional callback.
 """
 from __future__ import annotations
 
-import math
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import mlx.core as mx
 import numpy as np
 
 from mlx_video.conditioning import LatentAnchor
+from mlx_video.io.images import bilinear_cover_crop
 from mlx_video.ltx2.conditioning import (GuidingTokens, audio_latent_frames, audio_state, latent_grid,
                                          noise_state, video_state)
 from mlx_video.ltx2.denoise import TextContext, denoise
@@ -174,30 +174,6 @@ def plan_stages(s: Settings, version: str = "2") -> list[Stage]:
 # ----------------------------------------------------------------------------- stages
 
 
-def resize_and_center_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear (half-pixel centres, no antialias) resize to cover height x width, then center crop
-    (ltx-pipelines ``resize_and_center_crop``: scale max(H/h, W/w), sizes rounded up). [H, W, C] float32."""
-    img = np.asarray(image, dtype=np.float32)
-    if img.ndim != 3:
-        raise ValueError(f"image must be [H, W, C], got shape {img.shape}")
-    sh, sw = img.shape[:2]
-    scale = max(height / sh, width / sw)
-    nh, nw = math.ceil(sh * scale), math.ceil(sw * scale)
-
-    def axis(n_in, n_out):
-        src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
-        i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-        i1 = np.minimum(i0 + 1, n_in - 1)
-        return i0, i1, (src - i0).astype(np.float32)
-
-    y0, y1, fy = axis(sh, nh)
-    x0, x1, fx = axis(sw, nw)
-    rows = img[y0] * (1 - fy)[:, None, None] + img[y1] * fy[:, None, None]
-    out = rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
-    top, left = (nh - height) // 2, (nw - width) // 2
-    return out[top:top + height, left:left + width]
-
-
 def encode_images(images: Sequence[ImageCondition], vae: VideoVAE, height: int, width: int,
                   num_frames: int) -> list[Union[LatentAnchor, GuidingTokens]]:
     """Encode each image at height x width: frame 0 -> LatentAnchor (latent frame 0), later frames ->
@@ -206,7 +182,7 @@ def encode_images(images: Sequence[ImageCondition], vae: VideoVAE, height: int, 
     for im in images:
         if not 0 <= im.frame < num_frames:
             raise ValueError(f"image frame index {im.frame} is outside the clip (0..{num_frames - 1})")
-        pixels = mx.array(resize_and_center_crop(im.image, height, width))[None, None]
+        pixels = mx.array(bilinear_cover_crop(im.image, height, width))[None, None]
         latent = vae.encode(pixels)
         out.append(LatentAnchor(latent, 0, im.strength) if im.frame == 0
                    else GuidingTokens(latent, im.frame, im.strength))

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 
+from mlx_video.io.images import bicubic_resize
 from mlx_video.nn.attention import attention
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -68,53 +67,10 @@ class CLIPVisionArgs:
 
 # ---------------------------------------------------------------- preprocessing
 
-def _cubic(x: np.ndarray, a: float = -0.75) -> np.ndarray:
-    """Keys' cubic convolution kernel with torch's A = -0.75, for |x| < 2 (float32 in, float32 out)."""
-    a = np.float32(a)
-    x = np.abs(x)
-    near = ((a + 2) * x - (a + 3)) * x * x + 1
-    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-    return np.where(x <= 1, near, far).astype(np.float32)
-
-
-@lru_cache(maxsize=32)
-def _bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """[n_out, n_in] float32 interpolation matrix equal to torch's bicubic, align_corners=False.
-
-    Source coordinate ``(o + 0.5)·n_in/n_out - 0.5`` (not clamped), four taps around its floor,
-    tap indices clamped to the border (replicate). The scale, the coordinate and the tap weights
-    are rounded to float32 as torch's CPU kernel does (one rounding of the fused multiply-add):
-    exact float64 weights would differ from torch's by up to 6e-5 (832 -> 224), these by <= 1.4e-6.
-    """
-    scale = np.float32(n_in) / np.float32(n_out)
-    src = (np.float64(scale) * (np.arange(n_out) + 0.5) - 0.5).astype(np.float32)
-    base = np.floor(src)
-    t = src - base
-    taps = (_cubic(t + 1), _cubic(t), _cubic(1 - t), _cubic(2 - t))
-    m = np.zeros((n_out, n_in), np.float64)
-    for k, w in enumerate(taps):
-        idx = np.clip(base + k - 1, 0, n_in - 1).astype(np.int64)
-        np.add.at(m, (np.arange(n_out), idx), w)
-    return m.astype(np.float32)
-
-
-def bicubic_resize(images: mx.array, size: tuple[int, int]) -> mx.array:
-    """Resize channels-last images ``[N, H, W, C]`` to ``size = (h, w)`` like
-    ``torch.nn.functional.interpolate(mode='bicubic', align_corners=False)`` without antialias
-    (values may overshoot the input range, as there). float32 out; separable, two matmuls.
-    """
-    n, h, w, c = images.shape
-    mh = mx.array(_bicubic_matrix(h, size[0]))
-    mw = mx.array(_bicubic_matrix(w, size[1]))
-    x = images.astype(mx.float32)
-    x = mx.einsum("oh,nhwc->nowc", mh, x)
-    return mx.einsum("pw,nowc->nopc", mw, x)
-
-
 def preprocess(images: mx.array, image_size: int = 224) -> mx.array:
     """Wan's CLIP preprocessing: images ``[N, H, W, 3]`` in [-1, 1] -> ``[N, S, S, 3]`` float32
     (bicubic squash to ``image_size``, no crop; ``·0.5 + 0.5``; (x - CLIP_MEAN) / CLIP_STD)."""
-    x = bicubic_resize(images, (image_size, image_size)) * 0.5 + 0.5
+    x = bicubic_resize(images, image_size, image_size) * 0.5 + 0.5
     return (x - mx.array(CLIP_MEAN)) / mx.array(CLIP_STD)
 
 

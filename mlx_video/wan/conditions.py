@@ -14,7 +14,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..conditioning import ChannelCondition
-from ..io.images import best_output_size, cover_resize_crop, load_image, to_array
+from ..io.images import best_output_size, lanczos_cover_crop, load_image, to_array
 from .config import WanTask, parse_size
 
 ROPE_ROWS = 1024  # the reference's RoPE table length (rope_params(1024, ...)): positions must stay below
@@ -62,7 +62,7 @@ def i2v_size(image_wh: tuple[int, int], max_area: int, stride: int = 8, patch: i
 
 def prepare_images(paths: Sequence[str | Path], width: int, height: int) -> list[np.ndarray]:
     """Load each image (RGB), LANCZOS cover-resize + center-crop to (width, height): [H, W, 3] in [-1, 1]."""
-    return [to_array(cover_resize_crop(load_image(p), width, height)) for p in paths]
+    return [to_array(lanczos_cover_crop(load_image(p), height, width)) for p in paths]
 
 
 def first_last_pixels(first: str | Path, last: str | Path | None = None) -> list[np.ndarray]:
@@ -70,23 +70,15 @@ def first_last_pixels(first: str | Path, last: str | Path | None = None) -> list
 
     A last frame of another size is cover-resized (LANCZOS) to the first frame's size and
     center-cropped, as WanFM does (it resizes with torchvision's antialiased bilinear; Wan2.1's code
-    mixes up width and height there). Both then go to the VAE through ``resize_bicubic`` and to CLIP
+    mixes up width and height there). Both then go to the VAE through ``bicubic_resize`` and to CLIP
     as they are.
     """
     a = load_image(first)
     out = [to_array(a)]
     if last is not None:
         b = load_image(last)
-        out.append(to_array(b if b.size == a.size else cover_resize_crop(b, *a.size)))
+        out.append(to_array(b if b.size == a.size else lanczos_cover_crop(b, a.height, a.width)))
     return out
-
-
-def resize_bicubic(image: np.ndarray, width: int, height: int) -> mx.array:
-    """[H, W, 3] -> [height, width, 3] like ``torch.nn.functional.interpolate(mode='bicubic')`` (no
-    antialias, no crop: the aspect may drift slightly), as the official I2V/FLF2V code does."""
-    from .clip import bicubic_resize
-
-    return bicubic_resize(mx.array(image)[None], (height, width))[0]
 
 
 def encode_anchor_images(vae, images: Sequence[np.ndarray]) -> mx.array:

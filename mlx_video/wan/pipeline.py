@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import checks
 from ..conditioning import LatentAnchor, anchor_arrays, blend_anchors
-from ..io.images import load_image, to_array, to_uint8
+from ..io.images import bicubic_resize, load_image, to_array, to_uint8
 from ..io.weights import WeightsError, load_safetensors, load_strict, quantize_linears, read_folder_config
 from ..result import GenerationResult, Meter, check_finite
 from ..sampling.solvers import FlowEuler, make_solver
@@ -43,7 +43,6 @@ from .conditions import (
     one_frame_condition,
     output_size,
     prepare_images,
-    resize_bicubic,
 )
 from .config import TASKS, WanTask, parse_size
 
@@ -652,9 +651,9 @@ class WanPipeline:
         elif plan.one_frame is not None:
             c.cond = one_frame_condition(self.vae, plan.controls, plan.one_frame)
         elif pix:
-            frames = {0: resize_bicubic(pix[0], W, H)}
+            frames = {0: bicubic_resize(pix[0], H, W)}
             if len(pix) > 1:
-                frames[plan.settings.frame_num - 1] = resize_bicubic(pix[1], W, H)
+                frames[plan.settings.frame_num - 1] = bicubic_resize(pix[1], H, W)
             c.cond = encode_frames(self.vae, frames, plan.settings.frame_num, W, H)
         if tk.clip and c.clip_fea is None:
             c.clip_fea = encode_clip(self.clip, pix)
