@@ -28,8 +28,7 @@ from ltx_core.types import AudioLatentShape, VideoLatentShape
 from ltx_core.utils import to_denoised
 
 from mlx_video.io.weights import WeightsError, load_strict
-from mlx_video.ltx2.rope import rope_table
-from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs, Modality, Perturbations, sanitize, to_x0
+from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs, Modality, Perturbations, rope_table, sanitize, to_x0
 
 TOL = 3e-4  # attention-heavy stack, float32 (docs/ORACLES.md)
 B, F, H, W, T_A, S = 2, 2, 2, 3, 5, 4

@@ -249,18 +249,13 @@ class FeatureExtractorV2(nn.Module):
 def _rope_np(length: int, heads: int, head_dim: int, theta: float, max_pos: float,
              rope_type: str, float64_grid: bool) -> tuple[np.ndarray, np.ndarray]:
     """cos, sin tables [heads, length, k] for positions 0..length-1 (k = head_dim/2 split,
-    head_dim interleaved). As ltx-core's precompute_freqs_cis with one position axis: grid
-    ``theta^linspace(0, 1, N) · π/2`` (N = inner/2; float64 then float32, or float32), angle
-    ``grid · (2 p / max_pos - 1)`` computed in float32 exactly as the reference does."""
-    inner = heads * head_dim
-    n = inner // 2
-    if float64_grid:
-        grid = (np.power(theta, np.linspace(0.0, 1.0, n, dtype=np.float64)) * np.pi / 2).astype(np.float32)
-    else:
-        grid = (np.float32(theta) ** np.linspace(0.0, 1.0, n, dtype=np.float32)).astype(np.float32)
-        grid = (grid * np.float32(np.pi / 2)).astype(np.float32)
-    frac = np.arange(length, dtype=np.float32) / np.float32(max_pos)
-    ang = grid[None, :] * (frac[:, None] * np.float32(2) - np.float32(1))  # [L, N] float32
+    head_dim interleaved). As ltx-core's precompute_freqs_cis with one position axis: the LTX-2
+    fractional angles (:func:`mlx_video.ltx2.transformer.fractional_angles`, float32 exactly as the
+    reference), cos / sin on the host in float32."""
+    from mlx_video.ltx2.transformer import fractional_angles
+
+    positions = np.arange(length, dtype=np.float32)[None, None]                  # [1, 1, L]
+    ang = fractional_angles(positions, [max_pos], theta, float64=float64_grid, inner_dim=heads * head_dim)[0]
     cos, sin = np.cos(ang), np.sin(ang)
     if rope_type == "interleaved":  # pairs (x_2i, x_2i+1) share angle i over the flat inner dim
         cos, sin = np.repeat(cos, 2, axis=-1), np.repeat(sin, 2, axis=-1)

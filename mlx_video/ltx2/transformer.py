@@ -8,23 +8,24 @@ The network predicts a velocity; :func:`to_x0` turns it into x0 as ltx-core's X0
 
 Numerics: the residual streams, AdaLN modulation, norms and RoPE are float32; linear layers and
 attention run in the weights' dtype (bf16 in production, float32 in the parity tests).
-RoPE tables are inputs (:mod:`mlx_video.ltx2.rope`), built once per run or stage.
+RoPE tables are inputs (:func:`rope_tables`, split layout of :mod:`mlx_video.nn.rope`), built once per run or stage.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Mapping
+from typing import Mapping, NamedTuple, Sequence
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
-from mlx_video.ltx2.rope import LTXRope, RopeTable, rope_tables
 from mlx_video.nn.attention import attention
 from mlx_video.nn.evaluation import OneBlockAhead
 from mlx_video.nn.lora import LoraKeyMap
 from mlx_video.nn.embeddings import sinusoidal_embedding
+from mlx_video.nn.rope import RopeTable, log_spaced_frequencies, rope_angles, split_rope_table
 
 F32 = mx.float32
 
@@ -273,7 +274,8 @@ class RMSNorm(nn.Module):
 @mx.compile
 def _norm_rope(x: mx.array, weight: mx.array, cos: mx.array, sin: mx.array, eps: float) -> mx.array:
     """q/k RMSNorm (float32) then split RoPE, cast back to x's dtype, in one compiled kernel: the same
-    values as ``apply_rope(RMSNorm(x), table)`` cast for attention, without float32 [B, T, D] copies."""
+    values as split RoPE (``(a, b) -> (a cos - b sin, b cos + a sin)`` on the halves of each head's chunk)
+    of RMSNorm(x) cast for attention, without float32 [B, T, D] copies."""
     b, t, d = x.shape
     y = mx.fast.rms_norm(x.astype(F32), weight.astype(F32), eps)
     h, half = cos.shape[2], cos.shape[3]
@@ -557,7 +559,7 @@ class LTXModel(nn.Module):
         self.transformer_blocks = [Block(args, i) for i in range(args.num_layers)]
 
     def rope_tables(self, video_positions, audio_positions=None) -> LTXRope:
-        """RoPE tables for one run or stage from explicit positions (see :func:`rope.rope_tables`).
+        """RoPE tables for one run or stage from explicit positions (see :func:`rope_tables`).
 
         video_positions [B|1, 3, T_v, 2] (seconds, pixels, pixels; [start, end)), audio_positions
         [B|1, 1, T_a, 2] seconds or None. Include the positions of appended guiding tokens.
@@ -638,6 +640,77 @@ def to_x0(latent: mx.array, velocity: mx.array, timesteps: mx.array) -> mx.array
     """
     t = timesteps.astype(F32).reshape(latent.shape[0], -1, 1)
     return latent.astype(F32) - velocity.astype(F32) * t
+
+
+# ----------------------------------------------------------------------------------------------
+# RoPE: fractional positions (ltx_core.model.transformer.rope, rope_type="split", docs/ltx2.md 2.7)
+
+
+def fractional_angles(positions, max_pos: Sequence[float], theta: float = 10000.0, use_middle: bool = True,
+                      float64: bool = True, inner_dim: int | None = None) -> np.ndarray:
+    """LTX-2's RoPE angles [B, T, N · n_axes] float32, frequency-major and axis-minor:
+    ``g_j · (2 · p / max_pos[axis] − 1)`` with the N = inner_dim // (2 n_axes) frequencies
+    ``g = theta**linspace(0, 1, N) · pi/2`` (:func:`~mlx_video.nn.rope.log_spaced_frequencies`).
+
+    positions: [B, n_axes, T, 2] holding [start, end) per axis (p = the midpoint with ``use_middle``,
+    else start), or [B, n_axes, T] plain positions, in the units ``max_pos`` is given in (seconds for
+    time, pixels for space). The arithmetic is float32 as in ltx-core, whose positions are float32
+    when states are built in float32 (see docs/ltx2.md 2.7 about the bf16 trap).
+    """
+    pos = np.asarray(positions, dtype=np.float32)
+    if pos.ndim == 4:
+        pos = (pos[..., 0] + pos[..., 1]) / np.float32(2.0) if use_middle else pos[..., 0]
+    if pos.ndim != 3 or pos.shape[1] != len(max_pos):
+        raise ValueError(f"positions must be [B, {len(max_pos)}, T(, 2)], got {np.shape(positions)}")
+    frac = np.stack([pos[:, i] / np.float32(m) for i, m in enumerate(max_pos)], axis=-1)  # [B, T, A]
+    n_axes = len(max_pos)
+    g = log_spaced_frequencies(inner_dim // (2 * n_axes), theta, float64)
+    return rope_angles(frac * np.float32(2) - np.float32(1), np.repeat(g, n_axes), np.tile(np.arange(n_axes), len(g)))
+
+
+def rope_table(positions, inner_dim: int, heads: int, max_pos: Sequence[float], theta: float = 10000.0,
+               use_middle: bool = True, float64: bool = True) -> RopeTable:
+    """Split-layout RoPE table (:func:`~mlx_video.nn.rope.split_rope_table`) of :func:`fractional_angles`
+    for a q/k of width ``inner_dim`` cut into ``heads`` chunks: cos/sin [B, T, heads, inner_dim / (2 heads)]
+    float32. Any tokens (latent grid, appended guiding tokens, audio frames) are rows of ``positions``."""
+    ang = fractional_angles(positions, max_pos, theta, use_middle, float64, inner_dim)
+    return split_rope_table(ang, inner_dim, heads)
+
+
+class LTXRope(NamedTuple):
+    """All RoPE tables of one LTX transformer call (built once per run or stage).
+
+    video / audio: self-attention tables; video_cross / audio_cross: the audio<->video
+    cross-attention tables (temporal axis only). Audio entries are None for a video-only run.
+    """
+
+    video: RopeTable
+    audio: RopeTable | None = None
+    video_cross: RopeTable | None = None
+    audio_cross: RopeTable | None = None
+
+
+def rope_tables(video_positions, audio_positions=None, *, video_dim: int, video_heads: int,
+                video_max_pos: Sequence[float], audio_dim: int | None = None, audio_heads: int | None = None,
+                audio_max_pos: Sequence[float] | None = None, cross_dim: int | None = None,
+                theta: float = 10000.0, use_middle: bool = True, float64: bool = True) -> LTXRope:
+    """The four RoPE tables of an LTX-2 audio+video transformer call.
+
+    video_positions: [B, 3, T_v, 2] (t in seconds, h, w in pixels, [start, end)), every video token
+    including appended guiding tokens; audio_positions: [B, 1, T_a, 2] seconds, or None (video only).
+    The cross-modal tables use only the time axis, width ``cross_dim`` (the audio inner dim), each
+    modality's own head count, max_pos ``max(video_max_pos[0], audio_max_pos[0])`` and always the
+    midpoint of [start, end), as ltx-core's MultiModalTransformerArgsPreprocessor does.
+    """
+    video = rope_table(video_positions, video_dim, video_heads, video_max_pos, theta, use_middle, float64)
+    if audio_positions is None:
+        return LTXRope(video)
+    audio = rope_table(audio_positions, audio_dim, audio_heads, audio_max_pos, theta, use_middle, float64)
+    cross_max = [max(video_max_pos[0], audio_max_pos[0])]
+    vpos, apos = np.asarray(video_positions)[:, :1], np.asarray(audio_positions)[:, :1]
+    video_cross = rope_table(vpos, cross_dim, video_heads, cross_max, theta, True, float64)
+    audio_cross = rope_table(apos, cross_dim, audio_heads, cross_max, theta, True, float64)
+    return LTXRope(video, audio, video_cross, audio_cross)
 
 
 # ----------------------------------------------------------------------------------------------

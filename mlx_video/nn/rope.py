@@ -1,23 +1,61 @@
-"""Rotary position embeddings (RoPE) built from explicit per-axis positions.
+"""Rotary position embeddings (RoPE): frequencies, angles from explicit positions, and the two table
+layouts the models use. This module knows no family; each family builds its own positions:
 
-Positions are data: a caller passes one integer (or real) position vector per axis and gets
-cos/sin tables for every token of the row-major grid those vectors span. Angles are computed in
-float64 with NumPy (MLX GPU backends have no float64) and stored float32.
+- Wan (interleaved pairs): integer positions on the post-patch (T, h, w) grid, per-axis channel
+  split, built by ``mlx_video.wan.transformer.WanModel.rope_tables`` (docs/wan.md 2.4);
+- LTX-2 (split halves): fractional positions ``2·p/max_pos − 1`` of each token's [start, end) in
+  seconds and pixels (token positions from ``mlx_video.ltx2.conditioning``), built by
+  ``mlx_video.ltx2.transformer.rope_tables`` and the text connectors (docs/ltx2.md 2.7).
 
-The Wan DiT uses the *interleaved* form: head channels (2i, 2i+1) form the complex number
-x[2i] + i·x[2i+1], rotated by exp(i·pos·theta^(-2j/d_axis)) (docs/wan.md 2.4).
+Positions are data: any ints or reals per token (reversed time, keyframe times, appended guiding
+tokens). Every table is ``angle = position[axis] · frequency`` per channel pair (:func:`rope_angles`),
+then cos / sin in one of the layouts below, stored float32.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Sequence
 
 import mlx.core as mx
 import numpy as np
 
+# ----------------------------------------------------------------------------- frequencies and angles
+
+
+def rope_frequencies(dim: int, theta: float = 10000.0) -> np.ndarray:
+    """theta^(-2j/dim) for j = 0..dim/2-1, float64 [dim/2] (the original RoPE's; Wan per axis).
+    Raises ValueError for odd ``dim``."""
+    if dim % 2:
+        raise ValueError(f"a RoPE axis needs an even number of channels, got {dim}")
+    return 1.0 / np.power(float(theta), np.arange(0, dim, 2, dtype=np.float64) / dim)
+
+
+def log_spaced_frequencies(n: int, theta: float = 10000.0, float64: bool = True) -> np.ndarray:
+    """``theta**linspace(0, 1, n) * pi/2``, float32 [n] (ltx-core's frequency grid for fractional
+    positions). ``float64`` computes it in float64 and rounds once (ltx-core's
+    ``generate_freq_grid_np``, the shipped setting); otherwise in float32 like
+    ``generate_freq_grid_pytorch``."""
+    if float64:
+        return (np.power(float(theta), np.linspace(0.0, 1.0, n, dtype=np.float64)) * math.pi / 2).astype(np.float32)
+    exps = np.linspace(0.0, 1.0, n, dtype=np.float32)
+    return (np.power(np.float32(theta), exps) * np.float32(math.pi)) / np.float32(2)
+
+
+def rope_angles(positions: np.ndarray, freqs: np.ndarray, axes: Sequence[int]) -> np.ndarray:
+    """Angles [..., T, K]: ``angle[..., t, k] = positions[..., t, axes[k]] · freqs[k]``.
+
+    positions: [..., T, A] per token and axis; freqs: [K] one frequency per rotated channel pair;
+    axes: [K] which axis each pair rotates by. One multiply in the inputs' dtype (float64 for Wan,
+    float32 for LTX-2, as their references)."""
+    return positions[..., np.asarray(axes, dtype=np.int64)] * freqs
+
+
+# ----------------------------------------------------------------------------- interleaved layout (Wan)
+
 
 class RopeTables(NamedTuple):
-    """Rotation coefficients per token and channel pair, each [L, 1, D/2, 2] float32 (the 1
-    broadcasts over heads): a rotated pair is ``x[2i]·even[i] + x[2i+1]·odd[i]`` with
+    """Interleaved-layout rotation coefficients per token and channel pair, each [L, 1, D/2, 2] float32
+    (the 1 broadcasts over heads): a rotated pair is ``x[2i]·even[i] + x[2i+1]·odd[i]`` with
     even = (cos, sin) and odd = (-sin, cos). This layout lets the rotation run as one fused
     elementwise kernel that writes only its output (the stack-of-halves form measured 4-7x the
     input's size in temporaries on CPU and CUDA; this one 1x)."""
@@ -36,33 +74,23 @@ class RopeTables(NamedTuple):
         return self.even[..., 1]
 
 
-def rope_frequencies(dim: int, theta: float = 10000.0) -> np.ndarray:
-    """theta^(-2j/dim) for j = 0..dim/2-1, float64 [dim/2]. Raises ValueError for odd ``dim``."""
-    if dim % 2:
-        raise ValueError(f"a RoPE axis needs an even number of channels, got {dim}")
-    return 1.0 / np.power(float(theta), np.arange(0, dim, 2, dtype=np.float64) / dim)
-
-
 def nd_rope_tables(positions: Sequence, dims: Sequence[int], theta: float = 10000.0) -> RopeTables:
     """Interleaved n-D RoPE tables for the grid spanned by per-axis ``positions``.
 
     positions: one 1-D sequence per axis (lengths n_0..n_k; any ints or reals, e.g. ``arange``,
     reversed, or arbitrary frame indices). dims: rotary channels per axis (even; they sum to the
     head dim D). Token (i_0, .., i_k) of the row-major grid (L = n_0·..·n_k tokens) gets the
-    angles pos_a[i_a]·theta^(-2j/dims[a]) for each axis a, concatenated over axes in order.
+    angles pos_a[i_a]·theta^(-2j/dims[a]) for each axis a, concatenated over axes in order,
+    computed in float64 (cos / sin too, on the host: MLX GPU backends have no float64).
     Returns :class:`RopeTables` ([L, 1, D/2, 2] float32 tables; ``.cos``/``.sin`` [L, 1, D/2]).
     """
     if len(positions) != len(dims):
         raise ValueError(f"{len(positions)} position vectors for {len(dims)} axis dims")
     pos = [np.asarray(p, dtype=np.float64).reshape(-1) for p in positions]
-    grid = tuple(len(p) for p in pos)
-    parts = []
-    for a, (p, d) in enumerate(zip(pos, dims)):
-        ang = np.outer(p, rope_frequencies(d, theta))               # [n_a, d/2] float64
-        shape = [1] * len(grid) + [d // 2]
-        shape[a] = grid[a]
-        parts.append(np.broadcast_to(ang.reshape(shape), grid + (d // 2,)))
-    ang = np.concatenate(parts, axis=-1).reshape(-1, 1, sum(dims) // 2)
+    grid = np.stack(np.meshgrid(*pos, indexing="ij"), axis=-1).reshape(-1, len(pos))   # [L, A]
+    freqs = np.concatenate([rope_frequencies(d, theta) for d in dims])
+    axes = np.concatenate([np.full(d // 2, a) for a, d in enumerate(dims)])
+    ang = rope_angles(grid, freqs, axes)[:, None, :]                                   # [L, 1, D/2]
     cos, sin = np.cos(ang), np.sin(ang)
     return RopeTables(mx.array(np.stack([cos, sin], -1).astype(np.float32)),
                       mx.array(np.stack([-sin, cos], -1).astype(np.float32)))
@@ -83,3 +111,32 @@ def apply_rope_interleaved(x: mx.array, rope: RopeTables) -> mx.array:
     ``rope_apply`` (which rotates in float64; the difference is float32 rounding, ~1e-7 relative).
     """
     return _rotate(x, rope.even, rope.odd)
+
+
+# ----------------------------------------------------------------------------- split layout (LTX-2)
+
+
+class RopeTable(NamedTuple):
+    """Split-layout cos / sin tables, each [B, T, heads, d_rot / 2] float32 (d_rot = inner_dim / heads)."""
+
+    cos: mx.array
+    sin: mx.array
+
+
+def split_rope_table(angles: np.ndarray, inner_dim: int, heads: int) -> RopeTable:
+    """Split-layout table for a q/k of width ``inner_dim`` cut into ``heads`` chunks, from float32
+    ``angles`` [B, T, K]: padded at the front with (cos 1, sin 0) up to inner_dim / 2 angles, then split
+    into ``heads`` consecutive chunks; each chunk rotates the two halves of its slice of the inner
+    dimension (ltx-core ``rope_type="split"``). cos / sin of the float32 angles are taken on the
+    device, as ltx-core does (float64 on the host cost ~0.8 s per stage at 6,144 tokens and moved the
+    tables by about one float32 ulp). Raises ValueError when inner_dim / 2 is not divisible by
+    ``heads`` or there are more angles than inner_dim / 2."""
+    half = inner_dim // 2
+    pad = half - angles.shape[-1]
+    if pad < 0 or half % heads:
+        raise ValueError(f"cannot lay {angles.shape[-1]} RoPE angles over inner_dim {inner_dim} with {heads} heads")
+    b, t = angles.shape[:2]
+    ang = mx.array(angles)
+    cos = mx.concatenate([mx.ones((b, t, pad), mx.float32), mx.cos(ang)], axis=-1)
+    sin = mx.concatenate([mx.zeros((b, t, pad), mx.float32), mx.sin(ang)], axis=-1)
+    return RopeTable(cos.reshape(b, t, heads, half // heads), sin.reshape(b, t, heads, half // heads))
