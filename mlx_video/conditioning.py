@@ -6,8 +6,9 @@
 
 Anchors become two arrays over the latent grid: ``mask`` [1, T, 1, 1, 1] (1 where the latent is
 free to denoise, ``1 − strength`` where anchored) and ``clean`` [1, T, h, w, C] (the anchor latents,
-zeros elsewhere). Blending ``mask·x + (1 − mask)·clean`` is exactly Wan TI2V's
-``(1 − mask2)·z + mask2·latent`` for strength 1.
+zeros elsewhere). Blending (:func:`blend_clean`) ``mask·x + (1 − mask)·clean`` is exactly Wan TI2V's
+``(1 − mask2)·z + mask2·latent`` for strength 1; :func:`add_noise` is the same blend of noise into a
+clean latent.
 
 - ``ChannelCondition``: extra input channels concatenated to the noisy latent at every step, never
   denoised themselves (Wan I2V/FLF2V ``y`` = 4 mask + 16 VAE-latent channels; one-frame control slots).
@@ -54,9 +55,27 @@ def anchor_arrays(anchors: Sequence[LatentAnchor], shape: tuple[int, ...]) -> tu
     return mx.array(mask, mx.float32).reshape(1, T, 1, 1, 1), clean
 
 
-def blend_anchors(x: mx.array, mask: mx.array, clean: mx.array) -> mx.array:
-    """mask·x + (1 − mask)·clean (re-anchoring after a solver step, and the initial latent)."""
+def blend_clean(x: mx.array, mask: mx.array | float | None, clean: mx.array | None) -> mx.array:
+    """``mask·x + (1 − mask)·clean``: ``x`` where mask is 1, ``clean`` where it is 0; ``x`` when mask is None.
+
+    The one blend of both families: re-anchoring after a solver step and the initial latent (Wan
+    TI2V ``(1 − mask2)·z + mask2·latent``), LTX-2's denoised-token blend (ltx-core
+    ``post_process_latent``, mask = per-token denoise mask) and noising (:func:`add_noise`). Shapes
+    broadcast (mask [1, T, 1, 1, 1] or [B, T, 1]); dtype follows the inputs.
+    """
+    if mask is None:
+        return x
     return mask * x + (1.0 - mask) * clean
+
+
+def add_noise(latent: mx.array, noise: mx.array, mask: mx.array | None = None,
+              noise_scale: float = 1.0) -> mx.array:
+    """Noise a clean latent: ``blend_clean(noise, m, latent)`` = ``noise·m + latent·(1 − m)`` with
+    ``m = mask · noise_scale`` (``noise_scale`` without a mask). ltx-core's GaussianNoiser: ``noise``
+    standard normal with ``latent``'s shape (drawn by the caller); stage 2 re-noises with
+    ``noise_scale`` = its first sigma; conditioning tokens have mask 1 − strength."""
+    m = float(noise_scale) if mask is None else mask * float(noise_scale)
+    return blend_clean(noise, m, latent)
 
 
 @dataclass

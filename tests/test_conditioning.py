@@ -3,7 +3,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_video.conditioning import ChannelCondition, LatentAnchor, anchor_arrays, blend_anchors
+from mlx_video.conditioning import ChannelCondition, LatentAnchor, add_noise, anchor_arrays, blend_clean
 
 SHAPE = (1, 5, 2, 3, 4)  # [1, T, h, w, C]
 
@@ -21,7 +21,11 @@ def test_anchor_arrays_place_the_anchors():
     np.testing.assert_array_equal(np.array(clean[:, 3:5]), np.array(b))
     assert not np.array(clean[:, 1:3]).any()
     x = mx.ones(SHAPE)
-    np.testing.assert_allclose(np.array(blend_anchors(x, mask, clean)), np.array(mask * x + (1 - mask) * clean))
+    np.testing.assert_allclose(np.array(blend_clean(x, mask, clean)), np.array(mask * x + (1 - mask) * clean))
+    assert blend_clean(x, None, clean) is x
+    noise = mx.full(SHAPE, 2.0)
+    np.testing.assert_allclose(np.array(add_noise(x, noise, mask, 0.5)), np.array(noise * mask * 0.5 + x * (1 - mask * 0.5)))
+    np.testing.assert_allclose(np.array(add_noise(x, noise, None, 0.25)), np.array(noise * 0.25 + x * 0.75))
 
 
 @pytest.mark.parametrize("frame, n", [(-1, 1), (5, 1), (4, 2), (-3, 2)])

@@ -130,7 +130,7 @@ def test_mi2v_three_anchors_stay_clean_with_timestep_zero(pipe):
     # each image encoded on its own: equal to a lone encode
     np.testing.assert_allclose(np.array(Z[:, 1:2]), np.array(pipe.vae.encode(mx.array(imgs[1])[None, None])),
                                rtol=1e-5, atol=1e-5)
-    from mlx_video.conditioning import LatentAnchor, anchor_arrays, blend_anchors
+    from mlx_video.conditioning import LatentAnchor, anchor_arrays, blend_clean
     from mlx_video.sampling.solvers import make_solver
 
     shape = (1, T, H // 16, W // 16, 48)
@@ -138,7 +138,7 @@ def test_mi2v_three_anchors_stay_clean_with_timestep_zero(pipe):
     spy = Spy(pipe.dit)
     ctx = pipe.dit.embed_text([mx.random.normal((5, 32), key=mx.random.key(0)),
                                mx.random.normal((6, 32), key=mx.random.key(1))])
-    latent = blend_anchors(mx.random.normal(shape, key=mx.random.key(2)), mask, clean)
+    latent = blend_clean(mx.random.normal(shape, key=mx.random.key(2)), mask, clean)
     solver = make_solver("unipc", 4, 5.0)
     out = P.denoise(spy, latent, solver, ctx, spy.rope_tables((T, H // 32, W // 32)), 5.0, mask, clean)
     assert len(spy.calls) == 4

@@ -31,7 +31,7 @@ from typing import Sequence, Union
 import mlx.core as mx
 import numpy as np
 
-from mlx_video.conditioning import LatentAnchor
+from mlx_video.conditioning import LatentAnchor, add_noise
 
 TIME_SCALE, SPACE_SCALE = 8, 32  # pixel frames / pixels per latent cell (VAE compression)
 AUDIO_SAMPLE_RATE, AUDIO_HOP, AUDIO_DOWNSAMPLE = 16000, 160, 4  # audio latent = 25 per second
@@ -222,11 +222,11 @@ def audio_state(frames: int, channels: int, initial_latent: mx.array | None = No
 
 
 def noise_state(state: TokenState, noise: mx.array, noise_scale: float = 1.0) -> TokenState:
-    """GaussianNoiser: ``m = mask * noise_scale``, ``latent = noise * m + latent * (1 - m)``.
+    """GaussianNoiser on a state (:func:`mlx_video.conditioning.add_noise` with the state's denoise mask):
+    ``m = mask * noise_scale``, ``latent = noise * m + latent * (1 - m)``.
 
     ``noise``: standard normal, the state's full token shape [B, T, C] (guiding tokens included).
     """
     if tuple(noise.shape) != tuple(state.latent.shape):
         raise ValueError(f"noise shape {tuple(noise.shape)} != state tokens {tuple(state.latent.shape)}")
-    m = state.mask * float(noise_scale)
-    return replace(state, latent=noise.astype(mx.float32) * m + state.latent * (1.0 - m))
+    return replace(state, latent=add_noise(state.latent, noise.astype(mx.float32), state.mask, noise_scale))

@@ -11,11 +11,6 @@ from dataclasses import dataclass
 import mlx.core as mx
 
 
-def cfg(cond: mx.array, uncond: mx.array, scale: float) -> mx.array:
-    """Classifier-free guidance ``uncond + scale * (cond - uncond)`` (Wan's form; scale 1 = cond)."""
-    return uncond + scale * (cond - uncond)
-
-
 def cfg_delta(cond: mx.array, uncond: mx.array, scale: float) -> mx.array:
     """ltx CFGGuider.delta: ``(scale - 1) * (cond - uncond)``, added to cond."""
     return (scale - 1.0) * (cond - uncond)

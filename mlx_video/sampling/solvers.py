@@ -17,6 +17,7 @@ import math
 import mlx.core as mx
 import numpy as np
 
+from ..conditioning import blend_clean
 from .schedules import res2s_sigmas, wan_flow_schedule, wan_unipc_schedule
 
 
@@ -190,24 +191,6 @@ def make_solver(name: str, num_steps: int, shift: float) -> FlowSolver:
 # LTX-2 steps (ltx-core 1.0.0 `components.diffusion_steps`, `components.noisers`,
 # `ltx_pipelines.utils.{samplers,res2s,helpers}`). LTX models predict x0 ("denoised"), not v.
 # Masks are per-token denoise masks (1 = generate, 0 = keep clean), broadcastable to the latent.
-
-
-def blend_clean(x: mx.array, mask: mx.array | None, clean: mx.array | None) -> mx.array:
-    """``x * mask + clean * (1 - mask)`` (ltx ``post_process_latent``); identity when mask is None."""
-    if mask is None:
-        return x
-    return x * mask + clean * (1.0 - mask)
-
-
-def add_noise(latent: mx.array, noise: mx.array, mask: mx.array | None = None,
-              noise_scale: float = 1.0) -> mx.array:
-    """GaussianNoiser: ``m = mask * noise_scale``; ``noise * m + latent * (1 - m)``.
-
-    ``noise``: standard normal, same shape as ``latent`` (drawn by the caller). Stage 2 re-noises
-    with ``noise_scale`` = its first sigma; conditioning tokens have mask 1 - strength.
-    """
-    m = noise_scale if mask is None else mask * noise_scale
-    return noise * m + latent * (1.0 - m)
 
 
 def euler_step_x0(x: mx.array, x0: mx.array, sigma: float, sigma_next: float) -> mx.array:

@@ -25,7 +25,7 @@ import mlx.nn as nn
 import numpy as np
 
 from .. import checks
-from ..conditioning import LatentAnchor, anchor_arrays, blend_anchors
+from ..conditioning import LatentAnchor, anchor_arrays, blend_clean
 from ..io.images import bicubic_resize, load_image, to_array, to_uint8
 from ..io.weights import WeightsError, load_safetensors, load_strict, quantize_linears, read_folder_config
 from ..result import GenerationResult, Meter, check_finite
@@ -179,7 +179,7 @@ def denoise(model, latent: mx.array, solver, context: mx.array, rope, guide_scal
             x_rev = latent[:, ::-1]
             v_b = velocity(model, x_rev, tt, context, backward.rope, guide_scale, backward.y, img, batch_cfg)
             x_next = 0.5 * x_next + 0.5 * solver.step(v_b, i, x_rev)[:, ::-1]
-        latent = blend_anchors(x_next, mask, clean) if mask is not None else x_next
+        latent = blend_clean(x_next, mask, clean)
         mx.eval(latent)
         check_finite(latent, f"in the latent after denoising step {i + 1} of {n}", _nan_hint(model, guide_scale))
         if progress:
@@ -671,7 +671,7 @@ class WanPipeline:
             noise = mx.random.normal(plan.shape, dtype=mx.float32, key=mx.random.key(s.seed))
         latent = noise.astype(mx.float32)
         if c.mask is not None:
-            latent = blend_anchors(latent, c.mask, c.clean)
+            latent = blend_clean(latent, c.mask, c.clean)
         y = c.cond.y() if c.cond is not None else None
         y_rev = c.cond.flip_time().y() if c.cond is not None and s.bidirectional else None
         T, h, w = plan.shape[1:4]
