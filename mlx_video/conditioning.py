@@ -15,8 +15,8 @@ clean latent.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import mlx.core as mx
 
@@ -93,7 +93,7 @@ class ChannelCondition:
         m = mx.broadcast_to(self.mask.astype(mx.float32), (*lat.shape[:-1], self.mask.shape[-1]))
         return mx.concatenate([m, lat], axis=-1)
 
-    def flip_time(self) -> "ChannelCondition":
+    def flip_time(self) -> ChannelCondition:
         """Both parts reversed along latent time (channel order inside the mask kept), as WanFM's
         ``flip_temporal_dimension_y``."""
         return ChannelCondition(self.mask[:, ::-1], self.latent[:, ::-1])

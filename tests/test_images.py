@@ -7,8 +7,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mlx_video.io.images import (ImageError, bicubic_resize, bilinear_cover_crop, lanczos_cover_crop, load_image,
-                                 to_array)
+from mlx_video.io.images import (
+    ImageError,
+    bicubic_resize,
+    bilinear_cover_crop,
+    lanczos_cover_crop,
+    load_image,
+    to_array,
+)
 from tests.helpers import IMAGES
 from tests.oracles import rel_err
 

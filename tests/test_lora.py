@@ -22,8 +22,19 @@ from mlx_video.nn.lora import OWN_NAMES, load_lora, merge_loras, parse_lora_spec
 from mlx_video.wan.transformer import WanModelArgs
 from mlx_video.wan.transformer import lora_key_map as wan_key_map
 from tests.oracles import rel_err
-from tests.test_wan_transformer import (GRID, TINY, _BLOCK, _TOP, _rename, cl, latents, official, ours,
-                                  run_official, state)
+from tests.test_wan_transformer import (
+    _BLOCK,
+    _TOP,
+    GRID,
+    TINY,
+    _rename,
+    cl,
+    latents,
+    official,
+    ours,
+    run_official,
+    state,
+)
 
 TOL_ATTN = 3e-4
 SENS = 1e-2

@@ -16,10 +16,22 @@ from ltx_pipelines.utils.helpers import post_process_latent
 from ltx_pipelines.utils.samplers import euler_denoising_loop, res2s_audio_video_denoising_loop
 
 from mlx_video.conditioning import add_noise, blend_clean
+from mlx_video.sampling import (
+    DISTILLED_SIGMAS,
+    STAGE2_DISTILLED_SIGMAS,
+    GuidanceParams,
+    cfg_delta,
+    euler_step_x0,
+    ltx2_sigmas,
+    multimodal_guidance,
+    res2s_coefficients,
+    res2s_noise,
+    res2s_sample,
+    res2s_sigmas,
+    sde_step,
+    stg_delta,
+)
 from mlx_video.sampling import guidance as G
-from mlx_video.sampling import (DISTILLED_SIGMAS, STAGE2_DISTILLED_SIGMAS, GuidanceParams, cfg_delta, euler_step_x0,
-                                ltx2_sigmas, multimodal_guidance, res2s_coefficients, res2s_noise, res2s_sample, res2s_sigmas, sde_step,
-                                stg_delta)
 from mlx_video.sampling.solvers import phi
 from tests.oracles import rel_err
 

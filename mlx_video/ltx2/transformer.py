@@ -22,9 +22,9 @@ import mlx.nn as nn
 import numpy as np
 
 from mlx_video.nn.attention import attention
+from mlx_video.nn.embeddings import sinusoidal_embedding
 from mlx_video.nn.evaluation import OneBlockAhead
 from mlx_video.nn.lora import LoraKeyMap
-from mlx_video.nn.embeddings import sinusoidal_embedding
 from mlx_video.nn.rope import RopeTable, log_spaced_frequencies, rope_angles, split_rope_table
 
 F32 = mx.float32

@@ -24,9 +24,9 @@ group size / mode, alone. The merge never changes the weights it is given: each 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import mlx.core as mx
 import mlx.nn as nn

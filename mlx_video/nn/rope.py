@@ -14,7 +14,8 @@ then cos / sin in one of the layouts below, stored float32.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import mlx.core as mx
 import numpy as np
