@@ -8,9 +8,11 @@ and the reference it follows.
   (ltx-pipelines ``resize_and_center_crop``).
 - :func:`best_output_size`: Wan2.2's output-size rule; :func:`to_array` / :func:`to_uint8`: [0, 255] <-> [-1, 1].
 
-Arrays are float32 [H, W, 3] in [-1, 1] (channels-last, RGB) unless said otherwise. No reference
-pipeline used here resizes with "area" interpolation (only ltx-pipelines' IC-LoRA reference-video
-downscale does, which this project does not implement), so there is none.
+Arrays are float32 [H, W, 3] in [-1, 1] (channels-last, RGB) unless said otherwise. There is no
+"area" resizer: of the references, only musubi-tuner's one-frame control images (``resize_image_to_bucket``:
+cv2 ``INTER_AREA`` when shrinking, LANCZOS when enlarging) and ltx-pipelines' IC-LoRA reference
+videos (not implemented here) use one. Deviation: one-frame control images go through
+:func:`lanczos_cover_crop` in both directions (no cv2 oracle is installed to prove an area resize).
 """
 from __future__ import annotations
 
