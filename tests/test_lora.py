@@ -492,3 +492,27 @@ def test_two_stage_ltx_generations_repeat(pipeline, strengths, tmp_path, monkeyp
     merge_loras(stored, [(L.load_distilled_lora(model_dir, cfg), strengths[1])])
     want = dict(tree_flatten(stored.parameters()))
     assert all(mx.array_equal(v, want[k]).item() for k, v in tree_flatten(t.parameters()))
+
+
+def test_merge_from_a_file_keeps_memory_flat(tmp_path):
+    """A callable base (the two-stage LTX loader's ``lambda: load_safetensors(...)``) is read one layer
+    at a time: the merge's peak stays near one layer, not a second copy of the model."""
+    n, d = 16, 512
+    m = nn.Sequential(*[nn.Linear(d, d, bias=False) for _ in range(n)])
+    mx.eval(m.parameters())
+    path = tmp_path / "w.safetensors"
+    save_safetensors(path, dict(tree_flatten(m.parameters())))
+    lora = {f"layers.{i}.lora_{k}": mx.random.normal(s) for i in range(n) for k, s in (("A", (4, d)), ("B", (d, 4)))}
+    mx.eval(lora)
+    layer = d * d * 4
+    from mlx_video.io.weights import load_safetensors
+
+    peaks = []
+    for base in (lambda: load_safetensors(path), load_safetensors(path)):
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        start = mx.get_active_memory()
+        merge_loras(m, [(lora, 1.0)], base=base)
+        peaks.append(mx.get_peak_memory() - start)
+    assert peaks[0] < 3 * layer            # measured: 1 layer
+    assert peaks[1] > n * layer            # a mapping the caller keeps holds every base layer it gave
