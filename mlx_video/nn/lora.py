@@ -5,8 +5,7 @@ Formats understood (per key, so one file may mix them):
 * kohya / musubi-tuner: ``lora_unet_<module, '.' -> '_'>.lora_down.weight`` / ``.lora_up.weight``
   / ``.alpha``;
 * diffusers / PEFT: ``[prefix.]<module>.lora_A.weight`` / ``.lora_B.weight`` (``.alpha`` optional);
-* original-key: ``[prefix.]<module>.lora_down.weight`` / ``.lora_up.weight`` (``.alpha`` optional).
-
+* original-key: ``[prefix.]<module>.lora_down.weight`` / ``.lora_up.weight`` (``.alpha`` optional);
 * our own layer names: ``<layer>.lora_A`` / ``.lora_B`` (:data:`OWN_NAMES`, a converted LTX-2 distilled LoRA).
 
 ``<module>`` may be in any naming a family's own ``sanitize`` knows; the family says which in a
