@@ -325,8 +325,9 @@ def load_components(model_dir: Path, cfg: dict, pipeline: str, lora: tuple[float
 
 def _lora_stages(transformer: nn.Module, model_dir: Path, cfg: dict, strengths: tuple[float, float]):
     """(stage 1, stage 2) zero-argument callables returning ``transformer`` holding its stored weights
-    plus the distilled LoRA at ``strengths[0]`` / ``strengths[1]`` (merged only when the strength
-    changes); stage 1's weights are merged now."""
+    plus the distilled LoRA at ``strengths[0]`` / ``strengths[1]``, merged only when the strength
+    changes, from the stored weights (re-read layer by layer from ``transformer.safetensors`` once a
+    LoRA is in); stage 1's weights are merged now."""
     from mlx_video.nn.lora import merge_loras
 
     weights = load_distilled_lora(model_dir, cfg)
@@ -335,8 +336,8 @@ def _lora_stages(transformer: nn.Module, model_dir: Path, cfg: dict, strengths: 
 
     def at(strength: float):
         def model():
-            if merged[0] != strength:
-                merge_loras(transformer, [(weights, strength)], base=stored)
+            if merged[0] != strength:   # from the weights as loaded (no re-read while they are unmerged)
+                merge_loras(transformer, [(weights, strength)], base=None if merged[0] == 0.0 else stored)
                 merged[0] = strength
             return transformer
         return model
