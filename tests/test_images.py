@@ -11,6 +11,7 @@ from mlx_video.io.images import (
     ImageError,
     bicubic_resize,
     bilinear_cover_crop,
+    h264_roundtrip,
     lanczos_cover_crop,
     load_image,
     to_array,
@@ -155,3 +156,16 @@ def test_lanczos_cover_crop_as_wan_ti2v():
     big = img.resize((round(451 * scale), round(300 * scale)), Image.LANCZOS)
     x1, y1 = (big.width - 320) // 2, (big.height - 256) // 2
     np.testing.assert_array_equal(to_array(out), to_array(big.crop((x1, y1, x1 + 320, y1 + 256))))
+
+
+@pytest.mark.parametrize("crf", [33, 0])
+def test_h264_roundtrip_as_ltx_pipelines(crf):
+    from ltx_pipelines.utils.media_io import preprocess
+
+    img = np.asarray(load_image(IMAGES / "chelsea.png"))[:101, :151]   # odd sides: cropped to even
+    got = h264_roundtrip(img, crf)
+    np.testing.assert_array_equal(got, preprocess(img, crf))
+    if crf:
+        assert got.shape == (100, 150, 3) and got.dtype == np.uint8 and not np.array_equal(got, img[:100, :150])
+    else:
+        assert got is img

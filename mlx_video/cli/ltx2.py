@@ -8,7 +8,6 @@ the single frame (``--image-crf 0`` skips it), then the pipeline's bilinear cove
 """
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -52,29 +51,9 @@ def parse_image_spec(spec: str) -> tuple[str, int, float]:
     return path, frame, strength
 
 
-def h264_roundtrip(image: np.ndarray, crf: int) -> np.ndarray:
-    """Encode one uint8 RGB frame [H, W, 3] as H.264 (libx264, yuv420p, CRF ``crf``, preset veryfast;
-    cropped to even sides) and decode it back, as ltx-pipelines' image preprocessing (media_io)."""
-    import av
-
-    if crf == 0:
-        return image
-    h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        s = out.add_stream("libx264", rate=1, options={"crf": str(crf), "preset": "veryfast"})
-        s.height, s.width = h, w
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24").reformat(format="yuv420p")
-        for pkt in list(s.encode(frame)) + list(s.encode()):
-            out.mux(pkt)
-    buf.seek(0)
-    with av.open(buf) as inp:
-        return next(inp.decode(video=0)).to_ndarray(format="rgb24")
-
-
 def read_image(path: str, crf: int) -> np.ndarray:
     """Image file -> float32 [H, W, 3] in [-1, 1] after the CRF round trip. Raises ImageError."""
-    from mlx_video.io.images import load_image
+    from mlx_video.io.images import h264_roundtrip, load_image
 
     img = np.asarray(load_image(path), dtype=np.uint8)
     return h264_roundtrip(img, crf).astype(np.float32) / 127.5 - 1.0

@@ -5,7 +5,8 @@ and the reference it follows.
 - :func:`lanczos_cover_crop`: PIL LANCZOS resize to cover, center crop (Wan2.2 TI2V, the FLF2V last frame).
 - :func:`bicubic_resize`: torch ``interpolate(mode="bicubic")`` squash, no crop (Wan CLIP, Wan I2V/FLF2V VAE input).
 - :func:`bilinear_cover_crop`: torch ``interpolate(mode="bilinear")`` resize to cover, center crop
-  (ltx-pipelines ``resize_and_center_crop``).
+  (ltx-pipelines ``resize_and_center_crop``); :func:`h264_roundtrip`: the CRF round trip ltx-pipelines
+  gives conditioning images first (``media_io.preprocess``).
 - :func:`best_output_size`: Wan2.2's output-size rule; :func:`to_array` / :func:`to_uint8`: [0, 255] <-> [-1, 1].
 
 Arrays are float32 [H, W, 3] in [-1, 1] (channels-last, RGB) unless said otherwise. There is no
@@ -178,6 +179,30 @@ def bilinear_cover_crop(image: np.ndarray, height: int, width: int) -> np.ndarra
     out = rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
     top, left = (nh - height) // 2, (nw - width) // 2
     return out[top:top + height, left:left + width]
+
+
+def h264_roundtrip(image: np.ndarray, crf: int) -> np.ndarray:
+    """Encode one uint8 RGB frame [H, W, 3] as a one-frame H.264 video (libx264, yuv420p, CRF ``crf``,
+    preset veryfast; cropped to even sides) and decode it back: uint8 [H // 2 * 2, W // 2 * 2, 3], so
+    that conditioning images carry the compression artefacts the model was trained on. ``crf`` 0
+    returns ``image`` as is. Follows ltx-pipelines ``utils.media_io.preprocess`` (default CRF 33)."""
+    import io
+
+    import av
+
+    if crf == 0:
+        return image
+    h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        s = out.add_stream("libx264", rate=1, options={"crf": str(crf), "preset": "veryfast"})
+        s.height, s.width = h, w
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24").reformat(format="yuv420p")
+        for pkt in list(s.encode(frame)) + list(s.encode()):
+            out.mux(pkt)
+    buf.seek(0)
+    with av.open(buf) as inp:
+        return next(inp.decode(video=0)).to_ndarray(format="rgb24")
 
 
 def to_array(img: Image.Image) -> np.ndarray:
