@@ -28,10 +28,10 @@ from typing import Callable
 import mlx.core as mx
 import numpy as np
 
+from mlx_video.conditioning import blend_clean
 from mlx_video.ltx2.conditioning import TokenState
 from mlx_video.ltx2.transformer import LTXModel, Modality, Perturbations, to_x0
 from mlx_video.sampling.guidance import GuidanceParams, multimodal_guidance
-from mlx_video.conditioning import blend_clean
 from mlx_video.sampling.solvers import euler_step_x0, res2s_sample
 
 Res2sNoise = Callable[[int, bool, int, mx.array], mx.array]
