@@ -306,8 +306,11 @@ class Attention(nn.Module):
         return x.reshape(b, t, self.heads, -1).transpose(0, 2, 1, 3)
 
     def __call__(self, x: mx.array, context: mx.array | None = None, pe: RopeTable | None = None,
-                 k_pe: RopeTable | None = None, keep: mx.array | None = None, skip: bool = False) -> mx.array:
+                 k_pe: RopeTable | None = None, keep: mx.array | None = None, skip: bool = False,
+                 shard=None) -> mx.array:
         """x: [B, T, query_dim] float32; context: [B, S, context_dim] (None: self-attention).
+        ``shard`` (:class:`mlx_video.distributed.TokenShard`): the keys' tokens are this rank's slice
+        (and so are the queries' in self-attention); attention still covers the whole sequence.
 
         ``pe`` rotates q (and k unless ``k_pe`` is given). STG: ``skip`` replaces the attention
         output by v for every item; ``keep`` ([B,1,1], 0 = replace) does it per item.
@@ -326,7 +329,9 @@ class Attention(nn.Module):
             else:
                 q = self.q_norm(_lin(self.to_q, x))
                 k = self.k_norm(_lin(self.to_k, context))
-            o = attention(self._heads(q), self._heads(k), self._heads(v), dtype=v.dtype)
+            attend = partial(attention, dtype=v.dtype)
+            qh, kh, vh = self._heads(q), self._heads(k), self._heads(v)
+            o = attend(qh, kh, vh) if shard is None else shard.attention(qh, kh, vh, attend, context is x)
             out = o.transpose(0, 2, 1, 3).reshape(b, t, -1)
             if keep is not None:
                 out = out * keep + v * (1 - keep)
@@ -432,6 +437,7 @@ class _Stream:
     cross_pe: RopeTable | None = None
     cross_mod: mx.array | None = None  # [B, 1, 4*D] a<->v scale/shift from the other stream's sigma
     cross_gate: mx.array | None = None  # [B, 1, D]
+    shard: object = None  # TokenShard: x holds this rank's tokens (sequence parallelism)
 
 
 class Block(nn.Module):
@@ -468,7 +474,8 @@ class Block(nn.Module):
     def _self_and_text(self, s: _Stream, attn1, attn2, table, prompt_table, keep, skip) -> mx.array:
         x = s.x
         shift, scale, gate = _rows(table, s.mod, 0, 3)
-        x = _gated(x, attn1(_modulate(x, *shift, *scale, self.eps), pe=s.pe, keep=keep, skip=skip), *gate)
+        x = _gated(x, attn1(_modulate(x, *shift, *scale, self.eps), pe=s.pe, keep=keep, skip=skip, shard=s.shard),
+                   *gate)
         if not self.adaln:  # LTX-2: plain text cross-attention
             return x + attn2(_rms(x, self.eps), context=s.context)
         shift_q, scale_q, gate_q = _rows(table, s.mod, 6, 9)
@@ -485,7 +492,8 @@ class Block(nn.Module):
         sq, hq = _ada(qt[:4], qs.cross_mod, row, row + 2)
         sk, hk = _ada(kt[:4], ks.cross_mod, row, row + 2)
         (gate,) = _ada(qt[4:], qs.cross_gate, 0, 1)
-        out = attn(qn * (1 + sq) + hq, context=kn * (1 + sk) + hk, pe=qs.cross_pe, k_pe=ks.cross_pe) * gate
+        out = attn(qn * (1 + sq) + hq, context=kn * (1 + sk) + hk, pe=qs.cross_pe, k_pe=ks.cross_pe,
+                   shard=ks.shard) * gate
         return out if keep is None else out * keep
 
     def _ffn(self, x: mx.array, mod: mx.array, table: mx.array, ff: FeedForward) -> mx.array:
@@ -606,8 +614,10 @@ class LTXModel(nn.Module):
         return _lin(proj, x).astype(F32)
 
     def __call__(self, video: Modality, audio: Modality | None, rope: LTXRope,
-                 perturbations: Perturbations | None = None) -> tuple[mx.array, mx.array | None]:
-        """Velocities for the video and audio tokens (see class docstring). Raises ValueError on
+                 perturbations: Perturbations | None = None, sp=None) -> tuple[mx.array, mx.array | None]:
+        """Velocities for the video and audio tokens (see class docstring). ``sp``
+        (:class:`mlx_video.distributed.SequenceParallel`): each rank runs the video tokens of its slice
+        (audio stays whole on every rank) and returns the whole result. Raises ValueError on
         audio input to a video-only model or a perturbation list whose length is not B."""
         if audio is not None and not self.args.audio:
             raise ValueError("this is a video-only model: audio must be None")
@@ -615,8 +625,16 @@ class LTXModel(nn.Module):
         p = perturbations if perturbations is not None else Perturbations()
         if p.items and len(p.items) != b:
             raise ValueError(f"perturbations has {len(p.items)} items for a batch of {b}")
+        shard = sp.split(video.latent.shape[1]) if sp is not None else None
+        if shard is not None:  # this rank's video tokens, their timesteps and RoPE rows
+            cut = lambda t: t if t is None else RopeTable(shard.take(t.cos), shard.take(t.sin))  # noqa: E731
+            ts = video.timesteps
+            ts = shard.take(ts) if ts.ndim > 1 and ts.shape[1] == shard.length else ts
+            video = Modality(shard.take(video.latent), ts, video.sigma, video.context)
+            rope = rope._replace(video=cut(rope.video), video_cross=cut(rope.video_cross))
         v = self._stream(video, audio, rope.video, rope.video_cross, "",
                          ("av_ca_video_scale_shift_adaln_single", "av_ca_a2v_gate_adaln_single"))
+        v.shard = shard
         a = None
         if audio is not None:
             a = self._stream(audio, video, rope.audio, rope.audio_cross, "audio_",
@@ -629,6 +647,7 @@ class LTXModel(nn.Module):
             pace(v.x, ax)
         eps = self.args.norm_eps
         out_v = self._output(v.x, v.emb, self.scale_shift_table, self.proj_out, eps)
+        out_v = out_v if shard is None else shard.gather(out_v)
         out_a = None if a is None else self._output(a.x, a.emb, self.audio_scale_shift_table, self.audio_proj_out, eps)
         return out_v, out_a
 

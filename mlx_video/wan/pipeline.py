@@ -18,6 +18,7 @@ import math
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import mlx.core as mx
@@ -26,6 +27,7 @@ import numpy as np
 
 from .. import checks
 from ..conditioning import LatentAnchor, anchor_arrays, blend_clean
+from ..distributed import SequenceParallel, on_root
 from ..io.images import bicubic_resize, load_image, to_array, to_uint8
 from ..io.weights import WeightsError, load_safetensors, load_strict, quantize_linears, read_folder_config
 from ..result import GenerationResult, Meter, check_finite
@@ -485,13 +487,18 @@ class WanPipeline:
     original-key formats, see :mod:`mlx_video.nn.lora`); ``loras_high`` / ``loras_low``: into one A14B
     expert only. ``vae_dtype``: the VAE's compute dtype, float32 (default, like the reference modules)
     or bf16 (half the activation memory, as the official pipelines' bf16 autocast; decode within ~1.4%
-    of float32 on the tiny model). Raises WeightsError / ValueError for a bad folder or LoRA file.
+    of float32 on the tiny model). ``group``: an ``mx.distributed`` group (``mlx.launch``); with more
+    than one rank the DiT forwards are split over the ranks by token (sequence parallelism, exact) and
+    the text encoder runs on rank 0 only (docs/distributed.md). Raises WeightsError / ValueError for a
+    bad folder or LoRA file.
     """
 
     def __init__(self, model_dir: str | Path, dtype: mx.Dtype = mx.bfloat16, offload: bool = True,
                  loras: Sequence = (), loras_high: Sequence = (), loras_low: Sequence = (),
-                 vae_dtype: mx.Dtype = mx.float32):
+                 vae_dtype: mx.Dtype = mx.float32, group=None):
         self.model_dir = Path(model_dir)
+        # sequence parallelism (mlx_video/distributed.py): an mx.distributed group of more than one rank
+        self.sp = SequenceParallel(group) if group is not None and group.size() > 1 else None
         self.cfg = read_config(self.model_dir)
         self.dtype, self.offload, self.vae_dtype = dtype, offload, vae_dtype
         self._dits: dict[str, nn.Module] = {}
@@ -631,14 +638,18 @@ class WanPipeline:
 
     def encode_text(self, plan: WanPlan, context: Sequence[mx.array] | None = None) -> list[mx.array]:
         """UMT5 embeddings [cond [n, 4096], uncond [m, 4096]] of the prompt and the negative prompt
-        (``context`` when injected); frees the text encoder after, with offload."""
+        (``context`` when injected); frees the text encoder after, with offload. With a group, the
+        encoder runs on rank 0 only and its output is broadcast."""
         if context is not None:
             return list(context)
-        enc, s = self.text_encoder, plan.settings
-        context = enc.encode([s.prompt]) + enc.encode([s.negative_prompt])
-        if self.offload:
-            self.free("text")
-        return context
+
+        def encode():
+            enc, s = self.text_encoder, plan.settings
+            context = enc.encode([s.prompt]) + enc.encode([s.negative_prompt])
+            if self.offload:
+                self.free("text")
+            return context
+        return on_root(encode, self.sp.group if self.sp else None)
 
     def encode_images(self, plan: WanPlan, context: list, clip_fea: mx.array | None = None) -> Conditions:
         """The image conditions, by task: TI2V/mi2v latent anchors; I2V/FLF2V ``y`` channels of the
@@ -687,7 +698,8 @@ class WanPipeline:
                 faithful = s.bidirectional == "faithful"
                 back = BackwardPass(dit.rope_tables(grid, t_positions=np.arange(T)[::-1]) if faithful else rope,
                                     y_rev, skip=faithful and s.skip_redundant)
-            latent = denoise(dit, latent, sched, ctx, rope, g_low if name == "dit_low" else g_high, c.mask, c.clean,
+            call = partial(dit, sp=self.sp) if self.sp else dit  # sequence parallel
+            latent = denoise(call, latent, sched, ctx, rope, g_low if name == "dit_low" else g_high, c.mask, c.clean,
                              s.batch_cfg, progress, y=y, img=img, steps=range(a, b), backward=back)
             del dit, ctx, img
         if self.offload:

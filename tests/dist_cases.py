@@ -1,0 +1,132 @@
+"""The cases of tests/test_distributed.py, run the same way in one process and on every rank of a launch.
+
+``python -m tests.dist_cases OUT_DIR CONVERTED_WAN_DIR`` (under ``mlx.launch`` or with MLX_RANK /
+MLX_HOSTFILE set) runs every case with sequence parallelism over the launched group and writes
+``OUT_DIR/rank{r}.npz``; :func:`run_all` with ``sp=None`` gives the one-device values to compare.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
+
+from mlx_video.distributed import SequenceParallel, on_root
+from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs, Modality
+from mlx_video.wan import pipeline as P
+
+# Wan DiT inputs: (T, h, w) latent sizes -> (T, h/2, w/2) tokens; 16 tokens split on frame borders,
+# 27 tokens (odd: the last shard is padded, shards cut frames)
+WAN_GRIDS = {"aligned": (2, 8, 4), "odd": (3, 6, 6)}
+LTX_TOKENS = (2, 3, 4)  # latent frames, rows, columns of video tokens; +3 appended guiding tokens = 27
+LTX_AUDIO = 5
+
+
+def _rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def wan_forward(dit, grid, sp: SequenceParallel | None, seed: int = 0) -> mx.array:
+    """The tiny TI2V DiT on noise with per-frame timesteps (frame 0 clean), a CFG batch of 2."""
+    g = _rng(seed)
+    T, h, w = grid
+    a = dit.args
+    x = mx.array(g.standard_normal((2, T, h, w, a.in_dim)).astype(np.float32))
+    t = np.full((2, T), 700.0)
+    t[:, 0] = 0.0
+    ctx = dit.embed_text([mx.array(g.standard_normal((n, a.text_dim)).astype(np.float32)) for n in (5, 9)])
+    rope = dit.rope_tables((T, h // 2, w // 2))
+    return dit(x, t, ctx, rope, sp=sp)
+
+
+def text_on_root(group, text_dim: int, calls: list) -> list[mx.array]:
+    """Stand-in text embeddings [7, text_dim], [11, text_dim] made on rank 0 only (through ``on_root``,
+    as the pipeline runs its T5) and broadcast; every other rank would make different ones."""
+    def encode():
+        calls.append(1)
+        rank = group.rank() if group is not None else 0
+        g = _rng(10 + rank)
+        return [mx.array(g.standard_normal((n, text_dim)).astype(np.float32)) for n in (7, 11)]
+    return on_root(encode, group)
+
+
+def wan_pipeline(model_dir: Path, group, calls: list) -> tuple[mx.array, np.ndarray]:
+    """A 2-step ti2v-5B run (96x64, 9 frames, seeded noise, CFG batch) of the tiny checkpoint on ``group``.
+    The tiny T5's tokenizer alone takes ~6 s to load, so the text embeddings come from :func:`text_on_root`."""
+    pipe = P.WanPipeline(model_dir, dtype=mx.float32, offload=False, group=group)
+    context = text_on_root(group, pipe.cfg["dit"]["text_dim"], calls)
+    res = pipe.generate(task="ti2v-5B", size="96*64", frame_num=9, sample_steps=2, seed=3, context=context)
+    return res.latents, res.frames
+
+
+def _ltx_config(flavour: str) -> LTXModelArgs:
+    t = dict(num_attention_heads=2, attention_head_dim=16, in_channels=8, out_channels=8, num_layers=2,
+             cross_attention_dim=32, audio_num_attention_heads=2, audio_attention_head_dim=8,
+             audio_in_channels=8, audio_out_channels=8, audio_cross_attention_dim=16, caption_channels=16,
+             rope_type="split", frequencies_precision="float64")
+    if flavour == "ltx23":
+        t.update(apply_gated_attention=True, cross_attention_adaln=True, caption_proj_before_connector=True)
+    return LTXModelArgs.from_config({"transformer": t})
+
+
+def ltx_model(flavour: str, seed: int = 0) -> LTXModel:
+    """A tiny LTX-2 / LTX-2.3 audio+video transformer with seeded random weights (N(0, 0.2²))."""
+    m = LTXModel(_ltx_config(flavour))
+    g = _rng(seed)
+    m.update(tree_unflatten([(k, mx.array((0.2 * g.standard_normal(v.shape)).astype(np.float32)))
+                             for k, v in tree_flatten(m.parameters())]))
+    return m
+
+
+def ltx_forward(model: LTXModel, sp: SequenceParallel | None, seed: int = 1) -> tuple[mx.array, mx.array]:
+    """Video (grid + 3 appended guiding tokens, per-token sigma) and audio, a batch of 2."""
+    g = _rng(seed)
+    F, H, W = LTX_TOKENS
+    ti, hi, wi = np.meshgrid(np.arange(F), np.arange(H), np.arange(W), indexing="ij")
+    start = np.stack([ti.ravel() * 8 / 24.0, hi.ravel() * 32.0, wi.ravel() * 32.0])           # [3, N]
+    start = np.concatenate([start, np.array([[9 / 24.0] * 3, [0.0] * 3, [0.0, 32.0, 64.0]])], 1)
+    size = np.array([8 / 24.0, 32.0, 32.0])[:, None]
+    vpos = np.broadcast_to(np.stack([start, start + size], -1), (2, 3, start.shape[1], 2)).astype(np.float32)
+    a_start = np.arange(LTX_AUDIO, dtype=np.float32) * 0.04
+    apos = np.broadcast_to(np.stack([a_start, a_start + 0.04], -1), (2, 1, LTX_AUDIO, 2)).astype(np.float32)
+    n_v = vpos.shape[2]
+    sigma = np.array([0.7, 0.4], np.float32)
+    v_t = np.ones((2, n_v), np.float32) * sigma[:, None]
+    v_t[:, :H * W] = 0.0
+    v_t[:, -3:] *= 0.25
+    arr = lambda *s: mx.array(g.standard_normal(s).astype(np.float32))  # noqa: E731
+    ctx_v = 16 if not model.args.cross_attention_adaln else 32
+    video = Modality(arr(2, n_v, 8), mx.array(v_t), mx.array(sigma), arr(2, 4, ctx_v))
+    audio = Modality(arr(2, LTX_AUDIO, 8), mx.array(np.repeat(sigma[:, None], LTX_AUDIO, 1)),
+                     mx.array(sigma * 0.5), arr(2, 4, 16))
+    return model(video, audio, model.rope_tables(vpos, apos), sp=sp)
+
+
+def run_all(sp_for, model_dir: Path, group=None) -> dict[str, np.ndarray]:
+    """Every case's output as numpy. ``sp_for(mode)`` gives the SequenceParallel for a mode (or None);
+    ``group`` goes to the Wan pipeline."""
+    out = {}
+    dit = P.WanPipeline(model_dir, dtype=mx.float32, offload=False).dit
+    for name, grid in WAN_GRIDS.items():
+        for mode in ("ulysses", "allgather"):
+            out[f"wan_{name}_{mode}"] = wan_forward(dit, grid, sp_for(mode))
+    for flavour in ("ltx2", "ltx23"):
+        m = ltx_model(flavour)
+        for mode in ("ulysses", "allgather"):
+            out[f"{flavour}_video_{mode}"], out[f"{flavour}_audio_{mode}"] = ltx_forward(m, sp_for(mode))
+    calls = []
+    out["pipe_latent"], out["pipe_video"] = wan_pipeline(model_dir, group, calls)
+    out["text_encoder_calls"] = len(calls)
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def main(out_dir: str, model_dir: str) -> None:
+    group = mx.distributed.init(strict=True, backend="ring")
+    res = run_all(lambda mode: SequenceParallel(group, mode), Path(model_dir), group)
+    np.savez(Path(out_dir) / f"rank{group.rank()}.npz", size=group.size(), **res)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

@@ -1,0 +1,112 @@
+"""Sequence parallelism (mlx_video/distributed.py): two local CPU ranks (ring backend on 127.0.0.1,
+started by ``mlx.launch``) give the one-process values, bit for bit, on every rank: the Wan TI2V DiT
+(Ulysses and all-gather K/V; shards on and off frame borders, a padded last shard), the LTX-2 and
+LTX-2.3 audio+video transformers (video split, audio whole), and a 2-step ti2v-5B pipeline run of
+the tiny checkpoint with its T5 on rank 0 only. A world of one equals the plain path."""
+import os
+import socket
+import subprocess
+import sys
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from tests import dist_cases as C
+from tests.helpers import ROOT
+from tests.wan_tiny import TINY
+
+from mlx_video.distributed import SequenceParallel, all_to_all, broadcast
+from mlx_video.wan.checkpoint import convert_wan
+
+RANKS = 2
+
+
+def _free_ports(n: int) -> int:
+    """A port p with p..p+n-1 free on 127.0.0.1 (mlx.launch's ring backend listens on consecutive ports)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            p = s.getsockname()[1]
+        try:
+            socks = []
+            for i in range(n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p + i))
+            return p
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free ports")
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    return convert_wan(TINY, tmp_path_factory.mktemp("conv") / "tiny", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def single(converted):
+    """Every case in this process, no parallelism."""
+    return C.run_all(lambda mode: None, converted)
+
+
+@pytest.fixture(scope="module")
+def ranks(converted, tmp_path_factory):
+    """Every case on each of 2 ranks launched by ``mlx.launch --backend ring`` on 127.0.0.1."""
+    out = tmp_path_factory.mktemp("ranks")
+    launch = [sys.executable, "-c", "from mlx._distributed_utils.launch import main; main()"]
+    cmd = [*launch, "--backend", "ring", "--hosts", "127.0.0.1", "-n", str(RANKS), "-p", str(_free_ports(RANKS)),
+           "--", sys.executable, "-m", "tests.dist_cases", str(out), str(converted)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    files = [out / f"rank{i}.npz" for i in range(RANKS)]
+    # mlx.launch exits 0 even when a rank fails: the files are the proof
+    assert r.returncode == 0 and all(f.exists() for f in files), r.stdout[-3000:] + r.stderr[-3000:]
+    return [dict(np.load(f)) for f in files]
+
+
+def test_two_ranks_equal_one_process(single, ranks):
+    """Exact equality (0 ulp) of every output on both ranks; the tiny models run float32 on CPU."""
+    for i, got in enumerate(ranks):
+        assert int(got.pop("size")) == RANKS
+        assert set(got) == set(single)
+        assert int(got.pop("text_encoder_calls")) == (1 if i == 0 else 0), i  # rank 0 encodes, alone
+        for k, want in single.items():
+            if k == "text_encoder_calls":
+                continue
+            assert got[k].shape == want.shape, (i, k)
+            err = np.abs(got[k].astype(np.float64) - want).max()
+            assert np.array_equal(got[k], want), f"rank {i} {k}: max |diff| {err:.3g}"
+
+
+def test_world_of_one_is_the_plain_path(converted, single):
+    """mx.distributed.init() without a launch: a group of one through the shard/gather/all-to-all code."""
+    group = mx.distributed.init()
+    assert group.size() == 1
+    dit = C.P.WanPipeline(converted, dtype=mx.float32, offload=False).dit
+    for name, grid in C.WAN_GRIDS.items():
+        for mode in ("ulysses", "allgather"):
+            got = C.wan_forward(dit, grid, SequenceParallel(group, mode))
+            assert np.array_equal(np.array(got), single[f"wan_{name}_{mode}"]), (name, mode)
+    m = C.ltx_model("ltx23")
+    v, a = C.ltx_forward(m, SequenceParallel(group, "ulysses"))
+    assert np.array_equal(np.array(v), single["ltx23_video_ulysses"])
+    assert np.array_equal(np.array(a), single["ltx23_audio_ulysses"])
+
+
+def test_helpers_and_errors():
+    group = mx.distributed.init()
+    sp = SequenceParallel(group)
+    x = mx.arange(24).reshape(2, 3, 4)
+    assert np.array_equal(np.array(all_to_all(sp, x, 1, 2)), np.array(x))
+    sh = sp.split(3)
+    assert np.array_equal(np.array(sh.gather(sh.take(x))), np.array(x))
+    assert [np.array(b).tolist() for b in broadcast([x, mx.array([True])], group)] == [np.array(x).tolist(), [True]]
+    with pytest.raises(ValueError, match="mode must be one of"):
+        SequenceParallel(group, "tensor")
+    with pytest.raises(ValueError, match="has 4 rows"):
+        sp.split(5).take(x, axis=2)
