@@ -23,6 +23,7 @@ the VAE (each rank decodes the same latent) and the weights (no tensor paralleli
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -60,6 +61,10 @@ class SequenceParallel:
     def split(self, length: int) -> "TokenShard":
         """The shard of a sequence of ``length`` tokens held by this rank."""
         return TokenShard(self, int(length), -(-int(length) // self.size))
+
+    def same(self, value: int) -> int:
+        """Rank 0's ``value`` (an int, e.g. a random seed) on every rank."""
+        return int(broadcast([mx.array([value], mx.int64)] if self.is_root else None, self.group)[0].item())
 
     def all_gather(self, x: mx.array) -> mx.array:
         """[n, *x.shape]: every rank's ``x`` stacked in rank order (shapes and dtypes must agree)."""
@@ -183,6 +188,28 @@ def on_root(fn: Callable[[], Sequence[mx.array]], group: mx.distributed.Group | 
     if group is None or group.size() == 1:
         return list(fn())
     return broadcast(fn() if group.rank() == 0 else None, group)
+
+
+_ACTIVE: list[SequenceParallel] = []
+
+
+@contextmanager
+def active(sp: SequenceParallel | None):
+    """Within the block, DiT calls made without ``sp=`` use ``sp`` (for pipelines that call the model
+    themselves, e.g. the LTX-2 stages); ``None`` changes nothing."""
+    if sp is None:
+        yield
+        return
+    _ACTIVE.append(sp)
+    try:
+        yield
+    finally:
+        _ACTIVE.pop()
+
+
+def current(sp: SequenceParallel | None = None) -> SequenceParallel | None:
+    """``sp`` if given, else the innermost :func:`active` one, else None."""
+    return sp if sp is not None else (_ACTIVE[-1] if _ACTIVE else None)
 
 
 def init(ulysses_size: int | None, backend: str = "any", mode: str = "auto") -> SequenceParallel | None:

@@ -108,6 +108,8 @@ def generate(
     seed: int = typer.Option(-1, "--seed", help="-1: random"),
     gemma: Optional[str] = typer.Option(None, "--gemma", help="Gemma 3 folder (when converting a checkpoint)"),
     output_path: Optional[Path] = typer.Option(None, "--output-path", "--output", "-o"),
+    ulysses_size: int = typer.Option(1, "--ulysses-size", "--ulysses_size",
+                                     help="sequence-parallel ranks (mlx.launch world size), docs/distributed.md"),
 ):
     """Generate a video with audio from a prompt and optional images (LTX-2 / LTX-2.3)."""
     import random
@@ -120,9 +122,13 @@ def generate(
     from mlx_video.io.video import OutputPathError, check_output_path, write_video
     from mlx_video.io.weights import WeightsError
     from mlx_video.ltx2 import pipelines as P
+    from mlx_video.ltx2.denoise import TextContext
 
     console = Console(stderr=True)
     try:
+        from mlx_video.distributed import active, init as init_sp, on_root
+
+        sp = init_sp(ulysses_size)  # None for one rank; else rank 0 prints, writes and encodes text
         P.check_pipeline(pipeline)
         specs = [parse_image_spec(s) for s in image or []]
         if end_image is not None:
@@ -144,6 +150,8 @@ def generate(
             (0.0, lora_strength if lora_strength is not None else 1.0)
         if seed < 0:
             seed = random.randint(0, 2 ** 31 - 1)
+        if sp is not None:
+            console.quiet, seed = not sp.is_root, sp.same(seed)
         settings = P.Settings(pipeline, height, width, num_frames, fps, steps, seed=seed)
         P.plan_stages(settings)  # sizes and frame count, before anything is loaded
         for path, frame, _ in specs:
@@ -166,7 +174,11 @@ def generate(
         t0 = time.perf_counter()
         neg = (negative_prompt if negative_prompt is not None else DEFAULT_NEGATIVE_PROMPT) if dv is not None else None
         with console.status("encoding the prompt"):
-            pos, neg_ctx = encode_text(model_dir, cfg, prompt, neg)
+            def encode():
+                p, n = encode_text(model_dir, cfg, prompt, neg)
+                return [p.video, p.audio] + ([] if n is None else [n.video, n.audio])
+            ctx = on_root(encode, sp.group if sp is not None else None)
+            pos, neg_ctx = TextContext(*ctx[:2]), (TextContext(*ctx[2:]) if len(ctx) > 2 else None)
         t_text = time.perf_counter() - t0
         with console.status("loading the transformer, VAEs and upsampler"):
             t0 = time.perf_counter()
@@ -177,9 +189,12 @@ def generate(
 
     with progress_bars(console) as progress:
         try:
-            res = P.generate(comps, settings, pos, neg_ctx, images, decode_audio=not no_audio, progress=progress)
+            with active(sp):  # the transformer calls split their video tokens over the ranks
+                res = P.generate(comps, settings, pos, neg_ctx, images, decode_audio=not no_audio, progress=progress)
         except (ValueError, ImageError, WeightsError) as e:
             _fail(str(e))
+    if sp is not None and not sp.is_root:
+        return
     frames = to_uint8(np.array(res.video[0].astype(mx.float32)))
     audio = None if res.audio is None else np.array(res.audio.astype(mx.float32))
     meta = dict(model=str(model), pipeline=pipeline, prompt=prompt, seed=seed, height=height, width=width,

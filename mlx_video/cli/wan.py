@@ -5,6 +5,7 @@ Reached through :mod:`mlx_video.cli`, which picks the family from the arguments.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -107,6 +108,13 @@ def generate(
                                                   help="PATH[:STRENGTH], repeatable: A14B high-noise expert only"),
     lora_low: Optional[list[str]] = typer.Option(None, "--lora_low", "--lora-low",
                                                  help="PATH[:STRENGTH], repeatable: A14B low-noise expert only"),
+    # several ranks (mlx.launch), docs/distributed.md
+    ulysses_size: int = typer.Option(1, "--ulysses_size", "--ulysses-size",
+                                     help="sequence-parallel ranks; must equal the mlx.launch world size"),
+    dit_fsdp: bool = typer.Option(False, "--dit_fsdp", "--dit-fsdp",
+                                  help="accepted as in the official CLI: every rank holds the whole DiT here"),
+    t5_fsdp: bool = typer.Option(False, "--t5_fsdp", "--t5-fsdp",
+                                 help="accepted as in the official CLI: T5 runs on rank 0 only, output broadcast"),
 ):
     """Generate a video (or one image) from a prompt and optional images."""
     from rich.console import Console
@@ -122,6 +130,11 @@ def generate(
     console, drawn = Console(stderr=True), seed is None or seed < 0   # official: a negative seed draws one
     loras = {"loras": lora or (), "loras_high": lora_high or (), "loras_low": lora_low or ()}
     try:
+        from mlx_video.distributed import init as init_sp
+
+        sp = init_sp(ulysses_size)  # None for one rank; else rank 0 prints and writes, all ranks use its seed
+        if sp is not None:
+            console.quiet = not sp.is_root
         imgs, controls = _image_args(task, image, images, first_frame, last_frame, one_frame_inference,
                                      control_image_path, image_path, end_image_path)
         if output_type not in (None, "video", "images", "latent_images"):
@@ -132,6 +145,8 @@ def generate(
             solver=sample_solver, fps=fps, seed=None if drawn else seed,
             bidirectional=bidirectional_mode if bidirectional_sampling else None, one_frame=one_frame_inference,
             control_images=controls).validate()
+        if sp is not None:
+            settings = replace(settings, seed=sp.same(settings.seed))
         for spec in (s for v in loras.values() for s in v):
             parse_lora_spec(spec)
         single = settings.frame_num == 1
@@ -151,6 +166,8 @@ def generate(
             res = pipe.generate(settings, progress=progress)
         except (ValueError, ImageError, WeightsError, NonFiniteError) as e:
             fail(str(e))
+    if sp is not None and not sp.is_root:
+        return
     meta = dict(res.params, model=str(ckpt_dir), generator="mlx_video", seed_drawn=drawn,
                 **{k: list(v) for k, v in (("lora", lora), ("lora_high", lora_high), ("lora_low", lora_low)) if v})
     save_result(res, save_file, meta, console, latent=output_type == "latent_images")

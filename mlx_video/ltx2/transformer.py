@@ -21,6 +21,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from mlx_video.distributed import current
 from mlx_video.nn.attention import attention
 from mlx_video.nn.embeddings import sinusoidal_embedding
 from mlx_video.nn.evaluation import OneBlockAhead
@@ -616,7 +617,8 @@ class LTXModel(nn.Module):
     def __call__(self, video: Modality, audio: Modality | None, rope: LTXRope,
                  perturbations: Perturbations | None = None, sp=None) -> tuple[mx.array, mx.array | None]:
         """Velocities for the video and audio tokens (see class docstring). ``sp``
-        (:class:`mlx_video.distributed.SequenceParallel`): each rank runs the video tokens of its slice
+        (:class:`mlx_video.distributed.SequenceParallel`, default: the one ``distributed.active`` set, if
+        any): each rank runs the video tokens of its slice
         (audio stays whole on every rank) and returns the whole result. Raises ValueError on
         audio input to a video-only model or a perturbation list whose length is not B."""
         if audio is not None and not self.args.audio:
@@ -625,6 +627,7 @@ class LTXModel(nn.Module):
         p = perturbations if perturbations is not None else Perturbations()
         if p.items and len(p.items) != b:
             raise ValueError(f"perturbations has {len(p.items)} items for a batch of {b}")
+        sp = current(sp)
         shard = sp.split(video.latent.shape[1]) if sp is not None else None
         if shard is not None:  # this rank's video tokens, their timesteps and RoPE rows
             cut = lambda t: t if t is None else RopeTable(shard.take(t.cos), shard.take(t.sin))  # noqa: E731

@@ -25,6 +25,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ..distributed import current
 from ..nn.attention import attention
 from ..nn.embeddings import sinusoidal_embedding
 from ..nn.lora import LoraKeyMap
@@ -429,7 +430,8 @@ class WanModel(nn.Module):
         (per latent frame, the efficient form) or [B, L] (per token, L = T·h/2·w/2), values 0..1000;
         a batch of 1 broadcasts. context: ``embed_text`` output [B or 1, text_len, C]. rope:
         ``rope_tables((T, h/2, w/2))``. img: ``embed_image`` output, required exactly when the
-        model has the CLIP branch. sp: a :class:`mlx_video.distributed.SequenceParallel`; each rank
+        model has the CLIP branch. sp: a :class:`mlx_video.distributed.SequenceParallel` (default: the
+        one ``distributed.active`` set, if any); each rank
         then runs the blocks on its slice of the tokens (and RoPE rows) and returns the whole
         result, equal to the one-device one. Returns v [B, T, h, w, out_dim] float32.
         Raises ValueError on inconsistent shapes.
@@ -454,6 +456,7 @@ class WanModel(nn.Module):
 
         e, e0 = self._time_embedding(t, B, grid[0], L)
         h = self.patch_embedding(x).astype(mx.float32)
+        sp = current(sp)
         shard = sp.split(L) if sp is not None else None
         if shard is not None:  # this rank's tokens, RoPE rows and modulation groups
             h, e, e0 = shard.take(h), shard.groups(e), shard.groups(e0)
