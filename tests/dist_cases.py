@@ -14,7 +14,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_video.distributed import SequenceParallel, on_root
-from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs, Modality
+from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs, Modality, Perturbations
 from mlx_video.wan import pipeline as P
 
 # Wan DiT inputs: (T, h, w) latent sizes -> (T, h/2, w/2) tokens; 16 tokens split on frame borders,
@@ -81,7 +81,8 @@ def ltx_model(flavour: str, seed: int = 0) -> LTXModel:
 
 
 def ltx_forward(model: LTXModel, sp: SequenceParallel | None, seed: int = 1) -> tuple[mx.array, mx.array]:
-    """Video (grid + 3 appended guiding tokens, per-token sigma) and audio, a batch of 2."""
+    """Video (grid + 3 appended guiding tokens, per-token sigma) and audio, a batch of 2 (the second
+    item perturbed as in STG and modality-isolation guidance passes)."""
     g = _rng(seed)
     F, H, W = LTX_TOKENS
     ti, hi, wi = np.meshgrid(np.arange(F), np.arange(H), np.arange(W), indexing="ij")
@@ -101,7 +102,10 @@ def ltx_forward(model: LTXModel, sp: SequenceParallel | None, seed: int = 1) -> 
     video = Modality(arr(2, n_v, 8), mx.array(v_t), mx.array(sigma), arr(2, 4, ctx_v))
     audio = Modality(arr(2, LTX_AUDIO, 8), mx.array(np.repeat(sigma[:, None], LTX_AUDIO, 1)),
                      mx.array(sigma * 0.5), arr(2, 4, 16))
-    return model(video, audio, model.rope_tables(vpos, apos), sp=sp)
+    # item 1 as a guidance pass perturbs it: STG on block 1 (both streams), no audio<->video in block 0
+    perturb = Perturbations(({}, {"video_self_attn": [1], "audio_self_attn": [1], "a2v_cross_attn": [0],
+                                  "v2a_cross_attn": [0]}))
+    return model(video, audio, model.rope_tables(vpos, apos), perturb, sp=sp)
 
 
 def run_all(sp_for, model_dir: Path, group=None) -> dict[str, np.ndarray]:
