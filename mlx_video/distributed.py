@@ -23,9 +23,9 @@ the VAE (each rank decodes the same latent) and the weights (no tensor paralleli
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import mlx.core as mx
 
@@ -58,7 +58,7 @@ class SequenceParallel:
         """True on rank 0, the rank that prints and writes."""
         return self.rank == 0
 
-    def split(self, length: int) -> "TokenShard":
+    def split(self, length: int) -> TokenShard:
         """The shard of a sequence of ``length`` tokens held by this rank."""
         return TokenShard(self, int(length), -(-int(length) // self.size))
 
@@ -88,7 +88,8 @@ class TokenShard:
         """This rank's ``chunk`` rows of ``x`` along ``axis`` (which must have ``length`` rows); rows past
         the end are zeros. Raises ValueError on a length mismatch."""
         if x.shape[axis] != self.length:
-            raise ValueError(f"axis {axis} of {tuple(x.shape)} has {x.shape[axis]} rows, the shard is over {self.length}")
+            raise ValueError(f"axis {axis} of {tuple(x.shape)} has {x.shape[axis]} rows, "
+                             f"the shard is over {self.length}")
         stop = min(self.start + self.chunk, self.length)
         part = mx.take(x, mx.arange(self.start, stop), axis=axis) if stop > self.start else None
         missing = self.chunk - max(stop - self.start, 0)
@@ -120,7 +121,8 @@ class TokenShard:
         tok = mx.minimum(mx.arange(self.start, self.start + self.chunk), self.length - 1)
         return mx.take(e, tok // per, axis=axis)
 
-    def attention(self, q: mx.array, k: mx.array, v: mx.array, attend: Callable, local_queries: bool = True) -> mx.array:
+    def attention(self, q: mx.array, k: mx.array, v: mx.array, attend: Callable,
+                  local_queries: bool = True) -> mx.array:
         """``attend(q, k, v)`` over the whole sequence from this rank's shard.
 
         q: [B, H, chunk, D] this rank's queries (or, with ``local_queries=False``, [B, H, Lq, D] queries

@@ -12,12 +12,11 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from mlx_video.distributed import SequenceParallel, active, all_to_all, broadcast, current
+from mlx_video.wan.checkpoint import convert_wan
 from tests import dist_cases as C
 from tests.helpers import ROOT
 from tests.wan_tiny import TINY
-
-from mlx_video.distributed import SequenceParallel, active, all_to_all, broadcast, current
-from mlx_video.wan.checkpoint import convert_wan
 
 RANKS = 2
 
