@@ -15,7 +15,7 @@ import pytest
 from mlx_video.distributed import SequenceParallel, active, all_to_all, broadcast, current
 from mlx_video.wan.checkpoint import convert_wan
 from tests import dist_cases as C
-from tests.helpers import ROOT
+from tests.helpers import ASSETS, ROOT
 from tests.wan_tiny import TINY
 
 RANKS = 2
@@ -124,6 +124,89 @@ def test_cli_ulysses_size_must_match_the_world(family, tmp_path):
     r = CliRunner().invoke(app, _expand_multi(args))
     assert r.exit_code == 2 and "needs 2 ranks started by mlx.launch; this world has 1" in r.output, r.output
     assert not out.exists()
+
+
+class _Rank1:
+    """A stand-in group: this process as rank 1 of 2 (collectives patched out by the test)."""
+
+    def rank(self):
+        return 1
+
+    def size(self):
+        return 2
+
+
+@pytest.fixture
+def rank1(monkeypatch):
+    """The CLIs as rank 1 of a 2-rank launch: mlx_video.distributed.init returns a SequenceParallel on
+    :class:`_Rank1`, rank 0's seed and text embeddings arrive as stand-ins."""
+    import mlx_video.distributed as D
+
+    sp = SequenceParallel(_Rank1())
+    monkeypatch.setattr(D, "init", lambda size, *a, **k: sp if size == 2 else None)
+    monkeypatch.setattr(SequenceParallel, "same", lambda self, v: 1234)
+    monkeypatch.setattr(D, "broadcast", lambda arrays, group, root=0: [mx.zeros((1, 4, 32))] * 4)
+    return sp
+
+
+def test_wan_cli_wiring_on_a_non_root_rank(rank1, converted, tmp_path, monkeypatch):
+    """--ulysses_size 2 on rank 1: the pipeline gets the group and rank 0's seed; nothing printed or written."""
+    from typer.testing import CliRunner
+
+    from mlx_video.cli import _expand_multi, app
+    from mlx_video.wan import pipeline as WP
+
+    seen = {}
+
+    class Pipe:
+        def __init__(self, folder, **kw):
+            seen["group"] = kw.get("group")
+
+        def check_task(self, task):
+            pass
+
+        def generate(self, settings, progress=None):
+            seen["seed"] = settings.seed
+            return object()
+
+    monkeypatch.setattr(WP, "WanPipeline", Pipe)
+    out = tmp_path / "o.mp4"
+    r = CliRunner().invoke(app, _expand_multi(["generate", "--task", "ti2v-5B", "--ckpt_dir", str(converted),
+                                               "--prompt", "x", "--size", "64*32", "--frame_num", "5",
+                                               "--ulysses_size", "2", "--dit_fsdp", "--t5_fsdp",
+                                               "--save_file", str(out)]))
+    assert r.exit_code == 0, r.output
+    assert seen == {"group": rank1.group, "seed": 1234}
+    assert not out.exists() and r.output.strip() == ""
+
+
+def test_ltx2_cli_wiring_on_a_non_root_rank(rank1, tmp_path, monkeypatch):
+    """--ulysses-size 2 on rank 1: Gemma is not run here (rank 0's embeddings are used), the pipeline
+    runs with the group active, nothing printed or written."""
+    from typer.testing import CliRunner
+
+    import mlx_video.cli.ltx2 as L
+    from mlx_video.cli import _expand_multi, app
+    from mlx_video.ltx2 import pipelines as LP
+
+    monkeypatch.setenv("MLX_VIDEO_CACHE", str(tmp_path / "cache"))
+    seen = {}
+    monkeypatch.setattr(L, "encode_text", lambda *a: seen.setdefault("encoded", True))
+    monkeypatch.setattr(L, "load_components", lambda *a: None)
+
+    def generate(comps, settings, pos, neg, images, **kw):
+        seen.update(sp=current(), seed=settings.seed, neg=neg is not None)
+        return object()
+
+    monkeypatch.setattr(LP, "generate", generate)
+    out = tmp_path / "o.mp4"
+    src = ASSETS / "tiny-LTX-2" / "ltx-2-tiny-dev.safetensors"
+    r = CliRunner().invoke(app, _expand_multi(["generate", "--model", str(src), "--pipeline", "dev", "--steps", "2",
+                                               "--prompt", "x", "-H", "64", "-W", "64", "--num-frames", "9",
+                                               "--ulysses-size", "2", "-o", str(out)]))
+    assert r.exit_code == 0, r.output
+    assert seen == {"sp": rank1, "seed": 1234, "neg": True}
+    assert not out.exists() and r.output.strip() == ""
 
 
 def test_helpers_and_errors():

@@ -155,7 +155,7 @@ def generate(
         kw = dict(dtype=dtype_of(dtype, "--dtype"), vae_dtype=dtype_of(vae_dtype, "--vae_dtype"),
                   offload=str2bool(offload_model))
         pipe = WanPipeline(resolve_wan_model(ckpt_dir, console), **{k: v for k, v in kw.items() if v is not None},
-                           **loras)
+                           **loras, group=sp.group if sp is not None else None)
         pipe.check_task(settings.preset)
     except (ValueError, ImageError, WeightsError, OutputPathError, DownloadError) as e:
         fail(str(e))
