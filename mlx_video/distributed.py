@@ -216,8 +216,9 @@ def current(sp: SequenceParallel | None = None) -> SequenceParallel | None:
 
 def init(ulysses_size: int | None, backend: str = "any", mode: str = "auto") -> SequenceParallel | None:
     """The sequence-parallel group for a CLI run: ``mx.distributed.init(backend=...)`` and a check that
-    ``ulysses_size`` (None or 1: no parallelism wanted) equals the world size that ``mlx.launch``
-    started. Returns None for a world of one. Raises ValueError when the sizes disagree."""
+    ``ulysses_size`` equals the world size that ``mlx.launch`` started. None, 0 or 1 (the default)
+    accept any world: launched on n ranks the DiT is still split n ways (the ranks never repeat each
+    other's work). Returns None for a world of one. Raises ValueError when the sizes disagree."""
     want = 1 if ulysses_size in (None, 0) else int(ulysses_size)
     group = mx.distributed.init(backend=backend) if want > 1 or _launched() else None
     size = group.size() if group is not None else 1
