@@ -126,7 +126,8 @@ def generate(
 
     console = Console(stderr=True)
     try:
-        from mlx_video.distributed import active, init as init_sp, on_root
+        from mlx_video.distributed import active, on_root
+        from mlx_video.distributed import init as init_sp
 
         sp = init_sp(ulysses_size)  # None for one rank; else rank 0 prints, writes and encodes text
         P.check_pipeline(pipeline)
