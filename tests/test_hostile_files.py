@@ -609,7 +609,7 @@ def test_damaged_converted_config_names_file_and_key(tmp_path):
     c["transformer"]["rope_type"] = "bogus"
     mx.save_safetensors(str(f), w, metadata=dict(meta, config=json.dumps(c)))
     with pytest.raises(WeightsError, match=r"ltx-2-tiny-dev\.safetensors \(embedded 'config' metadata\): "
-                                           r"transformer section: rope_type"):
+                                           r"config: rope_type"):
         resolve.convert(resolve.locate(str(src)), tmp_path / "o")
 
 
