@@ -148,10 +148,13 @@ def test_pth_views_are_checked_against_their_storage(tmp_path, numel, offset, si
 
 @FUZZ
 @given(flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=12),
-       cut=st.one_of(st.none(), st.integers(0, 10**6)))
-def test_mutated_pth_never_crashes_and_stays_bounded(tmp_path, flips, cut):
-    """A valid checkpoint with random bytes overwritten (and maybe truncated): loads or WeightsError;
-    the tensors built total at most byte_budget(file size), and so does the traced memory."""
+       cut=st.one_of(st.none(), st.integers(0, 10**6)), lora=st.booleans())
+def test_mutated_pth_never_crashes_and_stays_bounded(tmp_path, flips, cut, lora):
+    """A valid checkpoint with random bytes overwritten (and maybe truncated), read as a checkpoint or
+    (``lora``) through the LoRA reader: loads or WeightsError; the tensors built total at most
+    byte_budget(file size), and so does the traced memory."""
+    from mlx_video.nn.lora import load_lora
+
     base = tmp_path / "base.pth"
     if not base.exists():
         obj = {"a": tensor("0", numel=6, size=(2, 3), stride=(3, 1)), "b": tensor("1", "LongStorage", 3, size=(3,))}
@@ -163,7 +166,7 @@ def test_mutated_pth_never_crashes_and_stays_bounded(tmp_path, flips, cut):
         data = data[: cut % (len(data) + 1)]
     p = tmp_path / "m.pth"
     p.write_bytes(bytes(data))
-    got, peak = peak_bytes(lambda: load_pth(p))
+    got, peak = peak_bytes(lambda: (load_lora if lora else load_pth)(p))
     assert isinstance(got, (dict, WeightsError)), repr(got)
     assert peak < 2 * byte_budget(len(data)) + (4 << 20)
     if isinstance(got, dict):
