@@ -153,3 +153,19 @@ def test_best_output_size_extreme_aspect_is_a_clear_error():
 
     ref = oracles.wan_utils().best_output_size  # where the reference does not divide by zero, we agree
     assert best_output_size(2000, 100, 32, 32, 704 * 1280) == ref(2000, 100, 32, 32, 704 * 1280)
+
+
+def test_pth_reader_takes_module_state_dicts_tied_weights_and_nesting(tmp_path):
+    """What torch.save really writes: an OrderedDict with ``_metadata`` (BUILD), tied weights sharing one
+    storage, views into a larger storage, a nested {"state_dict": ...}; all under the checked reader."""
+    m = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5, bias=False))
+    m[1].weight = m[0].weight  # tied
+    sd = m.state_dict()
+    big = torch.arange(24.0)
+    sd["view"] = big[4:16].view(3, 4)
+    p = tmp_path / "m.pth"
+    torch.save({"state_dict": sd}, p)
+    got = load_pth(p)["state_dict"]
+    assert set(got) == set(sd)
+    for k, v in sd.items():
+        np.testing.assert_array_equal(np.array(got[k]), v.numpy())

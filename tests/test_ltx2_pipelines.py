@@ -449,6 +449,7 @@ def tiny_cli(parts, monkeypatch):
 
     monkeypatch.setattr(loading, "resolve_ltx2_model", lambda model, variant, gemma=None: (seen.update(variant=variant), model)[1])
     monkeypatch.setattr(loading, "read_config", lambda d: {"model_version": "2.3.0"})
+    monkeypatch.setattr("mlx_video.resolve.family_of", lambda model: "ltx2")  # routing is by content, not name
     monkeypatch.setattr(lcli, "load_components", load_components)
     monkeypatch.setattr(lcli, "encode_text", encode_text)
 

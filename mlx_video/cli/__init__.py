@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -39,15 +40,17 @@ LTX_ONLY = ("--pipeline", "--end-image", "--end-image-strength", "--no-audio")
 
 
 def family_of(args: list[str]) -> str:
-    """'ltx2' or 'wan', from the arguments: an LTX-only option, or a --model / --ckpt_dir naming LTX."""
+    """'ltx2' or 'wan', from the arguments: an LTX-only option, or the contents of the --model / --ckpt_dir
+    folder or file (:func:`mlx_video.resolve.family_of`; never its name). Unknown goes to Wan, whose
+    resolver then says what the path is not."""
     if any(a.split("=")[0] in LTX_ONLY for a in args):
         return "ltx2"
     for i, a in enumerate(args):
-        if a in ("--model", "--ckpt_dir", "--ckpt-dir") and i + 1 < len(args):
-            v = args[i + 1]
-            cfg = Path(v).expanduser() / "config.json"
-            if "ltx" in v.lower() or (cfg.is_file() and '"mlx_video/ltx2' in cfg.read_text()[:4000]):
-                return "ltx2"
+        name, _, value = a.partition("=")
+        if name in ("--model", "--ckpt_dir", "--ckpt-dir") and (value or i + 1 < len(args)):
+            from mlx_video.resolve import family_of as by_content
+
+            return by_content(value or args[i + 1]) or "wan"
     return "wan"
 
 
@@ -64,14 +67,6 @@ def generate(ctx: typer.Context):
     family(args=args, prog_name="mlx_video generate")
 
 
-def _is_ltx2_source(src: str) -> bool:
-    p = Path(src).expanduser()
-    if p.suffix == ".safetensors" or "ltx" in src.lower():
-        return True
-    return p.is_dir() and any(p.glob("*.safetensors")) and not (p / "model_index.json").exists() \
-        and not (p / "config.json").exists()
-
-
 @app.command()
 def convert(
     src: str = typer.Argument(..., help="Wan: official or diffusers folder or HF repo id; LTX-2: single-file "
@@ -82,34 +77,22 @@ def convert(
     group_size: int = typer.Option(64, "--group-size"),
     variant: str = typer.Option("dev", "--variant", help="LTX-2: dev | distilled"),
     verbose: bool = typer.Option(False, "--verbose", help="list the checkpoint config keys the converter ignored"),
+    gemma: Optional[Path] = typer.Option(None, "--gemma", help="LTX-2: Gemma 3 folder (default: found beside SRC)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a DST that is not an mlx_video folder "
+                                   "(never SRC, a folder inside it or above it)"),
 ):
-    """Convert a checkpoint to an mlx_video folder (strict: every key used, every shape checked)."""
+    """Convert a checkpoint to an mlx_video folder (strict: every key used, every shape checked). The family
+    comes from SRC's contents; DST is written beside itself and renamed into place when complete."""
+    from mlx_video import resolve
     from mlx_video.cli.common import fail as _fail
     from mlx_video.io.hub import DownloadError
     from mlx_video.io.weights import WeightsError
 
     try:
-        if _is_ltx2_source(src):
-            from mlx_video.ltx2.checkpoint import convert_ltx2
-            from mlx_video.ltx2.loading import download_parts, find_parts
-
-            p = Path(src).expanduser()
-            if p.exists():
-                parts = find_parts(p.parent, variant, checkpoint=p) if p.is_file() else find_parts(p, variant)
-            else:
-                parts = download_parts(src, variant, None)
-            out = convert_ltx2(parts["checkpoint"], dst, dtype=dtype, quantize=quantize, group_size=group_size,
-                               gemma=parts["gemma"], upsamplers=parts["upsamplers"],
-                               distilled_lora=parts["distilled_lora"])
-        else:
-            from mlx_video.wan.checkpoint import convert_wan
-            from mlx_video.io.hub import WAN_DIFFUSERS_FILES, WAN_OFFICIAL_FILES, download, looks_like_repo_id
-
-            p = Path(src).expanduser()
-            if not p.exists() and looks_like_repo_id(src):
-                p = download(src, WAN_DIFFUSERS_FILES if src.lower().endswith("-diffusers") else WAN_OFFICIAL_FILES)
-            out = convert_wan(p, dst, dtype=dtype, quantize=quantize, group_size=group_size)
-    except (ValueError, WeightsError, DownloadError) as e:
+        src_info = resolve.locate(src, variant=variant, gemma=gemma)
+        out = resolve.convert(src_info, dst, dtype=dtype, quantize=quantize, group_size=group_size,
+                              overwrite=overwrite)
+    except (ValueError, WeightsError, DownloadError, OSError) as e:
         _fail(str(e))
     typer.echo(f"converted -> {out}")
     if verbose:
@@ -124,11 +107,15 @@ def info(path: Path = typer.Argument(..., help="a converted folder")):
     import json
 
     from mlx_video.cli.common import fail as _fail
+    from mlx_video.io.weights import WeightsError, read_json
 
     p = Path(path) / "config.json"
     if not p.is_file():
         _fail(f"{path} is not a converted mlx_video folder (no config.json)")
-    cfg = json.loads(p.read_text())
+    try:
+        cfg = read_json(p, "config.json")
+    except WeightsError as e:
+        _fail(str(e))
     if not str(cfg.get("format", "")).startswith("mlx_video/"):
         _fail(f"{p}: not an mlx_video folder")
     typer.echo(json.dumps(cfg, indent=2))
@@ -136,5 +123,21 @@ def info(path: Path = typer.Argument(..., help="a converted folder")):
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry (``mlx_video``): runs the typer app on ``argv`` (default sys.argv[1:])."""
+    from mlx_video.io import atomic
+
     argv = sys.argv[1:] if argv is None else argv
-    app(args=_expand_multi(list(argv)), prog_name="mlx_video")
+    atomic.terminate_as_exception()  # SIGTERM unwinds like Ctrl-C: finally blocks remove temporary files
+    try:
+        rc = app(args=_expand_multi(list(argv)), prog_name="mlx_video", standalone_mode=False)
+    except click.exceptions.ClickException as e:  # usage errors: exit 2
+        e.show()
+        rc = e.exit_code
+    except click.exceptions.Abort:
+        rc = 130
+    except SystemExit as e:  # the family commands run their own typer app
+        rc = e.code
+    if atomic.TERMINATED or rc == 130:  # typer turns KeyboardInterrupt (and so SIGTERM) into exit 130
+        typer.secho(f"error: {'terminated (SIGTERM)' if atomic.TERMINATED else 'interrupted'}; "
+                    f"no partial output was left", fg="red", err=True)
+        sys.exit(143 if atomic.TERMINATED else 130)
+    sys.exit(rc if isinstance(rc, int) else 0 if rc is None else rc)

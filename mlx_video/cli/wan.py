@@ -16,30 +16,12 @@ from .common import dtype_of, fail, progress_bars, save_result, str2bool
 app = typer.Typer(add_completion=False)
 
 
-def resolve_wan_model(ckpt_dir: str, console=None) -> Path:
-    """A converted folder for ``ckpt_dir``: used as is, converted once into the cache (official or
-    diffusers folder), or downloaded from the Hub first (repo id)."""
-    from mlx_video.io.hub import WAN_DIFFUSERS_FILES, WAN_OFFICIAL_FILES, converted_path, download, looks_like_repo_id
-    from mlx_video.wan.checkpoint import convert_wan, detect_layout
+def resolve_wan_model(ckpt_dir: str, console=None, dtype: str = "bfloat16") -> Path:
+    """A converted folder for ``ckpt_dir`` (:func:`mlx_video.resolve.resolve`): used as is, or converted
+    once in ``dtype`` into the cache (official or diffusers folder, or a repo id downloaded first)."""
+    from mlx_video.resolve import resolve
 
-    p = Path(ckpt_dir).expanduser()
-    if not p.exists() and looks_like_repo_id(ckpt_dir):
-        files = WAN_DIFFUSERS_FILES if ckpt_dir.lower().endswith("-diffusers") else WAN_OFFICIAL_FILES
-        if console:
-            console.print(f"downloading {ckpt_dir} (only the files needed) ...")
-        p = download(ckpt_dir, files)
-    layout = detect_layout(p)
-    if layout == "mlx":
-        return p
-    cfg = p / ("model_index.json" if layout == "diffusers" else "config.json")
-    if not cfg.is_file():  # official A14B: two expert folders
-        cfg = p / "high_noise_model" / "config.json"
-    dst = converted_path(str(p.resolve()), tag=str(cfg.stat().st_mtime_ns))
-    if not (dst / "config.json").is_file():
-        if console:
-            console.print(f"converting {p} ({layout} layout) -> {dst} (once)")
-        convert_wan(p, dst)
-    return dst
+    return resolve(ckpt_dir, "wan", dtype=dtype, log=console.print if console else None)
 
 
 def parse_guide(value: str | None):
@@ -154,8 +136,9 @@ def generate(
         save_file = check_output_path(save_file or default, (".png",) if single else (".mp4",))
         kw = dict(dtype=dtype_of(dtype, "--dtype"), vae_dtype=dtype_of(vae_dtype, "--vae_dtype"),
                   offload=str2bool(offload_model))
-        pipe = WanPipeline(resolve_wan_model(ckpt_dir, console), **{k: v for k, v in kw.items() if v is not None},
-                           **loras, group=sp.group if sp is not None else None)
+        model_dir = resolve_wan_model(ckpt_dir, console, dtype or "bfloat16")  # converted in the dtype asked for
+        pipe = WanPipeline(model_dir, **{k: v for k, v in kw.items() if v is not None}, **loras,
+                           group=sp.group if sp is not None else None)
         pipe.check_task(settings.preset)
     except (ValueError, ImageError, WeightsError, OutputPathError, DownloadError) as e:
         fail(str(e))

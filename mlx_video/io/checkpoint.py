@@ -1,9 +1,7 @@
 """Reading checkpoint files in the layouts people download, and writing converted folders."""
 from __future__ import annotations
 
-import json
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,8 +9,16 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from mlx_video.io.atomic import atomic_folder
 from mlx_video.io.torch_pickle import load_pth
-from mlx_video.io.weights import WeightsError, load_safetensors, quantize_linears, save_safetensors
+from mlx_video.io.weights import (
+    WeightsError,
+    load_safetensors,
+    quantize_linears,
+    read_json,
+    save_safetensors,
+    write_json_atomic,
+)
 
 
 def read_weights(path: Path) -> dict[str, mx.array]:
@@ -36,9 +42,13 @@ def read_sharded(folder: Path, stem: str = "diffusion_pytorch_model") -> dict[st
     single = folder / f"{stem}.safetensors"
     index = folder / f"{stem}.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
+        weight_map = read_json(index, "safetensors index").get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise WeightsError(f"{index}: corrupt safetensors index (no weight_map of key -> shard file)")
         out: dict[str, mx.array] = {}
         for shard in sorted(set(weight_map.values())):
+            if Path(shard).name != shard:
+                raise WeightsError(f"{index}: shard name {shard!r} is not a file name in {folder}")
             out.update(load_safetensors(folder / shard))
         missing = set(weight_map) - set(out)
         if missing:
@@ -65,20 +75,72 @@ def quantize_module(model: nn.Module, bits: int, group_size: int) -> dict:
     return q
 
 
-@contextmanager
-def staged_folder(dst: Path):
-    """Yield a temporary folder beside ``dst``; on success it replaces ``dst``, on failure it is removed,
-    so a converted folder is either complete or absent."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=dst.name + ".tmp-", dir=dst.parent))
+class DestinationError(ValueError):
+    """A conversion's output folder may not be written (it would destroy what we did not create)."""
+
+
+MANIFEST = "mlx_video_manifest.json"  # written into every folder we convert; nothing else is "ours"
+
+
+def is_ours(folder: Path) -> bool:
+    """True when ``folder`` is a folder mlx_video converted (it holds our manifest)."""
     try:
+        return Path(folder).is_dir() and read_json(Path(folder) / MANIFEST).get("created_by") == "mlx_video"
+    except WeightsError:
+        return False
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The manifest of a folder we converted, or None (not ours, or unreadable)."""
+    return read_json(Path(folder) / MANIFEST) if is_ours(folder) else None
+
+
+def check_destination(dst: Path, sources=(), overwrite: bool = False) -> None:
+    """Raise DestinationError unless a conversion may write ``dst``: never when ``dst`` is one of
+    ``sources``, inside one or above one (even with ``overwrite``); an existing ``dst`` only when it is
+    an empty folder, a folder we converted (:func:`is_ours`), or ``overwrite`` is given."""
+    d = Path(dst).expanduser().resolve()
+    for src in sources:
+        if src is None:
+            continue
+        s = Path(src).expanduser().resolve()
+        if d == s:
+            raise DestinationError(f"output {dst} is the source itself; choose another folder")
+        if s in d.parents:
+            raise DestinationError(f"output {dst} is inside the source {src}; choose a folder outside it")
+        if d in s.parents:
+            raise DestinationError(f"output {dst} contains the source {src}; replacing it would delete the "
+                                   f"source: choose another folder")
+    if not (d.exists() or d.is_symlink()) or overwrite or is_ours(d):
+        return
+    if d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
+        return
+    raise DestinationError(f"output {dst} exists and is not a folder mlx_video converted (no {MANIFEST}); "
+                           f"pass --overwrite to replace it, or choose another folder")
+
+
+@contextmanager
+def staged_folder(dst: Path, sources=(), overwrite: bool = False, manifest: dict | None = None):
+    """Yield a new temporary folder beside ``dst``; on success our manifest (``manifest`` plus the size of
+    every file written) is added and the folder takes ``dst``'s place; on failure (Ctrl-C and SIGTERM
+    included) it is removed, so a converted folder is complete or absent. Refuses, before anything is
+    written, what :func:`check_destination` refuses (DestinationError)."""
+    dst = Path(dst)
+    check_destination(dst, sources, overwrite)
+    with atomic_folder(dst) as tmp:
         yield tmp
-        if dst.exists():
-            shutil.rmtree(dst)
-        tmp.rename(dst)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+        write_json_atomic(tmp / MANIFEST, {"created_by": "mlx_video", "manifest_version": 1,
+                                           **(manifest or {}), "files": files})
+
+
+def manifest_intact(folder: Path) -> bool:
+    """True when ``folder`` is ours and every file its manifest lists is there with its size."""
+    m = read_manifest(folder)
+    if m is None:
+        return False
+    return all((Path(folder) / name).is_file() and (Path(folder) / name).stat().st_size == size
+               for name, size in m.get("files", {}).items())
 
 
 def save_module(model: nn.Module, path: Path) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -20,10 +21,49 @@ def cache_root() -> Path:
     return Path(os.environ.get("MLX_VIDEO_CACHE", Path.home() / ".cache" / "mlx_video")).expanduser()
 
 
-def converted_path(source: str, tag: str = "") -> Path:
-    """Stable cache folder for the conversion of ``source`` (a resolved path or a repo id)."""
-    digest = hashlib.sha1(f"{source}|{tag}".encode()).hexdigest()[:12]
-    return cache_root() / "converted" / f"{Path(source).name}-{digest}"
+SAMPLES, SAMPLE_BYTES, WHOLE_BELOW = 64, 64 << 10, 4 << 20
+
+
+def file_key(path: Path) -> str:
+    """A digest of one file's content: size, plus the whole file when under 4 MiB, else its first and
+    last MiB (safetensors header, zip directory with every entry's CRC) and 64 evenly spaced 64 KiB
+    samples. New weights written over old ones change it, whatever the modification time says; it costs
+    about 6 MiB of reading per file, not the whole file."""
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        if size <= WHOLE_BELOW:
+            h.update(f.read())
+        else:
+            starts = [0, size - (1 << 20)] + [i * (size - SAMPLE_BYTES) // (SAMPLES - 1) for i in range(SAMPLES)]
+            for i, start in enumerate(starts):
+                f.seek(start)
+                h.update(f.read((1 << 20) if i < 2 else SAMPLE_BYTES))
+    return h.hexdigest()
+
+
+def source_key(paths, **settings) -> str:
+    """The cache key of a conversion: the content (:func:`file_key`) of every file of ``paths`` (files,
+    or folders walked recursively, hidden entries skipped; relative names included) and the
+    ``settings`` that shape the result (dtype, quantization, variant ...). Raises OSError on unreadable
+    files."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for p in paths:
+        if p is None:
+            continue
+        p = Path(p)
+        files = [p] if p.is_file() else sorted(
+            f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        h.update(f"|{p.name}|{len(files)}".encode())
+        for f in files:
+            h.update(f"|{f.relative_to(p) if f != p else f.name}:{file_key(f)}".encode())
+    return h.hexdigest()
+
+
+def converted_path(name: str, key: str) -> Path:
+    """The cache folder for a conversion with cache key ``key`` (:func:`source_key`): converted/NAME-KEY."""
+    return cache_root() / "converted" / f"{Path(name).name}-{key[:16]}"
 
 
 def looks_like_repo_id(s: str) -> bool:
@@ -38,8 +78,7 @@ def download(repo_id: str, allow_patterns: list[str]) -> Path:
     Raises DownloadError saying exactly why (no network, unknown repo, gated repo).
     """
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError)
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
         return Path(snapshot_download(repo_id, allow_patterns=allow_patterns, local_files_only=True))

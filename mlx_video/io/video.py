@@ -1,17 +1,19 @@
 """Writing results: H.264 mp4 (optionally with AAC audio) through PyAV, or a PNG for one frame.
 
-Every writer goes to a temporary file next to the target and renames it at the end, so a failed
-or interrupted run leaves no partial output.
+Every writer goes to a temporary file next to the target and renames it at the end
+(:func:`mlx_video.io.atomic.atomic_path`), so a failed or interrupted run (Ctrl-C, SIGTERM) leaves no
+partial output, and the result gets the umask's permissions. mp4 files are written with the index at the
+front (``movflags=+faststart``) so they stream.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from mlx_video.io.atomic import atomic_path
 
 
 class OutputPathError(ValueError):
@@ -19,8 +21,9 @@ class OutputPathError(ValueError):
 
 
 def check_output_path(path: str | Path, suffixes: tuple[str, ...] = (".mp4", ".png")) -> Path:
-    """Check, before any long run, that ``path`` can be created: parent exists (or can be made) and is
-    writable, the path is not a directory, the suffix is one we write. Returns the resolved Path.
+    """Check, before any long run, that ``path`` can be created: its nearest existing parent is a writable
+    folder, the path is not a directory, the suffix is one we write. Creates nothing (a refused run leaves
+    no new folder); missing folders are made when the result is written. Returns the Path.
     Raises OutputPathError with the reason.
     """
     path = Path(path).expanduser()
@@ -29,31 +32,16 @@ def check_output_path(path: str | Path, suffixes: tuple[str, ...] = (".mp4", ".p
     if path.is_dir():
         raise OutputPathError(f"output {path} is a directory")
     parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputPathError(f"cannot create folder {parent}: {e.strerror or e}") from e
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".mlx_video_probe_", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise OutputPathError(f"cannot write to {parent}: {e.strerror or e}") from e
+    base = parent  # the nearest existing folder: missing ones are made only when the result is written
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise OutputPathError(f"cannot create folder {parent}: {base} is not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise OutputPathError(f"cannot write to {base}: permission denied")
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputPathError(f"output {path} exists and is not writable")
     return path
-
-
-@contextmanager
-def _atomic(path: Path):
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + path.stem + "_", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float, metadata: dict | None = None,
@@ -68,8 +56,9 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, metadata: dict
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 [F, H, W, 3], got {frames.dtype} {frames.shape}")
-    with _atomic(path) as tmp:
-        with av.open(tmp, mode="w", format="mp4") as out:
+    with atomic_path(path) as tmp:
+        # faststart: the index (moov) goes before the frames, so the file plays while it downloads
+        with av.open(str(tmp), mode="w", format="mp4", container_options={"movflags": "+faststart"}) as out:
             if metadata:
                 out.metadata["comment"] = json.dumps(metadata, sort_keys=True, default=str)
             vs = out.add_stream("libx264", rate=round(fps) if float(fps).is_integer() else fps)
@@ -108,6 +97,6 @@ def write_image(path: str | Path, frame: np.ndarray, metadata: dict | None = Non
     info = PngImagePlugin.PngInfo()
     if metadata:
         info.add_text("parameters", json.dumps(metadata, sort_keys=True, default=str))
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         Image.fromarray(np.asarray(frame, dtype=np.uint8)).save(tmp, format="PNG", pnginfo=info)
     return path

@@ -34,7 +34,6 @@ Usage: ``python convert/ltx2.py CHECKPOINT DST [--gemma DIR] [--upsampler FILE .
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -42,12 +41,17 @@ from pathlib import Path
 import mlx.core as mx
 
 from mlx_video.checks import ConfigKeys
-from mlx_video.io.checkpoint import cast, read_sharded, save_module, staged_folder
+from mlx_video.io.atomic import terminate_as_exception
+from mlx_video.io.checkpoint import cast, check_destination, read_sharded, save_module, staged_folder
 from mlx_video.io.weights import (
     WeightsError,
+    config_errors,
     load_safetensors,
     load_strict,
+    metadata_json,
     quantize_linears,
+    read_json,
+    read_safetensors_header,
     save_safetensors,
     write_json_atomic,
 )
@@ -89,16 +93,7 @@ def read_header(path: str | Path) -> tuple[dict, dict[str, str]]:
 
     Raises WeightsError when the file is missing or its header is not safetensors.
     """
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if not 0 < n < 1 << 30:
-                raise ValueError(f"header length {n}")
-            header = json.loads(f.read(n))
-    except (OSError, ValueError) as e:
-        raise WeightsError(f"cannot read the safetensors header of {path}: {e}") from e
-    meta = header.pop("__metadata__", None) or {}
+    header, meta = read_safetensors_header(path)  # checked: dtypes, shapes, byte ranges
     return meta, {k: v["dtype"] for k, v in header.items()}
 
 
@@ -133,7 +128,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, mx.array], dict, str]:
     weights = load_safetensors(path)
     if any(d.startswith("F8") for d in dtypes.values()):
         weights = _dequantize_fp8(weights, dtypes, path)
-    return weights, json.loads(meta["config"]), meta.get("model_version", "")
+    return weights, metadata_json(meta, "config", path), meta.get("model_version", "")
 
 
 def config_args(config: dict, source: str = "checkpoint") -> tuple[dict, list[str]]:
@@ -227,7 +222,7 @@ def _gemma(folder: Path, dtype, quantize, group_size, tmp: Path):
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise WeightsError(f"Gemma folder {folder}: no config.json")
-    args = te.gemma_args(json.loads(cfg_path.read_text()))
+    args = te.gemma_args(read_json(cfg_path, "Gemma config.json"))
     model = load_strict(te.GemmaTextEncoder(args), cast(te.sanitize_gemma(read_sharded(folder, stem="model")), dtype),
                         what=f"Gemma 3 text encoder ({folder})")
     q = None
@@ -255,7 +250,7 @@ def _upsampler(path: Path, dtype, tmp: Path) -> tuple[str, dict]:
     weights, meta = load_safetensors(path, with_metadata=True)
     if "config" not in meta:
         raise WeightsError(f"{path}: no 'config' metadata: not an LTX-2 latent upsampler file")
-    cfg = ConfigKeys(json.loads(meta["config"]))
+    cfg = ConfigKeys(metadata_json(meta, "config", path))
     args = up.UpsamplerArgs.from_config(cfg)
     model = load_strict(up.LatentUpsampler(args), cast(up.sanitize(weights, "official"), dtype),
                         what=f"latent upsampler ({path})")
@@ -311,7 +306,8 @@ def convert_lora(weights: dict[str, mx.array], model: tr.LTXModel, source: str =
 
 def convert_ltx2(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quantize: int | None = None,
                  group_size: int = 64, gemma: str | Path | None = None, upsamplers=(),
-                 distilled_lora: str | Path | None = None) -> Path:
+                 distilled_lora: str | Path | None = None, overwrite: bool = False, key: str | None = None,
+                 sources=()) -> Path:
     """Convert the Lightricks single file ``src`` (plus optional Gemma folder, upsampler files and
     distilled LoRA) into the mlx_video folder ``dst`` (layout in the module docstring).
 
@@ -330,11 +326,16 @@ def convert_ltx2(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quan
     if quantize not in (None, 4, 8):
         raise ValueError("quantize must be 4 or 8 bits")
     dt = DTYPES[dtype]
+    inputs = [src, gemma, distilled_lora, *upsamplers, *sources]
+    check_destination(dst, inputs, overwrite)  # before reading gigabytes
     weights, config, version = read_checkpoint(src)
-    cargs, ignored = config_args(config, str(src))
+    with config_errors(f"{src} (embedded 'config' metadata)", "config"):  # ValueError: a setting not implemented
+        cargs, ignored = config_args(config, str(src))
     parts = sanitize_parts(split_checkpoint(weights, str(src)))
     del weights
-    with staged_folder(dst) as tmp:
+    manifest = {"family": "ltx2", "source": str(src), "source_key": key, "dtype": dtype, "quantize": quantize,
+                "group_size": group_size}
+    with staged_folder(dst, inputs, overwrite, manifest) as tmp:
         out = {"format": FORMAT, "family": "ltx2", "model_version": version, "source": str(src), "dtype": dtype,
                "source_config": config, "ignored_config_keys": ignored, "quantization": {}, "upsamplers": {},
                "gemma": None, "distilled_lora": None}
@@ -413,8 +414,16 @@ def main(argv=None):
     ap.add_argument("--dtype", default="bfloat16", choices=list(DTYPES))
     ap.add_argument("--quantize", type=int, choices=[4, 8])
     ap.add_argument("--group-size", type=int, default=64)
+    ap.add_argument("--overwrite", action="store_true", help="replace a DST that is not an mlx_video folder")
     a = ap.parse_args(argv)
-    print(convert_ltx2(a.src, a.dst, a.dtype, a.quantize, a.group_size, a.gemma, a.upsampler, a.distilled_lora))
+    terminate_as_exception()
+    try:
+        print(convert_ltx2(a.src, a.dst, a.dtype, a.quantize, a.group_size, a.gemma, a.upsampler, a.distilled_lora,
+                           overwrite=a.overwrite))
+    except (ValueError, OSError) as e:
+        ap.exit(2, f"error: {e}\n")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the staged folder is gone already
+        ap.exit(130, "error: interrupted; no partial output was left\n")
 
 
 if __name__ == "__main__":

@@ -9,15 +9,15 @@ truncated file). Loaders neither print nor write files; load a component, use it
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlx_video.io.weights import WeightsError, load_safetensors, load_strict, quantize_linears, read_folder_config
-from mlx_video.ltx2.checkpoint import FORMAT, QUANT_SCOPES, convert_ltx2, read_header
+from mlx_video.io.weights import (WeightsError, load_safetensors, load_strict, metadata_json, quantize_linears,
+                                  read_folder_config, read_json)
+from mlx_video.ltx2.checkpoint import FORMAT, QUANT_SCOPES, read_header
 
 
 # Hugging Face repos: the files each variant needs (names as listed in docs/ltx2.md 14).
@@ -185,8 +185,8 @@ def _checkpoint_meta(path: Path) -> dict | None:
 
     try:
         meta, _ = read_header(path)
-        return json.loads(meta["config"]) if "config" in meta else None
-    except (WeightsError, ValueError):
+        return metadata_json(meta, "config", path) if "config" in meta else None
+    except WeightsError:
         return None
 
 
@@ -214,7 +214,7 @@ def find_parts(folder: Path, variant: str = "dev", checkpoint: Path | None = Non
     gemma = None
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         cfg = sub / "config.json"
-        if cfg.is_file() and str(json.loads(cfg.read_text()).get("model_type", "")).startswith("gemma3"):
+        if cfg.is_file() and str(read_json(cfg, "config.json").get("model_type", "")).startswith("gemma3"):
             gemma = sub
             break
     return {"checkpoint": checkpoint, "upsamplers": ups,
@@ -248,40 +248,17 @@ def resolve_ltx2_model(model: str, variant: str = "dev", gemma: str | Path | Non
     - a Lightricks single ``.safetensors`` file, or a folder holding one (with ``variant`` choosing
       among several): converted once into the cache (``mlx_video.io.hub.converted_path``) together with
       the upsamplers, the distilled LoRA (dev) and the Gemma folder found beside it (see
-      :func:`find_parts`; ``gemma`` overrides the Gemma folder); later calls reuse the conversion;
+      :func:`find_parts`; ``gemma`` overrides the Gemma folder); later calls reuse the conversion while
+      the files' content, ``dtype`` and ``quantize`` are the same (:func:`mlx_video.resolve.resolve`);
     - ``Lightricks/LTX-2`` or ``Lightricks/LTX-2.3``: only the files ``variant`` needs are downloaded
       (checkpoint, x2 upsampler, distilled LoRA for dev, and Gemma 3 from its gated repo unless
       ``gemma`` is given), then converted once.
     Raises ValueError (unknown variant / repo), DownloadError (offline, gated, unknown repo; saying
     which files are needed), WeightsError (nothing convertible found, bad weights).
     """
-    from mlx_video.io.hub import converted_path, looks_like_repo_id
+    from mlx_video.resolve import resolve
 
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    p = Path(model).expanduser()
-    if p.is_dir() and (p / "config.json").is_file() and \
-            json.loads((p / "config.json").read_text()).get("format") == FORMAT:
-        return p
-    if p.exists():
-        parts = find_parts(p.parent, variant, checkpoint=p) if p.is_file() else find_parts(p, variant)
-    elif looks_like_repo_id(model):
-        if model not in LTX2_REPOS:
-            raise ValueError(f"unknown LTX-2 repo {model!r}; known: {', '.join(LTX2_REPOS)}")
-        parts = download_parts(model, variant, gemma)
-    else:
-        raise WeightsError(f"{model}: no such file or folder, and not a Hugging Face repo id")
-    if gemma is not None:
-        parts["gemma"] = Path(gemma)
-    ckpt = parts["checkpoint"].resolve()
-    tag = json.dumps([ckpt.stat().st_mtime_ns, variant, dtype, quantize,
-                      *(str(Path(x).resolve()) for x in (parts["gemma"], parts["distilled_lora"]) if x),
-                      *sorted(str(Path(u).resolve()) for u in parts["upsamplers"])])
-    dst = converted_path(str(ckpt), tag=tag)
-    if not (dst / "config.json").is_file():
-        convert_ltx2(ckpt, dst, dtype=dtype, quantize=quantize, gemma=parts["gemma"],
-                     upsamplers=parts["upsamplers"], distilled_lora=parts["distilled_lora"])
-    return dst
+    return resolve(model, "ltx2", dtype=dtype, quantize=quantize, variant=variant, gemma=gemma)
 
 
 # ----------------------------------------------------------------------------- pipeline parts

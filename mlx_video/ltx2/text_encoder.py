@@ -77,18 +77,17 @@ class GemmaTokenizer:
 
     ``path``: a folder with the HF tokenizer files (tokenizer.json / tokenizer.model + config).
     ``vocab_size``: the Gemma embedding rows; a tokenizer that can emit ids >= vocab_size does not
-    belong to that model. Raises FileNotFoundError when the folder or its files are missing and
+    belong to that model. Raises TokenizerNotFound (a FileNotFoundError) when the folder or its files
+    are missing, TokenizerError naming the file when they are corrupt, and
     ValueError for a tokenizer without a pad token or larger than the model's vocabulary. There
     is no fallback tokenizer.
     """
 
     def __init__(self, path: str | Path, max_length: int = 1024, vocab_size: int | None = None):
-        from transformers import AutoTokenizer
+        from mlx_video.io.tokenizers import load_tokenizer
 
         path = Path(path)
-        if not path.is_dir() or not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
-            raise FileNotFoundError(f"no Gemma tokenizer (tokenizer.json or tokenizer.model) in {path}")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.tokenizer = load_tokenizer(path, ("tokenizer.json", "tokenizer.model"), "Gemma tokenizer")
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             raise ValueError(f"tokenizer in {path} has no pad token; it is not a Gemma tokenizer")

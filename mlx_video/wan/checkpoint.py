@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 from pathlib import Path
 
 import mlx.core as mx
 
 from mlx_video.checks import ConfigKeys
+from mlx_video.io.atomic import terminate_as_exception
 from mlx_video.io.checkpoint import (
     cast,
+    check_destination,
     copy_tokenizer,
     quantize_module,
     read_sharded,
@@ -37,7 +38,7 @@ from mlx_video.io.checkpoint import (
     save_module,
     staged_folder,
 )
-from mlx_video.io.weights import WeightsError, load_strict, write_json_atomic
+from mlx_video.io.weights import WeightsError, config_errors, load_strict, read_json, write_json_atomic
 from mlx_video.wan import clip as clip_mod
 from mlx_video.wan import t5 as t5_mod
 from mlx_video.wan import transformer as dit_mod
@@ -58,7 +59,7 @@ def detect_layout(src: Path) -> str:
     if not src.is_dir():
         raise WeightsError(f"checkpoint folder not found: {src}")
     cfg = src / "config.json"
-    if cfg.is_file() and json.loads(cfg.read_text()).get("format", "").startswith("mlx_video/"):
+    if cfg.is_file() and str(read_json(cfg, "config.json").get("format", "")).startswith("mlx_video/"):
         return "mlx"
     if (src / "model_index.json").is_file():
         return "diffusers"
@@ -171,7 +172,9 @@ def _read_official(src: Path):
             raise WeightsError(f"{src}: missing {folder.name}/config.json (a two-expert checkpoint needs "
                                f"{' and '.join(EXPERTS.values())})")
         w = read_sharded(folder)
-        args, unread = dit_config_args(json.loads((folder / "config.json").read_text()), folder / "config.json", w)
+        with config_errors(folder / "config.json", "Wan DiT config"):
+            args, unread = dit_config_args(read_json(folder / "config.json", "Wan DiT config.json"),
+                                           folder / "config.json", w)
         dits[name] = (args, w, "official")
         ignored += [f"{folder.relative_to(src) / 'config.json'}:{k}" for k in unread]
     vae_file = next((f for f in VAE_FILES if (src / f).exists()), None)
@@ -196,7 +199,7 @@ def _read_diffusers(src: Path):
         p = src / sub / "config.json"
         if not p.is_file():
             raise WeightsError(f"{src}: missing {sub}/config.json")
-        return json.loads(p.read_text())
+        return read_json(p, f"{sub} config.json")
 
     def cfg(sub):
         seen.append(ConfigKeys(raw(sub), f"{sub}/config.json:"))
@@ -205,10 +208,15 @@ def _read_diffusers(src: Path):
     vae_cfg, t5_cfg = cfg("vae"), cfg("text_encoder")
     version = "2.2" if vae_cfg.get("z_dim", 16) == 48 or vae_cfg.get("is_residual") else "2.1"
     vm = _vae_module(version)
+    with config_errors(src / "vae" / "config.json", "Wan VAE config"):
+        vae_args = (vm.Wan22VAEArgs if version == "2.2" else vm.Wan21VAEArgs).from_config(vae_cfg)
+    with config_errors(src / "text_encoder" / "config.json", "UMT5 config"):
+        t5_args = t5_mod.UMT5Args.from_config(t5_cfg)
     subs = DIFFUSERS_EXPERTS if (src / DIFFUSERS_EXPERTS["dit_low"]).is_dir() else {"dit": "transformer"}
     dits, ignored = {}, []
     for name, sub in subs.items():
-        args, unread = dit_config_args(raw(sub), f"{src / sub / 'config.json'}")
+        with config_errors(src / sub / "config.json", "Wan DiT config"):
+            args, unread = dit_config_args(raw(sub), f"{src / sub / 'config.json'}")
         dits[name] = (args, read_sharded(src / sub), "diffusers")
         ignored += [f"{sub}/config.json:{k}" for k in unread]
     clip = None
@@ -217,8 +225,10 @@ def _read_diffusers(src: Path):
         if not any(k.startswith("vision_model.") for k in w):  # transformers >= 5 saves CLIPVisionModel unprefixed
             w = {f"vision_model.{k}": v for k, v in w.items()}
         clip = (clip_mod.CLIPVisionArgs.from_config(cfg("image_encoder")), w, "hf")
-    vae_args = (vm.Wan22VAEArgs if version == "2.2" else vm.Wan21VAEArgs).from_config(vae_cfg)
-    t5_args = t5_mod.UMT5Args.from_config(t5_cfg)
+    with config_errors(src / "vae" / "config.json", "Wan VAE config"):
+        vae_args = (vm.Wan22VAEArgs if version == "2.2" else vm.Wan21VAEArgs).from_config(vae_cfg)
+    with config_errors(src / "text_encoder" / "config.json", "UMT5 config"):
+        t5_args = t5_mod.UMT5Args.from_config(t5_cfg)
     ignored += [k for c in seen for k in c.unread()]
     return dict(dits=dits, vae=(version, vae_args, read_sharded(src / "vae"), "diffusers"),
                 t5=(t5_args, read_sharded(src / "text_encoder", stem="model"), "hf"),
@@ -226,15 +236,17 @@ def _read_diffusers(src: Path):
 
 
 def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quantize: int | None = None,
-                group_size: int = 64) -> Path:
+                group_size: int = 64, overwrite: bool = False, key: str | None = None) -> Path:
     """Convert ``src`` (official or diffusers layout) into the mlx_video folder ``dst``.
 
     dtype: storage dtype of the DiT and text encoder (the VAE stays float32, as the reference runs it).
     quantize: 4 or 8 bits for the DiT and T5 Linear layers (affine, ``group_size``).
     The converted config.json lists under ``ignored_config_keys`` the source config keys no reader used
     (``mlx_video convert --verbose`` shows them).
+    overwrite: replace an existing ``dst`` that is not a folder we converted (never the source, a
+    folder inside it or above it: DestinationError). key: the cache key stored in the manifest.
     Raises WeightsError (missing/unused/mis-shaped key, a needed config key missing, truncated file,
-    unknown layout).
+    unknown layout), TokenizerError.
     """
     src, dst = Path(src), Path(dst)
     layout = detect_layout(src)
@@ -244,11 +256,14 @@ def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quant
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
     if quantize not in (None, 4, 8):
         raise ValueError("quantize must be 4 or 8 bits")
+    check_destination(dst, [src], overwrite)  # before reading gigabytes
     try:
         parts = _read_official(src) if layout == "official" else _read_diffusers(src)
     except KeyError as e:  # a ConfigKeys names the file and the key
         raise WeightsError(f"{src}: a config lacks the needed key {e.args[0]}") from None
-    with staged_folder(dst) as tmp:
+    manifest = {"family": "wan", "source": str(src), "source_key": key, "dtype": dtype, "quantize": quantize,
+                "group_size": group_size}
+    with staged_folder(dst, [src], overwrite, manifest) as tmp:
         quant = {}
         dits = parts.pop("dits")
         dit_args = next(iter(dits.values()))[0]
@@ -292,6 +307,7 @@ def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quant
             extra["experts"] = experts
 
         copy_tokenizer(parts["tokenizer"], tmp / "tokenizer")
+        t5_mod.load_tokenizer(tmp / "tokenizer")  # a corrupt tokenizer fails here, never lands in dst
         write_json_atomic(tmp / "config.json", {
             "format": FORMAT, "family": "wan", "source": str(src), "layout": layout, "dtype": dtype,
             "dit": _init_fields(dit_args), "t5": _init_fields(t5_args), "text_len": 512,
@@ -308,8 +324,15 @@ def main(argv=None):
     ap.add_argument("--dtype", default="bfloat16", choices=list(DTYPES))
     ap.add_argument("--quantize", type=int, choices=[4, 8])
     ap.add_argument("--group-size", type=int, default=64)
+    ap.add_argument("--overwrite", action="store_true", help="replace a DST that is not an mlx_video folder")
     a = ap.parse_args(argv)
-    print(convert_wan(a.src, a.dst, a.dtype, a.quantize, a.group_size))
+    terminate_as_exception()
+    try:
+        print(convert_wan(a.src, a.dst, a.dtype, a.quantize, a.group_size, overwrite=a.overwrite))
+    except (ValueError, OSError) as e:
+        ap.exit(2, f"error: {e}\n")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the staged folder is gone already
+        ap.exit(130, "error: interrupted; no partial output was left\n")
 
 
 if __name__ == "__main__":

@@ -250,21 +250,15 @@ def clean_prompt(text: str) -> str:
 def load_tokenizer(tokenizer_dir: str | Path):
     """``transformers.AutoTokenizer`` from a local folder (``google/umt5-xxl/`` of the checkpoint).
 
-    Never downloads and never falls back to another tokenizer. Raises FileNotFoundError when the
-    folder or its tokenizer files are missing, OSError when they cannot be read, and ValueError when
+    Never downloads and never falls back to another tokenizer. Raises TokenizerNotFound (a
+    FileNotFoundError) when the folder or its tokenizer files are missing, TokenizerError (an OSError
+    and ValueError, naming the file) when they cannot be read, and ValueError when
     the tokenizer does not have UMT5's special ids (pad 0, eos 1).
     """
-    path = Path(tokenizer_dir)
-    if not path.is_dir():
-        raise FileNotFoundError(f"UMT5 tokenizer folder not found: {path}")
-    if not any((path / f).is_file() for f in ("tokenizer.json", "spiece.model")):
-        raise FileNotFoundError(f"UMT5 tokenizer folder {path} has neither tokenizer.json nor spiece.model")
-    from transformers import AutoTokenizer
+    from mlx_video.io.tokenizers import load_tokenizer as _load
 
-    try:
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except Exception as e:  # transformers raises many kinds for broken files
-        raise OSError(f"cannot load the UMT5 tokenizer from {path}: {e}") from e
+    path = Path(tokenizer_dir)
+    tok = _load(path, ("tokenizer.json", "spiece.model"), "UMT5 tokenizer")
     if tok.pad_token_id != 0 or tok.eos_token_id != 1:
         raise ValueError(f"{path} is not a UMT5 tokenizer: pad id {tok.pad_token_id}, eos id "
                          f"{tok.eos_token_id} (expected 0 and 1)")
