@@ -9,6 +9,8 @@ no weights), and the modules' state dicts are listed under the names the release
   through the inverse of ltx-core's own key maps (LTXV_MODEL_COMFY_RENAMING_MAP, EMBEDDINGS_PROCESSOR_KEY_OPS,
   VAE_*/AUDIO_VAE_*/VOCODER_COMFY_KEYS_FILTER): ``model.diffusion_model.*``, ``text_embedding_projection.*``,
   ``vae.{encoder,decoder,per_channel_statistics}.*``, ``audio_vae.*``, ``vocoder.*``.
+- LTX latent upsampler files (``ltx-2*-spatial-upscaler-*.safetensors``): ltx-core's
+  LatentUpsamplerConfigurator at the file's ``config`` metadata; names as the module's (the file stores them so).
 - Wan official folders: the official ``wan.modules.model.WanModel`` (the installed Wan2.2 package, through
   tests.oracles.wan) at the folder's ``config.json``; Wan2.1 I2V / FLF2V are skipped (that package has no CLIP
   image branch).
@@ -71,6 +73,15 @@ def ltx_tensors(config: dict) -> dict[str, tuple]:
     return out
 
 
+def upsampler_tensors(config: dict) -> dict[str, tuple]:
+    """{file key: (shape, dtype)} of an LTX latent upsampler file with this ``config`` metadata."""
+    import torch
+    from ltx_core.model.upsampler.model_configurator import LatentUpsamplerConfigurator
+
+    with torch.device("meta"):
+        return _named(LatentUpsamplerConfigurator.from_config(config), "")
+
+
 def wan_tensors(config: dict) -> dict[str, tuple] | None:
     """{file key: (shape, dtype)} of an official Wan DiT with this config.json, or None for the Wan2.1 CLIP
     branch (model_type i2v with in_dim 36 in Wan2.1, flf2v): the installed official package is Wan2.2's,
@@ -101,7 +112,12 @@ def main(argv=None) -> None:
     for name in names:
         release = RELEASES / name
         config = json.loads((release / "config.json").read_text())
-        tensors = ltx_tensors(config) if "transformer" in config else wan_tensors(config)
+        if "transformer" in config:
+            tensors = ltx_tensors(config)
+        elif "mid_channels" in config:
+            tensors = upsampler_tensors(config)
+        else:
+            tensors = wan_tensors(config)
         if tensors is None:
             print(f"{release}: no official module to build (see SOURCE.md)", file=sys.stderr)
             continue

@@ -8,6 +8,7 @@ so no weights (and no memory) are needed.
 from __future__ import annotations
 
 import gzip
+import math
 import json
 
 import mlx.core as mx
@@ -197,3 +198,25 @@ def test_wan_diffusers_model_index_is_read_as_diffusers(tmp_path):
     assert wck.detect_layout(tmp_path) == "diffusers"
     listed = {k for k, v in json.loads(index.read_text()).items() if isinstance(v, list) and v[0]}
     assert {"transformer", "vae", "text_encoder", "tokenizer"} <= listed
+
+
+# ----------------------------------------------------------------------------- LTX latent upsampler files
+
+UPSAMPLERS = ("ltx-2-spatial-upscaler-x2-1.0", "ltx-2.3-spatial-upscaler-x2-1.1")
+
+
+@pytest.mark.parametrize("name", UPSAMPLERS)
+def test_upsampler_header_converts_and_tensors_map_completely(name):
+    """The real ``config`` metadata gives our upsampler args, and the real tensor list loads strictly into it;
+    the list is the size of the published file (995,743,560 bytes for x2-1.1: bf16 weights + a 7,752-byte
+    header, see SOURCE.md)."""
+    from mlx_video.checks import ConfigKeys
+    from mlx_video.ltx2 import checkpoint as lck
+    from mlx_video.ltx2 import upsampler as up
+
+    cfg = ConfigKeys(release_config(name))
+    args = up.UpsamplerArgs.from_config(cfg)
+    assert (args.mid_channels, lck.upsampler_kind(args), sorted(cfg.unread())) == (1024, "spatial_x2", ["_class_name"])
+    shapes = release_tensors(name)
+    assert 995_735_808 == 2 * sum(math.prod(s) for s in shapes.values())
+    load_strict(up.LatentUpsampler(args), up.sanitize(lazy(shapes), "official"), what=f"{name} upsampler")
