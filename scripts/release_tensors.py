@@ -12,8 +12,8 @@ no weights), and the modules' state dicts are listed under the names the release
 - LTX latent upsampler files (``ltx-2*-spatial-upscaler-*.safetensors``): ltx-core's
   LatentUpsamplerConfigurator at the file's ``config`` metadata; names as the module's (the file stores them so).
 - Wan official folders: the official ``wan.modules.model.WanModel`` (the installed Wan2.2 package, through
-  tests.oracles.wan) at the folder's ``config.json``; Wan2.1 I2V / FLF2V are skipped (that package has no CLIP
-  image branch).
+  tests.oracles.wan) at the folder's ``config.json``; for Wan2.1 I2V / FLF2V the CLIP image branch, which that
+  package lacks, comes from diffusers' WanTransformer3DModel named back to the official keys (wan21_image_branch).
 
 One line per tensor: ``name<TAB>shape (comma-separated)<TAB>dtype``; the dtype is the module's parameter dtype
 (float32 on meta), not the storage dtype of the release (bf16 for most weights; not in the lists).
@@ -82,19 +82,61 @@ def upsampler_tensors(config: dict) -> dict[str, tuple]:
         return _named(LatentUpsamplerConfigurator.from_config(config), "")
 
 
-def wan_tensors(config: dict) -> dict[str, tuple] | None:
-    """{file key: (shape, dtype)} of an official Wan DiT with this config.json, or None for the Wan2.1 CLIP
-    branch (model_type i2v with in_dim 36 in Wan2.1, flf2v): the installed official package is Wan2.2's,
-    whose WanModel has no ``img_emb``."""
+# diffusers' scripts/convert_wan_to_diffusers.py renames (official -> diffusers) of the Wan2.1 CLIP image branch,
+# inverted: the branch is built from diffusers' WanTransformer3DModel and named back to the official keys.
+WAN21_IMAGE_BRANCH = {
+    "condition_embedder.image_embedder.norm1.": "img_emb.proj.0.",
+    "condition_embedder.image_embedder.ff.net.0.proj.": "img_emb.proj.1.",
+    "condition_embedder.image_embedder.ff.net.2.": "img_emb.proj.3.",
+    "condition_embedder.image_embedder.norm2.": "img_emb.proj.4.",
+    "condition_embedder.image_embedder.pos_embed": "img_emb.emb_pos",
+    "attn2.add_k_proj.": "cross_attn.k_img.",
+    "attn2.add_v_proj.": "cross_attn.v_img.",
+    "attn2.norm_added_k.": "cross_attn.norm_k_img.",
+}
+
+
+def wan21_image_branch(config: dict) -> dict[str, tuple]:
+    """The Wan2.1 I2V / FLF2V CLIP image branch (``img_emb.*``, per block ``cross_attn.{k,v,norm_k}_img``), which
+    the installed official package (Wan2.2's) lacks: diffusers' WanTransformer3DModel at this config with
+    image_dim 1280 and added_kv_proj_dim = dim (FLF2V: pos_embed_seq_len 2 x 257), as diffusers' conversion script
+    sets them for these releases, its keys named back through the inverse of that script's renames."""
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    heads = config["num_heads"]
+    kw = dict(num_attention_heads=heads, attention_head_dim=config["dim"] // heads, in_channels=config["in_dim"],
+              out_channels=config["out_dim"], ffn_dim=config["ffn_dim"], num_layers=config["num_layers"],
+              image_dim=1280, added_kv_proj_dim=config["dim"],
+              pos_embed_seq_len=2 * 257 if config["model_type"] == "flf2v" else None)
+    with torch.device("meta"):
+        sd = WanTransformer3DModel(**kw).state_dict()
+    out = {}
+    for k, v in sd.items():
+        for src, dst in WAN21_IMAGE_BRANCH.items():
+            if src in k:
+                out[k.replace(src, dst)] = (tuple(v.shape), str(v.dtype).removeprefix("torch."))
+    return out
+
+
+def wan_tensors(config: dict) -> dict[str, tuple]:
+    """{file key: (shape, dtype)} of an official Wan DiT with this config.json: the official
+    ``wan.modules.model.WanModel`` (Wan2.2's package); for Wan2.1 I2V / FLF2V (model_type i2v with a Wan2.1
+    ``_diffusers_version``, or flf2v) built as i2v, plus :func:`wan21_image_branch`."""
     import torch
 
     from tests.oracles import wan
 
-    if config["model_type"] == "flf2v" or (config["model_type"] == "i2v" and config["_diffusers_version"] < "0.33"):
-        return None
+    wan21_clip = config["model_type"] == "flf2v" or (config["model_type"] == "i2v"
+                                                      and config["_diffusers_version"] < "0.33")
     kw = {k: v for k, v in config.items() if not k.startswith("_")}
+    if wan21_clip:
+        kw["model_type"] = "i2v"
     with torch.device("meta"):
-        return _named(wan().model.WanModel(**kw), "")
+        out = _named(wan().model.WanModel(**kw), "")
+    if wan21_clip:
+        out.update(wan21_image_branch(config))
+    return out
 
 
 def write(release: Path, tensors: dict[str, tuple]) -> Path:
@@ -118,9 +160,6 @@ def main(argv=None) -> None:
             tensors = upsampler_tensors(config)
         else:
             tensors = wan_tensors(config)
-        if tensors is None:
-            print(f"{release}: no official module to build (see SOURCE.md)", file=sys.stderr)
-            continue
         print(f"{write(release, tensors)}: {len(tensors)} tensors", file=sys.stderr)
 
 
