@@ -188,16 +188,45 @@ def test_wan_missing_key_names_it_and_the_file():
         wck.dit_config_args(cfg, "cfg.json")
 
 
-def test_wan_diffusers_model_index_is_read_as_diffusers(tmp_path):
-    """The real -Diffusers model_index.json: the folder is taken for the diffusers layout, and every component
-    the converter reads is one the release lists."""
+DIFFUSERS = {  # -Diffusers release -> (in_channels, inner dim, image_dim, pos_embed_seq_len, experts)
+    "Wan2.1-T2V-1.3B-Diffusers": (16, 1536, None, None, 1), "Wan2.1-T2V-14B-Diffusers": (16, 5120, None, None, 1),
+    "Wan2.1-I2V-14B-480P-Diffusers": (36, 5120, 1280, None, 1), "Wan2.1-I2V-14B-720P-Diffusers": (36, 5120, 1280, None, 1),
+    "Wan2.1-FLF2V-14B-720P-diffusers": (36, 5120, 1280, 514, 1), "Wan2.2-TI2V-5B-Diffusers": (48, 3072, None, None, 1),
+    "Wan2.2-T2V-A14B-Diffusers": (16, 5120, None, None, 2), "Wan2.2-I2V-A14B-Diffusers": (36, 5120, None, None, 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIFFUSERS))
+def test_wan_diffusers_release_configs_convert(name, tmp_path):
+    """Each -Diffusers release's configs (see its SOURCE.md): laid out as the release folder, the folder is taken
+    for the diffusers layout (by its model_index.json, the real one where found), each transformer config
+    converts with nothing needed missing and only diffusers' own unread keys left, and the Wan2.2 VAE config
+    gives the Wan2.2 VAE."""
+    import shutil
+
     from mlx_video.wan import checkpoint as wck
 
-    index = RELEASES / "Wan2.1-T2V-1.3B-Diffusers" / "model_index.json"
-    (tmp_path / "model_index.json").write_text(index.read_text())
-    assert wck.detect_layout(tmp_path) == "diffusers"
+    in_ch, dim, image_dim, pos_len, experts = DIFFUSERS[name]
+    release = RELEASES / name
+    shutil.copytree(release, tmp_path / name, ignore=shutil.ignore_patterns("*.md"))
+    root = tmp_path / name
+    if not (root / "model_index.json").is_file():  # not found for this release: the layout's marker file only
+        (root / "model_index.json").write_text("{}")
+    assert wck.detect_layout(root) == "diffusers"
+    subs = ["transformer", "transformer_2"][:experts]
+    assert sorted(p.name for p in root.glob("transformer*")) == subs
+    for sub in subs:
+        args, ignored = wck.dit_config_args(json.loads((root / sub / "config.json").read_text()), sub)
+        assert (args.in_dim, args.dim, args.image_dim, args.pos_embed_seq_len) == (in_ch, dim, image_dim, pos_len)
+        assert set(ignored) <= {"added_kv_proj_dim", "rope_max_seq_len"}  # None when unused; rope: fixed 1024
+    if (root / "vae" / "config.json").is_file():
+        from mlx_video.wan import vae22
+
+        vae_args = vae22.Wan22VAEArgs.from_config(json.loads((root / "vae" / "config.json").read_text()))
+        assert vae_args.z_dim == 48
+    index = root / "model_index.json"
     listed = {k for k, v in json.loads(index.read_text()).items() if isinstance(v, list) and v[0]}
-    assert {"transformer", "vae", "text_encoder", "tokenizer"} <= listed
+    assert not listed or {"transformer", "vae", "text_encoder", "tokenizer"} <= listed
 
 
 # ----------------------------------------------------------------------------- LTX latent upsampler files
