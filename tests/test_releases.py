@@ -8,8 +8,8 @@ so no weights (and no memory) are needed.
 from __future__ import annotations
 
 import gzip
-import math
 import json
+import math
 
 import mlx.core as mx
 import pytest
@@ -190,7 +190,8 @@ def test_wan_missing_key_names_it_and_the_file():
 
 DIFFUSERS = {  # -Diffusers release -> (in_channels, inner dim, image_dim, pos_embed_seq_len, experts)
     "Wan2.1-T2V-1.3B-Diffusers": (16, 1536, None, None, 1), "Wan2.1-T2V-14B-Diffusers": (16, 5120, None, None, 1),
-    "Wan2.1-I2V-14B-480P-Diffusers": (36, 5120, 1280, None, 1), "Wan2.1-I2V-14B-720P-Diffusers": (36, 5120, 1280, None, 1),
+    "Wan2.1-I2V-14B-480P-Diffusers": (36, 5120, 1280, None, 1),
+    "Wan2.1-I2V-14B-720P-Diffusers": (36, 5120, 1280, None, 1),
     "Wan2.1-FLF2V-14B-720P-diffusers": (36, 5120, 1280, 514, 1), "Wan2.2-TI2V-5B-Diffusers": (48, 3072, None, None, 1),
     "Wan2.2-T2V-A14B-Diffusers": (16, 5120, None, None, 2), "Wan2.2-I2V-A14B-Diffusers": (36, 5120, None, None, 2),
 }
