@@ -250,3 +250,32 @@ def test_upsampler_header_converts_and_tensors_map_completely(name):
     shapes = release_tensors(name)
     assert 995_735_808 == 2 * sum(math.prod(s) for s in shapes.values())
     load_strict(up.LatentUpsampler(args), up.sanitize(lazy(shapes), "official"), what=f"{name} upsampler")
+
+
+# ----------------------------------------------------------------------------- LTX distilled LoRA targets
+
+@pytest.mark.parametrize("name", ["ltx-2-19b-dev", "ltx-2.3-22b-dev"])
+def test_every_real_linear_layer_is_a_lora_target(name):
+    """The distilled LoRAs' own tensor lists were not found (see README.md); what can be proven is the superset:
+    a rank-384 LoRA in the distilled files' key form (``diffusion_model.<layer>.lora_{A,B}.weight``) on every
+    linear layer of the real transformer resolves through the project's LTX LoRA key map onto our transformer,
+    each with the shape of the layer it names, so whichever of them the real LoRA touches maps completely."""
+    from mlx_video.nn import lora as nl
+
+    args, _ = ck.config_args(release_config(name), name)
+    prefix = "model.diffusion_model."
+    layers = {k[len(prefix):-len(".weight")]: s for k, s in release_tensors(name).items()
+              if k.startswith(prefix) and k.endswith(".weight") and len(s) == 2 and "embeddings_connector" not in k}
+    shapes = {}
+    for layer, (out, inp) in layers.items():
+        shapes[f"diffusion_model.{layer}.lora_A.weight"] = (384, inp)
+        shapes[f"diffusion_model.{layer}.lora_B.weight"] = (out, 384)
+    from mlx.utils import tree_flatten
+
+    model = tr.LTXModel(args["transformer"])
+    resolved = nl.resolve_lora(model, lazy(shapes), tr.lora_key_map(), what=name)
+    assert len(resolved) == len(layers) > 1000
+    flat = {k: v.shape for k, v in tree_flatten(model.parameters())}
+    wrong = [t for t, (b, a, _) in resolved.items()
+             if (b.shape[0], a.shape[1]) != tuple(flat[t if t in flat else t + ".weight"])]
+    assert not wrong
