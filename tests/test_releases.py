@@ -228,6 +228,8 @@ def test_wan_diffusers_release_configs_convert(name, tmp_path):
     index = root / "model_index.json"
     listed = {k for k, v in json.loads(index.read_text()).items() if isinstance(v, list) and v[0]}
     assert not listed or {"transformer", "vae", "text_encoder", "tokenizer"} <= listed
+    assert not listed or ("transformer_2" in listed) == (experts == 2)  # TI2V-5B: "transformer_2": [null, null]
+    assert not listed or ("image_encoder" in listed) == (image_dim is not None)
 
 
 # ----------------------------------------------------------------------------- LTX latent upsampler files
