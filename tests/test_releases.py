@@ -219,7 +219,7 @@ def test_wan_diffusers_release_configs_convert(name, tmp_path):
     for sub in subs:
         args, ignored = wck.dit_config_args(json.loads((root / sub / "config.json").read_text()), sub)
         assert (args.in_dim, args.dim, args.image_dim, args.pos_embed_seq_len) == (in_ch, dim, image_dim, pos_len)
-        assert set(ignored) <= {"added_kv_proj_dim", "rope_max_seq_len"}  # None when unused; rope: fixed 1024
+        assert set(ignored) <= {"_class_name", "_diffusers_version", "added_kv_proj_dim", "rope_max_seq_len"}
     if (root / "vae" / "config.json").is_file():
         from mlx_video.wan import vae22
 
