@@ -220,6 +220,11 @@ def test_wan_diffusers_release_configs_convert(name, tmp_path):
         args, ignored = wck.dit_config_args(json.loads((root / sub / "config.json").read_text()), sub)
         assert (args.in_dim, args.dim, args.image_dim, args.pos_embed_seq_len) == (in_ch, dim, image_dim, pos_len)
         assert set(ignored) <= {"_class_name", "_diffusers_version", "added_kv_proj_dim", "rope_max_seq_len"}
+    if (root / "text_encoder" / "config.json").is_file():
+        from mlx_video.wan import t5
+
+        t5_args = t5.UMT5Args.from_config(json.loads((root / "text_encoder" / "config.json").read_text()))
+        assert (t5_args.dim, t5_args.num_layers, t5_args.vocab_size) == (4096, 24, 256384)
     if (root / "vae" / "config.json").is_file():
         from mlx_video.wan import vae22
 
