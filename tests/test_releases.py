@@ -226,10 +226,11 @@ def test_wan_diffusers_release_configs_convert(name, tmp_path):
         t5_args = t5.UMT5Args.from_config(json.loads((root / "text_encoder" / "config.json").read_text()))
         assert (t5_args.dim, t5_args.num_layers, t5_args.vocab_size) == (4096, 24, 256384)
     if (root / "vae" / "config.json").is_file():
-        from mlx_video.wan import vae22
+        from mlx_video.wan import vae21, vae22
 
-        vae_args = vae22.Wan22VAEArgs.from_config(json.loads((root / "vae" / "config.json").read_text()))
-        assert vae_args.z_dim == 48
+        vae_cfg = json.loads((root / "vae" / "config.json").read_text())
+        vae_args = (vae22.Wan22VAEArgs if in_ch == 48 else vae21.Wan21VAEArgs).from_config(vae_cfg)
+        assert vae_args.z_dim == len(vae_args.latents_mean) == (48 if in_ch == 48 else 16)
     index = root / "model_index.json"
     listed = {k for k, v in json.loads(index.read_text()).items() if isinstance(v, list) and v[0]}
     assert not listed or {"transformer", "vae", "text_encoder", "tokenizer"} <= listed
