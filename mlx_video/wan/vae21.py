@@ -18,6 +18,7 @@ import numpy as np
 
 from mlx_video.nn.attention import attention
 from mlx_video.nn.conv import conv3d
+from mlx_video.nn.tiling import Tiling, tiled_map
 
 CACHE_T = 2  # frames of history a temporal-kernel-3 causal conv needs
 
@@ -455,12 +456,15 @@ class Wan21VAE(nn.Module):
         return x.reshape(b, f, h * p, w * p, cpp // (p * p))
 
     # -- public API ----------------------------------------------------------------------------
-    def encode(self, video: mx.array) -> mx.array:
+    def encode(self, video: mx.array, tiling: Tiling | None = None) -> mx.array:
         """Video [B, F, H, W, 3] in [-1, 1] (F = 1 + 4k, H and W multiples of the spatial stride)
         -> normalised mean latent (mu - mean) / std, [B, 1 + k, H/s, W/s, z_dim] float32.
 
         Chunks of 1, 4, 4, ... frames through the encoder with the causal cache, as the reference.
-        Raises ValueError on a wrong shape or frame count.
+        ``tiling``: encode overlapping spatial tiles of the pixels (each through all its temporal
+        chunks) and blend the latents linearly over overlap/s latent pixels (:mod:`mlx_video.nn.tiling`;
+        memory: one tile's activations; values close to, not equal to, the untiled encode).
+        Raises ValueError on a wrong shape, frame count or tiling.
         """
         st, s, _ = self.stride
         if video.ndim != 5 or video.shape[-1] != 3:
@@ -470,6 +474,14 @@ class Wan21VAE(nn.Module):
             raise ValueError(f"frame count must be 1 + {st}k, got {f}")
         if h % s or w % s:
             raise ValueError(f"height and width must be multiples of {s}, got {h}x{w}")
+        if tiling is not None:
+            tiling.in_units(s)  # checks the stride multiples
+            return tiled_map(self._encode, video, tiling.tile, tiling.overlap, 1, s, unit=s)
+        return self._encode(video)
+
+    def _encode(self, video: mx.array) -> mx.array:
+        st = self.stride[0]
+        f = video.shape[1]
         x = self._patchify(video.astype(self.dtype))
         cache, outs = CausalCache(), []
         for start, stop in [(0, 1)] + [(i, i + st) for i in range(1, f, st)]:
@@ -480,12 +492,21 @@ class Wan21VAE(nn.Module):
             outs.append(mu)
         return mx.concatenate(outs, axis=1)
 
-    def decode(self, z: mx.array) -> mx.array:
+    def decode(self, z: mx.array, tiling: Tiling | None = None) -> mx.array:
         """Normalised latents [B, T, h, w, z_dim] -> video [B, 1 + 4(T-1), H, W, 3] float32 in
         [-1, 1] (clamped). One latent frame per chunk with the causal cache, each evaluated before
-        the next (bounded memory). Raises ValueError on a wrong shape."""
+        the next (bounded memory). ``tiling``: decode overlapping spatial tiles of the latents (tile
+        and overlap in pixels, multiples of the stride s; each tile through all its latent frames)
+        and blend the pixels linearly over the overlap (:mod:`mlx_video.nn.tiling`; memory: the output
+        plus one tile's activations). Raises ValueError on a wrong shape or tiling."""
         if z.ndim != 5 or z.shape[-1] != self.z_dim:
             raise ValueError(f"latents must be [B, T, h, w, {self.z_dim}], got {tuple(z.shape)}")
+        if tiling is not None:
+            tile, overlap = tiling.in_units(self.stride[1])
+            return tiled_map(self._decode, z, tile, overlap, self.stride[1], 1)
+        return self._decode(z)
+
+    def _decode(self, z: mx.array) -> mx.array:
         z = z.astype(mx.float32) / self._inv_std + self._mean
         cache, outs = CausalCache(), []
         for t in range(z.shape[1]):

@@ -1,0 +1,120 @@
+"""Spatial tiling with overlap and linear blending, for VAE encode and decode (Wan2.1 and Wan2.2).
+
+A video ``[B, T, H, W, C]`` is cut into overlapping spatial tiles; each tile goes through the whole
+function (for the VAEs: every temporal chunk through the causal cache, so time needs no blending),
+and the tile outputs are blended with weights that ramp linearly from ~0 at a tile edge that borders
+another tile to 1 over the overlap, normalised so that the weights of all tiles sum to 1 at every
+output pixel. The idea is diffusers' ``AutoencoderKLWan.tiled_decode`` (tiles with overlap, linear
+blend); the weights here are normalised, so any tile layout (evenly spread, equal-size tiles) blends.
+
+Tiled results are not identical to untiled ones: zero padding at tile edges and the per-frame
+attention of the VAE mid block see only the tile. The overlap hides the difference; the numbers are
+in tests/test_wan_vae_tiling.py.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import mlx.core as mx
+import numpy as np
+
+
+def _pair(v, name: str) -> tuple[int, int]:
+    t = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    if len(t) != 2 or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in t):
+        raise ValueError(f"tiling {name} must be an int or (height, width) ints, got {v!r}")
+    return int(t[0]), int(t[1])
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Spatial tiles of ``tile`` = (height, width) pixels overlapping by ``overlap`` pixels (one int or
+    (height, width)). Both must be multiples of the VAE's spatial stride (8 for Wan2.1, 16 for Wan2.2:
+    checked by :meth:`in_units`); ``overlap`` < ``tile``. Default tiles 256x256 with 64 overlap (the tile
+    and stride diffusers' AutoencoderKLWan uses). Raises ValueError for bad values.
+    """
+
+    tile: tuple[int, int] = (256, 256)
+    overlap: int | tuple[int, int] = 64
+
+    def __post_init__(self):
+        tile, ov = _pair(self.tile, "tile"), _pair(self.overlap, "overlap")
+        object.__setattr__(self, "tile", tile)
+        object.__setattr__(self, "overlap", ov)
+        if min(tile) <= 0 or min(ov) < 0 or any(o >= t for o, t in zip(ov, tile)):
+            raise ValueError(f"tiling needs tile > overlap >= 0, got tile {tile}, overlap {ov}")
+
+    def in_units(self, unit: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(tile, overlap) divided by ``unit`` (the VAE's spatial stride); ValueError unless divisible."""
+        if any(v % unit for v in (*self.tile, *self.overlap)):
+            raise ValueError(f"tiling tile {self.tile} and overlap {self.overlap} must be multiples of "
+                             f"the VAE's spatial stride {unit}")
+        return (self.tile[0] // unit, self.tile[1] // unit), (self.overlap[0] // unit, self.overlap[1] // unit)
+
+    def to_dict(self) -> dict:
+        return {"tile": list(self.tile), "overlap": list(self.overlap)}
+
+
+def tile_spans(size: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Spans [start, stop) covering ``range(size)`` with tiles of ``tile`` overlapping by at least
+    ``overlap``: one span when ``size <= tile``, else ``ceil((size - overlap) / (tile - overlap))``
+    equal tiles with starts spread evenly (integers) from 0 to ``size - tile``."""
+    if size <= tile:
+        return [(0, size)]
+    n = math.ceil((size - overlap) / (tile - overlap))
+    starts = [round(k * (size - tile) / (n - 1)) for k in range(n)]
+    return [(a, a + tile) for a in starts]
+
+
+def _ramp(spans: list[tuple[int, int]], size: int, ramp: int) -> list[np.ndarray]:
+    """Per span, weights over its output pixels: linear from 1/(2·ramp) to 1 over ``ramp`` pixels at a
+    side that has a neighbouring tile, 1 elsewhere (image borders are not faded)."""
+    out = []
+    for a, b in spans:
+        x = np.arange(a, b, dtype=np.float64)
+        w = np.ones(b - a)
+        if ramp > 0 and a > 0:
+            w = np.minimum(w, (x - a + 0.5) / ramp)
+        if ramp > 0 and b < size:
+            w = np.minimum(w, (b - x - 0.5) / ramp)
+        out.append(w)
+    return out
+
+
+def tiled_map(fn: Callable[[mx.array], mx.array], x: mx.array, tile: tuple[int, int],
+              overlap: tuple[int, int], num: int, den: int, unit: int = 1) -> mx.array:
+    """``fn`` over overlapping spatial tiles of ``x``, blended: an approximation of ``fn(x)``.
+
+    x: [B, T, H, W, C]; tile / overlap: (h, w) in units of x's pixels; ``fn`` maps a tile
+    [B, T, h, w, C] to [B, T', h·num/den, w·num/den, C'] (the same T', C' for every tile; a decoder:
+    num = stride, den = 1; an encoder: num = 1, den = stride and ``unit`` = stride, so that every
+    span starts and ends on a multiple of ``unit``: H, W, tile and overlap must be multiples of it).
+    Each tile's output is evaluated and accumulated into one float32 buffer [B, T', H·num/den,
+    W·num/den, C'] with normalised linear-ramp weights over ``overlap·num/den`` output pixels, so
+    memory is that buffer plus one tile's work. Returns the buffer.
+    """
+    _, _, H, W, _ = x.shape
+    sh, sw = ([(unit * a, unit * b) for a, b in tile_spans(n // unit, t // unit, o // unit)]
+              for n, t, o in ((H, tile[0], overlap[0]), (W, tile[1], overlap[1])))
+    scale = lambda v: v * num // den  # noqa: E731
+    out_h, out_w = scale(H), scale(W)
+    osh = [(scale(a), scale(b)) for a, b in sh]
+    osw = [(scale(a), scale(b)) for a, b in sw]
+    wh, ww = _ramp(osh, out_h, scale(overlap[0])), _ramp(osw, out_w, scale(overlap[1]))
+    total = np.zeros((out_h, out_w))
+    for (a, b), u in zip(osh, wh):
+        for (c, d), v in zip(osw, ww):
+            total[a:b, c:d] += u[:, None] * v[None, :]
+    out = None
+    for (a, b), (oa, ob), u in zip(sh, osh, wh):
+        for (c, d), (oc, od), v in zip(sw, osw, ww):
+            y = fn(x[:, :, a:b, c:d]).astype(mx.float32)
+            weight = (u[:, None] * v[None, :]) / total[oa:ob, oc:od]
+            y = y * mx.array(weight.astype(np.float32))[:, :, None]
+            if out is None:
+                out = mx.zeros((y.shape[0], y.shape[1], out_h, out_w, y.shape[-1]), mx.float32)
+            out[:, :, oa:ob, oc:od] += y
+            mx.eval(out)
+    return out
