@@ -85,7 +85,7 @@ def test_blend_reproduces_pointwise_fn(shape, tile, overlap, num, den, unit):
 
 
 def test_bad_tiling_raises(vae):
-    name, m, c = vae
+    _, m, _ = vae
     s = m.stride[1]
     z = mx.zeros((1, 1, 4, 4, m.z_dim))
     with pytest.raises(ValueError, match="multiples"):
@@ -95,7 +95,7 @@ def test_bad_tiling_raises(vae):
 
 
 def test_one_tile_is_untiled(vae):
-    name, m, c = vae
+    _, m, _ = vae
     s = m.stride[1]
     z = mx.random.normal((1, 1, 6, 10, m.z_dim), key=mx.random.key(2))
     np.testing.assert_allclose(np.array(m.decode(z, Tiling((8 * s, 12 * s), 2 * s))), np.array(m.decode(z)),

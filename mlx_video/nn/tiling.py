@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import mlx.core as mx
 import numpy as np
@@ -98,7 +98,9 @@ def tiled_map(fn: Callable[[mx.array], mx.array], x: mx.array, tile: tuple[int, 
     _, _, H, W, _ = x.shape
     sh, sw = ([(unit * a, unit * b) for a, b in tile_spans(n // unit, t // unit, o // unit)]
               for n, t, o in ((H, tile[0], overlap[0]), (W, tile[1], overlap[1])))
-    scale = lambda v: v * num // den  # noqa: E731
+    def scale(v: int) -> int:
+        return v * num // den
+
     out_h, out_w = scale(H), scale(W)
     osh = [(scale(a), scale(b)) for a, b in sh]
     osw = [(scale(a), scale(b)) for a, b in sw]

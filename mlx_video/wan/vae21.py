@@ -469,7 +469,7 @@ class Wan21VAE(nn.Module):
         st, s, _ = self.stride
         if video.ndim != 5 or video.shape[-1] != 3:
             raise ValueError(f"video must be [B, F, H, W, 3], got {tuple(video.shape)}")
-        b, f, h, w, _ = video.shape
+        _, f, h, w, _ = video.shape
         if f % st != 1:
             raise ValueError(f"frame count must be 1 + {st}k, got {f}")
         if h % s or w % s:

@@ -1,0 +1,408 @@
+"""Memory plan for a Wan run: each phase's peak estimated before any weights load, and the cheapest
+settings that fit a budget.
+
+Everything here is a pure function of the model's args (parameter counts from modules built lazily from
+the args: MLX allocates nothing until an array is evaluated) and the video's size. Phases:
+
+- ``text``: the UMT5 encoder over 512 tokens;
+- ``image``: the VAE encode of the conditioning frames (TI2V/mi2v: one frame each; Wan2.1/A14B i2v and
+  flf2v: the whole clip) and the CLIP tower when the model has one;
+- ``denoise``: one DiT forward per CFG branch, batched (batch 2) or sequential (batch 1), with one A14B
+  expert resident;
+- ``decode``: the VAE decode, untiled or in tiles.
+
+Activation models (bytes; calibrated, see ``CALIBRATION``):
+
+- DiT step, per sample: ``L·(a·C·4 + b·F·s)`` for L tokens, width C, FFN width F, compute bytes s, with
+  blocks evaluated one by one (``WanModel.__call__``); without a fused attention kernel (MLX's CPU
+  backend) add the scores, ``heads·L²·s``.
+- VAE decode/encode: ``k·A + U``: A the largest activation of one chunk (the full-resolution stage,
+  4 frames for decode, 4 input frames for encode), U the conv unfold buffer of that stage
+  (``kt·kh·kw`` copies of its input, capped by ``$MLX_VIDEO_CONV_UNFOLD_GB``, see nn/conv.py), plus the
+  float32 output. A tile replaces the frame in A and U by the tile.
+
+Settings are chosen in this order, each step only while the plan does not fit (``PLAN_ORDER``):
+sequential CFG; VAE in bf16; VAE tiles (512, 384, 256 px); free the text encoder and CLIP before the
+DiT and the DiT before the VAE; DiT and text encoder weights quantized at load (8-bit, then 4-bit);
+DiT blocks streamed from the memory-mapped weights (8, 4, 2, 1 resident). When even the last fails,
+:func:`plan` raises :class:`MemoryBudgetError` with the smallest peak and the options.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
+
+import mlx.core as mx
+
+GIB = float(1 << 30)
+
+# Activation constants per backend. "gpu" (fused attention, unfold capped) from the lent H100, MLX 0.32.4
+# CUDA (benchmarks/README.md, issue 11): Wan TI2V-5B at 27,280 tokens costs +5.7 GiB per extra CFG branch
+# (batched 21.7 vs sequential 16.0 GiB), which a = 14, b = 1.7 reproduce (5.6 GiB); Wan2.2 VAE decode
+# 121x704x1280 with the 4 GiB unfold cap: 29.2 GiB fp32 / 15.8 GiB bf16, both k = 26. "cpu" from MLX
+# 0.32.4 on this x86 CPU (2026-12-07): DiT forwards at C 256/512, F 1024/4096, L 512/1152 give a = 14,
+# b = 1.7 and scores ~1x; Wan2.2/2.1 VAE decodes at dim 8-16 give k = 79-82 (one 107), bf16 saving only 12% (CPU convs).
+CALIBRATION = {
+    "gpu": dict(dit_a=14.0, dit_b=1.7, scores=0.0, vae_k=26.0, vae_enc_k=26.0, vae_bf16_bytes=2.0),
+    "cpu": dict(dit_a=14.0, dit_b=1.7, scores=1.0, vae_k=85.0, vae_enc_k=85.0, vae_bf16_bytes=3.5),
+}
+TILES = (512, 384, 256)          # VAE tile sides tried, pixels (overlap: a quarter of the tile)
+QUANT_BITS = (8, 4)
+STREAM_BLOCKS = (8, 4, 2, 1)
+PLAN_ORDER = ("sequential CFG", "VAE bf16", "VAE tiling", "free text encoder before DiT",
+              "quantize weights at load", "stream DiT blocks")
+
+
+class MemoryBudgetError(ValueError):
+    """No plan fits the memory budget; the message gives the smallest estimated peak and the options."""
+
+
+def _bytes(dtype: str) -> int:
+    return 4 if dtype in ("float32", "fp32") else 2
+
+
+def _count(module) -> int:
+    from mlx.utils import tree_flatten
+
+    return sum(v.size for _, v in tree_flatten(module.parameters()))
+
+
+# ----------------------------------------------------------------------------- model sizes
+
+
+@dataclass(frozen=True)
+class WanSizes:
+    """What the planner needs of a Wan checkpoint, from its args (no weights).
+
+    dit: WanModelArgs; t5: UMT5Args or None (injected contexts); vae: Wan21VAEArgs / Wan22VAEArgs; clip:
+    CLIPVisionArgs or None; experts: 2 for A14B (one resident at a time); image_frames: "first" (frame-0
+    anchors, one frame encoded per image) or "clip" (the whole clip encoded: Wan2.1/A14B i2v, flf2v).
+    """
+
+    dit: object
+    vae: object
+    t5: object = None
+    clip: object = None
+    experts: int = 1
+    image_frames: str = "first"
+    images: int = 0
+
+    @cached_property
+    def dit_params(self) -> int:
+        from .wan.transformer import WanModel
+
+        return _count(WanModel(self.dit))
+
+    @cached_property
+    def dit_block_params(self) -> int:
+        from .wan.transformer import WanBlock
+
+        return _count(WanBlock(self.dit))
+
+    @cached_property
+    def t5_params(self) -> int:
+        if self.t5 is None:
+            return 0
+        from .wan.t5 import UMT5Encoder
+
+        return _count(UMT5Encoder(self.t5))
+
+    @cached_property
+    def clip_params(self) -> int:
+        if self.clip is None:
+            return 0
+        from .wan.clip import CLIPVisionEncoder
+
+        return _count(CLIPVisionEncoder(self.clip))
+
+    @cached_property
+    def vae_params(self) -> int:
+        return _count(self._vae_module())
+
+    def _vae_module(self):
+        from .wan import vae21, vae22
+
+        cls = vae22.Wan22VAE if isinstance(self.vae, vae22.Wan22VAEArgs) else vae21.Wan21VAE
+        return cls(self.vae)
+
+
+@dataclass
+class MemoryPlan:
+    """Chosen settings and the estimated peak of each phase (GiB). JSON-able (``to_dict``) for metadata.
+
+    batch_cfg: both CFG branches in one batch-2 forward; vae_dtype "float32" | "bfloat16"; vae_tile:
+    (h, w) pixels or None, vae_overlap pixels; offload: text encoder / CLIP freed before the DiT and the DiT
+    before the VAE; quantize_bits: DiT and text encoder linears quantized at load (8 / 4) or None;
+    stream_blocks: DiT blocks resident at once when streamed from the weights file, or None (all);
+    budget_gib: the budget planned for; steps: the settings changed from the fastest plan, in order.
+    """
+
+    batch_cfg: bool = True
+    vae_dtype: str = "float32"
+    vae_tile: tuple | None = None
+    vae_overlap: int = 0
+    offload: bool = False
+    quantize_bits: int | None = None
+    stream_blocks: int | None = None
+    dtype: str = "bfloat16"
+    budget_gib: float | None = None
+    phases_gib: dict = field(default_factory=dict)
+    steps: list = field(default_factory=list)
+
+    @property
+    def peak_gib(self) -> float:
+        return max(self.phases_gib.values(), default=0.0)
+
+    @property
+    def tiling(self):
+        """The VAE's :class:`mlx_video.nn.tiling.Tiling`, or None."""
+        from .nn.tiling import Tiling
+
+        return None if self.vae_tile is None else Tiling(tuple(self.vae_tile), self.vae_overlap)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["vae_tile"] = list(self.vae_tile) if self.vae_tile else None
+        d["peak_gib"] = round(self.peak_gib, 3)
+        d["phases_gib"] = {k: round(v, 3) for k, v in self.phases_gib.items()}
+        return d
+
+
+# ----------------------------------------------------------------------------- estimates
+
+
+def backend() -> str:
+    """"cpu" when MLX computes on the CPU (no fused attention, uncapped conv unfold), else "gpu"."""
+    return "cpu" if mx.default_device() == mx.cpu else "gpu"
+
+
+def default_budget() -> int:
+    """Bytes this machine lets MLX use: on Metal the recommended working set
+    (``max_recommended_working_set_size``), on CUDA the device memory, on a CPU the physical RAM."""
+    info = {}
+    try:
+        info = dict(mx.device_info())
+    except Exception:  # noqa: BLE001 - older MLX without device_info
+        pass
+    for key in ("max_recommended_working_set_size", "memory_size", "total_memory"):
+        if info.get(key):
+            return int(info[key])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def weight_bytes(params: int, dtype: str, bits: int | None = None, group: int = 64) -> float:
+    """Bytes of ``params`` weights in ``dtype``, or affine-quantized to ``bits`` (bits/8 per weight plus a
+    bf16 scale and bias per ``group``; norms and biases are few enough to count the same)."""
+    if bits is None:
+        return params * _bytes(dtype)
+    return params * (bits / 8 + 4 / group)
+
+
+def tokens(sizes: WanSizes, frames: int, height: int, width: int) -> int:
+    """DiT tokens of a video: latent frames x (h/patch) x (w/patch)."""
+    st, s, _ = _vae_stride(sizes.vae)
+    _, ph, pw = sizes.dit.patch_size
+    return (1 + (frames - 1) // st) * (height // s // ph) * (width // s // pw)
+
+
+def _vae_stride(a) -> tuple[int, int, int]:
+    s = 2 ** (len(a.dim_mult) - 1) * a.patch_size
+    return 2 ** sum(map(bool, a.temperal_downsample)), s, s
+
+
+def dit_activation_bytes(dit_args, n_tokens: int, batch: int, dtype: str = "bfloat16",
+                         backend_name: str | None = None) -> float:
+    """Peak activation bytes of one DiT forward (``WanModel.__call__``, blocks evaluated one by one)
+    over ``n_tokens`` tokens at ``batch`` (2: batched CFG): ``batch·L·(a·C·4 + b·F·s)``, plus the
+    attention scores ``batch·heads·L²·s`` without a fused kernel (CPU). The 512 text tokens add
+    ``batch·512·C·s``."""
+    cal = CALIBRATION[backend_name or backend()]
+    C, F, s = dit_args.dim, dit_args.ffn_dim, _bytes(dtype)
+    L = n_tokens
+    per = L * (cal["dit_a"] * C * 4 + cal["dit_b"] * F * s) + cal["scores"] * dit_args.num_heads * L * L * s
+    return batch * (per + dit_args.text_len * C * s)
+
+
+def _vae_stage(a, decode: bool) -> tuple[int, int]:
+    """(channels of the full-resolution stage, widest conv input there) of a Wan VAE's decoder/encoder."""
+    if decode:
+        base = a.dec_dim or a.dim
+        c = base * a.dim_mult[0]
+        # Wan2.1 halves the upsampler output (the last stage starts at half the previous width); Wan2.2 keeps it
+        prev = base * a.dim_mult[1] if len(a.dim_mult) > 1 else c
+        c_in = prev // 2 if not a.residual else prev
+        return c, max(c, c_in)
+    c = a.dim * a.dim_mult[0]
+    return c, c
+
+
+def vae_activation_bytes(vae_args, frames: int, height: int, width: int, dtype: str = "float32",
+                         tile: tuple | None = None, decode: bool = True, backend_name: str | None = None) -> float:
+    """Peak bytes of a Wan VAE decode (or encode) of ``frames`` x ``height`` x ``width`` pixels beyond its
+    weights: ``k·A + U`` for the largest chunk activation A and its conv unfold buffer U (tile-sized with
+    ``tile`` = (h, w) pixels), plus the float32 pixels out (decode; encode: the input). See the module
+    docstring; ``CALIBRATION`` gives k."""
+    from .nn.conv import MAX_UNFOLD_BYTES
+
+    cal = CALIBRATION[backend_name or backend()]
+    p = vae_args.patch_size
+    th, tw = (height, width) if tile is None else (min(tile[0], height), min(tile[1], width))
+    c, c_in = _vae_stage(vae_args, decode)
+    f_chunk = 4 if frames > 1 else 1
+    s = _bytes(dtype) if _bytes(dtype) == 4 else cal["vae_bf16_bytes"]
+    pix = (th // p) * (tw // p)
+    A = f_chunk * pix * c * s
+    unfold_elems = 27 * (f_chunk + 2) * pix * c_in
+    U = min(unfold_elems * 4, MAX_UNFOLD_BYTES) * s / 4
+    video = frames * height * width * 3 * 4
+    k = cal["vae_k"] if decode else cal["vae_enc_k"]
+    extra = video if tile is None else video + frames * th * tw * 3 * 4 * 2
+    return k * A + U + extra
+
+
+def phase_peaks(sizes: WanSizes, frames: int, height: int, width: int, p: MemoryPlan,
+                backend_name: str | None = None) -> dict[str, float]:
+    """Estimated peak bytes per phase ("text", "image", "denoise", "decode") of a run with plan ``p``.
+    Without offload, the text encoder (and CLIP) stay resident through denoising and the DiT through
+    the decode; with it, each phase holds only its own model."""
+    be = backend_name or backend()
+    dt = p.dtype
+    bits = p.quantize_bits
+    t5_w = weight_bytes(sizes.t5_params, dt, bits)
+    clip_w = weight_bytes(sizes.clip_params, dt)
+    vae_w = weight_bytes(sizes.vae_params, p.vae_dtype)
+    dit_params = sizes.dit_params
+    if p.stream_blocks is not None:
+        blk = sizes.dit_block_params
+        dit_params = dit_params - (sizes.dit.num_layers - min(p.stream_blocks, sizes.dit.num_layers)) * blk
+    dit_w = weight_bytes(dit_params, dt, bits)
+    t5_act = 0.0
+    if sizes.t5 is not None:
+        t5_act = 512 * (14 * sizes.t5.dim * 4 + 1.7 * sizes.t5.dim_ffn * _bytes(dt))
+    L = tokens(sizes, frames, height, width)
+    enc_frames = frames if sizes.image_frames == "clip" else 1
+    image = 0.0
+    if sizes.images or sizes.image_frames == "clip":
+        image = vae_w + vae_activation_bytes(sizes.vae, enc_frames, height, width, p.vae_dtype, p.vae_tile,
+                                             decode=False, backend_name=be)
+        if sizes.clip is not None:
+            image = max(image, clip_w + vae_w)
+    kept_text = 0.0 if p.offload else t5_w + clip_w
+    out = {
+        "text": t5_w + t5_act,
+        "image": image + kept_text,
+        "denoise": kept_text + dit_w + dit_activation_bytes(sizes.dit, L, 2 if p.batch_cfg else 1, dt, be),
+        "decode": (0.0 if p.offload else kept_text + dit_w) + vae_w +
+        vae_activation_bytes(sizes.vae, frames, height, width, p.vae_dtype, p.vae_tile, backend_name=be),
+    }
+    return out
+
+
+def _step(p: MemoryPlan, label: str, **kw) -> MemoryPlan:
+    """``p`` with ``kw`` set and ``label`` recorded (replacing an earlier step of the same kind)."""
+    kind = label.split(" (")[0]
+    return replace(p, **kw, steps=[*(s for s in p.steps if s.split(" (")[0] != kind), label])
+
+
+def _candidates(base: MemoryPlan, sizes: WanSizes):
+    """Plans from the fastest to the smallest, one documented step (``PLAN_ORDER``) at a time."""
+    p = base
+    yield p
+    p = _step(p, "sequential CFG", batch_cfg=False)
+    yield p
+    p = _step(p, "VAE bf16", vae_dtype="bfloat16")
+    yield p
+    for t in TILES:
+        p = _step(p, f"VAE tiling ({t}px)", vae_tile=(t, t), vae_overlap=t // 4)
+        yield p
+    p = _step(p, "free text encoder before DiT", offload=True)
+    yield p
+    for b in QUANT_BITS:
+        p = _step(p, f"quantize weights at load ({b}-bit)", quantize_bits=b)
+        yield p
+    for n in STREAM_BLOCKS:
+        if n < sizes.dit.num_layers:
+            p = _step(p, f"stream DiT blocks ({n} resident)", stream_blocks=n)
+            yield p
+
+
+_RELAX = (  # after a fit: undo steps the later ones made unnecessary (fastest value first)
+    ("vae_tile", [None, *((t, t) for t in TILES)]), ("batch_cfg", [True]), ("vae_dtype", ["float32"]),
+    ("quantize_bits", [None, *QUANT_BITS]), ("stream_blocks", [None, *STREAM_BLOCKS]))
+
+
+def _relax(p: MemoryPlan, fits, fixed: dict) -> MemoryPlan:
+    """Undo each step of a fitting plan that is no longer needed (e.g. smaller VAE tiles chosen before
+    offloading made room), keeping user-fixed settings."""
+    labels = {"vae_tile": "VAE tiling", "batch_cfg": "sequential CFG", "vae_dtype": "VAE bf16",
+              "quantize_bits": "quantize weights at load", "stream_blocks": "stream DiT blocks"}
+    for name, values in _RELAX:
+        for v in values:
+            if name in fixed or v == getattr(p, name):
+                break
+            kw = {name: v}
+            if name == "vae_tile":
+                kw["vae_overlap"] = 0 if v is None else v[0] // 4
+            steps = [s for s in p.steps if s.split(" (")[0] != labels[name]]
+            if v is not None and v is not True and v != "float32":
+                unit = "px" if name == "vae_tile" else "-bit" if name == "quantize_bits" else " resident"
+                steps.append(f"{labels[name]} ({v[0] if name == 'vae_tile' else v}{unit})")
+            cand, ok = fits(replace(p, steps=steps, **kw))
+            if ok:
+                p = cand
+                break
+    return p
+
+
+def plan(sizes: WanSizes, frames: int, height: int, width: int, budget: float | None = None,
+         dtype: str = "bfloat16", backend_name: str | None = None, **fixed) -> MemoryPlan:
+    """The fastest plan whose every phase fits ``budget`` bytes (default :func:`default_budget`).
+
+    ``fixed``: settings the user chose (MemoryPlan fields, e.g. ``batch_cfg=False``, ``vae_dtype``); they
+    are kept as given and the other settings follow ``PLAN_ORDER``. Call before any weights load.
+    Returns a :class:`MemoryPlan` with ``phases_gib``; raises :class:`MemoryBudgetError` naming the
+    budget needed when nothing fits, and ValueError for an unknown setting.
+    """
+    budget = float(default_budget() if budget is None else budget)
+    unknown = set(fixed) - set(MemoryPlan.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown plan settings {sorted(unknown)}")
+    base = MemoryPlan(dtype=dtype, budget_gib=budget / GIB)
+
+    def fits(cand):
+        cand = replace(cand, **fixed)
+        peaks = phase_peaks(sizes, frames, height, width, cand, backend_name)
+        cand.phases_gib = {k: v / GIB for k, v in peaks.items()}
+        return cand, max(peaks.values()) <= budget
+
+    best = None
+    for cand in _candidates(base, sizes):
+        cand, ok = fits(cand)
+        if best is None or cand.peak_gib < best.peak_gib:
+            best = cand
+        if ok:
+            return _relax(cand, fits, fixed)
+    raise MemoryBudgetError(
+        f"no memory plan fits {budget / GIB:.1f} GiB for {frames}x{height}x{width}: the smallest "
+        f"({', '.join(best.steps) or 'defaults'}) needs {best.peak_gib:.1f} GiB "
+        f"({', '.join(f'{k} {v:.1f}' for k, v in best.phases_gib.items())}); options: a larger "
+        f"--memory_budget, fewer frames or a smaller size, or a smaller model")
+
+
+def wan_sizes(cfg: dict, task=None, images: int = 0, text_encoder: bool = True) -> WanSizes:
+    """:class:`WanSizes` from a converted folder's config.json dict (``WanPipeline.cfg``); ``task`` a
+    ``config.WanTask`` (its image rule picks what the VAE encodes); ``text_encoder`` False for
+    injected contexts."""
+    from .wan import vae21, vae22
+    from .wan.clip import CLIPVisionArgs
+    from .wan.t5 import UMT5Args
+    from .wan.transformer import WanModelArgs
+
+    va = (vae22.Wan22VAEArgs if cfg["vae"]["version"] == "2.2" else vae21.Wan21VAEArgs)(**cfg["vae"]["args"])
+    clip_frames = task is not None and task.images in ("first", "first_last")
+    return WanSizes(dit=WanModelArgs(**cfg["dit"]), vae=va,
+                    t5=UMT5Args(**cfg["t5"]) if text_encoder and "t5" in cfg else None,
+                    clip=CLIPVisionArgs(**cfg["clip"]) if "clip" in cfg else None,
+                    experts=2 if cfg.get("experts") else 1, image_frames="clip" if clip_frames else "first",
+                    images=images)
