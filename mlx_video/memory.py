@@ -292,7 +292,8 @@ def phase_peaks(sizes: WanSizes, frames: int, height: int, width: int, p: Memory
     out = {
         "text": t5_w + t5_act,
         "image": image + kept_text,
-        "denoise": kept_text + dit_w + dit_activation_bytes(sizes.dit, L, 2 if p.batch_cfg else 1, dt, be),
+        "denoise": kept_text + dit_w + dit_activation_bytes(sizes.dit, L, 2 if p.batch_cfg else 1, dt, be)
+        + (vae_w if image else 0.0),  # WanPipeline keeps the VAE loaded from the encode on
         "decode": (0.0 if p.offload else kept_text + dit_w) + vae_w +
         vae_activation_bytes(sizes.vae, frames, height, width, p.vae_dtype, p.vae_tile, backend_name=be),
     }

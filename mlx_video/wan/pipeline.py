@@ -646,6 +646,7 @@ class WanPipeline:
         def encode():
             enc, s = self.text_encoder, plan.settings
             context = enc.encode([s.prompt]) + enc.encode([s.negative_prompt])
+            mx.eval(context)  # a lazy context would keep the encoder's weights alive past free("text")
             if self.offload:
                 self.free("text")
             return context

@@ -1,0 +1,205 @@
+"""Whole Wan run, phase by phase, through ``WanPipeline`` with random weights (no checkpoint files).
+
+    python -m benchmarks.e2e --size tiny --out /tmp/e2e.json                 # CPU smoke run, narrow widths
+    python -m benchmarks.e2e --size mid --inject-context --steps 1           # real widths, 2 blocks, 64x64
+    python -m benchmarks.e2e --size full --case t2v --steps 3 --out $OUT/e2e_t2v.json     # the GPU run
+    python -m benchmarks.e2e --size full --case ti2v --steps 3 --out $OUT/e2e_ti2v.json
+    python -m benchmarks.e2e --size full --case i2v-A14B --steps 2 --video 81x480x832 --out ...
+
+The same stages as ``mlx_video generate`` / ``WanPipeline.generate``, each measured alone: ``plan`` (settings
+checked, images loaded and resized), ``text`` (UMT5 over prompt and negative prompt; with
+``--inject-context`` random [n, 4096] contexts instead), ``encode`` (VAE encode of the image anchors / first
+frame, CLIP), ``denoise`` (``--steps N`` steps with CFG, per-step times from the progress callback),
+``decode`` (VAE decode to uint8; ``--vae-tile N`` decodes in NxN-pixel tiles with N/4 overlap, through
+``vae.decode(latent, Tiling)``), ``write`` (H.264 mp4 with the parameters as metadata). The weights are
+drawn on first use inside the phase that loads them (as reading the file would be); ``draw_s`` says how
+long that took and ``*_s_net`` subtracts it. A 50-step run is stated from fewer: ``denoise_50_s`` = the
+median step x 50 (the first step, which compiles kernels, is excluded from the median when N > 1).
+
+Per phase: seconds, MLX peak (``mx.get_peak_memory``, reset at the phase's start), the process's OS
+high-water mark (VmHWM, reset through /proc/self/clear_refs at the phase's start; absolute, so it includes
+whatever is resident), MLX active memory after the phase and the components resident after it. The
+memory planner's estimate (``mlx_video.memory.phase_peaks`` for the same settings) is recorded beside it.
+JSON to ``--out`` (and a line to ``$OUT/bench.jsonl`` when set); a short table last on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from benchmarks.common import _hwm_reset, _status_kib, release_memory
+from benchmarks.random_models import random_wan_pipeline, wan_config
+from mlx_video import memory
+from mlx_video.io.images import to_uint8
+from mlx_video.nn.tiling import Tiling
+from mlx_video.wan.pipeline import WanSettings
+
+GIB = float(1 << 30)
+IMAGES = Path(__file__).resolve().parents[1] / "assets" / "images"
+CASES = {  # case -> (model, task, number of images)
+    "t2v": ("ti2v-5B", "t2v-5B", 0), "ti2v": ("ti2v-5B", "ti2v-5B", 1), "mi2v": ("ti2v-5B", "mi2v-5B", 3),
+    "i2v-A14B": ("i2v-A14B", "i2v-A14B", 1),
+}
+VIDEO = {"tiny": {"ti2v-5B": (5, 64, 64), "i2v-A14B": (5, 32, 32)},
+         "mid": {"ti2v-5B": (5, 64, 64), "i2v-A14B": (5, 64, 64)},
+         "full": {"ti2v-5B": (121, 704, 1280), "i2v-A14B": (81, 480, 832)}}
+
+
+def _resident(pipe) -> list[str]:
+    out = list(pipe._dits)
+    out += [n for n in ("vae", "text", "clip") if getattr(pipe, f"_{n}") is not None]
+    return out
+
+
+class Phases:
+    """Times a phase and records its MLX peak, the OS high-water mark and what stays resident."""
+
+    def __init__(self, pipe, weights):
+        self.pipe, self.weights, self.rows = pipe, weights, {}
+
+    def run(self, name: str, fn):
+        release_memory()
+        mx.reset_peak_memory()
+        hwm_ok = _hwm_reset()
+        drawn = sum(self.weights.draw_s.values())
+        t0 = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t0
+        draw = sum(self.weights.draw_s.values()) - drawn
+        self.rows[name] = dict(s=dt, draw_s=draw, s_net=dt - draw, mlx_peak_gib=mx.get_peak_memory() / GIB,
+                               os_hwm_gib=_status_kib("VmHWM") / 2**20 if hwm_ok else None,
+                               mlx_active_after_gib=mx.get_active_memory() / GIB, resident=_resident(self.pipe))
+        return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", choices=list(VIDEO), default="tiny")
+    p.add_argument("--case", choices=list(CASES), default="t2v")
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--layers", type=int, default=None, help="DiT blocks (default: all for full/tiny, 2 for mid)")
+    p.add_argument("--video", default=None, help="FxHxW, overrides the size preset")
+    p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None,
+                   help="DiT/text dtype (default bfloat16 on a GPU, float32 on the CPU)")
+    p.add_argument("--vae-dtype", choices=("bfloat16", "float32"), default="float32")
+    p.add_argument("--vae-tile", type=int, default=None, help="decode in NxN-pixel tiles (overlap N/4)")
+    p.add_argument("--sequential-cfg", action="store_true", help="the two CFG branches one after the other")
+    p.add_argument("--no-offload", action="store_true", help="keep every component resident")
+    p.add_argument("--inject-context", action="store_true", help="random text contexts; no UMT5")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="JSON file to write")
+    a = p.parse_args(argv)
+
+    model, task, n_images = CASES[a.case]
+    frames, height, width = (tuple(int(v) for v in a.video.split("x")) if a.video else VIDEO[a.size][model])
+    layers = a.layers if a.layers is not None else (2 if a.size == "mid" else None)
+    cpu = mx.default_device() == mx.cpu
+    dtype = a.dtype or ("float32" if cpu else "bfloat16")
+    cfg = wan_config(model, narrow=a.size == "tiny", layers=layers)
+    pipe, weights, folder = random_wan_pipeline(cfg, getattr(mx, dtype), getattr(mx, a.vae_dtype),
+                                                offload=not a.no_offload, seed=a.seed)
+    images = [str(IMAGES / n) for n in ("astronaut.png", "coffee.png", "rocket.png")[:n_images]]
+    settings = WanSettings(task=task, prompt="a red fox running through fresh snow, cinematic", images=images,
+                           size=f"{width}*{height}", frame_num=frames, sample_steps=a.steps, seed=a.seed,
+                           batch_cfg=not a.sequential_cfg)
+    tiling = Tiling((a.vae_tile, a.vae_tile), a.vae_tile // 4) if a.vae_tile else None  # multiples of the stride
+    ph = Phases(pipe, weights)
+    step_t: list[float] = []
+
+    def progress(stage, i, n):
+        step_t.append(time.perf_counter())
+
+    plan = ph.run("plan", lambda: pipe.plan(settings))
+    context = None
+    if a.inject_context:
+        rng = np.random.default_rng(a.seed)
+        text_dim = cfg["dit"].get("text_dim", 4096)
+        context = [mx.array(rng.standard_normal((n, text_dim)).astype(np.float32) * 0.1) for n in (24, 120)]
+    ctx = ph.run("text", lambda: pipe.encode_text(plan, context))
+    cond = ph.run("encode", lambda: pipe.encode_images(plan, ctx))
+
+    def denoise():
+        step_t.append(time.perf_counter())
+        return pipe.denoise(plan, cond, None, progress)
+    latent = ph.run("denoise", denoise)
+
+    def decode():
+        if tiling is None:
+            return pipe.decode(latent)
+        video = pipe.vae.decode(latent, tiling)
+        mx.eval(video)
+        return to_uint8(np.array(video[0]))
+    frames_u8 = ph.run("decode", decode)
+    out_dir = Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix="e2e_"))
+    mp4 = out_dir / f"e2e_{a.case}_{a.size}.mp4"
+
+    def write():
+        from mlx_video.io.video import write_video
+
+        return write_video(mp4, frames_u8, plan.settings.fps, dict(plan.params, generator="mlx_video e2e"))
+    ph.run("write", write)
+
+    steps = [b - t for t, b in zip(step_t, step_t[1:])]
+    per_step = statistics.median(steps[1:] if len(steps) > 1 else steps)
+    est = _estimate(cfg, plan, a, dtype, images, tiling)
+    record = dict(bench="e2e", case=a.case, task=task, model=model, size=a.size, layers=cfg["dit"]["num_layers"],
+                  video=f"{len(frames_u8)}x{plan.height}x{plan.width}", latent=list(plan.shape),
+                  tokens=memory.tokens(_sizes(cfg, plan, images, a), len(frames_u8), plan.height, plan.width),
+                  steps=a.steps, step_s=steps, step_median_s=per_step, denoise_50_s=per_step * 50,
+                  dtype=dtype, vae_dtype=a.vae_dtype, vae_tile=a.vae_tile, batch_cfg=not a.sequential_cfg,
+                  offload=not a.no_offload, inject_context=a.inject_context, phases=ph.rows,
+                  peak_gib=max(r["mlx_peak_gib"] for r in ph.rows.values()),
+                  os_hwm_gib=max((r["os_hwm_gib"] or 0) for r in ph.rows.values()),
+                  estimate_gib=est, mlx_device=str(mx.default_device()), mlx_version=mx.__version__,
+                  host=platform.node(), time=time.strftime("%Y-%m-%d %H:%M:%S"), mp4=str(mp4))
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(record, indent=1))
+    if os.environ.get("OUT"):
+        with open(Path(os.environ["OUT"]) / "bench.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+    _table(record)
+    return record
+
+
+def _sizes(cfg, plan, images, a):
+    return memory.wan_sizes(cfg, plan.task, images=len(images), text_encoder=not a.inject_context)
+
+
+def _estimate(cfg, plan, a, dtype, images, tiling) -> dict:
+    """The planner's per-phase estimate (GiB) for the settings this run used."""
+    p = memory.MemoryPlan(batch_cfg=not a.sequential_cfg, vae_dtype=a.vae_dtype, offload=not a.no_offload,
+                          vae_tile=tiling.tile if tiling else None, vae_overlap=tiling.overlap[0] if tiling else 0,
+                          dtype=dtype)
+    peaks = memory.phase_peaks(_sizes(cfg, plan, images, a), plan.settings.frame_num, plan.height, plan.width, p)
+    return {k: round(v / GIB, 3) for k, v in peaks.items()}
+
+
+def _table(r: dict) -> None:
+    print(f"\n== e2e {r['case']} ({r['task']}, {r['model']}, {r['layers']} blocks), {r['video']}, {r['tokens']} "
+          f"tokens, {r['steps']} steps, dtype {r['dtype']}, VAE {r['vae_dtype']}"
+          f"{' tiled ' + str(r['vae_tile']) if r['vae_tile'] else ''}, CFG {'batched' if r['batch_cfg'] else 'sequential'}"
+          f", MLX {r['mlx_version']} on {r['mlx_device']}")
+    print(f"{'phase':<8} {'s':>8} {'draw s':>7} {'MLX peak GiB':>12} {'est GiB':>8} {'OS HWM GiB':>10}  resident after")
+    est_key = {"text": "text", "encode": "image", "denoise": "denoise", "decode": "decode"}
+    for name, row in r["phases"].items():
+        est = r["estimate_gib"].get(est_key.get(name, ""), None)
+        hwm = "n/a" if row["os_hwm_gib"] is None else f"{row['os_hwm_gib']:.2f}"
+        print(f"{name:<8} {row['s']:>8.3f} {row['draw_s']:>7.2f} {row['mlx_peak_gib']:>12.3f} "
+              f"{'' if est is None else f'{est:.3f}':>8} {hwm:>10}  {', '.join(row['resident']) or '-'}")
+    print(f"per step: median {r['step_median_s']:.3f} s ({', '.join(f'{s:.3f}' for s in r['step_s'])}); "
+          f"50 steps ~ {r['denoise_50_s']:.1f} s; peak {r['peak_gib']:.2f} GiB (MLX), {r['os_hwm_gib']:.2f} GiB (OS)")
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
