@@ -92,7 +92,7 @@ def main(argv=None):
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None,
                    help="DiT/text dtype (default bfloat16 on a GPU, float32 on the CPU)")
     p.add_argument("--vae-dtype", choices=("bfloat16", "float32"), default="float32")
-    p.add_argument("--vae-tile", type=int, default=None, help="decode in NxN-pixel tiles (overlap N/4)")
+    p.add_argument("--vae-tile", type=int, default=None, help="decode in NxN-pixel tiles (overlap N/4 in strides)")
     p.add_argument("--sequential-cfg", action="store_true", help="the two CFG branches one after the other")
     p.add_argument("--no-offload", action="store_true", help="keep every component resident")
     p.add_argument("--inject-context", action="store_true", help="random text contexts; no UMT5")
@@ -112,7 +112,7 @@ def main(argv=None):
     settings = WanSettings(task=task, prompt="a red fox running through fresh snow, cinematic", images=images,
                            size=f"{width}*{height}", frame_num=frames, sample_steps=a.steps, seed=a.seed,
                            batch_cfg=not a.sequential_cfg)
-    tiling = Tiling((a.vae_tile, a.vae_tile), a.vae_tile // 4) if a.vae_tile else None  # multiples of the stride
+    tiling = Tiling.square(a.vae_tile, cfg["vae"]["stride"]) if a.vae_tile else None
     ph = Phases(pipe, weights)
     step_t: list[float] = []
 

@@ -56,6 +56,14 @@ class Tiling:
     def to_dict(self) -> dict:
         return {"tile": list(self.tile), "overlap": list(self.overlap)}
 
+    @classmethod
+    def square(cls, tile: int, stride: int) -> Tiling:
+        """``tile`` x ``tile`` pixels overlapping by a quarter of it, rounded down to a multiple of
+        ``stride`` (at least one stride). ValueError unless ``tile`` is a multiple of ``stride``."""
+        if tile % stride:
+            raise ValueError(f"tile {tile} must be a multiple of the VAE's spatial stride {stride}")
+        return cls((tile, tile), max(stride, tile // 4 // stride * stride))
+
 
 def tile_spans(size: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     """Spans [start, stop) covering ``range(size)`` with tiles of ``tile`` overlapping by at least
