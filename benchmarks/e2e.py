@@ -102,6 +102,8 @@ def main(argv=None):
 
     model, task, n_images = CASES[a.case]
     frames, height, width = (tuple(int(v) for v in a.video.split("x")) if a.video else VIDEO[a.size][model])
+    if task == "mi2v-5B" and not a.video:
+        frames = max(frames, 4 * n_images + 1)  # one latent frame per anchor image, plus one
     layers = a.layers if a.layers is not None else (2 if a.size == "mid" else None)
     cpu = mx.default_device() == mx.cpu
     dtype = a.dtype or ("float32" if cpu else "bfloat16")
@@ -143,10 +145,16 @@ def main(argv=None):
     out_dir = Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix="e2e_"))
     mp4 = out_dir / f"e2e_{a.case}_{a.size}.mp4"
 
+    write_error = None
+
     def write():
+        nonlocal write_error
         from mlx_video.io.video import write_video
 
-        return write_video(mp4, frames_u8, plan.settings.fps, dict(plan.params, generator="mlx_video e2e"))
+        try:
+            return write_video(mp4, frames_u8, plan.settings.fps, dict(plan.params, generator="mlx_video e2e"))
+        except Exception as e:  # noqa: BLE001 - e.g. PyAV missing on the GPU machine: keep the other numbers
+            write_error = f"{type(e).__name__}: {e}"[:300]
     ph.run("write", write)
 
     steps = [b - t for t, b in zip(step_t, step_t[1:])]
@@ -161,7 +169,8 @@ def main(argv=None):
                   peak_gib=max(r["mlx_peak_gib"] for r in ph.rows.values()),
                   os_hwm_gib=max((r["os_hwm_gib"] or 0) for r in ph.rows.values()),
                   estimate_gib=est, mlx_device=str(mx.default_device()), mlx_version=mx.__version__,
-                  host=platform.node(), time=time.strftime("%Y-%m-%d %H:%M:%S"), mp4=str(mp4))
+                  host=platform.node(), time=time.strftime("%Y-%m-%d %H:%M:%S"), mp4=str(mp4),
+                  write_error=write_error)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(record, indent=1))
@@ -188,7 +197,8 @@ def _estimate(cfg, plan, a, dtype, images, tiling) -> dict:
 def _table(r: dict) -> None:
     print(f"\n== e2e {r['case']} ({r['task']}, {r['model']}, {r['layers']} blocks), {r['video']}, {r['tokens']} "
           f"tokens, {r['steps']} steps, dtype {r['dtype']}, VAE {r['vae_dtype']}"
-          f"{' tiled ' + str(r['vae_tile']) if r['vae_tile'] else ''}, CFG {'batched' if r['batch_cfg'] else 'sequential'}"
+          f"{' tiled ' + str(r['vae_tile']) if r['vae_tile'] else ''}, "
+          f"CFG {'batched' if r['batch_cfg'] else 'sequential'}"
           f", MLX {r['mlx_version']} on {r['mlx_device']}")
     print(f"{'phase':<8} {'s':>8} {'draw s':>7} {'MLX peak GiB':>12} {'est GiB':>8} {'OS HWM GiB':>10}  resident after")
     est_key = {"text": "text", "encode": "image", "denoise": "denoise", "decode": "decode"}
@@ -197,6 +207,8 @@ def _table(r: dict) -> None:
         hwm = "n/a" if row["os_hwm_gib"] is None else f"{row['os_hwm_gib']:.2f}"
         print(f"{name:<8} {row['s']:>8.3f} {row['draw_s']:>7.2f} {row['mlx_peak_gib']:>12.3f} "
               f"{'' if est is None else f'{est:.3f}':>8} {hwm:>10}  {', '.join(row['resident']) or '-'}")
+    if r["write_error"]:
+        print(f"mp4 write failed: {r['write_error']}")
     print(f"per step: median {r['step_median_s']:.3f} s ({', '.join(f'{s:.3f}' for s in r['step_s'])}); "
           f"50 steps ~ {r['denoise_50_s']:.1f} s; peak {r['peak_gib']:.2f} GiB (MLX), {r['os_hwm_gib']:.2f} GiB (OS)")
 

@@ -77,7 +77,8 @@ def main(argv=None):
                 mx.eval(out)
                 if i >= a.warmup:
                     times.append(time.perf_counter() - t0)
-            row = dict(dtype=dt, tile=None if tile is None else tile[0], overlap=None if tiling is None else tiling.overlap[0],
+            row = dict(dtype=dt, tile=None if tile is None else tile[0],
+                       overlap=None if tiling is None else tiling.overlap[0],
                        median_s=statistics.median(times), times_s=times, peak_gib=mx.get_peak_memory() / GIB)
             out_np = np.array(out)
             del out
@@ -95,7 +96,8 @@ def main(argv=None):
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(record, indent=1))
-    print(f"\n== wan_vae_tiling: Wan{v} VAE ({record['widths']} widths), {record['video']} (latent {record['latent']}), "
+    print(f"\n== wan_vae_tiling: Wan{v} VAE ({record['widths']} widths), {record['video']} "
+          f"(latent {record['latent']}), "
           f"MLX {mx.__version__} on {mx.default_device()}")
     print(f"{'dtype':<9} {'tile':>6} {'overlap':>7} {'median s':>9} {'peak GiB':>9} {'max diff':>9} {'mean diff':>10}")
     for r in rows:

@@ -26,6 +26,9 @@ sequential CFG; VAE in bf16; VAE tiles (512, 384, 256 px); free the text encoder
 DiT and the DiT before the VAE; DiT and text encoder weights quantized at load (8-bit, then 4-bit);
 DiT blocks streamed from the memory-mapped weights (8, 4, 2, 1 resident). When even the last fails,
 :func:`plan` raises :class:`MemoryBudgetError` with the smallest peak and the options.
+
+Not yet carried out by ``WanPipeline`` (the plan states what they would need): quantizing a bf16 folder at
+load (today a folder converted with ``--quantize`` is loaded quantized) and streaming DiT blocks.
 """
 from __future__ import annotations
 
