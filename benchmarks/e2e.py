@@ -32,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import mlx.core as mx
@@ -96,6 +97,9 @@ def main(argv=None):
     p.add_argument("--sequential-cfg", action="store_true", help="the two CFG branches one after the other")
     p.add_argument("--no-offload", action="store_true", help="keep every component resident")
     p.add_argument("--inject-context", action="store_true", help="random text contexts; no UMT5")
+    p.add_argument("--budget", type=float, default=None,
+                   help="GiB: let mlx_video.memory.plan choose CFG batching, VAE dtype and tiling, offload and "
+                        "weight quantization for this budget (overrides those flags)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON file to write")
     a = p.parse_args(argv)
@@ -122,6 +126,21 @@ def main(argv=None):
         step_t.append(time.perf_counter())
 
     plan = ph.run("plan", lambda: pipe.plan(settings))
+    qbits, mplan = None, None
+    if a.budget is not None:
+        mplan = memory.plan(_sizes(cfg, plan, images, a), plan.settings.frame_num, plan.height, plan.width,
+                            a.budget * GIB, dtype=dtype)
+        if mplan.stream_blocks is not None:
+            raise SystemExit(f"the plan for {a.budget} GiB streams DiT blocks, which WanPipeline does not do yet: "
+                             f"{mplan.to_dict()}")
+        settings = replace(settings, batch_cfg=mplan.batch_cfg)
+        plan = pipe.plan(settings)
+        pipe.vae_dtype, pipe.offload, tiling = getattr(mx, mplan.vae_dtype), mplan.offload, mplan.tiling
+        qbits = mplan.quantize_bits
+        if qbits:  # quantized at load: the loaders and the random factory both follow cfg["quantization"]
+            q = {"bits": qbits, "group_size": 64}
+            for d in (cfg, pipe.cfg):
+                d["quantization"] = {n: dict(q) for n in ("dit", "dit_high", "dit_low", "t5")}
     context = None
     if a.inject_context:
         rng = np.random.default_rng(a.seed)
@@ -159,13 +178,15 @@ def main(argv=None):
 
     steps = [b - t for t, b in zip(step_t, step_t[1:])]
     per_step = statistics.median(steps[1:] if len(steps) > 1 else steps)
-    est = _estimate(cfg, plan, a, dtype, images, tiling)
+    est = _estimate(cfg, plan, a, dtype, images, pipe, tiling, qbits)
     record = dict(bench="e2e", case=a.case, task=task, model=model, size=a.size, layers=cfg["dit"]["num_layers"],
                   video=f"{len(frames_u8)}x{plan.height}x{plan.width}", latent=list(plan.shape),
                   tokens=memory.tokens(_sizes(cfg, plan, images, a), len(frames_u8), plan.height, plan.width),
                   steps=a.steps, step_s=steps, step_median_s=per_step, denoise_50_s=per_step * 50,
-                  dtype=dtype, vae_dtype=a.vae_dtype, vae_tile=a.vae_tile, batch_cfg=not a.sequential_cfg,
-                  offload=not a.no_offload, inject_context=a.inject_context, phases=ph.rows,
+                  dtype=dtype, vae_dtype=str(pipe.vae_dtype).rsplit(".", 1)[-1],
+                  vae_tile=tiling.tile[0] if tiling else None, vae_overlap=tiling.overlap[0] if tiling else None,
+                  batch_cfg=plan.settings.batch_cfg, offload=pipe.offload, quantize_bits=qbits,
+                  memory_plan=mplan.to_dict() if mplan else None, inject_context=a.inject_context, phases=ph.rows,
                   peak_gib=max(r["mlx_peak_gib"] for r in ph.rows.values()),
                   os_hwm_gib=max((r["os_hwm_gib"] or 0) for r in ph.rows.values()),
                   estimate_gib=est, mlx_device=str(mx.default_device()), mlx_version=mx.__version__,
@@ -185,11 +206,11 @@ def _sizes(cfg, plan, images, a):
     return memory.wan_sizes(cfg, plan.task, images=len(images), text_encoder=not a.inject_context)
 
 
-def _estimate(cfg, plan, a, dtype, images, tiling) -> dict:
+def _estimate(cfg, plan, a, dtype, images, pipe, tiling, qbits) -> dict:
     """The planner's per-phase estimate (GiB) for the settings this run used."""
-    p = memory.MemoryPlan(batch_cfg=not a.sequential_cfg, vae_dtype=a.vae_dtype, offload=not a.no_offload,
-                          vae_tile=tiling.tile if tiling else None, vae_overlap=tiling.overlap[0] if tiling else 0,
-                          dtype=dtype)
+    p = memory.MemoryPlan(batch_cfg=plan.settings.batch_cfg, vae_dtype=str(pipe.vae_dtype).rsplit(".", 1)[-1],
+                          offload=pipe.offload, vae_tile=tiling.tile if tiling else None,
+                          vae_overlap=tiling.overlap[0] if tiling else 0, quantize_bits=qbits, dtype=dtype)
     peaks = memory.phase_peaks(_sizes(cfg, plan, images, a), plan.settings.frame_num, plan.height, plan.width, p)
     return {k: round(v / GIB, 3) for k, v in peaks.items()}
 
@@ -200,6 +221,10 @@ def _table(r: dict) -> None:
           f"{' tiled ' + str(r['vae_tile']) if r['vae_tile'] else ''}, "
           f"CFG {'batched' if r['batch_cfg'] else 'sequential'}"
           f", MLX {r['mlx_version']} on {r['mlx_device']}")
+    if r["memory_plan"]:
+        mp = r["memory_plan"]
+        print(f"memory plan for {mp['budget_gib']:.2f} GiB: {', '.join(mp['steps']) or 'defaults'} "
+              f"(estimated peak {mp['peak_gib']:.2f} GiB)")
     print(f"{'phase':<8} {'s':>8} {'draw s':>7} {'MLX peak GiB':>12} {'est GiB':>8} {'OS HWM GiB':>10}  resident after")
     est_key = {"text": "text", "encode": "image", "denoise": "denoise", "decode": "decode"}
     for name, row in r["phases"].items():

@@ -388,9 +388,9 @@ def plan(sizes: WanSizes, frames: int, height: int, width: int, budget: float | 
         if ok:
             return _relax(cand, fits, fixed)
     raise MemoryBudgetError(
-        f"no memory plan fits {budget / GIB:.1f} GiB for {frames}x{height}x{width}: the smallest "
-        f"({', '.join(best.steps) or 'defaults'}) needs {best.peak_gib:.1f} GiB "
-        f"({', '.join(f'{k} {v:.1f}' for k, v in best.phases_gib.items())}); options: a larger "
+        f"no memory plan fits {budget / GIB:.2f} GiB for {frames}x{height}x{width}: the smallest "
+        f"({', '.join(best.steps) or 'defaults'}) needs {best.peak_gib:.2f} GiB "
+        f"({', '.join(f'{k} {v:.2f}' for k, v in best.phases_gib.items())}); options: a larger "
         f"--memory_budget, fewer frames or a smaller size, or a smaller model")
 
 
