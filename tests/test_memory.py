@@ -69,6 +69,13 @@ def test_gpu_estimates_match_the_h100_measurements():
     for batch, measured in ((1, 16.0), (2, 21.7)):
         est = (w + M.dit_activation_bytes(TI2V_5B, L, batch, "bfloat16", "gpu")) / M.GIB
         assert abs(est / measured - 1) < 0.1, (batch, est)
+    # not a calibration point: one A14B expert at 480x832x81 (32,760 tokens), batch 1, measured 38.2 GiB
+    a14b = WanModelArgs(model_type="i2v", dim=5120, ffn_dim=13824, num_heads=40, num_layers=40, in_dim=36,
+                        out_dim=16)
+    s14 = M.WanSizes(dit=a14b, vae=vae21.Wan21VAEArgs())
+    est = (M.weight_bytes(s14.dit_params, "bfloat16") + M.dit_activation_bytes(
+        a14b, M.tokens(s14, 81, 480, 832), 1, "bfloat16", "gpu")) / M.GIB
+    assert abs(est / 38.2 - 1) < 0.1, est
     for dt, measured in (("float32", 29.2), ("bfloat16", 15.8)):
         est = (M.weight_bytes(sizes.vae_params, dt) + M.vae_activation_bytes(
             sizes.vae, 121, 704, 1280, dt, backend_name="gpu")) / M.GIB
