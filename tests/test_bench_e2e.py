@@ -25,3 +25,17 @@ def test_e2e_tiny_writes_json(tmp_path):
     assert set(r["estimate_gib"]) == {"text", "image", "denoise", "decode"}
     assert r["write_error"] is None and (tmp_path / "e2e_ti2v_tiny.mp4").stat().st_size > 0
     assert "== e2e ti2v" in proc.stdout and json.loads((tmp_path / "bench.jsonl").read_text())["case"] == "ti2v"
+
+
+def test_quant_modes_tiny_parity_bounds(tmp_path):
+    """benchmarks/quant_modes.py at tiny size: every MLX mode runs and keeps its error against bf16 within a
+    bound (measured 2.5e-2 affine8, 1.3e-1 affine4, 3.5e-2 mxfp8, 1.6e-1 mxfp4, 1.3e-1 nvfp4; bounds ~2x)."""
+    from benchmarks import quant_modes
+
+    r = quant_modes.main(["--size", "tiny", "--warmup", "0", "--repeat", "1", "--out", str(tmp_path / "q.json")])
+    bounds = {"affine8": 5e-2, "affine4": 0.25, "mxfp8": 7e-2, "mxfp4": 0.3, "nvfp4": 0.25}
+    for mode, bound in bounds.items():
+        row = r["rows"][mode]
+        assert 0 < row["rel_err"] < bound, (mode, row)
+        assert row["weights_gib"] < r["rows"]["bf16"]["weights_gib"]
+    assert json.loads((tmp_path / "q.json").read_text())["rows"].keys() == r["rows"].keys()
