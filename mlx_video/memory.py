@@ -44,11 +44,11 @@ GIB = float(1 << 30)
 # CUDA (benchmarks/README.md, issue 11): Wan TI2V-5B at 27,280 tokens costs +5.7 GiB per extra CFG branch
 # (batched 21.7 vs sequential 16.0 GiB), which a = 14, b = 1.7 reproduce (5.6 GiB); Wan2.2 VAE decode
 # 121x704x1280 with the 4 GiB unfold cap: 29.2 GiB fp32 / 15.8 GiB bf16, both k = 26. "cpu" from MLX
-# 0.32.4 on this x86 CPU (2026-12-07): DiT forwards at C 256/512, F 1024/4096, L 512/1152 give a = 14,
-# b = 1.7 and scores ~1x; Wan2.2/2.1 VAE decodes at dim 8-16 give k = 79-82 (one 107), bf16 saving only 12% (CPU convs).
+# 0.32.4 on this x86 CPU (2026-12-07): DiT forwards at C 256/512, F 1024/4096, L 512/1152, batch 1/2, fp32/bf16
+# give a = 22, b = 1.8, scores 1.0 (least squares over 7 points, each within 20%); Wan2.2/2.1 VAE decodes at dim 8-16 give k = 79-82 (one 107), bf16 saving only 12% (CPU convs).
 CALIBRATION = {
     "gpu": dict(dit_a=14.0, dit_b=1.7, scores=0.0, vae_k=26.0, vae_enc_k=26.0, vae_bf16_bytes=2.0),
-    "cpu": dict(dit_a=14.0, dit_b=1.7, scores=1.0, vae_k=85.0, vae_enc_k=85.0, vae_bf16_bytes=3.5),
+    "cpu": dict(dit_a=22.0, dit_b=1.8, scores=1.0, vae_k=85.0, vae_enc_k=85.0, vae_bf16_bytes=3.5),
 }
 TILES = (512, 384, 256)          # VAE tile sides tried, pixels (overlap: a quarter of the tile)
 QUANT_BITS = (8, 4)

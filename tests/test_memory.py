@@ -2,6 +2,7 @@
 H100 numbers it was calibrated with, the documented order of choices, and the error before loading."""
 from __future__ import annotations
 
+import gc
 import json
 
 import mlx.core as mx
@@ -20,24 +21,33 @@ def _sizes_5b(**kw):
     return M.WanSizes(dit=TI2V_5B, vae=vae22.Wan22VAEArgs(), t5=UMT5Args(), images=1, **kw)
 
 
-def _measure(fn, *resident):
+def _baseline() -> int:
+    """MLX memory held before a test builds anything (arrays other tests keep alive), to subtract."""
+    gc.collect()
+    mx.clear_cache()
+    return mx.get_active_memory()
+
+
+def _measure(base: int, fn, *resident) -> int:
+    """Peak bytes of ``fn()`` with ``resident`` (weights, inputs) included, above ``base``."""
     mx.eval(*resident)
     mx.clear_cache()
     mx.reset_peak_memory()
     mx.eval(fn())
-    return mx.get_peak_memory()
+    return mx.get_peak_memory() - base
 
 
 @pytest.mark.skipif(M.backend() != "cpu", reason="the test sizes are calibrated for MLX's CPU backend")
 def test_dit_forward_estimate_within_25_percent():
     """One DiT forward at 600 tokens, width 192 (not a calibration point): estimate vs mx.get_peak_memory."""
+    base = _baseline()
     a = WanModelArgs(model_type="ti2v", dim=192, ffn_dim=768, num_heads=3, num_layers=2, in_dim=48, out_dim=48,
                      text_dim=256)
     m = WanModel(a)
     x = mx.random.normal((1, 3, 20, 40, 48), key=mx.random.key(0))
     ctx = m.embed_text([mx.random.normal((20, 256), key=mx.random.key(1))])
     rope = m.rope_tables((3, 10, 20))
-    peak = _measure(lambda: m(x, mx.array([500.0]), ctx, rope), m.parameters(), x, ctx, rope.even, rope.odd)
+    peak = _measure(base, lambda: m(x, mx.array([500.0]), ctx, rope), m.parameters(), x, ctx, rope.even, rope.odd)
     sizes = M.WanSizes(dit=a, vae=vae22.Wan22VAEArgs())
     est = M.weight_bytes(sizes.dit_params, "float32") + M.dit_activation_bytes(a, 600, 1, "float32", "cpu")
     print(f"DiT forward: estimated {est / 2**20:.1f} MB, measured {peak / 2**20:.1f} MB")
@@ -47,10 +57,11 @@ def test_dit_forward_estimate_within_25_percent():
 @pytest.mark.skipif(M.backend() != "cpu", reason="the test sizes are calibrated for MLX's CPU backend")
 @pytest.mark.parametrize("version,latent", [("2.2", (2, 6, 10)), ("2.1", (2, 10, 12))])
 def test_vae_decode_estimate_within_25_percent(version, latent):
+    base = _baseline()
     args = vae22.Wan22VAEArgs(dim=8, dec_dim=8) if version == "2.2" else vae21.Wan21VAEArgs(dim=8)
     vae = (vae22.Wan22VAE if version == "2.2" else vae21.Wan21VAE)(args)
     z = mx.random.normal((1, *latent, args.z_dim), key=mx.random.key(2))
-    peak = _measure(lambda: vae.decode(z), vae.parameters(), z)
+    peak = _measure(base, lambda: vae.decode(z), vae.parameters(), z)
     T, h, w = latent
     st, s, _ = vae.stride
     sizes = M.WanSizes(dit=TI2V_5B, vae=args)
