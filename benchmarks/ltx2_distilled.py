@@ -26,8 +26,8 @@ whole run (the ledger builds the decoders after freeing the transformer; MLX kee
 resident too, so peaks are comparable). ``upsample_video`` reads the per-channel statistics from the
 decoder (the checkpoint's encoder and decoder share them); the video encoder is not built (no images).
 Each stage ends with ``torch.cuda.synchronize()``; ``torch.cuda.reset_peak_memory_stats()`` before it.
-mlx: ``generate(LTX2Components, Settings(pipeline="distilled"))``; its per-stage ``timings`` and
-``stage_peak_gb`` (``mx.get_peak_memory``, reset per stage). Its stage2 timer includes the upsampler
+mlx: ``generate(LTX2Components, LTXSettings(pipeline="distilled"))``; its per-stage ``timings`` and
+``phase_peak_gib`` (``mx.get_peak_memory``, reset per phase). Its stage2 timer includes the upsampler
 (lazy: evaluated with the first stage-2 step), so the upsampler is also timed alone on the stage-1
 latent after each run, and the table compares ``stage2+upsample`` on both sides.
 Transformer and upsampler in ``--dtype``; our VAEs / vocoder are float32 by design.
@@ -82,7 +82,7 @@ from mlx_video.ltx2 import audio_vae as av  # noqa: E402
 from mlx_video.ltx2 import upsampler as up  # noqa: E402
 from mlx_video.ltx2 import vocoder as vc  # noqa: E402
 from mlx_video.ltx2.denoise import TextContext  # noqa: E402
-from mlx_video.ltx2.pipelines import LTX2Components, Settings, generate  # noqa: E402
+from mlx_video.ltx2.pipelines import LTX2Components, LTXSettings, generate  # noqa: E402
 from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs  # noqa: E402
 from mlx_video.ltx2.video_vae import VideoVAE  # noqa: E402
 from mlx_video.ltx2.video_vae import sanitize as vae_sanitize  # noqa: E402
@@ -297,10 +297,10 @@ def main():
 
     def run_mlx(r: dict):
         c = r["comps"]
-        s = Settings(pipeline="distilled", height=height, width=width, num_frames=frames, fps=FPS, seed=args.seed)
+        s = LTXSettings(pipeline="distilled", height=height, width=width, num_frames=frames, fps=FPS, seed=args.seed)
         res = generate(c, s, r["ctx"])
         times = dict(res.timings)
-        peaks = {k: v * 1e9 for k, v in res.stage_peak_gb.items()}
+        peaks = {k: v * 2**30 for k, v in res.phase_peak_gib.items()}
         lat1 = res.stage_latents[0][0]
         mx.reset_peak_memory()
         t0 = time.perf_counter()

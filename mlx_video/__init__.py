@@ -5,7 +5,7 @@ Public API (imported lazily, so ``import mlx_video`` stays cheap):
 - ``WanPipeline`` / ``WanSettings``: a converted Wan folder -> ``generate(WanSettings(task=..., ...))``
   (t2v, ti2v, mi2v, i2v, flf2v with bidirectional sampling, one-frame inference, A14B experts).
 - ``GenerationResult``: what both families' pipelines return (uint8 frames, fps, latents, params, timings).
-- ``LTX2Components``, ``LTX2Settings``, ``ImageCondition``, ``generate_ltx2``: the four LTX-2 pipelines over
+- ``LTX2Components``, ``LTXSettings``, ``ImageCondition``, ``generate_ltx2``: the four LTX-2 pipelines over
   loaded components (``load_ltx2_components`` / ``encode_ltx2_text`` from a folder made by
   ``resolve_ltx2_model`` or ``mlx_video convert``).
 - Conditioning shared by both families: ``LatentAnchor``, ``ChannelCondition`` (Wan ``y`` channels),
@@ -20,7 +20,7 @@ _EXPORTS = {
     "WanSettings": ("mlx_video.wan.pipeline", "WanSettings"),
     "GenerationResult": ("mlx_video.result", "GenerationResult"),
     "LTX2Components": ("mlx_video.ltx2.pipelines", "LTX2Components"),
-    "LTX2Settings": ("mlx_video.ltx2.pipelines", "Settings"),
+    "LTXSettings": ("mlx_video.ltx2.pipelines", "LTXSettings"),
     "ImageCondition": ("mlx_video.ltx2.pipelines", "ImageCondition"),
     "generate_ltx2": ("mlx_video.ltx2.pipelines", "generate"),
     "load_ltx2_components": ("mlx_video.ltx2.loading", "load_components"),

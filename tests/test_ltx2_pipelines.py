@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import types
 
+import ltx_core.components.noisers as ltx_noisers
 import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-import ltx_core.components.noisers as ltx_noisers
 from ltx_core.components.diffusion_steps import EulerDiffusionStep, Res2sDiffusionStep
 from ltx_core.components.guiders import MultiModalGuider, MultiModalGuiderParams
 from ltx_core.components.noisers import GaussianNoiser
@@ -45,20 +43,32 @@ from ltx_core.tools import VideoLatentTools
 from ltx_core.types import AudioLatentShape, VideoLatentShape, VideoPixelShape
 from ltx_pipelines.utils.args import ImageConditioningInput
 from ltx_pipelines.utils.constants import DISTILLED_SIGMA_VALUES, STAGE_2_DISTILLED_SIGMA_VALUES
-from ltx_pipelines.utils.helpers import (combined_image_conditionings, denoise_audio_video,
-                                         multi_modal_guider_denoising_func, simple_denoising_func)
+from ltx_pipelines.utils.helpers import (
+    combined_image_conditionings,
+    denoise_audio_video,
+    multi_modal_guider_denoising_func,
+    simple_denoising_func,
+)
 from ltx_pipelines.utils.samplers import euler_denoising_loop, res2s_audio_video_denoising_loop
 from ltx_pipelines.utils.types import PipelineComponents
+from PIL import Image
 
-from mlx_video.io.images import load_image, to_array
+from mlx_video.io.images import load_image, to_uint8
 from mlx_video.io.weights import load_strict
 from mlx_video.ltx2 import audio_vae as av
 from mlx_video.ltx2 import conditioning as cond
 from mlx_video.ltx2 import upsampler as up
 from mlx_video.ltx2 import vocoder as vc
 from mlx_video.ltx2.denoise import TextContext
-from mlx_video.ltx2.pipelines import (ImageCondition, LTX2Components, Settings, default_guidance, generate,
-                                      plan_stages)
+from mlx_video.ltx2.pipelines import (
+    ImageCondition,
+    LTX2Components,
+    LTXSettings,
+    decode_video,
+    default_guidance,
+    generate,
+    plan_stages,
+)
 from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs, sanitize
 from mlx_video.ltx2.video_vae import VideoVAE
 from mlx_video.ltx2.video_vae import sanitize as vae_sanitize
@@ -292,19 +302,30 @@ FLAVOUR = {"distilled": "ltx23", "dev": "ltx2", "dev-two-stage": "ltx2", "dev-tw
 STEPS = {"distilled": None, "dev": 3, "dev-two-stage": 2, "dev-two-stage-hq": 2}
 
 
-def run_ours(pipeline, ours, models, ctx, paths, bank, images=None, **kw):
+def ours_comps(pipeline, ours, models):
     (_, m1), (_, m2) = models
-    comps = LTX2Components(m1, ours.vae, ours.adec, ours.voc, ours.ups,
-                           stage2_transformer=None if pipeline == "distilled" else (lambda: m2))
+    return LTX2Components(m1, ours.vae, ours.adec, ours.voc, ours.ups,
+                          stage2_transformer=None if pipeline == "distilled" else (lambda: m2))
+
+
+def run_ours(pipeline, ours, models, ctx, paths, bank, images=None, **kw):
+    comps = ours_comps(pipeline, ours, models)
     hq = pipeline == "dev-two-stage-hq"
     h, w = (H // 2, W // 2) if pipeline == "dev" else (H, W)
-    s = Settings(pipeline, h, w, FRAMES, FPS, STEPS[pipeline], HQ_VG if hq else VG, HQ_AG if hq else AG)
+    guided = pipeline != "distilled"
+    s = LTXSettings(pipeline, height=h, width=w, num_frames=FRAMES, fps=FPS, steps=STEPS[pipeline],
+                    video_guidance=(HQ_VG if hq else VG) if guided else None,
+                    audio_guidance=(HQ_AG if hq else AG) if guided else None, image_crf=0)  # the reference's CRF 0
     if images is None:
-        images = [ImageCondition(to_array(load_image(paths[0])), 0, ANCHOR_STRENGTH),
-                  ImageCondition(to_array(load_image(paths[1])), GUIDE_FRAME, GUIDE_STRENGTH)]
+        images = [ImageCondition(pixels(paths[0]), 0, ANCHOR_STRENGTH),
+                  ImageCondition(pixels(paths[1]), GUIDE_FRAME, GUIDE_STRENGTH)]
     (vp, ap), (vn, an) = ctx
     return generate(comps, s, TextContext(mx.array(vp), mx.array(ap)), TextContext(mx.array(vn), mx.array(an)),
                     images, noise=bank, **kw)
+
+
+def pixels(path):  # uint8 RGB [H, W, 3], as ImageCondition takes it
+    return np.asarray(load_image(path), dtype=np.uint8)
 
 
 def to_ref_video(x):  # MLX [B, F, h, w, C] -> torch layout numpy [B, C, F, h, w]
@@ -339,8 +360,11 @@ def test_pipeline_matches_ltx_pipelines(pipeline, parts, images, monkeypatch):
     errs = []
     for (ov, oa), (rv, ra) in zip(res.stage_latents, stages):
         errs += [rel_err(to_ref_video(ov), rv), rel_err(to_ref_audio(oa), ra)]
-    errs += [rel_err(to_ref_video(res.video), ref_video), rel_err(np.array(res.audio).T, ref_audio.waveform)]
+    video = decode_video(ours_comps(pipeline, ours, models), res.latents)  # the decode stage, before uint8
+    errs += [rel_err(to_ref_video(video), ref_video), rel_err(res.audio.T, ref_audio.waveform)]
     assert max(errs) < TOL, errs
+    np.testing.assert_array_equal(res.frames, to_uint8(np.array(video[0])))
+    assert res.frames.dtype == np.uint8 and res.audio.dtype == np.float32 and res.peak_memory_gib > 0
     assert res.sample_rate == ref_audio.sampling_rate
     # RoPE tables: built once per stage, from the positions the reference feeds every pass (guiding
     # tokens included)
@@ -353,8 +377,9 @@ def test_pipeline_matches_ltx_pipelines(pipeline, parts, images, monkeypatch):
     for (vpos, apos), (rvp, rap) in zip(calls, ref_positions):
         np.testing.assert_array_equal(vpos, rvp.numpy())
         np.testing.assert_array_equal(apos, rap.numpy())
-    for (vpos, _), st in zip(calls, plan_stages(Settings(pipeline, *((H // 2, W // 2) if pipeline == "dev" else (H, W)),
-                                                                 FRAMES, FPS, STEPS[pipeline]))):
+    h, w = (H // 2, W // 2) if pipeline == "dev" else (H, W)
+    for (vpos, _), st in zip(calls, plan_stages(LTXSettings(pipeline, height=h, width=w, num_frames=FRAMES, fps=FPS,
+                                                            steps=STEPS[pipeline]))):
         grid = cond.latent_grid(FRAMES, st.height, st.width)
         n = grid[0] * grid[1] * grid[2]
         assert vpos.shape[2] == n + grid[1] * grid[2]  # grid + one latent frame of guiding tokens
@@ -369,8 +394,8 @@ def test_inputs_move_the_output(parts, images):
     models = all_models["ltx23"]
     ctx = contexts("ltx23")
     base = run_ours("distilled", ours, models, ctx, images, NoiseBank(), decode=False)
-    anchor = ImageCondition(to_array(load_image(images[0])), 0, ANCHOR_STRENGTH)
-    guide = lambda f: ImageCondition(to_array(load_image(images[1])), f, GUIDE_STRENGTH)  # noqa: E731
+    anchor = ImageCondition(pixels(images[0]), 0, ANCHOR_STRENGTH)
+    guide = lambda f: ImageCondition(pixels(images[1]), f, GUIDE_STRENGTH)  # noqa: E731
     variants = {
         "no guide": dict(images=[anchor]),
         "no anchor": dict(images=[guide(GUIDE_FRAME)]),
@@ -381,7 +406,7 @@ def test_inputs_move_the_output(parts, images):
     for name, v in variants.items():
         out = run_ours("distilled", ours, models, v.get("ctx", ctx), images, v.get("bank", NoiseBank()),
                        images=v.get("images"), decode=False)
-        ev, ea = rel_err(out.video_latent, base.video_latent), rel_err(out.audio_latent, base.audio_latent)
+        ev, ea = rel_err(out.latents, base.latents), rel_err(out.audio_latents, base.audio_latents)
         assert ev > 10 * TOL and ea > 10 * TOL, (name, ev, ea)
 
 
@@ -405,22 +430,29 @@ def test_defaults_and_errors(parts):
     assert default_guidance("dev", "2")[0] == 40 and default_guidance("dev", "2")[1].stg_blocks == (29,)
     assert default_guidance("dev-two-stage", "2.3")[0] == 30 and default_guidance("dev", "2.3")[1].stg_blocks == (28,)
     assert default_guidance("dev-two-stage-hq", "2.3")[1].stg_scale == 0 and default_guidance("distilled", "2")[1] is None
-    assert [len(st.sigmas) - 1 for st in plan_stages(Settings("distilled"))] == [8, 3]
+    assert [len(st.sigmas) - 1 for st in plan_stages(LTXSettings("distilled"))] == [8, 3]
     with pytest.raises(ValueError, match="8k\\+1"):
-        plan_stages(Settings("distilled", num_frames=120))
-    with pytest.raises(ValueError, match="multiples of 64"):
-        plan_stages(Settings("dev-two-stage", height=480))
+        plan_stages(LTXSettings("distilled", num_frames=120))
+    with pytest.raises(ValueError, match="multiple of 64"):
+        plan_stages(LTXSettings("dev-two-stage", height=480))
     with pytest.raises(ValueError, match="unknown pipeline"):
-        plan_stages(Settings("fast"))
+        plan_stages(LTXSettings("fast"))
     _, ours, models = parts
     m1 = models["ltx23"][0][1]
     comps = LTX2Components(m1, ours.vae, upsampler=ours.ups)
     ctx = TextContext(mx.zeros((1, S, 32)), mx.zeros((1, S, 16)))
-    img = np.zeros((64, 64, 3), np.float32)
+    img = np.zeros((64, 64, 3), np.uint8)
     with pytest.raises(ValueError, match="outside the clip"):
-        generate(comps, Settings("distilled", H, W, FRAMES), ctx, images=[ImageCondition(img, FRAMES)])
+        generate(comps, LTXSettings("distilled", height=H, width=W, num_frames=FRAMES), ctx,
+                 images=[ImageCondition(img, FRAMES)])
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        generate(comps, LTXSettings("distilled", height=H, width=W, num_frames=FRAMES), ctx,
+                 images=[ImageCondition(img.astype(np.float32), 0)])
     with pytest.raises(ValueError, match="negative"):
-        generate(comps, Settings("dev", 64, 64, 9, steps=1), ctx)
+        generate(comps, LTXSettings("dev", height=64, width=64, num_frames=9, steps=1,
+                                    video_guidance=dict(stg_blocks=(1,)), audio_guidance=dict(stg_blocks=(1,))), ctx)
+    with pytest.raises(ValueError, match="stg_blocks"):  # the official block 28 of LTX-2.3 past a 2-block model
+        generate(comps, LTXSettings("dev", height=64, width=64, num_frames=9, steps=1), ctx, ctx)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -468,13 +500,13 @@ def test_cli_writes_mp4_with_audio(pipeline, tiny_cli, images, tmp_path):
     run, seen = tiny_cli
     out = tmp_path / f"{pipeline}.mp4"
     h, w, frames = (64, 64, 9) if pipeline == "dev" else (128, 128, 9)  # small sizes the tiny VAE takes
-    extra = [] if pipeline == "distilled" else ["--steps", "1"]
+    extra = [] if pipeline == "distilled" else ["--steps", "1", "--stg-blocks", "1"]  # the tiny model has 2 blocks
     r = run("--pipeline", pipeline, "--image", f"{images[0]}:0:0.9", "--end-image", images[1],
             "--height", str(h), "--width", str(w), "--num-frames", str(frames), "--seed", "3",
             "--output-path", str(out), *extra)
     assert r.exit_code == 0, r.output
     assert seen["variant"] == ("distilled" if pipeline == "distilled" else "dev")
-    assert seen["lora"] == {"dev-two-stage-hq": (0.25, 0.5)}.get(pipeline, (0.0, 1.0))
+    assert seen["lora"] == {"dev-two-stage-hq": (0.25, 0.5), "dev-two-stage": (0.0, 1.0)}.get(pipeline, (0.0, 0.0))
     assert (seen["negative"] is None) == (pipeline == "distilled")
     with pyav.open(str(out)) as f:
         kinds = {s.type for s in f.streams}
@@ -489,7 +521,7 @@ def test_cli_errors(tiny_cli, images, tmp_path):
     r = run("--num-frames", "16", "--output-path", out)
     assert r.exit_code == 2 and "8k+1" in r.output
     r = run("--image", f"{images[0]}:17", "--num-frames", "17", "--height", "128", "--width", "192", "--output-path", out)
-    assert r.exit_code == 2 and "past the last frame" in r.output
+    assert r.exit_code == 2 and "outside the clip" in r.output
     r = run("--cfg-scale", "3", "--output-path", out)
     assert r.exit_code == 2 and "no guidance" in r.output
     r = run("--pipeline", "dev-fast", "--output-path", out)

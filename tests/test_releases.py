@@ -141,7 +141,7 @@ def test_cli_convert_and_generate_accept_the_real_header(version, tiny_files, tm
     out = tmp_path / "v.mp4"
     r = CliRunner().invoke(app, ["generate", "--model", str(ckpt), "--prompt", "a cat", "--pipeline", "dev",
                                  "--steps", "1", "--height", "64", "--width", "64", "--num-frames", "9",
-                                 "--seed", "1", "--output-path", str(out)])
+                                 "--seed", "1", "--stg-blocks", "1", "--output-path", str(out)])  # 2 blocks
     assert r.exit_code == 0, r.output
     assert out.stat().st_size > 0
 

@@ -22,8 +22,8 @@ trajectory to bf16 between steps in its bf16 pipelines); the transformer compute
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import mlx.core as mx
 import numpy as np
@@ -31,12 +31,15 @@ import numpy as np
 from mlx_video.conditioning import blend_clean
 from mlx_video.ltx2.conditioning import TokenState
 from mlx_video.ltx2.transformer import LTXModel, Modality, Perturbations, to_x0
+from mlx_video.result import check_finite
 from mlx_video.sampling.guidance import GuidanceParams, multimodal_guidance
 from mlx_video.sampling.solvers import euler_step_x0, res2s_sample
 
 Res2sNoise = Callable[[int, bool, int, mx.array], mx.array]
 """res2s SDE noise: ``(step, substep, index, like) -> array like ``like````; index 0 = video, 1 = audio."""
 StepCallback = Callable[[int, int], None]
+NONFINITE_HINT = ("likely causes: a guidance scale too large for this schedule, a transformer in float16 "
+                  "overflowing, or corrupt weights")
 
 
 @dataclass
@@ -117,29 +120,36 @@ class Denoiser:
 def denoise(model: LTXModel, video: TokenState, audio: TokenState, sigmas: np.ndarray, positive: TextContext, *,
             negative: TextContext | None = None, guidance: tuple[GuidanceParams, GuidanceParams] | None = None,
             sampler: str = "euler", res2s_noise: Res2sNoise | None = None, seed: int = 0,
-            on_step: StepCallback | None = None) -> tuple[TokenState, TokenState]:
+            on_step: StepCallback | None = None, label: str = "denoise") -> tuple[TokenState, TokenState]:
     """Run one stage over the schedule ``sigmas`` (float32, decreasing, usually ending in 0).
 
     sampler "euler": ``euler_denoising_loop`` (x0 -> blend -> EulerDiffusionStep). "res2s": the
     res_2s loop of :func:`mlx_video.sampling.solvers.res2s_sample` (2 evaluations per step plus a final
     one at sigma 0.0011; SDE noise from ``res2s_noise``, default drawn from ``seed``).
     ``on_step(i, n)`` is called after each step. Returns the updated (video, audio) states; the
-    caller strips guiding tokens with ``grid_latent()``. Raises ValueError for an unknown sampler.
+    caller strips guiding tokens with ``grid_latent()``. Raises ValueError for an unknown sampler and
+    :class:`mlx_video.result.NonFiniteError` (naming ``label`` and the step) as soon as the latents (Euler) or
+    the x0 predictions (res2s) hold NaN or inf.
     """
+
+    def finite(arrays, what):
+        for x, kind in zip(arrays, ("video", "audio")):
+            check_finite(x, f"in {label}'s {kind} {what}", NONFINITE_HINT)
+
     den = Denoiser(model, video, audio, positive, negative, guidance)
     masks, cleans = [video.mask, audio.mask], [video.clean, audio.clean]
     xs = [video.latent, audio.latent]
+    n = len(sigmas) - 1
     if sampler == "euler":
-        n = len(sigmas) - 1
         for i in range(n):
             s, s_next = float(sigmas[i]), float(sigmas[i + 1])
             x0 = [blend_clean(d, m, c) for d, m, c in zip(den(xs, s, i), masks, cleans)]
             xs = [euler_step_x0(x, d, s, s_next) for x, d in zip(xs, x0)]
             mx.eval(xs)
+            finite(xs, f"latents after step {i + 1}/{n}")
             if on_step is not None:
                 on_step(i + 1, n)
     elif sampler == "res2s":
-        n = len(sigmas) - 1
         calls = {"i": 0}
 
         def evaluate(latents, sigma):
@@ -148,6 +158,7 @@ def denoise(model: LTXModel, video: TokenState, audio: TokenState, sigmas: np.nd
             k = calls["i"]
             out = den(latents, sigma, k // 2 if k % 2 == 0 else 0)
             mx.eval(out)
+            finite(out, f"x0 prediction at step {min(k // 2 + 1, n)}/{n}")
             calls["i"] += 1
             if on_step is not None and calls["i"] % 2 == 0 and calls["i"] // 2 <= n:
                 on_step(calls["i"] // 2, n)
@@ -155,6 +166,7 @@ def denoise(model: LTXModel, video: TokenState, audio: TokenState, sigmas: np.nd
 
         xs = res2s_sample(sigmas, xs, evaluate, noise=res2s_noise, masks=masks, cleans=cleans, seed=seed)
         mx.eval(xs)
+        finite(xs, f"latents after step {n}/{n}")
     else:
         raise ValueError(f"unknown sampler {sampler!r} (expected 'euler' or 'res2s')")
     return replace(video, latent=xs[0]), replace(audio, latent=xs[1])

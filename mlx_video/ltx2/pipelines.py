@@ -1,15 +1,19 @@
-"""LTX-2 / LTX-2.3 pipelines DISTILLED, DEV, DEV_TWO_STAGE and DEV_TWO_STAGE_HQ.
+"""LTX-2 / LTX-2.3 pipelines DISTILLED, DEV, DEV_TWO_STAGE and DEV_TWO_STAGE_HQ as compositions of named stages.
 
-One function, :func:`generate`, composes shared stages; a pipeline is only a list of
-:class:`Stage` s (:func:`plan_stages`):
+    settings (:class:`LTXSettings`: every default, :meth:`~LTXSettings.validate`)
+    -> plan (:func:`plan_stages`: sizes and schedule per stage)
+    -> prepare (:func:`prepare_images`: the CRF round trip of each conditioning image; text contexts are
+       injected, made by :func:`mlx_video.ltx2.loading.encode_text` from :attr:`LTXSettings.negative_text`)
+    -> denoise (:func:`denoise_stage` per stage: encode the images at the stage's resolution, build and noise
+       the video (+ guiding tokens) and audio states, :func:`mlx_video.ltx2.denoise.denoise`; a refining stage
+       starts from the previous latent upsampled x2, re-noised to its first sigma)
+    -> decode (:func:`decode_video`: VAE; :func:`decode_waveform`: audio VAE + vocoder).
 
-    text contexts (injected, or :func:`encode_prompts`) -> per stage: encode the images at the
-    stage's resolution -> build and noise the video (+ guiding tokens) and audio states ->
-    :func:`mlx_video.ltx2.denoise.denoise` -> [upsample the video latent x2 -> next stage, re-noised
-    to its first sigma] -> decode video (VAE) and audio (audio VAE + vocoder).
+:func:`generate` runs them and returns a :class:`mlx_video.result.GenerationResult`.
 
 Reference: ltx-pipelines 1.0.0 ``DistilledPipeline``, ``TI2VidOneStagePipeline``,
-``TI2VidTwoStagesPipeline`` and ``TI2VidTwoStagesHQPipeline`` (docs/ltx2.md §9):
+``TI2VidTwoStagesPipeline`` and ``TI2VidTwoStagesHQPipeline`` (docs/ltx2.md §9), defaults from
+``ltx_pipelines.utils.constants`` and ``utils.args``:
 
 | pipeline          | stage 1 (half resolution unless one-stage)          | stage 2 (full resolution)          |
 | distilled         | 8 distilled sigmas, Euler, no guidance              | 3 sigmas from 0.909375, Euler      |
@@ -18,55 +22,313 @@ Reference: ltx-pipelines 1.0.0 ``DistilledPipeline``, ``TI2VidOneStagePipeline``
 | dev-two-stage-hq  | LTX2Scheduler(steps, real token count), res2s, guidance (LoRA 0.25) | LoRA 0.5, 3 sigmas, res2s |
 
 Images: pixel frame 0 -> :class:`LatentAnchor` (latent replacement), any later frame ->
-:class:`GuidingTokens` (ltx-pipelines ``combined_image_conditionings``); resized per stage with
-``mlx_video.io.images.bilinear_cover_crop`` (ltx-pipelines ``resize_and_center_crop``).
-Deviation: the reference first round-trips each image through a CRF-33 H.264 frame (``media_io.preprocess``); that belongs to image loading
-(the CLI) and is not done here. Audio is always denoised with the video (the official pipelines
-generate both); ``decode_audio=False`` only skips decoding it.
+:class:`GuidingTokens` (ltx-pipelines ``combined_image_conditionings``). Each image first makes the
+reference's H.264 round trip at its CRF (``media_io.preprocess``, default 33, 0 = none:
+:func:`mlx_video.io.images.h264_roundtrip`), then is resized per stage with
+:func:`mlx_video.io.images.bilinear_cover_crop` (ltx-pipelines ``resize_and_center_crop``). Audio is
+always denoised with the video (the official pipelines generate both); ``decode_audio=False`` only skips
+decoding it.
 
 Nothing here prints or writes files; progress goes to an optional callback.
 """
 from __future__ import annotations
 
-import time
+import random
 import zlib
-from dataclasses import dataclass, field
-from typing import Callable, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Union
 
 import mlx.core as mx
 import numpy as np
 
+from mlx_video import checks
 from mlx_video.conditioning import LatentAnchor
-from mlx_video.io.images import bilinear_cover_crop
-from mlx_video.ltx2.conditioning import (GuidingTokens, audio_latent_frames, audio_state, latent_grid,
-                                         noise_state, video_state)
+from mlx_video.io.images import bilinear_cover_crop, h264_roundtrip, to_uint8
+from mlx_video.ltx2.conditioning import (
+    GuidingTokens,
+    audio_latent_frames,
+    audio_state,
+    latent_grid,
+    noise_state,
+    video_state,
+)
 from mlx_video.ltx2.denoise import TextContext, denoise
 from mlx_video.ltx2.transformer import LTXModel
 from mlx_video.ltx2.upsampler import LatentUpsampler, upsample_video
 from mlx_video.ltx2.video_vae import VideoVAE
+from mlx_video.result import GenerationResult, Meter, check_finite
 from mlx_video.sampling import guidance as G
 from mlx_video.sampling.schedules import DISTILLED_SIGMAS, STAGE2_DISTILLED_SIGMAS, ltx2_sigmas
 from mlx_video.sampling.solvers import res2s_noise
 
 PIPELINES = ("distilled", "dev", "dev-two-stage", "dev-two-stage-hq")
 TWO_STAGE = ("distilled", "dev-two-stage", "dev-two-stage-hq")
+WITH_LORA = ("dev-two-stage", "dev-two-stage-hq")  # dev weights + the distilled LoRA
+# Official defaults (ltx_pipelines.utils.constants PipelineParams / LTX_2_3_HQ_PARAMS and utils.args): the output
+# size is the stage-1 size for the one-stage dev pipeline and twice it for the two-stage ones.
+DEFAULT_SIZE = {"distilled": (1024, 1536), "dev": (512, 768), "dev-two-stage": (1024, 1536),
+                "dev-two-stage-hq": (1088, 1920)}
+DEFAULT_LORA = {"dev-two-stage": (0.0, 1.0), "dev-two-stage-hq": (0.25, 0.5)}  # (stage 1, stage 2) strengths
+DEFAULT_SEED, DEFAULT_IMAGE_CRF = 10, 33
+MAX_VIDEO_TOKENS = 1 << 19  # latent tokens of the full-resolution stage (20 s of 2176x3840 at 24 fps: 497760)
+MAX_STEPS = 1000
+# Our own short default (the official default negative prompt is a longer list of the same kind).
+DEFAULT_NEGATIVE_PROMPT = ("worst quality, low quality, blurry, out of focus, jittery motion, flicker, distorted "
+                           "anatomy, deformed hands and faces, watermark, text, static frame, noisy audio")
 Progress = Callable[[str, int, int], None]
 NoiseSource = Callable[[str, tuple], mx.array]
 """``(name, shape) -> standard-normal float32 array``. Names: ``"stage{k}.video"`` / ``"stage{k}.audio"``
 (the initial noise of stage k, video including guiding tokens, [1, T, C]) and, for res2s stages,
 ``"stage{k}.res2s.{step}.{substep|step}.{video|audio}"`` (the SDE noise, already standardised)."""
+Guidance = Union[G.GuidanceParams, Mapping, None]
 
 
-# ----------------------------------------------------------------------------- inputs
+# ----------------------------------------------------------------------------- settings
+
+
+def check_pipeline(pipeline: str) -> None:
+    """Raise ValueError unless ``pipeline`` is one of distilled, dev, dev-two-stage, dev-two-stage-hq."""
+    if pipeline not in PIPELINES:
+        raise ValueError(f"unknown pipeline {pipeline!r}; expected one of {', '.join(PIPELINES)}")
+
+
+def model_family(version: str) -> str:
+    """A model version ("2", "2.0.0", "2.3", "2.3.1-tiny", ...) -> "2" or "2.3" (the official rule: versions
+    starting with "2.3" take the LTX-2.3 defaults). Raises ValueError for anything else."""
+    v = str(version)
+    if v.startswith("2.3"):
+        return "2.3"
+    if v == "2" or v.startswith("2."):
+        return "2"
+    raise ValueError(f"model version must be LTX-2 ('2', '2.0...') or LTX-2.3 ('2.3...'), got {version!r}")
+
+
+def default_guidance(pipeline: str, version: str) -> tuple[int, G.GuidanceParams | None, G.GuidanceParams | None]:
+    """Official (steps, video guidance, audio guidance) defaults (ltx_pipelines.utils.constants):
+    dev / dev-two-stage: LTX-2 40 steps, STG block 29; LTX-2.3 30 steps, block 28; HQ (either version):
+    15 steps, STG off, rescale 0.45 / 1.0; distilled: 8 fixed steps, no guidance."""
+    check_pipeline(pipeline)
+    if pipeline == "distilled":
+        return len(DISTILLED_SIGMAS) - 1, None, None
+    if pipeline == "dev-two-stage-hq":
+        return G.LTX23_HQ_STEPS, G.LTX23_HQ_VIDEO_GUIDANCE, G.LTX23_HQ_AUDIO_GUIDANCE
+    if model_family(version) == "2.3":
+        return G.LTX23_STEPS, G.LTX23_VIDEO_GUIDANCE, G.LTX23_AUDIO_GUIDANCE
+    return G.LTX2_STEPS, G.LTX2_VIDEO_GUIDANCE, G.LTX2_AUDIO_GUIDANCE
+
+
+def _guidance_params(name: str, g: Guidance, default: G.GuidanceParams | None = None) -> G.GuidanceParams:
+    """``g`` as GuidanceParams: a mapping overrides only the fields it names (on ``default``). Checks every value."""
+    if isinstance(g, G.GuidanceParams):
+        out = g
+    elif isinstance(g, Mapping):
+        known = {f.name for f in fields(G.GuidanceParams)}
+        unknown = sorted(set(g) - known)
+        if unknown:
+            raise ValueError(f"{name}: unknown guidance fields {unknown}; known: {sorted(known)}")
+        kw = dict(g)
+        if kw.get("stg_blocks") is not None:
+            kw["stg_blocks"] = tuple(kw["stg_blocks"])
+        out = replace(default or G.GuidanceParams(), **kw)
+    else:
+        raise ValueError(f"{name} must be GuidanceParams or a mapping of its fields, got {type(g).__name__}")
+    for f in ("cfg_scale", "stg_scale", "rescale_scale", "modality_scale"):
+        checks.finite(f"{name}.{f}", getattr(out, f))
+    blocks = out.stg_blocks
+    if not isinstance(blocks, tuple) or any(isinstance(b, bool) or not isinstance(b, int) or b < 0 for b in blocks):
+        raise ValueError(f"{name}.stg_blocks must be block indices >= 0, got {blocks!r}")
+    if isinstance(out.skip_step, bool) or not isinstance(out.skip_step, int) or out.skip_step < 0:
+        raise ValueError(f"{name}.skip_step must be a whole number >= 0, got {out.skip_step!r}")
+    return out
 
 
 @dataclass
 class ImageCondition:
-    """An image at pixel frame ``frame`` (0 = first frame). image: float [H, W, 3] in [-1, 1], any size."""
+    """An image at pixel frame ``frame`` (0 = first frame, which replaces the first latent frame; later frames
+    guide). image: uint8 RGB [H, W, 3] as decoded from its file, any size >= 2x2; strength in [0, 1];
+    crf: H.264 CRF of its round trip (ltx-pipelines ``ImageConditioningInput.crf``; None = the settings'
+    ``image_crf``, 0 = none)."""
 
     image: np.ndarray
     frame: int = 0
     strength: float = 1.0
+    crf: int | None = None
+
+    def check(self, num_frames: int, index: int = 0) -> None:
+        """Raise ValueError (naming image ``index``) for a bad array, frame, strength or CRF."""
+        what = f"image {index}"
+        img = self.image
+        if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 \
+                or min(img.shape[:2]) < 2:
+            desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+            raise ValueError(f"{what}: expected uint8 RGB [H, W, 3] with H, W >= 2, got {desc}")
+        if isinstance(self.frame, bool) or not isinstance(self.frame, (int, np.integer)) \
+                or not 0 <= self.frame < num_frames:
+            raise ValueError(f"{what}: frame index {self.frame} is outside the clip (0..{num_frames - 1})")
+        checks.finite(f"{what} strength", self.strength, 0.0, 1.0)
+        if self.crf is not None:
+            checks.crf(self.crf)
+
+    def params(self) -> dict:
+        """JSON-able description (no pixels)."""
+        return dict(frame=int(self.frame), strength=float(self.strength), crf=self.crf,
+                    size=[int(self.image.shape[1]), int(self.image.shape[0])])
+
+
+@dataclass
+class LTXSettings:
+    """What to generate, with every default of the official pipelines (ltx-pipelines 1.0.0) in one place.
+
+    pipeline: distilled | dev | dev-two-stage | dev-two-stage-hq. version: "2" or "2.3" (any version string;
+    None = the model's own, :attr:`LTX2Components.model_version`), choosing the dev guidance defaults.
+    height / width: output size in pixels (None: the pipeline's official size, :data:`DEFAULT_SIZE`);
+    multiples of 64 for two-stage pipelines, 32 for dev. num_frames: 8k+1. fps > 0 (sets the audio length
+    and the RoPE time axis). steps: dev pipelines only (None: 40 LTX-2, 30 LTX-2.3, 15 HQ).
+    video_guidance / audio_guidance: dev pipelines only; GuidanceParams, or a mapping overriding some fields
+    of the official default (e.g. ``{"cfg_scale": 4.0}``). lora_strength_stage_1 / lora_strength_stage_2
+    (two-stage dev pipelines only; defaults 0 / 1.0, HQ 0.25 / 0.5): the distilled LoRA's strengths per stage.
+    negative_prompt: guided pipelines (None: :data:`DEFAULT_NEGATIVE_PROMPT`). image_crf: the H.264 CRF of the
+    conditioning images' round trip (33, 0 = none, at most 51). seed: any integer, reduced mod 2**32
+    (:func:`mlx_video.checks.seed`); None draws a random one (stored by :meth:`resolved`); official default 10.
+    """
+
+    pipeline: str = "distilled"
+    version: str | None = None
+    height: int | None = None
+    width: int | None = None
+    num_frames: int = 121
+    fps: float = 24.0
+    steps: int | None = None
+    video_guidance: Guidance = None
+    audio_guidance: Guidance = None
+    lora_strength_stage_1: float | None = None
+    lora_strength_stage_2: float | None = None
+    negative_prompt: str | None = None
+    image_crf: int = DEFAULT_IMAGE_CRF
+    seed: int | None = DEFAULT_SEED
+
+    @property
+    def guided(self) -> bool:
+        """Whether the pipeline's first stage uses guidance (every dev pipeline)."""
+        return self.pipeline != "distilled"
+
+    @property
+    def variant(self) -> str:
+        """The checkpoint the pipeline runs on: "distilled" or "dev"."""
+        return "distilled" if self.pipeline == "distilled" else "dev"
+
+    @property
+    def negative_text(self) -> str | None:
+        """The negative prompt to encode: None for the distilled pipeline (no guidance)."""
+        if not self.guided:
+            return None
+        return DEFAULT_NEGATIVE_PROMPT if self.negative_prompt is None else self.negative_prompt
+
+    def size(self) -> tuple[int, int]:
+        """(height, width) with the pipeline's official default for what is None."""
+        dh, dw = DEFAULT_SIZE.get(self.pipeline, DEFAULT_SIZE["distilled"])
+        return (dh if self.height is None else self.height), (dw if self.width is None else self.width)
+
+    def validate(self, images: Sequence[ImageCondition] = ()) -> LTXSettings:
+        """Check every value, and each image against the clip, before anything loads; returns self.
+
+        Raises ValueError with one line naming the setting: an unknown pipeline or version; a size that is not a
+        positive multiple of 64 (two-stage) / 32 (dev); a frame count that is not 8k+1; a clip over
+        :data:`MAX_VIDEO_TOKENS` latent tokens or shorter than one audio latent (1/25 s); fps not in (0, 1000];
+        steps outside 1..1000; non-finite guidance or LoRA strengths; steps / guidance for the distilled pipeline,
+        LoRA strengths for a pipeline without the LoRA; a CRF outside 0..51; a seed that is not an integer; an
+        image that is not uint8 RGB, or whose frame is outside the clip or strength outside [0, 1].
+        """
+        check_pipeline(self.pipeline)
+        if self.version is not None:
+            model_family(self.version)
+        frames = self._check_clip()
+        self._check_sampling()
+        if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
+            raise ValueError(f"negative_prompt must be a string, got {type(self.negative_prompt).__name__}")
+        checks.crf(self.image_crf)
+        if self.seed is not None:
+            checks.seed(self.seed)
+        for i, im in enumerate(images):
+            im.check(frames, i)
+        return self
+
+    def _check_clip(self) -> int:
+        """Size, frame count, token bound, fps and audio length; returns the frame count."""
+        div = 64 if self.pipeline in TWO_STAGE else 32
+        h, w = self.size()
+        for name, v in (("height", h), ("width", w)):
+            checks.positive_int(name, v)
+            if v % div:
+                raise ValueError(f"{self.pipeline}: {name} must be a multiple of {div}, got {v}")
+        frames = checks.positive_int("num_frames", self.num_frames)
+        if (frames - 1) % 8:
+            raise ValueError(f"num_frames must be 8k+1 (1, 9, 17, ..., 121), got {frames}")
+        f, gh, gw = latent_grid(frames, h, w)
+        if f * gh * gw > MAX_VIDEO_TOKENS:
+            raise ValueError(f"{frames} frames at {h}x{w} are {f * gh * gw} latent tokens, more than the "
+                             f"{MAX_VIDEO_TOKENS} the pipelines take (20 s of 2176x3840 at 24 fps are 497760)")
+        fps = checks.fps(self.fps)
+        if audio_latent_frames(frames, fps) < 1:
+            raise ValueError(f"{frames} frames at {fps:g} fps last less than one audio latent (1/25 s)")
+        return frames
+
+    def _check_sampling(self) -> None:
+        """Steps, guidance and LoRA strengths: set only where the pipeline has them, and finite."""
+        if not self.guided and (self.steps is not None or self.video_guidance is not None
+                                or self.audio_guidance is not None):
+            raise ValueError("the distilled pipeline has fixed steps and no guidance: leave steps and guidance unset")
+        if self.steps is not None:
+            checks.positive_int("steps", self.steps, MAX_STEPS)
+        for name in ("video_guidance", "audio_guidance"):
+            if getattr(self, name) is not None:
+                _guidance_params(name, getattr(self, name))
+        for name in ("lora_strength_stage_1", "lora_strength_stage_2"):
+            if getattr(self, name) is not None:
+                if self.pipeline not in WITH_LORA:
+                    raise ValueError(f"LoRA strengths are for {' and '.join(WITH_LORA)}, not {self.pipeline}")
+                checks.finite(name, getattr(self, name))
+
+    def resolved(self, version: str | None = None) -> LTXSettings:
+        """A validated copy with every default filled in: version ("2" / "2.3", from ``version`` = the model's
+        when unset), size, steps and GuidanceParams (dev pipelines), LoRA strengths (two-stage dev pipelines),
+        negative prompt (guided pipelines) and the seed (reduced; drawn at random when None). Idempotent."""
+        self.validate()
+        ver = model_family(self.version or version or "2")
+        h, w = self.size()
+        kw = dict(version=ver, height=h, width=w, seed=self.with_seed().seed)
+        if self.guided:
+            steps, dv, da = default_guidance(self.pipeline, ver)
+            kw.update(steps=steps if self.steps is None else self.steps, negative_prompt=self.negative_text,
+                      video_guidance=dv if self.video_guidance is None else _guidance_params(
+                          "video_guidance", self.video_guidance, dv),
+                      audio_guidance=da if self.audio_guidance is None else _guidance_params(
+                          "audio_guidance", self.audio_guidance, da))
+        if self.pipeline in WITH_LORA:
+            kw.update(zip(("lora_strength_stage_1", "lora_strength_stage_2"), self.lora_strengths))
+        return replace(self, **kw)
+
+    def with_seed(self) -> LTXSettings:
+        """A copy whose seed is fixed: reduced mod 2**32, or drawn at random when None."""
+        return replace(self, seed=checks.seed(random.randrange(checks.SEED_MAX + 1) if self.seed is None
+                                              else self.seed))
+
+    @property
+    def lora_strengths(self) -> tuple[float, float]:
+        """(stage 1, stage 2) strengths of the distilled LoRA, defaults filled in; (0, 0) without the LoRA."""
+        l1, l2 = DEFAULT_LORA.get(self.pipeline, (0.0, 0.0))
+        return (l1 if self.lora_strength_stage_1 is None else self.lora_strength_stage_1,
+                l2 if self.lora_strength_stage_2 is None else self.lora_strength_stage_2)
+
+    def params(self) -> dict:
+        """The settings as a JSON-able dict (guidance as dicts), for the video's metadata."""
+        out = asdict(self)
+        for k in ("video_guidance", "audio_guidance"):
+            g = getattr(self, k)
+            out[k] = None if g is None else {**asdict(g), "stg_blocks": list(g.stg_blocks)} \
+                if isinstance(g, G.GuidanceParams) else dict(g)
+        return out
 
 
 @dataclass
@@ -77,10 +339,11 @@ class LTX2Components:
     stage2_transformer: the stage-2 weights (dev + LoRA at 1.0, or 0.5 for HQ) or a zero-argument
     callable returning them (called when stage 2 starts, so a loader may merge the LoRA then);
     None = reuse ``transformer`` (distilled). stage1_transformer: None, or a zero-argument callable
-    returning the stage-1 weights, called when stage 1 starts (a loader puts them back after stage 2). video_vae: encoder for images, decoder for output.
+    returning the stage-1 weights, called when stage 1 starts (a loader puts them back after stage 2).
+    video_vae: encoder for images, decoder for output.
     audio_decoder + vocoder: optional (needed to decode audio). upsampler: x2 spatial upsampler
-    (two-stage pipelines). version: "2" or "2.3" for the guidance defaults (None: 2.3 when the
-    transformer has LTX-2.3's prompt AdaLN).
+    (two-stage pipelines). version: the model version string (e.g. "2.3.0"; None: 2.3 when the
+    transformer has LTX-2.3's prompt AdaLN, else 2).
     """
 
     transformer: LTXModel
@@ -94,44 +357,13 @@ class LTX2Components:
 
     @property
     def model_version(self) -> str:
+        """"2" or "2.3" (:func:`model_family` of ``version``, or from the transformer's architecture)."""
         if self.version is not None:
-            return self.version
+            return model_family(self.version)
         return "2.3" if self.transformer.args.cross_attention_adaln else "2"
 
 
-def default_guidance(pipeline: str, version: str) -> tuple[int, G.GuidanceParams | None, G.GuidanceParams | None]:
-    """Official (steps, video guidance, audio guidance) defaults (ltx_pipelines.utils.constants):
-    dev / dev-two-stage: LTX-2 40 steps, STG block 29; LTX-2.3 30 steps, block 28; HQ: 15 steps,
-    STG off, rescale 0.45 / 1.0; distilled: 8 fixed steps, no guidance."""
-    check_pipeline(pipeline)
-    if pipeline == "distilled":
-        return len(DISTILLED_SIGMAS) - 1, None, None
-    if pipeline == "dev-two-stage-hq":
-        return G.LTX23_HQ_STEPS, G.LTX23_HQ_VIDEO_GUIDANCE, G.LTX23_HQ_AUDIO_GUIDANCE
-    if str(version).startswith("2.3"):
-        return G.LTX23_STEPS, G.LTX23_VIDEO_GUIDANCE, G.LTX23_AUDIO_GUIDANCE
-    return G.LTX2_STEPS, G.LTX2_VIDEO_GUIDANCE, G.LTX2_AUDIO_GUIDANCE
-
-
-def check_pipeline(pipeline: str) -> None:
-    """Raise ValueError unless ``pipeline`` is one of distilled, dev, dev-two-stage, dev-two-stage-hq."""
-    if pipeline not in PIPELINES:
-        raise ValueError(f"unknown pipeline {pipeline!r}; expected one of {', '.join(PIPELINES)}")
-
-
-@dataclass
-class Settings:
-    """What to generate. height / width: the output size; steps / guidance None = official defaults."""
-
-    pipeline: str = "distilled"
-    height: int = 512
-    width: int = 768
-    num_frames: int = 121
-    fps: float = 24.0
-    steps: int | None = None
-    video_guidance: G.GuidanceParams | None = None
-    audio_guidance: G.GuidanceParams | None = None
-    seed: int = 0
+# ----------------------------------------------------------------------------- plan
 
 
 @dataclass(frozen=True)
@@ -148,44 +380,61 @@ class Stage:
     refine: bool = False
 
 
-def plan_stages(s: Settings, version: str = "2") -> list[Stage]:
-    """The stages of ``s.pipeline``. Raises ValueError for an unknown pipeline, a frame count that is
-    not 8k+1, or a size that is not a multiple of 64 (two-stage) / 32 (one-stage)."""
-    check_pipeline(s.pipeline)
-    div = 64 if s.pipeline in TWO_STAGE else 32
-    if s.height % div or s.width % div or s.height <= 0 or s.width <= 0:
-        raise ValueError(f"{s.pipeline}: height and width must be multiples of {div}, got {s.height}x{s.width}")
-    latent_grid(s.num_frames, s.height, s.width)  # validates the frame count
-    steps = s.steps if s.steps is not None else default_guidance(s.pipeline, version)[0]
+def plan_stages(s: LTXSettings, version: str | None = None) -> list[Stage]:
+    """The stages of ``s.pipeline`` (``s`` resolved with ``version`` first). Raises ValueError as
+    :meth:`LTXSettings.validate`."""
+    s = s.resolved(version)
     h1, w1 = (s.height, s.width) if s.pipeline == "dev" else (s.height // 2, s.width // 2)
     refine_sigmas = STAGE2_DISTILLED_SIGMAS
     if s.pipeline == "distilled":
         first = Stage(h1, w1, DISTILLED_SIGMAS, "euler", False)
     elif s.pipeline == "dev-two-stage-hq":  # the only pipeline that passes its latent to the scheduler
         f, h, w = latent_grid(s.num_frames, h1, w1)
-        first = Stage(h1, w1, ltx2_sigmas(steps, num_tokens=f * h * w), "res2s", True)
+        first = Stage(h1, w1, ltx2_sigmas(s.steps, num_tokens=f * h * w), "res2s", True)
     else:
-        first = Stage(h1, w1, ltx2_sigmas(steps), "euler", True)
+        first = Stage(h1, w1, ltx2_sigmas(s.steps), "euler", True)
     if s.pipeline == "dev":
         return [first]
     return [first, Stage(s.height, s.width, refine_sigmas, first.sampler, False, float(refine_sigmas[0]), True)]
 
 
-# ----------------------------------------------------------------------------- stages
+def check_components(c: LTX2Components, s: LTXSettings, stages: Sequence[Stage],
+                     negative: TextContext | None) -> None:
+    """Raise ValueError when the components or contexts cannot run the plan: no upsampler for a two-stage
+    pipeline, STG blocks past the transformer's last block, CFG without a negative context."""
+    if len(stages) > 1 and c.upsampler is None:
+        raise ValueError(f"{s.pipeline} needs a spatial upsampler")
+    if not s.guided:
+        return
+    n = c.transformer.args.num_layers
+    for name, g in (("video_guidance", s.video_guidance), ("audio_guidance", s.audio_guidance)):
+        if any(b >= n for b in g.stg_blocks):
+            raise ValueError(f"{name}.stg_blocks {list(g.stg_blocks)}: the transformer has blocks 0..{n - 1}")
+        if g.needs_uncond and negative is None:
+            raise ValueError("CFG needs a negative text context (encode settings.negative_text)")
 
 
-def encode_images(images: Sequence[ImageCondition], vae: VideoVAE, height: int, width: int,
-                  num_frames: int) -> list[Union[LatentAnchor, GuidingTokens]]:
-    """Encode each image at height x width: frame 0 -> LatentAnchor (latent frame 0), later frames ->
-    GuidingTokens at that pixel frame. Raises ValueError for a frame outside 0..num_frames-1."""
+# ----------------------------------------------------------------------------- prepare
+
+
+Prepared = tuple[np.ndarray, int, float]  # (float32 [H, W, 3] in [-1, 1], pixel frame, strength)
+
+
+def prepare_images(images: Sequence[ImageCondition], crf: int = DEFAULT_IMAGE_CRF) -> list[Prepared]:
+    """Each image after its CRF round trip (its own ``crf``, else ``crf``), as float32 [-1, 1] (x / 127.5 - 1,
+    ltx-pipelines ``normalize_latent``), with its frame and strength."""
+    return [(h264_roundtrip(im.image, crf if im.crf is None else im.crf).astype(np.float32) / 127.5 - 1.0,
+             int(im.frame), float(im.strength)) for im in images]
+
+
+def encode_images(prepared: Sequence[Prepared], vae: VideoVAE, height: int,
+                  width: int) -> list[Union[LatentAnchor, GuidingTokens]]:
+    """Encode each prepared image at height x width: frame 0 -> LatentAnchor (latent frame 0), later frames ->
+    GuidingTokens at that pixel frame."""
     out = []
-    for im in images:
-        if not 0 <= im.frame < num_frames:
-            raise ValueError(f"image frame index {im.frame} is outside the clip (0..{num_frames - 1})")
-        pixels = mx.array(bilinear_cover_crop(im.image, height, width))[None, None]
-        latent = vae.encode(pixels)
-        out.append(LatentAnchor(latent, 0, im.strength) if im.frame == 0
-                   else GuidingTokens(latent, im.frame, im.strength))
+    for pixels, frame, strength in prepared:
+        latent = vae.encode(mx.array(bilinear_cover_crop(pixels, height, width))[None, None])
+        out.append(LatentAnchor(latent, 0, strength) if frame == 0 else GuidingTokens(latent, frame, strength))
     return out
 
 
@@ -198,23 +447,7 @@ def seeded_noise(seed: int) -> NoiseSource:
     return draw
 
 
-@dataclass
-class LTX2Result:
-    """A run's outputs. video: float32 [1, F, H, W, 3] in about [-1, 1] (None if not decoded);
-    audio: float32 [samples, channels] waveform at ``sample_rate`` (None if not decoded);
-    video_latent [1, T, h, w, C] and audio_latent [1, t, C_a] (final, no guiding tokens);
-    stage_latents: the (video, audio) latents after each stage; timings in seconds and stage_peak_gb
-    (MLX peak memory) per stage and decode step; peak_memory_gb over the whole call."""
-
-    video: mx.array | None
-    audio: mx.array | None
-    sample_rate: int | None
-    video_latent: mx.array
-    audio_latent: mx.array
-    stage_latents: list = field(default_factory=list)
-    timings: dict = field(default_factory=dict)
-    peak_memory_gb: float = 0.0
-    stage_peak_gb: dict = field(default_factory=dict)
+# ----------------------------------------------------------------------------- denoise
 
 
 def _stage_model(c: LTX2Components, stage: Stage) -> LTXModel:
@@ -224,76 +457,102 @@ def _stage_model(c: LTX2Components, stage: Stage) -> LTXModel:
     return m if isinstance(m, LTXModel) else m()
 
 
-def generate(c: LTX2Components, s: Settings, positive: TextContext, negative: TextContext | None = None,
-             images: Sequence[ImageCondition] = (), noise: NoiseSource | None = None, decode: bool = True,
-             decode_audio: bool = True, progress: Progress | None = None) -> LTX2Result:
-    """Run pipeline ``s.pipeline`` with injected text contexts (and noise, for reproducibility).
+def denoise_stage(c: LTX2Components, s: LTXSettings, st: Stage, name: str, prepared: Sequence[Prepared],
+                  positive: TextContext, negative: TextContext | None, noise: NoiseSource,
+                  previous: tuple[mx.array, mx.array] | None, progress: Progress) -> tuple[mx.array, mx.array]:
+    """One stage of resolved settings ``s``: (upsample ``previous``'s video latent when refining) -> encode the
+    images at the stage's size -> noised video (+ guiding tokens) and audio states -> denoise. Returns the
+    (video [1, F, h, w, C], audio [1, t, C_a]) latents, evaluated. Raises NonFiniteError naming ``name`` and
+    the step when the latents become NaN or infinite."""
+    video_lat = audio_lat = None
+    if previous is not None:
+        video_lat, audio_lat = previous
+    if st.refine:
+        video_lat = upsample_video(video_lat, c.upsampler, c.video_vae.latents_mean, c.video_vae.latents_std)
+    conds = encode_images(prepared, c.video_vae, st.height, st.width)
+    args = c.transformer.args
+    v = video_state(latent_grid(s.num_frames, st.height, st.width), args.in_channels, s.fps, conds, video_lat)
+    a = audio_state(audio_latent_frames(s.num_frames, s.fps), args.audio_in_channels, audio_lat)
+    v = noise_state(v, noise(f"{name}.video", tuple(v.latent.shape)), st.noise_scale)
+    a = noise_state(a, noise(f"{name}.audio", tuple(a.latent.shape)), st.noise_scale)
 
-    positive / negative: :class:`TextContext` from the embeddings processor (negative needed by the
-    guided stages when cfg != 1). images: :class:`ImageCondition` s. noise: see :data:`NoiseSource`
-    (default :func:`seeded_noise` of ``s.seed``). Raises ValueError for bad sizes, frame counts,
-    image frames, a missing upsampler for two-stage pipelines or a missing negative context.
+    def sde_noise(step, substep, index, like):
+        kind = "substep" if substep else "step"
+        return noise(f"{name}.res2s.{step}.{kind}.{('video', 'audio')[index]}", tuple(like.shape))
+
+    guidance = (s.video_guidance, s.audio_guidance) if st.guided else None
+    v, a = denoise(_stage_model(c, st), v, a, st.sigmas, positive, negative=negative if st.guided else None,
+                   guidance=guidance, sampler=st.sampler, res2s_noise=sde_noise, label=name,
+                   on_step=lambda i, n: progress(name, i, n))
+    video_lat, audio_lat = v.grid_latent(), a.grid_latent()
+    mx.eval(video_lat, audio_lat)
+    return video_lat, audio_lat
+
+
+# ----------------------------------------------------------------------------- decode
+
+DECODE_HINT = "the latents were finite, so the decoder's weights are suspect (a corrupt or mis-converted file)"
+
+
+def decode_video(c: LTX2Components, latents: mx.array) -> mx.array:
+    """Video latents [1, F, h, w, C] -> float32 frames [1, 8(F-1)+1, 32h, 32w, 3] in about [-1, 1], with the
+    official tiling. Raises NonFiniteError when the decoded frames hold NaN or inf."""
+    video = c.video_vae.decode_tiled(latents).astype(mx.float32)
+    mx.eval(video)
+    check_finite(video, "after the video decode", DECODE_HINT)
+    return video
+
+
+def decode_waveform(c: LTX2Components, latents: mx.array) -> tuple[np.ndarray, int]:
+    """Audio latents [1, t, C_a] -> (float32 waveform [samples, channels], sample rate in Hz) through the audio
+    VAE decoder and the vocoder. Raises NonFiniteError when the waveform holds NaN or inf."""
+    audio = c.vocoder(c.audio_decoder(latents))[0].astype(mx.float32)
+    mx.eval(audio)
+    check_finite(audio, "after the audio decode", DECODE_HINT)
+    return np.array(audio), int(c.vocoder.sample_rate)
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+
+def generate(c: LTX2Components, s: LTXSettings, positive: TextContext, negative: TextContext | None = None,
+             images: Sequence[ImageCondition] = (), noise: NoiseSource | None = None, decode: bool = True,
+             decode_audio: bool = True, progress: Progress | None = None) -> GenerationResult:
+    """Run pipeline ``s.pipeline``: settings -> plan -> prepare -> denoise (per stage) -> decode.
+
+    positive / negative: :class:`TextContext` from the embeddings processor (negative: of
+    ``s.negative_text``, needed by the guided stages when cfg != 1). images: :class:`ImageCondition` s.
+    noise: see :data:`NoiseSource` (default :func:`seeded_noise` of the resolved seed).
+    Returns a GenerationResult: frames uint8 [F, H, W, 3] (None unless ``decode``), audio float32
+    [samples, channels] + sample_rate (None unless decoded and the components have an audio decoder and
+    vocoder), latents [1, F', h, w, C] and audio_latents [1, t, C_a] (final, no guiding tokens), stage_latents
+    (the (video, audio) latents after each stage), params (the resolved settings and the images), timings
+    (seconds per phase: prepare, stage1, stage2, decode_video, decode_audio) and peak memory in GiB.
+    Raises ValueError (see :meth:`LTXSettings.validate` and :func:`check_components`) before any work, and
+    NonFiniteError naming the stage and step (or the decode) where values became NaN or infinite.
     """
-    version = c.model_version
-    stages = plan_stages(s, version)
-    _, dv, da = default_guidance(s.pipeline, version)
-    guidance = (s.video_guidance or dv, s.audio_guidance or da)
-    for im in images:
-        if not 0 <= im.frame < s.num_frames:
-            raise ValueError(f"image frame index {im.frame} is outside the clip (0..{s.num_frames - 1})")
-    if len(stages) > 1 and c.upsampler is None:
-        raise ValueError(f"{s.pipeline} needs a spatial upsampler")
+    s = s.resolved(c.model_version).validate(images)
+    stages = plan_stages(s)
+    check_components(c, s, stages, negative)
     noise = noise or seeded_noise(s.seed)
     progress = progress or (lambda *_: None)
-    mx.reset_peak_memory()
-    timings, peaks, stage_latents = {}, {}, []
-    overall = 0.0
-
-    def done(name, t0):  # time and peak memory of one stage; the peak counter restarts per stage
-        nonlocal overall
-        timings[name] = time.perf_counter() - t0
-        peaks[name] = mx.get_peak_memory() / 1e9
-        overall = max(overall, peaks[name])
-        mx.reset_peak_memory()
-
-    channels, audio_channels = c.transformer.args.in_channels, c.transformer.args.audio_in_channels
-    t_audio = audio_latent_frames(s.num_frames, s.fps)
-    video_lat = audio_lat = None
+    meter = Meter()
+    with meter.phase("prepare"):
+        prepared = prepare_images(images, s.image_crf)
+    latents, stage_latents = None, []
     for k, st in enumerate(stages, start=1):
-        t0 = time.perf_counter()
-        name = f"stage{k}"
-        if st.refine:
-            video_lat = upsample_video(video_lat, c.upsampler, c.video_vae.latents_mean, c.video_vae.latents_std)
-        grid = latent_grid(s.num_frames, st.height, st.width)
-        conds = encode_images(images, c.video_vae, st.height, st.width, s.num_frames)
-        v = video_state(grid, channels, s.fps, conds, video_lat)
-        a = audio_state(t_audio, audio_channels, audio_lat)
-        v = noise_state(v, noise(f"{name}.video", tuple(v.latent.shape)), st.noise_scale)
-        a = noise_state(a, noise(f"{name}.audio", tuple(a.latent.shape)), st.noise_scale)
-
-        def sde_noise(step, substep, index, like, _n=name):
-            kind = "substep" if substep else "step"
-            return noise(f"{_n}.res2s.{step}.{kind}.{('video', 'audio')[index]}", tuple(like.shape))
-
-        v, a = denoise(_stage_model(c, st), v, a, st.sigmas, positive,
-                       negative=negative if st.guided else None, guidance=guidance if st.guided else None,
-                       sampler=st.sampler, res2s_noise=sde_noise, on_step=lambda i, n, _n=name: progress(_n, i, n))
-        video_lat, audio_lat = v.grid_latent(), a.grid_latent()
-        mx.eval(video_lat, audio_lat)
-        stage_latents.append((video_lat, audio_lat))
-        done(name, t0)
-    video = audio = rate = None
+        with meter.phase(f"stage{k}"):
+            latents = denoise_stage(c, s, st, f"stage{k}", prepared, positive, negative, noise, latents, progress)
+        stage_latents.append(latents)
+    res = GenerationResult(None, fps=s.fps, latents=latents[0], audio_latents=latents[1],
+                           params={**s.params(), "images": [im.params() for im in images]}, stage_latents=stage_latents)
     if decode:
-        t0 = time.perf_counter()
-        video = c.video_vae.decode_tiled(video_lat)
-        mx.eval(video)
-        done("decode_video", t0)
+        with meter.phase("decode_video"):
+            res.frames = to_uint8(np.array(decode_video(c, latents[0])[0]))
         progress("decode_video", 1, 1)
-    if decode and decode_audio and c.audio_decoder is not None and c.vocoder is not None:
-        t0 = time.perf_counter()
-        audio = c.vocoder(c.audio_decoder(audio_lat))[0]
-        rate = c.vocoder.sample_rate
-        mx.eval(audio)
-        done("decode_audio", t0)
-        progress("decode_audio", 1, 1)
-    return LTX2Result(video, audio, rate, video_lat, audio_lat, stage_latents, timings, overall, peaks)
+        if decode_audio and c.audio_decoder is not None and c.vocoder is not None:
+            with meter.phase("decode_audio"):
+                res.audio, res.sample_rate = decode_waveform(c, latents[1])
+            progress("decode_audio", 1, 1)
+    return meter.fill(res)
+
