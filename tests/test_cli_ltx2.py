@@ -242,15 +242,9 @@ def text(model_dir):
     return cfg, loading.encode_text(model_dir, cfg, "a cat", P.DEFAULT_NEGATIVE_PROMPT)
 
 
-TWO_STAGE_LORA = pytest.mark.xfail(strict=True, reason="the two-stage dev pipelines merge the distilled LoRA into "
-                                   "the stage-1 transformer in place on every call (issue 10); concepts' fix")
-
-
-@pytest.mark.parametrize("pipeline,lora", [
-    ("distilled", None), ("dev", None),
-    pytest.param("dev-two-stage", None, marks=TWO_STAGE_LORA),
-    pytest.param("dev-two-stage-hq", None, marks=TWO_STAGE_LORA),
-    ("dev-two-stage", 0.0), ("dev-two-stage-hq", 0.0)])  # without the LoRA: the rest of the two-stage path
+@pytest.mark.parametrize("pipeline,lora", [  # two-stage: with the distilled LoRA (merged twice before the fix) and
+    ("distilled", None), ("dev", None), ("dev-two-stage", None), ("dev-two-stage-hq", None),  # without it
+    ("dev-two-stage", 0.0), ("dev-two-stage-hq", 0.0)])
 def test_two_generations_in_one_process_are_identical(pipeline, lora, model_dir, text):
     cfg, (pos, neg) = text
     tiny = None if pipeline == "distilled" else {"stg_blocks": (1,)}

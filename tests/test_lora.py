@@ -472,7 +472,7 @@ def test_two_stage_ltx_generations_repeat(pipeline, strengths, tmp_path, monkeyp
     """Two generations in one process from one load give the same latents: the distilled LoRA is
     merged from the stored weights at each stage's strength, never on top of the previous merge."""
     from mlx_video.ltx2 import loading as L
-    from mlx_video.ltx2.pipelines import Settings, generate
+    from mlx_video.ltx2.pipelines import LTXSettings, generate
     from tests.helpers import ASSETS
 
     monkeypatch.setenv("MLX_VIDEO_CACHE", str(tmp_path))
@@ -480,7 +480,9 @@ def test_two_stage_ltx_generations_repeat(pipeline, strengths, tmp_path, monkeyp
     cfg = L.read_config(model_dir)
     pos, neg = L.encode_text(model_dir, cfg, "a cat", "blurry")
     comps = L.load_components(model_dir, cfg, pipeline, strengths, need_encoder=False)
-    s = Settings(pipeline, 128, 128, 9, 24.0, steps=1, seed=3)
+    blocks = {"stg_blocks": (1,)}  # the tiny transformer has 2 blocks
+    s = LTXSettings(pipeline, height=128, width=128, num_frames=9, steps=1, video_guidance=blocks,
+                    audio_guidance=blocks, seed=3)
     runs = [generate(comps, s, pos, neg, decode=False) for _ in range(3)]
     for r in runs[1:]:
         for (v0, a0), (v, a) in zip(runs[0].stage_latents, r.stage_latents):
