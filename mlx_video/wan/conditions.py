@@ -212,3 +212,102 @@ def one_frame_condition(vae, controls: Sequence[np.ndarray], spec: OneFrameSpec)
     mx.eval(z)
     m = mx.broadcast_to(mx.array(mask, mx.float32)[:, None], (len(mask), 4))
     return ChannelCondition(m[None, :, None, None, :], z)
+
+
+# ----------------------------------------------------------------------------- anchors at any frame (TI2V-5B)
+
+
+@dataclass(frozen=True)
+class AnchorImage:
+    """One ``--images`` entry: ``PATH``, ``PATH@FRAME`` or ``PATH@FRAME:STRENGTH``.
+
+    frame: pixel frame index (negative counts from the end: -1 is the last frame), or None for a plain
+    path, which goes to the next latent frame in list order (mi2v: the i-th plain image at latent frame i).
+    strength in [0, 1]: 1 anchors fully (timestep 0 on its tokens), 0 is no anchor (see ``LatentAnchor``).
+    """
+
+    path: Path
+    frame: int | None = None
+    strength: float = 1.0
+
+    @classmethod
+    def parse(cls, spec: str | Path) -> "AnchorImage":
+        """Parse one entry; a spec that names an existing file is a plain path even if it holds '@'.
+        Raises ValueError (one line, naming the spec) for a frame that is not an integer or a strength
+        that is not a number in [0, 1]."""
+        text = str(spec)
+        path, at, rest = text.rpartition("@")
+        if Path(text).is_file() or not at:
+            return cls(Path(text))
+        frame, colon, strength = rest.partition(":")
+        try:
+            f = int(frame)
+        except ValueError:
+            raise ValueError(f"image {text!r}: expected PATH@FRAME[:STRENGTH] with an integer pixel frame, "
+                             f"got {frame!r}") from None
+        s = 1.0
+        if colon:
+            try:
+                s = float(strength)
+            except ValueError:
+                s = math.nan
+            if not 0.0 <= s <= 1.0:
+                raise ValueError(f"image {text!r}: anchor strength must be a number in [0, 1], got {strength!r}")
+        return cls(Path(path), f, s)
+
+
+def latent_frame_of(pixel_frame: int, frame_num: int, temporal_stride: int = 4) -> int:
+    """The latent frame holding pixel frame ``pixel_frame`` of a ``frame_num`` = 4k+1 frame video.
+
+    Negative indices count from the end (-1 = frame_num - 1). The causal VAE's 4x temporal stride makes
+    latent 0 pixel frame 0 alone and latent j >= 1 pixel frames 4j-3 .. 4j, so pixel f > 0 is latent
+    ``(f - 1) // 4 + 1``. Raises ValueError for a frame outside 0..frame_num-1.
+    """
+    f = pixel_frame + frame_num if pixel_frame < 0 else pixel_frame
+    if not 0 <= f < frame_num:
+        raise ValueError(f"pixel frame {pixel_frame} is outside the video (frames 0..{frame_num - 1}, or -1.."
+                         f"-{frame_num} from the end, for frame_num {frame_num})")
+    return 0 if f == 0 else (f - 1) // temporal_stride + 1
+
+
+def place_anchors(specs: Sequence[AnchorImage], frame_num: int, temporal_stride: int = 4) -> list[int]:
+    """Latent frame of each anchor image: ``latent_frame_of`` its pixel frame, or for a plain path its
+    position in the list (mi2v). Raises ValueError (one line) for a frame outside the video or two images
+    on one latent frame."""
+    out, owner = [], {}
+    for i, a in enumerate(specs):
+        if a.frame is None:
+            j = i
+            if j >= check_frame_num(frame_num, temporal_stride):
+                raise ValueError(f"image {a.path}: latent frame {j} is outside the video's "
+                                 f"{check_frame_num(frame_num, temporal_stride)} latent frames")
+        else:
+            try:
+                j = latent_frame_of(a.frame, frame_num, temporal_stride)
+            except ValueError as e:
+                raise ValueError(f"image {a.path}@{a.frame}: {e}") from None
+        if j in owner:
+            raise ValueError(f"images {owner[j]} and {a.path} fall on one latent frame {j} (each latent frame "
+                             f"covers 4 pixel frames: latent j >= 1 holds frames 4j-3..4j); move one of them")
+        owner[j] = a.path
+        out.append(j)
+    return out
+
+
+def encode_anchor_at(vae, image: np.ndarray, latent_frame: int, group: bool = True) -> mx.array:
+    """The VAE latent [1, 1, h, w, z] of ``image`` [H, W, 3] in [-1, 1] anchored at ``latent_frame``.
+
+    Latent frame 0 (or ``group`` False): the image encoded alone as a one-frame video, as the official
+    TI2V (a lone first frame is what the causal VAE sees at frame 0). Latent frame j >= 1 with ``group``:
+    the latent of a still segment at that position: the image repeated 5 times (1 + one 4-frame group)
+    is encoded and its second latent kept, so the anchor is a 4-frame group the causal VAE encoded after
+    a frame of the same image, and it decodes to (about) 4 copies of the image rather than the flicker a
+    first-frame latent gives in a 4-frame slot.
+    """
+    x = mx.array(image)[None, None]
+    if latent_frame == 0 or not group:
+        z = vae.encode(x)
+    else:
+        z = vae.encode(mx.repeat(x, 1 + vae.stride[0], axis=1))[:, 1:2]
+    mx.eval(z)
+    return z

@@ -34,16 +34,19 @@ from ..result import GenerationResult, Meter, check_finite
 from ..sampling.solvers import FlowEuler, make_solver
 from .conditions import (
     ROPE_ROWS,
+    AnchorImage,
     OneFrameSpec,
     check_frame_num,
     check_size,
-    encode_anchor_images,
+    encode_anchor_at,
+    encode_anchor_images,  # noqa: F401  (re-exported for the mi2v tests)
     encode_clip,
     encode_frames,
     first_last_pixels,
     i2v_size,
     one_frame_condition,
     output_size,
+    place_anchors,
     prepare_images,
 )
 from .config import TASKS, WanTask, parse_size
@@ -256,9 +259,12 @@ class WanSettings:
     """Everything one Wan run is asked to do; ``None`` means the task's official default (``config.TASKS``).
 
     task: a key of ``config.TASKS``. images: file paths, by task: t2v none; ti2v-5B 0..1 and mi2v-5B 1..N
-    latent anchors (cover-resized to the size chosen from the first); i2v-* the first frame; flf2v-* the first
-    and the last frame; one-frame: the CLIP image(s) (start [, end]). size: "W*H" in pixels; with images, the
-    output's maximum area (the aspect follows the first image). frame_num: 4k+1 pixel frames (1 with
+    latent anchors (cover-resized to the size chosen from the first), each ``PATH`` (the i-th at latent frame
+    i, encoded alone) or ``PATH@FRAME[:STRENGTH]``: pixel frame FRAME (negative from the end) at latent frame
+    0 for frame 0, else ``(FRAME - 1) // 4 + 1`` (encoded as a 4-frame still group, ``encode_anchor_at``),
+    strength in [0, 1] (per-token timestep ``(1 - strength)·t``; 0 = no anchor); i2v-* the first frame;
+    flf2v-* the first and the last frame; one-frame: the CLIP image(s) (start [, end]). size: "W*H" in pixels;
+    with images, the output's maximum area (the aspect follows the first image). frame_num: 4k+1 pixel frames (1 with
     ``one_frame``). sample_steps >= 1, sample_shift > 0 (flow shift), guide_scale: the CFG scale, one finite
     number or (low-noise, high-noise) for the two A14B experts. solver: "unipc" | "dpm++" | "euler". fps: output
     frames per second. seed: any integer, reduced mod 2**32 (``checks.seed``); None draws one at random (kept
@@ -310,13 +316,29 @@ class WanSettings:
         frame_num, T = self._frames(tk, one, len(images))
         size = self.size or tk.size
         self._check_size(tk, size, T, bool(images))
-        for p in images + controls:
+        for p in self._image_paths(tk, frame_num, images) + controls:
             load_image(p)
         seed = secrets.randbelow(2**32) if self.seed is None else checks.seed(self.seed)
         return replace(self, images=images, control_images=controls, one_frame=one, frame_num=frame_num, size=size,
                        sample_steps=self._steps(tk), sample_shift=self._shift(tk, size, one), solver=self._solver(tk),
                        guide_scale=self._guide(tk), negative_prompt=self.negative_prompt or tk.neg_prompt,
                        fps=self._fps(tk), seed=seed)
+
+    def anchor_images(self) -> list[AnchorImage]:
+        """The TI2V anchor entries of ``images`` parsed (``PATH[@FRAME[:STRENGTH]]``, see AnchorImage)."""
+        return [AnchorImage.parse(p) for p in self.images]
+
+    def _image_paths(self, tk: WanTask, frame_num: int, images: tuple) -> tuple:
+        """The image files; for TI2V anchors the ``@FRAME[:STRENGTH]`` entries are parsed and placed (ValueError
+        for a frame outside the video or two images on one latent frame), elsewhere refused."""
+        anchors = [AnchorImage.parse(p) for p in images]
+        placed = [a for a in anchors if a.frame is not None or a.strength != 1.0]
+        if tk.images in ("optional", "many"):
+            place_anchors(anchors, frame_num)
+        elif placed:
+            raise ValueError(f"image {placed[0].path}@{placed[0].frame}: frame positions and strengths "
+                             f"(PATH@FRAME[:STRENGTH]) are for the TI2V-5B anchors (ti2v-5B, mi2v-5B), not {tk.name}")
+        return tuple(a.path for a in anchors)
 
     def _check_kinds(self) -> None:
         for name in ("images", "control_images"):
@@ -423,6 +445,13 @@ class WanPlan:
     shape: tuple[int, int, int, int, int]
     pixels: list[np.ndarray]
     controls: list[np.ndarray]
+
+    def anchors(self) -> list[tuple[int, float, bool]]:
+        """TI2V anchors: (latent frame, strength, encoded as a 4-frame group) per image (``place_anchors``;
+        plain mi2v paths keep the lone first-frame encode at every latent frame, docs/wan.md 9)."""
+        specs = self.settings.anchor_images()
+        frames = place_anchors(specs, self.settings.frame_num)
+        return [(j, a.strength, a.frame is not None) for a, j in zip(specs, frames)]
 
     @property
     def task(self) -> WanTask:
@@ -628,9 +657,10 @@ class WanPipeline:
                 pix.append(to_array(load_image(s.images[1])))  # musubi: end image for CLIP, as given
             width, height = i2v_size((pix[0].shape[1], pix[0].shape[0]), math.prod(parse_size(s.size)), vs, 2)
         else:
-            first = load_image(s.images[0]).size if s.images else None
+            paths = [a.path for a in s.anchor_images()]
+            first = load_image(paths[0]).size if paths else None
             width, height = output_size(tk, s.size, first, vs * 2)
-            pix = prepare_images(s.images, width, height)
+            pix = prepare_images(paths, width, height)
         T = len(one.positions) if one is not None else check_frame_num(s.frame_num, 4)
         check_grid(width, height, T, vs * 2)
         controls = prepare_images(s.control_images, width, height) if one is not None else []
@@ -659,7 +689,9 @@ class WanPipeline:
         tk, pix, c = plan.task, plan.pixels, Conditions(context, clip_fea=clip_fea)
         W, H = plan.width, plan.height
         if tk.images in ("optional", "many") and pix:
-            c.mask, c.clean = anchor_arrays([LatentAnchor(encode_anchor_images(self.vae, pix), 0)], plan.shape)
+            anchors = [LatentAnchor(encode_anchor_at(self.vae, im, j, group), j, strength)
+                       for im, (j, strength, group) in zip(pix, plan.anchors())]
+            c.mask, c.clean = anchor_arrays(anchors, plan.shape)
         elif plan.one_frame is not None:
             c.cond = one_frame_condition(self.vae, plan.controls, plan.one_frame)
         elif pix:
