@@ -46,8 +46,9 @@ def generate(
     prompt: str = typer.Option("", "--prompt"),
     negative_prompt: Optional[str] = typer.Option(None, "--negative_prompt", "--negative-prompt"),
     image: Optional[Path] = typer.Option(None, "--image", help="first frame (ti2v-5B, i2v-*)"),
-    images: Optional[list[Path]] = typer.Option(None, "--images", help="anchor images (mi2v-5B, ti2v-5B): PATH, or PATH@FRAME[:STRENGTH] at a pixel frame "
-                                               "(negative from the end), strength 0..1"),
+    images: Optional[list[Path]] = typer.Option(None, "--images",
+                                                help="anchor images (mi2v-5B, ti2v-5B): PATH, or PATH@FRAME[:STRENGTH] "
+                                                     "at a pixel frame (negative from the end), strength 0..1"),
     first_frame: Optional[Path] = typer.Option(None, "--first_frame", "--first-frame", help="flf2v-*: first frame"),
     last_frame: Optional[Path] = typer.Option(None, "--last_frame", "--last-frame", help="flf2v-*: last frame"),
     bidirectional_sampling: bool = typer.Option(False, "--bidirectional_sampling", "--bidirectional-sampling",
