@@ -63,6 +63,10 @@ def generate(
     image_path: Optional[Path] = typer.Option(None, "--image_path", "--image-path", help="one-frame: CLIP start image"),
     end_image_path: Optional[Path] = typer.Option(None, "--end_image_path", "--end-image-path",
                                                   help="one-frame flf2v-14B: CLIP end image"),
+    video: Optional[Path] = typer.Option(None, "--video", help="video to video (SDEdit): the input video (t2v, "
+                                         "ti2v-5B, mi2v-5B); frames and size from it unless --frame_num / --size"),
+    strength: Optional[float] = typer.Option(None, "--strength", help="video to video: 0 keeps the input (VAE round "
+                                             "trip), 1 ignores it (plain generation); default 0.8"),
     output_type: Optional[str] = typer.Option(None, "--output_type", "--output-type",
                                               help="video | images | latent_images (also saves the latent)"),
     size: Optional[str] = typer.Option(None, "--size", help="W*H; with images the max area"),
@@ -128,7 +132,7 @@ def generate(
             sample_steps=sample_steps, sample_shift=sample_shift, guide_scale=parse_guide(sample_guide_scale),
             solver=sample_solver, fps=fps, seed=None if drawn else seed,
             bidirectional=bidirectional_mode if bidirectional_sampling else None, one_frame=one_frame_inference,
-            control_images=controls).validate()
+            control_images=controls, video=video, strength=strength).validate()
         if sp is not None:
             settings = replace(settings, seed=sp.same(settings.seed))
         for spec in (s for v in loras.values() for s in v):

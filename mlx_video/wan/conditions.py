@@ -311,3 +311,52 @@ def encode_anchor_at(vae, image: np.ndarray, latent_frame: int, group: bool = Tr
         z = vae.encode(mx.repeat(x, 1 + vae.stride[0], axis=1))[:, 1:2]
     mx.eval(z)
     return z
+
+
+# ----------------------------------------------------------------------------- video to video (SDEdit)
+
+
+def _open_video(path: str | Path):
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"video not found: {path}")
+    try:
+        c = av.open(str(path))
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise ValueError(f"cannot read video {path}: {e}") from None
+    if not c.streams.video:
+        c.close()
+        raise ValueError(f"{path} has no video stream")
+    return c
+
+
+def read_video(path: str | Path, width: int | None = None, height: int | None = None,
+               max_frames: int | None = None) -> tuple[np.ndarray | None, int, tuple[int, int]]:
+    """Decode a video file with PyAV: (frames, frame count, (width, height) of the file).
+
+    Without ``width``/``height`` only counts (frames is None). With them, the first ``max_frames`` (all if
+    None) frames are LANCZOS cover-resized and center-cropped to (width, height), as the TI2V images
+    (``prepare_images``): float32 [F, height, width, 3] in [-1, 1]. Raises ValueError (one line, the path)
+    for a missing or unreadable file, no video stream or no frames.
+    """
+    import av
+    from PIL import Image
+
+    out, n, wh = [], 0, None
+    with _open_video(path) as c:
+        try:
+            for frame in c.decode(c.streams.video[0]):
+                if max_frames is not None and n >= max_frames:
+                    break
+                wh = (frame.width, frame.height)
+                if width is not None:
+                    im = Image.fromarray(frame.to_ndarray(format="rgb24"))
+                    out.append(to_array(cover_resize_crop(im, width, height)))
+                n += 1
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise ValueError(f"cannot decode video {path}: {e}") from None
+    if n == 0:
+        raise ValueError(f"video {path} has no frames")
+    return (np.stack(out) if out else None), n, wh

@@ -31,7 +31,7 @@ from ..distributed import SequenceParallel, on_root
 from ..io.images import bicubic_resize, load_image, to_array, to_uint8
 from ..io.weights import WeightsError, load_safetensors, load_strict, quantize_linears, read_folder_config
 from ..result import GenerationResult, Meter, check_finite
-from ..sampling.solvers import FlowEuler, make_solver
+from ..sampling.solvers import FlowEuler, FlowSolver, make_solver
 from .conditions import (
     ROPE_ROWS,
     AnchorImage,
@@ -48,6 +48,7 @@ from .conditions import (
     output_size,
     place_anchors,
     prepare_images,
+    read_video,
 )
 from .config import TASKS, WanTask, parse_size
 
@@ -198,6 +199,28 @@ def _nan_hint(model, guide_scale: float) -> str:
             f"{dtype or 'compute'} dtype (try float32)")
 
 
+def sdedit_start(strength: float, steps: int) -> int:
+    """First step index of an SDEdit run at ``strength`` S in [0, 1]: ``int((1 − S)·steps)`` (a 1e-6 tolerance
+    keeps float rounding from losing a step, e.g. S = 0.9 of 10 steps starts at 1). S = 1 runs every step,
+    S = 0 none. diffusers' video-to-video pipelines use ``steps − int(S·steps)``: the same for integer S·steps."""
+    return min(steps, int(math.floor((1.0 - strength) * steps + 1e-6)))
+
+
+def sdedit(solver: FlowSolver, strength: float, clean: mx.array, noise: mx.array) -> tuple[mx.array, FlowSolver]:
+    """Video to video (SDEdit, flow matching): the input video's latent ``clean`` [1, T, h, w, C] noised to the
+    schedule's sigma at ``k = sdedit_start(strength, N)``: ``x = (1 − σ_k)·clean + σ_k·noise``, and a fresh solver
+    of the same kind over the remaining grid (timesteps[k:], sigmas[k:]; a multistep solver warms up again, as
+    diffusers' schedulers do from their begin index). k = 0 returns ``noise`` itself and the solver unchanged:
+    plain generation, which the references start from pure noise at sigmas[0] (0.999 on Wan's UniPC grid).
+    k = N returns ``clean`` (σ_N = 0) and a solver of no steps."""
+    k = sdedit_start(strength, solver.num_steps)
+    if k == 0:
+        return noise, solver
+    sigma = float(solver.sigmas[k])
+    x = (1.0 - sigma) * clean.astype(mx.float32) + sigma * noise
+    return x, type(solver)(solver.timesteps[k:], solver.sigmas[k:])
+
+
 # ----------------------------------------------------------------------------- pipeline
 
 
@@ -273,6 +296,10 @@ class WanSettings:
     ``skip_redundant`` uses the forward pass for the faithful backward one (proven equal, see README).
     one_frame: musubi one-frame inference, "control_index=0;2,target_index=1" or an OneFrameSpec, with
     ``control_images`` (one per control index). batch_cfg: run the CFG branches as one batch of 2.
+    video: an input video for video to video (SDEdit, ``sdedit``; t2v / ti2v / mi2v on the 5B, the Wan2.1 and
+    A14B t2v tasks), read with PyAV and cover-resized to the size; frame_num defaults to its largest 4k+1
+    prefix, size (without images) to its own W*H floored to the VAE stride x patch. strength: SDEdit strength
+    in [0, 1] (default 0.8, diffusers' default): 1 = plain generation, 0 = the input's VAE round trip.
 
     ``validate()`` checks every value (and opens every image) before any model loads.
     """
@@ -294,6 +321,8 @@ class WanSettings:
     one_frame: str | OneFrameSpec | None = None
     control_images: Sequence[str | Path] = ()
     batch_cfg: bool = True
+    video: str | Path | None = None
+    strength: float | None = None
 
     @property
     def preset(self) -> WanTask:
@@ -313,8 +342,12 @@ class WanSettings:
             raise ValueError(f"bidirectional must be 'faithful' or 'reverse', got {self.bidirectional!r}")
         if self.bidirectional and (tk.images != "first_last" or one is not None):
             raise ValueError("bidirectional sampling is for the flf2v tasks (first and last frame)")
-        frame_num, T = self._frames(tk, one, len(images))
-        size = self.size or tk.size
+        src = self._video_source(tk, one)
+        frame_num, T = self._frames(tk, one, len(images), None if src is None else (src[0] - 1) // 4 * 4 + 1)
+        if src is not None and frame_num > src[0]:
+            raise ValueError(f"video {self.video} has {src[0]} frames; frame_num {frame_num} needs at least as many")
+        m = (16 if tk.vae == "2.2" else 8) * 2
+        size = self.size or (f"{src[1][0] // m * m}*{src[1][1] // m * m}" if src and not images else tk.size)
         self._check_size(tk, size, T, bool(images))
         for p in self._image_paths(tk, frame_num, images) + controls:
             load_image(p)
@@ -322,7 +355,24 @@ class WanSettings:
         return replace(self, images=images, control_images=controls, one_frame=one, frame_num=frame_num, size=size,
                        sample_steps=self._steps(tk), sample_shift=self._shift(tk, size, one), solver=self._solver(tk),
                        guide_scale=self._guide(tk), negative_prompt=self.negative_prompt or tk.neg_prompt,
-                       fps=self._fps(tk), seed=seed)
+                       fps=self._fps(tk), seed=seed, strength=None if src is None else self._strength())
+
+    def _video_source(self, tk: WanTask, one: OneFrameSpec | None) -> tuple[int, tuple[int, int]] | None:
+        """(frame count, (width, height)) of the input video, or None without one; ValueError for a task that
+        does not take one, a strength without a video, or an unreadable file."""
+        if self.video is None:
+            if self.strength is not None:
+                raise ValueError("strength is the video-to-video (SDEdit) strength: give a video too")
+            return None
+        if tk.images not in ("none", "optional", "many") or one is not None:
+            raise ValueError(f"video to video is for the t2v tasks and ti2v-5B / mi2v-5B, not {tk.name}"
+                             f"{' with one-frame inference' if one is not None else ''}")
+        self._strength()
+        _, n, wh = read_video(self.video)
+        return n, wh
+
+    def _strength(self) -> float:
+        return 0.8 if self.strength is None else checks.finite("strength", self.strength, 0.0, 1.0)
 
     def anchor_images(self) -> list[AnchorImage]:
         """The TI2V anchor entries of ``images`` parsed (``PATH[@FRAME[:STRENGTH]]``, see AnchorImage)."""
@@ -348,11 +398,14 @@ class WanSettings:
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
 
-    def _frames(self, tk: WanTask, one: OneFrameSpec | None, n_images: int) -> tuple[int, int]:
-        """(pixel frames, latent frames T), checked against the RoPE table and the images to place."""
+    def _frames(self, tk: WanTask, one: OneFrameSpec | None, n_images: int,
+                default: int | None = None) -> tuple[int, int]:
+        """(pixel frames, latent frames T), checked against the RoPE table and the images to place; ``default``
+        replaces the task's frame count (the input video's)."""
         if one is not None and self.frame_num not in (None, 1):
             raise ValueError(f"one-frame inference makes one frame; frame_num {self.frame_num} cannot be taken")
-        frame_num = 1 if one is not None else tk.frame_num if self.frame_num is None else self.frame_num
+        default = tk.frame_num if default is None else default
+        frame_num = 1 if one is not None else default if self.frame_num is None else self.frame_num
         T = check_frame_num(checks.positive_int("frame_num", frame_num))
         T = len(one.positions) if one is not None else T
         if T > ROPE_ROWS:
@@ -445,6 +498,7 @@ class WanPlan:
     shape: tuple[int, int, int, int, int]
     pixels: list[np.ndarray]
     controls: list[np.ndarray]
+    video: np.ndarray | None = None
 
     def anchors(self) -> list[tuple[int, float, bool]]:
         """TI2V anchors: (latent frame, strength, encoded as a 4-frame group) per image (``place_anchors``;
@@ -486,6 +540,8 @@ class WanPlan:
                  sample_solver=s.solver, seed=s.seed, fps=s.fps)
         if s.bidirectional:
             p["bidirectional_sampling"] = s.bidirectional
+        if s.video is not None:
+            p.update(video=str(s.video), strength=s.strength)
         if s.one_frame is not None:
             p.update(one_frame_inference=dict(control_index=list(s.one_frame.control_index),
                                               target_index=s.one_frame.target_index),
@@ -497,13 +553,15 @@ class WanPlan:
 class Conditions:
     """What the prepare stage hands to the denoiser: text ``context`` [cond [n, 4096], uncond [m, 4096]];
     TI2V anchors ``mask``/``clean`` (``anchor_arrays``) or None; I2V/FLF2V/one-frame channels ``cond``
-    (a ChannelCondition) or None; Wan2.1 CLIP tokens ``clip_fea`` [1, 257·k, 1280] or None."""
+    (a ChannelCondition) or None; Wan2.1 CLIP tokens ``clip_fea`` [1, 257·k, 1280] or None; the input video's
+    VAE latent ``video_latent`` [1, T, h, w, C] float32 (video to video) or None."""
 
     context: list
     mask: mx.array | None = None
     clean: mx.array | None = None
     cond: object = None
     clip_fea: mx.array | None = None
+    video_latent: mx.array | None = None
 
 
 class WanPipeline:
@@ -664,7 +722,11 @@ class WanPipeline:
         T = len(one.positions) if one is not None else check_frame_num(s.frame_num, 4)
         check_grid(width, height, T, vs * 2)
         controls = prepare_images(s.control_images, width, height) if one is not None else []
-        return WanPlan(s, width, height, (1, T, height // vs, width // vs, self.latent_channels), pix, controls)
+        video = read_video(s.video, width, height, s.frame_num)[0] if s.video is not None else None
+        if video is not None and len(video) < s.frame_num:
+            raise ValueError(f"video {s.video} decoded to {len(video)} frames, fewer than frame_num {s.frame_num}")
+        shape = (1, T, height // vs, width // vs, self.latent_channels)
+        return WanPlan(s, width, height, shape, pix, controls, video)
 
     def encode_text(self, plan: WanPlan, context: Sequence[mx.array] | None = None) -> list[mx.array]:
         """UMT5 embeddings [cond [n, 4096], uncond [m, 4096]] of the prompt and the negative prompt
@@ -685,7 +747,7 @@ class WanPipeline:
     def encode_images(self, plan: WanPlan, context: list, clip_fea: mx.array | None = None) -> Conditions:
         """The image conditions, by task: TI2V/mi2v latent anchors; I2V/FLF2V ``y`` channels of the
         bicubic-resized first (and last) frame; one-frame control slots; Wan2.1 CLIP tokens (``clip_fea`` when
-        injected)."""
+        injected); the input video's latent (video to video)."""
         tk, pix, c = plan.task, plan.pixels, Conditions(context, clip_fea=clip_fea)
         W, H = plan.width, plan.height
         if tk.images in ("optional", "many") and pix:
@@ -703,25 +765,31 @@ class WanPipeline:
             c.clip_fea = encode_clip(self.clip, pix)
             if self.offload:
                 self.free("clip")
+        if plan.video is not None:
+            c.video_latent = self.vae.encode(mx.array(plan.video)[None])
+            mx.eval(c.video_latent)
         return c
 
     def denoise(self, plan: WanPlan, c: Conditions, noise: mx.array | None = None,
                 progress: Progress | None = None) -> mx.array:
-        """Seeded (or injected) noise, anchored, through every step; the A14B experts take their runs of steps
+        """Seeded (or injected) noise (video to video: the video's latent noised to the start step's sigma and only
+        the remaining steps, ``sdedit``), anchored, through every step; the A14B experts take their runs of steps
         (``expert_segments``), each with its guide scale; WanFM adds the backward pass. Returns the final latent
         [1, T, h, w, C] float32 (one-frame: the target slot only); frees the DiT(s) after, with offload."""
         s, one = plan.settings, plan.one_frame
         if noise is None:
             noise = mx.random.normal(plan.shape, dtype=mx.float32, key=mx.random.key(s.seed))
-        latent = noise.astype(mx.float32)
+        latent, sched = noise.astype(mx.float32), plan.solver()
+        if c.video_latent is not None:
+            latent, sched = sdedit(sched, s.strength, c.video_latent, latent)
         if c.mask is not None:
             latent = blend_clean(latent, c.mask, c.clean)
         y = c.cond.y() if c.cond is not None else None
         y_rev = c.cond.flip_time().y() if c.cond is not None and s.bidirectional else None
         T, h, w = plan.shape[1:4]
         grid, t_pos = (T, h // 2, w // 2), (one.positions if one is not None else None)
-        (g_low, g_high), sched = plan.guide, plan.solver()
-        for name, a, b in expert_segments(sched.timesteps, plan.task.boundary):
+        (g_low, g_high) = plan.guide
+        for name, a, b in expert_segments(sched.timesteps, plan.task.boundary) if sched.num_steps else ():
             dit = self.model(name)
             ctx = dit.embed_text([x.astype(self.dtype) for x in c.context])
             img = dit.embed_image(c.clip_fea.astype(self.dtype)) if c.clip_fea is not None else None
