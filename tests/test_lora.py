@@ -272,7 +272,7 @@ def test_malformed_loras_are_errors(ref):
     model = wan_model(sd)
     one = write(random_lora(sd, seed=7, targets=["blocks.0.self_attn.q"]), "original", None)
     _raises(model, {k: v for k, v in one.items() if "lora_up" not in k}, "without both down", "lora_down")
-    _raises(model, {**one, "blocks.0.norm3.diff": mx.zeros((32,))}, "not LoRA", "blocks.0.norm3.diff")
+    _raises(model, {**one, "blocks.0.norm3.dora_scale": mx.zeros((32,))}, "not LoRA", "blocks.0.norm3.dora_scale")
     _raises(model, {**one, "blocks.0.self_attn.q.lora_A.weight": mx.zeros((RANK, 32))}, "blocks.0.self_attn.q")
     wrong_rank = dict(one, **{"blocks.0.self_attn.q.lora_up.weight": mx.zeros((32, RANK + 1))})
     _raises(model, wrong_rank, "blocks.0.self_attn.q", "(32, 5)")

@@ -67,6 +67,8 @@ def generate(
                                          "ti2v-5B, mi2v-5B); frames and size from it unless --frame_num / --size"),
     strength: Optional[float] = typer.Option(None, "--strength", help="video to video: 0 keeps the input (VAE round "
                                              "trip), 1 ignores it (plain generation); default 0.8"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="few-step LoRA recipe: lightx2v-4step (Wan2.1 "
+                                         "distill) | lightx2v-a14b-4step (Wan2.2 A14B): steps, guide 1, shift, solver"),
     output_type: Optional[str] = typer.Option(None, "--output_type", "--output-type",
                                               help="video | images | latent_images (also saves the latent)"),
     size: Optional[str] = typer.Option(None, "--size", help="W*H; with images the max area"),
@@ -74,7 +76,7 @@ def generate(
     sample_steps: Optional[int] = typer.Option(None, "--sample_steps", "--sample-steps"),
     sample_shift: Optional[float] = typer.Option(None, "--sample_shift", "--sample-shift"),
     sample_solver: Optional[str] = typer.Option(None, "--sample_solver", "--sample-solver",
-                                                help="unipc | dpm++ | euler"),
+                                                help="unipc | dpm++ | euler | lightx2v | lightx2v-euler"),
     sample_guide_scale: Optional[str] = typer.Option(None, "--sample_guide_scale", "--sample-guide-scale",
                                                      help="a number, or LOW,HIGH for the A14B experts"),
     seed: Optional[int] = typer.Option(None, "--base_seed", "--seed",
@@ -132,7 +134,7 @@ def generate(
             sample_steps=sample_steps, sample_shift=sample_shift, guide_scale=parse_guide(sample_guide_scale),
             solver=sample_solver, fps=fps, seed=None if drawn else seed,
             bidirectional=bidirectional_mode if bidirectional_sampling else None, one_frame=one_frame_inference,
-            control_images=controls, video=video, strength=strength).validate()
+            control_images=controls, video=video, strength=strength, recipe=preset).validate()
         if sp is not None:
             settings = replace(settings, seed=sp.same(settings.seed))
         for spec in (s for v in loras.values() for s in v):

@@ -6,7 +6,10 @@ Formats understood (per key, so one file may mix them):
   / ``.alpha``;
 * diffusers / PEFT: ``[prefix.]<module>.lora_A.weight`` / ``.lora_B.weight`` (``.alpha`` optional);
 * original-key: ``[prefix.]<module>.lora_down.weight`` / ``.lora_up.weight`` (``.alpha`` optional);
-* our own layer names: ``<layer>.lora_A`` / ``.lora_B`` (:data:`OWN_NAMES`, a converted LTX-2 distilled LoRA).
+* our own layer names: ``<layer>.lora_A`` / ``.lora_B`` (:data:`OWN_NAMES`, a converted LTX-2 distilled LoRA);
+* full-tensor diffs (lightx2v / ComfyUI, in the few-step distillation LoRAs): ``<module>.diff`` added to
+  ``<module>.weight`` (norm scales, ``head.head``), ``<module>.diff_b`` to ``<module>.bias``, ``<module>.diff_m``
+  to ``<module>.modulation`` (lightx2v ``lora_loader.py``), each times the file's strength (no alpha).
 
 ``<module>`` may be in any naming a family's own ``sanitize`` knows; the family says which in a
 :class:`LoraKeyMap` kept beside its ``sanitize`` (``mlx_video.wan.transformer.lora_key_map``,
@@ -221,6 +224,73 @@ def resolve_lora(model: nn.Module, weights: Mapping[str, mx.array], key_map: Lor
 # ----------------------------------------------------------------------------- merge
 
 
+# ----------------------------------------------------------------------------- full-tensor diffs
+
+_DIFFS = {".diff_b": ".bias", ".diff_m": ".modulation", ".diff": ".weight"}
+
+
+def split_diffs(weights: Mapping[str, mx.array]) -> tuple[dict, dict]:
+    """(the LoRA down/up/alpha keys, the full-tensor ``.diff`` / ``.diff_b`` / ``.diff_m`` keys) of a file."""
+    diffs = {k: v for k, v in weights.items() if k.endswith(tuple(_DIFFS))}
+    return {k: v for k, v in weights.items() if k not in diffs}, diffs
+
+
+def _resolve_diff(key: str, w: mx.array, km: LoraKeyMap, layout: str, params: set):
+    """(our parameter name, the tensor in our layout) for diff ``key``; None if none; _SKIP if dropped."""
+    suffix = next(s for s in _DIFFS if key.endswith(s))
+    name = key[: -len(suffix)]
+    kohya = name.startswith(_KOHYA)
+    base = name[len(_KOHYA):] if kohya else name
+    strip = [p.replace(".", "_") if kohya else p for p in km.strip]
+    bases = [base] + [base[len(p):] for p in strip if base.startswith(p)]
+    hits, dropped = {}, False
+    for cand in (c for b in bases for c in (_kohya_candidates(b) if kohya else [b])):
+        mapped = km.sanitize({km.layouts[layout] + cand + _DIFFS[suffix]: w}, layout)
+        dropped = dropped or not mapped
+        hits.update({k: v for k, v in mapped.items() if k in params})
+    if len(hits) > 1:
+        raise WeightsError(f"LoRA diff {key!r} is ambiguous: {sorted(hits)}")
+    return next(iter(hits.items())) if hits else (_SKIP if dropped else None)
+
+
+def resolve_diffs(model: nn.Module, diffs: Mapping[str, mx.array], key_map: LoraKeyMap,
+                  what: str = "LoRA") -> dict[str, mx.array]:
+    """Map full-tensor diff keys (``split_diffs``) onto ``model``: ``{our parameter name: delta}``, under the first
+    layout of ``key_map`` where every key resolves. Raises WeightsError naming the keys that match no parameter
+    and the deltas whose shape is not the parameter's (a quantized linear weight: its dense (out, in))."""
+    if not diffs:
+        return {}
+    params = dict(tree_flatten(model.parameters()))
+    best = None
+    for layout in key_map.layouts:
+        found = {k: _resolve_diff(k, w, key_map, layout, set(params)) for k, w in diffs.items()}
+        missing = [k for k, t in found.items() if t is None]
+        if best is None or len(missing) < len(best[1]):
+            best = (found, missing)
+        if not missing:
+            break
+    found, missing = best
+    if missing:
+        raise WeightsError(f"{what}: {len(missing)} diff keys match no parameter of the model "
+                           f"(tried layouts {list(key_map.layouts)}): {_names(missing)}")
+    out = {}
+    for key, hit in found.items():
+        if hit is _SKIP:
+            continue
+        target, delta = hit
+        parent, _, leaf = target.rpartition(".")
+        layer = _module_at(model, parent) if parent else model
+        shape = (_linear_shape(layer) if leaf == "weight" and isinstance(layer, nn.QuantizedLinear)
+                 else tuple(params[target].shape))
+        if tuple(delta.shape) != shape:
+            raise WeightsError(f"{what}: diff {key} has shape {tuple(delta.shape)}, the parameter {target} {shape}")
+        out[target] = delta
+    return out
+
+
+# ----------------------------------------------------------------------------- merge
+
+
 def _module_at(model: nn.Module, path: str) -> nn.Module:
     m = model
     for p in path.split("."):
@@ -282,7 +352,9 @@ def merge_loras(model: nn.Module, loras: Sequence[tuple[Mapping[str, mx.array], 
     touches are left as they are. Each delta is built and added in float32, then cast to the layer's
     dtype (bf16 in production), one layer at a time (extra memory: one layer in float32).
     ``nn.QuantizedLinear`` layers are dequantized, merged and re-quantized with their own bits, group
-    size and mode; a zero total strength puts ``base`` back exactly.
+    size and mode; a zero total strength puts ``base`` back exactly. Full-tensor diffs (``.diff`` /
+    ``.diff_b`` / ``.diff_m``, :func:`resolve_diffs`) add ``strength * diff`` to their parameter the same way
+    (a diff on a linear weight joins that layer's LoRA delta).
 
     Everything is checked before any weight changes. Raises WeightsError for unmatched or non-LoRA
     keys (see :func:`resolve_lora`), a LoRA on a layer that is not linear (the Wan patch embedding is
@@ -291,11 +363,16 @@ def merge_loras(model: nn.Module, loras: Sequence[tuple[Mapping[str, mx.array], 
     strength.
     """
     plan: dict[str, list] = {}
+    diff_plan: dict[str, list] = {}
     for i, (weights, strength) in enumerate(loras):
         what = f"LoRA #{i + 1}"
         if not math.isfinite(float(strength)):
             raise ValueError(f"{what}: strength must be finite, got {strength}")
-        for target, (up, down, scale) in resolve_lora(model, weights, key_map, what).items():
+        weights, diffs = split_diffs(weights)
+        for target, delta in resolve_diffs(model, diffs, key_map, what).items():
+            diff_plan.setdefault(target, []).append((delta, float(strength)))
+        resolved = resolve_lora(model, weights, key_map, what) if weights or not diffs else {}
+        for target, (up, down, scale) in resolved.items():
             layer = _module_at(model, target)
             if not isinstance(layer, (nn.Linear, nn.QuantizedLinear)):
                 raise WeightsError(f"{what}: LoRA on {target} ({type(layer).__name__}) is not supported: "
@@ -305,27 +382,47 @@ def merge_loras(model: nn.Module, loras: Sequence[tuple[Mapping[str, mx.array], 
                 raise WeightsError(f"{what}: LoRA for {target}: up {tuple(up.shape)} @ down {tuple(down.shape)} "
                                    f"does not give the weight's shape {shape}")
             plan.setdefault(target, []).append((up, down, float(strength) * scale))
+    extra, dense = {}, {}   # diffs on linear weights join the layer's LoRA delta (one re-quantization)
+    for target, terms in diff_plan.items():
+        delta = sum(st * d.astype(mx.float32) for d, st in terms)
+        parent, _, leaf = target.rpartition(".")
+        if leaf == "weight" and isinstance(_module_at(model, parent), (nn.Linear, nn.QuantizedLinear)):
+            extra[parent] = delta
+        else:
+            dense[target] = delta
+    targets = list(plan) + [t for t in extra if t not in plan]
     if base is None:
-        source = {f"{t}.{p}": _module_at(model, t)[p] for t in plan for p in _parts(_module_at(model, t))}
+        source = {f"{t}.{p}": _module_at(model, t)[p] for t in targets for p in _parts(_module_at(model, t))}
+        source.update({k: _param_at(model, k) for k in dense})
     else:
         fresh = base() if callable(base) else base
         source = dict(fresh)   # our own dict: entries are dropped as layers are merged
         del fresh
     bad = []
-    for target in plan:
-        layer = _module_at(model, target)
-        for p in _parts(layer):
-            k = f"{target}.{p}"
-            if k not in source or tuple(source[k].shape) != tuple(layer[p].shape):
-                bad.append(f"{k} ({'missing' if k not in source else tuple(source[k].shape)}, "
-                           f"model {tuple(layer[p].shape)})")
+    shapes = {f"{t}.{p}": tuple(_module_at(model, t)[p].shape) for t in targets for p in _parts(_module_at(model, t))}
+    shapes.update({k: tuple(_param_at(model, k).shape) for k in dense})   # shapes only: hold no old weights
+    for k, shape in shapes.items():
+        if k not in source or tuple(source[k].shape) != shape:
+            bad.append(f"{k} ({'missing' if k not in source else tuple(source[k].shape)}, model {shape})")
     if bad:
         raise WeightsError(f"LoRA merge: base weights do not fit the model: {_names(bad)}")
-    for target, terms in plan.items():
+    for target in targets:
         layer = _module_at(model, target)
         layer_base = {p: source.pop(f"{target}.{p}") for p in _parts(layer)}
-        terms = [t for t in terms if t[2] != 0.0]
+        terms = [t for t in plan.get(target, []) if t[2] != 0.0]
         delta = sum(c * (up.astype(mx.float32) @ down.astype(mx.float32)) for up, down, c in terms) if terms else None
+        if target in extra:
+            delta = extra[target] if delta is None else delta + extra[target]
         layer.update(_merged_layer(layer, layer_base, delta))
         del layer_base
         mx.eval(layer.parameters())
+    for target, delta in dense.items():   # bias, norm scale, modulation: base + delta
+        parent, _, leaf = target.rpartition(".")
+        module, old = (_module_at(model, parent) if parent else model), _param_at(model, target)
+        module.update({leaf: (source.pop(target).astype(mx.float32) + delta).astype(old.dtype)})
+        mx.eval(module[leaf])
+
+
+def _param_at(model: nn.Module, key: str) -> mx.array:
+    parent, _, leaf = key.rpartition(".")
+    return (_module_at(model, parent) if parent else model)[leaf]

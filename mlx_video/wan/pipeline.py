@@ -14,6 +14,7 @@ docs/wan.md 9), Wan2.2 ``image2video.py`` (I2V-A14B, docs/wan.md 8.1), Wan2.1 ``
 """
 from __future__ import annotations
 
+import copy
 import math
 import secrets
 from collections.abc import Callable, Sequence
@@ -127,10 +128,14 @@ def expert_segments(timesteps: Sequence[int], boundary: float | None) -> list[tu
 def velocity(model, x: mx.array, t, context: mx.array, rope, guide_scale: float, y: mx.array | None = None,
              img: mx.array | None = None, batch_cfg: bool = True) -> mx.array:
     """Classifier-free guided velocity ``v_u + g·(v_c − v_u)``; context [2, 512, C] (cond, uncond);
-    the same ``y`` and CLIP tokens ``img`` go to both branches (as the references). t: [1] or [1, T]."""
+    the same ``y`` and CLIP tokens ``img`` go to both branches (as the references). t: [1] or [1, T].
+    guide_scale 1 is ``v_c``: one DiT pass, no unconditional one (CFG-distilled models, lightx2v ``enable_cfg``
+    false)."""
     kw = {}
     if img is not None:
         kw["img"] = img
+    if guide_scale == 1.0:
+        return model(x, t, context[:1], rope, **kw, **({"y": y} if y is not None else {}))
     if batch_cfg:
         if y is not None:
             kw["y"] = mx.concatenate([y, y])
@@ -218,7 +223,9 @@ def sdedit(solver: FlowSolver, strength: float, clean: mx.array, noise: mx.array
         return noise, solver
     sigma = float(solver.sigmas[k])
     x = (1.0 - sigma) * clean.astype(mx.float32) + sigma * noise
-    return x, type(solver)(solver.timesteps[k:], solver.sigmas[k:])
+    tail = copy.copy(solver)  # same kind and options, fresh history
+    FlowSolver.__init__(tail, solver.timesteps[k:], solver.sigmas[k:])
+    return x, tail
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -258,7 +265,71 @@ def _read_loras(specs: Sequence) -> list[tuple[dict, float]]:
 
 MAX_TOKENS = 2**18     # DiT tokens per run: 3.5x the largest official run (Wan2.1 14B, 1280*720, 81 frames: 75600)
 MAX_STEPS = 1000       # the flow schedules' training timesteps
-SOLVERS = ("unipc", "dpm++", "dpmpp", "euler")
+SOLVERS = ("unipc", "dpm++", "dpmpp", "euler", "lightx2v", "lightx2v-euler")
+
+
+def step_distill_grid(num_steps: int, shift: float) -> tuple[list[float], np.ndarray]:
+    """lightx2v's few-step grid (``WanStepDistillScheduler.set_denoising_timesteps``): of the 1000 shifted training
+    sigmas ``shift(linspace(1, 0, 1001)[:-1])``, those at ``denoising_step_list`` = 1000·(1 − i/N) (N = 4:
+    [1000, 750, 500, 250]); timesteps ``σ·1000`` kept as floats (not truncated). Returns (timesteps, sigmas + [0])."""
+    base = np.linspace(1.0, 0.0, 1001, dtype=np.float32)[:-1]
+    base = shift * base / (1 + (shift - 1) * base)
+    idx = [round(1000 * i / num_steps) for i in range(num_steps)]
+    sig = np.append(base[idx], np.float32(0.0)).astype(np.float32)
+    return [float(v) * 1000 for v in sig[:-1]], sig
+
+
+class StepDistillSolver(FlowSolver):
+    """lightx2v's few-step samplers (``lightx2v/models/schedulers/wan/step_distill/scheduler.py``): predict
+    ``x0 = x − σ_i·v``; the last step returns x0. Before it, ``renoise`` (Wan2.1 distill LoRAs,
+    ``WanStepDistillScheduler``) draws fresh noise ε (from ``key``, one split per step) and returns
+    ``(1 − σ_{i+1})·x0 + σ_{i+1}·ε``; without (Wan2.2 A14B distill, ``Wan22StepDistillScheduler``) it is the
+    Euler step ``x0 + σ_{i+1}·v``. Stateless in the step order; the torch generator's draws cannot be matched."""
+
+    def __init__(self, timesteps, sigmas, renoise: bool = True, key: mx.array | None = None):
+        self.renoise, self.key = renoise, mx.random.key(0) if key is None else key
+        super().__init__(timesteps, sigmas)
+
+    def step(self, v, i, x):
+        s, s_next = self._sigma(i), self._sigma(i + 1)
+        x0 = x - s * v
+        if s_next == 0.0:
+            return x0
+        if not self.renoise:
+            return x0 + s_next * v
+        eps = mx.random.normal(x.shape, dtype=x.dtype, key=mx.random.split(self.key, i + 1)[i])
+        return (1.0 - s_next) * x0 + s_next * eps
+
+
+def make_wan_solver(name: str, num_steps: int, shift: float, seed: int = 0) -> FlowSolver:
+    """``make_solver`` plus lightx2v's few-step samplers: "lightx2v" (x0 + fresh noise, Wan2.1 distill LoRAs)
+    and "lightx2v-euler" (Wan2.2 A14B distill), both on ``step_distill_grid``; ``seed`` seeds the re-noising."""
+    if name in ("lightx2v", "lightx2v-euler"):
+        return StepDistillSolver(*step_distill_grid(num_steps, shift), renoise=name == "lightx2v",
+                                 key=mx.random.key((seed + 1) % 2**32))
+    return make_solver(name, num_steps, shift)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Sampling settings a few-step (step- and CFG-distilled) LoRA release documents; fills the settings the
+    user left unset. ``source``: where the numbers come from."""
+
+    sample_steps: int
+    guide_scale: float
+    sample_shift: float
+    solver: str
+    source: str
+
+
+RECIPES = {
+    "lightx2v-4step": Recipe(4, 1.0, 5.0, "lightx2v", "lightx2v configs/distill/wan21/wan_t2v_distill_lora_4step_cfg"
+                             ".json (infer_steps 4, enable_cfg false, sample_shift 5, denoising_step_list [1000, 750, "
+                             "500, 250]) with WanStepDistillScheduler; Wan2.1 T2V/I2V-14B lightx2v distill LoRAs"),
+    "lightx2v-a14b-4step": Recipe(4, 1.0, 5.0, "lightx2v-euler", "lightx2v configs/distill/wan22/wan_moe_t2v_distill"
+                                  "_lora.json (4 steps, enable_cfg false, shift 5, boundary_step_index 2) with "
+                                  "Wan22StepDistillScheduler; Wan2.2 A14B lightx2v / Lightning distill LoRAs"),
+}
 
 
 def _check_tokens(tokens: int, what: str) -> None:
@@ -300,6 +371,8 @@ class WanSettings:
     A14B t2v tasks), read with PyAV and cover-resized to the size; frame_num defaults to its largest 4k+1
     prefix, size (without images) to its own W*H floored to the VAE stride x patch. strength: SDEdit strength
     in [0, 1] (default 0.8, diffusers' default): 1 = plain generation, 0 = the input's VAE round trip.
+    recipe: a key of ``RECIPES`` (few-step distillation LoRAs): its steps, guide scale (1: one DiT pass a step),
+    shift and solver replace the task's defaults for the values left None.
 
     ``validate()`` checks every value (and opens every image) before any model loads.
     """
@@ -323,6 +396,7 @@ class WanSettings:
     batch_cfg: bool = True
     video: str | Path | None = None
     strength: float | None = None
+    recipe: str | None = None
 
     @property
     def preset(self) -> WanTask:
@@ -334,6 +408,16 @@ class WanSettings:
     def validate(self) -> WanSettings:
         """A copy with every default filled in from the task and every value checked; raises ValueError (one
         line naming the setting) or ImageError (an image missing or unreadable). Idempotent."""
+        if self.recipe is not None:
+            if self.recipe not in RECIPES:
+                raise ValueError(f"unknown preset {self.recipe!r}; choose from {', '.join(RECIPES)}")
+            r = RECIPES[self.recipe]
+            filled = replace(self, sample_steps=r.sample_steps if self.sample_steps is None else self.sample_steps,
+                             guide_scale=r.guide_scale if self.guide_scale is None else self.guide_scale,
+                             sample_shift=r.sample_shift if self.sample_shift is None else self.sample_shift,
+                             solver=r.solver if self.solver is None else self.solver)
+            if filled != self:
+                return filled.validate()
         self._check_kinds()
         tk, images, controls = self.preset, tuple(self.images), tuple(self.control_images)
         one = self._one_frame(controls)
@@ -424,7 +508,8 @@ class WanSettings:
             raise ValueError(f"bidirectional sampling runs the Euler solver, not {self.solver!r}")
         solver = "euler" if self.bidirectional else (self.solver or tk.solver)
         if solver not in SOLVERS:
-            raise ValueError(f"unknown solver {solver!r}; expected 'unipc', 'dpm++' or 'euler'")
+            raise ValueError(f"unknown solver {solver!r}; expected 'unipc', 'dpm++', 'euler', 'lightx2v' or "
+                             f"'lightx2v-euler'")
         return solver
 
     def _one_frame(self, controls: tuple) -> OneFrameSpec | None:
@@ -523,7 +608,7 @@ class WanPlan:
     def solver(self):
         """A fresh solver (its multistep history starts empty) over the run's steps and shift."""
         s = self.settings
-        return make_solver(s.solver, s.sample_steps, s.sample_shift)
+        return make_wan_solver(s.solver, s.sample_steps, s.sample_shift, s.seed)
 
     def check_noise(self, noise: mx.array | None) -> None:
         """ValueError unless injected noise (or None) has the latent shape."""
@@ -542,6 +627,8 @@ class WanPlan:
             p["bidirectional_sampling"] = s.bidirectional
         if s.video is not None:
             p.update(video=str(s.video), strength=s.strength)
+        if s.recipe is not None:
+            p["preset"] = s.recipe
         if s.one_frame is not None:
             p.update(one_frame_inference=dict(control_index=list(s.one_frame.control_index),
                                               target_index=s.one_frame.target_index),
