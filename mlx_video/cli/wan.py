@@ -67,6 +67,11 @@ def generate(
                                          "ti2v-5B, mi2v-5B); frames and size from it unless --frame_num / --size"),
     strength: Optional[float] = typer.Option(None, "--strength", help="video to video: 0 keeps the input (VAE round "
                                              "trip), 1 ignores it (plain generation); default 0.8"),
+    extend: Optional[Path] = typer.Option(None, "--extend", help="continue this video (t2v-5B / ti2v-5B): its last "
+                                          "--overlap frames anchor the new window"),
+    overlap: Optional[int] = typer.Option(None, "--overlap", help="extension: pixel frames shared by windows, 4j+1 "
+                                          "(default 5)"),
+    segments: int = typer.Option(1, "--segments", help="windows to chain into one video (t2v-5B / ti2v-5B)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="few-step LoRA recipe: lightx2v-4step (Wan2.1 "
                                          "distill) | lightx2v-a14b-4step (Wan2.2 A14B): steps, guide 1, shift, solver"),
     output_type: Optional[str] = typer.Option(None, "--output_type", "--output-type",
@@ -134,7 +139,8 @@ def generate(
             sample_steps=sample_steps, sample_shift=sample_shift, guide_scale=parse_guide(sample_guide_scale),
             solver=sample_solver, fps=fps, seed=None if drawn else seed,
             bidirectional=bidirectional_mode if bidirectional_sampling else None, one_frame=one_frame_inference,
-            control_images=controls, video=video, strength=strength, recipe=preset).validate()
+            control_images=controls, video=video, strength=strength, recipe=preset, extend=extend, overlap=overlap,
+            segments=segments).validate()
         if sp is not None:
             settings = replace(settings, seed=sp.same(settings.seed))
         for spec in (s for v in loras.values() for s in v):

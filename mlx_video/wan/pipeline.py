@@ -373,6 +373,11 @@ class WanSettings:
     in [0, 1] (default 0.8, diffusers' default): 1 = plain generation, 0 = the input's VAE round trip.
     recipe: a key of ``RECIPES`` (few-step distillation LoRAs): its steps, guide scale (1: one DiT pass a step),
     shift and solver replace the task's defaults for the values left None.
+    extend: a video to continue (t2v-5B / ti2v-5B without images): its last ``overlap`` pixel frames (4j+1,
+    default 5: two latent frames) are VAE-encoded as the start of a video and anchored at latent frames 0..j of
+    each new window; size (unset) from the video. segments: windows to chain (>= 1), each continuing the last
+    (without ``extend`` the first is plain generation). The output is the input (if any) followed by each
+    window's frames after its overlap; window k >= 1 draws its noise from ``seed + k``.
 
     ``validate()`` checks every value (and opens every image) before any model loads.
     """
@@ -397,6 +402,9 @@ class WanSettings:
     video: str | Path | None = None
     strength: float | None = None
     recipe: str | None = None
+    extend: str | Path | None = None
+    overlap: int | None = None
+    segments: int = 1
 
     @property
     def preset(self) -> WanTask:
@@ -426,12 +434,17 @@ class WanSettings:
             raise ValueError(f"bidirectional must be 'faithful' or 'reverse', got {self.bidirectional!r}")
         if self.bidirectional and (tk.images != "first_last" or one is not None):
             raise ValueError("bidirectional sampling is for the flf2v tasks (first and last frame)")
+        ext = self._extend_source(tk, one, images)
         src = self._video_source(tk, one)
         frame_num, T = self._frames(tk, one, len(images), None if src is None else (src[0] - 1) // 4 * 4 + 1)
         if src is not None and frame_num > src[0]:
             raise ValueError(f"video {self.video} has {src[0]} frames; frame_num {frame_num} needs at least as many")
         m = (16 if tk.vae == "2.2" else 8) * 2
-        size = self.size or (f"{src[1][0] // m * m}*{src[1][1] // m * m}" if src and not images else tk.size)
+        if ext is not None and src is not None:
+            raise ValueError("give either a video to restyle (video) or one to continue (extend), not both")
+        src_wh = (src or ext or (None, None))[1]
+        size = self.size or (f"{src_wh[0] // m * m}*{src_wh[1] // m * m}" if src_wh and not images else tk.size)
+        overlap = self._overlap(ext, frame_num)
         self._check_size(tk, size, T, bool(images))
         for p in self._image_paths(tk, frame_num, images) + controls:
             load_image(p)
@@ -439,7 +452,34 @@ class WanSettings:
         return replace(self, images=images, control_images=controls, one_frame=one, frame_num=frame_num, size=size,
                        sample_steps=self._steps(tk), sample_shift=self._shift(tk, size, one), solver=self._solver(tk),
                        guide_scale=self._guide(tk), negative_prompt=self.negative_prompt or tk.neg_prompt,
-                       fps=self._fps(tk), seed=seed, strength=None if src is None else self._strength())
+                       fps=self._fps(tk), seed=seed, strength=None if src is None else self._strength(),
+                       overlap=overlap, segments=checks.positive_int("segments", self.segments, 1000))
+
+    def _extend_source(self, tk: WanTask, one, images) -> tuple[int, tuple[int, int]] | None:
+        """(frame count, (width, height)) of the video to continue, or None; ValueError for a task without
+        latent anchors, images given too, or an unreadable file."""
+        if self.extend is None and self.segments == 1:
+            if self.overlap is not None:
+                raise ValueError("overlap is for extension: give extend or segments > 1")
+            return None
+        if tk.images not in ("none", "optional") or tk.vae != "2.2" or one is not None or images:
+            raise ValueError(f"extension (extend / segments) runs on t2v-5B / ti2v-5B latent anchors without images, "
+                             f"not {tk.name}{' with images' if images else ''}")
+        if self.extend is None:
+            return None
+        _, n, wh = read_video(self.extend)
+        return n, wh
+
+    def _overlap(self, ext, frame_num: int) -> int | None:
+        if self.extend is None and self.segments == 1:
+            return None
+        ov = 5 if self.overlap is None else checks.positive_int("overlap", self.overlap)
+        if (ov - 1) % 4 or ov >= frame_num:
+            raise ValueError(f"overlap must be 4j+1 pixel frames (1, 5, 9, ...) and less than frame_num {frame_num}, "
+                             f"got {ov}")
+        if ext is not None and ext[0] < ov:
+            raise ValueError(f"video {self.extend} has {ext[0]} frames, fewer than the overlap {ov}")
+        return ov
 
     def _video_source(self, tk: WanTask, one: OneFrameSpec | None) -> tuple[int, tuple[int, int]] | None:
         """(frame count, (width, height)) of the input video, or None without one; ValueError for a task that
@@ -584,6 +624,7 @@ class WanPlan:
     pixels: list[np.ndarray]
     controls: list[np.ndarray]
     video: np.ndarray | None = None
+    extend: np.ndarray | None = None
 
     def anchors(self) -> list[tuple[int, float, bool]]:
         """TI2V anchors: (latent frame, strength, encoded as a 4-frame group) per image (``place_anchors``;
@@ -629,6 +670,8 @@ class WanPlan:
             p.update(video=str(s.video), strength=s.strength)
         if s.recipe is not None:
             p["preset"] = s.recipe
+        if s.overlap is not None:
+            p.update(extend=None if s.extend is None else str(s.extend), overlap=s.overlap, segments=s.segments)
         if s.one_frame is not None:
             p.update(one_frame_inference=dict(control_index=list(s.one_frame.control_index),
                                               target_index=s.one_frame.target_index),
@@ -779,13 +822,21 @@ class WanPipeline:
         meter = Meter()
         with meter.phase("text"):
             context = self.encode_text(plan, context)
-        with meter.phase("encode"):
-            cond = self.encode_images(plan, context, clip_fea)
-        with meter.phase("denoise"):
-            latent = self.denoise(plan, cond, noise, progress)
-        with meter.phase("decode"):
-            frames = self.decode(latent)
-        return meter.fill(GenerationResult(frames, plan.settings.fps, latent, params=plan.params))
+        s, out = plan.settings, None
+        if plan.extend is not None:
+            out = to_uint8(plan.extend)
+        for k in range(s.segments):
+            with meter.phase("encode"):
+                cond = self.encode_images(plan, context, clip_fea)
+            with meter.phase("denoise"):
+                latent = self.denoise(plan, cond, noise, progress)
+            with meter.phase("decode"):
+                frames = self.decode(latent)
+            out = frames if out is None else np.concatenate([out, frames[s.overlap:]])
+            if k + 1 < s.segments:  # the next window continues from what was made (only one window in memory)
+                nxt = replace(s, seed=(s.seed + k + 1) % 2**32)
+                plan = replace(plan, settings=nxt, extend=out[-s.overlap:].astype(np.float32) / 127.5 - 1.0)
+        return meter.fill(GenerationResult(out, s.fps, latent, params=replace(plan, settings=s).params))
 
     def plan(self, settings: WanSettings) -> WanPlan:
         """Validate ``settings``, check that this folder holds the task's checkpoint, and fix the output size
@@ -812,8 +863,9 @@ class WanPipeline:
         video = read_video(s.video, width, height, s.frame_num)[0] if s.video is not None else None
         if video is not None and len(video) < s.frame_num:
             raise ValueError(f"video {s.video} decoded to {len(video)} frames, fewer than frame_num {s.frame_num}")
+        extend = read_video(s.extend, width, height)[0] if s.extend is not None else None
         shape = (1, T, height // vs, width // vs, self.latent_channels)
-        return WanPlan(s, width, height, shape, pix, controls, video)
+        return WanPlan(s, width, height, shape, pix, controls, video, extend)
 
     def encode_text(self, plan: WanPlan, context: Sequence[mx.array] | None = None) -> list[mx.array]:
         """UMT5 embeddings [cond [n, 4096], uncond [m, 4096]] of the prompt and the negative prompt
@@ -855,6 +907,9 @@ class WanPipeline:
         if plan.video is not None:
             c.video_latent = self.vae.encode(mx.array(plan.video)[None])
             mx.eval(c.video_latent)
+        if plan.extend is not None:  # the last overlap frames, encoded as the start of a video: latents 0..j
+            z = self.vae.encode(mx.array(plan.extend[-plan.settings.overlap:])[None])
+            c.mask, c.clean = anchor_arrays([LatentAnchor(z, 0)], plan.shape)
         return c
 
     def denoise(self, plan: WanPlan, c: Conditions, noise: mx.array | None = None,
