@@ -110,6 +110,7 @@ def test_frames_and_size_from_the_video(tmp_path, clip):
     odd = _clip(tmp_path / "odd.mp4", n=6, w=70, h=100)
     s = P.WanSettings(task="t2v-5B", video=odd).validate()
     assert (s.frame_num, s.size) == (5, "64*96")
+    assert read_video(odd, 64, 96, 5)[0].shape == (5, 96, 64, 3)   # [F, height, width, 3]
     assert P.WanSettings(task="t2v-5B", video=clip, frame_num=5, size="32*32").validate().frame_num == 5
 
 

@@ -353,7 +353,7 @@ def read_video(path: str | Path, width: int | None = None, height: int | None = 
                 wh = (frame.width, frame.height)
                 if width is not None:
                     im = Image.fromarray(frame.to_ndarray(format="rgb24"))
-                    out.append(to_array(cover_resize_crop(im, width, height)))
+                    out.append(to_array(lanczos_cover_crop(im, height, width)))
                 n += 1
         except (av.FFmpegError, OSError, ValueError) as e:
             raise ValueError(f"cannot decode video {path}: {e}") from None
