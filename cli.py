@@ -1,4 +1,5 @@
 """Checkout entry point: `python cli.py generate ...` is the same app as the `mlx_video` command."""
+
 from mlx_video.cli import main
 
 if __name__ == "__main__":

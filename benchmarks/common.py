@@ -17,6 +17,7 @@ Weights on the two sides are independent random draws (timing does not depend on
 with ``--check``: the reference's weights then go through our ``sanitize`` + ``load_strict`` into
 the MLX model and the two outputs are compared (small sizes only: both models are then resident).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,22 +28,20 @@ import math
 import os
 import platform
 import statistics
-import sys
 import time
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
-
-ROOT = Path(__file__).resolve().parents[1]
-
-import warnings
 
 import mlx.core as mx
 import numpy as np
 import torch
 from mlx.utils import tree_flatten, tree_unflatten
 
-GiB = float(2 ** 30)
+ROOT = Path(__file__).resolve().parents[1]
+
+GiB = float(2**30)
 # the official Wan code wraps float32 regions in autocast('cuda'); on a CPU torch warns once per call
 warnings.filterwarnings("ignore", message=".*CUDA is not available.*Disabling autocast.*")
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -54,23 +53,37 @@ MLX_DTYPES = {"bf16": mx.bfloat16, "fp32": mx.float32}
 
 def parser(description: str, sizes: Sequence[str], layers: bool = True) -> argparse.ArgumentParser:
     """The options every benchmark takes (``--layers`` only for the transformers)."""
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--size", choices=list(sizes), default="tiny",
-                   help="tiny: smoke run, narrow widths; mid: real widths, CPU-sized input; full: the GPU run")
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument(
+        "--size",
+        choices=list(sizes),
+        default="tiny",
+        help="tiny: smoke run, narrow widths; mid: real widths, CPU-sized input; full: the GPU run",
+    )
     if layers:
-        p.add_argument("--layers", type=int, default=None,
-                       help="number of transformer blocks (default: the preset's); times for the full depth "
-                            "are then extrapolated linearly and labelled as such")
-    p.add_argument("--dtype", choices=sorted(TORCH_DTYPES), default=None,
-                   help="weights/compute dtype (default: bf16 on CUDA, fp32 on CPU)")
+        p.add_argument(
+            "--layers",
+            type=int,
+            default=None,
+            help="number of transformer blocks (default: the preset's); times for the full depth "
+            "are then extrapolated linearly and labelled as such",
+        )
+    p.add_argument(
+        "--dtype",
+        choices=sorted(TORCH_DTYPES),
+        default=None,
+        help="weights/compute dtype (default: bf16 on CUDA, fp32 on CPU)",
+    )
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per side")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per side (median reported)")
     p.add_argument("--skip-reference", action="store_true", help="run only the MLX side")
     p.add_argument("--skip-mlx", action="store_true", help="run only the official PyTorch side")
-    p.add_argument("--check", action="store_true",
-                   help="load the reference's weights into the MLX model (our sanitize + load_strict) and "
-                        "report the outputs' relative error; both models stay resident (small sizes only)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="load the reference's weights into the MLX model (our sanitize + load_strict) and "
+        "report the outputs' relative error; both models stay resident (small sizes only)",
+    )
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -89,9 +102,9 @@ def resolve_dtype(args) -> str:
 def _kind(name: str, ndim: int) -> str:
     low = name.lower()
     if "gamma" in low or ("norm" in low and ndim <= 1) or "std" in low:
-        return "one"                     # norm weights, VAE latent std statistics
+        return "one"  # norm weights, VAE latent std statistics
     if "mean" in low:
-        return "zero"                    # VAE latent mean statistics
+        return "zero"  # VAE latent mean statistics
     if "modulation" in low or "scale_shift" in low:
         return "table"
     return "fan_in" if ndim >= 2 else "bias"
@@ -147,8 +160,9 @@ def random_normal(shape, seed: int) -> mx.array:
     return mx.random.normal(shape, key=mx.random.key(seed))
 
 
-def torch_build(ctor: Callable[[], torch.nn.Module], device: torch.device, dtype: torch.dtype,
-                seed: int) -> torch.nn.Module:
+def torch_build(
+    ctor: Callable[[], torch.nn.Module], device: torch.device, dtype: torch.dtype, seed: int
+) -> torch.nn.Module:
     """Construct a reference module on the meta device in ``dtype`` (no host copy, no float32
     detour), materialise it on ``device`` and fill it with :func:`torch_random_`. Tensors the
     constructor keeps as plain attributes (not parameters/buffers) are the caller's to fix."""
@@ -264,8 +278,9 @@ def _leaves(out):
     return [] if out is None else [out]
 
 
-def measure(name: str, build: Callable[[], Side], framework: str, warmup: int, repeat: int,
-            keep_output: bool = False) -> tuple[Result, Side]:
+def measure(
+    name: str, build: Callable[[], Side], framework: str, warmup: int, repeat: int, keep_output: bool = False
+) -> tuple[Result, Side]:
     """Build one side, warm it up, time it; peak memory includes the weights."""
     release_memory()
     cuda = torch.cuda.is_available()
@@ -294,7 +309,7 @@ def measure(name: str, build: Callable[[], Side], framework: str, warmup: int, r
     info = dict(side.info)
     if framework == "torch" and cuda:
         peak, how = float(torch.cuda.max_memory_allocated()), "torch.cuda.max_memory_allocated"
-    elif framework == "mlx" and cuda:   # MLX on its CUDA backend
+    elif framework == "mlx" and cuda:  # MLX on its CUDA backend
         peak, how = float(mx.get_peak_memory()), "mx.get_peak_memory"
     else:
         peak, how = rss.peak(), "RSS high-water growth"
@@ -312,9 +327,15 @@ def _fmt_gib(b):
     return "n/a" if b is None else f"{b / GiB:.2f}"
 
 
-def bench(bench_name: str, args, config: dict, build_reference: Callable[[], Side],
-          build_mlx: Callable[[dict | None], Side], export_weights: Callable[[Side], dict] | None = None,
-          layers: tuple[int, int] | None = None) -> dict:
+def bench(
+    bench_name: str,
+    args,
+    config: dict,
+    build_reference: Callable[[], Side],
+    build_mlx: Callable[[dict | None], Side],
+    export_weights: Callable[[Side], dict] | None = None,
+    layers: tuple[int, int] | None = None,
+) -> dict:
     """Run both sides, print a short table last, append a JSON line to ``$OUT/bench.jsonl``.
 
     config: what was run (model, size, input shapes, tokens, dtype, ...), printed and recorded.
@@ -343,22 +364,38 @@ def bench(bench_name: str, args, config: dict, build_reference: Callable[[], Sid
     weights = None
     release_memory()
 
-    record = dict(bench=bench_name, **config, dtype=dtype, torch_device=str(dev),
-                  mlx_device=str(mx.default_device()), torch_version=torch.__version__,
-                  mlx_version=mx.__version__, host=platform.node(), warmup=args.warmup, repeat=args.repeat,
-                  mlx_enable_tf32=os.environ.get("MLX_ENABLE_TF32"),
-                  torch_allow_tf32=bool(torch.backends.cuda.matmul.allow_tf32),
-                  time=time.strftime("%Y-%m-%d %H:%M:%S"))
+    record = dict(
+        bench=bench_name,
+        **config,
+        dtype=dtype,
+        torch_device=str(dev),
+        mlx_device=str(mx.default_device()),
+        torch_version=torch.__version__,
+        mlx_version=mx.__version__,
+        host=platform.node(),
+        warmup=args.warmup,
+        repeat=args.repeat,
+        mlx_enable_tf32=os.environ.get("MLX_ENABLE_TF32"),
+        torch_allow_tf32=bool(torch.backends.cuda.matmul.allow_tf32),
+        time=time.strftime("%Y-%m-%d %H:%M:%S"),
+    )
     for name, r in results.items():
-        record[name] = dict(median_s=r.median, times_s=r.times, build_s=r.build_s,
-                            peak_gib=None if r.peak_bytes is None else r.peak_bytes / GiB, peak_how=r.peak_how,
-                            param_gib=r.param_bytes / GiB, **r.info)
+        record[name] = dict(
+            median_s=r.median,
+            times_s=r.times,
+            build_s=r.build_s,
+            peak_gib=None if r.peak_bytes is None else r.peak_bytes / GiB,
+            peak_how=r.peak_how,
+            param_gib=r.param_bytes / GiB,
+            **r.info,
+        )
     if len(results) == 2:
         record["ratio_official_over_mlx"] = results["official"].median / results["mlx"].median
     if check:
         a, b = results["mlx"].output, results["official"].output
-        record["check_rel_err"] = float(np.linalg.norm(a.astype(np.float64) - b) /
-                                        max(np.linalg.norm(b.astype(np.float64)), 1e-30))
+        record["check_rel_err"] = float(
+            np.linalg.norm(a.astype(np.float64) - b) / max(np.linalg.norm(b.astype(np.float64)), 1e-30)
+        )
     if layers is not None and layers[0] != layers[1]:
         n, full = layers
         for name, r in results.items():
@@ -377,12 +414,17 @@ def bench(bench_name: str, args, config: dict, build_reference: Callable[[], Sid
 
 def _table(bench_name, config, dtype, results, record, layers) -> None:
     print()
-    print(f"== {bench_name}: " + ", ".join(f"{k} {v}" for k, v in config.items()) +
-          f", dtype {dtype}, torch on {torch_device()}, MLX on {mx.default_device()}")
+    print(
+        f"== {bench_name}: "
+        + ", ".join(f"{k} {v}" for k, v in config.items())
+        + f", dtype {dtype}, torch on {torch_device()}, MLX on {mx.default_device()}"
+    )
     print(f"{'side':<9} {'median s':>10} {'min s':>10} {'peak GiB':>9} {'weights GiB':>12} {'build s':>8}")
     for name, r in results.items():
-        print(f"{name:<9} {r.median:>10.4f} {min(r.times):>10.4f} {_fmt_gib(r.peak_bytes):>9} "
-              f"{r.param_bytes / GiB:>12.2f} {r.build_s:>8.1f}")
+        print(
+            f"{name:<9} {r.median:>10.4f} {min(r.times):>10.4f} {_fmt_gib(r.peak_bytes):>9} "
+            f"{r.param_bytes / GiB:>12.2f} {r.build_s:>8.1f}"
+        )
     hows = sorted({r.peak_how for r in results.values()})
     print(f"peak memory: {'; '.join(hows)}")
     if "ratio_official_over_mlx" in record:
@@ -395,10 +437,14 @@ def _table(bench_name, config, dtype, results, record, layers) -> None:
         for name, r in results.items():
             e = record[name]
             mem = e.get("extrapolated_full_depth_peak_gib")
-            parts.append(f"{name} {r.median / n * 1e3:.1f} ms/block -> ~{e['extrapolated_full_depth_s']:.3f} s"
-                         + (f", ~{mem:.1f} GiB" if mem is not None else ""))
-        print(f"EXTRAPOLATED to {full} blocks from {n} (time x {full}/{n}; peak + weights of the missing "
-              f"blocks; an estimate, not a measurement): " + "; ".join(parts))
+            parts.append(
+                f"{name} {r.median / n * 1e3:.1f} ms/block -> ~{e['extrapolated_full_depth_s']:.3f} s"
+                + (f", ~{mem:.1f} GiB" if mem is not None else "")
+            )
+        print(
+            f"EXTRAPOLATED to {full} blocks from {n} (time x {full}/{n}; peak + weights of the missing "
+            f"blocks; an estimate, not a measurement): " + "; ".join(parts)
+        )
     for name, r in results.items():
         if r.info:
             print(f"{name} notes: " + ", ".join(f"{k}={v}" for k, v in r.info.items()))

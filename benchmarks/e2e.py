@@ -22,6 +22,7 @@ whatever is resident), MLX active memory after the phase and the components resi
 memory planner's estimate (``mlx_video.memory.phase_peaks`` for the same settings) is recorded beside it.
 JSON to ``--out`` (and a line to ``$OUT/bench.jsonl`` when set); a short table last on stdout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,12 +49,16 @@ from mlx_video.wan.pipeline import WanSettings
 GIB = float(1 << 30)
 IMAGES = Path(__file__).resolve().parents[1] / "assets" / "images"
 CASES = {  # case -> (model, task, number of images)
-    "t2v": ("ti2v-5B", "t2v-5B", 0), "ti2v": ("ti2v-5B", "ti2v-5B", 1), "mi2v": ("ti2v-5B", "mi2v-5B", 3),
+    "t2v": ("ti2v-5B", "t2v-5B", 0),
+    "ti2v": ("ti2v-5B", "ti2v-5B", 1),
+    "mi2v": ("ti2v-5B", "mi2v-5B", 3),
     "i2v-A14B": ("i2v-A14B", "i2v-A14B", 1),
 }
-VIDEO = {"tiny": {"ti2v-5B": (5, 64, 64), "i2v-A14B": (5, 32, 32)},
-         "mid": {"ti2v-5B": (5, 64, 64), "i2v-A14B": (5, 64, 64)},
-         "full": {"ti2v-5B": (121, 704, 1280), "i2v-A14B": (81, 480, 832)}}
+VIDEO = {
+    "tiny": {"ti2v-5B": (5, 64, 64), "i2v-A14B": (5, 32, 32)},
+    "mid": {"ti2v-5B": (5, 64, 64), "i2v-A14B": (5, 64, 64)},
+    "full": {"ti2v-5B": (121, 704, 1280), "i2v-A14B": (81, 480, 832)},
+}
 
 
 def _resident(pipe) -> list[str]:
@@ -77,9 +82,15 @@ class Phases:
         out = fn()
         dt = time.perf_counter() - t0
         draw = sum(self.weights.draw_s.values()) - drawn
-        self.rows[name] = dict(s=dt, draw_s=draw, s_net=dt - draw, mlx_peak_gib=mx.get_peak_memory() / GIB,
-                               os_hwm_gib=_status_kib("VmHWM") / 2**20 if hwm_ok else None,
-                               mlx_active_after_gib=mx.get_active_memory() / GIB, resident=_resident(self.pipe))
+        self.rows[name] = dict(
+            s=dt,
+            draw_s=draw,
+            s_net=dt - draw,
+            mlx_peak_gib=mx.get_peak_memory() / GIB,
+            os_hwm_gib=_status_kib("VmHWM") / 2**20 if hwm_ok else None,
+            mlx_active_after_gib=mx.get_active_memory() / GIB,
+            resident=_resident(self.pipe),
+        )
         return out
 
 
@@ -90,34 +101,50 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--layers", type=int, default=None, help="DiT blocks (default: all for full/tiny, 2 for mid)")
     p.add_argument("--video", default=None, help="FxHxW, overrides the size preset")
-    p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None,
-                   help="DiT/text dtype (default bfloat16 on a GPU, float32 on the CPU)")
+    p.add_argument(
+        "--dtype",
+        choices=("bfloat16", "float32"),
+        default=None,
+        help="DiT/text dtype (default bfloat16 on a GPU, float32 on the CPU)",
+    )
     p.add_argument("--vae-dtype", choices=("bfloat16", "float32"), default="float32")
     p.add_argument("--vae-tile", type=int, default=None, help="decode in NxN-pixel tiles (overlap N/4 in strides)")
     p.add_argument("--sequential-cfg", action="store_true", help="the two CFG branches one after the other")
     p.add_argument("--no-offload", action="store_true", help="keep every component resident")
     p.add_argument("--inject-context", action="store_true", help="random text contexts; no UMT5")
-    p.add_argument("--budget", type=float, default=None,
-                   help="GiB: let mlx_video.memory.plan choose CFG batching, VAE dtype and tiling, offload and "
-                        "weight quantization for this budget (overrides those flags)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="GiB: let mlx_video.memory.plan choose CFG batching, VAE dtype and tiling, offload and "
+        "weight quantization for this budget (overrides those flags)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON file to write")
     a = p.parse_args(argv)
 
     model, task, n_images = CASES[a.case]
-    frames, height, width = (tuple(int(v) for v in a.video.split("x")) if a.video else VIDEO[a.size][model])
+    frames, height, width = tuple(int(v) for v in a.video.split("x")) if a.video else VIDEO[a.size][model]
     if task == "mi2v-5B" and not a.video:
         frames = max(frames, 4 * n_images + 1)  # one latent frame per anchor image, plus one
     layers = a.layers if a.layers is not None else (2 if a.size == "mid" else None)
     cpu = mx.default_device() == mx.cpu
     dtype = a.dtype or ("float32" if cpu else "bfloat16")
     cfg = wan_config(model, narrow=a.size == "tiny", layers=layers)
-    pipe, weights, folder = random_wan_pipeline(cfg, getattr(mx, dtype), getattr(mx, a.vae_dtype),
-                                                offload=not a.no_offload, seed=a.seed)
+    pipe, weights, folder = random_wan_pipeline(
+        cfg, getattr(mx, dtype), getattr(mx, a.vae_dtype), offload=not a.no_offload, seed=a.seed
+    )
     images = [str(IMAGES / n) for n in ("astronaut.png", "coffee.png", "rocket.png")[:n_images]]
-    settings = WanSettings(task=task, prompt="a red fox running through fresh snow, cinematic", images=images,
-                           size=f"{width}*{height}", frame_num=frames, sample_steps=a.steps, seed=a.seed,
-                           batch_cfg=not a.sequential_cfg)
+    settings = WanSettings(
+        task=task,
+        prompt="a red fox running through fresh snow, cinematic",
+        images=images,
+        size=f"{width}*{height}",
+        frame_num=frames,
+        sample_steps=a.steps,
+        seed=a.seed,
+        batch_cfg=not a.sequential_cfg,
+    )
     tiling = Tiling.square(a.vae_tile, cfg["vae"]["stride"]) if a.vae_tile else None
     ph = Phases(pipe, weights)
     step_t: list[float] = []
@@ -128,11 +155,13 @@ def main(argv=None):
     plan = ph.run("plan", lambda: pipe.plan(settings))
     qbits, mplan = None, None
     if a.budget is not None:
-        mplan = memory.plan(_sizes(cfg, plan, images, a), plan.settings.frame_num, plan.height, plan.width,
-                            a.budget * GIB, dtype=dtype)
+        mplan = memory.plan(
+            _sizes(cfg, plan, images, a), plan.settings.frame_num, plan.height, plan.width, a.budget * GIB, dtype=dtype
+        )
         if mplan.stream_blocks is not None:
-            raise SystemExit(f"the plan for {a.budget} GiB streams DiT blocks, which WanPipeline does not do yet: "
-                             f"{mplan.to_dict()}")
+            raise SystemExit(
+                f"the plan for {a.budget} GiB streams DiT blocks, which WanPipeline does not do yet: {mplan.to_dict()}"
+            )
         settings = replace(settings, batch_cfg=mplan.batch_cfg)
         plan = pipe.plan(settings)
         pipe.vae_dtype, pipe.offload, tiling = getattr(mx, mplan.vae_dtype), mplan.offload, mplan.tiling
@@ -152,6 +181,7 @@ def main(argv=None):
     def denoise():
         step_t.append(time.perf_counter())
         return pipe.denoise(plan, cond, None, progress)
+
     latent = ph.run("denoise", denoise)
 
     def decode():
@@ -160,6 +190,7 @@ def main(argv=None):
         video = pipe.vae.decode(latent, tiling)
         mx.eval(video)
         return to_uint8(np.array(video[0]))
+
     frames_u8 = ph.run("decode", decode)
     out_dir = Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix="e2e_"))
     mp4 = out_dir / f"e2e_{a.case}_{a.size}.mp4"
@@ -174,24 +205,46 @@ def main(argv=None):
             return write_video(mp4, frames_u8, plan.settings.fps, dict(plan.params, generator="mlx_video e2e"))
         except Exception as e:  # noqa: BLE001 - e.g. PyAV missing on the GPU machine: keep the other numbers
             write_error = f"{type(e).__name__}: {e}"[:300]
+
     ph.run("write", write)
 
     steps = [b - t for t, b in zip(step_t, step_t[1:])]
     per_step = statistics.median(steps[1:] if len(steps) > 1 else steps)
     est = _estimate(cfg, plan, a, dtype, images, pipe, tiling, qbits)
-    record = dict(bench="e2e", case=a.case, task=task, model=model, size=a.size, layers=cfg["dit"]["num_layers"],
-                  video=f"{len(frames_u8)}x{plan.height}x{plan.width}", latent=list(plan.shape),
-                  tokens=memory.tokens(_sizes(cfg, plan, images, a), len(frames_u8), plan.height, plan.width),
-                  steps=a.steps, step_s=steps, step_median_s=per_step, denoise_50_s=per_step * 50,
-                  dtype=dtype, vae_dtype=str(pipe.vae_dtype).rsplit(".", 1)[-1],
-                  vae_tile=tiling.tile[0] if tiling else None, vae_overlap=tiling.overlap[0] if tiling else None,
-                  batch_cfg=plan.settings.batch_cfg, offload=pipe.offload, quantize_bits=qbits,
-                  memory_plan=mplan.to_dict() if mplan else None, inject_context=a.inject_context, phases=ph.rows,
-                  peak_gib=max(r["mlx_peak_gib"] for r in ph.rows.values()),
-                  os_hwm_gib=max((r["os_hwm_gib"] or 0) for r in ph.rows.values()),
-                  estimate_gib=est, mlx_device=str(mx.default_device()), mlx_version=mx.__version__,
-                  host=platform.node(), time=time.strftime("%Y-%m-%d %H:%M:%S"), mp4=str(mp4),
-                  write_error=write_error)
+    record = dict(
+        bench="e2e",
+        case=a.case,
+        task=task,
+        model=model,
+        size=a.size,
+        layers=cfg["dit"]["num_layers"],
+        video=f"{len(frames_u8)}x{plan.height}x{plan.width}",
+        latent=list(plan.shape),
+        tokens=memory.tokens(_sizes(cfg, plan, images, a), len(frames_u8), plan.height, plan.width),
+        steps=a.steps,
+        step_s=steps,
+        step_median_s=per_step,
+        denoise_50_s=per_step * 50,
+        dtype=dtype,
+        vae_dtype=str(pipe.vae_dtype).rsplit(".", 1)[-1],
+        vae_tile=tiling.tile[0] if tiling else None,
+        vae_overlap=tiling.overlap[0] if tiling else None,
+        batch_cfg=plan.settings.batch_cfg,
+        offload=pipe.offload,
+        quantize_bits=qbits,
+        memory_plan=mplan.to_dict() if mplan else None,
+        inject_context=a.inject_context,
+        phases=ph.rows,
+        peak_gib=max(r["mlx_peak_gib"] for r in ph.rows.values()),
+        os_hwm_gib=max((r["os_hwm_gib"] or 0) for r in ph.rows.values()),
+        estimate_gib=est,
+        mlx_device=str(mx.default_device()),
+        mlx_version=mx.__version__,
+        host=platform.node(),
+        time=time.strftime("%Y-%m-%d %H:%M:%S"),
+        mp4=str(mp4),
+        write_error=write_error,
+    )
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(record, indent=1))
@@ -208,34 +261,48 @@ def _sizes(cfg, plan, images, a):
 
 def _estimate(cfg, plan, a, dtype, images, pipe, tiling, qbits) -> dict:
     """The planner's per-phase estimate (GiB) for the settings this run used."""
-    p = memory.MemoryPlan(batch_cfg=plan.settings.batch_cfg, vae_dtype=str(pipe.vae_dtype).rsplit(".", 1)[-1],
-                          offload=pipe.offload, vae_tile=tiling.tile if tiling else None,
-                          vae_overlap=tiling.overlap[0] if tiling else 0, quantize_bits=qbits, dtype=dtype)
+    p = memory.MemoryPlan(
+        batch_cfg=plan.settings.batch_cfg,
+        vae_dtype=str(pipe.vae_dtype).rsplit(".", 1)[-1],
+        offload=pipe.offload,
+        vae_tile=tiling.tile if tiling else None,
+        vae_overlap=tiling.overlap[0] if tiling else 0,
+        quantize_bits=qbits,
+        dtype=dtype,
+    )
     peaks = memory.phase_peaks(_sizes(cfg, plan, images, a), plan.settings.frame_num, plan.height, plan.width, p)
     return {k: round(v / GIB, 3) for k, v in peaks.items()}
 
 
 def _table(r: dict) -> None:
-    print(f"\n== e2e {r['case']} ({r['task']}, {r['model']}, {r['layers']} blocks), {r['video']}, {r['tokens']} "
-          f"tokens, {r['steps']} steps, dtype {r['dtype']}, VAE {r['vae_dtype']}"
-          f"{' tiled ' + str(r['vae_tile']) if r['vae_tile'] else ''}, "
-          f"CFG {'batched' if r['batch_cfg'] else 'sequential'}"
-          f", MLX {r['mlx_version']} on {r['mlx_device']}")
+    print(
+        f"\n== e2e {r['case']} ({r['task']}, {r['model']}, {r['layers']} blocks), {r['video']}, {r['tokens']} "
+        f"tokens, {r['steps']} steps, dtype {r['dtype']}, VAE {r['vae_dtype']}"
+        f"{' tiled ' + str(r['vae_tile']) if r['vae_tile'] else ''}, "
+        f"CFG {'batched' if r['batch_cfg'] else 'sequential'}"
+        f", MLX {r['mlx_version']} on {r['mlx_device']}"
+    )
     if r["memory_plan"]:
         mp = r["memory_plan"]
-        print(f"memory plan for {mp['budget_gib']:.2f} GiB: {', '.join(mp['steps']) or 'defaults'} "
-              f"(estimated peak {mp['peak_gib']:.2f} GiB)")
+        print(
+            f"memory plan for {mp['budget_gib']:.2f} GiB: {', '.join(mp['steps']) or 'defaults'} "
+            f"(estimated peak {mp['peak_gib']:.2f} GiB)"
+        )
     print(f"{'phase':<8} {'s':>8} {'draw s':>7} {'MLX peak GiB':>12} {'est GiB':>8} {'OS HWM GiB':>10}  resident after")
     est_key = {"text": "text", "encode": "image", "denoise": "denoise", "decode": "decode"}
     for name, row in r["phases"].items():
         est = r["estimate_gib"].get(est_key.get(name, ""), None)
         hwm = "n/a" if row["os_hwm_gib"] is None else f"{row['os_hwm_gib']:.2f}"
-        print(f"{name:<8} {row['s']:>8.3f} {row['draw_s']:>7.2f} {row['mlx_peak_gib']:>12.3f} "
-              f"{'' if est is None else f'{est:.3f}':>8} {hwm:>10}  {', '.join(row['resident']) or '-'}")
+        print(
+            f"{name:<8} {row['s']:>8.3f} {row['draw_s']:>7.2f} {row['mlx_peak_gib']:>12.3f} "
+            f"{'' if est is None else f'{est:.3f}':>8} {hwm:>10}  {', '.join(row['resident']) or '-'}"
+        )
     if r["write_error"]:
         print(f"mp4 write failed: {r['write_error']}")
-    print(f"per step: median {r['step_median_s']:.3f} s ({', '.join(f'{s:.3f}' for s in r['step_s'])}); "
-          f"50 steps ~ {r['denoise_50_s']:.1f} s; peak {r['peak_gib']:.2f} GiB (MLX), {r['os_hwm_gib']:.2f} GiB (OS)")
+    print(
+        f"per step: median {r['step_median_s']:.3f} s ({', '.join(f'{s:.3f}' for s in r['step_s'])}); "
+        f"50 steps ~ {r['denoise_50_s']:.1f} s; peak {r['peak_gib']:.2f} GiB (MLX), {r['os_hwm_gib']:.2f} GiB (OS)"
+    )
 
 
 if __name__ == "__main__":

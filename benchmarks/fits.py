@@ -11,6 +11,7 @@ freed before the DiT, qN = N-bit weights at load, sN = N DiT blocks streamed) an
 "no (needs X GiB)". Estimates carry the planner's calibration error (tests/test_memory.py: within 10% of
 the H100 measurements it was checked on); "sN" is not implemented by the pipeline yet.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ from mlx_video.wan.clip import CLIPVisionArgs
 from mlx_video.wan.t5 import UMT5Args
 from mlx_video.wan.transformer import WanModelArgs
 
-I2V_14B = dict(A14B, image_dim=1280)   # Wan2.1 I2V-14B: the A14B widths plus the CLIP image branch
+I2V_14B = dict(A14B, image_dim=1280)  # Wan2.1 I2V-14B: the A14B widths plus the CLIP image branch
 JOBS = [  # name, DiT args, VAE args, CLIP, images, image frames, (frames, height, width)
     ("TI2V-5B t2v 704x1280x121", TI2V_5B, vae22.Wan22VAEArgs(), None, 0, "first", (121, 704, 1280)),
     ("TI2V-5B ti2v 704x1280x121", TI2V_5B, vae22.Wan22VAEArgs(), None, 1, "first", (121, 704, 1280)),
@@ -50,11 +51,12 @@ def main(argv=None):
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     rows = []
-    print(f"| job (bf16, real UMT5) | " + " | ".join(f"{m} GB Mac ({m * a.fraction:.1f} GiB)" for m in MACS) + " |")
+    print("| job (bf16, real UMT5) | " + " | ".join(f"{m} GB Mac ({m * a.fraction:.1f} GiB)" for m in MACS) + " |")
     print("|---|" + "---|" * len(MACS))
     for name, dit, vae, clip, images, image_frames, (f, h, w) in JOBS:
-        sizes = memory.WanSizes(dit=WanModelArgs(**dit), vae=vae, t5=UMT5Args(), clip=clip, images=images,
-                                image_frames=image_frames)
+        sizes = memory.WanSizes(
+            dit=WanModelArgs(**dit), vae=vae, t5=UMT5Args(), clip=clip, images=images, image_frames=image_frames
+        )
         cells = []
         for gb in MACS:
             try:

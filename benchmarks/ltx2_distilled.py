@@ -37,23 +37,19 @@ Peak memory includes the resident weights of every component. On a CPU the offic
 the growth of the process RSS high-water mark during the stage (labelled), the MLX side's
 ``mx.get_peak_memory``.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 import statistics
+import sys
 import time
 import types
 
-os.environ.setdefault("TQDM_DISABLE", "1")   # euler_denoising_loop's progress bar
+os.environ.setdefault("TQDM_DISABLE", "1")  # euler_denoising_loop's progress bar
 
 import numpy as np  # noqa: E402
-
-from benchmarks import common  # noqa: E402
-from benchmarks.common import mx, torch  # noqa: E402
-from benchmarks.ltx2_transformer import FULL_LAYERS, REAL, TEXT_TOKENS, TINY, checkpoint_config, ref_transformer_ctor  # noqa: E402
-from benchmarks.ltx2_vae import TILES, single_file_keys, vae_config  # noqa: E402
 from ltx_core.components.diffusion_steps import EulerDiffusionStep  # noqa: E402
 from ltx_core.components.noisers import GaussianNoiser  # noqa: E402
 from ltx_core.model.audio_vae import AudioDecoderConfigurator, VocoderConfigurator  # noqa: E402
@@ -65,8 +61,15 @@ from ltx_core.model.video_vae import decode_video as ref_decode_video  # noqa: E
 from ltx_core.model.video_vae.model_configurator import VideoDecoderConfigurator  # noqa: E402
 from ltx_core.model.video_vae.tiling import SpatialTilingConfig, TemporalTilingConfig, TilingConfig  # noqa: E402
 from ltx_core.types import VideoPixelShape  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from benchmarks.common import mx, torch  # noqa: E402
+from benchmarks.ltx2_transformer import FULL_LAYERS, REAL, TEXT_TOKENS, TINY, checkpoint_config, ref_transformer_ctor  # noqa: E402
+from benchmarks.ltx2_vae import TILES, single_file_keys, vae_config  # noqa: E402
+
 if importlib.util.find_spec("av") is None:  # the GPU machine has no PyAV; ltx_pipelines imports it
-    class _NoAV(types.ModuleType):           # for media I/O only (and in annotations), never called here
+
+    class _NoAV(types.ModuleType):  # for media I/O only (and in annotations), never called here
         def __getattr__(self, name):
             if name.startswith("__"):
                 raise AttributeError(name)
@@ -88,33 +91,69 @@ from mlx_video.ltx2.video_vae import VideoVAE  # noqa: E402
 from mlx_video.ltx2.video_vae import sanitize as vae_sanitize  # noqa: E402
 
 FPS = 24.0
-SIZES = {"tiny": (9, 128, 192), "full": (121, 512, 768)}   # frames, height, width (output)
-TINY_TEXT_TOKENS = 128   # MLX's CPU BLAS here is slow; the real 1024 for every other size
+SIZES = {"tiny": (9, 128, 192), "full": (121, 512, 768)}  # frames, height, width (output)
+TINY_TEXT_TOKENS = 128  # MLX's CPU BLAS here is slow; the real 1024 for every other size
 STAGES = ("stage1", "upsample", "stage2", "stage2+upsample", "decode_video", "decode_audio", "total")
 
 
 def audio_config(tiny: bool) -> dict:
     """LTX-2 audio VAE (docs/ltx2.md 5): ch 128, ch_mult (1,2,4), 2 res blocks, z 8 x 16 mel bins, causal.
     tiny: ch_mult (1,1,1), 1 res block (ch stays 128: ltx-core sizes the latent statistics by ch)."""
-    return {"audio_vae": {"model": {"params": {"sampling_rate": 16000, "ddconfig": {
-        "ch": 128, "ch_mult": [1, 1, 1] if tiny else [1, 2, 4], "num_res_blocks": 1 if tiny else 2, "attn_resolutions": [], "resolution": 256,
-        "z_channels": 8, "in_channels": 2, "out_ch": 2, "double_z": True, "norm_type": "pixel",
-        "causality_axis": "height", "mid_block_add_attention": True, "mel_bins": 64}}},
-        "preprocessing": {"stft": {"hop_length": 160, "filter_length": 1024, "causal": True}}}}
+    return {
+        "audio_vae": {
+            "model": {
+                "params": {
+                    "sampling_rate": 16000,
+                    "ddconfig": {
+                        "ch": 128,
+                        "ch_mult": [1, 1, 1] if tiny else [1, 2, 4],
+                        "num_res_blocks": 1 if tiny else 2,
+                        "attn_resolutions": [],
+                        "resolution": 256,
+                        "z_channels": 8,
+                        "in_channels": 2,
+                        "out_ch": 2,
+                        "double_z": True,
+                        "norm_type": "pixel",
+                        "causality_axis": "height",
+                        "mid_block_add_attention": True,
+                        "mel_bins": 64,
+                    },
+                }
+            },
+            "preprocessing": {"stft": {"hop_length": 160, "filter_length": 1024, "causal": True}},
+        }
+    }
 
 
 def vocoder_config(ch: int) -> dict:
     """LTX-2 HiFi-GAN vocoder (docs/ltx2.md 5): 1024 ch, rates (6,5,2,2,2), ResBlock1 kernels 3/7/11."""
-    return {"vocoder": {"resblock": "1", "stereo": True, "upsample_initial_channel": ch,
-                        "upsample_rates": [6, 5, 2, 2, 2], "upsample_kernel_sizes": [16, 15, 8, 4, 4],
-                        "resblock_kernel_sizes": [3, 7, 11], "resblock_dilation_sizes": [[1, 3, 5]] * 3,
-                        "output_sampling_rate": 24000}}
+    return {
+        "vocoder": {
+            "resblock": "1",
+            "stereo": True,
+            "upsample_initial_channel": ch,
+            "upsample_rates": [6, 5, 2, 2, 2],
+            "upsample_kernel_sizes": [16, 15, 8, 4, 4],
+            "resblock_kernel_sizes": [3, 7, 11],
+            "resblock_dilation_sizes": [[1, 3, 5]] * 3,
+            "output_sampling_rate": 24000,
+        }
+    }
 
 
 def upsampler_config(mid: int) -> dict:
     """LTX-2 spatial x2 upsampler file metadata (docs/ltx2.md 6): mid 1024, rational resampler, scale 2."""
-    return dict(in_channels=128, mid_channels=mid, num_blocks_per_stage=4, dims=3, spatial_upsample=True,
-                temporal_upsample=False, spatial_scale=2.0, rational_resampler=True)
+    return dict(
+        in_channels=128,
+        mid_channels=mid,
+        num_blocks_per_stage=4,
+        dims=3,
+        spatial_upsample=True,
+        temporal_upsample=False,
+        spatial_scale=2.0,
+        rational_resampler=True,
+    )
 
 
 def mlx_video_vae(cfg: dict, seed: int) -> VideoVAE:
@@ -123,8 +162,11 @@ def mlx_video_vae(cfg: dict, seed: int) -> VideoVAE:
         shapes = {k: tuple(t.shape) for k, t in VideoDecoderConfigurator.from_config(cfg).state_dict().items()}
     converted = {}
     for i, (k, s) in enumerate(single_file_keys(shapes).items()):
-        t = common.random_normal(s, seed + i) * (1.0 / np.sqrt(np.prod(s[1:]))) if len(s) > 1 \
+        t = (
+            common.random_normal(s, seed + i) * (1.0 / np.sqrt(np.prod(s[1:])))
+            if len(s) > 1
             else (mx.ones(s) if "std" in k else mx.zeros(s))
+        )
         one = vae_sanitize({k: t}, "lightricks")
         mx.eval(list(one.values()))
         converted.update(one)
@@ -184,15 +226,23 @@ def run_side(name, build, run_once, warmup, repeat) -> dict:
             _combine(times, peaks)
             if i >= warmup:
                 runs.append((times, peaks))
-            print(f"  {name} run {i + 1}/{warmup + repeat}{' (warmup)' if i < warmup else ''}: "
-                  + ", ".join(f"{k} {v:.3f}s" for k, v in times.items()), flush=True)
+            print(
+                f"  {name} run {i + 1}/{warmup + repeat}{' (warmup)' if i < warmup else ''}: "
+                + ", ".join(f"{k} {v:.3f}s" for k, v in times.items()),
+                flush=True,
+            )
     stages = {}
     for k in STAGES:
         ts = [t[k] for t, _ in runs]
         stages[k] = dict(median_s=statistics.median(ts), times_s=ts, peak_gib=_gib(_max(*(p[k] for _, p in runs))))
-    out = dict(build_s=build_s, param_gib=ctx["param_bytes"] / common.GiB,
-               block_gib=ctx["block_bytes"] / common.GiB, peak_how=ctx["peak_how"], stages=stages,
-               **ctx.get("info", {}))
+    out = dict(
+        build_s=build_s,
+        param_gib=ctx["param_bytes"] / common.GiB,
+        block_gib=ctx["block_bytes"] / common.GiB,
+        peak_how=ctx["peak_how"],
+        stages=stages,
+        **ctx.get("info", {}),
+    )
     del ctx
     common.release_memory()
     return out
@@ -209,15 +259,19 @@ def _gib(b):
 def main():
     p = common.parser(__doc__.split("\n")[0], list(SIZES))
     p.add_argument("--video", default=None, help="override the output FxHxW, e.g. 121x512x768")
-    p.add_argument("--text-tokens", type=int, default=None,
-                   help=f"text context length (default {TEXT_TOKENS}; {TINY_TEXT_TOKENS} at --size tiny)")
+    p.add_argument(
+        "--text-tokens",
+        type=int,
+        default=None,
+        help=f"text context length (default {TEXT_TOKENS}; {TINY_TEXT_TOKENS} at --size tiny)",
+    )
     p.set_defaults(repeat=2)
     args = p.parse_args()
     if args.check:
         p.error("--check is not supported here (each module has its own parity test and --check benchmark)")
     tiny = args.size == "tiny"
     layers = args.layers or (2 if tiny else FULL_LAYERS)
-    frames, height, width = (tuple(int(v) for v in args.video.split("x")) if args.video else SIZES[args.size])
+    frames, height, width = tuple(int(v) for v in args.video.split("x")) if args.video else SIZES[args.size]
     a = LTXModelArgs.from_config(checkpoint_config("ltx2", TINY if tiny else REAL, layers))
     vae_cfg = vae_config("ltx2", 16 if tiny else 128)
     ups_cfg = upsampler_config(32 if tiny else 1024)
@@ -232,8 +286,10 @@ def main():
     text = [rng.standard_normal((1, n_text, d)).astype(np.float32) for d in (ctx_v, ctx_a)]
     (T1, h1, w1), n1 = common.video_tokens(frames, height // 2, width // 2, 8, 32)
     (T2, h2, w2), n2 = common.video_tokens(frames, height, width, 8, 32)
-    tiling = TilingConfig(SpatialTilingConfig(TILES["tile_pixels"], TILES["overlap_pixels"]),
-                          TemporalTilingConfig(TILES["tile_frames"], TILES["overlap_frames"]))
+    tiling = TilingConfig(
+        SpatialTilingConfig(TILES["tile_pixels"], TILES["overlap_pixels"]),
+        TemporalTilingConfig(TILES["tile_frames"], TILES["overlap_frames"]),
+    )
 
     # ------------------------------------------------------------------ official building blocks
     def build_reference() -> dict:
@@ -244,11 +300,20 @@ def main():
         adec = common.torch_build(lambda: AudioDecoderConfigurator.from_config(aud_cfg), dev, tdt, args.seed + 3)
         voc = common.torch_build(lambda: VocoderConfigurator.from_config(voc_cfg), dev, tdt, args.seed + 4)
         mods = (m, dec, ups, adec, voc)
-        return dict(x0=X0Model(m).eval(), dec=dec, ups=ups, adec=adec, voc=voc,
-                    stats=types.SimpleNamespace(per_channel_statistics=dec.per_channel_statistics),
-                    vctx=torch.from_numpy(text[0]).to(dev, tdt), actx=torch.from_numpy(text[1]).to(dev, tdt),
-                    tdt=tdt, param_bytes=sum(common.torch_nbytes(x) for x in mods),
-                    block_bytes=common.torch_nbytes(m.transformer_blocks[0]), peak_how=StageClock().how)
+        return dict(
+            x0=X0Model(m).eval(),
+            dec=dec,
+            ups=ups,
+            adec=adec,
+            voc=voc,
+            stats=types.SimpleNamespace(per_channel_statistics=dec.per_channel_statistics),
+            vctx=torch.from_numpy(text[0]).to(dev, tdt),
+            actx=torch.from_numpy(text[1]).to(dev, tdt),
+            tdt=tdt,
+            param_bytes=sum(common.torch_nbytes(x) for x in mods),
+            block_bytes=common.torch_nbytes(m.transformer_blocks[0]),
+            peak_how=StageClock().how,
+        )
 
     def run_reference(r: dict):
         clock = StageClock()
@@ -259,22 +324,37 @@ def main():
         denoise_fn = simple_denoising_func(video_context=r["vctx"], audio_context=r["actx"], transformer=r["x0"])
 
         def loop(sigmas, video_state, audio_state, stepper_):
-            return euler_denoising_loop(sigmas=sigmas, video_state=video_state, audio_state=audio_state,
-                                        stepper=stepper_, denoise_fn=denoise_fn)
+            return euler_denoising_loop(
+                sigmas=sigmas, video_state=video_state, audio_state=audio_state, stepper=stepper_, denoise_fn=denoise_fn
+            )
 
         def stage(h, w, sigmas, **kw):
             shape = VideoPixelShape(batch=1, frames=frames, width=w, height=h, fps=FPS)
-            return denoise_audio_video(output_shape=shape, conditionings=[], noiser=noiser, sigmas=sigmas,
-                                       stepper=stepper, denoising_loop_fn=loop, components=comps, dtype=tdt,
-                                       device=dev, **kw)
+            return denoise_audio_video(
+                output_shape=shape,
+                conditionings=[],
+                noiser=noiser,
+                sigmas=sigmas,
+                stepper=stepper,
+                denoising_loop_fn=loop,
+                components=comps,
+                dtype=tdt,
+                device=dev,
+                **kw,
+            )
 
         s1 = torch.Tensor(DISTILLED_SIGMA_VALUES).to(dev)
         s2 = torch.Tensor(STAGE_2_DISTILLED_SIGMA_VALUES).to(dev)
         v, au = clock("stage1", lambda: stage(height // 2, width // 2, s1))
-        lat = clock("upsample", lambda: ref_upsample_video(latent=v.latent[:1], video_encoder=r["stats"],
-                                                           upsampler=r["ups"]))
-        v, au = clock("stage2", lambda: stage(height, width, s2, noise_scale=s2[0], initial_video_latent=lat,
-                                              initial_audio_latent=au.latent))
+        lat = clock(
+            "upsample", lambda: ref_upsample_video(latent=v.latent[:1], video_encoder=r["stats"], upsampler=r["ups"])
+        )
+        v, au = clock(
+            "stage2",
+            lambda: stage(
+                height, width, s2, noise_scale=s2[0], initial_video_latent=lat, initial_audio_latent=au.latent
+            ),
+        )
         gen = torch.Generator(device=dev).manual_seed(args.seed)
         clock("decode_video", lambda: list(ref_decode_video(v.latent, r["dec"], tiling, gen)))
         clock("decode_audio", lambda: ref_decode_audio(au.latent, r["adec"], r["voc"]).waveform)
@@ -290,10 +370,14 @@ def main():
         voc = common.mlx_random_(vc.vocoder_from_config(voc_cfg), mx.float32, args.seed + 4000)
         comps = LTX2Components(model, vae, adec, voc, ups, version="2")
         mods = (model, vae, ups, adec, voc)
-        return dict(comps=comps, ctx=TextContext(mx.array(text[0]), mx.array(text[1])),
-                    param_bytes=sum(common.mlx_nbytes(x) for x in mods),
-                    block_bytes=common.mlx_nbytes(model.transformer_blocks[0]), peak_how="mx.get_peak_memory",
-                    info=dict(compute=f"transformer + upsampler {dtype}; VAEs and vocoder fp32"))
+        return dict(
+            comps=comps,
+            ctx=TextContext(mx.array(text[0]), mx.array(text[1])),
+            param_bytes=sum(common.mlx_nbytes(x) for x in mods),
+            block_bytes=common.mlx_nbytes(model.transformer_blocks[0]),
+            peak_how="mx.get_peak_memory",
+            info=dict(compute=f"transformer + upsampler {dtype}; VAEs and vocoder fp32"),
+        )
 
     def run_mlx(r: dict):
         c = r["comps"]
@@ -308,15 +392,21 @@ def main():
         mx.eval(x)
         times["upsample"] = time.perf_counter() - t0
         peaks["upsample"] = float(mx.get_peak_memory())
-        times["stage2"] = max(0.0, times["stage2"] - times["upsample"])   # denoising part only (derived)
+        times["stage2"] = max(0.0, times["stage2"] - times["upsample"])  # denoising part only (derived)
         del x, res
         return times, peaks
 
-    config = dict(model="ltx2 distilled", size=args.size, video=f"{frames}x{height}x{width}",
-                  stage1_latent=f"{T1}x{h1}x{w1} ({n1} tokens)", stage2_latent=f"{T2}x{h2}x{w2} ({n2} tokens)",
-                  text_tokens=n_text, text_widths=f"{ctx_v}/{ctx_a}",
-                  steps=f"{len(DISTILLED_SIGMA_VALUES) - 1}+{len(STAGE_2_DISTILLED_SIGMA_VALUES) - 1}",
-                  layers=f"{layers} (narrow)" if tiny else f"{layers}/{FULL_LAYERS}")
+    config = dict(
+        model="ltx2 distilled",
+        size=args.size,
+        video=f"{frames}x{height}x{width}",
+        stage1_latent=f"{T1}x{h1}x{w1} ({n1} tokens)",
+        stage2_latent=f"{T2}x{h2}x{w2} ({n2} tokens)",
+        text_tokens=n_text,
+        text_widths=f"{ctx_v}/{ctx_a}",
+        steps=f"{len(DISTILLED_SIGMA_VALUES) - 1}+{len(STAGE_2_DISTILLED_SIGMA_VALUES) - 1}",
+        layers=f"{layers} (narrow)" if tiny else f"{layers}/{FULL_LAYERS}",
+    )
     print("[ltx2_distilled] " + " ".join(f"{k}={v}" for k, v in config.items()), flush=True)
     results = {}
     if not args.skip_reference:
@@ -331,29 +421,44 @@ def report(args, config, dtype, dev, results, layers) -> None:
     import platform
     from pathlib import Path
 
-    record = dict(bench="ltx2_distilled", **config, dtype=dtype, torch_device=str(dev),
-                  mlx_device=str(mx.default_device()), torch_version=torch.__version__, mlx_version=mx.__version__,
-                  host=platform.node(), warmup=args.warmup, repeat=args.repeat,
-                  mlx_enable_tf32=os.environ.get("MLX_ENABLE_TF32"),
-                  torch_allow_tf32=bool(torch.backends.cuda.matmul.allow_tf32),
-                  reference="ltx-pipelines building blocks in DistilledPipeline's order (not the class: no ledger, "
-                            "no Gemma); stage2 of MLX's generate includes the lazy upsample, which is also timed alone",
-                  time=time.strftime("%Y-%m-%d %H:%M:%S"), **results)
+    record = dict(
+        bench="ltx2_distilled",
+        **config,
+        dtype=dtype,
+        torch_device=str(dev),
+        mlx_device=str(mx.default_device()),
+        torch_version=torch.__version__,
+        mlx_version=mx.__version__,
+        host=platform.node(),
+        warmup=args.warmup,
+        repeat=args.repeat,
+        mlx_enable_tf32=os.environ.get("MLX_ENABLE_TF32"),
+        torch_allow_tf32=bool(torch.backends.cuda.matmul.allow_tf32),
+        reference="ltx-pipelines building blocks in DistilledPipeline's order (not the class: no ledger, "
+        "no Gemma); stage2 of MLX's generate includes the lazy upsample, which is also timed alone",
+        time=time.strftime("%Y-%m-%d %H:%M:%S"),
+        **results,
+    )
     extra = {}
     if layers is not None and layers[0] != layers[1]:
         n, full = layers
         for name, r in results.items():
             st, add = r["stages"], (full - n) * r["block_gib"]
-            t = {k: st[k]["median_s"] * (full / n if k in ("stage1", "stage2") else 1.0)
-                 for k in ("stage1", "upsample", "stage2", "decode_video", "decode_audio")}
+            t = {
+                k: st[k]["median_s"] * (full / n if k in ("stage1", "stage2") else 1.0)
+                for k in ("stage1", "upsample", "stage2", "decode_video", "decode_audio")
+            }
             t["stage2+upsample"] = t["stage2"] + t["upsample"]
             t["total"] = sum(t[k] for k in ("stage1", "upsample", "stage2", "decode_video", "decode_audio"))
-            extra[name] = {k: dict(s=t[k], peak_gib=None if st[k]["peak_gib"] is None else st[k]["peak_gib"] + add)
-                           for k in STAGES}
+            extra[name] = {
+                k: dict(s=t[k], peak_gib=None if st[k]["peak_gib"] is None else st[k]["peak_gib"] + add) for k in STAGES
+            }
         record["extrapolated_full_depth"] = extra
     if len(results) == 2:
-        record["ratio_official_over_mlx"] = {k: results["official"]["stages"][k]["median_s"]
-                                             / max(results["mlx"]["stages"][k]["median_s"], 1e-12) for k in STAGES}
+        record["ratio_official_over_mlx"] = {
+            k: results["official"]["stages"][k]["median_s"] / max(results["mlx"]["stages"][k]["median_s"], 1e-12)
+            for k in STAGES
+        }
     out_dir = os.environ.get("OUT")
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -362,16 +467,27 @@ def report(args, config, dtype, dev, results, layers) -> None:
 
     print()
     for name, r in results.items():
-        print(f"{name}: weights {r['param_gib']:.2f} GiB, build {r['build_s']:.1f} s, peak memory: {r['peak_how']}"
-              + (f", {r['compute']}" if "compute" in r else ""))
-    print("official = ltx-pipelines 1.0.0 building blocks in DistilledPipeline's order (denoise_audio_video + "
-          "euler_denoising_loop + X0Model, upsample_video, tiled decode_video, decode_audio); not the class itself. "
-          "MLX stage2 = generate's stage2 timer minus the upsampler timed alone.")
-    print("\n== ltx2_distilled: " + ", ".join(f"{k} {v}" for k, v in config.items())
-          + f", dtype {dtype}, torch on {dev}, MLX on {mx.default_device()}, median of {args.repeat}")
+        print(
+            f"{name}: weights {r['param_gib']:.2f} GiB, build {r['build_s']:.1f} s, peak memory: {r['peak_how']}"
+            + (f", {r['compute']}" if "compute" in r else "")
+        )
+    print(
+        "official = ltx-pipelines 1.0.0 building blocks in DistilledPipeline's order (denoise_audio_video + "
+        "euler_denoising_loop + X0Model, upsample_video, tiled decode_video, decode_audio); not the class itself. "
+        "MLX stage2 = generate's stage2 timer minus the upsampler timed alone."
+    )
+    print(
+        "\n== ltx2_distilled: "
+        + ", ".join(f"{k} {v}" for k, v in config.items())
+        + f", dtype {dtype}, torch on {dev}, MLX on {mx.default_device()}, median of {args.repeat}"
+    )
     sides = list(results)
-    head = f"{'stage':<16}" + "".join(f"{s + ' s':>13}" for s in sides) + \
-        ("" if len(sides) < 2 else f"{'ratio':>8}") + "".join(f"{s + ' GiB':>14}" for s in sides)
+    head = (
+        f"{'stage':<16}"
+        + "".join(f"{s + ' s':>13}" for s in sides)
+        + ("" if len(sides) < 2 else f"{'ratio':>8}")
+        + "".join(f"{s + ' GiB':>14}" for s in sides)
+    )
     print(head)
     for k in STAGES:
         row = f"{k:<16}" + "".join(f"{results[s]['stages'][k]['median_s']:>13.3f}" for s in sides)
@@ -387,10 +503,15 @@ def report(args, config, dtype, dev, results, layers) -> None:
         for sd in sides:
             e = extra[sd]
             mem = e["total"]["peak_gib"]
-            parts.append(f"{sd} " + ", ".join(f"{k} ~{e[k]['s']:.2f} s" for k in ("stage1", "stage2+upsample", "total"))
-                         + ("" if mem is None else f", peak ~{mem:.1f} GiB"))
-        print(f"EXTRAPOLATED to {full} blocks from {n} (denoising stages x {full}/{n}; decodes as measured; "
-              f"peak + weights of the missing blocks; an estimate, not a measurement): " + "; ".join(parts))
+            parts.append(
+                f"{sd} "
+                + ", ".join(f"{k} ~{e[k]['s']:.2f} s" for k in ("stage1", "stage2+upsample", "total"))
+                + ("" if mem is None else f", peak ~{mem:.1f} GiB")
+            )
+        print(
+            f"EXTRAPOLATED to {full} blocks from {n} (denoising stages x {full}/{n}; decodes as measured; "
+            f"peak + weights of the missing blocks; an estimate, not a measurement): " + "; ".join(parts)
+        )
 
 
 if __name__ == "__main__":

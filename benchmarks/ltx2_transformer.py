@@ -16,14 +16,12 @@ Inputs on both sides: per-token timesteps sigma=0.8 (the pipelines' ``denoise_ma
 video/audio positions from ltx-core's latent tools (24 fps; audio 25 latents/s), 1024 text tokens
 (the Gemma connectors' output length), no perturbations. Weights are independent random draws.
 """
+
 from __future__ import annotations
 
 import time
 
 import numpy as np
-
-from benchmarks import common
-from benchmarks.common import mx, torch
 from ltx_core.components.patchifiers import AudioPatchifier, VideoLatentPatchifier
 from ltx_core.guidance.perturbations import BatchedPerturbationConfig
 from ltx_core.model.transformer import LTXModel as RefModel
@@ -35,25 +33,51 @@ from ltx_core.model.transformer.text_projection import PixArtAlphaTextProjection
 from ltx_core.tools import AudioLatentTools, VideoLatentTools
 from ltx_core.types import AudioLatentShape, VideoLatentShape
 
+from benchmarks import common
+from benchmarks.common import mx, torch
 from mlx_video.io.weights import load_strict
 from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs, Modality, sanitize
 
 FPS = 24.0
 TEXT_TOKENS = 1024
 FULL_LAYERS = 48
-REAL = dict(num_attention_heads=32, attention_head_dim=128, cross_attention_dim=4096,
-            audio_num_attention_heads=32, audio_attention_head_dim=64, audio_cross_attention_dim=2048)
-TINY = dict(num_attention_heads=2, attention_head_dim=128, cross_attention_dim=256,
-            audio_num_attention_heads=2, audio_attention_head_dim=64, audio_cross_attention_dim=128)
-SIZES = {"tiny": (9, 64, 64), "mid": (25, 256, 384), "full": (121, 512, 768)}   # frames, height, width
+REAL = dict(
+    num_attention_heads=32,
+    attention_head_dim=128,
+    cross_attention_dim=4096,
+    audio_num_attention_heads=32,
+    audio_attention_head_dim=64,
+    audio_cross_attention_dim=2048,
+)
+TINY = dict(
+    num_attention_heads=2,
+    attention_head_dim=128,
+    cross_attention_dim=256,
+    audio_num_attention_heads=2,
+    audio_attention_head_dim=64,
+    audio_cross_attention_dim=128,
+)
+SIZES = {"tiny": (9, 64, 64), "mid": (25, 256, 384), "full": (121, 512, 768)}  # frames, height, width
 
 
 def checkpoint_config(model: str, widths: dict, layers: int) -> dict:
     """The embedded-checkpoint config of LTX-2 (19B) / LTX-2.3 with the real settings (docs/ltx2.md 2.1)."""
-    t = dict(widths, num_layers=layers, in_channels=128, out_channels=128, audio_in_channels=128,
-             audio_out_channels=128, caption_channels=3840, rope_type="split", frequencies_precision="float64",
-             positional_embedding_theta=10000.0, timestep_scale_multiplier=1000,
-             av_ca_timestep_scale_multiplier=1000.0, use_middle_indices_grid=True, norm_eps=1e-6)
+    t = dict(
+        widths,
+        num_layers=layers,
+        in_channels=128,
+        out_channels=128,
+        audio_in_channels=128,
+        audio_out_channels=128,
+        caption_channels=3840,
+        rope_type="split",
+        frequencies_precision="float64",
+        positional_embedding_theta=10000.0,
+        timestep_scale_multiplier=1000,
+        av_ca_timestep_scale_multiplier=1000.0,
+        use_middle_indices_grid=True,
+        norm_eps=1e-6,
+    )
     if model == "ltx23":
         t.update(apply_gated_attention=True, cross_attention_adaln=True, caption_proj_before_connector=True)
     return {"transformer": t}
@@ -64,16 +88,26 @@ def ref_transformer_ctor(a: LTXModelArgs, layers: int):
     the shipped settings (split RoPE, float64 frequency grid), for ``common.torch_build``."""
     proj = a.caption_projection
     return lambda: RefModel(  # noqa: E731
-        model_type=LTXModelType.AudioVideo, num_attention_heads=a.num_attention_heads,
-        attention_head_dim=a.attention_head_dim, in_channels=128, out_channels=128, num_layers=layers,
-        cross_attention_dim=a.cross_attention_dim, audio_num_attention_heads=a.audio_num_attention_heads,
-        audio_attention_head_dim=a.audio_attention_head_dim, audio_in_channels=128, audio_out_channels=128,
+        model_type=LTXModelType.AudioVideo,
+        num_attention_heads=a.num_attention_heads,
+        attention_head_dim=a.attention_head_dim,
+        in_channels=128,
+        out_channels=128,
+        num_layers=layers,
+        cross_attention_dim=a.cross_attention_dim,
+        audio_num_attention_heads=a.audio_num_attention_heads,
+        audio_attention_head_dim=a.audio_attention_head_dim,
+        audio_in_channels=128,
+        audio_out_channels=128,
         audio_cross_attention_dim=a.audio_cross_attention_dim,
-        av_ca_timestep_scale_multiplier=a.av_ca_timestep_scale_multiplier, rope_type=LTXRopeType.SPLIT,
-        double_precision_rope=True, apply_gated_attention=a.apply_gated_attention,
+        av_ca_timestep_scale_multiplier=a.av_ca_timestep_scale_multiplier,
+        rope_type=LTXRopeType.SPLIT,
+        double_precision_rope=True,
+        apply_gated_attention=a.apply_gated_attention,
         cross_attention_adaln=a.cross_attention_adaln,
         caption_projection=PixArtAlphaTextProjection(a.caption_channels, a.inner_dim) if proj else None,
-        audio_caption_projection=PixArtAlphaTextProjection(a.caption_channels, a.audio_inner_dim) if proj else None)
+        audio_caption_projection=PixArtAlphaTextProjection(a.caption_channels, a.audio_inner_dim) if proj else None,
+    )
 
 
 def main():
@@ -83,24 +117,33 @@ def main():
     args = p.parse_args()
     widths = TINY if args.size == "tiny" else REAL
     layers = args.layers or {"tiny": 2, "mid": 2}.get(args.size, FULL_LAYERS)
-    frames, height, width = (tuple(int(v) for v in args.video.split("x")) if args.video else SIZES[args.size])
+    frames, height, width = tuple(int(v) for v in args.video.split("x")) if args.video else SIZES[args.size]
     a = LTXModelArgs.from_config(checkpoint_config(args.model, widths, layers))
     dtype = common.resolve_dtype(args)
     dev = common.torch_device()
     B = 1
 
     (T, h, w), n_video = common.video_tokens(frames, height, width, 8, 32)
-    vpos = VideoLatentTools(VideoLatentPatchifier(1), VideoLatentShape(B, 128, T, h, w), FPS) \
-        .create_initial_state("cpu", torch.float32).positions.numpy()
+    vpos = (
+        VideoLatentTools(VideoLatentPatchifier(1), VideoLatentShape(B, 128, T, h, w), FPS)
+        .create_initial_state("cpu", torch.float32)
+        .positions.numpy()
+    )
     ashape = AudioLatentShape.from_duration(B, frames / FPS)
     apos = AudioLatentTools(AudioPatchifier(1), ashape).create_initial_state("cpu", torch.float32).positions.numpy()
     n_audio = apos.shape[2]
     rng = np.random.default_rng(args.seed)
     ctx_v = a.caption_channels if a.caption_projection else a.cross_attention_dim
     ctx_a = a.caption_channels if a.caption_projection else a.audio_cross_attention_dim
-    x = dict(v_lat=rng.standard_normal((B, n_video, 128)), a_lat=rng.standard_normal((B, n_audio, 128)),
-             v_ctx=rng.standard_normal((B, TEXT_TOKENS, ctx_v)), a_ctx=rng.standard_normal((B, TEXT_TOKENS, ctx_a)),
-             v_t=np.full((B, n_video), 0.8), a_t=np.full((B, n_audio), 0.8), sigma=np.full((B,), 0.8))
+    x = dict(
+        v_lat=rng.standard_normal((B, n_video, 128)),
+        a_lat=rng.standard_normal((B, n_audio, 128)),
+        v_ctx=rng.standard_normal((B, TEXT_TOKENS, ctx_v)),
+        a_ctx=rng.standard_normal((B, TEXT_TOKENS, ctx_a)),
+        v_t=np.full((B, n_video), 0.8),
+        a_t=np.full((B, n_audio), 0.8),
+        sigma=np.full((B,), 0.8),
+    )
     x = {k: v.astype(np.float32) for k, v in x.items()}
 
     def build_reference() -> common.Side:
@@ -109,15 +152,23 @@ def main():
         m = common.torch_build(ctor, dev, tdt, args.seed)
         t = lambda k, dt=torch.float32: torch.from_numpy(x[k]).to(dev, dt)  # noqa: E731
         pos = lambda p_: torch.from_numpy(p_).to(dev)  # noqa: E731
-        video = RefModality(latent=t("v_lat", tdt), sigma=t("sigma"), timesteps=t("v_t"), positions=pos(vpos),
-                            context=t("v_ctx", tdt))
-        audio = RefModality(latent=t("a_lat", tdt), sigma=t("sigma"), timesteps=t("a_t"), positions=pos(apos),
-                            context=t("a_ctx", tdt))
+        video = RefModality(
+            latent=t("v_lat", tdt), sigma=t("sigma"), timesteps=t("v_t"), positions=pos(vpos), context=t("v_ctx", tdt)
+        )
+        audio = RefModality(
+            latent=t("a_lat", tdt), sigma=t("sigma"), timesteps=t("a_t"), positions=pos(apos), context=t("a_ctx", tdt)
+        )
         pert = BatchedPerturbationConfig.empty(B)
         run = lambda: m(video, audio, pert)  # noqa: E731
         attn = "xformers" if memory_efficient_attention is not None else "torch SDPA"
-        return common.Side(run, _ref_numpy, common.torch_nbytes(m), common.torch_nbytes(m.transformer_blocks[0]),
-                           dict(attention=f"ltx-core default ({attn})"), m)
+        return common.Side(
+            run,
+            _ref_numpy,
+            common.torch_nbytes(m),
+            common.torch_nbytes(m.transformer_blocks[0]),
+            dict(attention=f"ltx-core default ({attn})"),
+            m,
+        )
 
     def build_mlx(weights) -> common.Side:
         mdt = common.MLX_DTYPES[dtype]
@@ -134,18 +185,37 @@ def main():
         video = Modality(m("v_lat"), m("v_t"), m("sigma"), m("v_ctx"))
         audio = Modality(m("a_lat"), m("a_t"), m("sigma"), m("a_ctx"))
         run = lambda: model(video, audio, rope)  # noqa: E731
-        return common.Side(run, lambda out: np.concatenate([np.array(o.astype(mx.float32)).reshape(-1) for o in out]),
-                           common.mlx_nbytes(model), common.mlx_nbytes(model.transformer_blocks[0]),
-                           dict(prep_s=round(prep_s, 4)), model)
+        return common.Side(
+            run,
+            lambda out: np.concatenate([np.array(o.astype(mx.float32)).reshape(-1) for o in out]),
+            common.mlx_nbytes(model),
+            common.mlx_nbytes(model.transformer_blocks[0]),
+            dict(prep_s=round(prep_s, 4)),
+            model,
+        )
 
     def export(side):
         return {"model.diffusion_model." + k: v for k, v in common.state_to_mlx(side.model).items()}
 
-    config = dict(model=args.model, size=args.size, video=f"{frames}x{height}x{width}", latent=f"{T}x{h}x{w}",
-                  video_tokens=n_video, audio_tokens=n_audio, text_tokens=TEXT_TOKENS,
-                  layers=f"{layers}/{FULL_LAYERS}" if args.size != "tiny" else f"{layers} (narrow)")
-    common.bench("ltx2_transformer", args, config, build_reference, build_mlx, export_weights=export,
-                 layers=None if args.size == "tiny" else (layers, FULL_LAYERS))
+    config = dict(
+        model=args.model,
+        size=args.size,
+        video=f"{frames}x{height}x{width}",
+        latent=f"{T}x{h}x{w}",
+        video_tokens=n_video,
+        audio_tokens=n_audio,
+        text_tokens=TEXT_TOKENS,
+        layers=f"{layers}/{FULL_LAYERS}" if args.size != "tiny" else f"{layers} (narrow)",
+    )
+    common.bench(
+        "ltx2_transformer",
+        args,
+        config,
+        build_reference,
+        build_mlx,
+        export_weights=export,
+        layers=None if args.size == "tiny" else (layers, FULL_LAYERS),
+    )
 
 
 def _ref_numpy(out) -> np.ndarray:

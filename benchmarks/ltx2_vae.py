@@ -18,19 +18,19 @@ Latents are identical numpy draws; weights are independent random draws (fan-in 
 model is sized from a weight dict with the reference's shapes, as for a real checkpoint).
 There is no ``--layers``: the VAE has a fixed depth.
 """
+
 from __future__ import annotations
 
 import numpy as np
-
-from benchmarks import common
-from benchmarks.common import mx, torch
 from ltx_core.model.video_vae.model_configurator import VideoDecoderConfigurator
 from ltx_core.model.video_vae.tiling import SpatialTilingConfig, TemporalTilingConfig, TilingConfig
 
+from benchmarks import common
+from benchmarks.common import mx, torch
 from mlx_video.ltx2.video_vae import VideoVAE, sanitize
 
-SIZES = {"tiny": (9, 64, 64), "mid": (9, 128, 128), "full": (121, 512, 768)}   # frames, height, width
-TILES = dict(tile_pixels=512, overlap_pixels=64, tile_frames=64, overlap_frames=24)   # TilingConfig.default()
+SIZES = {"tiny": (9, 64, 64), "mid": (9, 128, 128), "full": (121, 512, 768)}  # frames, height, width
+TILES = dict(tile_pixels=512, overlap_pixels=64, tile_frames=64, overlap_frames=24)  # TilingConfig.default()
 
 
 def _res(n):
@@ -38,20 +38,54 @@ def _res(n):
 
 
 DECODERS = {  # decoder_blocks, pixel side first, and spatial padding (docs/ltx2.md 4.2, 4.3)
-    "ltx2": ([_res(5), ["compress_all", {"residual": True, "multiplier": 2}], _res(5),
-              ["compress_all", {"residual": True, "multiplier": 2}], _res(5),
-              ["compress_all", {"residual": True, "multiplier": 2}], _res(5)], "reflect"),
-    "ltx23": ([_res(4), ["compress_space", {"multiplier": 2}], _res(6), ["compress_time", {"multiplier": 2}], _res(4),
-               ["compress_all", {"multiplier": 1}], _res(2), ["compress_all", {"multiplier": 2}], _res(2)], "zeros"),
+    "ltx2": (
+        [
+            _res(5),
+            ["compress_all", {"residual": True, "multiplier": 2}],
+            _res(5),
+            ["compress_all", {"residual": True, "multiplier": 2}],
+            _res(5),
+            ["compress_all", {"residual": True, "multiplier": 2}],
+            _res(5),
+        ],
+        "reflect",
+    ),
+    "ltx23": (
+        [
+            _res(4),
+            ["compress_space", {"multiplier": 2}],
+            _res(6),
+            ["compress_time", {"multiplier": 2}],
+            _res(4),
+            ["compress_all", {"multiplier": 1}],
+            _res(2),
+            ["compress_all", {"multiplier": 2}],
+            _res(2),
+        ],
+        "zeros",
+    ),
 }
 
 
 def vae_config(model: str, base_channels: int) -> dict:
     blocks, pad = DECODERS[model]
-    return {"vae": {"dims": 3, "in_channels": 3, "out_channels": 3, "latent_channels": 128, "patch_size": 4,
-                    "norm_layer": "pixel_norm", "latent_log_var": "uniform", "spatial_padding_mode": pad,
-                    "encoder_blocks": [], "decoder_blocks": blocks, "causal_decoder": False,
-                    "timestep_conditioning": False, "decoder_base_channels": base_channels}}
+    return {
+        "vae": {
+            "dims": 3,
+            "in_channels": 3,
+            "out_channels": 3,
+            "latent_channels": 128,
+            "patch_size": 4,
+            "norm_layer": "pixel_norm",
+            "latent_log_var": "uniform",
+            "spatial_padding_mode": pad,
+            "encoder_blocks": [],
+            "decoder_blocks": blocks,
+            "causal_decoder": False,
+            "timestep_conditioning": False,
+            "decoder_base_channels": base_channels,
+        }
+    }
 
 
 def single_file_keys(state: dict) -> dict:
@@ -67,7 +101,7 @@ def main():
     p.add_argument("--video", default=None, help="override the size preset's FxHxW, e.g. 121x512x768")
     args = p.parse_args()
     cfg = vae_config(args.model, 16 if args.size == "tiny" else 128)
-    frames, height, width = (tuple(int(u) for u in args.video.split("x")) if args.video else SIZES[args.size])
+    frames, height, width = tuple(int(u) for u in args.video.split("x")) if args.video else SIZES[args.size]
     (T, h, w), _ = common.video_tokens(frames, height, width, 8, 32)
     dtype = common.resolve_dtype(args)
     dev = common.torch_device()
@@ -78,20 +112,30 @@ def main():
         tdt = common.TORCH_DTYPES[dtype]
         dec = common.torch_build(lambda: VideoDecoderConfigurator.from_config(cfg), dev, tdt, args.seed)
         zt = torch.from_numpy(z).to(dev, tdt)
-        tiling = TilingConfig(SpatialTilingConfig(TILES["tile_pixels"], TILES["overlap_pixels"]),
-                              TemporalTilingConfig(TILES["tile_frames"], TILES["overlap_frames"]))
+        tiling = TilingConfig(
+            SpatialTilingConfig(TILES["tile_pixels"], TILES["overlap_pixels"]),
+            TemporalTilingConfig(TILES["tile_frames"], TILES["overlap_frames"]),
+        )
         run = (lambda: list(dec.tiled_decode(zt, tiling))) if tiled else (lambda: dec(zt))
-        return common.Side(run, lambda out: _frames(out, lambda c: c.float().cpu().numpy().transpose(0, 2, 3, 4, 1)),
-                           common.torch_nbytes(dec), info=dict(compute=dtype), model=dec)
+        return common.Side(
+            run,
+            lambda out: _frames(out, lambda c: c.float().cpu().numpy().transpose(0, 2, 3, 4, 1)),
+            common.torch_nbytes(dec),
+            info=dict(compute=dtype),
+            model=dec,
+        )
 
     def build_mlx(weights) -> common.Side:
-        if weights is None:   # random tensors with the real checkpoint's shapes, converted one at a time
+        if weights is None:  # random tensors with the real checkpoint's shapes, converted one at a time
             with torch.device("meta"):
                 shapes = {k: tuple(t.shape) for k, t in VideoDecoderConfigurator.from_config(cfg).state_dict().items()}
             converted = {}
             for i, (k, s) in enumerate(single_file_keys(shapes).items()):
-                t = common.random_normal(s, args.seed + 1 + i) * (1.0 / np.sqrt(np.prod(s[1:]))) if len(s) > 1 \
+                t = (
+                    common.random_normal(s, args.seed + 1 + i) * (1.0 / np.sqrt(np.prod(s[1:])))
+                    if len(s) > 1
                     else (mx.ones(s) if "std" in k else mx.zeros(s))
+                )
                 one = sanitize({k: t}, "lightricks")
                 mx.eval(list(one.values()))
                 converted.update(one)
@@ -101,13 +145,30 @@ def main():
         vae.set_dtype(common.MLX_DTYPES[args.mlx_dtype])
         zm = mx.array(z.transpose(0, 2, 3, 4, 1)).astype(common.MLX_DTYPES[args.mlx_dtype])
         run = (lambda: list(vae.iter_decode_tiled(zm, **TILES))) if tiled else (lambda: vae.decode(zm))
-        return common.Side(run, lambda out: _frames(out, np.array), common.mlx_nbytes(vae),
-                           info=dict(compute=args.mlx_dtype), model=vae)
+        return common.Side(
+            run,
+            lambda out: _frames(out, np.array),
+            common.mlx_nbytes(vae),
+            info=dict(compute=args.mlx_dtype),
+            model=vae,
+        )
 
-    config = dict(model=args.model, size=args.size, video=f"{frames}x{height}x{width}", latent=f"{T}x{h}x{w}x128",
-                  tiling=f"default {TILES}" if tiled else "none", widths="narrow" if args.size == "tiny" else "real")
-    common.bench("ltx2_vae", args, config, build_reference, build_mlx,
-                 export_weights=lambda side: common.state_to_mlx(side.model))
+    config = dict(
+        model=args.model,
+        size=args.size,
+        video=f"{frames}x{height}x{width}",
+        latent=f"{T}x{h}x{w}x128",
+        tiling=f"default {TILES}" if tiled else "none",
+        widths="narrow" if args.size == "tiny" else "real",
+    )
+    common.bench(
+        "ltx2_vae",
+        args,
+        config,
+        build_reference,
+        build_mlx,
+        export_weights=lambda side: common.state_to_mlx(side.model),
+    )
 
 
 def _frames(out, to_np) -> np.ndarray:

@@ -15,6 +15,7 @@ Per mode: median forward time over ``--repeat`` after ``--warmup`` (batch 1: one
 step with sequential CFG), MLX peak, and ``rel_err`` = ||v_q - v_bf16|| / ||v_bf16|| of the velocity, with
 TI2V's per-frame timesteps (first latent frame 0, the rest 500). JSON to ``--out``; a table on stdout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,11 +34,13 @@ from benchmarks.random_models import NARROW_DIT, TI2V_5B
 from mlx_video.wan.transformer import WanModel, WanModelArgs
 
 GIB = float(1 << 30)
-MODES = [("affine8", dict(bits=8, group_size=64, mode="affine")),
-         ("affine4", dict(bits=4, group_size=64, mode="affine")),
-         ("mxfp8", dict(bits=8, group_size=32, mode="mxfp8")),
-         ("mxfp4", dict(bits=4, group_size=32, mode="mxfp4")),
-         ("nvfp4", dict(bits=4, group_size=16, mode="nvfp4"))]
+MODES = [
+    ("affine8", dict(bits=8, group_size=64, mode="affine")),
+    ("affine4", dict(bits=4, group_size=64, mode="affine")),
+    ("mxfp8", dict(bits=8, group_size=32, mode="mxfp8")),
+    ("mxfp4", dict(bits=4, group_size=32, mode="mxfp4")),
+    ("nvfp4", dict(bits=4, group_size=16, mode="nvfp4")),
+]
 SIZES = {"tiny": (5, 64, 64), "mid": (5, 128, 128), "full": (121, 704, 1280)}
 
 
@@ -75,7 +78,7 @@ def main(argv=None):
         dit.update(NARROW_DIT)
     dit["num_layers"] = a.layers or (30 if a.size == "full" else 2)
     args = WanModelArgs(**dit)
-    frames, height, width = (tuple(int(v) for v in a.video.split("x")) if a.video else SIZES[a.size])
+    frames, height, width = tuple(int(v) for v in a.video.split("x")) if a.video else SIZES[a.size]
     T, h, w = 1 + (frames - 1) // 4, height // 16, width // 16
     dtype = mx.bfloat16
 
@@ -94,8 +97,13 @@ def main(argv=None):
         mx.reset_peak_memory()
         out, times = _time(lambda: _forward(model, x, t, ctx, rope), a.warmup, a.repeat)
         wbytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
-        return out, dict(median_s=statistics.median(times), times_s=times, peak_gib=mx.get_peak_memory() / GIB,
-                         weights_gib=wbytes / GIB, **(qkw or {}))
+        return out, dict(
+            median_s=statistics.median(times),
+            times_s=times,
+            peak_gib=mx.get_peak_memory() / GIB,
+            weights_gib=wbytes / GIB,
+            **(qkw or {}),
+        )
 
     v_ref, rows["bf16"] = measure("bf16", ref_model)
     v_ref = v_ref.astype(mx.float32)
@@ -108,8 +116,11 @@ def main(argv=None):
         model = WanModel(args)
         model.update(tree_unflatten(params))
         try:
-            nn.quantize(model, **qkw, class_predicate=lambda path, m: isinstance(m, nn.Linear)
-                        and m.weight.shape[1] % qkw["group_size"] == 0)
+            nn.quantize(
+                model,
+                **qkw,
+                class_predicate=lambda path, m: isinstance(m, nn.Linear) and m.weight.shape[1] % qkw["group_size"] == 0,  # noqa: B023 (used in this iteration)
+            )
             v, row = measure(name, model, qkw)
             row["rel_err"] = float(mx.linalg.norm(v.astype(mx.float32) - v_ref)) / max(norm, 1e-30)
             row["vs_bf16"] = row["median_s"] / rows["bf16"]["median_s"]
@@ -117,21 +128,36 @@ def main(argv=None):
             row = dict(qkw, error=f"{type(e).__name__}: {e}"[:300])
         rows[name] = row
         del model
-    record = dict(bench="quant_modes", size=a.size, layers=args.num_layers, video=f"{frames}x{height}x{width}",
-                  tokens=tokens, dim=args.dim, batch=1, rows=rows, mlx_device=str(mx.default_device()),
-                  mlx_version=mx.__version__, host=platform.node(), time=time.strftime("%Y-%m-%d %H:%M:%S"))
+    record = dict(
+        bench="quant_modes",
+        size=a.size,
+        layers=args.num_layers,
+        video=f"{frames}x{height}x{width}",
+        tokens=tokens,
+        dim=args.dim,
+        batch=1,
+        rows=rows,
+        mlx_device=str(mx.default_device()),
+        mlx_version=mx.__version__,
+        host=platform.node(),
+        time=time.strftime("%Y-%m-%d %H:%M:%S"),
+    )
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(record, indent=1))
-    print(f"\n== quant_modes: Wan DiT dim {args.dim}, {args.num_layers} blocks, {record['video']} ({tokens} tokens), "
-          f"batch 1, MLX {mx.__version__} on {mx.default_device()}")
+    print(
+        f"\n== quant_modes: Wan DiT dim {args.dim}, {args.num_layers} blocks, {record['video']} ({tokens} tokens), "
+        f"batch 1, MLX {mx.__version__} on {mx.default_device()}"
+    )
     print(f"{'mode':<12} {'median s':>9} {'x bf16':>7} {'rel err':>9} {'weights GiB':>11} {'peak GiB':>9}")
     for name, r in rows.items():
         if "error" in r:
             print(f"{name:<12} failed: {r['error']}")
             continue
-        print(f"{name:<12} {r['median_s']:>9.4f} {r.get('vs_bf16', 1.0):>7.2f} {r['rel_err']:>9.2e} "
-              f"{r['weights_gib']:>11.3f} {r['peak_gib']:>9.3f}")
+        print(
+            f"{name:<12} {r['median_s']:>9.4f} {r.get('vs_bf16', 1.0):>7.2f} {r['rel_err']:>9.2e} "
+            f"{r['weights_gib']:>11.3f} {r['peak_gib']:>9.3f}"
+        )
     return record
 
 

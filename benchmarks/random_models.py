@@ -8,6 +8,7 @@ to from ``cfg``, fills it with random draws at the target dtype (``common.mlx_ra
 norms 1), quantizes it as ``cfg["quantization"]`` says, and returns its parameters. The time spent
 drawing is recorded per file in ``draw_s`` (it stands in for reading the file).
 """
+
 from __future__ import annotations
 
 import json
@@ -53,9 +54,18 @@ def wan_config(model: str, narrow: bool = False, layers: int | None = None) -> d
     vae_args = ({"dim": 8, "dec_dim": 8} if version == "2.2" else {"dim": 8}) if narrow else {}
     va = (vae22.Wan22VAEArgs if version == "2.2" else vae21.Wan21VAEArgs)(**vae_args)
     s = 2 ** (len(va.dim_mult) - 1) * va.patch_size
-    cfg = {"format": wan_pipeline.FORMAT, "family": "wan", "source": "random", "layout": "official",
-           "dtype": "bfloat16", "dit": dit, "t5": t5, "text_len": 512,
-           "vae": {"version": version, "stride": s, "args": vae_args}, "quantization": {}}
+    cfg = {
+        "format": wan_pipeline.FORMAT,
+        "family": "wan",
+        "source": "random",
+        "layout": "official",
+        "dtype": "bfloat16",
+        "dit": dit,
+        "t5": t5,
+        "text_len": 512,
+        "vae": {"version": version, "stride": s, "args": vae_args},
+        "quantization": {},
+    }
     if model == "i2v-A14B":
         cfg["experts"] = ["dit_high", "dit_low"]
     return cfg
@@ -66,8 +76,11 @@ def _module(cfg: dict, stem: str):
         return WanModel(WanModelArgs(**cfg.get(stem, cfg["dit"])))
     if stem == "vae":
         va = cfg["vae"]["args"]
-        return vae22.Wan22VAE(vae22.Wan22VAEArgs(**va)) if cfg["vae"]["version"] == "2.2" \
+        return (
+            vae22.Wan22VAE(vae22.Wan22VAEArgs(**va))
+            if cfg["vae"]["version"] == "2.2"
             else vae21.Wan21VAE(vae21.Wan21VAEArgs(**va))
+        )
     if stem == "t5":
         return UMT5Encoder(UMT5Args(**cfg["t5"]))
     if stem == "clip":
@@ -95,8 +108,14 @@ class RandomWeights:
         return out
 
 
-def random_wan_pipeline(cfg: dict, dtype: mx.Dtype = mx.bfloat16, vae_dtype: mx.Dtype = mx.float32,
-                        offload: bool = True, seed: int = 0, folder: Path | None = None):
+def random_wan_pipeline(
+    cfg: dict,
+    dtype: mx.Dtype = mx.bfloat16,
+    vae_dtype: mx.Dtype = mx.float32,
+    offload: bool = True,
+    seed: int = 0,
+    folder: Path | None = None,
+):
     """(WanPipeline, RandomWeights, folder): the pipeline over a fresh folder holding ``cfg`` as config.json
     and the UMT5 tokenizer of assets/tiny-Wan2.2-TI2V-5B; its weights files are drawn in memory (the
     module's ``load_safetensors`` is replaced for the life of the process)."""

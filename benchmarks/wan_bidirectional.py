@@ -9,6 +9,7 @@ Times one denoising step of ``mlx_video.wan.pipeline.denoise`` (batched CFG) in 
 The official WanFM code is not packaged, so there is no reference side; its step is the same two
 passes (4 DiT forwards with CFG). Usage: python -m benchmarks.wan_bidirectional [--size tiny|full]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,10 @@ from mlx_video.sampling.solvers import make_solver
 from mlx_video.wan.pipeline import BackwardPass, denoise
 from mlx_video.wan.transformer import WanModel, WanModelArgs
 
-SIZES = {"tiny": ((9, 64, 64), dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2)),
-         "full": ((81, 480, 832), dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40))}
+SIZES = {
+    "tiny": ((9, 64, 64), dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2)),
+    "full": ((81, 480, 832), dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)),
+}
 
 
 def main():
@@ -37,8 +40,11 @@ def main():
     (frames, height, width), widths = SIZES[a.size]
     full_layers = widths["num_layers"]
     layers = a.layers or full_layers
-    model = WanModel(WanModelArgs(model_type="i2v", in_dim=36, out_dim=16, freq_dim=256, text_dim=4096,
-                                  **dict(widths, num_layers=layers)))
+    model = WanModel(
+        WanModelArgs(
+            model_type="i2v", in_dim=36, out_dim=16, freq_dim=256, text_dim=4096, **dict(widths, num_layers=layers)
+        )
+    )
     common.mlx_random_(model, mx.bfloat16, 0)
     T, h, w = (frames - 1) // 4 + 1, height // 8, width // 8
     rng = np.random.default_rng(0)
@@ -48,8 +54,12 @@ def main():
     grid = (T, h // 2, w // 2)
     rope, rope_rev = model.rope_tables(grid), model.rope_tables(grid, t_positions=list(range(T))[::-1])
     y_rev = y[:, ::-1]
-    modes = {"euler": None, "faithful": BackwardPass(rope_rev, y_rev), "faithful-skip":
-             BackwardPass(rope_rev, y_rev, skip=True), "reverse": BackwardPass(rope, y_rev)}
+    modes = {
+        "euler": None,
+        "faithful": BackwardPass(rope_rev, y_rev),
+        "faithful-skip": BackwardPass(rope_rev, y_rev, skip=True),
+        "reverse": BackwardPass(rope, y_rev),
+    }
     rows = []
     for name, back in modes.items():
         times = []
@@ -63,9 +73,11 @@ def main():
         med = float(np.median(times[1:])) * full_layers / layers
         rows.append(dict(mode=name, step_s=round(med, 4)))
     base = rows[0]["step_s"]
-    print(f"== wan_bidirectional: A14B expert, {frames}x{height}x{width}, {T * grid[1] * grid[2]} tokens, "
-          f"layers {layers}/{full_layers}{' (times scaled to full depth)' if layers != full_layers else ''}, "
-          f"bf16, MLX on {mx.default_device()}")
+    print(
+        f"== wan_bidirectional: A14B expert, {frames}x{height}x{width}, {T * grid[1] * grid[2]} tokens, "
+        f"layers {layers}/{full_layers}{' (times scaled to full depth)' if layers != full_layers else ''}, "
+        f"bf16, MLX on {mx.default_device()}"
+    )
     print(f"{'mode':<16}{'s/step':>10}{'x euler':>10}")
     for r in rows:
         print(f"{r['mode']:<16}{r['step_s']:>10.4f}{r['step_s'] / base:>10.2f}")

@@ -19,6 +19,7 @@ Timesteps: TI2V per token with the first latent frame at 0 (the TI2V image-to-vi
 per sample (the official model expands it per token internally). Latents, text (128 tokens of 4096)
 and timesteps are identical numpy draws on both sides; weights are independent random draws.
 """
+
 from __future__ import annotations
 
 import time
@@ -27,20 +28,46 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.common import mx, torch
-from tests.oracles import wan
-
 from mlx_video.io.weights import load_strict
 from mlx_video.wan.transformer import WanModel, WanModelArgs, sanitize
+from tests.oracles import wan
 
 MODELS = {  # docs/wan.md section 1 (official config.json values)
-    "ti2v-5B": dict(model_type="ti2v", dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_dim=48,
-                    out_dim=48, y_dim=0, stride=(4, 16)),
-    "t2v-A14B": dict(model_type="t2v", dim=5120, ffn_dim=13824, num_heads=40, num_layers=40, in_dim=16,
-                     out_dim=16, y_dim=0, stride=(4, 8)),
-    "i2v-A14B": dict(model_type="i2v", dim=5120, ffn_dim=13824, num_heads=40, num_layers=40, in_dim=36,
-                     out_dim=16, y_dim=20, stride=(4, 8)),
+    "ti2v-5B": dict(
+        model_type="ti2v",
+        dim=3072,
+        ffn_dim=14336,
+        num_heads=24,
+        num_layers=30,
+        in_dim=48,
+        out_dim=48,
+        y_dim=0,
+        stride=(4, 16),
+    ),
+    "t2v-A14B": dict(
+        model_type="t2v",
+        dim=5120,
+        ffn_dim=13824,
+        num_heads=40,
+        num_layers=40,
+        in_dim=16,
+        out_dim=16,
+        y_dim=0,
+        stride=(4, 8),
+    ),
+    "i2v-A14B": dict(
+        model_type="i2v",
+        dim=5120,
+        ffn_dim=13824,
+        num_heads=40,
+        num_layers=40,
+        in_dim=36,
+        out_dim=16,
+        y_dim=20,
+        stride=(4, 8),
+    ),
 }
-TINY_WIDTHS = dict(dim=256, ffn_dim=512, num_heads=2)   # head dim 128 as the real models
+TINY_WIDTHS = dict(dim=256, ffn_dim=512, num_heads=2)  # head dim 128 as the real models
 # (frames, height, width) per size; None = the model's full-size run
 # tiny/mid are given for the 16x VAE (TI2V-5B); A14B models get half the height and width (same tokens).
 # mid is small because MLX's CPU backend here has a reference BLAS (~2 GFLOP/s against torch's ~100).
@@ -59,8 +86,9 @@ def main():
     if args.size == "tiny":
         spec.update(TINY_WIDTHS)
     layers = args.layers or {"tiny": 2, "mid": 2}.get(args.size, full_layers)
-    frames, height, width = (tuple(int(v) for v in args.video.split("x")) if args.video
-                             else SIZES[args.size] or FULL[args.model])
+    frames, height, width = (
+        tuple(int(v) for v in args.video.split("x")) if args.video else SIZES[args.size] or FULL[args.model]
+    )
     if args.size in ("tiny", "mid") and spec["stride"][1] == 8 and not args.video:
         height, width = height // 2, width // 2
     (T, h, w), L = common.video_tokens(frames, height, width, *spec["stride"], patch=2)
@@ -73,23 +101,38 @@ def main():
     ctx = rng.standard_normal((TEXT_TOKENS, 4096)).astype(np.float32)
     if spec["model_type"] == "ti2v":
         t = np.full((1, L), 870.0, np.float32)
-        t[:, : L // T] = 0.0          # first latent frame is the clean image (TI2V i2v)
+        t[:, : L // T] = 0.0  # first latent frame is the clean image (TI2V i2v)
     else:
         t = np.array([870.0], np.float32)
 
-    W = wan() if not args.skip_reference else None   # imported before any memory is measured
+    W = wan() if not args.skip_reference else None  # imported before any memory is measured
 
     def build_reference() -> common.Side:
         half = dtype == "bf16"
         W.model.flash_attention = _sdpa_attention(half)
         ctor = lambda: W.model.WanModel(  # noqa: E731
-            model_type=spec["model_type"], dim=spec["dim"], ffn_dim=spec["ffn_dim"], freq_dim=256,
-            num_heads=spec["num_heads"], num_layers=layers, in_dim=spec["in_dim"], out_dim=spec["out_dim"],
-            text_dim=4096, text_len=512, eps=1e-6)
+            model_type=spec["model_type"],
+            dim=spec["dim"],
+            ffn_dim=spec["ffn_dim"],
+            freq_dim=256,
+            num_heads=spec["num_heads"],
+            num_layers=layers,
+            in_dim=spec["in_dim"],
+            out_dim=spec["out_dim"],
+            text_dim=4096,
+            text_len=512,
+            eps=1e-6,
+        )
         m = common.torch_build(ctor, dev, common.TORCH_DTYPES[dtype], args.seed)
-        d = spec["dim"] // spec["num_heads"]   # the constructor's RoPE table (a plain attribute, so still on meta)
-        m.freqs = torch.cat([W.model.rope_params(1024, d - 4 * (d // 6)), W.model.rope_params(1024, 2 * (d // 6)),
-                             W.model.rope_params(1024, 2 * (d // 6))], dim=1)
+        d = spec["dim"] // spec["num_heads"]  # the constructor's RoPE table (a plain attribute, so still on meta)
+        m.freqs = torch.cat(
+            [
+                W.model.rope_params(1024, d - 4 * (d // 6)),
+                W.model.rope_params(1024, 2 * (d // 6)),
+                W.model.rope_params(1024, 2 * (d // 6)),
+            ],
+            dim=1,
+        )
         if half and dev.type == "cpu":
             _cpu_fp32_regions(m)
         tx = lambda a: torch.from_numpy(a).to(dev)  # noqa: E731
@@ -100,16 +143,31 @@ def main():
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=half):
                 return m(x=xs, t=ts, context=cs, seq_len=L, y=ys)
 
-        return common.Side(run, lambda out: out[0].float().cpu().numpy().transpose(1, 2, 3, 0)[None],
-                           common.torch_nbytes(m), common.torch_nbytes(m.blocks[0]),
-                           dict(attention="torch SDPA, " + ("bf16 q/k/v" if half else "fp32 q/k/v")), m)
+        return common.Side(
+            run,
+            lambda out: out[0].float().cpu().numpy().transpose(1, 2, 3, 0)[None],
+            common.torch_nbytes(m),
+            common.torch_nbytes(m.blocks[0]),
+            dict(attention="torch SDPA, " + ("bf16 q/k/v" if half else "fp32 q/k/v")),
+            m,
+        )
 
     def build_mlx(weights) -> common.Side:
         mdt = common.MLX_DTYPES[dtype]
-        model = WanModel(WanModelArgs(
-            model_type=spec["model_type"], dim=spec["dim"], ffn_dim=spec["ffn_dim"], freq_dim=256,
-            num_heads=spec["num_heads"], num_layers=layers, in_dim=spec["in_dim"], out_dim=spec["out_dim"],
-            text_dim=4096, text_len=512))
+        model = WanModel(
+            WanModelArgs(
+                model_type=spec["model_type"],
+                dim=spec["dim"],
+                ffn_dim=spec["ffn_dim"],
+                freq_dim=256,
+                num_heads=spec["num_heads"],
+                num_layers=layers,
+                in_dim=spec["in_dim"],
+                out_dim=spec["out_dim"],
+                text_dim=4096,
+                text_len=512,
+            )
+        )
         if weights is None:
             common.mlx_random_(model, mdt, args.seed + 1)
         else:
@@ -123,24 +181,54 @@ def main():
         ym = mx.array(y.transpose(1, 2, 3, 0)[None]) if y is not None else None
         run = lambda: model(xm, t, context, rope, y=ym)  # noqa: E731
         info = dict(prep_s=round(prep_s, 4), attention=_attention_path(run))
-        return common.Side(run, lambda out: np.array(out.astype(mx.float32)), common.mlx_nbytes(model),
-                           common.mlx_nbytes(model.blocks[0]), info, model)
+        return common.Side(
+            run,
+            lambda out: np.array(out.astype(mx.float32)),
+            common.mlx_nbytes(model),
+            common.mlx_nbytes(model.blocks[0]),
+            info,
+            model,
+        )
 
-    config = dict(model=args.model, size=args.size, video=f"{frames}x{height}x{width}", latent=f"{T}x{h}x{w}",
-                  tokens=L, layers=f"{layers}/{full_layers}" if args.size != "tiny" else f"{layers} (narrow)",
-                  dim=spec["dim"])
-    common.bench("wan_dit", args, config, build_reference, build_mlx,
-                 export_weights=lambda side: common.state_to_mlx(side.model),
-                 layers=None if args.size == "tiny" else (layers, full_layers))
+    config = dict(
+        model=args.model,
+        size=args.size,
+        video=f"{frames}x{height}x{width}",
+        latent=f"{T}x{h}x{w}",
+        tokens=L,
+        layers=f"{layers}/{full_layers}" if args.size != "tiny" else f"{layers} (narrow)",
+        dim=spec["dim"],
+    )
+    common.bench(
+        "wan_dit",
+        args,
+        config,
+        build_reference,
+        build_mlx,
+        export_weights=lambda side: common.state_to_mlx(side.model),
+        layers=None if args.size == "tiny" else (layers, full_layers),
+    )
 
 
 def _sdpa_attention(half: bool):
     """Stand-in for the official ``flash_attention``: same signature and dtype handling (q/k/v to
     bf16 unless already half; output in q's dtype), computed by torch SDPA on [B, H, L, D]."""
 
-    def flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_scale=None, q_scale=None,
-                        causal=False, window_size=(-1, -1), deterministic=False, dtype=torch.bfloat16,
-                        version=None):
+    def flash_attention(
+        q,
+        k,
+        v,
+        q_lens=None,
+        k_lens=None,
+        dropout_p=0.0,
+        softmax_scale=None,
+        q_scale=None,
+        causal=False,
+        window_size=(-1, -1),
+        deterministic=False,
+        dtype=torch.bfloat16,
+        version=None,
+    ):
         out_dtype = q.dtype
         if half:
             q, k, v = (u if u.dtype in (torch.float16, torch.bfloat16) else u.to(dtype) for u in (q, k, v))
@@ -149,8 +237,13 @@ def _sdpa_attention(half: bool):
             lens = k_lens.to(k.device)
             mask = (torch.arange(k.shape[1], device=k.device)[None, :] < lens[:, None])[:, None, None, :]
         o = torch.nn.functional.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=softmax_scale,
-            is_causal=causal)
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            attn_mask=mask,
+            scale=softmax_scale,
+            is_causal=causal,
+        )
         return o.transpose(1, 2).to(out_dtype)
 
     return flash_attention
@@ -191,7 +284,9 @@ def _attention_path(run) -> str:
         mx.fast.scaled_dot_product_attention = fused
     dts = sorted({d for s in seen for d in s[:3]})
     masks = all(s[3] for s in seen)
-    return f"mx.fast.scaled_dot_product_attention x{len(seen)} q/k/v {'/'.join(dts)} mask {'none' if masks else 'GIVEN'}"
+    return (
+        f"mx.fast.scaled_dot_product_attention x{len(seen)} q/k/v {'/'.join(dts)} mask {'none' if masks else 'GIVEN'}"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ mlx_video folder.
 A thin entry point over :mod:`mlx_video.ltx2.checkpoint`; ``mlx_video convert`` does the same.
 Run from a checkout: ``python convert/ltx2.py CHECKPOINT DST [--gemma DIR] [--upsampler FILE ...]``.
 """
+
 from mlx_video.ltx2.checkpoint import main
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 A thin entry point over :mod:`mlx_video.wan.checkpoint`; ``mlx_video convert`` does the same.
 Run from a checkout: ``python convert/wan.py SRC DST [--dtype bfloat16] [--quantize 4|8]``.
 """
+
 from mlx_video.wan.checkpoint import main
 
 if __name__ == "__main__":

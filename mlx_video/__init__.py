@@ -11,6 +11,7 @@ Public API (imported lazily, so ``import mlx_video`` stays cheap):
 - Conditioning shared by both families: ``LatentAnchor``, ``ChannelCondition`` (Wan ``y`` channels),
   ``GuidingTokens`` (LTX-2 keyframe tokens).
 """
+
 from importlib import import_module
 
 __version__ = "0.1.0"

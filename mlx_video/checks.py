@@ -3,6 +3,7 @@
 The pipelines' settings dataclasses call these in their ``validate()`` before any model loads, so the CLI and
 the Python API refuse the same values with the same message (the CLI prints it and exits 2).
 """
+
 from __future__ import annotations
 
 import math

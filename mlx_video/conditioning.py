@@ -13,6 +13,7 @@ clean latent.
 - ``ChannelCondition``: extra input channels concatenated to the noisy latent at every step, never
   denoised themselves (Wan I2V/FLF2V ``y`` = 4 mask + 16 VAE-latent channels; one-frame control slots).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -48,7 +49,7 @@ def anchor_arrays(anchors: Sequence[LatentAnchor], shape: tuple[int, ...]) -> tu
         for j in range(n):
             if pieces[a.frame + j] is not None:
                 raise ValueError(f"two anchors on latent frame {a.frame + j}")
-            pieces[a.frame + j] = a.latent[:, j:j + 1].astype(mx.float32)
+            pieces[a.frame + j] = a.latent[:, j : j + 1].astype(mx.float32)
             mask[a.frame + j] = 1.0 - a.strength
     zero = mx.zeros((1, 1, h, w, C), mx.float32)
     clean = mx.concatenate([p if p is not None else zero for p in pieces], axis=1)
@@ -68,8 +69,7 @@ def blend_clean(x: mx.array, mask: mx.array | float | None, clean: mx.array | No
     return mask * x + (1.0 - mask) * clean
 
 
-def add_noise(latent: mx.array, noise: mx.array, mask: mx.array | None = None,
-              noise_scale: float = 1.0) -> mx.array:
+def add_noise(latent: mx.array, noise: mx.array, mask: mx.array | None = None, noise_scale: float = 1.0) -> mx.array:
     """Noise a clean latent: ``blend_clean(noise, m, latent)`` = ``noise·m + latent·(1 − m)`` with
     ``m = mask · noise_scale`` (``noise_scale`` without a mask). ltx-core's GaussianNoiser: ``noise``
     standard normal with ``latent``'s shape (drawn by the caller); stage 2 re-noises with

@@ -20,6 +20,7 @@ The result is the single-device result on every rank (tests/test_distributed.py:
 Text encoding runs on rank 0 and :func:`broadcast` hands its output to the others. Not split:
 the VAE (each rank decodes the same latent) and the weights (no tensor parallelism); see the doc.
 """
+
 from __future__ import annotations
 
 import os
@@ -88,8 +89,9 @@ class TokenShard:
         """This rank's ``chunk`` rows of ``x`` along ``axis`` (which must have ``length`` rows); rows past
         the end are zeros. Raises ValueError on a length mismatch."""
         if x.shape[axis] != self.length:
-            raise ValueError(f"axis {axis} of {tuple(x.shape)} has {x.shape[axis]} rows, "
-                             f"the shard is over {self.length}")
+            raise ValueError(
+                f"axis {axis} of {tuple(x.shape)} has {x.shape[axis]} rows, the shard is over {self.length}"
+            )
         stop = min(self.start + self.chunk, self.length)
         part = mx.take(x, mx.arange(self.start, stop), axis=axis) if stop > self.start else None
         missing = self.chunk - max(stop - self.start, 0)
@@ -102,7 +104,7 @@ class TokenShard:
 
     def gather(self, x: mx.array, axis: int = 1) -> mx.array:
         """The whole sequence (``length`` rows along ``axis``) from every rank's ``chunk`` rows."""
-        g = self.sp.all_gather(mx.moveaxis(x, axis, 0))                # [n, chunk, ...]
+        g = self.sp.all_gather(mx.moveaxis(x, axis, 0))  # [n, chunk, ...]
         g = g.reshape(-1, *g.shape[2:])[: self.length]
         return mx.moveaxis(g, 0, axis)
 
@@ -121,8 +123,9 @@ class TokenShard:
         tok = mx.minimum(mx.arange(self.start, self.start + self.chunk), self.length - 1)
         return mx.take(e, tok // per, axis=axis)
 
-    def attention(self, q: mx.array, k: mx.array, v: mx.array, attend: Callable,
-                  local_queries: bool = True) -> mx.array:
+    def attention(
+        self, q: mx.array, k: mx.array, v: mx.array, attend: Callable, local_queries: bool = True
+    ) -> mx.array:
         """``attend(q, k, v)`` over the whole sequence from this rank's shard.
 
         q: [B, H, chunk, D] this rank's queries (or, with ``local_queries=False``, [B, H, Lq, D] queries
@@ -135,11 +138,11 @@ class TokenShard:
         if sp.mode == "ulysses" and local_queries and H % sp.size:
             raise ValueError(f"Ulysses needs the head count ({H}) divisible by the world size ({sp.size})")
         if sp.mode == "allgather" or not local_queries or H % sp.size:
-            kv = self.gather(mx.stack([k, v]), axis=3)                 # [2, B, H, L, D]
+            kv = self.gather(mx.stack([k, v]), axis=3)  # [2, B, H, L, D]
             return attend(q, kv[0], kv[1])
-        qkv = all_to_all(sp, mx.stack([q, k, v]), split_axis=2, concat_axis=3)   # [3, B, H/n, n·chunk, D]
+        qkv = all_to_all(sp, mx.stack([q, k, v]), split_axis=2, concat_axis=3)  # [3, B, H/n, n·chunk, D]
         out = attend(qkv[0], qkv[1, :, :, :L], qkv[2, :, :, :L])
-        return all_to_all(sp, out, split_axis=2, concat_axis=1)        # [B, H, chunk, D]
+        return all_to_all(sp, out, split_axis=2, concat_axis=1)  # [B, H, chunk, D]
 
 
 def all_to_all(sp: SequenceParallel, x: mx.array, split_axis: int, concat_axis: int) -> mx.array:
@@ -151,11 +154,11 @@ def all_to_all(sp: SequenceParallel, x: mx.array, split_axis: int, concat_axis: 
     if x.shape[split_axis] % n:
         raise ValueError(f"axis {split_axis} of {tuple(x.shape)} does not split {n} ways")
     part = x.shape[split_axis] // n
-    g = sp.all_gather(x)                                               # [n, *x.shape]
+    g = sp.all_gather(x)  # [n, *x.shape]
     g = mx.take(g, mx.arange(sp.rank * part, (sp.rank + 1) * part), axis=split_axis + 1)
-    g = mx.moveaxis(g, 0, concat_axis)                                 # [..., n, chunk, ...]
+    g = mx.moveaxis(g, 0, concat_axis)  # [..., n, chunk, ...]
     shape = list(g.shape)
-    shape[concat_axis: concat_axis + 2] = [shape[concat_axis] * shape[concat_axis + 1]]
+    shape[concat_axis : concat_axis + 2] = [shape[concat_axis] * shape[concat_axis + 1]]
     return g.reshape(shape)
 
 
@@ -174,9 +177,9 @@ def broadcast(arrays: Sequence[mx.array] | None, group: mx.distributed.Group, ro
             a = arrays[i]
             if a.ndim > _MAX_NDIM or a.dtype not in _DTYPES:
                 raise ValueError(f"cannot broadcast an array of shape {tuple(a.shape)} and dtype {a.dtype}")
-            head[:2 + a.ndim] = [_DTYPES.index(a.dtype), a.ndim, *a.shape]
+            head[: 2 + a.ndim] = [_DTYPES.index(a.dtype), a.ndim, *a.shape]
         head = mx.distributed.all_sum(mx.array(head, mx.int32), group=group).tolist()
-        dtype, shape = _DTYPES[head[0]], head[2:2 + head[1]]
+        dtype, shape = _DTYPES[head[0]], head[2 : 2 + head[1]]
         x = arrays[i] if me else mx.zeros(shape, dtype)
         wire = mx.float32 if dtype == mx.bool_ else dtype
         out.append(mx.distributed.all_sum(x.astype(wire), group=group).astype(dtype))

@@ -30,6 +30,7 @@ DiT blocks streamed from the memory-mapped weights (8, 4, 2, 1 resident). When e
 Not yet carried out by ``WanPipeline`` (the plan states what they would need): quantizing a bf16 folder at
 load (today a folder converted with ``--quantize`` is loaded quantized) and streaming DiT blocks.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,11 +51,17 @@ CALIBRATION = {
     "gpu": dict(dit_a=14.0, dit_b=1.7, scores=0.0, vae_k=26.0, vae_enc_k=26.0, vae_bf16_bytes=2.0),
     "cpu": dict(dit_a=22.0, dit_b=1.8, scores=1.0, vae_k=85.0, vae_enc_k=85.0, vae_bf16_bytes=3.5),
 }
-TILES = (512, 384, 256)          # VAE tile sides tried, pixels (overlap: a quarter of the tile)
+TILES = (512, 384, 256)  # VAE tile sides tried, pixels (overlap: a quarter of the tile)
 QUANT_BITS = (8, 4)
 STREAM_BLOCKS = (8, 4, 2, 1)
-PLAN_ORDER = ("sequential CFG", "VAE bf16", "VAE tiling", "free text encoder before DiT",
-              "quantize weights at load", "stream DiT blocks")
+PLAN_ORDER = (
+    "sequential CFG",
+    "VAE bf16",
+    "VAE tiling",
+    "free text encoder before DiT",
+    "quantize weights at load",
+    "stream DiT blocks",
+)
 
 
 class MemoryBudgetError(ValueError):
@@ -176,7 +183,7 @@ class MemoryPlan:
 
 
 def backend() -> str:
-    """"cpu" when MLX computes on the CPU (no fused attention, uncapped conv unfold), else "gpu"."""
+    """ "cpu" when MLX computes on the CPU (no fused attention, uncapped conv unfold), else "gpu"."""
     return "cpu" if mx.default_device() == mx.cpu else "gpu"
 
 
@@ -214,8 +221,9 @@ def _vae_stride(a) -> tuple[int, int, int]:
     return 2 ** sum(map(bool, a.temperal_downsample)), s, s
 
 
-def dit_activation_bytes(dit_args, n_tokens: int, batch: int, dtype: str = "bfloat16",
-                         backend_name: str | None = None) -> float:
+def dit_activation_bytes(
+    dit_args, n_tokens: int, batch: int, dtype: str = "bfloat16", backend_name: str | None = None
+) -> float:
     """Peak activation bytes of one DiT forward (``WanModel.__call__``, blocks evaluated one by one)
     over ``n_tokens`` tokens at ``batch`` (2: batched CFG): ``batch·L·(a·C·4 + b·F·s)``, plus the
     attention scores ``batch·heads·L²·s`` without a fused kernel (CPU). The 512 text tokens add
@@ -240,8 +248,16 @@ def _vae_stage(a, decode: bool) -> tuple[int, int]:
     return c, c
 
 
-def vae_activation_bytes(vae_args, frames: int, height: int, width: int, dtype: str = "float32",
-                         tile: tuple | None = None, decode: bool = True, backend_name: str | None = None) -> float:
+def vae_activation_bytes(
+    vae_args,
+    frames: int,
+    height: int,
+    width: int,
+    dtype: str = "float32",
+    tile: tuple | None = None,
+    decode: bool = True,
+    backend_name: str | None = None,
+) -> float:
     """Peak bytes of a Wan VAE decode (or encode) of ``frames`` x ``height`` x ``width`` pixels beyond its
     weights: ``k·A + U`` for the largest chunk activation A and its conv unfold buffer U (tile-sized with
     ``tile`` = (h, w) pixels), plus the float32 pixels out (decode; encode: the input). See the module
@@ -264,8 +280,9 @@ def vae_activation_bytes(vae_args, frames: int, height: int, width: int, dtype: 
     return k * A + U + extra
 
 
-def phase_peaks(sizes: WanSizes, frames: int, height: int, width: int, p: MemoryPlan,
-                backend_name: str | None = None) -> dict[str, float]:
+def phase_peaks(
+    sizes: WanSizes, frames: int, height: int, width: int, p: MemoryPlan, backend_name: str | None = None
+) -> dict[str, float]:
     """Estimated peak bytes per phase ("text", "image", "denoise", "decode") of a run with plan ``p``.
     Without offload, the text encoder (and CLIP) stay resident through denoising and the DiT through
     the decode; with it, each phase holds only its own model."""
@@ -287,18 +304,22 @@ def phase_peaks(sizes: WanSizes, frames: int, height: int, width: int, p: Memory
     enc_frames = frames if sizes.image_frames == "clip" else 1
     image = 0.0
     if sizes.images or sizes.image_frames == "clip":
-        image = vae_w + vae_activation_bytes(sizes.vae, enc_frames, height, width, p.vae_dtype, p.vae_tile,
-                                             decode=False, backend_name=be)
+        image = vae_w + vae_activation_bytes(
+            sizes.vae, enc_frames, height, width, p.vae_dtype, p.vae_tile, decode=False, backend_name=be
+        )
         if sizes.clip is not None:
             image = max(image, clip_w + vae_w)
     kept_text = 0.0 if p.offload else t5_w + clip_w
     out = {
         "text": t5_w + t5_act,
         "image": image + kept_text,
-        "denoise": kept_text + dit_w + dit_activation_bytes(sizes.dit, L, 2 if p.batch_cfg else 1, dt, be)
+        "denoise": kept_text
+        + dit_w
+        + dit_activation_bytes(sizes.dit, L, 2 if p.batch_cfg else 1, dt, be)
         + (vae_w if image else 0.0),  # WanPipeline keeps the VAE loaded from the encode on
-        "decode": (0.0 if p.offload else kept_text + dit_w) + vae_w +
-        vae_activation_bytes(sizes.vae, frames, height, width, p.vae_dtype, p.vae_tile, backend_name=be),
+        "decode": (0.0 if p.offload else kept_text + dit_w)
+        + vae_w
+        + vae_activation_bytes(sizes.vae, frames, height, width, p.vae_dtype, p.vae_tile, backend_name=be),
     }
     return out
 
@@ -332,15 +353,24 @@ def _candidates(base: MemoryPlan, sizes: WanSizes):
 
 
 _RELAX = (  # after a fit: undo steps the later ones made unnecessary (fastest value first)
-    ("vae_tile", [None, *((t, t) for t in TILES)]), ("batch_cfg", [True]), ("vae_dtype", ["float32"]),
-    ("quantize_bits", [None, *QUANT_BITS]), ("stream_blocks", [None, *STREAM_BLOCKS]))
+    ("vae_tile", [None, *((t, t) for t in TILES)]),
+    ("batch_cfg", [True]),
+    ("vae_dtype", ["float32"]),
+    ("quantize_bits", [None, *QUANT_BITS]),
+    ("stream_blocks", [None, *STREAM_BLOCKS]),
+)
 
 
 def _relax(p: MemoryPlan, fits, fixed: dict) -> MemoryPlan:
     """Undo each step of a fitting plan that is no longer needed (e.g. smaller VAE tiles chosen before
     offloading made room), keeping user-fixed settings."""
-    labels = {"vae_tile": "VAE tiling", "batch_cfg": "sequential CFG", "vae_dtype": "VAE bf16",
-              "quantize_bits": "quantize weights at load", "stream_blocks": "stream DiT blocks"}
+    labels = {
+        "vae_tile": "VAE tiling",
+        "batch_cfg": "sequential CFG",
+        "vae_dtype": "VAE bf16",
+        "quantize_bits": "quantize weights at load",
+        "stream_blocks": "stream DiT blocks",
+    }
     for name, values in _RELAX:
         for v in values:
             if name in fixed or v == getattr(p, name):
@@ -359,8 +389,16 @@ def _relax(p: MemoryPlan, fits, fixed: dict) -> MemoryPlan:
     return p
 
 
-def plan(sizes: WanSizes, frames: int, height: int, width: int, budget: float | None = None,
-         dtype: str = "bfloat16", backend_name: str | None = None, **fixed) -> MemoryPlan:
+def plan(
+    sizes: WanSizes,
+    frames: int,
+    height: int,
+    width: int,
+    budget: float | None = None,
+    dtype: str = "bfloat16",
+    backend_name: str | None = None,
+    **fixed,
+) -> MemoryPlan:
     """The fastest plan whose every phase fits ``budget`` bytes (default :func:`default_budget`).
 
     ``fixed``: settings the user chose (MemoryPlan fields, e.g. ``batch_cfg=False``, ``vae_dtype``); they
@@ -391,7 +429,8 @@ def plan(sizes: WanSizes, frames: int, height: int, width: int, budget: float | 
         f"no memory plan fits {budget / GIB:.2f} GiB for {frames}x{height}x{width}: the smallest "
         f"({', '.join(best.steps) or 'defaults'}) needs {best.peak_gib:.2f} GiB "
         f"({', '.join(f'{k} {v:.2f}' for k, v in best.phases_gib.items())}); options: a larger "
-        f"--memory_budget, fewer frames or a smaller size, or a smaller model")
+        f"--memory_budget, fewer frames or a smaller size, or a smaller model"
+    )
 
 
 def wan_sizes(cfg: dict, task=None, images: int = 0, text_encoder: bool = True) -> WanSizes:
@@ -405,8 +444,12 @@ def wan_sizes(cfg: dict, task=None, images: int = 0, text_encoder: bool = True) 
 
     va = (vae22.Wan22VAEArgs if cfg["vae"]["version"] == "2.2" else vae21.Wan21VAEArgs)(**cfg["vae"]["args"])
     clip_frames = task is not None and task.images in ("first", "first_last")
-    return WanSizes(dit=WanModelArgs(**cfg["dit"]), vae=va,
-                    t5=UMT5Args(**cfg["t5"]) if text_encoder and "t5" in cfg else None,
-                    clip=CLIPVisionArgs(**cfg["clip"]) if "clip" in cfg else None,
-                    experts=2 if cfg.get("experts") else 1, image_frames="clip" if clip_frames else "first",
-                    images=images)
+    return WanSizes(
+        dit=WanModelArgs(**cfg["dit"]),
+        vae=va,
+        t5=UMT5Args(**cfg["t5"]) if text_encoder and "t5" in cfg else None,
+        clip=CLIPVisionArgs(**cfg["clip"]) if "clip" in cfg else None,
+        experts=2 if cfg.get("experts") else 1,
+        image_frames="clip" if clip_frames else "first",
+        images=images,
+    )

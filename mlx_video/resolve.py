@@ -14,6 +14,7 @@ One path for both families, used by ``mlx_video generate`` (Wan ``--ckpt_dir``, 
    weights in the same folder, or ``--dtype float32`` after a bf16 run, convert again; a cached folder
    is checked against its manifest each time it is used.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class Source:
     """A located checkpoint: ``family`` ('wan' | 'ltx2'), ``layout`` ('converted', 'official',
     'diffusers', 'single-file', 'folder'), ``path`` (folder or file) and for LTX-2 ``parts``
     (checkpoint, upsamplers, distilled_lora, gemma)."""
+
     family: str
     layout: str
     path: Path
@@ -70,8 +72,10 @@ def identify(path: str | Path) -> tuple[str, str]:
     if p.is_file():
         if p.suffix == ".safetensors" and _ltx2_config(p) is not None:
             return "ltx2", "single-file"
-        raise WeightsError(f"{p}: not an LTX-2 single-file checkpoint (no embedded 'config' metadata with a "
-                           f"'transformer' section); Wan checkpoints are folders")
+        raise WeightsError(
+            f"{p}: not an LTX-2 single-file checkpoint (no embedded 'config' metadata with a "
+            f"'transformer' section); Wan checkpoints are folders"
+        )
     if not p.is_dir():
         raise WeightsError(f"{p}: not found (no such file or folder)")
     cfg_path = p / "config.json"
@@ -80,15 +84,19 @@ def identify(path: str | Path) -> tuple[str, str]:
         fmt = str(cfg["format"]).split("/")
         if len(fmt) == 3 and fmt[0] == "mlx_video" and fmt[1] in FAMILIES:
             return fmt[1], "converted"
-        raise WeightsError(f"{cfg_path}: key 'format' is {cfg['format']!r}, not a format this version writes "
-                           f"(mlx_video/wan/1, mlx_video/ltx2/1); reconvert the model")
+        raise WeightsError(
+            f"{cfg_path}: key 'format' is {cfg['format']!r}, not a format this version writes "
+            f"(mlx_video/wan/1, mlx_video/ltx2/1); reconvert the model"
+        )
     if (p / "model_index.json").is_file():
         index = read_json(p / "model_index.json", "model_index.json")
         cls = str(index.get("_class_name", ""))
         if cls.startswith("Wan"):
             return "wan", "diffusers"
-        raise WeightsError(f"{p / 'model_index.json'}: key '_class_name' is {cls!r}: not a Wan diffusers "
-                           f"pipeline (LTX-2 is read from Lightricks' single files)")
+        raise WeightsError(
+            f"{p / 'model_index.json'}: key '_class_name' is {cls!r}: not a Wan diffusers "
+            f"pipeline (LTX-2 is read from Lightricks' single files)"
+        )
     dit_cfg = cfg_path if cfg is not None else p / "high_noise_model" / "config.json"
     if dit_cfg.is_file():
         c = cfg if cfg is not None else read_json(dit_cfg, "config.json")
@@ -97,10 +105,14 @@ def identify(path: str | Path) -> tuple[str, str]:
     if any(_ltx2_config(f) is not None for f in sorted(p.glob("*.safetensors"))):
         return "ltx2", "folder"
     if cfg is not None:
-        raise WeightsError(f"{cfg_path}: neither a converted folder (key 'format'), nor a Wan DiT config "
-                           f"(keys {', '.join(WAN_DIT_KEYS)}), and no LTX-2 single file beside it")
-    raise WeightsError(f"{p}: not a Wan checkpoint (config.json, high_noise_model/ or model_index.json), an "
-                       f"LTX-2 checkpoint (a .safetensors with an embedded config) or a converted folder")
+        raise WeightsError(
+            f"{cfg_path}: neither a converted folder (key 'format'), nor a Wan DiT config "
+            f"(keys {', '.join(WAN_DIT_KEYS)}), and no LTX-2 single file beside it"
+        )
+    raise WeightsError(
+        f"{p}: not a Wan checkpoint (config.json, high_noise_model/ or model_index.json), an "
+        f"LTX-2 checkpoint (a .safetensors with an embedded config) or a converted folder"
+    )
 
 
 def _ltx2_repos() -> dict:
@@ -148,8 +160,10 @@ def locate(model: str, family: str | None = None, variant: str = "dev", gemma: s
         raise WeightsError(f"{model}: not found (no such file or folder, and not a Hugging Face repo id)")
     if family is not None and fam != family:
         names = {"wan": "Wan", "ltx2": "LTX-2"}
-        raise WeightsError(f"{model} is a{'n' if fam == 'ltx2' else ''} {names[fam]} checkpoint ({layout}), "
-                           f"but {names[family]} options were given")
+        raise WeightsError(
+            f"{model} is a{'n' if fam == 'ltx2' else ''} {names[fam]} checkpoint ({layout}), "
+            f"but {names[family]} options were given"
+        )
     src = Source(fam, layout, p)
     if fam == "ltx2" and layout != "converted":
         from mlx_video.ltx2 import loading as L
@@ -160,8 +174,15 @@ def locate(model: str, family: str | None = None, variant: str = "dev", gemma: s
     return src
 
 
-def convert(src: Source, dst: str | Path, dtype: str = "bfloat16", quantize: int | None = None,
-            group_size: int = 64, overwrite: bool = False, key: str | None = None) -> Path:
+def convert(
+    src: Source,
+    dst: str | Path,
+    dtype: str = "bfloat16",
+    quantize: int | None = None,
+    group_size: int = 64,
+    overwrite: bool = False,
+    key: str | None = None,
+) -> Path:
     """Convert a located source into ``dst`` with the family's converter (strict; written beside ``dst``
     and renamed into place; refuses to replace what we did not create, see
     :func:`mlx_video.io.checkpoint.check_destination`). Returns ``dst``."""
@@ -170,24 +191,44 @@ def convert(src: Source, dst: str | Path, dtype: str = "bfloat16", quantize: int
     if src.family == "wan":
         from mlx_video.wan import checkpoint as W
 
-        return W.convert_wan(src.path, dst, dtype=dtype, quantize=quantize, group_size=group_size,
-                             overwrite=overwrite, key=key)
+        return W.convert_wan(
+            src.path, dst, dtype=dtype, quantize=quantize, group_size=group_size, overwrite=overwrite, key=key
+        )
     from mlx_video.ltx2 import checkpoint as C
 
     p = src.parts
-    return C.convert_ltx2(p["checkpoint"], dst, dtype=dtype, quantize=quantize, group_size=group_size,
-                          gemma=p["gemma"], upsamplers=p["upsamplers"], distilled_lora=p["distilled_lora"],
-                          overwrite=overwrite, key=key, sources=[src.path])
+    return C.convert_ltx2(
+        p["checkpoint"],
+        dst,
+        dtype=dtype,
+        quantize=quantize,
+        group_size=group_size,
+        gemma=p["gemma"],
+        upsamplers=p["upsamplers"],
+        distilled_lora=p["distilled_lora"],
+        overwrite=overwrite,
+        key=key,
+        sources=[src.path],
+    )
 
 
 def cache_key(src: Source, dtype: str, quantize: int | None, group_size: int) -> str:
     """The content + settings key of a conversion (see :func:`mlx_video.io.hub.source_key`)."""
-    return hub.source_key(src.files(), family=src.family, dtype=dtype, quantize=quantize,
-                          group_size=group_size if quantize else None)
+    return hub.source_key(
+        src.files(), family=src.family, dtype=dtype, quantize=quantize, group_size=group_size if quantize else None
+    )
 
 
-def resolve(model: str, family: str | None = None, dtype: str = "bfloat16", quantize: int | None = None,
-            group_size: int = 64, variant: str = "dev", gemma: str | Path | None = None, log=None) -> Path:
+def resolve(
+    model: str,
+    family: str | None = None,
+    dtype: str = "bfloat16",
+    quantize: int | None = None,
+    group_size: int = 64,
+    variant: str = "dev",
+    gemma: str | Path | None = None,
+    log=None,
+) -> Path:
     """A converted folder for ``model``: a converted folder as is; anything else converted once into the
     cache and reused while its sources' content, ``dtype`` and quantization are the same (checked on
     every call: a cached folder whose key or files do not match its manifest is converted again).
@@ -197,8 +238,10 @@ def resolve(model: str, family: str | None = None, dtype: str = "bfloat16", quan
     if src.layout == "converted":
         stored = read_json(src.path / "config.json", "config.json").get("dtype")
         if log and stored and stored != dtype:
-            log(f"note: {src.path} stores {stored} weights; they run as {dtype} but keep {stored}'s rounding "
-                f"(pass the original checkpoint, or convert it with --dtype {dtype})")
+            log(
+                f"note: {src.path} stores {stored} weights; they run as {dtype} but keep {stored}'s rounding "
+                f"(pass the original checkpoint, or convert it with --dtype {dtype})"
+            )
         return src.path
     key = cache_key(src, dtype, quantize, group_size)
     name = f"{src.family}-{(src.parts.get('checkpoint') or src.path).stem}"
@@ -207,8 +250,10 @@ def resolve(model: str, family: str | None = None, dtype: str = "bfloat16", quan
     if m is not None and m.get("source_key") == key and manifest_intact(dst):
         return dst
     if log:
-        log(f"converting {src.path} ({src.family}, {src.layout}, {dtype}"
-            f"{f', {quantize}-bit' if quantize else ''}) -> {dst} (once)")
+        log(
+            f"converting {src.path} ({src.family}, {src.layout}, {dtype}"
+            f"{f', {quantize}-bit' if quantize else ''}) -> {dst} (once)"
+        )
     convert(src, dst, dtype=dtype, quantize=quantize, group_size=group_size, overwrite=True, key=key)
     return dst
 

@@ -1,4 +1,5 @@
 """The one result type both families' pipelines return, and the run meter that fills its timings and peak memory."""
+
 from __future__ import annotations
 
 import time

@@ -23,6 +23,7 @@ ltx-core, transformers).
 Usage: python -m scripts.make_tiny_ltx2 [OUT_DIR] [--version 2.0|2.3] [--seed 0]
 (default OUT_DIR: assets/tiny-LTX-2 for 2.0, assets/tiny-LTX-2.3 for 2.3)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,40 +32,65 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-C = 8                       # video latent channels (128 in the real checkpoints)
+C = 8  # video latent channels (128 in the real checkpoints)
 GEMMA_HIDDEN, GEMMA_LAYERS = 32, 2
-REGISTERS = 8               # connector learnable registers (128 in the real ones; text length must divide)
-WORDS = ("a an the cat dog man woman bird car walks runs flies drives on in at over under beach street "
-         "city forest sky sea sunset night morning red blue green white black slowly fast camera pans "
-         "zooms left right close wide shot music rain wind speaks sings quietly loud").split()
+REGISTERS = 8  # connector learnable registers (128 in the real ones; text length must divide)
+WORDS = (
+    "a an the cat dog man woman bird car walks runs flies drives on in at over under beach street "
+    "city forest sky sea sunset night morning red blue green white black slowly fast camera pans "
+    "zooms left right close wide shot music rain wind speaks sings quietly loud"
+).split()
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
-NAMES = {"2.0": ("ltx-2-tiny-dev", "ltx-2-tiny-spatial-upscaler-x2", "ltx-2-tiny-distilled-lora"),
-         "2.3": ("ltx-2.3-tiny-dev", "ltx-2.3-tiny-spatial-upscaler-x2", "ltx-2.3-tiny-distilled-lora")}
+NAMES = {
+    "2.0": ("ltx-2-tiny-dev", "ltx-2-tiny-spatial-upscaler-x2", "ltx-2-tiny-distilled-lora"),
+    "2.3": ("ltx-2.3-tiny-dev", "ltx-2.3-tiny-spatial-upscaler-x2", "ltx-2.3-tiny-distilled-lora"),
+}
 
 
 RELEASES = {"2.0": "ltx-2-19b-dev", "2.3": "ltx-2.3-22b-dev"}  # tests/fixtures/releases/<name>/config.json
 # The only changes to the release's config text: widths and depths ("section.key" -> tiny value). A key the
 # release lacks is added at the end of its section (listed as added in the asset README).
-_TRANSFORMER = {"num_attention_heads": 2, "attention_head_dim": 16, "in_channels": C, "out_channels": C,
-                "num_layers": 2, "cross_attention_dim": 32, "caption_channels": GEMMA_HIDDEN,
-                "audio_num_attention_heads": 2, "audio_attention_head_dim": 8, "audio_cross_attention_dim": 16,
-                "audio_in_channels": 16, "audio_out_channels": 16,
-                "connector_num_attention_heads": 2, "connector_attention_head_dim": 16, "connector_num_layers": 2,
-                "connector_num_learnable_registers": REGISTERS}
+_TRANSFORMER = {
+    "num_attention_heads": 2,
+    "attention_head_dim": 16,
+    "in_channels": C,
+    "out_channels": C,
+    "num_layers": 2,
+    "cross_attention_dim": 32,
+    "caption_channels": GEMMA_HIDDEN,
+    "audio_num_attention_heads": 2,
+    "audio_attention_head_dim": 8,
+    "audio_cross_attention_dim": 16,
+    "audio_in_channels": 16,
+    "audio_out_channels": 16,
+    "connector_num_attention_heads": 2,
+    "connector_attention_head_dim": 16,
+    "connector_num_layers": 2,
+    "connector_num_learnable_registers": REGISTERS,
+}
 # ltx-core sizes the audio statistics by ch, which must equal z_channels x mel_bins / 4 (128 = 8 x 16 released)
 _AUDIO = {"ch": 16, "num_res_blocks": 1, "z_channels": 1}
 _HIFI = {"resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3, 5]]}
 TINY = {
-    "2.0": {**{f"transformer.{k}": v for k, v in _TRANSFORMER.items()},
-            "vae.latent_channels": C, "vae.decoder_base_channels": 4,
-            **{f"audio_vae.model.params.ddconfig.{k}": v for k, v in _AUDIO.items()},
-            "vocoder.upsample_initial_channel": 32, **{f"vocoder.{k}": v for k, v in _HIFI.items()}},
-    "2.3": {**{f"transformer.{k}": v for k, v in _TRANSFORMER.items()},
-            "transformer.audio_connector_num_attention_heads": 2, "transformer.audio_connector_attention_head_dim": 8,
-            "vae.latent_channels": C, "vae.decoder_base_channels": 4,
-            **{f"audio_vae.model.params.ddconfig.{k}": v for k, v in _AUDIO.items()},
-            "vocoder.vocoder.upsample_initial_channel": 64, "vocoder.bwe.upsample_initial_channel": 32,
-            **{f"vocoder.{g}.{k}": v for g in ("vocoder", "bwe") for k, v in _HIFI.items()}},
+    "2.0": {
+        **{f"transformer.{k}": v for k, v in _TRANSFORMER.items()},
+        "vae.latent_channels": C,
+        "vae.decoder_base_channels": 4,
+        **{f"audio_vae.model.params.ddconfig.{k}": v for k, v in _AUDIO.items()},
+        "vocoder.upsample_initial_channel": 32,
+        **{f"vocoder.{k}": v for k, v in _HIFI.items()},
+    },
+    "2.3": {
+        **{f"transformer.{k}": v for k, v in _TRANSFORMER.items()},
+        "transformer.audio_connector_num_attention_heads": 2,
+        "transformer.audio_connector_attention_head_dim": 8,
+        "vae.latent_channels": C,
+        "vae.decoder_base_channels": 4,
+        **{f"audio_vae.model.params.ddconfig.{k}": v for k, v in _AUDIO.items()},
+        "vocoder.vocoder.upsample_initial_channel": 64,
+        "vocoder.bwe.upsample_initial_channel": 32,
+        **{f"vocoder.{g}.{k}": v for g in ("vocoder", "bwe") for k, v in _HIFI.items()},
+    },
 }
 
 
@@ -91,18 +117,45 @@ def checkpoint_config(version: str) -> tuple[dict, list[tuple[str, object, objec
 
 
 def upsampler_config(version: str) -> dict:
-    return {"_class_name": "LatentUpsampler", "in_channels": C, "mid_channels": 32, "num_blocks_per_stage": 1,
-            "dims": 3, "spatial_upsample": True, "temporal_upsample": False, "spatial_scale": 2.0,
-            "rational_resampler": version == "2.0"}
+    return {
+        "_class_name": "LatentUpsampler",
+        "in_channels": C,
+        "mid_channels": 32,
+        "num_blocks_per_stage": 1,
+        "dims": 3,
+        "spatial_upsample": True,
+        "temporal_upsample": False,
+        "spatial_scale": 2.0,
+        "rational_resampler": version == "2.0",
+    }
 
 
-GEMMA_TEXT = dict(model_type="gemma3_text", hidden_size=GEMMA_HIDDEN, intermediate_size=64,
-                  num_hidden_layers=GEMMA_LAYERS, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-                  query_pre_attn_scalar=16, vocab_size=len(SPECIALS) + len(WORDS), sliding_window=4,
-                  sliding_window_pattern=2, rope_theta=1e6, rope_local_base_freq=1e4,
-                  rope_scaling={"rope_type": "linear", "factor": 8.0}, max_position_embeddings=2048)
-GEMMA_VISION = dict(model_type="siglip_vision_model", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                    num_attention_heads=2, image_size=28, patch_size=14)
+GEMMA_TEXT = dict(
+    model_type="gemma3_text",
+    hidden_size=GEMMA_HIDDEN,
+    intermediate_size=64,
+    num_hidden_layers=GEMMA_LAYERS,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=16,
+    query_pre_attn_scalar=16,
+    vocab_size=len(SPECIALS) + len(WORDS),
+    sliding_window=4,
+    sliding_window_pattern=2,
+    rope_theta=1e6,
+    rope_local_base_freq=1e4,
+    rope_scaling={"rope_type": "linear", "factor": 8.0},
+    max_position_embeddings=2048,
+)
+GEMMA_VISION = dict(
+    model_type="siglip_vision_model",
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    image_size=28,
+    patch_size=14,
+)
 
 
 def _bf16_(module):
@@ -120,6 +173,7 @@ def _bf16_(module):
 def _fill(module, seed: int, **kw):
     """randomize_ the parameters; constant buffers (sinc filters, blur kernel) keep their values."""
     import torch
+
     from tests.oracles import randomize_
 
     keep = {n: b.clone() for n, b in module.named_buffers()}
@@ -151,17 +205,35 @@ def _transformer(cfg: dict, seed: int):
     vd = t["num_attention_heads"] * t["attention_head_dim"]
     ad = t["audio_num_attention_heads"] * t["audio_attention_head_dim"]
     proj = not t.get("caption_proj_before_connector", False)
-    keys = ("num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "num_layers",
-            "cross_attention_dim", "audio_num_attention_heads", "audio_attention_head_dim", "audio_in_channels",
-            "audio_out_channels", "audio_cross_attention_dim", "av_ca_timestep_scale_multiplier", "norm_eps",
-            "positional_embedding_theta", "positional_embedding_max_pos", "audio_positional_embedding_max_pos",
-            "timestep_scale_multiplier")
-    m = LTXModel(model_type=LTXModelType.AudioVideo, rope_type=LTXRopeType.SPLIT, double_precision_rope=True,
-                 apply_gated_attention=t.get("apply_gated_attention", False),
-                 cross_attention_adaln=t.get("cross_attention_adaln", False),
-                 caption_projection=PixArtAlphaTextProjection(t["caption_channels"], vd) if proj else None,
-                 audio_caption_projection=PixArtAlphaTextProjection(t["caption_channels"], ad) if proj else None,
-                 **{k: t[k] for k in keys if k in t})
+    keys = (
+        "num_attention_heads",
+        "attention_head_dim",
+        "in_channels",
+        "out_channels",
+        "num_layers",
+        "cross_attention_dim",
+        "audio_num_attention_heads",
+        "audio_attention_head_dim",
+        "audio_in_channels",
+        "audio_out_channels",
+        "audio_cross_attention_dim",
+        "av_ca_timestep_scale_multiplier",
+        "norm_eps",
+        "positional_embedding_theta",
+        "positional_embedding_max_pos",
+        "audio_positional_embedding_max_pos",
+        "timestep_scale_multiplier",
+    )
+    m = LTXModel(
+        model_type=LTXModelType.AudioVideo,
+        rope_type=LTXRopeType.SPLIT,
+        double_precision_rope=True,
+        apply_gated_attention=t.get("apply_gated_attention", False),
+        cross_attention_adaln=t.get("cross_attention_adaln", False),
+        caption_projection=PixArtAlphaTextProjection(t["caption_channels"], vd) if proj else None,
+        audio_caption_projection=PixArtAlphaTextProjection(t["caption_channels"], ad) if proj else None,
+        **{k: t[k] for k in keys if k in t},
+    )
     return _fill(m, seed, std=0.1)
 
 
@@ -178,18 +250,23 @@ def _processor(cfg: dict, seed: int):
     gated = t.get("connector_apply_gated_attention", False)
 
     def conn(heads, dim):
-        return Embeddings1DConnector(attention_head_dim=dim, num_attention_heads=heads,
-                                     num_layers=t["connector_num_layers"],
-                                     positional_embedding_max_pos=t["connector_positional_embedding_max_pos"],
-                                     num_learnable_registers=t["connector_num_learnable_registers"],
-                                     rope_type=LTXRopeType.SPLIT, double_precision_rope=True,
-                                     apply_gated_attention=gated)
+        return Embeddings1DConnector(
+            attention_head_dim=dim,
+            num_attention_heads=heads,
+            num_layers=t["connector_num_layers"],
+            positional_embedding_max_pos=t["connector_positional_embedding_max_pos"],
+            num_learnable_registers=t["connector_num_learnable_registers"],
+            rope_type=LTXRopeType.SPLIT,
+            double_precision_rope=True,
+            apply_gated_attention=gated,
+        )
 
     video = conn(t["connector_num_attention_heads"], t["connector_attention_head_dim"])
     if t.get("caption_proj_before_connector", False):
         audio = conn(t["audio_connector_num_attention_heads"], t["audio_connector_attention_head_dim"])
-        fe = FeatureExtractorV2(torch.nn.Linear(flat, video.inner_dim), GEMMA_HIDDEN,
-                                torch.nn.Linear(flat, audio.inner_dim))
+        fe = FeatureExtractorV2(
+            torch.nn.Linear(flat, video.inner_dim), GEMMA_HIDDEN, torch.nn.Linear(flat, audio.inner_dim)
+        )
     else:
         audio = conn(t["connector_num_attention_heads"], t["connector_attention_head_dim"])
         fe = FeatureExtractorV1(torch.nn.Linear(flat, GEMMA_HIDDEN, bias=False), is_av=True)
@@ -218,12 +295,14 @@ def _vocoder(cfg: dict, seed: int):
             mel_fb = _slaney_mel_fb(f, voc.mel_stft.mel_basis.shape[0], voc.input_sampling_rate)
             voc.mel_stft.mel_basis.copy_(torch.from_numpy(mel_fb.T).float())
         # random generators saturate the output: scale the last conv(s) to a moderate amplitude
-        for gen, run, target in ((getattr(voc, "vocoder", voc), lambda: getattr(voc, "vocoder", voc)(mel), 0.4),
-                                 (getattr(voc, "bwe_generator", None), lambda: voc(mel), 0.3)):
+        for gen, run, target in (
+            (getattr(voc, "vocoder", voc), lambda: getattr(voc, "vocoder", voc)(mel), 0.4),
+            (getattr(voc, "bwe_generator", None), lambda: voc(mel), 0.3),
+        ):
             if gen is None:
                 continue
             seen = []
-            h = gen.conv_post.register_forward_hook(lambda m, i, o: seen.append(float(o.std())))
+            h = gen.conv_post.register_forward_hook(lambda m, i, o: seen.append(float(o.std())))  # noqa: B023
             run()
             h.remove()
             gen.conv_post.weight.mul_(target / seen[-1])
@@ -236,8 +315,9 @@ def _gemma(seed: int):
     import torch
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
-    hf = Gemma3ForConditionalGeneration(Gemma3Config(text_config=dict(GEMMA_TEXT), vision_config=GEMMA_VISION,
-                                                     mm_tokens_per_image=4)).eval()
+    hf = Gemma3ForConditionalGeneration(
+        Gemma3Config(text_config=dict(GEMMA_TEXT), vision_config=GEMMA_VISION, mm_tokens_per_image=4)
+    ).eval()
     keep = {n: b.clone() for n, b in hf.named_buffers()}  # embed_scale, RoPE inv_freq: constants
     from tests.oracles import randomize_
 
@@ -281,20 +361,23 @@ def single_file(mods: dict) -> dict:
     import torch
 
     sd = {f"model.diffusion_model.{k}": v for k, v in mods["transformer"].state_dict().items()}
-    ren = {"feature_extractor.": "text_embedding_projection.",
-           "video_connector.": "model.diffusion_model.video_embeddings_connector.",
-           "audio_connector.": "model.diffusion_model.audio_embeddings_connector."}
+    ren = {
+        "feature_extractor.": "text_embedding_projection.",
+        "video_connector.": "model.diffusion_model.video_embeddings_connector.",
+        "audio_connector.": "model.diffusion_model.audio_embeddings_connector.",
+    }
     for k, v in mods["processor"].state_dict().items():
         p = next(p for p in ren if k.startswith(p))
-        sd[ren[p] + k[len(p):]] = v
+        sd[ren[p] + k[len(p) :]] = v
     for prefix, enc, dec in (("vae.", "vae_encoder", "vae_decoder"), ("audio_vae.", "audio_encoder", "audio_decoder")):
         for part, name in (("encoder.", enc), ("decoder.", dec)):
             for k, v in mods[name].state_dict().items():
                 sd[prefix + k if k.startswith("per_channel_statistics.") else prefix + part + k] = v
     n = mods["vae_encoder"].per_channel_statistics.get_buffer("mean-of-means").shape[0]
     for extra in ("channel", "mean-of-stds", "mean-of-stds_over_std-of-means"):  # real files carry these too
-        sd[f"vae.per_channel_statistics.{extra}"] = torch.arange(n, dtype=torch.float32) if extra == "channel" \
-            else torch.ones(n)
+        sd[f"vae.per_channel_statistics.{extra}"] = (
+            torch.arange(n, dtype=torch.float32) if extra == "channel" else torch.ones(n)
+        )
     sd.update({f"vocoder.{k}": v for k, v in mods["vocoder"].state_dict().items()})
     return sd
 
@@ -322,8 +405,9 @@ def write_tokenizer(folder: Path) -> None:
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                   pad_token="<pad>", unk_token="<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
     fast.save_pretrained(str(folder))
 
 
@@ -338,23 +422,30 @@ def write(out: Path, mods: dict, version: str) -> dict[str, Path]:
     def bf16(sd):
         return {k: v.detach().to(torch.bfloat16).contiguous() for k, v in sd.items()}
 
-    save_file(bf16(single_file(mods)), str(ckpt),
-              metadata={"config": json.dumps(mods["config"]), "model_version": f"{version}.0-tiny"})
-    save_file(bf16(mods["upsampler"].state_dict()), str(ups),
-              metadata={"config": json.dumps(upsampler_config(version))})
+    save_file(
+        bf16(single_file(mods)),
+        str(ckpt),
+        metadata={"config": json.dumps(mods["config"]), "model_version": f"{version}.0-tiny"},
+    )
+    save_file(
+        bf16(mods["upsampler"].state_dict()), str(ups), metadata={"config": json.dumps(upsampler_config(version))}
+    )
     save_file(lora_state_dict(mods["transformer"]), str(lora), metadata={"format": "pt"})
 
     gemma = out / "gemma"
     gemma.mkdir(exist_ok=True)
-    legacy = {"model.language_model.": "language_model.model.", "model.vision_tower.": "vision_tower.vision_model.",
-              "model.multi_modal_projector.": "multi_modal_projector."}
+    legacy = {
+        "model.language_model.": "language_model.model.",
+        "model.vision_tower.": "vision_tower.vision_model.",
+        "model.multi_modal_projector.": "multi_modal_projector.",
+    }
     sd = {}
     for k, v in mods["gemma"].state_dict().items():
         if k == "lm_head.weight":  # tied to the embeddings: not stored, as in the real repo
             continue
         for a, b in legacy.items():
             if k.startswith(a):
-                k = b + k[len(a):]
+                k = b + k[len(a) :]
         sd[k] = v
     save_file(bf16(sd), str(gemma / "model.safetensors"), metadata={"format": "pt"})
     (gemma / "config.json").write_text(mods["gemma"].config.to_json_string())
@@ -366,8 +457,9 @@ def build(out: Path, version: str = "2.0", seed: int = 0) -> dict[str, Path]:
     """Build the tiny checkpoint into ``out`` (files listed in the module docstring) plus a README."""
     mods = reference_modules(version, seed)
     paths = write(Path(out), mods, version)
-    rows = "".join(f"| `{k}` | {json.dumps(a) if a != '(added)' else a} | {json.dumps(b)} |\n"
-                   for k, a, b in mods["changes"])
+    rows = "".join(
+        f"| `{k}` | {json.dumps(a) if a != '(added)' else a} | {json.dumps(b)} |\n" for k, a, b in mods["changes"]
+    )
     (Path(out) / "README.md").write_text(
         f"# SMOKE-TEST MODEL (random weights): its videos and sounds are noise\n\n"
         f"A shrunk LTX-{version} in Lightricks' single-file layout (+ x2 upsampler, distilled LoRA and a tiny "
@@ -378,7 +470,8 @@ def build(out: Path, version: str = "2.0", seed: int = 0) -> dict[str, Path]:
         f"reconstructed there): every key, in the release's "
         f"order, with only these widths and depths changed:\n\n| key | release | tiny |\n|---|---|---|\n{rows}\n"
         f"The upsampler's `config` is not a release header (none was found quoted; see "
-        f"tests/fixtures/releases/README.md).\n")
+        f"tests/fixtures/releases/README.md).\n"
+    )
     return paths
 
 

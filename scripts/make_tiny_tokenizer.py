@@ -8,6 +8,7 @@ files (see ``--check``).
 
     python -m scripts.make_tiny_tokenizer [--out tests/fixtures/tiny-umt5-tokenizer] [--check]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,18 +74,27 @@ def build(out_dir: Path) -> None:
 
     tok = Tokenizer(Unigram(pieces(), unk_id=2, byte_fallback=False))
     # Same pre-tokenisation as transformers' T5Tokenizer builds for SentencePiece Unigram models.
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.WhitespaceSplit(),
-        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
+        ]
+    )
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
     tok.post_processor = processors.TemplateProcessing(
-        single=["$A", "</s>"], pair=["$A", "</s>", "$B", "</s>"], special_tokens=[("</s>", 1)])
+        single=["$A", "</s>"], pair=["$A", "</s>", "$B", "</s>"], special_tokens=[("</s>", 1)]
+    )
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIALS])
 
     specials = {"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
-    config = {"tokenizer_class": "T5Tokenizer", "extra_ids": 0, "additional_special_tokens": [],
-              "model_max_length": 512, "clean_up_tokenization_spaces": False, **specials}
+    config = {
+        "tokenizer_class": "T5Tokenizer",
+        "extra_ids": 0,
+        "additional_special_tokens": [],
+        "model_max_length": 512,
+        "clean_up_tokenization_spaces": False,
+        **specials,
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(json.loads(tok.to_str()), indent=2, ensure_ascii=False) + "\n"
     (out_dir / "tokenizer.json").write_text(text, encoding="utf-8")
@@ -94,10 +104,14 @@ def build(out_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path,
-                    default=Path(__file__).resolve().parents[1] / "tests/fixtures/tiny-umt5-tokenizer")
-    ap.add_argument("--check", action="store_true",
-                    help="build twice into temporary folders and fail unless the files are byte-identical")
+    ap.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "tests/fixtures/tiny-umt5-tokenizer"
+    )
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="build twice into temporary folders and fail unless the files are byte-identical",
+    )
     args = ap.parse_args(argv)
     if args.check:
         with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:

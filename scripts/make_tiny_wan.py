@@ -10,6 +10,7 @@ shrunk; seeded, so the script is reproducible. Needs the oracle extras (torch, w
 
 Usage: python -m scripts.make_tiny_wan [OUT_DIR]   (default assets/tiny-Wan2.2-TI2V-5B)
 """
+
 import json
 import shutil
 import sys
@@ -32,9 +33,11 @@ def release_config(release: str, tiny: dict) -> tuple[dict, str]:
     for k, v in tiny.items():
         rows.append(f"| `{k}` | {json.dumps(cfg[k]) if k in cfg else '(added)'} | {json.dumps(v)} |")
         cfg[k] = v
-    readme = (f"The DiT config.json is tests/fixtures/releases/{release}/config.json (its SOURCE.md says where it "
-              f"comes from: a reconstruction, no verbatim copy was found) with only these widths and depths "
-              f"changed:\n\n| key | release | tiny |\n|---|---|---|\n" + "\n".join(rows) + "\n")
+    readme = (
+        f"The DiT config.json is tests/fixtures/releases/{release}/config.json (its SOURCE.md says where it "
+        f"comes from: a reconstruction, no verbatim copy was found) with only these widths and depths "
+        f"changed:\n\n| key | release | tiny |\n|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
     return cfg, readme
 
 
@@ -67,12 +70,16 @@ def build(out: Path, seed: int = 0) -> Path:
     cfg, readme = release_config("Wan2.2-TI2V-5B", DIT)
     dit = w.model.WanModel(**{k: v for k, v in cfg.items() if not k.startswith("_")})
     oracles.randomize_(dit, seed=seed, std=0.1, table_std=0.5)  # docs/ORACLES.md: sensitive sizes
-    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in dit.state_dict().items()},
-              str(out / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {k: v.to(torch.bfloat16).contiguous() for k, v in dit.state_dict().items()},
+        str(out / "diffusion_pytorch_model.safetensors"),
+        metadata={"format": "pt"},
+    )
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
 
-    vae = w.vae2_2.WanVAE_(dim=VAE["dim"], dec_dim=VAE["dec_dim"], z_dim=VAE["z_dim"],
-                           temperal_downsample=[False, True, True])
+    vae = w.vae2_2.WanVAE_(
+        dim=VAE["dim"], dec_dim=VAE["dec_dim"], z_dim=VAE["z_dim"], temperal_downsample=[False, True, True]
+    )
     oracles.randomize_(vae, seed=seed + 1, fan_in=True)
     torch.save(vae.state_dict(), out / "Wan2.2_VAE.pth")
 
@@ -80,7 +87,8 @@ def build(out: Path, seed: int = 0) -> Path:
     (out / "README.md").write_text(
         "# SMOKE-TEST MODEL (random weights): its videos are noise\n\n"
         "A shrunk Wan2.2 TI2V-5B in the official Wan-AI layout, made by `python -m scripts.make_tiny_wan` "
-        f"(seed {seed}) from the official PyTorch modules. For offline end-to-end runs and tests only.\n\n" + readme)
+        f"(seed {seed}) from the official PyTorch modules. For offline end-to-end runs and tests only.\n\n" + readme
+    )
     return out
 
 

@@ -19,23 +19,35 @@ Seeded, so the script is reproducible. Needs the oracle extras (torch, wan22, di
 
 Usage: python -m scripts.make_tiny_wan21 [OUT_ROOT]   (default assets/)
 """
+
 import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 from scripts.make_tiny_wan import release_config, write_text_encoder
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # The only changes to the releases' config.json: widths and depths (text_dim added to fit the tiny T5).
 DIT = dict(dim=32, ffn_dim=64, freq_dim=32, num_heads=2, num_layers=2, text_dim=32)
 RELEASES = {"i2v": "Wan2.1-I2V-14B-480P", "flf2v": "Wan2.1-FLF2V-14B-720P", "a14b": "Wan2.2-I2V-A14B-high_noise_model"}
 VAE21 = dict(dim=4, z_dim=16)
-CLIP = dict(hidden_size=80, intermediate_size=160, num_attention_heads=1, num_hidden_layers=2, image_size=28,
-            patch_size=14, hidden_act="gelu", layer_norm_eps=1e-5)
+CLIP = dict(
+    hidden_size=80,
+    intermediate_size=160,
+    num_attention_heads=1,
+    num_hidden_layers=2,
+    image_size=28,
+    patch_size=14,
+    hidden_act="gelu",
+    layer_norm_eps=1e-5,
+)
 CLIP_TOKENS = (CLIP["image_size"] // CLIP["patch_size"]) ** 2 + 1
-README = ("# SMOKE-TEST MODEL (random weights): its videos are noise\n\n"
-          "A shrunk {what} in the official Wan-AI layout, made by `python -m scripts.make_tiny_wan21` (seed {seed}) "
-          "from the official / diffusers PyTorch modules. For offline end-to-end runs and tests only.\n\n")
+README = (
+    "# SMOKE-TEST MODEL (random weights): its videos are noise\n\n"
+    "A shrunk {what} in the official Wan-AI layout, made by `python -m scripts.make_tiny_wan21` (seed {seed}) "
+    "from the official / diffusers PyTorch modules. For offline end-to-end runs and tests only.\n\n"
+)
 
 
 def _common(out: Path, seed: int):
@@ -45,8 +57,14 @@ def _common(out: Path, seed: int):
     from tests import oracles
 
     w = oracles.wan()
-    vae = w.vae2_1.WanVAE_(dim=VAE21["dim"], z_dim=VAE21["z_dim"], dim_mult=[1, 2, 4, 4], num_res_blocks=2,
-                           attn_scales=[], temperal_downsample=[False, True, True])
+    vae = w.vae2_1.WanVAE_(
+        dim=VAE21["dim"],
+        z_dim=VAE21["z_dim"],
+        dim_mult=[1, 2, 4, 4],
+        num_res_blocks=2,
+        attn_scales=[],
+        temperal_downsample=[False, True, True],
+    )
     oracles.randomize_(vae, seed=seed + 1, fan_in=True)
     torch.save(vae.state_dict(), out / "Wan2.1_VAE.pth")
     write_text_encoder(out, seed + 2)
@@ -57,8 +75,11 @@ def _save_dit(sd: dict, folder: Path, cfg: dict) -> None:
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()},
-              str(folder / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()},
+        str(folder / "diffusion_pytorch_model.safetensors"),
+        metadata={"format": "pt"},
+    )
     (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
 
 
@@ -76,20 +97,27 @@ def open_clip_state(seed: int) -> dict:
         m.vision_model.embeddings.position_embedding.weight.mul_(5.0)
     sd, v = m.state_dict(), "vision_model."
     g = torch.Generator().manual_seed(seed)
-    out = {"visual.patch_embedding.weight": sd[v + "embeddings.patch_embedding.weight"],
-           "visual.cls_embedding": sd[v + "embeddings.class_embedding"].reshape(1, 1, -1),
-           "visual.pos_embedding": sd[v + "embeddings.position_embedding.weight"][None],
-           "visual.head": torch.randn(CLIP["hidden_size"], 16, generator=g),
-           "textual.token_embedding.weight": torch.randn(10, 8, generator=g),
-           "log_scale": torch.tensor(4.6)}
+    out = {
+        "visual.patch_embedding.weight": sd[v + "embeddings.patch_embedding.weight"],
+        "visual.cls_embedding": sd[v + "embeddings.class_embedding"].reshape(1, 1, -1),
+        "visual.pos_embedding": sd[v + "embeddings.position_embedding.weight"][None],
+        "visual.head": torch.randn(CLIP["hidden_size"], 16, generator=g),
+        "textual.token_embedding.weight": torch.randn(10, 8, generator=g),
+        "log_scale": torch.tensor(4.6),
+    }
     for leaf in ("weight", "bias"):
         out[f"visual.pre_norm.{leaf}"] = sd[f"{v}pre_layrnorm.{leaf}"]
         out[f"visual.post_norm.{leaf}"] = sd[f"{v}post_layernorm.{leaf}"]
         for i in range(CLIP["num_hidden_layers"]):
             p, q = f"{v}encoder.layers.{i}.", f"visual.transformer.{i}."
             out[q + "attn.to_qkv." + leaf] = torch.cat([sd[p + f"self_attn.{x}_proj.{leaf}"] for x in "qkv"])
-            for a, b in (("layer_norm1", "norm1"), ("layer_norm2", "norm2"), ("self_attn.out_proj", "attn.proj"),
-                         ("mlp.fc1", "mlp.0"), ("mlp.fc2", "mlp.2")):
+            for a, b in (
+                ("layer_norm1", "norm1"),
+                ("layer_norm2", "norm2"),
+                ("self_attn.out_proj", "attn.proj"),
+                ("mlp.fc1", "mlp.0"),
+                ("mlp.fc2", "mlp.2"),
+            ):
                 out[f"{q}{b}.{leaf}"] = sd[f"{p}{a}.{leaf}"]
     return {k: t.to(torch.float16).contiguous() for k, t in out.items()}
 
@@ -103,10 +131,19 @@ def wan21_dit(flf: bool, seed: int):
 
     head = DIT["dim"] // DIT["num_heads"]
     dm = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=DIT["num_heads"], attention_head_dim=head, in_channels=36,
-        out_channels=16, text_dim=DIT["text_dim"], freq_dim=DIT["freq_dim"], ffn_dim=DIT["ffn_dim"],
-        num_layers=DIT["num_layers"], image_dim=CLIP["hidden_size"], added_kv_proj_dim=DIT["dim"],
-        pos_embed_seq_len=2 * CLIP_TOKENS if flf else None).eval()
+        patch_size=(1, 2, 2),
+        num_attention_heads=DIT["num_heads"],
+        attention_head_dim=head,
+        in_channels=36,
+        out_channels=16,
+        text_dim=DIT["text_dim"],
+        freq_dim=DIT["freq_dim"],
+        ffn_dim=DIT["ffn_dim"],
+        num_layers=DIT["num_layers"],
+        image_dim=CLIP["hidden_size"],
+        added_kv_proj_dim=DIT["dim"],
+        pos_embed_seq_len=2 * CLIP_TOKENS if flf else None,
+    ).eval()
     sharpen_cross_attention_(oracles.randomize_(dm, seed=seed))
     dm.rope = type(dm.rope)(head, (1, 2, 2), 1024)  # randomize_ also filled the RoPE buffers
     return dm

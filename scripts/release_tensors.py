@@ -19,6 +19,7 @@ One line per tensor: ``name<TAB>shape (comma-separated)<TAB>dtype``; the dtype i
 (float32 on meta), not the storage dtype of the release (bf16 for most weights; not in the lists).
 Needs the oracle extras (torch, ltx-core, wan). Usage: ``python -m scripts.release_tensors [RELEASE ...]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,7 @@ def _named(module, prefix: str, rename: dict[str, str] | None = None) -> dict[st
     for k, v in module.state_dict().items():
         for src, dst in (rename or {}).items():
             if k.startswith(src):
-                k = dst + k[len(src):]
+                k = dst + k[len(src) :]
                 break
         else:
             k = prefix + k
@@ -59,16 +60,31 @@ def ltx_tensors(config: dict) -> dict[str, tuple]:
     out = {}
     with torch.device("meta"):
         out.update(_named(LTXModelConfigurator.from_config(config), "model.diffusion_model."))
-        out.update(_named(EmbeddingsProcessorConfigurator.from_config(config), "",
-                          {"feature_extractor.": "text_embedding_projection.",
-                           "video_connector.": "model.diffusion_model.video_embeddings_connector.",
-                           "audio_connector.": "model.diffusion_model.audio_embeddings_connector."}))
+        out.update(
+            _named(
+                EmbeddingsProcessorConfigurator.from_config(config),
+                "",
+                {
+                    "feature_extractor.": "text_embedding_projection.",
+                    "video_connector.": "model.diffusion_model.video_embeddings_connector.",
+                    "audio_connector.": "model.diffusion_model.audio_embeddings_connector.",
+                },
+            )
+        )
         for part, conf in (("encoder", VideoEncoderConfigurator), ("decoder", VideoDecoderConfigurator)):
-            out.update(_named(conf.from_config(config), f"vae.{part}.",
-                              {"per_channel_statistics.": "vae.per_channel_statistics."}))
+            out.update(
+                _named(
+                    conf.from_config(config), f"vae.{part}.", {"per_channel_statistics.": "vae.per_channel_statistics."}
+                )
+            )
         for part, conf in (("encoder", AudioEncoderConfigurator), ("decoder", AudioDecoderConfigurator)):
-            out.update(_named(conf.from_config(config), f"audio_vae.{part}.",
-                              {"per_channel_statistics.": "audio_vae.per_channel_statistics."}))
+            out.update(
+                _named(
+                    conf.from_config(config),
+                    f"audio_vae.{part}.",
+                    {"per_channel_statistics.": "audio_vae.per_channel_statistics."},
+                )
+            )
         out.update(_named(VocoderConfigurator.from_config(config), "vocoder."))
     return out
 
@@ -105,10 +121,17 @@ def wan21_image_branch(config: dict) -> dict[str, tuple]:
     from diffusers import WanTransformer3DModel
 
     heads = config["num_heads"]
-    kw = dict(num_attention_heads=heads, attention_head_dim=config["dim"] // heads, in_channels=config["in_dim"],
-              out_channels=config["out_dim"], ffn_dim=config["ffn_dim"], num_layers=config["num_layers"],
-              image_dim=1280, added_kv_proj_dim=config["dim"],
-              pos_embed_seq_len=2 * 257 if config["model_type"] == "flf2v" else None)
+    kw = dict(
+        num_attention_heads=heads,
+        attention_head_dim=config["dim"] // heads,
+        in_channels=config["in_dim"],
+        out_channels=config["out_dim"],
+        ffn_dim=config["ffn_dim"],
+        num_layers=config["num_layers"],
+        image_dim=1280,
+        added_kv_proj_dim=config["dim"],
+        pos_embed_seq_len=2 * 257 if config["model_type"] == "flf2v" else None,
+    )
     with torch.device("meta"):
         sd = WanTransformer3DModel(**kw).state_dict()
     out = {}
@@ -127,8 +150,9 @@ def wan_tensors(config: dict) -> dict[str, tuple]:
 
     from tests.oracles import wan
 
-    wan21_clip = config["model_type"] == "flf2v" or (config["model_type"] == "i2v"
-                                                      and config["_diffusers_version"] < "0.33")
+    wan21_clip = config["model_type"] == "flf2v" or (
+        config["model_type"] == "i2v" and config["_diffusers_version"] < "0.33"
+    )
     kw = {k: v for k, v in config.items() if not k.startswith("_")}
     if wan21_clip:
         kw["model_type"] = "i2v"

@@ -4,6 +4,7 @@
 MLX_HOSTFILE set) runs every case with sequence parallelism over the launched group and writes
 ``OUT_DIR/rank{r}.npz``; :func:`run_all` with ``sp=None`` gives the one-device values to compare.
 """
+
 from __future__ import annotations
 
 import sys
@@ -44,11 +45,13 @@ def wan_forward(dit, grid, sp: SequenceParallel | None, seed: int = 0) -> mx.arr
 def text_on_root(group, text_dim: int, calls: list) -> list[mx.array]:
     """Stand-in text embeddings [7, text_dim], [11, text_dim] made on rank 0 only (through ``on_root``,
     as the pipeline runs its T5) and broadcast; every other rank would make different ones."""
+
     def encode():
         calls.append(1)
         rank = group.rank() if group is not None else 0
         g = _rng(10 + rank)
         return [mx.array(g.standard_normal((n, text_dim)).astype(np.float32)) for n in (7, 11)]
+
     return on_root(encode, group)
 
 
@@ -62,10 +65,22 @@ def wan_pipeline(model_dir: Path, group, calls: list) -> tuple[mx.array, np.ndar
 
 
 def _ltx_config(flavour: str) -> LTXModelArgs:
-    t = dict(num_attention_heads=2, attention_head_dim=16, in_channels=8, out_channels=8, num_layers=2,
-             cross_attention_dim=32, audio_num_attention_heads=2, audio_attention_head_dim=8,
-             audio_in_channels=8, audio_out_channels=8, audio_cross_attention_dim=16, caption_channels=16,
-             rope_type="split", frequencies_precision="float64")
+    t = dict(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=8,
+        out_channels=8,
+        num_layers=2,
+        cross_attention_dim=32,
+        audio_num_attention_heads=2,
+        audio_attention_head_dim=8,
+        audio_in_channels=8,
+        audio_out_channels=8,
+        audio_cross_attention_dim=16,
+        caption_channels=16,
+        rope_type="split",
+        frequencies_precision="float64",
+    )
     if flavour == "ltx23":
         t.update(apply_gated_attention=True, cross_attention_adaln=True, caption_proj_before_connector=True)
     return LTXModelArgs.from_config({"transformer": t})
@@ -75,8 +90,14 @@ def ltx_model(flavour: str, seed: int = 0) -> LTXModel:
     """A tiny LTX-2 / LTX-2.3 audio+video transformer with seeded random weights (N(0, 0.2²))."""
     m = LTXModel(_ltx_config(flavour))
     g = _rng(seed)
-    m.update(tree_unflatten([(k, mx.array((0.2 * g.standard_normal(v.shape)).astype(np.float32)))
-                             for k, v in tree_flatten(m.parameters())]))
+    m.update(
+        tree_unflatten(
+            [
+                (k, mx.array((0.2 * g.standard_normal(v.shape)).astype(np.float32)))
+                for k, v in tree_flatten(m.parameters())
+            ]
+        )
+    )
     return m
 
 
@@ -86,7 +107,7 @@ def ltx_forward(model: LTXModel, sp: SequenceParallel | None, seed: int = 1) -> 
     g = _rng(seed)
     F, H, W = LTX_TOKENS
     ti, hi, wi = np.meshgrid(np.arange(F), np.arange(H), np.arange(W), indexing="ij")
-    start = np.stack([ti.ravel() * 8 / 24.0, hi.ravel() * 32.0, wi.ravel() * 32.0])           # [3, N]
+    start = np.stack([ti.ravel() * 8 / 24.0, hi.ravel() * 32.0, wi.ravel() * 32.0])  # [3, N]
     start = np.concatenate([start, np.array([[9 / 24.0] * 3, [0.0] * 3, [0.0, 32.0, 64.0]])], 1)
     size = np.array([8 / 24.0, 32.0, 32.0])[:, None]
     vpos = np.broadcast_to(np.stack([start, start + size], -1), (2, 3, start.shape[1], 2)).astype(np.float32)
@@ -95,16 +116,18 @@ def ltx_forward(model: LTXModel, sp: SequenceParallel | None, seed: int = 1) -> 
     n_v = vpos.shape[2]
     sigma = np.array([0.7, 0.4], np.float32)
     v_t = np.ones((2, n_v), np.float32) * sigma[:, None]
-    v_t[:, :H * W] = 0.0
+    v_t[:, : H * W] = 0.0
     v_t[:, -3:] *= 0.25
     arr = lambda *s: mx.array(g.standard_normal(s).astype(np.float32))  # noqa: E731
     ctx_v = 16 if not model.args.cross_attention_adaln else 32
     video = Modality(arr(2, n_v, 8), mx.array(v_t), mx.array(sigma), arr(2, 4, ctx_v))
-    audio = Modality(arr(2, LTX_AUDIO, 8), mx.array(np.repeat(sigma[:, None], LTX_AUDIO, 1)),
-                     mx.array(sigma * 0.5), arr(2, 4, 16))
+    audio = Modality(
+        arr(2, LTX_AUDIO, 8), mx.array(np.repeat(sigma[:, None], LTX_AUDIO, 1)), mx.array(sigma * 0.5), arr(2, 4, 16)
+    )
     # item 1 as a guidance pass perturbs it: STG on block 1 (both streams), no audio<->video in block 0
-    perturb = Perturbations(({}, {"video_self_attn": [1], "audio_self_attn": [1], "a2v_cross_attn": [0],
-                                  "v2a_cross_attn": [0]}))
+    perturb = Perturbations(
+        ({}, {"video_self_attn": [1], "audio_self_attn": [1], "a2v_cross_attn": [0], "v2a_cross_attn": [0]})
+    )
     return model(video, audio, model.rope_tables(vpos, apos), perturb, sp=sp)
 
 

@@ -1,4 +1,5 @@
 """Paths the tests share: the repo root and its bundled assets (the repo runs alone from a bare clone)."""
+
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

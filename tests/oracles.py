@@ -3,6 +3,7 @@
 `wan()` imports the official Wan2.2 package (`wan22`, module `wan`) with the three shims it needs
 on a CPU-only machine. Helpers here build seeded random weights and compare arrays.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -40,9 +41,21 @@ def wan():
     finally:
         torch.cuda.current_device = real_current_device  # torch.cuda.synchronize needs the real one
 
-    def flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_scale=None,
-                        q_scale=None, causal=False, window_size=(-1, -1), deterministic=False,
-                        dtype=torch.bfloat16, version=None):
+    def flash_attention(
+        q,
+        k,
+        v,
+        q_lens=None,
+        k_lens=None,
+        dropout_p=0.0,
+        softmax_scale=None,
+        q_scale=None,
+        causal=False,
+        window_size=(-1, -1),
+        deterministic=False,
+        dtype=torch.bfloat16,
+        version=None,
+    ):
         # q,k,v: [B, L, H, D] -> SDPA on [B, H, L, D]; keys >= k_lens masked.
         out_dtype = q.dtype
         q, k, v = (x.transpose(1, 2).float() for x in (q, k, v))
@@ -75,8 +88,9 @@ def wan_utils():
     return importlib.import_module("wan.utils.utils")
 
 
-def randomize_(module, seed: int = 0, std: float = 0.1, table_std: float = 0.5,
-               norm_std: float = 0.1, fan_in: bool = False):
+def randomize_(
+    module, seed: int = 0, std: float = 0.1, table_std: float = 0.5, norm_std: float = 0.1, fan_in: bool = False
+):
     """Fill every parameter and buffer of a torch module from a seeded generator.
 
     Weights ~ N(0, std) (or N(0, 1/fan_in) with ``fan_in``), norm weights 1 + N(0, norm_std),

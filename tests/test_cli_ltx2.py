@@ -10,6 +10,7 @@
   ``media_io.preprocess``.
 - Two generations in one process with the same inputs give identical output, per pipeline.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,14 @@ DEV_TINY = ["--steps", "1", "--stg-blocks", "1"]  # dev pipelines on a 2-block t
 def model_dir(tmp_path_factory):
     """The tiny LTX-2 checkpoint converted once (float32) with its Gemma, upsampler and distilled LoRA."""
     parts = loading.find_parts(TINY, "dev")
-    return convert_ltx2(parts["checkpoint"], tmp_path_factory.mktemp("ltx") / "tiny", dtype="float32",
-                        gemma=parts["gemma"], upsamplers=parts["upsamplers"], distilled_lora=parts["distilled_lora"])
+    return convert_ltx2(
+        parts["checkpoint"],
+        tmp_path_factory.mktemp("ltx") / "tiny",
+        dtype="float32",
+        gemma=parts["gemma"],
+        upsamplers=parts["upsamplers"],
+        distilled_lora=parts["distilled_lora"],
+    )
 
 
 def cli(*args):
@@ -102,26 +109,51 @@ def test_bad_values_exit_2_with_one_line_and_no_file(argv, fragment, model_dir, 
     assert list(out.iterdir()) == []
 
 
-@pytest.mark.parametrize("argv,fragment", [
-    (["--fps", "0"], "fps must be greater than 0"),  # a ZeroDivisionError traceback before
-    (["--pipeline", "dev", "--cfg-scale", "nan"], "must be finite"),
-])
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["--fps", "0"], "fps must be greater than 0"),  # a ZeroDivisionError traceback before
+        (["--pipeline", "dev", "--cfg-scale", "nan"], "must be finite"),
+    ],
+)
 def test_bad_values_in_a_real_process(argv, fragment, model_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    p = subprocess.run([sys.executable, str(ROOT / "cli.py"), "generate", "--model", str(model_dir), "--prompt", "x",
-                        *SMALL, *argv, "-o", str(tmp_path / "x.mp4")], capture_output=True, text=True, env=env,
-                       cwd=tmp_path, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "cli.py"),
+            "generate",
+            "--model",
+            str(model_dir),
+            "--prompt",
+            "x",
+            *SMALL,
+            *argv,
+            "-o",
+            str(tmp_path / "x.mp4"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert p.returncode == 2, p.stderr
     assert fragment in p.stderr and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
 
 
 def test_settings_refuse_the_same_values_in_python():
-    for kw, fragment in [(dict(pipeline="dev", steps=0), "steps"), (dict(fps=0), "fps"),
-                         (dict(pipeline="dev", video_guidance={"cfg_scale": math.nan}), "finite"),
-                         (dict(pipeline="dev", audio_guidance={"cfg": 3}), "unknown guidance fields"),
-                         (dict(image_crf=60), "crf"), (dict(seed=1.5), "seed"), (dict(version="3"), "version"),
-                         (dict(height=99968, width=99968), HUGE)]:
+    for kw, fragment in [
+        (dict(pipeline="dev", steps=0), "steps"),
+        (dict(fps=0), "fps"),
+        (dict(pipeline="dev", video_guidance={"cfg_scale": math.nan}), "finite"),
+        (dict(pipeline="dev", audio_guidance={"cfg": 3}), "unknown guidance fields"),
+        (dict(image_crf=60), "crf"),
+        (dict(seed=1.5), "seed"),
+        (dict(version="3"), "version"),
+        (dict(height=99968, width=99968), HUGE),
+    ]:
         with pytest.raises(ValueError, match=fragment):
             P.LTXSettings(**kw).validate()
     img = np.zeros((8, 8, 3), np.uint8)
@@ -146,10 +178,13 @@ def poisoned(model_dir, tmp_path, file, key_part):
     return dst
 
 
-@pytest.mark.parametrize("file,key,fragment", [
-    ("transformer.safetensors", "proj_out.weight", "in stage1's video latents after step 1/8"),
-    ("video_vae.safetensors", "decoder.conv_out", "after the video decode"),
-])
+@pytest.mark.parametrize(
+    "file,key,fragment",
+    [
+        ("transformer.safetensors", "proj_out.weight", "in stage1's video latents after step 1/8"),
+        ("video_vae.safetensors", "decoder.conv_out", "after the video decode"),
+    ],
+)
 def test_nan_stops_with_the_stage_and_step(file, key, fragment, model_dir, tmp_path):
     bad = poisoned(model_dir, tmp_path, file, key)
     out = tmp_path / "out"
@@ -176,8 +211,26 @@ def test_cli_defaults_are_the_library_defaults(model_dir, tmp_path):
 
 def test_metadata_carries_the_full_parameter_set_and_the_random_seed(model_dir, tmp_path):
     out = tmp_path / "m.mp4"
-    r = cli("--model", str(model_dir), "--prompt", "a cat", "--pipeline", "dev-two-stage", *SMALL, *DEV_TINY,
-            "--cfg-scale", "2.5", "--seed", "-1", "--image", f"{IMG}:0:0.9", "--image-crf", "20", "-o", str(out))
+    r = cli(
+        "--model",
+        str(model_dir),
+        "--prompt",
+        "a cat",
+        "--pipeline",
+        "dev-two-stage",
+        *SMALL,
+        *DEV_TINY,
+        "--cfg-scale",
+        "2.5",
+        "--seed",
+        "-1",
+        "--image",
+        f"{IMG}:0:0.9",
+        "--image-crf",
+        "20",
+        "-o",
+        str(out),
+    )
     assert r.exit_code == 0, r.output
     meta = metadata(out)
     assert f"seed: {meta['seed']} (drawn at random)" in r.output and 0 <= meta["seed"] < 2**32 and meta["seed_drawn"]
@@ -185,8 +238,9 @@ def test_metadata_carries_the_full_parameter_set_and_the_random_seed(model_dir, 
     assert meta["video_guidance"]["cfg_scale"] == 2.5 and meta["video_guidance"]["stg_blocks"] == [1]
     assert meta["audio_guidance"]["cfg_scale"] == 7.0  # the official default where nothing was typed
     assert (meta["lora_strength_stage_1"], meta["lora_strength_stage_2"]) == (0.0, 1.0)
-    assert meta["image_crf"] == 20 and meta["images"] == [dict(path=f"{IMG}", frame=0, strength=0.9, crf=None,
-                                                               size=[451, 300])]
+    assert meta["image_crf"] == 20 and meta["images"] == [
+        dict(path=f"{IMG}", frame=0, strength=0.9, crf=None, size=[451, 300])
+    ]
     assert meta["steps"] == 1 and meta["version"] == "2" and meta["pipeline"] == "dev-two-stage"
 
 
@@ -195,16 +249,29 @@ def test_official_defaults_per_pipeline():
     from ltx_pipelines.utils import constants as K
 
     def guidance(p):
-        return dict(cfg_scale=p.cfg_scale, stg_scale=p.stg_scale, stg_blocks=list(p.stg_blocks),
-                    rescale_scale=p.rescale_scale, modality_scale=p.modality_scale, skip_step=p.skip_step)
+        return dict(
+            cfg_scale=p.cfg_scale,
+            stg_scale=p.stg_scale,
+            stg_blocks=list(p.stg_blocks),
+            rescale_scale=p.rescale_scale,
+            modality_scale=p.modality_scale,
+            skip_step=p.skip_step,
+        )
 
-    cases = {("dev", "2"): (K.LTX_2_PARAMS, 1), ("dev-two-stage", "2.3.0"): (K.LTX_2_3_PARAMS, 2),
-             ("dev-two-stage-hq", "2"): (K.LTX_2_3_HQ_PARAMS, 2)}
+    cases = {
+        ("dev", "2"): (K.LTX_2_PARAMS, 1),
+        ("dev-two-stage", "2.3.0"): (K.LTX_2_3_PARAMS, 2),
+        ("dev-two-stage-hq", "2"): (K.LTX_2_3_HQ_PARAMS, 2),
+    }
     for (pipeline, version), (ref, scale) in cases.items():
         s = P.LTXSettings(pipeline).resolved(version).params()
         assert (s["height"], s["width"]) == (ref.stage_1_height * scale, ref.stage_1_width * scale)
-        assert (s["num_frames"], s["fps"], s["seed"], s["steps"]) == (ref.num_frames, ref.frame_rate, ref.seed,
-                                                                       ref.num_inference_steps)
+        assert (s["num_frames"], s["fps"], s["seed"], s["steps"]) == (
+            ref.num_frames,
+            ref.frame_rate,
+            ref.seed,
+            ref.num_inference_steps,
+        )
         assert s["video_guidance"] == guidance(ref.video_guider_params)
         assert s["audio_guidance"] == guidance(ref.audio_guider_params)
         assert s["image_crf"] == K.DEFAULT_IMAGE_CRF
@@ -224,11 +291,11 @@ def test_crf_round_trip_is_the_references_and_in_the_library():
     img = np.asarray(load_image(IMG), dtype=np.uint8)
     np.testing.assert_array_equal(img, ref)
     for crf in (0, 33, 20):
-        (ours, frame, strength), = P.prepare_images([P.ImageCondition(img, 4, 0.5, crf=crf)])
+        ((ours, frame, strength),) = P.prepare_images([P.ImageCondition(img, 4, 0.5, crf=crf)])
         np.testing.assert_array_equal(ours, preprocess(ref, crf).astype(np.float32) / 127.5 - 1.0)
         assert (frame, strength) == (4, 0.5)
-    (a, _, _), = P.prepare_images([P.ImageCondition(img)], crf=33)  # the settings' CRF when the image has none
-    (b, _, _), = P.prepare_images([P.ImageCondition(img)], crf=0)
+    ((a, _, _),) = P.prepare_images([P.ImageCondition(img)], crf=33)  # the settings' CRF when the image has none
+    ((b, _, _),) = P.prepare_images([P.ImageCondition(img)], crf=0)
     assert a.shape == (300, 450, 3) and b.shape == (300, 451, 3)  # H.264 needs even sides (as the reference)
     assert np.abs(a - b[:, :450]).mean() > 1e-3
 
@@ -242,18 +309,37 @@ def text(model_dir):
     return cfg, loading.encode_text(model_dir, cfg, "a cat", P.DEFAULT_NEGATIVE_PROMPT)
 
 
-@pytest.mark.parametrize("pipeline,lora", [  # two-stage: with the distilled LoRA (merged twice before the fix) and
-    ("distilled", None), ("dev", None), ("dev-two-stage", None), ("dev-two-stage-hq", None),  # without it
-    ("dev-two-stage", 0.0), ("dev-two-stage-hq", 0.0)])
+@pytest.mark.parametrize(
+    "pipeline,lora",
+    [  # two-stage: with the distilled LoRA (merged twice before the fix) and
+        ("distilled", None),
+        ("dev", None),
+        ("dev-two-stage", None),
+        ("dev-two-stage-hq", None),  # without it
+        ("dev-two-stage", 0.0),
+        ("dev-two-stage-hq", 0.0),
+    ],
+)
 def test_two_generations_in_one_process_are_identical(pipeline, lora, model_dir, text):
     cfg, (pos, neg) = text
     tiny = None if pipeline == "distilled" else {"stg_blocks": (1,)}
-    s = P.LTXSettings(pipeline, height=128, width=128, num_frames=9, steps=None if tiny is None else 2,
-                      video_guidance=tiny, audio_guidance=tiny, seed=3, lora_strength_stage_2=lora,
-                      lora_strength_stage_1=lora if pipeline == "dev-two-stage-hq" else None)
+    s = P.LTXSettings(
+        pipeline,
+        height=128,
+        width=128,
+        num_frames=9,
+        steps=None if tiny is None else 2,
+        video_guidance=tiny,
+        audio_guidance=tiny,
+        seed=3,
+        lora_strength_stage_2=lora,
+        lora_strength_stage_1=lora if pipeline == "dev-two-stage-hq" else None,
+    )
     comps = loading.load_components(model_dir, cfg, pipeline, s.lora_strengths, True)
-    images = [P.ImageCondition(np.asarray(load_image(IMG), dtype=np.uint8), 0, 0.9),
-              P.ImageCondition(np.asarray(load_image(IMAGES / "coffee.png"), dtype=np.uint8), 8, 0.8)]
+    images = [
+        P.ImageCondition(np.asarray(load_image(IMG), dtype=np.uint8), 0, 0.9),
+        P.ImageCondition(np.asarray(load_image(IMAGES / "coffee.png"), dtype=np.uint8), 8, 0.8),
+    ]
     runs = [P.generate(comps, s, pos, neg if s.guided else None, images) for _ in range(2)]
     a, b = runs
     assert a.frames.dtype == np.uint8 and a.frames.shape == (9, 128, 128, 3) and a.audio.dtype == np.float32

@@ -2,6 +2,7 @@
 one-line message, through the real CLI (in-process for the table, a few in subprocesses), with nothing written:
 no output file, no converted-model cache. Plus the Python API's seed rule, the non-finite guard, and
 run-to-run determinism on the tiny model."""
+
 import os
 import subprocess
 import sys
@@ -18,9 +19,21 @@ from mlx_video.wan.pipeline import WanPipeline, WanSettings
 from tests.helpers import IMAGES, ROOT
 from tests.wan_tiny import TINY
 
-IMG = str(IMAGES / "astronaut.png")   # 512x512
-BASE = ["--task", "t2v-5B", "--ckpt_dir", str(TINY), "--prompt", "x", "--size", "64*32", "--frame_num", "5",
-        "--sample_steps", "1"]
+IMG = str(IMAGES / "astronaut.png")  # 512x512
+BASE = [
+    "--task",
+    "t2v-5B",
+    "--ckpt_dir",
+    str(TINY),
+    "--prompt",
+    "x",
+    "--size",
+    "64*32",
+    "--frame_num",
+    "5",
+    "--sample_steps",
+    "1",
+]
 
 
 def _set(args, flag, value):
@@ -50,10 +63,16 @@ CASES = [
     ("size_huge", _set(BASE, "--size", "100000*100000"), "DiT tokens, more than the 262144"),
     ("size_long_side", _set(BASE, "--size", "65536*32"), "positions of the model's RoPE table"),
     ("size_16", _set(BASE, "--size", "16*16"), "size 16*16 is below the minimum 32*32"),
-    ("size_16_image", _set(BASE, "--task", "ti2v-5B") + ["--size", "16*16", "--image", IMG],
-     "size 16*16 is below the minimum: with images the size is the output's maximum area"),
-    ("size_huge_image", _set(BASE, "--task", "ti2v-5B") + ["--size", "100000*100000", "--image", IMG],
-     "DiT tokens, more than"),
+    (
+        "size_16_image",
+        _set(BASE, "--task", "ti2v-5B") + ["--size", "16*16", "--image", IMG],
+        "size 16*16 is below the minimum: with images the size is the output's maximum area",
+    ),
+    (
+        "size_huge_image",
+        _set(BASE, "--task", "ti2v-5B") + ["--size", "100000*100000", "--image", IMG],
+        "DiT tokens, more than",
+    ),
     ("size_not_multiple", _set(BASE, "--size", "100*64"), "multiples of 32"),
     ("size_text", _set(BASE, "--size", "big"), "size must look like 1280*704"),
     ("size_zero", _set(BASE, "--size", "0*64"), "size must be positive"),
@@ -64,26 +83,46 @@ CASES = [
     ("seed_text", BASE + ["--base_seed", "abc"], "Invalid value for '--base_seed'"),
     ("task_unknown", _set(BASE, "--task", "t2v-9000B"), "unknown task 't2v-9000B'"),
     ("solver_unknown", BASE + ["--sample_solver", "heun"], "unknown solver 'heun'"),
-    ("images_too_many", _set(_set(BASE, "--task", "mi2v-5B"), "--frame_num", "9") + ["--images", IMG, IMG, IMG],
-     "at most 2 images"),
+    (
+        "images_too_many",
+        _set(_set(BASE, "--task", "mi2v-5B"), "--frame_num", "9") + ["--images", IMG, IMG, IMG],
+        "at most 2 images",
+    ),
     ("images_ti2v_two", _set(BASE, "--task", "ti2v-5B") + ["--images", IMG, IMG], "takes at most one image"),
     ("images_t2v", BASE + ["--image", IMG], "task t2v-5B takes no images, got 1"),
     ("images_mi2v_none", _set(BASE, "--task", "mi2v-5B"), "needs at least one image"),
     ("image_missing", _set(BASE, "--task", "ti2v-5B") + ["--image", "/nonexistent/a.png"], "image not found"),
     ("bidirectional_t2v", BASE + ["--bidirectional_sampling"], "bidirectional sampling is for the flf2v tasks"),
-    ("one_frame_t2v", BASE + ["--one_frame_inference", "control_index=0,target_index=1", "--image_path", IMG,
-                              "--control_image_path", IMG], "one-frame inference is for i2v-14B and flf2v-14B"),
-    ("one_frame_index", _set(BASE, "--task", "i2v-14B") + [
-        "--one_frame_inference", "control_index=0,target_index=5000", "--image_path", IMG,
-        "--control_image_path", IMG], "target_index must be in 0..1023"),
-    ("one_frame_frames", _set(BASE, "--task", "i2v-14B") + [
-        "--one_frame_inference", "control_index=0,target_index=1", "--image_path", IMG,
-        "--control_image_path", IMG], "one-frame inference makes one frame; frame_num 5"),
+    (
+        "one_frame_t2v",
+        BASE
+        + ["--one_frame_inference", "control_index=0,target_index=1", "--image_path", IMG, "--control_image_path", IMG],
+        "one-frame inference is for i2v-14B and flf2v-14B",
+    ),
+    (
+        "one_frame_index",
+        _set(BASE, "--task", "i2v-14B")
+        + [
+            "--one_frame_inference",
+            "control_index=0,target_index=5000",
+            "--image_path",
+            IMG,
+            "--control_image_path",
+            IMG,
+        ],
+        "target_index must be in 0..1023",
+    ),
+    (
+        "one_frame_frames",
+        _set(BASE, "--task", "i2v-14B")
+        + ["--one_frame_inference", "control_index=0,target_index=1", "--image_path", IMG, "--control_image_path", IMG],
+        "one-frame inference makes one frame; frame_num 5",
+    ),
     ("lora_strength_nan", BASE + ["--lora", "style.safetensors:nan"], "strength must be a finite number"),
     ("lora_missing", BASE + ["--lora", "nope.safetensors:0.5"], "LoRA file not found"),
     ("output_type", BASE + ["--output_type", "gif"], "--output_type must be video, images or latent_images"),
     ("dtype", BASE + ["--dtype", "int8"], "--dtype takes float32, bfloat16 or float16"),
-    ("output_suffix", BASE, "suffix must be one of .mp4"),   # --save_file o.gif, see below
+    ("output_suffix", BASE, "suffix must be one of .mp4"),  # --save_file o.gif, see below
 ]
 
 
@@ -104,10 +143,10 @@ def test_bad_value_is_one_line_exit_2_nothing_written(case_id, argv, fragment, d
     out, cache = dirs
     r = CliRunner().invoke(app, _expand_multi(_argv(case_id, argv, out)))
     assert r.exit_code == 2, r.output
-    assert fragment in " ".join(r.stderr.split()), r.stderr        # (rich may wrap long lines)
+    assert fragment in " ".join(r.stderr.split()), r.stderr  # (rich may wrap long lines)
     assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit)
     assert list(out.iterdir()) == []
-    assert not cache.exists()           # refused before the model folder was even resolved (no conversion)
+    assert not cache.exists()  # refused before the model folder was even resolved (no conversion)
 
 
 SUBPROCESS = ["steps_0", "fps_0", "guide_nan", "size_huge", "frames_huge", "seed_text"]
@@ -119,8 +158,14 @@ def test_bad_value_through_the_real_command(case_id, dirs):
     argv = dict((c[0], c[1]) for c in CASES)[case_id]
     fragment = dict((c[0], c[2]) for c in CASES)[case_id]
     env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="400")
-    p = subprocess.run([sys.executable, str(ROOT / "cli.py"), *_argv(case_id, argv, out)], cwd=out,
-                       capture_output=True, text=True, env=env, timeout=120)
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *_argv(case_id, argv, out)],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert p.returncode == 2, p.stderr
     assert fragment in " ".join(p.stderr.split()) and "Traceback" not in p.stderr, p.stderr
     assert list(out.iterdir()) == [] and not cache.exists()
@@ -131,10 +176,17 @@ def test_bad_value_through_the_real_command(case_id, dirs):
 
 def test_settings_fill_defaults_and_reduce_the_seed():
     s = WanSettings(task="i2v-A14B", images=[IMG], seed=2**32 + 5).validate()
-    assert (s.sample_steps, s.sample_shift, s.guide_scale, s.frame_num, s.fps, s.solver, s.size) == \
-        (40, 5.0, (3.5, 3.5), 81, 16, "unipc", "1280*720")
+    assert (s.sample_steps, s.sample_shift, s.guide_scale, s.frame_num, s.fps, s.solver, s.size) == (
+        40,
+        5.0,
+        (3.5, 3.5),
+        81,
+        16,
+        "unipc",
+        "1280*720",
+    )
     assert s.seed == 5 and WanSettings(seed=-1).validate().seed == 2**32 - 1
-    assert s.validate() == s                                      # idempotent
+    assert s.validate() == s  # idempotent
     drawn = WanSettings(seed=None).validate().seed
     assert 0 <= drawn < 2**32
     assert WanSettings(task="i2v-14B", images=[IMG], size="832*480").validate().sample_shift == 3.0
@@ -164,10 +216,9 @@ def test_two_generations_in_one_process_are_identical(pipe, task, images):
     assert a.frames.dtype == np.uint8 and a.frames.shape == (5, 64, 64, 3) and a.fps == 24
     np.testing.assert_array_equal(a.frames, b.frames)
     np.testing.assert_array_equal(np.array(a.latents), np.array(b.latents))
-    assert a.params == b.params and a.params["seed"] == 11 and set(a.timings) == {"text", "encode", "denoise",
-                                                                                    "decode"}
+    assert a.params == b.params and a.params["seed"] == 11 and set(a.timings) == {"text", "encode", "denoise", "decode"}
     c = pipe.generate(replace(s, seed=12))
-    assert not np.array_equal(np.array(a.latents), np.array(c.latents))   # the seed is used
+    assert not np.array_equal(np.array(a.latents), np.array(c.latents))  # the seed is used
 
 
 def test_lora_strength_is_checked_in_the_api_too(pipe):
@@ -198,8 +249,9 @@ def test_random_seed_is_printed_and_stored(dirs):
     import json
 
     out, _ = dirs
-    r = CliRunner().invoke(app, _expand_multi(["generate", *_set(BASE, "--frame_num", "1"),
-                                               "--save_file", str(out / "o.png")]))
+    r = CliRunner().invoke(
+        app, _expand_multi(["generate", *_set(BASE, "--frame_num", "1"), "--save_file", str(out / "o.png")])
+    )
     assert r.exit_code == 0, r.output
     from PIL import Image
 

@@ -1,4 +1,5 @@
 """`mlx_video generate` end to end on the tiny official-layout checkpoint, and its bad-input errors."""
+
 import shutil
 
 import av
@@ -6,14 +7,28 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from mlx_video.cli import _expand_multi, app
 from tests.helpers import IMAGES
 from tests.wan_tiny import TINY
 
-from mlx_video.cli import _expand_multi, app
-
 runner = CliRunner()
-BASE = ["generate", "--task", "mi2v-5B", "--ckpt_dir", str(TINY), "--prompt", "a cat on the moon",
-        "--size", "96*64", "--frame_num", "9", "--sample_steps", "2", "--base_seed", "7"]
+BASE = [
+    "generate",
+    "--task",
+    "mi2v-5B",
+    "--ckpt_dir",
+    str(TINY),
+    "--prompt",
+    "a cat on the moon",
+    "--size",
+    "96*64",
+    "--frame_num",
+    "9",
+    "--sample_steps",
+    "2",
+    "--base_seed",
+    "7",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -47,8 +62,25 @@ def test_mi2v_two_photos_writes_mp4_and_is_reproducible(tmp_path):
 
 
 def test_one_frame_writes_png(tmp_path):
-    r = run(["generate", "--task", "t2v-5B", "--ckpt_dir", str(TINY), "--prompt", "x", "--size", "64*32",
-             "--frame_num", "1", "--sample_steps", "1", "--save_file", str(tmp_path / "one.png")])
+    r = run(
+        [
+            "generate",
+            "--task",
+            "t2v-5B",
+            "--ckpt_dir",
+            str(TINY),
+            "--prompt",
+            "x",
+            "--size",
+            "64*32",
+            "--frame_num",
+            "1",
+            "--sample_steps",
+            "1",
+            "--save_file",
+            str(tmp_path / "one.png"),
+        ]
+    )
     assert r.exit_code == 0, r.output
     from PIL import Image
 
@@ -73,7 +105,7 @@ def test_bad_input_clear_error_no_output(tmp_path, case):
         args[args.index("--frame_num") + 1], expect = "10", "4k+1"
     elif case == "size":
         args = [a for a in args if a not in ("mi2v-5B",)]
-        args[args.index("--task") + 1:args.index("--task") + 1] = ["t2v-5B"]
+        args[args.index("--task") + 1 : args.index("--task") + 1] = ["t2v-5B"]
         args[args.index("--size") + 1], imgs, expect = "100*64", [], "multiples of 32"
     elif case == "unwritable":
         f = tmp_path / "file"
@@ -96,8 +128,28 @@ def test_bad_input_clear_error_no_output(tmp_path, case):
 def test_official_ti2v_command_line_runs_unchanged(tmp_path):
     """Wan2.2 README: generate.py --task ti2v-5B --size 1280*704 --ckpt_dir ... --offload_model True
     --convert_model_dtype --t5_cpu --prompt ...  (shrunk size and steps for the tiny model)."""
-    r = run(["generate", "--task", "ti2v-5B", "--size", "64*32", "--ckpt_dir", str(TINY), "--offload_model", "True",
-             "--convert_model_dtype", "--t5_cpu", "--prompt", "Summer beach vacation style", "--frame_num", "5",
-             "--sample_steps", "1", "--save_file", str(tmp_path / "o.mp4")])
+    r = run(
+        [
+            "generate",
+            "--task",
+            "ti2v-5B",
+            "--size",
+            "64*32",
+            "--ckpt_dir",
+            str(TINY),
+            "--offload_model",
+            "True",
+            "--convert_model_dtype",
+            "--t5_cpu",
+            "--prompt",
+            "Summer beach vacation style",
+            "--frame_num",
+            "5",
+            "--sample_steps",
+            "1",
+            "--save_file",
+            str(tmp_path / "o.mp4"),
+        ]
+    )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "o.mp4").is_file()

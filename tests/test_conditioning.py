@@ -1,4 +1,5 @@
 """mlx_video.conditioning: anchors on the latent grid (placement, strength, checks) and channel conditions."""
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -24,7 +25,9 @@ def test_anchor_arrays_place_the_anchors():
     np.testing.assert_allclose(np.array(blend_clean(x, mask, clean)), np.array(mask * x + (1 - mask) * clean))
     assert blend_clean(x, None, clean) is x
     noise = mx.full(SHAPE, 2.0)
-    np.testing.assert_allclose(np.array(add_noise(x, noise, mask, 0.5)), np.array(noise * mask * 0.5 + x * (1 - mask * 0.5)))
+    np.testing.assert_allclose(
+        np.array(add_noise(x, noise, mask, 0.5)), np.array(noise * mask * 0.5 + x * (1 - mask * 0.5))
+    )
     np.testing.assert_allclose(np.array(add_noise(x, noise, None, 0.25)), np.array(noise * 0.25 + x * 0.75))
 
 

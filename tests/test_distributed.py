@@ -3,6 +3,7 @@ started by ``mlx.launch``) give the one-process values, bit for bit, on every ra
 (Ulysses and all-gather K/V; shards on and off frame borders, a padded last shard), the LTX-2 and
 LTX-2.3 audio+video transformers (video split, audio whole), and a 2-step ti2v-5B pipeline run of
 the tiny checkpoint with its T5 on rank 0 only. A world of one equals the plain path."""
+
 import os
 import socket
 import subprocess
@@ -58,8 +59,23 @@ def ranks(converted, tmp_path_factory):
     """Every case on each of 2 ranks launched by ``mlx.launch --backend ring`` on 127.0.0.1."""
     out = tmp_path_factory.mktemp("ranks")
     launch = [sys.executable, "-c", "from mlx._distributed_utils.launch import main; main()"]
-    cmd = [*launch, "--backend", "ring", "--hosts", "127.0.0.1", "-n", str(RANKS), "-p", str(_free_ports(RANKS)),
-           "--", sys.executable, "-m", "tests.dist_cases", str(out), str(converted)]
+    cmd = [
+        *launch,
+        "--backend",
+        "ring",
+        "--hosts",
+        "127.0.0.1",
+        "-n",
+        str(RANKS),
+        "-p",
+        str(_free_ports(RANKS)),
+        "--",
+        sys.executable,
+        "-m",
+        "tests.dist_cases",
+        str(out),
+        str(converted),
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     files = [out / f"rank{i}.npz" for i in range(RANKS)]
@@ -117,10 +133,35 @@ def test_cli_ulysses_size_must_match_the_world(family, tmp_path):
     from mlx_video.cli import _expand_multi, app
 
     out = tmp_path / "o.mp4"
-    args = (["generate", "--task", "ti2v-5B", "--ckpt_dir", str(tmp_path), "--prompt", "x", "--ulysses_size", "2",
-             "--save_file", str(out)] if family == "wan" else
-            ["generate", "--model", str(tmp_path), "--pipeline", "dev", "--prompt", "x", "--ulysses-size", "2",
-             "-o", str(out)])
+    args = (
+        [
+            "generate",
+            "--task",
+            "ti2v-5B",
+            "--ckpt_dir",
+            str(tmp_path),
+            "--prompt",
+            "x",
+            "--ulysses_size",
+            "2",
+            "--save_file",
+            str(out),
+        ]
+        if family == "wan"
+        else [
+            "generate",
+            "--model",
+            str(tmp_path),
+            "--pipeline",
+            "dev",
+            "--prompt",
+            "x",
+            "--ulysses-size",
+            "2",
+            "-o",
+            str(out),
+        ]
+    )
     r = CliRunner().invoke(app, _expand_multi(args))
     assert r.exit_code == 2 and "needs 2 ranks started by mlx.launch; this world has 1" in r.output, r.output
     assert not out.exists()
@@ -171,10 +212,30 @@ def test_wan_cli_wiring_on_a_non_root_rank(rank1, converted, tmp_path, monkeypat
 
     monkeypatch.setattr(WP, "WanPipeline", Pipe)
     out = tmp_path / "o.mp4"
-    r = CliRunner().invoke(app, _expand_multi(["generate", "--task", "ti2v-5B", "--ckpt_dir", str(converted),
-                                               "--prompt", "x", "--size", "64*32", "--frame_num", "5",
-                                               "--ulysses_size", "2", "--dit_fsdp", "--t5_fsdp",
-                                               "--save_file", str(out)]))
+    r = CliRunner().invoke(
+        app,
+        _expand_multi(
+            [
+                "generate",
+                "--task",
+                "ti2v-5B",
+                "--ckpt_dir",
+                str(converted),
+                "--prompt",
+                "x",
+                "--size",
+                "64*32",
+                "--frame_num",
+                "5",
+                "--ulysses_size",
+                "2",
+                "--dit_fsdp",
+                "--t5_fsdp",
+                "--save_file",
+                str(out),
+            ]
+        ),
+    )
     assert r.exit_code == 0, r.output
     assert seen == {"group": rank1.group, "seed": 1234}
     assert not out.exists() and r.output.strip() == ""
@@ -201,9 +262,32 @@ def test_ltx2_cli_wiring_on_a_non_root_rank(rank1, tmp_path, monkeypatch):
     monkeypatch.setattr(LP, "generate", generate)
     out = tmp_path / "o.mp4"
     src = ASSETS / "tiny-LTX-2" / "ltx-2-tiny-dev.safetensors"
-    r = CliRunner().invoke(app, _expand_multi(["generate", "--model", str(src), "--pipeline", "dev", "--steps", "2",
-                                               "--prompt", "x", "-H", "64", "-W", "64", "--num-frames", "9",
-                                               "--ulysses-size", "2", "-o", str(out)]))
+    r = CliRunner().invoke(
+        app,
+        _expand_multi(
+            [
+                "generate",
+                "--model",
+                str(src),
+                "--pipeline",
+                "dev",
+                "--steps",
+                "2",
+                "--prompt",
+                "x",
+                "-H",
+                "64",
+                "-W",
+                "64",
+                "--num-frames",
+                "9",
+                "--ulysses-size",
+                "2",
+                "-o",
+                str(out),
+            ]
+        ),
+    )
     assert r.exit_code == 0, r.output
     assert seen == {"sp": rank1, "seed": 1234, "neg": True}
     assert not out.exists() and r.output.strip() == ""

@@ -6,6 +6,7 @@ load or raise WeightsError (never another exception, never a crash); what loads 
 file (nothing read outside it) and within a memory bound. Subprocess CLI table: exit 2, one line on
 stderr, no "Traceback", no new files.
 """
+
 import collections
 import json
 import os
@@ -33,12 +34,23 @@ from tests.helpers import ASSETS, ROOT
 
 WAN = ASSETS / "tiny-Wan2.2-TI2V-5B"
 LTX = ASSETS / "tiny-LTX-2"
-FUZZ = settings(max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-NP = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32, "U8": np.uint8, "I8": np.int8,
-      "BF16": np.uint16, "BOOL": np.bool_}
+FUZZ = settings(
+    max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+NP = {
+    "F32": np.float32,
+    "F16": np.float16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "U8": np.uint8,
+    "I8": np.int8,
+    "BF16": np.uint16,
+    "BOOL": np.bool_,
+}
 
 
 # ----------------------------------------------------------------------------- hand-made torch zips
+
 
 class _Global:
     """A pickle global written as ``module.name`` (no such object needs to exist here)."""
@@ -80,8 +92,10 @@ class _Pickler(pickle._Pickler):
 def tensor(key, storage="FloatStorage", numel=4, offset=0, size=(4,), stride=(1,)):
     """The pickled form torch.save gives a tensor: _rebuild_tensor_v2(storage, offset, size, stride, ...)."""
     pid = _Pid(("storage", _Global("torch", storage), key, "cpu", numel))
-    return _Reduce(_Global("torch._utils", "_rebuild_tensor_v2"),
-                   (pid, offset, tuple(size), tuple(stride), False, collections.OrderedDict()))
+    return _Reduce(
+        _Global("torch._utils", "_rebuild_tensor_v2"),
+        (pid, offset, tuple(size), tuple(stride), False, collections.OrderedDict()),
+    )
 
 
 def write_pth(path, obj, storages: dict, compress=zipfile.ZIP_STORED, pkl: bytes | None = None):
@@ -122,17 +136,24 @@ def loads_or_weights_error(fn):
 
 # ----------------------------------------------------------------------------- class 2: .pth
 
+
 @FUZZ
-@given(numel=st.integers(0, 40), offset=st.integers(0, 50), size=st.lists(st.integers(0, 7), max_size=3),
-       data=st.data(), kind=st.sampled_from(["FloatStorage", "HalfStorage", "LongStorage", "BFloat16Storage"]),
-       declared=st.sampled_from([0, 0, 0, 0, 1, -1, 10**6]))
+@given(
+    numel=st.integers(0, 40),
+    offset=st.integers(0, 50),
+    size=st.lists(st.integers(0, 7), max_size=3),
+    data=st.data(),
+    kind=st.sampled_from(["FloatStorage", "HalfStorage", "LongStorage", "BFloat16Storage"]),
+    declared=st.sampled_from([0, 0, 0, 0, 1, -1, 10**6]),
+)
 def test_pth_views_are_checked_against_their_storage(tmp_path, numel, offset, size, data, kind, declared):
     """Any (offset, shape, strides) on any storage, declared with its true element count or not: the
     values torch would give when the count is true and the view lies inside the storage, WeightsError
     otherwise (numpy's as_strided would read past it)."""
     stride = data.draw(st.lists(st.integers(0, 9), min_size=len(size), max_size=len(size)))
-    dt = {"FloatStorage": np.float32, "HalfStorage": np.float16, "LongStorage": np.int64,
-          "BFloat16Storage": np.uint16}[kind]
+    dt = {"FloatStorage": np.float32, "HalfStorage": np.float16, "LongStorage": np.int64, "BFloat16Storage": np.uint16}[
+        kind
+    ]
     store = np.arange(numel).astype(dt)
     claim = max(0, numel + declared)
     p = write_pth(tmp_path / "v.pth", {"w": tensor("0", kind, claim, offset, size, stride)}, {"0": store.tobytes()})
@@ -140,15 +161,21 @@ def test_pth_views_are_checked_against_their_storage(tmp_path, numel, offset, si
     got = loads_or_weights_error(lambda: load_pth(p))
     assert (got is not None) == inside
     if got is not None:
-        want = np.lib.stride_tricks.as_strided(store[offset:], shape=size, strides=[t * store.itemsize for t in stride]) \
-            if 0 not in size else np.zeros(size, dt)
+        want = (
+            np.lib.stride_tricks.as_strided(store[offset:], shape=size, strides=[t * store.itemsize for t in stride])
+            if 0 not in size
+            else np.zeros(size, dt)
+        )
         arr = got["w"].view(mx.uint16) if kind == "BFloat16Storage" else got["w"]
         np.testing.assert_array_equal(np.array(arr), want)
 
 
 @FUZZ
-@given(flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=12),
-       cut=st.one_of(st.none(), st.integers(0, 10**6)), lora=st.booleans())
+@given(
+    flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=12),
+    cut=st.one_of(st.none(), st.integers(0, 10**6)),
+    lora=st.booleans(),
+)
 def test_mutated_pth_never_crashes_and_stays_bounded(tmp_path, flips, cut, lora):
     """A valid checkpoint with random bytes overwritten (and maybe truncated), read as a checkpoint or
     (``lora``) through the LoRA reader: loads or WeightsError; the tensors built total at most
@@ -177,16 +204,36 @@ def test_pth_declared_sizes_and_zip_bombs_are_refused(tmp_path):
     """The issue's cases: a storage declared 4096x4096 holding a few bytes; a small zip that inflates
     to 64 MiB; a stride-0 view expanding one element to 10^10; a view past its storage."""
     cases = {
-        "declared": ({"w": tensor("0", numel=4096 * 4096, size=(4096, 4096), stride=(4096, 1))},
-                     {"0": b"\0" * 16}, zipfile.ZIP_STORED, "declares"),
-        "bomb": ({"w": tensor("0", "ByteStorage", 64 << 20, size=(64 << 20,))},
-                 {"0": b"\0" * (64 << 20)}, zipfile.ZIP_DEFLATED, "zip bomb"),
-        "expand": ({"w": tensor("0", numel=1, size=(10**5, 10**5), stride=(0, 0))},
-                   {"0": b"\0" * 4}, zipfile.ZIP_STORED, "exceed"),
-        "outside": ({"w": tensor("0", numel=4, offset=2, size=(4,), stride=(1,))},
-                    {"0": b"\0" * 16}, zipfile.ZIP_STORED, "reaches element 5 of a 4-element storage"),
-        "negative": ({"w": tensor("0", numel=4, offset=0, size=(2,), stride=(-1,))},
-                     {"0": b"\0" * 16}, zipfile.ZIP_STORED, "malformed"),
+        "declared": (
+            {"w": tensor("0", numel=4096 * 4096, size=(4096, 4096), stride=(4096, 1))},
+            {"0": b"\0" * 16},
+            zipfile.ZIP_STORED,
+            "declares",
+        ),
+        "bomb": (
+            {"w": tensor("0", "ByteStorage", 64 << 20, size=(64 << 20,))},
+            {"0": b"\0" * (64 << 20)},
+            zipfile.ZIP_DEFLATED,
+            "zip bomb",
+        ),
+        "expand": (
+            {"w": tensor("0", numel=1, size=(10**5, 10**5), stride=(0, 0))},
+            {"0": b"\0" * 4},
+            zipfile.ZIP_STORED,
+            "exceed",
+        ),
+        "outside": (
+            {"w": tensor("0", numel=4, offset=2, size=(4,), stride=(1,))},
+            {"0": b"\0" * 16},
+            zipfile.ZIP_STORED,
+            "reaches element 5 of a 4-element storage",
+        ),
+        "negative": (
+            {"w": tensor("0", numel=4, offset=0, size=(2,), stride=(-1,))},
+            {"0": b"\0" * 16},
+            zipfile.ZIP_STORED,
+            "malformed",
+        ),
         "missing": ({"w": tensor("7")}, {"0": b"\0" * 16}, zipfile.ZIP_STORED, "missing from the zip"),
     }
     for name, (obj, stores, comp, msg) in cases.items():
@@ -198,10 +245,12 @@ def test_pth_declared_sizes_and_zip_bombs_are_refused(tmp_path):
 
 def test_pth_only_the_opcodes_and_globals_tensors_need(tmp_path):
     stores = {"0": b"\0" * 16}
-    evil = [pickle.dumps({1, 2}, protocol=4),                         # EMPTY_SET / ADDITEMS
-            b"\x80\x02cbuiltins\neval\nX\x06\x00\x00\x001 + 1q\x00\x85R.",  # a global that is not ours
-            _Reduce(_Global("torch", "load"), ("x",)),                  # a torch global that is not ours
-            b"\x80\x02(cbuiltins\nobject\no."]                         # OBJ
+    evil = [
+        pickle.dumps({1, 2}, protocol=4),  # EMPTY_SET / ADDITEMS
+        b"\x80\x02cbuiltins\neval\nX\x06\x00\x00\x001 + 1q\x00\x85R.",  # a global that is not ours
+        _Reduce(_Global("torch", "load"), ("x",)),  # a torch global that is not ours
+        b"\x80\x02(cbuiltins\nobject\no.",
+    ]  # OBJ
     for i, pkl in enumerate(evil):
         p = write_pth(tmp_path / f"e{i}.pth", pkl, stores, pkl=pkl if isinstance(pkl, bytes) else None)
         with pytest.raises(WeightsError, match="not allowed|refusing"):
@@ -209,6 +258,7 @@ def test_pth_only_the_opcodes_and_globals_tensors_need(tmp_path):
 
 
 # ----------------------------------------------------------------------------- class 2: safetensors
+
 
 def st_file(path, entries: dict, data: bytes, meta=None, raw_header: bytes | None = None):
     header = dict(entries)
@@ -223,18 +273,28 @@ def check_inside(path, got: dict):
     """Every loaded tensor is exactly the bytes its header range names (read independently here)."""
     raw = path.read_bytes()
     n = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8:8 + n])
+    header = json.loads(raw[8 : 8 + n])
     for k, v in got.items():
         b, e = header[k]["data_offsets"]
-        want = raw[8 + n + b: 8 + n + e]
+        want = raw[8 + n + b : 8 + n + e]
         v = v.view(mx.uint16) if v.dtype == mx.bfloat16 else v
         assert np.array(v).tobytes() == want, k
 
 
 @FUZZ
-@given(specs=st.lists(st.tuples(st.sampled_from(sorted(NP) + ["F99"]), st.lists(st.integers(-1, 4), max_size=3),
-                                st.integers(0, 60), st.sampled_from([0, 0, 0, 0, 1, -1, -3])), max_size=4),
-       extra=st.integers(-6, 12), meta=st.sampled_from([None, {"a": "b"}, {"a": 1}, []]))
+@given(
+    specs=st.lists(
+        st.tuples(
+            st.sampled_from(sorted(NP) + ["F99"]),
+            st.lists(st.integers(-1, 4), max_size=3),
+            st.integers(0, 60),
+            st.sampled_from([0, 0, 0, 0, 1, -1, -3]),
+        ),
+        max_size=4,
+    ),
+    extra=st.integers(-6, 12),
+    meta=st.sampled_from([None, {"a": "b"}, {"a": 1}, []]),
+)
 def test_safetensors_headers_random(tmp_path, specs, extra, meta):
     """Random headers (mostly self-consistent, some ranges off by a few bytes, overlapping or past the
     end) over random data: a header is accepted only when every range lies in the file, holds exactly
@@ -248,7 +308,9 @@ def test_safetensors_headers_random(tmp_path, specs, extra, meta):
     got = loads_or_weights_error(lambda: load_safetensors(p))
     if got is not None:
         check_inside(p, got)
-        spans = sorted(tuple(e["data_offsets"]) for e in entries.values() if e["data_offsets"][1] > e["data_offsets"][0])
+        spans = sorted(
+            tuple(e["data_offsets"]) for e in entries.values() if e["data_offsets"][1] > e["data_offsets"][0]
+        )
         assert all(b1 >= e0 for (_, e0), (b1, _) in zip(spans, spans[1:])), "overlapping tensors accepted"
         assert max([e for _, e in spans] + [0]) <= max(0, data_len), "a range past the end accepted"
         for k, e in entries.items():
@@ -257,8 +319,11 @@ def test_safetensors_headers_random(tmp_path, specs, extra, meta):
 
 
 @FUZZ
-@given(flips=st.lists(st.tuples(st.integers(0, 10**5), st.integers(0, 255)), min_size=1, max_size=8),
-       cut=st.one_of(st.none(), st.integers(0, 10**5)), lora=st.booleans())
+@given(
+    flips=st.lists(st.tuples(st.integers(0, 10**5), st.integers(0, 255)), min_size=1, max_size=8),
+    cut=st.one_of(st.none(), st.integers(0, 10**5)),
+    lora=st.booleans(),
+)
 def test_mutated_safetensors_and_lora_files(tmp_path, flips, cut, lora):
     """A valid file (a LoRA file when ``lora``) with bytes flipped and maybe truncated: the reader
     (load_safetensors, or the LoRA reader nn.lora.load_lora) loads the file's own bytes or raises WeightsError."""
@@ -266,9 +331,14 @@ def test_mutated_safetensors_and_lora_files(tmp_path, flips, cut, lora):
 
     base = tmp_path / "base.safetensors"
     if not base.exists():
-        save_safetensors(base, {"blocks.0.attn.q.lora_A.weight": mx.arange(8, dtype=mx.float32).reshape(2, 4),
-                                "blocks.0.attn.q.lora_B.weight": mx.ones((4, 2), dtype=mx.bfloat16)},
-                         metadata={"ss_network_alpha": "2"})
+        save_safetensors(
+            base,
+            {
+                "blocks.0.attn.q.lora_A.weight": mx.arange(8, dtype=mx.float32).reshape(2, 4),
+                "blocks.0.attn.q.lora_B.weight": mx.ones((4, 2), dtype=mx.bfloat16),
+            },
+            metadata={"ss_network_alpha": "2"},
+        )
     data = bytearray(base.read_bytes())
     n = int.from_bytes(data[:8], "little")
     for pos, val in flips:
@@ -298,7 +368,11 @@ def test_safetensors_header_cases(tmp_path):
         p = st_file(tmp_path / f"{name}.safetensors", entries, b"\0" * n)
         with pytest.raises(WeightsError, match=msg):
             load_safetensors(p)
-    for raw, msg in [(b'{"a": 1, "a": 2}', "twice"), (b"[1, 2]", "not a JSON object"), (b"\xff\xfe", "not a safetensors")]:
+    for raw, msg in [
+        (b'{"a": 1, "a": 2}', "twice"),
+        (b"[1, 2]", "not a JSON object"),
+        (b"\xff\xfe", "not a safetensors"),
+    ]:
         with pytest.raises(WeightsError, match=msg):
             load_safetensors(st_file(tmp_path / "raw.safetensors", {}, b"", raw_header=raw))
     huge = tmp_path / "huge.safetensors"
@@ -308,6 +382,7 @@ def test_safetensors_header_cases(tmp_path):
 
 
 # ----------------------------------------------------------------------------- class 2: tokenizers
+
 
 def test_corrupt_tokenizer_names_its_path_and_is_never_cached(tmp_path, monkeypatch):
     from mlx_video.io.tokenizers import TokenizerError
@@ -327,6 +402,7 @@ def test_corrupt_tokenizer_names_its_path_and_is_never_cached(tmp_path, monkeypa
 
 
 # ----------------------------------------------------------------------------- class 1: conversion
+
 
 def tree(p: Path) -> dict:
     return {str(f.relative_to(p)): f.read_bytes() for f in sorted(p.rglob("*")) if f.is_file()}
@@ -352,17 +428,26 @@ def test_existing_destination_survives_every_refused_conversion(tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("keep")
     before = tree(tmp_path)
-    refused = [((src, src), "source itself"), ((src, src, "--overwrite"), "source itself"),
-               ((src, src / "out"), "inside the source"), ((src, src / "out", "--overwrite"), "inside the source"),
-               ((src, root), "contains the source"), ((src, root, "--overwrite"), "contains the source"),
-               ((src, tmp_path, "--overwrite"), "contains the source"),
-               ((src, mine), "pass --overwrite"), ((src, a_file), "pass --overwrite")]
+    refused = [
+        ((src, src), "source itself"),
+        ((src, src, "--overwrite"), "source itself"),
+        ((src, src / "out"), "inside the source"),
+        ((src, src / "out", "--overwrite"), "inside the source"),
+        ((src, root), "contains the source"),
+        ((src, root, "--overwrite"), "contains the source"),
+        ((src, tmp_path, "--overwrite"), "contains the source"),
+        ((src, mine), "pass --overwrite"),
+        ((src, a_file), "pass --overwrite"),
+    ]
     ltx = tmp_path / "ltx"
     shutil.copytree(LTX, ltx)
     before = tree(tmp_path)
-    refused += [((ltx / "ltx-2-tiny-dev.safetensors", ltx), "contains the source"),
-                ((ltx, ltx / "sub", "--overwrite"), "inside the source"),
-                ((ltx, ltx / "gemma", "--overwrite"), "source itself"), ((ltx, mine), "pass --overwrite")]
+    refused += [
+        ((ltx / "ltx-2-tiny-dev.safetensors", ltx), "contains the source"),
+        ((ltx, ltx / "sub", "--overwrite"), "inside the source"),
+        ((ltx, ltx / "gemma", "--overwrite"), "source itself"),
+        ((ltx, mine), "pass --overwrite"),
+    ]
     for args, msg in refused:
         r = convert(*args)
         assert r.exit_code == 2 and msg in r.output and r.output.count("\n") == 1, (args, r.output)
@@ -386,6 +471,7 @@ def test_existing_destination_survives_every_refused_conversion(tmp_path):
 
 
 # ----------------------------------------------------------------------------- class 6: routing
+
 
 def test_family_comes_from_contents_not_the_path(tmp_path):
     from mlx_video.cli import family_of
@@ -416,6 +502,7 @@ def test_family_comes_from_contents_not_the_path(tmp_path):
 
 # ----------------------------------------------------------------------------- classes 1 + 7: cache
 
+
 def test_cache_is_keyed_on_content_dtype_and_checked_when_used(tmp_path, monkeypatch):
     from mlx_video.wan import checkpoint as W
 
@@ -426,8 +513,8 @@ def test_cache_is_keyed_on_content_dtype_and_checked_when_used(tmp_path, monkeyp
     real = W.convert_wan
     monkeypatch.setattr(W, "convert_wan", lambda *a, **k: (calls.append(k["dtype"]), real(*a, **k))[1])
     bf16 = resolve.resolve(str(src), "wan")
-    assert resolve.resolve(str(src), "wan") == bf16 and calls == ["bfloat16"]            # reused
-    f32 = resolve.resolve(str(src), "wan", dtype="float32")                                # class 7
+    assert resolve.resolve(str(src), "wan") == bf16 and calls == ["bfloat16"]  # reused
+    f32 = resolve.resolve(str(src), "wan", dtype="float32")  # class 7
     assert f32 != bf16 and calls == ["bfloat16", "float32"]
     assert json.loads((f32 / "config.json").read_text())["dtype"] == "float32"
     assert mx.load(str(f32 / "dit.safetensors"))["blocks.0.self_attn.q.weight"].dtype == mx.float32
@@ -460,13 +547,27 @@ def test_generate_float32_converts_in_float32(tmp_path, monkeypatch):
     def fake(model, family=None, dtype="bfloat16", **k):
         seen.append((family, dtype))
         raise WeightsError("stop here")
+
     monkeypatch.setattr(R, "resolve", fake)
-    r = CliRunner().invoke(app, ["generate", "--ckpt_dir", str(WAN), "--dtype", "float32", "--prompt", "x",
-                                 "--save_file", str(tmp_path / "x.mp4")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "--ckpt_dir",
+            str(WAN),
+            "--dtype",
+            "float32",
+            "--prompt",
+            "x",
+            "--save_file",
+            str(tmp_path / "x.mp4"),
+        ],
+    )
     assert r.exit_code == 2 and "stop here" in r.output and seen == [("wan", "float32")]
 
 
 # ----------------------------------------------------------------------------- class 4: faults
+
 
 def test_outputs_get_the_umask_and_mp4_is_faststart(tmp_path):
     from mlx_video.io.video import write_image, write_video
@@ -525,11 +626,15 @@ else:
 def test_sigterm_mid_write_leaves_nothing(tmp_path, what):
     out = tmp_path / "out"
     out.mkdir()
-    args = ["convert", str(WAN), str(out / "conv"), "--dtype", "float32"] if what == "convert" \
+    args = (
+        ["convert", str(WAN), str(out / "conv"), "--dtype", "float32"]
+        if what == "convert"
         else ["video", str(out / "v.mp4")]
+    )
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-c", SLOW, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+    )
     assert proc.stdout.readline().strip() == "written"  # a temporary file or folder exists now
     assert any(TMP_MARK in p.name for p in out.rglob("*"))
     proc.send_signal(signal.SIGTERM)
@@ -540,6 +645,7 @@ def test_sigterm_mid_write_leaves_nothing(tmp_path, what):
 
 # ----------------------------------------------------------------------------- the CLI, in a subprocess
 
+
 def _cases(tmp: Path) -> list[tuple[list[str], str]]:
     """argv -> a fragment of the one-line error."""
     good = tmp / "good"
@@ -549,8 +655,11 @@ def _cases(tmp: Path) -> list[tuple[list[str], str]]:
     (bad_cfg / "config.json").write_text('{"dim": ')
     bad_pth = tmp / "bad_pth"
     shutil.copytree(WAN, bad_pth)
-    write_pth(bad_pth / "Wan2.2_VAE.pth", {"encoder.conv1.weight": tensor("0", numel=4, size=(4, 4), stride=(4, 1))},
-              {"0": b"\0" * 16})
+    write_pth(
+        bad_pth / "Wan2.2_VAE.pth",
+        {"encoder.conv1.weight": tensor("0", numel=4, size=(4, 4), stride=(4, 1))},
+        {"0": b"\0" * 16},
+    )
     bad_st = tmp / "bad_st"
     shutil.copytree(WAN, bad_st)
     dit = bad_st / "diffusion_pytorch_model.safetensors"
@@ -576,8 +685,10 @@ def _cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["info", str(bad_cfg)], "corrupt config.json"),
         (gen + [str(bad_cfg)], "corrupt config.json"),
         (gen + [str(bad_st)], str(dit)),
-        (["generate", "--prompt", "x", "--pipeline", "distilled", "--output-path", out, "--model", str(WAN)],
-         "is a Wan checkpoint"),
+        (
+            ["generate", "--prompt", "x", "--pipeline", "distilled", "--output-path", out, "--model", str(WAN)],
+            "is a Wan checkpoint",
+        ),
     ]
 
 
@@ -586,8 +697,14 @@ def test_cli_bad_files_one_line_exit_2_no_traceback_no_files(tmp_path):
     cases = _cases(tmp_path)
     for argv, fragment in cases:
         before = sorted(tmp_path.rglob("*"))
-        r = subprocess.run([sys.executable, str(ROOT / "cli.py"), *argv], capture_output=True, text=True, env=env,
-                           cwd=tmp_path, timeout=300)
+        r = subprocess.run(
+            [sys.executable, str(ROOT / "cli.py"), *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+        )
         errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]  # after any progress line
         assert r.returncode == 2 and len(errors) == 1 and r.stderr.strip().endswith(errors[0]), (argv, r.stderr)
         assert fragment in errors[0] and "Traceback" not in r.stderr, (argv, r.stderr)
@@ -611,8 +728,11 @@ def test_damaged_converted_config_names_file_and_key(tmp_path):
     c = json.loads(meta["config"])
     c["transformer"]["rope_type"] = "bogus"
     mx.save_safetensors(str(f), w, metadata=dict(meta, config=json.dumps(c)))
-    with pytest.raises(WeightsError, match=r"ltx-2-tiny-dev\.safetensors \(embedded 'config' metadata\): "
-                                           r"config: rope_type"):
+    with pytest.raises(
+        WeightsError,
+        match=r"ltx-2-tiny-dev\.safetensors \(embedded 'config' metadata\): "
+        r"config: rope_type",
+    ):
         resolve.convert(resolve.locate(str(src)), tmp_path / "o")
 
 

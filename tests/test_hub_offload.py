@@ -1,12 +1,12 @@
 """Hub resolution without network, and --offload_model freeing each component after its stage."""
+
 import mlx.core as mx
 import pytest
 
-from tests.wan_tiny import TINY
-
-from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.io.hub import DownloadError, download, looks_like_repo_id
+from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.wan.pipeline import WanPipeline
+from tests.wan_tiny import TINY
 
 
 def test_repo_id_without_network_says_so(monkeypatch, tmp_path):
@@ -33,15 +33,14 @@ def test_offload_frees_text_encoder_before_dit_and_dit_before_decode(tmp_path):
         seen.append((stage, pipe._text is None, pipe._dit is None))
 
     pipe.generate(task="t2v-5B", prompt="a cat", size="64*32", frame_num=5, sample_steps=2, progress=progress)
-    assert seen[0] == ("denoise", True, False)      # text encoder gone while the DiT runs
-    assert seen[-1] == ("decode", True, True)       # DiT gone before the VAE decodes
+    assert seen[0] == ("denoise", True, False)  # text encoder gone while the DiT runs
+    assert seen[-1] == ("decode", True, True)  # DiT gone before the VAE decodes
 
 
 def test_convert_command_handles_both_families(tmp_path):
     from typer.testing import CliRunner
 
     from mlx_video.cli import app
-
     from tests.wan_tiny import ROOT
 
     r = CliRunner().invoke(app, ["convert", str(ROOT / "assets" / "tiny-LTX-2"), str(tmp_path / "ltx")])
@@ -58,8 +57,7 @@ def test_vae_in_bf16_keeps_float32_latents_and_stays_close(tmp_path):
     """--vae_dtype bfloat16: latents stay float32, decode within bf16 tolerance of the float32 VAE."""
     from tests.oracles import rel_err
 
-    pipe = WanPipeline(convert_wan(TINY, tmp_path / "m", dtype="float32"), dtype=mx.float32,
-                       vae_dtype=mx.bfloat16)
+    pipe = WanPipeline(convert_wan(TINY, tmp_path / "m", dtype="float32"), dtype=mx.float32, vae_dtype=mx.bfloat16)
     assert pipe.vae.dtype == mx.bfloat16
     z = mx.random.normal((1, 2, 2, 4, 48), key=mx.random.key(0))
     ref = WanPipeline(tmp_path / "m", dtype=mx.float32).vae.decode(z)

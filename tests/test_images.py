@@ -1,5 +1,6 @@
 """mlx_video.io.images: loading every image mode by one rule, the decompression-bomb guard, and each
 resizer against the torch function its reference calls."""
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def test_alpha_is_dropped_as_the_references_do(tmp_path):
     alpha[0, 0] = 0
     rgba = Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
     got = _load(tmp_path, rgba)
-    np.testing.assert_array_equal(got, rgb)                    # colour kept where alpha is 0 too
+    np.testing.assert_array_equal(got, rgb)  # colour kept where alpha is 0 too
     p = tmp_path / "x.png"
     # Wan2.2 generate.py and ltx-pipelines media_io.decode_image read the same pixels
     np.testing.assert_array_equal(got, np.asarray(Image.open(p).convert("RGB")))
@@ -60,7 +61,7 @@ def test_modes_convert_to_rgb(tmp_path):
     np.testing.assert_array_equal(_load(tmp_path, pal), want)  # colours, not palette indices
     pal.info["transparency"] = 0
     np.testing.assert_array_equal(_load(tmp_path, pal, transparency=0), want)
-    cmyk = Image.new("CMYK", (8, 4), (255, 0, 0, 0))           # pure cyan
+    cmyk = Image.new("CMYK", (8, 4), (255, 0, 0, 0))  # pure cyan
     np.testing.assert_array_equal(_load(tmp_path, cmyk, "c.jpg", quality=100)[2, 4], [0, 255, 255])
     np.testing.assert_array_equal(_load(tmp_path, Image.fromarray(rgb).convert("1"), "b.png")[..., 0] % 255, 0)
 
@@ -72,11 +73,13 @@ def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
     got = _load(tmp_path, im)
     want = np.round(g16 / 257.0).astype(np.uint8)
     np.testing.assert_array_equal(got, np.repeat(want[..., None], 3, 2))
-    assert got.max() == 255 and got.min() == 0 and len(np.unique(got)) > 200   # not all white
+    assert got.max() == 255 and got.min() == 0 and len(np.unique(got)) > 200  # not all white
 
 
-@pytest.mark.parametrize("orientation, turn", [(3, Image.Transpose.ROTATE_180), (6, Image.Transpose.ROTATE_270),
-                                               (8, Image.Transpose.ROTATE_90)])
+@pytest.mark.parametrize(
+    "orientation, turn",
+    [(3, Image.Transpose.ROTATE_180), (6, Image.Transpose.ROTATE_270), (8, Image.Transpose.ROTATE_90)],
+)
 def test_exif_orientation_is_applied(tmp_path, orientation, turn):
     rgb = _rgb(20, 30)
     exif = Image.Exif()
@@ -118,21 +121,34 @@ def test_bad_files(tmp_path):
 # ----------------------------------------------------------------------------- resizers
 
 
-@pytest.mark.parametrize("src,dst", [((40, 52), (28, 28)), ((9, 13), (28, 20)), ((2, 3), (5, 4)),
-                                     ((120, 208), (224, 224)), ((480, 832), (224, 224)), ((224, 224), (224, 224))])
+@pytest.mark.parametrize(
+    "src,dst",
+    [
+        ((40, 52), (28, 28)),
+        ((9, 13), (28, 20)),
+        ((2, 3), (5, 4)),
+        ((120, 208), (224, 224)),
+        ((480, 832), (224, 224)),
+        ((224, 224), (224, 224)),
+    ],
+)
 def test_bicubic_resize_matches_torch(src, dst):
     x = np.random.default_rng(1).uniform(-1, 1, size=(2, *src, 3)).astype(np.float32)
-    want = F.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), size=dst, mode="bicubic",
-                         align_corners=False).permute(0, 2, 3, 1).numpy()
+    want = (
+        F.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), size=dst, mode="bicubic", align_corners=False)
+        .permute(0, 2, 3, 1)
+        .numpy()
+    )
     got = np.array(bicubic_resize(mx.array(x), *dst))
     # measured: max abs <= 1.7e-6, rel <= 5e-7 (float64 tap weights would be 1e-4 / 3e-5 off at 480x832)
     assert np.abs(got - want).max() < 5e-6
     assert rel_err(got, want) < 2e-6
-    np.testing.assert_array_equal(np.array(bicubic_resize(x[0], *dst)), got[0])   # one [H, W, C] image
+    np.testing.assert_array_equal(np.array(bicubic_resize(x[0], *dst)), got[0])  # one [H, W, C] image
 
 
-@pytest.mark.parametrize("src,dst", [((300, 451), (128, 192)), ((40, 30), (64, 64)), ((64, 64), (64, 64)),
-                                     ((33, 97), (32, 32))])
+@pytest.mark.parametrize(
+    "src,dst", [((300, 451), (128, 192)), ((40, 30), (64, 64)), ((64, 64), (64, 64)), ((33, 97), (32, 32))]
+)
 def test_bilinear_cover_crop_matches_ltx_pipelines(src, dst):
     from ltx_pipelines.utils.media_io import resize_and_center_crop
 
@@ -148,7 +164,7 @@ def test_bilinear_cover_crop_matches_ltx_pipelines(src, dst):
 
 
 def test_lanczos_cover_crop_as_wan_ti2v():
-    img = load_image(IMAGES / "chelsea.png")      # 451 x 300
+    img = load_image(IMAGES / "chelsea.png")  # 451 x 300
     out = lanczos_cover_crop(img, 256, 320)
     assert out.size == (320, 256)
     # Wan2.2 textimage2video.WanTI2V.i2v: scale = max(W/w, H/h), LANCZOS, centre crop
@@ -162,7 +178,7 @@ def test_lanczos_cover_crop_as_wan_ti2v():
 def test_h264_roundtrip_as_ltx_pipelines(crf):
     from ltx_pipelines.utils.media_io import preprocess
 
-    img = np.asarray(load_image(IMAGES / "chelsea.png"))[:101, :151]   # odd sides: cropped to even
+    img = np.asarray(load_image(IMAGES / "chelsea.png"))[:101, :151]  # odd sides: cropped to even
     got = h264_roundtrip(img, crf)
     np.testing.assert_array_equal(got, preprocess(img, crf))
     if crf:

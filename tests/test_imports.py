@@ -1,5 +1,6 @@
 """Every library module imports on its own in a fresh interpreter (no import cycles, no hidden import order),
 and the library never imports the checkout's scripts, tests, benchmarks or convert/ entry points."""
+
 from __future__ import annotations
 
 import ast
@@ -22,8 +23,13 @@ def _modules() -> list[str]:
 
 
 def _import(mod: str) -> tuple[str, int, str]:
-    r = subprocess.run([sys.executable, "-c", f"import {mod}"], cwd=ROOT, capture_output=True, text=True,
-                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    r = subprocess.run(
+        [sys.executable, "-c", f"import {mod}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     return mod, r.returncode, r.stderr[-2000:]
 
 
@@ -39,7 +45,12 @@ def test_library_imports_nothing_outside_the_package():
     bad = []
     for p in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(p.read_text(), str(p))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
             bad += [f"{p.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in OUTSIDE]
     assert not bad, "\n".join(bad)

@@ -1,4 +1,5 @@
 """Weights I/O (strict loading, atomic writes, torch-free .pth), images and video writers."""
+
 import json
 import os
 
@@ -8,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import IMAGES
 from mlx_video.io.images import ImageError, best_output_size, lanczos_cover_crop, load_image, to_array
 from mlx_video.io.torch_pickle import load_pth
 from mlx_video.io.video import OutputPathError, check_output_path, write_image, write_video
 from mlx_video.io.weights import WeightsError, load_safetensors, load_strict, save_safetensors
+from tests.helpers import IMAGES
 
 
 class Tiny(nn.Module):
@@ -26,23 +27,33 @@ def test_load_strict_names_missing_unused_misshaped():
     m = Tiny()
     good = {"a.weight": mx.zeros((4, 3)), "a.bias": mx.zeros(4), "b.weight": mx.ones(4), "b.bias": mx.zeros(4)}
     load_strict(m, good)
-    for bad, name in [({k: v for k, v in good.items() if k != "a.bias"}, "a.bias"),
-                      (dict(good, extra=mx.zeros(1)), "extra"),
-                      (dict(good, **{"b.weight": mx.ones(5)}), "b.weight")]:
+    for bad, name in [
+        ({k: v for k, v in good.items() if k != "a.bias"}, "a.bias"),
+        (dict(good, extra=mx.zeros(1)), "extra"),
+        (dict(good, **{"b.weight": mx.ones(5)}), "b.weight"),
+    ]:
         with pytest.raises(WeightsError, match=name.replace(".", r"\.")):
             load_strict(Tiny(), bad)
 
 
 def test_pth_reader_matches_torch(tmp_path):
-    sd = {"f32": torch.randn(3, 4), "bf16": torch.randn(2, 5).bfloat16(), "i64": torch.arange(6),
-          "strided": torch.randn(4, 6)[:, ::2], "scalar": torch.tensor(2.5), "f16": torch.randn(7).half()}
+    sd = {
+        "f32": torch.randn(3, 4),
+        "bf16": torch.randn(2, 5).bfloat16(),
+        "i64": torch.arange(6),
+        "strided": torch.randn(4, 6)[:, ::2],
+        "scalar": torch.tensor(2.5),
+        "f16": torch.randn(7).half(),
+    }
     p = tmp_path / "x.pth"
     torch.save(sd, p)
     got = load_pth(p)
     assert set(got) == set(sd)
     for k, v in sd.items():
-        np.testing.assert_array_equal(np.array(got[k].astype(mx.float32) if got[k].dtype == mx.bfloat16 else got[k]),
-                                      v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy())
+        np.testing.assert_array_equal(
+            np.array(got[k].astype(mx.float32) if got[k].dtype == mx.bfloat16 else got[k]),
+            v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy(),
+        )
     assert got["bf16"].dtype == mx.bfloat16
 
 

@@ -7,6 +7,7 @@ checked (a) weight by weight against W + strength * alpha/rank * B @ A, (b) on a
 the official WanModel whose weights got the same delta under their official names. LTX-2: the
 merged weights equal ltx-core's own ``apply_loras`` (the distilled-LoRA path, no alpha scaling).
 """
+
 from __future__ import annotations
 
 import mlx.core as mx
@@ -87,9 +88,12 @@ def write(lora: dict, fmt: str, alpha: float | None) -> dict:
     out = {}
     for name, (a, b) in lora.items():
         diffusers = _rename(name + ".weight", _TOP, _BLOCK)[: -len(".weight")]
-        if fmt.startswith("kohya"):    # musubi-tuner: official names; "kohya_diffusers": diffusers names
-            base, down, up = "lora_unet_" + (diffusers if fmt == "kohya_diffusers" else name).replace(".", "_"), \
-                "lora_down", "lora_up"
+        if fmt.startswith("kohya"):  # musubi-tuner: official names; "kohya_diffusers": diffusers names
+            base, down, up = (
+                "lora_unet_" + (diffusers if fmt == "kohya_diffusers" else name).replace(".", "_"),
+                "lora_down",
+                "lora_up",
+            )
         elif fmt == "diffusers":
             base, down, up = "transformer." + diffusers, "lora_A", "lora_B"
         elif fmt == "comfy":
@@ -111,8 +115,9 @@ def wan_model(sd):
 
 def params_np(model) -> dict:
     """Flat parameters as numpy (bf16 widened to float32, exactly)."""
-    return {k: np.array(v.astype(mx.float32) if v.dtype == mx.bfloat16 else v)
-            for k, v in tree_flatten(model.parameters())}
+    return {
+        k: np.array(v.astype(mx.float32) if v.dtype == mx.bfloat16 else v) for k, v in tree_flatten(model.parameters())
+    }
 
 
 def run_ours(model, x, t, ctx):
@@ -162,14 +167,14 @@ def test_merge_is_exact_delta_and_matches_official(ref, inputs, fmt, alpha):
     got = run_ours(model, x, t, ctx)
     assert rel_err(got, want) < TOL_ATTN
     base = run_official(r, x, t, ctx)
-    assert rel_err(base, want) > SENS          # the LoRA really moves the output
+    assert rel_err(base, want) > SENS  # the LoRA really moves the output
 
 
 def test_two_loras_sum_and_kohya_diffusers_names(ref, inputs):
     """Two files (kohya with diffusers module names, original-key), overlapping targets, +/- strengths."""
     r, sd = ref
     l1, l2 = random_lora(sd, seed=2), random_lora(sd, seed=3, targets=list(TARGETS)[:4])
-    f1 = write(l1, "kohya_diffusers", None)      # lora_unet_blocks_0_attn1_to_q, ...
+    f1 = write(l1, "kohya_diffusers", None)  # lora_unet_blocks_0_attn1_to_q, ...
     assert "lora_unet_blocks_0_attn1_to_q.lora_down.weight" in f1
     f2 = write(l2, "original", 2.0)
     model = wan_model(sd)
@@ -209,7 +214,7 @@ def test_quantized_merge_close_to_dense(ref, inputs, bits):
     merge_loras(qm, [(f, 1.0)], wan_key_map())
 
     q_targets = [TARGETS[n] for n in lora if isinstance(_at(qm, TARGETS[n]), nn.QuantizedLinear)]
-    assert len(q_targets) >= 5   # q, o, k, v, fc1, time_projection, head (fc2 and text fc1 stay dense)
+    assert len(q_targets) >= 5  # q, o, k, v, fc1, time_projection, head (fc2 and text fc1 stay dense)
     tol = {8: 1e-2, 4: 1.5e-1}[bits]
     for path in q_targets:
         layer = _at(qm, path)
@@ -217,7 +222,7 @@ def test_quantized_merge_close_to_dense(ref, inputs, bits):
         wq = np.array(mx.dequantize(layer.weight, layer.scales, layer.biases, 32, bits))
         wd = np.array(_at(dense, path).weight)
         assert rel_err(wq, wd) < tol
-    for k, v in params_np(qm).items():     # layers without LoRA untouched
+    for k, v in params_np(qm).items():  # layers without LoRA untouched
         if not any(k.startswith(p + ".") for p in TARGETS.values()):
             np.testing.assert_array_equal(v, q_before[k], err_msg=k)
     x, t, ctx = inputs
@@ -245,7 +250,7 @@ def _raises(model, weights, *needles, key_map=None):
         merge_loras(model, [(weights, 1.0)], key_map or wan_key_map())
     for n in needles:
         assert n in str(e.value), (n, str(e.value))
-    for k, v in params_np(model).items():    # nothing merged on error
+    for k, v in params_np(model).items():  # nothing merged on error
         np.testing.assert_array_equal(v, before[k])
     return str(e.value)
 
@@ -259,8 +264,13 @@ def test_unmatched_keys_are_an_error_listing_them(ref):
     for k in ("diffusion_model.blocks.5.self_attn.q", "diffusion_model.blocks.0.cross_attn.k_img"):
         bad[k + ".lora_A.weight"] = mx.array(g.normal(size=(RANK, 32)).astype(np.float32))
         bad[k + ".lora_B.weight"] = mx.array(g.normal(size=(32, RANK)).astype(np.float32))
-    _raises(model, bad, "match no weight", "diffusion_model.blocks.5.self_attn.q.lora_A.weight",
-            "diffusion_model.blocks.0.cross_attn.k_img.lora_B.weight")
+    _raises(
+        model,
+        bad,
+        "match no weight",
+        "diffusion_model.blocks.5.self_attn.q.lora_A.weight",
+        "diffusion_model.blocks.0.cross_attn.k_img.lora_B.weight",
+    )
     kohya = write(random_lora(sd, seed=6, targets=["blocks.0.self_attn.q"]), "kohya", 1.0)
     kohya["lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight"] = mx.zeros((RANK, 8))
     kohya["lora_te_text_model_encoder_layers_0_mlp_fc1.lora_up.weight"] = mx.zeros((8, RANK))
@@ -278,13 +288,18 @@ def test_malformed_loras_are_errors(ref):
     _raises(model, wrong_rank, "blocks.0.self_attn.q", "(32, 5)")
     wrong_in = dict(one, **{"blocks.0.self_attn.q.lora_down.weight": mx.zeros((RANK, 16))})
     _raises(model, wrong_in, "blocks.0.self_attn.q", "(32, 32)")
-    conv = {"patch_embedding.lora_down.weight": mx.zeros((RANK, 8, 1, 2, 2)),
-            "patch_embedding.lora_up.weight": mx.zeros((32, RANK, 1, 1, 1))}
+    conv = {
+        "patch_embedding.lora_down.weight": mx.zeros((RANK, 8, 1, 2, 2)),
+        "patch_embedding.lora_up.weight": mx.zeros((32, RANK, 1, 1, 1)),
+    }
     _raises(model, conv, "patch_embedding", "only linear layers")
     _raises(model, {}, "no LoRA keys")
     # the same weight named twice (official and diffusers spelling) in one file
-    twice = {**one, "blocks.0.attn1.to_q.lora_down.weight": one["blocks.0.self_attn.q.lora_down.weight"],
-             "blocks.0.attn1.to_q.lora_up.weight": one["blocks.0.self_attn.q.lora_up.weight"]}
+    twice = {
+        **one,
+        "blocks.0.attn1.to_q.lora_down.weight": one["blocks.0.self_attn.q.lora_down.weight"],
+        "blocks.0.attn1.to_q.lora_up.weight": one["blocks.0.self_attn.q.lora_up.weight"],
+    }
     _raises(model, twice, "both target blocks.0.self_attn.q", "blocks.0.attn1.to_q")
     with pytest.raises(ValueError, match="finite"):
         merge_loras(model, [(one, float("nan"))], wan_key_map())
@@ -298,7 +313,7 @@ def test_resolve_all_formats_to_our_names(ref):
         res = resolve_lora(model, write(lora, fmt, alpha), wan_key_map())
         assert sorted(res) == sorted(TARGETS.values()), fmt
         assert {s for _, _, s in res.values()} == {alpha / RANK if alpha else 1.0}
-    peft = {"base_model.model." + k[len("transformer."):]: v for k, v in write(lora, "diffusers", None).items()}
+    peft = {"base_model.model." + k[len("transformer.") :]: v for k, v in write(lora, "diffusers", None).items()}
     assert sorted(resolve_lora(model, peft, wan_key_map())) == sorted(TARGETS.values())
 
 
@@ -325,12 +340,16 @@ def test_load_lora_and_specs(tmp_path, ref):
     assert parse_lora_spec(str(p)) == (p, 1.0)
     assert parse_lora_spec(f"{p}:0.75") == (p, 0.75)
     assert parse_lora_spec(f"{p}:-1") == (p, -1.0)
-    odd = tmp_path / "a:b.safetensors"     # a file whose name has a colon is a path
+    odd = tmp_path / "a:b.safetensors"  # a file whose name has a colon is a path
     save_safetensors(odd, f)
     assert parse_lora_spec(str(odd)) == (odd, 1.0)
     assert parse_lora_spec(f"{odd}:2") == (odd, 2.0)
-    for bad, msg in ((f"{p}:abc", "not a strength"), (f"{p}:", "not a strength"), (f"{p}:nan", "finite"),
-                     (f"{p}:inf", "finite")):
+    for bad, msg in (
+        (f"{p}:abc", "not a strength"),
+        (f"{p}:", "not a strength"),
+        (f"{p}:nan", "finite"),
+        (f"{p}:inf", "finite"),
+    ):
         with pytest.raises(ValueError, match=msg):
             parse_lora_spec(bad)
     for missing in (str(tmp_path / "none.safetensors"), str(tmp_path / "none.safetensors") + ":0.5"):
@@ -349,9 +368,15 @@ def test_ltx2_lora_matches_ltx_core_apply_loras():
 
     ref = _reference("ltx2")
     sd = {k: v.detach().to(torch.bfloat16) for k, v in ref.state_dict().items()}
-    targets = ["transformer_blocks.0.attn1.to_q", "transformer_blocks.1.attn2.to_out.0",
-               "transformer_blocks.0.ff.net.0.proj", "transformer_blocks.1.audio_attn1.to_k",
-               "transformer_blocks.0.audio_to_video_attn.to_v", "patchify_proj", "adaln_single.linear"]
+    targets = [
+        "transformer_blocks.0.attn1.to_q",
+        "transformer_blocks.1.attn2.to_out.0",
+        "transformer_blocks.0.ff.net.0.proj",
+        "transformer_blocks.1.audio_attn1.to_k",
+        "transformer_blocks.0.audio_to_video_attn.to_v",
+        "patchify_proj",
+        "adaln_single.linear",
+    ]
     g = np.random.default_rng(0)
     lora_np = {}
     for name in targets:
@@ -364,21 +389,25 @@ def test_ltx2_lora_matches_ltx_core_apply_loras():
     for name, (a, b) in lora_np.items():
         lsd[f"{name}.lora_A.weight"], lsd[f"{name}.lora_B.weight"] = torch.from_numpy(a), torch.from_numpy(b)
     cpu = torch.device("cpu")
-    fused = apply_loras(StateDict(sd, cpu, 0, {torch.bfloat16}),
-                        [LoraStateDictWithStrength(StateDict(lsd, cpu, 0, {torch.float32}), strength)]).sd
+    fused = apply_loras(
+        StateDict(sd, cpu, 0, {torch.bfloat16}),
+        [LoraStateDictWithStrength(StateDict(lsd, cpu, 0, {torch.float32}), strength)],
+    ).sd
 
     for prefix in ("diffusion_model.", "model.diffusion_model."):
         m = _ours("ltx2", ref)
         m.set_dtype(mx.bfloat16)
         before = params_np(m)
         f = {prefix + k: mx.array(v.numpy()) for k, v in lsd.items()}
-        f[prefix + targets[0] + ".alpha"] = mx.array(1.0)   # ltx-core ignores alpha: so do we
+        f[prefix + targets[0] + ".alpha"] = mx.array(1.0)  # ltx-core ignores alpha: so do we
         f[prefix + "video_embeddings_connector.transformer_1d_blocks.0.attn1.to_q.lora_A.weight"] = mx.zeros((8, 32))
         f[prefix + "video_embeddings_connector.transformer_1d_blocks.0.attn1.to_q.lora_B.weight"] = mx.zeros((32, 8))
         merge_loras(m, [(f, strength)], ltx2_key_map())
         after = params_np(m)
-        ours_names = {"transformer_blocks.1.attn2.to_out.0": "transformer_blocks.1.attn2.to_out",
-                      "transformer_blocks.0.ff.net.0.proj": "transformer_blocks.0.ff.proj_in"}
+        ours_names = {
+            "transformer_blocks.1.attn2.to_out.0": "transformer_blocks.1.attn2.to_out",
+            "transformer_blocks.0.ff.net.0.proj": "transformer_blocks.0.ff.proj_in",
+        }
         changed = 0
         for name in targets:
             k = ours_names.get(name, name) + ".weight"
@@ -387,7 +416,7 @@ def test_ltx2_lora_matches_ltx_core_apply_loras():
             delta = strength * (lora_np[name][1] @ lora_np[name][0])
             # ltx-core rounds the delta to bf16, then adds in bf16; we add in float32 and round once:
             # within one bf16 ulp (2^-7 relative) of the operands, and identical for most entries
-            bound = 2 ** -7 * (np.abs(before[k]) + np.abs(delta)) + 1e-8
+            bound = 2**-7 * (np.abs(before[k]) + np.abs(delta)) + 1e-8
             assert (np.abs(got - want) <= bound).all(), (k, (np.abs(got - want) / bound).max())
             assert (got == want).mean() > 0.75 and rel_err(got, want) < 2e-3, k
             exact = before[k] + delta
@@ -403,7 +432,7 @@ def test_ltx2_lora_matches_ltx_core_apply_loras():
     mv = _ours("ltx2", ref, video_only=True)
     res = resolve_lora(mv, f, ltx2_key_map(video_only=True))
     assert sorted(res) == sorted(ours_names.get(n, n) for n in targets if "audio" not in n)
-    with pytest.raises(WeightsError, match="audio_attn1.to_k"):   # the full key map does not skip them
+    with pytest.raises(WeightsError, match="audio_attn1.to_k"):  # the full key map does not skip them
         resolve_lora(mv, f, ltx2_key_map())
 
 
@@ -414,24 +443,24 @@ def test_merge_never_changes_the_given_weights_and_is_idempotent(ref):
     r, sd = ref
     lora = write(random_lora(sd, seed=10), "kohya", 2.0)
     model = wan_model(sd)
-    held = dict(tree_flatten(model.parameters()))          # the weights the model was given
+    held = dict(tree_flatten(model.parameters()))  # the weights the model was given
     base = {k: np.array(v) for k, v in held.items()}
-    merge_loras(model, [(lora, 1.0)], wan_key_map())       # default base: the model's weights now
+    merge_loras(model, [(lora, 1.0)], wan_key_map())  # default base: the model's weights now
     once = params_np(model)
     for k, v in held.items():
         np.testing.assert_array_equal(np.array(v), base[k], err_msg=k)
     assert any(not np.array_equal(once[k], base[k]) for k in base)
 
-    for b in (held, lambda: dict(held)):                  # with an explicit base: twice == once
+    for b in (held, lambda: dict(held)):  # with an explicit base: twice == once
         for _ in range(2):
             merge_loras(model, [(lora, 1.0)], wan_key_map(), base=b)
             got = params_np(model)
             assert all(np.array_equal(got[k], once[k]) for k in once)
-    merge_loras(model, [(lora, 0.5)], wan_key_map(), base=held)   # another strength replaces, not adds
+    merge_loras(model, [(lora, 0.5)], wan_key_map(), base=held)  # another strength replaces, not adds
     half = wan_model(sd)
     merge_loras(half, [(lora, 0.5)], wan_key_map())
     assert all(np.array_equal(params_np(model)[k], v) for k, v in params_np(half).items())
-    merge_loras(model, [(lora, 0.0)], wan_key_map(), base=held)   # zero puts the base back exactly
+    merge_loras(model, [(lora, 0.0)], wan_key_map(), base=held)  # zero puts the base back exactly
     assert all(np.array_equal(params_np(model)[k], base[k]) for k in base)
     for k, v in held.items():
         np.testing.assert_array_equal(np.array(v), base[k], err_msg=k)
@@ -443,8 +472,12 @@ def test_quantized_merge_from_base_is_idempotent(ref):
     r, sd = ref
     lora = write(random_lora(sd, seed=11), "original", None)
     model = wan_model(sd)
-    nn.quantize(model, group_size=32, bits=8, class_predicate=lambda _, m: isinstance(m, nn.Linear)
-                and m.weight.shape[1] % 32 == 0)
+    nn.quantize(
+        model,
+        group_size=32,
+        bits=8,
+        class_predicate=lambda _, m: isinstance(m, nn.Linear) and m.weight.shape[1] % 32 == 0,
+    )
     held = dict(tree_flatten(model.parameters()))
     base = params_np(model)
     merge_loras(model, [(lora, 1.0)], wan_key_map(), base=held)
@@ -481,8 +514,9 @@ def test_two_stage_ltx_generations_repeat(pipeline, strengths, tmp_path, monkeyp
     pos, neg = L.encode_text(model_dir, cfg, "a cat", "blurry")
     comps = L.load_components(model_dir, cfg, pipeline, strengths, need_encoder=False)
     blocks = {"stg_blocks": (1,)}  # the tiny transformer has 2 blocks
-    s = LTXSettings(pipeline, height=128, width=128, num_frames=9, steps=1, video_guidance=blocks,
-                    audio_guidance=blocks, seed=3)
+    s = LTXSettings(
+        pipeline, height=128, width=128, num_frames=9, steps=1, video_guidance=blocks, audio_guidance=blocks, seed=3
+    )
     runs = [generate(comps, s, pos, neg, decode=False) for _ in range(3)]
     for r in runs[1:]:
         for (v0, a0), (v, a) in zip(runs[0].stage_latents, r.stage_latents):
@@ -516,5 +550,5 @@ def test_merge_from_a_file_keeps_memory_flat(tmp_path):
         start = mx.get_active_memory()
         merge_loras(m, [(lora, 1.0)], base=base)
         peaks.append(mx.get_peak_memory() - start)
-    assert peaks[0] < 3 * layer            # measured: 1 layer
-    assert peaks[1] > n * layer            # a mapping the caller keeps holds every base layer it gave
+    assert peaks[0] < 3 * layer  # measured: 1 layer
+    assert peaks[1] > n * layer  # a mapping the caller keeps holds every base layer it gave

@@ -4,40 +4,86 @@ Tiny random models in the real checkpoint layouts ("lightricks" single-file keys
 dicts), converted with our sanitize and loaded with load_strict; identical inputs; rel L2 errors.
 torch is channels-first (B, C, T, F) / (B, C, samples); MLX is channels-last.
 """
+
 from __future__ import annotations
 
 import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from tests.oracles import randomize_, rel_err
 
 from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.ltx2 import audio_vae as av
 from mlx_video.ltx2 import vocoder as vc
+from tests.oracles import randomize_, rel_err
 
 TOL = 1e-4
 VOC_TOL = 3e-4
 
-VAE_CFG = {"audio_vae": {
-    "model": {"params": {"sampling_rate": 16000, "ddconfig": {
-        "ch": 16, "ch_mult": [1, 2, 4], "num_res_blocks": 1, "attn_resolutions": [8], "resolution": 16,
-        "z_channels": 4, "in_channels": 2, "out_ch": 2, "double_z": True, "norm_type": "pixel",
-        "causality_axis": "height", "mid_block_add_attention": True, "mel_bins": 16}}},
-    "preprocessing": {"stft": {"hop_length": 160, "filter_length": 1024, "causal": True}}}}
+VAE_CFG = {
+    "audio_vae": {
+        "model": {
+            "params": {
+                "sampling_rate": 16000,
+                "ddconfig": {
+                    "ch": 16,
+                    "ch_mult": [1, 2, 4],
+                    "num_res_blocks": 1,
+                    "attn_resolutions": [8],
+                    "resolution": 16,
+                    "z_channels": 4,
+                    "in_channels": 2,
+                    "out_ch": 2,
+                    "double_z": True,
+                    "norm_type": "pixel",
+                    "causality_axis": "height",
+                    "mid_block_add_attention": True,
+                    "mel_bins": 16,
+                },
+            }
+        },
+        "preprocessing": {"stft": {"hop_length": 160, "filter_length": 1024, "causal": True}},
+    }
+}
 
-HIFI_CFG = {"vocoder": {
-    "resblock": "1", "stereo": True, "upsample_initial_channel": 16, "upsample_rates": [2, 3],
-    "upsample_kernel_sizes": [4, 5], "resblock_kernel_sizes": [3, 5],
-    "resblock_dilation_sizes": [[1, 3, 5], [1, 2, 3]], "output_sampling_rate": 24000}}
+HIFI_CFG = {
+    "vocoder": {
+        "resblock": "1",
+        "stereo": True,
+        "upsample_initial_channel": 16,
+        "upsample_rates": [2, 3],
+        "upsample_kernel_sizes": [4, 5],
+        "resblock_kernel_sizes": [3, 5],
+        "resblock_dilation_sizes": [[1, 3, 5], [1, 2, 3]],
+        "output_sampling_rate": 24000,
+    }
+}
 
-_AMP = {"resblock": "AMP1", "stereo": True, "activation": "snakebeta", "use_tanh_at_final": False,
-        "use_bias_at_final": False, "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3, 5]]}
-BWE_CFG = {"vocoder": {
-    "vocoder": {**_AMP, "upsample_initial_channel": 16, "upsample_rates": [2, 2], "upsample_kernel_sizes": [4, 4]},
-    "bwe": {**_AMP, "upsample_initial_channel": 32, "upsample_rates": [6, 5, 2, 2, 2],
-            "upsample_kernel_sizes": [12, 11, 4, 4, 4], "input_sampling_rate": 16000,
-            "output_sampling_rate": 48000, "n_fft": 512, "hop_length": 80, "num_mels": 64}}}
+_AMP = {
+    "resblock": "AMP1",
+    "stereo": True,
+    "activation": "snakebeta",
+    "use_tanh_at_final": False,
+    "use_bias_at_final": False,
+    "resblock_kernel_sizes": [3],
+    "resblock_dilation_sizes": [[1, 3, 5]],
+}
+BWE_CFG = {
+    "vocoder": {
+        "vocoder": {**_AMP, "upsample_initial_channel": 16, "upsample_rates": [2, 2], "upsample_kernel_sizes": [4, 4]},
+        "bwe": {
+            **_AMP,
+            "upsample_initial_channel": 32,
+            "upsample_rates": [6, 5, 2, 2, 2],
+            "upsample_kernel_sizes": [12, 11, 4, 4, 4],
+            "input_sampling_rate": 16000,
+            "output_sampling_rate": 48000,
+            "n_fft": 512,
+            "hop_length": 80,
+            "num_mels": 64,
+        },
+    }
+}
 
 
 def _mx(t: torch.Tensor, *perm) -> mx.array:
@@ -59,6 +105,7 @@ def _randn(*shape, seed=0):
 # ------------------------------------------------------------------------------------------------
 # audio VAE
 # ------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def vae():
@@ -116,8 +163,16 @@ def test_audio_vae_diffusers_layout():
     """Second opinion: diffusers' AutoencoderKLLTX2Audio (statistics applied outside the decoder)."""
     from diffusers import AutoencoderKLLTX2Audio
 
-    ref_vae = AutoencoderKLLTX2Audio(base_channels=16, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=(8,),
-                                     resolution=16, latent_channels=4, mid_block_add_attention=True, mel_bins=16)
+    ref_vae = AutoencoderKLLTX2Audio(
+        base_channels=16,
+        ch_mult=(1, 2, 4),
+        num_res_blocks=1,
+        attn_resolutions=(8,),
+        resolution=16,
+        latent_channels=4,
+        mid_block_add_attention=True,
+        mel_bins=16,
+    )
     randomize_(ref_vae.eval(), 4, fan_in=True)
     with torch.no_grad():
         ref_vae.latents_std.copy_(0.5 + torch.rand(16, generator=torch.Generator().manual_seed(5)))
@@ -156,6 +211,7 @@ def test_mel_front_end_matches_audio_processor():
 # vocoders
 # ------------------------------------------------------------------------------------------------
 
+
 def _scale_conv_post(gen: torch.nn.Module, conv: torch.nn.Module, run, target: float) -> None:
     """Random BigVGAN stacks saturate the final clamp; rescale ``conv`` (bias-free) so its output
     has std ``target`` on the test input (keeps the comparison sensitive)."""
@@ -187,16 +243,33 @@ def test_amp_snake_vocoder_matches_ltx_core():
     """BigVGAN generator with plain Snake (alpha only) blocks and tanh, built directly."""
     from ltx_core.model.audio_vae import Vocoder as RefVocoder
 
-    cfg = {**_AMP, "activation": "snake", "use_tanh_at_final": True, "use_bias_at_final": True,
-           "upsample_initial_channel": 16, "upsample_rates": [2, 2], "upsample_kernel_sizes": [4, 4]}
-    ref_voc = RefVocoder(resblock_kernel_sizes=[3], upsample_rates=[2, 2], upsample_kernel_sizes=[4, 4],
-                         resblock_dilation_sizes=[[1, 3, 5]], upsample_initial_channel=16, resblock="AMP1",
-                         activation="snake", use_tanh_at_final=True, use_bias_at_final=True)
+    cfg = {
+        **_AMP,
+        "activation": "snake",
+        "use_tanh_at_final": True,
+        "use_bias_at_final": True,
+        "upsample_initial_channel": 16,
+        "upsample_rates": [2, 2],
+        "upsample_kernel_sizes": [4, 4],
+    }
+    ref_voc = RefVocoder(
+        resblock_kernel_sizes=[3],
+        upsample_rates=[2, 2],
+        upsample_kernel_sizes=[4, 4],
+        resblock_dilation_sizes=[[1, 3, 5]],
+        upsample_initial_channel=16,
+        resblock="AMP1",
+        activation="snake",
+        use_tanh_at_final=True,
+        use_bias_at_final=True,
+    )
     randomize_(ref_voc.eval(), 6, fan_in=True)
     mel = _randn(1, 2, 9, 64, seed=21)
     _scale_conv_post(ref_voc, ref_voc.conv_post, lambda: ref_voc(mel), 0.5)
-    voc = load_strict(vc.Vocoder(vc.VocoderArgs.from_config(cfg)),
-                      vc.sanitize(_weights(ref_voc.state_dict(), "vocoder."), "lightricks"))
+    voc = load_strict(
+        vc.Vocoder(vc.VocoderArgs.from_config(cfg)),
+        vc.sanitize(_weights(ref_voc.state_dict(), "vocoder."), "lightricks"),
+    )
     with torch.no_grad():
         ref = ref_voc(mel).permute(0, 2, 1)
     assert rel_err(voc(_cl(mel)), ref) < VOC_TOL
@@ -219,8 +292,14 @@ def test_bwe_vocoder_matches_ltx_core():
     from ltx_core.model.audio_vae.vocoder import UpSample1d
 
     mel = _randn(1, 2, 23, 64, seed=22)  # 92 samples at "16 kHz": not a multiple of the hop (padded)
-    ref_voc = _bwe_reference(VocoderConfigurator.from_config(BWE_CFG), mel, lambda g: g.conv_post,
-                             lambda g: g.conv_post, UpSample1d, persistent=False)
+    ref_voc = _bwe_reference(
+        VocoderConfigurator.from_config(BWE_CFG),
+        mel,
+        lambda g: g.conv_post,
+        lambda g: g.conv_post,
+        UpSample1d,
+        persistent=False,
+    )
     sd = ref_voc.state_dict()
     assert "mel_stft.stft_fn.inverse_basis" in sd  # stored, never used: sanitize drops it
     voc = vc.vocoder_from_config(BWE_CFG)
@@ -246,13 +325,23 @@ def test_bwe_vocoder_matches_diffusers():
     """Second opinion: diffusers' LTX2VocoderWithBWE through the diffusers key layout."""
     from diffusers.pipelines.ltx2.vocoder import LTX2VocoderWithBWE, UpSample1d
 
-    cfg = dict(hidden_channels=16, upsample_kernel_sizes=[4, 4], upsample_factors=[2, 2], resnet_kernel_sizes=[3],
-               resnet_dilations=[[1, 3, 5]], final_act_fn="clamp", bwe_hidden_channels=32,
-               bwe_upsample_kernel_sizes=[12, 11, 4, 4, 4], bwe_upsample_factors=[6, 5, 2, 2, 2],
-               bwe_resnet_kernel_sizes=[3], bwe_resnet_dilations=[[1, 3, 5]])
+    cfg = dict(
+        hidden_channels=16,
+        upsample_kernel_sizes=[4, 4],
+        upsample_factors=[2, 2],
+        resnet_kernel_sizes=[3],
+        resnet_dilations=[[1, 3, 5]],
+        final_act_fn="clamp",
+        bwe_hidden_channels=32,
+        bwe_upsample_kernel_sizes=[12, 11, 4, 4, 4],
+        bwe_upsample_factors=[6, 5, 2, 2, 2],
+        bwe_resnet_kernel_sizes=[3],
+        bwe_resnet_dilations=[[1, 3, 5]],
+    )
     mel = _randn(1, 2, 23, 64, seed=23)
-    ref_voc = _bwe_reference(LTX2VocoderWithBWE(**cfg), mel, lambda g: g.conv_out, lambda g: g.conv_out,
-                             UpSample1d, persistent=False)
+    ref_voc = _bwe_reference(
+        LTX2VocoderWithBWE(**cfg), mel, lambda g: g.conv_out, lambda g: g.conv_out, UpSample1d, persistent=False
+    )
     voc = vc.vocoder_from_config(dict(ref_voc.config))
     load_strict(voc, vc.sanitize(_weights(ref_voc.state_dict()), "diffusers"), "vocoder")
     with torch.no_grad():
@@ -265,22 +354,47 @@ def test_bwe_vocoder_matches_diffusers():
 # configs and strict loading
 # ------------------------------------------------------------------------------------------------
 
+
 def test_config_parsing_real_sizes():
     ltx2 = vc.VocoderArgs.from_config({"resblock": "1", "stereo": True})
     assert ltx2.upsample_rates == (6, 5, 2, 2, 2) and ltx2.final_activation == "tanh"
     bwe = vc.BWEVocoderArgs.from_config(
-        {"vocoder": {"vocoder": {"resblock": "AMP1", "activation": "snakebeta", "upsample_initial_channel": 1536,
-                                 "upsample_rates": [5, 2, 2, 2, 2, 2], "upsample_kernel_sizes": [11, 4, 4, 4, 4, 4],
-                                 "use_tanh_at_final": False, "use_bias_at_final": False},
-                     "bwe": {"resblock": "AMP1", "activation": "snakebeta", "upsample_initial_channel": 512,
-                             "upsample_rates": [6, 5, 2, 2, 2], "upsample_kernel_sizes": [12, 11, 4, 4, 4],
-                             "input_sampling_rate": 16000, "output_sampling_rate": 48000, "n_fft": 512,
-                             "hop_length": 80, "num_mels": 64}}})
+        {
+            "vocoder": {
+                "vocoder": {
+                    "resblock": "AMP1",
+                    "activation": "snakebeta",
+                    "upsample_initial_channel": 1536,
+                    "upsample_rates": [5, 2, 2, 2, 2, 2],
+                    "upsample_kernel_sizes": [11, 4, 4, 4, 4, 4],
+                    "use_tanh_at_final": False,
+                    "use_bias_at_final": False,
+                },
+                "bwe": {
+                    "resblock": "AMP1",
+                    "activation": "snakebeta",
+                    "upsample_initial_channel": 512,
+                    "upsample_rates": [6, 5, 2, 2, 2],
+                    "upsample_kernel_sizes": [12, 11, 4, 4, 4],
+                    "input_sampling_rate": 16000,
+                    "output_sampling_rate": 48000,
+                    "n_fft": 512,
+                    "hop_length": 80,
+                    "num_mels": 64,
+                },
+            }
+        }
+    )
     assert bwe.vocoder.final_activation == "clamp" and bwe.vocoder.output_sampling_rate == 16000
     assert bwe.bwe.final_activation is None and bwe.output_sampling_rate == 48000
-    args = av.AudioVAEArgs.from_config({"audio_vae": {
-        "model": {"params": {"ddconfig": {"mid_block_add_attention": False, "causality_axis": "height"}}},
-        "preprocessing": {"mel": {"n_mel_channels": 64}}}})
+    args = av.AudioVAEArgs.from_config(
+        {
+            "audio_vae": {
+                "model": {"params": {"ddconfig": {"mid_block_add_attention": False, "causality_axis": "height"}}},
+                "preprocessing": {"mel": {"n_mel_channels": 64}},
+            }
+        }
+    )
     assert (args.ch, args.z_channels, args.mel_bins, args.mid_block_add_attention) == (128, 8, 64, False)
     with pytest.raises(ValueError):
         vc.sanitize({}, "comfy")
@@ -290,9 +404,11 @@ def test_config_parsing_real_sizes():
 
 def _assert_strict(model, weights: dict, key: str, what: str):
     """Missing, unused and mis-shaped ``key`` each raise WeightsError naming it."""
-    bad = [{k: v for k, v in weights.items() if k != key},
-           {**weights, key.rsplit(".", 1)[0] + ".extra_weight": weights[key]},
-           {**weights, key: mx.zeros(weights[key].shape[:-1] + (weights[key].shape[-1] + 1,))}]
+    bad = [
+        {k: v for k, v in weights.items() if k != key},
+        {**weights, key.rsplit(".", 1)[0] + ".extra_weight": weights[key]},
+        {**weights, key: mx.zeros(weights[key].shape[:-1] + (weights[key].shape[-1] + 1,))},
+    ]
     names = [key, key.rsplit(".", 1)[0] + ".extra_weight", key]
     for w, name in zip(bad, names):
         with pytest.raises(WeightsError, match=name.replace(".", r"\.")):
@@ -307,10 +423,13 @@ def test_strict_loading_names_the_key(vae):
     _assert_strict(av.AudioDecoder(args), dec_w, "per_channel_statistics.std", "audio decoder")
     # an unknown statistic in the checkpoint is surfaced, not dropped
     with pytest.raises(WeightsError, match="per_channel_statistics.channel"):
-        load_strict(av.AudioDecoder(args), av.sanitize({**w, "audio_vae.per_channel_statistics.channel":
-                                                        mx.zeros((16,))}, "lightricks", "decoder"))
+        load_strict(
+            av.AudioDecoder(args),
+            av.sanitize({**w, "audio_vae.per_channel_statistics.channel": mx.zeros((16,))}, "lightricks", "decoder"),
+        )
     voc = vc.vocoder_from_config(BWE_CFG)
     from mlx.utils import tree_flatten
+
     voc_w = dict(tree_flatten(voc.parameters()))
     _assert_strict(voc, voc_w, "bwe_generator.resblocks.2.acts1.0.downsample.filter", "vocoder")
     _assert_strict(voc, voc_w, "mel_stft.forward_basis", "vocoder")

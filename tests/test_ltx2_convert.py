@@ -7,6 +7,7 @@ ltx-core module holding the same weights (float32 conversion, so the usual float
 Then strictness (orphan / missing / mis-shaped keys, truncated file), 8-bit quantization, fp8
 dequantization and the model resolver's cache.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,13 +22,13 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 import torch
-from tests.oracles import rel_err
 
 import mlx_video.io.hub as hub
-from mlx_video.ltx2.checkpoint import convert_ltx2
 from mlx_video.io.weights import WeightsError
 from mlx_video.ltx2 import loading as L
+from mlx_video.ltx2.checkpoint import convert_ltx2
 from mlx_video.ltx2.transformer import Modality
+from tests.oracles import rel_err
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("make_tiny_ltx2", ROOT / "scripts" / "make_tiny_ltx2.py")
@@ -41,14 +42,22 @@ LTX2_FILE = "ltx-2-tiny-dev.safetensors"
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory):
     """version -> converted tiny checkpoint (float32, with Gemma, x2 upsampler and distilled LoRA)."""
-    @functools.lru_cache(maxsize=None)
+
+    @functools.cache
     def get(version: str) -> SimpleNamespace:
         root = tmp_path_factory.mktemp(f"ltx{version}")
         mods = tiny.reference_modules(version, seed=0)
         paths = tiny.write(root / "src", mods, version)
-        out = convert_ltx2(paths["checkpoint"], root / "mlx", dtype="float32", gemma=paths["gemma"],
-                           upsamplers=[paths["upsampler"]], distilled_lora=paths["lora"])
+        out = convert_ltx2(
+            paths["checkpoint"],
+            root / "mlx",
+            dtype="float32",
+            gemma=paths["gemma"],
+            upsamplers=[paths["upsampler"]],
+            distilled_lora=paths["lora"],
+        )
         return SimpleNamespace(version=version, mods=mods, paths=paths, dir=out, cfg=L.read_config(out))
+
     return get
 
 
@@ -62,6 +71,7 @@ def randn(*shape, seed=0, scale=1.0):
 
 # ----------------------------------------------------------------------------- components vs ltx-core
 
+
 def _av_inputs(case, seed=0):
     """One audio+video transformer call: positions from ltx-core's latent tools, contexts from the
     reference connectors, per-token timesteps with a clean first latent frame."""
@@ -71,19 +81,33 @@ def _av_inputs(case, seed=0):
 
     t = case.cfg["transformer"]
     f, h, w, ta = 2, 2, 3, 5
-    vpos = VideoLatentTools(VideoLatentPatchifier(1), VideoLatentShape(1, t["in_channels"], f, h, w), 24.0) \
-        .create_initial_state("cpu", torch.float32).positions
-    apos = AudioLatentTools(AudioPatchifier(1), AudioLatentShape(1, 1, ta, t["audio_in_channels"])) \
-        .create_initial_state("cpu", torch.float32).positions
+    vpos = (
+        VideoLatentTools(VideoLatentPatchifier(1), VideoLatentShape(1, t["in_channels"], f, h, w), 24.0)
+        .create_initial_state("cpu", torch.float32)
+        .positions
+    )
+    apos = (
+        AudioLatentTools(AudioPatchifier(1), AudioLatentShape(1, 1, ta, t["audio_in_channels"]))
+        .create_initial_state("cpu", torch.float32)
+        .positions
+    )
     hs, mask = _hidden_states(seed, n_valid=5)
     with torch.no_grad():
         enc = case.mods["processor"].process_hidden_states(tuple(hs), mask)
     n = f * h * w
     vt = torch.full((1, n), 0.6)
     vt[:, : h * w] = 0.0
-    return dict(v_lat=randn(1, n, t["in_channels"], seed=seed + 1), a_lat=randn(1, ta, t["audio_in_channels"], seed=seed + 2),
-                v_t=vt, a_t=torch.full((1, ta), 0.6), sigma=torch.tensor([0.6]), vpos=vpos, apos=apos,
-                v_ctx=enc.video_encoding, a_ctx=enc.audio_encoding)
+    return dict(
+        v_lat=randn(1, n, t["in_channels"], seed=seed + 1),
+        a_lat=randn(1, ta, t["audio_in_channels"], seed=seed + 2),
+        v_t=vt,
+        a_t=torch.full((1, ta), 0.6),
+        sigma=torch.tensor([0.6]),
+        vpos=vpos,
+        apos=apos,
+        v_ctx=enc.video_encoding,
+        a_ctx=enc.audio_encoding,
+    )
 
 
 def _run_transformer_ref(case, x):
@@ -99,15 +123,20 @@ def _run_transformer_ref(case, x):
 def _run_transformer(model, x):
     m = {k: t2m(v) for k, v in x.items()}
     rope = model.rope_tables(x["vpos"].numpy(), x["apos"].numpy())
-    return model(Modality(m["v_lat"], m["v_t"], m["sigma"], m["v_ctx"]),
-                 Modality(m["a_lat"], m["a_t"], m["sigma"], m["a_ctx"]), rope)
+    return model(
+        Modality(m["v_lat"], m["v_t"], m["sigma"], m["v_ctx"]),
+        Modality(m["a_lat"], m["a_t"], m["sigma"], m["a_ctx"]),
+        rope,
+    )
 
 
 @pytest.mark.parametrize("version", ["2.0", "2.3"])
 def test_transformer_matches_ltx_core(cases, version):
     case = cases(version)
     model = L.load_transformer(case.dir, case.cfg)
-    assert model.args.cross_attention_adaln == (version == "2.3") and model.args.caption_projection == (version == "2.0")
+    assert model.args.cross_attention_adaln == (version == "2.3") and model.args.caption_projection == (
+        version == "2.0"
+    )
     x = _av_inputs(case)
     rv, ra = _run_transformer_ref(case, x)
     ov, oa = _run_transformer(model, x)
@@ -115,8 +144,14 @@ def test_transformer_matches_ltx_core(cases, version):
     # each input moves the output well beyond the tolerance (measured errors ~1e-5; the weakest input,
     # the LTX-2 audio text context, moves it by 4e-3 in this tiny model)
     other = lambda c: randn(*c.shape, seed=99) * c.std()  # noqa: E731  (another prompt's context)
-    for key, change in (("v_ctx", other), ("a_ctx", other), ("vpos", lambda p: p.flip(2)),
-                        ("apos", lambda p: p.flip(2)), ("v_t", lambda t: 0.3 + 0 * t), ("sigma", lambda s: s / 2)):
+    for key, change in (
+        ("v_ctx", other),
+        ("a_ctx", other),
+        ("vpos", lambda p: p.flip(2)),
+        ("apos", lambda p: p.flip(2)),
+        ("v_t", lambda t: 0.3 + 0 * t),
+        ("sigma", lambda s: s / 2),
+    ):
         ov2, oa2 = _run_transformer(model, {**x, key: change(x[key])})
         assert max(rel_err(ov2, rv), rel_err(oa2, ra)) > 10 * ATTN_TOL, key
 
@@ -124,7 +159,7 @@ def test_transformer_matches_ltx_core(cases, version):
 def _hidden_states(seed, n_valid, length=16):
     hs = [randn(1, length, tiny.GEMMA_HIDDEN, seed=seed + i, scale=3.0) for i in range(tiny.GEMMA_LAYERS + 1)]
     mask = torch.zeros(1, length, dtype=torch.int64)
-    mask[:, length - n_valid:] = 1
+    mask[:, length - n_valid :] = 1
     return hs, mask
 
 
@@ -150,8 +185,9 @@ def test_text_encoder_matches_ltx_core(cases):
 
     case = cases("2.0")
     enc = L.load_text_encoder(case.dir, case.cfg, max_length=16)
-    ref = GemmaTextEncoder(model=case.mods["gemma"], tokenizer=LTXVGemmaTokenizer(str(case.paths["gemma"]), 16),
-                           dtype=torch.float32)
+    ref = GemmaTextEncoder(
+        model=case.mods["gemma"], tokenizer=LTXVGemmaTokenizer(str(case.paths["gemma"]), 16), dtype=torch.float32
+    )
     prompt = "a red cat walks on the beach at sunset"
     with torch.no_grad():
         states, mask = ref.encode(prompt)
@@ -214,8 +250,11 @@ def test_upsampler_and_lora(cases):
     lora = L.load_distilled_lora(case.dir, case.cfg)
     src = tiny.lora_state_dict(case.mods["transformer"])
     assert len(lora) == len(src) and case.cfg["distilled_lora"]["rank"] == 4
-    params = dict(__import__("mlx.utils", fromlist=["tree_flatten"]).tree_flatten(
-        L.load_transformer(case.dir, case.cfg).parameters()))
+    params = dict(
+        __import__("mlx.utils", fromlist=["tree_flatten"]).tree_flatten(
+            L.load_transformer(case.dir, case.cfg).parameters()
+        )
+    )
     for k in [k for k in lora if k.endswith(".lora_A")]:
         layer = k[: -len(".lora_A")]
         assert (lora[layer + ".lora_B"] @ lora[k]).shape == params[layer + ".weight"].shape
@@ -227,6 +266,7 @@ def test_upsampler_and_lora(cases):
 
 
 # ----------------------------------------------------------------------------- strictness
+
 
 def _rewrite(src: Path, dst: Path, edit) -> Path:
     """Copy a safetensors file (metadata kept) after ``edit(weights)`` changed its dict in place."""
@@ -253,22 +293,39 @@ def test_keys_nobody_owns(cases, tmp_path):
         w["foo.bar"] = mx.zeros((2,))
         w["model.diffusion_model.embeddings_connector.learnable_registers"] = mx.zeros((4, 32))  # video-only model's
         w["audio_vae.something_else.weight"] = mx.zeros((2,))
+
     ckpt = _rewrite(case.paths["checkpoint"], tmp_path / LTX2_FILE, add)
-    msg = _assert_fails(case, tmp_path, ckpt, "foo.bar", "model.diffusion_model.embeddings_connector.learnable_registers",
-                        "audio_vae.something_else.weight")
+    msg = _assert_fails(
+        case,
+        tmp_path,
+        ckpt,
+        "foo.bar",
+        "model.diffusion_model.embeddings_connector.learnable_registers",
+        "audio_vae.something_else.weight",
+    )
     assert "no LTX-2 component owns (3)" in msg
 
 
-@pytest.mark.parametrize("edit, names", [
-    (lambda w: w.pop("model.diffusion_model.transformer_blocks.1.attn1.to_q.weight"),
-     ["missing", "transformer_blocks.1.attn1.to_q.weight"]),
-    (lambda w: w.update({"model.diffusion_model.patchify_proj.weight": mx.zeros((32, 4), mx.bfloat16)}),
-     ["mis-shaped", "patchify_proj.weight"]),
-    (lambda w: w.update({"audio_vae.decoder.conv_out.conv.weight": mx.zeros((2, 16, 3, 4), mx.bfloat16)}),
-     ["audio decoder", "conv_out.conv.weight"]),
-    (lambda w: w.pop("vocoder.conv_post.weight"), ["vocoder", "missing", "conv_post.weight"]),
-    (lambda w: w.pop("text_embedding_projection.aggregate_embed.weight"), ["aggregate_embed.weight"]),
-], ids=["missing", "mis-shaped", "mis-shaped-audio", "missing-vocoder", "missing-connector"])
+@pytest.mark.parametrize(
+    "edit, names",
+    [
+        (
+            lambda w: w.pop("model.diffusion_model.transformer_blocks.1.attn1.to_q.weight"),
+            ["missing", "transformer_blocks.1.attn1.to_q.weight"],
+        ),
+        (
+            lambda w: w.update({"model.diffusion_model.patchify_proj.weight": mx.zeros((32, 4), mx.bfloat16)}),
+            ["mis-shaped", "patchify_proj.weight"],
+        ),
+        (
+            lambda w: w.update({"audio_vae.decoder.conv_out.conv.weight": mx.zeros((2, 16, 3, 4), mx.bfloat16)}),
+            ["audio decoder", "conv_out.conv.weight"],
+        ),
+        (lambda w: w.pop("vocoder.conv_post.weight"), ["vocoder", "missing", "conv_post.weight"]),
+        (lambda w: w.pop("text_embedding_projection.aggregate_embed.weight"), ["aggregate_embed.weight"]),
+    ],
+    ids=["missing", "mis-shaped", "mis-shaped-audio", "missing-vocoder", "missing-connector"],
+)
 def test_missing_and_misshaped_keys(cases, tmp_path, edit, names):
     case = cases("2.0")
     _assert_fails(case, tmp_path, _rewrite(case.paths["checkpoint"], tmp_path / LTX2_FILE, edit), *names)
@@ -303,10 +360,12 @@ def test_v2_connectors_need_the_gemma_width(cases, tmp_path):
 
 # ----------------------------------------------------------------------------- quantization, fp8
 
+
 def test_quantized_conversion_stays_close(cases, tmp_path):
     case = cases("2.0")
-    out = convert_ltx2(case.paths["checkpoint"], tmp_path / "q8", dtype="float32", quantize=8, group_size=32,
-                       gemma=case.paths["gemma"])
+    out = convert_ltx2(
+        case.paths["checkpoint"], tmp_path / "q8", dtype="float32", quantize=8, group_size=32, gemma=case.paths["gemma"]
+    )
     cfg = L.read_config(out)
     assert cfg["quantization"]["transformer"] == {"bits": 8, "group_size": 32, "scope": "transformer_blocks."}
     model = L.load_transformer(out, cfg)
@@ -350,6 +409,7 @@ def test_fp8_checkpoint_is_dequantized(cases, tmp_path):
 
 # ----------------------------------------------------------------------------- resolver, committed asset
 
+
 def test_resolver_converts_once_and_reuses_the_cache(cases, tmp_path, monkeypatch):
     import mlx_video.ltx2.checkpoint as conv
 
@@ -364,10 +424,11 @@ def test_resolver_converts_once_and_reuses_the_cache(cases, tmp_path, monkeypatc
 
     def no_conversion(*a, **k):
         raise AssertionError("converted again")
+
     monkeypatch.setattr(conv, "convert_ltx2", no_conversion)
-    assert L.resolve_ltx2_model(str(src)) == dst                   # the folder again: cached
-    assert L.resolve_ltx2_model(str(src / LTX2_FILE)) == dst       # the file itself: same conversion
-    assert L.resolve_ltx2_model(str(dst)) == dst                   # a converted folder: as is
+    assert L.resolve_ltx2_model(str(src)) == dst  # the folder again: cached
+    assert L.resolve_ltx2_model(str(src / LTX2_FILE)) == dst  # the file itself: same conversion
+    assert L.resolve_ltx2_model(str(dst)) == dst  # a converted folder: as is
     with pytest.raises(ValueError, match="variant"):
         L.resolve_ltx2_model(str(src), variant="fast")
 
@@ -378,12 +439,21 @@ def test_resolver_downloads_only_what_the_variant_needs(monkeypatch, tmp_path):
     def offline(repo, patterns):
         calls.append((repo, list(patterns)))
         raise hub.DownloadError(f"cannot download {repo}: no network connection to the Hugging Face Hub")
+
     monkeypatch.setattr(hub, "download", offline)
     monkeypatch.setenv("MLX_VIDEO_CACHE", str(tmp_path))
     with pytest.raises(hub.DownloadError, match="no network") as e:
         L.resolve_ltx2_model("Lightricks/LTX-2", variant="dev")
-    assert calls == [("Lightricks/LTX-2", ["ltx-2-19b-dev.safetensors", "ltx-2-spatial-upscaler-x2-1.0.safetensors",
-                                           "ltx-2-19b-distilled-lora-384.safetensors"])]
+    assert calls == [
+        (
+            "Lightricks/LTX-2",
+            [
+                "ltx-2-19b-dev.safetensors",
+                "ltx-2-spatial-upscaler-x2-1.0.safetensors",
+                "ltx-2-19b-distilled-lora-384.safetensors",
+            ],
+        )
+    ]
     assert "ltx-2-19b-dev.safetensors" in str(e.value) and L.GEMMA_REPO in str(e.value)
     calls.clear()
     with pytest.raises(hub.DownloadError):

@@ -15,6 +15,7 @@ Tiny sizes: 17 frames, output 128x192 (stage 1 64x96 -> latent 3x2x3), video lat
 audio latent 2 channels x 16 mel bins (the reference's audio shape helper is patched from its
 hard-wired 8 x 16), 2-layer transformers.
 """
+
 from __future__ import annotations
 
 import types
@@ -84,14 +85,43 @@ VG = GuidanceParams(cfg_scale=3.0, stg_scale=1.0, stg_blocks=(1,), rescale_scale
 AG = GuidanceParams(cfg_scale=7.0, stg_scale=1.0, stg_blocks=(1,), rescale_scale=0.7, modality_scale=3.0)
 HQ_VG = GuidanceParams(cfg_scale=3.0, rescale_scale=0.45, modality_scale=3.0)  # the HQ preset shape (no STG)
 HQ_AG = GuidanceParams(cfg_scale=7.0, rescale_scale=1.0, modality_scale=3.0)
-AUDIO_CFG = {"audio_vae": {"model": {"params": {"sampling_rate": 16000, "ddconfig": {
-    "ch": AZ * AF, "ch_mult": [1, 2, 4], "num_res_blocks": 1, "attn_resolutions": [], "resolution": 64,
-    "z_channels": AZ, "in_channels": 2, "out_ch": 2, "double_z": True, "norm_type": "pixel",
-    "causality_axis": "height", "mid_block_add_attention": True, "mel_bins": 64}}},
-    "preprocessing": {"stft": {"hop_length": 160, "filter_length": 1024, "causal": True}}}}
-VOC_CFG = {"vocoder": {"resblock": "1", "stereo": True, "upsample_initial_channel": 16, "upsample_rates": [2, 3],
-                       "upsample_kernel_sizes": [4, 5], "resblock_kernel_sizes": [3],
-                       "resblock_dilation_sizes": [[1, 3, 5]], "output_sampling_rate": 24000}}
+AUDIO_CFG = {
+    "audio_vae": {
+        "model": {
+            "params": {
+                "sampling_rate": 16000,
+                "ddconfig": {
+                    "ch": AZ * AF,
+                    "ch_mult": [1, 2, 4],
+                    "num_res_blocks": 1,
+                    "attn_resolutions": [],
+                    "resolution": 64,
+                    "z_channels": AZ,
+                    "in_channels": 2,
+                    "out_ch": 2,
+                    "double_z": True,
+                    "norm_type": "pixel",
+                    "causality_axis": "height",
+                    "mid_block_add_attention": True,
+                    "mel_bins": 64,
+                },
+            }
+        },
+        "preprocessing": {"stft": {"hop_length": 160, "filter_length": 1024, "causal": True}},
+    }
+}
+VOC_CFG = {
+    "vocoder": {
+        "resblock": "1",
+        "stereo": True,
+        "upsample_initial_channel": 16,
+        "upsample_rates": [2, 3],
+        "upsample_kernel_sizes": [4, 5],
+        "resblock_kernel_sizes": [3],
+        "resblock_dilation_sizes": [[1, 3, 5]],
+        "output_sampling_rate": 24000,
+    }
+}
 
 
 def tmx(t: torch.Tensor) -> mx.array:
@@ -99,11 +129,25 @@ def tmx(t: torch.Tensor) -> mx.array:
 
 
 def _transformer_config(flavour: str) -> dict:
-    t = dict(num_attention_heads=2, attention_head_dim=16, in_channels=C, out_channels=C, num_layers=2,
-             cross_attention_dim=32, audio_num_attention_heads=2, audio_attention_head_dim=8,
-             audio_in_channels=AZ * AF, audio_out_channels=AZ * AF, audio_cross_attention_dim=16,
-             caption_channels=16, rope_type="split", frequencies_precision="float64",
-             timestep_scale_multiplier=1000, av_ca_timestep_scale_multiplier=1000.0, norm_eps=1e-6)
+    t = dict(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=C,
+        out_channels=C,
+        num_layers=2,
+        cross_attention_dim=32,
+        audio_num_attention_heads=2,
+        audio_attention_head_dim=8,
+        audio_in_channels=AZ * AF,
+        audio_out_channels=AZ * AF,
+        audio_cross_attention_dim=16,
+        caption_channels=16,
+        rope_type="split",
+        frequencies_precision="float64",
+        timestep_scale_multiplier=1000,
+        av_ca_timestep_scale_multiplier=1000.0,
+        norm_eps=1e-6,
+    )
     if flavour == "ltx23":
         t.update(apply_gated_attention=True, cross_attention_adaln=True, caption_proj_before_connector=True)
     return {"transformer": t}
@@ -114,14 +158,27 @@ def _transformers(flavour: str, seed: int):
     cfg = _transformer_config(flavour)
     a = LTXModelArgs.from_config(cfg)
     proj = a.caption_projection
-    ref = RefModel(model_type=LTXModelType.AudioVideo, num_attention_heads=2, attention_head_dim=16, in_channels=C,
-                   out_channels=C, num_layers=2, cross_attention_dim=32, audio_num_attention_heads=2,
-                   audio_attention_head_dim=8, audio_in_channels=AZ * AF, audio_out_channels=AZ * AF,
-                   audio_cross_attention_dim=16, av_ca_timestep_scale_multiplier=1000.0,
-                   rope_type=LTXRopeType.SPLIT, double_precision_rope=True,
-                   apply_gated_attention=a.apply_gated_attention, cross_attention_adaln=a.cross_attention_adaln,
-                   caption_projection=PixArtAlphaTextProjection(16, 32) if proj else None,
-                   audio_caption_projection=PixArtAlphaTextProjection(16, 16) if proj else None)
+    ref = RefModel(
+        model_type=LTXModelType.AudioVideo,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=C,
+        out_channels=C,
+        num_layers=2,
+        cross_attention_dim=32,
+        audio_num_attention_heads=2,
+        audio_attention_head_dim=8,
+        audio_in_channels=AZ * AF,
+        audio_out_channels=AZ * AF,
+        audio_cross_attention_dim=16,
+        av_ca_timestep_scale_multiplier=1000.0,
+        rope_type=LTXRopeType.SPLIT,
+        double_precision_rope=True,
+        apply_gated_attention=a.apply_gated_attention,
+        cross_attention_adaln=a.cross_attention_adaln,
+        caption_projection=PixArtAlphaTextProjection(16, 32) if proj else None,
+        audio_caption_projection=PixArtAlphaTextProjection(16, 16) if proj else None,
+    )
     randomize_(ref.eval(), seed=seed)
     w = {"model.diffusion_model." + k: tmx(v) for k, v in ref.state_dict().items()}
     ours = load_strict(LTXModel(a), sanitize(w, "lightricks"), "ltx2 transformer")
@@ -137,23 +194,32 @@ def parts():
     vae = VideoVAE.from_weights(vae_sanitize(single_file(enc, dec), "lightricks"), vcfg)
     ups = LatentUpsamplerConfigurator.from_config(dict(in_channels=C, mid_channels=32, num_blocks_per_stage=1)).eval()
     randomize_(ups, seed=3, fan_in=True)
-    ours_up = load_strict(up.LatentUpsampler(up.UpsamplerArgs.from_config(dict(in_channels=C, mid_channels=32,
-                                                                               num_blocks_per_stage=1))),
-                          up.sanitize({k: tmx(v) for k, v in ups.state_dict().items()}), "upsampler")
+    ours_up = load_strict(
+        up.LatentUpsampler(up.UpsamplerArgs.from_config(dict(in_channels=C, mid_channels=32, num_blocks_per_stage=1))),
+        up.sanitize({k: tmx(v) for k, v in ups.state_dict().items()}),
+        "upsampler",
+    )
     adec = randomize_(AudioDecoderConfigurator.from_config(AUDIO_CFG).eval(), 4, fan_in=True)
     g = torch.Generator().manual_seed(5)
-    stats = {"std-of-means": 0.5 + torch.rand(AZ * AF, generator=g), "mean-of-means": 0.3 * torch.randn(AZ * AF, generator=g)}
+    stats = {
+        "std-of-means": 0.5 + torch.rand(AZ * AF, generator=g),
+        "mean-of-means": 0.3 * torch.randn(AZ * AF, generator=g),
+    }
     with torch.no_grad():
         for k, v in stats.items():
             adec.per_channel_statistics.get_buffer(k).copy_(v)
     aw = {f"audio_vae.per_channel_statistics.{k}": tmx(v) for k, v in stats.items()}
     aw.update({f"audio_vae.decoder.{k}": tmx(v) for k, v in adec.state_dict().items() if "per_channel" not in k})
-    ours_adec = load_strict(av.AudioDecoder(av.AudioVAEArgs.from_config(AUDIO_CFG)),
-                            av.sanitize(aw, "lightricks", "decoder"), "audio decoder")
+    ours_adec = load_strict(
+        av.AudioDecoder(av.AudioVAEArgs.from_config(AUDIO_CFG)),
+        av.sanitize(aw, "lightricks", "decoder"),
+        "audio decoder",
+    )
     voc = randomize_(VocoderConfigurator.from_config(VOC_CFG).eval(), 6, fan_in=True)
     ours_voc = vc.vocoder_from_config(VOC_CFG)
-    load_strict(ours_voc, vc.sanitize({"vocoder." + k: tmx(v) for k, v in voc.state_dict().items()}, "lightricks"),
-                "vocoder")
+    load_strict(
+        ours_voc, vc.sanitize({"vocoder." + k: tmx(v) for k, v in voc.state_dict().items()}, "lightricks"), "vocoder"
+    )
     models = {f: (_transformers(f, 10), _transformers(f, 20)) for f in ("ltx2", "ltx23")}
     ref = types.SimpleNamespace(enc=enc, dec=dec, ups=ups, adec=adec, voc=voc)
     ours = types.SimpleNamespace(vae=vae, ups=ours_up, adec=ours_adec, voc=ours_voc)
@@ -179,8 +245,10 @@ def images(tmp_path_factory):
 def contexts(flavour: str, seed: int = 11):
     g = np.random.default_rng(seed)
     dv = 16 if flavour == "ltx2" else 32
-    return [(g.standard_normal((1, S, dv)).astype(np.float32), g.standard_normal((1, S, 16)).astype(np.float32))
-            for _ in range(2)]
+    return [
+        (g.standard_normal((1, S, dv)).astype(np.float32), g.standard_normal((1, S, 16)).astype(np.float32))
+        for _ in range(2)
+    ]
 
 
 class NoiseBank:
@@ -211,8 +279,11 @@ def run_reference(pipeline, ref, models, ctx, paths, bank: NoiseBank, steps, mon
     comp = PipelineComponents(dtype=torch.float32, device="cpu")
     comp.video_latent_channels = C
     orig_audio_shape = AudioLatentShape.from_video_pixel_shape
-    monkeypatch.setattr(AudioLatentShape, "from_video_pixel_shape",
-                        staticmethod(lambda shape, **kw: orig_audio_shape(shape, channels=AZ, mel_bins=AF)))
+    monkeypatch.setattr(
+        AudioLatentShape,
+        "from_video_pixel_shape",
+        staticmethod(lambda shape, **kw: orig_audio_shape(shape, channels=AZ, mel_bins=AF)),
+    )
     stage = {"k": 0, "draws": 0}
 
     def randn(*shape, **kw):  # GaussianNoiser's draw: stage k video, then audio
@@ -238,36 +309,57 @@ def run_reference(pipeline, ref, models, ctx, paths, bank: NoiseBank, steps, mon
         def call(video, audio, perturbations):
             record.append((video.positions.clone(), audio.positions.clone()))
             return x0model(video=video, audio=audio, perturbations=perturbations)
+
         return call
 
     def loop(transformer, guided, hq):
         def fn(sigmas, video_state, audio_state, stepper):
             if guided:
                 gv, ga = (HQ_VG, HQ_AG) if hq else (VG, AG)
-                p = lambda g: MultiModalGuiderParams(cfg_scale=g.cfg_scale, stg_scale=g.stg_scale,  # noqa: E731
-                                                     stg_blocks=list(g.stg_blocks), rescale_scale=g.rescale_scale,
-                                                     modality_scale=g.modality_scale)
-                den = multi_modal_guider_denoising_func(MultiModalGuider(p(gv), vn), MultiModalGuider(p(ga), an),
-                                                        vp, ap, wrap(transformer))
+                p = lambda g: MultiModalGuiderParams(
+                    cfg_scale=g.cfg_scale,
+                    stg_scale=g.stg_scale,  # noqa: E731
+                    stg_blocks=list(g.stg_blocks),
+                    rescale_scale=g.rescale_scale,
+                    modality_scale=g.modality_scale,
+                )
+                den = multi_modal_guider_denoising_func(
+                    MultiModalGuider(p(gv), vn), MultiModalGuider(p(ga), an), vp, ap, wrap(transformer)
+                )
             else:
                 den = simple_denoising_func(vp, ap, wrap(transformer))
             if hq:
                 res2s_calls.clear()
-                return res2s_audio_video_denoising_loop(sigmas, video_state, audio_state, stepper, den,
-                                                        new_noise_fn=new_noise, model_dtype=torch.float32)
+                return res2s_audio_video_denoising_loop(
+                    sigmas, video_state, audio_state, stepper, den, new_noise_fn=new_noise, model_dtype=torch.float32
+                )
             return euler_denoising_loop(sigmas, video_state, audio_state, stepper, den)
+
         return fn
 
     def stage_run(k, h, w, sigmas, transformer, guided, hq, noise_scale=1.0, init_v=None, init_a=None):
         stage.update(k=k, draws=0)
-        images = [ImageConditioningInput(paths[0], 0, ANCHOR_STRENGTH, 0),
-                  ImageConditioningInput(paths[1], GUIDE_FRAME, GUIDE_STRENGTH, 0)]
+        images = [
+            ImageConditioningInput(paths[0], 0, ANCHOR_STRENGTH, 0),
+            ImageConditioningInput(paths[1], GUIDE_FRAME, GUIDE_STRENGTH, 0),
+        ]
         conds = combined_image_conditionings(images, h, w, ref.enc, torch.float32, "cpu")
         shape = VideoPixelShape(batch=1, frames=FRAMES, width=w, height=h, fps=FPS)
         stepper = Res2sDiffusionStep() if hq else EulerDiffusionStep()
-        return denoise_audio_video(shape, conds, noiser, sigmas, stepper, loop(transformer, guided, hq), comp,
-                                   torch.float32, "cpu", noise_scale=noise_scale, initial_video_latent=init_v,
-                                   initial_audio_latent=init_a)
+        return denoise_audio_video(
+            shape,
+            conds,
+            noiser,
+            sigmas,
+            stepper,
+            loop(transformer, guided, hq),
+            comp,
+            torch.float32,
+            "cpu",
+            noise_scale=noise_scale,
+            initial_video_latent=init_v,
+            initial_audio_latent=init_a,
+        )
 
     hq = pipeline == "dev-two-stage-hq"
     with torch.no_grad():
@@ -279,8 +371,9 @@ def run_reference(pipeline, ref, models, ctx, paths, bank: NoiseBank, steps, mon
             if pipeline == "distilled":
                 sig, guided, second = torch.tensor(DISTILLED_SIGMA_VALUES), False, t1
             elif hq:
-                empty = torch.empty(VideoLatentShape.from_pixel_shape(
-                    VideoPixelShape(1, FRAMES, H // 2, W // 2, FPS)).to_torch_shape())
+                empty = torch.empty(
+                    VideoLatentShape.from_pixel_shape(VideoPixelShape(1, FRAMES, H // 2, W // 2, FPS)).to_torch_shape()
+                )
                 sig, guided, second = LTX2Scheduler().execute(latent=empty, steps=steps).float(), True, t2
             else:
                 sig, guided, second = LTX2Scheduler().execute(steps=steps).float(), True, t2
@@ -304,8 +397,14 @@ STEPS = {"distilled": None, "dev": 3, "dev-two-stage": 2, "dev-two-stage-hq": 2}
 
 def ours_comps(pipeline, ours, models):
     (_, m1), (_, m2) = models
-    return LTX2Components(m1, ours.vae, ours.adec, ours.voc, ours.ups,
-                          stage2_transformer=None if pipeline == "distilled" else (lambda: m2))
+    return LTX2Components(
+        m1,
+        ours.vae,
+        ours.adec,
+        ours.voc,
+        ours.ups,
+        stage2_transformer=None if pipeline == "distilled" else (lambda: m2),
+    )
 
 
 def run_ours(pipeline, ours, models, ctx, paths, bank, images=None, **kw):
@@ -313,15 +412,32 @@ def run_ours(pipeline, ours, models, ctx, paths, bank, images=None, **kw):
     hq = pipeline == "dev-two-stage-hq"
     h, w = (H // 2, W // 2) if pipeline == "dev" else (H, W)
     guided = pipeline != "distilled"
-    s = LTXSettings(pipeline, height=h, width=w, num_frames=FRAMES, fps=FPS, steps=STEPS[pipeline],
-                    video_guidance=(HQ_VG if hq else VG) if guided else None,
-                    audio_guidance=(HQ_AG if hq else AG) if guided else None, image_crf=0)  # the reference's CRF 0
+    s = LTXSettings(
+        pipeline,
+        height=h,
+        width=w,
+        num_frames=FRAMES,
+        fps=FPS,
+        steps=STEPS[pipeline],
+        video_guidance=(HQ_VG if hq else VG) if guided else None,
+        audio_guidance=(HQ_AG if hq else AG) if guided else None,
+        image_crf=0,
+    )  # the reference's CRF 0
     if images is None:
-        images = [ImageCondition(pixels(paths[0]), 0, ANCHOR_STRENGTH),
-                  ImageCondition(pixels(paths[1]), GUIDE_FRAME, GUIDE_STRENGTH)]
+        images = [
+            ImageCondition(pixels(paths[0]), 0, ANCHOR_STRENGTH),
+            ImageCondition(pixels(paths[1]), GUIDE_FRAME, GUIDE_STRENGTH),
+        ]
     (vp, ap), (vn, an) = ctx
-    return generate(comps, s, TextContext(mx.array(vp), mx.array(ap)), TextContext(mx.array(vn), mx.array(an)),
-                    images, noise=bank, **kw)
+    return generate(
+        comps,
+        s,
+        TextContext(mx.array(vp), mx.array(ap)),
+        TextContext(mx.array(vn), mx.array(an)),
+        images,
+        noise=bank,
+        **kw,
+    )
 
 
 def pixels(path):  # uint8 RGB [H, W, 3], as ImageCondition takes it
@@ -343,8 +459,9 @@ def test_pipeline_matches_ltx_pipelines(pipeline, parts, images, monkeypatch):
     ctx = contexts(FLAVOUR[pipeline])
     bank = NoiseBank()
     record = []
-    stages, ref_video, ref_audio = run_reference(pipeline, ref, models, ctx, images, bank, STEPS[pipeline],
-                                                 monkeypatch, record)
+    stages, ref_video, ref_audio = run_reference(
+        pipeline, ref, models, ctx, images, bank, STEPS[pipeline], monkeypatch, record
+    )
     calls = []
     m1 = models[0][1]
     orig = type(m1).rope_tables
@@ -378,13 +495,15 @@ def test_pipeline_matches_ltx_pipelines(pipeline, parts, images, monkeypatch):
         np.testing.assert_array_equal(vpos, rvp.numpy())
         np.testing.assert_array_equal(apos, rap.numpy())
     h, w = (H // 2, W // 2) if pipeline == "dev" else (H, W)
-    for (vpos, _), st in zip(calls, plan_stages(LTXSettings(pipeline, height=h, width=w, num_frames=FRAMES, fps=FPS,
-                                                            steps=STEPS[pipeline]))):
+    for (vpos, _), st in zip(
+        calls, plan_stages(LTXSettings(pipeline, height=h, width=w, num_frames=FRAMES, fps=FPS, steps=STEPS[pipeline]))
+    ):
         grid = cond.latent_grid(FRAMES, st.height, st.width)
         n = grid[0] * grid[1] * grid[2]
         assert vpos.shape[2] == n + grid[1] * grid[2]  # grid + one latent frame of guiding tokens
-        np.testing.assert_allclose(vpos[0, 0, n:], [[GUIDE_FRAME / FPS, (GUIDE_FRAME + 8) / FPS]] * (vpos.shape[2] - n),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            vpos[0, 0, n:], [[GUIDE_FRAME / FPS, (GUIDE_FRAME + 8) / FPS]] * (vpos.shape[2] - n), rtol=1e-6
+        )
 
 
 def test_inputs_move_the_output(parts, images):
@@ -404,8 +523,16 @@ def test_inputs_move_the_output(parts, images):
         "other text": dict(ctx=contexts("ltx23", seed=12)),
     }
     for name, v in variants.items():
-        out = run_ours("distilled", ours, models, v.get("ctx", ctx), images, v.get("bank", NoiseBank()),
-                       images=v.get("images"), decode=False)
+        out = run_ours(
+            "distilled",
+            ours,
+            models,
+            v.get("ctx", ctx),
+            images,
+            v.get("bank", NoiseBank()),
+            images=v.get("images"),
+            decode=False,
+        )
         ev, ea = rel_err(out.latents, base.latents), rel_err(out.audio_latents, base.audio_latents)
         assert ev > 10 * TOL and ea > 10 * TOL, (name, ev, ea)
 
@@ -418,7 +545,7 @@ def test_keyframe_positions_match_ltx_core(frames, frame):
     tools = VideoLatentTools(VideoLatentPatchifier(1), VideoLatentShape(1, 4, f, h // 2, w // 2), 24.0)
     state = tools.create_initial_state("cpu", torch.float32)
     key = torch.zeros(1, 4, 1, h // 2, w // 2)
-    ref = VideoConditionByKeyframeIndex(key, frame, 1.0).apply_to(state, tools).positions[:, :, state.latent.shape[1]:]
+    ref = VideoConditionByKeyframeIndex(key, frame, 1.0).apply_to(state, tools).positions[:, :, state.latent.shape[1] :]
     ours = cond.keyframe_positions(1, h // 2, w // 2, frame, 24.0)
     np.testing.assert_array_equal(ours, ref.numpy())
     np.testing.assert_array_equal(cond.video_positions(f, h // 2, w // 2, 24.0), state.positions.numpy())
@@ -429,7 +556,9 @@ def test_keyframe_positions_match_ltx_core(frames, frame):
 def test_defaults_and_errors(parts):
     assert default_guidance("dev", "2")[0] == 40 and default_guidance("dev", "2")[1].stg_blocks == (29,)
     assert default_guidance("dev-two-stage", "2.3")[0] == 30 and default_guidance("dev", "2.3")[1].stg_blocks == (28,)
-    assert default_guidance("dev-two-stage-hq", "2.3")[1].stg_scale == 0 and default_guidance("distilled", "2")[1] is None
+    assert (
+        default_guidance("dev-two-stage-hq", "2.3")[1].stg_scale == 0 and default_guidance("distilled", "2")[1] is None
+    )
     assert [len(st.sigmas) - 1 for st in plan_stages(LTXSettings("distilled"))] == [8, 3]
     with pytest.raises(ValueError, match="8k\\+1"):
         plan_stages(LTXSettings("distilled", num_frames=120))
@@ -443,14 +572,33 @@ def test_defaults_and_errors(parts):
     ctx = TextContext(mx.zeros((1, S, 32)), mx.zeros((1, S, 16)))
     img = np.zeros((64, 64, 3), np.uint8)
     with pytest.raises(ValueError, match="outside the clip"):
-        generate(comps, LTXSettings("distilled", height=H, width=W, num_frames=FRAMES), ctx,
-                 images=[ImageCondition(img, FRAMES)])
+        generate(
+            comps,
+            LTXSettings("distilled", height=H, width=W, num_frames=FRAMES),
+            ctx,
+            images=[ImageCondition(img, FRAMES)],
+        )
     with pytest.raises(ValueError, match="uint8 RGB"):
-        generate(comps, LTXSettings("distilled", height=H, width=W, num_frames=FRAMES), ctx,
-                 images=[ImageCondition(img.astype(np.float32), 0)])
+        generate(
+            comps,
+            LTXSettings("distilled", height=H, width=W, num_frames=FRAMES),
+            ctx,
+            images=[ImageCondition(img.astype(np.float32), 0)],
+        )
     with pytest.raises(ValueError, match="negative"):
-        generate(comps, LTXSettings("dev", height=64, width=64, num_frames=9, steps=1,
-                                    video_guidance=dict(stg_blocks=(1,)), audio_guidance=dict(stg_blocks=(1,))), ctx)
+        generate(
+            comps,
+            LTXSettings(
+                "dev",
+                height=64,
+                width=64,
+                num_frames=9,
+                steps=1,
+                video_guidance=dict(stg_blocks=(1,)),
+                audio_guidance=dict(stg_blocks=(1,)),
+            ),
+            ctx,
+        )
     with pytest.raises(ValueError, match="stg_blocks"):  # the official block 28 of LTX-2.3 past a 2-block model
         generate(comps, LTXSettings("dev", height=64, width=64, num_frames=9, steps=1), ctx, ctx)
 
@@ -471,15 +619,25 @@ def tiny_cli(parts, monkeypatch):
 
     def load_components(model_dir, cfg, pipeline, lora, need_encoder):
         seen.update(pipeline=pipeline, lora=lora)
-        return LTX2Components(m1, ours.vae, ours.adec, ours.voc, ours.ups,
-                              stage2_transformer=None if pipeline == "distilled" else (lambda: m2))
+        return LTX2Components(
+            m1,
+            ours.vae,
+            ours.adec,
+            ours.voc,
+            ours.ups,
+            stage2_transformer=None if pipeline == "distilled" else (lambda: m2),
+        )
 
     def encode_text(model_dir, cfg, prompt, negative):
         (vp, ap), (vn, an) = contexts("ltx23")
         seen["negative"] = negative
-        return TextContext(mx.array(vp), mx.array(ap)), None if negative is None else TextContext(mx.array(vn), mx.array(an))
+        return TextContext(mx.array(vp), mx.array(ap)), None if negative is None else TextContext(
+            mx.array(vn), mx.array(an)
+        )
 
-    monkeypatch.setattr(loading, "resolve_ltx2_model", lambda model, variant, gemma=None: (seen.update(variant=variant), model)[1])
+    monkeypatch.setattr(
+        loading, "resolve_ltx2_model", lambda model, variant, gemma=None: (seen.update(variant=variant), model)[1]
+    )
     monkeypatch.setattr(loading, "read_config", lambda d: {"model_version": "2.3.0"})
     monkeypatch.setattr("mlx_video.resolve.family_of", lambda model: "ltx2")  # routing is by content, not name
     monkeypatch.setattr(lcli, "load_components", load_components)
@@ -489,7 +647,9 @@ def tiny_cli(parts, monkeypatch):
         from typer.testing import CliRunner
 
         from mlx_video.cli import app
+
         return CliRunner().invoke(app, ["generate", "--model", "tiny-ltx", "--prompt", "a cat", *args])
+
     return run, seen
 
 
@@ -501,9 +661,25 @@ def test_cli_writes_mp4_with_audio(pipeline, tiny_cli, images, tmp_path):
     out = tmp_path / f"{pipeline}.mp4"
     h, w, frames = (64, 64, 9) if pipeline == "dev" else (128, 128, 9)  # small sizes the tiny VAE takes
     extra = [] if pipeline == "distilled" else ["--steps", "1", "--stg-blocks", "1"]  # the tiny model has 2 blocks
-    r = run("--pipeline", pipeline, "--image", f"{images[0]}:0:0.9", "--end-image", images[1],
-            "--height", str(h), "--width", str(w), "--num-frames", str(frames), "--seed", "3",
-            "--output-path", str(out), *extra)
+    r = run(
+        "--pipeline",
+        pipeline,
+        "--image",
+        f"{images[0]}:0:0.9",
+        "--end-image",
+        images[1],
+        "--height",
+        str(h),
+        "--width",
+        str(w),
+        "--num-frames",
+        str(frames),
+        "--seed",
+        "3",
+        "--output-path",
+        str(out),
+        *extra,
+    )
     assert r.exit_code == 0, r.output
     assert seen["variant"] == ("distilled" if pipeline == "distilled" else "dev")
     assert seen["lora"] == {"dev-two-stage-hq": (0.25, 0.5), "dev-two-stage": (0.0, 1.0)}.get(pipeline, (0.0, 0.0))
@@ -520,7 +696,9 @@ def test_cli_errors(tiny_cli, images, tmp_path):
     out = str(tmp_path / "x.mp4")
     r = run("--num-frames", "16", "--output-path", out)
     assert r.exit_code == 2 and "8k+1" in r.output
-    r = run("--image", f"{images[0]}:17", "--num-frames", "17", "--height", "128", "--width", "192", "--output-path", out)
+    r = run(
+        "--image", f"{images[0]}:17", "--num-frames", "17", "--height", "128", "--width", "192", "--output-path", out
+    )
     assert r.exit_code == 2 and "outside the clip" in r.output
     r = run("--cfg-scale", "3", "--output-path", out)
     assert r.exit_code == 2 and "no guidance" in r.output

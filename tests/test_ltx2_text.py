@@ -4,6 +4,7 @@ Tiny random models: a Gemma 3 (HF transformers, as ltx-core runs it) against our
 encoder, and the V1 / V2 feature extractors + connectors (ltx-core EmbeddingsProcessor,
 diffusers LTX2TextConnectors) against ours, each through its real checkpoint key layout.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +19,7 @@ from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.ltx2 import text_encoder as te
 from tests.oracles import randomize_, rel_err
 
-L, R = 16, 8            # tokens (max_length), learnable registers
+L, R = 16, 8  # tokens (max_length), learnable registers
 WORDS = "a cat walks on the beach at sunset slowly camera pans left right red blue dog runs fast".split()
 PROMPT = "  a red cat walks on the beach at sunset  "
 TOL = 1e-4
@@ -38,14 +39,16 @@ def tok_dir(tmp_path_factory):
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                   pad_token="<pad>", unk_token="<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
     d = tmp_path_factory.mktemp("tok")
     fast.save_pretrained(str(d))
     return d
 
 
 # ----------------------------------------------------------------------------- tokenizer
+
 
 def test_tokenizer_matches_ltx_core(tok_dir):
     from ltx_core.text_encoders.gemma.tokenizer import LTXVGemmaTokenizer
@@ -74,10 +77,22 @@ def test_tokenizer_errors(tok_dir, tmp_path):
 
 # ----------------------------------------------------------------------------- Gemma 3
 
-GEMMA_TEXT = dict(model_type="gemma3_text", hidden_size=48, intermediate_size=96, num_hidden_layers=4,
-                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
-                  vocab_size=64, sliding_window=3, sliding_window_pattern=2, rope_theta=1e6,
-                  rope_local_base_freq=1e4, rope_scaling={"rope_type": "linear", "factor": 8.0})
+GEMMA_TEXT = dict(
+    model_type="gemma3_text",
+    hidden_size=48,
+    intermediate_size=96,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    query_pre_attn_scalar=16,
+    vocab_size=64,
+    sliding_window=3,
+    sliding_window_pattern=2,
+    rope_theta=1e6,
+    rope_local_base_freq=1e4,
+    rope_scaling={"rope_type": "linear", "factor": 8.0},
+)
 
 
 @pytest.fixture(scope="module")
@@ -88,23 +103,34 @@ def gemma(tok_dir):
     from ltx_core.text_encoders.gemma.tokenizer import LTXVGemmaTokenizer
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
-    vision = dict(model_type="siglip_vision_model", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                  num_attention_heads=2, image_size=28, patch_size=14)
-    hf = Gemma3ForConditionalGeneration(Gemma3Config(text_config=dict(GEMMA_TEXT), vision_config=vision,
-                                                     mm_tokens_per_image=4)).eval()
+    vision = dict(
+        model_type="siglip_vision_model",
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=28,
+        patch_size=14,
+    )
+    hf = Gemma3ForConditionalGeneration(
+        Gemma3Config(text_config=dict(GEMMA_TEXT), vision_config=vision, mm_tokens_per_image=4)
+    ).eval()
     buffers = {n: b.clone() for n, b in hf.named_buffers()}  # embed_scale, RoPE inv_freq: constants
     randomize_(hf, seed=1, std=0.1)
     with torch.no_grad():
         for n, b in hf.named_buffers():
             b.copy_(buffers[n])
     ref = GemmaTextEncoder(model=hf, tokenizer=LTXVGemmaTokenizer(str(tok_dir), max_length=L), dtype=torch.float32)
-    legacy = {"model.language_model.": "language_model.model.", "model.vision_tower.": "vision_tower.vision_model.",
-              "model.multi_modal_projector.": "multi_modal_projector."}
+    legacy = {
+        "model.language_model.": "language_model.model.",
+        "model.vision_tower.": "vision_tower.vision_model.",
+        "model.multi_modal_projector.": "multi_modal_projector.",
+    }
     sd = {}
     for k, v in hf.state_dict().items():
         for a, b in legacy.items():
             if k.startswith(a):
-                k = b + k[len(a):]
+                k = b + k[len(a) :]
         sd[k] = v
     assert any(k.startswith("vision_tower.vision_model.") for k in sd)
     ours = te.GemmaTextEncoder.from_config(hf.config.to_dict())
@@ -139,7 +165,7 @@ def test_gemma_hidden_states_match_hf(gemma):
     last = ref_states[-1][0, valid]
     unmasked = ours(ids, mx.ones_like(mask))[-1]
     assert rel_err(np.array(unmasked)[0, valid], last) > 100 * TOL
-    window, ours.args.sliding_window = ours.args.sliding_window, 10 ** 6
+    window, ours.args.sliding_window = ours.args.sliding_window, 10**6
     try:
         no_window = ours(ids, mask)[-1]
     finally:
@@ -152,22 +178,37 @@ def test_sanitize_gemma_layouts(gemma):
     new = to_mx(hf.state_dict())  # transformers 5.x layout: model.language_model.*, lm_head
     ours = te.GemmaTextEncoder.from_config(hf.config.to_dict())
     load_strict(ours, te.sanitize_gemma(new), "gemma")
-    text_only = {k.replace("model.language_model.", "model."): v for k, v in new.items()
-                 if k.startswith("model.language_model.")}
+    text_only = {
+        k.replace("model.language_model.", "model."): v for k, v in new.items() if k.startswith("model.language_model.")
+    }
     assert te.sanitize_gemma(text_only).keys() == te.sanitize_gemma(new).keys()
 
 
 # ----------------------------------------------------------------------------- processor vs ltx-core
 
+
 def ltx_config(version):
     """The checkpoint-metadata keys ltx-core's EmbeddingsProcessorConfigurator reads (tiny sizes)."""
-    t = dict(rope_type="split", frequencies_precision="float64", connector_positional_embedding_max_pos=[4096],
-             connector_num_attention_heads=4, connector_attention_head_dim=8, connector_num_layers=2)
+    t = dict(
+        rope_type="split",
+        frequencies_precision="float64",
+        connector_positional_embedding_max_pos=[4096],
+        connector_num_attention_heads=4,
+        connector_attention_head_dim=8,
+        connector_num_layers=2,
+    )
     if version == 2:
-        t.update(te._V2_KEYS, connector_apply_gated_attention=True, connector_num_layers=3,
-                 audio_connector_num_attention_heads=4, audio_connector_attention_head_dim=4,
-                 num_attention_heads=4, attention_head_dim=8, audio_num_attention_heads=2,
-                 audio_attention_head_dim=8)
+        t.update(
+            te._V2_KEYS,
+            connector_apply_gated_attention=True,
+            connector_num_layers=3,
+            audio_connector_num_attention_heads=4,
+            audio_connector_attention_head_dim=4,
+            num_attention_heads=4,
+            attention_head_dim=8,
+            audio_num_attention_heads=2,
+            audio_attention_head_dim=8,
+        )
     return {"transformer": t}
 
 
@@ -182,11 +223,19 @@ def ltx_processor(version):
     from ltx_core.text_encoders.gemma.feature_extractor import FeatureExtractorV1, FeatureExtractorV2
 
     d, flat = TEXT_HIDDEN[version], TEXT_HIDDEN[version] * N_STATES
-    conn = functools.partial(Embeddings1DConnector, positional_embedding_max_pos=[4096], num_learnable_registers=R,
-                             rope_type=LTXRopeType.SPLIT, double_precision_rope=True)
+    conn = functools.partial(
+        Embeddings1DConnector,
+        positional_embedding_max_pos=[4096],
+        num_learnable_registers=R,
+        rope_type=LTXRopeType.SPLIT,
+        double_precision_rope=True,
+    )
     if version == 1:
         fe = FeatureExtractorV1(torch.nn.Linear(flat, d, bias=False), is_av=True)
-        video, audio = conn(num_attention_heads=4, attention_head_dim=8), conn(num_attention_heads=4, attention_head_dim=8)
+        video, audio = (
+            conn(num_attention_heads=4, attention_head_dim=8),
+            conn(num_attention_heads=4, attention_head_dim=8),
+        )
     else:
         fe = FeatureExtractorV2(torch.nn.Linear(flat, 32), d, torch.nn.Linear(flat, 16))
         video = conn(num_attention_heads=4, attention_head_dim=8, num_layers=3, apply_gated_attention=True)
@@ -198,13 +247,15 @@ def ltx_processor(version):
 
 def official_layout(sd):
     """ltx-core module names -> the Lightricks single-file names (inverse of EMBEDDINGS_PROCESSOR_KEY_OPS)."""
-    ren = {"feature_extractor.": "text_embedding_projection.",
-           "video_connector.": "model.diffusion_model.video_embeddings_connector.",
-           "audio_connector.": "model.diffusion_model.audio_embeddings_connector."}
+    ren = {
+        "feature_extractor.": "text_embedding_projection.",
+        "video_connector.": "model.diffusion_model.video_embeddings_connector.",
+        "audio_connector.": "model.diffusion_model.audio_embeddings_connector.",
+    }
     out = {}
     for k, v in sd.items():
         p = next(p for p in ren if k.startswith(p))
-        out[ren[p] + k[len(p):]] = v
+        out[ren[p] + k[len(p) :]] = v
     return out
 
 
@@ -213,13 +264,17 @@ def hidden_inputs(version, n_valid, seed=0, batch=1):
     hs = [3.0 * torch.randn(batch, L, TEXT_HIDDEN[version], generator=g) for _ in range(N_STATES)]
     mask = torch.zeros(batch, L, dtype=torch.int64)
     for b, n in enumerate([n_valid] if batch == 1 else n_valid):
-        mask[b, L - n:] = 1
+        mask[b, L - n :] = 1
     return hs, mask
 
 
 def ours_processor(version, sd):
-    args = dataclasses.replace(te.TextProcessorArgs.from_config(ltx_config(version)),
-                               text_hidden=TEXT_HIDDEN[version], text_layers=N_STATES, registers=R)
+    args = dataclasses.replace(
+        te.TextProcessorArgs.from_config(ltx_config(version)),
+        text_hidden=TEXT_HIDDEN[version],
+        text_layers=N_STATES,
+        registers=R,
+    )
     full = dict(official_layout(sd))
     full["model.diffusion_model.patchify_proj.weight"] = torch.zeros(2, 2)  # other components' keys
     full["vae.decoder.conv_in.weight"] = torch.zeros(2)
@@ -276,8 +331,8 @@ def test_processor_batch_equals_per_prompt():
     hs, mask = hidden_inputs(2, n_valid=[5, 11], seed=3, batch=2)
     v, a = ours([mx.array(h.numpy()) for h in hs], mx.array(mask.numpy()))
     for b in range(2):
-        rv, ra = run_ref(ref, [h[b:b + 1] for h in hs], mask[b:b + 1])
-        assert rel_err(v[b:b + 1], rv) <= TOL and rel_err(a[b:b + 1], ra) <= TOL
+        rv, ra = run_ref(ref, [h[b : b + 1] for h in hs], mask[b : b + 1])
+        assert rel_err(v[b : b + 1], rv) <= TOL and rel_err(a[b : b + 1], ra) <= TOL
 
 
 def test_encode_prompt_matches_ltx_core(gemma):
@@ -291,18 +346,36 @@ def test_encode_prompt_matches_ltx_core(gemma):
         from ltx_core.text_encoders.gemma.embeddings_processor import EmbeddingsProcessor
         from ltx_core.text_encoders.gemma.feature_extractor import FeatureExtractorV1
 
-        conn = functools.partial(Embeddings1DConnector, num_attention_heads=4, attention_head_dim=12,
-                                 positional_embedding_max_pos=[4096], num_learnable_registers=R,
-                                 rope_type=LTXRopeType.SPLIT, double_precision_rope=True)
-        ref = EmbeddingsProcessor(feature_extractor=FeatureExtractorV1(torch.nn.Linear(48 * 5, 48, bias=False), True),
-                                  video_connector=conn(), audio_connector=conn()).eval()
+        conn = functools.partial(
+            Embeddings1DConnector,
+            num_attention_heads=4,
+            attention_head_dim=12,
+            positional_embedding_max_pos=[4096],
+            num_learnable_registers=R,
+            rope_type=LTXRopeType.SPLIT,
+            double_precision_rope=True,
+        )
+        ref = EmbeddingsProcessor(
+            feature_extractor=FeatureExtractorV1(torch.nn.Linear(48 * 5, 48, bias=False), True),
+            video_connector=conn(),
+            audio_connector=conn(),
+        ).eval()
         randomize_(ref, seed=5, std=0.1)
         with torch.no_grad():
             states, mask = ref_gemma.encode(PROMPT)
         rv, ra = run_ref(ref, states, mask)
-        args = te.TextProcessorArgs(text_hidden=48, text_layers=5, video_heads=4, video_head_dim=12, audio_heads=4,
-                                    audio_head_dim=12, registers=R, rope_type="split", rope_max_pos=4096,
-                                    rope_float64=True)
+        args = te.TextProcessorArgs(
+            text_hidden=48,
+            text_layers=5,
+            video_heads=4,
+            video_head_dim=12,
+            audio_heads=4,
+            audio_head_dim=12,
+            registers=R,
+            rope_type="split",
+            rope_max_pos=4096,
+            rope_float64=True,
+        )
         proc = te.EmbeddingsProcessor(args)
         load_strict(proc, te.sanitize(to_mx(official_layout(ref.state_dict())), "official"), "text processor")
         v, a = te.encode_prompt(PROMPT, tokenizer, ours_gemma, proc)
@@ -315,19 +388,35 @@ def test_encode_prompt_matches_ltx_core(gemma):
 
 # ----------------------------------------------------------------------------- diffusers layout
 
+
 @pytest.mark.parametrize("version", [1, 2])
 def test_processor_matches_diffusers(version):
     from diffusers.pipelines.ltx2.connectors import LTX2TextConnectors
 
     d = TEXT_HIDDEN[version]
-    cfg = dict(caption_channels=d, text_proj_in_factor=N_STATES, video_connector_num_attention_heads=4,
-               video_connector_attention_head_dim=8, video_connector_num_layers=2,
-               video_connector_num_learnable_registers=R, audio_connector_num_attention_heads=4,
-               audio_connector_attention_head_dim=8 if version == 1 else 4, audio_connector_num_layers=2,
-               audio_connector_num_learnable_registers=R, rope_type="split", connector_rope_base_seq_len=4096)
+    cfg = dict(
+        caption_channels=d,
+        text_proj_in_factor=N_STATES,
+        video_connector_num_attention_heads=4,
+        video_connector_attention_head_dim=8,
+        video_connector_num_layers=2,
+        video_connector_num_learnable_registers=R,
+        audio_connector_num_attention_heads=4,
+        audio_connector_attention_head_dim=8 if version == 1 else 4,
+        audio_connector_num_layers=2,
+        audio_connector_num_learnable_registers=R,
+        rope_type="split",
+        connector_rope_base_seq_len=4096,
+    )
     if version == 2:
-        cfg.update(per_modality_projections=True, video_hidden_dim=32, audio_hidden_dim=16, proj_bias=True,
-                   video_gated_attn=True, audio_gated_attn=True)
+        cfg.update(
+            per_modality_projections=True,
+            video_hidden_dim=32,
+            audio_hidden_dim=16,
+            proj_bias=True,
+            video_gated_attn=True,
+            audio_gated_attn=True,
+        )
     ref = LTX2TextConnectors(**cfg).eval()
     randomize_(ref, seed=20 + version, std=0.1)
     args = te.TextProcessorArgs.from_config(dict(ref.config))
@@ -344,11 +433,13 @@ def test_processor_matches_diffusers(version):
 
 # ----------------------------------------------------------------------------- strict loading
 
+
 def test_strict_loading_names_the_key():
     ref = ltx_processor(2)
     good = te.sanitize(to_mx(official_layout(ref.state_dict())), "official")
-    args = dataclasses.replace(te.TextProcessorArgs.from_config(ltx_config(2)), text_hidden=24,
-                               text_layers=N_STATES, registers=R)
+    args = dataclasses.replace(
+        te.TextProcessorArgs.from_config(ltx_config(2)), text_hidden=24, text_layers=N_STATES, registers=R
+    )
     load_strict(te.EmbeddingsProcessor(args), good, "text processor")
     key = "video_connector.blocks.1.attn.to_gate_logits.weight"
     missing = {k: v for k, v in good.items() if k != key}
@@ -358,8 +449,10 @@ def test_strict_loading_names_the_key():
         with pytest.raises(WeightsError, match=name.replace(".", r"\.")):
             load_strict(te.EmbeddingsProcessor(args), bad, "text processor")
     # an unknown key under the connector prefix of the single file is not silently dropped
-    raw = {**official_layout(ref.state_dict()),
-           "model.diffusion_model.audio_embeddings_connector.extra.weight": torch.zeros(1)}
+    raw = {
+        **official_layout(ref.state_dict()),
+        "model.diffusion_model.audio_embeddings_connector.extra.weight": torch.zeros(1),
+    }
     with pytest.raises(WeightsError, match="audio_connector.extra.weight"):
         load_strict(te.EmbeddingsProcessor(args), te.sanitize(to_mx(raw), "official"), "text processor")
 
@@ -374,7 +467,10 @@ def test_config_errors():
     with pytest.raises(ValueError, match="width"):
         te.TextProcessorArgs.from_config({**t, "audio_attention_head_dim": 64})
     with pytest.raises(ValueError, match="multiple"):
-        proc = te.EmbeddingsProcessor(dataclasses.replace(te.TextProcessorArgs.from_config(ltx_config(1)),
-                                                          text_hidden=32, text_layers=N_STATES, registers=R))
+        proc = te.EmbeddingsProcessor(
+            dataclasses.replace(
+                te.TextProcessorArgs.from_config(ltx_config(1)), text_hidden=32, text_layers=N_STATES, registers=R
+            )
+        )
         hs, mask = hidden_inputs(1, n_valid=4)
         proc([mx.array(h[:, :12].numpy()) for h in hs], mx.array(mask[:, :12].numpy()))

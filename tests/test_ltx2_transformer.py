@@ -6,22 +6,29 @@ directly (docs/ORACLES.md: configurators put caption projections on the meta dev
 (`model.diffusion_model.*` plus keys of other modules), converted with our `sanitize` and loaded
 with `load_strict`. States are float32 (ltx-core 1.0.0 casts positions to the latent dtype).
 """
+
 from __future__ import annotations
 
 import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from tests.oracles import randomize_, rel_err, to_np
-
 from ltx_core.components.patchifiers import AudioPatchifier, VideoLatentPatchifier
-from ltx_core.guidance.perturbations import (BatchedPerturbationConfig, Perturbation, PerturbationConfig,
-                                             PerturbationType)
+from ltx_core.guidance.perturbations import (
+    BatchedPerturbationConfig,
+    Perturbation,
+    PerturbationConfig,
+    PerturbationType,
+)
 from ltx_core.model.transformer import LTXModel as RefModel
 from ltx_core.model.transformer import Modality as RefModality
 from ltx_core.model.transformer.model import LTXModelType
-from ltx_core.model.transformer.rope import LTXRopeType, generate_freq_grid_np, generate_freq_grid_pytorch, \
-    precompute_freqs_cis
+from ltx_core.model.transformer.rope import (
+    LTXRopeType,
+    generate_freq_grid_np,
+    generate_freq_grid_pytorch,
+    precompute_freqs_cis,
+)
 from ltx_core.model.transformer.text_projection import PixArtAlphaTextProjection
 from ltx_core.tools import AudioLatentTools, VideoLatentTools
 from ltx_core.types import AudioLatentShape, VideoLatentShape
@@ -29,6 +36,7 @@ from ltx_core.utils import to_denoised
 
 from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs, Modality, Perturbations, rope_table, sanitize, to_x0
+from tests.oracles import randomize_, rel_err, to_np
 
 TOL = 3e-4  # attention-heavy stack, float32 (docs/ORACLES.md)
 B, F, H, W, T_A, S = 2, 2, 2, 3, 5, 4
@@ -38,12 +46,27 @@ SIGMA = np.array([0.7, 0.4], np.float32)
 
 def _config(flavour: str) -> dict:
     """Embedded-checkpoint style config (real values for rope / precision / multipliers)."""
-    t = dict(num_attention_heads=2, attention_head_dim=16, in_channels=8, out_channels=8, num_layers=2,
-             cross_attention_dim=32, audio_num_attention_heads=2, audio_attention_head_dim=8,
-             audio_in_channels=8, audio_out_channels=8, audio_cross_attention_dim=16, caption_channels=16,
-             rope_type="split", frequencies_precision="float64", positional_embedding_theta=10000.0,
-             timestep_scale_multiplier=1000, av_ca_timestep_scale_multiplier=1000.0,
-             use_middle_indices_grid=True, norm_eps=1e-6)
+    t = dict(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=8,
+        out_channels=8,
+        num_layers=2,
+        cross_attention_dim=32,
+        audio_num_attention_heads=2,
+        audio_attention_head_dim=8,
+        audio_in_channels=8,
+        audio_out_channels=8,
+        audio_cross_attention_dim=16,
+        caption_channels=16,
+        rope_type="split",
+        frequencies_precision="float64",
+        positional_embedding_theta=10000.0,
+        timestep_scale_multiplier=1000,
+        av_ca_timestep_scale_multiplier=1000.0,
+        use_middle_indices_grid=True,
+        norm_eps=1e-6,
+    )
     if flavour == "ltx23":
         t.update(apply_gated_attention=True, cross_attention_adaln=True, caption_proj_before_connector=True)
     return {"transformer": t}
@@ -54,13 +77,21 @@ def _reference(flavour: str, video_only: bool = False, seed: int = 0) -> RefMode
     proj = a.caption_projection
     m = RefModel(
         model_type=LTXModelType.VideoOnly if video_only else LTXModelType.AudioVideo,
-        num_attention_heads=a.num_attention_heads, attention_head_dim=a.attention_head_dim,
-        in_channels=a.in_channels, out_channels=a.out_channels, num_layers=a.num_layers,
-        cross_attention_dim=a.cross_attention_dim, audio_num_attention_heads=a.audio_num_attention_heads,
-        audio_attention_head_dim=a.audio_attention_head_dim, audio_in_channels=a.audio_in_channels,
-        audio_out_channels=a.audio_out_channels, audio_cross_attention_dim=a.audio_cross_attention_dim,
-        av_ca_timestep_scale_multiplier=a.av_ca_timestep_scale_multiplier, rope_type=LTXRopeType.SPLIT,
-        double_precision_rope=True, apply_gated_attention=a.apply_gated_attention,
+        num_attention_heads=a.num_attention_heads,
+        attention_head_dim=a.attention_head_dim,
+        in_channels=a.in_channels,
+        out_channels=a.out_channels,
+        num_layers=a.num_layers,
+        cross_attention_dim=a.cross_attention_dim,
+        audio_num_attention_heads=a.audio_num_attention_heads,
+        audio_attention_head_dim=a.audio_attention_head_dim,
+        audio_in_channels=a.audio_in_channels,
+        audio_out_channels=a.audio_out_channels,
+        audio_cross_attention_dim=a.audio_cross_attention_dim,
+        av_ca_timestep_scale_multiplier=a.av_ca_timestep_scale_multiplier,
+        rope_type=LTXRopeType.SPLIT,
+        double_precision_rope=True,
+        apply_gated_attention=a.apply_gated_attention,
         cross_attention_adaln=a.cross_attention_adaln,
         caption_projection=PixArtAlphaTextProjection(16, a.inner_dim) if proj else None,
         audio_caption_projection=PixArtAlphaTextProjection(16, a.audio_inner_dim) if proj and not video_only else None,
@@ -88,13 +119,19 @@ def _ours(flavour: str, ref: RefModel, video_only: bool = False) -> LTXModel:
 def _inputs(flavour: str, appended: bool, seed: int = 1) -> dict:
     """Numpy inputs: grid (+ 3 appended guiding tokens at pixel frame 9), audio, text, per-token sigma."""
     g = np.random.default_rng(seed)
-    vpos = VideoLatentTools(VideoLatentPatchifier(1), VideoLatentShape(B, 8, F, H, W), FPS) \
-        .create_initial_state("cpu", torch.float32).positions.numpy()
-    apos = AudioLatentTools(AudioPatchifier(1), AudioLatentShape(B, 8, T_A, 1)) \
-        .create_initial_state("cpu", torch.float32).positions.numpy()
+    vpos = (
+        VideoLatentTools(VideoLatentPatchifier(1), VideoLatentShape(B, 8, F, H, W), FPS)
+        .create_initial_state("cpu", torch.float32)
+        .positions.numpy()
+    )
+    apos = (
+        AudioLatentTools(AudioPatchifier(1), AudioLatentShape(B, 8, T_A, 1))
+        .create_initial_state("cpu", torch.float32)
+        .positions.numpy()
+    )
     n_v = vpos.shape[2]
     mask = np.ones((B, n_v), np.float32)
-    mask[:, :H * W] = 0.0  # first latent frame replaced by a clean image (timestep 0)
+    mask[:, : H * W] = 0.0  # first latent frame replaced by a clean image (timestep 0)
     if appended:  # one latent frame 1x3 of guiding tokens, time [9, 17)/fps, spatial row 0
         kpos = np.zeros((B, 3, 3, 2), np.float32)
         kpos[:, 0] = np.array([9.0, 17.0], np.float32) / np.float32(FPS)
@@ -109,16 +146,23 @@ def _inputs(flavour: str, appended: bool, seed: int = 1) -> dict:
         a_lat=g.standard_normal((B, T_A, 8)).astype(np.float32),
         v_ctx=g.standard_normal((B, S, ctx_v)).astype(np.float32),
         a_ctx=g.standard_normal((B, S, ctx_a)).astype(np.float32),
-        v_t=mask * SIGMA[:, None], a_t=np.repeat(SIGMA[:, None], T_A, 1).astype(np.float32),
-        v_sigma=SIGMA, a_sigma=(SIGMA * 0.5).astype(np.float32), vpos=vpos, apos=apos,
+        v_t=mask * SIGMA[:, None],
+        a_t=np.repeat(SIGMA[:, None], T_A, 1).astype(np.float32),
+        v_sigma=SIGMA,
+        a_sigma=(SIGMA * 0.5).astype(np.float32),
+        vpos=vpos,
+        apos=apos,
     )
 
 
 def _run_ref(ref: RefModel, x: dict, audio: bool = True, perturb=None):
     t = lambda k: torch.from_numpy(np.ascontiguousarray(x[k]))  # noqa: E731
     v = RefModality(latent=t("v_lat"), sigma=t("v_sigma"), timesteps=t("v_t"), positions=t("vpos"), context=t("v_ctx"))
-    a = RefModality(latent=t("a_lat"), sigma=t("a_sigma"), timesteps=t("a_t"), positions=t("apos"),
-                    context=t("a_ctx")) if audio else None
+    a = (
+        RefModality(latent=t("a_lat"), sigma=t("a_sigma"), timesteps=t("a_t"), positions=t("apos"), context=t("a_ctx"))
+        if audio
+        else None
+    )
     n = x["v_lat"].shape[0]
     p = perturb if perturb is not None else BatchedPerturbationConfig.empty(n)
     with torch.no_grad():
@@ -191,13 +235,18 @@ def test_bf16_weights(pair):
 
 
 def _ref_perturb(items):
-    kinds = {"video_self_attn": PerturbationType.SKIP_VIDEO_SELF_ATTN,
-             "audio_self_attn": PerturbationType.SKIP_AUDIO_SELF_ATTN,
-             "a2v_cross_attn": PerturbationType.SKIP_A2V_CROSS_ATTN,
-             "v2a_cross_attn": PerturbationType.SKIP_V2A_CROSS_ATTN}
-    return BatchedPerturbationConfig([
-        PerturbationConfig([Perturbation(kinds[k], None if b is None else list(b)) for k, b in it.items()])
-        for it in items])
+    kinds = {
+        "video_self_attn": PerturbationType.SKIP_VIDEO_SELF_ATTN,
+        "audio_self_attn": PerturbationType.SKIP_AUDIO_SELF_ATTN,
+        "a2v_cross_attn": PerturbationType.SKIP_A2V_CROSS_ATTN,
+        "v2a_cross_attn": PerturbationType.SKIP_V2A_CROSS_ATTN,
+    }
+    return BatchedPerturbationConfig(
+        [
+            PerturbationConfig([Perturbation(kinds[k], None if b is None else list(b)) for k, b in it.items()])
+            for it in items
+        ]
+    )
 
 
 def _batch3(x: dict) -> dict:
@@ -205,12 +254,15 @@ def _batch3(x: dict) -> dict:
     return {k: np.repeat(v[:1], 3, axis=0) for k, v in x.items()}
 
 
-@pytest.mark.parametrize("items", [
-    # per item: none / STG in block 1 (video + audio self-attn) / modality isolation everywhere
-    ({}, {"video_self_attn": [1], "audio_self_attn": [1]}, {"a2v_cross_attn": None, "v2a_cross_attn": None}),
-    # every item perturbed: the all-skipped fast paths
-    ({"video_self_attn": [0, 1], "a2v_cross_attn": [1]},) * 3,
-])
+@pytest.mark.parametrize(
+    "items",
+    [
+        # per item: none / STG in block 1 (video + audio self-attn) / modality isolation everywhere
+        ({}, {"video_self_attn": [1], "audio_self_attn": [1]}, {"a2v_cross_attn": None, "v2a_cross_attn": None}),
+        # every item perturbed: the all-skipped fast paths
+        ({"video_self_attn": [0, 1], "a2v_cross_attn": [1]},) * 3,
+    ],
+)
 def test_perturbations(pair, items):
     flavour, ref, ours = pair
     x = _batch3(_inputs(flavour, appended=True))
@@ -263,11 +315,28 @@ def test_diffusers_second_opinion():
     """LTX-2.3 flavour against diffusers' LTX2VideoTransformer3DModel (diffusers key names + config)."""
     from diffusers import LTX2VideoTransformer3DModel
 
-    cfg = dict(in_channels=8, out_channels=8, num_attention_heads=2, attention_head_dim=16, cross_attention_dim=32,
-               audio_in_channels=8, audio_out_channels=8, audio_num_attention_heads=2, audio_attention_head_dim=8,
-               audio_cross_attention_dim=16, num_layers=2, caption_channels=16, gated_attn=True,
-               audio_gated_attn=True, cross_attn_mod=True, audio_cross_attn_mod=True, use_prompt_embeddings=False,
-               rope_type="split", rope_double_precision=True, cross_attn_timestep_scale_multiplier=1000)
+    cfg = dict(
+        in_channels=8,
+        out_channels=8,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        cross_attention_dim=32,
+        audio_in_channels=8,
+        audio_out_channels=8,
+        audio_num_attention_heads=2,
+        audio_attention_head_dim=8,
+        audio_cross_attention_dim=16,
+        num_layers=2,
+        caption_channels=16,
+        gated_attn=True,
+        audio_gated_attn=True,
+        cross_attn_mod=True,
+        audio_cross_attn_mod=True,
+        use_prompt_embeddings=False,
+        rope_type="split",
+        rope_double_precision=True,
+        cross_attn_timestep_scale_multiplier=1000,
+    )
     ref = randomize_(LTX2VideoTransformer3DModel(**cfg).eval(), seed=3)
     args = LTXModelArgs.from_config(dict(cfg, _class_name="LTX2VideoTransformer3DModel"))
     assert args.cross_attention_adaln and args.apply_gated_attention and not args.caption_projection
@@ -276,10 +345,20 @@ def test_diffusers_second_opinion():
     x = _inputs("ltx23", appended=True)
     t = lambda k: torch.from_numpy(np.ascontiguousarray(x[k]))  # noqa: E731
     with torch.no_grad():
-        out = ref(hidden_states=t("v_lat"), audio_hidden_states=t("a_lat"), encoder_hidden_states=t("v_ctx"),
-                  audio_encoder_hidden_states=t("a_ctx"), timestep=t("v_t") * 1000, audio_timestep=t("a_t") * 1000,
-                  sigma=t("v_sigma") * 1000, audio_sigma=t("a_sigma") * 1000, video_coords=t("vpos"),
-                  audio_coords=t("apos"), use_cross_timestep=True, return_dict=False)
+        out = ref(
+            hidden_states=t("v_lat"),
+            audio_hidden_states=t("a_lat"),
+            encoder_hidden_states=t("v_ctx"),
+            audio_encoder_hidden_states=t("a_ctx"),
+            timestep=t("v_t") * 1000,
+            audio_timestep=t("a_t") * 1000,
+            sigma=t("v_sigma") * 1000,
+            audio_sigma=t("a_sigma") * 1000,
+            video_coords=t("vpos"),
+            audio_coords=t("apos"),
+            use_cross_timestep=True,
+            return_dict=False,
+        )
     ov, oa = _run_ours(ours, x)
     assert rel_err(ov, out[0]) < TOL and rel_err(oa, out[1]) < TOL, (rel_err(ov, out[0]), rel_err(oa, out[1]))
 
@@ -288,9 +367,16 @@ def test_diffusers_second_opinion():
 def test_rope_table_matches_reference(float64):
     x = _inputs("ltx2", appended=True)
     gen = generate_freq_grid_np if float64 else generate_freq_grid_pytorch
-    cos, sin = precompute_freqs_cis(torch.from_numpy(x["vpos"]), dim=32, out_dtype=torch.float32,
-                                    max_pos=[20, 2048, 2048], use_middle_indices_grid=True, num_attention_heads=2,
-                                    rope_type=LTXRopeType.SPLIT, freq_grid_generator=gen)
+    cos, sin = precompute_freqs_cis(
+        torch.from_numpy(x["vpos"]),
+        dim=32,
+        out_dtype=torch.float32,
+        max_pos=[20, 2048, 2048],
+        use_middle_indices_grid=True,
+        num_attention_heads=2,
+        rope_type=LTXRopeType.SPLIT,
+        freq_grid_generator=gen,
+    )
     ours = rope_table(x["vpos"], 32, 2, [20, 2048, 2048], float64=float64)
     # ours is [B, T, H, d/2], the reference [B, H, T, d/2]
     np.testing.assert_allclose(to_np(ours.cos).transpose(0, 2, 1, 3), cos.numpy(), atol=2e-6)

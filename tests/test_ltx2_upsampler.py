@@ -3,6 +3,7 @@
 Tiny random upsamplers (weights by fan-in) in every variant the reference builds, exported in the
 upsampler file's flat layout, converted with our sanitize, loaded strictly, compared channels-last.
 """
+
 from __future__ import annotations
 
 import math
@@ -124,9 +125,13 @@ def test_upsample_video_statistics():
 def test_upsampler_matches_diffusers(rational):
     from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 
-    ref = LTX2LatentUpsamplerModel(in_channels=C, mid_channels=MID, num_blocks_per_stage=1,
-                                   rational_spatial_scale=1.5 if rational else 2.0,
-                                   use_rational_resampler=rational).eval()
+    ref = LTX2LatentUpsamplerModel(
+        in_channels=C,
+        mid_channels=MID,
+        num_blocks_per_stage=1,
+        rational_spatial_scale=1.5 if rational else 2.0,
+        use_rational_resampler=rational,
+    ).eval()
     kernels = {n: b.clone() for n, b in ref.named_buffers()}
     randomize_(ref, seed=7, fan_in=True)
     with torch.no_grad():
@@ -157,9 +162,11 @@ def test_strict_loading_names_the_key():
     args = up.UpsamplerArgs.from_config(cfg)
     good = up.sanitize(sd)
     key = "post_upsample_res_blocks.0.conv2.weight"
-    bad_cases = (({k: v for k, v in good.items() if k != key}, key),
-                 ({**good, "res_blocks.1.conv1.weight": good["res_blocks.0.conv1.weight"]}, "res_blocks.1.conv1.weight"),
-                 ({**good, key: good[key].transpose(0, 4, 1, 2, 3)[:, :3]}, key))
+    bad_cases = (
+        ({k: v for k, v in good.items() if k != key}, key),
+        ({**good, "res_blocks.1.conv1.weight": good["res_blocks.0.conv1.weight"]}, "res_blocks.1.conv1.weight"),
+        ({**good, key: good[key].transpose(0, 4, 1, 2, 3)[:, :3]}, key),
+    )
     for bad, name in bad_cases:
         with pytest.raises(WeightsError, match=name.replace(".", r"\.")):
             load_strict(up.LatentUpsampler(args), bad, "upsampler")

@@ -1,5 +1,6 @@
 """LTX-2 / LTX-2.3 video VAE: parity with ltx-core 1.0.0 (both block layouts, timestep-conditioned
 decoder, tiled decode) and diffusers' AutoencoderKLLTX2Video, through our sanitize + strict loader."""
+
 from __future__ import annotations
 
 import copy
@@ -25,22 +26,68 @@ def _res(n=1):
 
 
 # ltx-core block lists with the real checkpoints' structure (docs/ltx2.md 4.2 / 4.3), 1-2 layers per res_x
-LTX2_ENC = [_res(), ["compress_space_res", {"multiplier": 2}], _res(), ["compress_time_res", {"multiplier": 2}],
-            _res(), ["compress_all_res", {"multiplier": 2}], _res(), ["compress_all_res", {"multiplier": 2}], _res()]
-LTX23_ENC = [_res(), ["compress_space_res", {"multiplier": 2}], _res(2), ["compress_time_res", {"multiplier": 2}],
-             _res(), ["compress_all_res", {"multiplier": 2}], _res(), ["compress_all_res", {"multiplier": 1}], _res()]
-LTX2_DEC = [_res(), ["compress_all", {"residual": True, "multiplier": 2}], _res(),
-            ["compress_all", {"residual": True, "multiplier": 2}], _res(),
-            ["compress_all", {"residual": True, "multiplier": 2}], _res()]
-LTX23_DEC = [_res(), ["compress_space", {"multiplier": 2}], _res(2), ["compress_time", {"multiplier": 2}], _res(),
-             ["compress_all", {"multiplier": 1}], _res(), ["compress_all", {"multiplier": 2}], _res()]
+LTX2_ENC = [
+    _res(),
+    ["compress_space_res", {"multiplier": 2}],
+    _res(),
+    ["compress_time_res", {"multiplier": 2}],
+    _res(),
+    ["compress_all_res", {"multiplier": 2}],
+    _res(),
+    ["compress_all_res", {"multiplier": 2}],
+    _res(),
+]
+LTX23_ENC = [
+    _res(),
+    ["compress_space_res", {"multiplier": 2}],
+    _res(2),
+    ["compress_time_res", {"multiplier": 2}],
+    _res(),
+    ["compress_all_res", {"multiplier": 2}],
+    _res(),
+    ["compress_all_res", {"multiplier": 1}],
+    _res(),
+]
+LTX2_DEC = [
+    _res(),
+    ["compress_all", {"residual": True, "multiplier": 2}],
+    _res(),
+    ["compress_all", {"residual": True, "multiplier": 2}],
+    _res(),
+    ["compress_all", {"residual": True, "multiplier": 2}],
+    _res(),
+]
+LTX23_DEC = [
+    _res(),
+    ["compress_space", {"multiplier": 2}],
+    _res(2),
+    ["compress_time", {"multiplier": 2}],
+    _res(),
+    ["compress_all", {"multiplier": 1}],
+    _res(),
+    ["compress_all", {"multiplier": 2}],
+    _res(),
+]
 
 
 def vae_config(enc, dec, padding, tc=False):
-    return {"vae": {"dims": 3, "in_channels": 3, "out_channels": 3, "latent_channels": C, "patch_size": 4,
-                    "norm_layer": "pixel_norm", "latent_log_var": "uniform", "spatial_padding_mode": padding,
-                    "encoder_blocks": enc, "decoder_blocks": dec, "causal_decoder": False,
-                    "timestep_conditioning": tc, "decoder_base_channels": 4}}
+    return {
+        "vae": {
+            "dims": 3,
+            "in_channels": 3,
+            "out_channels": 3,
+            "latent_channels": C,
+            "patch_size": 4,
+            "norm_layer": "pixel_norm",
+            "latent_log_var": "uniform",
+            "spatial_padding_mode": padding,
+            "encoder_blocks": enc,
+            "decoder_blocks": dec,
+            "causal_decoder": False,
+            "timestep_conditioning": tc,
+            "decoder_base_channels": 4,
+        }
+    }
 
 
 def _stats(seed):
@@ -157,15 +204,28 @@ def test_tiled_decode_matches_ltx_core(ltx2):
 
 def test_diffusers_layout_matches_diffusers():
     # LTX-2.3-shaped diffusers config: last downsample keeps the width, mixed upsample factors/types
-    cfg = dict(in_channels=3, out_channels=3, latent_channels=C, block_out_channels=(16, 32, 64, 64),
-               layers_per_block=(1, 1, 1, 1, 1), decoder_block_out_channels=(8, 16, 16, 32),
-               decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True,) * 4,
-               decoder_spatio_temporal_scaling=(True,) * 4, decoder_inject_noise=(False,) * 5,
-               downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
-               upsample_type=("spatiotemporal", "spatiotemporal", "temporal", "spatial"),
-               upsample_residual=(False,) * 4, upsample_factor=(2, 2, 1, 2), timestep_conditioning=False,
-               patch_size=4, encoder_causal=True, decoder_causal=False,
-               encoder_spatial_padding_mode="zeros", decoder_spatial_padding_mode="zeros")
+    cfg = dict(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=C,
+        block_out_channels=(16, 32, 64, 64),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_block_out_channels=(8, 16, 16, 32),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=(True,) * 4,
+        decoder_spatio_temporal_scaling=(True,) * 4,
+        decoder_inject_noise=(False,) * 5,
+        downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+        upsample_type=("spatiotemporal", "spatiotemporal", "temporal", "spatial"),
+        upsample_residual=(False,) * 4,
+        upsample_factor=(2, 2, 1, 2),
+        timestep_conditioning=False,
+        patch_size=4,
+        encoder_causal=True,
+        decoder_causal=False,
+        encoder_spatial_padding_mode="zeros",
+        decoder_spatial_padding_mode="zeros",
+    )
     ref = AutoencoderKLLTX2Video(**cfg).eval()
     randomize_(ref, 30, fan_in=True)
     mean, std = _stats(31)
@@ -192,7 +252,9 @@ def test_stale_spacetodepth_width_in_config_still_loads():
     stale["vae"]["encoder_blocks"][7] = ["compress_all_res", {"multiplier": 2}]
     stale["vae"]["decoder_blocks"][5] = ["compress_all", {"multiplier": 2}]
     vae = VideoVAE.from_weights(sanitize(single_file(enc, dec), "lightricks"), stale)
-    assert vae.encoder.down_blocks[7].group == 8 and vae.encoder.down_blocks[8].res_blocks[0].conv1.weight.shape[0] == 64
+    assert (
+        vae.encoder.down_blocks[7].group == 8 and vae.encoder.down_blocks[8].res_blocks[0].conv1.weight.shape[0] == 64
+    )
     video, latent = inputs(8)
     with torch.no_grad():
         z_ref, x_ref = enc(video), dec(latent)

@@ -1,5 +1,6 @@
 """The memory planner (mlx_video/memory.py): its estimates against MLX's measured peak on this CPU, the
 H100 numbers it was calibrated with, the documented order of choices, and the error before loading."""
+
 from __future__ import annotations
 
 import gc
@@ -13,8 +14,7 @@ from mlx_video.wan import vae21, vae22
 from mlx_video.wan.t5 import UMT5Args
 from mlx_video.wan.transformer import WanModel, WanModelArgs
 
-TI2V_5B = WanModelArgs(model_type="ti2v", dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_dim=48,
-                       out_dim=48)
+TI2V_5B = WanModelArgs(model_type="ti2v", dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_dim=48, out_dim=48)
 
 
 def _sizes_5b(**kw):
@@ -41,8 +41,9 @@ def _measure(base: int, fn, *resident) -> int:
 def test_dit_forward_estimate_within_25_percent():
     """One DiT forward at 600 tokens, width 192 (not a calibration point): estimate vs mx.get_peak_memory."""
     base = _baseline()
-    a = WanModelArgs(model_type="ti2v", dim=192, ffn_dim=768, num_heads=3, num_layers=2, in_dim=48, out_dim=48,
-                     text_dim=256)
+    a = WanModelArgs(
+        model_type="ti2v", dim=192, ffn_dim=768, num_heads=3, num_layers=2, in_dim=48, out_dim=48, text_dim=256
+    )
     m = WanModel(a)
     x = mx.random.normal((1, 3, 20, 40, 48), key=mx.random.key(0))
     ctx = m.embed_text([mx.random.normal((20, 256), key=mx.random.key(1))])
@@ -66,7 +67,8 @@ def test_vae_decode_estimate_within_25_percent(version, latent):
     st, s, _ = vae.stride
     sizes = M.WanSizes(dit=TI2V_5B, vae=args)
     est = M.weight_bytes(sizes.vae_params, "float32") + M.vae_activation_bytes(
-        args, 1 + st * (T - 1), h * s, w * s, "float32", backend_name="cpu")
+        args, 1 + st * (T - 1), h * s, w * s, "float32", backend_name="cpu"
+    )
     print(f"Wan{version} VAE decode: estimated {est / 2**20:.1f} MB, measured {peak / 2**20:.1f} MB")
     assert abs(est / peak - 1) < 0.25
 
@@ -81,15 +83,18 @@ def test_gpu_estimates_match_the_h100_measurements():
         est = (w + M.dit_activation_bytes(TI2V_5B, L, batch, "bfloat16", "gpu")) / M.GIB
         assert abs(est / measured - 1) < 0.1, (batch, est)
     # not a calibration point: one A14B expert at 480x832x81 (32,760 tokens), batch 1, measured 38.2 GiB
-    a14b = WanModelArgs(model_type="i2v", dim=5120, ffn_dim=13824, num_heads=40, num_layers=40, in_dim=36,
-                        out_dim=16)
+    a14b = WanModelArgs(model_type="i2v", dim=5120, ffn_dim=13824, num_heads=40, num_layers=40, in_dim=36, out_dim=16)
     s14 = M.WanSizes(dit=a14b, vae=vae21.Wan21VAEArgs())
-    est = (M.weight_bytes(s14.dit_params, "bfloat16") + M.dit_activation_bytes(
-        a14b, M.tokens(s14, 81, 480, 832), 1, "bfloat16", "gpu")) / M.GIB
+    est = (
+        M.weight_bytes(s14.dit_params, "bfloat16")
+        + M.dit_activation_bytes(a14b, M.tokens(s14, 81, 480, 832), 1, "bfloat16", "gpu")
+    ) / M.GIB
     assert abs(est / 38.2 - 1) < 0.1, est
     for dt, measured in (("float32", 29.2), ("bfloat16", 15.8)):
-        est = (M.weight_bytes(sizes.vae_params, dt) + M.vae_activation_bytes(
-            sizes.vae, 121, 704, 1280, dt, backend_name="gpu")) / M.GIB
+        est = (
+            M.weight_bytes(sizes.vae_params, dt)
+            + M.vae_activation_bytes(sizes.vae, 121, 704, 1280, dt, backend_name="gpu")
+        ) / M.GIB
         assert abs(est / measured - 1) < 0.1, (dt, est)
 
 
@@ -115,7 +120,7 @@ def test_budget_below_minimum_raises_before_loading():
     before = mx.get_active_memory()
     with pytest.raises(M.MemoryBudgetError, match=r"no memory plan fits 2\.00 GiB.*needs \d+\.\d+ GiB"):
         M.plan(sizes, 121, 704, 1280, budget=2 * M.GIB, backend_name="gpu")
-    assert mx.get_active_memory() - before < 1 << 20   # nothing was materialised
+    assert mx.get_active_memory() - before < 1 << 20  # nothing was materialised
     with pytest.raises(ValueError, match="unknown plan settings"):
         M.plan(sizes, 121, 704, 1280, budget=2 * M.GIB, not_a_setting=1)
 

@@ -5,6 +5,7 @@ torch's meta device, scripts/release_tensors.py) maps through the converter's ow
 nothing left over, nothing missing and every shape right. Arrays are lazy ``mx.zeros`` that are never evaluated,
 so no weights (and no memory) are needed.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -25,14 +26,50 @@ from tests.helpers import FIXTURES
 
 RELEASES = FIXTURES / "releases"
 LTX = {  # release -> (version, facts the real config must give)
-    "ltx-2-19b-dev": ("2.0", dict(apply_gated_attention=False, caption_projection=True, connector_layers=2,
-                                  connector_heads=30, bwe=False, decoder_padding="reflect")),
-    "ltx-2-19b-distilled": ("2.0", dict(apply_gated_attention=False, caption_projection=True, connector_layers=2,
-                                        connector_heads=30, bwe=False, decoder_padding="reflect")),
-    "ltx-2.3-22b-dev": ("2.3", dict(apply_gated_attention=True, caption_projection=False, connector_layers=8,
-                                    connector_heads=32, bwe=True, decoder_padding="zeros")),
-    "ltx-2.3-22b-distilled": ("2.3", dict(apply_gated_attention=True, caption_projection=False, connector_layers=8,
-                                          connector_heads=32, bwe=True, decoder_padding="zeros")),
+    "ltx-2-19b-dev": (
+        "2.0",
+        dict(
+            apply_gated_attention=False,
+            caption_projection=True,
+            connector_layers=2,
+            connector_heads=30,
+            bwe=False,
+            decoder_padding="reflect",
+        ),
+    ),
+    "ltx-2-19b-distilled": (
+        "2.0",
+        dict(
+            apply_gated_attention=False,
+            caption_projection=True,
+            connector_layers=2,
+            connector_heads=30,
+            bwe=False,
+            decoder_padding="reflect",
+        ),
+    ),
+    "ltx-2.3-22b-dev": (
+        "2.3",
+        dict(
+            apply_gated_attention=True,
+            caption_projection=False,
+            connector_layers=8,
+            connector_heads=32,
+            bwe=True,
+            decoder_padding="zeros",
+        ),
+    ),
+    "ltx-2.3-22b-distilled": (
+        "2.3",
+        dict(
+            apply_gated_attention=True,
+            caption_projection=False,
+            connector_layers=8,
+            connector_heads=32,
+            bwe=True,
+            decoder_padding="zeros",
+        ),
+    ),
 }
 
 
@@ -60,14 +97,26 @@ def test_ltx_release_header_converts(name):
     _, want = LTX[name]
     args, ignored = ck.config_args(release_config(name), name)
     t, p, v = args["transformer"], args["connectors"], args["video_vae"]
-    got = dict(apply_gated_attention=t.apply_gated_attention, caption_projection=t.caption_projection,
-               connector_layers=p.video_layers, connector_heads=p.video_heads,
-               bwe=isinstance(args["vocoder"], vc.BWEVocoderArgs), decoder_padding=v.decoder_padding)
+    got = dict(
+        apply_gated_attention=t.apply_gated_attention,
+        caption_projection=t.caption_projection,
+        connector_layers=p.video_layers,
+        connector_heads=p.video_heads,
+        bwe=isinstance(args["vocoder"], vc.BWEVocoderArgs),
+        decoder_padding=v.decoder_padding,
+    )
     assert got == want
     assert (t.num_layers, t.inner_dim, t.audio_inner_dim, t.double_precision_rope) == (48, 4096, 2048, True)
-    assert "transformer._class_name" in ignored          # the key that broke issue 9 is read by nobody
-    read = {"transformer.num_layers", "transformer.rope_type", "transformer.frequencies_precision",
-            "transformer.connector_num_layers", "vae.encoder_blocks", "vae.decoder_blocks", "vocoder.resblock"}
+    assert "transformer._class_name" in ignored  # the key that broke issue 9 is read by nobody
+    read = {
+        "transformer.num_layers",
+        "transformer.rope_type",
+        "transformer.frequencies_precision",
+        "transformer.connector_num_layers",
+        "vae.encoder_blocks",
+        "vae.decoder_blocks",
+        "vocoder.resblock",
+    }
     assert not read & set(ignored)
 
 
@@ -112,6 +161,7 @@ def test_missing_section_or_key_names_it_and_the_file():
 
 # ----------------------------------------------------------------------------- the CLI on the real headers
 
+
 @pytest.fixture(scope="module")
 def tiny_files(tmp_path_factory):
     """version -> the tiny single file (real release config text, widths shrunk): the committed LTX-2 asset,
@@ -139,9 +189,32 @@ def test_cli_convert_and_generate_accept_the_real_header(version, tiny_files, tm
     assert "ignored config keys:" in r.output and "transformer._class_name" in r.output
     monkeypatch.setenv("MLX_VIDEO_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "v.mp4"
-    r = CliRunner().invoke(app, ["generate", "--model", str(ckpt), "--prompt", "a cat", "--pipeline", "dev",
-                                 "--steps", "1", "--height", "64", "--width", "64", "--num-frames", "9",
-                                 "--seed", "1", "--stg-blocks", "1", "--output-path", str(out)])  # 2 blocks
+    r = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "--model",
+            str(ckpt),
+            "--prompt",
+            "a cat",
+            "--pipeline",
+            "dev",
+            "--steps",
+            "1",
+            "--height",
+            "64",
+            "--width",
+            "64",
+            "--num-frames",
+            "9",
+            "--seed",
+            "1",
+            "--stg-blocks",
+            "1",
+            "--output-path",
+            str(out),
+        ],
+    )  # 2 blocks
     assert r.exit_code == 0, r.output
     assert out.stat().st_size > 0
 
@@ -149,11 +222,17 @@ def test_cli_convert_and_generate_accept_the_real_header(version, tiny_files, tm
 # ----------------------------------------------------------------------------- Wan official folders
 
 WAN = {  # release -> (model_type, dim, in_dim, out_dim, CLIP image branch)
-    "Wan2.1-T2V-1.3B": ("t2v", 1536, 16, 16, False), "Wan2.1-T2V-14B": ("t2v", 5120, 16, 16, False),
-    "Wan2.1-I2V-14B-480P": ("i2v", 5120, 36, 16, True), "Wan2.1-I2V-14B-720P": ("i2v", 5120, 36, 16, True),
-    "Wan2.1-FLF2V-14B-720P": ("flf2v", 5120, 36, 16, True), "Wan2.2-TI2V-5B": ("ti2v", 3072, 48, 48, False),
-    **{f"Wan2.2-{t}-A14B-{e}_noise_model": ("t2v" if t == "T2V" else "i2v", 5120, 16 if t == "T2V" else 36, 16, False)
-       for t in ("T2V", "I2V") for e in ("high", "low")},
+    "Wan2.1-T2V-1.3B": ("t2v", 1536, 16, 16, False),
+    "Wan2.1-T2V-14B": ("t2v", 5120, 16, 16, False),
+    "Wan2.1-I2V-14B-480P": ("i2v", 5120, 36, 16, True),
+    "Wan2.1-I2V-14B-720P": ("i2v", 5120, 36, 16, True),
+    "Wan2.1-FLF2V-14B-720P": ("flf2v", 5120, 36, 16, True),
+    "Wan2.2-TI2V-5B": ("ti2v", 3072, 48, 48, False),
+    **{
+        f"Wan2.2-{t}-A14B-{e}_noise_model": ("t2v" if t == "T2V" else "i2v", 5120, 16 if t == "T2V" else 36, 16, False)
+        for t in ("T2V", "I2V")
+        for e in ("high", "low")
+    },
 }
 
 
@@ -164,8 +243,13 @@ def test_wan_release_config_converts(name):
     kind, dim, in_dim, out_dim, clip = WAN[name]
     branch = {"img_emb.proj.0.weight": (1280,), **({"img_emb.emb_pos": (1, 514, 1280)} if kind == "flf2v" else {})}
     args, ignored = wck.dit_config_args(release_config(name), name, lazy(branch) if clip else {})  # the CLIP branch
-    assert (args.model_type, args.dim, args.in_dim, args.out_dim, args.image_dim is not None) == \
-        (kind, dim, in_dim, out_dim, clip)
+    assert (args.model_type, args.dim, args.in_dim, args.out_dim, args.image_dim is not None) == (
+        kind,
+        dim,
+        in_dim,
+        out_dim,
+        clip,
+    )
     assert sorted(ignored) == ["_class_name", "_diffusers_version"]
 
 
@@ -189,11 +273,14 @@ def test_wan_missing_key_names_it_and_the_file():
 
 
 DIFFUSERS = {  # -Diffusers release -> (in_channels, inner dim, image_dim, pos_embed_seq_len, experts)
-    "Wan2.1-T2V-1.3B-Diffusers": (16, 1536, None, None, 1), "Wan2.1-T2V-14B-Diffusers": (16, 5120, None, None, 1),
+    "Wan2.1-T2V-1.3B-Diffusers": (16, 1536, None, None, 1),
+    "Wan2.1-T2V-14B-Diffusers": (16, 5120, None, None, 1),
     "Wan2.1-I2V-14B-480P-Diffusers": (36, 5120, 1280, None, 1),
     "Wan2.1-I2V-14B-720P-Diffusers": (36, 5120, 1280, None, 1),
-    "Wan2.1-FLF2V-14B-720P-diffusers": (36, 5120, 1280, 514, 1), "Wan2.2-TI2V-5B-Diffusers": (48, 3072, None, None, 1),
-    "Wan2.2-T2V-A14B-Diffusers": (16, 5120, None, None, 2), "Wan2.2-I2V-A14B-Diffusers": (36, 5120, None, None, 2),
+    "Wan2.1-FLF2V-14B-720P-diffusers": (36, 5120, 1280, 514, 1),
+    "Wan2.2-TI2V-5B-Diffusers": (48, 3072, None, None, 1),
+    "Wan2.2-T2V-A14B-Diffusers": (16, 5120, None, None, 2),
+    "Wan2.2-I2V-A14B-Diffusers": (36, 5120, None, None, 2),
 }
 
 
@@ -262,6 +349,7 @@ def test_upsampler_header_converts_and_tensors_map_completely(name):
 
 # ----------------------------------------------------------------------------- LTX distilled LoRA targets
 
+
 @pytest.mark.parametrize("name", ["ltx-2-19b-dev", "ltx-2.3-22b-dev"])
 def test_every_real_linear_layer_is_a_lora_target(name):
     """The distilled LoRAs' own tensor lists were not found (see README.md); what can be proven is the superset:
@@ -272,8 +360,11 @@ def test_every_real_linear_layer_is_a_lora_target(name):
 
     args, _ = ck.config_args(release_config(name), name)
     prefix = "model.diffusion_model."
-    layers = {k[len(prefix):-len(".weight")]: s for k, s in release_tensors(name).items()
-              if k.startswith(prefix) and k.endswith(".weight") and len(s) == 2 and "embeddings_connector" not in k}
+    layers = {
+        k[len(prefix) : -len(".weight")]: s
+        for k, s in release_tensors(name).items()
+        if k.startswith(prefix) and k.endswith(".weight") and len(s) == 2 and "embeddings_connector" not in k
+    }
     shapes = {}
     for layer, (out, inp) in layers.items():
         shapes[f"diffusion_model.{layer}.lora_A.weight"] = (384, inp)
@@ -284,6 +375,9 @@ def test_every_real_linear_layer_is_a_lora_target(name):
     resolved = nl.resolve_lora(model, lazy(shapes), tr.lora_key_map(), what=name)
     assert len(resolved) == len(layers) > 1000
     flat = {k: v.shape for k, v in tree_flatten(model.parameters())}
-    wrong = [t for t, (b, a, _) in resolved.items()
-             if (b.shape[0], a.shape[1]) != tuple(flat[t if t in flat else t + ".weight"])]
+    wrong = [
+        t
+        for t, (b, a, _) in resolved.items()
+        if (b.shape[0], a.shape[1]) != tuple(flat[t if t in flat else t + ".weight"])
+    ]
     assert not wrong

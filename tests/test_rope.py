@@ -2,6 +2,7 @@
 rope_params / rope_apply, LTX-2's split tables (built in ltx2.transformer from fractional positions)
 against ltx-core's precompute_freqs_cis (that comparison lives in tests/test_ltx2_transformer.py),
 and the shared angle builder's layout."""
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -16,23 +17,27 @@ from tests.oracles import wan
 def test_wan_tables_match_rope_apply():
     ref = wan().model
     rope_apply, rope_params = ref.rope_apply, ref.rope_params
-    d, grid = 24, (3, 4, 5)                       # head dim 24: axes 8 / 8 / 8 channels
-    m = WanModel(WanModelArgs(model_type="t2v", dim=48, num_heads=2, num_layers=0, ffn_dim=8, freq_dim=8,
-                              text_dim=8, in_dim=4, out_dim=4))
+    d, grid = 24, (3, 4, 5)  # head dim 24: axes 8 / 8 / 8 channels
+    m = WanModel(
+        WanModelArgs(
+            model_type="t2v", dim=48, num_heads=2, num_layers=0, ffn_dim=8, freq_dim=8, text_dim=8, in_dim=4, out_dim=4
+        )
+    )
     rope = m.rope_tables(grid)
-    freqs = torch.cat([rope_params(1024, d - 4 * (d // 6)), rope_params(1024, 2 * (d // 6)),
-                       rope_params(1024, 2 * (d // 6))], dim=1)
+    freqs = torch.cat(
+        [rope_params(1024, d - 4 * (d // 6)), rope_params(1024, 2 * (d // 6)), rope_params(1024, 2 * (d // 6))], dim=1
+    )
     L = int(np.prod(grid))
     x = np.random.default_rng(0).standard_normal((1, L, 2, d)).astype(np.float32)
     want = rope_apply(torch.from_numpy(x), torch.tensor([grid]), freqs).numpy()
     got = np.array(apply_rope_interleaved(mx.array(x), rope))
     np.testing.assert_allclose(got, want, atol=2e-6)
-    rev = m.rope_tables(grid, t_positions=[2, 1, 0])   # positions are data: reversed time
+    rev = m.rope_tables(grid, t_positions=[2, 1, 0])  # positions are data: reversed time
     np.testing.assert_array_equal(np.array(rev.even).reshape(3, -1), np.array(rope.even).reshape(3, -1)[::-1])
 
 
 def test_angles_layout():
-    pos = np.array([[[1.0, 10.0], [2.0, 20.0]]])   # [B=1, T=2, A=2]
+    pos = np.array([[[1.0, 10.0], [2.0, 20.0]]])  # [B=1, T=2, A=2]
     ang = rope_angles(pos, np.array([1.0, 0.5, 3.0]), [1, 0, 1])
     np.testing.assert_array_equal(ang, [[[10.0, 0.5, 30.0], [20.0, 1.0, 60.0]]])
     t = nd_rope_tables((np.arange(2), np.arange(3)), (4, 2), theta=100.0)
@@ -47,7 +52,7 @@ def test_angles_layout():
 
 def test_split_table_padding_and_errors():
     ang = np.zeros((1, 2, 3), np.float32)
-    tab = split_rope_table(ang, 8, 2)               # 4 angle slots, 3 angles: one (cos 1, sin 0) in front
+    tab = split_rope_table(ang, 8, 2)  # 4 angle slots, 3 angles: one (cos 1, sin 0) in front
     assert tab.cos.shape == (1, 2, 2, 2) and np.all(np.array(tab.cos) == 1) and np.all(np.array(tab.sin) == 0)
     with pytest.raises(ValueError, match="cannot lay 5 RoPE angles"):
         split_rope_table(np.zeros((1, 2, 5), np.float32), 8, 2)

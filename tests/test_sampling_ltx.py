@@ -1,4 +1,5 @@
 """Parity of the LTX-2 sampling components with ltx-core / ltx-pipelines 1.0.0 (injected noise)."""
+
 import math
 
 import mlx.core as mx
@@ -42,8 +43,10 @@ tch = lambda a: torch.from_numpy(np.asarray(a, np.float32))  # noqa: E731
 
 # ---------------------------------------------------------------- schedules
 
-@pytest.mark.parametrize("steps,latent_shape", [(30, None), (40, None), (15, (1, 128, 16, 17, 30)),
-                                                (4, (1, 128, 2, 3, 4)), (1, None)])
+
+@pytest.mark.parametrize(
+    "steps,latent_shape", [(30, None), (40, None), (15, (1, 128, 16, 17, 30)), (4, (1, 128, 2, 3, 4)), (1, None)]
+)
 def test_ltx2_sigmas_match_official(steps, latent_shape):
     latent = None if latent_shape is None else torch.empty(latent_shape)
     ref = LTX2Scheduler().execute(steps=steps, latent=latent).numpy()
@@ -64,10 +67,13 @@ def test_ltx2_sigmas_known_values_and_sensitivity():
     assert np.abs(ltx2_sigmas(15, 4096) - hq).max() > 1e-2  # the token count matters
     np.testing.assert_array_equal(DISTILLED_SIGMAS, np.float32(C.DISTILLED_SIGMA_VALUES))
     np.testing.assert_array_equal(STAGE2_DISTILLED_SIGMAS, np.float32(C.STAGE_2_DISTILLED_SIGMA_VALUES))
-    np.testing.assert_array_equal(res2s_sigmas(STAGE2_DISTILLED_SIGMAS), np.float32([0.909375, 0.725, 0.421875, 0.0011, 0]))
+    np.testing.assert_array_equal(
+        res2s_sigmas(STAGE2_DISTILLED_SIGMAS), np.float32([0.909375, 0.725, 0.421875, 0.0011, 0])
+    )
 
 
 # ---------------------------------------------------------------- steps and noiser
+
 
 def test_euler_noiser_blend_match_official():
     rng = np.random.default_rng(0)
@@ -77,7 +83,9 @@ def test_euler_noiser_blend_match_official():
     for i in range(2):
         ref = EulerDiffusionStep().step(tch(x), tch(x0), sig, i)
         assert rel_err(euler_step_x0(mxa(x), mxa(x0), sig[i].item(), sig[i + 1].item()), ref) < 1e-6
-    assert rel_err(blend_clean(mxa(x0), mxa(mask), mxa(clean)), post_process_latent(tch(x0), tch(mask), tch(clean))) < 1e-6
+    assert (
+        rel_err(blend_clean(mxa(x0), mxa(mask), mxa(clean)), post_process_latent(tch(x0), tch(mask), tch(clean))) < 1e-6
+    )
     state = LatentState(latent=tch(clean), denoise_mask=tch(mask), positions=None, clean_latent=tch(clean))
     ref = GaussianNoiser(torch.Generator().manual_seed(7))(state, noise_scale=0.909375).latent
     noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(7))
@@ -124,8 +132,9 @@ def _fake_model(seed=0):
     """A deterministic nonlinear x0 predictor, identical for both frameworks (float64 NumPy)."""
     rng = np.random.default_rng(seed)
     mats = [rng.standard_normal((s[-1], s[-1])) / np.sqrt(s[-1]) for s in SHAPES]
-    return lambda k, x, sigma: (np.tanh(np.asarray(x, np.float64) @ mats[k]) * (1 - 0.5 * sigma)
-                                + 0.3 * sigma * np.asarray(x, np.float64)).astype(np.float32)
+    return lambda k, x, sigma: (
+        np.tanh(np.asarray(x, np.float64) @ mats[k]) * (1 - 0.5 * sigma) + 0.3 * sigma * np.asarray(x, np.float64)
+    ).astype(np.float32)
 
 
 def _states(seed=2):
@@ -133,11 +142,13 @@ def _states(seed=2):
     xs = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
     cleans = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
     vmask = np.ones(SHAPES[0][:2] + (1,), np.float32)
-    vmask[:, :3] = 0.0   # replaced first-frame tokens
+    vmask[:, :3] = 0.0  # replaced first-frame tokens
     vmask[:, -2:] = 0.4  # appended guiding tokens at strength 0.6
     masks = [vmask, np.ones(SHAPES[1][:2] + (1,), np.float32)]
-    torch_states = [LatentState(latent=tch(x), denoise_mask=tch(m), positions=None, clean_latent=tch(c))
-                    for x, m, c in zip(xs, masks, cleans)]
+    torch_states = [
+        LatentState(latent=tch(x), denoise_mask=tch(m), positions=None, clean_latent=tch(c))
+        for x, m, c in zip(xs, masks, cleans)
+    ]
     return xs, masks, cleans, torch_states
 
 
@@ -150,8 +161,15 @@ def _run_official_res2s(sigmas, noises, model):
         return tuple(tch(model(k, st.latent.numpy(), s)) for k, st in enumerate((video_state, audio_state)))
 
     new_noise = lambda latent, gen: torch.from_numpy(noises[next(order)])  # noqa: E731
-    v, a = res2s_audio_video_denoising_loop(torch.from_numpy(sigmas), vs, as_, Res2sDiffusionStep(), denoise_fn,
-                                            new_noise_fn=new_noise, model_dtype=torch.float32)
+    v, a = res2s_audio_video_denoising_loop(
+        torch.from_numpy(sigmas),
+        vs,
+        as_,
+        Res2sDiffusionStep(),
+        denoise_fn,
+        new_noise_fn=new_noise,
+        model_dtype=torch.float32,
+    )
     return [v.latent, a.latent]
 
 
@@ -159,15 +177,26 @@ def _run_ours_res2s(sigmas, noises, model, **kw):
     xs, masks, cleans, _ = _states()
     denoise = lambda xs, s: [mxa(model(k, np.array(x), s)) for k, x in enumerate(xs)]  # noqa: E731
     noise = lambda i, sub, k, like: mxa(noises[(i, sub, k)])  # noqa: E731
-    return res2s_sample(sigmas, [mxa(x) for x in xs], denoise, noise=noise, masks=[mxa(m) for m in masks],
-                        cleans=[mxa(c) for c in cleans], **kw)
+    return res2s_sample(
+        sigmas,
+        [mxa(x) for x in xs],
+        denoise,
+        noise=noise,
+        masks=[mxa(m) for m in masks],
+        cleans=[mxa(c) for c in cleans],
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("sigmas", [ltx2_sigmas(4, 2 * 3 * 4), STAGE2_DISTILLED_SIGMAS])
 def test_res2s_loop_matches_official(sigmas):
     rng = np.random.default_rng(3)
-    noises = {(i, sub, k): rng.standard_normal(SHAPES[k]) for i in range(len(sigmas) - 1)
-              for sub in (True, False) for k in range(2)}
+    noises = {
+        (i, sub, k): rng.standard_normal(SHAPES[k])
+        for i in range(len(sigmas) - 1)
+        for sub in (True, False)
+        for k in range(2)
+    }
     model = _fake_model()
     ref = _run_official_res2s(sigmas, noises, model)
     ours = _run_ours_res2s(sigmas, noises, model)
@@ -192,8 +221,10 @@ def test_euler_loop_matches_official():
     ref = euler_denoising_loop(torch.from_numpy(sigmas), vs, as_, EulerDiffusionStep(), denoise_fn)
     xs = [mxa(x) for x in xs]
     for i in range(len(sigmas) - 1):
-        x0s = [blend_clean(mxa(model(k, np.array(x), float(sigmas[i]))), mxa(m), mxa(c))
-               for k, (x, m, c) in enumerate(zip(xs, masks, cleans))]
+        x0s = [
+            blend_clean(mxa(model(k, np.array(x), float(sigmas[i]))), mxa(m), mxa(c))
+            for k, (x, m, c) in enumerate(zip(xs, masks, cleans))
+        ]
         xs = [euler_step_x0(x, x0, sigmas[i], sigmas[i + 1]) for x, x0 in zip(xs, x0s)]
     for o, r in zip(xs, ref):
         assert rel_err(o, r.latent) < TOL
@@ -201,35 +232,57 @@ def test_euler_loop_matches_official():
 
 # ---------------------------------------------------------------- guidance
 
+
 def _official_params(p: GuidanceParams) -> MultiModalGuiderParams:
-    return MultiModalGuiderParams(cfg_scale=p.cfg_scale, stg_scale=p.stg_scale, stg_blocks=list(p.stg_blocks),
-                                  rescale_scale=p.rescale_scale, modality_scale=p.modality_scale,
-                                  skip_step=p.skip_step)
+    return MultiModalGuiderParams(
+        cfg_scale=p.cfg_scale,
+        stg_scale=p.stg_scale,
+        stg_blocks=list(p.stg_blocks),
+        rescale_scale=p.rescale_scale,
+        modality_scale=p.modality_scale,
+        skip_step=p.skip_step,
+    )
 
 
 def test_guidance_defaults_match_official():
-    pairs = [(C.LTX_2_PARAMS, G.LTX2_VIDEO_GUIDANCE, G.LTX2_AUDIO_GUIDANCE, G.LTX2_STEPS),
-             (C.LTX_2_3_PARAMS, G.LTX23_VIDEO_GUIDANCE, G.LTX23_AUDIO_GUIDANCE, G.LTX23_STEPS),
-             (C.LTX_2_3_HQ_PARAMS, G.LTX23_HQ_VIDEO_GUIDANCE, G.LTX23_HQ_AUDIO_GUIDANCE, G.LTX23_HQ_STEPS)]
+    pairs = [
+        (C.LTX_2_PARAMS, G.LTX2_VIDEO_GUIDANCE, G.LTX2_AUDIO_GUIDANCE, G.LTX2_STEPS),
+        (C.LTX_2_3_PARAMS, G.LTX23_VIDEO_GUIDANCE, G.LTX23_AUDIO_GUIDANCE, G.LTX23_STEPS),
+        (C.LTX_2_3_HQ_PARAMS, G.LTX23_HQ_VIDEO_GUIDANCE, G.LTX23_HQ_AUDIO_GUIDANCE, G.LTX23_HQ_STEPS),
+    ]
     for ref, video, audio, steps in pairs:
         assert _official_params(video) == ref.video_guider_params
         assert _official_params(audio) == ref.audio_guider_params
         assert steps == ref.num_inference_steps
 
 
-@pytest.mark.parametrize("params", [G.LTX2_VIDEO_GUIDANCE, G.LTX2_AUDIO_GUIDANCE, G.LTX23_HQ_VIDEO_GUIDANCE,
-                                    G.LTX23_HQ_AUDIO_GUIDANCE, GuidanceParams(cfg_scale=4.0),
-                                    GuidanceParams(stg_scale=1.5, skip_step=1)])
+@pytest.mark.parametrize(
+    "params",
+    [
+        G.LTX2_VIDEO_GUIDANCE,
+        G.LTX2_AUDIO_GUIDANCE,
+        G.LTX23_HQ_VIDEO_GUIDANCE,
+        G.LTX23_HQ_AUDIO_GUIDANCE,
+        GuidanceParams(cfg_scale=4.0),
+        GuidanceParams(stg_scale=1.5, skip_step=1),
+    ],
+)
 def test_multimodal_guidance_matches_official(params):
     rng = np.random.default_rng(4)
     # batch elements with different spreads: the rescale std is over the whole tensor
     c, u, p, m = (rng.standard_normal((2, 10, 8)) * np.array([1.0, 3.0])[:, None, None] for _ in range(4))
     guider = MultiModalGuider(params=_official_params(params))
     run = lambda on, x: tch(x) if on else 0.0  # noqa: E731 -- the official passes 0.0 for skipped passes
-    ref = guider.calculate(tch(c), run(guider.do_unconditional_generation(), u),
-                           run(guider.do_perturbed_generation(), p), run(guider.do_isolated_modality_generation(), m))
-    args = [mxa(x) if on else None for x, on in ((u, params.needs_uncond), (p, params.needs_perturbed),
-                                                  (m, params.needs_isolated))]
+    ref = guider.calculate(
+        tch(c),
+        run(guider.do_unconditional_generation(), u),
+        run(guider.do_perturbed_generation(), p),
+        run(guider.do_isolated_modality_generation(), m),
+    )
+    args = [
+        mxa(x) if on else None
+        for x, on in ((u, params.needs_uncond), (p, params.needs_perturbed), (m, params.needs_isolated))
+    ]
     ours = multimodal_guidance(params, mxa(c), *args)
     assert rel_err(ours, ref) < 1e-6
     assert [params.skips(k) for k in range(4)] == [guider.should_skip_step(k) for k in range(4)]

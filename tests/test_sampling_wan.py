@@ -1,4 +1,5 @@
 """Parity of the Wan flow solvers with the official schedulers (wan.utils.fm_solvers*)."""
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -17,13 +18,14 @@ def ref_scheduler(name: str, num_steps: int, shift: float, order: int = 2):
     w = wan()
     if name == "unipc":
         sch = w.fm_solvers_unipc.FlowUniPCMultistepScheduler(
-            num_train_timesteps=1000, shift=1, use_dynamic_shifting=False)
+            num_train_timesteps=1000, shift=1, use_dynamic_shifting=False
+        )
         sch.set_timesteps(num_steps, device="cpu", shift=shift)
         return sch
     # dpm++ (order 2) and euler (= stateless first-order DPM++ on the same grid, as WanFM writes it)
     sch = w.fm_solvers.FlowDPMSolverMultistepScheduler(
-        num_train_timesteps=1000, shift=1, use_dynamic_shifting=False,
-        solver_order=order if name == "dpm++" else 1)
+        num_train_timesteps=1000, shift=1, use_dynamic_shifting=False, solver_order=order if name == "dpm++" else 1
+    )
     w.fm_solvers.retrieve_timesteps(sch, device="cpu", sigmas=w.fm_solvers.get_sampling_sigmas(num_steps, shift))
     return sch
 
@@ -43,8 +45,14 @@ def drive(solver, ref, seed: int = 0) -> list[float]:
     return errs
 
 
-CASES = [("unipc", 50, 5.0), ("unipc", 4, 5.0), ("dpm++", 50, 5.0), ("dpm++", 4, 5.0),
-         ("euler", 40, 16.0), ("euler", 4, 5.0)]
+CASES = [
+    ("unipc", 50, 5.0),
+    ("unipc", 4, 5.0),
+    ("dpm++", 50, 5.0),
+    ("dpm++", 4, 5.0),
+    ("euler", 40, 16.0),
+    ("euler", 4, 5.0),
+]
 
 
 @pytest.mark.parametrize("name,steps,shift", CASES)

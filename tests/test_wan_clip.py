@@ -1,5 +1,6 @@
 """Wan2.1 CLIP visual tower parity against transformers' CLIPVisionModel (hidden_states[-2]), through both
 checkpoint layouts, and Wan's preprocessing (torch bicubic resize + CLIP normalisation)."""
+
 from __future__ import annotations
 
 import mlx.core as mx
@@ -7,16 +8,24 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.oracles import randomize_, rel_err
 
 from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.wan.clip import CLIP_MEAN, CLIP_STD, CLIPVisionArgs, CLIPVisionEncoder, preprocess, sanitize
+from tests.oracles import randomize_, rel_err
 
 # Measured 3e-7. Tighter than the 3e-4 ORACLES allows for attention stacks so that tanh-GELU in
 # place of the exact one (8.7e-5 at these sizes) fails.
 TOL = 1e-5
-TINY = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=3,
-            image_size=28, patch_size=7, hidden_act="gelu", layer_norm_eps=1e-5)
+TINY = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_attention_heads=4,
+    num_hidden_layers=3,
+    image_size=28,
+    patch_size=7,
+    hidden_act="gelu",
+    layer_norm_eps=1e-5,
+)
 
 
 def _hf(seed=0):
@@ -39,21 +48,28 @@ def _open_clip_names(sd: dict) -> dict:
     """The same weights under Wan2.1's open-clip names (what models_clip_*.pth holds), built here
     independently of ``sanitize``; plus the keys Wan never reads (text tower, head, post-norm)."""
     v = "vision_model."
-    out = {"visual.patch_embedding.weight": sd[v + "embeddings.patch_embedding.weight"],
-           "visual.cls_embedding": sd[v + "embeddings.class_embedding"].reshape(1, 1, -1),
-           "visual.pos_embedding": sd[v + "embeddings.position_embedding.weight"][None],
-           "visual.post_norm.weight": sd[v + "post_layernorm.weight"],
-           "visual.post_norm.bias": sd[v + "post_layernorm.bias"],
-           "visual.head": torch.randn(32, 16),
-           "textual.token_embedding.weight": torch.randn(10, 8),
-           "log_scale": torch.tensor(2.0)}
+    out = {
+        "visual.patch_embedding.weight": sd[v + "embeddings.patch_embedding.weight"],
+        "visual.cls_embedding": sd[v + "embeddings.class_embedding"].reshape(1, 1, -1),
+        "visual.pos_embedding": sd[v + "embeddings.position_embedding.weight"][None],
+        "visual.post_norm.weight": sd[v + "post_layernorm.weight"],
+        "visual.post_norm.bias": sd[v + "post_layernorm.bias"],
+        "visual.head": torch.randn(32, 16),
+        "textual.token_embedding.weight": torch.randn(10, 8),
+        "log_scale": torch.tensor(2.0),
+    }
     for leaf in ("weight", "bias"):
         out[f"visual.pre_norm.{leaf}"] = sd[f"{v}pre_layrnorm.{leaf}"]
         for i in range(TINY["num_hidden_layers"]):
             p, q = f"{v}encoder.layers.{i}.", f"visual.transformer.{i}."
             out[q + "attn.to_qkv." + leaf] = torch.cat([sd[p + f"self_attn.{x}_proj.{leaf}"] for x in "qkv"])
-            for a, b in (("layer_norm1", "norm1"), ("layer_norm2", "norm2"), ("self_attn.out_proj", "attn.proj"),
-                         ("mlp.fc1", "mlp.0"), ("mlp.fc2", "mlp.2")):
+            for a, b in (
+                ("layer_norm1", "norm1"),
+                ("layer_norm2", "norm2"),
+                ("self_attn.out_proj", "attn.proj"),
+                ("mlp.fc1", "mlp.0"),
+                ("mlp.fc2", "mlp.2"),
+            ):
                 out[f"{q}{b}.{leaf}"] = sd[f"{p}{a}.{leaf}"]
     return out
 
@@ -105,12 +121,30 @@ def test_visual_tower_parity(layout):
 
 
 def test_config_readers():
-    vit_h = CLIPVisionArgs.from_config({"embed_dim": 1024, "image_size": 224, "patch_size": 14,
-                                        "vision_dim": 1280, "vision_mlp_ratio": 4, "vision_heads": 16,
-                                        "vision_layers": 32, "vision_pool": "token", "activation": "gelu"})
+    vit_h = CLIPVisionArgs.from_config(
+        {
+            "embed_dim": 1024,
+            "image_size": 224,
+            "patch_size": 14,
+            "vision_dim": 1280,
+            "vision_mlp_ratio": 4,
+            "vision_heads": 16,
+            "vision_layers": 32,
+            "vision_pool": "token",
+            "activation": "gelu",
+        }
+    )
     assert vit_h == CLIPVisionArgs()
-    hf = {"hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 16, "num_hidden_layers": 32,
-          "image_size": 224, "patch_size": 14, "hidden_act": "gelu", "layer_norm_eps": 1e-5}
+    hf = {
+        "hidden_size": 1280,
+        "intermediate_size": 5120,
+        "num_attention_heads": 16,
+        "num_hidden_layers": 32,
+        "image_size": 224,
+        "patch_size": 14,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-5,
+    }
     assert CLIPVisionArgs.from_config({"vision_config": hf}) == CLIPVisionArgs()
     with pytest.raises(ValueError):
         CLIPVisionArgs.from_config({**hf, "hidden_act": "quick_gelu"})
@@ -121,9 +155,11 @@ def test_strict_loading_names_keys():
     w = sanitize(_to_mx(ref.state_dict()), "hf")
     model = CLIPVisionEncoder(CLIPVisionArgs.from_config(cfg.to_dict()))
     k = "blocks.2.attn.to_qkv.weight"
-    for bad, name in [({kk: v for kk, v in w.items() if kk != k}, k),
-                      ({**w, "blocks.2.attn.extra": w[k]}, "blocks.2.attn.extra"),
-                      ({**w, k: w[k][:64]}, k)]:
+    for bad, name in [
+        ({kk: v for kk, v in w.items() if kk != k}, k),
+        ({**w, "blocks.2.attn.extra": w[k]}, "blocks.2.attn.extra"),
+        ({**w, k: w[k][:64]}, k),
+    ]:
         with pytest.raises(WeightsError, match=name.replace(".", r"\.")):
             load_strict(model, bad, "clip")
     # an unknown checkpoint key is passed on, not dropped; an incomplete q/k/v is reported, not fused

@@ -1,6 +1,7 @@
 """`mlx_video.wan.checkpoint` from both real layouts: the diffusers repo layout (Wan-AI/Wan2.2-TI2V-5B-Diffusers) compared
 with diffusers / transformers modules, the official layout's text encoder compared with the official T5,
 and 8-bit quantized conversion."""
+
 import json
 import shutil
 
@@ -8,13 +9,12 @@ import mlx.core as mx
 import pytest
 import torch
 
+from mlx_video.io.weights import WeightsError
+from mlx_video.wan.checkpoint import convert_wan, detect_layout
+from mlx_video.wan.pipeline import WanPipeline
 from tests import oracles
 from tests.oracles import randomize_, rel_err
 from tests.wan_tiny import TINY
-
-from mlx_video.wan.checkpoint import convert_wan, detect_layout
-from mlx_video.io.weights import WeightsError
-from mlx_video.wan.pipeline import WanPipeline
 
 TOK = TINY / "google" / "umt5-xxl"
 CFG = json.loads((TINY / "config.json").read_text())
@@ -27,23 +27,51 @@ def _diffusers_folder(root):
     from mlx_video.wan.vae22 import Wan22VAEArgs
 
     head = CFG["dim"] // CFG["num_heads"]
-    dit = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=CFG["num_heads"], attention_head_dim=head,
-                                in_channels=48, out_channels=48, text_dim=CFG["text_dim"], freq_dim=CFG["freq_dim"],
-                                ffn_dim=CFG["ffn_dim"], num_layers=CFG["num_layers"]).eval()
+    dit = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=CFG["num_heads"],
+        attention_head_dim=head,
+        in_channels=48,
+        out_channels=48,
+        text_dim=CFG["text_dim"],
+        freq_dim=CFG["freq_dim"],
+        ffn_dim=CFG["ffn_dim"],
+        num_layers=CFG["num_layers"],
+    ).eval()
     rope = {k: v.clone() for k, v in dit.named_buffers()}
     randomize_(dit, seed=11)
     with torch.no_grad():  # randomize_ fills buffers too: restore the RoPE tables
         for k, v in dit.named_buffers():
             v.copy_(rope[k])
     a = Wan22VAEArgs()
-    vae = AutoencoderKLWan(base_dim=4, decoder_base_dim=8, z_dim=48, in_channels=12, out_channels=12, patch_size=2,
-                           is_residual=True, scale_factor_spatial=16, scale_factor_temporal=4,
-                           temperal_downsample=[False, True, True], latents_mean=a.latents_mean,
-                           latents_std=a.latents_std).eval()
+    vae = AutoencoderKLWan(
+        base_dim=4,
+        decoder_base_dim=8,
+        z_dim=48,
+        in_channels=12,
+        out_channels=12,
+        patch_size=2,
+        is_residual=True,
+        scale_factor_spatial=16,
+        scale_factor_temporal=4,
+        temperal_downsample=[False, True, True],
+        latents_mean=a.latents_mean,
+        latents_std=a.latents_std,
+    ).eval()
     randomize_(vae, seed=12, fan_in=True)
     vocab = len(json.loads((TOK / "tokenizer.json").read_text())["model"]["vocab"])
-    t5 = UMT5EncoderModel(UMT5Config(vocab_size=vocab, d_model=CFG["text_dim"], d_kv=8, d_ff=64, num_heads=4,
-                                     num_layers=2, feed_forward_proj="gated-gelu", dropout_rate=0.0)).eval()
+    t5 = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=vocab,
+            d_model=CFG["text_dim"],
+            d_kv=8,
+            d_ff=64,
+            num_heads=4,
+            num_layers=2,
+            feed_forward_proj="gated-gelu",
+            dropout_rate=0.0,
+        )
+    ).eval()
     randomize_(t5, seed=13)
     dit.save_pretrained(root / "transformer", max_shard_size="200KB")  # sharded, with index
     vae.save_pretrained(root / "vae")
@@ -78,12 +106,20 @@ def test_diffusers_layout_dit_matches_diffusers(diffusers_case):
     with torch.no_grad():
         ref = dit(x, timestep=t, encoder_hidden_states=padded).sample
     m = pipe.dit
-    ours = m(mx.array(x.permute(0, 2, 3, 4, 1).numpy()), mx.array([[0.0, 700.0, 700.0]] * 2),
-             m.embed_text([mx.array(c.numpy()) for c in ctx]), m.rope_tables((T, h // 2, w // 2)))
+    ours = m(
+        mx.array(x.permute(0, 2, 3, 4, 1).numpy()),
+        mx.array([[0.0, 700.0, 700.0]] * 2),
+        m.embed_text([mx.array(c.numpy()) for c in ctx]),
+        m.rope_tables((T, h // 2, w // 2)),
+    )
     e = rel_err(ours, ref.permute(0, 2, 3, 4, 1))
     assert e < 3e-4, e
-    other = m(mx.array(x.permute(0, 2, 3, 4, 1).numpy()), mx.array([[700.0, 700.0, 700.0]] * 2),
-              m.embed_text([mx.array(c.numpy()) for c in ctx]), m.rope_tables((T, h // 2, w // 2)))
+    other = m(
+        mx.array(x.permute(0, 2, 3, 4, 1).numpy()),
+        mx.array([[700.0, 700.0, 700.0]] * 2),
+        m.embed_text([mx.array(c.numpy()) for c in ctx]),
+        m.rope_tables((T, h // 2, w // 2)),
+    )
     assert rel_err(other, ref.permute(0, 2, 3, 4, 1)) > 100 * 3e-4  # per-token timesteps are seen
 
 
@@ -126,9 +162,17 @@ def test_official_layout_text_encoder_matches_official_t5(tmp_path):
     pipe = WanPipeline(out, dtype=mx.float32, offload=False)
     sd = torch.load(TINY / "models_t5_umt5-xxl-enc-bf16.pth")
     cfg = json.loads((out / "config.json").read_text())["t5"]
-    ref = w.t5.T5Encoder(vocab=cfg["vocab_size"], dim=cfg["dim"], dim_attn=cfg["dim_attn"], dim_ffn=cfg["dim_ffn"],
-                         num_heads=cfg["num_heads"], num_layers=cfg["num_layers"], num_buckets=cfg["num_buckets"],
-                         shared_pos=False, dropout=0.0).eval()
+    ref = w.t5.T5Encoder(
+        vocab=cfg["vocab_size"],
+        dim=cfg["dim"],
+        dim_attn=cfg["dim_attn"],
+        dim_ffn=cfg["dim_ffn"],
+        num_heads=cfg["num_heads"],
+        num_layers=cfg["num_layers"],
+        num_buckets=cfg["num_buckets"],
+        shared_pos=False,
+        dropout=0.0,
+    ).eval()
     ref.load_state_dict({k: v.float() for k, v in sd.items()})
     tok = w.tokenizers.HuggingfaceTokenizer(name=str(TOK), seq_len=512, clean="whitespace")
     prompts = ["An astronaut rides a horse on the moon"]

@@ -1,17 +1,17 @@
 """Extension on the tiny TI2V-5B: the continuation's first frames are the VAE round trip of the input's last
 frames (their latents are the anchors), the output is the input followed by the new frames, and two segments make
 one video of the right length without repeating the overlap."""
+
 import mlx.core as mx
 import numpy as np
 import pytest
-
-from tests.test_wan_v2v import _clip
-from tests.wan_tiny import TINY
 
 from mlx_video.io.images import to_uint8
 from mlx_video.wan import pipeline as P
 from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.wan.conditions import read_video
+from tests.test_wan_v2v import _clip
+from tests.wan_tiny import TINY
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +32,8 @@ def test_continuation_starts_with_the_inputs_last_frames(pipe, inputs, tmp_path)
     res = pipe.generate(task="t2v-5B", extend=clip, overlap=5, noise=mx.random.normal((1, 3, 4, 4, 48)), **inputs)
     video = read_video(clip, 64, 64)[0]
     assert res.frames.shape == (11 + 9 - 5, 64, 64, 3)
-    np.testing.assert_array_equal(res.frames[:11], to_uint8(video))          # the input, untouched
-    z = pipe.vae.encode(mx.array(video[-5:])[None])                           # its last 5 frames: latents 0..1
+    np.testing.assert_array_equal(res.frames[:11], to_uint8(video))  # the input, untouched
+    z = pipe.vae.encode(mx.array(video[-5:])[None])  # its last 5 frames: latents 0..1
     np.testing.assert_array_equal(np.array(res.latents[:, :2]), np.array(z))
     window = to_uint8(np.array(pipe.vae.decode(res.latents)[0]))
     np.testing.assert_array_equal(window[:5], to_uint8(np.array(pipe.vae.decode(z)[0])))  # = VAE round trip
@@ -53,19 +53,22 @@ def test_two_segments_make_one_video_without_repeating_the_overlap(pipe, inputs,
     monkeypatch.setattr(pipe, "denoise", spy)
     res = pipe.generate(task="t2v-5B", segments=2, overlap=1, seed=3, **inputs)
     assert res.frames.shape == (9 + 9 - 1, 64, 64, 3)
-    assert seen == [(3, None), (4, [0.0, 1.0, 1.0])]   # window 2: its latent 0 anchored to window 1's last frame
+    assert seen == [(3, None), (4, [0.0, 1.0, 1.0])]  # window 2: its latent 0 anchored to window 1's last frame
     one = pipe.generate(task="t2v-5B", seed=3, **inputs)
     np.testing.assert_array_equal(res.frames[:9], one.frames)
     assert not any(np.array_equal(res.frames[8], f) for f in res.frames[9:])
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(task="i2v-14B", images=["x.png"]), "extension .* runs on t2v-5B / ti2v-5B"),
-    (dict(overlap=4), "overlap must be 4j\\+1"),
-    (dict(overlap=9), "less than frame_num 9"),
-    (dict(segments=1, overlap=5, extend=None), "overlap is for extension"),
-    (dict(segments=0), "segments must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(task="i2v-14B", images=["x.png"]), "extension .* runs on t2v-5B / ti2v-5B"),
+        (dict(overlap=4), "overlap must be 4j\\+1"),
+        (dict(overlap=9), "less than frame_num 9"),
+        (dict(segments=1, overlap=5, extend=None), "overlap is for extension"),
+        (dict(segments=0), "segments must be at least 1"),
+    ],
+)
 def test_bad_extension_settings_are_one_line_errors(kw, match):
     kw = dict(dict(task="t2v-5B", segments=2, frame_num=9, size="64*64"), **kw)
     with pytest.raises(ValueError, match=match) as e:
@@ -80,8 +83,31 @@ def test_cli_extend_two_segments(tmp_path, monkeypatch):
 
     monkeypatch.setenv("MLX_VIDEO_CACHE", str(tmp_path / "cache"))
     clip, out = _clip(tmp_path / "in.mp4", n=9), tmp_path / "long.mp4"
-    r = CliRunner().invoke(app, _expand_multi([
-        "generate", "--task", "t2v-5B", "--ckpt_dir", str(TINY), "--prompt", "x", "--frame_num", "9",
-        "--sample_steps", "1", "--extend", str(clip), "--overlap", "1", "--segments", "2", "--save_file", str(out)]))
+    r = CliRunner().invoke(
+        app,
+        _expand_multi(
+            [
+                "generate",
+                "--task",
+                "t2v-5B",
+                "--ckpt_dir",
+                str(TINY),
+                "--prompt",
+                "x",
+                "--frame_num",
+                "9",
+                "--sample_steps",
+                "1",
+                "--extend",
+                str(clip),
+                "--overlap",
+                "1",
+                "--segments",
+                "2",
+                "--save_file",
+                str(out),
+            ]
+        ),
+    )
     assert r.exit_code == 0, r.output
     assert read_video(out)[1:] == (9 + 2 * 8, (64, 64))

@@ -1,13 +1,12 @@
 """Few-step distillation LoRAs: the published lightx2v / Lightning / musubi key formats (diff, diff_b, diff_m, alpha)
 merge to the weights an independent numpy merge gives; ``--preset`` recipes; guide scale 1 runs one DiT pass a
 step (counted); lightx2v's step-distill samplers."""
+
 import mlx.core as mx
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 from typer.testing import CliRunner
-
-from tests.wan_tiny import TINY
 
 from mlx_video.io.weights import WeightsError
 from mlx_video.nn.lora import merge_loras
@@ -15,10 +14,12 @@ from mlx_video.wan import pipeline as P
 from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.wan.transformer import lora_key_map as wan_key_map
 from mlx_video.wan.transformer import sanitize
+from tests.wan_tiny import TINY
 
 RANK, STRENGTH = 4, 0.7
-LINEARS = [f"blocks.{i}.{a}.{p}" for i in range(2) for a in ("self_attn", "cross_attn") for p in "qkvo"] + \
-          [f"blocks.{i}.ffn.{j}" for i in range(2) for j in (0, 2)]
+LINEARS = [f"blocks.{i}.{a}.{p}" for i in range(2) for a in ("self_attn", "cross_attn") for p in "qkvo"] + [
+    f"blocks.{i}.ffn.{j}" for i in range(2) for j in (0, 2)
+]
 NORMS = [f"blocks.{i}.{a}.{n}" for i in range(2) for a in ("self_attn", "cross_attn") for n in ("norm_q", "norm_k")]
 EMBED = ["text_embedding.0", "text_embedding.2", "time_embedding.0", "time_embedding.2", "time_projection.1"]
 
@@ -55,8 +56,9 @@ def lightx2v_wan21(sd, g):
     for m in NORMS + [f"blocks.{i}.norm3" for i in range(2)]:
         out[f"diffusion_model.{m}.diff"] = g.normal(0, 0.1, sd[m + ".weight"].shape).astype(np.float32)
     for i in range(2):
-        out[f"diffusion_model.blocks.{i}.norm3.diff_b"] = g.normal(0, 0.1, (sd["blocks.0.norm3.bias"].shape)) \
-            .astype(np.float32)
+        out[f"diffusion_model.blocks.{i}.norm3.diff_b"] = g.normal(0, 0.1, (sd["blocks.0.norm3.bias"].shape)).astype(
+            np.float32
+        )
     return out
 
 
@@ -185,13 +187,18 @@ def test_guide_scale_one_runs_one_dit_pass_per_step(conv, monkeypatch, batch_cfg
     spy = Spy(pipe.dit)
     monkeypatch.setattr(pipe, "model", lambda name="dit": spy)
     dim = pipe.cfg["dit"]["text_dim"]
-    kw = dict(task="t2v-5B", size="64*64", frame_num=5, batch_cfg=batch_cfg, noise=mx.random.normal(
-        (1, 2, 4, 4, 48), key=mx.random.key(2)), context=[mx.random.normal((5, dim), key=mx.random.key(0)),
-                                                          mx.random.normal((6, dim), key=mx.random.key(1))])
+    kw = dict(
+        task="t2v-5B",
+        size="64*64",
+        frame_num=5,
+        batch_cfg=batch_cfg,
+        noise=mx.random.normal((1, 2, 4, 4, 48), key=mx.random.key(2)),
+        context=[mx.random.normal((5, dim), key=mx.random.key(0)), mx.random.normal((6, dim), key=mx.random.key(1))],
+    )
     one = pipe.generate(recipe="lightx2v-4step", **kw)
-    assert spy.calls == [(1, 1)] * 4   # 4 steps, one conditional pass each
+    assert spy.calls == [(1, 1)] * 4  # 4 steps, one conditional pass each
     spy.calls.clear()
-    two = pipe.generate(recipe="lightx2v-4step", guide_scale=1.0 + 1e-7, **kw)   # CFG with g ~ 1: 2 passes a step
+    two = pipe.generate(recipe="lightx2v-4step", guide_scale=1.0 + 1e-7, **kw)  # CFG with g ~ 1: 2 passes a step
     assert spy.calls == ([(2, 2)] * 4 if batch_cfg else [(1, 1)] * 8)
     np.testing.assert_allclose(np.array(one.latents), np.array(two.latents), rtol=1e-4, atol=1e-4)
 
@@ -204,9 +211,30 @@ def test_cli_preset_with_a_lightx2v_lora(conv, official, tmp_path, monkeypatch):
     weights = lightx2v_wan21(official, np.random.default_rng(0))
     mx.save_safetensors(str(lora), {k: mx.array(v) for k, v in weights.items()})
     out = tmp_path / "fast.mp4"
-    r = CliRunner().invoke(app, _expand_multi([
-        "generate", "--task", "t2v-5B", "--ckpt_dir", str(TINY), "--prompt", "x", "--size", "64*64",
-        "--frame_num", "5", "--preset", "lightx2v-4step", "--lora", str(lora), "--save_file", str(out)]))
+    r = CliRunner().invoke(
+        app,
+        _expand_multi(
+            [
+                "generate",
+                "--task",
+                "t2v-5B",
+                "--ckpt_dir",
+                str(TINY),
+                "--prompt",
+                "x",
+                "--size",
+                "64*64",
+                "--frame_num",
+                "5",
+                "--preset",
+                "lightx2v-4step",
+                "--lora",
+                str(lora),
+                "--save_file",
+                str(out),
+            ]
+        ),
+    )
     assert r.exit_code == 0, r.output
     meta = out.read_bytes().decode("latin1")
     assert '"preset": "lightx2v-4step"' in meta and '"sample_steps": 4' in meta

@@ -2,6 +2,7 @@
 frames; WanFM bidirectional sampling against its own loop run on the official A14B experts (reversed
 RoPE rows, flipped y), faithful == forward Euler and the reverse mode differs; last-frame cover-crop;
 the WanFM single-GPU command through `mlx_video generate`."""
+
 import json
 import types
 from pathlib import Path
@@ -14,16 +15,15 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from tests import oracles
-from tests.helpers import IMAGES
-from tests.oracles import randomize_, rel_err
-
-from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.io.images import lanczos_cover_crop, load_image, to_array
+from mlx_video.io.weights import load_strict
 from mlx_video.wan import conditions as C
 from mlx_video.wan import pipeline as P
 from mlx_video.wan import vae21
-from mlx_video.io.weights import load_strict
+from mlx_video.wan.checkpoint import convert_wan
+from tests import oracles
+from tests.helpers import IMAGES
+from tests.oracles import randomize_, rel_err
 
 ROOT = Path(__file__).resolve().parents[1]
 A14B = ROOT / "assets" / "tiny-Wan2.2-I2V-A14B"
@@ -45,8 +45,10 @@ def diffusers_vae():
 
     v = AutoencoderKLWan(base_dim=4, z_dim=16).eval()
     randomize_(v, seed=5, fan_in=True)
-    ours = load_strict(vae21.Wan21VAE(vae21.Wan21VAEArgs.from_config(dict(v.config))),
-                       vae21.sanitize({k: mx.array(t.numpy()) for k, t in v.state_dict().items()}, "diffusers"))
+    ours = load_strict(
+        vae21.Wan21VAE(vae21.Wan21VAEArgs.from_config(dict(v.config))),
+        vae21.sanitize({k: mx.array(t.numpy()) for k, t in v.state_dict().items()}, "diffusers"),
+    )
     return v, ours
 
 
@@ -58,20 +60,35 @@ def test_flf2v_y_and_mask_match_diffusers_builder(diffusers_vae, frames):
     H, W = 16, 24
     rng = np.random.default_rng(frames)
     first, last = (rng.uniform(-1, 1, (H, W, 3)).astype(np.float32) for _ in range(2))
-    ns = types.SimpleNamespace(vae=ref_vae, vae_scale_factor_temporal=4, vae_scale_factor_spatial=8,
-                               config=types.SimpleNamespace(expand_timesteps=False))
+    ns = types.SimpleNamespace(
+        vae=ref_vae,
+        vae_scale_factor_temporal=4,
+        vae_scale_factor_spatial=8,
+        config=types.SimpleNamespace(expand_timesteps=False),
+    )
     T = (frames - 1) // 4 + 1
     chw = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None]
     with torch.no_grad():
         _, ref = WanImageToVideoPipeline.prepare_latents(
-            ns, chw(first), 1, 16, H, W, frames, torch.float32, torch.device("cpu"), None,
-            latents=torch.zeros(1, 16, T, H // 8, W // 8), last_image=chw(last))
-    ref = ref[0].permute(1, 2, 3, 0).numpy()                                    # [T, h, w, 20]
+            ns,
+            chw(first),
+            1,
+            16,
+            H,
+            W,
+            frames,
+            torch.float32,
+            torch.device("cpu"),
+            None,
+            latents=torch.zeros(1, 16, T, H // 8, W // 8),
+            last_image=chw(last),
+        )
+    ref = ref[0].permute(1, 2, 3, 0).numpy()  # [T, h, w, 20]
     cond = P.encode_frames(vae, {0: mx.array(first), frames - 1: mx.array(last)}, frames, W, H)
     y = np.array(cond.y()[0])
     assert y.shape == ref.shape == (T, H // 8, W // 8, 20)
-    np.testing.assert_array_equal(y[..., :4], ref[..., :4])                   # mask
-    assert rel_err(y[..., 4:], ref[..., 4:]) < 1e-4                           # VAE latent of [first, 0.., last]
+    np.testing.assert_array_equal(y[..., :4], ref[..., :4])  # mask
+    assert rel_err(y[..., 4:], ref[..., 4:]) < 1e-4  # VAE latent of [first, 0.., last]
     m = y[:, 0, 0, :4]
     assert (m[0] == 1).all() and (m[1:-1] == 0).all() and m[-1].tolist() == [0, 0, 0, 1]
     # I2V (first frame only) and the mask alone, for any 4k+1
@@ -79,7 +96,7 @@ def test_flf2v_y_and_mask_match_diffusers_builder(diffusers_vae, frames):
 
 
 def test_last_frame_of_another_size_is_cover_cropped():
-    first, last = P.first_last_pixels(FIRST, LAST)               # 512x512 first, 451x300 last
+    first, last = P.first_last_pixels(FIRST, LAST)  # 512x512 first, 451x300 last
     assert first.shape == last.shape == (512, 512, 3)
     np.testing.assert_array_equal(last, to_array(lanczos_cover_crop(load_image(LAST), 512, 512)))
     same = P.first_last_pixels(LAST, LAST)
@@ -88,7 +105,7 @@ def test_last_frame_of_another_size_is_cover_cropped():
 
 # ----------------------------------------------------------------------------- bidirectional
 
-STEPS, SHIFT, G, FRAMES, SIZE = 4, 16.0, (2.0, 6.0), 13, "48*32"   # t = 1000, 979, 941, 842: 3 high, 1 low
+STEPS, SHIFT, G, FRAMES, SIZE = 4, 16.0, (2.0, 6.0), 13, "48*32"  # t = 1000, 979, 941, 842: 3 high, 1 low
 
 
 def _inputs(pipe, seed=0):
@@ -101,9 +118,18 @@ def _inputs(pipe, seed=0):
 
 
 def _run(pipe, noise, ctx, **kw):
-    return pipe.generate(task="flf2v-A14B", images=[FIRST, LAST], size=SIZE, frame_num=FRAMES, sample_steps=STEPS,
-                         sample_shift=SHIFT, guide_scale=G, noise=mx.array(noise),
-                         context=[mx.array(c) for c in ctx], **kw).latents
+    return pipe.generate(
+        task="flf2v-A14B",
+        images=[FIRST, LAST],
+        size=SIZE,
+        frame_num=FRAMES,
+        sample_steps=STEPS,
+        sample_shift=SHIFT,
+        guide_scale=G,
+        noise=mx.array(noise),
+        context=[mx.array(c) for c in ctx],
+        **kw,
+    ).latents
 
 
 def _official_experts():
@@ -113,7 +139,9 @@ def _official_experts():
         cfg = json.loads((A14B / sub / "config.json").read_text())
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if not k.startswith("_")}
         m = w.model.WanModel(**kw).eval()
-        m.load_state_dict({k: v.float() for k, v in load_file(str(A14B / sub / "diffusion_pytorch_model.safetensors")).items()})
+        m.load_state_dict(
+            {k: v.float() for k, v in load_file(str(A14B / sub / "diffusion_pytorch_model.safetensors")).items()}
+        )
         out[name] = m
     return out
 
@@ -121,8 +149,14 @@ def _official_experts():
 def _official_vae21():
     w = oracles.wan()
     sd = torch.load(A14B / "Wan2.1_VAE.pth", map_location="cpu")
-    vae = w.vae2_1.WanVAE_(dim=sd["encoder.conv1.weight"].shape[0], z_dim=16, dim_mult=[1, 2, 4, 4],
-                           num_res_blocks=2, attn_scales=[], temperal_downsample=[False, True, True]).eval()
+    vae = w.vae2_1.WanVAE_(
+        dim=sd["encoder.conv1.weight"].shape[0],
+        z_dim=16,
+        dim_mult=[1, 2, 4, 4],
+        num_res_blocks=2,
+        attn_scales=[],
+        temperal_downsample=[False, True, True],
+    ).eval()
     vae.load_state_dict(sd)
     a = vae21.Wan21VAEArgs()
     return vae, [torch.tensor(a.latents_mean), 1.0 / torch.tensor(a.latents_std)]
@@ -192,19 +226,28 @@ def test_bidirectional_faithful_equals_wanfm_and_forward_euler_reverse_differs(p
     full = _run(pipe, noise, ctx, bidirectional="faithful", skip_redundant=False)
     ref = _reference_bidirectional(noise, ctx, wh)
     e_ref = rel_err(full, ref)
-    assert e_ref < 1e-5, e_ref                                      # ours vs WanFM's own loop: 7.9e-7
-    fwd = _run(pipe, noise, ctx, solver="euler")                    # plain forward Euler, experts per step
+    assert e_ref < 1e-5, e_ref  # ours vs WanFM's own loop: 7.9e-7
+    fwd = _run(pipe, noise, ctx, solver="euler")  # plain forward Euler, experts per step
     e = rel_err(full, fwd)
-    assert e < 1e-5, e                                              # redundant backward pass: 2.6e-7
-    skipped = _run(pipe, noise, ctx, bidirectional="faithful")      # skip_redundant=True (the default)
+    assert e < 1e-5, e  # redundant backward pass: 2.6e-7
+    skipped = _run(pipe, noise, ctx, bidirectional="faithful")  # skip_redundant=True (the default)
     np.testing.assert_array_equal(np.array(skipped), np.array(fwd))
     rev = _run(pipe, noise, ctx, bidirectional="reverse")
     # a true time reversal is not a no-op: measured 9.4e-3, >3e4 times the faithful mode's 2.6e-7
     assert rel_err(rev, fwd) > 1e-3
     # the reference comparison can fail: swapped expert guide scales move the result by 5.5e-3 (550x the tolerance)
-    swapped = pipe.generate(task="flf2v-A14B", images=[FIRST, LAST], size=SIZE, frame_num=FRAMES,
-                            sample_steps=STEPS, sample_shift=SHIFT, guide_scale=G[::-1], noise=mx.array(noise),
-                            context=[mx.array(c) for c in ctx], bidirectional="faithful").latents
+    swapped = pipe.generate(
+        task="flf2v-A14B",
+        images=[FIRST, LAST],
+        size=SIZE,
+        frame_num=FRAMES,
+        sample_steps=STEPS,
+        sample_shift=SHIFT,
+        guide_scale=G[::-1],
+        noise=mx.array(noise),
+        context=[mx.array(c) for c in ctx],
+        bidirectional="faithful",
+    ).latents
     assert rel_err(swapped, ref) > 1e-3
 
 
@@ -229,10 +272,34 @@ def test_wanfm_single_gpu_command_writes_mp4(tmp_path, monkeypatch):
 
     monkeypatch.setenv("MLX_VIDEO_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "flf2v.mp4"
-    args = ["generate", "--task", "flf2v-A14B", "--size", "64*48", "--ckpt_dir", str(A14B), "--offload_model", "False",
-            "--frame_num", "9", "--sample_steps", "3", "--sample_shift", "16", "--sample_guide_scale", "5",
-            "--prompt", "a bird takes off", "--first_frame", str(FIRST), "--last_frame", str(LAST),
-            "--save_file", str(out), "--bidirectional_sampling"]
+    args = [
+        "generate",
+        "--task",
+        "flf2v-A14B",
+        "--size",
+        "64*48",
+        "--ckpt_dir",
+        str(A14B),
+        "--offload_model",
+        "False",
+        "--frame_num",
+        "9",
+        "--sample_steps",
+        "3",
+        "--sample_shift",
+        "16",
+        "--sample_guide_scale",
+        "5",
+        "--prompt",
+        "a bird takes off",
+        "--first_frame",
+        str(FIRST),
+        "--last_frame",
+        str(LAST),
+        "--save_file",
+        str(out),
+        "--bidirectional_sampling",
+    ]
     r = CliRunner().invoke(app, _expand_multi(args))
     assert r.exit_code == 0, r.output
     with av.open(str(out)) as c:

@@ -1,6 +1,7 @@
 """Wan2.2 I2V-A14B (two experts, no CLIP) and Wan2.1 I2V-14B (CLIP) pipelines against the official loops
 re-run on the reference modules with injected noise; expert switch step, per-expert guide scales, only
 the active expert resident; converters from the official and diffusers layouts, strict."""
+
 import json
 import shutil
 from pathlib import Path
@@ -12,23 +13,22 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from mlx_video.io.weights import WeightsError
+from mlx_video.wan import pipeline as P
+from mlx_video.wan.checkpoint import convert_wan
+from mlx_video.wan.clip import preprocess
+from mlx_video.wan.config import TASKS
 from tests import oracles
 from tests.helpers import IMAGES
 from tests.oracles import rel_err
 from tests.test_wan_flf2v import _official_experts, _official_vae21
 from tests.test_wan_transformer import official_to_diffusers
 
-from mlx_video.wan.checkpoint import convert_wan
-from mlx_video.io.weights import WeightsError
-from mlx_video.wan import pipeline as P
-from mlx_video.wan.clip import preprocess
-from mlx_video.wan.config import TASKS
-
 ROOT = Path(__file__).resolve().parents[1]
 A14B = ROOT / "assets" / "tiny-Wan2.2-I2V-A14B"
 I2V21 = ROOT / "assets" / "tiny-Wan2.1-I2V-14B"
-IMG = IMAGES / "chelsea.png"            # 451x300: the aspect drives the size
-STEPS, SHIFT, G, FRAMES, AREA = 4, 5.0, (1.0, 8.0), 9, 64 * 48   # UniPC t = 999, 937, 833, 624: 2 high, 2 low
+IMG = IMAGES / "chelsea.png"  # 451x300: the aspect drives the size
+STEPS, SHIFT, G, FRAMES, AREA = 4, 5.0, (1.0, 8.0), 9, 64 * 48  # UniPC t = 999, 937, 833, 624: 2 high, 2 low
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,10 @@ def _reference_i2v(models, noise, ctx, wh, guide, clip=None):
     video = torch.zeros(3, FRAMES, H, W)
     video[:, 0] = torch.nn.functional.interpolate(img[None], size=(H, W), mode="bicubic")[0]
     msk = torch.zeros(4, T, H // 8, W // 8)
-    msk[:, 0] = 1                                     # I2V: latent 0 all four channels, the rest 0
-    sched = w.fm_solvers_unipc.FlowUniPCMultistepScheduler(num_train_timesteps=1000, shift=1, use_dynamic_shifting=False)
+    msk[:, 0] = 1  # I2V: latent 0 all four channels, the rest 0
+    sched = w.fm_solvers_unipc.FlowUniPCMultistepScheduler(
+        num_train_timesteps=1000, shift=1, use_dynamic_shifting=False
+    )
     sched.set_timesteps(STEPS, device="cpu", shift=SHIFT)
     x = torch.from_numpy(noise[0]).permute(3, 0, 1, 2)
     c, u = (torch.from_numpy(a) for a in ctx)
@@ -89,23 +91,40 @@ def test_a14b_loop_matches_official_experts(a14b):
 
     seen = []
 
-    def progress(stage, i, n):   # which DiT is resident after each step
+    def progress(stage, i, n):  # which DiT is resident after each step
         seen.append(tuple(sorted(a14b._dits)))
 
-    res = a14b.generate(task="i2v-A14B", images=[IMG], size="64*48", frame_num=FRAMES, sample_steps=STEPS,
-                        sample_shift=SHIFT, guide_scale=G, noise=mx.array(noise),
-                        context=[mx.array(c) for c in ctx], progress=progress)
+    res = a14b.generate(
+        task="i2v-A14B",
+        images=[IMG],
+        size="64*48",
+        frame_num=FRAMES,
+        sample_steps=STEPS,
+        sample_shift=SHIFT,
+        guide_scale=G,
+        noise=mx.array(noise),
+        context=[mx.array(c) for c in ctx],
+        progress=progress,
+    )
     e = rel_err(res.latents, ref)
-    assert e < 1e-5, e       # measured 3.5e-7 (ORACLES allows 1e-3 for pipelines; tighter keeps the bugs below visible)
-    assert seen == [("dit_high",), ("dit_high",), ("dit_low",), ("dit_low",)]   # switch at step 2, one resident
+    assert e < 1e-5, e  # measured 3.5e-7 (ORACLES allows 1e-3 for pipelines; tighter keeps the bugs below visible)
+    assert seen == [("dit_high",), ("dit_high",), ("dit_low",), ("dit_low",)]  # switch at step 2, one resident
     assert res.frames.shape == (FRAMES, wh[1], wh[0], 3) and res.params["sample_guide_scale"] == list(G)
     assert P.expert_segments([999, 937, 833, 624], 0.9) == [("dit_high", 0, 2), ("dit_low", 2, 4)]
     # it can fail: swapped guide scales, or one expert for all steps, move the result far past 1e-5
     for guide in (G[::-1],):
-        bad = a14b.generate(task="i2v-A14B", images=[IMG], size="64*48", frame_num=FRAMES, sample_steps=STEPS,
-                            sample_shift=SHIFT, guide_scale=guide, noise=mx.array(noise),
-                            context=[mx.array(c) for c in ctx])
-        assert rel_err(bad.latents, ref) > 1e-3, rel_err(bad.latents, ref)     # measured 1.1e-2
+        bad = a14b.generate(
+            task="i2v-A14B",
+            images=[IMG],
+            size="64*48",
+            frame_num=FRAMES,
+            sample_steps=STEPS,
+            sample_shift=SHIFT,
+            guide_scale=guide,
+            noise=mx.array(noise),
+            context=[mx.array(c) for c in ctx],
+        )
+        assert rel_err(bad.latents, ref) > 1e-3, rel_err(bad.latents, ref)  # measured 1.1e-2
     only_low, _ = _reference_i2v({"high": experts["low"], "low": experts["low"]}, noise, ctx, wh, G)
     assert rel_err(res.latents, only_low) > 1e-3
 
@@ -124,10 +143,19 @@ def test_wan21_i2v_with_clip_matches_reference_loop(i2v21):
     cfg = json.loads((I2V21 / "config.json").read_text())
     sd = {k: v.float() for k, v in load_file(str(I2V21 / "diffusion_pytorch_model.safetensors")).items()}
     clip_dim = sd["img_emb.proj.0.weight"].shape[0]
-    dm = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=cfg["num_heads"],
-                               attention_head_dim=cfg["dim"] // cfg["num_heads"], in_channels=36, out_channels=16,
-                               text_dim=cfg["text_dim"], freq_dim=cfg["freq_dim"], ffn_dim=cfg["ffn_dim"],
-                               num_layers=cfg["num_layers"], image_dim=clip_dim, added_kv_proj_dim=cfg["dim"]).eval()
+    dm = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=cfg["num_heads"],
+        attention_head_dim=cfg["dim"] // cfg["num_heads"],
+        in_channels=36,
+        out_channels=16,
+        text_dim=cfg["text_dim"],
+        freq_dim=cfg["freq_dim"],
+        ffn_dim=cfg["ffn_dim"],
+        num_layers=cfg["num_layers"],
+        image_dim=clip_dim,
+        added_kv_proj_dim=cfg["dim"],
+    ).eval()
     dm.load_state_dict(official_to_diffusers(sd), strict=True)
     # the CLIP tokens the pipeline computes itself (the tower is parity-tested in test_wan_clip.py): the
     # first frame at its own resolution, squashed to 224 (here 28) by CLIP's preprocessing
@@ -140,14 +168,32 @@ def test_wan21_i2v_with_clip_matches_reference_loop(i2v21):
         return dm(torch.cat([x, y])[None], ts, pad, encoder_hidden_states_image=clip_t, return_dict=False)[0][0]
 
     ref, used = _reference_i2v({"high": call, "low": call}, noise, ctx, wh, (G[0], G[0]))
-    res = pipe.generate(task="i2v-14B", images=[IMG], size="64*48", frame_num=FRAMES, sample_steps=STEPS,
-                        sample_shift=SHIFT, guide_scale=G[0], noise=mx.array(noise), context=[mx.array(c) for c in ctx])
+    res = pipe.generate(
+        task="i2v-14B",
+        images=[IMG],
+        size="64*48",
+        frame_num=FRAMES,
+        sample_steps=STEPS,
+        sample_shift=SHIFT,
+        guide_scale=G[0],
+        noise=mx.array(noise),
+        context=[mx.array(c) for c in ctx],
+    )
     e = rel_err(res.latents, ref)
-    assert e < 1e-5, e                                  # measured 4.7e-7
-    other = pipe.generate(task="i2v-14B", images=[IMG], size="64*48", frame_num=FRAMES, sample_steps=STEPS,
-                          sample_shift=SHIFT, guide_scale=G[0], noise=mx.array(noise),
-                          context=[mx.array(c) for c in ctx], clip_fea=P.encode_clip(pipe.clip, [P.first_last_pixels(IMAGES / "rocket.png")[0]]))
-    assert rel_err(other.latents, ref) > 1e-2          # the CLIP tokens are seen (measured 0.19)
+    assert e < 1e-5, e  # measured 4.7e-7
+    other = pipe.generate(
+        task="i2v-14B",
+        images=[IMG],
+        size="64*48",
+        frame_num=FRAMES,
+        sample_steps=STEPS,
+        sample_shift=SHIFT,
+        guide_scale=G[0],
+        noise=mx.array(noise),
+        context=[mx.array(c) for c in ctx],
+        clip_fea=P.encode_clip(pipe.clip, [P.first_last_pixels(IMAGES / "rocket.png")[0]]),
+    )
+    assert rel_err(other.latents, ref) > 1e-2  # the CLIP tokens are seen (measured 0.19)
 
 
 def test_task_defaults_and_checkpoint_checks(i2v21):
@@ -177,8 +223,17 @@ def test_diffusers_a14b_and_clip_layouts(tmp_path):
     root = tmp_path / "Wan2.2-I2V-A14B-Diffusers"
     dits = []
     for i, sub in enumerate(("transformer", "transformer_2")):
-        dm = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=36,
-                                   out_channels=16, text_dim=32, freq_dim=32, ffn_dim=48, num_layers=2).eval()
+        dm = WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=16,
+            in_channels=36,
+            out_channels=16,
+            text_dim=32,
+            freq_dim=32,
+            ffn_dim=48,
+            num_layers=2,
+        ).eval()
         sharpen_cross_attention_(randomize_(dm, seed=20 + i))
         dm.rope = type(dm.rope)(16, (1, 2, 2), 1024)
         dm.save_pretrained(root / sub)
@@ -188,14 +243,28 @@ def test_diffusers_a14b_and_clip_layouts(tmp_path):
     vae.save_pretrained(root / "vae")
     tok = ROOT / "tests" / "fixtures" / "tiny-umt5-tokenizer"
     vocab = len(json.loads((tok / "tokenizer.json").read_text())["model"]["vocab"])
-    UMT5EncoderModel(UMT5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_heads=4, num_layers=1,
-                                feed_forward_proj="gated-gelu")).save_pretrained(root / "text_encoder")
+    UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_heads=4, num_layers=1, feed_forward_proj="gated-gelu"
+        )
+    ).save_pretrained(root / "text_encoder")
     shutil.copytree(tok, root / "tokenizer")
-    clip = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                                            num_hidden_layers=2, image_size=28, patch_size=14, hidden_act="gelu")).eval()
+    clip = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            image_size=28,
+            patch_size=14,
+            hidden_act="gelu",
+        )
+    ).eval()
     randomize_(clip, seed=23, std=0.1)
     clip.save_pretrained(root / "image_encoder")
-    (root / "model_index.json").write_text(json.dumps({"_class_name": "WanImageToVideoPipeline", "boundary_ratio": 0.9}))
+    (root / "model_index.json").write_text(
+        json.dumps({"_class_name": "WanImageToVideoPipeline", "boundary_ratio": 0.9})
+    )
 
     pipe = P.WanPipeline(convert_wan(root, tmp_path / "mlx", dtype="float32"), dtype=mx.float32, offload=False)
     assert pipe.cfg["experts"] == ["dit_high", "dit_low"] and "clip" in pipe.cfg
@@ -208,8 +277,12 @@ def test_diffusers_a14b_and_clip_layouts(tmp_path):
         with torch.no_grad():
             want = dm(torch.from_numpy(x), torch.tensor([700.0]), torch.from_numpy(pad), return_dict=False)[0]
         m = pipe.model(name)
-        got = m(mx.array(x.transpose(0, 2, 3, 4, 1)), mx.array([700.0]), m.embed_text([mx.array(ctx)]),
-                m.rope_tables((2, 2, 2)))
+        got = m(
+            mx.array(x.transpose(0, 2, 3, 4, 1)),
+            mx.array([700.0]),
+            m.embed_text([mx.array(ctx)]),
+            m.rope_tables((2, 2, 2)),
+        )
         assert rel_err(got, want.permute(0, 2, 3, 4, 1)) < 3e-4, name
     px = g.uniform(-1, 1, (1, 28, 28, 3)).astype(np.float32)
     with torch.no_grad():
@@ -244,14 +317,20 @@ def test_lora_per_expert(tmp_path, a14b):
     g = np.random.default_rng(7)
     a, b = g.standard_normal((4, 32)).astype(np.float32), g.standard_normal((32, 4)).astype(np.float32)
     f = tmp_path / "musubi.safetensors"
-    mx.save_safetensors(str(f), {"lora_unet_blocks_0_self_attn_q.lora_down.weight": mx.array(a),
-                                 "lora_unet_blocks_0_self_attn_q.lora_up.weight": mx.array(b),
-                                 "lora_unet_blocks_0_self_attn_q.alpha": mx.array(2.0)})
+    mx.save_safetensors(
+        str(f),
+        {
+            "lora_unet_blocks_0_self_attn_q.lora_down.weight": mx.array(a),
+            "lora_unet_blocks_0_self_attn_q.lora_up.weight": mx.array(b),
+            "lora_unet_blocks_0_self_attn_q.alpha": mx.array(2.0),
+        },
+    )
     base = {n: np.array(a14b.model(n).blocks[0].self_attn.q.weight) for n in ("dit_high", "dit_low")}
     delta = 0.5 * (2.0 / 4) * (b @ a)
     p = P.WanPipeline(a14b.model_dir, dtype=mx.float32, offload=False, loras_high=[f"{f}:0.5"])
-    np.testing.assert_allclose(np.array(p.model("dit_high").blocks[0].self_attn.q.weight), base["dit_high"] + delta,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.array(p.model("dit_high").blocks[0].self_attn.q.weight), base["dit_high"] + delta, atol=1e-5
+    )
     np.testing.assert_array_equal(np.array(p.model("dit_low").blocks[0].self_attn.q.weight), base["dit_low"])
     p = P.WanPipeline(a14b.model_dir, dtype=mx.float32, offload=False, loras=[(f, 0.5)])
     for n in ("dit_high", "dit_low"):

@@ -1,18 +1,18 @@
 """TI2V-5B anchors at any frame (``PATH@FRAME[:STRENGTH]``): the pixel -> latent frame mapping, a last-frame
 anchor that stays the encoded image through every step, strength 0 = no anchor, frame 0 = the official TI2V
 (tests/test_wan_pipeline.py proves plain frame-0 anchoring against the reference), and the one-line errors."""
+
 import mlx.core as mx
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.helpers import IMAGES
-from tests.wan_tiny import TINY
-
 from mlx_video.sampling.solvers import make_solver
 from mlx_video.wan import pipeline as P
 from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.wan.conditions import AnchorImage, encode_anchor_at, latent_frame_of, prepare_images
+from tests.helpers import IMAGES
+from tests.wan_tiny import TINY
 
 ASTRO, ROCKET = IMAGES / "astronaut.png", IMAGES / "rocket.png"
 STEPS, FRAMES, T = 3, 9, 3
@@ -29,8 +29,16 @@ def pipe(tmp_path_factory):
 def inputs(pipe):
     dim = pipe.cfg["dit"]["text_dim"]
     ctx = [mx.random.normal((5, dim), key=mx.random.key(0)), mx.random.normal((6, dim), key=mx.random.key(1))]
-    return dict(noise=mx.random.normal(SHAPE, key=mx.random.key(2)), context=ctx, size="64*64", frame_num=FRAMES,
-                sample_steps=STEPS, sample_shift=5.0, guide_scale=5.0, solver="unipc")
+    return dict(
+        noise=mx.random.normal(SHAPE, key=mx.random.key(2)),
+        context=ctx,
+        size="64*64",
+        frame_num=FRAMES,
+        sample_steps=STEPS,
+        sample_shift=5.0,
+        guide_scale=5.0,
+        solver="unipc",
+    )
 
 
 class Spy:
@@ -92,22 +100,25 @@ def test_strength_zero_equals_no_anchor_and_partial_strength_scales_the_timestep
     np.testing.assert_allclose(np.array(zero.latents), np.array(free.latents), rtol=1e-5, atol=1e-5)
     spy = _spy(pipe, monkeypatch)
     half = pipe.generate(task="mi2v-5B", images=[f"{ASTRO}@0", f"{ROCKET}@-1:0.5"], **inputs)
-    for (x, t), ts in zip(spy.calls, make_solver("unipc", STEPS, 5.0).timesteps):
+    for (_x, t), ts in zip(spy.calls, make_solver("unipc", STEPS, 5.0).timesteps):
         assert (t[:, 0] == 0).all() and (t[:, 1] == ts).all() and np.allclose(t[:, 2], 0.5 * ts)
     full = pipe.generate(task="mi2v-5B", images=[f"{ASTRO}@0", f"{ROCKET}@-1"], **inputs)
     a, b = np.array(half.latents[:, -1]), np.array(full.latents[:, -1])
     assert np.abs(a - b).max() > 1e-2 and np.abs(a - np.array(free.latents[:, -1])).max() > 1e-2
 
 
-@pytest.mark.parametrize("images,match", [
-    ([f"{ASTRO}@9"], "pixel frame 9 is outside the video"),
-    ([f"{ASTRO}@-10"], "pixel frame -10 is outside the video"),
-    ([f"{ASTRO}@1", f"{ROCKET}@4"], "fall on one latent frame 1"),
-    ([ASTRO, f"{ROCKET}@0"], "fall on one latent frame 0"),
-    ([f"{ASTRO}@0:1.5"], r"strength must be a number in \[0, 1\]"),
-    ([f"{ASTRO}@0:x"], r"strength must be a number in \[0, 1\]"),
-    ([f"{ASTRO}@last"], "integer pixel frame"),
-])
+@pytest.mark.parametrize(
+    "images,match",
+    [
+        ([f"{ASTRO}@9"], "pixel frame 9 is outside the video"),
+        ([f"{ASTRO}@-10"], "pixel frame -10 is outside the video"),
+        ([f"{ASTRO}@1", f"{ROCKET}@4"], "fall on one latent frame 1"),
+        ([ASTRO, f"{ROCKET}@0"], "fall on one latent frame 0"),
+        ([f"{ASTRO}@0:1.5"], r"strength must be a number in \[0, 1\]"),
+        ([f"{ASTRO}@0:x"], r"strength must be a number in \[0, 1\]"),
+        ([f"{ASTRO}@last"], "integer pixel frame"),
+    ],
+)
 def test_bad_anchor_positions_are_one_line_errors(images, match):
     with pytest.raises(ValueError, match=match) as e:
         P.WanSettings(task="mi2v-5B", images=images, frame_num=FRAMES, size="64*64").validate()
@@ -124,10 +135,31 @@ def test_cli_first_last_frame_on_the_5b(tmp_path, monkeypatch):
 
     monkeypatch.setenv("MLX_VIDEO_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "flf.mp4"
-    r = CliRunner().invoke(app, _expand_multi([
-        "generate", "--task", "mi2v-5B", "--ckpt_dir", str(TINY), "--prompt", "x", "--size", "64*64",
-        "--frame_num", "9", "--sample_steps", "2", "--images", f"{ASTRO}@0", f"{ROCKET}@-1:0.8",
-        "--save_file", str(out)]))
+    r = CliRunner().invoke(
+        app,
+        _expand_multi(
+            [
+                "generate",
+                "--task",
+                "mi2v-5B",
+                "--ckpt_dir",
+                str(TINY),
+                "--prompt",
+                "x",
+                "--size",
+                "64*64",
+                "--frame_num",
+                "9",
+                "--sample_steps",
+                "2",
+                "--images",
+                f"{ASTRO}@0",
+                f"{ROCKET}@-1:0.8",
+                "--save_file",
+                str(out),
+            ]
+        ),
+    )
     assert r.exit_code == 0, r.output
     assert out.is_file()
     assert f"{ROCKET}@-1:0.8" in out.read_bytes().decode("latin1")  # the spec is kept in the metadata

@@ -1,5 +1,6 @@
 """Wan2.2 TI2V-5B pipeline: mi2v with one image equals the official TI2V image-to-video loop; N anchors
 stay anchored with timestep 0; converter from the official layout (the tiny checkpoint in assets/)."""
+
 import math
 
 import mlx.core as mx
@@ -8,14 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
+from mlx_video.io.weights import WeightsError
+from mlx_video.wan import pipeline as P
+from mlx_video.wan.checkpoint import convert_wan
 from tests import oracles
 from tests.helpers import IMAGES
 from tests.oracles import rel_err
 from tests.wan_tiny import TINY, load_official, official_vae22_scale
-
-from mlx_video.wan.checkpoint import convert_wan
-from mlx_video.io.weights import WeightsError
-from mlx_video.wan import pipeline as P
 
 STEPS, G, SHIFT, FRAMES = 3, 5.0, 5.0, 9
 
@@ -50,8 +50,9 @@ def _official_i2v(dit, vae, img_path, contexts, noise, max_area):
     vscale = official_vae22_scale()
     with torch.no_grad():
         z = vae.encode(img[None], vscale).float()[0]
-        sched = w.fm_solvers_unipc.FlowUniPCMultistepScheduler(num_train_timesteps=1000, shift=1,
-                                                                use_dynamic_shifting=False)
+        sched = w.fm_solvers_unipc.FlowUniPCMultistepScheduler(
+            num_train_timesteps=1000, shift=1, use_dynamic_shifting=False
+        )
         sched.set_timesteps(STEPS, device="cpu", shift=SHIFT)
         latent = noise.clone()
         _, mask2 = wu.masks_like([noise], zero=True)
@@ -81,10 +82,19 @@ def test_mi2v_one_image_equals_official_ti2v(pipe):
     noise = torch.randn(48, T, oh // 16, ow // 16, generator=torch.Generator().manual_seed(1))
     z_ref, lat_ref, vid_ref, (ow, oh) = _official_i2v(dit, vae, img, ctx, noise, max_area)
 
-    res = pipe.generate(task="mi2v-5B", images=[img], size="96*64", frame_num=FRAMES, sample_steps=STEPS,
-                        sample_shift=SHIFT, guide_scale=G, solver="unipc",
-                        noise=mx.array(noise.permute(1, 2, 3, 0).numpy())[None],
-                        context=[mx.array(c.numpy()) for c in ctx], batch_cfg=True)
+    res = pipe.generate(
+        task="mi2v-5B",
+        images=[img],
+        size="96*64",
+        frame_num=FRAMES,
+        sample_steps=STEPS,
+        sample_shift=SHIFT,
+        guide_scale=G,
+        solver="unipc",
+        noise=mx.array(noise.permute(1, 2, 3, 0).numpy())[None],
+        context=[mx.array(c.numpy()) for c in ctx],
+        batch_cfg=True,
+    )
     lat = res.latents[0]  # [T, h, w, C]
     ref = lat_ref.permute(1, 2, 3, 0)
     assert rel_err(lat, ref) < 1e-3, rel_err(lat, ref)
@@ -92,18 +102,42 @@ def test_mi2v_one_image_equals_official_ti2v(pipe):
     ref_u8 = np.round((vid_ref.permute(1, 2, 3, 0).numpy() + 1) * 127.5).astype(np.int16)
     assert np.abs(res.frames.astype(np.int16) - ref_u8).max() <= 1
     # the comparison can fail: unbatched CFG agrees, a different guide scale or image does not
-    res2 = pipe.generate(task="mi2v-5B", images=[img], size="96*64", frame_num=FRAMES, sample_steps=STEPS,
-                         sample_shift=SHIFT, guide_scale=G, noise=mx.array(noise.permute(1, 2, 3, 0).numpy())[None],
-                         context=[mx.array(c.numpy()) for c in ctx], batch_cfg=False)
+    res2 = pipe.generate(
+        task="mi2v-5B",
+        images=[img],
+        size="96*64",
+        frame_num=FRAMES,
+        sample_steps=STEPS,
+        sample_shift=SHIFT,
+        guide_scale=G,
+        noise=mx.array(noise.permute(1, 2, 3, 0).numpy())[None],
+        context=[mx.array(c.numpy()) for c in ctx],
+        batch_cfg=False,
+    )
     assert rel_err(res2.latents[0], ref) < 1e-3
-    bad = pipe.generate(task="mi2v-5B", images=[IMAGES / "coffee.png"], size="96*64", frame_num=FRAMES,
-                        sample_steps=STEPS, sample_shift=SHIFT, guide_scale=G,
-                        noise=mx.array(noise.permute(1, 2, 3, 0).numpy())[None],
-                        context=[mx.array(c.numpy()) for c in ctx])
+    bad = pipe.generate(
+        task="mi2v-5B",
+        images=[IMAGES / "coffee.png"],
+        size="96*64",
+        frame_num=FRAMES,
+        sample_steps=STEPS,
+        sample_shift=SHIFT,
+        guide_scale=G,
+        noise=mx.array(noise.permute(1, 2, 3, 0).numpy())[None],
+        context=[mx.array(c.numpy()) for c in ctx],
+    )
     assert rel_err(bad.latents[0], ref) > 1e-2
-    bad = pipe.generate(task="mi2v-5B", images=[img], size="96*64", frame_num=FRAMES, sample_steps=STEPS,
-                        sample_shift=SHIFT, guide_scale=1.0, noise=mx.array(noise.permute(1, 2, 3, 0).numpy())[None],
-                        context=[mx.array(c.numpy()) for c in ctx])
+    bad = pipe.generate(
+        task="mi2v-5B",
+        images=[img],
+        size="96*64",
+        frame_num=FRAMES,
+        sample_steps=STEPS,
+        sample_shift=SHIFT,
+        guide_scale=1.0,
+        noise=mx.array(noise.permute(1, 2, 3, 0).numpy())[None],
+        context=[mx.array(c.numpy()) for c in ctx],
+    )
     assert rel_err(bad.latents[0], ref) > 1e-2
 
 
@@ -128,16 +162,18 @@ def test_mi2v_three_anchors_stay_clean_with_timestep_zero(pipe):
     Z = P.encode_anchor_images(pipe.vae, imgs)
     assert Z.shape == (1, 3, H // 16, W // 16, 48)
     # each image encoded on its own: equal to a lone encode
-    np.testing.assert_allclose(np.array(Z[:, 1:2]), np.array(pipe.vae.encode(mx.array(imgs[1])[None, None])),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.array(Z[:, 1:2]), np.array(pipe.vae.encode(mx.array(imgs[1])[None, None])), rtol=1e-5, atol=1e-5
+    )
     from mlx_video.conditioning import LatentAnchor, anchor_arrays, blend_clean
     from mlx_video.sampling.solvers import make_solver
 
     shape = (1, T, H // 16, W // 16, 48)
     mask, clean = anchor_arrays([LatentAnchor(Z, 0)], shape)
     spy = Spy(pipe.dit)
-    ctx = pipe.dit.embed_text([mx.random.normal((5, 32), key=mx.random.key(0)),
-                               mx.random.normal((6, 32), key=mx.random.key(1))])
+    ctx = pipe.dit.embed_text(
+        [mx.random.normal((5, 32), key=mx.random.key(0)), mx.random.normal((6, 32), key=mx.random.key(1))]
+    )
     latent = blend_clean(mx.random.normal(shape, key=mx.random.key(2)), mask, clean)
     solver = make_solver("unipc", 4, 5.0)
     out = P.denoise(spy, latent, solver, ctx, spy.rope_tables((T, H // 32, W // 32)), 5.0, mask, clean)

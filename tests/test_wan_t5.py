@@ -1,5 +1,6 @@
 """Wan text encoder (UMT5) parity against the official Wan2.2 T5Encoder and transformers' UMT5EncoderModel,
 plus the official prompt cleaning + tokenizer call on the tiny fixture tokenizer."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -10,11 +11,18 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from tests.oracles import randomize_, rel_err, wan
 
 from mlx_video.io.weights import WeightsError, load_strict
-from mlx_video.wan.t5 import (UMT5Args, UMT5Encoder, WanTextEncoder, clean_prompt, load_tokenizer,
-                              relative_position_buckets, sanitize)
+from mlx_video.wan.t5 import (
+    UMT5Args,
+    UMT5Encoder,
+    WanTextEncoder,
+    clean_prompt,
+    load_tokenizer,
+    relative_position_buckets,
+    sanitize,
+)
+from tests.oracles import randomize_, rel_err, wan
 
 ROOT = Path(__file__).resolve().parents[1]
 TOK_DIR = ROOT / "tests" / "fixtures" / "tiny-umt5-tokenizer"
@@ -24,9 +32,9 @@ TINY = dict(dim=32, dim_attn=32, dim_ffn=64, num_heads=4, num_layers=2, num_buck
 MESSY = [
     "A cat   walking\ton the beach at sunset,\n cinematic.  ",
     "Tom &amp;amp; Jerry &lt;3 the city at night &quot;neon&quot;",
-    "cafÃ© with a cup of coffee\u00a0and\u3000a book",           # mojibake, NBSP, ideographic space
+    "cafÃ© with a cup of coffee\u00a0and\u3000a book",  # mojibake, NBSP, ideographic space
     "An astronaut riding a horse on the moon, close up shot, golden hour",
-    " ".join(["a slow aerial view of the ocean waves"] * 80),    # > 512 tokens: truncated
+    " ".join(["a slow aerial view of the ocean waves"] * 80),  # > 512 tokens: truncated
 ]
 
 
@@ -97,9 +105,19 @@ def test_official_parity_and_sensitivity():
 def _hf(seed=2):
     from transformers import UMT5Config, UMT5EncoderModel
 
-    cfg = UMT5Config(vocab_size=_vocab(), d_model=32, d_kv=8, d_ff=64, num_heads=4, num_layers=2,
-                     relative_attention_num_buckets=32, relative_attention_max_distance=128,
-                     feed_forward_proj="gated-gelu", dropout_rate=0.0, attn_implementation="eager")
+    cfg = UMT5Config(
+        vocab_size=_vocab(),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_heads=4,
+        num_layers=2,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        feed_forward_proj="gated-gelu",
+        dropout_rate=0.0,
+        attn_implementation="eager",
+    )
     m = UMT5EncoderModel(cfg).eval()
     randomize_(m, seed=seed, std=0.1)
     with torch.no_grad():
@@ -129,9 +147,20 @@ def test_hf_parity_and_tied_embeddings():
 
 def test_config_readers():
     W = wan()
-    off = UMT5Args.from_config({"vocab_size": 256384, "dim": 4096, "dim_attn": 4096, "dim_ffn": 10240,
-                                "num_heads": 64, "encoder_layers": 24, "decoder_layers": 24,
-                                "num_buckets": 32, "shared_pos": False, "dropout": 0.1})
+    off = UMT5Args.from_config(
+        {
+            "vocab_size": 256384,
+            "dim": 4096,
+            "dim_attn": 4096,
+            "dim_ffn": 10240,
+            "num_heads": 64,
+            "encoder_layers": 24,
+            "decoder_layers": 24,
+            "num_buckets": 32,
+            "shared_pos": False,
+            "dropout": 0.1,
+        }
+    )
     assert off == UMT5Args()
     with pytest.raises(ValueError):
         UMT5Args.from_config({"d_model": 8, "feed_forward_proj": "relu"})
@@ -143,9 +172,11 @@ def test_strict_loading_names_keys():
     w = sanitize(_to_mx(ref.state_dict()), "official")
     model = UMT5Encoder(UMT5Args(vocab_size=_vocab(), **TINY))
     k = "blocks.1.attn.o.weight"
-    cases = [({kk: v for kk, v in w.items() if kk != k}, k),
-             ({**w, "blocks.1.attn.extra.weight": w[k]}, "blocks.1.attn.extra.weight"),
-             ({**w, k: w[k][:, :8]}, k)]
+    cases = [
+        ({kk: v for kk, v in w.items() if kk != k}, k),
+        ({**w, "blocks.1.attn.extra.weight": w[k]}, "blocks.1.attn.extra.weight"),
+        ({**w, k: w[k][:, :8]}, k),
+    ]
     for bad, name in cases:
         with pytest.raises(WeightsError, match=name.replace(".", r"\.")):
             load_strict(model, bad, "umt5")

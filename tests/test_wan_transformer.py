@@ -5,6 +5,7 @@ Weights: the reference is randomized (docs/ORACLES.md: std 0.1, tables 0.5, norm
 its real checkpoint layout, converted by our ``sanitize`` and loaded by ``load_strict``.
 The official <-> diffusers key map below is the test's own (docs/wan.md 12), not the library's.
 """
+
 from __future__ import annotations
 
 import mlx.core as mx
@@ -16,15 +17,15 @@ from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.wan.transformer import WanModel, WanModelArgs, sanitize
 from tests.oracles import randomize_, rel_err, wan
 
-TOL = 1e-4          # float32 module
-TOL_ATTN = 3e-4     # float32 attention-heavy stack
-SENS = 1e-2         # an input we claim to cover must move the output by at least this (>30x tolerance)
+TOL = 1e-4  # float32 module
+TOL_ATTN = 3e-4  # float32 attention-heavy stack
+SENS = 1e-2  # an input we claim to cover must move the output by at least this (>30x tolerance)
 
 TINY = dict(dim=32, ffn_dim=48, freq_dim=16, num_heads=2, num_layers=2, text_dim=16, text_len=512, eps=1e-6)
-T, H, W = 3, 6, 8                      # latent grid -> tokens (3, 3, 4), L = 36, non-square
+T, H, W = 3, 6, 8  # latent grid -> tokens (3, 3, 4), L = 36, non-square
 GRID = (T, H // 2, W // 2)
 L = T * (H // 2) * (W // 2)
-HEAD_DIM = TINY["dim"] // TINY["num_heads"]   # 16: RoPE split t 8, h 4, w 4
+HEAD_DIM = TINY["dim"] // TINY["num_heads"]  # 16: RoPE split t 8, h 4, w 4
 
 
 # ----------------------------------------------------------------------------- official <-> diffusers
@@ -46,10 +47,22 @@ _TOP = {
 }
 _BLOCK = {"norm3": "norm2", "ffn.0": "ffn.net.0.proj", "ffn.2": "ffn.net.2", "modulation": "scale_shift_table"}
 for _a, _b in (("self_attn", "attn1"), ("cross_attn", "attn2")):
-    _BLOCK.update({f"{_a}.{p}": f"{_b}.{q}" for p, q in
-                   (("q", "to_q"), ("k", "to_k"), ("v", "to_v"), ("o", "to_out.0"), ("norm_q", "norm_q"),
-                    ("norm_k", "norm_k"), ("k_img", "add_k_proj"), ("v_img", "add_v_proj"),
-                    ("norm_k_img", "norm_added_k"))})
+    _BLOCK.update(
+        {
+            f"{_a}.{p}": f"{_b}.{q}"
+            for p, q in (
+                ("q", "to_q"),
+                ("k", "to_k"),
+                ("v", "to_v"),
+                ("o", "to_out.0"),
+                ("norm_q", "norm_q"),
+                ("norm_k", "norm_k"),
+                ("k_img", "add_k_proj"),
+                ("v_img", "add_v_proj"),
+                ("norm_k_img", "norm_added_k"),
+            )
+        }
+    )
 
 
 def _rename(key: str, top: dict, block: dict) -> str:
@@ -60,7 +73,7 @@ def _rename(key: str, top: dict, block: dict) -> str:
         table, prefix, rest = top, "", key
     for src in sorted(table, key=len, reverse=True):
         if rest == src or rest.startswith(src + "."):
-            return prefix + table[src] + rest[len(src):]
+            return prefix + table[src] + rest[len(src) :]
     raise KeyError(key)
 
 
@@ -96,18 +109,26 @@ def diffusers_model(in_dim=8, out_dim=8, image_dim=None, pos_len=None, seed=0):
     from diffusers import WanTransformer3DModel
 
     dm = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=TINY["num_heads"], attention_head_dim=HEAD_DIM,
-        in_channels=in_dim, out_channels=out_dim, text_dim=TINY["text_dim"], freq_dim=TINY["freq_dim"],
-        ffn_dim=TINY["ffn_dim"], num_layers=TINY["num_layers"], image_dim=image_dim,
-        added_kv_proj_dim=TINY["dim"] if image_dim else None, pos_embed_seq_len=pos_len).eval()
+        patch_size=(1, 2, 2),
+        num_attention_heads=TINY["num_heads"],
+        attention_head_dim=HEAD_DIM,
+        in_channels=in_dim,
+        out_channels=out_dim,
+        text_dim=TINY["text_dim"],
+        freq_dim=TINY["freq_dim"],
+        ffn_dim=TINY["ffn_dim"],
+        num_layers=TINY["num_layers"],
+        image_dim=image_dim,
+        added_kv_proj_dim=TINY["dim"] if image_dim else None,
+        pos_embed_seq_len=pos_len,
+    ).eval()
     sharpen_cross_attention_(randomize_(dm, seed=seed))
-    dm.rope = type(dm.rope)(HEAD_DIM, (1, 2, 2), 1024)   # randomize_ also filled the RoPE buffers
+    dm.rope = type(dm.rope)(HEAD_DIM, (1, 2, 2), 1024)  # randomize_ also filled the RoPE buffers
     return dm
 
 
 def state(module) -> dict:
-    return {k: mx.array(v.detach().numpy()) for k, v in module.state_dict().items()
-            if not k.startswith("rope.")}
+    return {k: mx.array(v.detach().numpy()) for k, v in module.state_dict().items() if not k.startswith("rope.")}
 
 
 def ours(args: WanModelArgs, weights: dict, layout: str) -> WanModel:
@@ -127,16 +148,25 @@ def cl(a: np.ndarray) -> mx.array:
 def run_official(ref, x, t, ctxs, y=None):
     """Official forward (lists of per-sample tensors) -> channels-last numpy [B, T, H, W, C]."""
     with torch.no_grad():
-        out = ref([torch.from_numpy(u) for u in x], torch.as_tensor(t), [torch.from_numpy(c) for c in ctxs],
-                  L, y=None if y is None else [torch.from_numpy(u) for u in y])
+        out = ref(
+            [torch.from_numpy(u) for u in x],
+            torch.as_tensor(t),
+            [torch.from_numpy(c) for c in ctxs],
+            L,
+            y=None if y is None else [torch.from_numpy(u) for u in y],
+        )
     return np.stack([o.numpy() for o in out]).transpose(0, 2, 3, 4, 1)
 
 
 def run_diffusers(dm, x, t, ctx_padded, clip=None):
     with torch.no_grad():
-        out = dm(torch.from_numpy(x), torch.as_tensor(t), torch.from_numpy(ctx_padded),
-                 encoder_hidden_states_image=None if clip is None else torch.from_numpy(clip),
-                 return_dict=False)[0]
+        out = dm(
+            torch.from_numpy(x),
+            torch.as_tensor(t),
+            torch.from_numpy(ctx_padded),
+            encoder_hidden_states_image=None if clip is None else torch.from_numpy(clip),
+            return_dict=False,
+        )[0]
     return out.numpy().transpose(0, 2, 3, 4, 1)
 
 
@@ -173,8 +203,7 @@ def test_t2v_official_and_diffusers():
 
     # the same weights in the diffusers layout, through diffusers and through our diffusers sanitize
     dm = diffusers_model()
-    dm.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in official_to_diffusers(sd).items()},
-                       strict=True)
+    dm.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in official_to_diffusers(sd).items()}, strict=True)
     want_d = run_diffusers(dm, x, t, pad(ctx))
     assert rel_err(want_d, want) < TOL_ATTN  # our test key map is right
     md = ours(WanModelArgs.from_config(dm.config), official_to_diffusers(sd), "diffusers")
@@ -198,7 +227,7 @@ def test_ti2v_per_token_timesteps():
     rope, c = m.rope_tables(GRID), m.embed_text([mx.array(u) for u in ctx])
 
     t_frames = np.array([[0.0, 650.0, 650.0]])
-    t_tokens = np.repeat(t_frames, L // T, axis=1)               # [1, L]
+    t_tokens = np.repeat(t_frames, L // T, axis=1)  # [1, L]
     want = run_official(ref, x, t_tokens, ctx)
     got_frames = m(cl(x), mx.array(t_frames), c, rope)
     got_tokens = m(cl(x), mx.array(t_tokens), c, rope)
@@ -206,15 +235,14 @@ def test_ti2v_per_token_timesteps():
     assert rel_err(got_tokens, got_frames) < 1e-6
     assert_sensitive(m(cl(x), mx.array([650.0]), c, rope), got_frames, "per-frame timestep")
 
-    t_rand = rng.uniform(0, 1000, (1, L))                         # varies inside a frame: per-token path
+    t_rand = rng.uniform(0, 1000, (1, L))  # varies inside a frame: per-token path
     want_r = run_official(ref, x, t_rand, ctx)
     got_r = m(cl(x), mx.array(t_rand.astype(np.float32)), c, rope)
     assert rel_err(got_r, want_r) < TOL_ATTN
     assert_sensitive(got_r, got_tokens, "per-token timestep")
 
     dm = diffusers_model(12, 12)
-    dm.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in official_to_diffusers(sd).items()},
-                       strict=True)
+    dm.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in official_to_diffusers(sd).items()}, strict=True)
     want_d = run_diffusers(dm, x, t_tokens, pad(ctx))
     md = ours(WanModelArgs.from_config(dm.config), official_to_diffusers(sd), "diffusers")
     assert rel_err(md(cl(x), mx.array(t_frames), c, rope), want_d) < TOL_ATTN
@@ -241,18 +269,18 @@ def test_wan21_clip_branch(flf):
     """Wan2.1 I2V / FLF2V image cross-attention (k_img, v_img, norm_k_img, MLPProj, FLF2V emb_pos)
     against diffusers, through both the diffusers layout and the official layout."""
     rng = np.random.default_rng(3)
-    n_img, image_dim = 5, 24                      # stand-ins for 257 tokens x 1280 (CLIP ViT-H)
+    n_img, image_dim = 5, 24  # stand-ins for 257 tokens x 1280 (CLIP ViT-H)
     pos_len = 2 * n_img if flf else None
     dm = diffusers_model(20, 8, image_dim=image_dim, pos_len=pos_len, seed=3)
     sd_d = state(dm)
     x, y, ctx, t = latents(rng), latents(rng, c=12), texts(rng, (9,)), np.array([500.0])
     k = 2 if flf else 1
-    clip = rng.standard_normal((k, n_img, image_dim)).astype(np.float32)   # diffusers: [B*k, 257, 1280]
+    clip = rng.standard_normal((k, n_img, image_dim)).astype(np.float32)  # diffusers: [B*k, 257, 1280]
     want = run_diffusers(dm, np.concatenate([x, y], axis=1), t, pad(ctx), clip)
 
     args = WanModelArgs.from_config(dm.config)
     assert (args.model_type, args.image_dim, args.pos_embed_seq_len) == ("flf2v" if flf else "i2v", image_dim, pos_len)
-    clip_fea = mx.array(clip.reshape(1, k * n_img, image_dim))             # ours: [B, 257*k, 1280]
+    clip_fea = mx.array(clip.reshape(1, k * n_img, image_dim))  # ours: [B, 257*k, 1280]
     for layout, weights in (("diffusers", sd_d), ("official", diffusers_to_official(sd_d))):
         m = ours(args, weights, layout)
         rope, c, img = m.rope_tables(GRID), m.embed_text([mx.array(u) for u in ctx]), m.embed_image(clip_fea)
@@ -265,7 +293,7 @@ def test_wan21_clip_branch(flf):
         swapped = m.embed_image(mx.array(clip[::-1].reshape(1, k * n_img, image_dim)))
         assert_sensitive(m(cl(x), mx.array(t), c, rope, y=cl(y), img=swapped), got, "first/last image order")
     with pytest.raises(ValueError):
-        m(cl(x), mx.array(t), c, rope, y=cl(y))          # the CLIP branch needs img
+        m(cl(x), mx.array(t), c, rope, y=cl(y))  # the CLIP branch needs img
 
 
 def _patch_official_t_positions(ref, pos):
@@ -293,8 +321,7 @@ def test_explicit_temporal_positions(pos):
     assert_sensitive(got, default, "temporal RoPE positions")
 
     dm = diffusers_model()
-    dm.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in official_to_diffusers(sd).items()},
-                       strict=True)
+    dm.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in official_to_diffusers(sd).items()}, strict=True)
     td = dm.rope.t_dim
     for buf in (dm.rope.freqs_cos, dm.rope.freqs_sin):
         buf[: len(pos), :td] = buf[pos, :td].clone()
@@ -314,8 +341,8 @@ def test_batch_of_two_equals_two_calls():
     rope, c = m.rope_tables(GRID), m.embed_text([mx.array(u) for u in ctx])
     got = m(cl(x), mx.array(t_frames), c, rope)
     for i in range(2):
-        one = m(cl(x[i:i + 1]), mx.array(t_frames[i:i + 1]), c[i:i + 1], rope)
-        assert rel_err(got[i:i + 1], one) < 1e-6
+        one = m(cl(x[i : i + 1]), mx.array(t_frames[i : i + 1]), c[i : i + 1], rope)
+        assert rel_err(got[i : i + 1], one) < 1e-6
     assert_sensitive(got[0], got[1], "context in a batch")
     want = run_official(ref, x, np.repeat(t_frames, L // T, axis=1), ctx)
     assert rel_err(got, want) < TOL_ATTN
@@ -332,9 +359,9 @@ def test_timestep_forms_agree():
     d = m(x, mx.array(np.repeat(ts[:, None], L, 1)), c, rope)
     assert rel_err(b, a) < 1e-6 and rel_err(d, a) < 1e-6
     with pytest.raises(ValueError):
-        m(x, mx.array(np.zeros((2, 5), np.float32)), c, rope)      # neither T nor L
+        m(x, mx.array(np.zeros((2, 5), np.float32)), c, rope)  # neither T nor L
     with pytest.raises(ValueError):
-        m(x, mx.array(ts), c, m.rope_tables((T, 2, 2)))            # rope for another grid
+        m(x, mx.array(ts), c, m.rope_tables((T, 2, 2)))  # rope for another grid
 
 
 def test_strict_loading_names_the_key():
@@ -353,27 +380,70 @@ def test_strict_loading_names_the_key():
         load_strict(WanModel(args), sanitize(bad, "official"))
     # a Wan2.1 CLIP checkpoint read as Wan2.2 i2v fails loudly, naming the image keys
     with pytest.raises(WeightsError, match=r"img_emb"):
-        load_strict(WanModel(WanModelArgs(model_type="i2v", in_dim=8, out_dim=8, **TINY)),
-                    {**w, "img_emb.emb_pos": mx.zeros((1, 514, 1280))})
+        load_strict(
+            WanModel(WanModelArgs(model_type="i2v", in_dim=8, out_dim=8, **TINY)),
+            {**w, "img_emb.emb_pos": mx.zeros((1, 514, 1280))},
+        )
     with pytest.raises(ValueError):
         sanitize(sd, "comfy")
 
 
 def test_from_config_real_shapes():
     """The shipped configs (docs/wan.md 1) in both spellings give the same args."""
-    off = {"_class_name": "WanModel", "model_type": "ti2v", "dim": 3072, "in_dim": 48, "out_dim": 48,
-           "num_heads": 24, "num_layers": 30, "ffn_dim": 14336, "freq_dim": 256, "text_len": 512, "eps": 1e-6}
-    dif = {"_class_name": "WanTransformer3DModel", "num_attention_heads": 24, "attention_head_dim": 128,
-           "in_channels": 48, "out_channels": 48, "ffn_dim": 14336, "num_layers": 30, "freq_dim": 256,
-           "text_dim": 4096, "eps": 1e-6, "patch_size": [1, 2, 2], "qk_norm": "rms_norm_across_heads",
-           "cross_attn_norm": True, "image_dim": None, "added_kv_proj_dim": None, "rope_max_seq_len": 1024}
+    off = {
+        "_class_name": "WanModel",
+        "model_type": "ti2v",
+        "dim": 3072,
+        "in_dim": 48,
+        "out_dim": 48,
+        "num_heads": 24,
+        "num_layers": 30,
+        "ffn_dim": 14336,
+        "freq_dim": 256,
+        "text_len": 512,
+        "eps": 1e-6,
+    }
+    dif = {
+        "_class_name": "WanTransformer3DModel",
+        "num_attention_heads": 24,
+        "attention_head_dim": 128,
+        "in_channels": 48,
+        "out_channels": 48,
+        "ffn_dim": 14336,
+        "num_layers": 30,
+        "freq_dim": 256,
+        "text_dim": 4096,
+        "eps": 1e-6,
+        "patch_size": [1, 2, 2],
+        "qk_norm": "rms_norm_across_heads",
+        "cross_attn_norm": True,
+        "image_dim": None,
+        "added_kv_proj_dim": None,
+        "rope_max_seq_len": 1024,
+    }
     assert WanModelArgs.from_config(off) == WanModelArgs.from_config(dif)
-    flf = WanModelArgs.from_config({"model_type": "flf2v", "dim": 5120, "in_dim": 36, "out_dim": 16,
-                                    "num_heads": 40, "num_layers": 40, "ffn_dim": 13824})
+    flf = WanModelArgs.from_config(
+        {
+            "model_type": "flf2v",
+            "dim": 5120,
+            "in_dim": 36,
+            "out_dim": 16,
+            "num_heads": 40,
+            "num_layers": 40,
+            "ffn_dim": 13824,
+        }
+    )
     assert (flf.image_dim, flf.pos_embed_seq_len, flf.head_dim) == (1280, 514, 128)
-    i2v = {"model_type": "i2v", "dim": 5120, "in_dim": 36, "out_dim": 16, "num_heads": 40,
-           "num_layers": 40, "ffn_dim": 13824}
-    assert WanModelArgs.from_config(i2v).image_dim is None                                  # Wan2.2 A14B
+    i2v = {
+        "model_type": "i2v",
+        "dim": 5120,
+        "in_dim": 36,
+        "out_dim": 16,
+        "num_heads": 40,
+        "num_layers": 40,
+        "ffn_dim": 13824,
+    }
+    assert WanModelArgs.from_config(i2v).image_dim is None  # Wan2.2 A14B
     assert WanModelArgs.from_config(i2v, weights=["img_emb.proj.0.weight"]).image_dim == 1280  # Wan2.1
     m = WanModel(WanModelArgs(**{**TINY, "num_layers": 1}))
     rope = m.rope_tables((2, 3, 4))

@@ -1,13 +1,11 @@
 """Video to video (SDEdit) on the tiny TI2V-5B: strength 1 is plain generation from the same noise, strength 0 the
 input's VAE round trip, strength S starts at step int((1 - S)·steps) from (1 - σ)·z + σ·noise; frames and size
 from the file; bad inputs are one-line errors."""
+
 import mlx.core as mx
 import numpy as np
 import pytest
 from typer.testing import CliRunner
-
-from tests.helpers import IMAGES
-from tests.wan_tiny import TINY
 
 from mlx_video.io.images import to_uint8
 from mlx_video.io.video import write_video
@@ -15,6 +13,8 @@ from mlx_video.sampling.solvers import make_solver
 from mlx_video.wan import pipeline as P
 from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.wan.conditions import read_video
+from tests.helpers import IMAGES
+from tests.wan_tiny import TINY
 
 SHAPE = (1, 3, 4, 4, 48)  # 9 frames of 64*64
 
@@ -27,8 +27,9 @@ def pipe(tmp_path_factory):
 
 def _clip(path, n=11, w=64, h=64):
     y, x = np.mgrid[0:h, 0:w]
-    frames = np.stack([np.stack([(x * 4 + 9 * i) % 256, (y * 4) % 256, np.full_like(x, 20 * i)], -1)
-                       for i in range(n)]).astype(np.uint8)
+    frames = np.stack(
+        [np.stack([(x * 4 + 9 * i) % 256, (y * 4) % 256, np.full_like(x, 20 * i)], -1) for i in range(n)]
+    ).astype(np.uint8)
     return write_video(path, frames, 24)
 
 
@@ -41,8 +42,15 @@ def clip(tmp_path_factory):
 def inputs(pipe):
     dim = pipe.cfg["dit"]["text_dim"]
     ctx = [mx.random.normal((5, dim), key=mx.random.key(0)), mx.random.normal((6, dim), key=mx.random.key(1))]
-    return dict(noise=mx.random.normal(SHAPE, key=mx.random.key(2)), context=ctx, size="64*64", frame_num=9,
-                sample_steps=4, sample_shift=5.0, guide_scale=5.0)
+    return dict(
+        noise=mx.random.normal(SHAPE, key=mx.random.key(2)),
+        context=ctx,
+        size="64*64",
+        frame_num=9,
+        sample_steps=4,
+        sample_shift=5.0,
+        guide_scale=5.0,
+    )
 
 
 class Spy:
@@ -94,13 +102,15 @@ def test_partial_strength_noises_to_the_start_sigma_and_runs_the_rest(pipe, inpu
     z = np.array(pipe.vae.encode(mx.array(read_video(clip, 64, 64, 9)[0])[None]))
     sigma = float(full.sigmas[2])
     assert len(spy.calls) == 2 and [int(t[0]) for _, t in spy.calls] == full.timesteps[2:]
-    np.testing.assert_allclose(spy.calls[0][0][:1], (1 - sigma) * z + sigma * np.array(inputs["noise"]),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        spy.calls[0][0][:1], (1 - sigma) * z + sigma * np.array(inputs["noise"]), rtol=1e-6, atol=1e-6
+    )
     if solver == "euler":  # stateless: steps 2..3 of the full grid from the same start are the same run
         dit = pipe.dit
         ctx = dit.embed_text(inputs["context"])
-        out = P.denoise(dit, mx.array(spy.calls[0][0][:1]), full, ctx, dit.rope_tables((3, 2, 2)), 5.0,
-                        steps=range(2, 4))
+        out = P.denoise(
+            dit, mx.array(spy.calls[0][0][:1]), full, ctx, dit.rope_tables((3, 2, 2)), 5.0, steps=range(2, 4)
+        )
         np.testing.assert_allclose(np.array(res.latents), np.array(out), rtol=1e-5, atol=1e-5)
 
 
@@ -110,18 +120,21 @@ def test_frames_and_size_from_the_video(tmp_path, clip):
     odd = _clip(tmp_path / "odd.mp4", n=6, w=70, h=100)
     s = P.WanSettings(task="t2v-5B", video=odd).validate()
     assert (s.frame_num, s.size) == (5, "64*96")
-    assert read_video(odd, 64, 96, 5)[0].shape == (5, 96, 64, 3)   # [F, height, width, 3]
+    assert read_video(odd, 64, 96, 5)[0].shape == (5, 96, 64, 3)  # [F, height, width, 3]
     assert P.WanSettings(task="t2v-5B", video=clip, frame_num=5, size="32*32").validate().frame_num == 5
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(frame_num=13), "has 11 frames; frame_num 13"),
-    (dict(strength=1.5), r"strength must be in \[0, 1\]"),
-    (dict(task="i2v-14B", images=[IMAGES / "astronaut.png"]), "video to video is for"),
-    (dict(video=None, strength=0.5), "give a video too"),
-    (dict(video="missing.mp4"), "video not found"),
-    (dict(video="garbage"), "cannot read video"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(frame_num=13), "has 11 frames; frame_num 13"),
+        (dict(strength=1.5), r"strength must be in \[0, 1\]"),
+        (dict(task="i2v-14B", images=[IMAGES / "astronaut.png"]), "video to video is for"),
+        (dict(video=None, strength=0.5), "give a video too"),
+        (dict(video="missing.mp4"), "video not found"),
+        (dict(video="garbage"), "cannot read video"),
+    ],
+)
 def test_bad_video_inputs_are_one_line_errors(clip, tmp_path, kw, match):
     if kw.get("video") == "garbage":
         (tmp_path / "garbage.mp4").write_bytes(b"not a video at all" * 10)
@@ -137,8 +150,27 @@ def test_cli_video_to_video(tmp_path, clip, monkeypatch):
 
     monkeypatch.setenv("MLX_VIDEO_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "v2v.mp4"
-    r = CliRunner().invoke(app, _expand_multi([
-        "generate", "--task", "t2v-5B", "--ckpt_dir", str(TINY), "--prompt", "x", "--video", str(clip),
-        "--strength", "0.5", "--sample_steps", "2", "--save_file", str(out)]))
+    r = CliRunner().invoke(
+        app,
+        _expand_multi(
+            [
+                "generate",
+                "--task",
+                "t2v-5B",
+                "--ckpt_dir",
+                str(TINY),
+                "--prompt",
+                "x",
+                "--video",
+                str(clip),
+                "--strength",
+                "0.5",
+                "--sample_steps",
+                "2",
+                "--save_file",
+                str(out),
+            ]
+        ),
+    )
     assert r.exit_code == 0, r.output
     assert read_video(out)[1:] == (9, (64, 64))

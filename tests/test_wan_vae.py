@@ -5,6 +5,7 @@ exported in each reference's own checkpoint layout, converted with our ``sanitiz
 with ``load_strict``. Encode and decode at F = 1, 5, 9 frames (latent T = 1, 2, 3) through the
 chunked causal cache, non-square frames.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -23,19 +24,46 @@ FRAMES = (1, 5, 9)
 
 # name -> (our module, args, pixel H, W, official builder, diffusers kwargs)
 CASES = {
-    "2.2": dict(mod=vae22, args=vae22.Wan22VAEArgs(dim=8, dec_dim=8), hw=(32, 48),
-                official=lambda: wan().vae2_2.WanVAE_(
-                    dim=8, dec_dim=8, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
-                    attn_scales=[], temperal_downsample=[False, True, True]),
-                diffusers=dict(base_dim=8, decoder_base_dim=8, z_dim=48, is_residual=True,
-                               in_channels=12, out_channels=12, patch_size=2,
-                               scale_factor_spatial=16, latents_mean=vae22.MEAN48,
-                               latents_std=vae22.STD48)),
-    "2.1": dict(mod=vae21, args=vae21.Wan21VAEArgs(dim=8), hw=(16, 24),
-                official=lambda: wan().vae2_1.WanVAE_(
-                    dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
-                    attn_scales=[], temperal_downsample=[False, True, True]),
-                diffusers=dict(base_dim=8, z_dim=16)),
+    "2.2": dict(
+        mod=vae22,
+        args=vae22.Wan22VAEArgs(dim=8, dec_dim=8),
+        hw=(32, 48),
+        official=lambda: wan().vae2_2.WanVAE_(
+            dim=8,
+            dec_dim=8,
+            z_dim=48,
+            dim_mult=[1, 2, 4, 4],
+            num_res_blocks=2,
+            attn_scales=[],
+            temperal_downsample=[False, True, True],
+        ),
+        diffusers=dict(
+            base_dim=8,
+            decoder_base_dim=8,
+            z_dim=48,
+            is_residual=True,
+            in_channels=12,
+            out_channels=12,
+            patch_size=2,
+            scale_factor_spatial=16,
+            latents_mean=vae22.MEAN48,
+            latents_std=vae22.STD48,
+        ),
+    ),
+    "2.1": dict(
+        mod=vae21,
+        args=vae21.Wan21VAEArgs(dim=8),
+        hw=(16, 24),
+        official=lambda: wan().vae2_1.WanVAE_(
+            dim=8,
+            z_dim=16,
+            dim_mult=[1, 2, 4, 4],
+            num_res_blocks=2,
+            attn_scales=[],
+            temperal_downsample=[False, True, True],
+        ),
+        diffusers=dict(base_dim=8, z_dim=16),
+    ),
 }
 
 
@@ -113,7 +141,7 @@ def test_diffusers_encode_decode(case):
     for video, z in zip(case["videos"], case["latents"]):
         with torch.no_grad():
             mu_ref = (ref.encode(video).latent_dist.mode() - mean) / std  # diffusers: un-normalised
-            x_ref = ref.decode(z * std + mean).sample                    # and takes de-normalised z
+            x_ref = ref.decode(z * std + mean).sample  # and takes de-normalised z
         e_enc = rel_err(ours.encode(mx.array(_cl(video))), _cl(mu_ref))
         e_dec = rel_err(ours.decode(mx.array(_cl(z))), _cl(x_ref))
         assert e_enc <= TOL and e_dec <= TOL, (case["name"], video.shape, e_enc, e_dec)
@@ -143,7 +171,7 @@ def test_inputs_matter(case):
     ours = case["ours"]
     video, z = mx.array(_cl(case["videos"][-1])), mx.array(_cl(case["latents"][-1]))
     mu, x = ours.encode(video), ours.decode(z)
-    video2 = mx.concatenate([video[:, :5], -video[:, 5:]], axis=1)   # change the last chunk only
+    video2 = mx.concatenate([video[:, :5], -video[:, 5:]], axis=1)  # change the last chunk only
     mu2 = ours.encode(video2)
     assert rel_err(mu2[:, :2], mu[:, :2]) < 1e-6 and rel_err(mu2[:, 2:], mu[:, 2:]) > 100 * TOL
     z2 = mx.concatenate([z[:, :1], -z[:, 1:]], axis=1)
@@ -152,8 +180,10 @@ def test_inputs_matter(case):
 
 
 def test_shapes_and_errors():
-    for cls, args, s in ((vae22.Wan22VAE, vae22.Wan22VAEArgs(dim=4, dec_dim=4), 16),
-                         (vae21.Wan21VAE, vae21.Wan21VAEArgs(dim=4), 8)):
+    for cls, args, s in (
+        (vae22.Wan22VAE, vae22.Wan22VAEArgs(dim=4, dec_dim=4), 16),
+        (vae21.Wan21VAE, vae21.Wan21VAEArgs(dim=4), 8),
+    ):
         m = cls(args)
         assert m.stride == (4, s, s) and m.z_dim == args.z_dim
         with pytest.raises(ValueError, match="1 \\+ 4k"):
@@ -175,13 +205,28 @@ def test_defaults_and_from_config():
     assert a21.dim_mult == [1, 2, 4, 4] and a21.temperal_downsample == [False, True, True]
     from diffusers import AutoencoderKLWan
 
-    d22 = {"base_dim": 160, "decoder_base_dim": 256, "z_dim": 48, "is_residual": True,
-           "patch_size": 2, "in_channels": 12, "out_channels": 12, "attn_scales": [],
-           "latents_mean": vae22.MEAN48, "latents_std": vae22.STD48,
-           "temperal_downsample": [False, True, True], "dim_mult": [1, 2, 4, 4]}
+    d22 = {
+        "base_dim": 160,
+        "decoder_base_dim": 256,
+        "z_dim": 48,
+        "is_residual": True,
+        "patch_size": 2,
+        "in_channels": 12,
+        "out_channels": 12,
+        "attn_scales": [],
+        "latents_mean": vae22.MEAN48,
+        "latents_std": vae22.STD48,
+        "temperal_downsample": [False, True, True],
+        "dim_mult": [1, 2, 4, 4],
+    }
     assert vae22.Wan22VAEArgs.from_config(d22) == a22
-    d21 = {k: p.default for k, p in  # diffusers' 2.1 defaults, without building the model
-           inspect.signature(AutoencoderKLWan.__init__).parameters.items() if k != "self"}
+    d21 = {
+        k: p.default
+        for k, p in inspect.signature(  # diffusers' 2.1 defaults, without building the model
+            AutoencoderKLWan.__init__
+        ).parameters.items()
+        if k != "self"
+    }
     assert vae21.Wan21VAEArgs.from_config(d21) == a21
     with pytest.raises(ValueError):
         vae21.Wan21VAEArgs.from_config(d22)

@@ -16,6 +16,7 @@ overlapping by 12; MLX 0.32.4 on CPU, 2026-12-07), max / mean abs difference on 
 Random weights are a worst case for seams (trained VAEs are smoother); the real-width number is
 measured by ``python -m benchmarks.wan_vae_tiling --size full``.
 """
+
 from __future__ import annotations
 
 import mlx.core as mx
@@ -29,15 +30,26 @@ from mlx_video.wan import vae21, vae22
 
 # name -> model, latent (h, w), decode tiling (latent units), encode tiling (latent units)
 CASES = {
-    "2.1": dict(model=lambda: vae21.Wan21VAE(vae21.Wan21VAEArgs(dim=8, dim_mult=[1, 2], temperal_downsample=[True])),
-                hw=(32, 44), dec=((24, 28), 12), enc=((24, 28), 12)),
-    "2.2": dict(model=lambda: vae22.Wan22VAE(vae22.Wan22VAEArgs(dim=8, dec_dim=8, dim_mult=[1, 1],
-                                                                 temperal_downsample=[True])),
-                hw=(32, 44), dec=((24, 28), 12), enc=((24, 28), 12)),
+    "2.1": dict(
+        model=lambda: vae21.Wan21VAE(vae21.Wan21VAEArgs(dim=8, dim_mult=[1, 2], temperal_downsample=[True])),
+        hw=(32, 44),
+        dec=((24, 28), 12),
+        enc=((24, 28), 12),
+    ),
+    "2.2": dict(
+        model=lambda: vae22.Wan22VAE(vae22.Wan22VAEArgs(dim=8, dec_dim=8, dim_mult=[1, 1], temperal_downsample=[True])),
+        hw=(32, 44),
+        dec=((24, 28), 12),
+        enc=((24, 28), 12),
+    ),
 }
 # (max, mean) abs difference bounds: the measured numbers above with ~30% headroom, below flat blending
-BOUNDS = {("2.1", "decode"): (0.23, 0.018), ("2.1", "encode"): (0.13, 0.009),
-          ("2.2", "decode"): (0.42, 0.026), ("2.2", "encode"): (0.50, 0.025)}
+BOUNDS = {
+    ("2.1", "decode"): (0.23, 0.018),
+    ("2.1", "encode"): (0.13, 0.009),
+    ("2.2", "decode"): (0.42, 0.026),
+    ("2.2", "encode"): (0.50, 0.025),
+}
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -64,10 +76,13 @@ def test_spans_cover_evenly():
     assert all(a2 <= b1 - 8 for (_, b1), (a2, _) in zip(spans, spans[1:]))
 
 
-@pytest.mark.parametrize("shape,tile,overlap,num,den,unit", [
-    ((1, 3, 13, 21, 2), (5, 8), (2, 3), 4, 1, 1),      # decoder-like x4, odd sizes
-    ((2, 1, 40, 24, 3), (16, 8), (8, 4), 1, 4, 4),     # encoder-like /4, spans on multiples of 4
-])
+@pytest.mark.parametrize(
+    "shape,tile,overlap,num,den,unit",
+    [
+        ((1, 3, 13, 21, 2), (5, 8), (2, 3), 4, 1, 1),  # decoder-like x4, odd sizes
+        ((2, 1, 40, 24, 3), (16, 8), (8, 4), 1, 4, 4),  # encoder-like /4, spans on multiples of 4
+    ],
+)
 def test_blend_reproduces_pointwise_fn(shape, tile, overlap, num, den, unit):
     """Normalised ramps are a partition of unity and tiles land where they belong: a pointwise map
     (channel mix, nearest resize) comes out as from one piece."""
@@ -79,6 +94,7 @@ def test_blend_reproduces_pointwise_fn(shape, tile, overlap, num, den, unit):
         if num > 1:
             y = mx.repeat(mx.repeat(y, num, axis=2), num, axis=3)
         return y[:, :, ::den, ::den] if den > 1 else y
+
     ref, out = fn(x), tiled_map(fn, x, tile, overlap, num, den, unit)
     assert out.shape == ref.shape
     np.testing.assert_allclose(np.array(out), np.array(ref), atol=1e-5)
@@ -98,8 +114,7 @@ def test_one_tile_is_untiled(vae):
     _, m, _ = vae
     s = m.stride[1]
     z = mx.random.normal((1, 1, 6, 10, m.z_dim), key=mx.random.key(2))
-    np.testing.assert_allclose(np.array(m.decode(z, Tiling((8 * s, 12 * s), 2 * s))), np.array(m.decode(z)),
-                               atol=1e-6)
+    np.testing.assert_allclose(np.array(m.decode(z, Tiling((8 * s, 12 * s), 2 * s))), np.array(m.decode(z)), atol=1e-6)
 
 
 @pytest.mark.parametrize("frames", [1, 2])

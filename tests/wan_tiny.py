@@ -1,10 +1,12 @@
 """Shared fixtures for Wan pipeline tests: the tiny official-layout checkpoint, converted once per session."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "assets" / "tiny-Wan2.2-TI2V-5B"
+
 
 # Wan2.2 VAE latent statistics (wan/modules/vae2_2.py, Wan2_2_VAE.__init__)
 def official_vae22_scale():

@@ -3,6 +3,7 @@
 ``generate`` picks the model family from its arguments and hands them to that family's command
 (:mod:`mlx_video.cli.wan`, :mod:`mlx_video.cli.ltx2`). Only the CLI modules print and write files.
 """
+
 from __future__ import annotations
 
 import sys
@@ -12,10 +13,13 @@ from typing import Optional
 import click
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Wan 2.1/2.2 and LTX-2 video generation in MLX.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Wan 2.1/2.2 and LTX-2 video generation in MLX.")
 
-_MULTI = ("--images", "--control_image_path", "--control-image-path")  # options that take several values after one flag (argparse nargs='+')
+_MULTI = (
+    "--images",
+    "--control_image_path",
+    "--control-image-path",
+)  # options that take several values after one flag (argparse nargs='+')
 
 
 def _expand_multi(argv: list[str]) -> list[str]:
@@ -54,8 +58,7 @@ def family_of(args: list[str]) -> str:
     return "wan"
 
 
-@app.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                               "help_option_names": []})
+@app.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
 def generate(ctx: typer.Context):
     """Generate a video. Wan: --task t2v-5B|ti2v-5B|mi2v-5B --ckpt_dir ...; LTX-2: --model ... --pipeline ...
     (add --help after the family's options for all of them)."""
@@ -69,8 +72,11 @@ def generate(ctx: typer.Context):
 
 @app.command()
 def convert(
-    src: str = typer.Argument(..., help="Wan: official or diffusers folder or HF repo id; LTX-2: single-file "
-                                        ".safetensors, a folder holding it, or Lightricks/LTX-2(.3)"),
+    src: str = typer.Argument(
+        ...,
+        help="Wan: official or diffusers folder or HF repo id; LTX-2: single-file "
+        ".safetensors, a folder holding it, or Lightricks/LTX-2(.3)",
+    ),
     dst: Path = typer.Argument(..., help="output folder"),
     dtype: str = typer.Option("bfloat16", "--dtype"),
     quantize: Optional[int] = typer.Option(None, "--quantize", help="4 or 8 bits (DiT/transformer, T5/Gemma linears)"),
@@ -78,8 +84,11 @@ def convert(
     variant: str = typer.Option("dev", "--variant", help="LTX-2: dev | distilled"),
     verbose: bool = typer.Option(False, "--verbose", help="list the checkpoint config keys the converter ignored"),
     gemma: Optional[Path] = typer.Option(None, "--gemma", help="LTX-2: Gemma 3 folder (default: found beside SRC)"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace a DST that is not an mlx_video folder "
-                                   "(never SRC, a folder inside it or above it)"),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="replace a DST that is not an mlx_video folder (never SRC, a folder inside it or above it)",
+    ),
 ):
     """Convert a checkpoint to an mlx_video folder (strict: every key used, every shape checked). The family
     comes from SRC's contents; DST is written beside itself and renamed into place when complete."""
@@ -90,13 +99,13 @@ def convert(
 
     try:
         src_info = resolve.locate(src, variant=variant, gemma=gemma)
-        out = resolve.convert(src_info, dst, dtype=dtype, quantize=quantize, group_size=group_size,
-                              overwrite=overwrite)
+        out = resolve.convert(src_info, dst, dtype=dtype, quantize=quantize, group_size=group_size, overwrite=overwrite)
     except (ValueError, WeightsError, DownloadError, OSError) as e:
         _fail(str(e))
     typer.echo(f"converted -> {out}")
     if verbose:
         import json
+
         ignored = json.loads((Path(out) / "config.json").read_text()).get("ignored_config_keys", [])
         typer.echo("ignored config keys: " + (", ".join(ignored) or "none"))
 
@@ -137,7 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit as e:  # the family commands run their own typer app
         rc = e.code
     if atomic.TERMINATED or rc == 130:  # typer turns KeyboardInterrupt (and so SIGTERM) into exit 130
-        typer.secho(f"error: {'terminated (SIGTERM)' if atomic.TERMINATED else 'interrupted'}; "
-                    f"no partial output was left", fg="red", err=True)
+        typer.secho(
+            f"error: {'terminated (SIGTERM)' if atomic.TERMINATED else 'interrupted'}; no partial output was left",
+            fg="red",
+            err=True,
+        )
         sys.exit(143 if atomic.TERMINATED else 130)
     sys.exit(rc if isinstance(rc, int) else 0 if rc is None else rc)

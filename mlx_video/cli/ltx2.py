@@ -7,6 +7,7 @@ loads: a bad value is one line on stderr, exit 2, no file written), loads the co
 runs :func:`mlx_video.ltx2.pipelines.generate` (which also makes the images' CRF round trip) and writes the mp4
 (H.264 + AAC audio) atomically, with the full parameter set in its metadata; then reports timings and memory.
 """
+
 from __future__ import annotations
 
 import time
@@ -22,6 +23,7 @@ from .common import fail as _fail
 from .common import progress_bars, save_result
 
 app = typer.Typer(add_completion=False)
+
 
 def parse_image_spec(spec: str) -> tuple[str, int, float]:
     """``PATH[:FRAME[:STRENGTH]]`` -> (path, pixel frame, strength); frame 0 and strength 1 by default.
@@ -71,18 +73,26 @@ def _blocks(value: str | None) -> tuple[int, ...] | None:
 
 @app.command()
 def generate(
-    model: str = typer.Option(..., "--model", help="converted folder, Lightricks checkpoint (file or folder) or "
-                              "Lightricks/LTX-2 | Lightricks/LTX-2.3"),
-    pipeline: Optional[str] = typer.Option(None, "--pipeline", help="distilled (default) | dev | dev-two-stage | "
-                                           "dev-two-stage-hq"),
+    model: str = typer.Option(
+        ...,
+        "--model",
+        help="converted folder, Lightricks checkpoint (file or folder) or Lightricks/LTX-2 | Lightricks/LTX-2.3",
+    ),
+    pipeline: Optional[str] = typer.Option(
+        None, "--pipeline", help="distilled (default) | dev | dev-two-stage | dev-two-stage-hq"
+    ),
     prompt: str = typer.Option(..., "--prompt"),
     negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", "--negative_prompt"),
-    image: Optional[list[str]] = typer.Option(None, "--image", help="PATH[:FRAME[:STRENGTH]], repeatable; frame 0 "
-                                              "replaces the first latent frame, later frames guide"),
+    image: Optional[list[str]] = typer.Option(
+        None,
+        "--image",
+        help="PATH[:FRAME[:STRENGTH]], repeatable; frame 0 replaces the first latent frame, later frames guide",
+    ),
     end_image: Optional[str] = typer.Option(None, "--end-image", help="image for the last frame (a guide)"),
     end_image_strength: float = typer.Option(1.0, "--end-image-strength"),
-    image_crf: Optional[int] = typer.Option(None, "--image-crf", help="H.264 CRF of the image round trip "
-                                            "(default 33, 0: none)"),
+    image_crf: Optional[int] = typer.Option(
+        None, "--image-crf", help="H.264 CRF of the image round trip (default 33, 0: none)"
+    ),
     no_audio: bool = typer.Option(False, "--no-audio", help="do not decode / mux the (jointly generated) audio"),
     height: Optional[int] = typer.Option(None, "--height", "-H", help="default: the pipeline's official size"),
     width: Optional[int] = typer.Option(None, "--width", "-W"),
@@ -99,13 +109,18 @@ def generate(
     modality_scale: Optional[float] = typer.Option(None, "--modality-scale", help="video: audio->video guidance"),
     audio_modality_scale: Optional[float] = typer.Option(None, "--audio-modality-scale"),
     lora_strength_stage_1: Optional[float] = typer.Option(None, "--lora-strength-stage-1", help="HQ (0.25)"),
-    lora_strength_stage_2: Optional[float] = typer.Option(None, "--lora-strength-stage-2", "--lora-strength",
-                                                          help="two-stage dev pipelines (1.0, HQ 0.5)"),
+    lora_strength_stage_2: Optional[float] = typer.Option(
+        None, "--lora-strength-stage-2", "--lora-strength", help="two-stage dev pipelines (1.0, HQ 0.5)"
+    ),
     seed: Optional[int] = typer.Option(None, "--seed", help="default 10 (official); negative: drawn at random"),
     gemma: Optional[str] = typer.Option(None, "--gemma", help="Gemma 3 folder (when converting a checkpoint)"),
     output_path: Optional[Path] = typer.Option(None, "--output-path", "--output", "-o"),
-    ulysses_size: int = typer.Option(1, "--ulysses-size", "--ulysses_size",
-                                     help="sequence-parallel ranks (mlx.launch world size), docs/distributed.md"),
+    ulysses_size: int = typer.Option(
+        1,
+        "--ulysses-size",
+        "--ulysses_size",
+        help="sequence-parallel ranks (mlx.launch world size), docs/distributed.md",
+    ),
 ):
     """Generate a video with audio from a prompt and optional images (LTX-2 / LTX-2.3)."""
     from rich.console import Console
@@ -127,14 +142,37 @@ def generate(
 
         sp = init_sp(ulysses_size)  # None for one rank; else rank 0 prints, writes and encodes text
         blocks = _blocks(stg_blocks)
-        settings = P.LTXSettings(**_given(
-            pipeline=pipeline, height=height, width=width, num_frames=num_frames, fps=fps, steps=steps,
-            video_guidance=_given(cfg_scale=cfg_scale, stg_scale=stg_scale, stg_blocks=blocks,
-                                  rescale_scale=rescale_scale, modality_scale=modality_scale) or None,
-            audio_guidance=_given(cfg_scale=audio_cfg_scale, stg_scale=audio_stg_scale, stg_blocks=blocks,
-                                  rescale_scale=audio_rescale_scale, modality_scale=audio_modality_scale) or None,
-            lora_strength_stage_1=lora_strength_stage_1, lora_strength_stage_2=lora_strength_stage_2,
-            negative_prompt=negative_prompt, image_crf=image_crf, seed=seed))
+        settings = P.LTXSettings(
+            **_given(
+                pipeline=pipeline,
+                height=height,
+                width=width,
+                num_frames=num_frames,
+                fps=fps,
+                steps=steps,
+                video_guidance=_given(
+                    cfg_scale=cfg_scale,
+                    stg_scale=stg_scale,
+                    stg_blocks=blocks,
+                    rescale_scale=rescale_scale,
+                    modality_scale=modality_scale,
+                )
+                or None,
+                audio_guidance=_given(
+                    cfg_scale=audio_cfg_scale,
+                    stg_scale=audio_stg_scale,
+                    stg_blocks=blocks,
+                    rescale_scale=audio_rescale_scale,
+                    modality_scale=audio_modality_scale,
+                )
+                or None,
+                lora_strength_stage_1=lora_strength_stage_1,
+                lora_strength_stage_2=lora_strength_stage_2,
+                negative_prompt=negative_prompt,
+                image_crf=image_crf,
+                seed=seed,
+            )
+        )
         if drawn:
             settings.seed = None  # drawn by with_seed
         settings = settings.validate().with_seed()
@@ -145,15 +183,18 @@ def generate(
             specs.append((end_image, settings.num_frames - 1, end_image_strength))
         images = [P.ImageCondition(read_image(p), f, s) for p, f, s in specs]
         settings.validate(images)
-        output_path = check_output_path(output_path or Path(f"ltx2_{settings.pipeline}_"
-                                                            f"{time.strftime('%Y%m%d_%H%M%S')}.mp4"), (".mp4",))
+        output_path = check_output_path(
+            output_path or Path(f"ltx2_{settings.pipeline}_{time.strftime('%Y%m%d_%H%M%S')}.mp4"), (".mp4",)
+        )
         model_dir = resolve_ltx2_model(model, settings.variant, gemma)
         cfg = read_config(model_dir)
         t0 = time.perf_counter()
         with console.status("encoding the prompt"):
+
             def encode():
                 p, n = encode_text(model_dir, cfg, prompt, settings.negative_text)
                 return [p.video, p.audio] + ([] if n is None else [n.video, n.audio])
+
             ctx = on_root(encode, sp.group if sp is not None else None)
             pos, neg = TextContext(*ctx[:2]), (TextContext(*ctx[2:]) if len(ctx) > 2 else None)
         t_text, t0 = time.perf_counter() - t0, time.perf_counter()

@@ -2,6 +2,7 @@
 
 Reached through :mod:`mlx_video.cli`, which picks the family from the arguments.
 """
+
 from __future__ import annotations
 
 import time
@@ -39,77 +40,136 @@ def parse_guide(value: str | None):
 
 @app.command()
 def generate(
-    task: str = typer.Option("ti2v-5B", "--task", help="t2v-5B | ti2v-5B | mi2v-5B | t2v-1.3B | t2v-14B | i2v-14B | "
-                             "flf2v-14B | t2v-A14B | i2v-A14B | flf2v-A14B"),
-    ckpt_dir: str = typer.Option(..., "--ckpt_dir", "--ckpt-dir", "--model",
-                                 help="converted folder, official/diffusers checkpoint folder, or HF repo id"),
+    task: str = typer.Option(
+        "ti2v-5B",
+        "--task",
+        help="t2v-5B | ti2v-5B | mi2v-5B | t2v-1.3B | t2v-14B | i2v-14B | flf2v-14B | t2v-A14B | i2v-A14B | flf2v-A14B",
+    ),
+    ckpt_dir: str = typer.Option(
+        ...,
+        "--ckpt_dir",
+        "--ckpt-dir",
+        "--model",
+        help="converted folder, official/diffusers checkpoint folder, or HF repo id",
+    ),
     prompt: str = typer.Option("", "--prompt"),
     negative_prompt: Optional[str] = typer.Option(None, "--negative_prompt", "--negative-prompt"),
     image: Optional[Path] = typer.Option(None, "--image", help="first frame (ti2v-5B, i2v-*)"),
-    images: Optional[list[Path]] = typer.Option(None, "--images",
-                                                help="anchor images (mi2v-5B, ti2v-5B): PATH, or PATH@FRAME[:STRENGTH] "
-                                                     "at a pixel frame (negative from the end), strength 0..1"),
+    images: Optional[list[Path]] = typer.Option(
+        None,
+        "--images",
+        help="anchor images (mi2v-5B, ti2v-5B): PATH, or PATH@FRAME[:STRENGTH] "
+        "at a pixel frame (negative from the end), strength 0..1",
+    ),
     first_frame: Optional[Path] = typer.Option(None, "--first_frame", "--first-frame", help="flf2v-*: first frame"),
     last_frame: Optional[Path] = typer.Option(None, "--last_frame", "--last-frame", help="flf2v-*: last frame"),
-    bidirectional_sampling: bool = typer.Option(False, "--bidirectional_sampling", "--bidirectional-sampling",
-                                                help="flf2v-*: WanFM forward + time-reversed passes (Euler)"),
-    bidirectional_mode: str = typer.Option("faithful", "--bidirectional_mode", "--bidirectional-mode",
-                                           help="faithful (WanFM: reversed RoPE, equals forward Euler) | reverse "
-                                                "(backward pass keeps forward positions)"),
-    one_frame_inference: Optional[str] = typer.Option(None, "--one_frame_inference", "--one-frame-inference",
-                                                      help='musubi one-frame: "control_index=0;2,target_index=1"'),
-    control_image_path: Optional[list[Path]] = typer.Option(None, "--control_image_path", "--control-image-path",
-                                                            help="one-frame control images, in index order"),
+    bidirectional_sampling: bool = typer.Option(
+        False,
+        "--bidirectional_sampling",
+        "--bidirectional-sampling",
+        help="flf2v-*: WanFM forward + time-reversed passes (Euler)",
+    ),
+    bidirectional_mode: str = typer.Option(
+        "faithful",
+        "--bidirectional_mode",
+        "--bidirectional-mode",
+        help="faithful (WanFM: reversed RoPE, equals forward Euler) | reverse (backward pass keeps forward positions)",
+    ),
+    one_frame_inference: Optional[str] = typer.Option(
+        None,
+        "--one_frame_inference",
+        "--one-frame-inference",
+        help='musubi one-frame: "control_index=0;2,target_index=1"',
+    ),
+    control_image_path: Optional[list[Path]] = typer.Option(
+        None, "--control_image_path", "--control-image-path", help="one-frame control images, in index order"
+    ),
     image_path: Optional[Path] = typer.Option(None, "--image_path", "--image-path", help="one-frame: CLIP start image"),
-    end_image_path: Optional[Path] = typer.Option(None, "--end_image_path", "--end-image-path",
-                                                  help="one-frame flf2v-14B: CLIP end image"),
-    video: Optional[Path] = typer.Option(None, "--video", help="video to video (SDEdit): the input video (t2v, "
-                                         "ti2v-5B, mi2v-5B); frames and size from it unless --frame_num / --size"),
-    strength: Optional[float] = typer.Option(None, "--strength", help="video to video: 0 keeps the input (VAE round "
-                                             "trip), 1 ignores it (plain generation); default 0.8"),
-    extend: Optional[Path] = typer.Option(None, "--extend", help="continue this video (t2v-5B / ti2v-5B): its last "
-                                          "--overlap frames anchor the new window"),
-    overlap: Optional[int] = typer.Option(None, "--overlap", help="extension: pixel frames shared by windows, 4j+1 "
-                                          "(default 5)"),
+    end_image_path: Optional[Path] = typer.Option(
+        None, "--end_image_path", "--end-image-path", help="one-frame flf2v-14B: CLIP end image"
+    ),
+    video: Optional[Path] = typer.Option(
+        None,
+        "--video",
+        help="video to video (SDEdit): the input video (t2v, "
+        "ti2v-5B, mi2v-5B); frames and size from it unless --frame_num / --size",
+    ),
+    strength: Optional[float] = typer.Option(
+        None,
+        "--strength",
+        help="video to video: 0 keeps the input (VAE round trip), 1 ignores it (plain generation); default 0.8",
+    ),
+    extend: Optional[Path] = typer.Option(
+        None, "--extend", help="continue this video (t2v-5B / ti2v-5B): its last --overlap frames anchor the new window"
+    ),
+    overlap: Optional[int] = typer.Option(
+        None, "--overlap", help="extension: pixel frames shared by windows, 4j+1 (default 5)"
+    ),
     segments: int = typer.Option(1, "--segments", help="windows to chain into one video (t2v-5B / ti2v-5B)"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="few-step LoRA recipe: lightx2v-4step (Wan2.1 "
-                                         "distill) | lightx2v-a14b-4step (Wan2.2 A14B): steps, guide 1, shift, solver"),
-    output_type: Optional[str] = typer.Option(None, "--output_type", "--output-type",
-                                              help="video | images | latent_images (also saves the latent)"),
+    preset: Optional[str] = typer.Option(
+        None,
+        "--preset",
+        help="few-step LoRA recipe: lightx2v-4step (Wan2.1 "
+        "distill) | lightx2v-a14b-4step (Wan2.2 A14B): steps, guide 1, shift, solver",
+    ),
+    output_type: Optional[str] = typer.Option(
+        None, "--output_type", "--output-type", help="video | images | latent_images (also saves the latent)"
+    ),
     size: Optional[str] = typer.Option(None, "--size", help="W*H; with images the max area"),
     frame_num: Optional[int] = typer.Option(None, "--frame_num", "--frame-num"),
     sample_steps: Optional[int] = typer.Option(None, "--sample_steps", "--sample-steps"),
     sample_shift: Optional[float] = typer.Option(None, "--sample_shift", "--sample-shift"),
-    sample_solver: Optional[str] = typer.Option(None, "--sample_solver", "--sample-solver",
-                                                help="unipc | dpm++ | euler | lightx2v | lightx2v-euler"),
-    sample_guide_scale: Optional[str] = typer.Option(None, "--sample_guide_scale", "--sample-guide-scale",
-                                                     help="a number, or LOW,HIGH for the A14B experts"),
-    seed: Optional[int] = typer.Option(None, "--base_seed", "--seed",
-                                       help="any integer (reduced mod 2**32); absent or negative: drawn at random"),
+    sample_solver: Optional[str] = typer.Option(
+        None, "--sample_solver", "--sample-solver", help="unipc | dpm++ | euler | lightx2v | lightx2v-euler"
+    ),
+    sample_guide_scale: Optional[str] = typer.Option(
+        None, "--sample_guide_scale", "--sample-guide-scale", help="a number, or LOW,HIGH for the A14B experts"
+    ),
+    seed: Optional[int] = typer.Option(
+        None, "--base_seed", "--seed", help="any integer (reduced mod 2**32); absent or negative: drawn at random"
+    ),
     fps: Optional[int] = typer.Option(None, "--fps", help="output frames per second (default: the task's)"),
-    offload_model: Optional[str] = typer.Option(None, "--offload_model", "--offload-model",
-                                                help="True/False (default True)"),
+    offload_model: Optional[str] = typer.Option(
+        None, "--offload_model", "--offload-model", help="True/False (default True)"
+    ),
     save_file: Optional[Path] = typer.Option(None, "--save_file", "--save-file", "--output", "--save_path"),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="compute dtype: bfloat16 (default) | float32"),
-    vae_dtype: Optional[str] = typer.Option(None, "--vae_dtype", "--vae-dtype",
-                                            help="VAE compute dtype: float32 (default) | bfloat16 (half the memory)"),
-    convert_model_dtype: bool = typer.Option(False, "--convert_model_dtype", "--convert-model-dtype",
-                                             help="accepted as in the official CLI: the DiT already runs in --dtype"),
-    t5_cpu: bool = typer.Option(False, "--t5_cpu", "--t5-cpu",
-                                help="accepted as in the official CLI: with unified memory there is no separate "
-                                     "device memory to spare; the text encoder is freed before the DiT runs"),
+    vae_dtype: Optional[str] = typer.Option(
+        None, "--vae_dtype", "--vae-dtype", help="VAE compute dtype: float32 (default) | bfloat16 (half the memory)"
+    ),
+    convert_model_dtype: bool = typer.Option(
+        False,
+        "--convert_model_dtype",
+        "--convert-model-dtype",
+        help="accepted as in the official CLI: the DiT already runs in --dtype",
+    ),
+    t5_cpu: bool = typer.Option(
+        False,
+        "--t5_cpu",
+        "--t5-cpu",
+        help="accepted as in the official CLI: with unified memory there is no separate "
+        "device memory to spare; the text encoder is freed before the DiT runs",
+    ),
     lora: Optional[list[str]] = typer.Option(None, "--lora", help="PATH[:STRENGTH], repeatable: merged into every DiT"),
-    lora_high: Optional[list[str]] = typer.Option(None, "--lora_high", "--lora-high",
-                                                  help="PATH[:STRENGTH], repeatable: A14B high-noise expert only"),
-    lora_low: Optional[list[str]] = typer.Option(None, "--lora_low", "--lora-low",
-                                                 help="PATH[:STRENGTH], repeatable: A14B low-noise expert only"),
+    lora_high: Optional[list[str]] = typer.Option(
+        None, "--lora_high", "--lora-high", help="PATH[:STRENGTH], repeatable: A14B high-noise expert only"
+    ),
+    lora_low: Optional[list[str]] = typer.Option(
+        None, "--lora_low", "--lora-low", help="PATH[:STRENGTH], repeatable: A14B low-noise expert only"
+    ),
     # several ranks (mlx.launch), docs/distributed.md
-    ulysses_size: int = typer.Option(1, "--ulysses_size", "--ulysses-size",
-                                     help="sequence-parallel ranks; must equal the mlx.launch world size"),
-    dit_fsdp: bool = typer.Option(False, "--dit_fsdp", "--dit-fsdp",
-                                  help="accepted as in the official CLI: every rank holds the whole DiT here"),
-    t5_fsdp: bool = typer.Option(False, "--t5_fsdp", "--t5-fsdp",
-                                 help="accepted as in the official CLI: T5 runs on rank 0 only, output broadcast"),
+    ulysses_size: int = typer.Option(
+        1, "--ulysses_size", "--ulysses-size", help="sequence-parallel ranks; must equal the mlx.launch world size"
+    ),
+    dit_fsdp: bool = typer.Option(
+        False, "--dit_fsdp", "--dit-fsdp", help="accepted as in the official CLI: every rank holds the whole DiT here"
+    ),
+    t5_fsdp: bool = typer.Option(
+        False,
+        "--t5_fsdp",
+        "--t5-fsdp",
+        help="accepted as in the official CLI: T5 runs on rank 0 only, output broadcast",
+    ),
 ):
     """Generate a video (or one image) from a prompt and optional images."""
     from rich.console import Console
@@ -122,7 +182,7 @@ def generate(
     from mlx_video.result import NonFiniteError
     from mlx_video.wan.pipeline import WanPipeline, WanSettings
 
-    console, drawn = Console(stderr=True), seed is None or seed < 0   # official: a negative seed draws one
+    console, drawn = Console(stderr=True), seed is None or seed < 0  # official: a negative seed draws one
     loras = {"loras": lora or (), "loras_high": lora_high or (), "loras_low": lora_low or ()}
     try:
         from mlx_video.distributed import init as init_sp
@@ -130,17 +190,42 @@ def generate(
         sp = init_sp(ulysses_size)  # None for one rank; else rank 0 prints and writes, all ranks use its seed
         if sp is not None:
             console.quiet = not sp.is_root
-        imgs, controls = _image_args(task, image, images, first_frame, last_frame, one_frame_inference,
-                                     control_image_path, image_path, end_image_path)
+        imgs, controls = _image_args(
+            task,
+            image,
+            images,
+            first_frame,
+            last_frame,
+            one_frame_inference,
+            control_image_path,
+            image_path,
+            end_image_path,
+        )
         if output_type not in (None, "video", "images", "latent_images"):
             raise ValueError(f"--output_type must be video, images or latent_images, got {output_type!r}")
         settings = WanSettings(
-            task=task, prompt=prompt, negative_prompt=negative_prompt, images=imgs, size=size, frame_num=frame_num,
-            sample_steps=sample_steps, sample_shift=sample_shift, guide_scale=parse_guide(sample_guide_scale),
-            solver=sample_solver, fps=fps, seed=None if drawn else seed,
-            bidirectional=bidirectional_mode if bidirectional_sampling else None, one_frame=one_frame_inference,
-            control_images=controls, video=video, strength=strength, recipe=preset, extend=extend, overlap=overlap,
-            segments=segments).validate()
+            task=task,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            images=imgs,
+            size=size,
+            frame_num=frame_num,
+            sample_steps=sample_steps,
+            sample_shift=sample_shift,
+            guide_scale=parse_guide(sample_guide_scale),
+            solver=sample_solver,
+            fps=fps,
+            seed=None if drawn else seed,
+            bidirectional=bidirectional_mode if bidirectional_sampling else None,
+            one_frame=one_frame_inference,
+            control_images=controls,
+            video=video,
+            strength=strength,
+            recipe=preset,
+            extend=extend,
+            overlap=overlap,
+            segments=segments,
+        ).validate()
         if sp is not None:
             settings = replace(settings, seed=sp.same(settings.seed))
         for spec in (s for v in loras.values() for s in v):
@@ -148,11 +233,18 @@ def generate(
         single = settings.frame_num == 1
         default = f"{task}_{time.strftime('%Y%m%d_%H%M%S')}.{'png' if single else 'mp4'}"
         save_file = check_output_path(save_file or default, (".png",) if single else (".mp4",))
-        kw = dict(dtype=dtype_of(dtype, "--dtype"), vae_dtype=dtype_of(vae_dtype, "--vae_dtype"),
-                  offload=str2bool(offload_model))
+        kw = dict(
+            dtype=dtype_of(dtype, "--dtype"),
+            vae_dtype=dtype_of(vae_dtype, "--vae_dtype"),
+            offload=str2bool(offload_model),
+        )
         model_dir = resolve_wan_model(ckpt_dir, console, dtype or "bfloat16")  # converted in the dtype asked for
-        pipe = WanPipeline(model_dir, **{k: v for k, v in kw.items() if v is not None}, **loras,
-                           group=sp.group if sp is not None else None)
+        pipe = WanPipeline(
+            model_dir,
+            **{k: v for k, v in kw.items() if v is not None},
+            **loras,
+            group=sp.group if sp is not None else None,
+        )
         pipe.check_task(settings.preset)
     except (ValueError, ImageError, WeightsError, OutputPathError, DownloadError) as e:
         fail(str(e))
@@ -165,8 +257,13 @@ def generate(
             fail(str(e))
     if sp is not None and not sp.is_root:
         return
-    meta = dict(res.params, model=str(ckpt_dir), generator="mlx_video", seed_drawn=drawn,
-                **{k: list(v) for k, v in (("lora", lora), ("lora_high", lora_high), ("lora_low", lora_low)) if v})
+    meta = dict(
+        res.params,
+        model=str(ckpt_dir),
+        generator="mlx_video",
+        seed_drawn=drawn,
+        **{k: list(v) for k, v in (("lora", lora), ("lora_high", lora_high), ("lora_low", lora_low)) if v},
+    )
     save_result(res, save_file, meta, console, latent=output_type == "latent_images")
 
 
@@ -185,8 +282,9 @@ def _image_args(task, image, images, first_frame, last_frame, one_frame, control
             raise ValueError("one-frame inference needs --control_image_path (one image per control index)")
         return [image_path] + ([end_image_path] if end_image_path else []), controls
     if controls or image_path or end_image_path:
-        raise ValueError("--control_image_path / --image_path / --end_image_path are one-frame options "
-                         "(add --one_frame_inference)")
+        raise ValueError(
+            "--control_image_path / --image_path / --end_image_path are one-frame options (add --one_frame_inference)"
+        )
     if task in TASKS and TASKS[task].images == "first_last":
         if not (first_frame and last_frame):
             raise ValueError(f"task {task} needs --first_frame and --last_frame")

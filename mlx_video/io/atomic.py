@@ -6,6 +6,7 @@ new one, never a partial one, and no temporary name is left behind: the temporar
 (:func:`terminate_as_exception`). Results get the permissions any tool gives new files under the
 user's umask (normally 0644 files, 0755 folders), not ``mkstemp``'s private 0600 / 0700.
 """
+
 from __future__ import annotations
 
 import os

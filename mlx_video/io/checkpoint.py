@@ -1,4 +1,5 @@
 """Reading checkpoint files in the layouts people download, and writing converted folders."""
+
 from __future__ import annotations
 
 import shutil
@@ -52,8 +53,9 @@ def read_sharded(folder: Path, stem: str = "diffusion_pytorch_model") -> dict[st
             out.update(load_safetensors(folder / shard))
         missing = set(weight_map) - set(out)
         if missing:
-            raise WeightsError(f"{index}: keys listed in the index but absent from the shards: "
-                               f"{', '.join(sorted(missing)[:8])}")
+            raise WeightsError(
+                f"{index}: keys listed in the index but absent from the shards: {', '.join(sorted(missing)[:8])}"
+            )
         return out
     if single.is_file():
         return load_safetensors(single)
@@ -109,14 +111,17 @@ def check_destination(dst: Path, sources=(), overwrite: bool = False) -> None:
         if s in d.parents:
             raise DestinationError(f"output {dst} is inside the source {src}; choose a folder outside it")
         if d in s.parents:
-            raise DestinationError(f"output {dst} contains the source {src}; replacing it would delete the "
-                                   f"source: choose another folder")
+            raise DestinationError(
+                f"output {dst} contains the source {src}; replacing it would delete the source: choose another folder"
+            )
     if not (d.exists() or d.is_symlink()) or overwrite or is_ours(d):
         return
     if d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
         return
-    raise DestinationError(f"output {dst} exists and is not a folder mlx_video converted (no {MANIFEST}); "
-                           f"pass --overwrite to replace it, or choose another folder")
+    raise DestinationError(
+        f"output {dst} exists and is not a folder mlx_video converted (no {MANIFEST}); "
+        f"pass --overwrite to replace it, or choose another folder"
+    )
 
 
 @contextmanager
@@ -130,8 +135,9 @@ def staged_folder(dst: Path, sources=(), overwrite: bool = False, manifest: dict
     with atomic_folder(dst) as tmp:
         yield tmp
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
-        write_json_atomic(tmp / MANIFEST, {"created_by": "mlx_video", "manifest_version": 1,
-                                           **(manifest or {}), "files": files})
+        write_json_atomic(
+            tmp / MANIFEST, {"created_by": "mlx_video", "manifest_version": 1, **(manifest or {}), "files": files}
+        )
 
 
 def manifest_intact(folder: Path) -> bool:
@@ -139,8 +145,10 @@ def manifest_intact(folder: Path) -> bool:
     m = read_manifest(folder)
     if m is None:
         return False
-    return all((Path(folder) / name).is_file() and (Path(folder) / name).stat().st_size == size
-               for name, size in m.get("files", {}).items())
+    return all(
+        (Path(folder) / name).is_file() and (Path(folder) / name).stat().st_size == size
+        for name, size in m.get("files", {}).items()
+    )
 
 
 def save_module(model: nn.Module, path: Path) -> None:

@@ -1,4 +1,5 @@
 """Hugging Face downloads (only the files a pipeline needs) and the conversion cache."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,8 +8,14 @@ import os
 from pathlib import Path
 
 # Files each known Wan repo layout needs (huggingface_hub allow_patterns).
-WAN_OFFICIAL_FILES = ["config.json", "diffusion_pytorch_model*", "Wan2.2_VAE.pth", "Wan2.1_VAE.pth",
-                      "models_t5_umt5-xxl-enc-bf16.pth", "google/umt5-xxl/*"]
+WAN_OFFICIAL_FILES = [
+    "config.json",
+    "diffusion_pytorch_model*",
+    "Wan2.2_VAE.pth",
+    "Wan2.1_VAE.pth",
+    "models_t5_umt5-xxl-enc-bf16.pth",
+    "google/umt5-xxl/*",
+]
 WAN_DIFFUSERS_FILES = ["model_index.json", "transformer/*", "vae/*", "text_encoder/*", "tokenizer/*"]
 
 
@@ -53,8 +60,15 @@ def source_key(paths, **settings) -> str:
         if p is None:
             continue
         p = Path(p)
-        files = [p] if p.is_file() else sorted(
-            f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        files = (
+            [p]
+            if p.is_file()
+            else sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
+        )
         h.update(f"|{p.name}|{len(files)}".encode())
         for f in files:
             h.update(f"|{f.relative_to(p) if f != p else f.name}:{file_key(f)}".encode())
@@ -87,13 +101,16 @@ def download(repo_id: str, allow_patterns: list[str]) -> Path:
     try:
         return Path(snapshot_download(repo_id, allow_patterns=allow_patterns))
     except GatedRepoError as e:
-        raise DownloadError(f"{repo_id} is gated: accept its licence on huggingface.co and log in "
-                            f"(huggingface-cli login)") from e
+        raise DownloadError(
+            f"{repo_id} is gated: accept its licence on huggingface.co and log in (huggingface-cli login)"
+        ) from e
     except RepositoryNotFoundError as e:
         raise DownloadError(f"{repo_id}: no such Hugging Face repo (or no access)") from e
     except (LocalEntryNotFoundError, OSError) as e:
-        raise DownloadError(f"cannot download {repo_id}: no network connection to the Hugging Face Hub "
-                            f"and it is not in the local cache. Download it on a connected machine "
-                            f"and pass the folder with --ckpt_dir") from e
+        raise DownloadError(
+            f"cannot download {repo_id}: no network connection to the Hugging Face Hub "
+            f"and it is not in the local cache. Download it on a connected machine "
+            f"and pass the folder with --ckpt_dir"
+        ) from e
     except Exception as e:  # huggingface_hub wraps connection errors in several types
         raise DownloadError(f"cannot download {repo_id}: {e}") from e

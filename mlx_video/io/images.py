@@ -15,6 +15,7 @@ cv2 ``INTER_AREA`` when shrinking, LANCZOS when enlarging) and ltx-pipelines' IC
 videos (not implemented here) use one. Deviation: one-frame control images go through
 :func:`lanczos_cover_crop` in both directions (no cv2 oracle is installed to prove an area resize).
 """
+
 from __future__ import annotations
 
 import math
@@ -69,8 +70,10 @@ def load_image(path: str | Path) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         m = re.search(r"\((\d+) pixels\)", str(e))
         size = f"{int(m.group(1)):,} pixels" if m else "too many pixels"
-        raise ImageError(f"image {path} has {size}, more than Pillow's decompression-bomb limit of "
-                         f"{Image.MAX_IMAGE_PIXELS:,} pixels: refusing to decode it") from None
+        raise ImageError(
+            f"image {path} has {size}, more than Pillow's decompression-bomb limit of "
+            f"{Image.MAX_IMAGE_PIXELS:,} pixels: refusing to decode it"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"cannot read image {path}: {e}") from e
 
@@ -92,8 +95,10 @@ def best_output_size(w: int, h: int, dw: int, dh: int, max_area: int) -> tuple[i
     ow2 = int(max_area / oh2 // dw * dw) if oh2 else 0
     fits = [(ow_, oh_) for ow_, oh_ in ((ow1, oh1), (ow2, oh2)) if ow_ and oh_]
     if not fits:
-        raise ValueError(f"a {w}x{h} image is too elongated for a {max_area}-pixel output in multiples of "
-                         f"{dw}x{dh}; give a larger size")
+        raise ValueError(
+            f"a {w}x{h} image is too elongated for a {max_area}-pixel output in multiples of "
+            f"{dw}x{dh}; give a larger size"
+        )
     off = [max(ratio / (a / b), (a / b) / ratio) for a, b in fits]
     return fits[0] if len(fits) == 1 or off[0] < off[1] else fits[1]  # ties go to height-first, as the reference
 
@@ -178,7 +183,7 @@ def bilinear_cover_crop(image: np.ndarray, height: int, width: int) -> np.ndarra
     rows = img[y0] * (1 - fy)[:, None, None] + img[y1] * fy[:, None, None]
     out = rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
     top, left = (nh - height) // 2, (nw - width) // 2
-    return out[top:top + height, left:left + width]
+    return out[top : top + height, left : left + width]
 
 
 def h264_roundtrip(image: np.ndarray, crf: int) -> np.ndarray:
@@ -197,7 +202,9 @@ def h264_roundtrip(image: np.ndarray, crf: int) -> np.ndarray:
     with av.open(buf, "w", format="mp4") as out:
         s = out.add_stream("libx264", rate=1, options={"crf": str(crf), "preset": "veryfast"})
         s.height, s.width = h, w
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24").reformat(format="yuv420p")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24").reformat(
+            format="yuv420p"
+        )
         for pkt in list(s.encode(frame)) + list(s.encode()):
             out.mux(pkt)
     buf.seek(0)

@@ -5,6 +5,7 @@ Used by Wan's UMT5 tokenizer (:func:`mlx_video.wan.t5.load_tokenizer`) and LTX-2
 tokenizer before a converted folder is renamed into place, so a corrupt tokenizer never lands in a
 converted folder or the conversion cache. Nothing here caches a tokenizer.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,8 +20,11 @@ class TokenizerNotFound(TokenizerError, FileNotFoundError):
     """The tokenizer folder, or every file it must hold, is missing."""
 
 
-def load_tokenizer(folder: str | Path, files: tuple[str, ...] = ("tokenizer.json", "tokenizer.model", "spiece.model"),
-                   what: str = "tokenizer"):
+def load_tokenizer(
+    folder: str | Path,
+    files: tuple[str, ...] = ("tokenizer.json", "tokenizer.model", "spiece.model"),
+    what: str = "tokenizer",
+):
     """``transformers.AutoTokenizer`` from the local ``folder`` (never downloads, no fallback).
 
     ``files``: at least one must exist. Every ``*.json`` in the folder must parse, so a truncated

@@ -17,6 +17,7 @@ The file is not trusted (format as torch/serialization.py writes it; pickle opco
   total at most the same budget (stride-0 views cannot blow up either).
 Anything else raises WeightsError naming the file.
 """
+
 from __future__ import annotations
 
 import collections
@@ -30,19 +31,37 @@ import numpy as np
 from .weights import WeightsError
 
 _DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "BFloat16Storage": np.uint16, "LongStorage": np.int64, "IntStorage": np.int32,
-    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": np.uint16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
 }
-_TORCH_DTYPES = {"float32": "FloatStorage", "float64": "DoubleStorage", "float16": "HalfStorage",
-                 "bfloat16": "BFloat16Storage", "int64": "LongStorage", "int32": "IntStorage",
-                 "int16": "ShortStorage", "int8": "CharStorage", "uint8": "ByteStorage", "bool": "BoolStorage"}
+_TORCH_DTYPES = {
+    "float32": "FloatStorage",
+    "float64": "DoubleStorage",
+    "float16": "HalfStorage",
+    "bfloat16": "BFloat16Storage",
+    "int64": "LongStorage",
+    "int32": "IntStorage",
+    "int16": "ShortStorage",
+    "int8": "CharStorage",
+    "uint8": "ByteStorage",
+    "bool": "BoolStorage",
+}
 
 # The opcodes torch.save's pickles (protocol 2) use, and no others.
-_OPCODES = ("PROTO FRAME STOP MARK POP POP_MARK DUP NONE NEWTRUE NEWFALSE BININT BININT1 BININT2 LONG1 "
-            "BINFLOAT BINUNICODE SHORT_BINUNICODE BINUNICODE8 SHORT_BINBYTES BINBYTES EMPTY_DICT "
-            "EMPTY_LIST EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3 LIST DICT APPEND APPENDS SETITEM SETITEMS "
-            "BINPUT LONG_BINPUT BINGET LONG_BINGET MEMOIZE GLOBAL STACK_GLOBAL REDUCE BINPERSID BUILD").split()
+_OPCODES = (
+    "PROTO FRAME STOP MARK POP POP_MARK DUP NONE NEWTRUE NEWFALSE BININT BININT1 BININT2 LONG1 "
+    "BINFLOAT BINUNICODE SHORT_BINUNICODE BINUNICODE8 SHORT_BINBYTES BINBYTES EMPTY_DICT "
+    "EMPTY_LIST EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3 LIST DICT APPEND APPENDS SETITEM SETITEMS "
+    "BINPUT LONG_BINPUT BINGET LONG_BINGET MEMOIZE GLOBAL STACK_GLOBAL REDUCE BINPERSID BUILD"
+).split()
 _ALLOWED = {getattr(pickle, name)[0] for name in _OPCODES}
 
 
@@ -93,13 +112,15 @@ class _Unpickler(pickle._Unpickler):  # the pure-Python machine: its opcode tabl
         except KeyError as e:  # an opcode missing from the table above
             if isinstance(e.args[0], int):
                 raise pickle.UnpicklingError(
-                    f"pickle opcode {bytes([e.args[0]])!r} is not allowed in a checkpoint") from None
+                    f"pickle opcode {bytes([e.args[0]])!r} is not allowed in a checkpoint"
+                ) from None
             raise
 
     def load_build(self):  # BUILD: only OrderedDict state (torch's ``_metadata``), which is dropped
         state = self.stack.pop()
         if not isinstance(self.stack[-1], collections.OrderedDict) or not isinstance(state, (dict, tuple)):
             raise pickle.UnpicklingError("BUILD is allowed on an OrderedDict only")
+
     dispatch[pickle.BUILD[0]] = load_build
 
     def find_class(self, module, name):
@@ -119,15 +140,23 @@ class _Unpickler(pickle._Unpickler):  # the pure-Python machine: its opcode tabl
 
     def take(self, n: int, what: str) -> None:
         if n > self.budget[0]:
-            raise WeightsError(f"{self.path}: {what} would exceed {byte_budget(self.path.stat().st_size)} bytes, "
-                               f"more than a file of this size can hold (corrupt or a zip bomb)")
+            raise WeightsError(
+                f"{self.path}: {what} would exceed {byte_budget(self.path.stat().st_size)} bytes, "
+                f"more than a file of this size can hold (corrupt or a zip bomb)"
+            )
         self.budget[0] -= n
 
     def persistent_load(self, pid):
         # ('storage', storage_type, key, location, numel)
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
-                and isinstance(pid[1], (_StorageType, _TorchDtype)) and isinstance(pid[2], str)
-                and type(pid[4]) is int and pid[4] >= 0):
+        if not (
+            isinstance(pid, tuple)
+            and len(pid) == 5
+            and pid[0] == "storage"
+            and isinstance(pid[1], (_StorageType, _TorchDtype))
+            and isinstance(pid[2], str)
+            and type(pid[4]) is int
+            and pid[4] >= 0
+        ):
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r:.80}")
         _, stype, key, _loc, numel = pid
         if key not in self.cache:
@@ -139,8 +168,10 @@ class _Unpickler(pickle._Unpickler):  # the pure-Python machine: its opcode tabl
                 raise WeightsError(f"{self.path}: storage {key!r} is missing from the zip") from None
             want = numel * dtype.itemsize
             if info.file_size != want:
-                raise WeightsError(f"{self.path}: storage {key!r} declares {numel} x {dtype.itemsize} bytes, "
-                                   f"the zip holds {info.file_size}")
+                raise WeightsError(
+                    f"{self.path}: storage {key!r} declares {numel} x {dtype.itemsize} bytes, "
+                    f"the zip holds {info.file_size}"
+                )
             self.take(want, f"storage {key!r}")
             with self.zf.open(info) as f:
                 data = f.read(want + 1)
@@ -153,26 +184,38 @@ class _Unpickler(pickle._Unpickler):  # the pure-Python machine: its opcode tabl
         """torch._utils._rebuild_tensor_v2: a view of ``storage`` checked to lie inside it."""
         if not isinstance(storage, _Storage):
             raise pickle.UnpicklingError("tensor rebuilt from something that is not a storage")
-        size, stride = tuple(size) if isinstance(size, (tuple, list)) else size, \
-            tuple(stride) if isinstance(stride, (tuple, list)) else stride
-        if type(offset) is not int or not _is_ints(size) or not _is_ints(stride, len(size)) \
-                or offset < 0 or any(v < 0 for v in size + stride):
-            raise WeightsError(f"{self.path}: tensor view offset {offset!r:.40}, shape {size!r:.60}, "
-                               f"strides {stride!r:.60} is malformed")
+        size, stride = (
+            tuple(size) if isinstance(size, (tuple, list)) else size,
+            tuple(stride) if isinstance(stride, (tuple, list)) else stride,
+        )
+        if (
+            type(offset) is not int
+            or not _is_ints(size)
+            or not _is_ints(stride, len(size))
+            or offset < 0
+            or any(v < 0 for v in size + stride)
+        ):
+            raise WeightsError(
+                f"{self.path}: tensor view offset {offset!r:.40}, shape {size!r:.60}, "
+                f"strides {stride!r:.60} is malformed"
+            )
         n = storage.data.size
         numel = int(np.prod(size, dtype=object)) if size else 1
         if numel:
             last = offset + sum((s - 1) * st for s, st in zip(size, stride))
             if last >= n:
-                raise WeightsError(f"{self.path}: tensor view shape {size}, strides {stride}, offset {offset} "
-                                   f"reaches element {last} of a {n}-element storage")
+                raise WeightsError(
+                    f"{self.path}: tensor view shape {size}, strides {stride}, offset {offset} "
+                    f"reaches element {last} of a {n}-element storage"
+                )
         self.take(numel * storage.data.itemsize, f"tensor of shape {size}")
         if not numel:
             out = np.zeros(size, dtype=storage.data.dtype)
         else:
             item = storage.data.itemsize
-            out = np.lib.stride_tricks.as_strided(storage.data[offset:], shape=size,
-                                                  strides=tuple(s * item for s in stride))
+            out = np.lib.stride_tricks.as_strided(
+                storage.data[offset:], shape=size, strides=tuple(s * item for s in stride)
+            )
             out = np.ascontiguousarray(out)
         return _Tensor(out, storage.bf16)
 
@@ -214,11 +257,26 @@ def load_pth(path: str | Path) -> dict[str, mx.array]:
                 obj = u.load()
     except WeightsError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, pickle.UnpicklingError, ValueError,
-            TypeError, IndexError, KeyError, AttributeError, OverflowError, NotImplementedError,
-            RecursionError, MemoryError, UnicodeDecodeError, OSError) as e:
-        raise WeightsError(f"cannot read {path}: {type(e).__name__}: {str(e)[:200]} "
-                           f"(truncated, corrupt or not a torch checkpoint?)") from e
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        pickle.UnpicklingError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        OverflowError,
+        NotImplementedError,
+        RecursionError,
+        MemoryError,
+        UnicodeDecodeError,
+        OSError,
+    ) as e:
+        raise WeightsError(
+            f"cannot read {path}: {type(e).__name__}: {str(e)[:200]} (truncated, corrupt or not a torch checkpoint?)"
+        ) from e
     if not isinstance(obj, dict):
         raise WeightsError(f"{path}: expected a state dict, found {type(obj).__name__}")
     return _to_mx(obj)

@@ -5,6 +5,7 @@ Every writer goes to a temporary file next to the target and renames it at the e
 partial output, and the result gets the umask's permissions. mp4 files are written with the index at the
 front (``movflags=+faststart``) so they stream.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,15 @@ def check_output_path(path: str | Path, suffixes: tuple[str, ...] = (".mp4", ".p
     return path
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float, metadata: dict | None = None,
-                audio: np.ndarray | None = None, sample_rate: int | None = None, crf: int = 18) -> Path:
+def write_video(
+    path: str | Path,
+    frames: np.ndarray,
+    fps: float,
+    metadata: dict | None = None,
+    audio: np.ndarray | None = None,
+    sample_rate: int | None = None,
+    crf: int = 18,
+) -> Path:
     """Write uint8 frames [F, H, W, 3] as H.264 (yuv420p) mp4 at ``fps``; optional audio float32
     [samples, channels] in [-1, 1] muxed as AAC. ``metadata`` goes into the container's ``comment``
     tag as JSON. H and W must be even (yuv420p). Atomic. Returns the path.

@@ -3,6 +3,7 @@
 Strict means every key of the checkpoint is used, every parameter of the module is
 filled and every shape matches; anything else raises :class:`WeightsError` naming the keys.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,23 @@ def _short(keys: Iterable[str], n: int = 8) -> str:
 
 
 # safetensors dtype -> bytes per element (the dtypes MLX reads; F8_* arrive as uint8)
-SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2,
-                      "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+SAFETENSORS_DTYPES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
 MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own limit
 
 
@@ -79,8 +95,10 @@ def read_safetensors_header(path: str | os.PathLike) -> tuple[dict[str, dict], d
     data = size - 8 - n
     ranges = []
     for name, t in header.items():
+
         def bad(why, name=name):
             return WeightsError(f"{path}: tensor {name!r}: {why} (corrupt or not a safetensors file)")
+
         if not isinstance(t, dict) or set(t) != {"dtype", "shape", "data_offsets"}:
             raise bad("entry must have exactly dtype, shape and data_offsets")
         dt, shape, offs = t["dtype"], t["shape"], t["data_offsets"]
@@ -88,15 +106,18 @@ def read_safetensors_header(path: str | os.PathLike) -> tuple[dict[str, dict], d
             raise bad(f"unknown dtype {dt!r}")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise bad(f"shape {shape!r} is not a list of non-negative integers")
-        if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int for o in offs)
-                and 0 <= offs[0] <= offs[1] <= data):
+        if not (
+            isinstance(offs, list)
+            and len(offs) == 2
+            and all(type(o) is int for o in offs)
+            and 0 <= offs[0] <= offs[1] <= data
+        ):
             raise bad(f"byte range {offs!r} is not inside the {data}-byte data section")
         numel = 1
         for d in shape:
             numel *= d
         if offs[1] - offs[0] != numel * SAFETENSORS_DTYPES[dt]:
-            raise bad(f"{dt} {shape} needs {numel * SAFETENSORS_DTYPES[dt]} bytes, its range holds "
-                      f"{offs[1] - offs[0]}")
+            raise bad(f"{dt} {shape} needs {numel * SAFETENSORS_DTYPES[dt]} bytes, its range holds {offs[1] - offs[0]}")
         if offs[1] > offs[0]:
             ranges.append((offs[0], offs[1], name))
     ranges.sort()
@@ -121,8 +142,9 @@ def load_safetensors(path: str | os.PathLike, with_metadata: bool = False):
     return (weights, meta) if with_metadata else weights
 
 
-def save_safetensors(path: str | os.PathLike, weights: Mapping[str, mx.array],
-                     metadata: Mapping[str, str] | None = None) -> None:
+def save_safetensors(
+    path: str | os.PathLike, weights: Mapping[str, mx.array], metadata: Mapping[str, str] | None = None
+) -> None:
     """Write ``weights`` to ``path`` atomically (temporary file beside it, then a rename; the umask's
     permissions; no temporary file left on an error, Ctrl-C or SIGTERM)."""
     with atomic_path(path) as tmp:
@@ -181,8 +203,11 @@ def check_keys(expected: Mapping[str, tuple], got: Mapping[str, mx.array], what:
     """Raise WeightsError unless ``got`` has exactly the keys of ``expected`` with those shapes."""
     missing = set(expected) - set(got)
     unused = set(got) - set(expected)
-    shapes = [f"{k}: checkpoint {tuple(got[k].shape)} vs model {tuple(expected[k])}"
-              for k in sorted(set(expected) & set(got)) if tuple(got[k].shape) != tuple(expected[k])]
+    shapes = [
+        f"{k}: checkpoint {tuple(got[k].shape)} vs model {tuple(expected[k])}"
+        for k in sorted(set(expected) & set(got))
+        if tuple(got[k].shape) != tuple(expected[k])
+    ]
     errs = []
     if missing:
         errs.append(f"missing keys ({len(missing)}): {_short(missing)}")
@@ -194,8 +219,9 @@ def check_keys(expected: Mapping[str, tuple], got: Mapping[str, mx.array], what:
         raise WeightsError(f"{what}: " + " | ".join(errs))
 
 
-def load_strict(model: nn.Module, weights: Mapping[str, mx.array], what: str = "model",
-                dtype: mx.Dtype | None = None) -> nn.Module:
+def load_strict(
+    model: nn.Module, weights: Mapping[str, mx.array], what: str = "model", dtype: mx.Dtype | None = None
+) -> nn.Module:
     """Load ``weights`` (flat MLX names) into ``model``; every key used, every parameter set.
 
     ``dtype``: cast floating weights to this dtype (quantized integer weights are kept).
@@ -204,8 +230,7 @@ def load_strict(model: nn.Module, weights: Mapping[str, mx.array], what: str = "
     expected = {k: v.shape for k, v in tree_flatten(model.parameters())}
     check_keys(expected, weights, what)
     if dtype is not None:
-        weights = {k: (v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v)
-                   for k, v in weights.items()}
+        weights = {k: (v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v) for k, v in weights.items()}
     model.update(tree_unflatten(list(weights.items())))
     return model
 
@@ -219,8 +244,9 @@ class ConfigDict(dict):
         self.path = path
 
     def __missing__(self, key):
-        raise WeightsError(f"{self.path}: lacks key {key!r}; the folder is damaged or from another version "
-                           f"(convert it again)")
+        raise WeightsError(
+            f"{self.path}: lacks key {key!r}; the folder is damaged or from another version (convert it again)"
+        )
 
 
 def _config_dict(obj, path):
@@ -251,6 +277,11 @@ def quantize_linears(model: nn.Module, q: Mapping | None) -> None:
     if not q:
         return
     gs, scope = q["group_size"], q.get("scope", "")
-    nn.quantize(model, group_size=gs, bits=q["bits"],
-                class_predicate=lambda path, m: isinstance(m, nn.Linear) and path.startswith(scope)
-                and m.weight.shape[1] % gs == 0)
+    nn.quantize(
+        model,
+        group_size=gs,
+        bits=q["bits"],
+        class_predicate=lambda path, m: (
+            isinstance(m, nn.Linear) and path.startswith(scope) and m.weight.shape[1] % gs == 0
+        ),
+    )

@@ -10,6 +10,7 @@ F = 64 mel bins) and a latent is ``[B, T/4, F/4, z]`` (z = 8) or, in the transfo
 Shapes: ``encoder(mel [B, T, 64, 2]) -> latent [B, (T - 1)//4 + 1, 16, 8]`` (normalised by the
 per-channel statistics); ``decoder(latent [B, t, 16, 8] or [B, t, 128]) -> mel [B, 4t - 3, 64, 2]``.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,43 +62,60 @@ class AudioVAEArgs:
         self.attn_resolutions = tuple(self.attn_resolutions or ())
 
     @classmethod
-    def from_config(cls, config: dict) -> "AudioVAEArgs":
+    def from_config(cls, config: dict) -> AudioVAEArgs:
         """Read the checkpoint's embedded config (whole dict or its ``"audio_vae"`` entry) or a
         diffusers ``AutoencoderKLLTX2Audio`` config dict."""
         if "base_channels" in config or "latent_channels" in config:  # diffusers
             c = config
-            return cls(ch=c.get("base_channels", 128), ch_mult=c.get("ch_mult", (1, 2, 4)),
-                       num_res_blocks=c.get("num_res_blocks", 2),
-                       attn_resolutions=c.get("attn_resolutions") or (),
-                       resolution=c.get("resolution", 256), z_channels=c.get("latent_channels", 8),
-                       in_channels=c.get("in_channels", 2), out_ch=c.get("output_channels", 2),
-                       double_z=c.get("double_z", True), norm_type=c.get("norm_type", "pixel"),
-                       causality_axis=c.get("causality_axis", "height"),
-                       mid_block_add_attention=c.get("mid_block_add_attention", False),
-                       mel_bins=c.get("mel_bins", 64), sample_rate=c.get("sample_rate", 16000),
-                       mel_hop_length=c.get("mel_hop_length", 160), is_causal=c.get("is_causal", True))
+            return cls(
+                ch=c.get("base_channels", 128),
+                ch_mult=c.get("ch_mult", (1, 2, 4)),
+                num_res_blocks=c.get("num_res_blocks", 2),
+                attn_resolutions=c.get("attn_resolutions") or (),
+                resolution=c.get("resolution", 256),
+                z_channels=c.get("latent_channels", 8),
+                in_channels=c.get("in_channels", 2),
+                out_ch=c.get("output_channels", 2),
+                double_z=c.get("double_z", True),
+                norm_type=c.get("norm_type", "pixel"),
+                causality_axis=c.get("causality_axis", "height"),
+                mid_block_add_attention=c.get("mid_block_add_attention", False),
+                mel_bins=c.get("mel_bins", 64),
+                sample_rate=c.get("sample_rate", 16000),
+                mel_hop_length=c.get("mel_hop_length", 160),
+                is_causal=c.get("is_causal", True),
+            )
         c = config.get("audio_vae", config)
         params = c.get("model", {}).get("params", {})
         dd = params.get("ddconfig", {})
         pre = c.get("preprocessing", {})
         stft, mel = pre.get("stft", {}), pre.get("mel", {})
         mel_bins = dd.get("mel_bins") or mel.get("n_mel_channels") or c.get("variables", {}).get("mel_bins")
-        return cls(ch=dd.get("ch", 128), ch_mult=dd.get("ch_mult", (1, 2, 4)),
-                   num_res_blocks=dd.get("num_res_blocks", 2),
-                   attn_resolutions=dd.get("attn_resolutions", (8, 16, 32)),
-                   resolution=dd.get("resolution", 256), z_channels=dd.get("z_channels", 8),
-                   in_channels=dd.get("in_channels", 2), out_ch=dd.get("out_ch", 2),
-                   double_z=dd.get("double_z", True), norm_type=dd.get("norm_type", "pixel"),
-                   causality_axis=dd.get("causality_axis", "height"),
-                   mid_block_add_attention=dd.get("mid_block_add_attention", True),
-                   mel_bins=mel_bins, sample_rate=params.get("sampling_rate", 16000),
-                   mel_hop_length=stft.get("hop_length", 160), n_fft=stft.get("filter_length", 1024),
-                   is_causal=stft.get("causal", True))
+        return cls(
+            ch=dd.get("ch", 128),
+            ch_mult=dd.get("ch_mult", (1, 2, 4)),
+            num_res_blocks=dd.get("num_res_blocks", 2),
+            attn_resolutions=dd.get("attn_resolutions", (8, 16, 32)),
+            resolution=dd.get("resolution", 256),
+            z_channels=dd.get("z_channels", 8),
+            in_channels=dd.get("in_channels", 2),
+            out_ch=dd.get("out_ch", 2),
+            double_z=dd.get("double_z", True),
+            norm_type=dd.get("norm_type", "pixel"),
+            causality_axis=dd.get("causality_axis", "height"),
+            mid_block_add_attention=dd.get("mid_block_add_attention", True),
+            mel_bins=mel_bins,
+            sample_rate=params.get("sampling_rate", 16000),
+            mel_hop_length=stft.get("hop_length", 160),
+            n_fft=stft.get("filter_length", 1024),
+            is_causal=stft.get("causal", True),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # layers (channels-last [B, T, F, C]; torch "height" = our axis 1, "width" = our axis 2)
 # ---------------------------------------------------------------------------------------------
+
 
 def _pad_2d(x: mx.array, pad_t: tuple, pad_f: tuple) -> mx.array:
     return mx.pad(x, [(0, 0), pad_t, pad_f, (0, 0)]) if any(pad_t + pad_f) else x
@@ -166,8 +184,12 @@ class AttnBlock(nn.Module):
 class Downsample(nn.Module):
     """3×3 stride-2 conv; zero padding 2 on the past side of the causal axis, 1 after elsewhere."""
 
-    _PADS = {"none": ((0, 1), (0, 1)), "height": ((2, 0), (0, 1)),
-             "width": ((0, 1), (2, 0)), "width-compatibility": ((0, 1), (1, 0))}
+    _PADS = {
+        "none": ((0, 1), (0, 1)),
+        "height": ((2, 0), (0, 1)),
+        "width": ((0, 1), (2, 0)),
+        "width-compatibility": ((0, 1), (1, 0)),
+    }
 
     def __init__(self, channels: int, axis: str):
         super().__init__()
@@ -264,6 +286,7 @@ def unpatchify(tokens: mx.array, channels: int) -> mx.array:
 # encoder / decoder
 # ---------------------------------------------------------------------------------------------
 
+
 class AudioEncoder(nn.Module):
     """Log-mel spectrogram -> normalised audio latent (ltx-core ``AudioEncoder``).
 
@@ -358,6 +381,7 @@ class AudioDecoder(nn.Module):
 # mel front end of the encoder (ltx-core AudioProcessor: torchaudio MelSpectrogram, slaney mel)
 # ---------------------------------------------------------------------------------------------
 
+
 def _slaney_mel_fb(n_freqs: int, n_mels: int, sample_rate: int) -> np.ndarray:
     """[n_freqs, n_mels] slaney-scale, slaney-normalised triangular filters (f_min 0, f_max sr/2)."""
     f_sp, min_log_hz = 200.0 / 3, 1000.0
@@ -377,11 +401,12 @@ def _slaney_mel_fb(n_freqs: int, n_mels: int, sample_rate: int) -> np.ndarray:
     down = -slopes[:, :-2] / f_diff[:-1]
     up = slopes[:, 2:] / f_diff[1:]
     fb = np.maximum(0.0, np.minimum(down, up))
-    return fb * (2.0 / (f_pts[2: n_mels + 2] - f_pts[:n_mels]))[None, :]
+    return fb * (2.0 / (f_pts[2 : n_mels + 2] - f_pts[:n_mels]))[None, :]
 
 
-def resample(waveform: mx.array, orig_rate: int, new_rate: int, lowpass_filter_width: int = 6,
-             rolloff: float = 0.99) -> mx.array:
+def resample(
+    waveform: mx.array, orig_rate: int, new_rate: int, lowpass_filter_width: int = 6, rolloff: float = 0.99
+) -> mx.array:
     """Band-limited resampling with a Hann-windowed sinc (torchaudio ``functional.resample``, its
     default "sinc_interp_hann" method; the kernel is built in float64 NumPy).
 
@@ -405,8 +430,14 @@ def resample(waveform: mx.array, orig_rate: int, new_rate: int, lowpass_filter_w
     return y.transpose(0, 2, 1)
 
 
-def waveform_to_mel(waveform: mx.array, input_rate: int | None = None, sample_rate: int = 16000,
-                    n_fft: int = 1024, hop_length: int = 160, mel_bins: int = 64) -> mx.array:
+def waveform_to_mel(
+    waveform: mx.array,
+    input_rate: int | None = None,
+    sample_rate: int = 16000,
+    n_fft: int = 1024,
+    hop_length: int = 160,
+    mel_bins: int = 64,
+) -> mx.array:
     """Log-mel spectrogram as the encoder was trained on (ltx-core ``AudioProcessor.waveform_to_mel``).
 
     waveform: ``[B, samples, C]`` float at ``input_rate`` Hz (resampled to ``sample_rate`` with
@@ -423,7 +454,7 @@ def waveform_to_mel(waveform: mx.array, input_rate: int | None = None, sample_ra
     p = n_fft // 2
     if n <= p:
         raise ValueError(f"waveform of {n} samples is too short for reflect padding of {p}")
-    x = mx.concatenate([x[:, 1: p + 1][:, ::-1], x, x[:, n - p - 1: n - 1][:, ::-1]], axis=1)
+    x = mx.concatenate([x[:, 1 : p + 1][:, ::-1], x, x[:, n - p - 1 : n - 1][:, ::-1]], axis=1)
     frames = (x.shape[1] - n_fft) // hop_length + 1
     idx = mx.arange(frames)[:, None] * hop_length + mx.arange(n_fft)[None, :]
     fr = x[:, idx]  # [BC, frames, n_fft]
@@ -442,10 +473,13 @@ def waveform_to_mel(waveform: mx.array, input_rate: int | None = None, sample_ra
 # checkpoint keys
 # ---------------------------------------------------------------------------------------------
 
-_STATS = {"lightricks": {"audio_vae.per_channel_statistics.mean-of-means": "per_channel_statistics.mean",
-                         "audio_vae.per_channel_statistics.std-of-means": "per_channel_statistics.std"},
-          "diffusers": {"latents_mean": "per_channel_statistics.mean",
-                        "latents_std": "per_channel_statistics.std"}}
+_STATS = {
+    "lightricks": {
+        "audio_vae.per_channel_statistics.mean-of-means": "per_channel_statistics.mean",
+        "audio_vae.per_channel_statistics.std-of-means": "per_channel_statistics.std",
+    },
+    "diffusers": {"latents_mean": "per_channel_statistics.mean", "latents_std": "per_channel_statistics.std"},
+}
 
 
 def sanitize(weights: dict[str, mx.array], layout: str = "lightricks", part: str = "decoder") -> dict[str, mx.array]:
@@ -469,8 +503,8 @@ def sanitize(weights: dict[str, mx.array], layout: str = "lightricks", part: str
         if k in _STATS[layout]:
             out[_STATS[layout][k]] = v
         elif k.startswith("audio_vae.per_channel_statistics."):  # unknown statistic: let load_strict name it
-            out[k[len("audio_vae."):]] = v
+            out[k[len("audio_vae.") :]] = v
         elif k.startswith(prefix):
-            name = k[len(prefix):]
+            name = k[len(prefix) :]
             out[name] = v.transpose(0, 2, 3, 1) if v.ndim == 4 else v
     return out

@@ -31,6 +31,7 @@ the fp8 matmul kernels, unused once weights are dequantized) is dropped; other f
 Usage: ``python convert/ltx2.py CHECKPOINT DST [--gemma DIR] [--upsampler FILE ...] [--distilled-lora FILE]
 [--dtype bfloat16] [--quantize 4|8] [--group-size 64]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,11 @@ DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
 # Which component owns which keys of the single file; the first matching entry wins (the connectors
 # live under the transformer's prefix). A key no entry claims is an error.
 COMPONENTS = {
-    "connectors": ("text_embedding_projection.", "model.diffusion_model.video_embeddings_connector.",
-                   "model.diffusion_model.audio_embeddings_connector."),
+    "connectors": (
+        "text_embedding_projection.",
+        "model.diffusion_model.video_embeddings_connector.",
+        "model.diffusion_model.audio_embeddings_connector.",
+    ),
     "transformer": ("model.diffusion_model.",),
     "video_vae": ("vae.",),
     "audio_vae": ("audio_vae.encoder.", "audio_vae.decoder.", "audio_vae.per_channel_statistics."),
@@ -82,11 +86,19 @@ COMPONENTS = {
 # ``scheduler``, which nothing here reads).
 SECTIONS = ("transformer", "vae", "audio_vae", "vocoder")
 # Tokenizer files of a Gemma folder (the rest is weights, configs of the vision processor, ...).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json", "chat_template.json", "chat_template.jinja")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.json",
+    "chat_template.jinja",
+)
 
 
 # ----------------------------------------------------------------------------- reading
+
 
 def read_header(path: str | Path) -> tuple[dict, dict[str, str]]:
     """(metadata, {key: safetensors dtype string}) from a safetensors header, without reading tensors.
@@ -142,13 +154,19 @@ def config_args(config: dict, source: str = "checkpoint") -> tuple[dict, list[st
     """
     missing = [s for s in SECTIONS if not isinstance(config.get(s), dict)]
     if missing:
-        raise WeightsError(f"{source}: embedded config has no {', '.join(missing)} section "
-                           f"(a Lightricks single file has {', '.join(SECTIONS)})")
+        raise WeightsError(
+            f"{source}: embedded config has no {', '.join(missing)} section "
+            f"(a Lightricks single file has {', '.join(SECTIONS)})"
+        )
     c = ConfigKeys(config)
     try:
-        args = {"transformer": tr.LTXModelArgs.from_config(c), "connectors": te.TextProcessorArgs.from_config(c),
-                "video_vae": vv.VideoVAEArgs.from_config(c), "audio_vae": av.AudioVAEArgs.from_config(c),
-                "vocoder": vc.vocoder_args(c)}
+        args = {
+            "transformer": tr.LTXModelArgs.from_config(c),
+            "connectors": te.TextProcessorArgs.from_config(c),
+            "video_vae": vv.VideoVAEArgs.from_config(c),
+            "audio_vae": av.AudioVAEArgs.from_config(c),
+            "vocoder": vc.vocoder_args(c),
+        }
     except KeyError as e:
         raise WeightsError(f"{source}: embedded config lacks the needed key {e.args[0]}") from None
     return args, sorted(c.unread())
@@ -179,15 +197,18 @@ def sanitize_parts(parts: dict[str, dict[str, mx.array]]) -> dict[str, dict[str,
     "transformer" (LTXModel), "connectors" (EmbeddingsProcessor), "video_vae" (VideoVAE.from_weights),
     "audio_decoder" / "audio_encoder" (AudioDecoder / AudioEncoder), "vocoder". Layout changes are lazy."""
     audio = parts["audio_vae"]
-    return {"transformer": tr.sanitize(parts["transformer"], "lightricks"),
-            "connectors": te.sanitize(parts["connectors"], "official"),
-            "video_vae": vv.sanitize(parts["video_vae"], "lightricks"),
-            "audio_decoder": av.sanitize(audio, "lightricks", "decoder"),
-            "audio_encoder": av.sanitize(audio, "lightricks", "encoder"),
-            "vocoder": vc.sanitize(parts["vocoder"], "lightricks")}
+    return {
+        "transformer": tr.sanitize(parts["transformer"], "lightricks"),
+        "connectors": te.sanitize(parts["connectors"], "official"),
+        "video_vae": vv.sanitize(parts["video_vae"], "lightricks"),
+        "audio_decoder": av.sanitize(audio, "lightricks", "decoder"),
+        "audio_encoder": av.sanitize(audio, "lightricks", "encoder"),
+        "vocoder": vc.sanitize(parts["vocoder"], "lightricks"),
+    }
 
 
 # ----------------------------------------------------------------------------- components
+
 
 def init_args(args) -> dict:
     """The dataclass fields a constructor takes, JSON-ready (nested dataclasses as dicts)."""
@@ -200,20 +221,29 @@ def processor_args(config, weights: dict[str, mx.array], gemma=None) -> te.TextP
     register count from the (sanitized) weights and the Gemma args when given (ltx-core pins Gemma 3 12B: 3840 wide, 49 states).
     Raises WeightsError when they do not fit together."""
     args = config if isinstance(config, te.TextProcessorArgs) else te.TextProcessorArgs.from_config(config)
-    key = ("feature_extractor.aggregate_embed.weight" if args.version == 1
-           else "feature_extractor.video_aggregate_embed.weight")
+    key = (
+        "feature_extractor.aggregate_embed.weight"
+        if args.version == 1
+        else "feature_extractor.video_aggregate_embed.weight"
+    )
     regs = "video_connector.learnable_registers"
     for k in (key, regs):
         if k not in weights:
             raise WeightsError(f"text connectors: missing {k}")
     out_dim, flat = weights[key].shape
-    hidden = gemma.hidden_size if gemma is not None else (out_dim if args.version == 1 else te.GEMMA3_12B["hidden_size"])
+    hidden = (
+        gemma.hidden_size if gemma is not None else (out_dim if args.version == 1 else te.GEMMA3_12B["hidden_size"])
+    )
     if flat % hidden:
-        raise WeightsError(f"text connectors: {key} takes {flat} features, not a multiple of the Gemma width "
-                           f"{hidden} (pass the matching Gemma folder)")
+        raise WeightsError(
+            f"text connectors: {key} takes {flat} features, not a multiple of the Gemma width "
+            f"{hidden} (pass the matching Gemma folder)"
+        )
     if gemma is not None and flat // hidden != gemma.num_hidden_layers + 1:
-        raise WeightsError(f"text connectors: {key} takes {flat // hidden} hidden states of width {hidden}, "
-                           f"the Gemma model gives {gemma.num_hidden_layers + 1}")
+        raise WeightsError(
+            f"text connectors: {key} takes {flat // hidden} hidden states of width {hidden}, "
+            f"the Gemma model gives {gemma.num_hidden_layers + 1}"
+        )
     return replace(args, text_hidden=hidden, text_layers=flat // hidden, registers=int(weights[regs].shape[0]))
 
 
@@ -223,8 +253,11 @@ def _gemma(folder: Path, dtype, quantize, group_size, tmp: Path):
     if not cfg_path.is_file():
         raise WeightsError(f"Gemma folder {folder}: no config.json")
     args = te.gemma_args(read_json(cfg_path, "Gemma config.json"))
-    model = load_strict(te.GemmaTextEncoder(args), cast(te.sanitize_gemma(read_sharded(folder, stem="model")), dtype),
-                        what=f"Gemma 3 text encoder ({folder})")
+    model = load_strict(
+        te.GemmaTextEncoder(args),
+        cast(te.sanitize_gemma(read_sharded(folder, stem="model")), dtype),
+        what=f"Gemma 3 text encoder ({folder})",
+    )
     q = None
     if quantize:
         q = {"bits": quantize, "group_size": group_size, "scope": QUANT_SCOPES["gemma"]}
@@ -252,12 +285,18 @@ def _upsampler(path: Path, dtype, tmp: Path) -> tuple[str, dict]:
         raise WeightsError(f"{path}: no 'config' metadata: not an LTX-2 latent upsampler file")
     cfg = ConfigKeys(metadata_json(meta, "config", path))
     args = up.UpsamplerArgs.from_config(cfg)
-    model = load_strict(up.LatentUpsampler(args), cast(up.sanitize(weights, "official"), dtype),
-                        what=f"latent upsampler ({path})")
+    model = load_strict(
+        up.LatentUpsampler(args), cast(up.sanitize(weights, "official"), dtype), what=f"latent upsampler ({path})"
+    )
     name = path.stem
     save_module(model, tmp / "upsamplers" / f"{name}.safetensors")
-    return name, {"file": f"upsamplers/{name}.safetensors", "kind": upsampler_kind(args),
-                  "args": init_args(args), "source": path.name, "ignored_config_keys": sorted(cfg.unread())}
+    return name, {
+        "file": f"upsamplers/{name}.safetensors",
+        "kind": upsampler_kind(args),
+        "args": init_args(args),
+        "source": path.name,
+        "ignored_config_keys": sorted(cfg.unread()),
+    }
 
 
 def convert_lora(weights: dict[str, mx.array], model: tr.LTXModel, source: str = "LoRA") -> dict[str, mx.array]:
@@ -274,12 +313,12 @@ def convert_lora(weights: dict[str, mx.array], model: tr.LTXModel, source: str =
     pairs: dict[str, dict[str, mx.array]] = {}
     bad = []
     for k, v in weights.items():
-        base = k[len("model."):] if k.startswith("model.diffusion_model.") else k
+        base = k[len("model.") :] if k.startswith("model.diffusion_model.") else k
         ok = base.startswith("diffusion_model.") and base.endswith((".lora_A.weight", ".lora_B.weight"))
         if not ok:
             bad.append(k)
             continue
-        layer, which = base[len("diffusion_model."):-len(".lora_A.weight")], base[-len("A.weight")]  # "A" | "B"
+        layer, which = base[len("diffusion_model.") : -len(".lora_A.weight")], base[-len("A.weight")]  # "A" | "B"
         pairs.setdefault(layer, {})[which] = v
     out = {}
     for layer, ab in pairs.items():
@@ -297,17 +336,30 @@ def convert_lora(weights: dict[str, mx.array], model: tr.LTXModel, source: str =
         stem = ours[: -len(".weight")]
         out[stem + ".lora_A"], out[stem + ".lora_B"] = a, b
     if bad:
-        raise WeightsError(f"{source}: keys that are not a LoRA of this transformer ({len(bad)}): "
-                           + ", ".join(sorted(bad)[:8]) + (" ..." if len(bad) > 8 else ""))
+        raise WeightsError(
+            f"{source}: keys that are not a LoRA of this transformer ({len(bad)}): "
+            + ", ".join(sorted(bad)[:8])
+            + (" ..." if len(bad) > 8 else "")
+        )
     return out
 
 
 # ----------------------------------------------------------------------------- conversion
 
-def convert_ltx2(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quantize: int | None = None,
-                 group_size: int = 64, gemma: str | Path | None = None, upsamplers=(),
-                 distilled_lora: str | Path | None = None, overwrite: bool = False, key: str | None = None,
-                 sources=()) -> Path:
+
+def convert_ltx2(
+    src: str | Path,
+    dst: str | Path,
+    dtype: str = "bfloat16",
+    quantize: int | None = None,
+    group_size: int = 64,
+    gemma: str | Path | None = None,
+    upsamplers=(),
+    distilled_lora: str | Path | None = None,
+    overwrite: bool = False,
+    key: str | None = None,
+    sources=(),
+) -> Path:
     """Convert the Lightricks single file ``src`` (plus optional Gemma folder, upsampler files and
     distilled LoRA) into the mlx_video folder ``dst`` (layout in the module docstring).
 
@@ -333,23 +385,43 @@ def convert_ltx2(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quan
         cargs, ignored = config_args(config, str(src))
     parts = sanitize_parts(split_checkpoint(weights, str(src)))
     del weights
-    manifest = {"family": "ltx2", "source": str(src), "source_key": key, "dtype": dtype, "quantize": quantize,
-                "group_size": group_size}
+    manifest = {
+        "family": "ltx2",
+        "source": str(src),
+        "source_key": key,
+        "dtype": dtype,
+        "quantize": quantize,
+        "group_size": group_size,
+    }
     with staged_folder(dst, inputs, overwrite, manifest) as tmp:
-        out = {"format": FORMAT, "family": "ltx2", "model_version": version, "source": str(src), "dtype": dtype,
-               "source_config": config, "ignored_config_keys": ignored, "quantization": {}, "upsamplers": {},
-               "gemma": None, "distilled_lora": None}
+        out = {
+            "format": FORMAT,
+            "family": "ltx2",
+            "model_version": version,
+            "source": str(src),
+            "dtype": dtype,
+            "source_config": config,
+            "ignored_config_keys": ignored,
+            "quantization": {},
+            "upsamplers": {},
+            "gemma": None,
+            "distilled_lora": None,
+        }
 
         t_args = cargs["transformer"]
-        transformer = load_strict(tr.LTXModel(t_args), cast(parts.pop("transformer"), dt),
-                                  what=f"LTX-2 transformer ({src})")
+        transformer = load_strict(
+            tr.LTXModel(t_args), cast(parts.pop("transformer"), dt), what=f"LTX-2 transformer ({src})"
+        )
         out["transformer"] = init_args(t_args)
         if distilled_lora is not None:
             lora_path = Path(distilled_lora)
             lora = cast(convert_lora(load_safetensors(lora_path), transformer, str(lora_path)), dt)
             save_safetensors(tmp / "distilled_lora.safetensors", lora)
-            out["distilled_lora"] = {"file": "distilled_lora.safetensors", "source": lora_path.name,
-                                     "rank": int(next(iter(lora.values())).shape[0]) if lora else 0}
+            out["distilled_lora"] = {
+                "file": "distilled_lora.safetensors",
+                "source": lora_path.name,
+                "rank": int(next(iter(lora.values())).shape[0]) if lora else 0,
+            }
         if quantize:
             q = {"bits": quantize, "group_size": group_size, "scope": QUANT_SCOPES["transformer"]}
             quantize_linears(transformer, q)
@@ -365,20 +437,22 @@ def convert_ltx2(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quan
                 out["quantization"]["gemma"] = q
         conn_w = parts.pop("connectors")
         p_args = processor_args(cargs["connectors"], conn_w, gemma_args)
-        save_module(load_strict(te.EmbeddingsProcessor(p_args), cast(conn_w, dt), what=f"LTX-2 text connectors ({src})"),
-                    tmp / "connectors.safetensors")
+        save_module(
+            load_strict(te.EmbeddingsProcessor(p_args), cast(conn_w, dt), what=f"LTX-2 text connectors ({src})"),
+            tmp / "connectors.safetensors",
+        )
         out["connectors"] = init_args(p_args)
 
         v_args = cargs["video_vae"]
-        save_module(vv.VideoVAE.from_weights(parts.pop("video_vae"), v_args),
-                    tmp / "video_vae.safetensors")
+        save_module(vv.VideoVAE.from_weights(parts.pop("video_vae"), v_args), tmp / "video_vae.safetensors")
         out["video_vae"] = init_args(v_args)
 
         a_args = cargs["audio_vae"]
         audio = {}
         for part, cls in (("decoder", av.AudioDecoder), ("encoder", av.AudioEncoder)):
-            m = load_strict(cls(a_args), cast(parts.pop(f"audio_{part}"), mx.float32),
-                            what=f"LTX-2 audio {part} ({src})")
+            m = load_strict(
+                cls(a_args), cast(parts.pop(f"audio_{part}"), mx.float32), what=f"LTX-2 audio {part} ({src})"
+            )
             audio.update({f"{part}.{k}": v for k, v in _flat(m).items()})
         save_safetensors(tmp / "audio_vae.safetensors", audio)
         out["audio_vae"] = init_args(a_args)
@@ -418,8 +492,19 @@ def main(argv=None):
     a = ap.parse_args(argv)
     terminate_as_exception()
     try:
-        print(convert_ltx2(a.src, a.dst, a.dtype, a.quantize, a.group_size, a.gemma, a.upsampler, a.distilled_lora,
-                           overwrite=a.overwrite))
+        print(
+            convert_ltx2(
+                a.src,
+                a.dst,
+                a.dtype,
+                a.quantize,
+                a.group_size,
+                a.gemma,
+                a.upsampler,
+                a.distilled_lora,
+                overwrite=a.overwrite,
+            )
+        )
     except (ValueError, OSError) as e:
         ap.exit(2, f"error: {e}\n")
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the staged folder is gone already

@@ -23,10 +23,12 @@ released code the checkpoints ship with and the oracle we test against. Position
 (ltx-core 1.0.0 casts them to the latent dtype, bf16 in its pipelines, which scrambles the high
 RoPE bands; §2.7); this changes RoPE angles, not the semantics.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence, Union
+from typing import Union
 
 import mlx.core as mx
 import numpy as np
@@ -36,9 +38,21 @@ from mlx_video.conditioning import LatentAnchor, add_noise
 TIME_SCALE, SPACE_SCALE = 8, 32  # pixel frames / pixels per latent cell (VAE compression)
 AUDIO_SAMPLE_RATE, AUDIO_HOP, AUDIO_DOWNSAMPLE = 16000, 160, 4  # audio latent = 25 per second
 
-__all__ = ["GuidingTokens", "LatentAnchor", "TokenState", "audio_latent_frames", "audio_positions",
-           "audio_state", "keyframe_positions", "latent_grid", "noise_state", "patchify", "unpatchify",
-           "video_positions", "video_state"]
+__all__ = [
+    "GuidingTokens",
+    "LatentAnchor",
+    "TokenState",
+    "audio_latent_frames",
+    "audio_positions",
+    "audio_state",
+    "keyframe_positions",
+    "latent_grid",
+    "noise_state",
+    "patchify",
+    "unpatchify",
+    "video_positions",
+    "video_state",
+]
 
 
 @dataclass
@@ -89,8 +103,9 @@ def video_positions(frames: int, h: int, w: int, fps: float, batch: int = 1, cau
     return np.broadcast_to(pos[None], (batch, *pos.shape)).copy()
 
 
-def keyframe_positions(frames: int, h: int, w: int, pixel_frame: int, fps: float, batch: int = 1,
-                       causal_fix: bool = True) -> np.ndarray:
+def keyframe_positions(
+    frames: int, h: int, w: int, pixel_frame: int, fps: float, batch: int = 1, causal_fix: bool = True
+) -> np.ndarray:
     """Positions of guiding tokens for an ``frames`` x h x w latent placed at pixel frame ``pixel_frame``
     (VideoConditionByKeyframeIndex, ltx-core 1.0.0): the latent's own grid in pixels, causal fix only
     when ``pixel_frame == 0``, time shifted by ``pixel_frame`` then divided by fps. [B, 3, T, 2] float32.
@@ -112,11 +127,13 @@ def audio_latent_frames(num_frames: int, fps: float) -> int:
 def audio_positions(frames: int, batch: int = 1, causal: bool = True) -> np.ndarray:
     """Audio token times [B, 1, T, 2] float32 in seconds (AudioPatchifier): latent i covers mel frames
     [4i, 4i + 4), shifted by 1 - 4 and clamped at 0 when causal, times hop / sample_rate."""
+
     def t(idx):
         mel = idx.astype(np.float32) * np.float32(AUDIO_DOWNSAMPLE)
         if causal:
             mel = np.clip(mel + np.float32(1 - AUDIO_DOWNSAMPLE), 0, None)
         return mel * np.float32(AUDIO_HOP) / np.float32(AUDIO_SAMPLE_RATE)
+
     i = np.arange(frames)
     pos = np.stack([t(i), t(i + 1)], axis=-1)[None].astype(np.float32)  # [1, T, 2]
     return np.broadcast_to(pos[None], (batch, 1, frames, 2)).copy()
@@ -156,8 +173,14 @@ class TokenState:
         return unpatchify(x, self.grid) if self.grid is not None else x
 
 
-def video_state(grid: tuple[int, int, int], channels: int, fps: float, conditionings: Sequence[Conditioning] = (),
-                initial_latent: mx.array | None = None, batch: int = 1) -> TokenState:
+def video_state(
+    grid: tuple[int, int, int],
+    channels: int,
+    fps: float,
+    conditionings: Sequence[Conditioning] = (),
+    initial_latent: mx.array | None = None,
+    batch: int = 1,
+) -> TokenState:
     """Build a video state as ltx-core's ``create_initial_state`` + ``state_with_conditionings``
     (before noising): latent = ``initial_latent`` [B, F, h, w, C] (or zeros), clean = latent, mask 1;
     then each item in order: a :class:`LatentAnchor` overwrites the tokens of its latent frames in
@@ -185,28 +208,37 @@ def video_state(grid: tuple[int, int, int], channels: int, fps: float, condition
             raise ValueError(f"conditioning strength must be in [0, 1], got {item.strength}")
         lat = item.latent.astype(mx.float32)
         if lat.ndim != 5 or tuple(lat.shape[2:]) != (h, w, channels) or lat.shape[0] not in (1, batch):
-            raise ValueError(f"conditioning latent {tuple(lat.shape)} does not fit the latent grid {(f, h, w, channels)}")
+            raise ValueError(
+                f"conditioning latent {tuple(lat.shape)} does not fit the latent grid {(f, h, w, channels)}"
+            )
         tokens = mx.broadcast_to(patchify(lat), (batch, lat.shape[1] * h * w, channels))
         if isinstance(item, LatentAnchor):
             start = item.frame * h * w
             stop = start + tokens.shape[1]
             if item.frame < 0 or stop > n:
                 raise ValueError(f"latent anchor at latent frame {item.frame} does not fit {f} latent frames")
-            splice = lambda x: mx.concatenate([x[:, :start], tokens, x[:, stop:]], axis=1)  # noqa: E731
+            splice = lambda x: mx.concatenate([x[:, :start], tokens, x[:, stop:]], axis=1)  # noqa: E731, B023
             pieces[0], clean_pieces[0] = splice(pieces[0]), splice(clean_pieces[0])
             mask[:, start:stop] = 1.0 - item.strength
         elif isinstance(item, GuidingTokens):
             if not 0 <= item.pixel_frame <= last_frame:
-                raise ValueError(f"guiding image at pixel frame {item.pixel_frame} is outside the clip "
-                                 f"(frames 0..{last_frame})")
+                raise ValueError(
+                    f"guiding image at pixel frame {item.pixel_frame} is outside the clip (frames 0..{last_frame})"
+                )
             pieces.append(tokens)
             clean_pieces.append(tokens)
             mask = np.concatenate([mask, np.full((batch, tokens.shape[1], 1), 1.0 - item.strength, np.float32)], 1)
             positions.append(keyframe_positions(lat.shape[1], h, w, item.pixel_frame, fps, batch))
         else:
             raise TypeError(f"unknown conditioning {type(item).__name__}")
-    return TokenState(mx.concatenate(pieces, 1), mx.concatenate(clean_pieces, 1), mx.array(mask),
-                      np.concatenate(positions, axis=2), n, grid)
+    return TokenState(
+        mx.concatenate(pieces, 1),
+        mx.concatenate(clean_pieces, 1),
+        mx.array(mask),
+        np.concatenate(positions, axis=2),
+        n,
+        grid,
+    )
 
 
 def audio_state(frames: int, channels: int, initial_latent: mx.array | None = None, batch: int = 1) -> TokenState:

@@ -20,6 +20,7 @@ guiding tokens included, as the reference). Passes run one after another at batc
 Numerics: latents, x0 and the steppers are float32 between steps (the reference rounds the
 trajectory to bf16 between steps in its bf16 pipelines); the transformer computes in its weights' dtype.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -38,8 +39,10 @@ from mlx_video.sampling.solvers import euler_step_x0, res2s_sample
 Res2sNoise = Callable[[int, bool, int, mx.array], mx.array]
 """res2s SDE noise: ``(step, substep, index, like) -> array like ``like````; index 0 = video, 1 = audio."""
 StepCallback = Callable[[int, int], None]
-NONFINITE_HINT = ("likely causes: a guidance scale too large for this schedule, a transformer in float16 "
-                  "overflowing, or corrupt weights")
+NONFINITE_HINT = (
+    "likely causes: a guidance scale too large for this schedule, a transformer in float16 "
+    "overflowing, or corrupt weights"
+)
 
 
 @dataclass
@@ -66,8 +69,15 @@ class Denoiser:
     inside a pass, which this transformer does not model).
     """
 
-    def __init__(self, model: LTXModel, video: TokenState, audio: TokenState, positive: TextContext,
-                 negative: TextContext | None = None, guidance: tuple[GuidanceParams, GuidanceParams] | None = None):
+    def __init__(
+        self,
+        model: LTXModel,
+        video: TokenState,
+        audio: TokenState,
+        positive: TextContext,
+        negative: TextContext | None = None,
+        guidance: tuple[GuidanceParams, GuidanceParams] | None = None,
+    ):
         self.model = model
         self.rope = model.rope_tables(video.positions, audio.positions)
         self.masks = (_per_item_or_token(video.mask), _per_item_or_token(audio.mask))
@@ -80,8 +90,9 @@ class Denoiser:
                 raise ValueError("video and audio guidance must share skip_step")
         self._last = None
 
-    def _pass(self, xs: list[mx.array], sigma: float, ctx: TextContext,
-              perturb: Perturbations | None = None) -> list[mx.array]:
+    def _pass(
+        self, xs: list[mx.array], sigma: float, ctx: TextContext, perturb: Perturbations | None = None
+    ) -> list[mx.array]:
         b = xs[0].shape[0]
         s = mx.full((b,), sigma, mx.float32)
         ts = [s if m is None else (m * sigma).reshape(b, -1) for m in self.masks]
@@ -110,17 +121,30 @@ class Denoiser:
                 kinds["audio_self_attn"] = list(ga.stg_blocks)
             perturbed = self._pass(xs, sigma, self.positive, Perturbations((kinds,)))
         if gv.needs_isolated or ga.needs_isolated:
-            isolated = self._pass(xs, sigma, self.positive,
-                                  Perturbations(({"a2v_cross_attn": None, "v2a_cross_attn": None},)))
-        self._last = [multimodal_guidance(p, c, u, q, m)
-                      for p, c, u, q, m in zip((gv, ga), cond, uncond, perturbed, isolated)]
+            isolated = self._pass(
+                xs, sigma, self.positive, Perturbations(({"a2v_cross_attn": None, "v2a_cross_attn": None},))
+            )
+        self._last = [
+            multimodal_guidance(p, c, u, q, m) for p, c, u, q, m in zip((gv, ga), cond, uncond, perturbed, isolated)
+        ]
         return self._last
 
 
-def denoise(model: LTXModel, video: TokenState, audio: TokenState, sigmas: np.ndarray, positive: TextContext, *,
-            negative: TextContext | None = None, guidance: tuple[GuidanceParams, GuidanceParams] | None = None,
-            sampler: str = "euler", res2s_noise: Res2sNoise | None = None, seed: int = 0,
-            on_step: StepCallback | None = None, label: str = "denoise") -> tuple[TokenState, TokenState]:
+def denoise(
+    model: LTXModel,
+    video: TokenState,
+    audio: TokenState,
+    sigmas: np.ndarray,
+    positive: TextContext,
+    *,
+    negative: TextContext | None = None,
+    guidance: tuple[GuidanceParams, GuidanceParams] | None = None,
+    sampler: str = "euler",
+    res2s_noise: Res2sNoise | None = None,
+    seed: int = 0,
+    on_step: StepCallback | None = None,
+    label: str = "denoise",
+) -> tuple[TokenState, TokenState]:
     """Run one stage over the schedule ``sigmas`` (float32, decreasing, usually ending in 0).
 
     sampler "euler": ``euler_denoising_loop`` (x0 -> blend -> EulerDiffusionStep). "res2s": the

@@ -7,6 +7,7 @@ Each loader builds the module from the init args stored in ``config.json`` (form
 with ``load_strict`` (WeightsError naming any missing / unused / mis-shaped key, or the missing or
 truncated file). Loaders neither print nor write files; load a component, use it, drop it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -15,34 +16,50 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlx_video.io.weights import (WeightsError, load_safetensors, load_strict, metadata_json, quantize_linears,
-                                  read_folder_config, read_json)
-from mlx_video.ltx2.checkpoint import FORMAT, QUANT_SCOPES, read_header
-
+from mlx_video.io.weights import (
+    WeightsError,
+    load_safetensors,
+    load_strict,
+    metadata_json,
+    quantize_linears,
+    read_folder_config,
+    read_json,
+)
+from mlx_video.ltx2.checkpoint import FORMAT, read_header
 
 # Hugging Face repos: the files each variant needs (names as listed in docs/ltx2.md 14).
 LTX2_REPOS = {
     "Lightricks/LTX-2": {
-        "dev": "ltx-2-19b-dev.safetensors", "distilled": "ltx-2-19b-distilled.safetensors",
+        "dev": "ltx-2-19b-dev.safetensors",
+        "distilled": "ltx-2-19b-distilled.safetensors",
         "lora": "ltx-2-19b-distilled-lora-384.safetensors",
-        "upsamplers": ("ltx-2-spatial-upscaler-x2-1.0.safetensors",)},
+        "upsamplers": ("ltx-2-spatial-upscaler-x2-1.0.safetensors",),
+    },
     "Lightricks/LTX-2.3": {
-        "dev": "ltx-2.3-22b-dev.safetensors", "distilled": "ltx-2.3-22b-distilled-1.1.safetensors",
+        "dev": "ltx-2.3-22b-dev.safetensors",
+        "distilled": "ltx-2.3-22b-distilled-1.1.safetensors",
         "lora": "ltx-2.3-22b-distilled-lora-384-1.1.safetensors",
-        "upsamplers": ("ltx-2.3-spatial-upscaler-x2-1.1.safetensors",)},
+        "upsamplers": ("ltx-2.3-spatial-upscaler-x2-1.1.safetensors",),
+    },
 }
 GEMMA_REPO = "google/gemma-3-12b-it-qat-q4_0-unquantized"
-GEMMA_FILES = ["config.json", "model*.safetensors", "model.safetensors.index.json", "tokenizer*",
-               "special_tokens_map.json", "added_tokens.json"]
+GEMMA_FILES = [
+    "config.json",
+    "model*.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+]
 VARIANTS = ("dev", "distilled")
 
 
 # ----------------------------------------------------------------------------- config
 
+
 def read_config(model_dir: str | Path) -> dict:
     """The converted folder's config.json; raises WeightsError when it is not an mlx_video LTX-2 folder."""
-    return read_folder_config(model_dir, FORMAT, "convert the Lightricks checkpoint first "
-                                                 "(mlx_video convert)")
+    return read_folder_config(model_dir, FORMAT, "convert the Lightricks checkpoint first (mlx_video convert)")
 
 
 def _args(cls, d: dict):
@@ -59,11 +76,12 @@ def _args(cls, d: dict):
 def _load(model: nn.Module, model_dir, name: str, what: str, prefix: str = "") -> nn.Module:
     w = load_safetensors(Path(model_dir) / name)
     if prefix:
-        w = {k[len(prefix):]: v for k, v in w.items() if k.startswith(prefix)}
+        w = {k[len(prefix) :]: v for k, v in w.items() if k.startswith(prefix)}
     return load_strict(model, w, what=what)
 
 
 # ----------------------------------------------------------------------------- components
+
 
 def load_transformer(model_dir: str | Path, cfg: dict):
     """:class:`~mlx_video.ltx2.transformer.LTXModel` in the stored dtype (quantized if converted so)."""
@@ -78,8 +96,12 @@ def load_connectors(model_dir: str | Path, cfg: dict):
     """Text feature extractor + video/audio connectors (:class:`~mlx_video.ltx2.text_encoder.EmbeddingsProcessor`)."""
     from .text_encoder import EmbeddingsProcessor, TextProcessorArgs
 
-    return _load(EmbeddingsProcessor(_args(TextProcessorArgs, cfg["connectors"])), model_dir,
-                 "connectors.safetensors", "LTX-2 text connectors")
+    return _load(
+        EmbeddingsProcessor(_args(TextProcessorArgs, cfg["connectors"])),
+        model_dir,
+        "connectors.safetensors",
+        "LTX-2 text connectors",
+    )
 
 
 def load_video_vae(model_dir: str | Path, cfg: dict, parts=("encoder", "decoder")):
@@ -94,16 +116,26 @@ def load_audio_decoder(model_dir: str | Path, cfg: dict):
     """:class:`~mlx_video.ltx2.audio_vae.AudioDecoder` (float32): latent -> mel."""
     from .audio_vae import AudioDecoder, AudioVAEArgs
 
-    return _load(AudioDecoder(_args(AudioVAEArgs, cfg["audio_vae"])), model_dir, "audio_vae.safetensors",
-                 "LTX-2 audio decoder", prefix="decoder.")
+    return _load(
+        AudioDecoder(_args(AudioVAEArgs, cfg["audio_vae"])),
+        model_dir,
+        "audio_vae.safetensors",
+        "LTX-2 audio decoder",
+        prefix="decoder.",
+    )
 
 
 def load_audio_encoder(model_dir: str | Path, cfg: dict):
     """:class:`~mlx_video.ltx2.audio_vae.AudioEncoder` (float32): mel -> latent (audio conditioning)."""
     from .audio_vae import AudioEncoder, AudioVAEArgs
 
-    return _load(AudioEncoder(_args(AudioVAEArgs, cfg["audio_vae"])), model_dir, "audio_vae.safetensors",
-                 "LTX-2 audio encoder", prefix="encoder.")
+    return _load(
+        AudioEncoder(_args(AudioVAEArgs, cfg["audio_vae"])),
+        model_dir,
+        "audio_vae.safetensors",
+        "LTX-2 audio encoder",
+        prefix="encoder.",
+    )
 
 
 def load_vocoder(model_dir: str | Path, cfg: dict):
@@ -123,6 +155,7 @@ def load_vocoder(model_dir: str | Path, cfg: dict):
 class TextEncoder:
     """Tokenizer + Gemma 3 + connectors: ``encoder(prompt) -> (video context [1, L, Dv], audio context
     [1, L, Da])`` float32 (:func:`~mlx_video.ltx2.text_encoder.encode_prompt`)."""
+
     tokenizer: object
     gemma: nn.Module
     processor: nn.Module
@@ -159,11 +192,14 @@ def load_upsampler(model_dir: str | Path, cfg: dict, name: str = "spatial_x2"):
     if entry is None:
         hits = [e for e in ups.values() if e["kind"] == name]
         if len(hits) != 1:
-            raise WeightsError(f"{model_dir}: no single upsampler {name!r} (converted: "
-                               f"{ {k: e['kind'] for k, e in ups.items()} or 'none'})")
+            raise WeightsError(
+                f"{model_dir}: no single upsampler {name!r} (converted: "
+                f"{ {k: e['kind'] for k, e in ups.items()} or 'none' })"
+            )
         entry = hits[0]
-    return _load(LatentUpsampler(_args(UpsamplerArgs, entry["args"])), model_dir, entry["file"],
-                 f"latent upsampler {name}")
+    return _load(
+        LatentUpsampler(_args(UpsamplerArgs, entry["args"])), model_dir, entry["file"], f"latent upsampler {name}"
+    )
 
 
 def load_distilled_lora(model_dir: str | Path, cfg: dict) -> dict[str, mx.array]:
@@ -179,6 +215,7 @@ def load_distilled_lora(model_dir: str | Path, cfg: dict) -> dict[str, mx.array]
 
 
 # ----------------------------------------------------------------------------- resolving a model argument
+
 
 def _checkpoint_meta(path: Path) -> dict | None:
     """The parsed ``config`` metadata of a safetensors file, or None."""
@@ -206,8 +243,10 @@ def find_parts(folder: Path, variant: str = "dev", checkpoint: Path | None = Non
             named = [f for f in ckpts if ("distilled" in f.name) == (variant == "distilled")]
             ckpts = [f for f in named if "fp8" not in f.name] or named
         if len(ckpts) != 1:
-            raise WeightsError(f"{folder}: expected one LTX-2 {variant} checkpoint (a .safetensors with a "
-                               f"'config' metadata), found {[f.name for f in ckpts] or 'none'}")
+            raise WeightsError(
+                f"{folder}: expected one LTX-2 {variant} checkpoint (a .safetensors with a "
+                f"'config' metadata), found {[f.name for f in ckpts] or 'none'}"
+            )
         checkpoint = ckpts[0]
     lora = [f for f in files if "lora" in f.name.lower() and f not in ckpts]
     ups = [f for f, m in metas.items() if m and "transformer" not in m and f not in lora]
@@ -217,8 +256,12 @@ def find_parts(folder: Path, variant: str = "dev", checkpoint: Path | None = Non
         if cfg.is_file() and str(read_json(cfg, "config.json").get("model_type", "")).startswith("gemma3"):
             gemma = sub
             break
-    return {"checkpoint": checkpoint, "upsamplers": ups,
-            "distilled_lora": lora[0] if variant == "dev" and len(lora) == 1 else None, "gemma": gemma}
+    return {
+        "checkpoint": checkpoint,
+        "upsamplers": ups,
+        "distilled_lora": lora[0] if variant == "dev" and len(lora) == 1 else None,
+        "gemma": gemma,
+    }
 
 
 def download_parts(repo: str, variant: str, gemma: str | Path | None) -> dict:
@@ -234,14 +277,24 @@ def download_parts(repo: str, variant: str, gemma: str | Path | None) -> dict:
         if gemma is None:
             gemma = download(GEMMA_REPO, GEMMA_FILES)
     except DownloadError as e:
-        raise DownloadError(f"LTX-2 {variant} needs {', '.join(files)} from {repo} and the Gemma 3 text "
-                            f"encoder from {GEMMA_REPO}: {e}") from e
-    return {"checkpoint": root / spec[variant], "upsamplers": [root / u for u in spec["upsamplers"]],
-            "distilled_lora": root / spec["lora"] if variant == "dev" else None, "gemma": Path(gemma)}
+        raise DownloadError(
+            f"LTX-2 {variant} needs {', '.join(files)} from {repo} and the Gemma 3 text encoder from {GEMMA_REPO}: {e}"
+        ) from e
+    return {
+        "checkpoint": root / spec[variant],
+        "upsamplers": [root / u for u in spec["upsamplers"]],
+        "distilled_lora": root / spec["lora"] if variant == "dev" else None,
+        "gemma": Path(gemma),
+    }
 
 
-def resolve_ltx2_model(model: str, variant: str = "dev", gemma: str | Path | None = None,
-                       dtype: str = "bfloat16", quantize: int | None = None) -> Path:
+def resolve_ltx2_model(
+    model: str,
+    variant: str = "dev",
+    gemma: str | Path | None = None,
+    dtype: str = "bfloat16",
+    quantize: int | None = None,
+) -> Path:
     """A converted folder for ``model``:
 
     - a converted folder: returned as is;
@@ -294,10 +347,15 @@ def load_components(model_dir: Path, cfg: dict, pipeline: str, lora: tuple[float
         stage1, stage2 = _lora_stages(transformer, model_dir, cfg, lora)
     parts = ("encoder", "decoder") if need_encoder else ("decoder",)
     return LTX2Components(
-        transformer=transformer, video_vae=load_video_vae(model_dir, cfg, parts),
-        audio_decoder=load_audio_decoder(model_dir, cfg), vocoder=load_vocoder(model_dir, cfg),
+        transformer=transformer,
+        video_vae=load_video_vae(model_dir, cfg, parts),
+        audio_decoder=load_audio_decoder(model_dir, cfg),
+        vocoder=load_vocoder(model_dir, cfg),
         upsampler=load_upsampler(model_dir, cfg) if pipeline != "dev" else None,
-        stage1_transformer=stage1, stage2_transformer=stage2, version=cfg.get("model_version") or None)
+        stage1_transformer=stage1,
+        stage2_transformer=stage2,
+        version=cfg.get("model_version") or None,
+    )
 
 
 def _lora_stages(transformer: nn.Module, model_dir: Path, cfg: dict, strengths: tuple[float, float]):
@@ -309,14 +367,15 @@ def _lora_stages(transformer: nn.Module, model_dir: Path, cfg: dict, strengths: 
 
     weights = load_distilled_lora(model_dir, cfg)
     stored = lambda: load_safetensors(Path(model_dir) / "transformer.safetensors")  # noqa: E731
-    merged = [0.0]   # the strength the transformer holds now (as loaded: none)
+    merged = [0.0]  # the strength the transformer holds now (as loaded: none)
 
     def at(strength: float):
         def model():
-            if merged[0] != strength:   # from the weights as loaded (no re-read while they are unmerged)
+            if merged[0] != strength:  # from the weights as loaded (no re-read while they are unmerged)
                 merge_loras(transformer, [(weights, strength)], base=None if merged[0] == 0.0 else stored)
                 merged[0] = strength
             return transformer
+
         return model
 
     stage1, stage2 = at(strengths[0]), at(strengths[1])

@@ -31,6 +31,7 @@ decoding it.
 
 Nothing here prints or writes files; progress goes to an optional callback.
 """
+
 from __future__ import annotations
 
 import random
@@ -67,15 +68,21 @@ TWO_STAGE = ("distilled", "dev-two-stage", "dev-two-stage-hq")
 WITH_LORA = ("dev-two-stage", "dev-two-stage-hq")  # dev weights + the distilled LoRA
 # Official defaults (ltx_pipelines.utils.constants PipelineParams / LTX_2_3_HQ_PARAMS and utils.args): the output
 # size is the stage-1 size for the one-stage dev pipeline and twice it for the two-stage ones.
-DEFAULT_SIZE = {"distilled": (1024, 1536), "dev": (512, 768), "dev-two-stage": (1024, 1536),
-                "dev-two-stage-hq": (1088, 1920)}
+DEFAULT_SIZE = {
+    "distilled": (1024, 1536),
+    "dev": (512, 768),
+    "dev-two-stage": (1024, 1536),
+    "dev-two-stage-hq": (1088, 1920),
+}
 DEFAULT_LORA = {"dev-two-stage": (0.0, 1.0), "dev-two-stage-hq": (0.25, 0.5)}  # (stage 1, stage 2) strengths
 DEFAULT_SEED, DEFAULT_IMAGE_CRF = 10, 33
 MAX_VIDEO_TOKENS = 1 << 19  # latent tokens of the full-resolution stage (20 s of 2176x3840 at 24 fps: 497760)
 MAX_STEPS = 1000
 # Our own short default (the official default negative prompt is a longer list of the same kind).
-DEFAULT_NEGATIVE_PROMPT = ("worst quality, low quality, blurry, out of focus, jittery motion, flicker, distorted "
-                           "anatomy, deformed hands and faces, watermark, text, static frame, noisy audio")
+DEFAULT_NEGATIVE_PROMPT = (
+    "worst quality, low quality, blurry, out of focus, jittery motion, flicker, distorted "
+    "anatomy, deformed hands and faces, watermark, text, static frame, noisy audio"
+)
 Progress = Callable[[str, int, int], None]
 NoiseSource = Callable[[str, tuple], mx.array]
 """``(name, shape) -> standard-normal float32 array``. Names: ``"stage{k}.video"`` / ``"stage{k}.audio"``
@@ -159,12 +166,20 @@ class ImageCondition:
         """Raise ValueError (naming image ``index``) for a bad array, frame, strength or CRF."""
         what = f"image {index}"
         img = self.image
-        if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 \
-                or min(img.shape[:2]) < 2:
+        if (
+            not isinstance(img, np.ndarray)
+            or img.dtype != np.uint8
+            or img.ndim != 3
+            or img.shape[2] != 3
+            or min(img.shape[:2]) < 2
+        ):
             desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
             raise ValueError(f"{what}: expected uint8 RGB [H, W, 3] with H, W >= 2, got {desc}")
-        if isinstance(self.frame, bool) or not isinstance(self.frame, (int, np.integer)) \
-                or not 0 <= self.frame < num_frames:
+        if (
+            isinstance(self.frame, bool)
+            or not isinstance(self.frame, (int, np.integer))
+            or not 0 <= self.frame < num_frames
+        ):
             raise ValueError(f"{what}: frame index {self.frame} is outside the clip (0..{num_frames - 1})")
         checks.finite(f"{what} strength", self.strength, 0.0, 1.0)
         if self.crf is not None:
@@ -172,8 +187,12 @@ class ImageCondition:
 
     def params(self) -> dict:
         """JSON-able description (no pixels)."""
-        return dict(frame=int(self.frame), strength=float(self.strength), crf=self.crf,
-                    size=[int(self.image.shape[1]), int(self.image.shape[0])])
+        return dict(
+            frame=int(self.frame),
+            strength=float(self.strength),
+            crf=self.crf,
+            size=[int(self.image.shape[1]), int(self.image.shape[0])],
+        )
 
 
 @dataclass
@@ -267,8 +286,10 @@ class LTXSettings:
             raise ValueError(f"num_frames must be 8k+1 (1, 9, 17, ..., 121), got {frames}")
         f, gh, gw = latent_grid(frames, h, w)
         if f * gh * gw > MAX_VIDEO_TOKENS:
-            raise ValueError(f"{frames} frames at {h}x{w} are {f * gh * gw} latent tokens, more than the "
-                             f"{MAX_VIDEO_TOKENS} the pipelines take (20 s of 2176x3840 at 24 fps are 497760)")
+            raise ValueError(
+                f"{frames} frames at {h}x{w} are {f * gh * gw} latent tokens, more than the "
+                f"{MAX_VIDEO_TOKENS} the pipelines take (20 s of 2176x3840 at 24 fps are 497760)"
+            )
         fps = checks.fps(self.fps)
         if audio_latent_frames(frames, fps) < 1:
             raise ValueError(f"{frames} frames at {fps:g} fps last less than one audio latent (1/25 s)")
@@ -276,8 +297,9 @@ class LTXSettings:
 
     def _check_sampling(self) -> None:
         """Steps, guidance and LoRA strengths: set only where the pipeline has them, and finite."""
-        if not self.guided and (self.steps is not None or self.video_guidance is not None
-                                or self.audio_guidance is not None):
+        if not self.guided and (
+            self.steps is not None or self.video_guidance is not None or self.audio_guidance is not None
+        ):
             raise ValueError("the distilled pipeline has fixed steps and no guidance: leave steps and guidance unset")
         if self.steps is not None:
             checks.positive_int("steps", self.steps, MAX_STEPS)
@@ -300,34 +322,47 @@ class LTXSettings:
         kw = dict(version=ver, height=h, width=w, seed=self.with_seed().seed)
         if self.guided:
             steps, dv, da = default_guidance(self.pipeline, ver)
-            kw.update(steps=steps if self.steps is None else self.steps, negative_prompt=self.negative_text,
-                      video_guidance=dv if self.video_guidance is None else _guidance_params(
-                          "video_guidance", self.video_guidance, dv),
-                      audio_guidance=da if self.audio_guidance is None else _guidance_params(
-                          "audio_guidance", self.audio_guidance, da))
+            kw.update(
+                steps=steps if self.steps is None else self.steps,
+                negative_prompt=self.negative_text,
+                video_guidance=dv
+                if self.video_guidance is None
+                else _guidance_params("video_guidance", self.video_guidance, dv),
+                audio_guidance=da
+                if self.audio_guidance is None
+                else _guidance_params("audio_guidance", self.audio_guidance, da),
+            )
         if self.pipeline in WITH_LORA:
             kw.update(zip(("lora_strength_stage_1", "lora_strength_stage_2"), self.lora_strengths))
         return replace(self, **kw)
 
     def with_seed(self) -> LTXSettings:
         """A copy whose seed is fixed: reduced mod 2**32, or drawn at random when None."""
-        return replace(self, seed=checks.seed(random.randrange(checks.SEED_MAX + 1) if self.seed is None
-                                              else self.seed))
+        return replace(
+            self, seed=checks.seed(random.randrange(checks.SEED_MAX + 1) if self.seed is None else self.seed)
+        )
 
     @property
     def lora_strengths(self) -> tuple[float, float]:
         """(stage 1, stage 2) strengths of the distilled LoRA, defaults filled in; (0, 0) without the LoRA."""
         l1, l2 = DEFAULT_LORA.get(self.pipeline, (0.0, 0.0))
-        return (l1 if self.lora_strength_stage_1 is None else self.lora_strength_stage_1,
-                l2 if self.lora_strength_stage_2 is None else self.lora_strength_stage_2)
+        return (
+            l1 if self.lora_strength_stage_1 is None else self.lora_strength_stage_1,
+            l2 if self.lora_strength_stage_2 is None else self.lora_strength_stage_2,
+        )
 
     def params(self) -> dict:
         """The settings as a JSON-able dict (guidance as dicts), for the video's metadata."""
         out = asdict(self)
         for k in ("video_guidance", "audio_guidance"):
             g = getattr(self, k)
-            out[k] = None if g is None else {**asdict(g), "stg_blocks": list(g.stg_blocks)} \
-                if isinstance(g, G.GuidanceParams) else dict(g)
+            out[k] = (
+                None
+                if g is None
+                else {**asdict(g), "stg_blocks": list(g.stg_blocks)}
+                if isinstance(g, G.GuidanceParams)
+                else dict(g)
+            )
         return out
 
 
@@ -357,7 +392,7 @@ class LTX2Components:
 
     @property
     def model_version(self) -> str:
-        """"2" or "2.3" (:func:`model_family` of ``version``, or from the transformer's architecture)."""
+        """ "2" or "2.3" (:func:`model_family` of ``version``, or from the transformer's architecture)."""
         if self.version is not None:
             return model_family(self.version)
         return "2.3" if self.transformer.args.cross_attention_adaln else "2"
@@ -398,8 +433,7 @@ def plan_stages(s: LTXSettings, version: str | None = None) -> list[Stage]:
     return [first, Stage(s.height, s.width, refine_sigmas, first.sampler, False, float(refine_sigmas[0]), True)]
 
 
-def check_components(c: LTX2Components, s: LTXSettings, stages: Sequence[Stage],
-                     negative: TextContext | None) -> None:
+def check_components(c: LTX2Components, s: LTXSettings, stages: Sequence[Stage], negative: TextContext | None) -> None:
     """Raise ValueError when the components or contexts cannot run the plan: no upsampler for a two-stage
     pipeline, STG blocks past the transformer's last block, CFG without a negative context."""
     if len(stages) > 1 and c.upsampler is None:
@@ -423,12 +457,19 @@ Prepared = tuple[np.ndarray, int, float]  # (float32 [H, W, 3] in [-1, 1], pixel
 def prepare_images(images: Sequence[ImageCondition], crf: int = DEFAULT_IMAGE_CRF) -> list[Prepared]:
     """Each image after its CRF round trip (its own ``crf``, else ``crf``), as float32 [-1, 1] (x / 127.5 - 1,
     ltx-pipelines ``normalize_latent``), with its frame and strength."""
-    return [(h264_roundtrip(im.image, crf if im.crf is None else im.crf).astype(np.float32) / 127.5 - 1.0,
-             int(im.frame), float(im.strength)) for im in images]
+    return [
+        (
+            h264_roundtrip(im.image, crf if im.crf is None else im.crf).astype(np.float32) / 127.5 - 1.0,
+            int(im.frame),
+            float(im.strength),
+        )
+        for im in images
+    ]
 
 
-def encode_images(prepared: Sequence[Prepared], vae: VideoVAE, height: int,
-                  width: int) -> list[Union[LatentAnchor, GuidingTokens]]:
+def encode_images(
+    prepared: Sequence[Prepared], vae: VideoVAE, height: int, width: int
+) -> list[Union[LatentAnchor, GuidingTokens]]:
     """Encode each prepared image at height x width: frame 0 -> LatentAnchor (latent frame 0), later frames ->
     GuidingTokens at that pixel frame."""
     out = []
@@ -440,8 +481,9 @@ def encode_images(prepared: Sequence[Prepared], vae: VideoVAE, height: int,
 
 def seeded_noise(seed: int) -> NoiseSource:
     """Default noise: one MLX key per name derived from ``seed`` (res2s names get ``res2s_noise``)."""
+
     def draw(name: str, shape: tuple) -> mx.array:
-        key = mx.random.key((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2 ** 63)
+        key = mx.random.key((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
         return res2s_noise(shape, key) if ".res2s." in name else mx.random.normal(shape, key=key)
 
     return draw
@@ -457,9 +499,18 @@ def _stage_model(c: LTX2Components, stage: Stage) -> LTXModel:
     return m if isinstance(m, LTXModel) else m()
 
 
-def denoise_stage(c: LTX2Components, s: LTXSettings, st: Stage, name: str, prepared: Sequence[Prepared],
-                  positive: TextContext, negative: TextContext | None, noise: NoiseSource,
-                  previous: tuple[mx.array, mx.array] | None, progress: Progress) -> tuple[mx.array, mx.array]:
+def denoise_stage(
+    c: LTX2Components,
+    s: LTXSettings,
+    st: Stage,
+    name: str,
+    prepared: Sequence[Prepared],
+    positive: TextContext,
+    negative: TextContext | None,
+    noise: NoiseSource,
+    previous: tuple[mx.array, mx.array] | None,
+    progress: Progress,
+) -> tuple[mx.array, mx.array]:
     """One stage of resolved settings ``s``: (upsample ``previous``'s video latent when refining) -> encode the
     images at the stage's size -> noised video (+ guiding tokens) and audio states -> denoise. Returns the
     (video [1, F, h, w, C], audio [1, t, C_a]) latents, evaluated. Raises NonFiniteError naming ``name`` and
@@ -481,9 +532,19 @@ def denoise_stage(c: LTX2Components, s: LTXSettings, st: Stage, name: str, prepa
         return noise(f"{name}.res2s.{step}.{kind}.{('video', 'audio')[index]}", tuple(like.shape))
 
     guidance = (s.video_guidance, s.audio_guidance) if st.guided else None
-    v, a = denoise(_stage_model(c, st), v, a, st.sigmas, positive, negative=negative if st.guided else None,
-                   guidance=guidance, sampler=st.sampler, res2s_noise=sde_noise, label=name,
-                   on_step=lambda i, n: progress(name, i, n))
+    v, a = denoise(
+        _stage_model(c, st),
+        v,
+        a,
+        st.sigmas,
+        positive,
+        negative=negative if st.guided else None,
+        guidance=guidance,
+        sampler=st.sampler,
+        res2s_noise=sde_noise,
+        label=name,
+        on_step=lambda i, n: progress(name, i, n),
+    )
     video_lat, audio_lat = v.grid_latent(), a.grid_latent()
     mx.eval(video_lat, audio_lat)
     return video_lat, audio_lat
@@ -515,9 +576,17 @@ def decode_waveform(c: LTX2Components, latents: mx.array) -> tuple[np.ndarray, i
 # ----------------------------------------------------------------------------- the pipeline
 
 
-def generate(c: LTX2Components, s: LTXSettings, positive: TextContext, negative: TextContext | None = None,
-             images: Sequence[ImageCondition] = (), noise: NoiseSource | None = None, decode: bool = True,
-             decode_audio: bool = True, progress: Progress | None = None) -> GenerationResult:
+def generate(
+    c: LTX2Components,
+    s: LTXSettings,
+    positive: TextContext,
+    negative: TextContext | None = None,
+    images: Sequence[ImageCondition] = (),
+    noise: NoiseSource | None = None,
+    decode: bool = True,
+    decode_audio: bool = True,
+    progress: Progress | None = None,
+) -> GenerationResult:
     """Run pipeline ``s.pipeline``: settings -> plan -> prepare -> denoise (per stage) -> decode.
 
     positive / negative: :class:`TextContext` from the embeddings processor (negative: of
@@ -544,8 +613,14 @@ def generate(c: LTX2Components, s: LTXSettings, positive: TextContext, negative:
         with meter.phase(f"stage{k}"):
             latents = denoise_stage(c, s, st, f"stage{k}", prepared, positive, negative, noise, latents, progress)
         stage_latents.append(latents)
-    res = GenerationResult(None, fps=s.fps, latents=latents[0], audio_latents=latents[1],
-                           params={**s.params(), "images": [im.params() for im in images]}, stage_latents=stage_latents)
+    res = GenerationResult(
+        None,
+        fps=s.fps,
+        latents=latents[0],
+        audio_latents=latents[1],
+        params={**s.params(), "images": [im.params() for im in images]},
+        stage_latents=stage_latents,
+    )
     if decode:
         with meter.phase("decode_video"):
             res.frames = to_uint8(np.array(decode_video(c, latents[0])[0]))
@@ -555,4 +630,3 @@ def generate(c: LTX2Components, s: LTXSettings, positive: TextContext, negative:
                 res.audio, res.sample_rate = decode_waveform(c, latents[1])
             progress("decode_audio", 1, 1)
     return meter.fill(res)
-

@@ -14,6 +14,7 @@ not of this file. LTX-2.3 (V2): per-token RMS norm, separate video/audio Linear 
 4096 / 2048, 8-layer gated connectors. Every output position is valid: the connectors replace
 padding with learnable registers, so no text mask goes to the transformer.
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,11 +36,22 @@ from mlx_video.nn.attention import attention
 # Gemma 3 12B text config as ltx-core pins it (text_encoders/gemma/config.py); config.json
 # values override these.
 GEMMA3_12B = dict(
-    model_type="gemma3_text", hidden_size=3840, num_hidden_layers=48, intermediate_size=15360,
-    num_attention_heads=16, num_key_value_heads=8, head_dim=256, query_pre_attn_scalar=256,
-    rms_norm_eps=1e-6, vocab_size=262208, rope_theta=1_000_000.0, rope_local_base_freq=10_000.0,
-    rope_scaling={"rope_type": "linear", "factor": 8.0}, sliding_window=1024,
-    sliding_window_pattern=6, max_position_embeddings=131072,
+    model_type="gemma3_text",
+    hidden_size=3840,
+    num_hidden_layers=48,
+    intermediate_size=15360,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=256,
+    query_pre_attn_scalar=256,
+    rms_norm_eps=1e-6,
+    vocab_size=262208,
+    rope_theta=1_000_000.0,
+    rope_local_base_freq=10_000.0,
+    rope_scaling={"rope_type": "linear", "factor": 8.0},
+    sliding_window=1024,
+    sliding_window_pattern=6,
+    max_position_embeddings=131072,
 )
 
 
@@ -64,8 +76,7 @@ def gemma_args(config: dict | None = None) -> gemma3_text.ModelArgs:
     layer_types = text.get("layer_types")
     if layer_types is not None:
         p = args["sliding_window_pattern"]
-        want = ["full_attention" if (i + 1) % p == 0 else "sliding_attention"
-                for i in range(args["num_hidden_layers"])]
+        want = ["full_attention" if (i + 1) % p == 0 else "sliding_attention" for i in range(args["num_hidden_layers"])]
         if list(layer_types) != want:
             raise ValueError(f"Gemma layer_types {layer_types} are not 'global every {p}th layer'")
     return gemma3_text.ModelArgs(**args)
@@ -92,14 +103,17 @@ class GemmaTokenizer:
         if self.tokenizer.pad_token_id is None:
             raise ValueError(f"tokenizer in {path} has no pad token; it is not a Gemma tokenizer")
         if vocab_size is not None and len(self.tokenizer) > vocab_size:
-            raise ValueError(f"tokenizer in {path} has {len(self.tokenizer)} tokens but the text encoder "
-                             f"embeds only {vocab_size}: tokenizer and weights do not match")
+            raise ValueError(
+                f"tokenizer in {path} has {len(self.tokenizer)} tokens but the text encoder "
+                f"embeds only {vocab_size}: tokenizer and weights do not match"
+            )
         self.max_length = max_length
 
     def __call__(self, text: str) -> tuple[mx.array, mx.array]:
         """One prompt -> (input_ids [1, max_length] int32, attention_mask [1, max_length] int32, 1 = token)."""
-        enc = self.tokenizer(text.strip(), padding="max_length", max_length=self.max_length,
-                             truncation=True, return_tensors="np")
+        enc = self.tokenizer(
+            text.strip(), padding="max_length", max_length=self.max_length, truncation=True, return_tensors="np"
+        )
         return mx.array(enc["input_ids"].astype(np.int32)), mx.array(enc["attention_mask"].astype(np.int32))
 
 
@@ -116,7 +130,7 @@ class GemmaTextEncoder(nn.Module):
         self.model = gemma3_text.Gemma3Model(args)
 
     @classmethod
-    def from_config(cls, config: dict | None = None) -> "GemmaTextEncoder":
+    def from_config(cls, config: dict | None = None) -> GemmaTextEncoder:
         return cls(gemma_args(config))
 
     def _masks(self, attention_mask: mx.array) -> tuple[mx.array, mx.array]:
@@ -139,7 +153,7 @@ class GemmaTextEncoder(nn.Module):
         m = self.model
         h = m.embed_tokens(input_ids)
         # HF casts sqrt(hidden) to the weight dtype (62.0 in bf16, 61.97 in float32).
-        h = h * mx.array(self.args.hidden_size ** 0.5, dtype=h.dtype)
+        h = h * mx.array(self.args.hidden_size**0.5, dtype=h.dtype)
         full, sliding = self._masks(attention_mask)
         p = self.args.sliding_window_pattern
         states = [h]
@@ -152,8 +166,14 @@ class GemmaTextEncoder(nn.Module):
 
 # Gemma checkpoint parts the reference loads but never runs when encoding (ltx-core keeps them for
 # prompt enhancement with Gemma3ForConditionalGeneration.generate): vision tower, projector, LM head.
-_GEMMA_UNUSED = ("vision_tower.", "multi_modal_projector.", "lm_head.", "language_model.lm_head.",
-                 "model.vision_tower.", "model.multi_modal_projector.")
+_GEMMA_UNUSED = (
+    "vision_tower.",
+    "multi_modal_projector.",
+    "lm_head.",
+    "language_model.lm_head.",
+    "model.vision_tower.",
+    "model.multi_modal_projector.",
+)
 _GEMMA_PREFIXES = ("language_model.model.", "model.language_model.", "language_model.", "model.")
 
 
@@ -172,7 +192,7 @@ def sanitize_gemma(weights: dict[str, mx.array]) -> dict[str, mx.array]:
             continue
         for p in _GEMMA_PREFIXES:
             if k.startswith(p):
-                k = "model." + k[len(p):]
+                k = "model." + k[len(p) :]
                 break
         out[k] = v
     return out
@@ -181,6 +201,7 @@ def sanitize_gemma(weights: dict[str, mx.array]) -> dict[str, mx.array]:
 # --------------------------------------------------------------------------------------------
 # Feature extractors (hidden states -> per-token features)
 # --------------------------------------------------------------------------------------------
+
 
 def _stack(hidden_states) -> mx.array:
     """list of [B, L, D] (or a stacked [B, L, D, N]) -> float32 [B, L, D, N]."""
@@ -244,16 +265,18 @@ class FeatureExtractorV2(nn.Module):
 # Embeddings connector (1-D transformer with learnable registers)
 # --------------------------------------------------------------------------------------------
 
+
 @functools.lru_cache(maxsize=8)
-def _rope_np(length: int, heads: int, head_dim: int, theta: float, max_pos: float,
-             rope_type: str, float64_grid: bool) -> tuple[np.ndarray, np.ndarray]:
+def _rope_np(
+    length: int, heads: int, head_dim: int, theta: float, max_pos: float, rope_type: str, float64_grid: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """cos, sin tables [heads, length, k] for positions 0..length-1 (k = head_dim/2 split,
     head_dim interleaved). As ltx-core's precompute_freqs_cis with one position axis: the LTX-2
     fractional angles (:func:`mlx_video.ltx2.transformer.fractional_angles`, float32 exactly as the
     reference), cos / sin on the host in float32."""
     from mlx_video.ltx2.transformer import fractional_angles
 
-    positions = np.arange(length, dtype=np.float32)[None, None]                  # [1, 1, L]
+    positions = np.arange(length, dtype=np.float32)[None, None]  # [1, 1, L]
     ang = fractional_angles(positions, [max_pos], theta, float64=float64_grid, inner_dim=heads * head_dim)[0]
     cos, sin = np.cos(ang), np.sin(ang)
     if rope_type == "interleaved":  # pairs (x_2i, x_2i+1) share angle i over the flat inner dim
@@ -332,13 +355,29 @@ class EmbeddingsConnector(nn.Module):
     valid. Equal to the reference for left padding (the only padding its tokenizer produces; for
     right padding the reference's flipped mask misplaces tokens, diffusers matches this code)."""
 
-    def __init__(self, heads: int, head_dim: int, layers: int, registers: int, gated: bool,
-                 rope_type: str, rope_theta: float, rope_max_pos: float, rope_float64: bool):
+    def __init__(
+        self,
+        heads: int,
+        head_dim: int,
+        layers: int,
+        registers: int,
+        gated: bool,
+        rope_type: str,
+        rope_theta: float,
+        rope_max_pos: float,
+        rope_float64: bool,
+    ):
         super().__init__()
         dim = heads * head_dim
-        self.rope_tables = functools.partial(_rope_np, heads=heads, head_dim=head_dim, theta=rope_theta,
-                                             max_pos=rope_max_pos, rope_type=rope_type,
-                                             float64_grid=rope_float64)
+        self.rope_tables = functools.partial(
+            _rope_np,
+            heads=heads,
+            head_dim=head_dim,
+            theta=rope_theta,
+            max_pos=rope_max_pos,
+            rope_type=rope_type,
+            float64_grid=rope_float64,
+        )
         self.learnable_registers = mx.zeros((registers, dim))
         self.blocks = [ConnectorBlock(dim, heads, head_dim, gated, rope_type) for _ in range(layers)]
 
@@ -368,8 +407,12 @@ class EmbeddingsConnector(nn.Module):
 # Embeddings processor (feature extractor + both connectors)
 # --------------------------------------------------------------------------------------------
 
-_V2_KEYS = {"caption_proj_before_connector": True, "caption_projection_first_linear": False,
-            "caption_proj_input_norm": False, "caption_projection_second_linear": False}
+_V2_KEYS = {
+    "caption_proj_before_connector": True,
+    "caption_projection_first_linear": False,
+    "caption_proj_input_norm": False,
+    "caption_projection_second_linear": False,
+}
 
 
 @dataclass
@@ -379,9 +422,10 @@ class TextProcessorArgs:
     Defaults are ltx-core 1.0.0's defaults for absent config keys (``rope_type`` "interleaved",
     float32 grid, ``rope_max_pos`` 1); the shipped checkpoints set split / float64 / 4096.
     """
+
     version: int = 1
-    text_hidden: int = 3840       # Gemma hidden size
-    text_layers: int = 49         # Gemma hidden states (embeddings + 48 layers)
+    text_hidden: int = 3840  # Gemma hidden size
+    text_layers: int = 49  # Gemma hidden states (embeddings + 48 layers)
     video_heads: int = 30
     video_head_dim: int = 128
     video_layers: int = 2
@@ -398,7 +442,7 @@ class TextProcessorArgs:
     proj_bias: bool | None = None  # aggregate Linear bias; None: False for V1, True for V2
 
     @classmethod
-    def from_config(cls, config: dict) -> "TextProcessorArgs":
+    def from_config(cls, config: dict) -> TextProcessorArgs:
         """From the LTX checkpoint's metadata ``config`` (or its ``transformer`` section), or from a
         diffusers ``LTX2TextConnectors`` config. Raises NotImplementedError for a partial or unknown
         V2 key set (as ltx-core does) and ValueError when V2 projection and connector widths differ.
@@ -415,43 +459,57 @@ class TextProcessorArgs:
         gated = bool(t.get("connector_apply_gated_attention", False))
         args = cls(
             version=2 if present else 1,
-            video_heads=vh, video_head_dim=vd, video_layers=vl,
+            video_heads=vh,
+            video_head_dim=vd,
+            video_layers=vl,
             audio_heads=t.get("audio_connector_num_attention_heads", vh),
             audio_head_dim=t.get("audio_connector_attention_head_dim", vd),
             audio_layers=t.get("audio_connector_num_layers", vl),
-            video_gated=gated, audio_gated=gated,
+            video_gated=gated,
+            audio_gated=gated,
             rope_type=t.get("rope_type", "interleaved"),
             rope_max_pos=float(t.get("connector_positional_embedding_max_pos", [1])[0]),
             rope_float64=t.get("frequencies_precision", False) == "float64",
         )
         if present:  # ltx-core sizes the V2 projections from the transformer's widths
-            dims = {"video": (t.get("num_attention_heads", 32) * t.get("attention_head_dim", 128), vh * vd),
-                    "audio": (t.get("audio_num_attention_heads", 32) * t.get("audio_attention_head_dim", 64),
-                              args.audio_heads * args.audio_head_dim)}
+            dims = {
+                "video": (t.get("num_attention_heads", 32) * t.get("attention_head_dim", 128), vh * vd),
+                "audio": (
+                    t.get("audio_num_attention_heads", 32) * t.get("audio_attention_head_dim", 64),
+                    args.audio_heads * args.audio_head_dim,
+                ),
+            }
             for name, (proj, conn) in dims.items():
                 if proj != conn:
                     raise ValueError(f"{name} feature width {proj} != {name} connector width {conn}")
         return args
 
     @classmethod
-    def _from_diffusers(cls, c: dict) -> "TextProcessorArgs":
-        regs = {c.get("video_connector_num_learnable_registers", 128),
-                c.get("audio_connector_num_learnable_registers", 128)}
+    def _from_diffusers(cls, c: dict) -> TextProcessorArgs:
+        regs = {
+            c.get("video_connector_num_learnable_registers", 128),
+            c.get("audio_connector_num_learnable_registers", 128),
+        }
         if len(regs) != 1 or None in regs:
             raise NotImplementedError(f"connectors without (or with different) learnable registers: {regs}")
         return cls(
             version=2 if c.get("per_modality_projections", False) else 1,
-            text_hidden=c.get("caption_channels", 3840), text_layers=c.get("text_proj_in_factor", 49),
+            text_hidden=c.get("caption_channels", 3840),
+            text_layers=c.get("text_proj_in_factor", 49),
             video_heads=c.get("video_connector_num_attention_heads", 30),
             video_head_dim=c.get("video_connector_attention_head_dim", 128),
             video_layers=c.get("video_connector_num_layers", 2),
             audio_heads=c.get("audio_connector_num_attention_heads", 30),
             audio_head_dim=c.get("audio_connector_attention_head_dim", 128),
             audio_layers=c.get("audio_connector_num_layers", 2),
-            video_gated=c.get("video_gated_attn", False), audio_gated=c.get("audio_gated_attn", False),
-            registers=regs.pop(), rope_type=c.get("rope_type", "interleaved"),
-            rope_theta=c.get("rope_theta", 10000.0), rope_max_pos=float(c.get("connector_rope_base_seq_len", 4096)),
-            rope_float64=c.get("rope_double_precision", True), proj_bias=c.get("proj_bias", False),
+            video_gated=c.get("video_gated_attn", False),
+            audio_gated=c.get("audio_gated_attn", False),
+            registers=regs.pop(),
+            rope_type=c.get("rope_type", "interleaved"),
+            rope_theta=c.get("rope_theta", 10000.0),
+            rope_max_pos=float(c.get("connector_rope_base_seq_len", 4096)),
+            rope_float64=c.get("rope_double_precision", True),
+            proj_bias=c.get("proj_bias", False),
         )
 
 
@@ -477,12 +535,19 @@ class EmbeddingsProcessor(nn.Module):
             self.feature_extractor = FeatureExtractorV2(a.text_hidden, flat, vdim, adim, bias=bias)
         else:
             raise ValueError(f"unknown text feature extractor version {a.version}")
-        rope = dict(rope_type=a.rope_type, rope_theta=a.rope_theta, rope_max_pos=a.rope_max_pos,
-                    rope_float64=a.rope_float64, registers=a.registers)
-        self.video_connector = EmbeddingsConnector(a.video_heads, a.video_head_dim, a.video_layers,
-                                                   gated=a.video_gated, **rope)
-        self.audio_connector = EmbeddingsConnector(a.audio_heads, a.audio_head_dim, a.audio_layers,
-                                                   gated=a.audio_gated, **rope)
+        rope = dict(
+            rope_type=a.rope_type,
+            rope_theta=a.rope_theta,
+            rope_max_pos=a.rope_max_pos,
+            rope_float64=a.rope_float64,
+            registers=a.registers,
+        )
+        self.video_connector = EmbeddingsConnector(
+            a.video_heads, a.video_head_dim, a.video_layers, gated=a.video_gated, **rope
+        )
+        self.audio_connector = EmbeddingsConnector(
+            a.audio_heads, a.audio_head_dim, a.audio_layers, gated=a.audio_gated, **rope
+        )
 
     def __call__(self, hidden_states, attention_mask: mx.array) -> tuple[mx.array, mx.array]:
         """hidden_states: list of ``text_layers`` arrays [B, L, text_hidden] (or stacked
@@ -492,8 +557,9 @@ class EmbeddingsProcessor(nn.Module):
         return self.video_connector(video, attention_mask), self.audio_connector(audio, attention_mask)
 
 
-def encode_prompt(prompt: str, tokenizer: GemmaTokenizer, gemma: GemmaTextEncoder,
-                  processor: EmbeddingsProcessor) -> tuple[mx.array, mx.array]:
+def encode_prompt(
+    prompt: str, tokenizer: GemmaTokenizer, gemma: GemmaTextEncoder, processor: EmbeddingsProcessor
+) -> tuple[mx.array, mx.array]:
     """prompt -> (video context [1, L, Dv], audio context [1, L, Da]), float32. Encode negative
     prompts with a separate call, as the reference does."""
     ids, mask = tokenizer(prompt)
@@ -508,18 +574,28 @@ def encode_prompt(prompt: str, tokenizer: GemmaTokenizer, gemma: GemmaTextEncode
 # model.diffusion_model.{video,audio}_embeddings_connector.* (ltx-core EMBEDDINGS_PROCESSOR_KEY_OPS).
 # diffusers LTX2TextConnectors: text_proj_in / {video,audio}_text_proj_in, {video,audio}_connector.*
 _PREFIXES = {
-    "official": {"text_embedding_projection.": "feature_extractor.",
-                 "model.diffusion_model.video_embeddings_connector.": "video_connector.",
-                 "model.diffusion_model.audio_embeddings_connector.": "audio_connector."},
-    "diffusers": {"text_proj_in.": "feature_extractor.aggregate_embed.",
-                  "video_text_proj_in.": "feature_extractor.video_aggregate_embed.",
-                  "audio_text_proj_in.": "feature_extractor.audio_aggregate_embed.",
-                  "video_connector.": "video_connector.", "audio_connector.": "audio_connector."},
+    "official": {
+        "text_embedding_projection.": "feature_extractor.",
+        "model.diffusion_model.video_embeddings_connector.": "video_connector.",
+        "model.diffusion_model.audio_embeddings_connector.": "audio_connector.",
+    },
+    "diffusers": {
+        "text_proj_in.": "feature_extractor.aggregate_embed.",
+        "video_text_proj_in.": "feature_extractor.video_aggregate_embed.",
+        "audio_text_proj_in.": "feature_extractor.audio_aggregate_embed.",
+        "video_connector.": "video_connector.",
+        "audio_connector.": "audio_connector.",
+    },
 }
 _RENAMES = (  # inside a connector: reference name -> ours
-    ("transformer_1d_blocks.", "blocks."), ("transformer_blocks.", "blocks."),
-    (".attn1.", ".attn."), (".norm_q.", ".q_norm."), (".norm_k.", ".k_norm."),
-    (".to_out.0.", ".to_out."), (".ff.net.0.proj.", ".ff_in."), (".ff.net.2.", ".ff_out."),
+    ("transformer_1d_blocks.", "blocks."),
+    ("transformer_blocks.", "blocks."),
+    (".attn1.", ".attn."),
+    (".norm_q.", ".q_norm."),
+    (".norm_k.", ".k_norm."),
+    (".to_out.0.", ".to_out."),
+    (".ff.net.0.proj.", ".ff_in."),
+    (".ff.net.2.", ".ff_out."),
 )
 
 
@@ -542,7 +618,7 @@ def sanitize(weights: dict[str, mx.array], layout: str = "official") -> dict[str
                 continue
             out[k] = v
             continue
-        k = _PREFIXES[layout][prefix] + k[len(prefix):]
+        k = _PREFIXES[layout][prefix] + k[len(prefix) :]
         for a, b in _RENAMES:
             k = k.replace(a, b)
         out[k] = v

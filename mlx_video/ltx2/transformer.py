@@ -10,12 +10,14 @@ Numerics: the residual streams, AdaLN modulation, norms and RoPE are float32; li
 attention run in the weights' dtype (bf16 in production, float32 in the parity tests).
 RoPE tables are inputs (:func:`rope_tables`, split layout of :mod:`mlx_video.nn.rope`), built once per run or stage.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -37,13 +39,36 @@ F32 = mx.float32
 
 # Keys only one layout's transformer config has (ltx-core's configurator vs diffusers'
 # LTX2VideoTransformer3DModel constructor); from_config tells the layouts apart by these.
-LTX_CORE_KEYS = frozenset({"positional_embedding_theta", "positional_embedding_max_pos", "frequencies_precision",
-                           "av_ca_timestep_scale_multiplier", "audio_positional_embedding_max_pos",
-                           "use_middle_indices_grid", "apply_gated_attention", "cross_attention_adaln",
-                           "caption_proj_before_connector", "connector_num_layers"})
-DIFFUSERS_KEYS = frozenset({"rope_theta", "rope_double_precision", "pos_embed_max_pos", "base_height", "base_width",
-                            "gated_attn", "cross_attn_mod", "audio_pos_embed_max_pos", "patch_size_t",
-                            "cross_attn_timestep_scale_multiplier", "use_prompt_embeddings", "vae_scale_factors"})
+LTX_CORE_KEYS = frozenset(
+    {
+        "positional_embedding_theta",
+        "positional_embedding_max_pos",
+        "frequencies_precision",
+        "av_ca_timestep_scale_multiplier",
+        "audio_positional_embedding_max_pos",
+        "use_middle_indices_grid",
+        "apply_gated_attention",
+        "cross_attention_adaln",
+        "caption_proj_before_connector",
+        "connector_num_layers",
+    }
+)
+DIFFUSERS_KEYS = frozenset(
+    {
+        "rope_theta",
+        "rope_double_precision",
+        "pos_embed_max_pos",
+        "base_height",
+        "base_width",
+        "gated_attn",
+        "cross_attn_mod",
+        "audio_pos_embed_max_pos",
+        "patch_size_t",
+        "cross_attn_timestep_scale_multiplier",
+        "use_prompt_embeddings",
+        "vae_scale_factors",
+    }
+)
 
 
 def _layout(config: Mapping, official: frozenset, diffusers: frozenset, what: str) -> str:
@@ -98,7 +123,7 @@ class LTXModelArgs:
         return 9 if self.cross_attention_adaln else 6
 
     @classmethod
-    def from_config(cls, config: Mapping, video_only: bool = False) -> "LTXModelArgs":
+    def from_config(cls, config: Mapping, video_only: bool = False) -> LTXModelArgs:
         """Read Lightricks' embedded checkpoint config (whole dict or its "transformer" part) or a
         diffusers ``LTX2VideoTransformer3DModel`` config.json dict.
 
@@ -144,10 +169,19 @@ class LTXModelArgs:
         )
 
     @classmethod
-    def _from_diffusers(cls, c: Mapping, video_only: bool) -> "LTXModelArgs":
-        unsupported = {"patch_size": 1, "patch_size_t": 1, "audio_patch_size": 1, "audio_patch_size_t": 1,
-                       "rope_type": "split", "ff_bias": True, "audio_ff_bias": True, "use_prompt_adaln_single": True,
-                       "use_keyframes_abs_pos_embedding": False, "qk_norm": "rms_norm_across_heads"}
+    def _from_diffusers(cls, c: Mapping, video_only: bool) -> LTXModelArgs:
+        unsupported = {
+            "patch_size": 1,
+            "patch_size_t": 1,
+            "audio_patch_size": 1,
+            "audio_patch_size_t": 1,
+            "rope_type": "split",
+            "ff_bias": True,
+            "audio_ff_bias": True,
+            "use_prompt_adaln_single": True,
+            "use_keyframes_abs_pos_embedding": False,
+            "qk_norm": "rms_norm_across_heads",
+        }
         defaults = {"rope_type": "interleaved"}
         for k, want in unsupported.items():
             if c.get(k, defaults.get(k, want)) != want:
@@ -166,8 +200,11 @@ class LTXModelArgs:
             caption_projection=c.get("use_prompt_embeddings", True),
             norm_eps=c.get("norm_eps", 1e-6),
             positional_embedding_theta=c.get("rope_theta", 10000.0),
-            positional_embedding_max_pos=(c.get("pos_embed_max_pos", 20), c.get("base_height", 2048),
-                                          c.get("base_width", 2048)),
+            positional_embedding_max_pos=(
+                c.get("pos_embed_max_pos", 20),
+                c.get("base_height", 2048),
+                c.get("base_width", 2048),
+            ),
             timestep_scale_multiplier=c.get("timestep_scale_multiplier", 1000),
             audio=not video_only,
             audio_num_attention_heads=c.get("audio_num_attention_heads", 32),
@@ -306,9 +343,16 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         return x.reshape(b, t, self.heads, -1).transpose(0, 2, 1, 3)
 
-    def __call__(self, x: mx.array, context: mx.array | None = None, pe: RopeTable | None = None,
-                 k_pe: RopeTable | None = None, keep: mx.array | None = None, skip: bool = False,
-                 shard=None) -> mx.array:
+    def __call__(
+        self,
+        x: mx.array,
+        context: mx.array | None = None,
+        pe: RopeTable | None = None,
+        k_pe: RopeTable | None = None,
+        keep: mx.array | None = None,
+        skip: bool = False,
+        shard=None,
+    ) -> mx.array:
         """x: [B, T, query_dim] float32; context: [B, S, context_dim] (None: self-attention).
         ``shard`` (:class:`mlx_video.distributed.TokenShard`): the keys' tokens are this rank's slice
         (and so are the queries' in self-attention); attention still covers the whole sequence.
@@ -403,8 +447,9 @@ def _rows(table: mx.array, mod: mx.array, start: int, stop: int) -> list[tuple[m
 
 
 @mx.compile
-def _modulate(x: mx.array, m_shift: mx.array, t_shift: mx.array, m_scale: mx.array, t_scale: mx.array,
-              eps: float) -> mx.array:
+def _modulate(
+    x: mx.array, m_shift: mx.array, t_shift: mx.array, m_scale: mx.array, t_scale: mx.array, eps: float
+) -> mx.array:
     """rms(x)·(1 + scale) + shift, scale/shift = table row + modulation row, float32 in one kernel."""
     scale = m_scale.astype(F32) + t_scale.astype(F32)
     shift = m_shift.astype(F32) + t_shift.astype(F32)
@@ -475,8 +520,9 @@ class Block(nn.Module):
     def _self_and_text(self, s: _Stream, attn1, attn2, table, prompt_table, keep, skip) -> mx.array:
         x = s.x
         shift, scale, gate = _rows(table, s.mod, 0, 3)
-        x = _gated(x, attn1(_modulate(x, *shift, *scale, self.eps), pe=s.pe, keep=keep, skip=skip, shard=s.shard),
-                   *gate)
+        x = _gated(
+            x, attn1(_modulate(x, *shift, *scale, self.eps), pe=s.pe, keep=keep, skip=skip, shard=s.shard), *gate
+        )
         if not self.adaln:  # LTX-2: plain text cross-attention
             return x + attn2(_rms(x, self.eps), context=s.context)
         shift_q, scale_q, gate_q = _rows(table, s.mod, 6, 9)
@@ -493,8 +539,10 @@ class Block(nn.Module):
         sq, hq = _ada(qt[:4], qs.cross_mod, row, row + 2)
         sk, hk = _ada(kt[:4], ks.cross_mod, row, row + 2)
         (gate,) = _ada(qt[4:], qs.cross_gate, 0, 1)
-        out = attn(qn * (1 + sq) + hq, context=kn * (1 + sk) + hk, pe=qs.cross_pe, k_pe=ks.cross_pe,
-                   shard=ks.shard) * gate
+        out = (
+            attn(qn * (1 + sq) + hq, context=kn * (1 + sk) + hk, pe=qs.cross_pe, k_pe=ks.cross_pe, shard=ks.shard)
+            * gate
+        )
         return out if keep is None else out * keep
 
     def _ffn(self, x: mx.array, mod: mx.array, table: mx.array, ff: FeedForward) -> mx.array:
@@ -503,21 +551,33 @@ class Block(nn.Module):
 
     def __call__(self, v: _Stream, a: _Stream | None, p: Perturbations) -> tuple[mx.array, mx.array | None]:
         i = self.idx
-        vx = self._self_and_text(v, self.attn1, self.attn2, self.scale_shift_table,
-                                 getattr(self, "prompt_scale_shift_table", None),
-                                 p.keep("video_self_attn", i), p.all("video_self_attn", i))
+        vx = self._self_and_text(
+            v,
+            self.attn1,
+            self.attn2,
+            self.scale_shift_table,
+            getattr(self, "prompt_scale_shift_table", None),
+            p.keep("video_self_attn", i),
+            p.all("video_self_attn", i),
+        )
         if a is None:
             return self._ffn(vx, v.mod, self.scale_shift_table, self.ff), None
-        ax = self._self_and_text(a, self.audio_attn1, self.audio_attn2, self.audio_scale_shift_table,
-                                 getattr(self, "audio_prompt_scale_shift_table", None),
-                                 p.keep("audio_self_attn", i), p.all("audio_self_attn", i))
+        ax = self._self_and_text(
+            a,
+            self.audio_attn1,
+            self.audio_attn2,
+            self.audio_scale_shift_table,
+            getattr(self, "audio_prompt_scale_shift_table", None),
+            p.keep("audio_self_attn", i),
+            p.all("audio_self_attn", i),
+        )
 
         # audio <-> video cross-attention; both directions read the norms taken before either update
         vn, an = _rms(vx, self.eps), _rms(ax, self.eps)
         tv, ta = self.scale_shift_table_a2v_ca_video, self.scale_shift_table_a2v_ca_audio
-        if not p.all("a2v_cross_attn", i):   # video queries audio: table rows 0, 1
+        if not p.all("a2v_cross_attn", i):  # video queries audio: table rows 0, 1
             vx = vx + self._cross(self.audio_to_video_attn, (vn, tv, v), (an, ta, a), 0, p.keep("a2v_cross_attn", i))
-        if not p.all("v2a_cross_attn", i):   # audio queries video: table rows 2, 3
+        if not p.all("v2a_cross_attn", i):  # audio queries video: table rows 2, 3
             ax = ax + self._cross(self.video_to_audio_attn, (an, ta, a), (vn, tv, v), 2, p.keep("v2a_cross_attn", i))
 
         vx = self._ffn(vx, v.mod, self.scale_shift_table, self.ff)
@@ -577,14 +637,29 @@ class LTXModel(nn.Module):
         if audio_positions is not None and not a.audio:
             raise ValueError("this is a video-only model: audio_positions must be None")
         return rope_tables(
-            video_positions, audio_positions, video_dim=a.inner_dim, video_heads=a.num_attention_heads,
-            video_max_pos=a.positional_embedding_max_pos, audio_dim=a.audio_inner_dim,
-            audio_heads=a.audio_num_attention_heads, audio_max_pos=a.audio_positional_embedding_max_pos,
-            cross_dim=a.audio_cross_attention_dim, theta=a.positional_embedding_theta,
-            use_middle=a.use_middle_indices_grid, float64=a.double_precision_rope)
+            video_positions,
+            audio_positions,
+            video_dim=a.inner_dim,
+            video_heads=a.num_attention_heads,
+            video_max_pos=a.positional_embedding_max_pos,
+            audio_dim=a.audio_inner_dim,
+            audio_heads=a.audio_num_attention_heads,
+            audio_max_pos=a.audio_positional_embedding_max_pos,
+            cross_dim=a.audio_cross_attention_dim,
+            theta=a.positional_embedding_theta,
+            use_middle=a.use_middle_indices_grid,
+            float64=a.double_precision_rope,
+        )
 
-    def _stream(self, m: Modality, other: Modality | None, pe: RopeTable, cross_pe: RopeTable | None,
-                prefix: str, cross_names: tuple[str, str]) -> _Stream:
+    def _stream(
+        self,
+        m: Modality,
+        other: Modality | None,
+        pe: RopeTable,
+        cross_pe: RopeTable | None,
+        prefix: str,
+        cross_names: tuple[str, str],
+    ) -> _Stream:
         mult = self.args.timestep_scale_multiplier
         layer = lambda name: getattr(self, prefix + name, None)  # noqa: E731
         x = _lin(layer("patchify_proj"), m.latent).astype(F32)
@@ -614,8 +689,14 @@ class LTXModel(nn.Module):
         x = mx.fast.layer_norm(x, None, None, eps) * (1 + scale) + shift
         return _lin(proj, x).astype(F32)
 
-    def __call__(self, video: Modality, audio: Modality | None, rope: LTXRope,
-                 perturbations: Perturbations | None = None, sp=None) -> tuple[mx.array, mx.array | None]:
+    def __call__(
+        self,
+        video: Modality,
+        audio: Modality | None,
+        rope: LTXRope,
+        perturbations: Perturbations | None = None,
+        sp=None,
+    ) -> tuple[mx.array, mx.array | None]:
         """Velocities for the video and audio tokens (see class docstring). ``sp``
         (:class:`mlx_video.distributed.SequenceParallel`, default: the one ``distributed.active`` set, if
         any): each rank runs the video tokens of its slice
@@ -635,13 +716,25 @@ class LTXModel(nn.Module):
             ts = shard.take(ts) if ts.ndim > 1 and ts.shape[1] == shard.length else ts
             video = Modality(shard.take(video.latent), ts, video.sigma, video.context)
             rope = rope._replace(video=cut(rope.video), video_cross=cut(rope.video_cross))
-        v = self._stream(video, audio, rope.video, rope.video_cross, "",
-                         ("av_ca_video_scale_shift_adaln_single", "av_ca_a2v_gate_adaln_single"))
+        v = self._stream(
+            video,
+            audio,
+            rope.video,
+            rope.video_cross,
+            "",
+            ("av_ca_video_scale_shift_adaln_single", "av_ca_a2v_gate_adaln_single"),
+        )
         v.shard = shard
         a = None
         if audio is not None:
-            a = self._stream(audio, video, rope.audio, rope.audio_cross, "audio_",
-                             ("av_ca_audio_scale_shift_adaln_single", "av_ca_v2a_gate_adaln_single"))
+            a = self._stream(
+                audio,
+                video,
+                rope.audio,
+                rope.audio_cross,
+                "audio_",
+                ("av_ca_audio_scale_shift_adaln_single", "av_ca_v2a_gate_adaln_single"),
+            )
         pace = OneBlockAhead()
         for block in self.transformer_blocks:
             v.x, ax = block(v, a, p)
@@ -668,8 +761,14 @@ def to_x0(latent: mx.array, velocity: mx.array, timesteps: mx.array) -> mx.array
 # RoPE: fractional positions (ltx_core.model.transformer.rope, rope_type="split", docs/ltx2.md 2.7)
 
 
-def fractional_angles(positions, max_pos: Sequence[float], theta: float = 10000.0, use_middle: bool = True,
-                      float64: bool = True, inner_dim: int | None = None) -> np.ndarray:
+def fractional_angles(
+    positions,
+    max_pos: Sequence[float],
+    theta: float = 10000.0,
+    use_middle: bool = True,
+    float64: bool = True,
+    inner_dim: int | None = None,
+) -> np.ndarray:
     """LTX-2's RoPE angles [B, T, N · n_axes] float32, frequency-major and axis-minor:
     ``g_j · (2 · p / max_pos[axis] − 1)`` with the N = inner_dim // (2 n_axes) frequencies
     ``g = theta**linspace(0, 1, N) · pi/2`` (:func:`~mlx_video.nn.rope.log_spaced_frequencies`).
@@ -690,8 +789,15 @@ def fractional_angles(positions, max_pos: Sequence[float], theta: float = 10000.
     return rope_angles(frac * np.float32(2) - np.float32(1), np.repeat(g, n_axes), np.tile(np.arange(n_axes), len(g)))
 
 
-def rope_table(positions, inner_dim: int, heads: int, max_pos: Sequence[float], theta: float = 10000.0,
-               use_middle: bool = True, float64: bool = True) -> RopeTable:
+def rope_table(
+    positions,
+    inner_dim: int,
+    heads: int,
+    max_pos: Sequence[float],
+    theta: float = 10000.0,
+    use_middle: bool = True,
+    float64: bool = True,
+) -> RopeTable:
     """Split-layout RoPE table (:func:`~mlx_video.nn.rope.split_rope_table`) of :func:`fractional_angles`
     for a q/k of width ``inner_dim`` cut into ``heads`` chunks: cos/sin [B, T, heads, inner_dim / (2 heads)]
     float32. Any tokens (latent grid, appended guiding tokens, audio frames) are rows of ``positions``."""
@@ -712,10 +818,21 @@ class LTXRope(NamedTuple):
     audio_cross: RopeTable | None = None
 
 
-def rope_tables(video_positions, audio_positions=None, *, video_dim: int, video_heads: int,
-                video_max_pos: Sequence[float], audio_dim: int | None = None, audio_heads: int | None = None,
-                audio_max_pos: Sequence[float] | None = None, cross_dim: int | None = None,
-                theta: float = 10000.0, use_middle: bool = True, float64: bool = True) -> LTXRope:
+def rope_tables(
+    video_positions,
+    audio_positions=None,
+    *,
+    video_dim: int,
+    video_heads: int,
+    video_max_pos: Sequence[float],
+    audio_dim: int | None = None,
+    audio_heads: int | None = None,
+    audio_max_pos: Sequence[float] | None = None,
+    cross_dim: int | None = None,
+    theta: float = 10000.0,
+    use_middle: bool = True,
+    float64: bool = True,
+) -> LTXRope:
     """The four RoPE tables of an LTX-2 audio+video transformer call.
 
     video_positions: [B, 3, T_v, 2] (t in seconds, h, w in pixels, [start, end)), every video token
@@ -757,9 +874,12 @@ _AUDIO_BLOCK = re.compile(r"^transformer_blocks\.\d+\.(audio_|video_to_audio_att
 
 # diffusers LTX2VideoTransformer3DModel names -> original names
 _DIFFUSERS_TOP = {
-    "proj_in": "patchify_proj", "audio_proj_in": "audio_patchify_proj",
-    "time_embed": "adaln_single", "audio_time_embed": "audio_adaln_single",
-    "prompt_adaln": "prompt_adaln_single", "audio_prompt_adaln": "audio_prompt_adaln_single",
+    "proj_in": "patchify_proj",
+    "audio_proj_in": "audio_patchify_proj",
+    "time_embed": "adaln_single",
+    "audio_time_embed": "audio_adaln_single",
+    "prompt_adaln": "prompt_adaln_single",
+    "audio_prompt_adaln": "audio_prompt_adaln_single",
     "av_cross_attn_video_scale_shift": "av_ca_video_scale_shift_adaln_single",
     "av_cross_attn_audio_scale_shift": "av_ca_audio_scale_shift_adaln_single",
     "av_cross_attn_video_a2v_gate": "av_ca_a2v_gate_adaln_single",
@@ -790,8 +910,9 @@ def _from_diffusers(key: str) -> str:
     return ".".join(parts)
 
 
-def sanitize(weights: Mapping[str, mx.array], layout: str = "lightricks",
-             video_only: bool = False) -> dict[str, mx.array]:
+def sanitize(
+    weights: Mapping[str, mx.array], layout: str = "lightricks", video_only: bool = False
+) -> dict[str, mx.array]:
     """Map checkpoint keys to :class:`LTXModel` parameter names (all weights are linears/tables:
     no layout change).
 
@@ -806,7 +927,7 @@ def sanitize(weights: Mapping[str, mx.array], layout: str = "lightricks",
         if layout == "lightricks":
             if key.startswith(OTHER_MODULES):
                 continue
-            key = key[len(LIGHTRICKS_PREFIX):] if key.startswith(LIGHTRICKS_PREFIX) else key
+            key = key[len(LIGHTRICKS_PREFIX) :] if key.startswith(LIGHTRICKS_PREFIX) else key
         elif layout == "diffusers":
             key = _from_diffusers(key)
         else:
@@ -826,5 +947,9 @@ def lora_key_map(video_only: bool = False) -> LoraKeyMap:
     of the text connectors (``*_embeddings_connector``) are skipped: ltx-core fuses LoRAs into the
     transformer only, whose model never uses those keys; with ``video_only`` the audio modules are
     skipped likewise."""
-    return LoraKeyMap(partial(sanitize, video_only=video_only), {"lightricks": LIGHTRICKS_PREFIX, "diffusers": ""},
-                      ("model.diffusion_model.", "diffusion_model.", "transformer."), use_alpha=False)
+    return LoraKeyMap(
+        partial(sanitize, video_only=video_only),
+        {"lightricks": LIGHTRICKS_PREFIX, "diffusers": ""},
+        ("model.diffusion_model.", "diffusion_model.", "transformer."),
+        use_alpha=False,
+    )

@@ -11,6 +11,7 @@ Upsampler variants: plain spatial (per-frame Conv2d to 4·mid + pixel shuffle x2
 x1.5, 2/1 for x2 where the blur is a no-op), temporal (Conv3d to 2·mid, shuffle over time, first
 frame dropped) and spatio-temporal (Conv3d to 8·mid, shuffle x2 on all axes, first frame dropped).
 """
+
 from __future__ import annotations
 
 import math
@@ -30,6 +31,7 @@ _BLUR_TAPS = 5
 class UpsamplerArgs:
     """Upsampler shape. Defaults are ltx-core's for keys absent from the upsampler file's ``config``
     metadata; ``from_config`` also reads a diffusers ``LTX2LatentUpsamplerModel`` config."""
+
     in_channels: int = 128
     mid_channels: int = 512
     num_blocks_per_stage: int = 4
@@ -40,7 +42,7 @@ class UpsamplerArgs:
     rational_resampler: bool = False
 
     @classmethod
-    def from_config(cls, config: dict) -> "UpsamplerArgs":
+    def from_config(cls, config: dict) -> UpsamplerArgs:
         """The diffusers layout is told by its own key names (``use_rational_resampler``,
         ``rational_spatial_scale``), never by ``_class_name``. Raises ValueError for an unsupported scale
         or combination (see ``LatentUpsampler``)."""
@@ -53,8 +55,7 @@ class UpsamplerArgs:
             spatial_upsample=config.get("spatial_upsample", True),
             temporal_upsample=config.get("temporal_upsample", False),
             spatial_scale=float(config.get("rational_spatial_scale" if diffusers else "spatial_scale", 2.0)),
-            rational_resampler=config.get("use_rational_resampler" if diffusers else "rational_resampler",
-                                          diffusers),
+            rational_resampler=config.get("use_rational_resampler" if diffusers else "rational_resampler", diffusers),
         )
         args.check()
         return args
@@ -66,8 +67,12 @@ class UpsamplerArgs:
             raise ValueError(f"dims must be 2 or 3, got {self.dims}")
         if self.dims == 2 and self.temporal_upsample:
             raise ValueError("temporal upsampling needs dims=3")
-        if self.rational_resampler and self.spatial_upsample and not self.temporal_upsample \
-                and float(self.spatial_scale) not in _RATIONAL:
+        if (
+            self.rational_resampler
+            and self.spatial_upsample
+            and not self.temporal_upsample
+            and float(self.spatial_scale) not in _RATIONAL
+        ):
             raise ValueError(f"unsupported rational scale {self.spatial_scale}; choose from {sorted(_RATIONAL)}")
 
 
@@ -94,7 +99,7 @@ def blur_downsample(x: mx.array, stride: int) -> mx.array:
         pad = [(0, 0)] * x.ndim
         pad[axis] = (p, p)
         xp = mx.pad(x, pad)
-        pick = lambda i: xp[(slice(None),) * axis + (slice(i, i + stride * (n_out - 1) + 1, stride),)]  # noqa: E731
+        pick = lambda i: xp[(slice(None),) * axis + (slice(i, i + stride * (n_out - 1) + 1, stride),)]  # noqa: E731, B023
         x = sum(w * pick(i) for i, w in enumerate(taps))
     return x
 
@@ -212,7 +217,7 @@ def sanitize(weights: dict[str, mx.array], layout: str = "official") -> dict[str
                 raise WeightsError(f"{k}: not the 5x5 binomial kernel the reference uses")
             continue
         if k.startswith("upsampler.0."):  # plain upsamplers: Sequential(conv, shuffle)
-            k = "upsampler.conv." + k[len("upsampler.0."):]
+            k = "upsampler.conv." + k[len("upsampler.0.") :]
         if k.endswith(".weight") and v.ndim in (4, 5):
             v = v.transpose(0, *range(2, v.ndim), 1)
         out[k] = v

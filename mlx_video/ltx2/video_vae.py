@@ -14,13 +14,14 @@ disagree on the last encoder downsample (2048 vs 1024 channels, docs/ltx2.md 4.4
 width read from a stale config would either crash or silently mis-size the following blocks.
 All computation is float32.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -30,8 +31,7 @@ from mlx_video.io.weights import WeightsError, load_safetensors, load_strict
 from mlx_video.nn.conv import conv3d
 from mlx_video.nn.embeddings import sinusoidal_embedding
 
-_ENC_STRIDES = {"compress_space_res": (1, 2, 2), "compress_time_res": (2, 1, 1),
-                "compress_all_res": (2, 2, 2)}
+_ENC_STRIDES = {"compress_space_res": (1, 2, 2), "compress_time_res": (2, 1, 1), "compress_all_res": (2, 2, 2)}
 _DEC_STRIDES = {"compress_space": (1, 2, 2), "compress_time": (2, 1, 1), "compress_all": (2, 2, 2)}
 _PADDINGS = ("zeros", "reflect")
 
@@ -49,6 +49,7 @@ class VideoVAEArgs:
     ``encoder_blocks`` in execution order; ``decoder_blocks`` as the config lists them
     (pixel side first; the decoder runs them reversed, like ltx-core).
     """
+
     encoder_blocks: list = field(default_factory=list)
     decoder_blocks: list = field(default_factory=list)
     patch_size: int = 4
@@ -63,7 +64,7 @@ class VideoVAEArgs:
     decode_timestep: float = 0.05
 
     @classmethod
-    def from_config(cls, config: Mapping) -> "VideoVAEArgs":
+    def from_config(cls, config: Mapping) -> VideoVAEArgs:
         """From the single file's ``config`` (or its ``"vae"`` part) or a diffusers VAE config.
 
         Missing official keys take ltx-core's configurator defaults (note: its
@@ -74,20 +75,23 @@ class VideoVAEArgs:
         d = config["vae"] if "vae" in config else config
         if "encoder_blocks" in d or "decoder_blocks" in d:
             pad = d.get("spatial_padding_mode")
-            return cls(encoder_blocks=_blocks(d.get("encoder_blocks", [])),
-                       decoder_blocks=_blocks(d.get("decoder_blocks", [])),
-                       patch_size=d.get("patch_size", 4),
-                       latent_log_var=d.get("latent_log_var", "uniform"),
-                       encoder_padding=pad or "zeros", decoder_padding=pad or "reflect",
-                       causal_decoder=d.get("causal_decoder", False),
-                       timestep_conditioning=d.get("timestep_conditioning", True),
-                       norm_layer=d.get("norm_layer", "pixel_norm"))
+            return cls(
+                encoder_blocks=_blocks(d.get("encoder_blocks", [])),
+                decoder_blocks=_blocks(d.get("decoder_blocks", [])),
+                patch_size=d.get("patch_size", 4),
+                latent_log_var=d.get("latent_log_var", "uniform"),
+                encoder_padding=pad or "zeros",
+                decoder_padding=pad or "reflect",
+                causal_decoder=d.get("causal_decoder", False),
+                timestep_conditioning=d.get("timestep_conditioning", True),
+                norm_layer=d.get("norm_layer", "pixel_norm"),
+            )
         if "layers_per_block" in d:
             return cls._from_diffusers(d)
         raise ValueError("not an LTX-2 video VAE config (no encoder_blocks/decoder_blocks or layers_per_block)")
 
     @classmethod
-    def _from_diffusers(cls, d: Mapping) -> "VideoVAEArgs":
+    def _from_diffusers(cls, d: Mapping) -> VideoVAEArgs:
         # diffusers groups "resnets + resampler" per block; ltx-core lists them as separate blocks.
         layers = list(d.get("layers_per_block", (4, 6, 6, 2, 2)))
         n = len(layers) - 1
@@ -95,8 +99,10 @@ class VideoVAEArgs:
         kinds = {"spatial": "space", "temporal": "time", "spatiotemporal": "all"}
         scaling = d.get("spatio_temporal_scaling", True)
         if not all([scaling] * n if isinstance(scaling, bool) else scaling) or any(t not in kinds for t in down[:n]):
-            raise ValueError("diffusers LTX-2 VAE: only configs whose every down block ends in a "
-                             "spatial/temporal/spatiotemporal downsampler are supported")
+            raise ValueError(
+                "diffusers LTX-2 VAE: only configs whose every down block ends in a "
+                "spatial/temporal/spatiotemporal downsampler are supported"
+            )
         enc = []
         for i in range(n):
             enc += [("res_x", {"num_layers": layers[i]}), (f"compress_{kinds[down[i]]}_res", {})]
@@ -104,9 +110,9 @@ class VideoVAEArgs:
 
         dlayers = list(d.get("decoder_layers_per_block", (5, 5, 5, 5)))  # pixel side first
         m = len(dlayers) - 1
-        up = list(d.get("upsample_type", ("spatiotemporal",) * m))      # latent side first (not reversed)
+        up = list(d.get("upsample_type", ("spatiotemporal",) * m))  # latent side first (not reversed)
         res = d.get("upsample_residual", True)
-        res = [res] * m if isinstance(res, bool) else list(res)          # pixel side first
+        res = [res] * m if isinstance(res, bool) else list(res)  # pixel side first
         dscaling = d.get("decoder_spatio_temporal_scaling", True)
         if not all([dscaling] * m if isinstance(dscaling, bool) else dscaling) or any(t not in kinds for t in up[:m]):
             raise ValueError("diffusers LTX-2 VAE: only configs whose every up block has an upsampler are supported")
@@ -115,15 +121,18 @@ class VideoVAEArgs:
             raise ValueError("decoder_inject_noise is not supported")
         dec = []
         for i in range(m):  # pixel side first, as ltx-core's decoder_blocks
-            dec += [("res_x", {"num_layers": dlayers[i]}),
-                    (f"compress_{kinds[up[m - 1 - i]]}", {"residual": res[i]})]
+            dec += [("res_x", {"num_layers": dlayers[i]}), (f"compress_{kinds[up[m - 1 - i]]}", {"residual": res[i]})]
         dec.append(("res_x", {"num_layers": dlayers[-1]}))
-        return cls(encoder_blocks=enc, decoder_blocks=dec, patch_size=d.get("patch_size", 4),
-                   encoder_padding=d.get("encoder_spatial_padding_mode", "zeros"),
-                   decoder_padding=d.get("decoder_spatial_padding_mode", "reflect"),
-                   encoder_causal=d.get("encoder_causal", True),
-                   causal_decoder=d.get("decoder_causal", True),
-                   timestep_conditioning=d.get("timestep_conditioning", False))
+        return cls(
+            encoder_blocks=enc,
+            decoder_blocks=dec,
+            patch_size=d.get("patch_size", 4),
+            encoder_padding=d.get("encoder_spatial_padding_mode", "zeros"),
+            decoder_padding=d.get("decoder_spatial_padding_mode", "reflect"),
+            encoder_causal=d.get("encoder_causal", True),
+            causal_decoder=d.get("decoder_causal", True),
+            timestep_conditioning=d.get("timestep_conditioning", False),
+        )
 
 
 # ----------------------------------------------------------------------------- layers
@@ -167,9 +176,9 @@ def _pad_hw(x: mx.array, ph: int, pw: int, mode: str) -> mx.array:
         return mx.pad(x, [(0, 0), (0, 0), (ph, ph), (pw, pw), (0, 0)])
     # reflect (torch padding_mode="reflect"): mirror without repeating the edge
     if ph:
-        x = mx.concatenate([x[:, :, ph:0:-1], x, x[:, :, -2:-ph - 2:-1]], axis=2)
+        x = mx.concatenate([x[:, :, ph:0:-1], x, x[:, :, -2 : -ph - 2 : -1]], axis=2)
     if pw:
-        x = mx.concatenate([x[:, :, :, pw:0:-1], x, x[:, :, :, -2:-pw - 2:-1]], axis=3)
+        x = mx.concatenate([x[:, :, :, pw:0:-1], x, x[:, :, :, -2 : -pw - 2 : -1]], axis=3)
     return x
 
 
@@ -322,7 +331,7 @@ class VideoEncoder(nn.Module):
         self.conv_out = CausalConv3d(cout, conv_out, args.encoder_padding)
 
     @classmethod
-    def from_weights(cls, w: Mapping[str, mx.array], args: VideoVAEArgs, latent_channels: int) -> "VideoEncoder":
+    def from_weights(cls, w: Mapping[str, mx.array], args: VideoVAEArgs, latent_channels: int) -> VideoEncoder:
         """Size every block from the (sanitized, ``encoder.``-stripped) weights; does not load them.
 
         Raises WeightsError naming the block when a block's input width differs from the previous
@@ -331,9 +340,10 @@ class VideoEncoder(nn.Module):
         """
         pad = args.encoder_padding
         c0, *_, cin = _shape(w, "conv_in.weight", "encoder conv_in")
-        if cin != 3 * args.patch_size ** 2:
-            raise WeightsError(f"encoder conv_in takes {cin} channels, patch size {args.patch_size} gives "
-                               f"{3 * args.patch_size ** 2}")
+        if cin != 3 * args.patch_size**2:
+            raise WeightsError(
+                f"encoder conv_in takes {cin} channels, patch size {args.patch_size} gives {3 * args.patch_size**2}"
+            )
         cur, blocks = c0, []
         for i, (name, params) in enumerate(args.encoder_blocks):
             pre, what = f"down_blocks.{i}.", f"encoder block down_blocks.{i} ({name})"
@@ -344,19 +354,29 @@ class VideoEncoder(nn.Module):
                 p = math.prod(_ENC_STRIDES[name])
                 out = o * p  # docs/ltx2.md 4.4: out from the conv, not from the config multiplier
                 if i_ != cur or (cur * p) % out:
-                    raise WeightsError(f"{what}: conv takes {i_} channels (previous block gives {cur}); "
-                                       f"{cur}*{p} is not a multiple of {out}")
+                    raise WeightsError(
+                        f"{what}: conv takes {i_} channels (previous block gives {cur}); "
+                        f"{cur}*{p} is not a multiple of {out}"
+                    )
                 blocks.append(SpaceToDepthDownsample(cur, out, _ENC_STRIDES[name], pad))
                 cur = out
             else:
-                raise ValueError(f"encoder block kind {name!r} is not implemented (LTX-2/2.3 use res_x, "
-                                 f"compress_space_res, compress_time_res, compress_all_res)")
+                raise ValueError(
+                    f"encoder block kind {name!r} is not implemented (LTX-2/2.3 use res_x, "
+                    f"compress_space_res, compress_time_res, compress_all_res)"
+                )
         co, *_, ci = _shape(w, "conv_out.weight", "encoder conv_out")
-        want = {"uniform": latent_channels + 1, "constant": latent_channels + 1,
-                "per_channel": 2 * latent_channels, "none": latent_channels}[args.latent_log_var]
+        want = {
+            "uniform": latent_channels + 1,
+            "constant": latent_channels + 1,
+            "per_channel": 2 * latent_channels,
+            "none": latent_channels,
+        }[args.latent_log_var]
         if ci != cur or co != want:
-            raise WeightsError(f"encoder conv_out maps {ci}->{co} channels; expected {cur}->{want} "
-                               f"(latent_log_var={args.latent_log_var})")
+            raise WeightsError(
+                f"encoder conv_out maps {ci}->{co} channels; expected {cur}->{want} "
+                f"(latent_log_var={args.latent_log_var})"
+            )
         return cls(args, cin, c0, blocks, cur, co)
 
     @property
@@ -372,7 +392,7 @@ class VideoEncoder(nn.Module):
             x = blk(x, causal)
         x = self.conv_out(nn.silu(pixel_norm(x)), causal)
         log_var = self.args.latent_log_var  # the means come first; log-variance channels are dropped
-        return x[..., :x.shape[-1] // 2 if log_var == "per_channel" else x.shape[-1] - (log_var != "none")]
+        return x[..., : x.shape[-1] // 2 if log_var == "per_channel" else x.shape[-1] - (log_var != "none")]
 
 
 class VideoDecoder(nn.Module):
@@ -392,7 +412,7 @@ class VideoDecoder(nn.Module):
             self.last_scale_shift_table = mx.zeros((2, cout))
 
     @classmethod
-    def from_weights(cls, w: Mapping[str, mx.array], args: VideoVAEArgs, latent_channels: int) -> "VideoDecoder":
+    def from_weights(cls, w: Mapping[str, mx.array], args: VideoVAEArgs, latent_channels: int) -> VideoDecoder:
         """Size every block from the (sanitized, ``decoder.``-stripped) weights; does not load them.
 
         Raises WeightsError naming the block on inconsistent widths or layer counts, ValueError
@@ -416,16 +436,20 @@ class VideoDecoder(nn.Module):
                 res = bool(params.get("residual", False))
                 out = o // p
                 if i_ != cur or o % p or (res and (cur % p or out % (cur // p))):
-                    raise WeightsError(f"{what}: conv maps {i_}->{o} channels after a block giving {cur}; "
-                                       f"not a valid depth-to-space x{p}{' with residual' if res else ''}")
+                    raise WeightsError(
+                        f"{what}: conv maps {i_}->{o} channels after a block giving {cur}; "
+                        f"not a valid depth-to-space x{p}{' with residual' if res else ''}"
+                    )
                 blocks.append(DepthToSpaceUpsample(cur, out, s, res, pad))
                 cur = out
             else:
-                raise ValueError(f"decoder block kind {name!r} is not implemented (LTX-2/2.3 use res_x, "
-                                 f"compress_space, compress_time, compress_all)")
+                raise ValueError(
+                    f"decoder block kind {name!r} is not implemented (LTX-2/2.3 use res_x, "
+                    f"compress_space, compress_time, compress_all)"
+                )
         co, *_, ci = _shape(w, "conv_out.weight", "decoder conv_out")
-        if ci != cur or co != 3 * args.patch_size ** 2:
-            raise WeightsError(f"decoder conv_out maps {ci}->{co} channels; expected {cur}->{3 * args.patch_size ** 2}")
+        if ci != cur or co != 3 * args.patch_size**2:
+            raise WeightsError(f"decoder conv_out maps {ci}->{co} channels; expected {cur}->{3 * args.patch_size**2}")
         return cls(args, cin, c0, blocks, cur, co)
 
     @property
@@ -494,8 +518,13 @@ class VideoVAE(nn.Module):
     Build with :meth:`from_weights` (or :func:`load_video_vae`); either part may be absent.
     """
 
-    def __init__(self, args: VideoVAEArgs, latent_channels: int,
-                 encoder: VideoEncoder | None = None, decoder: VideoDecoder | None = None):
+    def __init__(
+        self,
+        args: VideoVAEArgs,
+        latent_channels: int,
+        encoder: VideoEncoder | None = None,
+        decoder: VideoDecoder | None = None,
+    ):
         super().__init__()
         self.args = args
         self.latents_mean = mx.zeros((latent_channels,))
@@ -506,8 +535,12 @@ class VideoVAE(nn.Module):
             self.decoder = decoder
 
     @classmethod
-    def from_weights(cls, weights: Mapping[str, mx.array], config: Mapping | VideoVAEArgs,
-                     parts: Sequence[str] = ("encoder", "decoder")) -> "VideoVAE":
+    def from_weights(
+        cls,
+        weights: Mapping[str, mx.array],
+        config: Mapping | VideoVAEArgs,
+        parts: Sequence[str] = ("encoder", "decoder"),
+    ) -> VideoVAE:
         """Build from sanitized weights (see :func:`sanitize`) and the checkpoint config, load strictly.
 
         Block kinds, layer counts and flags come from ``config``; all widths from the weights.
@@ -522,12 +555,15 @@ class VideoVAE(nn.Module):
             if pad not in _PADDINGS:
                 raise ValueError(f"spatial padding {pad!r} is not implemented ({_PADDINGS})")
         c = _shape(weights, "latents_mean", "video VAE statistics")[0]
-        sub = {p: {k[len(p) + 1:]: v for k, v in weights.items() if k.startswith(p + ".")} for p in parts}
+        sub = {p: {k[len(p) + 1 :]: v for k, v in weights.items() if k.startswith(p + ".")} for p in parts}
         enc = VideoEncoder.from_weights(sub["encoder"], args, c) if "encoder" in parts else None
         dec = VideoDecoder.from_weights(sub["decoder"], args, c) if "decoder" in parts else None
         model = cls(args, c, enc, dec)
-        keep = {k: v for k, v in weights.items() if k.startswith(tuple(p + "." for p in parts))
-                or not k.startswith(("encoder.", "decoder."))}
+        keep = {
+            k: v
+            for k, v in weights.items()
+            if k.startswith(tuple(p + "." for p in parts)) or not k.startswith(("encoder.", "decoder."))
+        }
         load_strict(model, keep, "LTX-2 video VAE", dtype=mx.float32)
         return model
 
@@ -544,8 +580,9 @@ class VideoVAE(nn.Module):
         mu = self.encoder(video.astype(mx.float32))
         return (mu - self.latents_mean) / self.latents_std
 
-    def decode(self, latent: mx.array, timestep: float | mx.array | None = None,
-               noise: mx.array | None = None) -> mx.array:
+    def decode(
+        self, latent: mx.array, timestep: float | mx.array | None = None, noise: mx.array | None = None
+    ) -> mx.array:
         """Normalised latent [B, T, h, w, C] -> video [B, 1+8(T-1), 32h, 32w, 3] (about [-1, 1]).
 
         Only for a timestep-conditioned decoder (neither shipped checkpoint is): the latent is first
@@ -559,9 +596,15 @@ class VideoVAE(nn.Module):
             z = s * (mx.random.normal(z.shape) if noise is None else noise) + (1 - s) * z
         return self.decoder(z * self.latents_std + self.latents_mean, timestep)
 
-    def iter_decode_tiled(self, latent: mx.array, tile_pixels: int | None = 512, overlap_pixels: int = 64,
-                          tile_frames: int | None = 64, overlap_frames: int = 24,
-                          timestep: float | mx.array | None = None) -> Iterator[mx.array]:
+    def iter_decode_tiled(
+        self,
+        latent: mx.array,
+        tile_pixels: int | None = 512,
+        overlap_pixels: int = 64,
+        tile_frames: int | None = 64,
+        overlap_frames: int = 24,
+        timestep: float | mx.array | None = None,
+    ) -> Iterator[mx.array]:
         """Decode in overlapping tiles and yield the video in temporal chunks [B, f, H, W, 3].
 
         Same tiles, trapezoidal blend masks and causal temporal shift as ltx-core's
@@ -571,11 +614,13 @@ class VideoVAE(nn.Module):
         timestep-conditioned decoder each tile draws its own noise (as ltx-core does).
         Raises ValueError for sizes ltx-core's TilingConfig rejects.
         """
-        if tile_pixels is not None and (tile_pixels < 64 or tile_pixels % 32 or overlap_pixels % 32
-                                        or overlap_pixels >= tile_pixels):
+        if tile_pixels is not None and (
+            tile_pixels < 64 or tile_pixels % 32 or overlap_pixels % 32 or overlap_pixels >= tile_pixels
+        ):
             raise ValueError("tile_pixels must be >= 64 and a multiple of 32, overlap a smaller multiple of 32")
-        if tile_frames is not None and (tile_frames < 16 or tile_frames % 8 or overlap_frames % 8
-                                        or overlap_frames >= tile_frames):
+        if tile_frames is not None and (
+            tile_frames < 16 or tile_frames % 8 or overlap_frames % 8 or overlap_frames >= tile_frames
+        ):
             raise ValueError("tile_frames must be >= 16 and a multiple of 8, overlap a smaller multiple of 8")
         ft, fs = self.decoder.factors
         b, t, h, w, _ = latent.shape
@@ -586,12 +631,21 @@ class VideoVAE(nn.Module):
                 continue
             ov = overlap_pixels // fs
             size = max(max(2, ov + 1), round(tile_pixels // fs * n / max(h, w)))
-            axes.append([(slice(s, e), slice(s * f, e * f), _trapezoid((e - s) * f, lr * f, rr * f, False))
-                         for s, e, lr, rr in zip(*_split(n, size, ov))])
+            axes.append(
+                [
+                    (slice(s, e), slice(s * f, e * f), _trapezoid((e - s) * f, lr * f, rr * f, False))
+                    for s, e, lr, rr in zip(*_split(n, size, ov))
+                ]
+            )
         spl = _split_causal(t, tile_frames // ft, overlap_frames // ft) if tile_frames else _split(t, t, 0)
-        temporal = [(slice(s, e), slice(s * ft, 1 + (e - 1) * ft),
-                     _trapezoid(1 + (e - 1 - s) * ft, 0 if lr == 0 else 1 + (lr - 1) * ft, rr * ft, True))
-                    for s, e, lr, rr in zip(*spl)]
+        temporal = [
+            (
+                slice(s, e),
+                slice(s * ft, 1 + (e - 1) * ft),
+                _trapezoid(1 + (e - 1 - s) * ft, 0 if lr == 0 else 1 + (lr - 1) * ft, rr * ft, True),
+            )
+            for s, e, lr, rr in zip(*spl)
+        ]
         H, W = h * fs, w * fs
         prev = None  # (sum, weight, start frame)
         for tin, tout, tmask in temporal:
@@ -615,22 +669,33 @@ class VideoVAE(nn.Module):
                     acc[:, :ov] = psum[:, o:]
                     wts[:, :ov] = pw[:, o:]
                 if tout.start > pstart:
-                    yield (psum / mx.maximum(pw, 1e-8))[:, :tout.start - pstart]
+                    yield (psum / mx.maximum(pw, 1e-8))[:, : tout.start - pstart]
             prev = (acc, wts, tout.start)
         yield prev[0] / mx.maximum(prev[1], 1e-8)
 
-    def decode_tiled(self, latent: mx.array, tile_pixels: int | None = 512, overlap_pixels: int = 64,
-                     tile_frames: int | None = 64, overlap_frames: int = 24,
-                     timestep: float | mx.array | None = None) -> mx.array:
+    def decode_tiled(
+        self,
+        latent: mx.array,
+        tile_pixels: int | None = 512,
+        overlap_pixels: int = 64,
+        tile_frames: int | None = 64,
+        overlap_frames: int = 24,
+        timestep: float | mx.array | None = None,
+    ) -> mx.array:
         """:meth:`iter_decode_tiled` concatenated along frames -> [B, F, H, W, 3]."""
-        return mx.concatenate(list(self.iter_decode_tiled(latent, tile_pixels, overlap_pixels, tile_frames,
-                                                          overlap_frames, timestep)), axis=1)
+        return mx.concatenate(
+            list(self.iter_decode_tiled(latent, tile_pixels, overlap_pixels, tile_frames, overlap_frames, timestep)),
+            axis=1,
+        )
 
 
 # ----------------------------------------------------------------------------- checkpoint keys
 # ltx-core's PerChannelStatistics never reads these (it loads non-strictly); diffusers drops them too.
-_UNUSED_STATS = ("per_channel_statistics.channel", "per_channel_statistics.mean-of-stds",
-                 "per_channel_statistics.mean-of-stds_over_std-of-means")
+_UNUSED_STATS = (
+    "per_channel_statistics.channel",
+    "per_channel_statistics.mean-of-stds",
+    "per_channel_statistics.mean-of-stds_over_std-of-means",
+)
 
 
 def _diffusers_to_ltx(k: str, n_down: int) -> str:
@@ -643,8 +708,10 @@ def _diffusers_to_ltx(k: str, n_down: int) -> str:
         (r"^decoder\.mid_block\.time_embedder\.", lambda m: "decoder.up_blocks.0.time_embedder."),
         (r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: f"decoder.up_blocks.{2 * int(m[1]) + 1}."),
         (r"^decoder\.up_blocks\.(\d+)\.resnets\.", lambda m: f"decoder.up_blocks.{2 * int(m[1]) + 2}.res_blocks."),
-        (r"^decoder\.up_blocks\.(\d+)\.time_embedder\.",
-         lambda m: f"decoder.up_blocks.{2 * int(m[1]) + 2}.time_embedder."),
+        (
+            r"^decoder\.up_blocks\.(\d+)\.time_embedder\.",
+            lambda m: f"decoder.up_blocks.{2 * int(m[1]) + 2}.time_embedder.",
+        ),
         (r"^decoder\.time_embedder\.", lambda m: "decoder.last_time_embedder."),
         (r"^decoder\.scale_shift_table$", lambda m: "decoder.last_scale_shift_table"),
     ]
@@ -668,25 +735,27 @@ def sanitize(weights: Mapping[str, mx.array], layout: str = "lightricks") -> dic
         raise ValueError(f"unknown layout {layout!r} (lightricks, diffusers)")
     if any(k.startswith("vae.") for k in weights):
         weights = {k[4:]: v for k, v in weights.items() if k.startswith("vae.")}
-    n_down = 1 + max([int(m[1]) for k in weights if (m := re.match(r"encoder\.down_blocks\.(\d+)\.", k))],
-                     default=-1)
+    n_down = 1 + max([int(m[1]) for k in weights if (m := re.match(r"encoder\.down_blocks\.(\d+)\.", k))], default=-1)
     out = {}
     for k, v in weights.items():
         if layout == "lightricks":
             if k in _UNUSED_STATS:
                 continue
-            k = {"per_channel_statistics.mean-of-means": "latents_mean",
-                 "per_channel_statistics.std-of-means": "latents_std"}.get(k, k)
+            k = {
+                "per_channel_statistics.mean-of-means": "latents_mean",
+                "per_channel_statistics.std-of-means": "latents_std",
+            }.get(k, k)
         else:
             k = _diffusers_to_ltx(k, n_down)
-        k = re.sub(r"\.conv\.(weight|bias)$", r".\1", k)          # CausalConv3d's inner nn.Conv3d
+        k = re.sub(r"\.conv\.(weight|bias)$", r".\1", k)  # CausalConv3d's inner nn.Conv3d
         k = k.replace("time_embedder.timestep_embedder.", "time_embedder.")
         out[k] = v.transpose(0, 2, 3, 4, 1) if v.ndim == 5 else v
     return out
 
 
-def load_video_vae(path: str, layout: str = "lightricks", config: Mapping | None = None,
-                   parts: Sequence[str] = ("encoder", "decoder")) -> VideoVAE:
+def load_video_vae(
+    path: str, layout: str = "lightricks", config: Mapping | None = None, parts: Sequence[str] = ("encoder", "decoder")
+) -> VideoVAE:
     """Load from a safetensors file: the LTX-2 single file (config from its ``config`` metadata)
     or a diffusers ``vae/diffusion_pytorch_model.safetensors`` (pass its config.json as ``config``).
     Raises WeightsError for unreadable files or mismatching weights, ValueError without a config."""

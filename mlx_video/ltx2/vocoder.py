@@ -11,6 +11,7 @@ Follows ``ltx_core.model.audio_vae.vocoder`` (ltx-core 1.0.0); diffusers' ``LTX2
 ``LTX2VocoderWithBWE`` are the same networks under other names. Channels-last throughout:
 the input mel is the audio decoder's ``[B, T, mel_bins, 2]``; the output is ``[B, samples, 2]``.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,8 +70,9 @@ class VocoderArgs:
         self.resblock_dilation_sizes = tuple(tuple(d) for d in self.resblock_dilation_sizes)
 
     @classmethod
-    def from_config(cls, cfg: dict, final_activation: bool = True,
-                    output_sampling_rate: int | None = None) -> "VocoderArgs":
+    def from_config(
+        cls, cfg: dict, final_activation: bool = True, output_sampling_rate: int | None = None
+    ) -> VocoderArgs:
         """From an official flat vocoder config (``config["vocoder"]`` of LTX-2, or the
         ``"vocoder"`` / ``"bwe"`` entries of LTX-2.3; ``final_activation=False`` for the BWE
         generator, as ltx-core builds it) or a diffusers ``LTX2Vocoder`` config (told apart by its own
@@ -82,31 +84,37 @@ class VocoderArgs:
                 raise ValueError("snake activations without anti-aliasing are not an LTX-2 vocoder")
             if cfg.get("leaky_relu_negative_slope", LRELU_SLOPE) != LRELU_SLOPE:
                 raise ValueError("LTX-2 vocoders use LeakyReLU slope 0.1")
-            return cls(in_channels=cfg.get("in_channels", 128), upsample_initial_channel=cfg["hidden_channels"],
-                       out_channels=cfg.get("out_channels", 2),
-                       upsample_rates=cfg.get("upsample_factors", (6, 5, 2, 2, 2)),
-                       upsample_kernel_sizes=cfg.get("upsample_kernel_sizes", (16, 15, 8, 4, 4)),
-                       resblock_kernel_sizes=cfg.get("resnet_kernel_sizes", (3, 7, 11)),
-                       resblock_dilation_sizes=cfg.get("resnet_dilations", ((1, 3, 5),) * 3),
-                       resblock="1" if act == "leaky_relu" else "AMP1",
-                       activation="snake" if act == "leaky_relu" else act,
-                       final_activation=cfg.get("final_act_fn", "tanh"),
-                       use_bias_at_final=cfg.get("final_bias", True),
-                       antialias_ratio=cfg.get("antialias_ratio", 2),
-                       antialias_kernel_size=cfg.get("antialias_kernel_size", 12),
-                       output_sampling_rate=cfg.get("output_sampling_rate", 24000))
+            return cls(
+                in_channels=cfg.get("in_channels", 128),
+                upsample_initial_channel=cfg["hidden_channels"],
+                out_channels=cfg.get("out_channels", 2),
+                upsample_rates=cfg.get("upsample_factors", (6, 5, 2, 2, 2)),
+                upsample_kernel_sizes=cfg.get("upsample_kernel_sizes", (16, 15, 8, 4, 4)),
+                resblock_kernel_sizes=cfg.get("resnet_kernel_sizes", (3, 7, 11)),
+                resblock_dilation_sizes=cfg.get("resnet_dilations", ((1, 3, 5),) * 3),
+                resblock="1" if act == "leaky_relu" else "AMP1",
+                activation="snake" if act == "leaky_relu" else act,
+                final_activation=cfg.get("final_act_fn", "tanh"),
+                use_bias_at_final=cfg.get("final_bias", True),
+                antialias_ratio=cfg.get("antialias_ratio", 2),
+                antialias_kernel_size=cfg.get("antialias_kernel_size", 12),
+                output_sampling_rate=cfg.get("output_sampling_rate", 24000),
+            )
         if cfg.get("stereo", True) is not True:
             raise ValueError("only stereo LTX-2 vocoders exist (config 'stereo' must be true)")
         tanh = cfg.get("use_tanh_at_final", True)
-        return cls(upsample_initial_channel=cfg.get("upsample_initial_channel", 1024),
-                   upsample_rates=cfg.get("upsample_rates", (6, 5, 2, 2, 2)),
-                   upsample_kernel_sizes=cfg.get("upsample_kernel_sizes", (16, 15, 8, 4, 4)),
-                   resblock_kernel_sizes=cfg.get("resblock_kernel_sizes", (3, 7, 11)),
-                   resblock_dilation_sizes=cfg.get("resblock_dilation_sizes", ((1, 3, 5),) * 3),
-                   resblock=cfg.get("resblock", "1"), activation=cfg.get("activation", "snake"),
-                   final_activation=("tanh" if tanh else "clamp") if final_activation else None,
-                   use_bias_at_final=cfg.get("use_bias_at_final", True),
-                   output_sampling_rate=output_sampling_rate or cfg.get("output_sampling_rate", 24000))
+        return cls(
+            upsample_initial_channel=cfg.get("upsample_initial_channel", 1024),
+            upsample_rates=cfg.get("upsample_rates", (6, 5, 2, 2, 2)),
+            upsample_kernel_sizes=cfg.get("upsample_kernel_sizes", (16, 15, 8, 4, 4)),
+            resblock_kernel_sizes=cfg.get("resblock_kernel_sizes", (3, 7, 11)),
+            resblock_dilation_sizes=cfg.get("resblock_dilation_sizes", ((1, 3, 5),) * 3),
+            resblock=cfg.get("resblock", "1"),
+            activation=cfg.get("activation", "snake"),
+            final_activation=("tanh" if tanh else "clamp") if final_activation else None,
+            use_bias_at_final=cfg.get("use_bias_at_final", True),
+            output_sampling_rate=output_sampling_rate or cfg.get("output_sampling_rate", 24000),
+        )
 
 
 @dataclass
@@ -129,7 +137,7 @@ class BWEVocoderArgs:
             raise ValueError("BWE output rate must be an integer multiple of the input rate")
 
     @classmethod
-    def from_config(cls, config: dict) -> "BWEVocoderArgs":
+    def from_config(cls, config: dict) -> BWEVocoderArgs:
         """From the checkpoint config (whole dict or its ``"vocoder"`` entry, with nested ``"vocoder"``
         and ``"bwe"``) or a diffusers ``LTX2VocoderWithBWE`` config (``bwe_*`` keys)."""
         if "bwe_hidden_channels" in config:  # diffusers
@@ -138,23 +146,35 @@ class BWEVocoderArgs:
             i, o = config.get("input_sampling_rate", 16000), config.get("output_sampling_rate", 48000)
             main.setdefault("final_act_fn", None), main.setdefault("final_bias", False)
             bwe.setdefault("final_act_fn", None), bwe.setdefault("final_bias", False)
-            return cls(VocoderArgs.from_config({**main, "output_sampling_rate": i}),
-                       VocoderArgs.from_config({**bwe, "output_sampling_rate": o}),
-                       n_fft=config.get("filter_length", 512), hop_length=config.get("hop_length", 80),
-                       win_length=config.get("window_length", 512),
-                       num_mels=config.get("num_mel_channels", 64), input_sampling_rate=i, output_sampling_rate=o)
+            return cls(
+                VocoderArgs.from_config({**main, "output_sampling_rate": i}),
+                VocoderArgs.from_config({**bwe, "output_sampling_rate": o}),
+                n_fft=config.get("filter_length", 512),
+                hop_length=config.get("hop_length", 80),
+                win_length=config.get("window_length", 512),
+                num_mels=config.get("num_mel_channels", 64),
+                input_sampling_rate=i,
+                output_sampling_rate=o,
+            )
         cfg = _section(config)
         bwe = cfg["bwe"]
         i, o = bwe["input_sampling_rate"], bwe["output_sampling_rate"]
-        return cls(VocoderArgs.from_config(cfg.get("vocoder", {}), output_sampling_rate=i),
-                   VocoderArgs.from_config(bwe, final_activation=False, output_sampling_rate=o),
-                   n_fft=bwe["n_fft"], hop_length=bwe["hop_length"], win_length=bwe["n_fft"],
-                   num_mels=bwe["num_mels"], input_sampling_rate=i, output_sampling_rate=o)
+        return cls(
+            VocoderArgs.from_config(cfg.get("vocoder", {}), output_sampling_rate=i),
+            VocoderArgs.from_config(bwe, final_activation=False, output_sampling_rate=o),
+            n_fft=bwe["n_fft"],
+            hop_length=bwe["hop_length"],
+            win_length=bwe["n_fft"],
+            num_mels=bwe["num_mels"],
+            input_sampling_rate=i,
+            output_sampling_rate=o,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # anti-aliased resampling (BigVGAN v2); x is [B, L, C] throughout
 # ---------------------------------------------------------------------------------------------
+
 
 def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> np.ndarray:
     """Kaiser-windowed sinc low-pass of ``kernel_size`` taps summing to 1 (float64 NumPy)."""
@@ -207,9 +227,10 @@ class UpSample1d(nn.Module):
     def __call__(self, x):
         f = self.filter if "filter" in self else self._filter
         x = mx.pad(x, [(0, 0), (self.pad, self.pad), (0, 0)], mode="edge")
-        y = self.ratio * mx.conv_transpose1d(x, _depthwise(f, x.shape[-1], x.dtype), stride=self.ratio,
-                                             groups=x.shape[-1])
-        return y[:, self.crop[0]: y.shape[1] - self.crop[1]]
+        y = self.ratio * mx.conv_transpose1d(
+            x, _depthwise(f, x.shape[-1], x.dtype), stride=self.ratio, groups=x.shape[-1]
+        )
+        return y[:, self.crop[0] : y.shape[1] - self.crop[1]]
 
 
 class DownSample1d(nn.Module):
@@ -260,8 +281,9 @@ class ResBlock(nn.Module):
 
     def __init__(self, channels: int, kernel: int, dilations: tuple, args: VocoderArgs):
         super().__init__()
-        self.convs1 = [nn.Conv1d(channels, channels, kernel, dilation=d, padding=d * (kernel - 1) // 2)
-                       for d in dilations]
+        self.convs1 = [
+            nn.Conv1d(channels, channels, kernel, dilation=d, padding=d * (kernel - 1) // 2) for d in dilations
+        ]
         self.convs2 = [nn.Conv1d(channels, channels, kernel, padding=(kernel - 1) // 2) for _ in dilations]
         if args.resblock == "AMP1":
             beta = args.activation == "snakebeta"
@@ -294,11 +316,15 @@ class Vocoder(nn.Module):
         self.sample_rate = args.output_sampling_rate
         c0, amp = args.upsample_initial_channel, args.resblock == "AMP1"
         self.conv_pre = nn.Conv1d(args.in_channels, c0, 7, padding=3)
-        self.ups = [nn.ConvTranspose1d(c0 >> i, c0 >> (i + 1), k, stride=s, padding=(k - s) // 2)
-                    for i, (s, k) in enumerate(zip(args.upsample_rates, args.upsample_kernel_sizes))]
-        self.resblocks = [ResBlock(c0 >> (i + 1), k, d, args)
-                          for i in range(len(self.ups))
-                          for k, d in zip(args.resblock_kernel_sizes, args.resblock_dilation_sizes)]
+        self.ups = [
+            nn.ConvTranspose1d(c0 >> i, c0 >> (i + 1), k, stride=s, padding=(k - s) // 2)
+            for i, (s, k) in enumerate(zip(args.upsample_rates, args.upsample_kernel_sizes))
+        ]
+        self.resblocks = [
+            ResBlock(c0 >> (i + 1), k, d, args)
+            for i in range(len(self.ups))
+            for k, d in zip(args.resblock_kernel_sizes, args.resblock_dilation_sizes)
+        ]
         final = c0 >> len(self.ups)
         if amp:
             self.act_post = Activation1d(Snake(final, beta=True), args.antialias_ratio, args.antialias_kernel_size)
@@ -314,7 +340,7 @@ class Vocoder(nn.Module):
             if "act_post" not in self:  # HiFi-GAN: LeakyReLU before each upsampling
                 x = nn.leaky_relu(x, LRELU_SLOPE)
             x = up(x)
-            x = sum(rb(x) for rb in self.resblocks[i * n:(i + 1) * n]) / n
+            x = sum(rb(x) for rb in self.resblocks[i * n : (i + 1) * n]) / n
         # BigVGAN: alias-free SnakeBeta; HiFi-GAN: LeakyReLU with torch's default slope 0.01
         x = self.act_post(x) if "act_post" in self else nn.leaky_relu(x, 0.01)
         x = self.conv_post(x)
@@ -394,9 +420,13 @@ def vocoder_from_config(config: dict) -> Vocoder | VocoderWithBWE:
 # checkpoint keys
 # ---------------------------------------------------------------------------------------------
 
-_DIFFUSERS_NAMES = [(r"(^|\.)conv_in\.", r"\1conv_pre."), (r"(^|\.)conv_out\.", r"\1conv_post."),
-                    (r"(^|\.)upsamplers\.", r"\1ups."), (r"(^|\.)resnets\.", r"\1resblocks."),
-                    (r"(^|\.)act_out\.", r"\1act_post.")]
+_DIFFUSERS_NAMES = [
+    (r"(^|\.)conv_in\.", r"\1conv_pre."),
+    (r"(^|\.)conv_out\.", r"\1conv_post."),
+    (r"(^|\.)upsamplers\.", r"\1ups."),
+    (r"(^|\.)resnets\.", r"\1resblocks."),
+    (r"(^|\.)act_out\.", r"\1act_post."),
+]
 
 
 def sanitize(weights: dict[str, mx.array], layout: str = "lightricks") -> dict[str, mx.array]:
@@ -417,7 +447,7 @@ def sanitize(weights: dict[str, mx.array], layout: str = "lightricks") -> dict[s
         if layout == "lightricks":
             if not k.startswith("vocoder."):
                 continue
-            k = k[len("vocoder."):]
+            k = k[len("vocoder.") :]
         else:
             for pat, rep in _DIFFUSERS_NAMES:
                 k = re.sub(pat, rep, k)

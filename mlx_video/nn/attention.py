@@ -1,11 +1,18 @@
 """Scaled dot-product attention on MLX's fused kernel."""
+
 from __future__ import annotations
 
 import mlx.core as mx
 
 
-def attention(q: mx.array, k: mx.array, v: mx.array, scale: float | None = None,
-              mask: mx.array | None = None, dtype: mx.Dtype | None = None) -> mx.array:
+def attention(
+    q: mx.array,
+    k: mx.array,
+    v: mx.array,
+    scale: float | None = None,
+    mask: mx.array | None = None,
+    dtype: mx.Dtype | None = None,
+) -> mx.array:
     """softmax(q kᵀ · scale) v with ``mx.fast.scaled_dot_product_attention``.
 
     q: [B, H, Lq, D], k/v: [B, H, Lk, D]. ``scale`` defaults to 1/sqrt(D). ``dtype`` casts q/k/v

@@ -1,4 +1,5 @@
 """3-D convolution with bounded temporary memory."""
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,9 @@ import mlx.core as mx
 MAX_UNFOLD_BYTES = int(float(os.environ.get("MLX_VIDEO_CONV_UNFOLD_GB", "4")) * (1 << 30))
 
 
-def conv3d(x: mx.array, weight: mx.array, stride=(1, 1, 1), padding=(0, 0, 0),
-           max_unfold_bytes: int | None = None) -> mx.array:
+def conv3d(
+    x: mx.array, weight: mx.array, stride=(1, 1, 1), padding=(0, 0, 0), max_unfold_bytes: int | None = None
+) -> mx.array:
     """``mx.conv3d`` (channels-last) computed in output chunks whose unfolded input stays under
     ``max_unfold_bytes``: whole clips when small, else groups of output frames, else row bands of
     one frame. Each chunk is evaluated before the next, so only one unfold buffer exists at a time.
@@ -43,11 +45,11 @@ def conv3d(x: mx.array, weight: mx.array, stride=(1, 1, 1), padding=(0, 0, 0),
     out_frames = []
     for t0 in range(0, t_out, frames):
         t1 = min(t_out, t0 + frames)
-        xt = x[:, t0 * st:(t1 - 1) * st + kt]
+        xt = x[:, t0 * st : (t1 - 1) * st + kt]
         bands = []
         for r0 in range(0, h_out, rows):
             r1 = min(h_out, r0 + rows)
-            piece = mx.conv3d(xt[:, :, r0 * sh:(r1 - 1) * sh + kh], weight, stride=stride)
+            piece = mx.conv3d(xt[:, :, r0 * sh : (r1 - 1) * sh + kh], weight, stride=stride)
             mx.eval(piece)
             bands.append(piece)
         out_frames.append(bands[0] if len(bands) == 1 else mx.concatenate(bands, axis=2))

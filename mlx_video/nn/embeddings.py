@@ -1,4 +1,5 @@
 """Sinusoidal timestep embeddings (cos first), as Wan and LTX-2 use them."""
+
 from __future__ import annotations
 
 import math
@@ -7,8 +8,7 @@ import mlx.core as mx
 import numpy as np
 
 
-def sinusoidal_embedding(t: mx.array, dim: int, max_period: float = 10000.0,
-                         float64: bool = True) -> mx.array:
+def sinusoidal_embedding(t: mx.array, dim: int, max_period: float = 10000.0, float64: bool = True) -> mx.array:
     """[cos(t·f_k), sin(t·f_k)] with f_k = max_period^(-k/(dim/2)), k = 0..dim/2-1.
 
     t: any shape of timesteps (Wan: 0..1000; LTX: sigma·1000). Returns t.shape + (dim,), float32.

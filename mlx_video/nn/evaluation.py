@@ -1,4 +1,5 @@
 """Evaluation pacing for deep stacks of blocks over long sequences."""
+
 from __future__ import annotations
 
 import mlx.core as mx

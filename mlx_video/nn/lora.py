@@ -23,6 +23,7 @@ with ``scale = alpha / rank`` (1 without alpha; always 1 for LTX-2, whose refere
 one layer at a time. A quantized layer is dequantized, merged and re-quantized with its own bits /
 group size / mode, alone. The merge never changes the weights it is given: each layer gets new arrays.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,12 +37,19 @@ from mlx.utils import tree_flatten
 
 from ..io.weights import WeightsError, load_safetensors
 
-_ROLES = {".lora_down.weight": "down", ".lora_A.weight": "down", ".lora_A": "down",
-          ".lora_up.weight": "up", ".lora_B.weight": "up", ".lora_B": "up", ".alpha": "alpha"}
+_ROLES = {
+    ".lora_down.weight": "down",
+    ".lora_A.weight": "down",
+    ".lora_A": "down",
+    ".lora_up.weight": "up",
+    ".lora_B.weight": "up",
+    ".lora_B": "up",
+    ".alpha": "alpha",
+}
 _KOHYA = "lora_unet_"
-_SKIP = object()            # a module the family's sanitize drops: the reference never uses it
+_SKIP = object()  # a module the family's sanitize drops: the reference never uses it
 _PLACEHOLDER = mx.zeros((1,))  # stands for a weight when only its key is mapped
-_MAX_LIST = 40              # keys named in one error message
+_MAX_LIST = 40  # keys named in one error message
 
 
 @dataclass(frozen=True)
@@ -107,8 +115,10 @@ def parse_lora_spec(spec: str) -> tuple[Path, float]:
     try:
         strength = float(s)
     except ValueError:
-        raise ValueError(f"LoRA spec {spec!r}: no such file, and {s!r} is not a strength "
-                         "(expected PATH[:STRENGTH], e.g. style.safetensors:0.8)") from None
+        raise ValueError(
+            f"LoRA spec {spec!r}: no such file, and {s!r} is not a strength "
+            "(expected PATH[:STRENGTH], e.g. style.safetensors:0.8)"
+        ) from None
     if not math.isfinite(strength):
         raise ValueError(f"LoRA spec {spec!r}: strength must be a finite number, got {s!r}")
     if not path or not Path(path).is_file():
@@ -130,7 +140,7 @@ def _entries(weights: Mapping[str, mx.array], what: str) -> dict[str, dict]:
         role = _ROLES[suffix]
         e = out.setdefault(key[: -len(suffix)], {"keys": []})
         e["keys"].append(key)
-        if role in e:   # e.g. both lora_A and lora_down for one module
+        if role in e:  # e.g. both lora_A and lora_down for one module
             bad.append(key)
         e[role] = w
     if bad:
@@ -165,9 +175,9 @@ def _kohya_candidates(name: str) -> list[str]:
 def _resolve(name: str, km: LoraKeyMap, layout: str, params: set):
     """Our module path for LoRA module ``name`` under ``layout``; None if none; _SKIP if dropped."""
     kohya = name.startswith(_KOHYA)
-    base = name[len(_KOHYA):] if kohya else name
+    base = name[len(_KOHYA) :] if kohya else name
     strip = [p.replace(".", "_") if kohya else p for p in km.strip]
-    bases = [base] + [base[len(p):] for p in strip if base.startswith(p)]
+    bases = [base] + [base[len(p) :] for p in strip if base.startswith(p)]
     cands = [c for b in bases for c in (_kohya_candidates(b) if kohya else [b])]
     hits, dropped = set(), False
     for cand in cands:
@@ -182,8 +192,9 @@ def _resolve(name: str, km: LoraKeyMap, layout: str, params: set):
     return hits.pop() if hits else (_SKIP if dropped else None)
 
 
-def resolve_lora(model: nn.Module, weights: Mapping[str, mx.array], key_map: LoraKeyMap,
-                 what: str = "LoRA") -> dict[str, tuple[mx.array, mx.array, float]]:
+def resolve_lora(
+    model: nn.Module, weights: Mapping[str, mx.array], key_map: LoraKeyMap, what: str = "LoRA"
+) -> dict[str, tuple[mx.array, mx.array, float]]:
     """Map a LoRA state dict onto ``model``: ``{our module path: (up B [out, r], down A [r, in],
     scale)}`` with ``scale = alpha / r`` (1 without alpha or when ``key_map.use_alpha`` is False).
 
@@ -205,8 +216,10 @@ def resolve_lora(model: nn.Module, weights: Mapping[str, mx.array], key_map: Lor
     found, missing = best
     if missing:
         keys = [k for n in missing for k in entries[n]["keys"]]
-        raise WeightsError(f"{what}: {len(missing)} LoRA modules match no weight of the model "
-                           f"(tried layouts {list(key_map.layouts)}): {_names(keys)}")
+        raise WeightsError(
+            f"{what}: {len(missing)} LoRA modules match no weight of the model "
+            f"(tried layouts {list(key_map.layouts)}): {_names(keys)}"
+        )
     out, source = {}, {}
     for name, target in found.items():
         if target is _SKIP:
@@ -240,9 +253,9 @@ def _resolve_diff(key: str, w: mx.array, km: LoraKeyMap, layout: str, params: se
     suffix = next(s for s in _DIFFS if key.endswith(s))
     name = key[: -len(suffix)]
     kohya = name.startswith(_KOHYA)
-    base = name[len(_KOHYA):] if kohya else name
+    base = name[len(_KOHYA) :] if kohya else name
     strip = [p.replace(".", "_") if kohya else p for p in km.strip]
-    bases = [base] + [base[len(p):] for p in strip if base.startswith(p)]
+    bases = [base] + [base[len(p) :] for p in strip if base.startswith(p)]
     hits, dropped = {}, False
     for cand in (c for b in bases for c in (_kohya_candidates(b) if kohya else [b])):
         mapped = km.sanitize({km.layouts[layout] + cand + _DIFFS[suffix]: w}, layout)
@@ -253,8 +266,9 @@ def _resolve_diff(key: str, w: mx.array, km: LoraKeyMap, layout: str, params: se
     return next(iter(hits.items())) if hits else (_SKIP if dropped else None)
 
 
-def resolve_diffs(model: nn.Module, diffs: Mapping[str, mx.array], key_map: LoraKeyMap,
-                  what: str = "LoRA") -> dict[str, mx.array]:
+def resolve_diffs(
+    model: nn.Module, diffs: Mapping[str, mx.array], key_map: LoraKeyMap, what: str = "LoRA"
+) -> dict[str, mx.array]:
     """Map full-tensor diff keys (``split_diffs``) onto ``model``: ``{our parameter name: delta}``, under the first
     layout of ``key_map`` where every key resolves. Raises WeightsError naming the keys that match no parameter
     and the deltas whose shape is not the parameter's (a quantized linear weight: its dense (out, in))."""
@@ -271,8 +285,10 @@ def resolve_diffs(model: nn.Module, diffs: Mapping[str, mx.array], key_map: Lora
             break
     found, missing = best
     if missing:
-        raise WeightsError(f"{what}: {len(missing)} diff keys match no parameter of the model "
-                           f"(tried layouts {list(key_map.layouts)}): {_names(missing)}")
+        raise WeightsError(
+            f"{what}: {len(missing)} diff keys match no parameter of the model "
+            f"(tried layouts {list(key_map.layouts)}): {_names(missing)}"
+        )
     out = {}
     for key, hit in found.items():
         if hit is _SKIP:
@@ -280,8 +296,11 @@ def resolve_diffs(model: nn.Module, diffs: Mapping[str, mx.array], key_map: Lora
         target, delta = hit
         parent, _, leaf = target.rpartition(".")
         layer = _module_at(model, parent) if parent else model
-        shape = (_linear_shape(layer) if leaf == "weight" and isinstance(layer, nn.QuantizedLinear)
-                 else tuple(params[target].shape))
+        shape = (
+            _linear_shape(layer)
+            if leaf == "weight" and isinstance(layer, nn.QuantizedLinear)
+            else tuple(params[target].shape)
+        )
         if tuple(delta.shape) != shape:
             raise WeightsError(f"{what}: diff {key} has shape {tuple(delta.shape)}, the parameter {target} {shape}")
         out[target] = delta
@@ -322,8 +341,9 @@ def _merged_layer(layer: nn.Module, base: dict[str, mx.array], delta: mx.array |
     f32 = mx.float32
     if isinstance(layer, nn.QuantizedLinear):
         mode = getattr(layer, "mode", "affine")
-        w = mx.dequantize(base["weight"], base["scales"], base.get("biases"), layer.group_size, layer.bits,
-                          mode=mode, dtype=f32)
+        w = mx.dequantize(
+            base["weight"], base["scales"], base.get("biases"), layer.group_size, layer.bits, mode=mode, dtype=f32
+        )
         q = mx.quantize(w + delta, layer.group_size, layer.bits, mode=mode)
         out = {"weight": q[0], "scales": q[1].astype(layer.scales.dtype)}
         if "biases" in base:
@@ -332,9 +352,12 @@ def _merged_layer(layer: nn.Module, base: dict[str, mx.array], delta: mx.array |
     return {"weight": (base["weight"].astype(f32) + delta).astype(layer.weight.dtype)}
 
 
-def merge_loras(model: nn.Module, loras: Sequence[tuple[Mapping[str, mx.array], float]],
-                key_map: LoraKeyMap = OWN_NAMES,
-                base: Mapping[str, mx.array] | Callable[[], Mapping[str, mx.array]] | None = None) -> None:
+def merge_loras(
+    model: nn.Module,
+    loras: Sequence[tuple[Mapping[str, mx.array], float]],
+    key_map: LoraKeyMap = OWN_NAMES,
+    base: Mapping[str, mx.array] | Callable[[], Mapping[str, mx.array]] | None = None,
+) -> None:
     """Set the weights of the layers the LoRAs touch to ``base + sum_i strength_i * scale_i * B_i @ A_i``.
 
     loras: ``[(lora state dict, strength), ...]`` (e.g. ``load_lora`` output); key_map: the family's
@@ -375,14 +398,17 @@ def merge_loras(model: nn.Module, loras: Sequence[tuple[Mapping[str, mx.array], 
         for target, (up, down, scale) in resolved.items():
             layer = _module_at(model, target)
             if not isinstance(layer, (nn.Linear, nn.QuantizedLinear)):
-                raise WeightsError(f"{what}: LoRA on {target} ({type(layer).__name__}) is not supported: "
-                                   "only linear layers take LoRA")
+                raise WeightsError(
+                    f"{what}: LoRA on {target} ({type(layer).__name__}) is not supported: only linear layers take LoRA"
+                )
             shape = _linear_shape(layer)
             if down.ndim != 2 or up.ndim != 2 or up.shape[1] != down.shape[0] or (up.shape[0], down.shape[1]) != shape:
-                raise WeightsError(f"{what}: LoRA for {target}: up {tuple(up.shape)} @ down {tuple(down.shape)} "
-                                   f"does not give the weight's shape {shape}")
+                raise WeightsError(
+                    f"{what}: LoRA for {target}: up {tuple(up.shape)} @ down {tuple(down.shape)} "
+                    f"does not give the weight's shape {shape}"
+                )
             plan.setdefault(target, []).append((up, down, float(strength) * scale))
-    extra, dense = {}, {}   # diffs on linear weights join the layer's LoRA delta (one re-quantization)
+    extra, dense = {}, {}  # diffs on linear weights join the layer's LoRA delta (one re-quantization)
     for target, terms in diff_plan.items():
         delta = sum(st * d.astype(mx.float32) for d, st in terms)
         parent, _, leaf = target.rpartition(".")
@@ -396,11 +422,11 @@ def merge_loras(model: nn.Module, loras: Sequence[tuple[Mapping[str, mx.array], 
         source.update({k: _param_at(model, k) for k in dense})
     else:
         fresh = base() if callable(base) else base
-        source = dict(fresh)   # our own dict: entries are dropped as layers are merged
+        source = dict(fresh)  # our own dict: entries are dropped as layers are merged
         del fresh
     bad = []
     shapes = {f"{t}.{p}": tuple(_module_at(model, t)[p].shape) for t in targets for p in _parts(_module_at(model, t))}
-    shapes.update({k: tuple(_param_at(model, k).shape) for k in dense})   # shapes only: hold no old weights
+    shapes.update({k: tuple(_param_at(model, k).shape) for k in dense})  # shapes only: hold no old weights
     for k, shape in shapes.items():
         if k not in source or tuple(source[k].shape) != shape:
             bad.append(f"{k} ({'missing' if k not in source else tuple(source[k].shape)}, model {shape})")
@@ -416,7 +442,7 @@ def merge_loras(model: nn.Module, loras: Sequence[tuple[Mapping[str, mx.array], 
         layer.update(_merged_layer(layer, layer_base, delta))
         del layer_base
         mx.eval(layer.parameters())
-    for target, delta in dense.items():   # bias, norm scale, modulation: base + delta
+    for target, delta in dense.items():  # bias, norm scale, modulation: base + delta
         parent, _, leaf = target.rpartition(".")
         module, old = (_module_at(model, parent) if parent else model), _param_at(model, target)
         module.update({leaf: (source.pop(target).astype(mx.float32) + delta).astype(old.dtype)})

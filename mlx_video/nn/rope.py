@@ -11,6 +11,7 @@ Positions are data: any ints or reals per token (reversed time, keyframe times, 
 tokens). Every table is ``angle = position[axis] · frequency`` per channel pair (:func:`rope_angles`),
 then cos / sin in one of the layouts below, stored float32.
 """
+
 from __future__ import annotations
 
 import math
@@ -88,13 +89,14 @@ def nd_rope_tables(positions: Sequence, dims: Sequence[int], theta: float = 1000
     if len(positions) != len(dims):
         raise ValueError(f"{len(positions)} position vectors for {len(dims)} axis dims")
     pos = [np.asarray(p, dtype=np.float64).reshape(-1) for p in positions]
-    grid = np.stack(np.meshgrid(*pos, indexing="ij"), axis=-1).reshape(-1, len(pos))   # [L, A]
+    grid = np.stack(np.meshgrid(*pos, indexing="ij"), axis=-1).reshape(-1, len(pos))  # [L, A]
     freqs = np.concatenate([rope_frequencies(d, theta) for d in dims])
     axes = np.concatenate([np.full(d // 2, a) for a, d in enumerate(dims)])
-    ang = rope_angles(grid, freqs, axes)[:, None, :]                                   # [L, 1, D/2]
+    ang = rope_angles(grid, freqs, axes)[:, None, :]  # [L, 1, D/2]
     cos, sin = np.cos(ang), np.sin(ang)
-    return RopeTables(mx.array(np.stack([cos, sin], -1).astype(np.float32)),
-                      mx.array(np.stack([-sin, cos], -1).astype(np.float32)))
+    return RopeTables(
+        mx.array(np.stack([cos, sin], -1).astype(np.float32)), mx.array(np.stack([-sin, cos], -1).astype(np.float32))
+    )
 
 
 @mx.compile

@@ -11,11 +11,12 @@ Tiled results are not identical to untiled ones: zero padding at tile edges and 
 attention of the VAE mid block see only the tile. The overlap hides the difference; the numbers are
 in tests/test_wan_vae_tiling.py.
 """
+
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
@@ -49,8 +50,10 @@ class Tiling:
     def in_units(self, unit: int) -> tuple[tuple[int, int], tuple[int, int]]:
         """(tile, overlap) divided by ``unit`` (the VAE's spatial stride); ValueError unless divisible."""
         if any(v % unit for v in (*self.tile, *self.overlap)):
-            raise ValueError(f"tiling tile {self.tile} and overlap {self.overlap} must be multiples of "
-                             f"the VAE's spatial stride {unit}")
+            raise ValueError(
+                f"tiling tile {self.tile} and overlap {self.overlap} must be multiples of "
+                f"the VAE's spatial stride {unit}"
+            )
         return (self.tile[0] // unit, self.tile[1] // unit), (self.overlap[0] // unit, self.overlap[1] // unit)
 
     def to_dict(self) -> dict:
@@ -91,8 +94,15 @@ def _ramp(spans: list[tuple[int, int]], size: int, ramp: int) -> list[np.ndarray
     return out
 
 
-def tiled_map(fn: Callable[[mx.array], mx.array], x: mx.array, tile: tuple[int, int],
-              overlap: tuple[int, int], num: int, den: int, unit: int = 1) -> mx.array:
+def tiled_map(
+    fn: Callable[[mx.array], mx.array],
+    x: mx.array,
+    tile: tuple[int, int],
+    overlap: tuple[int, int],
+    num: int,
+    den: int,
+    unit: int = 1,
+) -> mx.array:
     """``fn`` over overlapping spatial tiles of ``x``, blended: an approximation of ``fn(x)``.
 
     x: [B, T, H, W, C]; tile / overlap: (h, w) in units of x's pixels; ``fn`` maps a tile
@@ -104,8 +114,11 @@ def tiled_map(fn: Callable[[mx.array], mx.array], x: mx.array, tile: tuple[int, 
     memory is that buffer plus one tile's work. Returns the buffer.
     """
     _, _, H, W, _ = x.shape
-    sh, sw = ([(unit * a, unit * b) for a, b in tile_spans(n // unit, t // unit, o // unit)]
-              for n, t, o in ((H, tile[0], overlap[0]), (W, tile[1], overlap[1])))
+    sh, sw = (
+        [(unit * a, unit * b) for a, b in tile_spans(n // unit, t // unit, o // unit)]
+        for n, t, o in ((H, tile[0], overlap[0]), (W, tile[1], overlap[1]))
+    )
+
     def scale(v: int) -> int:
         return v * num // den
 

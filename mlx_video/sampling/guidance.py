@@ -4,6 +4,7 @@ Pure functions over the model's predictions (Wan: velocities; LTX-2: x0 / "denoi
 in float32. LTX-2 follows ltx-core 1.0.0 ``components.guiders.MultiModalGuider`` and the defaults
 of ``ltx_pipelines.utils.constants``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -73,8 +74,13 @@ class GuidanceParams:
         return self.skip_step > 0 and step % (self.skip_step + 1) != 0
 
 
-def multimodal_guidance(params: GuidanceParams, cond: mx.array, uncond: mx.array | None = None,
-                        perturbed: mx.array | None = None, isolated: mx.array | None = None) -> mx.array:
+def multimodal_guidance(
+    params: GuidanceParams,
+    cond: mx.array,
+    uncond: mx.array | None = None,
+    perturbed: mx.array | None = None,
+    isolated: mx.array | None = None,
+) -> mx.array:
     """MultiModalGuider.calculate for one modality:
     ``pred = c + (cfg - 1)(c - u) + stg (c - p) + (mod - 1)(c - m)``, then ``rescale_guidance``.
 
@@ -83,9 +89,10 @@ def multimodal_guidance(params: GuidanceParams, cond: mx.array, uncond: mx.array
     """
     pred = cond
     for on, other, delta, scale, name in (
-            (params.needs_uncond, uncond, cfg_delta, params.cfg_scale, "uncond"),
-            (params.needs_perturbed, perturbed, stg_delta, params.stg_scale, "perturbed"),
-            (params.needs_isolated, isolated, cfg_delta, params.modality_scale, "isolated")):
+        (params.needs_uncond, uncond, cfg_delta, params.cfg_scale, "uncond"),
+        (params.needs_perturbed, perturbed, stg_delta, params.stg_scale, "perturbed"),
+        (params.needs_isolated, isolated, cfg_delta, params.modality_scale, "isolated"),
+    ):
         if not on:
             continue
         if other is None:
@@ -95,14 +102,18 @@ def multimodal_guidance(params: GuidanceParams, cond: mx.array, uncond: mx.array
 
 
 # Defaults of ltx_pipelines.utils.constants (dev pipelines).
-LTX2_VIDEO_GUIDANCE = GuidanceParams(cfg_scale=3.0, stg_scale=1.0, stg_blocks=(29,), rescale_scale=0.7,
-                                     modality_scale=3.0)
-LTX2_AUDIO_GUIDANCE = GuidanceParams(cfg_scale=7.0, stg_scale=1.0, stg_blocks=(29,), rescale_scale=0.7,
-                                     modality_scale=3.0)
-LTX23_VIDEO_GUIDANCE = GuidanceParams(cfg_scale=3.0, stg_scale=1.0, stg_blocks=(28,), rescale_scale=0.7,
-                                      modality_scale=3.0)
-LTX23_AUDIO_GUIDANCE = GuidanceParams(cfg_scale=7.0, stg_scale=1.0, stg_blocks=(28,), rescale_scale=0.7,
-                                      modality_scale=3.0)
+LTX2_VIDEO_GUIDANCE = GuidanceParams(
+    cfg_scale=3.0, stg_scale=1.0, stg_blocks=(29,), rescale_scale=0.7, modality_scale=3.0
+)
+LTX2_AUDIO_GUIDANCE = GuidanceParams(
+    cfg_scale=7.0, stg_scale=1.0, stg_blocks=(29,), rescale_scale=0.7, modality_scale=3.0
+)
+LTX23_VIDEO_GUIDANCE = GuidanceParams(
+    cfg_scale=3.0, stg_scale=1.0, stg_blocks=(28,), rescale_scale=0.7, modality_scale=3.0
+)
+LTX23_AUDIO_GUIDANCE = GuidanceParams(
+    cfg_scale=7.0, stg_scale=1.0, stg_blocks=(28,), rescale_scale=0.7, modality_scale=3.0
+)
 LTX23_HQ_VIDEO_GUIDANCE = GuidanceParams(cfg_scale=3.0, rescale_scale=0.45, modality_scale=3.0)
 LTX23_HQ_AUDIO_GUIDANCE = GuidanceParams(cfg_scale=7.0, rescale_scale=1.0, modality_scale=3.0)
 LTX2_STEPS, LTX23_STEPS, LTX23_HQ_STEPS = 40, 30, 15

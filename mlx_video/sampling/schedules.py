@@ -4,6 +4,7 @@ Flow matching here means ``x_sigma = (1 - sigma) * x0 + sigma * noise``; sigma r
 down to 0 and the DiT receives ``timestep = sigma * 1000``. All tables are computed on the host in
 float64 (NumPy) and handed out as float32, as the references store them.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,7 @@ def wan_flow_schedule(num_steps: int, shift: float) -> tuple[list[int], np.ndarr
 # ---------------------------------------------------------------------------------------------
 # LTX-2 (ltx-core 1.0.0 `components.schedulers.LTX2Scheduler`, `ltx_pipelines.utils.constants`)
 
-DISTILLED_SIGMAS = np.array([1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0],
-                            dtype=np.float32)
+DISTILLED_SIGMAS = np.array([1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0], dtype=np.float32)
 """LTX-2 distilled stage-1 schedule (8 steps)."""
 STAGE2_DISTILLED_SIGMAS = np.array([0.909375, 0.725, 0.421875, 0.0], dtype=np.float32)
 """LTX-2 stage-2 / refinement schedule (3 steps); the stage-2 input is re-noised to its first sigma."""
@@ -66,8 +66,13 @@ def ltx2_token_shift(num_tokens: int, base_shift: float = 0.95, max_shift: float
     return num_tokens * slope + (base_shift - slope * 1024)
 
 
-def ltx2_sigmas(steps: int, num_tokens: int = LTX2_DEFAULT_TOKENS, base_shift: float = 0.95,
-                max_shift: float = 2.05, terminal: float | None = 0.1) -> np.ndarray:
+def ltx2_sigmas(
+    steps: int,
+    num_tokens: int = LTX2_DEFAULT_TOKENS,
+    base_shift: float = 0.95,
+    max_shift: float = 2.05,
+    terminal: float | None = 0.1,
+) -> np.ndarray:
     """LTX2Scheduler: token-aware shifted schedule, float32 [steps + 1] from 1 to 0.
 
     ``num_tokens`` = F·H·W of the stage's latent grid (HQ) or 4096 (dev, two-stage). Non-zero

@@ -10,6 +10,7 @@ with float32 torch scalars; over 50 random-velocity steps the two agree to ~1e-6
 Multistep solvers keep their history inside: call ``step`` for i = 0, 1, ..., N-1 in order and
 ``reset()`` before sampling again.
 """
+
 from __future__ import annotations
 
 import math
@@ -166,7 +167,7 @@ class FlowUniPC(FlowSolver):
         x0 = x - self._sigma(i) * v
         if i > 0:
             x = self._uni_c(i, x, x0)
-        self._x0s = (self._x0s + [x0])[-self.order:]
+        self._x0s = (self._x0s + [x0])[-self.order :]
         order = min(self.order, self.num_steps - i, len(self._x0s))
         self._last_x, self._last_order = x, order
         return self._uni_p(i, x, self._x0s, order)
@@ -210,8 +211,8 @@ def phi(j: int, z: float) -> float:
     phi_j(z) = (e^z - sum_{k<j} z^k/k!) / z^j; phi_j(0) = 1/j!. Host float64."""
     if abs(z) < 1e-10:
         return 1.0 / math.factorial(j)
-    rest = math.expm1(z) - sum(z ** k / math.factorial(k) for k in range(1, j))
-    return rest / z ** j
+    rest = math.expm1(z) - sum(z**k / math.factorial(k) for k in range(1, j))
+    return rest / z**j
 
 
 def res2s_coefficients(h: float, c2: float = 0.5) -> tuple[float, float, float]:
@@ -222,8 +223,9 @@ def res2s_coefficients(h: float, c2: float = 0.5) -> tuple[float, float, float]:
     return a21, phi(1, -h) - b2, b2
 
 
-def sde_step(x_anchor: mx.array, x_det: mx.array, sigma: float, sigma_next: float,
-             noise: mx.array, eta: float = 0.5) -> mx.array:
+def sde_step(
+    x_anchor: mx.array, x_det: mx.array, sigma: float, sigma_next: float, noise: mx.array, eta: float = 0.5
+) -> mx.array:
     """Res2sDiffusionStep.step: re-noise the deterministic step ``x_anchor -> x_det`` (sigma ->
     sigma_next) with fresh ``noise`` of std ``sigma_up = eta * sigma_next``.
 
@@ -237,7 +239,7 @@ def sde_step(x_anchor: mx.array, x_det: mx.array, sigma: float, sigma_next: floa
     sigma_up = min(eta * sigma_next, 0.9999 * sigma_next)
     if sigma_next == 0 or sigma_up == 0:
         return x_det
-    sigma_res = math.sqrt(max(sigma_next ** 2 - sigma_up ** 2, 0.0))
+    sigma_res = math.sqrt(max(sigma_next**2 - sigma_up**2, 0.0))
     alpha = (1.0 - sigma_next) + sigma_res
     k = (sigma_res - alpha * sigma) / (sigma - sigma_next)
     return (alpha + k) * x_anchor - k * x_det + sigma_up * noise
@@ -252,8 +254,9 @@ def res2s_noise(shape, key: mx.array) -> mx.array:
     return (n - n.mean(axis=axes, keepdims=True)) / mx.sqrt(mx.var(n, axis=axes, keepdims=True, ddof=1))
 
 
-def res2s_sample(sigmas, latents: list[mx.array], denoise, noise=None, masks=None, cleans=None,
-                 bongmath: bool = True, seed: int = 0) -> list[mx.array]:
+def res2s_sample(
+    sigmas, latents: list[mx.array], denoise, noise=None, masks=None, cleans=None, bongmath: bool = True, seed: int = 0
+) -> list[mx.array]:
     """The res_2s sampler loop over one or more jointly denoised latents (video, audio).
 
     Follows ``res2s_audio_video_denoising_loop`` (legacy mode, as every pipeline runs it):

@@ -17,6 +17,7 @@ when complete.
 
 Usage: ``python convert/wan.py SRC DST [--dtype bfloat16] [--quantize 4|8] [--group-size 64]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,10 @@ def detect_layout(src: Path) -> str:
     has_dit = cfg.is_file() or (src / EXPERTS["dit_high"] / "config.json").is_file()
     if has_dit and any((src / f).exists() for f in VAE_FILES):
         return "official"
-    raise WeightsError(f"{src}: neither an official Wan checkpoint (config.json or high_noise_model/ + "
-                       f"Wan2.x_VAE.pth + {T5_FILE}) nor a diffusers repo (model_index.json) nor a converted folder")
+    raise WeightsError(
+        f"{src}: neither an official Wan checkpoint (config.json or high_noise_model/ + "
+        f"Wan2.x_VAE.pth + {T5_FILE}) nor a diffusers repo (model_index.json) nor a converted folder"
+    )
 
 
 def _vae_module(version: str):
@@ -108,9 +111,16 @@ def t5_args_from_weights(w: dict):
         vocab, dim = w["token_embedding.weight"].shape
         layers = 1 + max(int(k.split(".")[1]) for k in w if k.startswith("blocks."))
         buckets, heads = w["blocks.0.pos_embedding.embedding.weight"].shape
-        return t5_mod.UMT5Args(vocab_size=int(vocab), dim=int(dim), dim_attn=int(w["blocks.0.attn.q.weight"].shape[0]),
-                               dim_ffn=int(w["blocks.0.ffn.fc1.weight"].shape[0]), num_heads=int(heads),
-                               num_layers=layers, num_buckets=int(buckets), shared_pos=False)
+        return t5_mod.UMT5Args(
+            vocab_size=int(vocab),
+            dim=int(dim),
+            dim_attn=int(w["blocks.0.attn.q.weight"].shape[0]),
+            dim_ffn=int(w["blocks.0.ffn.fc1.weight"].shape[0]),
+            num_heads=int(heads),
+            num_layers=layers,
+            num_buckets=int(buckets),
+            shared_pos=False,
+        )
     except (KeyError, ValueError) as e:
         raise WeightsError(f"not a UMT5 encoder checkpoint (per-block relative positions): missing {e}") from e
 
@@ -122,8 +132,9 @@ def dit_args_from(config: dict, weights: dict):
     emb = weights.get("img_emb.proj.0.weight")
     if emb is not None:
         pos = weights.get("img_emb.emb_pos")
-        args = dataclasses.replace(args, image_dim=int(emb.shape[0]),
-                                   pos_embed_seq_len=None if pos is None else int(pos.shape[1]))
+        args = dataclasses.replace(
+            args, image_dim=int(emb.shape[0]), pos_embed_seq_len=None if pos is None else int(pos.shape[1])
+        )
     return args
 
 
@@ -158,8 +169,14 @@ def clip_args_from_weights(w: dict):
         raise WeightsError(f"not an open-clip ViT checkpoint (visual tower): missing {e}") from e
     if dim % CLIP_HEAD_DIM:
         raise WeightsError(f"CLIP width {dim} is not a multiple of the ViT-H head width {CLIP_HEAD_DIM}")
-    return clip_mod.CLIPVisionArgs(image_size=grid * patch, patch_size=patch, dim=dim, mlp_dim=mlp,
-                                   num_heads=dim // CLIP_HEAD_DIM, num_layers=layers)
+    return clip_mod.CLIPVisionArgs(
+        image_size=grid * patch,
+        patch_size=patch,
+        dim=dim,
+        mlp_dim=mlp,
+        num_heads=dim // CLIP_HEAD_DIM,
+        num_layers=layers,
+    )
 
 
 def _read_official(src: Path):
@@ -169,12 +186,15 @@ def _read_official(src: Path):
     dits = {}
     for name, folder in folders.items():
         if not (folder / "config.json").is_file():
-            raise WeightsError(f"{src}: missing {folder.name}/config.json (a two-expert checkpoint needs "
-                               f"{' and '.join(EXPERTS.values())})")
+            raise WeightsError(
+                f"{src}: missing {folder.name}/config.json (a two-expert checkpoint needs "
+                f"{' and '.join(EXPERTS.values())})"
+            )
         w = read_sharded(folder)
         with config_errors(folder / "config.json", "Wan DiT config"):
-            args, unread = dit_config_args(read_json(folder / "config.json", "Wan DiT config.json"),
-                                           folder / "config.json", w)
+            args, unread = dit_config_args(
+                read_json(folder / "config.json", "Wan DiT config.json"), folder / "config.json", w
+            )
         dits[name] = (args, w, "official")
         ignored += [f"{folder.relative_to(src) / 'config.json'}:{k}" for k in unread]
     vae_file = next((f for f in VAE_FILES if (src / f).exists()), None)
@@ -188,8 +208,14 @@ def _read_official(src: Path):
     if (src / CLIP_FILE).exists():
         clip_w = read_weights(src / CLIP_FILE)
         clip = (clip_args_from_weights(clip_w), clip_w, "official")
-    return dict(dits=dits, vae=(version, vae_args, vae_w, "official"),
-                t5=(t5_args, t5_w, "official"), tokenizer=tok, clip=clip, ignored=ignored)
+    return dict(
+        dits=dits,
+        vae=(version, vae_args, vae_w, "official"),
+        t5=(t5_args, t5_w, "official"),
+        tokenizer=tok,
+        clip=clip,
+        ignored=ignored,
+    )
 
 
 def _read_diffusers(src: Path):
@@ -230,13 +256,25 @@ def _read_diffusers(src: Path):
     with config_errors(src / "text_encoder" / "config.json", "UMT5 config"):
         t5_args = t5_mod.UMT5Args.from_config(t5_cfg)
     ignored += [k for c in seen for k in c.unread()]
-    return dict(dits=dits, vae=(version, vae_args, read_sharded(src / "vae"), "diffusers"),
-                t5=(t5_args, read_sharded(src / "text_encoder", stem="model"), "hf"),
-                tokenizer=src / "tokenizer", clip=clip, ignored=ignored)
+    return dict(
+        dits=dits,
+        vae=(version, vae_args, read_sharded(src / "vae"), "diffusers"),
+        t5=(t5_args, read_sharded(src / "text_encoder", stem="model"), "hf"),
+        tokenizer=src / "tokenizer",
+        clip=clip,
+        ignored=ignored,
+    )
 
 
-def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quantize: int | None = None,
-                group_size: int = 64, overwrite: bool = False, key: str | None = None) -> Path:
+def convert_wan(
+    src: str | Path,
+    dst: str | Path,
+    dtype: str = "bfloat16",
+    quantize: int | None = None,
+    group_size: int = 64,
+    overwrite: bool = False,
+    key: str | None = None,
+) -> Path:
     """Convert ``src`` (official or diffusers layout) into the mlx_video folder ``dst``.
 
     dtype: storage dtype of the DiT and text encoder (the VAE stays float32, as the reference runs it).
@@ -261,8 +299,14 @@ def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quant
         parts = _read_official(src) if layout == "official" else _read_diffusers(src)
     except KeyError as e:  # a ConfigKeys names the file and the key
         raise WeightsError(f"{src}: a config lacks the needed key {e.args[0]}") from None
-    manifest = {"family": "wan", "source": str(src), "source_key": key, "dtype": dtype, "quantize": quantize,
-                "group_size": group_size}
+    manifest = {
+        "family": "wan",
+        "source": str(src),
+        "source_key": key,
+        "dtype": dtype,
+        "quantize": quantize,
+        "group_size": group_size,
+    }
     with staged_folder(dst, [src], overwrite, manifest) as tmp:
         quant = {}
         dits = parts.pop("dits")
@@ -271,8 +315,9 @@ def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quant
             args, w, lay = dits.pop(name)
             if args != dit_args:
                 raise WeightsError(f"{src}: the two experts differ in shape ({args} vs {dit_args})")
-            dit = load_strict(dit_mod.WanModel(args), cast(dit_mod.sanitize(w, lay), DTYPES[dtype]),
-                              what=f"Wan DiT {name} ({src})")
+            dit = load_strict(
+                dit_mod.WanModel(args), cast(dit_mod.sanitize(w, lay), DTYPES[dtype]), what=f"Wan DiT {name} ({src})"
+            )
             del w
             if quantize:
                 quant[name] = quantize_module(dit, quantize, group_size)
@@ -281,13 +326,17 @@ def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quant
 
         version, vae_args, vae_w, lay = parts["vae"]
         vm = _vae_module(version)
-        vae = load_strict(vm.Wan22VAE(vae_args) if version == "2.2" else vm.Wan21VAE(vae_args),
-                          cast(vm.sanitize(vae_w, lay), mx.float32), what=f"Wan VAE ({src})")
+        vae = load_strict(
+            vm.Wan22VAE(vae_args) if version == "2.2" else vm.Wan21VAE(vae_args),
+            cast(vm.sanitize(vae_w, lay), mx.float32),
+            what=f"Wan VAE ({src})",
+        )
         save_module(vae, tmp / "vae.safetensors")
 
         t5_args, t5_w, lay = parts["t5"]
-        t5 = load_strict(t5_mod.UMT5Encoder(t5_args), cast(t5_mod.sanitize(t5_w, lay), DTYPES[dtype]),
-                         what=f"UMT5 encoder ({src})")
+        t5 = load_strict(
+            t5_mod.UMT5Encoder(t5_args), cast(t5_mod.sanitize(t5_w, lay), DTYPES[dtype]), what=f"UMT5 encoder ({src})"
+        )
         del t5_w
         if quantize:
             quant["t5"] = quantize_module(t5, quantize, group_size)
@@ -297,8 +346,11 @@ def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quant
         extra = {}
         if parts["clip"] is not None:
             clip_args, clip_w, lay = parts["clip"]
-            clip = load_strict(clip_mod.CLIPVisionEncoder(clip_args), cast(clip_mod.sanitize(clip_w, lay), DTYPES[dtype]),
-                               what=f"CLIP visual tower ({src})")
+            clip = load_strict(
+                clip_mod.CLIPVisionEncoder(clip_args),
+                cast(clip_mod.sanitize(clip_w, lay), DTYPES[dtype]),
+                what=f"CLIP visual tower ({src})",
+            )
             save_module(clip, tmp / "clip.safetensors")
             extra["clip"] = dataclasses.asdict(clip_args)
             del clip, clip_w
@@ -308,12 +360,23 @@ def convert_wan(src: str | Path, dst: str | Path, dtype: str = "bfloat16", quant
 
         copy_tokenizer(parts["tokenizer"], tmp / "tokenizer")
         t5_mod.load_tokenizer(tmp / "tokenizer")  # a corrupt tokenizer fails here, never lands in dst
-        write_json_atomic(tmp / "config.json", {
-            "format": FORMAT, "family": "wan", "source": str(src), "layout": layout, "dtype": dtype,
-            "dit": _init_fields(dit_args), "t5": _init_fields(t5_args), "text_len": 512,
-            "vae": {"version": version, "stride": vae.stride[1], "args": _init_fields(vae_args)},
-            "quantization": quant, "ignored_config_keys": parts["ignored"], **extra,
-        })
+        write_json_atomic(
+            tmp / "config.json",
+            {
+                "format": FORMAT,
+                "family": "wan",
+                "source": str(src),
+                "layout": layout,
+                "dtype": dtype,
+                "dit": _init_fields(dit_args),
+                "t5": _init_fields(t5_args),
+                "text_len": 512,
+                "vae": {"version": version, "stride": vae.stride[1], "args": _init_fields(vae_args)},
+                "quantization": quant,
+                "ignored_config_keys": parts["ignored"],
+                **extra,
+            },
+        )
     return dst
 
 

@@ -9,6 +9,7 @@ first 31 of the 32 blocks**, with no post-norm and no head: ``[N, 257, 1280]``.
 ``transformers.CLIPVisionModel`` computes the same tower (``hidden_states[-2]``); diffusers' Wan2.1
 I2V/FLF2V repos ship it as ``image_encoder/`` (see docs/wan.md §6, §12).
 """
+
 from __future__ import annotations
 
 import re
@@ -37,7 +38,7 @@ class CLIPVisionArgs:
     eps: float = 1e-5
 
     @classmethod
-    def from_config(cls, config: dict) -> "CLIPVisionArgs":
+    def from_config(cls, config: dict) -> CLIPVisionArgs:
         """Read the official ``clip_xlm_roberta_vit_h_14`` kwargs (``vision_dim``, ``vision_heads``,
         ``vision_layers``, ``vision_mlp_ratio``, ...) or a transformers ``CLIPVisionConfig`` dict
         (``hidden_size``, ...; a full ``CLIPConfig`` dict is read through its ``vision_config``).
@@ -49,23 +50,32 @@ class CLIPVisionArgs:
             act = config.get("hidden_act", "quick_gelu")  # transformers' default
             if act != "gelu":
                 raise ValueError(f"CLIP hidden_act {act!r} is not supported (Wan's ViT-H uses exact 'gelu')")
-            return cls(image_size=config["image_size"], patch_size=config["patch_size"],
-                       dim=config["hidden_size"], mlp_dim=config["intermediate_size"],
-                       num_heads=config["num_attention_heads"], num_layers=config["num_hidden_layers"],
-                       eps=config.get("layer_norm_eps", 1e-5))
+            return cls(
+                image_size=config["image_size"],
+                patch_size=config["patch_size"],
+                dim=config["hidden_size"],
+                mlp_dim=config["intermediate_size"],
+                num_heads=config["num_attention_heads"],
+                num_layers=config["num_hidden_layers"],
+                eps=config.get("layer_norm_eps", 1e-5),
+            )
         if config.get("activation", "gelu") != "gelu":
             raise ValueError(f"CLIP activation {config['activation']!r} is not supported (expected 'gelu')")
         d = cls()
         dim = config.get("vision_dim", d.dim)
-        return cls(image_size=config.get("image_size", d.image_size),
-                   patch_size=config.get("patch_size", d.patch_size), dim=dim,
-                   mlp_dim=int(dim * config.get("vision_mlp_ratio", 4)),
-                   num_heads=config.get("vision_heads", d.num_heads),
-                   num_layers=config.get("vision_layers", d.num_layers),
-                   eps=config.get("norm_eps", d.eps))
+        return cls(
+            image_size=config.get("image_size", d.image_size),
+            patch_size=config.get("patch_size", d.patch_size),
+            dim=dim,
+            mlp_dim=int(dim * config.get("vision_mlp_ratio", 4)),
+            num_heads=config.get("vision_heads", d.num_heads),
+            num_layers=config.get("vision_layers", d.num_layers),
+            eps=config.get("norm_eps", d.eps),
+        )
 
 
 # ---------------------------------------------------------------- preprocessing
+
 
 def preprocess(images: mx.array, image_size: int = 224) -> mx.array:
     """Wan's CLIP preprocessing: images ``[N, H, W, 3]`` in [-1, 1] -> ``[N, S, S, 3]`` float32
@@ -75,6 +85,7 @@ def preprocess(images: mx.array, image_size: int = 224) -> mx.array:
 
 
 # ---------------------------------------------------------------- model
+
 
 class SelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int):
@@ -156,6 +167,7 @@ class CLIPVisionEncoder(nn.Module):
 
 # ---------------------------------------------------------------- checkpoint names
 
+
 def _conv(w: mx.array) -> mx.array:
     return w.transpose(0, 2, 3, 1)  # torch [O, I, kh, kw] -> MLX [O, kh, kw, I]
 
@@ -164,12 +176,19 @@ def _conv(w: mx.array) -> mx.array:
 # head, and only the visual tower of the open-clip model is used (its text tower and logit scale
 # are not). ``position_ids`` is an index buffer (arange) some transformers versions saved.
 _UNUSED_OFFICIAL = re.compile(r"^(textual\..*|log_scale|visual\.head(\..*)?|visual\.post_norm\..*)$")
-_UNUSED_HF = re.compile(r"^(vision_model\.post_layernorm\..*|visual_projection\..*|"
-                        r"vision_model\.embeddings\.position_ids)$")
+_UNUSED_HF = re.compile(
+    r"^(vision_model\.post_layernorm\..*|visual_projection\..*|"
+    r"vision_model\.embeddings\.position_ids)$"
+)
 
 _OFFICIAL_MLP = {"mlp.0": "mlp.fc1", "mlp.2": "mlp.fc2"}
-_HF_BLOCK = {"layer_norm1": "norm1", "layer_norm2": "norm2", "self_attn.out_proj": "attn.proj",
-             "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+_HF_BLOCK = {
+    "layer_norm1": "norm1",
+    "layer_norm2": "norm2",
+    "self_attn.out_proj": "attn.proj",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+}
 
 
 def _official(weights: dict[str, mx.array]) -> dict[str, mx.array]:
@@ -177,7 +196,7 @@ def _official(weights: dict[str, mx.array]) -> dict[str, mx.array]:
     for k, v in weights.items():
         if _UNUSED_OFFICIAL.match(k):
             continue
-        name = k[len("visual."):] if k.startswith("visual.") else k
+        name = k[len("visual.") :] if k.startswith("visual.") else k
         m = re.match(r"transformer\.(\d+)\.(mlp\.[02])\.(.+)$", name)
         if m:
             name = f"transformer.{m[1]}.{_OFFICIAL_MLP[m[2]]}.{m[3]}"

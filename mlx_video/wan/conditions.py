@@ -3,12 +3,13 @@ FLF2V ``y`` channels with CLIP features, and musubi-tuner one-frame inference sl
 
 Plain functions over arrays used by :mod:`mlx_video.wan.pipeline`; each names the reference it follows.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import mlx.core as mx
 import numpy as np
@@ -33,12 +34,15 @@ def check_frame_num(frame_num: int, temporal_stride: int = 4) -> int:
 def check_size(width: int, height: int, multiple: int) -> None:
     """Raise ValueError unless width and height (pixels) are positive multiples of ``multiple``."""
     if width % multiple or height % multiple or width <= 0 or height <= 0:
-        raise ValueError(f"size {width}*{height} cannot be taken: width and height must be positive "
-                         f"multiples of {multiple} (VAE stride x DiT patch)")
+        raise ValueError(
+            f"size {width}*{height} cannot be taken: width and height must be positive "
+            f"multiples of {multiple} (VAE stride x DiT patch)"
+        )
 
 
-def output_size(task: WanTask, size: str | None, first_image_wh: tuple[int, int] | None,
-                multiple: int) -> tuple[int, int]:
+def output_size(
+    task: WanTask, size: str | None, first_image_wh: tuple[int, int] | None, multiple: int
+) -> tuple[int, int]:
     """(width, height) of the video. Text only: ``size`` as W*H. With TI2V images: the official
     ``best_output_size`` of the first image under max_area = W·H of ``size``."""
     w, h = parse_size(size or task.size)
@@ -140,7 +144,7 @@ class OneFrameSpec:
     target_index: int
 
     @classmethod
-    def parse(cls, text: str, num_controls: int | None = None) -> "OneFrameSpec":
+    def parse(cls, text: str, num_controls: int | None = None) -> OneFrameSpec:
         """Parse ``"control_index=0;2,target_index=1"`` (comma-separated options, ';'-separated
         control indices). Raises ValueError with the reason: unknown option, non-integer or negative
         index, duplicates, target among controls, index >= 1024 (the RoPE table), or a control count
@@ -152,14 +156,15 @@ class OneFrameSpec:
             key, eq, val = part.partition("=")
             key = key.strip()
             if not eq or key not in ("control_index", "target_index"):
-                raise ValueError(f"one_frame_inference: expected control_index=I[;J...] and target_index=K, "
-                                 f"got {part!r}")
+                raise ValueError(
+                    f"one_frame_inference: expected control_index=I[;J...] and target_index=K, got {part!r}"
+                )
             if key in opts:
                 raise ValueError(f"one_frame_inference: {key} given twice")
             opts[key] = val.strip()
         for key in ("control_index", "target_index"):
             if key not in opts:
-                raise ValueError(f"one_frame_inference: {key} is missing (e.g. \"control_index=0,target_index=1\")")
+                raise ValueError(f'one_frame_inference: {key} is missing (e.g. "control_index=0,target_index=1")')
 
         def ints(s: str, key: str) -> list[int]:
             try:
@@ -180,8 +185,10 @@ class OneFrameSpec:
         if target in controls:
             raise ValueError(f"one_frame_inference: target_index {target} is also a control_index")
         if num_controls is not None and num_controls != len(controls):
-            raise ValueError(f"one_frame_inference: {len(controls)} control_index value(s) but {num_controls} "
-                             f"control image(s); give one --control_image_path per control index")
+            raise ValueError(
+                f"one_frame_inference: {len(controls)} control_index value(s) but {num_controls} "
+                f"control image(s); give one --control_image_path per control index"
+            )
         return cls(tuple(controls), target)
 
     @property
@@ -231,7 +238,7 @@ class AnchorImage:
     strength: float = 1.0
 
     @classmethod
-    def parse(cls, spec: str | Path) -> "AnchorImage":
+    def parse(cls, spec: str | Path) -> AnchorImage:
         """Parse one entry; a spec that names an existing file is a plain path even if it holds '@'.
         Raises ValueError (one line, naming the spec) for a frame that is not an integer or a strength
         that is not a number in [0, 1]."""
@@ -243,8 +250,9 @@ class AnchorImage:
         try:
             f = int(frame)
         except ValueError:
-            raise ValueError(f"image {text!r}: expected PATH@FRAME[:STRENGTH] with an integer pixel frame, "
-                             f"got {frame!r}") from None
+            raise ValueError(
+                f"image {text!r}: expected PATH@FRAME[:STRENGTH] with an integer pixel frame, got {frame!r}"
+            ) from None
         s = 1.0
         if colon:
             try:
@@ -265,8 +273,10 @@ def latent_frame_of(pixel_frame: int, frame_num: int, temporal_stride: int = 4) 
     """
     f = pixel_frame + frame_num if pixel_frame < 0 else pixel_frame
     if not 0 <= f < frame_num:
-        raise ValueError(f"pixel frame {pixel_frame} is outside the video (frames 0..{frame_num - 1}, or -1.."
-                         f"-{frame_num} from the end, for frame_num {frame_num})")
+        raise ValueError(
+            f"pixel frame {pixel_frame} is outside the video (frames 0..{frame_num - 1}, or -1.."
+            f"-{frame_num} from the end, for frame_num {frame_num})"
+        )
     return 0 if f == 0 else (f - 1) // temporal_stride + 1
 
 
@@ -279,16 +289,20 @@ def place_anchors(specs: Sequence[AnchorImage], frame_num: int, temporal_stride:
         if a.frame is None:
             j = i
             if j >= check_frame_num(frame_num, temporal_stride):
-                raise ValueError(f"image {a.path}: latent frame {j} is outside the video's "
-                                 f"{check_frame_num(frame_num, temporal_stride)} latent frames")
+                raise ValueError(
+                    f"image {a.path}: latent frame {j} is outside the video's "
+                    f"{check_frame_num(frame_num, temporal_stride)} latent frames"
+                )
         else:
             try:
                 j = latent_frame_of(a.frame, frame_num, temporal_stride)
             except ValueError as e:
                 raise ValueError(f"image {a.path}@{a.frame}: {e}") from None
         if j in owner:
-            raise ValueError(f"images {owner[j]} and {a.path} fall on one latent frame {j} (each latent frame "
-                             f"covers 4 pixel frames: latent j >= 1 holds frames 4j-3..4j); move one of them")
+            raise ValueError(
+                f"images {owner[j]} and {a.path} fall on one latent frame {j} (each latent frame "
+                f"covers 4 pixel frames: latent j >= 1 holds frames 4j-3..4j); move one of them"
+            )
         owner[j] = a.path
         out.append(j)
     return out
@@ -332,8 +346,9 @@ def _open_video(path: str | Path):
     return c
 
 
-def read_video(path: str | Path, width: int | None = None, height: int | None = None,
-               max_frames: int | None = None) -> tuple[np.ndarray | None, int, tuple[int, int]]:
+def read_video(
+    path: str | Path, width: int | None = None, height: int | None = None, max_frames: int | None = None
+) -> tuple[np.ndarray | None, int, tuple[int, int]]:
     """Decode a video file with PyAV: (frames, frame count, (width, height) of the file).
 
     Without ``width``/``height`` only counts (frames is None). With them, the first ``max_frames`` (all if

@@ -3,6 +3,7 @@
 A task names the checkpoint family it needs and how images condition it; the numbers are the
 official defaults, used when the user does not type a value (docs/wan.md sections 1, 7, 8, 10).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,8 +14,8 @@ WAN_NEG_PROMPT = (
     "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
     "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
-I2V_14B_NEG = "镜头晃动，" + WAN_NEG_PROMPT       # Wan2.1 wan_i2v_14B.py prefix
-FLF2V_14B_NEG = "镜头切换，" + I2V_14B_NEG        # Wan2.1 configs/__init__.py: flf2v = i2v config + prefix
+I2V_14B_NEG = "镜头晃动，" + WAN_NEG_PROMPT  # Wan2.1 wan_i2v_14B.py prefix
+FLF2V_14B_NEG = "镜头切换，" + I2V_14B_NEG  # Wan2.1 configs/__init__.py: flf2v = i2v config + prefix
 FLF2V_A14B_NEG = "转场，淡入淡出，" + WAN_NEG_PROMPT  # WanFM wan_flf2v_A14B.py
 
 
@@ -33,8 +34,8 @@ class WanTask:
     """
 
     name: str
-    model_type: str          # DiT model_type the checkpoint must have
-    vae: str                 # "2.2" | "2.1"
+    model_type: str  # DiT model_type the checkpoint must have
+    vae: str  # "2.2" | "2.1"
     images: str
     sample_steps: int
     sample_shift: float
@@ -76,17 +77,54 @@ TASKS: dict[str, WanTask] = {
         # Wan2.1 (generate.py: 50 steps t2v / 40 i2v, shift 5 (3 for i2v at 480p, 16 for flf2v), guide 5)
         WanTask("t2v-1.3B", "t2v", "2.1", "none", 50, 5.0, 5.0, 81, 16, "832*480"),
         WanTask("t2v-14B", "t2v", "2.1", "none", 50, 5.0, 5.0, 81, 16, "1280*720"),
-        WanTask("i2v-14B", "i2v", "2.1", "first", 40, 5.0, 5.0, 81, 16, "1280*720", neg_prompt=I2V_14B_NEG,
-                clip=True, shift_480p=3.0),
-        WanTask("flf2v-14B", "flf2v", "2.1", "first_last", 50, 16.0, 5.0, 81, 16, "1280*720",
-                neg_prompt=FLF2V_14B_NEG, clip=True),
+        WanTask(
+            "i2v-14B",
+            "i2v",
+            "2.1",
+            "first",
+            40,
+            5.0,
+            5.0,
+            81,
+            16,
+            "1280*720",
+            neg_prompt=I2V_14B_NEG,
+            clip=True,
+            shift_480p=3.0,
+        ),
+        WanTask(
+            "flf2v-14B",
+            "flf2v",
+            "2.1",
+            "first_last",
+            50,
+            16.0,
+            5.0,
+            81,
+            16,
+            "1280*720",
+            neg_prompt=FLF2V_14B_NEG,
+            clip=True,
+        ),
         # Wan2.2 A14B experts (wan/configs/wan_{t2v,i2v}_A14B.py; guide = (low, high))
         WanTask("t2v-A14B", "t2v", "2.1", "none", 40, 12.0, (3.0, 4.0), 81, 16, "1280*720", boundary=0.875),
         WanTask("i2v-A14B", "i2v", "2.1", "first", 40, 5.0, (3.5, 3.5), 81, 16, "1280*720", boundary=0.9),
         # WanFM (ff2416/Wan2.2-FLF2V) on the I2V-A14B experts: its config's defaults (its README runs
         # --sample_steps 40 --sample_shift 16 --sample_guide_scale 5 --bidirectional_sampling)
-        WanTask("flf2v-A14B", "i2v", "2.1", "first_last", 50, 5.0, (3.5, 3.5), 81, 16, "1280*720",
-                neg_prompt=FLF2V_A14B_NEG, boundary=0.9),
+        WanTask(
+            "flf2v-A14B",
+            "i2v",
+            "2.1",
+            "first_last",
+            50,
+            5.0,
+            (3.5, 3.5),
+            81,
+            16,
+            "1280*720",
+            neg_prompt=FLF2V_A14B_NEG,
+            boundary=0.9,
+        ),
     )
 }
 

@@ -12,6 +12,7 @@ docs/wan.md 9), Wan2.2 ``image2video.py`` (I2V-A14B, docs/wan.md 8.1), Wan2.1 ``
 ``first_last_frame2video.py`` (CLIP, docs/wan.md 8.1, 8.2), WanFM ``first_last_frame2video.py``
 (``generate_bidirectional``, docs/wan.md 10) and musubi-tuner ``wan_generate_video.py`` (one frame, docs/wan.md 11).
 """
+
 from __future__ import annotations
 
 import copy
@@ -62,8 +63,7 @@ Progress = Callable[[str, int, int], None]
 
 def read_config(model_dir: Path) -> dict:
     """The converted folder's config.json; raises WeightsError when it is not a Wan folder of ours."""
-    return read_folder_config(model_dir, FORMAT, "run `mlx_video convert` first or pass the original "
-                                                 "checkpoint folder")
+    return read_folder_config(model_dir, FORMAT, "run `mlx_video convert` first or pass the original checkpoint folder")
 
 
 def load_dit(model_dir: Path, cfg: dict, name: str = "dit"):
@@ -125,8 +125,17 @@ def expert_segments(timesteps: Sequence[int], boundary: float | None) -> list[tu
     return out
 
 
-def velocity(model, x: mx.array, t, context: mx.array, rope, guide_scale: float, y: mx.array | None = None,
-             img: mx.array | None = None, batch_cfg: bool = True) -> mx.array:
+def velocity(
+    model,
+    x: mx.array,
+    t,
+    context: mx.array,
+    rope,
+    guide_scale: float,
+    y: mx.array | None = None,
+    img: mx.array | None = None,
+    batch_cfg: bool = True,
+) -> mx.array:
     """Classifier-free guided velocity ``v_u + g·(v_c − v_u)``; context [2, 512, C] (cond, uncond);
     the same ``y`` and CLIP tokens ``img`` go to both branches (as the references). t: [1] or [1, T].
     guide_scale 1 is ``v_c``: one DiT pass, no unconditional one (CFG-distilled models, lightx2v ``enable_cfg``
@@ -162,10 +171,23 @@ class BackwardPass:
     skip: bool = False
 
 
-def denoise(model, latent: mx.array, solver, context: mx.array, rope, guide_scale: float,
-            mask: mx.array | None = None, clean: mx.array | None = None, batch_cfg: bool = True,
-            progress: Progress | None = None, *, y: mx.array | None = None, img: mx.array | None = None,
-            steps: range | None = None, backward: BackwardPass | None = None) -> mx.array:
+def denoise(
+    model,
+    latent: mx.array,
+    solver,
+    context: mx.array,
+    rope,
+    guide_scale: float,
+    mask: mx.array | None = None,
+    clean: mx.array | None = None,
+    batch_cfg: bool = True,
+    progress: Progress | None = None,
+    *,
+    y: mx.array | None = None,
+    img: mx.array | None = None,
+    steps: range | None = None,
+    backward: BackwardPass | None = None,
+) -> mx.array:
     """Denoising steps ``steps`` (default all) of one DiT: CFG velocity, a solver step, re-anchoring.
 
     latent [1, T, h, w, C] float32 (already anchored); context [2, 512, dim] (cond, uncond) from
@@ -200,8 +222,10 @@ def denoise(model, latent: mx.array, solver, context: mx.array, rope, guide_scal
 
 def _nan_hint(model, guide_scale: float) -> str:
     dtype = str(getattr(model, "dtype", "")).replace("mlx.core.", "")
-    return (f"likely causes: a guide scale too large for this model ({guide_scale:g}), or an overflow of the "
-            f"{dtype or 'compute'} dtype (try float32)")
+    return (
+        f"likely causes: a guide scale too large for this model ({guide_scale:g}), or an overflow of the "
+        f"{dtype or 'compute'} dtype (try float32)"
+    )
 
 
 def sdedit_start(strength: float, steps: int) -> int:
@@ -237,14 +261,18 @@ def _images_rule(tk: WanTask, n: int, one_frame: bool) -> None:
             raise ValueError(f"one-frame inference is for i2v-14B and flf2v-14B, not {tk.name}")
         need = 2 if tk.images == "first_last" else 1
         if n != need:
-            raise ValueError(f"one-frame {tk.name} takes {need} CLIP image(s) (--image_path"
-                             f"{' and --end_image_path' if need == 2 else ''}), got {n}")
+            raise ValueError(
+                f"one-frame {tk.name} takes {need} CLIP image(s) (--image_path"
+                f"{' and --end_image_path' if need == 2 else ''}), got {n}"
+            )
         return
-    rules = {"none": (0, 0, "takes no images"),
-             "optional": (0, 1, "takes at most one image (use mi2v-5B for several)"),
-             "many": (1, 10**9, "needs at least one image"),
-             "first": (1, 1, "takes exactly one image (the first frame)"),
-             "first_last": (2, 2, "takes a first and a last frame")}
+    rules = {
+        "none": (0, 0, "takes no images"),
+        "optional": (0, 1, "takes at most one image (use mi2v-5B for several)"),
+        "many": (1, 10**9, "needs at least one image"),
+        "first": (1, 1, "takes exactly one image (the first frame)"),
+        "first_last": (2, 2, "takes a first and a last frame"),
+    }
     lo, hi, msg = rules[tk.images]
     if not lo <= n <= hi:
         raise ValueError(f"task {tk.name} {msg}, got {n}")
@@ -263,8 +291,8 @@ def _read_loras(specs: Sequence) -> list[tuple[dict, float]]:
     return out
 
 
-MAX_TOKENS = 2**18     # DiT tokens per run: 3.5x the largest official run (Wan2.1 14B, 1280*720, 81 frames: 75600)
-MAX_STEPS = 1000       # the flow schedules' training timesteps
+MAX_TOKENS = 2**18  # DiT tokens per run: 3.5x the largest official run (Wan2.1 14B, 1280*720, 81 frames: 75600)
+MAX_STEPS = 1000  # the flow schedules' training timesteps
 SOLVERS = ("unipc", "dpm++", "dpmpp", "euler", "lightx2v", "lightx2v-euler")
 
 
@@ -305,8 +333,9 @@ def make_wan_solver(name: str, num_steps: int, shift: float, seed: int = 0) -> F
     """``make_solver`` plus lightx2v's few-step samplers: "lightx2v" (x0 + fresh noise, Wan2.1 distill LoRAs)
     and "lightx2v-euler" (Wan2.2 A14B distill), both on ``step_distill_grid``; ``seed`` seeds the re-noising."""
     if name in ("lightx2v", "lightx2v-euler"):
-        return StepDistillSolver(*step_distill_grid(num_steps, shift), renoise=name == "lightx2v",
-                                 key=mx.random.key((seed + 1) % 2**32))
+        return StepDistillSolver(
+            *step_distill_grid(num_steps, shift), renoise=name == "lightx2v", key=mx.random.key((seed + 1) % 2**32)
+        )
     return make_solver(name, num_steps, shift)
 
 
@@ -323,19 +352,33 @@ class Recipe:
 
 
 RECIPES = {
-    "lightx2v-4step": Recipe(4, 1.0, 5.0, "lightx2v", "lightx2v configs/distill/wan21/wan_t2v_distill_lora_4step_cfg"
-                             ".json (infer_steps 4, enable_cfg false, sample_shift 5, denoising_step_list [1000, 750, "
-                             "500, 250]) with WanStepDistillScheduler; Wan2.1 T2V/I2V-14B lightx2v distill LoRAs"),
-    "lightx2v-a14b-4step": Recipe(4, 1.0, 5.0, "lightx2v-euler", "lightx2v configs/distill/wan22/wan_moe_t2v_distill"
-                                  "_lora.json (4 steps, enable_cfg false, shift 5, boundary_step_index 2) with "
-                                  "Wan22StepDistillScheduler; Wan2.2 A14B lightx2v / Lightning distill LoRAs"),
+    "lightx2v-4step": Recipe(
+        4,
+        1.0,
+        5.0,
+        "lightx2v",
+        "lightx2v configs/distill/wan21/wan_t2v_distill_lora_4step_cfg"
+        ".json (infer_steps 4, enable_cfg false, sample_shift 5, denoising_step_list [1000, 750, "
+        "500, 250]) with WanStepDistillScheduler; Wan2.1 T2V/I2V-14B lightx2v distill LoRAs",
+    ),
+    "lightx2v-a14b-4step": Recipe(
+        4,
+        1.0,
+        5.0,
+        "lightx2v-euler",
+        "lightx2v configs/distill/wan22/wan_moe_t2v_distill"
+        "_lora.json (4 steps, enable_cfg false, shift 5, boundary_step_index 2) with "
+        "Wan22StepDistillScheduler; Wan2.2 A14B lightx2v / Lightning distill LoRAs",
+    ),
 }
 
 
 def _check_tokens(tokens: int, what: str) -> None:
     if tokens > MAX_TOKENS:
-        raise ValueError(f"{what} gives {tokens} DiT tokens, more than the {MAX_TOKENS} this pipeline takes "
-                         f"(the official 1280*720, 81-frame run has 75600)")
+        raise ValueError(
+            f"{what} gives {tokens} DiT tokens, more than the {MAX_TOKENS} this pipeline takes "
+            f"(the official 1280*720, 81-frame run has 75600)"
+        )
 
 
 def check_grid(width: int, height: int, T: int, multiple: int) -> None:
@@ -344,8 +387,10 @@ def check_grid(width: int, height: int, T: int, multiple: int) -> None:
     gw, gh = width // multiple, height // multiple
     _check_tokens(T * gw * gh, f"{width}*{height} with {T} latent frames")
     if max(gw, gh) > ROPE_ROWS:
-        raise ValueError(f"size {width}*{height}: a side of {max(gw, gh)} patches is more than the {ROPE_ROWS} "
-                         f"positions of the model's RoPE table (at most {ROPE_ROWS * multiple} pixels a side)")
+        raise ValueError(
+            f"size {width}*{height}: a side of {max(gw, gh)} patches is more than the {ROPE_ROWS} "
+            f"positions of the model's RoPE table (at most {ROPE_ROWS * multiple} pixels a side)"
+        )
 
 
 @dataclass(frozen=True)
@@ -420,10 +465,13 @@ class WanSettings:
             if self.recipe not in RECIPES:
                 raise ValueError(f"unknown preset {self.recipe!r}; choose from {', '.join(RECIPES)}")
             r = RECIPES[self.recipe]
-            filled = replace(self, sample_steps=r.sample_steps if self.sample_steps is None else self.sample_steps,
-                             guide_scale=r.guide_scale if self.guide_scale is None else self.guide_scale,
-                             sample_shift=r.sample_shift if self.sample_shift is None else self.sample_shift,
-                             solver=r.solver if self.solver is None else self.solver)
+            filled = replace(
+                self,
+                sample_steps=r.sample_steps if self.sample_steps is None else self.sample_steps,
+                guide_scale=r.guide_scale if self.guide_scale is None else self.guide_scale,
+                sample_shift=r.sample_shift if self.sample_shift is None else self.sample_shift,
+                solver=r.solver if self.solver is None else self.solver,
+            )
             if filled != self:
                 return filled.validate()
         self._check_kinds()
@@ -449,11 +497,24 @@ class WanSettings:
         for p in self._image_paths(tk, frame_num, images) + controls:
             load_image(p)
         seed = secrets.randbelow(2**32) if self.seed is None else checks.seed(self.seed)
-        return replace(self, images=images, control_images=controls, one_frame=one, frame_num=frame_num, size=size,
-                       sample_steps=self._steps(tk), sample_shift=self._shift(tk, size, one), solver=self._solver(tk),
-                       guide_scale=self._guide(tk), negative_prompt=self.negative_prompt or tk.neg_prompt,
-                       fps=self._fps(tk), seed=seed, strength=None if src is None else self._strength(),
-                       overlap=overlap, segments=checks.positive_int("segments", self.segments, 1000))
+        return replace(
+            self,
+            images=images,
+            control_images=controls,
+            one_frame=one,
+            frame_num=frame_num,
+            size=size,
+            sample_steps=self._steps(tk),
+            sample_shift=self._shift(tk, size, one),
+            solver=self._solver(tk),
+            guide_scale=self._guide(tk),
+            negative_prompt=self.negative_prompt or tk.neg_prompt,
+            fps=self._fps(tk),
+            seed=seed,
+            strength=None if src is None else self._strength(),
+            overlap=overlap,
+            segments=checks.positive_int("segments", self.segments, 1000),
+        )
 
     def _extend_source(self, tk: WanTask, one, images) -> tuple[int, tuple[int, int]] | None:
         """(frame count, (width, height)) of the video to continue, or None; ValueError for a task without
@@ -463,8 +524,10 @@ class WanSettings:
                 raise ValueError("overlap is for extension: give extend or segments > 1")
             return None
         if tk.images not in ("none", "optional") or tk.vae != "2.2" or one is not None or images:
-            raise ValueError(f"extension (extend / segments) runs on t2v-5B / ti2v-5B latent anchors without images, "
-                             f"not {tk.name}{' with images' if images else ''}")
+            raise ValueError(
+                f"extension (extend / segments) runs on t2v-5B / ti2v-5B latent anchors without images, "
+                f"not {tk.name}{' with images' if images else ''}"
+            )
         if self.extend is None:
             return None
         _, n, wh = read_video(self.extend)
@@ -475,8 +538,9 @@ class WanSettings:
             return None
         ov = 5 if self.overlap is None else checks.positive_int("overlap", self.overlap)
         if (ov - 1) % 4 or ov >= frame_num:
-            raise ValueError(f"overlap must be 4j+1 pixel frames (1, 5, 9, ...) and less than frame_num {frame_num}, "
-                             f"got {ov}")
+            raise ValueError(
+                f"overlap must be 4j+1 pixel frames (1, 5, 9, ...) and less than frame_num {frame_num}, got {ov}"
+            )
         if ext is not None and ext[0] < ov:
             raise ValueError(f"video {self.extend} has {ext[0]} frames, fewer than the overlap {ov}")
         return ov
@@ -489,8 +553,10 @@ class WanSettings:
                 raise ValueError("strength is the video-to-video (SDEdit) strength: give a video too")
             return None
         if tk.images not in ("none", "optional", "many") or one is not None:
-            raise ValueError(f"video to video is for the t2v tasks and ti2v-5B / mi2v-5B, not {tk.name}"
-                             f"{' with one-frame inference' if one is not None else ''}")
+            raise ValueError(
+                f"video to video is for the t2v tasks and ti2v-5B / mi2v-5B, not {tk.name}"
+                f"{' with one-frame inference' if one is not None else ''}"
+            )
         self._strength()
         _, n, wh = read_video(self.video)
         return n, wh
@@ -510,8 +576,10 @@ class WanSettings:
         if tk.images in ("optional", "many"):
             place_anchors(anchors, frame_num)
         elif placed:
-            raise ValueError(f"image {placed[0].path}@{placed[0].frame}: frame positions and strengths "
-                             f"(PATH@FRAME[:STRENGTH]) are for the TI2V-5B anchors (ti2v-5B, mi2v-5B), not {tk.name}")
+            raise ValueError(
+                f"image {placed[0].path}@{placed[0].frame}: frame positions and strengths "
+                f"(PATH@FRAME[:STRENGTH]) are for the TI2V-5B anchors (ti2v-5B, mi2v-5B), not {tk.name}"
+            )
         return tuple(a.path for a in anchors)
 
     def _check_kinds(self) -> None:
@@ -522,8 +590,9 @@ class WanSettings:
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
 
-    def _frames(self, tk: WanTask, one: OneFrameSpec | None, n_images: int,
-                default: int | None = None) -> tuple[int, int]:
+    def _frames(
+        self, tk: WanTask, one: OneFrameSpec | None, n_images: int, default: int | None = None
+    ) -> tuple[int, int]:
         """(pixel frames, latent frames T), checked against the RoPE table and the images to place; ``default``
         replaces the task's frame count (the input video's)."""
         if one is not None and self.frame_num not in (None, 1):
@@ -533,12 +602,16 @@ class WanSettings:
         T = check_frame_num(checks.positive_int("frame_num", frame_num))
         T = len(one.positions) if one is not None else T
         if T > ROPE_ROWS:
-            raise ValueError(f"frame_num {frame_num} gives {T} latent frames, more than the {ROPE_ROWS} positions "
-                             f"of the model's RoPE table (frame_num <= {4 * ROPE_ROWS - 3})")
+            raise ValueError(
+                f"frame_num {frame_num} gives {T} latent frames, more than the {ROPE_ROWS} positions "
+                f"of the model's RoPE table (frame_num <= {4 * ROPE_ROWS - 3})"
+            )
         if tk.images in ("many", "optional") and n_images > T - 1:
-            raise ValueError(f"{n_images} images need at least {n_images + 1} latent frames; "
-                             f"frame_num {frame_num} gives {T} latent frames, so at most {T - 1} images "
-                             f"(use frame_num >= {4 * n_images + 1})")
+            raise ValueError(
+                f"{n_images} images need at least {n_images + 1} latent frames; "
+                f"frame_num {frame_num} gives {T} latent frames, so at most {T - 1} images "
+                f"(use frame_num >= {4 * n_images + 1})"
+            )
         if tk.images == "first_last" and one is None and frame_num < 2:
             raise ValueError("first-last-frame tasks need frame_num >= 5")
         return frame_num, T
@@ -548,8 +621,9 @@ class WanSettings:
             raise ValueError(f"bidirectional sampling runs the Euler solver, not {self.solver!r}")
         solver = "euler" if self.bidirectional else (self.solver or tk.solver)
         if solver not in SOLVERS:
-            raise ValueError(f"unknown solver {solver!r}; expected 'unipc', 'dpm++', 'euler', 'lightx2v' or "
-                             f"'lightx2v-euler'")
+            raise ValueError(
+                f"unknown solver {solver!r}; expected 'unipc', 'dpm++', 'euler', 'lightx2v' or 'lightx2v-euler'"
+            )
         return solver
 
     def _one_frame(self, controls: tuple) -> OneFrameSpec | None:
@@ -560,8 +634,9 @@ class WanSettings:
         one = self.one_frame
         one = one if isinstance(one, OneFrameSpec) else OneFrameSpec.parse(one, len(controls))
         if len(controls) != len(one.control_index):
-            raise ValueError(f"{len(one.control_index)} control indices need as many control images, "
-                             f"got {len(controls)}")
+            raise ValueError(
+                f"{len(one.control_index)} control indices need as many control images, got {len(controls)}"
+            )
         return one
 
     @staticmethod
@@ -570,8 +645,10 @@ class WanSettings:
         m = (16 if tk.vae == "2.2" else 8) * 2  # VAE stride x DiT patch
         if area:  # with images the size is a maximum area; the output follows the first image's aspect
             if w * h < m * m:
-                raise ValueError(f"size {size} is below the minimum: with images the size is the output's maximum "
-                                 f"area, which must be at least {m}*{m} = {m * m} pixels")
+                raise ValueError(
+                    f"size {size} is below the minimum: with images the size is the output's maximum "
+                    f"area, which must be at least {m}*{m} = {m * m} pixels"
+                )
             _check_tokens(T * (w * h // (m * m)), f"size {size} (a maximum area) with {T} latent frames")
             return
         if w < m or h < m:
@@ -580,8 +657,11 @@ class WanSettings:
         check_grid(w, h, T, m)
 
     def _steps(self, tk: WanTask) -> int:
-        return tk.sample_steps if self.sample_steps is None else checks.positive_int("sample_steps",
-                                                                                     self.sample_steps, MAX_STEPS)
+        return (
+            tk.sample_steps
+            if self.sample_steps is None
+            else checks.positive_int("sample_steps", self.sample_steps, MAX_STEPS)
+        )
 
     def _shift(self, tk: WanTask, size: str, one: OneFrameSpec | None) -> float:
         if self.sample_shift is not None:
@@ -599,8 +679,9 @@ class WanSettings:
             if len(g) != 2:
                 raise ValueError(f"guide_scale takes one number or (low-noise, high-noise), got {g!r}")
             if not tk.experts and self.guide_scale is not None:
-                raise ValueError(f"a (low-noise, high-noise) guide scale pair is for the two-expert A14B tasks, "
-                                 f"not {tk.name}")
+                raise ValueError(
+                    f"a (low-noise, high-noise) guide scale pair is for the two-expert A14B tasks, not {tk.name}"
+                )
             return (checks.finite("guide_scale", g[0]), checks.finite("guide_scale", g[1]))
         return checks.finite("guide_scale", g)
 
@@ -660,10 +741,20 @@ class WanPlan:
     def params(self) -> dict:
         """The full parameter set (JSON-able), as written into the output's metadata."""
         s, (g_low, g_high) = self.settings, self.guide
-        p = dict(task=s.task, prompt=s.prompt, negative_prompt=s.negative_prompt, images=[str(i) for i in s.images],
-                 size=f"{self.width}*{self.height}", frame_num=s.frame_num, sample_steps=s.sample_steps,
-                 sample_shift=s.sample_shift, sample_guide_scale=g_low if g_low == g_high else [g_low, g_high],
-                 sample_solver=s.solver, seed=s.seed, fps=s.fps)
+        p = dict(
+            task=s.task,
+            prompt=s.prompt,
+            negative_prompt=s.negative_prompt,
+            images=[str(i) for i in s.images],
+            size=f"{self.width}*{self.height}",
+            frame_num=s.frame_num,
+            sample_steps=s.sample_steps,
+            sample_shift=s.sample_shift,
+            sample_guide_scale=g_low if g_low == g_high else [g_low, g_high],
+            sample_solver=s.solver,
+            seed=s.seed,
+            fps=s.fps,
+        )
         if s.bidirectional:
             p["bidirectional_sampling"] = s.bidirectional
         if s.video is not None:
@@ -673,9 +764,12 @@ class WanPlan:
         if s.overlap is not None:
             p.update(extend=None if s.extend is None else str(s.extend), overlap=s.overlap, segments=s.segments)
         if s.one_frame is not None:
-            p.update(one_frame_inference=dict(control_index=list(s.one_frame.control_index),
-                                              target_index=s.one_frame.target_index),
-                     control_images=[str(c) for c in s.control_images])
+            p.update(
+                one_frame_inference=dict(
+                    control_index=list(s.one_frame.control_index), target_index=s.one_frame.target_index
+                ),
+                control_images=[str(c) for c in s.control_images],
+            )
         return p
 
 
@@ -710,9 +804,17 @@ class WanPipeline:
     bad folder or LoRA file.
     """
 
-    def __init__(self, model_dir: str | Path, dtype: mx.Dtype = mx.bfloat16, offload: bool = True,
-                 loras: Sequence = (), loras_high: Sequence = (), loras_low: Sequence = (),
-                 vae_dtype: mx.Dtype = mx.float32, group=None):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        dtype: mx.Dtype = mx.bfloat16,
+        offload: bool = True,
+        loras: Sequence = (),
+        loras_high: Sequence = (),
+        loras_low: Sequence = (),
+        vae_dtype: mx.Dtype = mx.float32,
+        group=None,
+    ):
         self.model_dir = Path(model_dir)
         # sequence parallelism (mlx_video/distributed.py): an mx.distributed group of more than one rank
         self.sp = SequenceParallel(group) if group is not None and group.size() > 1 else None
@@ -722,8 +824,11 @@ class WanPipeline:
         self._vae = self._text = self._clip = None
         if (loras_high or loras_low) and not self.cfg.get("experts"):
             raise ValueError("per-expert LoRAs (high / low) need a two-expert A14B checkpoint; use loras")
-        self._loras = {"dit": _read_loras(loras), "dit_high": _read_loras(loras_high),
-                       "dit_low": _read_loras(loras_low)}
+        self._loras = {
+            "dit": _read_loras(loras),
+            "dit_high": _read_loras(loras_high),
+            "dit_low": _read_loras(loras_low),
+        }
 
     def _cast(self, m: nn.Module) -> nn.Module:
         m.set_dtype(self.dtype, predicate=lambda d: mx.issubdtype(d, mx.floating))
@@ -790,20 +895,36 @@ class WanPipeline:
         """Raise ValueError unless this folder holds the checkpoint ``tk`` needs (DiT type, CLIP,
         experts, VAE version)."""
         d, experts = self.cfg["dit"], bool(self.cfg.get("experts"))
-        held = (f"{'two-expert ' if experts else ''}{d['model_type']} DiT"
-                f"{' with CLIP' if d.get('image_dim') else ''}, VAE {self.cfg['vae']['version']}")
-        ok = (d["model_type"] == tk.model_type and experts == tk.experts and self.cfg["vae"]["version"] == tk.vae
-              and bool(d.get("image_dim")) == tk.clip and (not tk.clip or "clip" in self.cfg))
+        held = (
+            f"{'two-expert ' if experts else ''}{d['model_type']} DiT"
+            f"{' with CLIP' if d.get('image_dim') else ''}, VAE {self.cfg['vae']['version']}"
+        )
+        ok = (
+            d["model_type"] == tk.model_type
+            and experts == tk.experts
+            and self.cfg["vae"]["version"] == tk.vae
+            and bool(d.get("image_dim")) == tk.clip
+            and (not tk.clip or "clip" in self.cfg)
+        )
         if not ok:
-            need = (f"{'two-expert (high/low noise) ' if tk.experts else 'single '}{tk.model_type} DiT"
-                    f"{' with CLIP' if tk.clip else ' without CLIP'}, VAE {tk.vae}")
+            need = (
+                f"{'two-expert (high/low noise) ' if tk.experts else 'single '}{tk.model_type} DiT"
+                f"{' with CLIP' if tk.clip else ' without CLIP'}, VAE {tk.vae}"
+            )
             raise ValueError(f"task {tk.name} needs a {need} checkpoint; {self.model_dir} holds a {held}")
 
     # ------------------------------------------------------------------ stages: plan -> prepare -> denoise -> decode
 
-    def generate(self, settings: WanSettings | None = None, *, noise: mx.array | None = None,
-                 context: Sequence[mx.array] | None = None, clip_fea: mx.array | None = None,
-                 progress: Progress | None = None, **fields) -> GenerationResult:
+    def generate(
+        self,
+        settings: WanSettings | None = None,
+        *,
+        noise: mx.array | None = None,
+        context: Sequence[mx.array] | None = None,
+        clip_fea: mx.array | None = None,
+        progress: Progress | None = None,
+        **fields,
+    ) -> GenerationResult:
         """Generate a video (or, with ``one_frame``, one image): ``settings`` (a WanSettings) or its fields as
         keywords (``generate(task="t2v-5B", prompt=..., size="64*32")``).
 
@@ -832,10 +953,10 @@ class WanPipeline:
                 latent = self.denoise(plan, cond, noise, progress)
             with meter.phase("decode"):
                 frames = self.decode(latent)
-            out = frames if out is None else np.concatenate([out, frames[s.overlap:]])
+            out = frames if out is None else np.concatenate([out, frames[s.overlap :]])
             if k + 1 < s.segments:  # the next window continues from what was made (only one window in memory)
                 nxt = replace(s, seed=(s.seed + k + 1) % 2**32)
-                plan = replace(plan, settings=nxt, extend=out[-s.overlap:].astype(np.float32) / 127.5 - 1.0)
+                plan = replace(plan, settings=nxt, extend=out[-s.overlap :].astype(np.float32) / 127.5 - 1.0)
         return meter.fill(GenerationResult(out, s.fps, latent, params=replace(plan, settings=s).params))
 
     def plan(self, settings: WanSettings) -> WanPlan:
@@ -881,6 +1002,7 @@ class WanPipeline:
             if self.offload:
                 self.free("text")
             return context
+
         return on_root(encode, self.sp.group if self.sp else None)
 
     def encode_images(self, plan: WanPlan, context: list, clip_fea: mx.array | None = None) -> Conditions:
@@ -890,8 +1012,10 @@ class WanPipeline:
         tk, pix, c = plan.task, plan.pixels, Conditions(context, clip_fea=clip_fea)
         W, H = plan.width, plan.height
         if tk.images in ("optional", "many") and pix:
-            anchors = [LatentAnchor(encode_anchor_at(self.vae, im, j, group), j, strength)
-                       for im, (j, strength, group) in zip(pix, plan.anchors())]
+            anchors = [
+                LatentAnchor(encode_anchor_at(self.vae, im, j, group), j, strength)
+                for im, (j, strength, group) in zip(pix, plan.anchors())
+            ]
             c.mask, c.clean = anchor_arrays(anchors, plan.shape)
         elif plan.one_frame is not None:
             c.cond = one_frame_condition(self.vae, plan.controls, plan.one_frame)
@@ -908,12 +1032,13 @@ class WanPipeline:
             c.video_latent = self.vae.encode(mx.array(plan.video)[None])
             mx.eval(c.video_latent)
         if plan.extend is not None:  # the last overlap frames, encoded as the start of a video: latents 0..j
-            z = self.vae.encode(mx.array(plan.extend[-plan.settings.overlap:])[None])
+            z = self.vae.encode(mx.array(plan.extend[-plan.settings.overlap :])[None])
             c.mask, c.clean = anchor_arrays([LatentAnchor(z, 0)], plan.shape)
         return c
 
-    def denoise(self, plan: WanPlan, c: Conditions, noise: mx.array | None = None,
-                progress: Progress | None = None) -> mx.array:
+    def denoise(
+        self, plan: WanPlan, c: Conditions, noise: mx.array | None = None, progress: Progress | None = None
+    ) -> mx.array:
         """Seeded (or injected) noise (video to video: the video's latent noised to the start step's sigma and only
         the remaining steps, ``sdedit``), anchored, through every step; the A14B experts take their runs of steps
         (``expert_segments``), each with its guide scale; WanFM adds the backward pass. Returns the final latent
@@ -939,21 +1064,42 @@ class WanPipeline:
             back = None
             if s.bidirectional:
                 faithful = s.bidirectional == "faithful"
-                back = BackwardPass(dit.rope_tables(grid, t_positions=np.arange(T)[::-1]) if faithful else rope,
-                                    y_rev, skip=faithful and s.skip_redundant)
+                back = BackwardPass(
+                    dit.rope_tables(grid, t_positions=np.arange(T)[::-1]) if faithful else rope,
+                    y_rev,
+                    skip=faithful and s.skip_redundant,
+                )
             call = partial(dit, sp=self.sp) if self.sp else dit  # sequence parallel
-            latent = denoise(call, latent, sched, ctx, rope, g_low if name == "dit_low" else g_high, c.mask, c.clean,
-                             s.batch_cfg, progress, y=y, img=img, steps=range(a, b), backward=back)
+            latent = denoise(
+                call,
+                latent,
+                sched,
+                ctx,
+                rope,
+                g_low if name == "dit_low" else g_high,
+                c.mask,
+                c.clean,
+                s.batch_cfg,
+                progress,
+                y=y,
+                img=img,
+                steps=range(a, b),
+                backward=back,
+            )
             del dit, ctx, img
         if self.offload:
             self.free("dit")
-        return latent[:, one.target_slot:one.target_slot + 1] if one is not None else latent
+        return latent[:, one.target_slot : one.target_slot + 1] if one is not None else latent
 
     def decode(self, latent: mx.array) -> np.ndarray:
         """VAE decode of [1, T, h, w, C] to uint8 frames [F, H, W, 3]; NonFiniteError if the decode holds
         NaN or inf."""
         video = self.vae.decode(latent)
         mx.eval(video)
-        check_finite(video, "in the decoded frames", f"likely cause: an overflow of the VAE's "
-                     f"{str(self.vae_dtype).replace('mlx.core.', '')} dtype (try vae_dtype float32)")
+        check_finite(
+            video,
+            "in the decoded frames",
+            f"likely cause: an overflow of the VAE's "
+            f"{str(self.vae_dtype).replace('mlx.core.', '')} dtype (try vae_dtype float32)",
+        )
         return to_uint8(np.array(video[0]))

@@ -10,6 +10,7 @@ Per block: ``x += Attn(RMSNorm1(x))``, ``x += FFN(RMSNorm2(x))``; the attention 
 128) and the padding mask to the logits; the FFN is ``fc2(fc1(x) * gelu_tanh(gate(x)))``; a final
 RMSNorm closes the stack.
 """
+
 from __future__ import annotations
 
 import html
@@ -41,7 +42,7 @@ class UMT5Args:
     eps: float = 1e-6
 
     @classmethod
-    def from_config(cls, config: dict) -> "UMT5Args":
+    def from_config(cls, config: dict) -> UMT5Args:
         """Read either the official ``umt5_xxl`` kwargs dict (``vocab_size``, ``dim``, ``dim_attn``,
         ``dim_ffn``, ``num_heads``, ``encoder_layers``/``num_layers``, ``num_buckets``, ``shared_pos``)
         or a transformers ``UMT5Config`` dict (``d_model``, ``d_kv``, ``d_ff``, ...).
@@ -52,12 +53,18 @@ class UMT5Args:
             act = config.get("feed_forward_proj", "gated-gelu")
             if act != "gated-gelu":
                 raise ValueError(f"UMT5 feed_forward_proj {act!r} is not supported (Wan uses 'gated-gelu')")
-            return cls(vocab_size=config["vocab_size"], dim=config["d_model"],
-                       dim_attn=config["d_kv"] * config["num_heads"], dim_ffn=config["d_ff"],
-                       num_heads=config["num_heads"], num_layers=config["num_layers"],
-                       num_buckets=config.get("relative_attention_num_buckets", 32),
-                       max_distance=config.get("relative_attention_max_distance", 128),
-                       shared_pos=False, eps=config.get("layer_norm_epsilon", 1e-6))
+            return cls(
+                vocab_size=config["vocab_size"],
+                dim=config["d_model"],
+                dim_attn=config["d_kv"] * config["num_heads"],
+                dim_ffn=config["d_ff"],
+                num_heads=config["num_heads"],
+                num_layers=config["num_layers"],
+                num_buckets=config.get("relative_attention_num_buckets", 32),
+                max_distance=config.get("relative_attention_max_distance", 128),
+                shared_pos=False,
+                eps=config.get("layer_norm_epsilon", 1e-6),
+            )
         config = dict(config)
         if "encoder_layers" in config:
             config["num_layers"] = config.pop("encoder_layers")
@@ -106,8 +113,7 @@ class T5Attention(nn.Module):
     def __call__(self, x: mx.array, bias: mx.array) -> mx.array:
         """x [B, L, dim]; bias [B|1, heads, L, L] additive (position + mask). No 1/sqrt(d) scale."""
         b, n, _ = x.shape
-        q, k, v = (p(x).reshape(b, n, self.num_heads, -1).transpose(0, 2, 1, 3)
-                   for p in (self.q, self.k, self.v))
+        q, k, v = (p(x).reshape(b, n, self.num_heads, -1).transpose(0, 2, 1, 3) for p in (self.q, self.k, self.v))
         out = attention(q, k, v, scale=1.0, mask=bias)
         return self.o(out.transpose(0, 2, 1, 3).reshape(b, n, -1))
 
@@ -133,8 +139,7 @@ class T5Block(nn.Module):
         if not args.shared_pos:
             self.pos_embedding = RelativePositionBias(args.num_buckets, args.num_heads)
 
-    def __call__(self, x: mx.array, keep: mx.array, buckets: mx.array,
-                 shared_bias: mx.array | None) -> mx.array:
+    def __call__(self, x: mx.array, keep: mx.array, buckets: mx.array, shared_bias: mx.array | None) -> mx.array:
         dtype = self.norm1.weight.dtype  # matmul/attention dtype = the loaded weights' dtype
         pos = shared_bias if shared_bias is not None else self.pos_embedding(buckets)
         # Masked keys get the dtype's most negative finite value, like the reference's masked_fill
@@ -198,7 +203,7 @@ def _hf_key(key: str) -> str:
     if key == "encoder.final_layer_norm.weight":
         return "norm.weight"
     if key.startswith("encoder.block."):
-        idx, rest = key[len("encoder.block."):].split(".", 1)
+        idx, rest = key[len("encoder.block.") :].split(".", 1)
         sub, leaf = rest.rsplit(".", 1)
         if sub in _HF_BLOCK:
             return f"blocks.{idx}.{_HF_BLOCK[sub]}.{leaf}"
@@ -225,8 +230,10 @@ def sanitize(weights: dict[str, mx.array], layout: str = "official") -> dict[str
     weights = dict(weights)
     tied = [weights.pop(k) for k in ("shared.weight", "encoder.embed_tokens.weight") if k in weights]
     if len(tied) == 2 and (tied[0].shape != tied[1].shape or not mx.array_equal(tied[0], tied[1]).item()):
-        raise WeightsError("UMT5 (hf): shared.weight and encoder.embed_tokens.weight are tied in the "
-                           "model but differ in the checkpoint")
+        raise WeightsError(
+            "UMT5 (hf): shared.weight and encoder.embed_tokens.weight are tied in the "
+            "model but differ in the checkpoint"
+        )
     out = {_hf_key(k): v for k, v in weights.items()}
     if tied:
         out["token_embedding.weight"] = tied[0]
@@ -234,6 +241,7 @@ def sanitize(weights: dict[str, mx.array], layout: str = "official") -> dict[str
 
 
 # ---------------------------------------------------------------- prompts -> context
+
 
 def clean_prompt(text: str) -> str:
     """Wan's ``clean='whitespace'``: ftfy.fix_text, html.unescape twice, strip, collapse whitespace.
@@ -260,8 +268,9 @@ def load_tokenizer(tokenizer_dir: str | Path):
     path = Path(tokenizer_dir)
     tok = _load(path, ("tokenizer.json", "spiece.model"), "UMT5 tokenizer")
     if tok.pad_token_id != 0 or tok.eos_token_id != 1:
-        raise ValueError(f"{path} is not a UMT5 tokenizer: pad id {tok.pad_token_id}, eos id "
-                         f"{tok.eos_token_id} (expected 0 and 1)")
+        raise ValueError(
+            f"{path} is not a UMT5 tokenizer: pad id {tok.pad_token_id}, eos id {tok.eos_token_id} (expected 0 and 1)"
+        )
     return tok
 
 
@@ -274,20 +283,27 @@ class WanTextEncoder:
 
     def __init__(self, model: UMT5Encoder, tokenizer, text_len: int = 512):
         if len(tokenizer) > model.args.vocab_size:
-            raise ValueError(f"tokenizer has {len(tokenizer)} tokens, more than the encoder's vocabulary "
-                             f"({model.args.vocab_size})")
+            raise ValueError(
+                f"tokenizer has {len(tokenizer)} tokens, more than the encoder's vocabulary ({model.args.vocab_size})"
+            )
         self.model, self.tokenizer, self.text_len = model, tokenizer, text_len
 
     @classmethod
-    def from_dir(cls, tokenizer_dir: str | Path, model: UMT5Encoder, text_len: int = 512) -> "WanTextEncoder":
+    def from_dir(cls, tokenizer_dir: str | Path, model: UMT5Encoder, text_len: int = 512) -> WanTextEncoder:
         """Pair ``model`` with the tokenizer in ``tokenizer_dir`` (errors as ``load_tokenizer``)."""
         return cls(model, load_tokenizer(tokenizer_dir), text_len)
 
     def tokenize(self, prompts: list[str]) -> tuple[mx.array, mx.array]:
         """Cleaned prompts -> (ids int32 [B, text_len], mask int32 [B, text_len]); ``</s>`` appended,
         padded with 0 to ``text_len`` and truncated to it (the official tokenizer call)."""
-        enc = self.tokenizer([clean_prompt(p) for p in prompts], padding="max_length", truncation=True,
-                             max_length=self.text_len, add_special_tokens=True, return_tensors="np")
+        enc = self.tokenizer(
+            [clean_prompt(p) for p in prompts],
+            padding="max_length",
+            truncation=True,
+            max_length=self.text_len,
+            add_special_tokens=True,
+            return_tensors="np",
+        )
         return mx.array(enc["input_ids"].astype(np.int32)), mx.array(enc["attention_mask"].astype(np.int32))
 
     def encode(self, prompts: list[str]) -> list[mx.array]:

@@ -14,12 +14,13 @@ Layout: channels-last. Latents [B, T, h, w, C]; tokens [B, L, C] in (t, h/2, w/2
 Numerics: residual stream, time embedding, modulation, norms and head in float32; q/k/v/o, FFN,
 text/image embeddings and attention in the weights' dtype (bf16 in production); RoPE in float32.
 """
+
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Mapping, Sequence
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -72,7 +73,7 @@ class WanModelArgs:
         return self.dim // self.num_heads
 
     @classmethod
-    def from_config(cls, config: Mapping, weights: Mapping | None = None) -> "WanModelArgs":
+    def from_config(cls, config: Mapping, weights: Mapping | None = None) -> WanModelArgs:
         """Args from an official ``config.json`` (``_class_name: WanModel``) or a diffusers
         ``WanTransformer3DModel`` config.
 
@@ -93,11 +94,18 @@ class WanModelArgs:
             in_dim = d.get("in_channels", 16)
             out_dim = d.get("out_channels") or in_dim
             model_type = d.get("model_type") or (
-                "flf2v" if pos_len else "i2v" if image_dim or in_dim != out_dim else
-                "ti2v" if out_dim == 48 else "t2v")
-            args = dict(model_type=model_type, dim=dim, num_heads=d["num_attention_heads"],
-                        in_dim=in_dim, out_dim=out_dim, image_dim=image_dim, pos_embed_seq_len=pos_len,
-                        patch_size=d.get("patch_size", (1, 2, 2)))
+                "flf2v" if pos_len else "i2v" if image_dim or in_dim != out_dim else "ti2v" if out_dim == 48 else "t2v"
+            )
+            args = dict(
+                model_type=model_type,
+                dim=dim,
+                num_heads=d["num_attention_heads"],
+                in_dim=in_dim,
+                out_dim=out_dim,
+                image_dim=image_dim,
+                pos_embed_seq_len=pos_len,
+                patch_size=d.get("patch_size", (1, 2, 2)),
+            )
             for k in ("ffn_dim", "freq_dim", "num_layers", "text_dim", "eps"):
                 if k in d:
                     args[k] = d[k]
@@ -267,15 +275,16 @@ class WanBlock(nn.Module):
         super().__init__()
         self.eps = args.eps
         self.self_attn = SelfAttention(args.dim, args.num_heads, args.eps)
-        self.norm_cross = LayerNorm(args.dim, args.eps)   # official "norm3", diffusers "norm2"
+        self.norm_cross = LayerNorm(args.dim, args.eps)  # official "norm3", diffusers "norm2"
         self.cross_attn = CrossAttention(args.dim, args.num_heads, args.eps, image=args.image_dim is not None)
         self.ffn = FeedForward(args.dim, args.ffn_dim)
         self.modulation = mx.zeros((1, 6, args.dim))
 
-    def __call__(self, x: mx.array, e0: mx.array, context: mx.array, rope: RopeTables,
-                 img: mx.array | None, shard=None) -> mx.array:
+    def __call__(
+        self, x: mx.array, e0: mx.array, context: mx.array, rope: RopeTables, img: mx.array | None, shard=None
+    ) -> mx.array:
         dt = _name(context.dtype)
-        m = self.modulation.astype(mx.float32)[None] + e0              # [B, G, 6, C] float32
+        m = self.modulation.astype(mx.float32)[None] + e0  # [B, G, 6, C] float32
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (m[:, :, i] for i in range(6))
         x = _gated_add(x, self.self_attn(_modulate(x, shift_sa, scale_sa, self.eps, dt), rope, shard), gate_sa)
         x = x + self.cross_attn(self.norm_cross(x, context.dtype), context, img)
@@ -293,7 +302,7 @@ class Head(nn.Module):
         self.modulation = mx.zeros((1, 2, args.dim))
 
     def __call__(self, x: mx.array, e: mx.array) -> mx.array:
-        m = self.modulation.astype(mx.float32)[None] + e[:, :, None]   # [B, G, 2, C]
+        m = self.modulation.astype(mx.float32)[None] + e[:, :, None]  # [B, G, 2, C]
         return self.proj(_modulate(x, m[:, :, 0], m[:, :, 1], self.eps, "float32")).astype(mx.float32)
 
 
@@ -331,8 +340,9 @@ class ImageEmbedding(nn.Module):
     def __call__(self, x: mx.array, dtype: mx.Dtype) -> mx.array:
         if "emb_pos" in self:
             if x.shape[1] != self.emb_pos.shape[1]:
-                raise ValueError(f"FLF2V expects {self.emb_pos.shape[1]} CLIP tokens (first then last "
-                                 f"image), got {x.shape[1]}")
+                raise ValueError(
+                    f"FLF2V expects {self.emb_pos.shape[1]} CLIP tokens (first then last image), got {x.shape[1]}"
+                )
             x = x.astype(mx.float32) + self.emb_pos.astype(mx.float32)
         return self.norm_out(self.mlp(self.norm_in(x, dtype)), dtype)
 
@@ -421,8 +431,16 @@ class WanModel(nn.Module):
         e0 = self.time_projection(nn.silu(e)).astype(mx.float32)
         return e.astype(mx.float32), e0.reshape(B, tt.shape[1], 6, -1)
 
-    def __call__(self, x: mx.array, t, context: mx.array, rope: RopeTables, y: mx.array | None = None,
-                 img: mx.array | None = None, sp=None) -> mx.array:
+    def __call__(
+        self,
+        x: mx.array,
+        t,
+        context: mx.array,
+        rope: RopeTables,
+        y: mx.array | None = None,
+        img: mx.array | None = None,
+        sp=None,
+    ) -> mx.array:
         """Flow velocity for latent ``x``.
 
         x: [B, T, h, w, C_lat] float32 (h, w even). y: optional [B, T, h, w, C_y] concatenated on
@@ -441,15 +459,18 @@ class WanModel(nn.Module):
         B, T, H, W, c = x.shape
         pt, ph, pw = self.args.patch_size
         if c != self.args.in_dim or T % pt or H % ph or W % pw:
-            raise ValueError(f"input [B, T, h, w, C] = {x.shape} does not fit in_dim {self.args.in_dim} "
-                             f"and patch {self.args.patch_size}")
+            raise ValueError(
+                f"input [B, T, h, w, C] = {x.shape} does not fit in_dim {self.args.in_dim} "
+                f"and patch {self.args.patch_size}"
+            )
         grid = (T // pt, H // ph, W // pw)
         L = math.prod(grid)
         if rope.even.shape[0] != L:
             raise ValueError(f"rope tables have {rope.even.shape[0]} rows for {L} tokens {grid}")
         if (img is None) != ("img_emb" not in self):
-            raise ValueError("img (CLIP tokens from embed_image) is required by, and only by, i2v/flf2v "
-                             "models with the CLIP branch")
+            raise ValueError(
+                "img (CLIP tokens from embed_image) is required by, and only by, i2v/flf2v models with the CLIP branch"
+            )
         context = mx.broadcast_to(context, (B, *context.shape[1:])) if context.shape[0] != B else context
         if img is not None and img.shape[0] != B:
             img = mx.broadcast_to(img, (B, *img.shape[1:]))
@@ -464,7 +485,7 @@ class WanModel(nn.Module):
         for block in self.blocks:
             h = block(h, e0, context, rope, img, shard)
             mx.eval(h)  # block by block: peak 26.3 -> 15.7 GiB at 27,280 tokens for +2.6% time (H100)
-        out = self.head(h, e)                                         # [B, L, pt·ph·pw·out_dim]
+        out = self.head(h, e)  # [B, L, pt·ph·pw·out_dim]
         out = shard.gather(out) if shard is not None else out
         out = out.reshape(B, *grid, pt, ph, pw, self.args.out_dim).transpose(0, 1, 4, 2, 5, 3, 6, 7)
         return out.reshape(B, T, H, W, self.args.out_dim)
@@ -505,7 +526,7 @@ _RULES = {
         (r"\.to_out\.0\.", ".o."),
         (r"\.add_([kv])_proj\.", r".\1_img."),
         (r"\.norm_added_k\.", ".norm_k_img."),
-        (_BLOCK + r"norm2\.", r"\1norm_cross."),   # diffusers swaps norm2 (cross-attn LN) and norm3
+        (_BLOCK + r"norm2\.", r"\1norm_cross."),  # diffusers swaps norm2 (cross-attn LN) and norm3
         (_BLOCK + r"ffn\.net\.0\.proj\.", r"\1ffn.fc1."),
         (_BLOCK + r"ffn\.net\.2\.", r"\1ffn.fc2."),
     ],
@@ -543,5 +564,8 @@ def lora_key_map() -> LoraKeyMap:
     """How Wan DiT LoRA files name their modules (:class:`mlx_video.nn.lora.LoraKeyMap`): official names
     (musubi-tuner, original-key and ComfyUI files) or diffusers names (``transformer.blocks.N.attn1.to_q``),
     resolved through :func:`sanitize`; alpha / rank scaling."""
-    return LoraKeyMap(sanitize, {"official": "", "diffusers": ""},
-                      ("model.diffusion_model.", "diffusion_model.", "transformer.", "base_model.model."))
+    return LoraKeyMap(
+        sanitize,
+        {"official": "", "diffusers": ""},
+        ("model.diffusion_model.", "diffusion_model.", "transformer.", "base_model.model."),
+    )

@@ -8,6 +8,7 @@ Inference is chunked in time exactly as the reference does it: the encoder sees 
 carries the last frames of its input from one chunk to the next in a :class:`CausalCache`. Each chunk
 is evaluated before the next, so memory is bounded by one chunk plus the cache.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
@@ -22,15 +23,48 @@ from mlx_video.nn.tiling import Tiling, tiled_map
 
 CACHE_T = 2  # frames of history a temporal-kernel-3 causal conv needs
 
-MEAN16 = [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
-          0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921]
-STD16 = [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
-         3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160]
+MEAN16 = [
+    -0.7571,
+    -0.7089,
+    -0.9113,
+    0.1075,
+    -0.1745,
+    0.9653,
+    -0.1517,
+    1.5508,
+    0.4134,
+    -0.0715,
+    0.5517,
+    -0.3632,
+    -0.1922,
+    -0.9497,
+    0.2503,
+    -0.2921,
+]
+STD16 = [
+    2.8184,
+    1.4541,
+    2.3275,
+    2.6558,
+    1.2196,
+    1.7708,
+    2.6052,
+    2.0743,
+    3.2687,
+    2.1526,
+    2.8652,
+    1.5579,
+    1.6382,
+    1.1253,
+    2.8251,
+    1.9160,
+]
 
 
 # ----------------------------------------------------------------------------------------------
 # Causal building blocks (shared with vae22)
 # ----------------------------------------------------------------------------------------------
+
 
 class CausalCache:
     """Temporal state carried between chunks: one slot per cached layer, filled in call order.
@@ -253,8 +287,7 @@ class UpBlock(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, num_res: int, mode: str | None, up_dim: int):
         super().__init__()
-        self.resnets = [ResidualBlock(in_dim if i == 0 else out_dim, out_dim)
-                        for i in range(num_res + 1)]
+        self.resnets = [ResidualBlock(in_dim if i == 0 else out_dim, out_dim) for i in range(num_res + 1)]
         if mode is not None:
             self.upsampler = Resample(out_dim, mode, up_dim)
 
@@ -281,16 +314,20 @@ class Encoder3d(nn.Module):
     """conv_in -> down blocks (x2 spatial each but the last; x2 time where ``temporal[i]``) ->
     mid block -> RMSNorm, SiLU, conv_out to ``out_dim`` (2·z: mean and log-variance)."""
 
-    def __init__(self, in_dim: int, dim: int, out_dim: int, dim_mult, num_res: int, temporal,
-                 block=DownBlock):
+    def __init__(self, in_dim: int, dim: int, out_dim: int, dim_mult, num_res: int, temporal, block=DownBlock):
         super().__init__()
         dims = [dim * m for m in [1, *dim_mult]]
         self.conv_in = CausalConv3d(in_dim, dims[0], 3, padding=1)
         last = len(dim_mult) - 1
         self.down_blocks = [
-            block(dims[i], dims[i + 1], num_res,
-                  None if i == last else ("downsample3d" if temporal[i] else "downsample2d"))
-            for i in range(len(dim_mult))]
+            block(
+                dims[i],
+                dims[i + 1],
+                num_res,
+                None if i == last else ("downsample3d" if temporal[i] else "downsample2d"),
+            )
+            for i in range(len(dim_mult))
+        ]
         self.mid_block = MidBlock(dims[-1])
         self.norm_out = RMSNorm(dims[-1])
         self.conv_out = CausalConv3d(dims[-1], out_dim, 3, padding=1)
@@ -308,8 +345,9 @@ class Decoder3d(nn.Module):
     ``temporal[i]``) -> RMSNorm, SiLU, conv_out. With ``halve_up`` (Wan 2.1) each upsampler
     outputs half its width and the next block starts from that; Wan 2.2 keeps the width."""
 
-    def __init__(self, z_dim: int, dim: int, out_dim: int, dim_mult, num_res: int, temporal,
-                 halve_up: bool, block=UpBlock):
+    def __init__(
+        self, z_dim: int, dim: int, out_dim: int, dim_mult, num_res: int, temporal, halve_up: bool, block=UpBlock
+    ):
         super().__init__()
         dims = [dim * m for m in [dim_mult[-1], *dim_mult[::-1]]]
         self.conv_in = CausalConv3d(z_dim, dims[0], 3, padding=1)
@@ -337,12 +375,14 @@ class Decoder3d(nn.Module):
 # The VAE
 # ----------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Wan21VAEArgs:
     """Build parameters (official defaults of ``Wan2_1_VAE``) and latent statistics.
 
     ``dec_dim`` None means the decoder uses ``dim`` (Wan 2.1); latents_mean/std have z_dim entries.
     """
+
     dim: int = 96
     dec_dim: int | None = None
     z_dim: int = 16
@@ -352,29 +392,36 @@ class Wan21VAEArgs:
     latents_mean: list[float] = field(default_factory=lambda: list(MEAN16))
     latents_std: list[float] = field(default_factory=lambda: list(STD16))
 
-    residual: bool = field(default=False, init=False, repr=False)   # Wan 2.2 shortcuts
-    patch_size: int = field(default=1, init=False, repr=False)      # Wan 2.2 pixel patchify
+    residual: bool = field(default=False, init=False, repr=False)  # Wan 2.2 shortcuts
+    patch_size: int = field(default=1, init=False, repr=False)  # Wan 2.2 pixel patchify
 
     def __post_init__(self):
         if len(self.latents_mean) != self.z_dim or len(self.latents_std) != self.z_dim:
-            raise ValueError(f"latents_mean/std need {self.z_dim} entries (z_dim), got "
-                             f"{len(self.latents_mean)}/{len(self.latents_std)}")
+            raise ValueError(
+                f"latents_mean/std need {self.z_dim} entries (z_dim), got "
+                f"{len(self.latents_mean)}/{len(self.latents_std)}"
+            )
         if len(self.temperal_downsample) != len(self.dim_mult) - 1:
             raise ValueError("temperal_downsample needs len(dim_mult) - 1 entries")
 
     @classmethod
-    def from_config(cls, d: dict) -> "Wan21VAEArgs":
+    def from_config(cls, d: dict) -> Wan21VAEArgs:
         """From a diffusers ``AutoencoderKLWan`` config (base_dim, decoder_base_dim, is_residual,
         patch_size, latents_mean, ...) or the official keyword names (dim / c_dim, dec_dim).
         Raises ValueError for a config of the other Wan VAE or with attention scales."""
-        if bool(d.get("is_residual", cls.residual)) != cls.residual or \
-                (d.get("patch_size") or 1) != cls.patch_size:
-            raise ValueError(f"config is_residual={d.get('is_residual')}, patch_size="
-                             f"{d.get('patch_size')} does not describe {cls.__name__}")
+        if bool(d.get("is_residual", cls.residual)) != cls.residual or (d.get("patch_size") or 1) != cls.patch_size:
+            raise ValueError(
+                f"config is_residual={d.get('is_residual')}, patch_size="
+                f"{d.get('patch_size')} does not describe {cls.__name__}"
+            )
         if d.get("attn_scales"):
             raise ValueError("attn_scales are not used by any Wan VAE and are not supported")
-        names = {"dim": ("base_dim", "dim", "c_dim"), "dec_dim": ("decoder_base_dim", "dec_dim"),
-                 "latents_mean": ("latents_mean", "mean"), "latents_std": ("latents_std", "std")}
+        names = {
+            "dim": ("base_dim", "dim", "c_dim"),
+            "dec_dim": ("decoder_base_dim", "dec_dim"),
+            "latents_mean": ("latents_mean", "mean"),
+            "latents_std": ("latents_std", "std"),
+        }
         kw = {}
         for f in fields(cls):
             if not f.init:
@@ -404,18 +451,25 @@ class Wan21VAE(nn.Module):
         super().__init__()
         args = args or self.args_class()
         if type(args) is not self.args_class:
-            raise ValueError(f"{type(self).__name__} needs {self.args_class.__name__}, "
-                             f"got {type(args).__name__}")
+            raise ValueError(f"{type(self).__name__} needs {self.args_class.__name__}, got {type(args).__name__}")
         self.args = args
-        z, p2 = args.z_dim, args.patch_size ** 2
+        z, p2 = args.z_dim, args.patch_size**2
         temporal_up = args.temperal_downsample[::-1]
-        self.encoder = Encoder3d(3 * p2, args.dim, 2 * z, args.dim_mult, args.num_res_blocks,
-                                 args.temperal_downsample, block=self.down_block)
+        self.encoder = Encoder3d(
+            3 * p2, args.dim, 2 * z, args.dim_mult, args.num_res_blocks, args.temperal_downsample, block=self.down_block
+        )
         self.quant_conv = CausalConv3d(2 * z, 2 * z, 1)
         self.post_quant_conv = CausalConv3d(z, z, 1)
-        self.decoder = Decoder3d(z, args.dec_dim or args.dim, 3 * p2, args.dim_mult,
-                                 args.num_res_blocks, temporal_up, halve_up=not args.residual,
-                                 block=self.up_block)
+        self.decoder = Decoder3d(
+            z,
+            args.dec_dim or args.dim,
+            3 * p2,
+            args.dim_mult,
+            args.num_res_blocks,
+            temporal_up,
+            halve_up=not args.residual,
+            block=self.up_block,
+        )
         # float32 like the reference: it multiplies by a float32 1/std and divides by it again.
         self._mean = mx.array(np.asarray(args.latents_mean, np.float32))
         self._inv_std = mx.array(1.0 / np.asarray(args.latents_std, np.float32))
@@ -511,7 +565,7 @@ class Wan21VAE(nn.Module):
         cache, outs = CausalCache(), []
         for t in range(z.shape[1]):
             cache.next_chunk()
-            x = self.decoder(self.post_quant_conv(z[:, t:t + 1].astype(self.dtype)), cache)
+            x = self.decoder(self.post_quant_conv(z[:, t : t + 1].astype(self.dtype)), cache)
             x = mx.clip(self._unpatchify(x).astype(mx.float32), -1.0, 1.0)
             mx.eval(x, cache.arrays())
             outs.append(x)
@@ -523,18 +577,25 @@ class Wan21VAE(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 _OFFICIAL_LEAVES = [  # official name piece -> ours (diffusers uses ours already)
-    (".residual.0.", ".norm1."), (".residual.2.", ".conv1."),
-    (".residual.3.", ".norm2."), (".residual.6.", ".conv2."), (".shortcut.", ".conv_shortcut."),
-    (".middle.0.", ".mid_block.resnets.0."), (".middle.1.", ".mid_block.attentions.0."),
-    (".middle.2.", ".mid_block.resnets.1."), (".head.0.", ".norm_out."), (".head.2.", ".conv_out."),
-    ("encoder.conv1.", "encoder.conv_in."), ("decoder.conv1.", "decoder.conv_in."),
+    (".residual.0.", ".norm1."),
+    (".residual.2.", ".conv1."),
+    (".residual.3.", ".norm2."),
+    (".residual.6.", ".conv2."),
+    (".shortcut.", ".conv_shortcut."),
+    (".middle.0.", ".mid_block.resnets.0."),
+    (".middle.1.", ".mid_block.attentions.0."),
+    (".middle.2.", ".mid_block.resnets.1."),
+    (".head.0.", ".norm_out."),
+    (".head.2.", ".conv_out."),
+    ("encoder.conv1.", "encoder.conv_in."),
+    ("decoder.conv1.", "decoder.conv_in."),
 ]
 
 
 def _rename_top(k: str) -> str:
     for a, b in (("conv1.", "quant_conv."), ("conv2.", "post_quant_conv.")):
         if k.startswith(a):
-            return b + k[len(a):]
+            return b + k[len(a) :]
     return k
 
 
@@ -562,14 +623,12 @@ def to_mlx_layout(k: str, v: mx.array) -> mx.array:
     return v
 
 
-def group_flat(weights: dict[str, mx.array], flat: str, grouped: str,
-               resampler: str) -> dict[str, mx.array]:
+def group_flat(weights: dict[str, mx.array], flat: str, grouped: str, resampler: str) -> dict[str, mx.array]:
     """Regroup a flat block list (``flat.{k}.*``, residual blocks with a Resample closing each
     stage) into ``grouped.{i}.resnets.{j}.*`` / ``grouped.{i}.{resampler}.*``. Stage ends are
     found from the keys (a Resample owns ``resample.1`` weights), so no config is needed."""
-    idx = sorted({int(k[len(flat):].split(".")[0]) for k in weights if k.startswith(flat)})
-    is_resample = {i for i in idx if any(k.startswith(f"{flat}{i}.resample.1.")
-                                         for k in weights)}
+    idx = sorted({int(k[len(flat) :].split(".")[0]) for k in weights if k.startswith(flat)})
+    is_resample = {i for i in idx if any(k.startswith(f"{flat}{i}.resample.1.") for k in weights)}
     where, stage, j = {}, 0, 0
     for i in idx:
         if i in is_resample:
@@ -581,7 +640,7 @@ def group_flat(weights: dict[str, mx.array], flat: str, grouped: str,
     out = {}
     for k, v in weights.items():
         if k.startswith(flat):
-            i, rest = k[len(flat):].split(".", 1)
+            i, rest = k[len(flat) :].split(".", 1)
             k = where[int(i)] + rest
         out[k] = v
     return out
@@ -599,10 +658,8 @@ def sanitize(weights: dict[str, mx.array], layout: str = "official") -> dict[str
     if layout not in ("official", "diffusers"):
         raise ValueError(f"unknown layout {layout!r} (official | diffusers)")
     if layout == "official":
-        weights = group_flat(weights, "encoder.downsamples.", "encoder.down_blocks.",
-                             "downsampler")
+        weights = group_flat(weights, "encoder.downsamples.", "encoder.down_blocks.", "downsampler")
         weights = group_flat(weights, "decoder.upsamples.", "decoder.up_blocks.", "upsampler")
     else:
-        weights = group_flat(weights, "encoder.down_blocks.", "encoder.down_blocks.",
-                             "downsampler")
+        weights = group_flat(weights, "encoder.down_blocks.", "encoder.down_blocks.", "downsampler")
     return {rename_leaves(k, layout): to_mlx_layout(k, v) for k, v in weights.items()}

@@ -5,6 +5,7 @@ patchify around the network (3 <-> 12 channels), a wider decoder (``dec_dim`` 25
 that keep their width, and parameter-free shortcuts around every down/up stage: ``AvgDown3D``
 (space/time-to-channel fold then group average) and ``DupUp3D`` (channel repeat then unfold).
 """
+
 from __future__ import annotations
 
 import re
@@ -12,21 +13,108 @@ from dataclasses import dataclass, field
 
 import mlx.core as mx
 
-from mlx_video.wan.vae21 import (CausalCache, DownBlock, UpBlock, Wan21VAE, Wan21VAEArgs,
-                                 rename_leaves, to_mlx_layout)
+from mlx_video.wan.vae21 import CausalCache, DownBlock, UpBlock, Wan21VAE, Wan21VAEArgs, rename_leaves, to_mlx_layout
 
-MEAN48 = [-0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
-          -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
-          -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
-          -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230,
-          -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748,
-          0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667]
-STD48 = [0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013,
-         0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978,
-         0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
-         0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093,
-         0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887,
-         0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744]
+MEAN48 = [
+    -0.2289,
+    -0.0052,
+    -0.1323,
+    -0.2339,
+    -0.2799,
+    0.0174,
+    0.1838,
+    0.1557,
+    -0.1382,
+    0.0542,
+    0.2813,
+    0.0891,
+    0.1570,
+    -0.0098,
+    0.0375,
+    -0.1825,
+    -0.2246,
+    -0.1207,
+    -0.0698,
+    0.5109,
+    0.2665,
+    -0.2108,
+    -0.2158,
+    0.2502,
+    -0.2055,
+    -0.0322,
+    0.1109,
+    0.1567,
+    -0.0729,
+    0.0899,
+    -0.2799,
+    -0.1230,
+    -0.0313,
+    -0.1649,
+    0.0117,
+    0.0723,
+    -0.2839,
+    -0.2083,
+    -0.0520,
+    0.3748,
+    0.0152,
+    0.1957,
+    0.1433,
+    -0.2944,
+    0.3573,
+    -0.0548,
+    -0.1681,
+    -0.0667,
+]
+STD48 = [
+    0.4765,
+    1.0364,
+    0.4514,
+    1.1677,
+    0.5313,
+    0.4990,
+    0.4818,
+    0.5013,
+    0.8158,
+    1.0344,
+    0.5894,
+    1.0901,
+    0.6885,
+    0.6165,
+    0.8454,
+    0.4978,
+    0.5759,
+    0.3523,
+    0.7135,
+    0.6804,
+    0.5833,
+    1.4146,
+    0.8986,
+    0.5659,
+    0.7069,
+    0.5338,
+    0.4889,
+    0.4917,
+    0.4069,
+    0.4999,
+    0.6866,
+    0.4093,
+    0.5709,
+    0.6065,
+    0.6415,
+    0.4944,
+    0.5726,
+    1.2042,
+    0.5458,
+    1.6887,
+    0.3971,
+    1.0600,
+    0.3943,
+    0.5537,
+    0.5444,
+    0.4089,
+    0.7468,
+    0.7744,
+]
 
 
 def _factors(mode: str | None) -> tuple[int, int]:
@@ -62,7 +150,7 @@ def dup_up_3d(x: mx.array, out_dim: int, ft: int, fs: int, first_chunk: bool) ->
     x = mx.repeat(x, out_dim * ft * fs * fs // c, axis=-1)
     x = x.reshape(b, t, h, w, out_dim, ft, fs, fs).transpose(0, 1, 5, 2, 6, 3, 7, 4)
     x = x.reshape(b, t * ft, h * fs, w * fs, out_dim)
-    return x[:, ft - 1:] if first_chunk else x
+    return x[:, ft - 1 :] if first_chunk else x
 
 
 class ResidualDownBlock(DownBlock):
@@ -95,6 +183,7 @@ class ResidualUpBlock(UpBlock):
 @dataclass
 class Wan22VAEArgs(Wan21VAEArgs):
     """Build parameters (official defaults of ``Wan2_2_VAE``: dim 160, dec_dim 256, z 48)."""
+
     dim: int = 160
     dec_dim: int | None = 256
     z_dim: int = 48
@@ -114,14 +203,12 @@ class Wan22VAE(Wan21VAE):
     up_block = ResidualUpBlock
 
 
-def _nested(weights: dict[str, mx.array], pattern: str, grouped: str,
-            resampler: str) -> dict[str, mx.array]:
+def _nested(weights: dict[str, mx.array], pattern: str, grouped: str, resampler: str) -> dict[str, mx.array]:
     """``{pattern}`` keys like ``encoder.downsamples.{i}.downsamples.{j}.rest`` ->
     ``{grouped}.{i}.resnets.{j}.rest``, or ``{grouped}.{i}.{resampler}.rest`` when entry j is the
     stage's Resample (it owns ``resample.1`` weights)."""
     rx = re.compile(pattern)
-    resamplers = {m.group(1, 2) for k in weights if (m := rx.match(k)) and
-                  m.group(3).startswith("resample.1.")}
+    resamplers = {m.group(1, 2) for k in weights if (m := rx.match(k)) and m.group(3).startswith("resample.1.")}
     out = {}
     for k, v in weights.items():
         m = rx.match(k)
@@ -146,8 +233,10 @@ def sanitize(weights: dict[str, mx.array], layout: str = "official") -> dict[str
     if layout not in ("official", "diffusers"):
         raise ValueError(f"unknown layout {layout!r} (official | diffusers)")
     if layout == "official":
-        weights = _nested(weights, r"encoder\.downsamples\.(\d+)\.downsamples\.(\d+)\.(.*)",
-                          "encoder.down_blocks", "downsampler")
-        weights = _nested(weights, r"decoder\.upsamples\.(\d+)\.upsamples\.(\d+)\.(.*)",
-                          "decoder.up_blocks", "upsampler")
+        weights = _nested(
+            weights, r"encoder\.downsamples\.(\d+)\.downsamples\.(\d+)\.(.*)", "encoder.down_blocks", "downsampler"
+        )
+        weights = _nested(
+            weights, r"decoder\.upsamples\.(\d+)\.upsamples\.(\d+)\.(.*)", "decoder.up_blocks", "upsampler"
+        )
     return {rename_leaves(k, layout): to_mlx_layout(k, v) for k, v in weights.items()}
