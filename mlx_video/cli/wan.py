@@ -52,7 +52,9 @@ def generate(
         "--model",
         help="converted folder, official/diffusers checkpoint folder, or HF repo id",
     ),
-    prompt: str = typer.Option("", "--prompt"),
+    prompt: Optional[list[str]] = typer.Option(
+        None, "--prompt", help="the prompt; with --segments K, repeat it K times for a prompt per segment"
+    ),
     negative_prompt: Optional[str] = typer.Option(None, "--negative_prompt", "--negative-prompt"),
     image: Optional[Path] = typer.Option(None, "--image", help="first frame (ti2v-5B, i2v-*)"),
     images: Optional[list[Path]] = typer.Option(
@@ -100,12 +102,17 @@ def generate(
         help="video to video: 0 keeps the input (VAE round trip), 1 ignores it (plain generation); default 0.8",
     ),
     extend: Optional[Path] = typer.Option(
-        None, "--extend", help="continue this video (t2v-5B / ti2v-5B): its last --overlap frames anchor the new window"
+        None,
+        "--extend",
+        help="continue this video: t2v-5B / ti2v-5B anchor its last --overlap frames; i2v-* take its last frame "
+        "as the first image, flf2v-* as the first frame (with --last_frame)",
     ),
     overlap: Optional[int] = typer.Option(
-        None, "--overlap", help="extension: pixel frames shared by windows, 4j+1 (default 5)"
+        None, "--overlap", help="extension: pixel frames shared by windows, crossfaded; 4j+1 (default 5), I2V: 1"
     ),
-    segments: int = typer.Option(1, "--segments", help="windows to chain into one video (t2v-5B / ti2v-5B)"),
+    segments: int = typer.Option(
+        1, "--segments", help="windows to chain into one video (t2v-5B / ti2v-5B / i2v-*), each from the last"
+    ),
     preset: Optional[str] = typer.Option(
         None,
         "--preset",
@@ -200,12 +207,14 @@ def generate(
             control_image_path,
             image_path,
             end_image_path,
+            extend,
         )
         if output_type not in (None, "video", "images", "latent_images"):
             raise ValueError(f"--output_type must be video, images or latent_images, got {output_type!r}")
         settings = WanSettings(
             task=task,
-            prompt=prompt,
+            prompt=prompt[0] if prompt and len(prompt) == 1 else "",
+            prompts=tuple(prompt) if prompt and len(prompt) > 1 else (),
             negative_prompt=negative_prompt,
             images=imgs,
             size=size,
@@ -267,7 +276,9 @@ def generate(
     save_result(res, save_file, meta, console, latent=output_type == "latent_images")
 
 
-def _image_args(task, image, images, first_frame, last_frame, one_frame, controls, image_path, end_image_path):
+def _image_args(
+    task, image, images, first_frame, last_frame, one_frame, controls, image_path, end_image_path, extend=None
+):
     """(images, control images) from the official spellings of the image options; ValueError for a mix
     that does not go together."""
     from mlx_video.wan.config import TASKS
@@ -286,6 +297,10 @@ def _image_args(task, image, images, first_frame, last_frame, one_frame, control
             "--control_image_path / --image_path / --end_image_path are one-frame options (add --one_frame_inference)"
         )
     if task in TASKS and TASKS[task].images == "first_last":
+        if extend is not None:  # the clip's last frame is the first frame
+            if first_frame or not last_frame:
+                raise ValueError(f"task {task} with --extend takes --last_frame only (the first is the clip's last)")
+            return [last_frame], []
         if not (first_frame and last_frame):
             raise ValueError(f"task {task} needs --first_frame and --last_frame")
         return [first_frame, last_frame], []

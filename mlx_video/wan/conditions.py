@@ -69,15 +69,18 @@ def prepare_images(paths: Sequence[str | Path], width: int, height: int) -> list
     return [to_array(lanczos_cover_crop(load_image(p), height, width)) for p in paths]
 
 
-def first_last_pixels(first: str | Path, last: str | Path | None = None) -> list[np.ndarray]:
-    """The FLF2V input frames at the first frame's own resolution, [H, W, 3] in [-1, 1].
+def first_last_pixels(first, last: str | Path | None = None) -> list[np.ndarray]:
+    """The FLF2V input frames at the first frame's own resolution, [H, W, 3] in [-1, 1]; ``first`` a path or
+    a PIL image (extension: ``read_last_frame`` of the clip).
 
     A last frame of another size is cover-resized (LANCZOS) to the first frame's size and
     center-cropped, as WanFM does (it resizes with torchvision's antialiased bilinear; Wan2.1's code
     mixes up width and height there). Both then go to the VAE through ``bicubic_resize`` and to CLIP
     as they are.
     """
-    a = load_image(first)
+    from PIL import Image
+
+    a = first.convert("RGB") if isinstance(first, Image.Image) else load_image(first)
     out = [to_array(a)]
     if last is not None:
         b = load_image(last)
@@ -375,3 +378,20 @@ def read_video(
     if n == 0:
         raise ValueError(f"video {path} has no frames")
     return (np.stack(out) if out else None), n, wh
+
+
+def read_last_frame(path: str | Path):
+    """The last frame of a video file at its own resolution, as an RGB PIL image (I2V extension: the first
+    image of the continuation). Decodes the whole stream, holding one frame. ValueError as ``read_video``."""
+    import av
+
+    last = None
+    with _open_video(path) as c:
+        try:
+            for frame in c.decode(c.streams.video[0]):
+                last = frame
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise ValueError(f"cannot decode video {path}: {e}") from None
+        if last is None:
+            raise ValueError(f"video {path} has no frames")
+        return last.to_image().convert("RGB")

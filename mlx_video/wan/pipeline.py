@@ -50,6 +50,7 @@ from .conditions import (
     output_size,
     place_anchors,
     prepare_images,
+    read_last_frame,
     read_video,
 )
 from .config import TASKS, WanTask, parse_size
@@ -418,11 +419,16 @@ class WanSettings:
     in [0, 1] (default 0.8, diffusers' default): 1 = plain generation, 0 = the input's VAE round trip.
     recipe: a key of ``RECIPES`` (few-step distillation LoRAs): its steps, guide scale (1: one DiT pass a step),
     shift and solver replace the task's defaults for the values left None.
-    extend: a video to continue (t2v-5B / ti2v-5B without images): its last ``overlap`` pixel frames (4j+1,
+    extend: a video to continue. t2v-5B / ti2v-5B (without images): its last ``overlap`` pixel frames (4j+1,
     default 5: two latent frames) are VAE-encoded as the start of a video and anchored at latent frames 0..j of
-    each new window; size (unset) from the video. segments: windows to chain (>= 1), each continuing the last
-    (without ``extend`` the first is plain generation). The output is the input (if any) followed by each
-    window's frames after its overlap; window k >= 1 draws its noise from ``seed + k``.
+    each new window. i2v-14B / i2v-A14B: its last frame is the first image (no ``images``); flf2v-14B /
+    flf2v-A14B: its last frame is the first frame and ``images`` holds only the last frame (one window); the
+    overlap is that one frame. Size (unset) from the video (a maximum area for the I2V tasks).
+    segments: windows to chain (>= 1), each continuing the last (without ``extend`` the first is the task's
+    plain run; the I2V windows after it are conditioned on the previous window's last frame). The output is
+    the input (if any) followed by each window, its first ``overlap`` frames crossfaded linearly with the
+    frames they repeat (``join_windows``); window k >= 1 draws its noise from ``seed + k``.
+    prompts: one prompt per segment (window k uses ``prompts[k]``), or empty: every window uses ``prompt``.
 
     ``validate()`` checks every value (and opens every image) before any model loads.
     """
@@ -450,6 +456,7 @@ class WanSettings:
     extend: str | Path | None = None
     overlap: int | None = None
     segments: int = 1
+    prompts: Sequence[str] = ()
 
     @property
     def preset(self) -> WanTask:
@@ -477,7 +484,9 @@ class WanSettings:
         self._check_kinds()
         tk, images, controls = self.preset, tuple(self.images), tuple(self.control_images)
         one = self._one_frame(controls)
-        _images_rule(tk, len(images), one is not None)
+        prompt, prompts = self._prompts()
+        from_clip = self._image_from_clip(tk, one, images)
+        _images_rule(tk, len(images) + from_clip, one is not None)
         if self.bidirectional not in (None, "faithful", "reverse"):
             raise ValueError(f"bidirectional must be 'faithful' or 'reverse', got {self.bidirectional!r}")
         if self.bidirectional and (tk.images != "first_last" or one is not None):
@@ -491,14 +500,17 @@ class WanSettings:
         if ext is not None and src is not None:
             raise ValueError("give either a video to restyle (video) or one to continue (extend), not both")
         src_wh = (src or ext or (None, None))[1]
-        size = self.size or (f"{src_wh[0] // m * m}*{src_wh[1] // m * m}" if src_wh and not images else tk.size)
+        own = src_wh and (from_clip or not images)
+        size = self.size or (f"{src_wh[0] // m * m}*{src_wh[1] // m * m}" if own else tk.size)
         overlap = self._overlap(ext, frame_num)
-        self._check_size(tk, size, T, bool(images))
+        self._check_size(tk, size, T, bool(images) or bool(from_clip))
         for p in self._image_paths(tk, frame_num, images) + controls:
             load_image(p)
         seed = secrets.randbelow(2**32) if self.seed is None else checks.seed(self.seed)
         return replace(
             self,
+            prompt=prompt,
+            prompts=prompts,
             images=images,
             control_images=controls,
             one_frame=one,
@@ -523,10 +535,17 @@ class WanSettings:
             if self.overlap is not None:
                 raise ValueError("overlap is for extension: give extend or segments > 1")
             return None
-        if tk.images not in ("none", "optional") or tk.vae != "2.2" or one is not None or images:
+        anchors = tk.images in ("none", "optional") and tk.vae == "2.2" and not images
+        if one is not None or not (anchors or tk.images in ("first", "first_last")):
             raise ValueError(
-                f"extension (extend / segments) runs on t2v-5B / ti2v-5B latent anchors without images, "
-                f"not {tk.name}{' with images' if images else ''}"
+                f"extension (extend / segments) runs on t2v-5B / ti2v-5B latent anchors without images and on the "
+                f"I2V / FLF2V tasks, not {tk.name}{' with images' if images else ''}"
+                f"{' with one-frame inference' if one is not None else ''}"
+            )
+        if tk.images == "first_last" and (self.extend is None or self.segments > 1):
+            raise ValueError(
+                f"{tk.name} extension bridges a clip (extend) to the last frame in one window: give extend "
+                f"and segments 1"
             )
         if self.extend is None:
             return None
@@ -536,6 +555,12 @@ class WanSettings:
     def _overlap(self, ext, frame_num: int) -> int | None:
         if self.extend is None and self.segments == 1:
             return None
+        if self.preset.images in ("first", "first_last"):  # y from one frame: the overlap is that frame
+            if self.overlap not in (None, 1):
+                raise ValueError(
+                    f"{self.task} extension conditions on the last frame only: overlap must be 1, got {self.overlap}"
+                )
+            return 1
         ov = 5 if self.overlap is None else checks.positive_int("overlap", self.overlap)
         if (ov - 1) % 4 or ov >= frame_num:
             raise ValueError(
@@ -544,6 +569,33 @@ class WanSettings:
         if ext is not None and ext[0] < ov:
             raise ValueError(f"video {self.extend} has {ext[0]} frames, fewer than the overlap {ov}")
         return ov
+
+    def _image_from_clip(self, tk: WanTask, one, images) -> int:
+        """1 when the first frame of an I2V / FLF2V task is the last frame of ``extend`` (then no first image
+        may be given: ValueError), else 0."""
+        if self.extend is None or one is not None or tk.images not in ("first", "first_last"):
+            return 0
+        if len(images) != (tk.images == "first_last"):
+            raise ValueError(
+                f"with extend the first frame of {tk.name} is the clip's last frame: give "
+                f"{'only the last frame' if tk.images == 'first_last' else 'no image'}, got {len(images)} image(s)"
+            )
+        return 1
+
+    def _prompts(self) -> tuple[str, tuple[str, ...]]:
+        """(prompt, prompts): per-segment prompts checked against ``segments`` (ValueError), prompt their first."""
+        prompts = (self.prompts,) if isinstance(self.prompts, str) else tuple(self.prompts)
+        if not prompts:
+            return self.prompt, ()
+        if any(not isinstance(p, str) for p in prompts):
+            raise ValueError(f"prompts must be strings, got {prompts!r}")
+        if len(prompts) != self.segments:
+            raise ValueError(
+                f"{len(prompts)} prompts for {self.segments} segment(s): give one prompt, or one per segment"
+            )
+        if self.prompt not in ("", prompts[0]):
+            raise ValueError("give either prompt or prompts (one per segment), not both")
+        return prompts[0], prompts
 
     def _video_source(self, tk: WanTask, one: OneFrameSpec | None) -> tuple[int, tuple[int, int]] | None:
         """(frame count, (width, height)) of the input video, or None without one; ValueError for a task that
@@ -737,6 +789,17 @@ class WanPlan:
         if noise is not None and tuple(noise.shape) != self.shape:
             raise ValueError(f"injected noise must have shape {self.shape}, got {tuple(noise.shape)}")
 
+    def next_window(self, video: np.ndarray) -> WanPlan:
+        """The plan of the window that continues ``video`` (uint8 [F, H, W, 3], the output so far): its last
+        ``overlap`` frames become the latent anchors (5B, ``extend``) or its last frame the first image (I2V
+        ``y`` and CLIP, ``pixels``), and the seed moves on by one. Holds only those frames of ``video``."""
+        s = self.settings
+        tail = video[-s.overlap :].astype(np.float32) / 127.5 - 1.0
+        nxt = replace(s, seed=(s.seed + 1) % 2**32)
+        if self.task.images in ("first", "first_last"):
+            return replace(self, settings=nxt, pixels=[tail[-1]])
+        return replace(self, settings=nxt, extend=tail)
+
     @property
     def params(self) -> dict:
         """The full parameter set (JSON-able), as written into the output's metadata."""
@@ -762,7 +825,14 @@ class WanPlan:
         if s.recipe is not None:
             p["preset"] = s.recipe
         if s.overlap is not None:
-            p.update(extend=None if s.extend is None else str(s.extend), overlap=s.overlap, segments=s.segments)
+            p.update(
+                extend=None if s.extend is None else str(s.extend),
+                overlap=s.overlap,
+                segments=s.segments,
+                overlap_blend="linear",
+            )
+        if s.prompts:
+            p["prompts"] = list(s.prompts)
         if s.one_frame is not None:
             p.update(
                 one_frame_inference=dict(
@@ -786,6 +856,36 @@ class Conditions:
     cond: object = None
     clip_fea: mx.array | None = None
     video_latent: mx.array | None = None
+
+
+def window_context(context: Sequence[mx.array], k: int) -> list[mx.array]:
+    """[cond, uncond] of window ``k`` from ``encode_text``'s [cond_0, ..., cond_{P-1}, uncond]: the k-th
+    prompt's embedding with per-segment prompts, else the one prompt's. ValueError for a list of another length
+    than 2 or ``k`` + 2 and more."""
+    conds = list(context[:-1])
+    if not conds or (len(conds) > 1 and k >= len(conds)):
+        raise ValueError(
+            f"text context for window {k}: expected [cond, uncond] or one cond per segment and the "
+            f"uncond, got {len(context)} arrays"
+        )
+    return [conds[k] if len(conds) > 1 else conds[0], context[-1]]
+
+
+def join_windows(video: np.ndarray | None, window: np.ndarray, overlap: int | None) -> np.ndarray:
+    """Append a window (uint8 [F, H, W, 3]) to the video so far (None: the window itself). The window's first
+    ``overlap`` = n frames show the same moments as the video's last n (anchored or conditioned on them): they
+    are crossfaded linearly, frame i as ``(1 − w_i)·video[−n + i] + w_i·window[i]`` with ``w_i = (i + 1)/(n + 1)``
+    (rounded to uint8), then ``window[n:]`` follows. Nothing is repeated: the result has len(video) + F − n
+    frames; the fade runs from the old frames to the new ones, so neither the VAE round trip of the anchors
+    nor a re-generated I2V first frame makes a jump at the join (docs/wan.md 9.4)."""
+    if video is None:
+        return window
+    n = overlap or 0
+    if n == 0:
+        return np.concatenate([video, window])
+    w = (np.arange(1, n + 1, dtype=np.float32) / (n + 1))[:, None, None, None]
+    mixed = (1.0 - w) * video[-n:].astype(np.float32) + w * window[:n].astype(np.float32)
+    return np.concatenate([video[:-n], np.clip(np.round(mixed), 0, 255).astype(np.uint8), window[n:]])
 
 
 class WanPipeline:
@@ -948,15 +1048,14 @@ class WanPipeline:
             out = to_uint8(plan.extend)
         for k in range(s.segments):
             with meter.phase("encode"):
-                cond = self.encode_images(plan, context, clip_fea)
+                cond = self.encode_images(plan, window_context(context, k), clip_fea if k == 0 else None)
             with meter.phase("denoise"):
                 latent = self.denoise(plan, cond, noise, progress)
             with meter.phase("decode"):
                 frames = self.decode(latent)
-            out = frames if out is None else np.concatenate([out, frames[s.overlap :]])
+            out = join_windows(out, frames, s.overlap)
             if k + 1 < s.segments:  # the next window continues from what was made (only one window in memory)
-                nxt = replace(s, seed=(s.seed + k + 1) % 2**32)
-                plan = replace(plan, settings=nxt, extend=out[-s.overlap :].astype(np.float32) / 127.5 - 1.0)
+                plan = plan.next_window(out)
         return meter.fill(GenerationResult(out, s.fps, latent, params=replace(plan, settings=s).params))
 
     def plan(self, settings: WanSettings) -> WanPlan:
@@ -968,7 +1067,10 @@ class WanPipeline:
         self.check_task(tk)
         vs = self.cfg["vae"]["stride"]
         pix: list[np.ndarray] = []
-        if tk.images in ("first", "first_last") or one is not None:
+        if s.extend is not None and tk.images in ("first", "first_last"):  # the clip's last frame is the first
+            pix = first_last_pixels(read_last_frame(s.extend), s.images[0] if s.images else None)
+            width, height = i2v_size((pix[0].shape[1], pix[0].shape[0]), math.prod(parse_size(s.size)), vs, 2)
+        elif tk.images in ("first", "first_last") or one is not None:
             pix = first_last_pixels(s.images[0], s.images[1] if len(s.images) > 1 and one is None else None)
             if one is not None and len(s.images) > 1:
                 pix.append(to_array(load_image(s.images[1])))  # musubi: end image for CLIP, as given
@@ -989,15 +1091,17 @@ class WanPipeline:
         return WanPlan(s, width, height, shape, pix, controls, video, extend)
 
     def encode_text(self, plan: WanPlan, context: Sequence[mx.array] | None = None) -> list[mx.array]:
-        """UMT5 embeddings [cond [n, 4096], uncond [m, 4096]] of the prompt and the negative prompt
-        (``context`` when injected); frees the text encoder after, with offload. With a group, the
+        """UMT5 embeddings [cond [n, 4096], uncond [m, 4096]] of the prompt and the negative prompt, with
+        per-segment ``prompts`` [cond_0, ..., cond_{K-1}, uncond] (``window_context`` picks a window's pair);
+        ``context`` when injected (either form). Frees the text encoder after, with offload. With a group, the
         encoder runs on rank 0 only and its output is broadcast."""
         if context is not None:
             return list(context)
 
         def encode():
             enc, s = self.text_encoder, plan.settings
-            context = enc.encode([s.prompt]) + enc.encode([s.negative_prompt])
+            conds = [c for p in (s.prompts or (s.prompt,)) for c in enc.encode([p])]
+            context = conds + enc.encode([s.negative_prompt])
             mx.eval(context)  # a lazy context would keep the encoder's weights alive past free("text")
             if self.offload:
                 self.free("text")
@@ -1031,7 +1135,9 @@ class WanPipeline:
         if plan.video is not None:
             c.video_latent = self.vae.encode(mx.array(plan.video)[None])
             mx.eval(c.video_latent)
-        if plan.extend is not None:  # the last overlap frames, encoded as the start of a video: latents 0..j
+        # extension on the 5B: the last overlap frames, encoded as the start of a video, anchor latents 0..j
+        # (the I2V tasks have the clip's or the previous window's last frame as ``pix[0]`` above)
+        if plan.extend is not None and tk.images in ("none", "optional"):
             z = self.vae.encode(mx.array(plan.extend[-plan.settings.overlap :])[None])
             c.mask, c.clean = anchor_arrays([LatentAnchor(z, 0)], plan.shape)
         return c
