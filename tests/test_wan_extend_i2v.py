@@ -13,7 +13,7 @@ from PIL import Image
 from mlx_video.io.images import to_uint8
 from mlx_video.wan import pipeline as P
 from mlx_video.wan.checkpoint import convert_wan
-from mlx_video.wan.conditions import read_last_frame, read_video
+from mlx_video.wan.conditions import read_video
 from tests.helpers import IMAGES
 from tests.test_wan_i2v import A14B, I2V21, ROOT
 from tests.test_wan_v2v import _clip
@@ -26,6 +26,14 @@ RUN = dict(frame_num=9, sample_steps=2, sample_shift=5.0, guide_scale=4.0)
 def _ctx(pipe):
     dim = pipe.cfg["dit"]["text_dim"]
     return [mx.random.normal((5, dim), key=mx.random.key(0)), mx.random.normal((6, dim), key=mx.random.key(1))]
+
+
+def _last_frame(path) -> np.ndarray:
+    """The file's last frame, decoded here independently (uint8 [H, W, 3] at its own size)."""
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])][-1]
 
 
 def _png(frame: np.ndarray, path):
@@ -72,7 +80,7 @@ def test_a14b_segments_condition_each_window_on_the_last_frame(a14b, tmp_path, m
 def test_i2v14b_extend_takes_the_clips_last_frame_for_y_and_clip(i2v21, tmp_path):
     clip, ctx = _clip(tmp_path / "in.mp4", n=11), _ctx(i2v21)
     res = i2v21.generate(task="i2v-14B", extend=clip, context=ctx, **RUN)
-    last = _png(np.asarray(read_last_frame(clip)), tmp_path / "last.png")
+    last = _png(_last_frame(clip), tmp_path / "last.png")
     plain = i2v21.generate(task="i2v-14B", images=[last], size="64*64", context=ctx, **RUN)
     video = to_uint8(read_video(clip, 64, 64)[0])
     assert res.frames.shape == (11 + 9 - 1, 64, 64, 3)
@@ -87,7 +95,7 @@ def test_flf2v_extend_bridges_the_clip_to_the_last_frame(tmp_path):
     pipe = P.WanPipeline(convert_wan(FLF21, tmp_path / "flf", dtype="float32"), dtype=mx.float32, offload=False)
     clip, ctx = _clip(tmp_path / "in.mp4", n=6), _ctx(pipe)
     res = pipe.generate(task="flf2v-14B", extend=clip, images=[IMG], context=ctx, **RUN)
-    first = _png(np.asarray(read_last_frame(clip)), tmp_path / "first.png")
+    first = _png(_last_frame(clip), tmp_path / "first.png")
     plain = pipe.generate(task="flf2v-14B", images=[first, IMG], size="64*64", context=ctx, **RUN)
     assert res.frames.shape == (6 + 9 - 1, 64, 64, 3)
     np.testing.assert_array_equal(np.array(res.latents), np.array(plain.latents))
