@@ -334,3 +334,44 @@ def test_a2vid_bad_inputs(parts, encoders, tmp_path):
         generate(comps, LTXSettings("distilled", height=H, width=W, num_frames=FRAMES), ctx, audio=AudioCondition(w, r))
     with pytest.raises(ValueError, match="leave audio guidance unset"):
         LTXSettings("a2vid", audio_guidance=dict(cfg_scale=7.0)).validate()
+
+
+tiny_cli = base.tiny_cli
+
+
+def test_cli_a2vid_writes_the_given_audio(tiny_cli, encoders, images, tmp_path, monkeypatch):
+    import av as pyav
+
+    import mlx_video.cli.ltx2 as lcli
+
+    run, seen = tiny_cli
+    load = lcli.load_components
+
+    def with_encoder(*a):
+        comps = load(*a)
+        comps.audio_encoder = encoders[1]
+        return comps
+
+    monkeypatch.setattr(lcli, "load_components", with_encoder)
+    audio = write_wav(tmp_path / "in.wav", 16000, 2.0)
+    out = tmp_path / "a2v.mp4"
+    common = ["--pipeline", "a2vid", "--height", "128", "--width", "128", "--num-frames", "9", "--steps", "1"]
+    r = run(*common, "--stg-blocks", "1", "--audio", audio, "--audio-start-time", "0.5", "--output-path", str(out))
+    assert r.exit_code == 0, r.output
+    assert seen["variant"] == "dev" and seen["lora"] == (0.0, 1.0) and seen["negative"] is not None
+    with pyav.open(str(out)) as f:
+        assert {s.type for s in f.streams} == {"video", "audio"} and f.streams.audio[0].rate == 16000
+        meta = __import__("json").loads(f.metadata["comment"])
+    assert meta["audio"]["path"] == audio and meta["audio"]["audio_start_time"] == 0.5
+    assert meta["audio"]["audio_max_duration"] == 9 / 24
+    bad = tmp_path / "bad.mp4"
+    for args, msg in (
+        (["--audio", images[0]], "has no audio stream"),
+        (["--audio", audio, "--audio-start-time", "1.9"], "audio lasts 0.100 s"),
+        ([], "needs --audio"),
+    ):
+        r = run(*common, *args, "--output-path", str(bad))
+        assert r.exit_code == 2 and msg in r.output and r.output.count("\n") == 1, r.output
+    r = run("--audio", audio, "--output-path", str(bad))
+    assert r.exit_code == 2 and "--audio is for --pipeline a2vid" in r.output
+    assert not bad.exists()

@@ -8,7 +8,7 @@ float32 stereo at the stream's own rate (a mono stream is duplicated to both cha
 audio VAE takes (the official reader keeps the file's channels, and its audio
 encoder then fails on anything but stereo). The sample rate is left as it is: the audio VAE's front end
 resamples to 16 kHz with the official's own resampler (:func:`mlx_video.ltx2.audio_vae.resample`, torchaudio's
-sinc), see docs/ltx2.md §12.
+sinc), see docs/ltx2.md §16.
 """
 
 from __future__ import annotations
