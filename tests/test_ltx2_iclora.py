@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import types
+from dataclasses import asdict
 
 import ltx_core.components.noisers as ltx_noisers
 import mlx.core as mx
@@ -319,3 +320,76 @@ def test_ic_lora_bad_inputs(parts, fresh, files, tmp_path):
         with wave.open(str(wav), "wb") as f:
             f.setnchannels(1), f.setsampwidth(2), f.setframerate(16000), f.writeframes(b"\0\0" * 1600)
         read_video_frames(wav)
+
+
+tiny_cli = base.tiny_cli
+
+
+def test_cli_ic_lora(tiny_cli, parts, files, tmp_path, monkeypatch):
+    import av as pyav
+
+    import mlx_video.cli.ltx2 as lcli
+    import mlx_video.ltx2.loading as loading
+
+    run, seen = tiny_cli
+    _, ours, _ = parts
+    lora_path, _, video, _ = files
+    (_, m) = base._transformers(FLAVOUR, 32)
+    monkeypatch.setattr(lcli, "load_components", lambda *a: LTX2Components(m, ours.vae, ours.adec, ours.voc, ours.ups))
+    monkeypatch.setattr(
+        lcli, "check_ic_loras", lambda cfg, loras: loading.check_ic_loras({"transformer": asdict(m.args)}, loras)
+    )
+    out = tmp_path / "ic.mp4"
+    common = ["--pipeline", "ic-lora", "--height", "128", "--width", "192", "--num-frames", "17"]
+    r = run(*common, "--control_video", f"{video}:0.9", "--lora", f"{lora_path}:0.8", "--output-path", str(out))
+    assert r.exit_code == 0, r.output
+    with pyav.open(str(out)) as f:
+        v = f.streams.video[0]
+        assert {s.type for s in f.streams} == {"video", "audio"} and (
+            v.codec_context.width,
+            v.codec_context.height,
+        ) == (
+            192,
+            128,
+        )
+        meta = __import__("json").loads(f.metadata["comment"])
+    assert meta["controls"][0]["path"] == video and meta["controls"][0]["strength"] == 0.9
+    assert meta["loras"][0]["strength"] == 0.8 and meta["pipeline"] == "ic-lora"
+    out2 = tmp_path / "ic_half.mp4"
+    r = run(
+        *common,
+        "--control_video",
+        video,
+        "--lora",
+        lora_path,
+        "--skip-stage-2",
+        "--conditioning-attention-mask",
+        video,
+        "--conditioning-attention-strength",
+        "0.5",
+        "--output-path",
+        str(out2),
+    )
+    assert r.exit_code == 0, r.output
+    with pyav.open(str(out2)) as f:
+        assert f.streams.video[0].codec_context.width == 96
+    wan_like = tmp_path / "wan.safetensors"
+    save_file(
+        {
+            "blocks.0.self_attn.q.lora_A.weight": torch.zeros(4, 32),
+            "blocks.0.self_attn.q.lora_B.weight": torch.zeros(32, 4),
+        },
+        str(wan_like),
+    )
+    bad = tmp_path / "bad.mp4"
+    for args, msg in (
+        (["--control_video", video, "--lora", str(wan_like)], "an IC-LoRA for another model"),
+        (["--control_video", video, "--lora", lora_path, "--num-frames", "25"], "has 20 frames; the clip needs 25"),
+        (["--lora", lora_path], "needs --control_video"),
+        (["--control_video", video], "needs --lora"),
+    ):
+        r = run(*common, *args, "--output-path", str(bad))
+        assert r.exit_code == 2 and msg in r.output and r.output.count("\n") == 1, r.output
+    r = run("--control_video", video, "--output-path", str(bad))
+    assert r.exit_code == 2 and "for --pipeline ic-lora" in r.output
+    assert not bad.exists()

@@ -405,6 +405,27 @@ def read_ic_lora(path: str | Path) -> tuple[dict[str, mx.array], int]:
     return weights, factor
 
 
+def check_ic_loras(cfg: dict, loras) -> None:
+    """Refuse, before anything loads, IC-LoRA files ``[(path, strength), ...]`` that do not fit this model's
+    transformer (checked on an unloaded skeleton built from ``cfg``: key names and shapes only) or that disagree
+    on the reference downscale factor. Raises WeightsError / ValueError naming the file."""
+    from mlx_video.nn.lora import check_lora
+
+    from .transformer import LTXModel, LTXModelArgs, lora_key_map
+
+    skeleton = LTXModel(_args(LTXModelArgs, cfg["transformer"]))  # lazy arrays: nothing is allocated
+    factors = set()
+    for path, _ in loras:
+        weights, k = read_ic_lora(path)
+        try:
+            check_lora(skeleton, weights, lora_key_map(), f"IC-LoRA {path}")
+        except WeightsError as e:
+            raise WeightsError(f"{e} (an IC-LoRA for another model?)") from None
+        factors.add(k)
+    if len(factors - {1}) > 1:
+        raise ValueError(f"IC-LoRAs with different reference downscale factors: {sorted(factors)}")
+
+
 def with_ic_loras(comps, loras, stored=None):
     """Pipeline ic-lora's weights (``ICLoraPipeline``): stage 1 = the distilled transformer + the IC-LoRAs
     ``[(path, strength), ...]`` (ltx-core ``fuse_loras``: ``W + strength * B @ A``, no alpha), stage 2 = the
