@@ -12,7 +12,8 @@
 :func:`generate` runs them and returns a :class:`mlx_video.result.GenerationResult`.
 
 Reference: ltx-pipelines 1.0.0 ``DistilledPipeline``, ``TI2VidOneStagePipeline``,
-``TI2VidTwoStagesPipeline``, ``TI2VidTwoStagesHQPipeline`` and ``A2VidPipelineTwoStage`` (a2vid, §16) (docs/ltx2.md §9), defaults from
+``TI2VidTwoStagesPipeline``, ``TI2VidTwoStagesHQPipeline``, ``A2VidPipelineTwoStage`` (a2vid, §16) and
+``ICLoraPipeline`` (ic-lora, §17) (docs/ltx2.md §9), defaults from
 ``ltx_pipelines.utils.constants`` and ``utils.args``:
 
 | pipeline          | stage 1 (half resolution unless one-stage)          | stage 2 (full resolution)          |
@@ -21,6 +22,7 @@ Reference: ltx-pipelines 1.0.0 ``DistilledPipeline``, ``TI2VidOneStagePipeline``
 | dev-two-stage     | LTX2Scheduler(steps, 4096 tokens), Euler, guidance  | dev + distilled LoRA, 3 sigmas, Euler |
 | dev-two-stage-hq  | LTX2Scheduler(steps, real token count), res2s, guidance (LoRA 0.25) | LoRA 0.5, 3 sigmas, res2s |
 | a2vid             | as dev-two-stage, the given audio's latent held fixed (mask 0) | as dev-two-stage, audio fixed |
+| ic-lora           | distilled + IC-LoRA, control videos as in-context tokens | distilled, no IC-LoRA (or skipped) |
 
 Images: pixel frame 0 -> :class:`LatentAnchor` (latent replacement), any later frame ->
 :class:`GuidingTokens` (ltx-pipelines ``combined_image_conditionings``). Each image first makes the
@@ -109,7 +111,7 @@ Guidance = Union[G.GuidanceParams, Mapping, None]
 
 
 def check_pipeline(pipeline: str) -> None:
-    """Raise ValueError unless ``pipeline`` is one of distilled, dev, dev-two-stage, dev-two-stage-hq."""
+    """Raise ValueError unless ``pipeline`` is one of :data:`PIPELINES`."""
     if pipeline not in PIPELINES:
         raise ValueError(f"unknown pipeline {pipeline!r}; expected one of {', '.join(PIPELINES)}")
 
