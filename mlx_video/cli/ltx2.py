@@ -20,6 +20,7 @@ import typer
 from mlx_video.ltx2.loading import (  # module names: tests replace them with tiny ones
     check_ic_loras,
     encode_text,
+    enhance_prompt,
     load_components,
     with_ic_loras,
 )
@@ -190,6 +191,12 @@ def generate(
         None, "--conditioning-attention-mask", help="ic-lora: a grayscale mask video (white = full attention)"
     ),
     skip_stage_2: bool = typer.Option(False, "--skip-stage-2", help="ic-lora: stop after stage 1 (half size)"),
+    enhance: bool = typer.Option(
+        False,
+        "--enhance_prompt",
+        "--enhance-prompt",
+        help="rewrite the prompt with Gemma 3 and the official t2v / i2v system prompt (stored in the metadata)",
+    ),
     no_audio: bool = typer.Option(False, "--no-audio", help="do not decode / mux the (jointly generated) audio"),
     height: Optional[int] = typer.Option(None, "--height", "-H", help="default: the pipeline's official size"),
     width: Optional[int] = typer.Option(None, "--width", "-W"),
@@ -302,10 +309,17 @@ def generate(
         if loras:
             check_ic_loras(cfg, loras)  # a LoRA for another model: refused before the text encoder runs
         t0 = time.perf_counter()
+        enhanced = None
+        if enhance and (sp is None or sp.is_root):  # only rank 0 encodes text
+            with console.status("enhancing the prompt (Gemma 3)"):
+                seed_e = settings.seed if settings.pipeline == "ic-lora" else 42  # ltx-pipelines' choices
+                enhanced = enhance_prompt(model_dir, cfg, prompt, "i2v" if images else "t2v", seed_e)
+            console.print(f"enhanced prompt: {enhanced}")
+        text = prompt if enhanced is None else enhanced
         with console.status("encoding the prompt"):
 
             def encode():
-                p, n = encode_text(model_dir, cfg, prompt, settings.negative_text)
+                p, n = encode_text(model_dir, cfg, text, settings.negative_text)
                 return [p.video, p.audio] + ([] if n is None else [n.video, n.audio])
 
             ctx = on_root(encode, sp.group if sp is not None else None)
@@ -335,6 +349,8 @@ def generate(
     if sp is not None and not sp.is_root:
         return
     meta = dict(res.params, model=str(model), prompt=prompt, generator="mlx_video", seed_drawn=drawn)
+    if enhanced is not None:
+        meta["enhanced_prompt"] = enhanced
     meta["images"] = [dict(path=p, **m) for (p, _, _), m in zip(specs, res.params["images"])]
     if given_audio is not None:
         meta["audio"] = dict(path=audio, **res.params["audio"])

@@ -468,3 +468,18 @@ def with_ic_loras(comps, loras, stored=None):
     comps.stage1_transformer, comps.stage2_transformer = stage1, stage2
     comps.reference_downscale_factor = factor
     return comps
+
+
+def enhance_prompt(model_dir: Path, cfg: dict, prompt: str, kind: str = "t2v", seed: int = 42) -> str:
+    """``--enhance_prompt``: the prompt rewritten by the folder's Gemma 3 with the official system prompt for
+    ``kind`` ("t2v", or "i2v" when the run has an image; see :mod:`mlx_video.ltx2.enhance`), sampled with
+    ``seed`` (ltx-pipelines: 42, ICLoraPipeline its own seed). Loads Gemma and frees it before returning.
+    Raises WeightsError when the folder has no Gemma, ValueError for an empty prompt."""
+    from .enhance import PromptEnhancer
+
+    enc = load_text_encoder(model_dir, cfg)
+    try:
+        return PromptEnhancer.from_text_encoder(enc.gemma, enc.tokenizer.tokenizer)(prompt, kind, seed)
+    finally:
+        del enc
+        mx.clear_cache()
