@@ -335,7 +335,7 @@ def latent_attention_mask(mask: np.ndarray, frames: int, h: int, w: int) -> np.n
 class LTXSettings:
     """What to generate, with every default of the official pipelines (ltx-pipelines 1.0.0) in one place.
 
-    pipeline: distilled | dev | dev-two-stage | dev-two-stage-hq. version: "2" or "2.3" (any version string;
+    pipeline: distilled | dev | dev-two-stage | dev-two-stage-hq | a2vid | ic-lora. version: "2" or "2.3" (any version string;
     None = the model's own, :attr:`LTX2Components.model_version`), choosing the dev guidance defaults.
     height / width: output size in pixels (None: the pipeline's official size, :data:`DEFAULT_SIZE`);
     multiples of 64 for two-stage pipelines, 32 for dev. num_frames: 8k+1. fps > 0 (sets the audio length
@@ -346,6 +346,8 @@ class LTXSettings:
     negative_prompt: guided pipelines (None: :data:`DEFAULT_NEGATIVE_PROMPT`). image_crf: the H.264 CRF of the
     conditioning images' round trip (33, 0 = none, at most 51). seed: any integer, reduced mod 2**32
     (:func:`mlx_video.checks.seed`); None draws a random one (stored by :meth:`resolved`); official default 10.
+    skip_stage_2 / conditioning_attention_strength (ic-lora only): stop after stage 1 (half-size output); the
+    weight in [0, 1] of attention between the control tokens and the video (1 = full, ``ICLoraPipeline``'s).
     """
 
     pipeline: str = "distilled"
