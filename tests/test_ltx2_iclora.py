@@ -65,10 +65,17 @@ from tests.test_ltx2_pipelines import (
 
 parts, images = base.parts, base.images  # the tiny components and the two PNGs (module fixtures)
 FLAVOUR, LORA_STRENGTH, CONTROL_STRENGTH = "ltx23", 0.8, 0.9
-CASES = {  # name: (skip_stage_2, conditioning_attention_strength, pixel mask)
-    "two-stage, mask x 0.7": (False, 0.7, True),
-    "skip stage 2, full attention": (True, 1.0, False),
+CASES = {  # name: (skip_stage_2, conditioning_attention_strength, pixel mask, reference_downscale_factor, size)
+    "two-stage, mask x 0.7": (False, 0.7, True, 1, (H, W)),
+    "skip stage 2, full attention": (True, 1.0, False, 1, (H, W)),
+    "downscale factor 2, mask x 0.6": (True, 0.6, True, 2, (2 * H, 2 * W)),
 }
+
+
+def mask_for(case):
+    """A random pixel mask at stage 1's size (the official CLI loads it at height // 2, width // 2)."""
+    h, w = CASES[case][4]
+    return np.random.default_rng(41).uniform(0, 1, (FRAMES, h // 2, w // 2)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +97,9 @@ def files(tmp_path_factory, fresh):
             name = k[: -len(".weight")]
             lora[f"diffusion_model.{name}.lora_A.weight"] = 0.3 * torch.randn(4, v.shape[1], generator=g)
             lora[f"diffusion_model.{name}.lora_B.weight"] = 0.3 * torch.randn(v.shape[0], 4, generator=g)
-    path = d / "ic.safetensors"
-    save_file(lora, str(path), metadata={"reference_downscale_factor": "1"})
+    paths = {k: str(d / f"ic{k}.safetensors") for k in (1, 2)}
+    for k, p in paths.items():
+        save_file(lora, p, metadata={"reference_downscale_factor": str(k)})
     rng = np.random.default_rng(41)
     y, x = np.mgrid[0:80, 0:120]
     frames = np.stack(
@@ -100,14 +108,14 @@ def files(tmp_path_factory, fresh):
     frames = np.clip(frames + rng.normal(0, 15, frames.shape), 0, 255).astype(np.uint8)
     video = str(d / "control.mp4")
     write_video(video, frames, FPS)
-    mask = rng.uniform(0, 1, (FRAMES, H // 2, W // 2)).astype(np.float32)
-    return str(path), lora, video, mask
+    return paths, lora, video
 
 
 def run_reference(ref, fresh, files, ctx, paths, bank, monkeypatch, case, steps_out):
-    skip, cas, use_mask = CASES[case]
+    skip, cas, use_mask, factor, (H, W) = CASES[case]
     t1, _ = fresh
-    lora_path, lora, video, mask = files
+    _, lora, video = files
+    mask = mask_for(case)
     # ltx-core's own delta (fuse_loras._prepare_deltas: strength * B @ A per weight; its apply_loras casts to bf16)
     lsd = [
         LoraStateDictWithStrength(
@@ -151,7 +159,7 @@ def run_reference(ref, fresh, files, ctx, paths, bank, monkeypatch, case, steps_
         ImageConditioningInput(paths[1], GUIDE_FRAME, GUIDE_STRENGTH, 0),
     ]
     pipe = object.__new__(ICLoraPipeline)  # only its conditioning builders: no ledger, no weights
-    pipe.dtype, pipe.device, pipe.reference_downscale_factor = torch.float32, "cpu", 1
+    pipe.dtype, pipe.device, pipe.reference_downscale_factor = torch.float32, "cpu", factor
 
     def loop(transformer):
         return lambda sigmas, vs, as_, stepper: euler_denoising_loop(
@@ -201,10 +209,12 @@ def run_reference(ref, fresh, files, ctx, paths, bank, monkeypatch, case, steps_
 
 
 def run_ours(ours, m1, files, ctx, paths, bank, case, steps_out=None, monkeypatch=None, lora_strength=LORA_STRENGTH):
-    skip, cas, use_mask = CASES[case]
-    lora_path, _, video, mask = files
+    skip, cas, use_mask, factor, (H, W) = CASES[case]
+    loras, _, video = files
+    lora_path, mask = loras[factor], mask_for(case)
     comps = LTX2Components(m1, ours.vae, ours.adec, ours.voc, ours.ups)
     with_ic_loras(comps, [(lora_path, lora_strength)])
+    assert comps.reference_downscale_factor == factor
     if steps_out is not None:
         orig = our_denoise.euler_step_x0
 
@@ -257,8 +267,8 @@ def test_ic_lora_matches_ltx_pipelines(case, parts, images, fresh, files, monkey
     errs["decoded audio"] = rel_err(res.audio.T, ref_audio.waveform)
     print(f"ic-lora parity [{case}]", {k: f"{v:.1e}" for k, v in errs.items()})
     assert max(errs.values()) < TOL, errs
-    h = H // 2 if CASES[case][0] else H
-    assert res.frames.shape == (FRAMES, h, (W // 2 if CASES[case][0] else W), 3)
+    skip, *_, (h, w) = CASES[case]
+    assert res.frames.shape == (FRAMES, h // 2 if skip else h, w // 2 if skip else w, 3)
     assert res.params["controls"][0]["strength"] == CONTROL_STRENGTH
 
 
@@ -281,7 +291,7 @@ def test_ic_lora_fails_on_planted_bugs(parts, images, fresh, files, monkeypatch)
 
 def test_ic_lora_bad_inputs(parts, fresh, files, tmp_path):
     _, ours, models = parts
-    lora_path, lora, video, _ = files
+    _, lora, video = files
     (_, m_other) = base._transformers("ltx2", 31)  # the LTX-2 flavour: other text widths
     wan_like = tmp_path / "wan.safetensors"
     save_file(
@@ -333,7 +343,8 @@ def test_cli_ic_lora(tiny_cli, parts, files, tmp_path, monkeypatch):
 
     run, seen = tiny_cli
     _, ours, _ = parts
-    lora_path, _, video, _ = files
+    loras, _, video = files
+    lora_path = loras[1]
     (_, m) = base._transformers(FLAVOUR, 32)
     monkeypatch.setattr(lcli, "load_components", lambda *a: LTX2Components(m, ours.vae, ours.adec, ours.voc, ours.ups))
     monkeypatch.setattr(
