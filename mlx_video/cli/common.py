@@ -99,3 +99,19 @@ def save_result(res, path: Path, meta: dict, console, latent: bool = False) -> N
         console.print(f"{k:>14}: {v:8.2f} s" + (f"   peak {peak:6.2f} GiB" if peak is not None else ""))
     console.print(f"{'peak memory':>14}: {res.peak_memory_gib:8.2f} GiB")
     console.print(f"saved {path} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, {res.fps:g} fps)")
+
+
+def run_conversion(parser, convert) -> None:
+    """Entry point of the ``convert/*.py`` scripts: parse argv with ``parser`` (argparse), call
+    ``convert(args)`` -> output folder, print it. A bad source or destination exits 2 with one line; Ctrl-C or
+    SIGTERM exits 130 (the staged folder is removed by the converter)."""
+    from mlx_video.io.atomic import terminate_as_exception
+
+    args = parser.parse_args()
+    terminate_as_exception()
+    try:
+        print(convert(args))
+    except (ValueError, OSError) as e:
+        parser.exit(2, f"error: {e}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "error: interrupted; no partial output was left\n")

@@ -34,7 +34,6 @@ Usage: ``python convert/ltx2.py CHECKPOINT DST [--gemma DIR] [--upsampler FILE .
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -42,7 +41,6 @@ from pathlib import Path
 import mlx.core as mx
 
 from mlx_video.checks import ConfigKeys
-from mlx_video.io.atomic import terminate_as_exception
 from mlx_video.io.checkpoint import cast, check_destination, read_sharded, save_module, staged_folder
 from mlx_video.io.weights import (
     WeightsError,
@@ -476,40 +474,3 @@ def _flat(model) -> dict[str, mx.array]:
     from mlx.utils import tree_flatten
 
     return dict(tree_flatten(model.parameters()))
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("src", help="Lightricks single-file checkpoint (.safetensors)")
-    ap.add_argument("dst")
-    ap.add_argument("--gemma", help="Gemma 3 folder (HF safetensors + tokenizer)")
-    ap.add_argument("--upsampler", action="append", default=[], help="latent upsampler file (repeatable)")
-    ap.add_argument("--distilled-lora", help="distilled LoRA file")
-    ap.add_argument("--dtype", default="bfloat16", choices=list(DTYPES))
-    ap.add_argument("--quantize", type=int, choices=[4, 8])
-    ap.add_argument("--group-size", type=int, default=64)
-    ap.add_argument("--overwrite", action="store_true", help="replace a DST that is not an mlx_video folder")
-    a = ap.parse_args(argv)
-    terminate_as_exception()
-    try:
-        print(
-            convert_ltx2(
-                a.src,
-                a.dst,
-                a.dtype,
-                a.quantize,
-                a.group_size,
-                a.gemma,
-                a.upsampler,
-                a.distilled_lora,
-                overwrite=a.overwrite,
-            )
-        )
-    except (ValueError, OSError) as e:
-        ap.exit(2, f"error: {e}\n")
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the staged folder is gone already
-        ap.exit(130, "error: interrupted; no partial output was left\n")
-
-
-if __name__ == "__main__":
-    main()

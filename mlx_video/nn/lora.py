@@ -192,6 +192,20 @@ def _resolve(name: str, km: LoraKeyMap, layout: str, params: set):
     return hits.pop() if hits else (_SKIP if dropped else None)
 
 
+def _best_layout(key_map: LoraKeyMap, names, resolve) -> tuple[dict, list]:
+    """``({name: resolve(name, layout)}, unresolved names)`` under the first of ``key_map.layouts`` that resolves
+    every name, else under the one that leaves the fewest unresolved."""
+    best = None
+    for layout in key_map.layouts:
+        found = {n: resolve(n, layout) for n in names}
+        missing = [n for n, t in found.items() if t is None]
+        if best is None or len(missing) < len(best[1]):
+            best = (found, missing)
+        if not missing:
+            break
+    return best
+
+
 def resolve_lora(
     model: nn.Module, weights: Mapping[str, mx.array], key_map: LoraKeyMap, what: str = "LoRA"
 ) -> dict[str, tuple[mx.array, mx.array, float]]:
@@ -205,15 +219,7 @@ def resolve_lora(
     """
     entries = _entries(weights, what)
     params = {k for k, _ in tree_flatten(model.parameters())}
-    best = None
-    for layout in key_map.layouts:
-        found = {name: _resolve(name, key_map, layout, params) for name in entries}
-        missing = [n for n, t in found.items() if t is None]
-        if best is None or len(missing) < len(best[1]):
-            best = (found, missing)
-        if not missing:
-            break
-    found, missing = best
+    found, missing = _best_layout(key_map, entries, lambda name, layout: _resolve(name, key_map, layout, params))
     if missing:
         keys = [k for n in missing for k in entries[n]["keys"]]
         raise WeightsError(
@@ -275,15 +281,8 @@ def resolve_diffs(
     if not diffs:
         return {}
     params = dict(tree_flatten(model.parameters()))
-    best = None
-    for layout in key_map.layouts:
-        found = {k: _resolve_diff(k, w, key_map, layout, set(params)) for k, w in diffs.items()}
-        missing = [k for k, t in found.items() if t is None]
-        if best is None or len(missing) < len(best[1]):
-            best = (found, missing)
-        if not missing:
-            break
-    found, missing = best
+    names = set(params)
+    found, missing = _best_layout(key_map, diffs, lambda k, layout: _resolve_diff(k, diffs[k], key_map, layout, names))
     if missing:
         raise WeightsError(
             f"{what}: {len(missing)} diff keys match no parameter of the model "

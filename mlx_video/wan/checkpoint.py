@@ -20,7 +20,6 @@ Usage: ``python convert/wan.py SRC DST [--dtype bfloat16] [--quantize 4|8] [--gr
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 from pathlib import Path
@@ -28,7 +27,6 @@ from pathlib import Path
 import mlx.core as mx
 
 from mlx_video.checks import ConfigKeys
-from mlx_video.io.atomic import terminate_as_exception
 from mlx_video.io.checkpoint import (
     cast,
     check_destination,
@@ -378,25 +376,3 @@ def convert_wan(
             },
         )
     return dst
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("src")
-    ap.add_argument("dst")
-    ap.add_argument("--dtype", default="bfloat16", choices=list(DTYPES))
-    ap.add_argument("--quantize", type=int, choices=[4, 8])
-    ap.add_argument("--group-size", type=int, default=64)
-    ap.add_argument("--overwrite", action="store_true", help="replace a DST that is not an mlx_video folder")
-    a = ap.parse_args(argv)
-    terminate_as_exception()
-    try:
-        print(convert_wan(a.src, a.dst, a.dtype, a.quantize, a.group_size, overwrite=a.overwrite))
-    except (ValueError, OSError) as e:
-        ap.exit(2, f"error: {e}\n")
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the staged folder is gone already
-        ap.exit(130, "error: interrupted; no partial output was left\n")
-
-
-if __name__ == "__main__":
-    main()
