@@ -108,3 +108,26 @@ def write_image(path: str | Path, frame: np.ndarray, metadata: dict | None = Non
     with atomic_path(path) as tmp:
         Image.fromarray(np.asarray(frame, dtype=np.uint8)).save(tmp, format="PNG", pnginfo=info)
     return path
+
+
+def read_video_frames(path: str | Path, max_frames: int | None = None) -> np.ndarray:
+    """Decode the first video stream of ``path`` (any container PyAV reads) to uint8 RGB [F, H, W, 3], at most
+    ``max_frames`` frames from the start, each converted as ltx-pipelines' ``decode_video_from_file``
+    (``frame.to_rgb()``). Raises ValueError (one line) for a file that cannot be read or has no video frames."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = next((s for s in container.streams if s.type == "video"), None)
+            if stream is None:
+                raise ValueError(f"{path} has no video stream")
+            frames = []
+            for frame in container.decode(stream):
+                frames.append(frame.to_rgb().to_ndarray())
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except (OSError, av.FFmpegError) as e:
+        raise ValueError(f"cannot read video from {path}: {e}") from None
+    if not frames:
+        raise ValueError(f"{path} has no video frames")
+    return np.stack(frames).astype(np.uint8)

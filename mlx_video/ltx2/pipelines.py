@@ -12,7 +12,8 @@
 :func:`generate` runs them and returns a :class:`mlx_video.result.GenerationResult`.
 
 Reference: ltx-pipelines 1.0.0 ``DistilledPipeline``, ``TI2VidOneStagePipeline``,
-``TI2VidTwoStagesPipeline`` and ``TI2VidTwoStagesHQPipeline`` (docs/ltx2.md §9), defaults from
+``TI2VidTwoStagesPipeline``, ``TI2VidTwoStagesHQPipeline``, ``A2VidPipelineTwoStage`` (a2vid, §16) and
+``ICLoraPipeline`` (ic-lora, §17) (docs/ltx2.md §9), defaults from
 ``ltx_pipelines.utils.constants`` and ``utils.args``:
 
 | pipeline          | stage 1 (half resolution unless one-stage)          | stage 2 (full resolution)          |
@@ -20,6 +21,8 @@ Reference: ltx-pipelines 1.0.0 ``DistilledPipeline``, ``TI2VidOneStagePipeline``
 | dev               | full resolution, LTX2Scheduler(steps, 4096 tokens), Euler, multimodal guidance | - |
 | dev-two-stage     | LTX2Scheduler(steps, 4096 tokens), Euler, guidance  | dev + distilled LoRA, 3 sigmas, Euler |
 | dev-two-stage-hq  | LTX2Scheduler(steps, real token count), res2s, guidance (LoRA 0.25) | LoRA 0.5, 3 sigmas, res2s |
+| a2vid             | as dev-two-stage, the given audio's latent held fixed (mask 0) | as dev-two-stage, audio fixed |
+| ic-lora           | distilled + IC-LoRA, control videos as in-context tokens | distilled, no IC-LoRA (or skipped) |
 
 Images: pixel frame 0 -> :class:`LatentAnchor` (latent replacement), any later frame ->
 :class:`GuidingTokens` (ltx-pipelines ``combined_image_conditionings``). Each image first makes the
@@ -46,8 +49,14 @@ import numpy as np
 from mlx_video import checks
 from mlx_video.conditioning import LatentAnchor
 from mlx_video.io.images import bilinear_cover_crop, h264_roundtrip, to_uint8
+from mlx_video.ltx2.audio_vae import patchify as audio_patchify
+from mlx_video.ltx2.audio_vae import waveform_to_mel
 from mlx_video.ltx2.conditioning import (
+    AUDIO_DOWNSAMPLE,
+    AUDIO_HOP,
+    AUDIO_SAMPLE_RATE,
     GuidingTokens,
+    ReferenceTokens,
     audio_latent_frames,
     audio_state,
     latent_grid,
@@ -63,9 +72,10 @@ from mlx_video.sampling import guidance as G
 from mlx_video.sampling.schedules import DISTILLED_SIGMAS, STAGE2_DISTILLED_SIGMAS, ltx2_sigmas
 from mlx_video.sampling.solvers import res2s_noise
 
-PIPELINES = ("distilled", "dev", "dev-two-stage", "dev-two-stage-hq")
-TWO_STAGE = ("distilled", "dev-two-stage", "dev-two-stage-hq")
-WITH_LORA = ("dev-two-stage", "dev-two-stage-hq")  # dev weights + the distilled LoRA
+PIPELINES = ("distilled", "dev", "dev-two-stage", "dev-two-stage-hq", "a2vid", "ic-lora")
+TWO_STAGE = ("distilled", "dev-two-stage", "dev-two-stage-hq", "a2vid", "ic-lora")
+WITH_LORA = ("dev-two-stage", "dev-two-stage-hq", "a2vid")  # dev weights + the distilled LoRA
+UNGUIDED = ("distilled", "ic-lora")  # pipelines on the distilled checkpoint, without guidance
 # Official defaults (ltx_pipelines.utils.constants PipelineParams / LTX_2_3_HQ_PARAMS and utils.args): the output
 # size is the stage-1 size for the one-stage dev pipeline and twice it for the two-stage ones.
 DEFAULT_SIZE = {
@@ -73,8 +83,14 @@ DEFAULT_SIZE = {
     "dev": (512, 768),
     "dev-two-stage": (1024, 1536),
     "dev-two-stage-hq": (1088, 1920),
+    "a2vid": (1024, 1536),
+    "ic-lora": (1024, 1536),
 }
-DEFAULT_LORA = {"dev-two-stage": (0.0, 1.0), "dev-two-stage-hq": (0.25, 0.5)}  # (stage 1, stage 2) strengths
+DEFAULT_LORA = {
+    "dev-two-stage": (0.0, 1.0),
+    "dev-two-stage-hq": (0.25, 0.5),
+    "a2vid": (0.0, 1.0),
+}  # (stage 1, stage 2) strengths
 DEFAULT_SEED, DEFAULT_IMAGE_CRF = 10, 33
 MAX_VIDEO_TOKENS = 1 << 19  # latent tokens of the full-resolution stage (20 s of 2176x3840 at 24 fps: 497760)
 MAX_STEPS = 1000
@@ -95,7 +111,7 @@ Guidance = Union[G.GuidanceParams, Mapping, None]
 
 
 def check_pipeline(pipeline: str) -> None:
-    """Raise ValueError unless ``pipeline`` is one of distilled, dev, dev-two-stage, dev-two-stage-hq."""
+    """Raise ValueError unless ``pipeline`` is one of :data:`PIPELINES`."""
     if pipeline not in PIPELINES:
         raise ValueError(f"unknown pipeline {pipeline!r}; expected one of {', '.join(PIPELINES)}")
 
@@ -114,8 +130,15 @@ def model_family(version: str) -> str:
 def default_guidance(pipeline: str, version: str) -> tuple[int, G.GuidanceParams | None, G.GuidanceParams | None]:
     """Official (steps, video guidance, audio guidance) defaults (ltx_pipelines.utils.constants):
     dev / dev-two-stage: LTX-2 40 steps, STG block 29; LTX-2.3 30 steps, block 28; HQ (either version):
-    15 steps, STG off, rescale 0.45 / 1.0; distilled: 8 fixed steps, no guidance."""
+    15 steps, STG off, rescale 0.45 / 1.0; distilled: 8 fixed steps, no guidance; a2vid: dev-two-stage's
+    steps and video guidance, audio unguided (``A2VidPipelineTwoStage``'s default ``MultiModalGuiderParams()``:
+    the audio is held fixed)."""
     check_pipeline(pipeline)
+    if pipeline == "ic-lora":
+        pipeline = "distilled"
+    if pipeline == "a2vid":
+        steps, video, _ = default_guidance("dev-two-stage", version)
+        return steps, video, G.GuidanceParams()
     if pipeline == "distilled":
         return len(DISTILLED_SIGMAS) - 1, None, None
     if pipeline == "dev-two-stage-hq":
@@ -196,10 +219,123 @@ class ImageCondition:
 
 
 @dataclass
+class AudioCondition:
+    """The audio of audio-to-video (pipeline a2vid): float32 waveform [samples, channels] in about [-1, 1]
+    at ``sample_rate`` Hz, as :func:`mlx_video.io.audio.read_audio` returns it (stereo; the audio VAE takes
+    2 channels), already cut to ``[audio_start_time, audio_start_time + audio_max_duration]``. It is
+    encoded by the audio VAE (resampled to 16 kHz first) and held fixed in both stages; the result carries
+    this waveform as its audio (``A2VidPipelineTwoStage`` returns the input audio, not the decoded latent).
+    ``start_time`` / ``max_duration``: where it was cut from, for the metadata."""
+
+    waveform: np.ndarray
+    sample_rate: int
+    start_time: float = 0.0
+    max_duration: float | None = None
+
+    def check(self, num_frames: int, fps: float) -> None:
+        """Raise ValueError for a waveform that is not finite float [samples, 2], a rate that is not a positive
+        integer, or audio too short for the clip (the encoded latent needs ``audio_latent_frames`` frames)."""
+        w = self.waveform
+        if not isinstance(w, np.ndarray) or w.ndim != 2 or w.shape[1] != 2 or not np.issubdtype(w.dtype, np.floating):
+            desc = f"{w.dtype} {w.shape}" if isinstance(w, np.ndarray) else type(w).__name__
+            raise ValueError(f"audio: expected a float waveform [samples, 2] (stereo), got {desc}")
+        if not np.isfinite(w).all():
+            raise ValueError("audio: the waveform holds NaN or inf")
+        checks.positive_int("audio sample rate", self.sample_rate)
+        need = audio_latent_frames(num_frames, fps)
+        # the encoder's latent length from the sample count at 16 kHz: mel frames n // hop + 1, then /4 (causal)
+        n16 = (w.shape[0] * AUDIO_SAMPLE_RATE) // int(self.sample_rate)
+        have = (n16 // AUDIO_HOP) // AUDIO_DOWNSAMPLE + 1 if n16 > 512 else 0
+        if have < need:
+            raise ValueError(
+                f"audio lasts {w.shape[0] / self.sample_rate:.3f} s; {num_frames} frames at {fps:g} fps need "
+                f"at least {(need - 1) / 25:.3f} s of audio"
+            )
+
+    def params(self) -> dict:
+        """JSON-able description (no samples)."""
+        return dict(
+            sample_rate=int(self.sample_rate),
+            seconds=round(self.waveform.shape[0] / self.sample_rate, 6),
+            audio_start_time=float(self.start_time),
+            audio_max_duration=self.max_duration,
+        )
+
+
+@dataclass
+class ControlVideo:
+    """A control video of pipeline ic-lora (``ICLoraPipeline``'s ``video_conditioning`` entry): frames uint8 RGB
+    [F, H, W, 3] as decoded (any size; cover-resized and centre-cropped per frame to stage 1's size divided by the
+    IC-LoRA's ``reference_downscale_factor``, as ``load_video_conditioning``; no CRF round trip), its first
+    ``num_frames`` used; strength in [0, 1] (1 keeps its tokens clean). attention_mask: None, or float [F', h, w]
+    in [0, 1] at that resized pixel size (F' >= num_frames; ``conditioning_attention_mask``), downsampled to the
+    latent grid and multiplied by ``LTXSettings.conditioning_attention_strength``."""
+
+    frames: np.ndarray
+    strength: float = 1.0
+    attention_mask: np.ndarray | None = None
+
+    def check(self, num_frames: int, index: int = 0) -> None:
+        """Raise ValueError for frames that are not uint8 RGB [F, H, W, 3], fewer frames than the clip, a strength
+        outside [0, 1] or a mask that is not [F', h, w] in [0, 1] with F' >= num_frames."""
+        v = self.frames
+        if not isinstance(v, np.ndarray) or v.dtype != np.uint8 or v.ndim != 4 or v.shape[3] != 3:
+            desc = f"{v.dtype} {v.shape}" if isinstance(v, np.ndarray) else type(v).__name__
+            raise ValueError(f"control video {index}: expected uint8 RGB [F, H, W, 3], got {desc}")
+        if v.shape[0] < num_frames:
+            raise ValueError(f"control video {index} has {v.shape[0]} frames; the clip needs {num_frames}")
+        checks.finite(f"control video {index} strength", self.strength, 0.0, 1.0)
+        m = self.attention_mask
+        if m is not None:
+            m = np.asarray(m)
+            if m.ndim != 3 or m.shape[0] < num_frames or not np.isfinite(m).all() or m.min() < 0 or m.max() > 1:
+                raise ValueError(
+                    f"control video {index}: attention mask must be [F, h, w] in [0, 1], F >= {num_frames}"
+                )
+
+    def params(self) -> dict:
+        """JSON-able description (no pixels)."""
+        f, h, w, _ = self.frames.shape
+        return dict(
+            strength=float(self.strength), frames=int(f), size=[int(w), int(h)], mask=self.attention_mask is not None
+        )
+
+
+def area_resize(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """torch ``interpolate(mode="area")`` (adaptive average pooling) of [..., H, W] to [..., height, width]:
+    output cell i averages input rows floor(i H / height) .. ceil((i + 1) H / height) - 1 (columns alike)."""
+
+    def pool(a, n_out, axis):
+        n = a.shape[axis]
+        cells = [
+            a.take(range(i * n // n_out, -(-(i + 1) * n // n_out)), axis=axis).mean(axis=axis, keepdims=True)
+            for i in range(n_out)
+        ]
+        return np.concatenate(cells, axis=axis)
+
+    return pool(pool(np.asarray(x, np.float32), height, -2), width, -1)
+
+
+def latent_attention_mask(mask: np.ndarray, frames: int, h: int, w: int) -> np.ndarray:
+    """A pixel-space [F, H, W] mask -> per-token [frames * h * w] weights (``ICLoraPipeline._downsample_mask_to_latent``):
+    area-resized to h x w per frame, then the first frame alone and each following group of (F - 1) / (frames - 1)
+    frames averaged (the causal VAE's time layout); (f, h, w) token order. Raises ValueError when F - 1 is not a
+    multiple of frames - 1."""
+    m = area_resize(mask, h, w)
+    out = [m[:1]]
+    if m.shape[0] > 1 and frames > 1:
+        if (m.shape[0] - 1) % (frames - 1):
+            raise ValueError(f"a mask of {m.shape[0]} frames does not map onto {frames} latent frames")
+        t = (m.shape[0] - 1) // (frames - 1)
+        out.append(m[1:].reshape(frames - 1, t, h, w).mean(axis=1))
+    return np.concatenate(out, 0).reshape(-1)
+
+
+@dataclass
 class LTXSettings:
     """What to generate, with every default of the official pipelines (ltx-pipelines 1.0.0) in one place.
 
-    pipeline: distilled | dev | dev-two-stage | dev-two-stage-hq. version: "2" or "2.3" (any version string;
+    pipeline: distilled | dev | dev-two-stage | dev-two-stage-hq | a2vid | ic-lora. version: "2" or "2.3" (any version string;
     None = the model's own, :attr:`LTX2Components.model_version`), choosing the dev guidance defaults.
     height / width: output size in pixels (None: the pipeline's official size, :data:`DEFAULT_SIZE`);
     multiples of 64 for two-stage pipelines, 32 for dev. num_frames: 8k+1. fps > 0 (sets the audio length
@@ -210,6 +346,8 @@ class LTXSettings:
     negative_prompt: guided pipelines (None: :data:`DEFAULT_NEGATIVE_PROMPT`). image_crf: the H.264 CRF of the
     conditioning images' round trip (33, 0 = none, at most 51). seed: any integer, reduced mod 2**32
     (:func:`mlx_video.checks.seed`); None draws a random one (stored by :meth:`resolved`); official default 10.
+    skip_stage_2 / conditioning_attention_strength (ic-lora only): stop after stage 1 (half-size output); the
+    weight in [0, 1] of attention between the control tokens and the video (1 = full, ``ICLoraPipeline``'s).
     """
 
     pipeline: str = "distilled"
@@ -226,16 +364,18 @@ class LTXSettings:
     negative_prompt: str | None = None
     image_crf: int = DEFAULT_IMAGE_CRF
     seed: int | None = DEFAULT_SEED
+    skip_stage_2: bool = False
+    conditioning_attention_strength: float = 1.0
 
     @property
     def guided(self) -> bool:
         """Whether the pipeline's first stage uses guidance (every dev pipeline)."""
-        return self.pipeline != "distilled"
+        return self.pipeline not in UNGUIDED
 
     @property
     def variant(self) -> str:
         """The checkpoint the pipeline runs on: "distilled" or "dev"."""
-        return "distilled" if self.pipeline == "distilled" else "dev"
+        return "distilled" if self.pipeline in UNGUIDED else "dev"
 
     @property
     def negative_text(self) -> str | None:
@@ -269,6 +409,9 @@ class LTXSettings:
         checks.crf(self.image_crf)
         if self.seed is not None:
             checks.seed(self.seed)
+        checks.finite("conditioning_attention_strength", self.conditioning_attention_strength, 0.0, 1.0)
+        if self.pipeline != "ic-lora" and (self.skip_stage_2 or self.conditioning_attention_strength != 1.0):
+            raise ValueError("skip_stage_2 and conditioning_attention_strength are for the ic-lora pipeline")
         for i, im in enumerate(images):
             im.check(frames, i)
         return self
@@ -306,6 +449,10 @@ class LTXSettings:
         for name in ("video_guidance", "audio_guidance"):
             if getattr(self, name) is not None:
                 _guidance_params(name, getattr(self, name))
+        if self.pipeline == "a2vid" and self.audio_guidance is not None:
+            g = _guidance_params("audio_guidance", self.audio_guidance, G.GuidanceParams())
+            if g.needs_uncond or g.needs_perturbed or g.needs_isolated or g.rescale_scale:
+                raise ValueError("a2vid holds the given audio fixed: leave audio guidance unset")
         for name in ("lora_strength_stage_1", "lora_strength_stage_2"):
             if getattr(self, name) is not None:
                 if self.pipeline not in WITH_LORA:
@@ -332,6 +479,8 @@ class LTXSettings:
                 if self.audio_guidance is None
                 else _guidance_params("audio_guidance", self.audio_guidance, da),
             )
+        if self.pipeline == "a2vid":  # unguided audio; skip_step shared with the video (the audio is fixed anyway)
+            kw["audio_guidance"] = G.GuidanceParams(skip_step=kw["video_guidance"].skip_step)
         if self.pipeline in WITH_LORA:
             kw.update(zip(("lora_strength_stage_1", "lora_strength_stage_2"), self.lora_strengths))
         return replace(self, **kw)
@@ -389,6 +538,8 @@ class LTX2Components:
     stage2_transformer: Union[LTXModel, Callable[[], LTXModel], None] = None
     version: str | None = None
     stage1_transformer: Callable[[], LTXModel] | None = None
+    audio_encoder: object | None = None  # a2vid: mel -> audio latent (:class:`mlx_video.ltx2.audio_vae.AudioEncoder`)
+    reference_downscale_factor: int = 1  # ic-lora: the IC-LoRA's metadata value (control video size = stage / it)
 
     @property
     def model_version(self) -> str:
@@ -421,14 +572,14 @@ def plan_stages(s: LTXSettings, version: str | None = None) -> list[Stage]:
     s = s.resolved(version)
     h1, w1 = (s.height, s.width) if s.pipeline == "dev" else (s.height // 2, s.width // 2)
     refine_sigmas = STAGE2_DISTILLED_SIGMAS
-    if s.pipeline == "distilled":
+    if s.pipeline in UNGUIDED:  # distilled, ic-lora
         first = Stage(h1, w1, DISTILLED_SIGMAS, "euler", False)
     elif s.pipeline == "dev-two-stage-hq":  # the only pipeline that passes its latent to the scheduler
         f, h, w = latent_grid(s.num_frames, h1, w1)
         first = Stage(h1, w1, ltx2_sigmas(s.steps, num_tokens=f * h * w), "res2s", True)
     else:
         first = Stage(h1, w1, ltx2_sigmas(s.steps), "euler", True)
-    if s.pipeline == "dev":
+    if s.pipeline == "dev" or s.skip_stage_2:
         return [first]
     return [first, Stage(s.height, s.width, refine_sigmas, first.sampler, False, float(refine_sigmas[0]), True)]
 
@@ -438,6 +589,14 @@ def check_components(c: LTX2Components, s: LTXSettings, stages: Sequence[Stage],
     pipeline, STG blocks past the transformer's last block, CFG without a negative context."""
     if len(stages) > 1 and c.upsampler is None:
         raise ValueError(f"{s.pipeline} needs a spatial upsampler")
+    if s.pipeline == "a2vid" and c.audio_encoder is None:
+        raise ValueError("a2vid needs the audio VAE's encoder")
+    k = c.reference_downscale_factor
+    if s.pipeline == "ic-lora" and (stages[0].height % (32 * k) or stages[0].width % (32 * k)):
+        raise ValueError(
+            f"ic-lora: stage 1's {stages[0].height}x{stages[0].width} divided by the IC-LoRA's reference downscale "
+            f"factor {k} must be multiples of 32 (the VAE's cell)"
+        )
     if not s.guided:
         return
     n = c.transformer.args.num_layers
@@ -479,6 +638,48 @@ def encode_images(
     return out
 
 
+def encode_audio(c: LTX2Components, audio: AudioCondition, frames: int) -> mx.array:
+    """The a2vid audio latent: waveform -> log-mel at the encoder's rate (resampled with
+    :func:`mlx_video.ltx2.audio_vae.resample`, torchaudio's sinc, as ltx-core's ``AudioProcessor``) -> audio VAE
+    encoder -> tokens [1, frames, C_a] (the first ``frames``, as ``A2VidPipelineTwoStage`` cuts it to the clip's
+    ``AudioLatentShape.from_duration``). Raises ValueError when the audio encodes to fewer than ``frames``."""
+    enc = c.audio_encoder
+    a = enc.args
+    wav = mx.array(np.asarray(audio.waveform, np.float32))[None]
+    mel = waveform_to_mel(wav, int(audio.sample_rate), a.sample_rate, a.n_fft, a.mel_hop_length, a.mel_bins)
+    latent = audio_patchify(enc(mel))
+    if latent.shape[1] < frames:
+        raise ValueError(f"the audio encodes to {latent.shape[1]} latent frames; the clip needs {frames}")
+    latent = latent[:, :frames].astype(mx.float32)
+    mx.eval(latent)
+    return latent
+
+
+def encode_controls(
+    c: LTX2Components, controls: Sequence[ControlVideo], s: LTXSettings, st: Stage
+) -> list[ReferenceTokens]:
+    """The ic-lora control videos as in-context tokens for stage ``st`` (``ICLoraPipeline._create_conditionings``):
+    the first ``num_frames`` frames of each, cover-resized to the stage's size / ``reference_downscale_factor``,
+    [-1, 1], VAE-encoded; attention weights: the mask downsampled to the latent grid times
+    ``conditioning_attention_strength``, else that strength when below 1, else none (full attention)."""
+    k = int(c.reference_downscale_factor)
+    h, w = st.height // k, st.width // k
+    out = []
+    for cv in controls:
+        frames = cv.frames[: s.num_frames].astype(np.float32) / 127.5 - 1.0
+        video = np.stack([bilinear_cover_crop(f, h, w) for f in frames])
+        latent = c.video_vae.encode(mx.array(video)[None])
+        attention = None
+        if cv.attention_mask is not None:
+            n, lh, lw = latent.shape[1:4]
+            attention = latent_attention_mask(np.asarray(cv.attention_mask)[: s.num_frames], n, lh, lw)
+            attention = attention * np.float32(s.conditioning_attention_strength)
+        elif s.conditioning_attention_strength < 1.0:
+            attention = float(s.conditioning_attention_strength)
+        out.append(ReferenceTokens(latent, float(cv.strength), k, attention))
+    return out
+
+
 def seeded_noise(seed: int) -> NoiseSource:
     """Default noise: one MLX key per name derived from ``seed`` (res2s names get ``res2s_noise``)."""
 
@@ -510,9 +711,14 @@ def denoise_stage(
     noise: NoiseSource,
     previous: tuple[mx.array, mx.array] | None,
     progress: Progress,
+    fixed_audio: mx.array | None = None,
+    extra: Sequence[ReferenceTokens] = (),
 ) -> tuple[mx.array, mx.array]:
     """One stage of resolved settings ``s``: (upsample ``previous``'s video latent when refining) -> encode the
-    images at the stage's size -> noised video (+ guiding tokens) and audio states -> denoise. Returns the
+    images at the stage's size -> noised video (+ guiding tokens) and audio states -> denoise. ``fixed_audio``
+    [1, t, C_a]: the audio state is this latent, not noised, with denoise mask 0 (ltx-pipelines
+    ``denoise_video_only``: the audio is seen by every pass and stays as it is). ``extra``: in-context tokens
+    appended after the images' (ic-lora's control videos, stage 1). Returns the
     (video [1, F, h, w, C], audio [1, t, C_a]) latents, evaluated. Raises NonFiniteError naming ``name`` and
     the step when the latents become NaN or infinite."""
     video_lat = audio_lat = None
@@ -520,12 +726,16 @@ def denoise_stage(
         video_lat, audio_lat = previous
     if st.refine:
         video_lat = upsample_video(video_lat, c.upsampler, c.video_vae.latents_mean, c.video_vae.latents_std)
-    conds = encode_images(prepared, c.video_vae, st.height, st.width)
+    conds = encode_images(prepared, c.video_vae, st.height, st.width) + list(extra)
     args = c.transformer.args
     v = video_state(latent_grid(s.num_frames, st.height, st.width), args.in_channels, s.fps, conds, video_lat)
-    a = audio_state(audio_latent_frames(s.num_frames, s.fps), args.audio_in_channels, audio_lat)
     v = noise_state(v, noise(f"{name}.video", tuple(v.latent.shape)), st.noise_scale)
-    a = noise_state(a, noise(f"{name}.audio", tuple(a.latent.shape)), st.noise_scale)
+    if fixed_audio is None:
+        a = audio_state(audio_latent_frames(s.num_frames, s.fps), args.audio_in_channels, audio_lat)
+        a = noise_state(a, noise(f"{name}.audio", tuple(a.latent.shape)), st.noise_scale)
+    else:
+        a = audio_state(audio_latent_frames(s.num_frames, s.fps), args.audio_in_channels, fixed_audio)
+        a = replace(a, mask=mx.zeros_like(a.mask))
 
     def sde_noise(step, substep, index, like):
         kind = "substep" if substep else "step"
@@ -586,12 +796,21 @@ def generate(
     decode: bool = True,
     decode_audio: bool = True,
     progress: Progress | None = None,
+    audio: AudioCondition | None = None,
+    controls: Sequence[ControlVideo] = (),
 ) -> GenerationResult:
     """Run pipeline ``s.pipeline``: settings -> plan -> prepare -> denoise (per stage) -> decode.
 
     positive / negative: :class:`TextContext` from the embeddings processor (negative: of
     ``s.negative_text``, needed by the guided stages when cfg != 1). images: :class:`ImageCondition` s.
     noise: see :data:`NoiseSource` (default :func:`seeded_noise` of the resolved seed).
+    audio: :class:`AudioCondition`, needed by (and only taken by) pipeline a2vid (``A2VidPipelineTwoStage``):
+    encoded and held fixed in both stages, the uncond pass sees the positive audio context (the official audio
+    guider has no negative context), and the result's audio is this waveform at its own rate.
+    controls: :class:`ControlVideo` s, needed by (and only taken by) pipeline ic-lora (``ICLoraPipeline``): stage 1
+    runs ``c.stage1_transformer`` (distilled + IC-LoRA) with the control videos appended as in-context tokens
+    (after any guiding images); stage 2 (unless ``skip_stage_2``) runs ``c.stage2_transformer`` (distilled, no
+    IC-LoRA) with the images only.
     Returns a GenerationResult: frames uint8 [F, H, W, 3] (None unless ``decode``), audio float32
     [samples, channels] + sample_rate (None unless decoded and the components have an audio decoder and
     vocoder), latents [1, F', h, w, C] and audio_latents [1, t, C_a] (final, no guiding tokens), stage_latents
@@ -601,6 +820,16 @@ def generate(
     NonFiniteError naming the stage and step (or the decode) where values became NaN or infinite.
     """
     s = s.resolved(c.model_version).validate(images)
+    if (audio is None) != (s.pipeline != "a2vid"):
+        raise ValueError("a2vid needs an audio input" if audio is None else f"{s.pipeline} takes no audio input")
+    if audio is not None:
+        audio.check(s.num_frames, s.fps)
+        if negative is not None:
+            negative = TextContext(negative.video, positive.audio)
+    if bool(controls) != (s.pipeline == "ic-lora"):
+        raise ValueError("ic-lora needs a control video" if not controls else f"{s.pipeline} takes no control video")
+    for i, cv in enumerate(controls):
+        cv.check(s.num_frames, i)
     stages = plan_stages(s)
     check_components(c, s, stages, negative)
     noise = noise or seeded_noise(s.seed)
@@ -608,24 +837,32 @@ def generate(
     meter = Meter()
     with meter.phase("prepare"):
         prepared = prepare_images(images, s.image_crf)
+        fixed = None if audio is None else encode_audio(c, audio, audio_latent_frames(s.num_frames, s.fps))
     latents, stage_latents = None, []
     for k, st in enumerate(stages, start=1):
         with meter.phase(f"stage{k}"):
-            latents = denoise_stage(c, s, st, f"stage{k}", prepared, positive, negative, noise, latents, progress)
+            refs = encode_controls(c, controls, s, st) if k == 1 and controls else ()
+            latents = denoise_stage(
+                c, s, st, f"stage{k}", prepared, positive, negative, noise, latents, progress, fixed, refs
+            )
         stage_latents.append(latents)
     res = GenerationResult(
         None,
         fps=s.fps,
         latents=latents[0],
         audio_latents=latents[1],
-        params={**s.params(), "images": [im.params() for im in images]},
+        params={**s.params(), "images": [im.params() for im in images]}
+        | ({} if audio is None else {"audio": audio.params()})
+        | ({"controls": [cv.params() for cv in controls]} if controls else {}),
         stage_latents=stage_latents,
     )
     if decode:
         with meter.phase("decode_video"):
             res.frames = to_uint8(np.array(decode_video(c, latents[0])[0]))
         progress("decode_video", 1, 1)
-        if decode_audio and c.audio_decoder is not None and c.vocoder is not None:
+        if decode_audio and audio is not None:  # the given audio, as the official pipeline returns it
+            res.audio, res.sample_rate = np.asarray(audio.waveform, np.float32), int(audio.sample_rate)
+        elif decode_audio and c.audio_decoder is not None and c.vocoder is not None:
             with meter.phase("decode_audio"):
                 res.audio, res.sample_rate = decode_waveform(c, latents[1])
             progress("decode_audio", 1, 1)
