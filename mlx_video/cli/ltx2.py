@@ -71,6 +71,27 @@ def _blocks(value: str | None) -> tuple[int, ...] | None:
         raise typer.BadParameter(f"--stg-blocks: expected comma-separated block indices, got {value!r}") from None
 
 
+def _read_audio(settings, path: str | None, start: float, max_duration: float | None):
+    """``--audio`` for pipeline a2vid as an AudioCondition, read and checked against the clip before anything
+    loads (default duration: the clip's, as the official CLI). None for other pipelines; ValueError / AudioError
+    for audio given to another pipeline, none given to a2vid, or an unreadable or too short file."""
+    from mlx_video.io.audio import read_audio
+    from mlx_video.ltx2.pipelines import AudioCondition
+
+    if settings.pipeline != "a2vid":
+        if path is not None:
+            raise ValueError(f"--audio is for --pipeline a2vid, not {settings.pipeline}")
+        return None
+    if path is None:
+        raise ValueError("--pipeline a2vid needs --audio PATH")
+    if max_duration is None:
+        max_duration = settings.num_frames / settings.fps
+    waveform, rate = read_audio(path, start, max_duration)
+    cond = AudioCondition(waveform, rate, start, max_duration)
+    cond.check(settings.num_frames, settings.fps)
+    return cond
+
+
 @app.command()
 def generate(
     model: str = typer.Option(
@@ -79,7 +100,7 @@ def generate(
         help="converted folder, Lightricks checkpoint (file or folder) or Lightricks/LTX-2 | Lightricks/LTX-2.3",
     ),
     pipeline: Optional[str] = typer.Option(
-        None, "--pipeline", help="distilled (default) | dev | dev-two-stage | dev-two-stage-hq"
+        None, "--pipeline", help="distilled (default) | dev | dev-two-stage | dev-two-stage-hq | a2vid"
     ),
     prompt: str = typer.Option(..., "--prompt"),
     negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", "--negative_prompt"),
@@ -92,6 +113,13 @@ def generate(
     end_image_strength: float = typer.Option(1.0, "--end-image-strength"),
     image_crf: Optional[int] = typer.Option(
         None, "--image-crf", help="H.264 CRF of the image round trip (default 33, 0: none)"
+    ),
+    audio: Optional[str] = typer.Option(
+        None, "--audio", "--audio-path", help="a2vid: the audio file (any format PyAV reads) the video follows"
+    ),
+    audio_start_time: float = typer.Option(0.0, "--audio-start-time", help="a2vid: seconds into the audio file"),
+    audio_max_duration: Optional[float] = typer.Option(
+        None, "--audio-max-duration", help="a2vid: seconds of audio to read (default: the clip's length)"
     ),
     no_audio: bool = typer.Option(False, "--no-audio", help="do not decode / mux the (jointly generated) audio"),
     height: Optional[int] = typer.Option(None, "--height", "-H", help="default: the pipeline's official size"),
@@ -125,6 +153,7 @@ def generate(
     """Generate a video with audio from a prompt and optional images (LTX-2 / LTX-2.3)."""
     from rich.console import Console
 
+    from mlx_video.io.audio import AudioError
     from mlx_video.io.hub import DownloadError
     from mlx_video.io.images import ImageError
     from mlx_video.io.video import OutputPathError, check_output_path
@@ -135,7 +164,16 @@ def generate(
     from mlx_video.result import NonFiniteError
 
     console, drawn = Console(stderr=True), seed is not None and seed < 0
-    errors = (ValueError, ImageError, WeightsError, OutputPathError, DownloadError, typer.BadParameter, NonFiniteError)
+    errors = (
+        ValueError,
+        AudioError,
+        ImageError,
+        WeightsError,
+        OutputPathError,
+        DownloadError,
+        typer.BadParameter,
+        NonFiniteError,
+    )
     try:
         from mlx_video.distributed import active, on_root
         from mlx_video.distributed import init as init_sp
@@ -183,6 +221,7 @@ def generate(
             specs.append((end_image, settings.num_frames - 1, end_image_strength))
         images = [P.ImageCondition(read_image(p), f, s) for p, f, s in specs]
         settings.validate(images)
+        given_audio = _read_audio(settings, audio, audio_start_time, audio_max_duration)
         output_path = check_output_path(
             output_path or Path(f"ltx2_{settings.pipeline}_{time.strftime('%Y%m%d_%H%M%S')}.mp4"), (".mp4",)
         )
@@ -203,12 +242,16 @@ def generate(
         t_load = time.perf_counter() - t0
         console.print(f"{settings.pipeline}, seed: {settings.seed}" + (" (drawn at random)" if drawn else ""))
         with progress_bars(console) as progress, active(sp):  # the transformer splits its tokens over the ranks
-            res = P.generate(comps, settings, pos, neg, images, decode_audio=not no_audio, progress=progress)
+            res = P.generate(
+                comps, settings, pos, neg, images, decode_audio=not no_audio, progress=progress, audio=given_audio
+            )
     except errors as e:
         _fail(str(e))
     if sp is not None and not sp.is_root:
         return
     meta = dict(res.params, model=str(model), prompt=prompt, generator="mlx_video", seed_drawn=drawn)
     meta["images"] = [dict(path=p, **m) for (p, _, _), m in zip(specs, res.params["images"])]
+    if given_audio is not None:
+        meta["audio"] = dict(path=audio, **res.params["audio"])
     res.timings = {"text encode": t_text, "load": t_load, **res.timings}
     save_result(res, output_path, meta, console)

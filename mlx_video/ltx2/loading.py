@@ -338,12 +338,12 @@ def load_components(model_dir: Path, cfg: dict, pipeline: str, lora: tuple[float
     the stored ones plus that stage's LoRA (:func:`mlx_video.nn.lora.merge_loras` from
     ``transformer.safetensors``, layer by layer, into the one transformer), so every generation runs
     the same weights however many came before. ``need_encoder``: load the video VAE's encoder too
-    (image conditioning)."""
+    (image conditioning). a2vid: as dev-two-stage, plus the audio VAE's encoder."""
     from mlx_video.ltx2.pipelines import LTX2Components
 
     transformer = load_transformer(model_dir, cfg)
     stage1 = stage2 = None
-    if pipeline in ("dev-two-stage", "dev-two-stage-hq"):
+    if pipeline in ("dev-two-stage", "dev-two-stage-hq", "a2vid"):
         stage1, stage2 = _lora_stages(transformer, model_dir, cfg, lora)
     parts = ("encoder", "decoder") if need_encoder else ("decoder",)
     return LTX2Components(
@@ -355,6 +355,7 @@ def load_components(model_dir: Path, cfg: dict, pipeline: str, lora: tuple[float
         stage1_transformer=stage1,
         stage2_transformer=stage2,
         version=cfg.get("model_version") or None,
+        audio_encoder=load_audio_encoder(model_dir, cfg) if pipeline == "a2vid" else None,
     )
 
 

@@ -12,7 +12,7 @@
 :func:`generate` runs them and returns a :class:`mlx_video.result.GenerationResult`.
 
 Reference: ltx-pipelines 1.0.0 ``DistilledPipeline``, ``TI2VidOneStagePipeline``,
-``TI2VidTwoStagesPipeline`` and ``TI2VidTwoStagesHQPipeline`` (docs/ltx2.md §9), defaults from
+``TI2VidTwoStagesPipeline``, ``TI2VidTwoStagesHQPipeline`` and ``A2VidPipelineTwoStage`` (a2vid, §16) (docs/ltx2.md §9), defaults from
 ``ltx_pipelines.utils.constants`` and ``utils.args``:
 
 | pipeline          | stage 1 (half resolution unless one-stage)          | stage 2 (full resolution)          |
@@ -20,6 +20,7 @@ Reference: ltx-pipelines 1.0.0 ``DistilledPipeline``, ``TI2VidOneStagePipeline``
 | dev               | full resolution, LTX2Scheduler(steps, 4096 tokens), Euler, multimodal guidance | - |
 | dev-two-stage     | LTX2Scheduler(steps, 4096 tokens), Euler, guidance  | dev + distilled LoRA, 3 sigmas, Euler |
 | dev-two-stage-hq  | LTX2Scheduler(steps, real token count), res2s, guidance (LoRA 0.25) | LoRA 0.5, 3 sigmas, res2s |
+| a2vid             | as dev-two-stage, the given audio's latent held fixed (mask 0) | as dev-two-stage, audio fixed |
 
 Images: pixel frame 0 -> :class:`LatentAnchor` (latent replacement), any later frame ->
 :class:`GuidingTokens` (ltx-pipelines ``combined_image_conditionings``). Each image first makes the
@@ -46,7 +47,12 @@ import numpy as np
 from mlx_video import checks
 from mlx_video.conditioning import LatentAnchor
 from mlx_video.io.images import bilinear_cover_crop, h264_roundtrip, to_uint8
+from mlx_video.ltx2.audio_vae import patchify as audio_patchify
+from mlx_video.ltx2.audio_vae import waveform_to_mel
 from mlx_video.ltx2.conditioning import (
+    AUDIO_DOWNSAMPLE,
+    AUDIO_HOP,
+    AUDIO_SAMPLE_RATE,
     GuidingTokens,
     audio_latent_frames,
     audio_state,
@@ -63,9 +69,10 @@ from mlx_video.sampling import guidance as G
 from mlx_video.sampling.schedules import DISTILLED_SIGMAS, STAGE2_DISTILLED_SIGMAS, ltx2_sigmas
 from mlx_video.sampling.solvers import res2s_noise
 
-PIPELINES = ("distilled", "dev", "dev-two-stage", "dev-two-stage-hq")
-TWO_STAGE = ("distilled", "dev-two-stage", "dev-two-stage-hq")
-WITH_LORA = ("dev-two-stage", "dev-two-stage-hq")  # dev weights + the distilled LoRA
+PIPELINES = ("distilled", "dev", "dev-two-stage", "dev-two-stage-hq", "a2vid")
+TWO_STAGE = ("distilled", "dev-two-stage", "dev-two-stage-hq", "a2vid")
+WITH_LORA = ("dev-two-stage", "dev-two-stage-hq", "a2vid")  # dev weights + the distilled LoRA
+UNGUIDED = ("distilled",)  # pipelines on the distilled checkpoint, without guidance
 # Official defaults (ltx_pipelines.utils.constants PipelineParams / LTX_2_3_HQ_PARAMS and utils.args): the output
 # size is the stage-1 size for the one-stage dev pipeline and twice it for the two-stage ones.
 DEFAULT_SIZE = {
@@ -73,8 +80,13 @@ DEFAULT_SIZE = {
     "dev": (512, 768),
     "dev-two-stage": (1024, 1536),
     "dev-two-stage-hq": (1088, 1920),
+    "a2vid": (1024, 1536),
 }
-DEFAULT_LORA = {"dev-two-stage": (0.0, 1.0), "dev-two-stage-hq": (0.25, 0.5)}  # (stage 1, stage 2) strengths
+DEFAULT_LORA = {
+    "dev-two-stage": (0.0, 1.0),
+    "dev-two-stage-hq": (0.25, 0.5),
+    "a2vid": (0.0, 1.0),
+}  # (stage 1, stage 2) strengths
 DEFAULT_SEED, DEFAULT_IMAGE_CRF = 10, 33
 MAX_VIDEO_TOKENS = 1 << 19  # latent tokens of the full-resolution stage (20 s of 2176x3840 at 24 fps: 497760)
 MAX_STEPS = 1000
@@ -114,8 +126,13 @@ def model_family(version: str) -> str:
 def default_guidance(pipeline: str, version: str) -> tuple[int, G.GuidanceParams | None, G.GuidanceParams | None]:
     """Official (steps, video guidance, audio guidance) defaults (ltx_pipelines.utils.constants):
     dev / dev-two-stage: LTX-2 40 steps, STG block 29; LTX-2.3 30 steps, block 28; HQ (either version):
-    15 steps, STG off, rescale 0.45 / 1.0; distilled: 8 fixed steps, no guidance."""
+    15 steps, STG off, rescale 0.45 / 1.0; distilled: 8 fixed steps, no guidance; a2vid: dev-two-stage's
+    steps and video guidance, audio unguided (``A2VidPipelineTwoStage``'s default ``MultiModalGuiderParams()``:
+    the audio is held fixed)."""
     check_pipeline(pipeline)
+    if pipeline == "a2vid":
+        steps, video, _ = default_guidance("dev-two-stage", version)
+        return steps, video, G.GuidanceParams()
     if pipeline == "distilled":
         return len(DISTILLED_SIGMAS) - 1, None, None
     if pipeline == "dev-two-stage-hq":
@@ -196,6 +213,50 @@ class ImageCondition:
 
 
 @dataclass
+class AudioCondition:
+    """The audio of audio-to-video (pipeline a2vid): float32 waveform [samples, channels] in about [-1, 1]
+    at ``sample_rate`` Hz, as :func:`mlx_video.io.audio.read_audio` returns it (stereo; the audio VAE takes
+    2 channels), already cut to ``[audio_start_time, audio_start_time + audio_max_duration]``. It is
+    encoded by the audio VAE (resampled to 16 kHz first) and held fixed in both stages; the result carries
+    this waveform as its audio (``A2VidPipelineTwoStage`` returns the input audio, not the decoded latent).
+    ``start_time`` / ``max_duration``: where it was cut from, for the metadata."""
+
+    waveform: np.ndarray
+    sample_rate: int
+    start_time: float = 0.0
+    max_duration: float | None = None
+
+    def check(self, num_frames: int, fps: float) -> None:
+        """Raise ValueError for a waveform that is not finite float [samples, 2], a rate that is not a positive
+        integer, or audio too short for the clip (the encoded latent needs ``audio_latent_frames`` frames)."""
+        w = self.waveform
+        if not isinstance(w, np.ndarray) or w.ndim != 2 or w.shape[1] != 2 or not np.issubdtype(w.dtype, np.floating):
+            desc = f"{w.dtype} {w.shape}" if isinstance(w, np.ndarray) else type(w).__name__
+            raise ValueError(f"audio: expected a float waveform [samples, 2] (stereo), got {desc}")
+        if not np.isfinite(w).all():
+            raise ValueError("audio: the waveform holds NaN or inf")
+        checks.positive_int("audio sample rate", self.sample_rate)
+        need = audio_latent_frames(num_frames, fps)
+        # the encoder's latent length from the sample count at 16 kHz: mel frames n // hop + 1, then /4 (causal)
+        n16 = (w.shape[0] * AUDIO_SAMPLE_RATE) // int(self.sample_rate)
+        have = (n16 // AUDIO_HOP) // AUDIO_DOWNSAMPLE + 1 if n16 > 512 else 0
+        if have < need:
+            raise ValueError(
+                f"audio lasts {w.shape[0] / self.sample_rate:.3f} s; {num_frames} frames at {fps:g} fps need "
+                f"at least {(need - 1) / 25:.3f} s of audio"
+            )
+
+    def params(self) -> dict:
+        """JSON-able description (no samples)."""
+        return dict(
+            sample_rate=int(self.sample_rate),
+            seconds=round(self.waveform.shape[0] / self.sample_rate, 6),
+            audio_start_time=float(self.start_time),
+            audio_max_duration=self.max_duration,
+        )
+
+
+@dataclass
 class LTXSettings:
     """What to generate, with every default of the official pipelines (ltx-pipelines 1.0.0) in one place.
 
@@ -230,12 +291,12 @@ class LTXSettings:
     @property
     def guided(self) -> bool:
         """Whether the pipeline's first stage uses guidance (every dev pipeline)."""
-        return self.pipeline != "distilled"
+        return self.pipeline not in UNGUIDED
 
     @property
     def variant(self) -> str:
         """The checkpoint the pipeline runs on: "distilled" or "dev"."""
-        return "distilled" if self.pipeline == "distilled" else "dev"
+        return "distilled" if self.pipeline in UNGUIDED else "dev"
 
     @property
     def negative_text(self) -> str | None:
@@ -306,6 +367,10 @@ class LTXSettings:
         for name in ("video_guidance", "audio_guidance"):
             if getattr(self, name) is not None:
                 _guidance_params(name, getattr(self, name))
+        if self.pipeline == "a2vid" and self.audio_guidance is not None:
+            g = _guidance_params("audio_guidance", self.audio_guidance, G.GuidanceParams())
+            if g.needs_uncond or g.needs_perturbed or g.needs_isolated or g.rescale_scale:
+                raise ValueError("a2vid holds the given audio fixed: leave audio guidance unset")
         for name in ("lora_strength_stage_1", "lora_strength_stage_2"):
             if getattr(self, name) is not None:
                 if self.pipeline not in WITH_LORA:
@@ -332,6 +397,8 @@ class LTXSettings:
                 if self.audio_guidance is None
                 else _guidance_params("audio_guidance", self.audio_guidance, da),
             )
+        if self.pipeline == "a2vid":  # unguided audio; skip_step shared with the video (the audio is fixed anyway)
+            kw["audio_guidance"] = G.GuidanceParams(skip_step=kw["video_guidance"].skip_step)
         if self.pipeline in WITH_LORA:
             kw.update(zip(("lora_strength_stage_1", "lora_strength_stage_2"), self.lora_strengths))
         return replace(self, **kw)
@@ -389,6 +456,7 @@ class LTX2Components:
     stage2_transformer: Union[LTXModel, Callable[[], LTXModel], None] = None
     version: str | None = None
     stage1_transformer: Callable[[], LTXModel] | None = None
+    audio_encoder: object | None = None  # a2vid: mel -> audio latent (:class:`mlx_video.ltx2.audio_vae.AudioEncoder`)
 
     @property
     def model_version(self) -> str:
@@ -438,6 +506,8 @@ def check_components(c: LTX2Components, s: LTXSettings, stages: Sequence[Stage],
     pipeline, STG blocks past the transformer's last block, CFG without a negative context."""
     if len(stages) > 1 and c.upsampler is None:
         raise ValueError(f"{s.pipeline} needs a spatial upsampler")
+    if s.pipeline == "a2vid" and c.audio_encoder is None:
+        raise ValueError("a2vid needs the audio VAE's encoder")
     if not s.guided:
         return
     n = c.transformer.args.num_layers
@@ -479,6 +549,23 @@ def encode_images(
     return out
 
 
+def encode_audio(c: LTX2Components, audio: AudioCondition, frames: int) -> mx.array:
+    """The a2vid audio latent: waveform -> log-mel at the encoder's rate (resampled with
+    :func:`mlx_video.ltx2.audio_vae.resample`, torchaudio's sinc, as ltx-core's ``AudioProcessor``) -> audio VAE
+    encoder -> tokens [1, frames, C_a] (the first ``frames``, as ``A2VidPipelineTwoStage`` cuts it to the clip's
+    ``AudioLatentShape.from_duration``). Raises ValueError when the audio encodes to fewer than ``frames``."""
+    enc = c.audio_encoder
+    a = enc.args
+    wav = mx.array(np.asarray(audio.waveform, np.float32))[None]
+    mel = waveform_to_mel(wav, int(audio.sample_rate), a.sample_rate, a.n_fft, a.mel_hop_length, a.mel_bins)
+    latent = audio_patchify(enc(mel))
+    if latent.shape[1] < frames:
+        raise ValueError(f"the audio encodes to {latent.shape[1]} latent frames; the clip needs {frames}")
+    latent = latent[:, :frames].astype(mx.float32)
+    mx.eval(latent)
+    return latent
+
+
 def seeded_noise(seed: int) -> NoiseSource:
     """Default noise: one MLX key per name derived from ``seed`` (res2s names get ``res2s_noise``)."""
 
@@ -510,9 +597,12 @@ def denoise_stage(
     noise: NoiseSource,
     previous: tuple[mx.array, mx.array] | None,
     progress: Progress,
+    fixed_audio: mx.array | None = None,
 ) -> tuple[mx.array, mx.array]:
     """One stage of resolved settings ``s``: (upsample ``previous``'s video latent when refining) -> encode the
-    images at the stage's size -> noised video (+ guiding tokens) and audio states -> denoise. Returns the
+    images at the stage's size -> noised video (+ guiding tokens) and audio states -> denoise. ``fixed_audio``
+    [1, t, C_a]: the audio state is this latent, not noised, with denoise mask 0 (ltx-pipelines
+    ``denoise_video_only``: the audio is seen by every pass and stays as it is). Returns the
     (video [1, F, h, w, C], audio [1, t, C_a]) latents, evaluated. Raises NonFiniteError naming ``name`` and
     the step when the latents become NaN or infinite."""
     video_lat = audio_lat = None
@@ -523,9 +613,13 @@ def denoise_stage(
     conds = encode_images(prepared, c.video_vae, st.height, st.width)
     args = c.transformer.args
     v = video_state(latent_grid(s.num_frames, st.height, st.width), args.in_channels, s.fps, conds, video_lat)
-    a = audio_state(audio_latent_frames(s.num_frames, s.fps), args.audio_in_channels, audio_lat)
     v = noise_state(v, noise(f"{name}.video", tuple(v.latent.shape)), st.noise_scale)
-    a = noise_state(a, noise(f"{name}.audio", tuple(a.latent.shape)), st.noise_scale)
+    if fixed_audio is None:
+        a = audio_state(audio_latent_frames(s.num_frames, s.fps), args.audio_in_channels, audio_lat)
+        a = noise_state(a, noise(f"{name}.audio", tuple(a.latent.shape)), st.noise_scale)
+    else:
+        a = audio_state(audio_latent_frames(s.num_frames, s.fps), args.audio_in_channels, fixed_audio)
+        a = replace(a, mask=mx.zeros_like(a.mask))
 
     def sde_noise(step, substep, index, like):
         kind = "substep" if substep else "step"
@@ -586,12 +680,16 @@ def generate(
     decode: bool = True,
     decode_audio: bool = True,
     progress: Progress | None = None,
+    audio: AudioCondition | None = None,
 ) -> GenerationResult:
     """Run pipeline ``s.pipeline``: settings -> plan -> prepare -> denoise (per stage) -> decode.
 
     positive / negative: :class:`TextContext` from the embeddings processor (negative: of
     ``s.negative_text``, needed by the guided stages when cfg != 1). images: :class:`ImageCondition` s.
     noise: see :data:`NoiseSource` (default :func:`seeded_noise` of the resolved seed).
+    audio: :class:`AudioCondition`, needed by (and only taken by) pipeline a2vid (``A2VidPipelineTwoStage``):
+    encoded and held fixed in both stages, the uncond pass sees the positive audio context (the official audio
+    guider has no negative context), and the result's audio is this waveform at its own rate.
     Returns a GenerationResult: frames uint8 [F, H, W, 3] (None unless ``decode``), audio float32
     [samples, channels] + sample_rate (None unless decoded and the components have an audio decoder and
     vocoder), latents [1, F', h, w, C] and audio_latents [1, t, C_a] (final, no guiding tokens), stage_latents
@@ -601,6 +699,12 @@ def generate(
     NonFiniteError naming the stage and step (or the decode) where values became NaN or infinite.
     """
     s = s.resolved(c.model_version).validate(images)
+    if (audio is None) != (s.pipeline != "a2vid"):
+        raise ValueError("a2vid needs an audio input" if audio is None else f"{s.pipeline} takes no audio input")
+    if audio is not None:
+        audio.check(s.num_frames, s.fps)
+        if negative is not None:
+            negative = TextContext(negative.video, positive.audio)
     stages = plan_stages(s)
     check_components(c, s, stages, negative)
     noise = noise or seeded_noise(s.seed)
@@ -608,24 +712,30 @@ def generate(
     meter = Meter()
     with meter.phase("prepare"):
         prepared = prepare_images(images, s.image_crf)
+        fixed = None if audio is None else encode_audio(c, audio, audio_latent_frames(s.num_frames, s.fps))
     latents, stage_latents = None, []
     for k, st in enumerate(stages, start=1):
         with meter.phase(f"stage{k}"):
-            latents = denoise_stage(c, s, st, f"stage{k}", prepared, positive, negative, noise, latents, progress)
+            latents = denoise_stage(
+                c, s, st, f"stage{k}", prepared, positive, negative, noise, latents, progress, fixed
+            )
         stage_latents.append(latents)
     res = GenerationResult(
         None,
         fps=s.fps,
         latents=latents[0],
         audio_latents=latents[1],
-        params={**s.params(), "images": [im.params() for im in images]},
+        params={**s.params(), "images": [im.params() for im in images]}
+        | ({} if audio is None else {"audio": audio.params()}),
         stage_latents=stage_latents,
     )
     if decode:
         with meter.phase("decode_video"):
             res.frames = to_uint8(np.array(decode_video(c, latents[0])[0]))
         progress("decode_video", 1, 1)
-        if decode_audio and c.audio_decoder is not None and c.vocoder is not None:
+        if decode_audio and audio is not None:  # the given audio, as the official pipeline returns it
+            res.audio, res.sample_rate = np.asarray(audio.waveform, np.float32), int(audio.sample_rate)
+        elif decode_audio and c.audio_decoder is not None and c.vocoder is not None:
             with meter.phase("decode_audio"):
                 res.audio, res.sample_rate = decode_waveform(c, latents[1])
             progress("decode_audio", 1, 1)
