@@ -422,3 +422,105 @@ def test_retake_defaults():
     ] == [8]
     st = plan_stages(LTXSettings("retake", height=64, width=96, num_frames=17))
     assert len(st) == 1 and (st[0].height, st[0].width, st[0].guided) == (64, 96, True)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture()
+def cli(tiny_cli, encoders, monkeypatch):
+    import mlx_video.cli.ltx2 as lcli
+
+    run, seen = tiny_cli
+    load = lcli.load_components
+
+    def with_encoder(*a):
+        seen["need_encoder"] = a[-1]
+        comps = load(*a)
+        comps.audio_encoder = encoders[1]
+        return comps
+
+    monkeypatch.setattr(lcli, "load_components", with_encoder)
+    return run, seen
+
+
+def _streams(path):
+    import json
+
+    import av as pyav
+
+    with pyav.open(str(path)) as f:
+        v = f.streams.video[0]
+        out = ({s.type for s in f.streams}, (v.codec_context.width, v.codec_context.height))
+        return (*out, sum(1 for _ in f.decode(video=0)), json.loads(f.metadata["comment"]))
+
+
+def test_cli_keyframes(cli, images, tmp_path):
+    run, seen = cli
+    out = tmp_path / "kf.mp4"
+    args = ["--pipeline", "keyframes", "--image", f"{images[0]}:0", "--image", f"{images[1]}:8:0.7"]
+    r = run(
+        *args,
+        "--height",
+        "128",
+        "--width",
+        "192",
+        "--num-frames",
+        "9",
+        "--steps",
+        "1",
+        "--stg-blocks",
+        "1",
+        "--output-path",
+        str(out),
+    )
+    assert r.exit_code == 0, r.output
+    assert seen["variant"] == "dev" and seen["lora"] == (0.0, 1.0) and seen["negative"] is not None
+    kinds, size, frames, meta = _streams(out)
+    assert kinds == {"video", "audio"} and size == (192, 128) and frames == 9 and meta["pipeline"] == "keyframes"
+    assert [im["frame"] for im in meta["images"]] == [0, 8]
+
+
+@pytest.mark.parametrize("distilled", [False, True])
+def test_cli_retake(cli, source_mp4, tmp_path, distilled):
+    run, seen = cli
+    out = tmp_path / "rt.mp4"
+    extra = ["--distilled"] if distilled else ["--steps", "1", "--stg-blocks", "1"]
+    r = run(
+        "--pipeline", "retake", "--video", source_mp4[0], "--retake", "0.2", "0.5", *extra, "--output-path", str(out)
+    )
+    assert r.exit_code == 0, r.output
+    assert seen["variant"] == ("distilled" if distilled else "dev") and seen["need_encoder"]
+    assert (seen["negative"] is None) == distilled and (distilled or seen["negative"] == "")
+    kinds, size, frames, meta = _streams(out)
+    assert kinds == {"video", "audio"} and size == (RW, RH) and frames == FRAMES
+    assert meta["pipeline"] == ("retake-distilled" if distilled else "retake") and meta["retake"]["end_time"] == 0.5
+    assert meta["retake"]["video"] == source_mp4[0] and meta["fps"] == FPS
+
+
+def test_cli_retake_errors(cli, source_mp4, images, tmp_path):
+    """Bad inputs: one line, exit 2, before any model runs (nothing resolved or loaded), no file."""
+    run, seen = cli
+    bad = tmp_path / "bad.mp4"
+    short = write_video(tmp_path / "short.mp4", np.zeros((5, RH, RW, 3), np.uint8), FPS)
+    odd = write_video(tmp_path / "odd.mp4", np.zeros((12, RH, RW, 3), np.uint8), FPS)
+    wav = a2v.write_wav(tmp_path / "a.wav", 16000, 0.5)
+    rt = ["--pipeline", "retake"]
+    for args, msg in (
+        ([*rt, "--video", source_mp4[0], "--retake", "0.5", "0.9"], "<= 0.708333 s (the video's length)"),
+        ([*rt, "--video", source_mp4[0], "--retake", "0.4", "0.3"], "0 <= START < END"),
+        ([*rt, "--video", str(short), "--retake", "0", "0.1"], "5 frames; retake needs at least 9"),
+        ([*rt, "--video", str(odd), "--retake", "0", "0.1"], "needs 8k+1 (cut it to 9)"),
+        ([*rt, "--video", wav, "--retake", "0", "0.1"], "has no video stream"),
+        ([*rt, "--video", str(tmp_path / "none.mp4"), "--retake", "0", "0.1"], "cannot read video"),
+        ([*rt, "--video", source_mp4[0]], "needs --video PATH and --retake START END"),
+        ([*rt, "--video", source_mp4[0], "--retake", "0", "0.1", "--num-frames", "9"], "drop --num-frames"),
+        ([*rt, "--video", source_mp4[0], "--retake", "0", "0.1", "--image", images[0]], "takes no images"),
+        (["--video", source_mp4[0], "--retake", "0", "0.1"], "for --pipeline retake, not distilled"),
+        (["--pipeline", "dev", "--distilled"], "--distilled is the retake switch"),
+    ):
+        seen.clear()
+        r = run(*args, "--output-path", str(bad))
+        assert r.exit_code == 2 and msg in r.output and r.output.count("\n") == 1, (args, r.output)
+        assert "variant" not in seen, args
+    assert not bad.exists()

@@ -92,6 +92,34 @@ def _read_audio(settings, path: str | None, start: float, max_duration: float | 
     return cond
 
 
+def _read_source(settings, path: str | None, span, keep_video: bool, keep_audio: bool, typed: dict):
+    """``--video`` + ``--retake START END`` for pipelines retake / retake-distilled as a RetakeSource: the video's
+    metadata checked first (8k+1 frames >= 9, sides multiples of 32, the range inside it), then every frame and
+    the audio stream (if any) read, all before anything loads. None for other pipelines. ValueError /
+    VideoError / AudioError for retake options given to another pipeline, a missing option, size / length
+    options given to retake (it keeps the source's), or an unreadable or unsuitable file."""
+    from mlx_video.io.audio import read_audio
+    from mlx_video.io.video import read_video, video_info
+    from mlx_video.ltx2.pipelines import RETAKE, AudioCondition, RetakeSource, check_retake
+
+    if settings.pipeline not in RETAKE:
+        given = [n for n, v in (("--video", path), ("--retake", span)) if v is not None]
+        given += [n for n, v in (("--keep-video", keep_video), ("--keep-audio", keep_audio)) if v]
+        if given:
+            raise ValueError(f"{', '.join(given)}: for --pipeline retake, not {settings.pipeline}")
+        return None
+    if path is None or span is None:
+        raise ValueError("--pipeline retake needs --video PATH and --retake START END (seconds)")
+    if typed:
+        raise ValueError(f"retake keeps the source video's size, length and fps: drop {', '.join(typed)}")
+    info = video_info(path)
+    check_retake(info.frames, info.height, info.width, info.fps, *span)
+    audio = AudioCondition(*read_audio(path)) if info.has_audio else None
+    src = RetakeSource(read_video(path, info.frames), info.fps, *span, audio, not keep_video, not keep_audio)
+    src.check()
+    return src
+
+
 @app.command()
 def generate(
     model: str = typer.Option(
@@ -100,7 +128,9 @@ def generate(
         help="converted folder, Lightricks checkpoint (file or folder) or Lightricks/LTX-2 | Lightricks/LTX-2.3",
     ),
     pipeline: Optional[str] = typer.Option(
-        None, "--pipeline", help="distilled (default) | dev | dev-two-stage | dev-two-stage-hq | a2vid"
+        None,
+        "--pipeline",
+        help="distilled (default) | dev | dev-two-stage | dev-two-stage-hq | a2vid | keyframes | retake",
     ),
     prompt: str = typer.Option(..., "--prompt"),
     negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", "--negative_prompt"),
@@ -121,6 +151,17 @@ def generate(
     audio_max_duration: Optional[float] = typer.Option(
         None, "--audio-max-duration", help="a2vid: seconds of audio to read (default: the clip's length)"
     ),
+    video: Optional[str] = typer.Option(
+        None, "--video", "--video-path", help="retake: the source video (its size, length and fps are kept)"
+    ),
+    retake: Optional[tuple[float, float]] = typer.Option(
+        None, "--retake", help="retake: START END, the seconds to regenerate (the rest is kept)"
+    ),
+    distilled: bool = typer.Option(
+        False, "--distilled", help="retake on the distilled checkpoint: 8 fixed steps, no guidance"
+    ),
+    keep_video: bool = typer.Option(False, "--keep-video", help="retake: regenerate only the audio in the range"),
+    keep_audio: bool = typer.Option(False, "--keep-audio", help="retake: regenerate only the video in the range"),
     no_audio: bool = typer.Option(False, "--no-audio", help="do not decode / mux the (jointly generated) audio"),
     height: Optional[int] = typer.Option(None, "--height", "-H", help="default: the pipeline's official size"),
     width: Optional[int] = typer.Option(None, "--width", "-W"),
@@ -164,8 +205,11 @@ def generate(
     from mlx_video.result import NonFiniteError
 
     console, drawn = Console(stderr=True), seed is not None and seed < 0
+    from mlx_video.io.video import VideoError
+
     errors = (
         ValueError,
+        VideoError,
         AudioError,
         ImageError,
         WeightsError,
@@ -180,6 +224,10 @@ def generate(
 
         sp = init_sp(ulysses_size)  # None for one rank; else rank 0 prints, writes and encodes text
         blocks = _blocks(stg_blocks)
+        if distilled:
+            if pipeline != "retake":
+                raise ValueError("--distilled is the retake switch (--pipeline retake --distilled)")
+            pipeline = "retake-distilled"
         settings = P.LTXSettings(
             **_given(
                 pipeline=pipeline,
@@ -220,6 +268,12 @@ def generate(
         if end_image is not None:
             specs.append((end_image, settings.num_frames - 1, end_image_strength))
         images = [P.ImageCondition(read_image(p), f, s) for p, f, s in specs]
+        typed = [n for n, v in (("--height", height), ("--width", width), ("--num-frames", num_frames)) if v]
+        source = _read_source(settings, video, retake, keep_video, keep_audio, typed + ["--fps"] * (fps is not None))
+        if source is not None:
+            if images:
+                raise ValueError(f"{settings.pipeline} takes no images")
+            settings = source.settings(settings)
         settings.validate(images)
         given_audio = _read_audio(settings, audio, audio_start_time, audio_max_duration)
         output_path = check_output_path(
@@ -238,12 +292,22 @@ def generate(
             pos, neg = TextContext(*ctx[:2]), (TextContext(*ctx[2:]) if len(ctx) > 2 else None)
         t_text, t0 = time.perf_counter() - t0, time.perf_counter()
         with console.status("loading the transformer, VAEs and upsampler"):
-            comps = load_components(model_dir, cfg, settings.pipeline, settings.lora_strengths, bool(images))
+            comps = load_components(
+                model_dir, cfg, settings.pipeline, settings.lora_strengths, bool(images) or source is not None
+            )
         t_load = time.perf_counter() - t0
         console.print(f"{settings.pipeline}, seed: {settings.seed}" + (" (drawn at random)" if drawn else ""))
         with progress_bars(console) as progress, active(sp):  # the transformer splits its tokens over the ranks
             res = P.generate(
-                comps, settings, pos, neg, images, decode_audio=not no_audio, progress=progress, audio=given_audio
+                comps,
+                settings,
+                pos,
+                neg,
+                images,
+                decode_audio=not no_audio,
+                progress=progress,
+                audio=given_audio,
+                source=source,
             )
     except errors as e:
         _fail(str(e))
@@ -253,5 +317,7 @@ def generate(
     meta["images"] = [dict(path=p, **m) for (p, _, _), m in zip(specs, res.params["images"])]
     if given_audio is not None:
         meta["audio"] = dict(path=audio, **res.params["audio"])
+    if source is not None:
+        meta["retake"] = dict(video=video, **res.params["retake"])
     res.timings = {"text encode": t_text, "load": t_load, **res.timings}
     save_result(res, output_path, meta, console)
