@@ -21,6 +21,12 @@ Reference: ltx-pipelines 1.0.0 ``DistilledPipeline``, ``TI2VidOneStagePipeline``
 | dev-two-stage     | LTX2Scheduler(steps, 4096 tokens), Euler, guidance  | dev + distilled LoRA, 3 sigmas, Euler |
 | dev-two-stage-hq  | LTX2Scheduler(steps, real token count), res2s, guidance (LoRA 0.25) | LoRA 0.5, 3 sigmas, res2s |
 | a2vid             | as dev-two-stage, the given audio's latent held fixed (mask 0) | as dev-two-stage, audio fixed |
+| keyframes         | as dev-two-stage, every image (frame 0 too) a guiding-token block | as dev-two-stage |
+| retake            | source size, source latents, time-range mask, LTX2Scheduler(40), guidance | - |
+| retake-distilled  | as retake on the distilled checkpoint: 8 distilled sigmas, no guidance | - |
+
+``KeyframeInterpolationPipeline`` (keyframes, docs/ltx2.md §17) and ``RetakePipeline`` (retake, §18, a
+:class:`RetakeSource` passed as ``generate(..., source=)``) are the same stages with other image / mask rules.
 
 Images: pixel frame 0 -> :class:`LatentAnchor` (latent replacement), any later frame ->
 :class:`GuidingTokens` (ltx-pipelines ``combined_image_conditionings``). Each image first makes the
