@@ -5,8 +5,8 @@ Public API (imported lazily, so ``import mlx_video`` stays cheap):
 - ``WanPipeline`` / ``WanSettings``: a converted Wan folder -> ``generate(WanSettings(task=..., ...))``
   (t2v, ti2v, mi2v, i2v, flf2v with bidirectional sampling, one-frame inference, A14B experts).
 - ``GenerationResult``: what both families' pipelines return (uint8 frames, fps, latents, params, timings).
-- ``LTX2Components``, ``LTXSettings``, ``ImageCondition``, ``generate_ltx2``: the four LTX-2 pipelines over
-  loaded components (``load_ltx2_components`` / ``encode_ltx2_text`` from a folder made by
+- ``LTX2Components``, ``LTXSettings``, ``ImageCondition``, ``generate_ltx2``: the LTX-2 pipelines over
+  loaded components (``AudioCondition`` for a2vid, ``ControlVideo`` + ``with_ic_loras`` for ic-lora) (``load_ltx2_components`` / ``encode_ltx2_text`` from a folder made by
   ``resolve_ltx2_model`` or ``mlx_video convert``).
 - Conditioning shared by both families: ``LatentAnchor``, ``ChannelCondition`` (Wan ``y`` channels),
   ``GuidingTokens`` (LTX-2 keyframe tokens).
@@ -23,6 +23,9 @@ _EXPORTS = {
     "LTX2Components": ("mlx_video.ltx2.pipelines", "LTX2Components"),
     "LTXSettings": ("mlx_video.ltx2.pipelines", "LTXSettings"),
     "ImageCondition": ("mlx_video.ltx2.pipelines", "ImageCondition"),
+    "AudioCondition": ("mlx_video.ltx2.pipelines", "AudioCondition"),
+    "ControlVideo": ("mlx_video.ltx2.pipelines", "ControlVideo"),
+    "with_ic_loras": ("mlx_video.ltx2.loading", "with_ic_loras"),
     "generate_ltx2": ("mlx_video.ltx2.pipelines", "generate"),
     "load_ltx2_components": ("mlx_video.ltx2.loading", "load_components"),
     "encode_ltx2_text": ("mlx_video.ltx2.loading", "encode_text"),

@@ -17,7 +17,13 @@ from typing import Optional
 import numpy as np
 import typer
 
-from mlx_video.ltx2.loading import encode_text, load_components  # module names: tests replace them with tiny ones
+from mlx_video.ltx2.loading import (  # module names: tests replace them with tiny ones
+    check_ic_loras,
+    encode_text,
+    enhance_prompt,
+    load_components,
+    with_ic_loras,
+)
 
 from .common import fail as _fail
 from .common import progress_bars, save_result
@@ -120,6 +126,53 @@ def _read_source(settings, path: str | None, span, keep_video: bool, keep_audio:
     return src
 
 
+def parse_strength_spec(spec: str, option: str) -> tuple[str, float]:
+    """``PATH[:STRENGTH]`` -> (path, strength in [0, 1], default 1). Raises typer.BadParameter otherwise."""
+    path, _, tail = spec.rpartition(":")
+    if not path:
+        return spec, 1.0
+    try:
+        strength = float(tail)
+    except ValueError:
+        return spec, 1.0  # a ':' inside the path
+    if not 0.0 <= strength <= 1.0:
+        raise typer.BadParameter(f"{option} {spec!r}: strength must be in [0, 1]")
+    return path, strength
+
+
+def _read_controls(settings, videos, loras, mask_path):
+    """ic-lora's control videos (read and checked against the clip before anything loads) and IC-LoRA specs.
+    ([], []) for other pipelines. Raises ValueError / WeightsError for options given to another pipeline,
+    no control video or no LoRA for ic-lora, a missing file, or a control video too short for the clip."""
+    from mlx_video.io.images import bilinear_cover_crop
+    from mlx_video.io.video import read_video_frames
+    from mlx_video.ltx2.pipelines import ControlVideo
+    from mlx_video.nn.lora import parse_lora_spec
+
+    if settings.pipeline != "ic-lora":
+        if videos or loras or mask_path:
+            raise ValueError(
+                f"--control_video, --lora and the attention mask are for --pipeline ic-lora, not {settings.pipeline}"
+            )
+        return [], []
+    if not videos:
+        raise ValueError("--pipeline ic-lora needs --control_video PATH[:STRENGTH]")
+    if not loras:
+        raise ValueError("--pipeline ic-lora needs --lora PATH (the IC-LoRA)")
+    mask = None
+    if mask_path is not None:  # official CLI: grayscale of the mask video at stage 1's size, in [0, 1]
+        frames = read_video_frames(mask_path, settings.num_frames)
+        h, w = (v // 2 for v in settings.size())
+        mask = np.stack([bilinear_cover_crop(f, h, w).mean(-1) / 255.0 for f in frames]).clip(0.0, 1.0)
+    controls = []
+    for i, spec in enumerate(videos):
+        path, strength = parse_strength_spec(spec, "--control_video")
+        cv = ControlVideo(read_video_frames(path, settings.num_frames), strength, mask)
+        cv.check(settings.num_frames, i)
+        controls.append(cv)
+    return controls, [parse_lora_spec(s) for s in loras]
+
+
 @app.command()
 def generate(
     model: str = typer.Option(
@@ -130,7 +183,7 @@ def generate(
     pipeline: Optional[str] = typer.Option(
         None,
         "--pipeline",
-        help="distilled (default) | dev | dev-two-stage | dev-two-stage-hq | a2vid | keyframes | retake",
+        help="distilled (default) | dev | dev-two-stage | dev-two-stage-hq | a2vid | ic-lora | keyframes | retake",
     ),
     prompt: str = typer.Option(..., "--prompt"),
     negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", "--negative_prompt"),
@@ -162,6 +215,29 @@ def generate(
     ),
     keep_video: bool = typer.Option(False, "--keep-video", help="retake: regenerate only the audio in the range"),
     keep_audio: bool = typer.Option(False, "--keep-audio", help="retake: regenerate only the video in the range"),
+    control_video: Optional[list[str]] = typer.Option(
+        None,
+        "--control_video",
+        "--control-video",
+        "--video-conditioning",
+        help="ic-lora: PATH[:STRENGTH] (repeatable), a control video (depth, pose, edges, ...) as in-context tokens",
+    ),
+    lora: Optional[list[str]] = typer.Option(
+        None, "--lora", help="ic-lora: PATH[:STRENGTH] (repeatable), the IC-LoRA file(s) (ltx-core key format)"
+    ),
+    conditioning_attention_strength: Optional[float] = typer.Option(
+        None, "--conditioning-attention-strength", help="ic-lora: attention to the control tokens in [0, 1] (1)"
+    ),
+    conditioning_attention_mask: Optional[str] = typer.Option(
+        None, "--conditioning-attention-mask", help="ic-lora: a grayscale mask video (white = full attention)"
+    ),
+    skip_stage_2: bool = typer.Option(False, "--skip-stage-2", help="ic-lora: stop after stage 1 (half size)"),
+    enhance: bool = typer.Option(
+        False,
+        "--enhance_prompt",
+        "--enhance-prompt",
+        help="rewrite the prompt with Gemma 3 and the official t2v / i2v system prompt (stored in the metadata)",
+    ),
     no_audio: bool = typer.Option(False, "--no-audio", help="do not decode / mux the (jointly generated) audio"),
     height: Optional[int] = typer.Option(None, "--height", "-H", help="default: the pipeline's official size"),
     width: Optional[int] = typer.Option(None, "--width", "-W"),
@@ -257,6 +333,8 @@ def generate(
                 negative_prompt=negative_prompt,
                 image_crf=image_crf,
                 seed=seed,
+                skip_stage_2=skip_stage_2 or None,
+                conditioning_attention_strength=conditioning_attention_strength,
             )
         )
         if drawn:
@@ -276,25 +354,36 @@ def generate(
             settings = source.settings(settings)
         settings.validate(images)
         given_audio = _read_audio(settings, audio, audio_start_time, audio_max_duration)
+        controls, loras = _read_controls(settings, control_video, lora, conditioning_attention_mask)
         output_path = check_output_path(
             output_path or Path(f"ltx2_{settings.pipeline}_{time.strftime('%Y%m%d_%H%M%S')}.mp4"), (".mp4",)
         )
         model_dir = resolve_ltx2_model(model, settings.variant, gemma)
         cfg = read_config(model_dir)
+        if loras:
+            check_ic_loras(cfg, loras)  # a LoRA for another model: refused before the text encoder runs
         t0 = time.perf_counter()
+        enhanced = None
+        if enhance and (sp is None or sp.is_root):  # only rank 0 encodes text
+            with console.status("enhancing the prompt (Gemma 3)"):
+                seed_e = settings.seed if settings.pipeline == "ic-lora" else 42  # ltx-pipelines' choices
+                enhanced = enhance_prompt(model_dir, cfg, prompt, "i2v" if images else "t2v", seed_e)
+            console.print(f"enhanced prompt: {enhanced}")
+        text = prompt if enhanced is None else enhanced
         with console.status("encoding the prompt"):
 
             def encode():
-                p, n = encode_text(model_dir, cfg, prompt, settings.negative_text)
+                p, n = encode_text(model_dir, cfg, text, settings.negative_text)
                 return [p.video, p.audio] + ([] if n is None else [n.video, n.audio])
 
             ctx = on_root(encode, sp.group if sp is not None else None)
             pos, neg = TextContext(*ctx[:2]), (TextContext(*ctx[2:]) if len(ctx) > 2 else None)
         t_text, t0 = time.perf_counter() - t0, time.perf_counter()
         with console.status("loading the transformer, VAEs and upsampler"):
-            comps = load_components(
-                model_dir, cfg, settings.pipeline, settings.lora_strengths, bool(images) or source is not None
-            )
+            need_encoder = bool(images) or bool(controls) or source is not None
+            comps = load_components(model_dir, cfg, settings.pipeline, settings.lora_strengths, need_encoder)
+            if loras:
+                with_ic_loras(comps, loras)
         t_load = time.perf_counter() - t0
         console.print(f"{settings.pipeline}, seed: {settings.seed}" + (" (drawn at random)" if drawn else ""))
         with progress_bars(console) as progress, active(sp):  # the transformer splits its tokens over the ranks
@@ -308,16 +397,24 @@ def generate(
                 progress=progress,
                 audio=given_audio,
                 source=source,
+                controls=controls,
             )
     except errors as e:
         _fail(str(e))
     if sp is not None and not sp.is_root:
         return
     meta = dict(res.params, model=str(model), prompt=prompt, generator="mlx_video", seed_drawn=drawn)
+    if enhanced is not None:
+        meta["enhanced_prompt"] = enhanced
     meta["images"] = [dict(path=p, **m) for (p, _, _), m in zip(specs, res.params["images"])]
     if given_audio is not None:
         meta["audio"] = dict(path=audio, **res.params["audio"])
     if source is not None:
         meta["retake"] = dict(video=video, **res.params["retake"])
+    if controls:
+        paths = [parse_strength_spec(v, "--control_video")[0] for v in control_video]
+        meta["controls"] = [dict(path=p, **m) for p, m in zip(paths, res.params["controls"])]
+        meta["loras"] = [dict(path=str(p), strength=st) for p, st in loras]
+        meta["conditioning_attention_mask"] = conditioning_attention_mask
     res.timings = {"text encode": t_text, "load": t_load, **res.timings}
     save_result(res, output_path, meta, console)

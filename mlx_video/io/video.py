@@ -190,3 +190,8 @@ def read_video(path: str | Path, frame_cap: int | None = None) -> np.ndarray:
     if not frames:
         raise VideoError(f"{path}: its video stream has no frames")
     return np.stack(frames).astype(np.uint8)
+
+
+def read_video_frames(path: str | Path, max_frames: int | None = None) -> np.ndarray:
+    """:func:`read_video` with ``max_frames`` as the frame cap (the name the IC-LoRA control videos use)."""
+    return read_video(path, max_frames)

@@ -40,6 +40,7 @@ AUDIO_SAMPLE_RATE, AUDIO_HOP, AUDIO_DOWNSAMPLE = 16000, 160, 4  # audio latent =
 
 __all__ = [
     "GuidingTokens",
+    "ReferenceTokens",
     "LatentAnchor",
     "TokenState",
     "audio_latent_frames",
@@ -69,7 +70,45 @@ class GuidingTokens:
     strength: float = 1.0
 
 
-Conditioning = Union[LatentAnchor, GuidingTokens]
+@dataclass
+class ReferenceTokens:
+    """An encoded control video appended as in-context tokens (IC-LoRA; ltx-core 1.0.0
+    ``VideoConditionByReferenceLatent``, optionally wrapped in ``ConditioningItemAttentionStrengthWrapper``).
+
+    latent: [1, n, h', w', C] normalised VAE latent of the control video (h', w' = the grid's rows and
+    columns / ``downscale_factor``); strength: 1 keeps the tokens clean (denoise mask ``1 - strength``);
+    downscale_factor: the IC-LoRA's ``reference_downscale_factor`` (its spatial positions are multiplied by
+    it); attention: None (full attention), a number in [0, 1], or float [n*h'*w'] per token in [0, 1]: the
+    weight of attention between these tokens and the grid tokens (both ways), as an additive log bias.
+    Positions: the control latent's own grid, causal fix, time / fps (no frame offset).
+    """
+
+    latent: mx.array
+    strength: float = 1.0
+    downscale_factor: int = 1
+    attention: Union[float, np.ndarray, None] = None
+
+
+Conditioning = Union[LatentAnchor, GuidingTokens, ReferenceTokens]
+
+
+def grow_attention_mask(
+    mask: np.ndarray | None, num_grid: int, num_existing: int, cross: np.ndarray | None
+) -> np.ndarray | None:
+    """ltx-core ``update_attention_mask`` / ``build_attention_mask`` for M tokens appended after ``num_existing``:
+    None stays None when ``cross`` is None; else a [B, N+M, N+M] float32 mask: the old mask (ones when there
+    was none) top left, ones among the new tokens, ``cross`` [B, M] between the new tokens and the first
+    ``num_grid`` (grid) tokens both ways, zeros between the new tokens and earlier appended ones."""
+    if cross is None and mask is None:
+        return None
+    b, m = cross.shape
+    total = num_existing + m
+    out = np.zeros((b, total, total), np.float32)
+    out[:, :num_existing, :num_existing] = 1.0 if mask is None else mask
+    out[:, num_existing:, num_existing:] = 1.0
+    out[:, :num_grid, num_existing:] = cross[:, None, :]
+    out[:, num_existing:, :num_grid] = cross[:, :, None]
+    return out
 
 
 def latent_grid(num_frames: int, height: int, width: int) -> tuple[int, int, int]:
@@ -167,6 +206,7 @@ class TokenState:
     positions: np.ndarray
     num_grid: int
     grid: tuple[int, int, int] | None = None
+    attention_mask: np.ndarray | None = None  # [B, T, T] float32 in [0, 1] (None: full attention)
 
     def grid_latent(self) -> mx.array:
         """The grid tokens without guiding tokens: video [B, F, h, w, C], audio [B, T, C]."""
@@ -203,11 +243,16 @@ def video_state(
     mask = np.ones((batch, n, 1), np.float32)
     pieces, clean_pieces = [latent], [latent]
     positions = [video_positions(f, h, w, fps, batch)]
+    attn = None
     last_frame = (f - 1) * TIME_SCALE
     for item in conditionings:
         if not 0.0 <= item.strength <= 1.0:
             raise ValueError(f"conditioning strength must be in [0, 1], got {item.strength}")
         lat = item.latent.astype(mx.float32)
+        if isinstance(item, ReferenceTokens):
+            attn = _append_reference(item, lat, (f, h, w, channels), fps, batch, pieces, clean_pieces, positions, attn)
+            mask = np.concatenate([mask, np.full((batch, pieces[-1].shape[1], 1), 1.0 - item.strength, np.float32)], 1)
+            continue
         if lat.ndim != 5 or tuple(lat.shape[2:]) != (h, w, channels) or lat.shape[0] not in (1, batch):
             raise ValueError(
                 f"conditioning latent {tuple(lat.shape)} does not fit the latent grid {(f, h, w, channels)}"
@@ -226,6 +271,8 @@ def video_state(
                 raise ValueError(
                     f"guiding image at pixel frame {item.pixel_frame} is outside the clip (frames 0..{last_frame})"
                 )
+            if attn is not None:  # a later item keeps full attention (update_attention_mask without a mask)
+                attn = grow_attention_mask(attn, n, attn.shape[1], np.ones((batch, tokens.shape[1]), np.float32))
             pieces.append(tokens)
             clean_pieces.append(tokens)
             mask = np.concatenate([mask, np.full((batch, tokens.shape[1], 1), 1.0 - item.strength, np.float32)], 1)
@@ -239,7 +286,38 @@ def video_state(
         np.concatenate(positions, axis=2),
         n,
         grid,
+        attn,
     )
+
+
+def _append_reference(item, lat, fhwc, fps, batch, pieces, clean_pieces, positions, attn):
+    """Append a :class:`ReferenceTokens` item's tokens and positions; returns the grown attention mask."""
+    f, h, w, channels = fhwc
+    k = item.downscale_factor
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"reference downscale factor must be a whole number >= 1, got {k!r}")
+    if lat.ndim != 5 or lat.shape[-1] != channels or lat.shape[0] not in (1, batch) or lat.shape[1] > f:
+        raise ValueError(f"reference latent {tuple(lat.shape)} does not fit the latent grid {(f, h, w, channels)}")
+    n_ref, rh, rw = lat.shape[1:4]
+    tokens = mx.broadcast_to(patchify(lat), (batch, n_ref * rh * rw, channels))
+    pos = video_positions(n_ref, rh, rw, fps, batch)
+    pos[:, 1:] *= np.float32(k)
+    existing = sum(p.shape[1] for p in pieces)
+    cross = item.attention
+    if cross is not None:
+        cross = np.asarray(cross, np.float32)
+        cross = np.full((batch, tokens.shape[1]), float(cross), np.float32) if cross.ndim == 0 else cross
+        cross = np.broadcast_to(
+            cross.reshape(-1 if cross.ndim == 1 else cross.shape[0], tokens.shape[1]), (batch, tokens.shape[1])
+        )
+        if not ((cross >= 0) & (cross <= 1)).all():
+            raise ValueError("reference attention weights must be in [0, 1]")
+    elif attn is not None:
+        cross = np.ones((batch, tokens.shape[1]), np.float32)
+    pieces.append(tokens)
+    clean_pieces.append(tokens)
+    positions.append(pos)
+    return grow_attention_mask(attn, f * h * w, existing, cross)
 
 
 def audio_state(frames: int, channels: int, initial_latent: mx.array | None = None, batch: int = 1) -> TokenState:

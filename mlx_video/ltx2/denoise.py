@@ -31,7 +31,7 @@ import numpy as np
 
 from mlx_video.conditioning import blend_clean
 from mlx_video.ltx2.conditioning import TokenState
-from mlx_video.ltx2.transformer import LTXModel, Modality, Perturbations, to_x0
+from mlx_video.ltx2.transformer import LTXModel, Modality, Perturbations, attention_bias, to_x0
 from mlx_video.result import check_finite
 from mlx_video.sampling.guidance import GuidanceParams, multimodal_guidance
 from mlx_video.sampling.solvers import euler_step_x0, res2s_sample
@@ -81,6 +81,7 @@ class Denoiser:
         self.model = model
         self.rope = model.rope_tables(video.positions, audio.positions)
         self.masks = (_per_item_or_token(video.mask), _per_item_or_token(audio.mask))
+        self.bias = None if video.attention_mask is None else attention_bias(mx.array(video.attention_mask))
         self.positive, self.negative, self.guidance = positive, negative, guidance
         if guidance is not None:
             gv, ga = guidance
@@ -96,7 +97,7 @@ class Denoiser:
         b = xs[0].shape[0]
         s = mx.full((b,), sigma, mx.float32)
         ts = [s if m is None else (m * sigma).reshape(b, -1) for m in self.masks]
-        v = Modality(xs[0], ts[0], s, ctx.video)
+        v = Modality(xs[0], ts[0], s, ctx.video, self.bias)
         a = Modality(xs[1], ts[1], s, ctx.audio)
         vel = self.model(v, a, self.rope, perturb)
         return [to_x0(x, u, t) for x, u, t in zip(xs, vel, ts)]

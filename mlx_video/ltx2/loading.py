@@ -385,3 +385,104 @@ def _lora_stages(transformer: nn.Module, model_dir: Path, cfg: dict, strengths: 
     stage1, stage2 = at(strengths[0]), at(strengths[1])
     stage1()
     return stage1, stage2
+
+
+def read_ic_lora(path: str | Path) -> tuple[dict[str, mx.array], int]:
+    """An IC-LoRA file (ltx-core key format, ``diffusion_model.<module>.lora_A.weight`` / ``.lora_B.weight``) ->
+    (its state dict, ``reference_downscale_factor`` from the safetensors metadata, 1 when absent; as
+    ``ic_lora._read_lora_reference_downscale_factor``). Raises WeightsError for an unreadable file or a factor
+    that is not a whole number >= 1."""
+    from mlx_video.nn.lora import load_lora
+
+    weights = load_lora(path)
+    factor = 1
+    if str(path).endswith(".safetensors"):
+        meta, _ = read_header(Path(path))
+        raw = (meta or {}).get("reference_downscale_factor", "1")
+        try:
+            factor = int(raw)
+        except (TypeError, ValueError):
+            factor = 0
+        if factor < 1:
+            raise WeightsError(f"{path}: reference_downscale_factor must be a whole number >= 1, got {raw!r}")
+    return weights, factor
+
+
+def check_ic_loras(cfg: dict, loras) -> None:
+    """Refuse, before anything loads, IC-LoRA files ``[(path, strength), ...]`` that do not fit this model's
+    transformer (checked on an unloaded skeleton built from ``cfg``: key names and shapes only) or that disagree
+    on the reference downscale factor. Raises WeightsError / ValueError naming the file."""
+    from mlx_video.nn.lora import check_lora
+
+    from .transformer import LTXModel, LTXModelArgs, lora_key_map
+
+    skeleton = LTXModel(_args(LTXModelArgs, cfg["transformer"]))  # lazy arrays: nothing is allocated
+    factors = set()
+    for path, _ in loras:
+        weights, k = read_ic_lora(path)
+        try:
+            check_lora(skeleton, weights, lora_key_map(), f"IC-LoRA {path}")
+        except WeightsError as e:
+            raise WeightsError(f"{e} (an IC-LoRA for another model?)") from None
+        factors.add(k)
+    if len(factors - {1}) > 1:
+        raise ValueError(f"IC-LoRAs with different reference downscale factors: {sorted(factors)}")
+
+
+def with_ic_loras(comps, loras, stored=None):
+    """Pipeline ic-lora's weights (``ICLoraPipeline``): stage 1 = the distilled transformer + the IC-LoRAs
+    ``[(path, strength), ...]`` (ltx-core ``fuse_loras``: ``W + strength * B @ A``, no alpha), stage 2 = the
+    distilled transformer alone. Sets ``comps.stage1_transformer`` / ``stage2_transformer`` (zero-argument
+    callables merging or unmerging in place, from ``stored``: a callable returning the stored weights, default
+    a copy taken now) and ``comps.reference_downscale_factor``. The LoRAs are resolved and merged now, so a
+    file for another model fails here, before any denoising: WeightsError (unmatched keys, shapes that do not
+    fit this transformer), ValueError for LoRAs with different reference downscale factors. Returns ``comps``."""
+    from mlx.utils import tree_flatten
+
+    from mlx_video.ltx2.transformer import lora_key_map
+    from mlx_video.nn.lora import merge_loras
+
+    transformer = comps.transformer
+    read, factor = [], 1
+    for path, strength in loras:
+        weights, k = read_ic_lora(path)
+        if k != 1 and factor not in (1, k):
+            raise ValueError(f"IC-LoRAs with different reference downscale factors ({factor} and {k}, {path})")
+        factor = k if k != 1 else factor
+        read.append((weights, float(strength)))
+    if stored is None:
+        snapshot = dict(tree_flatten(transformer.parameters()))
+        stored = lambda: snapshot  # noqa: E731
+    key_map, merged = lora_key_map(), [False]
+
+    def stage1():
+        if not merged[0]:
+            merge_loras(transformer, read, key_map, base=stored)
+            merged[0] = True
+        return transformer
+
+    def stage2():
+        if merged[0]:
+            merge_loras(transformer, [(w, 0.0) for w, _ in read], key_map, base=stored)
+            merged[0] = False
+        return transformer
+
+    stage1()
+    comps.stage1_transformer, comps.stage2_transformer = stage1, stage2
+    comps.reference_downscale_factor = factor
+    return comps
+
+
+def enhance_prompt(model_dir: Path, cfg: dict, prompt: str, kind: str = "t2v", seed: int = 42) -> str:
+    """``--enhance_prompt``: the prompt rewritten by the folder's Gemma 3 with the official system prompt for
+    ``kind`` ("t2v", or "i2v" when the run has an image; see :mod:`mlx_video.ltx2.enhance`), sampled with
+    ``seed`` (ltx-pipelines: 42, ICLoraPipeline its own seed). Loads Gemma and frees it before returning.
+    Raises WeightsError when the folder has no Gemma, ValueError for an empty prompt."""
+    from .enhance import PromptEnhancer
+
+    enc = load_text_encoder(model_dir, cfg)
+    try:
+        return PromptEnhancer.from_text_encoder(enc.gemma, enc.tokenizer.tokenizer)(prompt, kind, seed)
+    finally:
+        del enc
+        mx.clear_cache()

@@ -12,7 +12,8 @@
 :func:`generate` runs them and returns a :class:`mlx_video.result.GenerationResult`.
 
 Reference: ltx-pipelines 1.0.0 ``DistilledPipeline``, ``TI2VidOneStagePipeline``,
-``TI2VidTwoStagesPipeline``, ``TI2VidTwoStagesHQPipeline`` and ``A2VidPipelineTwoStage`` (a2vid, §16) (docs/ltx2.md §9), defaults from
+``TI2VidTwoStagesPipeline``, ``TI2VidTwoStagesHQPipeline``, ``A2VidPipelineTwoStage`` (a2vid, §16) and
+``ICLoraPipeline`` (ic-lora, §17) (docs/ltx2.md §9), defaults from
 ``ltx_pipelines.utils.constants`` and ``utils.args``:
 
 | pipeline          | stage 1 (half resolution unless one-stage)          | stage 2 (full resolution)          |
@@ -21,11 +22,12 @@ Reference: ltx-pipelines 1.0.0 ``DistilledPipeline``, ``TI2VidOneStagePipeline``
 | dev-two-stage     | LTX2Scheduler(steps, 4096 tokens), Euler, guidance  | dev + distilled LoRA, 3 sigmas, Euler |
 | dev-two-stage-hq  | LTX2Scheduler(steps, real token count), res2s, guidance (LoRA 0.25) | LoRA 0.5, 3 sigmas, res2s |
 | a2vid             | as dev-two-stage, the given audio's latent held fixed (mask 0) | as dev-two-stage, audio fixed |
+| ic-lora           | distilled + IC-LoRA, control videos as in-context tokens | distilled, no IC-LoRA (or skipped) |
 | keyframes         | as dev-two-stage, every image (frame 0 too) a guiding-token block | as dev-two-stage |
 | retake            | source size, source latents, time-range mask, LTX2Scheduler(40), guidance | - |
 | retake-distilled  | as retake on the distilled checkpoint: 8 distilled sigmas, no guidance | - |
 
-``KeyframeInterpolationPipeline`` (keyframes, docs/ltx2.md §17) and ``RetakePipeline`` (retake, §18, a
+``KeyframeInterpolationPipeline`` (keyframes, docs/ltx2.md §19) and ``RetakePipeline`` (retake, §20, a
 :class:`RetakeSource` passed as ``generate(..., source=)``) are the same stages with other image / mask rules.
 
 Images: pixel frame 0 -> :class:`LatentAnchor` (latent replacement), any later frame ->
@@ -60,6 +62,7 @@ from mlx_video.ltx2.conditioning import (
     AUDIO_HOP,
     AUDIO_SAMPLE_RATE,
     GuidingTokens,
+    ReferenceTokens,
     audio_latent_frames,
     audio_state,
     latent_grid,
@@ -82,13 +85,14 @@ PIPELINES = (
     "dev-two-stage",
     "dev-two-stage-hq",
     "a2vid",
+    "ic-lora",
     "keyframes",
     "retake",
     "retake-distilled",
 )
-TWO_STAGE = ("distilled", "dev-two-stage", "dev-two-stage-hq", "a2vid", "keyframes")
+TWO_STAGE = ("distilled", "dev-two-stage", "dev-two-stage-hq", "a2vid", "ic-lora", "keyframes")
 WITH_LORA = ("dev-two-stage", "dev-two-stage-hq", "a2vid", "keyframes")  # dev weights + the distilled LoRA
-UNGUIDED = ("distilled", "retake-distilled")  # pipelines on the distilled checkpoint, without guidance
+UNGUIDED = ("distilled", "ic-lora", "retake-distilled")  # pipelines on the distilled checkpoint, without guidance
 RETAKE = ("retake", "retake-distilled")  # one stage at the source video's size (RetakePipeline, distilled or not)
 RETAKE_STEPS = 40  # RetakePipeline.__call__'s num_inference_steps (its CLI passes none), LTX-2 and LTX-2.3 alike
 # Official defaults (ltx_pipelines.utils.constants PipelineParams / LTX_2_3_HQ_PARAMS and utils.args): the output
@@ -99,6 +103,7 @@ DEFAULT_SIZE = {
     "dev-two-stage": (1024, 1536),
     "dev-two-stage-hq": (1088, 1920),
     "a2vid": (1024, 1536),
+    "ic-lora": (1024, 1536),
     "keyframes": (1024, 1536),
 }
 DEFAULT_LORA = {
@@ -127,7 +132,7 @@ Guidance = Union[G.GuidanceParams, Mapping, None]
 
 
 def check_pipeline(pipeline: str) -> None:
-    """Raise ValueError unless ``pipeline`` is one of distilled, dev, dev-two-stage, dev-two-stage-hq."""
+    """Raise ValueError unless ``pipeline`` is one of :data:`PIPELINES`."""
     if pipeline not in PIPELINES:
         raise ValueError(f"unknown pipeline {pipeline!r}; expected one of {', '.join(PIPELINES)}")
 
@@ -151,6 +156,8 @@ def default_guidance(pipeline: str, version: str) -> tuple[int, G.GuidanceParams
     the audio is held fixed); keyframes: dev-two-stage's; retake: 40 steps (``RetakePipeline``'s default, either
     version) with the version's dev guidance; retake-distilled: the distilled 8 steps, no guidance."""
     check_pipeline(pipeline)
+    if pipeline == "ic-lora":
+        pipeline = "distilled"
     if pipeline == "retake":
         return RETAKE_STEPS, *default_guidance("dev", version)[1:]
     if pipeline == "a2vid":
@@ -280,10 +287,79 @@ class AudioCondition:
 
 
 @dataclass
+class ControlVideo:
+    """A control video of pipeline ic-lora (``ICLoraPipeline``'s ``video_conditioning`` entry): frames uint8 RGB
+    [F, H, W, 3] as decoded (any size; cover-resized and centre-cropped per frame to stage 1's size divided by the
+    IC-LoRA's ``reference_downscale_factor``, as ``load_video_conditioning``; no CRF round trip), its first
+    ``num_frames`` used; strength in [0, 1] (1 keeps its tokens clean). attention_mask: None, or float [F', h, w]
+    in [0, 1] at that resized pixel size (F' >= num_frames; ``conditioning_attention_mask``), downsampled to the
+    latent grid and multiplied by ``LTXSettings.conditioning_attention_strength``."""
+
+    frames: np.ndarray
+    strength: float = 1.0
+    attention_mask: np.ndarray | None = None
+
+    def check(self, num_frames: int, index: int = 0) -> None:
+        """Raise ValueError for frames that are not uint8 RGB [F, H, W, 3], fewer frames than the clip, a strength
+        outside [0, 1] or a mask that is not [F', h, w] in [0, 1] with F' >= num_frames."""
+        v = self.frames
+        if not isinstance(v, np.ndarray) or v.dtype != np.uint8 or v.ndim != 4 or v.shape[3] != 3:
+            desc = f"{v.dtype} {v.shape}" if isinstance(v, np.ndarray) else type(v).__name__
+            raise ValueError(f"control video {index}: expected uint8 RGB [F, H, W, 3], got {desc}")
+        if v.shape[0] < num_frames:
+            raise ValueError(f"control video {index} has {v.shape[0]} frames; the clip needs {num_frames}")
+        checks.finite(f"control video {index} strength", self.strength, 0.0, 1.0)
+        m = self.attention_mask
+        if m is not None:
+            m = np.asarray(m)
+            if m.ndim != 3 or m.shape[0] < num_frames or not np.isfinite(m).all() or m.min() < 0 or m.max() > 1:
+                raise ValueError(
+                    f"control video {index}: attention mask must be [F, h, w] in [0, 1], F >= {num_frames}"
+                )
+
+    def params(self) -> dict:
+        """JSON-able description (no pixels)."""
+        f, h, w, _ = self.frames.shape
+        return dict(
+            strength=float(self.strength), frames=int(f), size=[int(w), int(h)], mask=self.attention_mask is not None
+        )
+
+
+def area_resize(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """torch ``interpolate(mode="area")`` (adaptive average pooling) of [..., H, W] to [..., height, width]:
+    output cell i averages input rows floor(i H / height) .. ceil((i + 1) H / height) - 1 (columns alike)."""
+
+    def pool(a, n_out, axis):
+        n = a.shape[axis]
+        cells = [
+            a.take(range(i * n // n_out, -(-(i + 1) * n // n_out)), axis=axis).mean(axis=axis, keepdims=True)
+            for i in range(n_out)
+        ]
+        return np.concatenate(cells, axis=axis)
+
+    return pool(pool(np.asarray(x, np.float32), height, -2), width, -1)
+
+
+def latent_attention_mask(mask: np.ndarray, frames: int, h: int, w: int) -> np.ndarray:
+    """A pixel-space [F, H, W] mask -> per-token [frames * h * w] weights (``ICLoraPipeline._downsample_mask_to_latent``):
+    area-resized to h x w per frame, then the first frame alone and each following group of (F - 1) / (frames - 1)
+    frames averaged (the causal VAE's time layout); (f, h, w) token order. Raises ValueError when F - 1 is not a
+    multiple of frames - 1."""
+    m = area_resize(mask, h, w)
+    out = [m[:1]]
+    if m.shape[0] > 1 and frames > 1:
+        if (m.shape[0] - 1) % (frames - 1):
+            raise ValueError(f"a mask of {m.shape[0]} frames does not map onto {frames} latent frames")
+        t = (m.shape[0] - 1) // (frames - 1)
+        out.append(m[1:].reshape(frames - 1, t, h, w).mean(axis=1))
+    return np.concatenate(out, 0).reshape(-1)
+
+
+@dataclass
 class LTXSettings:
     """What to generate, with every default of the official pipelines (ltx-pipelines 1.0.0) in one place.
 
-    pipeline: distilled | dev | dev-two-stage | dev-two-stage-hq. version: "2" or "2.3" (any version string;
+    pipeline: distilled | dev | dev-two-stage | dev-two-stage-hq | a2vid | ic-lora. version: "2" or "2.3" (any version string;
     None = the model's own, :attr:`LTX2Components.model_version`), choosing the dev guidance defaults.
     height / width: output size in pixels (None: the pipeline's official size, :data:`DEFAULT_SIZE`);
     multiples of 64 for two-stage pipelines, 32 for dev. num_frames: 8k+1. fps > 0 (sets the audio length
@@ -294,6 +370,8 @@ class LTXSettings:
     negative_prompt: guided pipelines (None: :data:`DEFAULT_NEGATIVE_PROMPT`). image_crf: the H.264 CRF of the
     conditioning images' round trip (33, 0 = none, at most 51). seed: any integer, reduced mod 2**32
     (:func:`mlx_video.checks.seed`); None draws a random one (stored by :meth:`resolved`); official default 10.
+    skip_stage_2 / conditioning_attention_strength (ic-lora only): stop after stage 1 (half-size output); the
+    weight in [0, 1] of attention between the control tokens and the video (1 = full, ``ICLoraPipeline``'s).
     """
 
     pipeline: str = "distilled"
@@ -310,6 +388,8 @@ class LTXSettings:
     negative_prompt: str | None = None
     image_crf: int = DEFAULT_IMAGE_CRF
     seed: int | None = DEFAULT_SEED
+    skip_stage_2: bool = False
+    conditioning_attention_strength: float = 1.0
 
     @property
     def guided(self) -> bool:
@@ -355,6 +435,9 @@ class LTXSettings:
         checks.crf(self.image_crf)
         if self.seed is not None:
             checks.seed(self.seed)
+        checks.finite("conditioning_attention_strength", self.conditioning_attention_strength, 0.0, 1.0)
+        if self.pipeline != "ic-lora" and (self.skip_stage_2 or self.conditioning_attention_strength != 1.0):
+            raise ValueError("skip_stage_2 and conditioning_attention_strength are for the ic-lora pipeline")
         for i, im in enumerate(images):
             im.check(frames, i)
         return self
@@ -482,6 +565,7 @@ class LTX2Components:
     version: str | None = None
     stage1_transformer: Callable[[], LTXModel] | None = None
     audio_encoder: object | None = None  # a2vid: mel -> audio latent (:class:`mlx_video.ltx2.audio_vae.AudioEncoder`)
+    reference_downscale_factor: int = 1  # ic-lora: the IC-LoRA's metadata value (control video size = stage / it)
 
     @property
     def model_version(self) -> str:
@@ -515,14 +599,14 @@ def plan_stages(s: LTXSettings, version: str | None = None) -> list[Stage]:
     one_stage = s.pipeline not in TWO_STAGE  # dev, retake, retake-distilled: one stage at full resolution
     h1, w1 = (s.height, s.width) if one_stage else (s.height // 2, s.width // 2)
     refine_sigmas = STAGE2_DISTILLED_SIGMAS
-    if s.pipeline in UNGUIDED:
+    if s.pipeline in UNGUIDED:  # distilled, ic-lora, retake-distilled
         first = Stage(h1, w1, DISTILLED_SIGMAS, "euler", False)
     elif s.pipeline == "dev-two-stage-hq":  # the only pipeline that passes its latent to the scheduler
         f, h, w = latent_grid(s.num_frames, h1, w1)
         first = Stage(h1, w1, ltx2_sigmas(s.steps, num_tokens=f * h * w), "res2s", True)
     else:
         first = Stage(h1, w1, ltx2_sigmas(s.steps), "euler", True)
-    if one_stage:
+    if one_stage or s.skip_stage_2:
         return [first]
     return [first, Stage(s.height, s.width, refine_sigmas, first.sampler, False, float(refine_sigmas[0]), True)]
 
@@ -534,6 +618,12 @@ def check_components(c: LTX2Components, s: LTXSettings, stages: Sequence[Stage],
         raise ValueError(f"{s.pipeline} needs a spatial upsampler")
     if s.pipeline == "a2vid" and c.audio_encoder is None:
         raise ValueError("a2vid needs the audio VAE's encoder")
+    k = c.reference_downscale_factor
+    if s.pipeline == "ic-lora" and (stages[0].height % (32 * k) or stages[0].width % (32 * k)):
+        raise ValueError(
+            f"ic-lora: stage 1's {stages[0].height}x{stages[0].width} divided by the IC-LoRA's reference downscale "
+            f"factor {k} must be multiples of 32 (the VAE's cell)"
+        )
     if not s.guided:
         return
     n = c.transformer.args.num_layers
@@ -595,6 +685,31 @@ def encode_audio(c: LTX2Components, audio: AudioCondition, frames: int, pad: boo
     latent = latent[:, :frames].astype(mx.float32)
     mx.eval(latent)
     return latent
+
+
+def encode_controls(
+    c: LTX2Components, controls: Sequence[ControlVideo], s: LTXSettings, st: Stage
+) -> list[ReferenceTokens]:
+    """The ic-lora control videos as in-context tokens for stage ``st`` (``ICLoraPipeline._create_conditionings``):
+    the first ``num_frames`` frames of each, cover-resized to the stage's size / ``reference_downscale_factor``,
+    [-1, 1], VAE-encoded; attention weights: the mask downsampled to the latent grid times
+    ``conditioning_attention_strength``, else that strength when below 1, else none (full attention)."""
+    k = int(c.reference_downscale_factor)
+    h, w = st.height // k, st.width // k
+    out = []
+    for cv in controls:
+        frames = cv.frames[: s.num_frames].astype(np.float32) / 127.5 - 1.0
+        video = np.stack([bilinear_cover_crop(f, h, w) for f in frames])
+        latent = c.video_vae.encode(mx.array(video)[None])
+        attention = None
+        if cv.attention_mask is not None:
+            n, lh, lw = latent.shape[1:4]
+            attention = latent_attention_mask(np.asarray(cv.attention_mask)[: s.num_frames], n, lh, lw)
+            attention = attention * np.float32(s.conditioning_attention_strength)
+        elif s.conditioning_attention_strength < 1.0:
+            attention = float(s.conditioning_attention_strength)
+        out.append(ReferenceTokens(latent, float(cv.strength), k, attention))
+    return out
 
 
 def seeded_noise(seed: int) -> NoiseSource:
@@ -750,13 +865,15 @@ def denoise_stage(
     previous: tuple[mx.array, mx.array] | None,
     progress: Progress,
     fixed_audio: mx.array | None = None,
+    extra: Sequence[ReferenceTokens] = (),
     regions: Regions = None,
 ) -> tuple[mx.array, mx.array]:
     """One stage of resolved settings ``s``: (upsample ``previous``'s video latent when refining) -> encode the
     images at the stage's size -> noised video (+ guiding tokens) and audio states -> denoise. ``fixed_audio``
     [1, t, C_a]: the audio state is this latent, not noised, with denoise mask 0 (ltx-pipelines
-    ``denoise_video_only``: the audio is seen by every pass and stays as it is). ``regions`` (retake): the
-    denoise mask of each modality from its time range (:func:`retake_regions`), set before the noise. Returns the
+    ``denoise_video_only``: the audio is seen by every pass and stays as it is). ``extra``: in-context tokens
+    appended after the images' (ic-lora's control videos, stage 1). ``regions`` (retake): the denoise mask of each
+    modality from its time range (:meth:`RetakeSource.regions`), set before the noise. Returns the
     (video [1, F, h, w, C], audio [1, t, C_a]) latents, evaluated. Raises NonFiniteError naming ``name`` and
     the step when the latents become NaN or infinite."""
     video_lat = audio_lat = None
@@ -765,6 +882,7 @@ def denoise_stage(
     if st.refine:
         video_lat = upsample_video(video_lat, c.upsampler, c.video_vae.latents_mean, c.video_vae.latents_std)
     conds = encode_images(prepared, c.video_vae, st.height, st.width, guide_all=s.pipeline == "keyframes")
+    conds += list(extra)
     args = c.transformer.args
     v = video_state(latent_grid(s.num_frames, st.height, st.width), args.in_channels, s.fps, conds, video_lat)
     v = _region_mask(v, regions, 0)
@@ -837,6 +955,7 @@ def generate(
     decode_audio: bool = True,
     progress: Progress | None = None,
     audio: AudioCondition | None = None,
+    controls: Sequence[ControlVideo] = (),
     source: RetakeSource | None = None,
 ) -> GenerationResult:
     """Run pipeline ``s.pipeline``: settings -> plan -> prepare -> denoise (per stage) -> decode.
@@ -847,6 +966,10 @@ def generate(
     audio: :class:`AudioCondition`, needed by (and only taken by) pipeline a2vid (``A2VidPipelineTwoStage``):
     encoded and held fixed in both stages, the uncond pass sees the positive audio context (the official audio
     guider has no negative context), and the result's audio is this waveform at its own rate.
+    controls: :class:`ControlVideo` s, needed by (and only taken by) pipeline ic-lora (``ICLoraPipeline``): stage 1
+    runs ``c.stage1_transformer`` (distilled + IC-LoRA) with the control videos appended as in-context tokens
+    (after any guiding images); stage 2 (unless ``skip_stage_2``) runs ``c.stage2_transformer`` (distilled, no
+    IC-LoRA) with the images only.
     source: :class:`RetakeSource`, needed by (and only taken by) pipelines retake / retake-distilled
     (``RetakePipeline``): the output takes its size, frame count and fps; its video (and audio) latents start the
     stage, regenerated only in its time range; no images.
@@ -874,6 +997,10 @@ def generate(
         audio.check(s.num_frames, s.fps)
         if negative is not None:
             negative = TextContext(negative.video, positive.audio)
+    if bool(controls) != (s.pipeline == "ic-lora"):
+        raise ValueError("ic-lora needs a control video" if not controls else f"{s.pipeline} takes no control video")
+    for i, cv in enumerate(controls):
+        cv.check(s.num_frames, i)
     stages = plan_stages(s)
     check_components(c, s, stages, negative)
     noise = noise or seeded_noise(s.seed)
@@ -888,6 +1015,7 @@ def generate(
             latents = encode_source(c, source, audio_latent_frames(s.num_frames, s.fps))
     for k, st in enumerate(stages, start=1):
         with meter.phase(f"stage{k}"):
+            refs = encode_controls(c, controls, s, st) if k == 1 and controls else ()
             latents = denoise_stage(
                 c,
                 s,
@@ -900,6 +1028,7 @@ def generate(
                 latents,
                 progress,
                 fixed,
+                refs,
                 regions=None if source is None else source.regions(),
             )
         stage_latents.append(latents)
@@ -910,6 +1039,7 @@ def generate(
         audio_latents=latents[1],
         params={**s.params(), "images": [im.params() for im in images]}
         | ({} if audio is None else {"audio": audio.params()})
+        | ({"controls": [cv.params() for cv in controls]} if controls else {})
         | ({} if source is None else {"retake": source.params()}),
         stage_latents=stage_latents,
     )

@@ -234,12 +234,24 @@ class Modality:
     sigma: [B] the step's global sigma. It drives LTX-2.3's prompt AdaLN and the *other* stream's
         audio<->video cross-attention modulation.
     context: [B, S, caption_channels] (LTX-2, projected inside) or [B, S, cross_attention_dim].
+    attention_bias: None, or an additive self-attention bias [B, 1, T, T] float32 (0 = full attention, large
+        negative = masked): :func:`attention_bias` of a [0, 1] mask (ltx-core ``Modality.attention_mask``,
+        IC-LoRA's conditioning attention strength; docs/ltx2.md §2.8).
     """
 
     latent: mx.array
     timesteps: mx.array
     sigma: mx.array
     context: mx.array
+    attention_bias: mx.array | None = None
+
+
+def attention_bias(mask: mx.array) -> mx.array:
+    """A [0, 1] self-attention mask [B, T, T] -> additive bias [B, 1, T, T] float32 as ltx-core's
+    ``_prepare_self_attention_mask``: ``log(max(m, tiny))`` where m > 0, the float32 minimum where m <= 0."""
+    m = mask.astype(F32)
+    tiny, low = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).min)
+    return mx.where(m > 0, mx.log(mx.maximum(m, tiny)), low)[:, None]
 
 
 KINDS = ("video_self_attn", "audio_self_attn", "a2v_cross_attn", "v2a_cross_attn")
@@ -352,10 +364,12 @@ class Attention(nn.Module):
         keep: mx.array | None = None,
         skip: bool = False,
         shard=None,
+        bias: mx.array | None = None,
     ) -> mx.array:
         """x: [B, T, query_dim] float32; context: [B, S, context_dim] (None: self-attention).
         ``shard`` (:class:`mlx_video.distributed.TokenShard`): the keys' tokens are this rank's slice
         (and so are the queries' in self-attention); attention still covers the whole sequence.
+        ``bias``: additive attention bias [B, 1, T, S] (no sequence parallelism with a bias).
 
         ``pe`` rotates q (and k unless ``k_pe`` is given). STG: ``skip`` replaces the attention
         output by v for every item; ``keep`` ([B,1,1], 0 = replace) does it per item.
@@ -374,7 +388,7 @@ class Attention(nn.Module):
             else:
                 q = self.q_norm(_lin(self.to_q, x))
                 k = self.k_norm(_lin(self.to_k, context))
-            attend = partial(attention, dtype=v.dtype)
+            attend = partial(attention, dtype=v.dtype, mask=None if bias is None else bias.astype(v.dtype))
             qh, kh, vh = self._heads(q), self._heads(k), self._heads(v)
             o = attend(qh, kh, vh) if shard is None else shard.attention(qh, kh, vh, attend, context is x)
             out = o.transpose(0, 2, 1, 3).reshape(b, t, -1)
@@ -484,6 +498,7 @@ class _Stream:
     cross_mod: mx.array | None = None  # [B, 1, 4*D] a<->v scale/shift from the other stream's sigma
     cross_gate: mx.array | None = None  # [B, 1, D]
     shard: object = None  # TokenShard: x holds this rank's tokens (sequence parallelism)
+    bias: mx.array | None = None  # [B, 1, T, T] additive self-attention bias
 
 
 class Block(nn.Module):
@@ -521,7 +536,9 @@ class Block(nn.Module):
         x = s.x
         shift, scale, gate = _rows(table, s.mod, 0, 3)
         x = _gated(
-            x, attn1(_modulate(x, *shift, *scale, self.eps), pe=s.pe, keep=keep, skip=skip, shard=s.shard), *gate
+            x,
+            attn1(_modulate(x, *shift, *scale, self.eps), pe=s.pe, keep=keep, skip=skip, shard=s.shard, bias=s.bias),
+            *gate,
         )
         if not self.adaln:  # LTX-2: plain text cross-attention
             return x + attn2(_rms(x, self.eps), context=s.context)
@@ -709,6 +726,8 @@ class LTXModel(nn.Module):
         if p.items and len(p.items) != b:
             raise ValueError(f"perturbations has {len(p.items)} items for a batch of {b}")
         sp = current(sp)
+        if sp is not None and video.attention_bias is not None:
+            raise ValueError("a self-attention mask (IC-LoRA attention strength) does not run sequence-parallel")
         shard = sp.split(video.latent.shape[1]) if sp is not None else None
         if shard is not None:  # this rank's video tokens, their timesteps and RoPE rows
             cut = lambda t: t if t is None else RopeTable(shard.take(t.cos), shard.take(t.sin))  # noqa: E731
@@ -724,7 +743,7 @@ class LTXModel(nn.Module):
             "",
             ("av_ca_video_scale_shift_adaln_single", "av_ca_a2v_gate_adaln_single"),
         )
-        v.shard = shard
+        v.shard, v.bias = shard, video.attention_bias
         a = None
         if audio is not None:
             a = self._stream(

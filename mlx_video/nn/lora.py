@@ -395,17 +395,7 @@ def merge_loras(
             diff_plan.setdefault(target, []).append((delta, float(strength)))
         resolved = resolve_lora(model, weights, key_map, what) if weights or not diffs else {}
         for target, (up, down, scale) in resolved.items():
-            layer = _module_at(model, target)
-            if not isinstance(layer, (nn.Linear, nn.QuantizedLinear)):
-                raise WeightsError(
-                    f"{what}: LoRA on {target} ({type(layer).__name__}) is not supported: only linear layers take LoRA"
-                )
-            shape = _linear_shape(layer)
-            if down.ndim != 2 or up.ndim != 2 or up.shape[1] != down.shape[0] or (up.shape[0], down.shape[1]) != shape:
-                raise WeightsError(
-                    f"{what}: LoRA for {target}: up {tuple(up.shape)} @ down {tuple(down.shape)} "
-                    f"does not give the weight's shape {shape}"
-                )
+            _check_layer(model, target, up, down, what)
             plan.setdefault(target, []).append((up, down, float(strength) * scale))
     extra, dense = {}, {}  # diffs on linear weights join the layer's LoRA delta (one re-quantization)
     for target, terms in diff_plan.items():
@@ -446,6 +436,30 @@ def merge_loras(
         module, old = (_module_at(model, parent) if parent else model), _param_at(model, target)
         module.update({leaf: (source.pop(target).astype(mx.float32) + delta).astype(old.dtype)})
         mx.eval(module[leaf])
+
+
+def _check_layer(model: nn.Module, target: str, up: mx.array, down: mx.array, what: str) -> None:
+    layer = _module_at(model, target)
+    if not isinstance(layer, (nn.Linear, nn.QuantizedLinear)):
+        raise WeightsError(
+            f"{what}: LoRA on {target} ({type(layer).__name__}) is not supported: only linear layers take LoRA"
+        )
+    shape = _linear_shape(layer)
+    if down.ndim != 2 or up.ndim != 2 or up.shape[1] != down.shape[0] or (up.shape[0], down.shape[1]) != shape:
+        raise WeightsError(
+            f"{what}: LoRA for {target}: up {tuple(up.shape)} @ down {tuple(down.shape)} "
+            f"does not give the weight's shape {shape}"
+        )
+
+
+def check_lora(model: nn.Module, weights: Mapping[str, mx.array], key_map: LoraKeyMap = OWN_NAMES, what="LoRA") -> None:
+    """Raise WeightsError as :func:`merge_loras` would for this LoRA on ``model`` (unmatched or non-LoRA keys,
+    non-linear targets, shapes that do not fit), reading only shapes: ``model`` may be an unloaded skeleton
+    (its lazy arrays are never evaluated), so a file for another model is refused before anything loads."""
+    weights, diffs = split_diffs(weights)
+    resolve_diffs(model, diffs, key_map, what)
+    for target, (up, down, _) in (resolve_lora(model, weights, key_map, what) if weights or not diffs else {}).items():
+        _check_layer(model, target, up, down, what)
 
 
 def _param_at(model: nn.Module, key: str) -> mx.array:
