@@ -98,7 +98,7 @@ def _read_audio(settings, path: str | None, start: float, max_duration: float | 
     return cond
 
 
-def _read_source(settings, path: str | None, span, keep_video: bool, keep_audio: bool, typed: dict):
+def _read_source(settings, path: str | None, span, keep_video: bool, keep_audio: bool, typed: list[str]):
     """``--video`` + ``--retake START END`` for pipelines retake / retake-distilled as a RetakeSource: the video's
     metadata checked first (8k+1 frames >= 9, sides multiples of 32, the range inside it), then every frame and
     the audio stream (if any) read, all before anything loads. None for other pipelines. ValueError /
