@@ -298,6 +298,7 @@ CASES = {  # name: (distilled, (regenerate_video, regenerate_audio), source with
     "dev": (False, (True, True), True),
     "distilled": (True, (True, True), True),
     "distilled, audio kept": (True, (True, False), True),
+    "distilled, video kept": (True, (False, True), True),
     "distilled, no source audio": (True, (True, True), False),
 }
 
@@ -332,7 +333,7 @@ def test_retake_matches_ltx_pipelines(case, parts, encoders, source_mp4, monkeyp
     # kept tokens end exactly on the encoded source (mask 0: clean in, clean out), on both sides
     init_v, init_a = r["init"]
     keep = r["masks"][0].numpy().reshape(-1) == 0
-    assert keep.any() and not keep.all()
+    assert keep.any() and keep.all() == (not CASES[case][1][0])  # (0, 0): every video token kept
     ours_tokens = np.array(res.latents).reshape(-1, C)
     src_tokens = init_v[0].permute(1, 2, 3, 0).reshape(-1, C).numpy()
     np.testing.assert_allclose(ours_tokens[keep], src_tokens[keep], rtol=1e-4, atol=1e-5)
