@@ -6,7 +6,8 @@ Public API (imported lazily, so ``import mlx_video`` stays cheap):
   (t2v, ti2v, mi2v, i2v, flf2v with bidirectional sampling, one-frame inference, A14B experts).
 - ``GenerationResult``: what both families' pipelines return (uint8 frames, fps, latents, params, timings).
 - ``LTX2Components``, ``LTXSettings``, ``ImageCondition``, ``generate_ltx2``: the LTX-2 pipelines over
-  loaded components (``AudioCondition`` for a2vid, ``ControlVideo`` + ``with_ic_loras`` for ic-lora) (``load_ltx2_components`` / ``encode_ltx2_text`` from a folder made by
+  loaded components (``AudioCondition`` for a2vid, ``ControlVideo`` + ``with_ic_loras`` for ic-lora,
+  ``RetakeSource`` + ``read_video`` for retake) (``load_ltx2_components`` / ``encode_ltx2_text`` from a folder made by
   ``resolve_ltx2_model`` or ``mlx_video convert``).
 - Conditioning shared by both families: ``LatentAnchor``, ``ChannelCondition`` (Wan ``y`` channels),
   ``GuidingTokens`` (LTX-2 keyframe tokens).
@@ -25,6 +26,8 @@ _EXPORTS = {
     "ImageCondition": ("mlx_video.ltx2.pipelines", "ImageCondition"),
     "AudioCondition": ("mlx_video.ltx2.pipelines", "AudioCondition"),
     "ControlVideo": ("mlx_video.ltx2.pipelines", "ControlVideo"),
+    "RetakeSource": ("mlx_video.ltx2.pipelines", "RetakeSource"),
+    "read_video": ("mlx_video.io.video", "read_video"),
     "with_ic_loras": ("mlx_video.ltx2.loading", "with_ic_loras"),
     "generate_ltx2": ("mlx_video.ltx2.pipelines", "generate"),
     "load_ltx2_components": ("mlx_video.ltx2.loading", "load_components"),

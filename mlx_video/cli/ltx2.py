@@ -98,6 +98,34 @@ def _read_audio(settings, path: str | None, start: float, max_duration: float | 
     return cond
 
 
+def _read_source(settings, path: str | None, span, keep_video: bool, keep_audio: bool, typed: list[str]):
+    """``--video`` + ``--retake START END`` for pipelines retake / retake-distilled as a RetakeSource: the video's
+    metadata checked first (8k+1 frames >= 9, sides multiples of 32, the range inside it), then every frame and
+    the audio stream (if any) read, all before anything loads. None for other pipelines. ValueError /
+    VideoError / AudioError for retake options given to another pipeline, a missing option, size / length
+    options given to retake (it keeps the source's), or an unreadable or unsuitable file."""
+    from mlx_video.io.audio import read_audio
+    from mlx_video.io.video import read_video, video_info
+    from mlx_video.ltx2.pipelines import RETAKE, AudioCondition, RetakeSource, check_retake
+
+    if settings.pipeline not in RETAKE:
+        given = [n for n, v in (("--video", path), ("--retake", span)) if v is not None]
+        given += [n for n, v in (("--keep-video", keep_video), ("--keep-audio", keep_audio)) if v]
+        if given:
+            raise ValueError(f"{', '.join(given)}: for --pipeline retake, not {settings.pipeline}")
+        return None
+    if path is None or span is None:
+        raise ValueError("--pipeline retake needs --video PATH and --retake START END (seconds)")
+    if typed:
+        raise ValueError(f"retake keeps the source video's size, length and fps: drop {', '.join(typed)}")
+    info = video_info(path)
+    check_retake(info.frames, info.height, info.width, info.fps, *span)
+    audio = AudioCondition(*read_audio(path)) if info.has_audio else None
+    src = RetakeSource(read_video(path, info.frames), info.fps, *span, audio, not keep_video, not keep_audio)
+    src.check()
+    return src
+
+
 def parse_strength_spec(spec: str, option: str) -> tuple[str, float]:
     """``PATH[:STRENGTH]`` -> (path, strength in [0, 1], default 1). Raises typer.BadParameter otherwise."""
     path, _, tail = spec.rpartition(":")
@@ -153,7 +181,9 @@ def generate(
         help="converted folder, Lightricks checkpoint (file or folder) or Lightricks/LTX-2 | Lightricks/LTX-2.3",
     ),
     pipeline: Optional[str] = typer.Option(
-        None, "--pipeline", help="distilled (default) | dev | dev-two-stage | dev-two-stage-hq | a2vid | ic-lora"
+        None,
+        "--pipeline",
+        help="distilled (default) | dev | dev-two-stage | dev-two-stage-hq | a2vid | ic-lora | keyframes | retake",
     ),
     prompt: str = typer.Option(..., "--prompt"),
     negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", "--negative_prompt"),
@@ -174,6 +204,17 @@ def generate(
     audio_max_duration: Optional[float] = typer.Option(
         None, "--audio-max-duration", help="a2vid: seconds of audio to read (default: the clip's length)"
     ),
+    video: Optional[str] = typer.Option(
+        None, "--video", "--video-path", help="retake: the source video (its size, length and fps are kept)"
+    ),
+    retake: Optional[tuple[float, float]] = typer.Option(
+        None, "--retake", help="retake: START END, the seconds to regenerate (the rest is kept)"
+    ),
+    distilled: bool = typer.Option(
+        False, "--distilled", help="retake on the distilled checkpoint: 8 fixed steps, no guidance"
+    ),
+    keep_video: bool = typer.Option(False, "--keep-video", help="retake: regenerate only the audio in the range"),
+    keep_audio: bool = typer.Option(False, "--keep-audio", help="retake: regenerate only the video in the range"),
     control_video: Optional[list[str]] = typer.Option(
         None,
         "--control_video",
@@ -240,8 +281,11 @@ def generate(
     from mlx_video.result import NonFiniteError
 
     console, drawn = Console(stderr=True), seed is not None and seed < 0
+    from mlx_video.io.video import VideoError
+
     errors = (
         ValueError,
+        VideoError,
         AudioError,
         ImageError,
         WeightsError,
@@ -256,6 +300,10 @@ def generate(
 
         sp = init_sp(ulysses_size)  # None for one rank; else rank 0 prints, writes and encodes text
         blocks = _blocks(stg_blocks)
+        if distilled:
+            if pipeline != "retake":
+                raise ValueError("--distilled is the retake switch (--pipeline retake --distilled)")
+            pipeline = "retake-distilled"
         settings = P.LTXSettings(
             **_given(
                 pipeline=pipeline,
@@ -298,6 +346,12 @@ def generate(
         if end_image is not None:
             specs.append((end_image, settings.num_frames - 1, end_image_strength))
         images = [P.ImageCondition(read_image(p), f, s) for p, f, s in specs]
+        typed = [n for n, v in (("--height", height), ("--width", width), ("--num-frames", num_frames)) if v]
+        source = _read_source(settings, video, retake, keep_video, keep_audio, typed + ["--fps"] * (fps is not None))
+        if source is not None:
+            if images:
+                raise ValueError(f"{settings.pipeline} takes no images")
+            settings = source.settings(settings)
         settings.validate(images)
         given_audio = _read_audio(settings, audio, audio_start_time, audio_max_duration)
         controls, loras = _read_controls(settings, control_video, lora, conditioning_attention_mask)
@@ -326,7 +380,7 @@ def generate(
             pos, neg = TextContext(*ctx[:2]), (TextContext(*ctx[2:]) if len(ctx) > 2 else None)
         t_text, t0 = time.perf_counter() - t0, time.perf_counter()
         with console.status("loading the transformer, VAEs and upsampler"):
-            need_encoder = bool(images) or bool(controls)
+            need_encoder = bool(images) or bool(controls) or source is not None
             comps = load_components(model_dir, cfg, settings.pipeline, settings.lora_strengths, need_encoder)
             if loras:
                 with_ic_loras(comps, loras)
@@ -342,6 +396,7 @@ def generate(
                 decode_audio=not no_audio,
                 progress=progress,
                 audio=given_audio,
+                source=source,
                 controls=controls,
             )
     except errors as e:
@@ -354,6 +409,8 @@ def generate(
     meta["images"] = [dict(path=p, **m) for (p, _, _), m in zip(specs, res.params["images"])]
     if given_audio is not None:
         meta["audio"] = dict(path=audio, **res.params["audio"])
+    if source is not None:
+        meta["retake"] = dict(video=video, **res.params["retake"])
     if controls:
         paths = [parse_strength_spec(v, "--control_video")[0] for v in control_video]
         meta["controls"] = [dict(path=p, **m) for p, m in zip(paths, res.params["controls"])]

@@ -1,4 +1,5 @@
-"""Writing results: H.264 mp4 (optionally with AAC audio) through PyAV, or a PNG for one frame.
+"""Writing results: H.264 mp4 (optionally with AAC audio) through PyAV, or a PNG for one frame; reading
+input videos (:func:`video_info`, :func:`read_video`).
 
 Every writer goes to a temporary file next to the target and renames it at the end
 (:func:`mlx_video.io.atomic.atomic_path`), so a failed or interrupted run (Ctrl-C, SIGTERM) leaves no
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -110,24 +112,86 @@ def write_image(path: str | Path, frame: np.ndarray, metadata: dict | None = Non
     return path
 
 
-def read_video_frames(path: str | Path, max_frames: int | None = None) -> np.ndarray:
-    """Decode the first video stream of ``path`` (any container PyAV reads) to uint8 RGB [F, H, W, 3], at most
-    ``max_frames`` frames from the start, each converted as ltx-pipelines' ``decode_video_from_file``
-    (``frame.to_rgb()``). Raises ValueError (one line) for a file that cannot be read or has no video frames."""
+# ----------------------------------------------------------------------------- reading
+
+
+class VideoError(ValueError):
+    """A video input that cannot be used: unreadable file, no video stream, no frames."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """A video file's first video stream: fps (its average rate), frames (the container's count, else counted
+    by decoding), width, height (pixels); has_audio: whether the file has an audio stream."""
+
+    fps: float
+    frames: int
+    width: int
+    height: int
+    has_audio: bool
+
+
+def _open(path: str | Path):
     import av
 
     try:
-        with av.open(str(path)) as container:
-            stream = next((s for s in container.streams if s.type == "video"), None)
-            if stream is None:
-                raise ValueError(f"{path} has no video stream")
-            frames = []
+        return av.open(str(path))
+    except (OSError, av.FFmpegError) as e:
+        raise VideoError(f"cannot read video from {path}: {e}") from None
+
+
+def _video_stream(container, path):
+    stream = next((s for s in container.streams if s.type == "video"), None)
+    if stream is None:
+        raise VideoError(f"{path} has no video stream")
+    return stream
+
+
+def video_info(path: str | Path) -> VideoInfo:
+    """The metadata of ``path``'s first video stream (ltx-pipelines 1.0.0 ``media_io.get_videostream_metadata``),
+    read without decoding when the container knows the frame count. Raises VideoError (one line) for a file
+    PyAV cannot open, one without a video stream, or one whose stream has no frames or rate."""
+    import av
+
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        has_audio = any(s.type == "audio" for s in container.streams)
+        frames = stream.frames or 0
+        try:
+            if frames == 0:
+                frames = sum(1 for _ in container.decode(stream))
+        except av.FFmpegError as e:
+            raise VideoError(f"cannot decode the video of {path}: {e}") from None
+        rate = stream.average_rate
+        if not frames or not rate:
+            raise VideoError(f"{path}: its video stream has no frames or no frame rate")
+        return VideoInfo(float(rate), int(frames), stream.codec_context.width, stream.codec_context.height, has_audio)
+
+
+def read_video(path: str | Path, frame_cap: int | None = None) -> np.ndarray:
+    """The frames of ``path``'s first video stream as uint8 RGB [F, H, W, 3] (PyAV ``to_rgb``), the first
+    ``frame_cap`` only when given (ltx-pipelines 1.0.0 ``media_io.decode_video_from_file``; resize / crop and
+    scaling to [-1, 1] are the pipeline's, :func:`mlx_video.ltx2.pipelines.video_pixels`). Raises VideoError
+    (one line) for a file PyAV cannot open or decode, one without a video stream, or no frames."""
+    import av
+
+    if frame_cap is not None and (isinstance(frame_cap, bool) or not isinstance(frame_cap, int) or frame_cap < 1):
+        raise VideoError(f"frame cap must be a whole number >= 1, got {frame_cap!r}")
+    frames = []
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        try:
             for frame in container.decode(stream):
                 frames.append(frame.to_rgb().to_ndarray())
-                if max_frames is not None and len(frames) >= max_frames:
+                if frame_cap is not None and len(frames) == frame_cap:
                     break
-    except (OSError, av.FFmpegError) as e:
-        raise ValueError(f"cannot read video from {path}: {e}") from None
+        except av.FFmpegError as e:
+            raise VideoError(f"cannot decode the video of {path}: {e}") from None
     if not frames:
-        raise ValueError(f"{path} has no video frames")
+        raise VideoError(f"{path}: its video stream has no frames")
     return np.stack(frames).astype(np.uint8)
+
+
+def read_video_frames(path: str | Path, max_frames: int | None = None) -> np.ndarray:
+    """:func:`read_video` with ``max_frames`` as the frame cap (the name the IC-LoRA control videos use)."""
+    return read_video(path, max_frames)

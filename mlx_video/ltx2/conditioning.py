@@ -50,6 +50,7 @@ __all__ = [
     "latent_grid",
     "noise_state",
     "patchify",
+    "time_region_mask",
     "unpatchify",
     "video_positions",
     "video_state",
@@ -340,3 +341,13 @@ def noise_state(state: TokenState, noise: mx.array, noise_scale: float = 1.0) ->
     if tuple(noise.shape) != tuple(state.latent.shape):
         raise ValueError(f"noise shape {tuple(noise.shape)} != state tokens {tuple(state.latent.shape)}")
     return replace(state, latent=add_noise(state.latent, noise.astype(mx.float32), state.mask, noise_scale))
+
+
+def time_region_mask(positions: np.ndarray, start: float, end: float) -> mx.array:
+    """Retake's denoise mask (ltx-pipelines 1.0.0 ``retake.TemporalRegionMask``): 1 for every token whose time
+    span ``[t0, t1)`` (axis 0 of ``positions`` [B, n_axes, T, 2], seconds: video tokens with the causal fix, audio
+    tokens as :func:`audio_positions`) overlaps ``(start, end)`` (``t1 > start and t0 < end``), else 0.
+    Returns float32 [B, T, 1]; ``start == end`` gives all zeros (nothing regenerated)."""
+    t = np.asarray(positions)[:, 0]
+    inside = (t[..., 1] > np.float32(start)) & (t[..., 0] < np.float32(end))
+    return mx.array(inside[..., None].astype(np.float32))

@@ -338,12 +338,13 @@ def load_components(model_dir: Path, cfg: dict, pipeline: str, lora: tuple[float
     the stored ones plus that stage's LoRA (:func:`mlx_video.nn.lora.merge_loras` from
     ``transformer.safetensors``, layer by layer, into the one transformer), so every generation runs
     the same weights however many came before. ``need_encoder``: load the video VAE's encoder too
-    (image conditioning). a2vid: as dev-two-stage, plus the audio VAE's encoder."""
+    (image conditioning). a2vid: as dev-two-stage, plus the audio VAE's encoder. keyframes: as dev-two-stage.
+    retake / retake-distilled: one stage (no upsampler), the audio VAE's encoder (the source's audio)."""
     from mlx_video.ltx2.pipelines import LTX2Components
 
     transformer = load_transformer(model_dir, cfg)
     stage1 = stage2 = None
-    if pipeline in ("dev-two-stage", "dev-two-stage-hq", "a2vid"):
+    if pipeline in ("dev-two-stage", "dev-two-stage-hq", "a2vid", "keyframes"):
         stage1, stage2 = _lora_stages(transformer, model_dir, cfg, lora)
     parts = ("encoder", "decoder") if need_encoder else ("decoder",)
     return LTX2Components(
@@ -351,11 +352,13 @@ def load_components(model_dir: Path, cfg: dict, pipeline: str, lora: tuple[float
         video_vae=load_video_vae(model_dir, cfg, parts),
         audio_decoder=load_audio_decoder(model_dir, cfg),
         vocoder=load_vocoder(model_dir, cfg),
-        upsampler=load_upsampler(model_dir, cfg) if pipeline != "dev" else None,
+        upsampler=load_upsampler(model_dir, cfg) if pipeline not in ("dev", "retake", "retake-distilled") else None,
         stage1_transformer=stage1,
         stage2_transformer=stage2,
         version=cfg.get("model_version") or None,
-        audio_encoder=load_audio_encoder(model_dir, cfg) if pipeline == "a2vid" else None,
+        audio_encoder=load_audio_encoder(model_dir, cfg)
+        if pipeline in ("a2vid", "retake", "retake-distilled")
+        else None,
     )
 
 

@@ -23,6 +23,12 @@ Reference: ltx-pipelines 1.0.0 ``DistilledPipeline``, ``TI2VidOneStagePipeline``
 | dev-two-stage-hq  | LTX2Scheduler(steps, real token count), res2s, guidance (LoRA 0.25) | LoRA 0.5, 3 sigmas, res2s |
 | a2vid             | as dev-two-stage, the given audio's latent held fixed (mask 0) | as dev-two-stage, audio fixed |
 | ic-lora           | distilled + IC-LoRA, control videos as in-context tokens | distilled, no IC-LoRA (or skipped) |
+| keyframes         | as dev-two-stage, every image (frame 0 too) a guiding-token block | as dev-two-stage |
+| retake            | source size, source latents, time-range mask, LTX2Scheduler(40), guidance | - |
+| retake-distilled  | as retake on the distilled checkpoint: 8 distilled sigmas, no guidance | - |
+
+``KeyframeInterpolationPipeline`` (keyframes, docs/ltx2.md §19) and ``RetakePipeline`` (retake, §20, a
+:class:`RetakeSource` passed as ``generate(..., source=)``) are the same stages with other image / mask rules.
 
 Images: pixel frame 0 -> :class:`LatentAnchor` (latent replacement), any later frame ->
 :class:`GuidingTokens` (ltx-pipelines ``combined_image_conditionings``). Each image first makes the
@@ -61,6 +67,7 @@ from mlx_video.ltx2.conditioning import (
     audio_state,
     latent_grid,
     noise_state,
+    time_region_mask,
     video_state,
 )
 from mlx_video.ltx2.denoise import TextContext, denoise
@@ -72,10 +79,22 @@ from mlx_video.sampling import guidance as G
 from mlx_video.sampling.schedules import DISTILLED_SIGMAS, STAGE2_DISTILLED_SIGMAS, ltx2_sigmas
 from mlx_video.sampling.solvers import res2s_noise
 
-PIPELINES = ("distilled", "dev", "dev-two-stage", "dev-two-stage-hq", "a2vid", "ic-lora")
-TWO_STAGE = ("distilled", "dev-two-stage", "dev-two-stage-hq", "a2vid", "ic-lora")
-WITH_LORA = ("dev-two-stage", "dev-two-stage-hq", "a2vid")  # dev weights + the distilled LoRA
-UNGUIDED = ("distilled", "ic-lora")  # pipelines on the distilled checkpoint, without guidance
+PIPELINES = (
+    "distilled",
+    "dev",
+    "dev-two-stage",
+    "dev-two-stage-hq",
+    "a2vid",
+    "ic-lora",
+    "keyframes",
+    "retake",
+    "retake-distilled",
+)
+TWO_STAGE = ("distilled", "dev-two-stage", "dev-two-stage-hq", "a2vid", "ic-lora", "keyframes")
+WITH_LORA = ("dev-two-stage", "dev-two-stage-hq", "a2vid", "keyframes")  # dev weights + the distilled LoRA
+UNGUIDED = ("distilled", "ic-lora", "retake-distilled")  # pipelines on the distilled checkpoint, without guidance
+RETAKE = ("retake", "retake-distilled")  # one stage at the source video's size (RetakePipeline, distilled or not)
+RETAKE_STEPS = 40  # RetakePipeline.__call__'s num_inference_steps (its CLI passes none), LTX-2 and LTX-2.3 alike
 # Official defaults (ltx_pipelines.utils.constants PipelineParams / LTX_2_3_HQ_PARAMS and utils.args): the output
 # size is the stage-1 size for the one-stage dev pipeline and twice it for the two-stage ones.
 DEFAULT_SIZE = {
@@ -85,11 +104,13 @@ DEFAULT_SIZE = {
     "dev-two-stage-hq": (1088, 1920),
     "a2vid": (1024, 1536),
     "ic-lora": (1024, 1536),
+    "keyframes": (1024, 1536),
 }
 DEFAULT_LORA = {
     "dev-two-stage": (0.0, 1.0),
     "dev-two-stage-hq": (0.25, 0.5),
     "a2vid": (0.0, 1.0),
+    "keyframes": (0.0, 1.0),
 }  # (stage 1, stage 2) strengths
 DEFAULT_SEED, DEFAULT_IMAGE_CRF = 10, 33
 MAX_VIDEO_TOKENS = 1 << 19  # latent tokens of the full-resolution stage (20 s of 2176x3840 at 24 fps: 497760)
@@ -132,14 +153,17 @@ def default_guidance(pipeline: str, version: str) -> tuple[int, G.GuidanceParams
     dev / dev-two-stage: LTX-2 40 steps, STG block 29; LTX-2.3 30 steps, block 28; HQ (either version):
     15 steps, STG off, rescale 0.45 / 1.0; distilled: 8 fixed steps, no guidance; a2vid: dev-two-stage's
     steps and video guidance, audio unguided (``A2VidPipelineTwoStage``'s default ``MultiModalGuiderParams()``:
-    the audio is held fixed)."""
+    the audio is held fixed); keyframes: dev-two-stage's; retake: 40 steps (``RetakePipeline``'s default, either
+    version) with the version's dev guidance; retake-distilled: the distilled 8 steps, no guidance."""
     check_pipeline(pipeline)
     if pipeline == "ic-lora":
         pipeline = "distilled"
+    if pipeline == "retake":
+        return RETAKE_STEPS, *default_guidance("dev", version)[1:]
     if pipeline == "a2vid":
         steps, video, _ = default_guidance("dev-two-stage", version)
         return steps, video, G.GuidanceParams()
-    if pipeline == "distilled":
+    if pipeline in UNGUIDED:
         return len(DISTILLED_SIGMAS) - 1, None, None
     if pipeline == "dev-two-stage-hq":
         return G.LTX23_HQ_STEPS, G.LTX23_HQ_VIDEO_GUIDANCE, G.LTX23_HQ_AUDIO_GUIDANCE
@@ -382,7 +406,9 @@ class LTXSettings:
         """The negative prompt to encode: None for the distilled pipeline (no guidance)."""
         if not self.guided:
             return None
-        return DEFAULT_NEGATIVE_PROMPT if self.negative_prompt is None else self.negative_prompt
+        if self.negative_prompt is None:  # RetakePipeline's default negative prompt is the empty one
+            return "" if self.pipeline == "retake" else DEFAULT_NEGATIVE_PROMPT
+        return self.negative_prompt
 
     def size(self) -> tuple[int, int]:
         """(height, width) with the pipeline's official default for what is None."""
@@ -570,16 +596,17 @@ def plan_stages(s: LTXSettings, version: str | None = None) -> list[Stage]:
     """The stages of ``s.pipeline`` (``s`` resolved with ``version`` first). Raises ValueError as
     :meth:`LTXSettings.validate`."""
     s = s.resolved(version)
-    h1, w1 = (s.height, s.width) if s.pipeline == "dev" else (s.height // 2, s.width // 2)
+    one_stage = s.pipeline not in TWO_STAGE  # dev, retake, retake-distilled: one stage at full resolution
+    h1, w1 = (s.height, s.width) if one_stage else (s.height // 2, s.width // 2)
     refine_sigmas = STAGE2_DISTILLED_SIGMAS
-    if s.pipeline in UNGUIDED:  # distilled, ic-lora
+    if s.pipeline in UNGUIDED:  # distilled, ic-lora, retake-distilled
         first = Stage(h1, w1, DISTILLED_SIGMAS, "euler", False)
     elif s.pipeline == "dev-two-stage-hq":  # the only pipeline that passes its latent to the scheduler
         f, h, w = latent_grid(s.num_frames, h1, w1)
         first = Stage(h1, w1, ltx2_sigmas(s.steps, num_tokens=f * h * w), "res2s", True)
     else:
         first = Stage(h1, w1, ltx2_sigmas(s.steps), "euler", True)
-    if s.pipeline == "dev" or s.skip_stage_2:
+    if one_stage or s.skip_stage_2:
         return [first]
     return [first, Stage(s.height, s.width, refine_sigmas, first.sampler, False, float(refine_sigmas[0]), True)]
 
@@ -627,27 +654,32 @@ def prepare_images(images: Sequence[ImageCondition], crf: int = DEFAULT_IMAGE_CR
 
 
 def encode_images(
-    prepared: Sequence[Prepared], vae: VideoVAE, height: int, width: int
+    prepared: Sequence[Prepared], vae: VideoVAE, height: int, width: int, guide_all: bool = False
 ) -> list[Union[LatentAnchor, GuidingTokens]]:
     """Encode each prepared image at height x width: frame 0 -> LatentAnchor (latent frame 0), later frames ->
-    GuidingTokens at that pixel frame."""
+    GuidingTokens at that pixel frame. ``guide_all`` (pipeline keyframes, ltx-pipelines
+    ``image_conditionings_by_adding_guiding_latent``): every image, frame 0 included, -> GuidingTokens."""
     out = []
     for pixels, frame, strength in prepared:
         latent = vae.encode(mx.array(bilinear_cover_crop(pixels, height, width))[None, None])
-        out.append(LatentAnchor(latent, 0, strength) if frame == 0 else GuidingTokens(latent, frame, strength))
+        anchor = frame == 0 and not guide_all
+        out.append(LatentAnchor(latent, 0, strength) if anchor else GuidingTokens(latent, frame, strength))
     return out
 
 
-def encode_audio(c: LTX2Components, audio: AudioCondition, frames: int) -> mx.array:
+def encode_audio(c: LTX2Components, audio: AudioCondition, frames: int, pad: bool = False) -> mx.array:
     """The a2vid audio latent: waveform -> log-mel at the encoder's rate (resampled with
     :func:`mlx_video.ltx2.audio_vae.resample`, torchaudio's sinc, as ltx-core's ``AudioProcessor``) -> audio VAE
     encoder -> tokens [1, frames, C_a] (the first ``frames``, as ``A2VidPipelineTwoStage`` cuts it to the clip's
-    ``AudioLatentShape.from_duration``). Raises ValueError when the audio encodes to fewer than ``frames``."""
+    ``AudioLatentShape.from_duration``). Raises ValueError when the audio encodes to fewer than ``frames``, unless
+    ``pad``: then zero latent frames are appended (retake, ``RetakePipeline``'s ``_encode_audio_for_retake``)."""
     enc = c.audio_encoder
     a = enc.args
     wav = mx.array(np.asarray(audio.waveform, np.float32))[None]
     mel = waveform_to_mel(wav, int(audio.sample_rate), a.sample_rate, a.n_fft, a.mel_hop_length, a.mel_bins)
     latent = audio_patchify(enc(mel))
+    if latent.shape[1] < frames and pad:
+        latent = mx.concatenate([latent, mx.zeros((1, frames - latent.shape[1], latent.shape[2]), latent.dtype)], 1)
     if latent.shape[1] < frames:
         raise ValueError(f"the audio encodes to {latent.shape[1]} latent frames; the clip needs {frames}")
     latent = latent[:, :frames].astype(mx.float32)
@@ -690,6 +722,127 @@ def seeded_noise(seed: int) -> NoiseSource:
     return draw
 
 
+# ----------------------------------------------------------------------------- retake
+
+Regions = Union[tuple[tuple[float, float], Union[tuple[float, float], None]], None]
+"""Retake's time ranges ``(video (start, end), audio (start, end) or None)`` in seconds; audio None = no source
+audio (the audio is generated whole, mask 1). None: no retake."""
+RETAKE_MIN_FRAMES = 9
+
+
+def check_retake(num_frames: int, height: int, width: int, fps: float, start_time: float, end_time: float) -> None:
+    """Raise ValueError (one line) unless a video of ``num_frames`` frames of width x height at ``fps`` can be
+    retaken over ``[start_time, end_time]`` seconds: 8k+1 frames, at least 9 (one latent frame after the
+    first); width and height multiples of 32 (``retake.py``'s CLI checks); fps in (0, 1000]; a finite range with
+    ``0 <= start_time < end_time <= num_frames / fps`` (inside the video)."""
+    checks.fps(fps)
+    if num_frames < RETAKE_MIN_FRAMES:
+        raise ValueError(f"the source video has {num_frames} frames; retake needs at least {RETAKE_MIN_FRAMES}")
+    if (num_frames - 1) % 8:
+        raise ValueError(
+            f"the source video has {num_frames} frames; retake needs 8k+1 (cut it to {(num_frames - 1) // 8 * 8 + 1})"
+        )
+    if height % 32 or width % 32:
+        raise ValueError(f"the source video is {width}x{height}; retake needs width and height multiples of 32")
+    checks.finite("retake start", start_time)
+    checks.finite("retake end", end_time)
+    duration = num_frames / fps
+    if not 0.0 <= start_time < end_time <= duration:
+        raise ValueError(
+            f"retake range [{start_time:g}, {end_time:g}] s must satisfy 0 <= START < END <= {duration:g} s "
+            f"(the video's length)"
+        )
+
+
+@dataclass
+class RetakeSource:
+    """The video to retake (pipelines retake / retake-distilled, ltx-pipelines ``RetakePipeline``).
+
+    frames: uint8 RGB [F, H, W, 3], every frame of the video as decoded (:func:`mlx_video.io.video.read_video`;
+    F = 8k+1 >= 9, H and W multiples of 32: the output has the source's size, length and fps). fps: its frame
+    rate. audio: its audio stream (an :class:`AudioCondition`, the whole stream) or None (the audio is then
+    generated whole). start_time / end_time: the range to regenerate, seconds, ``0 <= start < end <= F / fps``;
+    every video and audio latent token overlapping it is regenerated, the rest is kept (denoise mask 0).
+    regenerate_video / regenerate_audio False: keep that modality whole (the official range (0, 0)).
+    """
+
+    frames: np.ndarray
+    fps: float
+    start_time: float
+    end_time: float
+    audio: AudioCondition | None = None
+    regenerate_video: bool = True
+    regenerate_audio: bool = True
+
+    def check(self) -> None:
+        """Raise ValueError for frames that are not uint8 [F, H, W, 3], a video or range :func:`check_retake`
+        refuses, or audio that is not a finite float waveform [samples, 2] at a positive rate."""
+        f = self.frames
+        if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 4 or f.shape[3] != 3:
+            desc = f"{f.dtype} {f.shape}" if isinstance(f, np.ndarray) else type(f).__name__
+            raise ValueError(f"source video: expected uint8 RGB frames [F, H, W, 3], got {desc}")
+        check_retake(f.shape[0], f.shape[1], f.shape[2], self.fps, self.start_time, self.end_time)
+        if self.audio is not None:
+            w = self.audio.waveform
+            if not isinstance(w, np.ndarray) or w.ndim != 2 or w.shape[1] != 2 or not np.isfinite(w).all():
+                raise ValueError("source audio: expected a finite float waveform [samples, 2] (stereo)")
+            checks.positive_int("source audio sample rate", self.audio.sample_rate)
+
+    def regions(self) -> Regions:
+        """(video range, audio range or None): ``(start, end)``, ``(0, 0)`` for a modality kept whole, audio None
+        without source audio (as ``RetakePipeline`` builds its ``TemporalRegionMask`` conditionings)."""
+        keep = (0.0, 0.0)
+        span = (float(self.start_time), float(self.end_time))
+        audio = None if self.audio is None else (span if self.regenerate_audio else keep)
+        return (span if self.regenerate_video else keep), audio
+
+    def settings(self, s: LTXSettings) -> LTXSettings:
+        """``s`` with the source's size, frame count and fps. Raises ValueError when ``s`` names another size."""
+        f, h, w = self.frames.shape[:3]
+        if (s.height, s.width) not in ((None, None), (h, w)):
+            raise ValueError(f"retake keeps the source video's size {w}x{h}; leave height and width unset")
+        return replace(s, height=h, width=w, num_frames=f, fps=float(self.fps))
+
+    def params(self) -> dict:
+        """JSON-able description (no pixels or samples)."""
+        return dict(
+            start_time=float(self.start_time),
+            end_time=float(self.end_time),
+            regenerate_video=bool(self.regenerate_video),
+            regenerate_audio=bool(self.regenerate_audio),
+            frames=int(self.frames.shape[0]),
+            size=[int(self.frames.shape[2]), int(self.frames.shape[1])],
+            fps=float(self.fps),
+            audio=None if self.audio is None else self.audio.params(),
+        )
+
+
+def video_pixels(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 frames [F, H, W, 3] -> float32 [F, height, width, 3] in [-1, 1]: each frame through
+    :func:`mlx_video.io.images.bilinear_cover_crop` then x / 127.5 - 1 (ltx-pipelines
+    ``media_io.load_video_conditioning``: ``resize_and_center_crop`` then ``normalize_latent`` per frame; at the
+    frames' own size the resize is the identity)."""
+    return np.stack([bilinear_cover_crop(f, height, width) for f in frames]).astype(np.float32) / 127.5 - 1.0
+
+
+def encode_source(c: LTX2Components, src: RetakeSource, audio_frames: int) -> tuple[mx.array, mx.array | None]:
+    """The retake's initial latents: the source frames through the video VAE encoder (whole, at their own size,
+    ``_encode_video_for_retake``) -> [1, F', h, w, C]; its audio (if any) through the audio VAE encoder, cut or
+    zero-padded to ``audio_frames`` -> [1, audio_frames, C_a] (``_encode_audio_for_retake``), else None."""
+    h, w = src.frames.shape[1:3]
+    video = c.video_vae.encode(mx.array(video_pixels(src.frames, h, w))[None]).astype(mx.float32)
+    audio = None if src.audio is None else encode_audio(c, src.audio, audio_frames, pad=True)
+    mx.eval(video)
+    return video, audio
+
+
+def _region_mask(state, regions: Regions, index: int):
+    """``state`` with retake's denoise mask for modality ``index`` (0 video, 1 audio) when it has a range."""
+    if regions is None or regions[index] is None:
+        return state
+    return replace(state, mask=time_region_mask(state.positions, *regions[index]))
+
+
 # ----------------------------------------------------------------------------- denoise
 
 
@@ -713,12 +866,14 @@ def denoise_stage(
     progress: Progress,
     fixed_audio: mx.array | None = None,
     extra: Sequence[ReferenceTokens] = (),
+    regions: Regions = None,
 ) -> tuple[mx.array, mx.array]:
     """One stage of resolved settings ``s``: (upsample ``previous``'s video latent when refining) -> encode the
     images at the stage's size -> noised video (+ guiding tokens) and audio states -> denoise. ``fixed_audio``
     [1, t, C_a]: the audio state is this latent, not noised, with denoise mask 0 (ltx-pipelines
     ``denoise_video_only``: the audio is seen by every pass and stays as it is). ``extra``: in-context tokens
-    appended after the images' (ic-lora's control videos, stage 1). Returns the
+    appended after the images' (ic-lora's control videos, stage 1). ``regions`` (retake): the denoise mask of each
+    modality from its time range (:meth:`RetakeSource.regions`), set before the noise. Returns the
     (video [1, F, h, w, C], audio [1, t, C_a]) latents, evaluated. Raises NonFiniteError naming ``name`` and
     the step when the latents become NaN or infinite."""
     video_lat = audio_lat = None
@@ -726,12 +881,15 @@ def denoise_stage(
         video_lat, audio_lat = previous
     if st.refine:
         video_lat = upsample_video(video_lat, c.upsampler, c.video_vae.latents_mean, c.video_vae.latents_std)
-    conds = encode_images(prepared, c.video_vae, st.height, st.width) + list(extra)
+    conds = encode_images(prepared, c.video_vae, st.height, st.width, guide_all=s.pipeline == "keyframes")
+    conds += list(extra)
     args = c.transformer.args
     v = video_state(latent_grid(s.num_frames, st.height, st.width), args.in_channels, s.fps, conds, video_lat)
+    v = _region_mask(v, regions, 0)
     v = noise_state(v, noise(f"{name}.video", tuple(v.latent.shape)), st.noise_scale)
     if fixed_audio is None:
         a = audio_state(audio_latent_frames(s.num_frames, s.fps), args.audio_in_channels, audio_lat)
+        a = _region_mask(a, regions, 1)
         a = noise_state(a, noise(f"{name}.audio", tuple(a.latent.shape)), st.noise_scale)
     else:
         a = audio_state(audio_latent_frames(s.num_frames, s.fps), args.audio_in_channels, fixed_audio)
@@ -798,6 +956,7 @@ def generate(
     progress: Progress | None = None,
     audio: AudioCondition | None = None,
     controls: Sequence[ControlVideo] = (),
+    source: RetakeSource | None = None,
 ) -> GenerationResult:
     """Run pipeline ``s.pipeline``: settings -> plan -> prepare -> denoise (per stage) -> decode.
 
@@ -811,6 +970,9 @@ def generate(
     runs ``c.stage1_transformer`` (distilled + IC-LoRA) with the control videos appended as in-context tokens
     (after any guiding images); stage 2 (unless ``skip_stage_2``) runs ``c.stage2_transformer`` (distilled, no
     IC-LoRA) with the images only.
+    source: :class:`RetakeSource`, needed by (and only taken by) pipelines retake / retake-distilled
+    (``RetakePipeline``): the output takes its size, frame count and fps; its video (and audio) latents start the
+    stage, regenerated only in its time range; no images.
     Returns a GenerationResult: frames uint8 [F, H, W, 3] (None unless ``decode``), audio float32
     [samples, channels] + sample_rate (None unless decoded and the components have an audio decoder and
     vocoder), latents [1, F', h, w, C] and audio_latents [1, t, C_a] (final, no guiding tokens), stage_latents
@@ -819,6 +981,15 @@ def generate(
     Raises ValueError (see :meth:`LTXSettings.validate` and :func:`check_components`) before any work, and
     NonFiniteError naming the stage and step (or the decode) where values became NaN or infinite.
     """
+    if (source is None) != (s.pipeline not in RETAKE):
+        raise ValueError(f"{s.pipeline} needs a source video" if source is None else f"{s.pipeline} takes no video")
+    if source is not None:
+        source.check()
+        if images:
+            raise ValueError(f"{s.pipeline} takes no images")
+        if source.audio is not None and c.audio_encoder is None:
+            raise ValueError("retake of a video with audio needs the audio VAE's encoder")
+        s = source.settings(s)
     s = s.resolved(c.model_version).validate(images)
     if (audio is None) != (s.pipeline != "a2vid"):
         raise ValueError("a2vid needs an audio input" if audio is None else f"{s.pipeline} takes no audio input")
@@ -839,11 +1010,26 @@ def generate(
         prepared = prepare_images(images, s.image_crf)
         fixed = None if audio is None else encode_audio(c, audio, audio_latent_frames(s.num_frames, s.fps))
     latents, stage_latents = None, []
+    if source is not None:
+        with meter.phase("encode_source"):
+            latents = encode_source(c, source, audio_latent_frames(s.num_frames, s.fps))
     for k, st in enumerate(stages, start=1):
         with meter.phase(f"stage{k}"):
             refs = encode_controls(c, controls, s, st) if k == 1 and controls else ()
             latents = denoise_stage(
-                c, s, st, f"stage{k}", prepared, positive, negative, noise, latents, progress, fixed, refs
+                c,
+                s,
+                st,
+                f"stage{k}",
+                prepared,
+                positive,
+                negative,
+                noise,
+                latents,
+                progress,
+                fixed,
+                refs,
+                regions=None if source is None else source.regions(),
             )
         stage_latents.append(latents)
     res = GenerationResult(
@@ -853,7 +1039,8 @@ def generate(
         audio_latents=latents[1],
         params={**s.params(), "images": [im.params() for im in images]}
         | ({} if audio is None else {"audio": audio.params()})
-        | ({"controls": [cv.params() for cv in controls]} if controls else {}),
+        | ({"controls": [cv.params() for cv in controls]} if controls else {})
+        | ({} if source is None else {"retake": source.params()}),
         stage_latents=stage_latents,
     )
     if decode:
