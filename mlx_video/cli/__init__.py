@@ -60,14 +60,41 @@ def family_of(args: list[str]) -> str:
 
 @app.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
 def generate(ctx: typer.Context):
-    """Generate a video. Wan: --task t2v-5B|ti2v-5B|mi2v-5B --ckpt_dir ...; LTX-2: --model ... --pipeline ...
+    """Generate a video. Wan: --task t2v-5B|ti2v-5B|mi2v-5B --ckpt_dir ...; LTX-2: --model ... --pipeline ...;
+    --from VIDEO.mp4 [options]: re-run the parameters stored in a video, with the options given replacing them
     (add --help after the family's options for all of them)."""
     args = list(ctx.args)
-    if family_of(args) == "ltx2":
+    fam = None
+    if any(a == "--from" or a.startswith("--from=") for a in args):
+        from mlx_video.cli.common import fail as _fail
+        from mlx_video.cli.replay import expand
+
+        try:
+            fam, args = expand(args)
+        except ValueError as e:
+            _fail(str(e))
+    elif "--help" in args and not selects_family(args):  # no model or family option: both families' options
+        from mlx_video.cli.ltx2 import app as ltx2
+        from mlx_video.cli.wan import app as wan
+
+        for name, family in (("Wan", wan), ("LTX-2", ltx2)):
+            typer.secho(f"\n{name} (mlx_video generate {'--task' if name == 'Wan' else '--pipeline'} ...)", bold=True)
+            try:
+                family(args=["--help"], prog_name="mlx_video generate")
+            except SystemExit:
+                pass
+        return
+    if (fam or family_of(args)) == "ltx2":
         from mlx_video.cli.ltx2 import app as family
     else:
         from mlx_video.cli.wan import app as family
     family(args=args, prog_name="mlx_video generate")
+
+
+def selects_family(args: list[str]) -> bool:
+    """Whether the arguments name a family: a model path or id, a Wan task or an LTX-only option."""
+    names = {a.split("=")[0] for a in args}
+    return bool(names & {"--model", "--ckpt_dir", "--ckpt-dir", "--task", *LTX_ONLY})
 
 
 @app.command()
@@ -111,16 +138,41 @@ def convert(
 
 
 @app.command()
-def info(path: Path = typer.Argument(..., help="a converted folder")):
-    """Show a converted folder's configuration."""
+def info(
+    path: Path = typer.Argument(..., help="a converted folder, or a video / image written by mlx_video generate"),
+    as_json: bool = typer.Option(False, "--json", help="print the stored parameters as JSON"),
+):
+    """Show a converted folder's configuration, or the parameters stored in a generated video (and the command
+    that re-runs them: mlx_video generate --from FILE)."""
     import json
 
     from mlx_video.cli.common import fail as _fail
     from mlx_video.io.weights import WeightsError, read_json
 
+    if Path(path).is_file():
+        from mlx_video.cli import replay
+        from mlx_video.io.video import read_metadata
+
+        try:
+            meta = read_metadata(path)
+            fam, argv = replay.args_from(meta)
+        except ValueError as e:
+            _fail(str(e))
+        if as_json:
+            typer.echo(json.dumps(meta, indent=2, sort_keys=True))
+            return
+        rows = replay.describe(meta)
+        width = max(len(k) for k, _ in rows)
+        for k, v in rows:
+            typer.echo(f"{k:>{width}}: {v}")
+        import shlex
+
+        typer.echo(f"\nre-run: mlx_video generate --from {shlex.quote(str(path))}")
+        typer.echo("same as: mlx_video generate " + " ".join(shlex.quote(a) for a in argv))
+        return
     p = Path(path) / "config.json"
     if not p.is_file():
-        _fail(f"{path} is not a converted mlx_video folder (no config.json)")
+        _fail(f"{path} is not a converted mlx_video folder (no config.json) nor a generated video")
     try:
         cfg = read_json(p, "config.json")
     except WeightsError as e:

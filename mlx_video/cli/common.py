@@ -64,6 +64,13 @@ def progress_bars(console):
         yield progress
 
 
+def model_path(model: str | Path) -> str:
+    """What to store as the model of a run: an existing local path made absolute (so ``--from`` finds it from
+    any folder), a repo id as typed."""
+    p = Path(model).expanduser()
+    return str(p.resolve()) if p.exists() else str(model)
+
+
 def dtype_of(name: str | None, option: str = "--dtype"):
     """An MLX dtype from its name ("float32", "bfloat16", "float16"); None stays None (the library's default).
     Raises ValueError naming ``option`` for any other name."""

@@ -20,7 +20,7 @@ import typer
 from mlx_video.ltx2.loading import encode_text, load_components  # module names: tests replace them with tiny ones
 
 from .common import fail as _fail
-from .common import progress_bars, save_result
+from .common import model_path, progress_bars, save_result
 
 app = typer.Typer(add_completion=False)
 
@@ -208,7 +208,16 @@ def generate(
         _fail(str(e))
     if sp is not None and not sp.is_root:
         return
-    meta = dict(res.params, model=str(model), prompt=prompt, generator="mlx_video", seed_drawn=drawn)
-    meta["images"] = [dict(path=p, **m) for (p, _, _), m in zip(specs, res.params["images"])]
+    meta = dict(
+        res.params,
+        family="ltx2",
+        model=model_path(model),
+        prompt=prompt,
+        generator="mlx_video",
+        seed_drawn=drawn,
+        no_audio=no_audio,
+        gemma=gemma,
+    )
+    meta["images"] = [dict(path=model_path(p), **m) for (p, _, _), m in zip(specs, res.params["images"])]
     res.timings = {"text encode": t_text, "load": t_load, **res.timings}
     save_result(res, output_path, meta, console)

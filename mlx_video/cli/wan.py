@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from .common import dtype_of, fail, progress_bars, save_result, str2bool
+from .common import dtype_of, fail, model_path, progress_bars, save_result, str2bool
 
 app = typer.Typer(add_completion=False)
 
@@ -248,8 +248,7 @@ def generate(
         pipe.check_task(settings.preset)
     except (ValueError, ImageError, WeightsError, OutputPathError, DownloadError) as e:
         fail(str(e))
-    if drawn:
-        console.print(f"seed: {settings.seed} (drawn at random)")
+    console.print(f"seed: {settings.seed}" + (" (drawn at random)" if drawn else ""))
     with progress_bars(console) as progress:
         try:
             res = pipe.generate(settings, progress=progress)
@@ -259,9 +258,14 @@ def generate(
         return
     meta = dict(
         res.params,
-        model=str(ckpt_dir),
+        family="wan",
+        model=model_path(ckpt_dir),
         generator="mlx_video",
         seed_drawn=drawn,
+        dtype=dtype,
+        vae_dtype=vae_dtype,
+        offload_model=offload_model,
+        output_type=output_type,
         **{k: list(v) for k, v in (("lora", lora), ("lora_high", lora_high), ("lora_low", lora_low)) if v},
     )
     save_result(res, save_file, meta, console, latent=output_type == "latent_images")
