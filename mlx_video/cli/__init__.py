@@ -1,4 +1,4 @@
-"""`mlx_video` command line: generate, convert, info.
+"""`mlx_video` command line: generate, convert, info, tasks, serve.
 
 ``generate`` picks the model family from its arguments and hands them to that family's command
 (:mod:`mlx_video.cli.wan`, :mod:`mlx_video.cli.ltx2`). Only the CLI modules print and write files.
@@ -180,6 +180,16 @@ def info(
     if not str(cfg.get("format", "")).startswith("mlx_video/"):
         _fail(f"{p}: not an mlx_video folder")
     typer.echo(json.dumps(cfg, indent=2))
+
+
+@app.command()
+def tasks(as_json: bool = typer.Option(False, "--json", help="print the tables as JSON")):
+    """List the Wan tasks, few-step presets and LTX-2 pipelines with their official defaults."""
+    from rich.console import Console
+
+    from mlx_video.cli.tasks import print_catalog
+
+    print_catalog(Console(), as_json)
 
 
 def main(argv: list[str] | None = None) -> None:

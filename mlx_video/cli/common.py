@@ -106,3 +106,26 @@ def save_result(res, path: Path, meta: dict, console, latent: bool = False) -> N
         console.print(f"{k:>14}: {v:8.2f} s" + (f"   peak {peak:6.2f} GiB" if peak is not None else ""))
     console.print(f"{'peak memory':>14}: {res.peak_memory_gib:8.2f} GiB")
     console.print(f"saved {path} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, {res.fps:g} fps)")
+
+
+PANELS = ("Model", "Prompt", "Images", "Size and length", "Sampling", "Memory", "Output", "Advanced")
+
+
+def help_panels(command, spec: dict[str, tuple[str, str | None]]) -> None:
+    """Put each option of the typer ``command`` function in its ``--help`` panel: ``spec`` maps every parameter
+    name to (panel, shown default or None). The shown default replaces typer's for options whose default is
+    None (the task's or pipeline's official value). KeyError for a parameter missing from ``spec``, ValueError
+    for a panel not in :data:`PANELS` (so a new option cannot land outside the panels)."""
+    import inspect
+
+    sig = inspect.signature(command)
+    for name, param in sig.parameters.items():
+        panel, default = spec[name]
+        if panel not in PANELS:
+            raise ValueError(f"{name}: unknown help panel {panel!r}")
+        param.default.rich_help_panel = panel
+        if default is not None:
+            param.default.show_default = default
+    # typer lists the panels in the order of their first option: the signature in panel order (called by keyword)
+    order = sorted(sig.parameters.values(), key=lambda p: PANELS.index(spec[p.name][0]))
+    command.__signature__ = sig.replace(parameters=order)

@@ -20,7 +20,7 @@ import typer
 from mlx_video.ltx2.loading import encode_text, load_components  # module names: tests replace them with tiny ones
 
 from .common import fail as _fail
-from .common import model_path, progress_bars, save_result
+from .common import help_panels, model_path, progress_bars, save_result
 
 app = typer.Typer(add_completion=False)
 
@@ -79,26 +79,28 @@ def generate(
         help="converted folder, Lightricks checkpoint (file or folder) or Lightricks/LTX-2 | Lightricks/LTX-2.3",
     ),
     pipeline: Optional[str] = typer.Option(
-        None, "--pipeline", help="distilled (default) | dev | dev-two-stage | dev-two-stage-hq"
+        None, "--pipeline", help="distilled | dev | dev-two-stage | dev-two-stage-hq"
     ),
-    prompt: str = typer.Option(..., "--prompt"),
-    negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", "--negative_prompt"),
+    prompt: str = typer.Option(..., "--prompt", help="what the video (and its audio) shows"),
+    negative_prompt: Optional[str] = typer.Option(
+        None, "--negative-prompt", "--negative_prompt", help="what to steer away from (CFG)"
+    ),
     image: Optional[list[str]] = typer.Option(
         None,
         "--image",
         help="PATH[:FRAME[:STRENGTH]], repeatable; frame 0 replaces the first latent frame, later frames guide",
     ),
     end_image: Optional[str] = typer.Option(None, "--end-image", help="image for the last frame (a guide)"),
-    end_image_strength: float = typer.Option(1.0, "--end-image-strength"),
+    end_image_strength: float = typer.Option(1.0, "--end-image-strength", help="0..1"),
     image_crf: Optional[int] = typer.Option(
-        None, "--image-crf", help="H.264 CRF of the image round trip (default 33, 0: none)"
+        None, "--image-crf", help="H.264 CRF of the images' round trip, 0..51 (0: none)"
     ),
     no_audio: bool = typer.Option(False, "--no-audio", help="do not decode / mux the (jointly generated) audio"),
-    height: Optional[int] = typer.Option(None, "--height", "-H", help="default: the pipeline's official size"),
-    width: Optional[int] = typer.Option(None, "--width", "-W"),
-    num_frames: Optional[int] = typer.Option(None, "--num-frames", help="8k+1 (default 121)"),
-    fps: Optional[float] = typer.Option(None, "--fps", help="default 24"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="dev pipelines (default: 40 LTX-2, 30 LTX-2.3, 15 HQ)"),
+    height: Optional[int] = typer.Option(None, "--height", "-H", help="pixels, a multiple of 64 (dev: 32)"),
+    width: Optional[int] = typer.Option(None, "--width", "-W", help="pixels, a multiple of 64 (dev: 32)"),
+    num_frames: Optional[int] = typer.Option(None, "--num-frames", help="pixel frames, 8k+1"),
+    fps: Optional[float] = typer.Option(None, "--fps", help="frames per second (also sets the audio length)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="denoising steps (dev pipelines)"),
     cfg_scale: Optional[float] = typer.Option(None, "--cfg-scale"),
     audio_cfg_scale: Optional[float] = typer.Option(None, "--audio-cfg-scale"),
     stg_scale: Optional[float] = typer.Option(None, "--stg-scale"),
@@ -108,13 +110,20 @@ def generate(
     audio_rescale_scale: Optional[float] = typer.Option(None, "--audio-rescale-scale"),
     modality_scale: Optional[float] = typer.Option(None, "--modality-scale", help="video: audio->video guidance"),
     audio_modality_scale: Optional[float] = typer.Option(None, "--audio-modality-scale"),
-    lora_strength_stage_1: Optional[float] = typer.Option(None, "--lora-strength-stage-1", help="HQ (0.25)"),
-    lora_strength_stage_2: Optional[float] = typer.Option(
-        None, "--lora-strength-stage-2", "--lora-strength", help="two-stage dev pipelines (1.0, HQ 0.5)"
+    lora_strength_stage_1: Optional[float] = typer.Option(
+        None, "--lora-strength-stage-1", help="two-stage dev pipelines: the distilled LoRA in stage 1"
     ),
-    seed: Optional[int] = typer.Option(None, "--seed", help="default 10 (official); negative: drawn at random"),
+    lora_strength_stage_2: Optional[float] = typer.Option(
+        None,
+        "--lora-strength-stage-2",
+        "--lora-strength",
+        help="two-stage dev pipelines: the distilled LoRA in stage 2",
+    ),
+    seed: Optional[int] = typer.Option(
+        None, "--seed", help="any integer (reduced mod 2**32); negative: drawn at random"
+    ),
     gemma: Optional[str] = typer.Option(None, "--gemma", help="Gemma 3 folder (when converting a checkpoint)"),
-    output_path: Optional[Path] = typer.Option(None, "--output-path", "--output", "-o"),
+    output_path: Optional[Path] = typer.Option(None, "--output-path", "--output", "-o", help="output .mp4"),
     ulysses_size: int = typer.Option(
         1,
         "--ulysses-size",
@@ -221,3 +230,40 @@ def generate(
     meta["images"] = [dict(path=model_path(p), **m) for (p, _, _), m in zip(specs, res.params["images"])]
     res.timings = {"text encode": t_text, "load": t_load, **res.timings}
     save_result(res, output_path, meta, console)
+
+
+GUIDED = "the pipeline's, see mlx_video tasks"
+help_panels(
+    generate,
+    {
+        "model": ("Model", None),
+        "pipeline": ("Model", "distilled"),
+        "gemma": ("Model", "found beside the checkpoint"),
+        "lora_strength_stage_1": ("Model", "0 (HQ 0.25)"),
+        "lora_strength_stage_2": ("Model", "1.0 (HQ 0.5)"),
+        "prompt": ("Prompt", None),
+        "negative_prompt": ("Prompt", "a short list of defects (guided pipelines)"),
+        "image": ("Images", None),
+        "end_image": ("Images", None),
+        "end_image_strength": ("Images", None),
+        "image_crf": ("Images", "33"),
+        "height": ("Size and length", "the pipeline's: 1024 (dev 512, HQ 1088)"),
+        "width": ("Size and length", "the pipeline's: 1536 (dev 768, HQ 1920)"),
+        "num_frames": ("Size and length", "121"),
+        "fps": ("Size and length", "24"),
+        "steps": ("Sampling", "8 fixed (distilled); 40 LTX-2, 30 LTX-2.3, 15 HQ"),
+        "cfg_scale": ("Sampling", GUIDED),
+        "audio_cfg_scale": ("Sampling", GUIDED),
+        "stg_scale": ("Sampling", GUIDED),
+        "audio_stg_scale": ("Sampling", GUIDED),
+        "stg_blocks": ("Sampling", GUIDED),
+        "rescale_scale": ("Sampling", GUIDED),
+        "audio_rescale_scale": ("Sampling", GUIDED),
+        "modality_scale": ("Sampling", GUIDED),
+        "audio_modality_scale": ("Sampling", GUIDED),
+        "seed": ("Sampling", "10 (official)"),
+        "no_audio": ("Output", None),
+        "output_path": ("Output", "ltx2_PIPELINE_DATE_TIME.mp4"),
+        "ulysses_size": ("Advanced", None),
+    },
+)
