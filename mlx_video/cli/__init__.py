@@ -192,6 +192,72 @@ def tasks(as_json: bool = typer.Option(False, "--json", help="print the tables a
     print_catalog(Console(), as_json)
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def served_models(specs: list[str]) -> list:
+    """``[NAME=]PATH`` specs -> server Models (name: the folder's name when not given; family by content).
+    Raises ValueError for a spec whose family cannot be told or a name given twice."""
+    from mlx_video.resolve import family_of as by_content
+    from mlx_video.server.runner import Model
+
+    out = []
+    for spec in specs:
+        name, eq, path = spec.partition("=")
+        if not eq or "/" in name or Path(spec).exists():
+            name, path = Path(spec.rstrip("/")).name or spec, spec
+        fam = by_content(path)
+        if fam is None:
+            raise ValueError(f"--model {spec}: neither a Wan nor an LTX-2 checkpoint or repo id")
+        if any(m.name == name for m in out):
+            raise ValueError(f"--model {spec}: the name {name!r} is given twice (use NAME=PATH)")
+        out.append(Model(name, str(Path(path).expanduser().resolve()) if Path(path).exists() else path, fam))
+    return out
+
+
+@app.command()
+def serve(
+    model: list[str] = typer.Option(
+        ...,
+        "--model",
+        help="[NAME=]PATH or repo id, repeatable: the models requests may name (the first is the default)",
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind; any but loopback needs --api_key"),
+    port: int = typer.Option(8000, "--port"),
+    api_key: Optional[str] = typer.Option(
+        None, "--api_key", "--api-key", envvar="MLX_VIDEO_API_KEY", help="require Authorization: Bearer KEY"
+    ),
+    jobs_dir: Optional[Path] = typer.Option(
+        None, "--dir", help="where jobs and videos are kept [default: $MLX_VIDEO_CACHE/server]"
+    ),
+    max_upload_mb: int = typer.Option(64, "--max_upload_mb", "--max-upload-mb", help="largest request, MiB"),
+):
+    """Serve an OpenAI-style video API (POST /v1/videos, ...) and a page at / (needs the serve extra:
+    pip install 'mlx-video[serve]')."""
+    from mlx_video.cli.common import fail as _fail
+
+    if host not in LOOPBACK and not api_key:
+        _fail(f"--host {host} reaches beyond this machine: give --api_key (or MLX_VIDEO_API_KEY)")
+    if not 1 <= port <= 65535 or max_upload_mb < 1:
+        _fail("--port must be in 1..65535 and --max_upload_mb at least 1")
+    try:
+        import uvicorn
+
+        from mlx_video.server.app import create_app
+    except ImportError as e:
+        _fail(f"serve needs the serve extra ({e.name} is missing): pip install 'mlx-video[serve]'")
+    try:
+        models = served_models(model)
+    except ValueError as e:
+        _fail(str(e))
+    from mlx_video.io.hub import cache_root
+
+    root = jobs_dir or cache_root() / "server"
+    app_ = create_app(models, root, api_key=api_key, max_upload_bytes=max_upload_mb << 20)
+    typer.echo(f"serving {', '.join(m.name for m in models)} at http://{host}:{port}/ (jobs in {root})")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry (``mlx_video``): runs the typer app on ``argv`` (default sys.argv[1:])."""
     from mlx_video.io import atomic
