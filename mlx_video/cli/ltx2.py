@@ -20,7 +20,7 @@ import typer
 from mlx_video.ltx2.loading import encode_text, load_components  # module names: tests replace them with tiny ones
 
 from .common import fail as _fail
-from .common import help_panels, model_path, progress_bars, save_result
+from .common import help_panels, model_path, phase, progress_bars, progress_mode, save_result
 
 app = typer.Typer(add_completion=False)
 
@@ -124,6 +124,7 @@ def generate(
     ),
     gemma: Optional[str] = typer.Option(None, "--gemma", help="Gemma 3 folder (when converting a checkpoint)"),
     output_path: Optional[Path] = typer.Option(None, "--output-path", "--output", "-o", help="output .mp4"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
     ulysses_size: int = typer.Option(
         1,
         "--ulysses-size",
@@ -143,7 +144,7 @@ def generate(
     from mlx_video.ltx2.loading import read_config, resolve_ltx2_model
     from mlx_video.result import NonFiniteError
 
-    console, drawn = Console(stderr=True), seed is not None and seed < 0
+    console, drawn = Console(stderr=True, quiet=quiet), seed is not None and seed < 0
     errors = (ValueError, ImageError, WeightsError, OutputPathError, DownloadError, typer.BadParameter, NonFiniteError)
     try:
         from mlx_video.distributed import active, on_root
@@ -186,7 +187,7 @@ def generate(
             settings.seed = None  # drawn by with_seed
         settings = settings.validate().with_seed()
         if sp is not None:
-            console.quiet, settings.seed = not sp.is_root, sp.same(settings.seed)  # every rank: rank 0's seed
+            console.quiet, settings.seed = quiet or not sp.is_root, sp.same(settings.seed)  # every rank: rank 0's seed
         specs = [parse_image_spec(s) for s in image or []]
         if end_image is not None:
             specs.append((end_image, settings.num_frames - 1, end_image_strength))
@@ -198,7 +199,7 @@ def generate(
         model_dir = resolve_ltx2_model(model, settings.variant, gemma)
         cfg = read_config(model_dir)
         t0 = time.perf_counter()
-        with console.status("encoding the prompt"):
+        with phase(console, "encoding the prompt"):
 
             def encode():
                 p, n = encode_text(model_dir, cfg, prompt, settings.negative_text)
@@ -207,11 +208,14 @@ def generate(
             ctx = on_root(encode, sp.group if sp is not None else None)
             pos, neg = TextContext(*ctx[:2]), (TextContext(*ctx[2:]) if len(ctx) > 2 else None)
         t_text, t0 = time.perf_counter() - t0, time.perf_counter()
-        with console.status("loading the transformer, VAEs and upsampler"):
+        with phase(console, "loading the transformer, VAEs and upsampler"):
             comps = load_components(model_dir, cfg, settings.pipeline, settings.lora_strengths, bool(images))
         t_load = time.perf_counter() - t0
         console.print(f"{settings.pipeline}, seed: {settings.seed}" + (" (drawn at random)" if drawn else ""))
-        with progress_bars(console) as progress, active(sp):  # the transformer splits its tokens over the ranks
+        with (
+            progress_bars(console, progress_mode(console, quiet)) as progress,
+            active(sp),
+        ):  # the transformer splits its tokens over the ranks
             res = P.generate(comps, settings, pos, neg, images, decode_audio=not no_audio, progress=progress)
     except errors as e:
         _fail(str(e))
@@ -263,6 +267,7 @@ help_panels(
         "audio_modality_scale": ("Sampling", GUIDED),
         "seed": ("Sampling", "10 (official)"),
         "no_audio": ("Output", None),
+        "quiet": ("Output", None),
         "output_path": ("Output", "ltx2_PIPELINE_DATE_TIME.mp4"),
         "ulysses_size": ("Advanced", None),
     },

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from .common import dtype_of, fail, help_panels, model_path, progress_bars, save_result, str2bool
+from .common import dtype_of, fail, help_panels, model_path, progress_bars, progress_mode, save_result, str2bool
 
 app = typer.Typer(add_completion=False)
 
@@ -164,6 +164,7 @@ def generate(
     lora_low: Optional[list[str]] = typer.Option(
         None, "--lora_low", "--lora-low", help="PATH[:STRENGTH], repeatable: A14B low-noise expert only"
     ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
     # several ranks (mlx.launch), docs/distributed.md
     ulysses_size: int = typer.Option(
         1, "--ulysses_size", "--ulysses-size", help="sequence-parallel ranks; must equal the mlx.launch world size"
@@ -189,14 +190,14 @@ def generate(
     from mlx_video.result import NonFiniteError
     from mlx_video.wan.pipeline import WanPipeline, WanSettings
 
-    console, drawn = Console(stderr=True), seed is None or seed < 0  # official: a negative seed draws one
+    console, drawn = Console(stderr=True, quiet=quiet), seed is None or seed < 0  # official: a negative seed draws one
     loras = {"loras": lora or (), "loras_high": lora_high or (), "loras_low": lora_low or ()}
     try:
         from mlx_video.distributed import init as init_sp
 
         sp = init_sp(ulysses_size)  # None for one rank; else rank 0 prints and writes, all ranks use its seed
         if sp is not None:
-            console.quiet = not sp.is_root
+            console.quiet = quiet or not sp.is_root
         imgs, controls = _image_args(
             task,
             image,
@@ -256,7 +257,7 @@ def generate(
     except (ValueError, ImageError, WeightsError, OutputPathError, DownloadError) as e:
         fail(str(e))
     console.print(f"seed: {settings.seed}" + (" (drawn at random)" if drawn else ""))
-    with progress_bars(console) as progress:
+    with progress_bars(console, progress_mode(console, quiet)) as progress:
         try:
             res = pipe.generate(settings, progress=progress)
         except (ValueError, ImageError, WeightsError, NonFiniteError) as e:
@@ -347,6 +348,7 @@ help_panels(
         "t5_cpu": ("Memory", None),
         "save_file": ("Output", "TASK_DATE_TIME.mp4 (.png for one frame)"),
         "output_type": ("Output", "video"),
+        "quiet": ("Output", None),
         "ulysses_size": ("Advanced", None),
         "dit_fsdp": ("Advanced", None),
         "t5_fsdp": ("Advanced", None),

@@ -212,6 +212,8 @@ class Runner:
                 raise Cancelled
             if stage.startswith("decode"):
                 pct, phase = 92, "decoding"
+            elif stage == "text encode":
+                pct, phase = 3, "encoding the prompt"
             else:
                 if not seen or seen[-1] != stage or (last["step"] is not None and step < last["step"]):
                     seen.append(stage)
