@@ -111,3 +111,69 @@ def test_bad_files_are_one_line_errors(argv, fragment, tmp_path):
     (tmp_path / "JUNK.mp4").write_bytes(b"not a video")
     r = run([str(tmp_path / a) if a.split(".")[0].isupper() else a for a in argv])
     assert r.exit_code == 2 and fragment in r.output and "Traceback" not in r.output, r.output
+
+
+def parsed(family_app, argv):
+    import typer.main
+
+    return typer.main.get_command(family_app).make_context("generate", list(argv)).params
+
+
+def test_ltx_args_carry_every_stored_parameter():
+    from mlx_video.cli.ltx2 import app as ltx2
+    from mlx_video.cli.replay import ltx_args
+    from mlx_video.ltx2 import pipelines as P
+
+    s = P.LTXSettings(
+        "dev-two-stage", height=128, width=256, num_frames=9, video_guidance={"cfg_scale": 2.5}, image_crf=20, seed=5
+    )
+    meta = dict(s.resolved("2").params(), family="ltx2", model="m", prompt="p", no_audio=True, gemma="g")
+    meta["images"] = [dict(path="a.png", frame=0, strength=0.9), dict(path="b.png", frame=8, strength=1.0)]
+    p = parsed(ltx2, ltx_args(meta))
+    assert (p["cfg_scale"], p["audio_cfg_scale"], p["stg_scale"], p["stg_blocks"]) == (2.5, 7.0, 1.0, "29")
+    assert (p["rescale_scale"], p["modality_scale"], p["audio_modality_scale"]) == (0.7, 3.0, 3.0)
+    assert (p["lora_strength_stage_1"], p["lora_strength_stage_2"], p["steps"]) == (0.0, 1.0, 40)
+    assert (p["height"], p["width"], p["num_frames"], p["fps"], p["seed"], p["image_crf"]) == (128, 256, 9, 24.0, 5, 20)
+    assert p["negative_prompt"] == P.DEFAULT_NEGATIVE_PROMPT and p["no_audio"] and p["gemma"] == "g"
+    assert p["image"] == ["a.png:0:0.9", "b.png:8:1.0"] and p["pipeline"] == "dev-two-stage" and p["prompt"] == "p"
+
+
+def test_wan_args_carry_every_stored_parameter():
+    from mlx_video.cli.replay import wan_args
+    from mlx_video.cli.wan import app as wan
+
+    meta = dict(task="flf2v-A14B", model="m", prompt="p", negative_prompt="n", images=["a.png", "b.png"], size="64*48")
+    meta.update(frame_num=9, sample_steps=3, sample_shift=5.0, sample_guide_scale=[3.0, 4.0], sample_solver="euler")
+    meta.update(seed=9, fps=16, bidirectional_sampling="reverse", preset="lightx2v-a14b-4step", dtype="float32")
+    meta.update(
+        vae_dtype="bfloat16", offload_model="False", output_type="latent_images", lora_high=["h.safetensors:0.5"]
+    )
+    p = parsed(wan, wan_args(meta))
+    assert (p["first_frame"].name, p["last_frame"].name, p["images"]) == ("a.png", "b.png", ())
+    assert (p["sample_guide_scale"], p["bidirectional_sampling"], p["bidirectional_mode"]) == (
+        "3.0,4.0",
+        True,
+        "reverse",
+    )
+    assert (p["seed"], p["frame_num"], p["size"], p["sample_solver"], p["preset"], p["lora_high"]) == (
+        9,
+        9,
+        "64*48",
+        "euler",
+        "lightx2v-a14b-4step",
+        ["h.safetensors:0.5"],
+    )
+    assert (p["dtype"], p["vae_dtype"], p["offload_model"], p["output_type"]) == (
+        "float32",
+        "bfloat16",
+        "False",
+        "latent_images",
+    )
+    one = dict(task="i2v-14B", prompt="p", model="m", images=["s.png"], control_images=["c0.png", "c2.png"])
+    one["one_frame_inference"] = dict(control_index=[0, 2], target_index=1)
+    p = parsed(wan, wan_args(one))
+    assert p["one_frame_inference"] == "control_index=0;2,target_index=1" and p["image_path"].name == "s.png"
+    assert [c.name for c in p["control_image_path"]] == ["c0.png", "c2.png"]
+    v = dict(task="t2v-5B", prompt="p", model="m", video="in.mp4", strength=0.5, extend=None, overlap=5, segments=2)
+    p = parsed(wan, wan_args(v))
+    assert (p["video"].name, p["strength"], p["overlap"], p["segments"], p["extend"]) == ("in.mp4", 0.5, 5, 2, None)
