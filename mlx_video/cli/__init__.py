@@ -255,7 +255,8 @@ def serve(
     root = jobs_dir or cache_root() / "server"
     app_ = create_app(models, root, api_key=api_key, max_upload_bytes=max_upload_mb << 20)
     typer.echo(f"serving {', '.join(m.name for m in models)} at http://{host}:{port}/ (jobs in {root})")
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    # open event streams (the page) must not hold Ctrl-C: connections get 3 s to finish
+    uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
 
 
 def main(argv: list[str] | None = None) -> None:
