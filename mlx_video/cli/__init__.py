@@ -1,4 +1,4 @@
-"""`mlx_video` command line: generate, convert, info.
+"""`mlx_video` command line: generate, convert, info, tasks, serve.
 
 ``generate`` picks the model family from its arguments and hands them to that family's command
 (:mod:`mlx_video.cli.wan`, :mod:`mlx_video.cli.ltx2`). Only the CLI modules print and write files.
@@ -60,14 +60,41 @@ def family_of(args: list[str]) -> str:
 
 @app.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
 def generate(ctx: typer.Context):
-    """Generate a video. Wan: --task t2v-5B|ti2v-5B|mi2v-5B --ckpt_dir ...; LTX-2: --model ... --pipeline ...
+    """Generate a video. Wan: --task t2v-5B|ti2v-5B|mi2v-5B --ckpt_dir ...; LTX-2: --model ... --pipeline ...;
+    --from VIDEO.mp4 [options]: re-run the parameters stored in a video, with the options given replacing them
     (add --help after the family's options for all of them)."""
     args = list(ctx.args)
-    if family_of(args) == "ltx2":
+    fam = None
+    if any(a == "--from" or a.startswith("--from=") for a in args):
+        from mlx_video.cli.common import fail as _fail
+        from mlx_video.cli.replay import expand
+
+        try:
+            fam, args = expand(args)
+        except ValueError as e:
+            _fail(str(e))
+    elif "--help" in args and not selects_family(args):  # no model or family option: both families' options
+        from mlx_video.cli.ltx2 import app as ltx2
+        from mlx_video.cli.wan import app as wan
+
+        for name, family in (("Wan", wan), ("LTX-2", ltx2)):
+            typer.secho(f"\n{name} (mlx_video generate {'--task' if name == 'Wan' else '--pipeline'} ...)", bold=True)
+            try:
+                family(args=["--help"], prog_name="mlx_video generate")
+            except SystemExit:
+                pass
+        return
+    if (fam or family_of(args)) == "ltx2":
         from mlx_video.cli.ltx2 import app as family
     else:
         from mlx_video.cli.wan import app as family
     family(args=args, prog_name="mlx_video generate")
+
+
+def selects_family(args: list[str]) -> bool:
+    """Whether the arguments name a family: a model path or id, a Wan task or an LTX-only option."""
+    names = {a.split("=")[0] for a in args}
+    return bool(names & {"--model", "--ckpt_dir", "--ckpt-dir", "--task", *LTX_ONLY})
 
 
 @app.command()
@@ -111,16 +138,41 @@ def convert(
 
 
 @app.command()
-def info(path: Path = typer.Argument(..., help="a converted folder")):
-    """Show a converted folder's configuration."""
+def info(
+    path: Path = typer.Argument(..., help="a converted folder, or a video / image written by mlx_video generate"),
+    as_json: bool = typer.Option(False, "--json", help="print the stored parameters as JSON"),
+):
+    """Show a converted folder's configuration, or the parameters stored in a generated video (and the command
+    that re-runs them: mlx_video generate --from FILE)."""
     import json
 
     from mlx_video.cli.common import fail as _fail
     from mlx_video.io.weights import WeightsError, read_json
 
+    if Path(path).is_file():
+        from mlx_video.cli import replay
+        from mlx_video.io.video import read_metadata
+
+        try:
+            meta = read_metadata(path)
+            fam, argv = replay.args_from(meta)
+        except ValueError as e:
+            _fail(str(e))
+        if as_json:
+            typer.echo(json.dumps(meta, indent=2, sort_keys=True))
+            return
+        rows = replay.describe(meta)
+        width = max(len(k) for k, _ in rows)
+        for k, v in rows:
+            typer.echo(f"{k:>{width}}: {v}")
+        import shlex
+
+        typer.echo(f"\nre-run: mlx_video generate --from {shlex.quote(str(path))}")
+        typer.echo("same as: mlx_video generate " + " ".join(shlex.quote(a) for a in argv))
+        return
     p = Path(path) / "config.json"
     if not p.is_file():
-        _fail(f"{path} is not a converted mlx_video folder (no config.json)")
+        _fail(f"{path} is not a converted mlx_video folder (no config.json) nor a generated video")
     try:
         cfg = read_json(p, "config.json")
     except WeightsError as e:
@@ -128,6 +180,83 @@ def info(path: Path = typer.Argument(..., help="a converted folder")):
     if not str(cfg.get("format", "")).startswith("mlx_video/"):
         _fail(f"{p}: not an mlx_video folder")
     typer.echo(json.dumps(cfg, indent=2))
+
+
+@app.command()
+def tasks(as_json: bool = typer.Option(False, "--json", help="print the tables as JSON")):
+    """List the Wan tasks, few-step presets and LTX-2 pipelines with their official defaults."""
+    from rich.console import Console
+
+    from mlx_video.cli.tasks import print_catalog
+
+    print_catalog(Console(), as_json)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def served_models(specs: list[str]) -> list:
+    """``[NAME=]PATH`` specs -> server Models (name: the folder's name when not given; family by content).
+    Raises ValueError for a spec whose family cannot be told or a name given twice."""
+    from mlx_video.resolve import family_of as by_content
+    from mlx_video.server.runner import Model
+
+    out = []
+    for spec in specs:
+        name, eq, path = spec.partition("=")
+        if not eq or "/" in name or Path(spec).exists():
+            name, path = Path(spec.rstrip("/")).name or spec, spec
+        fam = by_content(path)
+        if fam is None:
+            raise ValueError(f"--model {spec}: neither a Wan nor an LTX-2 checkpoint or repo id")
+        if any(m.name == name for m in out):
+            raise ValueError(f"--model {spec}: the name {name!r} is given twice (use NAME=PATH)")
+        out.append(Model(name, str(Path(path).expanduser().resolve()) if Path(path).exists() else path, fam))
+    return out
+
+
+@app.command()
+def serve(
+    model: list[str] = typer.Option(
+        ...,
+        "--model",
+        help="[NAME=]PATH or repo id, repeatable: the models requests may name (the first is the default)",
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind; any but loopback needs --api_key"),
+    port: int = typer.Option(8000, "--port"),
+    api_key: Optional[str] = typer.Option(
+        None, "--api_key", "--api-key", envvar="MLX_VIDEO_API_KEY", help="require Authorization: Bearer KEY"
+    ),
+    jobs_dir: Optional[Path] = typer.Option(
+        None, "--dir", help="where jobs and videos are kept [default: $MLX_VIDEO_CACHE/server]"
+    ),
+    max_upload_mb: int = typer.Option(64, "--max_upload_mb", "--max-upload-mb", help="largest request, MiB"),
+):
+    """Serve an OpenAI-style video API (POST /v1/videos, ...) and a page at / (needs the serve extra:
+    pip install 'mlx-video[serve]')."""
+    from mlx_video.cli.common import fail as _fail
+
+    if host not in LOOPBACK and not api_key:
+        _fail(f"--host {host} reaches beyond this machine: give --api_key (or MLX_VIDEO_API_KEY)")
+    if not 1 <= port <= 65535 or max_upload_mb < 1:
+        _fail("--port must be in 1..65535 and --max_upload_mb at least 1")
+    try:
+        import uvicorn
+
+        from mlx_video.server.app import create_app
+    except ImportError as e:
+        _fail(f"serve needs the serve extra ({e.name} is missing): pip install 'mlx-video[serve]'")
+    try:
+        models = served_models(model)
+    except ValueError as e:
+        _fail(str(e))
+    from mlx_video.io.hub import cache_root
+
+    root = jobs_dir or cache_root() / "server"
+    app_ = create_app(models, root, api_key=api_key, max_upload_bytes=max_upload_mb << 20)
+    typer.echo(f"serving {', '.join(m.name for m in models)} at http://{host}:{port}/ (jobs in {root})")
+    # open event streams (the page) must not hold Ctrl-C: connections get 3 s to finish
+    uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
 
 
 def main(argv: list[str] | None = None) -> None:

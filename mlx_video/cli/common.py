@@ -27,18 +27,69 @@ def fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
+class Rate:
+    """Steps per second of one stage, measured from its first tick (the first step includes warm-up: compiling,
+    loading, allocating), so the rate and ETA exist from the second tick on."""
+
+    def __init__(self):
+        self.first: tuple[int, float] | None = None
+
+    def update(self, step: int, total: int, now: float) -> tuple[float | None, float | None]:
+        """(steps/s, seconds left) after ``step`` of ``total``; None before there are two ticks."""
+        if self.first is None or step < self.first[0]:
+            self.first = (step, now)
+            return None, None
+        done, dt = step - self.first[0], now - self.first[1]
+        if done <= 0 or dt <= 0:
+            return None, None
+        rate = done / dt
+        return rate, (total - step) / rate
+
+
 @contextmanager
-def progress_bars(console):
-    """A rich progress display; yields ``progress(stage, step, total)``, the callback the pipelines take.
-    One bar per stage with steps done, it/s (stages of more than one step) and ETA."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+def phase(console, what: str):
+    """A wait without steps: a spinner on a terminal, else a line when it starts and one when it ends."""
+    if console.is_terminal:
+        with console.status(what):
+            yield
+        return
+    t0 = time.perf_counter()
+    console.print(f"{what} ...")
+    yield
+    console.print(f"{what}: done in {time.perf_counter() - t0:.2f} s")
+
+
+def progress_mode(console, quiet: bool = False) -> str:
+    """ "quiet" (--quiet), "rich" (bars, on a terminal) or "plain" (one line per phase, for logs)."""
+    return "quiet" if quiet else "rich" if console.is_terminal else "plain"
+
+
+@contextmanager
+def progress_bars(console, mode: str | None = None):
+    """Yields ``progress(stage, step, total)``, the callback the pipelines take (step 0 announces a stage).
+    mode "rich": one bar per stage with steps, it/s and ETA (both from the second tick on, :class:`Rate`);
+    "plain": a line when a stage starts and one when it ends (with its time and rate); "quiet": nothing."""
+    mode = mode or progress_mode(console)
+    t_start: dict[str, float] = {}
+    rates: dict[str, Rate] = {}
+    if mode != "rich":
+        last: dict[str, int] = {}
+
+        def plain(stage: str, step: int, total: int) -> None:
+            now = time.perf_counter()
+            if stage not in last or step <= last[stage]:  # a new stage (or the next window of one)
+                t_start[stage], rates[stage] = now, Rate()
+                if mode == "plain":
+                    console.print(f"{stage}: started" + (f" ({total} steps)" if total > 1 else ""))
+            last[stage] = step
+            rate, _ = rates[stage].update(step, total, now)
+            if step == total and mode == "plain":
+                el = now - t_start[stage]
+                console.print(f"{stage}: done in {el:.2f} s" + (f" ({rate:.2f} it/s)" if rate and total > 1 else ""))
+
+        yield plain
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -46,22 +97,27 @@ def progress_bars(console):
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
+        TextColumn("{task.fields[eta]}"),
         console=console,
     ) as bar:
         bars: dict[str, int] = {}
-        t_start: dict[str, float] = {}
 
         def progress(stage: str, step: int, total: int) -> None:
             if stage not in bars:
-                bars[stage] = bar.add_task(stage, total=total, rate="")
-                t_start[stage] = time.perf_counter()
-            el = time.perf_counter() - t_start[stage]
-            rate = f"{step / el:.2f} it/s" if el > 0 and total > 1 else ""
-            bar.update(bars[stage], completed=step, rate=rate)
+                bars[stage] = bar.add_task(stage, total=total, rate="", eta="")
+                rates[stage] = Rate()
+            rate, left = rates[stage].update(step, total, time.perf_counter())
+            shown = dict(rate=f"{rate:.2f} it/s", eta=f"ETA {left:.0f} s") if rate and total > 1 else {}
+            bar.update(bars[stage], completed=step, **shown)
 
         yield progress
+
+
+def model_path(model: str | Path) -> str:
+    """What to store as the model of a run: an existing local path made absolute (so ``--from`` finds it from
+    any folder), a repo id as typed."""
+    p = Path(model).expanduser()
+    return str(p.resolve()) if p.exists() else str(model)
 
 
 def dtype_of(name: str | None, option: str = "--dtype"):
@@ -85,11 +141,13 @@ def save_result(res, path: Path, meta: dict, console, latent: bool = False) -> N
     from mlx_video.io.video import write_image, write_video
     from mlx_video.io.weights import save_safetensors
 
-    frames = res.frames
-    if len(frames) == 1 and path.suffix.lower() == ".png":
-        write_image(path, frames[0], meta)
-    else:
-        write_video(path, frames, res.fps, meta, audio=res.audio, sample_rate=res.sample_rate)
+    frames, t0 = res.frames, time.perf_counter()
+    with phase(console, f"writing {path.name}"):
+        if len(frames) == 1 and path.suffix.lower() == ".png":
+            write_image(path, frames[0], meta)
+        else:
+            write_video(path, frames, res.fps, meta, audio=res.audio, sample_rate=res.sample_rate)
+    res.timings = {**res.timings, "write": time.perf_counter() - t0}
     if latent:
         lat = path.with_suffix(".safetensors")
         save_safetensors(lat, {"latent": res.latents}, metadata={"parameters": json.dumps(meta, default=str)})
@@ -115,3 +173,24 @@ def run_conversion(parser, convert) -> None:
         parser.exit(2, f"error: {e}\n")
     except KeyboardInterrupt:
         parser.exit(130, "error: interrupted; no partial output was left\n")
+PANELS = ("Model", "Prompt", "Images", "Size and length", "Sampling", "Memory", "Output", "Advanced")
+
+
+def help_panels(command, spec: dict[str, tuple[str, str | None]]) -> None:
+    """Put each option of the typer ``command`` function in its ``--help`` panel: ``spec`` maps every parameter
+    name to (panel, shown default or None). The shown default replaces typer's for options whose default is
+    None (the task's or pipeline's official value). KeyError for a parameter missing from ``spec``, ValueError
+    for a panel not in :data:`PANELS` (so a new option cannot land outside the panels)."""
+    import inspect
+
+    sig = inspect.signature(command)
+    for name, param in sig.parameters.items():
+        panel, default = spec[name]
+        if panel not in PANELS:
+            raise ValueError(f"{name}: unknown help panel {panel!r}")
+        param.default.rich_help_panel = panel
+        if default is not None:
+            param.default.show_default = default
+    # typer lists the panels in the order of their first option: the signature in panel order (called by keyword)
+    order = sorted(sig.parameters.values(), key=lambda p: PANELS.index(spec[p.name][0]))
+    command.__signature__ = sig.replace(parameters=order)

@@ -26,7 +26,7 @@ from mlx_video.ltx2.loading import (  # module names: tests replace them with ti
 )
 
 from .common import fail as _fail
-from .common import progress_bars, save_result
+from .common import help_panels, model_path, phase, progress_bars, progress_mode, save_result
 
 app = typer.Typer(add_completion=False)
 
@@ -185,17 +185,19 @@ def generate(
         "--pipeline",
         help="distilled (default) | dev | dev-two-stage | dev-two-stage-hq | a2vid | ic-lora | keyframes | retake",
     ),
-    prompt: str = typer.Option(..., "--prompt"),
-    negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", "--negative_prompt"),
+    prompt: str = typer.Option(..., "--prompt", help="what the video (and its audio) shows"),
+    negative_prompt: Optional[str] = typer.Option(
+        None, "--negative-prompt", "--negative_prompt", help="what to steer away from (CFG)"
+    ),
     image: Optional[list[str]] = typer.Option(
         None,
         "--image",
         help="PATH[:FRAME[:STRENGTH]], repeatable; frame 0 replaces the first latent frame, later frames guide",
     ),
     end_image: Optional[str] = typer.Option(None, "--end-image", help="image for the last frame (a guide)"),
-    end_image_strength: float = typer.Option(1.0, "--end-image-strength"),
+    end_image_strength: float = typer.Option(1.0, "--end-image-strength", help="0..1"),
     image_crf: Optional[int] = typer.Option(
-        None, "--image-crf", help="H.264 CRF of the image round trip (default 33, 0: none)"
+        None, "--image-crf", help="H.264 CRF of the images' round trip, 0..51 (0: none)"
     ),
     audio: Optional[str] = typer.Option(
         None, "--audio", "--audio-path", help="a2vid: the audio file (any format PyAV reads) the video follows"
@@ -239,11 +241,11 @@ def generate(
         help="rewrite the prompt with Gemma 3 and the official t2v / i2v system prompt (stored in the metadata)",
     ),
     no_audio: bool = typer.Option(False, "--no-audio", help="do not decode / mux the (jointly generated) audio"),
-    height: Optional[int] = typer.Option(None, "--height", "-H", help="default: the pipeline's official size"),
-    width: Optional[int] = typer.Option(None, "--width", "-W"),
-    num_frames: Optional[int] = typer.Option(None, "--num-frames", help="8k+1 (default 121)"),
-    fps: Optional[float] = typer.Option(None, "--fps", help="default 24"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="dev pipelines (default: 40 LTX-2, 30 LTX-2.3, 15 HQ)"),
+    height: Optional[int] = typer.Option(None, "--height", "-H", help="pixels, a multiple of 64 (dev: 32)"),
+    width: Optional[int] = typer.Option(None, "--width", "-W", help="pixels, a multiple of 64 (dev: 32)"),
+    num_frames: Optional[int] = typer.Option(None, "--num-frames", help="pixel frames, 8k+1"),
+    fps: Optional[float] = typer.Option(None, "--fps", help="frames per second (also sets the audio length)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="denoising steps (dev pipelines)"),
     cfg_scale: Optional[float] = typer.Option(None, "--cfg-scale"),
     audio_cfg_scale: Optional[float] = typer.Option(None, "--audio-cfg-scale"),
     stg_scale: Optional[float] = typer.Option(None, "--stg-scale"),
@@ -253,13 +255,21 @@ def generate(
     audio_rescale_scale: Optional[float] = typer.Option(None, "--audio-rescale-scale"),
     modality_scale: Optional[float] = typer.Option(None, "--modality-scale", help="video: audio->video guidance"),
     audio_modality_scale: Optional[float] = typer.Option(None, "--audio-modality-scale"),
-    lora_strength_stage_1: Optional[float] = typer.Option(None, "--lora-strength-stage-1", help="HQ (0.25)"),
-    lora_strength_stage_2: Optional[float] = typer.Option(
-        None, "--lora-strength-stage-2", "--lora-strength", help="two-stage dev pipelines (1.0, HQ 0.5)"
+    lora_strength_stage_1: Optional[float] = typer.Option(
+        None, "--lora-strength-stage-1", help="two-stage dev pipelines: the distilled LoRA in stage 1"
     ),
-    seed: Optional[int] = typer.Option(None, "--seed", help="default 10 (official); negative: drawn at random"),
+    lora_strength_stage_2: Optional[float] = typer.Option(
+        None,
+        "--lora-strength-stage-2",
+        "--lora-strength",
+        help="two-stage dev pipelines: the distilled LoRA in stage 2",
+    ),
+    seed: Optional[int] = typer.Option(
+        None, "--seed", help="any integer (reduced mod 2**32); negative: drawn at random"
+    ),
     gemma: Optional[str] = typer.Option(None, "--gemma", help="Gemma 3 folder (when converting a checkpoint)"),
-    output_path: Optional[Path] = typer.Option(None, "--output-path", "--output", "-o"),
+    output_path: Optional[Path] = typer.Option(None, "--output-path", "--output", "-o", help="output .mp4"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
     ulysses_size: int = typer.Option(
         1,
         "--ulysses-size",
@@ -280,7 +290,7 @@ def generate(
     from mlx_video.ltx2.loading import read_config, resolve_ltx2_model
     from mlx_video.result import NonFiniteError
 
-    console, drawn = Console(stderr=True), seed is not None and seed < 0
+    console, drawn = Console(stderr=True, quiet=quiet), seed is not None and seed < 0
     from mlx_video.io.video import VideoError
 
     errors = (
@@ -341,7 +351,7 @@ def generate(
             settings.seed = None  # drawn by with_seed
         settings = settings.validate().with_seed()
         if sp is not None:
-            console.quiet, settings.seed = not sp.is_root, sp.same(settings.seed)  # every rank: rank 0's seed
+            console.quiet, settings.seed = quiet or not sp.is_root, sp.same(settings.seed)  # every rank: rank 0's seed
         specs = [parse_image_spec(s) for s in image or []]
         if end_image is not None:
             specs.append((end_image, settings.num_frames - 1, end_image_strength))
@@ -365,12 +375,12 @@ def generate(
         t0 = time.perf_counter()
         enhanced = None
         if enhance and (sp is None or sp.is_root):  # only rank 0 encodes text
-            with console.status("enhancing the prompt (Gemma 3)"):
+            with phase(console, "enhancing the prompt (Gemma 3)"):
                 seed_e = settings.seed if settings.pipeline == "ic-lora" else 42  # ltx-pipelines' choices
                 enhanced = enhance_prompt(model_dir, cfg, prompt, "i2v" if images else "t2v", seed_e)
             console.print(f"enhanced prompt: {enhanced}")
         text = prompt if enhanced is None else enhanced
-        with console.status("encoding the prompt"):
+        with phase(console, "encoding the prompt"):
 
             def encode():
                 p, n = encode_text(model_dir, cfg, text, settings.negative_text)
@@ -379,14 +389,14 @@ def generate(
             ctx = on_root(encode, sp.group if sp is not None else None)
             pos, neg = TextContext(*ctx[:2]), (TextContext(*ctx[2:]) if len(ctx) > 2 else None)
         t_text, t0 = time.perf_counter() - t0, time.perf_counter()
-        with console.status("loading the transformer, VAEs and upsampler"):
+        with phase(console, "loading the transformer, VAEs and upsampler"):
             need_encoder = bool(images) or bool(controls) or source is not None
             comps = load_components(model_dir, cfg, settings.pipeline, settings.lora_strengths, need_encoder)
             if loras:
                 with_ic_loras(comps, loras)
         t_load = time.perf_counter() - t0
         console.print(f"{settings.pipeline}, seed: {settings.seed}" + (" (drawn at random)" if drawn else ""))
-        with progress_bars(console) as progress, active(sp):  # the transformer splits its tokens over the ranks
+        with progress_bars(console, progress_mode(console, quiet)) as progress, active(sp):  # the transformer splits its tokens over the ranks
             res = P.generate(
                 comps,
                 settings,
@@ -403,14 +413,23 @@ def generate(
         _fail(str(e))
     if sp is not None and not sp.is_root:
         return
-    meta = dict(res.params, model=str(model), prompt=prompt, generator="mlx_video", seed_drawn=drawn)
+    meta = dict(
+        res.params,
+        family="ltx2",
+        model=model_path(model),
+        prompt=prompt,
+        generator="mlx_video",
+        seed_drawn=drawn,
+        no_audio=no_audio,
+        gemma=gemma,
+    )
+    meta["images"] = [dict(path=model_path(p), **m) for (p, _, _), m in zip(specs, res.params["images"])]
     if enhanced is not None:
         meta["enhanced_prompt"] = enhanced
-    meta["images"] = [dict(path=p, **m) for (p, _, _), m in zip(specs, res.params["images"])]
     if given_audio is not None:
-        meta["audio"] = dict(path=audio, **res.params["audio"])
+        meta["audio"] = dict(path=model_path(audio), **res.params["audio"])
     if source is not None:
-        meta["retake"] = dict(video=video, **res.params["retake"])
+        meta["retake"] = dict(video=model_path(video), **res.params["retake"])
     if controls:
         paths = [parse_strength_spec(v, "--control_video")[0] for v in control_video]
         meta["controls"] = [dict(path=p, **m) for p, m in zip(paths, res.params["controls"])]
@@ -418,3 +437,55 @@ def generate(
         meta["conditioning_attention_mask"] = conditioning_attention_mask
     res.timings = {"text encode": t_text, "load": t_load, **res.timings}
     save_result(res, output_path, meta, console)
+
+
+GUIDED = "the pipeline's, see mlx_video tasks"
+help_panels(
+    generate,
+    {
+        "audio": ("Images", None),
+        "audio_start_time": ("Images", "0"),
+        "audio_max_duration": ("Images", "the clip's length"),
+        "video": ("Images", None),
+        "retake": ("Images", None),
+        "distilled": ("Model", None),
+        "keep_video": ("Images", None),
+        "keep_audio": ("Images", None),
+        "control_video": ("Images", None),
+        "lora": ("Model", None),
+        "conditioning_attention_strength": ("Images", "1.0"),
+        "conditioning_attention_mask": ("Images", None),
+        "skip_stage_2": ("Advanced", None),
+        "enhance": ("Prompt", None),
+        "model": ("Model", None),
+        "pipeline": ("Model", "distilled"),
+        "gemma": ("Model", "found beside the checkpoint"),
+        "lora_strength_stage_1": ("Model", "0 (HQ 0.25)"),
+        "lora_strength_stage_2": ("Model", "1.0 (HQ 0.5)"),
+        "prompt": ("Prompt", None),
+        "negative_prompt": ("Prompt", "a short list of defects (guided pipelines)"),
+        "image": ("Images", None),
+        "end_image": ("Images", None),
+        "end_image_strength": ("Images", None),
+        "image_crf": ("Images", "33"),
+        "height": ("Size and length", "the pipeline's: 1024 (dev 512, HQ 1088)"),
+        "width": ("Size and length", "the pipeline's: 1536 (dev 768, HQ 1920)"),
+        "num_frames": ("Size and length", "121"),
+        "fps": ("Size and length", "24"),
+        "steps": ("Sampling", "8 fixed (distilled); 40 LTX-2, 30 LTX-2.3, 15 HQ"),
+        "cfg_scale": ("Sampling", GUIDED),
+        "audio_cfg_scale": ("Sampling", GUIDED),
+        "stg_scale": ("Sampling", GUIDED),
+        "audio_stg_scale": ("Sampling", GUIDED),
+        "stg_blocks": ("Sampling", GUIDED),
+        "rescale_scale": ("Sampling", GUIDED),
+        "audio_rescale_scale": ("Sampling", GUIDED),
+        "modality_scale": ("Sampling", GUIDED),
+        "audio_modality_scale": ("Sampling", GUIDED),
+        "seed": ("Sampling", "10 (official)"),
+        "no_audio": ("Output", None),
+        "quiet": ("Output", None),
+        "output_path": ("Output", "ltx2_PIPELINE_DATE_TIME.mp4"),
+        "ulysses_size": ("Advanced", None),
+    },
+)

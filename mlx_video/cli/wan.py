@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from .common import dtype_of, fail, progress_bars, save_result, str2bool
+from .common import dtype_of, fail, help_panels, model_path, progress_bars, progress_mode, save_result, str2bool
 
 app = typer.Typer(add_completion=False)
 
@@ -55,7 +55,9 @@ def generate(
     prompt: Optional[list[str]] = typer.Option(
         None, "--prompt", help="the prompt; with --segments K, repeat it K times for a prompt per segment"
     ),
-    negative_prompt: Optional[str] = typer.Option(None, "--negative_prompt", "--negative-prompt"),
+    negative_prompt: Optional[str] = typer.Option(
+        None, "--negative_prompt", "--negative-prompt", help="what to steer away from (CFG)"
+    ),
     image: Optional[Path] = typer.Option(None, "--image", help="first frame (ti2v-5B, i2v-*)"),
     images: Optional[list[Path]] = typer.Option(
         None,
@@ -99,7 +101,7 @@ def generate(
     strength: Optional[float] = typer.Option(
         None,
         "--strength",
-        help="video to video: 0 keeps the input (VAE round trip), 1 ignores it (plain generation); default 0.8",
+        help="video to video, 0..1: 0 keeps the input (VAE round trip), 1 ignores it (plain generation)",
     ),
     extend: Optional[Path] = typer.Option(
         None,
@@ -122,10 +124,12 @@ def generate(
     output_type: Optional[str] = typer.Option(
         None, "--output_type", "--output-type", help="video | images | latent_images (also saves the latent)"
     ),
-    size: Optional[str] = typer.Option(None, "--size", help="W*H; with images the max area"),
-    frame_num: Optional[int] = typer.Option(None, "--frame_num", "--frame-num"),
-    sample_steps: Optional[int] = typer.Option(None, "--sample_steps", "--sample-steps"),
-    sample_shift: Optional[float] = typer.Option(None, "--sample_shift", "--sample-shift"),
+    size: Optional[str] = typer.Option(None, "--size", help="W*H in pixels; with images the maximum area"),
+    frame_num: Optional[int] = typer.Option(None, "--frame_num", "--frame-num", help="pixel frames, 4k+1"),
+    sample_steps: Optional[int] = typer.Option(None, "--sample_steps", "--sample-steps", help="denoising steps"),
+    sample_shift: Optional[float] = typer.Option(
+        None, "--sample_shift", "--sample-shift", help="flow shift of the sigma schedule (> 0)"
+    ),
     sample_solver: Optional[str] = typer.Option(
         None, "--sample_solver", "--sample-solver", help="unipc | dpm++ | euler | lightx2v | lightx2v-euler"
     ),
@@ -133,16 +137,21 @@ def generate(
         None, "--sample_guide_scale", "--sample-guide-scale", help="a number, or LOW,HIGH for the A14B experts"
     ),
     seed: Optional[int] = typer.Option(
-        None, "--base_seed", "--seed", help="any integer (reduced mod 2**32); absent or negative: drawn at random"
+        None, "--base_seed", "--seed", help="any integer (reduced mod 2**32); negative: drawn at random"
     ),
-    fps: Optional[int] = typer.Option(None, "--fps", help="output frames per second (default: the task's)"),
+    fps: Optional[int] = typer.Option(None, "--fps", help="output frames per second"),
     offload_model: Optional[str] = typer.Option(
-        None, "--offload_model", "--offload-model", help="True/False (default True)"
+        None,
+        "--offload_model",
+        "--offload-model",
+        help="True/False: free the text encoder before the DiT runs and the DiT before the VAE decodes",
     ),
-    save_file: Optional[Path] = typer.Option(None, "--save_file", "--save-file", "--output", "--save_path"),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="compute dtype: bfloat16 (default) | float32"),
+    save_file: Optional[Path] = typer.Option(
+        None, "--save_file", "--save-file", "--output", "--save_path", help="output .mp4 (or .png for one frame)"
+    ),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="compute dtype: bfloat16 | float32"),
     vae_dtype: Optional[str] = typer.Option(
-        None, "--vae_dtype", "--vae-dtype", help="VAE compute dtype: float32 (default) | bfloat16 (half the memory)"
+        None, "--vae_dtype", "--vae-dtype", help="VAE compute dtype: float32 | bfloat16 (half the memory)"
     ),
     convert_model_dtype: bool = typer.Option(
         False,
@@ -164,6 +173,7 @@ def generate(
     lora_low: Optional[list[str]] = typer.Option(
         None, "--lora_low", "--lora-low", help="PATH[:STRENGTH], repeatable: A14B low-noise expert only"
     ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
     # several ranks (mlx.launch), docs/distributed.md
     ulysses_size: int = typer.Option(
         1, "--ulysses_size", "--ulysses-size", help="sequence-parallel ranks; must equal the mlx.launch world size"
@@ -189,14 +199,14 @@ def generate(
     from mlx_video.result import NonFiniteError
     from mlx_video.wan.pipeline import WanPipeline, WanSettings
 
-    console, drawn = Console(stderr=True), seed is None or seed < 0  # official: a negative seed draws one
+    console, drawn = Console(stderr=True, quiet=quiet), seed is None or seed < 0  # official: a negative seed draws one
     loras = {"loras": lora or (), "loras_high": lora_high or (), "loras_low": lora_low or ()}
     try:
         from mlx_video.distributed import init as init_sp
 
         sp = init_sp(ulysses_size)  # None for one rank; else rank 0 prints and writes, all ranks use its seed
         if sp is not None:
-            console.quiet = not sp.is_root
+            console.quiet = quiet or not sp.is_root
         imgs, controls = _image_args(
             task,
             image,
@@ -257,9 +267,8 @@ def generate(
         pipe.check_task(settings.preset)
     except (ValueError, ImageError, WeightsError, OutputPathError, DownloadError) as e:
         fail(str(e))
-    if drawn:
-        console.print(f"seed: {settings.seed} (drawn at random)")
-    with progress_bars(console) as progress:
+    console.print(f"seed: {settings.seed}" + (" (drawn at random)" if drawn else ""))
+    with progress_bars(console, progress_mode(console, quiet)) as progress:
         try:
             res = pipe.generate(settings, progress=progress)
         except (ValueError, ImageError, WeightsError, NonFiniteError) as e:
@@ -268,9 +277,14 @@ def generate(
         return
     meta = dict(
         res.params,
-        model=str(ckpt_dir),
+        family="wan",
+        model=model_path(ckpt_dir),
         generator="mlx_video",
         seed_drawn=drawn,
+        dtype=dtype,
+        vae_dtype=vae_dtype,
+        offload_model=offload_model,
+        output_type=output_type,
         **{k: list(v) for k, v in (("lora", lora), ("lora_high", lora_high), ("lora_low", lora_low)) if v},
     )
     save_result(res, save_file, meta, console, latent=output_type == "latent_images")
@@ -307,3 +321,53 @@ def _image_args(
     if first_frame or last_frame:
         raise ValueError("--first_frame / --last_frame are for the flf2v tasks")
     return list(images or []) + ([image] if image else []), []
+
+
+TASK_DEFAULT = "the task's, see mlx_video tasks"
+help_panels(
+    generate,
+    {
+        "task": ("Model", None),
+        "ckpt_dir": ("Model", None),
+        "preset": ("Model", "none"),
+        "lora": ("Model", "none"),
+        "lora_high": ("Model", "none"),
+        "lora_low": ("Model", "none"),
+        "dtype": ("Model", "bfloat16"),
+        "convert_model_dtype": ("Model", None),
+        "prompt": ("Prompt", None),
+        "negative_prompt": ("Prompt", TASK_DEFAULT),
+        "image": ("Images", None),
+        "images": ("Images", None),
+        "first_frame": ("Images", None),
+        "last_frame": ("Images", None),
+        "one_frame_inference": ("Images", None),
+        "control_image_path": ("Images", None),
+        "image_path": ("Images", None),
+        "end_image_path": ("Images", None),
+        "video": ("Images", None),
+        "strength": ("Images", "0.8"),
+        "extend": ("Images", None),
+        "size": ("Size and length", "the task's: 1280*704 (5B), 832*480 (1.3B), 1280*720 (14B)"),
+        "frame_num": ("Size and length", "the task's: 121 (5B), 81 (others); from --video"),
+        "fps": ("Size and length", "the task's: 24 (5B), 16 (others)"),
+        "overlap": ("Size and length", "5"),
+        "segments": ("Size and length", None),
+        "sample_steps": ("Sampling", TASK_DEFAULT),
+        "sample_shift": ("Sampling", TASK_DEFAULT),
+        "sample_solver": ("Sampling", "unipc"),
+        "sample_guide_scale": ("Sampling", TASK_DEFAULT),
+        "seed": ("Sampling", "drawn at random, printed and stored"),
+        "bidirectional_sampling": ("Sampling", None),
+        "bidirectional_mode": ("Sampling", None),
+        "offload_model": ("Memory", "True"),
+        "vae_dtype": ("Memory", "float32"),
+        "t5_cpu": ("Memory", None),
+        "save_file": ("Output", "TASK_DATE_TIME.mp4 (.png for one frame)"),
+        "output_type": ("Output", "video"),
+        "quiet": ("Output", None),
+        "ulysses_size": ("Advanced", None),
+        "dit_fsdp": ("Advanced", None),
+        "t5_fsdp": ("Advanced", None),
+    },
+)

@@ -195,3 +195,31 @@ def read_video(path: str | Path, frame_cap: int | None = None) -> np.ndarray:
 def read_video_frames(path: str | Path, max_frames: int | None = None) -> np.ndarray:
     """:func:`read_video` with ``max_frames`` as the frame cap (the name the IC-LoRA control videos use)."""
     return read_video(path, max_frames)
+def read_metadata(path: str | Path) -> dict:
+    """The parameters :func:`write_video` / :func:`write_image` stored in ``path`` (an mp4's ``comment`` tag, a
+    PNG's ``parameters`` text chunk), as a dict. Raises ValueError when the file is missing, unreadable or carries
+    no mlx_video parameters."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    text = None
+    try:
+        if path.suffix.lower() == ".png":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                text = im.info.get("parameters")
+        else:
+            import av
+
+            with av.open(str(path)) as f:
+                text = f.metadata.get("comment")
+    except Exception as e:  # PyAV / PIL raise many kinds for a file that is not a video or image
+        raise ValueError(f"{path}: cannot read it as a video or image ({type(e).__name__})") from None
+    try:
+        meta = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("generator") != "mlx_video":
+        raise ValueError(f"{path}: carries no mlx_video parameters (not written by mlx_video generate)")
+    return meta

@@ -1044,12 +1044,14 @@ def generate(
         stage_latents=stage_latents,
     )
     if decode:
+        progress("decode_video", 0, 1)
         with meter.phase("decode_video"):
             res.frames = to_uint8(np.array(decode_video(c, latents[0])[0]))
         progress("decode_video", 1, 1)
         if decode_audio and audio is not None:  # the given audio, as the official pipeline returns it
             res.audio, res.sample_rate = np.asarray(audio.waveform, np.float32), int(audio.sample_rate)
         elif decode_audio and c.audio_decoder is not None and c.vocoder is not None:
+            progress("decode_audio", 0, 1)
             with meter.phase("decode_audio"):
                 res.audio, res.sample_rate = decode_waveform(c, latents[1])
             progress("decode_audio", 1, 1)

@@ -1030,7 +1030,8 @@ class WanPipeline:
 
         Injected inputs (for parity tests): ``noise`` [1, T, h, w, C] float32 (else drawn from the seed),
         ``context`` text embeddings ``[cond [n, 4096], uncond [m, 4096]]``, ``clip_fea`` CLIP tokens
-        [1, 257·k, 1280]. progress(stage, step, total) is called after each denoising step.
+        [1, 257·k, 1280]. progress(stage, step, total) is called after each denoising step (stage "denoise"), and
+        with step 0 then 1 of 1 around the text encode ("text encode") and each VAE decode ("decode").
         Returns a GenerationResult (frames uint8 [F, H, W, 3]; latents float32 [1, T, h, w, C], for one-frame
         the target slot only; timings ``text``, ``encode``, ``denoise``, ``decode``). Raises ValueError /
         ImageError / WeightsError on bad input before any model runs, NonFiniteError when the latents or the
@@ -1040,9 +1041,11 @@ class WanPipeline:
             raise TypeError("generate takes a WanSettings or its fields as keywords, not both")
         plan = self.plan(settings if settings is not None else WanSettings(**fields))
         plan.check_noise(noise)
-        meter = Meter()
+        meter, tick = Meter(), progress or (lambda *_: None)
+        tick("text encode", 0, 1)
         with meter.phase("text"):
             context = self.encode_text(plan, context)
+        tick("text encode", 1, 1)
         s, out = plan.settings, None
         if plan.extend is not None:
             out = to_uint8(plan.extend)
@@ -1051,8 +1054,10 @@ class WanPipeline:
                 cond = self.encode_images(plan, window_context(context, k), clip_fea if k == 0 else None)
             with meter.phase("denoise"):
                 latent = self.denoise(plan, cond, noise, progress)
+            tick("decode", 0, 1)
             with meter.phase("decode"):
                 frames = self.decode(latent)
+            tick("decode", 1, 1)
             out = join_windows(out, frames, s.overlap)
             if k + 1 < s.segments:  # the next window continues from what was made (only one window in memory)
                 plan = plan.next_window(out)
