@@ -58,30 +58,26 @@ def single(converted):
 def ranks(converted, tmp_path_factory):
     """Every case on each of 2 ranks launched by ``mlx.launch --backend ring`` on 127.0.0.1."""
     out = tmp_path_factory.mktemp("ranks")
-    launch = [sys.executable, "-c", "from mlx._distributed_utils.launch import main; main()"]
-    cmd = [
-        *launch,
-        "--backend",
-        "ring",
-        "--hosts",
-        "127.0.0.1",
-        "-n",
-        str(RANKS),
-        "-p",
-        str(_free_ports(RANKS)),
-        "--",
-        sys.executable,
-        "-m",
-        "tests.dist_cases",
-        str(out),
-        str(converted),
-    ]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    r = _launch(["-m", "tests.dist_cases", str(out), str(converted)])
     files = [out / f"rank{i}.npz" for i in range(RANKS)]
     # mlx.launch exits 0 even when a rank fails: the files are the proof
     assert r.returncode == 0 and all(f.exists() for f in files), r.stdout[-3000:] + r.stderr[-3000:]
     return [dict(np.load(f)) for f in files]
+
+
+def _launch(args: list, timeout: int = 120) -> subprocess.CompletedProcess:
+    """``mlx.launch --backend ring --hosts 127.0.0.1 -n 2 -- python ARGS`` from the repository root."""
+    launch = [sys.executable, "-c", "from mlx._distributed_utils.launch import main; main()"]
+    ring = ["--backend", "ring", "--hosts", "127.0.0.1", "-n", str(RANKS), "-p", str(_free_ports(RANKS))]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [*launch, *ring, "--", sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_two_ranks_equal_one_process(single, ranks):
@@ -305,3 +301,33 @@ def test_helpers_and_errors():
         SequenceParallel(group, "tensor")
     with pytest.raises(ValueError, match="has 4 rows"):
         sp.split(5).take(x, axis=2)
+
+
+def test_mlx_launch_cli_two_ranks(converted, tmp_path, monkeypatch):
+    """``mlx.launch -n 2 -- mlx_video generate ... --ulysses_size 2`` through the real CLI: the tiny
+    ti2v-5B folder, real T5 (rank 0 only), DiT split by tokens, VAE decode split by tiles. One progress
+    report and one output file (rank 0's), whose frames equal a one-process run's byte for byte."""
+    from typer.testing import CliRunner
+
+    from mlx_video.cli import _expand_multi, app
+    from tests.test_cli_wan import frames_of
+
+    monkeypatch.setenv("MLX_VIDEO_CACHE", str(tmp_path / "cache"))
+    args = ["generate", "--task", "ti2v-5B", "--ckpt_dir", str(converted), "--dtype", "float32"]
+    args += ["--prompt", "a cat on the moon", "--size", "96*64", "--frame_num", "9", "--sample_steps", "2"]
+    args += ["--base_seed", "7", "--vae_tile", "32"]
+    (tmp_path / "ranks").mkdir()
+    dist = tmp_path / "ranks" / "dist.mp4"
+    cli = ["-c", "from mlx_video.cli import main; main()"]
+    r = _launch([*cli, *args, "--ulysses_size", "2", "--dit_fsdp", "--t5_fsdp", "--save_file", str(dist)])
+    log = r.stdout + r.stderr
+    assert dist.exists(), log[-3000:]
+    assert sorted(p.name for p in dist.parent.iterdir()) == ["dist.mp4"]  # no second file, no temp left
+    assert log.count("saved ") == 1 and log.count("denoise:") == 1, log[-3000:]  # rank 1 prints nothing
+    one = tmp_path / "one.mp4"
+    res = CliRunner().invoke(app, _expand_multi([*args, "--save_file", str(one)]))
+    assert res.exit_code == 0, res.output
+    got, want = frames_of(dist), frames_of(one)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert '"ranks": 2' in got[-1]["comment"] and '"ranks"' not in want[-1]["comment"]
+    assert '"vae_tiling": {"overlap": [16, 16], "tile": [32, 32]}' in got[-1]["comment"]

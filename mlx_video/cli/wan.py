@@ -170,6 +170,13 @@ def generate(
         "--t5-fsdp",
         help="accepted as in the official CLI: T5 runs on rank 0 only, output broadcast",
     ),
+    vae_tile: Optional[int] = typer.Option(
+        None,
+        "--vae_tile",
+        "--vae-tile",
+        help="VAE decode in square tiles of this many pixels (overlap a quarter); under mlx.launch "
+        "the tiles are split over the ranks",
+    ),
 ):
     """Generate a video (or one image) from a prompt and optional images."""
     from rich.console import Console
@@ -246,6 +253,11 @@ def generate(
             group=sp.group if sp is not None else None,
         )
         pipe.check_task(settings.preset)
+        if vae_tile is not None:
+            from mlx_video import checks
+            from mlx_video.nn.tiling import Tiling
+
+            pipe.vae_tiling = Tiling.square(checks.positive_int("--vae_tile", vae_tile), pipe.cfg["vae"]["stride"])
     except (ValueError, ImageError, WeightsError, OutputPathError, DownloadError) as e:
         fail(str(e))
     if drawn:
@@ -262,6 +274,8 @@ def generate(
         model=str(ckpt_dir),
         generator="mlx_video",
         seed_drawn=drawn,
+        **({"vae_tiling": pipe.vae_tiling.to_dict()} if getattr(pipe, "vae_tiling", None) else {}),
+        **({"ranks": sp.size} if sp is not None else {}),
         **{k: list(v) for k, v in (("lora", lora), ("lora_high", lora_high), ("lora_low", lora_low)) if v},
     )
     save_result(res, save_file, meta, console, latent=output_type == "latent_images")
