@@ -331,3 +331,44 @@ def test_mlx_launch_cli_two_ranks(converted, tmp_path, monkeypatch):
     np.testing.assert_array_equal(got[0], want[0])
     assert '"ranks": 2' in got[-1]["comment"] and '"ranks"' not in want[-1]["comment"]
     assert '"vae_tiling": {"overlap": [16, 16], "tile": [32, 32]}' in got[-1]["comment"]
+
+
+def _streams(path) -> tuple[np.ndarray, np.ndarray, str]:
+    """(video frames uint8, audio samples, metadata comment) of an mp4."""
+    import av
+
+    with av.open(str(path)) as c:
+        video = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])])
+    with av.open(str(path)) as c:
+        audio = np.concatenate([f.to_ndarray() for f in c.decode(c.streams.audio[0])], axis=-1)
+        return video, audio, c.metadata.get("comment", "")
+
+
+def test_mlx_launch_ltx2_cli_two_ranks(tmp_path, monkeypatch):
+    """The same for LTX-2: ``mlx.launch -n 2 -- mlx_video generate --model ... --ulysses-size 2`` on the tiny
+    LTX-2 (dev pipeline: CFG, STG and modality guidance, audio), Gemma on rank 0 only; one output file whose
+    video and audio equal a one-process run's."""
+    from typer.testing import CliRunner
+
+    from mlx_video.cli import _expand_multi, app
+    from mlx_video.ltx2 import loading
+    from mlx_video.ltx2.checkpoint import convert_ltx2
+
+    monkeypatch.setenv("MLX_VIDEO_CACHE", str(tmp_path / "cache"))
+    parts = loading.find_parts(ASSETS / "tiny-LTX-2", "dev")
+    model = convert_ltx2(parts["checkpoint"], tmp_path / "tiny", dtype="float32", gemma=parts["gemma"])
+    args = ["generate", "--model", str(model), "--pipeline", "dev", "--steps", "2", "--stg-blocks", "1"]
+    args += ["--prompt", "a cat", "-H", "64", "-W", "64", "--num-frames", "9", "--seed", "3"]
+    (tmp_path / "ranks").mkdir()
+    dist = tmp_path / "ranks" / "dist.mp4"
+    r = _launch(["-c", "from mlx_video.cli import main; main()", *args, "--ulysses-size", "2", "-o", str(dist)])
+    log = r.stdout + r.stderr
+    assert dist.exists(), log[-3000:]
+    assert sorted(p.name for p in dist.parent.iterdir()) == ["dist.mp4"]
+    assert log.count("saved ") == 1 and log.count("text encode:") == 1, log[-3000:]
+    one = tmp_path / "one.mp4"
+    res = CliRunner().invoke(app, _expand_multi([*args, "-o", str(one)]))
+    assert res.exit_code == 0, res.output
+    (gv, ga, _), (wv, wa, _) = _streams(dist), _streams(one)
+    np.testing.assert_array_equal(gv, wv)
+    np.testing.assert_array_equal(ga, wa)
