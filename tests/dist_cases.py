@@ -179,10 +179,37 @@ def run_all(sp_for, model_dir: Path, group=None) -> dict[str, np.ndarray]:
     return {k: np.array(v) for k, v in out.items()}
 
 
+# the DiT of tests/test_memory.py (600 tokens, width 192), 4 heads: Ulysses on 2 ranks
+MEM_DIT = dict(model_type="ti2v", dim=192, ffn_dim=768, num_heads=4, num_layers=2, in_dim=48, out_dim=48, text_dim=256)
+MEM_GRID = (3, 20, 40)
+
+
+def dit_peak(sp: SequenceParallel | None) -> int:
+    """MLX's peak bytes of one forward of the ``MEM_DIT`` model over its weights and inputs (its activations),
+    split over ``sp`` (the per-rank number the memory planner estimates)."""
+    import gc
+
+    from mlx_video.wan.transformer import WanModel, WanModelArgs
+
+    m = WanModel(WanModelArgs(**MEM_DIT))
+    T, h, w = MEM_GRID
+    x = mx.random.normal((1, T, h, w, 48), key=mx.random.key(0))
+    ctx = m.embed_text([mx.random.normal((20, 256), key=mx.random.key(1))])
+    rope = m.rope_tables((T, h // 2, w // 2))
+    mx.eval(m.parameters(), x, ctx, rope.even, rope.odd)
+    gc.collect()
+    mx.clear_cache()
+    base = mx.get_active_memory()
+    mx.reset_peak_memory()
+    mx.eval(m(x, mx.array([500.0]), ctx, rope, sp=sp))
+    return mx.get_peak_memory() - base
+
+
 def main(out_dir: str, model_dir: str) -> None:
     group = mx.distributed.init(strict=True, backend="ring")
     res = run_all(lambda mode: SequenceParallel(group, mode), Path(model_dir), group)
-    np.savez(Path(out_dir) / f"rank{group.rank()}.npz", size=group.size(), **res)
+    peak = dit_peak(SequenceParallel(group, "ulysses"))
+    np.savez(Path(out_dir) / f"rank{group.rank()}.npz", size=group.size(), dit_peak=peak, **res)
 
 
 if __name__ == "__main__":

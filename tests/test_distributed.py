@@ -14,9 +14,12 @@ import numpy as np
 import pytest
 
 from mlx_video.distributed import SequenceParallel, active, all_to_all, broadcast, current
+from mlx_video.wan import vae22
 from mlx_video.wan.checkpoint import convert_wan
+from mlx_video.wan.t5 import UMT5Args
 from tests import dist_cases as C
 from tests.helpers import ASSETS, ROOT
+from tests.test_memory import TI2V_5B
 from tests.wan_tiny import TINY
 
 RANKS = 2
@@ -83,8 +86,9 @@ def _launch(args: list, timeout: int = 120) -> subprocess.CompletedProcess:
 def test_two_ranks_equal_one_process(single, ranks):
     """Exact equality (0 ulp) of every output on both ranks; the tiny models run float32 on CPU."""
     bad = []
-    for i, got in enumerate(ranks):
+    for i, got in enumerate(dict(r) for r in ranks):
         assert int(got.pop("size")) == RANKS
+        got.pop("dit_peak")
         assert set(got) == set(single)
         assert int(got.pop("text_encoder_calls")) == (1 if i == 0 else 0), i  # rank 0 encodes, alone
         for k in sorted(got):
@@ -93,6 +97,30 @@ def test_two_ranks_equal_one_process(single, ranks):
             if not np.array_equal(got[k], want):
                 bad.append(f"rank {i} {k}: max |diff| {np.abs(got[k].astype(np.float64) - want).max():.3g}")
     assert not bad, "; ".join(bad)
+
+
+def test_memory_plan_per_rank(ranks):
+    """The planner's per-rank DiT activation estimate (mlx_video.memory, ``ranks=2``) against MLX's peak
+    measured on each of the 2 ranks (within 25%, as the one-process estimate in tests/test_memory.py),
+    and the plan's phases per rank."""
+    from mlx_video import memory as M
+    from mlx_video.wan.transformer import WanModelArgs
+
+    a = WanModelArgs(**C.MEM_DIT)
+    T, h, w = C.MEM_GRID
+    L = T * (h // 2) * (w // 2)
+    est = M.dit_activation_bytes(a, L, 1, "float32", "cpu", ranks=RANKS)
+    for got in ranks:
+        assert abs(est / float(got["dit_peak"]) - 1) < 0.25, (est, float(got["dit_peak"]))
+    one = M.dit_activation_bytes(a, L, 1, "float32", "cpu")
+    assert 0.5 * one < est < one
+    sizes = M.WanSizes(dit=TI2V_5B, vae=vae22.Wan22VAEArgs(), t5=UMT5Args(), images=1)
+    p1, p4 = (M.plan(sizes, 121, 704, 1280, budget=200 * M.GIB, backend_name="gpu", ranks=n) for n in (1, 4))
+    assert p4.ranks == 4 and p4.phases_gib["text"] == p1.phases_gib["text"]  # T5 on rank 0, whole
+    assert p4.phases_gib["denoise"] < p1.phases_gib["denoise"] and p4.to_dict()["ranks"] == 4
+    tiled = dict(vae_tile=(256, 256), vae_overlap=64)
+    d1, d4 = (M.phase_peaks(sizes, 121, 704, 1280, M.MemoryPlan(ranks=n, **tiled), "gpu")["decode"] for n in (1, 4))
+    assert d4 - d1 == 3 * 121 * 256 * 256 * 3 * 4  # three more gathered tile outputs
 
 
 def test_world_of_one_is_the_plain_path(converted, single):
