@@ -92,6 +92,18 @@ def vae_tiled(name: str, group) -> mx.array:
     return m.decode(z, Tiling(tile, overlap), group=group)
 
 
+def ltx_vae_tiled(group) -> mx.array:
+    """The tiny LTX-2 video VAE's tiled decode (ltx-core tiling: 96 px tiles overlapping by 32, 16-frame
+    temporal tiles overlapping by 8) of seeded latents [1, 4, 4, 6, C]: 3 temporal chunks of 3x3 spatial tiles,
+    the last column narrower (padded for the gather), split over ``group``."""
+    from mlx_video.ltx2.video_vae import load_video_vae
+    from tests.helpers import ASSETS
+
+    vae = load_video_vae(str(ASSETS / "tiny-LTX-2" / "ltx-2-tiny-dev.safetensors"), parts=("decoder",))
+    z = mx.array(_rng(6).standard_normal((1, 4, 4, 6, vae.latents_mean.shape[0])).astype(np.float32))
+    return vae.decode_tiled(z, 96, 32, 16, 8, group=group)
+
+
 def _ltx_config(flavour: str) -> LTXModelArgs:
     t = dict(
         num_attention_heads=2,
@@ -173,6 +185,7 @@ def run_all(sp_for, model_dir: Path, group=None) -> dict[str, np.ndarray]:
             out[f"{flavour}_video_{mode}"], out[f"{flavour}_audio_{mode}"] = ltx_forward(m, sp_for(mode))
     for name in VAE_CASES:
         out[f"vae_{name}"] = vae_tiled(name, group)
+    out["vae_ltx2_tiled"] = ltx_vae_tiled(group)
     calls = []
     out["pipe_latent"], out["pipe_video"], out["pipe_video_tiled"] = wan_pipeline(model_dir, group, calls)
     out["text_encoder_calls"] = len(calls)
