@@ -191,6 +191,31 @@ def test_cli_ulysses_size_must_match_the_world(family, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("flag", ["--dit_fsdp", "--t5_fsdp"])
+def test_cli_fsdp_flags_need_a_launch(flag, tmp_path):
+    """As the official generate.py: the FSDP flags in a world of one are one clear error line."""
+    from typer.testing import CliRunner
+
+    from mlx_video.cli import _expand_multi, app
+
+    out = tmp_path / "o.mp4"
+    args = [
+        "generate",
+        "--task",
+        "ti2v-5B",
+        "--ckpt_dir",
+        str(tmp_path),
+        "--prompt",
+        "x",
+        flag,
+        "--save_file",
+        str(out),
+    ]
+    r = CliRunner().invoke(app, _expand_multi(args))
+    assert r.exit_code == 2 and f"{flag} is for several ranks; this world has 1" in r.output, r.output
+    assert not out.exists()
+
+
 class _Rank1:
     """A stand-in group: this process as rank 1 of 2 (collectives patched out by the test)."""
 

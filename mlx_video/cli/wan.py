@@ -197,6 +197,11 @@ def generate(
         sp = init_sp(ulysses_size)  # None for one rank; else rank 0 prints and writes, all ranks use its seed
         if sp is not None:
             console.quiet = not sp.is_root
+        elif dit_fsdp or t5_fsdp:  # the official generate.py refuses them in a world of one as well
+            raise ValueError(
+                f"--{'dit' if dit_fsdp else 't5'}_fsdp is for several ranks; this world has 1 "
+                f"(start the ranks with mlx.launch, docs/distributed.md)"
+            )
         imgs, controls = _image_args(
             task,
             image,
