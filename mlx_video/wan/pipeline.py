@@ -1098,7 +1098,8 @@ class WanPipeline:
     def decode(self, latent: mx.array) -> np.ndarray:
         """VAE decode of [1, T, h, w, C] to uint8 frames [F, H, W, 3] (in ``vae_tiling``'s tiles, split over
         the group's ranks); NonFiniteError if the decode holds NaN or inf."""
-        video = self.vae.decode(latent, self.vae_tiling, self.sp.group if self.sp else None)
+        tiles = self.vae_tiling
+        video = self.vae.decode(latent) if tiles is None else self.vae.decode(latent, tiles, self.sp and self.sp.group)
         mx.eval(video)
         check_finite(
             video,
