@@ -17,8 +17,10 @@ split ``n`` ways. Self-attention exchanges what it needs, as the official Wan co
   than the emulated Ulysses (2 tensors gathered per layer instead of 4).
 
 The result is the single-device result on every rank (tests/test_distributed.py: bit-equal on CPU).
-Text encoding runs on rank 0 and :func:`broadcast` hands its output to the others. Not split:
-the VAE (each rank decodes the same latent) and the weights (no tensor parallelism); see the doc.
+Text encoding runs on rank 0 and :func:`broadcast` hands its output to the others. A tiled VAE decode
+splits its tiles over the ranks (``mlx_video.nn.tiling.tiled_map(group=)``, LTX-2
+``VideoVAE.iter_decode_tiled(group=)``). Not split: untiled VAE work and the weights (no tensor
+parallelism); see the doc.
 """
 
 from __future__ import annotations

@@ -11,6 +11,12 @@ the args: MLX allocates nothing until an array is evaluated) and the video's siz
   expert resident;
 - ``decode``: the VAE decode, untiled or in tiles.
 
+Per rank of a sequence-parallel run (``ranks`` > 1, docs/distributed.md): every rank holds all weights;
+the DiT activations are those of ``ceil(L/ranks)`` tokens plus the gathered whole-sequence q, k, v of one
+attention (the emulated all-to-all, ``3·L·C·s`` per sample) and scores of the local queries against all
+keys; rank 0 alone runs the text encoder (the plan is rank 0's, the largest); a tiled VAE decode split
+over the ranks holds ``ranks`` gathered tile outputs beside the output buffer.
+
 Activation models (bytes; calibrated, see ``CALIBRATION``):
 
 - DiT step, per sample: ``L·(a·C·4 + b·F·s)`` for L tokens, width C, FFN width F, compute bytes s, with
@@ -145,7 +151,8 @@ class MemoryPlan:
     (h, w) pixels or None, vae_overlap pixels; offload: text encoder / CLIP freed before the DiT and the DiT
     before the VAE; quantize_bits: DiT and text encoder linears quantized at load (8 / 4) or None;
     stream_blocks: DiT blocks resident at once when streamed from the weights file, or None (all);
-    budget_gib: the budget planned for; steps: the settings changed from the fastest plan, in order.
+    budget_gib: the budget planned for; steps: the settings changed from the fastest plan, in order;
+    ranks: sequence-parallel ranks (``mlx.launch``): the phases are per rank (rank 0's).
     """
 
     batch_cfg: bool = True
@@ -156,6 +163,7 @@ class MemoryPlan:
     quantize_bits: int | None = None
     stream_blocks: int | None = None
     dtype: str = "bfloat16"
+    ranks: int = 1
     budget_gib: float | None = None
     phases_gib: dict = field(default_factory=dict)
     steps: list = field(default_factory=list)
@@ -222,16 +230,25 @@ def _vae_stride(a) -> tuple[int, int, int]:
 
 
 def dit_activation_bytes(
-    dit_args, n_tokens: int, batch: int, dtype: str = "bfloat16", backend_name: str | None = None
+    dit_args,
+    n_tokens: int,
+    batch: int,
+    dtype: str = "bfloat16",
+    backend_name: str | None = None,
+    ranks: int = 1,
 ) -> float:
     """Peak activation bytes of one DiT forward (``WanModel.__call__``, blocks evaluated one by one)
     over ``n_tokens`` tokens at ``batch`` (2: batched CFG): ``batch·L·(a·C·4 + b·F·s)``, plus the
     attention scores ``batch·heads·L²·s`` without a fused kernel (CPU). The 512 text tokens add
-    ``batch·512·C·s``."""
+    ``batch·512·C·s``. With ``ranks`` > 1 (sequence parallel), per rank: the shard's ``c = ceil(L/ranks)``
+    tokens in place of L, scores ``heads·c·L·s``, plus the gathered q, k, v ``batch·3·L·C·s``."""
     cal = CALIBRATION[backend_name or backend()]
     C, F, s = dit_args.dim, dit_args.ffn_dim, _bytes(dtype)
     L = n_tokens
-    per = L * (cal["dit_a"] * C * 4 + cal["dit_b"] * F * s) + cal["scores"] * dit_args.num_heads * L * L * s
+    c = -(-L // ranks)
+    per = c * (cal["dit_a"] * C * 4 + cal["dit_b"] * F * s) + cal["scores"] * dit_args.num_heads * c * L * s
+    if ranks > 1:
+        per += 3 * L * C * s
     return batch * (per + dit_args.text_len * C * s)
 
 
@@ -257,11 +274,13 @@ def vae_activation_bytes(
     tile: tuple | None = None,
     decode: bool = True,
     backend_name: str | None = None,
+    ranks: int = 1,
 ) -> float:
     """Peak bytes of a Wan VAE decode (or encode) of ``frames`` x ``height`` x ``width`` pixels beyond its
     weights: ``k·A + U`` for the largest chunk activation A and its conv unfold buffer U (tile-sized with
     ``tile`` = (h, w) pixels), plus the float32 pixels out (decode; encode: the input). See the module
-    docstring; ``CALIBRATION`` gives k."""
+    docstring; ``CALIBRATION`` gives k. ``ranks``: the tiles split over that many ranks (each holds
+    ``ranks`` gathered tile outputs); untiled, every rank decodes the whole video."""
     from .nn.conv import MAX_UNFOLD_BYTES
 
     cal = CALIBRATION[backend_name or backend()]
@@ -276,7 +295,7 @@ def vae_activation_bytes(
     U = min(unfold_elems * 4, MAX_UNFOLD_BYTES) * s / 4
     video = frames * height * width * 3 * 4
     k = cal["vae_k"] if decode else cal["vae_enc_k"]
-    extra = video if tile is None else video + frames * th * tw * 3 * 4 * 2
+    extra = video if tile is None else video + frames * th * tw * 3 * 4 * (1 + ranks)
     return k * A + U + extra
 
 
@@ -315,11 +334,13 @@ def phase_peaks(
         "image": image + kept_text,
         "denoise": kept_text
         + dit_w
-        + dit_activation_bytes(sizes.dit, L, 2 if p.batch_cfg else 1, dt, be)
+        + dit_activation_bytes(sizes.dit, L, 2 if p.batch_cfg else 1, dt, be, p.ranks)
         + (vae_w if image else 0.0),  # WanPipeline keeps the VAE loaded from the encode on
         "decode": (0.0 if p.offload else kept_text + dit_w)
         + vae_w
-        + vae_activation_bytes(sizes.vae, frames, height, width, p.vae_dtype, p.vae_tile, backend_name=be),
+        + vae_activation_bytes(
+            sizes.vae, frames, height, width, p.vae_dtype, p.vae_tile, backend_name=be, ranks=p.ranks
+        ),
     }
     return out
 

@@ -16,6 +16,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_video.distributed import SequenceParallel, on_root
 from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs, Modality, Perturbations
+from mlx_video.nn.tiling import Tiling
 from mlx_video.wan import pipeline as P
 
 # Wan DiT inputs: (T, h, w) latent sizes -> (T, h/2, w/2) tokens; 16 tokens split on frame borders,
@@ -55,13 +56,52 @@ def text_on_root(group, text_dim: int, calls: list) -> list[mx.array]:
     return on_root(encode, group)
 
 
-def wan_pipeline(model_dir: Path, group, calls: list) -> tuple[mx.array, np.ndarray]:
+def wan_pipeline(model_dir: Path, group, calls: list) -> tuple[mx.array, np.ndarray, np.ndarray]:
     """A 2-step ti2v-5B run (96x64, 9 frames, seeded noise, CFG batch) of the tiny checkpoint on ``group``.
-    The tiny T5's tokenizer alone takes ~6 s to load, so the text embeddings come from :func:`text_on_root`."""
+    The tiny T5's tokenizer alone takes ~6 s to load, so the text embeddings come from :func:`text_on_root`.
+    Returns the latents, the frames, and the frames of a tiled decode of the latents (tiles over the ranks)."""
     pipe = P.WanPipeline(model_dir, dtype=mx.float32, offload=False, group=group)
     context = text_on_root(group, pipe.cfg["dit"]["text_dim"], calls)
     res = pipe.generate(task="ti2v-5B", size="96*64", frame_num=9, sample_steps=2, seed=3, context=context)
-    return res.latents, res.frames
+    pipe.vae_tiling = Tiling((32, 48), 16)  # 96x64: 3x3 tiles of 2x3 latent pixels, split over the ranks
+    return res.latents, res.frames, pipe.decode(res.latents)
+
+
+# tiled VAE decodes split over the ranks: name -> (VAE version, latent (T, h, w), tile, overlap in pixels);
+# 3x3 tiles (up to 4 overlap at a pixel; one rank idle in the last round of 2) and 1 tile (fewer tiles than ranks)
+VAE_CASES = {"v22_9tiles": ("2.2", (2, 14, 22), (32, 40), 16), "v21_1tile": ("2.1", (2, 6, 6), (32, 32), 8)}
+
+
+def vae_model(version: str):
+    """A tiny random Wan2.1 / Wan2.2 VAE (two levels: spatial stride 2 / 4), seeded."""
+    from benchmarks.common import mlx_random_
+    from mlx_video.wan import vae21, vae22
+
+    if version == "2.2":
+        m = vae22.Wan22VAE(vae22.Wan22VAEArgs(dim=8, dec_dim=8, dim_mult=[1, 1], temperal_downsample=[True]))
+    else:
+        m = vae21.Wan21VAE(vae21.Wan21VAEArgs(dim=8, dim_mult=[1, 2], temperal_downsample=[True]))
+    return mlx_random_(m, mx.float32, 0)
+
+
+def vae_tiled(name: str, group) -> mx.array:
+    """The tiled decode of case ``name`` on seeded latents, its tiles split over ``group`` (None: one process)."""
+    version, (T, h, w), tile, overlap = VAE_CASES[name]
+    m = vae_model(version)
+    z = mx.array(_rng(5).standard_normal((1, T, h, w, m.z_dim)).astype(np.float32))
+    return m.decode(z, Tiling(tile, overlap), group=group)
+
+
+def ltx_vae_tiled(group) -> mx.array:
+    """The tiny LTX-2 video VAE's tiled decode (ltx-core tiling: 96 px tiles overlapping by 32, 16-frame
+    temporal tiles overlapping by 8) of seeded latents [1, 4, 4, 6, C]: 3 temporal chunks of 3x3 spatial tiles,
+    the last column narrower (padded for the gather), split over ``group``."""
+    from mlx_video.ltx2.video_vae import load_video_vae
+    from tests.helpers import ASSETS
+
+    vae = load_video_vae(str(ASSETS / "tiny-LTX-2" / "ltx-2-tiny-dev.safetensors"), parts=("decoder",))
+    z = mx.array(_rng(6).standard_normal((1, 4, 4, 6, vae.latents_mean.shape[0])).astype(np.float32))
+    return vae.decode_tiled(z, 96, 32, 16, 8, group=group)
 
 
 def _ltx_config(flavour: str) -> LTXModelArgs:
@@ -143,16 +183,46 @@ def run_all(sp_for, model_dir: Path, group=None) -> dict[str, np.ndarray]:
         m = ltx_model(flavour)
         for mode in ("ulysses", "allgather"):
             out[f"{flavour}_video_{mode}"], out[f"{flavour}_audio_{mode}"] = ltx_forward(m, sp_for(mode))
+    for name in VAE_CASES:
+        out[f"vae_{name}"] = vae_tiled(name, group)
+    out["vae_ltx2_tiled"] = ltx_vae_tiled(group)
     calls = []
-    out["pipe_latent"], out["pipe_video"] = wan_pipeline(model_dir, group, calls)
+    out["pipe_latent"], out["pipe_video"], out["pipe_video_tiled"] = wan_pipeline(model_dir, group, calls)
     out["text_encoder_calls"] = len(calls)
     return {k: np.array(v) for k, v in out.items()}
+
+
+# the DiT of tests/test_memory.py (600 tokens, width 192), 4 heads: Ulysses on 2 ranks
+MEM_DIT = dict(model_type="ti2v", dim=192, ffn_dim=768, num_heads=4, num_layers=2, in_dim=48, out_dim=48, text_dim=256)
+MEM_GRID = (3, 20, 40)
+
+
+def dit_peak(sp: SequenceParallel | None) -> int:
+    """MLX's peak bytes of one forward of the ``MEM_DIT`` model over its weights and inputs (its activations),
+    split over ``sp`` (the per-rank number the memory planner estimates)."""
+    import gc
+
+    from mlx_video.wan.transformer import WanModel, WanModelArgs
+
+    m = WanModel(WanModelArgs(**MEM_DIT))
+    T, h, w = MEM_GRID
+    x = mx.random.normal((1, T, h, w, 48), key=mx.random.key(0))
+    ctx = m.embed_text([mx.random.normal((20, 256), key=mx.random.key(1))])
+    rope = m.rope_tables((T, h // 2, w // 2))
+    mx.eval(m.parameters(), x, ctx, rope.even, rope.odd)
+    gc.collect()
+    mx.clear_cache()
+    base = mx.get_active_memory()
+    mx.reset_peak_memory()
+    mx.eval(m(x, mx.array([500.0]), ctx, rope, sp=sp))
+    return mx.get_peak_memory() - base
 
 
 def main(out_dir: str, model_dir: str) -> None:
     group = mx.distributed.init(strict=True, backend="ring")
     res = run_all(lambda mode: SequenceParallel(group, mode), Path(model_dir), group)
-    np.savez(Path(out_dir) / f"rank{group.rank()}.npz", size=group.size(), **res)
+    peak = dit_peak(SequenceParallel(group, "ulysses"))
+    np.savez(Path(out_dir) / f"rank{group.rank()}.npz", size=group.size(), dit_peak=peak, **res)
 
 
 if __name__ == "__main__":

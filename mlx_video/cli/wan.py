@@ -187,6 +187,13 @@ def generate(
         "--t5-fsdp",
         help="accepted as in the official CLI: T5 runs on rank 0 only, output broadcast",
     ),
+    vae_tile: Optional[int] = typer.Option(
+        None,
+        "--vae_tile",
+        "--vae-tile",
+        help="VAE decode in square tiles of this many pixels (overlap a quarter); under mlx.launch "
+        "the tiles are split over the ranks",
+    ),
 ):
     """Generate a video (or one image) from a prompt and optional images."""
     from rich.console import Console
@@ -207,6 +214,11 @@ def generate(
         sp = init_sp(ulysses_size)  # None for one rank; else rank 0 prints and writes, all ranks use its seed
         if sp is not None:
             console.quiet = quiet or not sp.is_root
+        elif dit_fsdp or t5_fsdp:  # the official generate.py refuses them in a world of one as well
+            raise ValueError(
+                f"--{'dit' if dit_fsdp else 't5'}_fsdp is for several ranks; this world has 1 "
+                f"(start the ranks with mlx.launch, docs/distributed.md)"
+            )
         imgs, controls = _image_args(
             task,
             image,
@@ -265,6 +277,11 @@ def generate(
             group=sp.group if sp is not None else None,
         )
         pipe.check_task(settings.preset)
+        if vae_tile is not None:
+            from mlx_video import checks
+            from mlx_video.nn.tiling import Tiling
+
+            pipe.vae_tiling = Tiling.square(checks.positive_int("--vae_tile", vae_tile), pipe.cfg["vae"]["stride"])
     except (ValueError, ImageError, WeightsError, OutputPathError, DownloadError) as e:
         fail(str(e))
     console.print(f"seed: {settings.seed}" + (" (drawn at random)" if drawn else ""))
@@ -285,6 +302,8 @@ def generate(
         vae_dtype=vae_dtype,
         offload_model=offload_model,
         output_type=output_type,
+        **({"vae_tiling": pipe.vae_tiling.to_dict()} if getattr(pipe, "vae_tiling", None) else {}),
+        **({"ranks": sp.size} if sp is not None else {}),
         **{k: list(v) for k, v in (("lora", lora), ("lora_high", lora_high), ("lora_low", lora_low)) if v},
     )
     save_result(res, save_file, meta, console, latent=output_type == "latent_images")
@@ -362,6 +381,7 @@ help_panels(
         "bidirectional_mode": ("Sampling", None),
         "offload_model": ("Memory", "True"),
         "vae_dtype": ("Memory", "float32"),
+        "vae_tile": ("Memory", None),
         "t5_cpu": ("Memory", None),
         "save_file": ("Output", "TASK_DATE_TIME.mp4 (.png for one frame)"),
         "output_type": ("Output", "video"),

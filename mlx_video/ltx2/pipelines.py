@@ -925,8 +925,12 @@ DECODE_HINT = "the latents were finite, so the decoder's weights are suspect (a 
 
 def decode_video(c: LTX2Components, latents: mx.array) -> mx.array:
     """Video latents [1, F, h, w, C] -> float32 frames [1, 8(F-1)+1, 32h, 32w, 3] in about [-1, 1], with the
-    official tiling. Raises NonFiniteError when the decoded frames hold NaN or inf."""
-    video = c.video_vae.decode_tiled(latents).astype(mx.float32)
+    official tiling; under ``distributed.active(sp)`` the tiles are split over sp's ranks (exact). Raises
+    NonFiniteError when the decoded frames hold NaN or inf."""
+    from ..distributed import current
+
+    sp = current()
+    video = c.video_vae.decode_tiled(latents, group=sp.group if sp is not None else None).astype(mx.float32)
     mx.eval(video)
     check_finite(video, "after the video decode", DECODE_HINT)
     return video

@@ -604,6 +604,7 @@ class VideoVAE(nn.Module):
         tile_frames: int | None = 64,
         overlap_frames: int = 24,
         timestep: float | mx.array | None = None,
+        group=None,
     ) -> Iterator[mx.array]:
         """Decode in overlapping tiles and yield the video in temporal chunks [B, f, H, W, 3].
 
@@ -612,8 +613,15 @@ class VideoVAE(nn.Module):
         overlap_pixels), TemporalTilingConfig(tile_frames, overlap_frames))``; ``None`` disables
         tiling on that axis. Peak memory is one tile's decode plus one temporal chunk. With a
         timestep-conditioned decoder each tile draws its own noise (as ltx-core does).
-        Raises ValueError for sizes ltx-core's TilingConfig rejects.
+        ``group``: an ``mx.distributed`` group to split each temporal chunk's spatial tiles over (tile i
+        on rank i mod n; one ``all_gather`` per round of n tiles, padded to the largest tile, added in
+        tile order: every rank yields the one-process result bit for bit; docs/distributed.md). Raises
+        ValueError for sizes ltx-core's TilingConfig rejects, or a group with a timestep-conditioned
+        decoder (each rank would draw other noise).
         """
+        n_ranks, rank = (1, 0) if group is None else (group.size(), group.rank())
+        if n_ranks > 1 and self.args.timestep_conditioning:
+            raise ValueError("a timestep-conditioned decoder draws noise per tile: decode it on one rank")
         if tile_pixels is not None and (
             tile_pixels < 64 or tile_pixels % 32 or overlap_pixels % 32 or overlap_pixels >= tile_pixels
         ):
@@ -652,11 +660,27 @@ class VideoVAE(nn.Module):
             n = tout.stop - tout.start
             acc = mx.zeros((b, n, H, W, 3))
             wts = mx.zeros((1, n, H, W, 1))
-            for hin, hout, hmask in axes[0]:
-                for win, wout, wmask in axes[1]:
-                    tile = self.decode(latent[:, tin, hin, win], timestep)
+            tiles = [
+                (hin, hout, hmask, win, wout, wmask) for hin, hout, hmask in axes[0] for win, wout, wmask in axes[1]
+            ]
+            big = (max(t[1].stop - t[1].start for t in tiles), max(t[4].stop - t[4].start for t in tiles))
+            for first in range(0, len(tiles), n_ranks):
+                mine = first + rank
+                if n_ranks == 1:
+                    hin, hout, hmask, win, wout, wmask = tiles[mine]
+                    got = [self.decode(latent[:, tin, hin, win], timestep)[:, :n]]
+                else:  # this rank's tile (zeros past the last), padded to the largest tile, gathered
+                    y = mx.zeros((b, n, *big, 3))
+                    if mine < len(tiles):
+                        hin, _, _, win, _, _ = tiles[mine]
+                        t = self.decode(latent[:, tin, hin, win], timestep)[:, :n]
+                        y[:, :, : t.shape[2], : t.shape[3]] = t
+                    got = list(mx.distributed.all_gather(y[None], group=group))
+                for i, tile in zip(range(first, min(first + n_ranks, len(tiles))), got):
+                    hin, hout, hmask, win, wout, wmask = tiles[i]
+                    tile = tile[:, :, : hout.stop - hout.start, : wout.stop - wout.start]
                     m = mx.array(tmask[:, None, None] * hmask[None, :, None] * wmask[None, None, :])[None, ..., None]
-                    acc[:, :, hout, wout] += tile[:, :n] * m
+                    acc[:, :, hout, wout] += tile * m
                     wts[:, :, hout, wout] += m
                     mx.eval(acc, wts)
             if prev is not None:
@@ -681,12 +705,13 @@ class VideoVAE(nn.Module):
         tile_frames: int | None = 64,
         overlap_frames: int = 24,
         timestep: float | mx.array | None = None,
+        group=None,
     ) -> mx.array:
         """:meth:`iter_decode_tiled` concatenated along frames -> [B, F, H, W, 3]."""
-        return mx.concatenate(
-            list(self.iter_decode_tiled(latent, tile_pixels, overlap_pixels, tile_frames, overlap_frames, timestep)),
-            axis=1,
+        chunks = self.iter_decode_tiled(
+            latent, tile_pixels, overlap_pixels, tile_frames, overlap_frames, timestep, group=group
         )
+        return mx.concatenate(list(chunks), axis=1)
 
 
 # ----------------------------------------------------------------------------- checkpoint keys

@@ -102,6 +102,7 @@ def tiled_map(
     num: int,
     den: int,
     unit: int = 1,
+    group=None,
 ) -> mx.array:
     """``fn`` over overlapping spatial tiles of ``x``, blended: an approximation of ``fn(x)``.
 
@@ -112,6 +113,11 @@ def tiled_map(
     Each tile's output is evaluated and accumulated into one float32 buffer [B, T', H·num/den,
     W·num/den, C'] with normalised linear-ramp weights over ``overlap·num/den`` output pixels, so
     memory is that buffer plus one tile's work. Returns the buffer.
+
+    ``group``: an ``mx.distributed`` group (docs/distributed.md) to split the tiles over: tile i (row-major)
+    runs on rank i mod n, and after each round of n tiles one ``all_gather`` hands the weighted tile
+    outputs to every rank, which adds them in tile order. Every rank returns the buffer, bit-equal to
+    the one-process result (same operations, same order); memory: the buffer plus n tile outputs.
     """
     _, _, H, W, _ = x.shape
     sh, sw = (
@@ -130,14 +136,33 @@ def tiled_map(
     for (a, b), u in zip(osh, wh):
         for (c, d), v in zip(osw, ww):
             total[a:b, c:d] += u[:, None] * v[None, :]
-    out = None
-    for (a, b), (oa, ob), u in zip(sh, osh, wh):
-        for (c, d), (oc, od), v in zip(sw, osw, ww):
-            y = fn(x[:, :, a:b, c:d]).astype(mx.float32)
-            weight = (u[:, None] * v[None, :]) / total[oa:ob, oc:od]
-            y = y * mx.array(weight.astype(np.float32))[:, :, None]
-            if out is None:
-                out = mx.zeros((y.shape[0], y.shape[1], out_h, out_w, y.shape[-1]), mx.float32)
+    tiles = [
+        ((a, b, c, d), (oa, ob, oc, od), u[:, None] * v[None, :])
+        for (a, b), (oa, ob), u in zip(sh, osh, wh)
+        for (c, d), (oc, od), v in zip(sw, osw, ww)
+    ]
+
+    def weighted(i: int) -> mx.array:
+        (a, b, c, d), (oa, ob, oc, od), uv = tiles[i]
+        y = fn(x[:, :, a:b, c:d]).astype(mx.float32)
+        return y * mx.array((uv / total[oa:ob, oc:od]).astype(np.float32))[:, :, None]
+
+    n, rank = (1, 0) if group is None else (group.size(), group.rank())
+    out = shape = None
+    for first in range(0, len(tiles), n):
+        mine = first + rank
+        if mine < len(tiles):
+            y = weighted(mine)
+        elif shape is None:  # fewer tiles than ranks: a stand-in tile, for the shape only (discarded)
+            y = weighted(0)
+        else:
+            y = mx.zeros(shape, mx.float32)
+        shape = y.shape
+        ys = [y] if n == 1 else list(mx.distributed.all_gather(y[None], group=group))
+        if out is None:
+            out = mx.zeros((y.shape[0], y.shape[1], out_h, out_w, y.shape[-1]), mx.float32)
+        for i, y in zip(range(first, min(first + n, len(tiles))), ys):
+            oa, ob, oc, od = tiles[i][1]
             out[:, :, oa:ob, oc:od] += y
             mx.eval(out)
     return out

@@ -900,8 +900,10 @@ class WanPipeline:
     or bf16 (half the activation memory, as the official pipelines' bf16 autocast; decode within ~1.4%
     of float32 on the tiny model). ``group``: an ``mx.distributed`` group (``mlx.launch``); with more
     than one rank the DiT forwards are split over the ranks by token (sequence parallelism, exact) and
-    the text encoder runs on rank 0 only (docs/distributed.md). Raises WeightsError / ValueError for a
-    bad folder or LoRA file.
+    the text encoder runs on rank 0 only (docs/distributed.md). ``vae_tiling``: a
+    :class:`mlx_video.nn.tiling.Tiling` for the VAE decode (overlapping spatial tiles, blended; with a
+    group the tiles are split over the ranks). Raises WeightsError / ValueError for a bad folder or LoRA
+    file.
     """
 
     def __init__(
@@ -914,8 +916,10 @@ class WanPipeline:
         loras_low: Sequence = (),
         vae_dtype: mx.Dtype = mx.float32,
         group=None,
+        vae_tiling=None,
     ):
         self.model_dir = Path(model_dir)
+        self.vae_tiling = vae_tiling
         # sequence parallelism (mlx_video/distributed.py): an mx.distributed group of more than one rank
         self.sp = SequenceParallel(group) if group is not None and group.size() > 1 else None
         self.cfg = read_config(self.model_dir)
@@ -1203,9 +1207,10 @@ class WanPipeline:
         return latent[:, one.target_slot : one.target_slot + 1] if one is not None else latent
 
     def decode(self, latent: mx.array) -> np.ndarray:
-        """VAE decode of [1, T, h, w, C] to uint8 frames [F, H, W, 3]; NonFiniteError if the decode holds
-        NaN or inf."""
-        video = self.vae.decode(latent)
+        """VAE decode of [1, T, h, w, C] to uint8 frames [F, H, W, 3] (in ``vae_tiling``'s tiles, split over
+        the group's ranks); NonFiniteError if the decode holds NaN or inf."""
+        tiles = self.vae_tiling
+        video = self.vae.decode(latent) if tiles is None else self.vae.decode(latent, tiles, self.sp and self.sp.group)
         mx.eval(video)
         check_finite(
             video,

@@ -546,18 +546,21 @@ class Wan21VAE(nn.Module):
             outs.append(mu)
         return mx.concatenate(outs, axis=1)
 
-    def decode(self, z: mx.array, tiling: Tiling | None = None) -> mx.array:
+    def decode(self, z: mx.array, tiling: Tiling | None = None, group=None) -> mx.array:
         """Normalised latents [B, T, h, w, z_dim] -> video [B, 1 + 4(T-1), H, W, 3] float32 in
         [-1, 1] (clamped). One latent frame per chunk with the causal cache, each evaluated before
         the next (bounded memory). ``tiling``: decode overlapping spatial tiles of the latents (tile
         and overlap in pixels, multiples of the stride s; each tile through all its latent frames)
         and blend the pixels linearly over the overlap (:mod:`mlx_video.nn.tiling`; memory: the output
-        plus one tile's activations). Raises ValueError on a wrong shape or tiling."""
+        plus one tile's activations). ``group``: an ``mx.distributed`` group over which the tiles are split
+        (rank i mod n decodes tile i; every rank returns the blended video, bit-equal to the one-process
+        tiled decode; docs/distributed.md); ignored without ``tiling``. Raises ValueError on a wrong shape
+        or tiling."""
         if z.ndim != 5 or z.shape[-1] != self.z_dim:
             raise ValueError(f"latents must be [B, T, h, w, {self.z_dim}], got {tuple(z.shape)}")
         if tiling is not None:
             tile, overlap = tiling.in_units(self.stride[1])
-            return tiled_map(self._decode, z, tile, overlap, self.stride[1], 1)
+            return tiled_map(self._decode, z, tile, overlap, self.stride[1], 1, group=group)
         return self._decode(z)
 
     def _decode(self, z: mx.array) -> mx.array:
