@@ -171,6 +171,21 @@ class MemoryPlan:
 
         return None if self.vae_tile is None else Tiling(tuple(self.vae_tile), self.vae_overlap)
 
+    def summary(self, frames: int | None = None, height: int | None = None, width: int | None = None) -> str:
+        """Two lines for people: the steps taken for the budget and the estimated peak per phase."""
+        video = f" for {frames}x{height}x{width}" if frames else ""
+        budget = f" within {self.budget_gib:.2f} GiB" if self.budget_gib is not None else ""
+        tile = f"{self.vae_tile[0]}x{self.vae_tile[1]} px tiles" if self.vae_tile else "untiled"
+        weights = f"{self.quantize_bits}-bit" if self.quantize_bits else self.dtype
+        return (
+            f"memory plan{video}{budget}: CFG {'batched' if self.batch_cfg else 'sequential'}, VAE "
+            f"{self.vae_dtype} {tile}, text encoder {'freed before' if self.offload else 'kept through'} "
+            f"the DiT, weights {weights}{' (' + ', '.join(self.steps) + ')' if self.steps else ''}\n"
+            f"estimated peak {self.peak_gib:.2f} GiB ("
+            + ", ".join(f"{k} {v:.2f}" for k, v in self.phases_gib.items())
+            + ")"
+        )
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["vae_tile"] = list(self.vae_tile) if self.vae_tile else None
@@ -297,6 +312,8 @@ def phase_peaks(
         blk = sizes.dit_block_params
         dit_params = dit_params - (sizes.dit.num_layers - min(p.stream_blocks, sizes.dit.num_layers)) * blk
     dit_w = weight_bytes(dit_params, dt, bits)
+    if not p.offload:  # WanPipeline frees the other A14B expert only with offload
+        dit_w *= sizes.experts
     t5_act = 0.0
     if sizes.t5 is not None:
         t5_act = 512 * (14 * sizes.t5.dim * 4 + 1.7 * sizes.t5.dim_ffn * _bytes(dt))
@@ -330,8 +347,9 @@ def _step(p: MemoryPlan, label: str, **kw) -> MemoryPlan:
     return replace(p, **kw, steps=[*(s for s in p.steps if s.split(" (")[0] != kind), label])
 
 
-def _candidates(base: MemoryPlan, sizes: WanSizes):
-    """Plans from the fastest to the smallest, one documented step (``PLAN_ORDER``) at a time."""
+def _candidates(base: MemoryPlan, sizes: WanSizes, streaming: bool = True):
+    """Plans from the fastest to the smallest, one documented step (``PLAN_ORDER``) at a time (without
+    ``streaming``: the block-streaming steps left out)."""
     p = base
     yield p
     p = _step(p, "sequential CFG", batch_cfg=False)
@@ -346,7 +364,7 @@ def _candidates(base: MemoryPlan, sizes: WanSizes):
     for b in QUANT_BITS:
         p = _step(p, f"quantize weights at load ({b}-bit)", quantize_bits=b)
         yield p
-    for n in STREAM_BLOCKS:
+    for n in STREAM_BLOCKS if streaming else ():
         if n < sizes.dit.num_layers:
             p = _step(p, f"stream DiT blocks ({n} resident)", stream_blocks=n)
             yield p
@@ -397,10 +415,13 @@ def plan(
     budget: float | None = None,
     dtype: str = "bfloat16",
     backend_name: str | None = None,
+    streaming: bool = True,
     **fixed,
 ) -> MemoryPlan:
     """The fastest plan whose every phase fits ``budget`` bytes (default :func:`default_budget`).
 
+    ``streaming`` False: leave DiT block streaming out of the candidates (for a pipeline that cannot
+    stream; the error then names the smallest plan without it).
     ``fixed``: settings the user chose (MemoryPlan fields, e.g. ``batch_cfg=False``, ``vae_dtype``); they
     are kept as given and the other settings follow ``PLAN_ORDER``. Call before any weights load.
     Returns a :class:`MemoryPlan` with ``phases_gib``; raises :class:`MemoryBudgetError` naming the
@@ -419,7 +440,7 @@ def plan(
         return cand, max(peaks.values()) <= budget
 
     best = None
-    for cand in _candidates(base, sizes):
+    for cand in _candidates(base, sizes, streaming):
         cand, ok = fits(cand)
         if best is None or cand.peak_gib < best.peak_gib:
             best = cand
