@@ -474,3 +474,59 @@ def wan_sizes(cfg: dict, task=None, images: int = 0, text_encoder: bool = True) 
         image_frames="clip" if clip_frames else "first",
         images=images,
     )
+
+
+# ----------------------------------------------------------------------------- LTX-2 (estimate and refusal only)
+
+# Activation bytes per full-resolution video latent token of an LTX-2 run (stage 2 of the two-stage pipelines,
+# the one stage of "dev"), beyond the weights: the H100 whole-run measurement of issue 11 (LTX-2 19B DISTILLED
+# 768x512x121 with audio, 6,144 video tokens: MLX peak 49.4 GiB with the 19B transformer's 35.4 GiB of bf16
+# weights) gives (49.4 - 35.4) GiB / 6144. One point, with the other components' weights inside it and counted
+# again below, so the estimate errs high (by about their size, ~3 GiB at 19B). Attention is fused (linear in
+# tokens) on Metal and CUDA; on MLX's CPU backend the scores make long videos cost more than this says.
+LTX_ACT_BYTES_PER_TOKEN = (49.4 - 35.4) * GIB / 6144
+LTX_TEXT_FILES = ("gemma.safetensors", "connectors.safetensors")
+LTX_RUN_FILES = ("transformer.safetensors", "video_vae.safetensors", "audio_vae.safetensors", "vocoder.safetensors")
+
+
+def ltx_tokens(frames: int, height: int, width: int) -> int:
+    """Full-resolution video latent tokens of an LTX-2 video: (1 + (F-1)/8) x H/32 x W/32."""
+    return (1 + (frames - 1) // 8) * (height // 32) * (width // 32)
+
+
+def ltx_phase_peaks(model_dir, pipeline: str, frames: int, height: int, width: int, encode_text: bool = True) -> dict:
+    """Estimated peak bytes of an LTX-2 run from a converted folder: "text" (Gemma 3 and its connectors, freed
+    before the transformer loads) and "generate" (transformer, VAEs, vocoder, the upsampler for the two-stage
+    pipelines and the distilled LoRA for dev-two-stage, plus ``LTX_ACT_BYTES_PER_TOKEN`` per full-resolution
+    token). Weights are the folder's file sizes (safetensors: tensor bytes plus a small header)."""
+    from pathlib import Path
+
+    folder = Path(model_dir)
+
+    def size(names):
+        return float(sum((folder / n).stat().st_size for n in names if (folder / n).exists()))
+
+    run = size(LTX_RUN_FILES)
+    if pipeline != "dev":
+        run += sum(float(p.stat().st_size) for p in (folder / "upsamplers").glob("*.safetensors"))
+    if pipeline in ("dev-two-stage", "dev-two-stage-hq"):
+        run += sum(float(p.stat().st_size) for p in folder.glob("*lora*.safetensors"))
+    return {
+        "text": size(LTX_TEXT_FILES) if encode_text else 0.0,
+        "generate": run + LTX_ACT_BYTES_PER_TOKEN * ltx_tokens(frames, height, width),
+    }
+
+
+def ltx_check(phases: dict, budget: float | None, frames: int, height: int, width: int) -> float:
+    """The estimated peak (bytes) of ``phases`` (:func:`ltx_phase_peaks`); raises :class:`MemoryBudgetError`
+    naming it when it exceeds ``budget`` bytes (default :func:`default_budget`). LTX-2 has no settings to
+    trade for memory here yet (its VAE decode is already tiled), so this checks and refuses only."""
+    budget = float(default_budget() if budget is None else budget)
+    peak = max(phases.values())
+    if peak > budget:
+        raise MemoryBudgetError(
+            f"LTX-2 at {frames}x{height}x{width} needs about {peak / GIB:.2f} GiB "
+            f"({', '.join(f'{k} {v / GIB:.2f}' for k, v in phases.items())}), more than the budget "
+            f"{budget / GIB:.2f} GiB; options: a larger --memory-budget, fewer frames or a smaller size"
+        )
+    return peak

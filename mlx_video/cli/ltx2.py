@@ -62,6 +62,22 @@ def _given(**kw) -> dict:
     return {k: v for k, v in kw.items() if v is not None}
 
 
+def _memory(model_dir, s, budget_gb) -> str:
+    """One line: the run's estimated peak per phase (mlx_video.memory.ltx_phase_peaks); MemoryBudgetError (a
+    ValueError) when it exceeds ``budget_gb`` GiB (default: what MLX may use here). Loads nothing."""
+    from mlx_video import memory
+
+    if budget_gb is not None and not (budget_gb > 0 and budget_gb != float("inf")):
+        raise ValueError(f"--memory-budget must be a positive number of GB, got {budget_gb}")
+    phases = memory.ltx_phase_peaks(model_dir, s.pipeline, s.num_frames, s.height, s.width)
+    budget = None if budget_gb is None else budget_gb * memory.GIB
+    peak = memory.ltx_check(phases, budget, s.num_frames, s.height, s.width)
+    return (
+        f"memory estimate for {s.num_frames}x{s.height}x{s.width} ({s.pipeline}): peak about {peak / memory.GIB:.2f}"
+        f" GiB ({', '.join(f'{k} {v / memory.GIB:.2f}' for k, v in phases.items())})"
+    )
+
+
 def _blocks(value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -115,6 +131,14 @@ def generate(
     seed: Optional[int] = typer.Option(None, "--seed", help="default 10 (official); negative: drawn at random"),
     gemma: Optional[str] = typer.Option(None, "--gemma", help="Gemma 3 folder (when converting a checkpoint)"),
     output_path: Optional[Path] = typer.Option(None, "--output-path", "--output", "-o"),
+    memory_budget: Optional[float] = typer.Option(
+        None,
+        "--memory-budget",
+        "--memory_budget",
+        help="GB (GiB) the run may use (default: what this machine lets MLX use); a run estimated to need more "
+        "is refused before loading",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", "--dry_run", help="print the memory estimate, load nothing, exit"),
     ulysses_size: int = typer.Option(
         1,
         "--ulysses-size",
@@ -188,6 +212,10 @@ def generate(
         )
         model_dir = resolve_ltx2_model(model, settings.variant, gemma)
         cfg = read_config(model_dir)
+        estimate = _memory(model_dir, settings, memory_budget)
+        if dry_run:
+            typer.echo(estimate)
+            return
         t0 = time.perf_counter()
         with console.status("encoding the prompt"):
 
