@@ -9,7 +9,8 @@ DiT/text weights, the real UMT5 text encoder and the task's image conditioning: 
 change (abbreviated: seq = sequential CFG, vae16 = VAE bf16, tN = VAE tiles of N px, off = text encoder
 freed before the DiT, qN = N-bit weights at load, sN = N DiT blocks streamed) and the estimated peak, or
 "no (needs X GiB)". Estimates carry the planner's calibration error (tests/test_memory.py: within 10% of
-the H100 measurements it was checked on); "sN" is not implemented by the pipeline yet.
+the H100 measurements it was checked on). By default only what ``WanPipeline.fit_memory`` carries out is
+considered; ``--streaming`` adds DiT block streaming ("sN"), which the pipeline does not do yet.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--fraction", type=float, default=2 / 3, help="budget = fraction x RAM")
     p.add_argument("--backend", choices=("gpu", "cpu"), default="gpu", help="calibration to use (Metal: gpu)")
+    p.add_argument("--streaming", action="store_true", help="also consider DiT block streaming (not implemented)")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     rows = []
@@ -60,7 +62,9 @@ def main(argv=None):
         cells = []
         for gb in MACS:
             try:
-                plan = memory.plan(sizes, f, h, w, gb * a.fraction * memory.GIB, backend_name=a.backend)
+                plan = memory.plan(
+                    sizes, f, h, w, gb * a.fraction * memory.GIB, backend_name=a.backend, streaming=a.streaming
+                )
                 cells.append(f"{'+'.join(_short(s) for s in plan.steps) or 'as is'}, {plan.peak_gib:.1f}")
                 rows.append(dict(job=name, mac_gb=gb, plan=plan.to_dict()))
             except memory.MemoryBudgetError as e:

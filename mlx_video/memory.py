@@ -179,6 +179,21 @@ class MemoryPlan:
 
         return None if self.vae_tile is None else Tiling(tuple(self.vae_tile), self.vae_overlap)
 
+    def summary(self, frames: int | None = None, height: int | None = None, width: int | None = None) -> str:
+        """Two lines for people: the steps taken for the budget and the estimated peak per phase."""
+        video = f" for {frames}x{height}x{width}" if frames else ""
+        budget = f" within {self.budget_gib:.2f} GiB" if self.budget_gib is not None else ""
+        tile = f"{self.vae_tile[0]}x{self.vae_tile[1]} px tiles" if self.vae_tile else "untiled"
+        weights = f"{self.quantize_bits}-bit" if self.quantize_bits else self.dtype
+        return (
+            f"memory plan{video}{budget}: CFG {'batched' if self.batch_cfg else 'sequential'}, VAE "
+            f"{self.vae_dtype} {tile}, text encoder {'freed before' if self.offload else 'kept through'} "
+            f"the DiT, weights {weights}{' (' + ', '.join(self.steps) + ')' if self.steps else ''}\n"
+            f"estimated peak {self.peak_gib:.2f} GiB ("
+            + ", ".join(f"{k} {v:.2f}" for k, v in self.phases_gib.items())
+            + ")"
+        )
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["vae_tile"] = list(self.vae_tile) if self.vae_tile else None
@@ -316,6 +331,8 @@ def phase_peaks(
         blk = sizes.dit_block_params
         dit_params = dit_params - (sizes.dit.num_layers - min(p.stream_blocks, sizes.dit.num_layers)) * blk
     dit_w = weight_bytes(dit_params, dt, bits)
+    if not p.offload:  # WanPipeline frees the other A14B expert only with offload
+        dit_w *= sizes.experts
     t5_act = 0.0
     if sizes.t5 is not None:
         t5_act = 512 * (14 * sizes.t5.dim * 4 + 1.7 * sizes.t5.dim_ffn * _bytes(dt))
@@ -351,8 +368,9 @@ def _step(p: MemoryPlan, label: str, **kw) -> MemoryPlan:
     return replace(p, **kw, steps=[*(s for s in p.steps if s.split(" (")[0] != kind), label])
 
 
-def _candidates(base: MemoryPlan, sizes: WanSizes):
-    """Plans from the fastest to the smallest, one documented step (``PLAN_ORDER``) at a time."""
+def _candidates(base: MemoryPlan, sizes: WanSizes, streaming: bool = True):
+    """Plans from the fastest to the smallest, one documented step (``PLAN_ORDER``) at a time (without
+    ``streaming``: the block-streaming steps left out)."""
     p = base
     yield p
     p = _step(p, "sequential CFG", batch_cfg=False)
@@ -367,7 +385,7 @@ def _candidates(base: MemoryPlan, sizes: WanSizes):
     for b in QUANT_BITS:
         p = _step(p, f"quantize weights at load ({b}-bit)", quantize_bits=b)
         yield p
-    for n in STREAM_BLOCKS:
+    for n in STREAM_BLOCKS if streaming else ():
         if n < sizes.dit.num_layers:
             p = _step(p, f"stream DiT blocks ({n} resident)", stream_blocks=n)
             yield p
@@ -418,10 +436,13 @@ def plan(
     budget: float | None = None,
     dtype: str = "bfloat16",
     backend_name: str | None = None,
+    streaming: bool = True,
     **fixed,
 ) -> MemoryPlan:
     """The fastest plan whose every phase fits ``budget`` bytes (default :func:`default_budget`).
 
+    ``streaming`` False: leave DiT block streaming out of the candidates (for a pipeline that cannot
+    stream; the error then names the smallest plan without it).
     ``fixed``: settings the user chose (MemoryPlan fields, e.g. ``batch_cfg=False``, ``vae_dtype``); they
     are kept as given and the other settings follow ``PLAN_ORDER``. Call before any weights load.
     Returns a :class:`MemoryPlan` with ``phases_gib``; raises :class:`MemoryBudgetError` naming the
@@ -440,7 +461,7 @@ def plan(
         return cand, max(peaks.values()) <= budget
 
     best = None
-    for cand in _candidates(base, sizes):
+    for cand in _candidates(base, sizes, streaming):
         cand, ok = fits(cand)
         if best is None or cand.peak_gib < best.peak_gib:
             best = cand
@@ -474,3 +495,59 @@ def wan_sizes(cfg: dict, task=None, images: int = 0, text_encoder: bool = True) 
         image_frames="clip" if clip_frames else "first",
         images=images,
     )
+
+
+# ----------------------------------------------------------------------------- LTX-2 (estimate and refusal only)
+
+# Activation bytes per full-resolution video latent token of an LTX-2 run (stage 2 of the two-stage pipelines,
+# the one stage of "dev"), beyond the weights: the H100 whole-run measurement of issue 11 (LTX-2 19B DISTILLED
+# 768x512x121 with audio, 6,144 video tokens: MLX peak 49.4 GiB with the 19B transformer's 35.4 GiB of bf16
+# weights) gives (49.4 - 35.4) GiB / 6144. One point, with the other components' weights inside it and counted
+# again below, so the estimate errs high (by about their size, ~3 GiB at 19B). Attention is fused (linear in
+# tokens) on Metal and CUDA; on MLX's CPU backend the scores make long videos cost more than this says.
+LTX_ACT_BYTES_PER_TOKEN = (49.4 - 35.4) * GIB / 6144
+LTX_TEXT_FILES = ("gemma.safetensors", "connectors.safetensors")
+LTX_RUN_FILES = ("transformer.safetensors", "video_vae.safetensors", "audio_vae.safetensors", "vocoder.safetensors")
+
+
+def ltx_tokens(frames: int, height: int, width: int) -> int:
+    """Full-resolution video latent tokens of an LTX-2 video: (1 + (F-1)/8) x H/32 x W/32."""
+    return (1 + (frames - 1) // 8) * (height // 32) * (width // 32)
+
+
+def ltx_phase_peaks(model_dir, pipeline: str, frames: int, height: int, width: int, encode_text: bool = True) -> dict:
+    """Estimated peak bytes of an LTX-2 run from a converted folder: "text" (Gemma 3 and its connectors, freed
+    before the transformer loads) and "generate" (transformer, VAEs, vocoder, the upsampler for the two-stage
+    pipelines and the distilled LoRA for dev-two-stage, plus ``LTX_ACT_BYTES_PER_TOKEN`` per full-resolution
+    token). Weights are the folder's file sizes (safetensors: tensor bytes plus a small header)."""
+    from pathlib import Path
+
+    folder = Path(model_dir)
+
+    def size(names):
+        return float(sum((folder / n).stat().st_size for n in names if (folder / n).exists()))
+
+    run = size(LTX_RUN_FILES)
+    if pipeline != "dev":
+        run += sum(float(p.stat().st_size) for p in (folder / "upsamplers").glob("*.safetensors"))
+    if pipeline in ("dev-two-stage", "dev-two-stage-hq"):
+        run += sum(float(p.stat().st_size) for p in folder.glob("*lora*.safetensors"))
+    return {
+        "text": size(LTX_TEXT_FILES) if encode_text else 0.0,
+        "generate": run + LTX_ACT_BYTES_PER_TOKEN * ltx_tokens(frames, height, width),
+    }
+
+
+def ltx_check(phases: dict, budget: float | None, frames: int, height: int, width: int) -> float:
+    """The estimated peak (bytes) of ``phases`` (:func:`ltx_phase_peaks`); raises :class:`MemoryBudgetError`
+    naming it when it exceeds ``budget`` bytes (default :func:`default_budget`). LTX-2 has no settings to
+    trade for memory here yet (its VAE decode is already tiled), so this checks and refuses only."""
+    budget = float(default_budget() if budget is None else budget)
+    peak = max(phases.values())
+    if peak > budget:
+        raise MemoryBudgetError(
+            f"LTX-2 at {frames}x{height}x{width} needs about {peak / GIB:.2f} GiB "
+            f"({', '.join(f'{k} {v / GIB:.2f}' for k, v in phases.items())}), more than the budget "
+            f"{budget / GIB:.2f} GiB; options: a larger --memory-budget, fewer frames or a smaller size"
+        )
+    return peak

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import mlx.core as mx
 import numpy as np
@@ -254,6 +255,14 @@ def test_wan_cli_wiring_on_a_non_root_rank(rank1, converted, tmp_path, monkeypat
 
         def check_task(self, task):
             pass
+
+        def plan(self, settings):  # the memory plan's inputs (no model)
+            return SimpleNamespace(shape=(1, 2, 2, 4, 48), height=32, width=64)
+
+        def fit_memory(self, plan, budget=None, **fixed):
+            from mlx_video.memory import MemoryPlan
+
+            return MemoryPlan(**fixed)
 
         def generate(self, settings, progress=None):
             seen["seed"] = settings.seed

@@ -173,6 +173,8 @@ def run_conversion(parser, convert) -> None:
         parser.exit(2, f"error: {e}\n")
     except KeyboardInterrupt:
         parser.exit(130, "error: interrupted; no partial output was left\n")
+
+
 PANELS = ("Model", "Prompt", "Images", "Size and length", "Sampling", "Memory", "Output", "Advanced")
 
 

@@ -68,6 +68,22 @@ def _given(**kw) -> dict:
     return {k: v for k, v in kw.items() if v is not None}
 
 
+def _memory(model_dir, s, budget_gb) -> str:
+    """One line: the run's estimated peak per phase (mlx_video.memory.ltx_phase_peaks); MemoryBudgetError (a
+    ValueError) when it exceeds ``budget_gb`` GiB (default: what MLX may use here). Loads nothing."""
+    from mlx_video import memory
+
+    if budget_gb is not None and not (budget_gb > 0 and budget_gb != float("inf")):
+        raise ValueError(f"--memory-budget must be a positive number of GB, got {budget_gb}")
+    phases = memory.ltx_phase_peaks(model_dir, s.pipeline, s.num_frames, s.height, s.width)
+    budget = None if budget_gb is None else budget_gb * memory.GIB
+    peak = memory.ltx_check(phases, budget, s.num_frames, s.height, s.width)
+    return (
+        f"memory estimate for {s.num_frames}x{s.height}x{s.width} ({s.pipeline}): peak about {peak / memory.GIB:.2f}"
+        f" GiB ({', '.join(f'{k} {v / memory.GIB:.2f}' for k, v in phases.items())})"
+    )
+
+
 def _blocks(value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -270,6 +286,14 @@ def generate(
     gemma: Optional[str] = typer.Option(None, "--gemma", help="Gemma 3 folder (when converting a checkpoint)"),
     output_path: Optional[Path] = typer.Option(None, "--output-path", "--output", "-o", help="output .mp4"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
+    memory_budget: Optional[float] = typer.Option(
+        None,
+        "--memory-budget",
+        "--memory_budget",
+        help="GB (GiB) the run may use (default: what this machine lets MLX use); a run estimated to need more "
+        "is refused before loading",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", "--dry_run", help="print the memory estimate, load nothing, exit"),
     ulysses_size: int = typer.Option(
         1,
         "--ulysses-size",
@@ -372,6 +396,10 @@ def generate(
         cfg = read_config(model_dir)
         if loras:
             check_ic_loras(cfg, loras)  # a LoRA for another model: refused before the text encoder runs
+        estimate = _memory(model_dir, settings, memory_budget)
+        if dry_run:
+            typer.echo(estimate)
+            return
         t0 = time.perf_counter()
         enhanced = None
         if enhance and (sp is None or sp.is_root):  # only rank 0 encodes text
@@ -396,7 +424,10 @@ def generate(
                 with_ic_loras(comps, loras)
         t_load = time.perf_counter() - t0
         console.print(f"{settings.pipeline}, seed: {settings.seed}" + (" (drawn at random)" if drawn else ""))
-        with progress_bars(console, progress_mode(console, quiet)) as progress, active(sp):  # the transformer splits its tokens over the ranks
+        with (
+            progress_bars(console, progress_mode(console, quiet)) as progress,
+            active(sp),
+        ):  # the transformer splits its tokens over the ranks
             res = P.generate(
                 comps,
                 settings,
@@ -443,6 +474,8 @@ GUIDED = "the pipeline's, see mlx_video tasks"
 help_panels(
     generate,
     {
+        "memory_budget": ("Memory", "what MLX may use here"),
+        "dry_run": ("Memory", None),
         "audio": ("Images", None),
         "audio_start_time": ("Images", "0"),
         "audio_max_duration": ("Images", "the clip's length"),

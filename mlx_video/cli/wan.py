@@ -174,6 +174,29 @@ def generate(
         None, "--lora_low", "--lora-low", help="PATH[:STRENGTH], repeatable: A14B low-noise expert only"
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
+    # memory plan (mlx_video/memory.py, docs/memory.md)
+    memory_budget: Optional[float] = typer.Option(
+        None,
+        "--memory_budget",
+        "--memory-budget",
+        help="GB (GiB) the run may use; default: what this machine lets MLX use (Metal: its recommended working "
+        "set). Settings not given explicitly are chosen to fit; a run that cannot fit is refused before loading",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry_run", "--dry-run", help="print the memory plan and the estimated peak, load nothing, exit"
+    ),
+    batch_cfg: Optional[str] = typer.Option(
+        None, "--batch_cfg", "--batch-cfg", help="True: both CFG branches in one batch (more memory); False: one by one"
+    ),
+    vae_tile: Optional[int] = typer.Option(
+        None,
+        "--vae_tile",
+        "--vae-tile",
+        help="VAE encode/decode in NxN-pixel tiles (overlap N/4; under mlx.launch split over the ranks); 0: untiled",
+    ),
+    quantize_bits: Optional[int] = typer.Option(
+        None, "--quantize_bits", "--quantize-bits", help="quantize DiT and text encoder weights at load: 4 | 8 | 0 (no)"
+    ),
     # several ranks (mlx.launch), docs/distributed.md
     ulysses_size: int = typer.Option(
         1, "--ulysses_size", "--ulysses-size", help="sequence-parallel ranks; must equal the mlx.launch world size"
@@ -186,13 +209,6 @@ def generate(
         "--t5_fsdp",
         "--t5-fsdp",
         help="accepted as in the official CLI: T5 runs on rank 0 only, output broadcast",
-    ),
-    vae_tile: Optional[int] = typer.Option(
-        None,
-        "--vae_tile",
-        "--vae-tile",
-        help="VAE decode in square tiles of this many pixels (overlap a quarter); under mlx.launch "
-        "the tiles are split over the ranks",
     ),
 ):
     """Generate a video (or one image) from a prompt and optional images."""
@@ -277,13 +293,15 @@ def generate(
             group=sp.group if sp is not None else None,
         )
         pipe.check_task(settings.preset)
-        if vae_tile is not None:
-            from mlx_video import checks
-            from mlx_video.nn.tiling import Tiling
-
-            pipe.vae_tiling = Tiling.square(checks.positive_int("--vae_tile", vae_tile), pipe.cfg["vae"]["stride"])
+        settings, mplan = _fit_memory(
+            pipe, settings, memory_budget, batch_cfg, vae_dtype, offload_model, vae_tile, quantize_bits
+        )
     except (ValueError, ImageError, WeightsError, OutputPathError, DownloadError) as e:
         fail(str(e))
+    if dry_run:
+        typer.echo(mplan)
+        return
+    console.print(mplan)
     console.print(f"seed: {settings.seed}" + (" (drawn at random)" if drawn else ""))
     with progress_bars(console, progress_mode(console, quiet)) as progress:
         try:
@@ -307,6 +325,31 @@ def generate(
         **{k: list(v) for k, v in (("lora", lora), ("lora_high", lora_high), ("lora_low", lora_low)) if v},
     )
     save_result(res, save_file, meta, console, latent=output_type == "latent_images")
+
+
+def _fit_memory(pipe, settings, budget_gb, batch_cfg, vae_dtype, offload, vae_tile, quantize_bits):
+    """(settings, the plan's two-line summary): ``pipe.fit_memory`` for ``--memory_budget`` with the
+    flags the user gave kept fixed (offload defaults to on: in a one-shot run freeing costs nothing).
+    Loads the images only; raises MemoryBudgetError (a ValueError) when nothing fits."""
+    if budget_gb is not None and not (budget_gb > 0 and budget_gb != float("inf")):
+        raise ValueError(f"--memory_budget must be a positive number of GB, got {budget_gb}")
+    if vae_tile is not None and vae_tile < 0:
+        raise ValueError(f"--vae_tile must be 0 (untiled) or a tile side in pixels, got {vae_tile}")
+    if quantize_bits not in (None, 0, 4, 8):
+        raise ValueError(f"--quantize_bits must be 4, 8 or 0, got {quantize_bits}")
+    fixed = {"offload": True if offload is None else str2bool(offload)}
+    if batch_cfg is not None:
+        fixed["batch_cfg"] = str2bool(batch_cfg)
+    if vae_dtype is not None:
+        fixed["vae_dtype"] = str(dtype_of(vae_dtype, "--vae_dtype")).rsplit(".", 1)[-1]
+    if vae_tile is not None:
+        fixed.update(vae_tile=(vae_tile, vae_tile) if vae_tile else None, vae_overlap=vae_tile // 4)
+    if quantize_bits is not None:
+        fixed["quantize_bits"] = quantize_bits or None
+    plan = pipe.plan(settings)
+    budget = None if budget_gb is None else budget_gb * float(1 << 30)
+    mp = pipe.fit_memory(plan, budget, **fixed)
+    return replace(settings, batch_cfg=mp.batch_cfg), mp.summary(1 + 4 * (plan.shape[1] - 1), plan.height, plan.width)
 
 
 def _image_args(
@@ -346,6 +389,10 @@ TASK_DEFAULT = "the task's, see mlx_video tasks"
 help_panels(
     generate,
     {
+        "memory_budget": ("Memory", "what MLX may use here"),
+        "dry_run": ("Memory", None),
+        "batch_cfg": ("Memory", "chosen by the plan"),
+        "quantize_bits": ("Memory", "chosen by the plan"),
         "task": ("Model", None),
         "ckpt_dir": ("Model", None),
         "preset": ("Model", "none"),

@@ -195,6 +195,8 @@ def read_video(path: str | Path, frame_cap: int | None = None) -> np.ndarray:
 def read_video_frames(path: str | Path, max_frames: int | None = None) -> np.ndarray:
     """:func:`read_video` with ``max_frames`` as the frame cap (the name the IC-LoRA control videos use)."""
     return read_video(path, max_frames)
+
+
 def read_metadata(path: str | Path) -> dict:
     """The parameters :func:`write_video` / :func:`write_image` stored in ``path`` (an mp4's ``comment`` tag, a
     PNG's ``parameters`` text chunk), as a dict. Raises ValueError when the file is missing, unreadable or carries

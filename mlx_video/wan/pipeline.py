@@ -926,6 +926,8 @@ class WanPipeline:
         self.dtype, self.offload, self.vae_dtype = dtype, offload, vae_dtype
         self._dits: dict[str, nn.Module] = {}
         self._vae = self._text = self._clip = None
+        # set by fit_memory (mlx_video.memory): VAE tiles, weights quantized at load, the plan for the metadata
+        self.tiling, self.quantize_bits, self.memory_plan = None, None, None
         if (loras_high or loras_low) and not self.cfg.get("experts"):
             raise ValueError("per-expert LoRAs (high / low) need a two-expert A14B checkpoint; use loras")
         self._loras = {
@@ -951,7 +953,7 @@ class WanPipeline:
                 from .transformer import lora_key_map
 
                 merge_loras(m, loras, lora_key_map())
-            self._dits[name] = m
+            self._dits[name] = self._quantize(m, name)
         return self._dits[name]
 
     @property
@@ -967,13 +969,14 @@ class WanPipeline:
         if self._vae is None:
             self._vae = load_vae(self.model_dir, self.cfg)
             self._vae.set_dtype(self.vae_dtype)
+            self._vae.default_tiling = self.tiling
         return self._vae
 
     @property
     def text_encoder(self):
         if self._text is None:
             self._text = load_text_encoder(self.model_dir, self.cfg)
-            self._cast(self._text.model)
+            self._quantize(self._cast(self._text.model), "t5")
         return self._text
 
     @property
@@ -981,6 +984,43 @@ class WanPipeline:
         if self._clip is None:
             self._clip = self._cast(load_clip(self.model_dir, self.cfg))
         return self._clip
+
+    def _quantize(self, m: nn.Module, name: str) -> nn.Module:
+        """``m`` with its linears quantized to ``quantize_bits`` (group 64) at load, unless the folder
+        already holds ``name`` quantized or no plan asked for it."""
+        if self.quantize_bits and not self.cfg.get("quantization", {}).get(name):
+            quantize_linears(m, {"bits": self.quantize_bits, "group_size": 64})
+        return m
+
+    def fit_memory(self, plan: WanPlan, budget: float | None = None, **fixed):
+        """Choose and adopt the cheapest settings whose estimated peak fits ``budget`` bytes (default:
+        what this machine lets MLX use, :func:`mlx_video.memory.default_budget`) for the run ``plan``
+        describes, before any weights load (:func:`mlx_video.memory.plan`, its documented order:
+        sequential CFG, VAE bf16, VAE tiles, free the text encoder before the DiT, weights quantized at
+        load). ``fixed``: settings the user chose (``batch_cfg``, ``vae_dtype``, ``offload``,
+        ``vae_tile``, ``quantize_bits``), kept as given; a folder converted quantized fixes its bits.
+        Sets this pipeline's ``vae_dtype``, ``offload``, ``tiling``, ``quantize_bits`` and
+        ``memory_plan`` (stored in the result's params); the CFG batching is the returned plan's
+        ``batch_cfg`` (a WanSettings field). Returns the :class:`mlx_video.memory.MemoryPlan`; raises
+        :class:`mlx_video.memory.MemoryBudgetError` (a ValueError naming the memory needed) when
+        nothing fits. DiT block streaming is not done by this pipeline, so it is never chosen."""
+        from .. import memory
+
+        stored = self.cfg.get("quantization", {})
+        bits = next((q["bits"] for n in ("dit", "dit_high", "t5") if (q := stored.get(n))), None)
+        if bits:
+            fixed.setdefault("quantize_bits", bits)
+        sizes = memory.wan_sizes(self.cfg, plan.task, images=len(plan.pixels))
+        frames = 1 + 4 * (plan.shape[1] - 1)  # the Wan VAEs' temporal stride is 4
+        dtype = str(self.dtype).rsplit(".", 1)[-1]
+        mp = memory.plan(sizes, frames, plan.height, plan.width, budget, dtype=dtype, streaming=False, **fixed)
+        self.vae_dtype, self.offload, self.tiling = getattr(mx, mp.vae_dtype), mp.offload, mp.tiling
+        self.quantize_bits = None if bits else mp.quantize_bits
+        if self._vae is not None:
+            self._vae.set_dtype(self.vae_dtype)
+            self._vae.default_tiling = self.tiling
+        self.memory_plan = mp
+        return mp
 
     def free(self, *names: str) -> None:
         """Drop components ("dit" drops every DiT, "text", "clip", "vae") and MLX's buffer cache."""
@@ -1065,7 +1105,10 @@ class WanPipeline:
             out = join_windows(out, frames, s.overlap)
             if k + 1 < s.segments:  # the next window continues from what was made (only one window in memory)
                 plan = plan.next_window(out)
-        return meter.fill(GenerationResult(out, s.fps, latent, params=replace(plan, settings=s).params))
+        params = replace(plan, settings=s).params
+        if self.memory_plan is not None:
+            params["memory_plan"] = self.memory_plan.to_dict()
+        return meter.fill(GenerationResult(out, s.fps, latent, params=params))
 
     def plan(self, settings: WanSettings) -> WanPlan:
         """Validate ``settings``, check that this folder holds the task's checkpoint, and fix the output size
@@ -1209,7 +1252,7 @@ class WanPipeline:
     def decode(self, latent: mx.array) -> np.ndarray:
         """VAE decode of [1, T, h, w, C] to uint8 frames [F, H, W, 3] (in ``vae_tiling``'s tiles, split over
         the group's ranks); NonFiniteError if the decode holds NaN or inf."""
-        tiles = self.vae_tiling
+        tiles = self.vae_tiling if self.vae_tiling is not None else self.tiling
         video = self.vae.decode(latent) if tiles is None else self.vae.decode(latent, tiles, self.sp and self.sp.group)
         mx.eval(video)
         check_finite(

@@ -441,9 +441,12 @@ class Wan21VAE(nn.Module):
     Also the base of :class:`mlx_video.wan.vae22.Wan22VAE`, which changes only the class-level
     choices below (pixel patchify, residual shortcut blocks, upsampler width, latent statistics).
     Parameters follow diffusers-like names; :func:`sanitize` converts checkpoints.
+    ``default_tiling``: the :class:`Tiling` ``encode`` / ``decode`` use when called without one (None:
+    untiled; ``WanPipeline`` sets it from its memory plan).
     """
 
     args_class = Wan21VAEArgs
+    default_tiling: Tiling | None = None
     down_block = DownBlock
     up_block = UpBlock
 
@@ -528,6 +531,7 @@ class Wan21VAE(nn.Module):
             raise ValueError(f"frame count must be 1 + {st}k, got {f}")
         if h % s or w % s:
             raise ValueError(f"height and width must be multiples of {s}, got {h}x{w}")
+        tiling = tiling if tiling is not None else self.default_tiling
         if tiling is not None:
             tiling.in_units(s)  # checks the stride multiples
             return tiled_map(self._encode, video, tiling.tile, tiling.overlap, 1, s, unit=s)
@@ -558,6 +562,7 @@ class Wan21VAE(nn.Module):
         or tiling."""
         if z.ndim != 5 or z.shape[-1] != self.z_dim:
             raise ValueError(f"latents must be [B, T, h, w, {self.z_dim}], got {tuple(z.shape)}")
+        tiling = tiling if tiling is not None else self.default_tiling
         if tiling is not None:
             tile, overlap = tiling.in_units(self.stride[1])
             return tiled_map(self._decode, z, tile, overlap, self.stride[1], 1, group=group)
