@@ -47,7 +47,7 @@ def test_help_shows_the_selected_familys_options_in_panels(argv, family):
         assert "[default: (the task's, see mlx_video tasks)]" in out and "drawn at random" in out
         assert "W*H in pixels" in out and "pixel frames, 4k+1" in out
     if family == "ltx2":
-        assert panels_in(out) == [p for p in PANELS if p != "Memory"]
+        assert panels_in(out) == list(PANELS)  # --memory-budget / --dry-run: the Memory panel too
         assert "[default: (distilled)]" in out and "pixel frames, 8k+1" in out
     if family == "both":
         assert out.index("--sample_steps") < out.index("--cfg-scale")

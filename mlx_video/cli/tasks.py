@@ -53,8 +53,9 @@ def catalog() -> dict:
     ]
     ltx = []
     for name in P.PIPELINES:
-        h, w = P.DEFAULT_SIZE[name]
-        row = dict(pipeline=name, size=f"{w}*{h}", num_frames=P.LTXSettings.num_frames, fps=P.LTXSettings.fps)
+        h, w = P.DEFAULT_SIZE.get(name, ("the source video's", None))
+        size = f"{w}*{h}" if w is not None else h
+        row = dict(pipeline=name, size=size, num_frames=P.LTXSettings.num_frames, fps=P.LTXSettings.fps)
         per = [P.default_guidance(name, ver) for ver in ("2", "2.3")]  # (steps, video, audio) for LTX-2, LTX-2.3
 
         def both(f, per=per):

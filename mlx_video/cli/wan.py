@@ -343,7 +343,14 @@ def _fit_memory(pipe, settings, budget_gb, batch_cfg, vae_dtype, offload, vae_ti
     if vae_dtype is not None:
         fixed["vae_dtype"] = str(dtype_of(vae_dtype, "--vae_dtype")).rsplit(".", 1)[-1]
     if vae_tile is not None:
-        fixed.update(vae_tile=(vae_tile, vae_tile) if vae_tile else None, vae_overlap=vae_tile // 4)
+        stride = pipe.cfg["vae"]["stride"]
+        if vae_tile:
+            from mlx_video.nn.tiling import Tiling
+
+            t = Tiling.square(vae_tile, stride)  # overlap a quarter, rounded to the VAE's stride
+            fixed.update(vae_tile=t.tile, vae_overlap=t.overlap[0] if isinstance(t.overlap, tuple) else t.overlap)
+        else:
+            fixed.update(vae_tile=None, vae_overlap=0)
     if quantize_bits is not None:
         fixed["quantize_bits"] = quantize_bits or None
     plan = pipe.plan(settings)
