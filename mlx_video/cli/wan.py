@@ -320,7 +320,7 @@ def generate(
         vae_dtype=vae_dtype,
         offload_model=offload_model,
         output_type=output_type,
-        **({"vae_tiling": pipe.vae_tiling.to_dict()} if getattr(pipe, "vae_tiling", None) else {}),
+        **({"vae_tiling": t.to_dict()} if (t := pipe.vae_tiling or getattr(pipe, "tiling", None)) else {}),
         **({"ranks": sp.size} if sp is not None else {}),
         **{k: list(v) for k, v in (("lora", lora), ("lora_high", lora_high), ("lora_low", lora_low)) if v},
     )
