@@ -8,9 +8,6 @@ import time
 
 import av
 import pytest
-
-pytest.importorskip("fastapi")
-pytest.importorskip("multipart")
 from fastapi.testclient import TestClient  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 

@@ -19,9 +19,7 @@ import time
 import urllib.request
 
 import pytest
-
-pytest.importorskip("fastapi")
-websocket = pytest.importorskip("websocket")
+import websocket  # the test extra installs it, with fastapi (a missing one fails, never skips)
 
 from mlx_video.cli import served_models  # noqa: E402
 from mlx_video.server.app import create_app  # noqa: E402
