@@ -55,11 +55,10 @@ class VisionArgs:
     @classmethod
     def from_config(cls, config: dict, preprocessor: dict | None = None) -> VisionArgs:
         """From a Gemma 3 multimodal ``config.json`` dict and its ``preprocessor_config.json`` dict (or None: the
-        Gemma 3 values). Raises ValueError for settings this port does not implement (a pooling head, pan-and-scan,
-        a resize other than bilinear, a patch grid the token count does not tile)."""
-        v = dict(config.get("vision_config") or {})
-        if v.get("vision_use_head"):
-            raise ValueError("Gemma vision_config.vision_use_head=true: Gemma 3 uses the patch features, not a head")
+        Gemma 3 values; the square size is then ``image_size``). Raises ValueError for settings this port does not
+        implement (pan-and-scan, a resize other than bilinear, a non-square size, a patch grid the token count
+        does not tile)."""
+        v = dict(config.get("vision_config") or {})  # vision_use_head: ignored, Gemma 3 reads the patch features
         names = {f for f in cls.__dataclass_fields__}
         kw = {k: v[k] for k in names & v.keys() if v[k] is not None}
         text = config.get("text_config") or {}
