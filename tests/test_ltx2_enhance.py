@@ -333,7 +333,7 @@ def test_official_right_padding_is_not_reproduced(mm, monkeypatch):
     assert right != want
 
 
-def test_vision_weights_missing_or_wrong(mm, tmp_path):
+def test_vision_weights_missing_or_wrong(mm, gemma, tmp_path):
     """A text-only Gemma: no vision file, and i2v enhancement refused in one line; text-only enhancement still
     works. A vision tower of the wrong shape is a WeightsError at conversion."""
     import shutil
@@ -361,6 +361,9 @@ def test_vision_weights_missing_or_wrong(mm, tmp_path):
     no_vision = E.PromptEnhancer(enh.lm, enh.tokenizer)
     with pytest.raises(ValueError, match="vision tower"):
         no_vision(PROMPT, np.zeros((8, 8, 3), np.uint8))
+    text_tokenizer = E.PromptEnhancer(enh.lm, gemma[2].tokenizer, enh.vision)  # no image tokens (the bundled tiny)
+    with pytest.raises(ValueError, match="multimodal tokenizer"):
+        text_tokenizer(PROMPT, np.zeros((8, 8, 3), np.uint8))
     w["multi_modal_projector.mm_input_projection_weight"] = np.zeros((3, 3), np.float32)
     save_file(w, str(text_only / "model.safetensors"))
     with pytest.raises(WeightsError, match="vision"):

@@ -137,20 +137,23 @@ class PromptEnhancer:
     def prompt_ids(self, text: str, image: bool = False) -> list[int]:
         """Token ids of chat text ``text`` as ``Gemma3Processor`` makes them: with an image, its placeholder
         expanded to the image sequence of ``mm_tokens_per_image`` soft tokens; the tokenizer's special tokens
-        added. Raises ValueError when the text has no image placeholder or the soft token is not the vision
-        config's ``image_token_id``."""
+        added. Raises ValueError when the tokenizer's soft token is not the vision config's ``image_token_id`` (a
+        text-only Gemma tokenizer) or the text has no image placeholder."""
         if image:
-            boi = self._tok("boi_token", BOI)
+            boi, soft, want = self._tok("boi_token", BOI), self._tok("image_token", IMAGE_TOKEN), self.vision.args
+            if self.tokenizer.convert_tokens_to_ids(soft) != want.image_token_id:
+                raise ValueError(
+                    f"the tokenizer's {soft!r} is not the Gemma config's image_token_id {want.image_token_id}: "
+                    "i2v prompt enhancement needs Gemma 3's multimodal tokenizer"
+                )
             if boi not in text:
                 raise ValueError(f"chat text has no image placeholder {boi!r}: the chat template dropped the image")
-            n = self.vision.args.mm_tokens_per_image
-            soft = self._tok("image_token", IMAGE_TOKEN)
+            n = want.mm_tokens_per_image
             text = text.replace(boi, f"\n\n{boi}{soft * n}{self._tok('eoi_token', EOI)}\n\n")
         ids = list(self.tokenizer(text)["input_ids"])
         if image and ids.count(self.vision.args.image_token_id) != self.vision.args.mm_tokens_per_image:
             raise ValueError(
-                f"the tokenizer's image soft token is not the Gemma config's image_token_id "
-                f"{self.vision.args.image_token_id}: tokenizer and vision weights do not match"
+                f"the tokenizer split the image sequence: {self.vision.args.mm_tokens_per_image} soft tokens expected"
             )
         return ids
 
