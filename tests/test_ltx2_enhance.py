@@ -401,3 +401,35 @@ def test_cli_enhance_prompt(tiny_cli, images, tmp_path, monkeypatch):
     monkeypatch.setattr(lcli, "enhance_prompt", refuse)
     r = run(*args, "--image", images[0])
     assert r.exit_code == 2 and "vision tower" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_vision_sanitize_reads_both_transformers_layouts(mm):
+    """transformers 4.x (google/gemma-3-12b-it: ``vision_tower.vision_model.*``) and 5.x (``model.vision_tower.*``)
+    name the same vision weights; the language model, LM head and a SigLIP pooling head are not the vision's."""
+    from safetensors.numpy import load_file
+
+    w = {k: mx.array(v) for k, v in load_file(str(mm[4] / "model.safetensors")).items()}
+    v4 = gv.sanitize({**w, "vision_tower.vision_model.head.probe": mx.zeros(3), "lm_head.weight": mx.zeros(3)})
+    v5 = gv.sanitize({("model." + k if k.startswith(("vision_tower.", "multi_modal")) else k): v for k, v in w.items()})
+    assert sorted(v4) == sorted(v5) and all(np.array_equal(np.array(v4[k]), np.array(v5[k])) for k in v4)
+    assert all(k.startswith(("vision_model.", "multi_modal_projector.")) and "head" not in k for k in v4)
+    assert v4["vision_model.embeddings.patch_embedding.weight"].shape == (16, 14, 14, 3)  # MLX conv layout
+    assert gv.has_vision(w) and not gv.has_vision([k for k in w if not k.startswith("vision_tower.")])
+
+
+def test_vision_args_from_the_gemma_configs(mm):
+    cfg = json.loads((mm[4] / "config.json").read_text())
+    a = gv.VisionArgs.from_config(cfg, _preprocessor(SIZE))
+    assert (a.image_size, a.patch_size, a.mm_tokens_per_image, a.text_hidden_size) == (SIZE, 14, TOKENS, 48)
+    assert a.image_token_id == mm[2].tokenizer.convert_tokens_to_ids("<image_soft_token>") and a == mm[2].vision.args
+    assert gv.VisionArgs.from_config({}) == gv.VisionArgs()  # ltx-core's pinned Gemma 3 12B
+    for bad, match in (
+        ({"do_pan_and_scan": True}, "pan_and_scan"),
+        ({"resample": 3}, "bilinear"),
+        ({"size": {"height": 64, "width": 56}}, "square"),
+        ({"size": {"height": 64, "width": 64}}, "does not match"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            gv.VisionArgs.from_config(cfg, {**_preprocessor(SIZE), **bad})
+    with pytest.raises(ValueError, match="tile"):
+        gv.VisionArgs.from_config({**cfg, "mm_tokens_per_image": 9}, _preprocessor(SIZE))

@@ -179,7 +179,8 @@ class MultiModalProjector(nn.Module):
         g, t = self.grid, self.side
         k = g // t
         pooled = x.reshape(B, t, k, t, k, D).mean(axis=(2, 4)).reshape(B, t * t, D)
-        normed = self.mm_soft_emb_norm(pooled.astype(mx.float32)).astype(x.dtype)
+        n = self.mm_soft_emb_norm  # Gemma3RMSNorm: in float32, (1 + w) included
+        normed = mx.fast.rms_norm(pooled.astype(mx.float32), 1.0 + n.weight.astype(mx.float32), n.eps).astype(x.dtype)
         return (normed @ self.mm_input_projection_weight).astype(x.dtype)
 
 
