@@ -433,3 +433,28 @@ def test_vision_args_from_the_gemma_configs(mm):
             gv.VisionArgs.from_config(cfg, {**_preprocessor(SIZE), **bad})
     with pytest.raises(ValueError, match="tile"):
         gv.VisionArgs.from_config({**cfg, "mm_tokens_per_image": 9}, _preprocessor(SIZE))
+
+
+def test_loading_enhance_prompt_passes_the_image_and_the_vision(mm, monkeypatch):
+    """loading.enhance_prompt: the vision tower from the converted folder for an image (refused in one line before
+    Gemma loads when the folder has none), none for t2v."""
+    from types import SimpleNamespace
+
+    from mlx_video.ltx2 import checkpoint as ck
+    from mlx_video.ltx2 import loading
+
+    enh, out = mm[2], mm[5]
+    cfg = {"gemma_vision": ck.init_args(enh.vision.args)}
+    loaded, calls = [], []
+    te_ = SimpleNamespace(gemma=SimpleNamespace(args=enh.lm.args, model=enh.lm.model), tokenizer=enh)
+    monkeypatch.setattr(loading, "load_text_encoder", lambda d, c: loaded.append(d) or te_)
+    monkeypatch.setattr(E.PromptEnhancer, "__call__", lambda self, p, image, seed: calls.append((self, image, seed)))
+    img = np.zeros((10, 20, 3), np.uint8)
+    loading.enhance_prompt(out, cfg, PROMPT, img, seed=7)
+    loading.enhance_prompt(out, cfg, PROMPT, None, seed=7)
+    (a, ia, sa), (b, ib, _) = calls
+    assert ia is img and sa == 7 and a.vision is not None and a.vision.args == enh.vision.args
+    assert ib is None and b.vision is None
+    with pytest.raises(WeightsError, match="vision tower"):
+        loading.enhance_prompt(out, {"gemma_vision": None}, PROMPT, img)
+    assert len(loaded) == 2  # refused before Gemma loads
