@@ -104,7 +104,7 @@ def prompt_masks(token_types: np.ndarray, window: int) -> tuple[mx.array, mx.arr
 
 @dataclass
 class PromptEnhancer:
-    """Gemma 3 as a language model for :func:`enhance`. lm: mlx-lm ``gemma3_text.Model`` (tied LM head);
+    """Gemma 3 as the prompt enhancer (``__call__``). lm: mlx-lm ``gemma3_text.Model`` (tied LM head);
     tokenizer: the HF tokenizer (``GemmaTokenizer.tokenizer``); vision: :class:`.gemma_vision.GemmaVision` for
     i2v (None: text only)."""
 
@@ -184,7 +184,12 @@ class PromptEnhancer:
         return caches, self._layers(h, caches, prompt_masks(types, self.lm.args.sliding_window))
 
     def generate_ids(
-        self, ids: list[int], pixels=None, seed: int = DEFAULT_SEED, temperature=TEMPERATURE, max_new_tokens=512
+        self,
+        ids: list[int],
+        pixels=None,
+        seed: int = DEFAULT_SEED,
+        temperature=TEMPERATURE,
+        max_new_tokens=MAX_NEW_TOKENS,
     ) -> list[int]:
         """The new token ids after prompt ``ids`` (and image ``pixels``, see :meth:`prefill`), without the stop
         token; temperature 0: greedy."""
