@@ -37,10 +37,10 @@ NARROW_DIT = dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=64)
 NARROW_T5 = dict(dim=64, dim_attn=64, dim_ffn=128, num_heads=2, num_layers=2)
 
 
-def wan_config(model: str, narrow: bool = False, layers: int | None = None) -> dict:
+def wan_config(model: str, narrow: bool = False, layers: int | None = None, dim: int | None = None) -> dict:
     """A converted folder's config.json dict for ``model`` ("ti2v-5B" | "i2v-A14B") at real widths, or
     narrow ones (tiny DiT, UMT5 and VAE; real vocabulary so the tokenizer fits); ``layers`` overrides the
-    DiT depth."""
+    DiT depth, ``dim`` its width (FFN width in the model's ratio, heads of 128 channels; a multiple of 128)."""
     if model not in ("ti2v-5B", "i2v-A14B"):
         raise ValueError(f"unknown model {model!r} (ti2v-5B | i2v-A14B)")
     dit = dict(TI2V_5B if model == "ti2v-5B" else A14B)
@@ -50,6 +50,11 @@ def wan_config(model: str, narrow: bool = False, layers: int | None = None) -> d
         t5 = dict(NARROW_T5)
     if layers is not None:
         dit["num_layers"] = layers
+    if dim is not None:
+        if dim % 128:
+            raise ValueError(f"DiT width must be a multiple of 128, got {dim}")
+        ratio = dit["ffn_dim"] / dit["dim"]
+        dit.update(dim=dim, ffn_dim=int(round(dim * ratio / 128)) * 128, num_heads=dim // 128)
     version = "2.2" if model == "ti2v-5B" else "2.1"
     vae_args = ({"dim": 8, "dec_dim": 8} if version == "2.2" else {"dim": 8}) if narrow else {}
     va = (vae22.Wan22VAEArgs if version == "2.2" else vae21.Wan21VAEArgs)(**vae_args)

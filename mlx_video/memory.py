@@ -28,8 +28,8 @@ Activation models (bytes; calibrated, see ``CALIBRATION``):
   float32 output. A tile replaces the frame in A and U by the tile.
 
 Settings are chosen in this order, each step only while the plan does not fit (``PLAN_ORDER``):
-sequential CFG; VAE in bf16; VAE tiles (512, 384, 256 px); free the text encoder and CLIP before the
-DiT and the DiT before the VAE; DiT and text encoder weights quantized at load (8-bit, then 4-bit);
+sequential CFG; VAE in bf16; VAE tiles (512, 384, 256 px); one A14B expert resident (the other freed
+when it loads, reloaded next run); free the text encoder and CLIP before the DiT and the DiT before the VAE; DiT and text encoder weights quantized at load (8-bit, then 4-bit);
 DiT blocks streamed from the memory-mapped weights (8, 4, 2, 1 resident). When even the last fails,
 :func:`plan` raises :class:`MemoryBudgetError` with the smallest peak and the options.
 
@@ -64,6 +64,7 @@ PLAN_ORDER = (
     "sequential CFG",
     "VAE bf16",
     "VAE tiling",
+    "one expert resident",
     "free text encoder before DiT",
     "quantize weights at load",
     "stream DiT blocks",
@@ -151,6 +152,8 @@ class MemoryPlan:
     (h, w) pixels or None, vae_overlap pixels; offload: text encoder / CLIP freed before the DiT and the DiT
     before the VAE; quantize_bits: DiT and text encoder linears quantized at load (8 / 4) or None;
     stream_blocks: DiT blocks resident at once when streamed from the weights file, or None (all);
+    swap_experts: A14B without offload: one expert resident, the other freed when it loads (with
+    ``offload`` it is always so; without both, the two stay loaded between runs);
     budget_gib: the budget planned for; steps: the settings changed from the fastest plan, in order;
     ranks: sequence-parallel ranks (``mlx.launch``): the phases are per rank (rank 0's).
     """
@@ -162,6 +165,7 @@ class MemoryPlan:
     offload: bool = False
     quantize_bits: int | None = None
     stream_blocks: int | None = None
+    swap_experts: bool = False
     dtype: str = "bfloat16"
     ranks: int = 1
     budget_gib: float | None = None
@@ -188,7 +192,8 @@ class MemoryPlan:
         return (
             f"memory plan{video}{budget}: CFG {'batched' if self.batch_cfg else 'sequential'}, VAE "
             f"{self.vae_dtype} {tile}, text encoder {'freed before' if self.offload else 'kept through'} "
-            f"the DiT, weights {weights}{' (' + ', '.join(self.steps) + ')' if self.steps else ''}\n"
+            f"the DiT{', one A14B expert resident' if self.swap_experts and not self.offload else ''}, "
+            f"weights {weights}{' (' + ', '.join(self.steps) + ')' if self.steps else ''}\n"
             f"estimated peak {self.peak_gib:.2f} GiB ("
             + ", ".join(f"{k} {v:.2f}" for k, v in self.phases_gib.items())
             + ")"
@@ -331,7 +336,7 @@ def phase_peaks(
         blk = sizes.dit_block_params
         dit_params = dit_params - (sizes.dit.num_layers - min(p.stream_blocks, sizes.dit.num_layers)) * blk
     dit_w = weight_bytes(dit_params, dt, bits)
-    if not p.offload:  # WanPipeline frees the other A14B expert only with offload
+    if not (p.offload or p.swap_experts):  # WanPipeline keeps both A14B experts unless told to free one
         dit_w *= sizes.experts
     t5_act = 0.0
     if sizes.t5 is not None:
@@ -380,6 +385,9 @@ def _candidates(base: MemoryPlan, sizes: WanSizes, streaming: bool = True):
     for t in TILES:
         p = _step(p, f"VAE tiling ({t}px)", vae_tile=(t, t), vae_overlap=t // 4)
         yield p
+    if sizes.experts > 1:
+        p = _step(p, "one expert resident", swap_experts=True)
+        yield p
     p = _step(p, "free text encoder before DiT", offload=True)
     yield p
     for b in QUANT_BITS:
@@ -391,10 +399,20 @@ def _candidates(base: MemoryPlan, sizes: WanSizes, streaming: bool = True):
             yield p
 
 
+STEP_FIELD = {  # the MemoryPlan field each kind of step sets (a user-fixed field takes no step)
+    "sequential CFG": "batch_cfg",
+    "VAE bf16": "vae_dtype",
+    "VAE tiling": "vae_tile",
+    "one expert resident": "swap_experts",
+    "free text encoder before DiT": "offload",
+    "quantize weights at load": "quantize_bits",
+    "stream DiT blocks": "stream_blocks",
+}
 _RELAX = (  # after a fit: undo steps the later ones made unnecessary (fastest value first)
     ("vae_tile", [None, *((t, t) for t in TILES)]),
     ("batch_cfg", [True]),
     ("vae_dtype", ["float32"]),
+    ("swap_experts", [False]),
     ("quantize_bits", [None, *QUANT_BITS]),
     ("stream_blocks", [None, *STREAM_BLOCKS]),
 )
@@ -407,6 +425,7 @@ def _relax(p: MemoryPlan, fits, fixed: dict) -> MemoryPlan:
         "vae_tile": "VAE tiling",
         "batch_cfg": "sequential CFG",
         "vae_dtype": "VAE bf16",
+        "swap_experts": "one expert resident",
         "quantize_bits": "quantize weights at load",
         "stream_blocks": "stream DiT blocks",
     }
@@ -418,7 +437,7 @@ def _relax(p: MemoryPlan, fits, fixed: dict) -> MemoryPlan:
             if name == "vae_tile":
                 kw["vae_overlap"] = 0 if v is None else v[0] // 4
             steps = [s for s in p.steps if s.split(" (")[0] != labels[name]]
-            if v is not None and v is not True and v != "float32":
+            if v is not None and v is not True and v is not False and v != "float32":
                 unit = "px" if name == "vae_tile" else "-bit" if name == "quantize_bits" else " resident"
                 steps.append(f"{labels[name]} ({v[0] if name == 'vae_tile' else v}{unit})")
             cand, ok = fits(replace(p, steps=steps, **kw))
@@ -455,7 +474,10 @@ def plan(
     base = MemoryPlan(dtype=dtype, budget_gib=budget / GIB)
 
     def fits(cand):
-        cand = replace(cand, **fixed)
+        kept = {STEP_FIELD[s.split(" (")[0]] for s in cand.steps} & set(fixed)
+        cand = replace(cand, **fixed, steps=[s for s in cand.steps if STEP_FIELD[s.split(" (")[0]] not in kept])
+        if cand.vae_tile is None:
+            cand.vae_overlap = 0
         peaks = phase_peaks(sizes, frames, height, width, cand, backend_name)
         cand.phases_gib = {k: v / GIB for k, v in peaks.items()}
         return cand, max(peaks.values()) <= budget

@@ -837,6 +837,8 @@ class WanPipeline:
         self._dits: dict[str, nn.Module] = {}
         self._vae = self._text = self._clip = None
         self.tiling = self._given_tiling = vae_tiling  # the VAE's tiles (fit_memory keeps a given one)
+        # A14B without offload: free one expert when the other loads (set by fit_memory when both do not fit)
+        self.swap_experts = False
         # set by fit_memory (mlx_video.memory): weights quantized at load, the plan for the metadata
         self.quantize_bits, self.memory_plan = None, None
         if (loras_high or loras_low) and not self.cfg.get("experts"):
@@ -853,9 +855,10 @@ class WanPipeline:
 
     # components, loaded on first use
     def model(self, name: str = "dit"):
-        """DiT ``name`` ("dit", "dit_high", "dit_low"); with offload, other DiTs are freed first."""
+        """DiT ``name`` ("dit", "dit_high", "dit_low"); with ``offload`` or ``swap_experts``, other DiTs are freed
+        first (one A14B expert resident)."""
         if name not in self._dits:
-            if self.offload and self._dits:
+            if (self.offload or self.swap_experts) and self._dits:
                 self.free("dit")
             m = self._cast(load_dit(self.model_dir, self.cfg, name))
             loras = self._loras["dit"] + (self._loras[name] if name != "dit" else [])
@@ -922,10 +925,12 @@ class WanPipeline:
         """Choose and adopt the cheapest settings whose estimated peak fits ``budget`` bytes (default:
         what this machine lets MLX use, :func:`mlx_video.memory.default_budget`) for the run ``plan``
         describes, before any weights load (:func:`mlx_video.memory.plan`, its documented order:
-        sequential CFG, VAE bf16, VAE tiles, free the text encoder before the DiT, weights quantized at
-        load). ``fixed``: settings the user chose (``batch_cfg``, ``vae_dtype``, ``offload``,
+        sequential CFG, VAE bf16, VAE tiles, one A14B expert resident, free the text encoder before the DiT,
+        weights quantized at load). Without offload (models kept between runs: a server, repeated
+        ``generate``) both A14B experts stay loaded only when the plan allows; else they swap each run.
+        ``fixed``: settings the user chose (``batch_cfg``, ``vae_dtype``, ``offload``, ``swap_experts``,
         ``vae_tile``, ``quantize_bits``), kept as given; a folder converted quantized fixes its bits.
-        Sets this pipeline's ``vae_dtype``, ``offload``, ``tiling``, ``quantize_bits`` and
+        Sets this pipeline's ``vae_dtype``, ``offload``, ``tiling``, ``swap_experts``, ``quantize_bits`` and
         ``memory_plan`` (stored in the result's params); the CFG batching is the returned plan's
         ``batch_cfg`` (a WanSettings field). Returns the :class:`mlx_video.memory.MemoryPlan`; raises
         :class:`mlx_video.memory.MemoryBudgetError` (a ValueError naming the memory needed) when
@@ -943,6 +948,7 @@ class WanPipeline:
         dtype = str(self.dtype).rsplit(".", 1)[-1]
         mp = memory.plan(sizes, frames, plan.height, plan.width, budget, dtype=dtype, streaming=False, **fixed)
         self.vae_dtype, self.offload, self.tiling = getattr(mx, mp.vae_dtype), mp.offload, mp.tiling
+        self.swap_experts = mp.swap_experts
         self.quantize_bits = None if bits else mp.quantize_bits
         if self._vae is not None:
             self._vae.set_dtype(self.vae_dtype)
@@ -1171,7 +1177,9 @@ class WanPipeline:
                 steps=range(a, b),
                 backward=back,
             )
-            del dit, ctx, img
+            # nothing of this expert may outlive its steps: the next one loads at the top of the loop, and with
+            # one expert resident (offload / swap_experts) this one must be gone by then (issue 11: `call` held it)
+            del dit, call, ctx, img, rope, back
         if self.offload:
             self.free("dit")
         return latent[:, one.target_slot : one.target_slot + 1] if one is not None else latent
