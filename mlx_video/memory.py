@@ -54,8 +54,30 @@ GIB = float(1 << 30)
 # 0.32.4 on this x86 CPU (2026-12-07): DiT forwards at C 256/512, F 1024/4096, L 512/1152, batch 1/2, fp32/bf16
 # give a = 22, b = 1.8, scores 1.0 (least squares over 7 points, each within 20%); Wan2.2/2.1 VAE decodes at dim 8-16 give k = 79-82 (one 107), bf16 saving only 12% (CPU convs).
 CALIBRATION = {
-    "gpu": dict(dit_a=14.0, dit_b=1.7, scores=0.0, vae_k=26.0, vae_enc_k=26.0, vae_bf16_bytes=2.0),
-    "cpu": dict(dit_a=22.0, dit_b=1.8, scores=1.0, vae_k=85.0, vae_enc_k=85.0, vae_bf16_bytes=3.5),
+    "gpu": dict(
+        dit_a=14.0,
+        dit_b=1.7,
+        dit_fixed=6.0,
+        scores=0.0,
+        vae_k=26.0,
+        vae_enc_k=26.0,
+        vae21_k=14.0,
+        vae21_enc_k=10.5,
+        vae_bf16_bytes=2.0,
+        t5_k=0.18,
+    ),
+    "cpu": dict(
+        dit_a=22.0,
+        dit_b=1.8,
+        dit_fixed=0.0,
+        scores=1.0,
+        vae_k=85.0,
+        vae_enc_k=85.0,
+        vae21_k=85.0,
+        vae21_enc_k=85.0,
+        vae_bf16_bytes=3.5,
+        t5_k=0.25,
+    ),
 }
 TILES = (512, 384, 256)  # VAE tile sides tried, pixels (overlap: a quarter of the tile)
 QUANT_BITS = (8, 4)
@@ -258,8 +280,9 @@ def dit_activation_bytes(
     ranks: int = 1,
 ) -> float:
     """Peak activation bytes of one DiT forward (``WanModel.__call__``, blocks evaluated one by one)
-    over ``n_tokens`` tokens at ``batch`` (2: batched CFG): ``batch·L·(a·C·4 + b·F·s)``, plus the
-    attention scores ``batch·heads·L²·s`` without a fused kernel (CPU). The 512 text tokens add
+    over ``n_tokens`` tokens at ``batch`` (2: batched CFG): ``batch·L·(a·C·4 + b·F·s) + f·L·C·4`` (f: a
+    per-forward part that does not grow with the batch, measured on the H100), plus the attention scores
+    ``batch·heads·L²·s`` without a fused kernel (CPU). The 512 text tokens add
     ``batch·512·C·s``. With ``ranks`` > 1 (sequence parallel), per rank: the shard's ``c = ceil(L/ranks)``
     tokens in place of L, scores ``heads·c·L·s``, plus the gathered q, k, v ``batch·3·L·C·s``."""
     cal = CALIBRATION[backend_name or backend()]
@@ -269,7 +292,7 @@ def dit_activation_bytes(
     per = c * (cal["dit_a"] * C * 4 + cal["dit_b"] * F * s) + cal["scores"] * dit_args.num_heads * c * L * s
     if ranks > 1:
         per += 3 * L * C * s
-    return batch * (per + dit_args.text_len * C * s)
+    return batch * (per + dit_args.text_len * C * s) + cal["dit_fixed"] * c * C * 4
 
 
 def _vae_stage(a, decode: bool) -> tuple[int, int]:
@@ -314,7 +337,10 @@ def vae_activation_bytes(
     unfold_elems = 27 * (f_chunk + 2) * pix * c_in
     U = min(unfold_elems * 4, MAX_UNFOLD_BYTES) * s / 4
     video = frames * height * width * 3 * 4
-    k = cal["vae_k"] if decode else cal["vae_enc_k"]
+    from .wan.vae22 import Wan22VAEArgs
+
+    v = "" if isinstance(vae_args, Wan22VAEArgs) else "vae21_"
+    k = cal[f"{v or 'vae_'}k"] if decode else cal[f"{v or 'vae_'}enc_k"]
     extra = video if tile is None else video + frames * th * tw * 3 * 4 * (1 + ranks)
     return k * A + U + extra
 
@@ -340,7 +366,8 @@ def phase_peaks(
         dit_w *= sizes.experts
     t5_act = 0.0
     if sizes.t5 is not None:
-        t5_act = 512 * (14 * sizes.t5.dim * 4 + 1.7 * sizes.t5.dim_ffn * _bytes(dt))
+        cal = CALIBRATION[be]
+        t5_act = 512 * (14 * sizes.t5.dim * 4 + 1.7 * sizes.t5.dim_ffn * _bytes(dt)) + cal["t5_k"] * t5_w
     L = tokens(sizes, frames, height, width)
     enc_frames = frames if sizes.image_frames == "clip" else 1
     image = 0.0
