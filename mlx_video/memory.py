@@ -48,11 +48,25 @@ import mlx.core as mx
 GIB = float(1 << 30)
 
 # Activation constants per backend. "gpu" (fused attention, unfold capped) from the lent H100, MLX 0.32.4
-# CUDA (benchmarks/README.md, issue 11): Wan TI2V-5B at 27,280 tokens costs +5.7 GiB per extra CFG branch
-# (batched 21.7 vs sequential 16.0 GiB), which a = 14, b = 1.7 reproduce (5.6 GiB); Wan2.2 VAE decode
-# 121x704x1280 with the 4 GiB unfold cap: 29.2 GiB fp32 / 15.8 GiB bf16, both k = 26. "cpu" from MLX
-# 0.32.4 on this x86 CPU (2026-12-07): DiT forwards at C 256/512, F 1024/4096, L 512/1152, batch 1/2, fp32/bf16
-# give a = 22, b = 1.8, scores 1.0 (least squares over 7 points, each within 20%); Wan2.2/2.1 VAE decodes at dim 8-16 give k = 79-82 (one 107), bf16 saving only 12% (CPU convs).
+# CUDA (benchmarks/README.md, issue 11). DiT forward alone, TI2V-5B at 27,280 tokens: +5.7 GiB per extra
+# CFG branch (batched 21.7 vs sequential 16.0 GiB), which a = 14, b = 1.7 reproduce (5.6 GiB a sample); the
+# rest of the batch-1 peak (1.1 GiB beyond weights + one sample) does not grow with the batch: the
+# per-forward term f·L·C·4, f = 6 (3.6 fits; rounded up to err high). Wan2.2 VAE decode 121x704x1280 with the
+# 4 GiB unfold cap: 29.2 GiB fp32 / 15.8 GiB bf16, both k = 26. Whole runs (benchmarks/e2e.py --size full,
+# benchmarks/results/e2e_*_full.json; bf16, sequential CFG, bf16 VAE, offload), estimate / measured GiB:
+#   t2v-5B 121x704x1280 (27,280 tokens):  text 12.61/12.35, denoise 16.80/16.06, decode 15.70/14.87
+#   ti2v-5B 121x928x960 (26,970 tokens):  text 12.61/12.35, image 5.05/5.19, denoise 18.03/18.40*, decode 15.56/14.46
+#   mi2v-5B (3 images), same size:        image 5.05/6.37 (not modelled: +0.6 GiB a further image), rest as ti2v
+#   i2v-A14B 81x624x624 (31,941 tokens):  text 12.61/12.35, image 5.51/5.25, decode 6.49/6.19; denoise 40.4
+#     (measured 53.96 with both experts resident, the bug fixed since; one expert at 480x832x81, DiT alone: 38.2)
+#   (* that run's random-weights harness kept 1.0 GiB of float32 VAE decoder weights through the denoise,
+#   which a lazily read checkpoint does not, and the harness no longer does: 17.4 expected.)
+# UMT5-XXL: the text phase's 12.35 GiB peak is 1.17x its bf16 weights (t5_k = 0.18). The Wan2.1 VAE (A14B)
+# decodes with k = 14 and encodes the 81-frame clip with k = 10.5 (the Wan2.2 constants gave 9.8 GiB for both).
+# "cpu" from MLX 0.32.4 on this x86 CPU (2026-12-07): DiT forwards at C 256/512, F 1024/4096, L 512/1152,
+# batch 1/2, fp32/bf16 give a = 22, b = 1.8, scores 1.0 (least squares over 7 points, each within 20%); Wan2.2/2.1
+# VAE decodes at dim 8-16 give k = 79-82 (one 107), bf16 saving only 12% (CPU convs); the narrow UMT5 of
+# ``benchmarks.e2e --size tiny`` peaks at 1.25x its weights (t5_k = 0.25).
 CALIBRATION = {
     "gpu": dict(
         dit_a=14.0,
