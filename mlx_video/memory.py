@@ -33,8 +33,9 @@ when it loads, reloaded next run); free the text encoder and CLIP before the DiT
 DiT blocks streamed from the memory-mapped weights (8, 4, 2, 1 resident). When even the last fails,
 :func:`plan` raises :class:`MemoryBudgetError` with the smallest peak and the options.
 
-Not yet carried out by ``WanPipeline`` (the plan states what they would need): quantizing a bf16 folder at
-load (today a folder converted with ``--quantize`` is loaded quantized) and streaming DiT blocks.
+Not yet carried out by ``WanPipeline`` (the plan states what it would need): streaming DiT blocks. Weights
+quantized at load: ``WanPipeline._quantize`` quantizes the nn.Linear layers of a float folder's DiT(s) and
+UMT5 as each loads (tests/test_wan_quantize_at_load.py); a folder converted with ``--quantize`` keeps its bits.
 """
 
 from __future__ import annotations
@@ -368,7 +369,9 @@ def phase_peaks(
     be = backend_name or backend()
     dt = p.dtype
     bits = p.quantize_bits
-    t5_w = weight_bytes(sizes.t5_params, dt, bits)
+    # quantize_linears quantizes nn.Linear only: UMT5's token embedding (vocab x dim, 18% of UMT5-XXL) stays
+    emb = sizes.t5.vocab_size * sizes.t5.dim if sizes.t5 is not None and bits else 0
+    t5_w = weight_bytes(sizes.t5_params - emb, dt, bits) + weight_bytes(emb, dt)
     clip_w = weight_bytes(sizes.clip_params, dt)
     vae_w = weight_bytes(sizes.vae_params, p.vae_dtype)
     dit_params = sizes.dit_params
