@@ -168,6 +168,7 @@ def main(argv=None):
         settings = replace(settings, batch_cfg=mplan.batch_cfg)
         plan = pipe.plan(settings)
         pipe.vae_dtype, pipe.offload, tiling = getattr(mx, mplan.vae_dtype), mplan.offload, mplan.tiling
+        pipe.swap_experts = mplan.swap_experts
         qbits = mplan.quantize_bits
         if qbits:  # quantized at load: the loaders and the random factory both follow cfg["quantization"]
             q = {"bits": qbits, "group_size": 64}
@@ -270,6 +271,7 @@ def _estimate(cfg, plan, a, dtype, images, pipe, tiling, qbits) -> dict:
         batch_cfg=plan.settings.batch_cfg,
         vae_dtype=str(pipe.vae_dtype).rsplit(".", 1)[-1],
         offload=pipe.offload,
+        swap_experts=pipe.swap_experts,
         vae_tile=tiling.tile if tiling else None,
         vae_overlap=tiling.overlap[0] if tiling else 0,
         quantize_bits=qbits,
