@@ -100,6 +100,7 @@ def main(argv=None):
     p.add_argument("--case", choices=list(CASES), default="t2v")
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--layers", type=int, default=None, help="DiT blocks (default: all for full/tiny, 2 for mid)")
+    p.add_argument("--dit-dim", type=int, default=None, help="DiT width (a multiple of 128; default the model's)")
     p.add_argument("--video", default=None, help="FxHxW, overrides the size preset")
     p.add_argument(
         "--dtype",
@@ -130,7 +131,7 @@ def main(argv=None):
     layers = a.layers if a.layers is not None else (2 if a.size == "mid" else None)
     cpu = mx.default_device() == mx.cpu
     dtype = a.dtype or ("float32" if cpu else "bfloat16")
-    cfg = wan_config(model, narrow=a.size == "tiny", layers=layers)
+    cfg = wan_config(model, narrow=a.size == "tiny", layers=layers, dim=a.dit_dim)
     pipe, weights, folder = random_wan_pipeline(
         cfg, getattr(mx, dtype), getattr(mx, a.vae_dtype), offload=not a.no_offload, seed=a.seed
     )
@@ -148,9 +149,11 @@ def main(argv=None):
     tiling = Tiling.square(a.vae_tile, cfg["vae"]["stride"]) if a.vae_tile else None
     ph = Phases(pipe, weights)
     step_t: list[float] = []
+    step_mem: list[tuple[float, float]] = []  # (MLX active, MLX peak since the phase's start) after each step
 
     def progress(stage, i, n):
         step_t.append(time.perf_counter())
+        step_mem.append((mx.get_active_memory() / GIB, mx.get_peak_memory() / GIB))
 
     plan = ph.run("plan", lambda: pipe.plan(settings))
     qbits, mplan = None, None
@@ -165,6 +168,7 @@ def main(argv=None):
         settings = replace(settings, batch_cfg=mplan.batch_cfg)
         plan = pipe.plan(settings)
         pipe.vae_dtype, pipe.offload, tiling = getattr(mx, mplan.vae_dtype), mplan.offload, mplan.tiling
+        pipe.swap_experts = mplan.swap_experts
         qbits = mplan.quantize_bits
         if qbits:  # quantized at load: the loaders and the random factory both follow cfg["quantization"]
             q = {"bits": qbits, "group_size": 64}
@@ -224,6 +228,8 @@ def main(argv=None):
         steps=a.steps,
         step_s=steps,
         step_median_s=per_step,
+        step_active_gib=[round(a, 4) for a, _ in step_mem],
+        step_peak_gib=[round(b, 4) for _, b in step_mem],
         denoise_50_s=per_step * 50,
         dtype=dtype,
         vae_dtype=str(pipe.vae_dtype).rsplit(".", 1)[-1],
@@ -265,6 +271,7 @@ def _estimate(cfg, plan, a, dtype, images, pipe, tiling, qbits) -> dict:
         batch_cfg=plan.settings.batch_cfg,
         vae_dtype=str(pipe.vae_dtype).rsplit(".", 1)[-1],
         offload=pipe.offload,
+        swap_experts=pipe.swap_experts,
         vae_tile=tiling.tile if tiling else None,
         vae_overlap=tiling.overlap[0] if tiling else 0,
         quantize_bits=qbits,
@@ -302,6 +309,13 @@ def _table(r: dict) -> None:
     print(
         f"per step: median {r['step_median_s']:.3f} s ({', '.join(f'{s:.3f}' for s in r['step_s'])}); "
         f"50 steps ~ {r['denoise_50_s']:.1f} s; peak {r['peak_gib']:.2f} GiB (MLX), {r['os_hwm_gib']:.2f} GiB (OS)"
+    )
+    print(
+        "after each step: MLX active "
+        + ", ".join(f"{v:.3f}" for v in r["step_active_gib"])
+        + " GiB; denoise peak so far "
+        + ", ".join(f"{v:.3f}" for v in r["step_peak_gib"])
+        + " GiB"
     )
 
 

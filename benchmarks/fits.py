@@ -6,8 +6,8 @@
 Each cell is the plan the memory planner picks for a budget of ``fraction`` x the Mac's RAM (Metal's
 recommended working set is about two thirds to three quarters of it; default two thirds) with bf16
 DiT/text weights, the real UMT5 text encoder and the task's image conditioning: the settings it had to
-change (abbreviated: seq = sequential CFG, vae16 = VAE bf16, tN = VAE tiles of N px, off = text encoder
-freed before the DiT, qN = N-bit weights at load, sN = N DiT blocks streamed) and the estimated peak, or
+change (abbreviated: seq = sequential CFG, vae16 = VAE bf16, tN = VAE tiles of N px, x1 = one A14B expert
+resident (both are kept "as is"), off = text encoder freed before the DiT, qN = N-bit weights at load, sN = N DiT blocks streamed) and the estimated peak, or
 "no (needs X GiB)". Estimates carry the planner's calibration error (tests/test_memory.py: within 10% of
 the H100 measurements it was checked on). By default only what ``WanPipeline.fit_memory`` carries out is
 considered; ``--streaming`` adds DiT block streaming ("sN"), which the pipeline does not do yet.
@@ -27,15 +27,20 @@ from mlx_video.wan.t5 import UMT5Args
 from mlx_video.wan.transformer import WanModelArgs
 
 I2V_14B = dict(A14B, image_dim=1280)  # Wan2.1 I2V-14B: the A14B widths plus the CLIP image branch
-JOBS = [  # name, DiT args, VAE args, CLIP, images, image frames, (frames, height, width)
-    ("TI2V-5B t2v 704x1280x121", TI2V_5B, vae22.Wan22VAEArgs(), None, 0, "first", (121, 704, 1280)),
-    ("TI2V-5B ti2v 704x1280x121", TI2V_5B, vae22.Wan22VAEArgs(), None, 1, "first", (121, 704, 1280)),
-    ("A14B i2v 480x832x81", A14B, vae21.Wan21VAEArgs(), None, 1, "clip", (81, 480, 832)),
-    ("A14B i2v 720x1280x81", A14B, vae21.Wan21VAEArgs(), None, 1, "clip", (81, 720, 1280)),
-    ("Wan2.1 I2V-14B 480x832x81", I2V_14B, vae21.Wan21VAEArgs(), CLIPVisionArgs(), 1, "clip", (81, 480, 832)),
+JOBS = [  # name, DiT args, VAE args, CLIP, images, image frames, (frames, height, width), experts
+    ("TI2V-5B t2v 704x1280x121", TI2V_5B, vae22.Wan22VAEArgs(), None, 0, "first", (121, 704, 1280), 1),
+    ("TI2V-5B ti2v 704x1280x121", TI2V_5B, vae22.Wan22VAEArgs(), None, 1, "first", (121, 704, 1280), 1),
+    ("A14B i2v 480x832x81", A14B, vae21.Wan21VAEArgs(), None, 1, "clip", (81, 480, 832), 2),
+    ("A14B i2v 720x1280x81", A14B, vae21.Wan21VAEArgs(), None, 1, "clip", (81, 720, 1280), 2),
+    ("Wan2.1 I2V-14B 480x832x81", I2V_14B, vae21.Wan21VAEArgs(), CLIPVisionArgs(), 1, "clip", (81, 480, 832), 1),
 ]
 MACS = (16, 24, 32, 64, 128)
-SHORT = {"sequential CFG": "seq", "VAE bf16": "vae16", "free text encoder before DiT": "off"}
+SHORT = {
+    "sequential CFG": "seq",
+    "VAE bf16": "vae16",
+    "one expert resident": "x1",
+    "free text encoder before DiT": "off",
+}
 
 
 def _short(step: str) -> str:
@@ -55,9 +60,15 @@ def main(argv=None):
     rows = []
     print("| job (bf16, real UMT5) | " + " | ".join(f"{m} GB Mac ({m * a.fraction:.1f} GiB)" for m in MACS) + " |")
     print("|---|" + "---|" * len(MACS))
-    for name, dit, vae, clip, images, image_frames, (f, h, w) in JOBS:
+    for name, dit, vae, clip, images, image_frames, (f, h, w), experts in JOBS:
         sizes = memory.WanSizes(
-            dit=WanModelArgs(**dit), vae=vae, t5=UMT5Args(), clip=clip, images=images, image_frames=image_frames
+            dit=WanModelArgs(**dit),
+            vae=vae,
+            t5=UMT5Args(),
+            clip=clip,
+            images=images,
+            image_frames=image_frames,
+            experts=experts,
         )
         cells = []
         for gb in MACS:

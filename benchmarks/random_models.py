@@ -4,7 +4,7 @@
 ``random_wan_pipeline(cfg, ...)`` writes the folder and returns a ``WanPipeline`` whose loaders
 (``load_dit`` / ``load_vae`` / ``load_text_encoder`` / ``load_clip``, strict loading and casting included)
 run unchanged: only ``load_safetensors`` is replaced, by a function that builds the module the file belongs
-to from ``cfg``, fills it with random draws at the target dtype (``common.mlx_random_``: N(0, 1/fan_in),
+to from ``cfg``, fills it with random draws at the target dtype (the VAE at the pipeline's ``vae_dtype``; ``common.mlx_random_``: N(0, 1/fan_in),
 norms 1), quantizes it as ``cfg["quantization"]`` says, and returns its parameters. The time spent
 drawing is recorded per file in ``draw_s`` (it stands in for reading the file).
 """
@@ -37,10 +37,10 @@ NARROW_DIT = dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=64)
 NARROW_T5 = dict(dim=64, dim_attn=64, dim_ffn=128, num_heads=2, num_layers=2)
 
 
-def wan_config(model: str, narrow: bool = False, layers: int | None = None) -> dict:
+def wan_config(model: str, narrow: bool = False, layers: int | None = None, dim: int | None = None) -> dict:
     """A converted folder's config.json dict for ``model`` ("ti2v-5B" | "i2v-A14B") at real widths, or
     narrow ones (tiny DiT, UMT5 and VAE; real vocabulary so the tokenizer fits); ``layers`` overrides the
-    DiT depth."""
+    DiT depth, ``dim`` its width (FFN width in the model's ratio, heads of 128 channels; a multiple of 128)."""
     if model not in ("ti2v-5B", "i2v-A14B"):
         raise ValueError(f"unknown model {model!r} (ti2v-5B | i2v-A14B)")
     dit = dict(TI2V_5B if model == "ti2v-5B" else A14B)
@@ -50,6 +50,11 @@ def wan_config(model: str, narrow: bool = False, layers: int | None = None) -> d
         t5 = dict(NARROW_T5)
     if layers is not None:
         dit["num_layers"] = layers
+    if dim is not None:
+        if dim % 128:
+            raise ValueError(f"DiT width must be a multiple of 128, got {dim}")
+        ratio = dit["ffn_dim"] / dit["dim"]
+        dit.update(dim=dim, ffn_dim=int(round(dim * ratio / 128)) * 128, num_heads=dim // 128)
     version = "2.2" if model == "ti2v-5B" else "2.1"
     vae_args = ({"dim": 8, "dec_dim": 8} if version == "2.2" else {"dim": 8}) if narrow else {}
     va = (vae22.Wan22VAEArgs if version == "2.2" else vae21.Wan21VAEArgs)(**vae_args)
@@ -95,12 +100,16 @@ class RandomWeights:
     def __init__(self, cfg: dict, dtype: mx.Dtype, seed: int = 0):
         self.cfg, self.dtype, self.seed = cfg, dtype, seed
         self.draw_s: dict[str, float] = {}
+        self.pipe = None  # set by random_wan_pipeline: the VAE is drawn in the pipeline's vae_dtype
 
     def __call__(self, path) -> dict:
         t0 = time.perf_counter()
         stem = Path(path).stem
         m = _module(self.cfg, stem)
-        mlx_random_(m, mx.float32 if stem == "vae" else self.dtype, self.seed + len(self.draw_s))
+        # the VAE in its compute dtype: a converted folder's float32 VAE is read lazily (mx.load) and cast as it
+        # is used, so no float32 copy stays resident; a float32 draw would (until every weight had been used)
+        dtype = (self.pipe.vae_dtype if self.pipe is not None else mx.float32) if stem == "vae" else self.dtype
+        mlx_random_(m, dtype, self.seed + len(self.draw_s))
         quantize_linears(m, self.cfg.get("quantization", {}).get(stem))
         out = dict(tree_flatten(m.parameters()))
         mx.eval(list(out.values()))
@@ -126,4 +135,5 @@ def random_wan_pipeline(
         shutil.copytree(TOKENIZER, folder / "tokenizer")
     weights = RandomWeights(cfg, dtype, seed)
     wan_pipeline.load_safetensors = weights
-    return wan_pipeline.WanPipeline(folder, dtype=dtype, vae_dtype=vae_dtype, offload=offload), weights, folder
+    weights.pipe = wan_pipeline.WanPipeline(folder, dtype=dtype, vae_dtype=vae_dtype, offload=offload)
+    return weights.pipe, weights, folder

@@ -28,13 +28,14 @@ Activation models (bytes; calibrated, see ``CALIBRATION``):
   float32 output. A tile replaces the frame in A and U by the tile.
 
 Settings are chosen in this order, each step only while the plan does not fit (``PLAN_ORDER``):
-sequential CFG; VAE in bf16; VAE tiles (512, 384, 256 px); free the text encoder and CLIP before the
-DiT and the DiT before the VAE; DiT and text encoder weights quantized at load (8-bit, then 4-bit);
+sequential CFG; VAE in bf16; VAE tiles (512, 384, 256 px); one A14B expert resident (the other freed
+when it loads, reloaded next run); free the text encoder and CLIP before the DiT and the DiT before the VAE; DiT and text encoder weights quantized at load (8-bit, then 4-bit);
 DiT blocks streamed from the memory-mapped weights (8, 4, 2, 1 resident). When even the last fails,
 :func:`plan` raises :class:`MemoryBudgetError` with the smallest peak and the options.
 
-Not yet carried out by ``WanPipeline`` (the plan states what they would need): quantizing a bf16 folder at
-load (today a folder converted with ``--quantize`` is loaded quantized) and streaming DiT blocks.
+Not yet carried out by ``WanPipeline`` (the plan states what it would need): streaming DiT blocks. Weights
+quantized at load: ``WanPipeline._quantize`` quantizes the nn.Linear layers of a float folder's DiT(s) and
+UMT5 as each loads (tests/test_wan_quantize_at_load.py); a folder converted with ``--quantize`` keeps its bits.
 """
 
 from __future__ import annotations
@@ -48,14 +49,50 @@ import mlx.core as mx
 GIB = float(1 << 30)
 
 # Activation constants per backend. "gpu" (fused attention, unfold capped) from the lent H100, MLX 0.32.4
-# CUDA (benchmarks/README.md, issue 11): Wan TI2V-5B at 27,280 tokens costs +5.7 GiB per extra CFG branch
-# (batched 21.7 vs sequential 16.0 GiB), which a = 14, b = 1.7 reproduce (5.6 GiB); Wan2.2 VAE decode
-# 121x704x1280 with the 4 GiB unfold cap: 29.2 GiB fp32 / 15.8 GiB bf16, both k = 26. "cpu" from MLX
-# 0.32.4 on this x86 CPU (2026-12-07): DiT forwards at C 256/512, F 1024/4096, L 512/1152, batch 1/2, fp32/bf16
-# give a = 22, b = 1.8, scores 1.0 (least squares over 7 points, each within 20%); Wan2.2/2.1 VAE decodes at dim 8-16 give k = 79-82 (one 107), bf16 saving only 12% (CPU convs).
+# CUDA (benchmarks/README.md, issue 11). DiT forward alone, TI2V-5B at 27,280 tokens: +5.7 GiB per extra
+# CFG branch (batched 21.7 vs sequential 16.0 GiB), which a = 14, b = 1.7 reproduce (5.6 GiB a sample); the
+# rest of the batch-1 peak (1.1 GiB beyond weights + one sample) does not grow with the batch: the
+# per-forward term f·L·C·4, f = 6 (3.6 fits; rounded up to err high). Wan2.2 VAE decode 121x704x1280 with the
+# 4 GiB unfold cap: 29.2 GiB fp32 / 15.8 GiB bf16, both k = 26. Whole runs (benchmarks/e2e.py --size full,
+# benchmarks/results/e2e_*_full.json; bf16, sequential CFG, bf16 VAE, offload), estimate / measured GiB:
+#   t2v-5B 121x704x1280 (27,280 tokens):  text 12.61/12.35, denoise 16.80/16.06, decode 15.70/14.87
+#   ti2v-5B 121x928x960 (26,970 tokens):  text 12.61/12.35, image 5.05/5.19, denoise 18.03/18.40*, decode 15.56/14.46
+#   mi2v-5B (3 images), same size:        image 5.05/6.37 (not modelled: +0.6 GiB a further image), rest as ti2v
+#   i2v-A14B 81x624x624 (31,941 tokens):  text 12.61/12.35, image 5.51/5.25, decode 6.49/6.19; denoise 40.4
+#     (measured 53.96 with both experts resident, the bug fixed since; one expert at 480x832x81, DiT alone: 38.2)
+#   (* that run's random-weights harness kept 1.0 GiB of float32 VAE decoder weights through the denoise,
+#   which a lazily read checkpoint does not, and the harness no longer does: 17.4 expected.)
+# UMT5-XXL: the text phase's 12.35 GiB peak is 1.17x its bf16 weights (t5_k = 0.18). The Wan2.1 VAE (A14B)
+# decodes with k = 14 and encodes the 81-frame clip with k = 10.5 (the Wan2.2 constants gave 9.8 GiB for both).
+# "cpu" from MLX 0.32.4 on this x86 CPU (2026-12-07): DiT forwards at C 256/512, F 1024/4096, L 512/1152,
+# batch 1/2, fp32/bf16 give a = 22, b = 1.8, scores 1.0 (least squares over 7 points, each within 20%); Wan2.2/2.1
+# VAE decodes at dim 8-16 give k = 79-82 (one 107), bf16 saving only 12% (CPU convs); the narrow UMT5 of
+# ``benchmarks.e2e --size tiny`` peaks at 1.25x its weights (t5_k = 0.25).
 CALIBRATION = {
-    "gpu": dict(dit_a=14.0, dit_b=1.7, scores=0.0, vae_k=26.0, vae_enc_k=26.0, vae_bf16_bytes=2.0),
-    "cpu": dict(dit_a=22.0, dit_b=1.8, scores=1.0, vae_k=85.0, vae_enc_k=85.0, vae_bf16_bytes=3.5),
+    "gpu": dict(
+        dit_a=14.0,
+        dit_b=1.7,
+        dit_fixed=6.0,
+        scores=0.0,
+        vae_k=26.0,
+        vae_enc_k=26.0,
+        vae21_k=14.0,
+        vae21_enc_k=10.5,
+        vae_bf16_bytes=2.0,
+        t5_k=0.18,
+    ),
+    "cpu": dict(
+        dit_a=22.0,
+        dit_b=1.8,
+        dit_fixed=0.0,
+        scores=1.0,
+        vae_k=85.0,
+        vae_enc_k=85.0,
+        vae21_k=85.0,
+        vae21_enc_k=85.0,
+        vae_bf16_bytes=3.5,
+        t5_k=0.25,
+    ),
 }
 TILES = (512, 384, 256)  # VAE tile sides tried, pixels (overlap: a quarter of the tile)
 QUANT_BITS = (8, 4)
@@ -64,6 +101,7 @@ PLAN_ORDER = (
     "sequential CFG",
     "VAE bf16",
     "VAE tiling",
+    "one expert resident",
     "free text encoder before DiT",
     "quantize weights at load",
     "stream DiT blocks",
@@ -151,6 +189,8 @@ class MemoryPlan:
     (h, w) pixels or None, vae_overlap pixels; offload: text encoder / CLIP freed before the DiT and the DiT
     before the VAE; quantize_bits: DiT and text encoder linears quantized at load (8 / 4) or None;
     stream_blocks: DiT blocks resident at once when streamed from the weights file, or None (all);
+    swap_experts: A14B without offload: one expert resident, the other freed when it loads (with
+    ``offload`` it is always so; without both, the two stay loaded between runs);
     budget_gib: the budget planned for; steps: the settings changed from the fastest plan, in order;
     ranks: sequence-parallel ranks (``mlx.launch``): the phases are per rank (rank 0's).
     """
@@ -162,6 +202,7 @@ class MemoryPlan:
     offload: bool = False
     quantize_bits: int | None = None
     stream_blocks: int | None = None
+    swap_experts: bool = False
     dtype: str = "bfloat16"
     ranks: int = 1
     budget_gib: float | None = None
@@ -188,7 +229,8 @@ class MemoryPlan:
         return (
             f"memory plan{video}{budget}: CFG {'batched' if self.batch_cfg else 'sequential'}, VAE "
             f"{self.vae_dtype} {tile}, text encoder {'freed before' if self.offload else 'kept through'} "
-            f"the DiT, weights {weights}{' (' + ', '.join(self.steps) + ')' if self.steps else ''}\n"
+            f"the DiT{', one A14B expert resident' if self.swap_experts and not self.offload else ''}, "
+            f"weights {weights}{' (' + ', '.join(self.steps) + ')' if self.steps else ''}\n"
             f"estimated peak {self.peak_gib:.2f} GiB ("
             + ", ".join(f"{k} {v:.2f}" for k, v in self.phases_gib.items())
             + ")"
@@ -253,8 +295,9 @@ def dit_activation_bytes(
     ranks: int = 1,
 ) -> float:
     """Peak activation bytes of one DiT forward (``WanModel.__call__``, blocks evaluated one by one)
-    over ``n_tokens`` tokens at ``batch`` (2: batched CFG): ``batch·L·(a·C·4 + b·F·s)``, plus the
-    attention scores ``batch·heads·L²·s`` without a fused kernel (CPU). The 512 text tokens add
+    over ``n_tokens`` tokens at ``batch`` (2: batched CFG): ``batch·L·(a·C·4 + b·F·s) + f·L·C·4`` (f: a
+    per-forward part that does not grow with the batch, measured on the H100), plus the attention scores
+    ``batch·heads·L²·s`` without a fused kernel (CPU). The 512 text tokens add
     ``batch·512·C·s``. With ``ranks`` > 1 (sequence parallel), per rank: the shard's ``c = ceil(L/ranks)``
     tokens in place of L, scores ``heads·c·L·s``, plus the gathered q, k, v ``batch·3·L·C·s``."""
     cal = CALIBRATION[backend_name or backend()]
@@ -264,7 +307,7 @@ def dit_activation_bytes(
     per = c * (cal["dit_a"] * C * 4 + cal["dit_b"] * F * s) + cal["scores"] * dit_args.num_heads * c * L * s
     if ranks > 1:
         per += 3 * L * C * s
-    return batch * (per + dit_args.text_len * C * s)
+    return batch * (per + dit_args.text_len * C * s) + cal["dit_fixed"] * c * C * 4
 
 
 def _vae_stage(a, decode: bool) -> tuple[int, int]:
@@ -309,7 +352,10 @@ def vae_activation_bytes(
     unfold_elems = 27 * (f_chunk + 2) * pix * c_in
     U = min(unfold_elems * 4, MAX_UNFOLD_BYTES) * s / 4
     video = frames * height * width * 3 * 4
-    k = cal["vae_k"] if decode else cal["vae_enc_k"]
+    from .wan.vae22 import Wan22VAEArgs
+
+    v = "" if isinstance(vae_args, Wan22VAEArgs) else "vae21_"
+    k = cal[f"{v or 'vae_'}k"] if decode else cal[f"{v or 'vae_'}enc_k"]
     extra = video if tile is None else video + frames * th * tw * 3 * 4 * (1 + ranks)
     return k * A + U + extra
 
@@ -323,7 +369,9 @@ def phase_peaks(
     be = backend_name or backend()
     dt = p.dtype
     bits = p.quantize_bits
-    t5_w = weight_bytes(sizes.t5_params, dt, bits)
+    # quantize_linears quantizes nn.Linear only: UMT5's token embedding (vocab x dim, 18% of UMT5-XXL) stays
+    emb = sizes.t5.vocab_size * sizes.t5.dim if sizes.t5 is not None and bits else 0
+    t5_w = weight_bytes(sizes.t5_params - emb, dt, bits) + weight_bytes(emb, dt)
     clip_w = weight_bytes(sizes.clip_params, dt)
     vae_w = weight_bytes(sizes.vae_params, p.vae_dtype)
     dit_params = sizes.dit_params
@@ -331,11 +379,12 @@ def phase_peaks(
         blk = sizes.dit_block_params
         dit_params = dit_params - (sizes.dit.num_layers - min(p.stream_blocks, sizes.dit.num_layers)) * blk
     dit_w = weight_bytes(dit_params, dt, bits)
-    if not p.offload:  # WanPipeline frees the other A14B expert only with offload
+    if not (p.offload or p.swap_experts):  # WanPipeline keeps both A14B experts unless told to free one
         dit_w *= sizes.experts
     t5_act = 0.0
     if sizes.t5 is not None:
-        t5_act = 512 * (14 * sizes.t5.dim * 4 + 1.7 * sizes.t5.dim_ffn * _bytes(dt))
+        cal = CALIBRATION[be]
+        t5_act = 512 * (14 * sizes.t5.dim * 4 + 1.7 * sizes.t5.dim_ffn * _bytes(dt)) + cal["t5_k"] * t5_w
     L = tokens(sizes, frames, height, width)
     enc_frames = frames if sizes.image_frames == "clip" else 1
     image = 0.0
@@ -380,6 +429,9 @@ def _candidates(base: MemoryPlan, sizes: WanSizes, streaming: bool = True):
     for t in TILES:
         p = _step(p, f"VAE tiling ({t}px)", vae_tile=(t, t), vae_overlap=t // 4)
         yield p
+    if sizes.experts > 1:
+        p = _step(p, "one expert resident", swap_experts=True)
+        yield p
     p = _step(p, "free text encoder before DiT", offload=True)
     yield p
     for b in QUANT_BITS:
@@ -391,10 +443,20 @@ def _candidates(base: MemoryPlan, sizes: WanSizes, streaming: bool = True):
             yield p
 
 
+STEP_FIELD = {  # the MemoryPlan field each kind of step sets (a user-fixed field takes no step)
+    "sequential CFG": "batch_cfg",
+    "VAE bf16": "vae_dtype",
+    "VAE tiling": "vae_tile",
+    "one expert resident": "swap_experts",
+    "free text encoder before DiT": "offload",
+    "quantize weights at load": "quantize_bits",
+    "stream DiT blocks": "stream_blocks",
+}
 _RELAX = (  # after a fit: undo steps the later ones made unnecessary (fastest value first)
     ("vae_tile", [None, *((t, t) for t in TILES)]),
     ("batch_cfg", [True]),
     ("vae_dtype", ["float32"]),
+    ("swap_experts", [False]),
     ("quantize_bits", [None, *QUANT_BITS]),
     ("stream_blocks", [None, *STREAM_BLOCKS]),
 )
@@ -407,6 +469,7 @@ def _relax(p: MemoryPlan, fits, fixed: dict) -> MemoryPlan:
         "vae_tile": "VAE tiling",
         "batch_cfg": "sequential CFG",
         "vae_dtype": "VAE bf16",
+        "swap_experts": "one expert resident",
         "quantize_bits": "quantize weights at load",
         "stream_blocks": "stream DiT blocks",
     }
@@ -418,7 +481,7 @@ def _relax(p: MemoryPlan, fits, fixed: dict) -> MemoryPlan:
             if name == "vae_tile":
                 kw["vae_overlap"] = 0 if v is None else v[0] // 4
             steps = [s for s in p.steps if s.split(" (")[0] != labels[name]]
-            if v is not None and v is not True and v != "float32":
+            if v is not None and v is not True and v is not False and v != "float32":
                 unit = "px" if name == "vae_tile" else "-bit" if name == "quantize_bits" else " resident"
                 steps.append(f"{labels[name]} ({v[0] if name == 'vae_tile' else v}{unit})")
             cand, ok = fits(replace(p, steps=steps, **kw))
@@ -455,7 +518,10 @@ def plan(
     base = MemoryPlan(dtype=dtype, budget_gib=budget / GIB)
 
     def fits(cand):
-        cand = replace(cand, **fixed)
+        kept = {STEP_FIELD[s.split(" (")[0]] for s in cand.steps} & set(fixed)
+        cand = replace(cand, **fixed, steps=[s for s in cand.steps if STEP_FIELD[s.split(" (")[0]] not in kept])
+        if cand.vae_tile is None:
+            cand.vae_overlap = 0
         peaks = phase_peaks(sizes, frames, height, width, cand, backend_name)
         cand.phases_gib = {k: v / GIB for k, v in peaks.items()}
         return cand, max(peaks.values()) <= budget

@@ -63,7 +63,7 @@ def wan_pipeline(model_dir: Path, group, calls: list) -> tuple[mx.array, np.ndar
     pipe = P.WanPipeline(model_dir, dtype=mx.float32, offload=False, group=group)
     context = text_on_root(group, pipe.cfg["dit"]["text_dim"], calls)
     res = pipe.generate(task="ti2v-5B", size="96*64", frame_num=9, sample_steps=2, seed=3, context=context)
-    pipe.vae_tiling = Tiling((32, 48), 16)  # 96x64: 3x3 tiles of 2x3 latent pixels, split over the ranks
+    pipe.tiling = Tiling((32, 48), 16)  # 96x64: 3x3 tiles of 2x3 latent pixels, split over the ranks
     return res.latents, res.frames, pipe.decode(res.latents)
 
 

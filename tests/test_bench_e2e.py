@@ -46,3 +46,29 @@ def test_quant_modes_tiny_parity_bounds(tmp_path):
         assert 0 < row["rel_err"] < bound, (mode, row)
         assert row["weights_gib"] < r["rows"]["bf16"]["weights_gib"]
     assert json.loads((tmp_path / "q.json").read_text())["rows"].keys() == r["rows"].keys()
+
+
+def test_e2e_mid_widths_estimate_within_25_percent(tmp_path):
+    """The whole run (benchmarks/e2e.py) on the CPU at mid widths (the real Wan2.1 VAE; an A14B-shaped pair of
+    2-block DiTs of width 1024; injected text contexts): each phase's MLX peak within 25% of the planner's
+    estimate for the same settings, and no second expert's weights on top of the first at the switch."""
+    from benchmarks.random_models import wan_config
+    from mlx_video import memory as M
+
+    out = tmp_path / "e2e.json"
+    args = ["--size", "mid", "--case", "i2v-A14B", "--steps", "2", "--layers", "2", "--dit-dim", "1024"]
+    args += ["--video", "5x16x16", "--inject-context", "--out", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OUT=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.e2e", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    est = r["estimate_gib"]
+    for phase, key in (("encode", "image"), ("denoise", "denoise"), ("decode", "decode")):
+        measured = r["phases"][phase]["mlx_peak_gib"]
+        assert abs(est[key] / measured - 1) < 0.25, (phase, est[key], measured)
+    assert abs(max(est.values()) / r["peak_gib"] - 1) < 0.25
+    # the switch to the low-noise expert (step 2) adds at most a fraction of one expert's weights to the peak
+    expert = M.weight_bytes(M.wan_sizes(wan_config("i2v-A14B", layers=2, dim=1024)).dit_params, "float32") / M.GIB
+    assert r["step_peak_gib"][1] - r["step_peak_gib"][0] < 0.5 * expert, (r["step_peak_gib"], expert)

@@ -10,6 +10,7 @@ from mlx_video.io.images import to_uint8
 from mlx_video.wan import pipeline as P
 from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.wan.conditions import read_video
+from mlx_video.wan.extend import join_windows
 from tests.test_wan_v2v import _clip
 from tests.wan_tiny import TINY
 
@@ -38,7 +39,7 @@ def test_continuation_starts_with_the_inputs_last_frames(pipe, inputs, tmp_path)
     window = to_uint8(np.array(pipe.vae.decode(res.latents)[0]))
     trip = to_uint8(np.array(pipe.vae.decode(z)[0]))
     np.testing.assert_array_equal(window[:5], trip)  # the window's first 5 frames = the VAE round trip
-    np.testing.assert_array_equal(res.frames[6:11], P.join_windows(to_uint8(video), window, 5)[6:11])
+    np.testing.assert_array_equal(res.frames[6:11], join_windows(to_uint8(video), window, 5)[6:11])
     np.testing.assert_array_equal(res.frames[11:], window[5:])
     # the overlap frames are within the VAE round trip of the input's last frames (a convex blend of the two;
     # the tiny VAE is random, so its round trip is not close to the input, with real weights it is)
@@ -49,10 +50,10 @@ def test_continuation_starts_with_the_inputs_last_frames(pipe, inputs, tmp_path)
 
 def test_join_windows_crossfades_linearly_without_repeating():
     a, b = np.full((6, 2, 2, 3), 200, np.uint8), np.full((7, 2, 2, 3), 20, np.uint8)
-    out = P.join_windows(a, b, 3)
+    out = join_windows(a, b, 3)
     assert len(out) == 6 + 7 - 3
     np.testing.assert_array_equal(out[:, 0, 0, 0], [200, 200, 200, 155, 110, 65, 20, 20, 20, 20])
-    assert P.join_windows(None, b, 3) is b
+    assert join_windows(None, b, 3) is b
 
 
 def test_two_segments_make_one_video_without_repeating_the_overlap(pipe, inputs, monkeypatch):

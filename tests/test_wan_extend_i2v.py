@@ -14,6 +14,7 @@ from mlx_video.io.images import to_uint8
 from mlx_video.wan import pipeline as P
 from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.wan.conditions import read_video
+from mlx_video.wan.extend import join_windows
 from tests.helpers import IMAGES
 from tests.test_wan_i2v import A14B, I2V21, ROOT
 from tests.test_wan_v2v import _clip
@@ -72,7 +73,7 @@ def test_a14b_segments_condition_each_window_on_the_last_frame(a14b, tmp_path, m
         task="i2v-A14B", images=[_png(one.frames[8], tmp_path / "last.png")], size="64*48", seed=6, context=ctx, **RUN
     )
     np.testing.assert_array_equal(np.array(res.latents), np.array(two.latents))
-    np.testing.assert_array_equal(res.frames[8], P.join_windows(one.frames, two.frames, 1)[8])
+    np.testing.assert_array_equal(res.frames[8], join_windows(one.frames, two.frames, 1)[8])
     np.testing.assert_array_equal(res.frames[9:], two.frames[1:])
     assert res.params["overlap"] == 1 and res.params["segments"] == 2
 
@@ -86,7 +87,7 @@ def test_i2v14b_extend_takes_the_clips_last_frame_for_y_and_clip(i2v21, tmp_path
     assert res.frames.shape == (11 + 9 - 1, 64, 64, 3)
     np.testing.assert_array_equal(np.array(res.latents), np.array(plain.latents))  # y and CLIP of the last frame
     np.testing.assert_array_equal(res.frames[:10], video[:10])  # the clip, untouched before the overlap
-    np.testing.assert_array_equal(res.frames[10], P.join_windows(video, plain.frames, 1)[10])
+    np.testing.assert_array_equal(res.frames[10], join_windows(video, plain.frames, 1)[10])
     np.testing.assert_array_equal(res.frames[11:], plain.frames[1:])
     assert res.params["extend"] == str(clip) and res.params["images"] == []
 

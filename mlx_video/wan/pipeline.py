@@ -54,6 +54,7 @@ from .conditions import (
     read_video,
 )
 from .config import TASKS, WanTask, parse_size
+from .extend import extend_overlap, extend_source, image_from_clip, join_windows, next_window, window_context
 
 FORMAT = "mlx_video/wan/1"
 Progress = Callable[[str, int, int], None]
@@ -485,13 +486,13 @@ class WanSettings:
         tk, images, controls = self.preset, tuple(self.images), tuple(self.control_images)
         one = self._one_frame(controls)
         prompt, prompts = self._prompts()
-        from_clip = self._image_from_clip(tk, one, images)
+        from_clip = image_from_clip(self, tk, one, images)
         _images_rule(tk, len(images) + from_clip, one is not None)
         if self.bidirectional not in (None, "faithful", "reverse"):
             raise ValueError(f"bidirectional must be 'faithful' or 'reverse', got {self.bidirectional!r}")
         if self.bidirectional and (tk.images != "first_last" or one is not None):
             raise ValueError("bidirectional sampling is for the flf2v tasks (first and last frame)")
-        ext = self._extend_source(tk, one, images)
+        ext = extend_source(self, tk, one, images)
         src = self._video_source(tk, one)
         frame_num, T = self._frames(tk, one, len(images), None if src is None else (src[0] - 1) // 4 * 4 + 1)
         if src is not None and frame_num > src[0]:
@@ -502,7 +503,7 @@ class WanSettings:
         src_wh = (src or ext or (None, None))[1]
         own = src_wh and (from_clip or not images)
         size = self.size or (f"{src_wh[0] // m * m}*{src_wh[1] // m * m}" if own else tk.size)
-        overlap = self._overlap(ext, frame_num)
+        overlap = extend_overlap(self, ext, frame_num)
         self._check_size(tk, size, T, bool(images) or bool(from_clip))
         for p in self._image_paths(tk, frame_num, images) + controls:
             load_image(p)
@@ -527,60 +528,6 @@ class WanSettings:
             overlap=overlap,
             segments=checks.positive_int("segments", self.segments, 1000),
         )
-
-    def _extend_source(self, tk: WanTask, one, images) -> tuple[int, tuple[int, int]] | None:
-        """(frame count, (width, height)) of the video to continue, or None; ValueError for a task without
-        latent anchors, images given too, or an unreadable file."""
-        if self.extend is None and self.segments == 1:
-            if self.overlap is not None:
-                raise ValueError("overlap is for extension: give extend or segments > 1")
-            return None
-        anchors = tk.images in ("none", "optional") and tk.vae == "2.2" and not images
-        if one is not None or not (anchors or tk.images in ("first", "first_last")):
-            raise ValueError(
-                f"extension (extend / segments) runs on t2v-5B / ti2v-5B latent anchors without images and on the "
-                f"I2V / FLF2V tasks, not {tk.name}{' with images' if images else ''}"
-                f"{' with one-frame inference' if one is not None else ''}"
-            )
-        if tk.images == "first_last" and (self.extend is None or self.segments > 1):
-            raise ValueError(
-                f"{tk.name} extension bridges a clip (extend) to the last frame in one window: give extend "
-                f"and segments 1"
-            )
-        if self.extend is None:
-            return None
-        _, n, wh = read_video(self.extend)
-        return n, wh
-
-    def _overlap(self, ext, frame_num: int) -> int | None:
-        if self.extend is None and self.segments == 1:
-            return None
-        if self.preset.images in ("first", "first_last"):  # y from one frame: the overlap is that frame
-            if self.overlap not in (None, 1):
-                raise ValueError(
-                    f"{self.task} extension conditions on the last frame only: overlap must be 1, got {self.overlap}"
-                )
-            return 1
-        ov = 5 if self.overlap is None else checks.positive_int("overlap", self.overlap)
-        if (ov - 1) % 4 or ov >= frame_num:
-            raise ValueError(
-                f"overlap must be 4j+1 pixel frames (1, 5, 9, ...) and less than frame_num {frame_num}, got {ov}"
-            )
-        if ext is not None and ext[0] < ov:
-            raise ValueError(f"video {self.extend} has {ext[0]} frames, fewer than the overlap {ov}")
-        return ov
-
-    def _image_from_clip(self, tk: WanTask, one, images) -> int:
-        """1 when the first frame of an I2V / FLF2V task is the last frame of ``extend`` (then no first image
-        may be given: ValueError), else 0."""
-        if self.extend is None or one is not None or tk.images not in ("first", "first_last"):
-            return 0
-        if len(images) != (tk.images == "first_last"):
-            raise ValueError(
-                f"with extend the first frame of {tk.name} is the clip's last frame: give "
-                f"{'only the last frame' if tk.images == 'first_last' else 'no image'}, got {len(images)} image(s)"
-            )
-        return 1
 
     def _prompts(self) -> tuple[str, tuple[str, ...]]:
         """(prompt, prompts): per-segment prompts checked against ``segments`` (ValueError), prompt their first."""
@@ -790,15 +737,8 @@ class WanPlan:
             raise ValueError(f"injected noise must have shape {self.shape}, got {tuple(noise.shape)}")
 
     def next_window(self, video: np.ndarray) -> WanPlan:
-        """The plan of the window that continues ``video`` (uint8 [F, H, W, 3], the output so far): its last
-        ``overlap`` frames become the latent anchors (5B, ``extend``) or its last frame the first image (I2V
-        ``y`` and CLIP, ``pixels``), and the seed moves on by one. Holds only those frames of ``video``."""
-        s = self.settings
-        tail = video[-s.overlap :].astype(np.float32) / 127.5 - 1.0
-        nxt = replace(s, seed=(s.seed + 1) % 2**32)
-        if self.task.images in ("first", "first_last"):
-            return replace(self, settings=nxt, pixels=[tail[-1]])
-        return replace(self, settings=nxt, extend=tail)
+        """The plan of the window that continues ``video`` (uint8 [F, H, W, 3]; ``extend.next_window``)."""
+        return next_window(self, video)
 
     @property
     def params(self) -> dict:
@@ -858,36 +798,6 @@ class Conditions:
     video_latent: mx.array | None = None
 
 
-def window_context(context: Sequence[mx.array], k: int) -> list[mx.array]:
-    """[cond, uncond] of window ``k`` from ``encode_text``'s [cond_0, ..., cond_{P-1}, uncond]: the k-th
-    prompt's embedding with per-segment prompts, else the one prompt's. ValueError for a list of another length
-    than 2 or ``k`` + 2 and more."""
-    conds = list(context[:-1])
-    if not conds or (len(conds) > 1 and k >= len(conds)):
-        raise ValueError(
-            f"text context for window {k}: expected [cond, uncond] or one cond per segment and the "
-            f"uncond, got {len(context)} arrays"
-        )
-    return [conds[k] if len(conds) > 1 else conds[0], context[-1]]
-
-
-def join_windows(video: np.ndarray | None, window: np.ndarray, overlap: int | None) -> np.ndarray:
-    """Append a window (uint8 [F, H, W, 3]) to the video so far (None: the window itself). The window's first
-    ``overlap`` = n frames show the same moments as the video's last n (anchored or conditioned on them): they
-    are crossfaded linearly, frame i as ``(1 − w_i)·video[−n + i] + w_i·window[i]`` with ``w_i = (i + 1)/(n + 1)``
-    (rounded to uint8), then ``window[n:]`` follows. Nothing is repeated: the result has len(video) + F − n
-    frames; the fade runs from the old frames to the new ones, so neither the VAE round trip of the anchors
-    nor a re-generated I2V first frame makes a jump at the join (docs/wan.md 9.4)."""
-    if video is None:
-        return window
-    n = overlap or 0
-    if n == 0:
-        return np.concatenate([video, window])
-    w = (np.arange(1, n + 1, dtype=np.float32) / (n + 1))[:, None, None, None]
-    mixed = (1.0 - w) * video[-n:].astype(np.float32) + w * window[:n].astype(np.float32)
-    return np.concatenate([video[:-n], np.clip(np.round(mixed), 0, 255).astype(np.uint8), window[n:]])
-
-
 class WanPipeline:
     """A converted Wan folder, ready to generate.
 
@@ -901,8 +811,9 @@ class WanPipeline:
     of float32 on the tiny model). ``group``: an ``mx.distributed`` group (``mlx.launch``); with more
     than one rank the DiT forwards are split over the ranks by token (sequence parallelism, exact) and
     the text encoder runs on rank 0 only (docs/distributed.md). ``vae_tiling``: a
-    :class:`mlx_video.nn.tiling.Tiling` for the VAE decode (overlapping spatial tiles, blended; with a
-    group the tiles are split over the ranks). Raises WeightsError / ValueError for a bad folder or LoRA
+    :class:`mlx_video.nn.tiling.Tiling` for the VAE (overlapping spatial tiles, blended; with a group the
+    decode's tiles are split over the ranks), kept by ``fit_memory`` as a user-fixed setting; the same
+    attribute as ``tiling``. Raises WeightsError / ValueError for a bad folder or LoRA
     file.
     """
 
@@ -919,15 +830,17 @@ class WanPipeline:
         vae_tiling=None,
     ):
         self.model_dir = Path(model_dir)
-        self.vae_tiling = vae_tiling
         # sequence parallelism (mlx_video/distributed.py): an mx.distributed group of more than one rank
         self.sp = SequenceParallel(group) if group is not None and group.size() > 1 else None
         self.cfg = read_config(self.model_dir)
         self.dtype, self.offload, self.vae_dtype = dtype, offload, vae_dtype
         self._dits: dict[str, nn.Module] = {}
         self._vae = self._text = self._clip = None
-        # set by fit_memory (mlx_video.memory): VAE tiles, weights quantized at load, the plan for the metadata
-        self.tiling, self.quantize_bits, self.memory_plan = None, None, None
+        self.tiling = self._given_tiling = vae_tiling  # the VAE's tiles (fit_memory keeps a given one)
+        # A14B without offload: free one expert when the other loads (set by fit_memory when both do not fit)
+        self.swap_experts = False
+        # set by fit_memory (mlx_video.memory): weights quantized at load, the plan for the metadata
+        self.quantize_bits, self.memory_plan = None, None
         if (loras_high or loras_low) and not self.cfg.get("experts"):
             raise ValueError("per-expert LoRAs (high / low) need a two-expert A14B checkpoint; use loras")
         self._loras = {
@@ -942,9 +855,10 @@ class WanPipeline:
 
     # components, loaded on first use
     def model(self, name: str = "dit"):
-        """DiT ``name`` ("dit", "dit_high", "dit_low"); with offload, other DiTs are freed first."""
+        """DiT ``name`` ("dit", "dit_high", "dit_low"); with ``offload`` or ``swap_experts``, other DiTs are freed
+        first (one A14B expert resident)."""
         if name not in self._dits:
-            if self.offload and self._dits:
+            if (self.offload or self.swap_experts) and self._dits:
                 self.free("dit")
             m = self._cast(load_dit(self.model_dir, self.cfg, name))
             loras = self._loras["dit"] + (self._loras[name] if name != "dit" else [])
@@ -963,6 +877,21 @@ class WanPipeline:
     @property
     def _dit(self):
         return self._dits.get("dit") or next(iter(self._dits.values()), None)
+
+    @property
+    def tiling(self):
+        """The VAE's :class:`mlx_video.nn.tiling.Tiling` for encode and decode (with a group the decode's tiles
+        are split over the ranks), or None (untiled): the constructor's ``vae_tiling`` or ``fit_memory``'s
+        choice. Setting it updates a loaded VAE's ``default_tiling``."""
+        return self._tiling
+
+    @tiling.setter
+    def tiling(self, value) -> None:
+        self._tiling = value
+        if getattr(self, "_vae", None) is not None:
+            self._vae.default_tiling = value
+
+    vae_tiling = tiling  # the constructor argument's name, the same attribute
 
     @property
     def vae(self):
@@ -996,10 +925,12 @@ class WanPipeline:
         """Choose and adopt the cheapest settings whose estimated peak fits ``budget`` bytes (default:
         what this machine lets MLX use, :func:`mlx_video.memory.default_budget`) for the run ``plan``
         describes, before any weights load (:func:`mlx_video.memory.plan`, its documented order:
-        sequential CFG, VAE bf16, VAE tiles, free the text encoder before the DiT, weights quantized at
-        load). ``fixed``: settings the user chose (``batch_cfg``, ``vae_dtype``, ``offload``,
+        sequential CFG, VAE bf16, VAE tiles, one A14B expert resident, free the text encoder before the DiT,
+        weights quantized at load). Without offload (models kept between runs: a server, repeated
+        ``generate``) both A14B experts stay loaded only when the plan allows; else they swap each run.
+        ``fixed``: settings the user chose (``batch_cfg``, ``vae_dtype``, ``offload``, ``swap_experts``,
         ``vae_tile``, ``quantize_bits``), kept as given; a folder converted quantized fixes its bits.
-        Sets this pipeline's ``vae_dtype``, ``offload``, ``tiling``, ``quantize_bits`` and
+        Sets this pipeline's ``vae_dtype``, ``offload``, ``tiling``, ``swap_experts``, ``quantize_bits`` and
         ``memory_plan`` (stored in the result's params); the CFG batching is the returned plan's
         ``batch_cfg`` (a WanSettings field). Returns the :class:`mlx_video.memory.MemoryPlan`; raises
         :class:`mlx_video.memory.MemoryBudgetError` (a ValueError naming the memory needed) when
@@ -1010,15 +941,17 @@ class WanPipeline:
         bits = next((q["bits"] for n in ("dit", "dit_high", "t5") if (q := stored.get(n))), None)
         if bits:
             fixed.setdefault("quantize_bits", bits)
+        if (t := self._given_tiling) is not None and "vae_tile" not in fixed:
+            fixed.update(vae_tile=t.tile, vae_overlap=t.overlap[0])
         sizes = memory.wan_sizes(self.cfg, plan.task, images=len(plan.pixels))
         frames = 1 + 4 * (plan.shape[1] - 1)  # the Wan VAEs' temporal stride is 4
         dtype = str(self.dtype).rsplit(".", 1)[-1]
         mp = memory.plan(sizes, frames, plan.height, plan.width, budget, dtype=dtype, streaming=False, **fixed)
         self.vae_dtype, self.offload, self.tiling = getattr(mx, mp.vae_dtype), mp.offload, mp.tiling
+        self.swap_experts = mp.swap_experts
         self.quantize_bits = None if bits else mp.quantize_bits
         if self._vae is not None:
             self._vae.set_dtype(self.vae_dtype)
-            self._vae.default_tiling = self.tiling
         self.memory_plan = mp
         return mp
 
@@ -1244,15 +1177,17 @@ class WanPipeline:
                 steps=range(a, b),
                 backward=back,
             )
-            del dit, ctx, img
+            # nothing of this expert may outlive its steps: the next one loads at the top of the loop, and with
+            # one expert resident (offload / swap_experts) this one must be gone by then (issue 11: `call` held it)
+            del dit, call, ctx, img, rope, back
         if self.offload:
             self.free("dit")
         return latent[:, one.target_slot : one.target_slot + 1] if one is not None else latent
 
     def decode(self, latent: mx.array) -> np.ndarray:
-        """VAE decode of [1, T, h, w, C] to uint8 frames [F, H, W, 3] (in ``vae_tiling``'s tiles, split over
+        """VAE decode of [1, T, h, w, C] to uint8 frames [F, H, W, 3] (in ``tiling``'s tiles, split over
         the group's ranks); NonFiniteError if the decode holds NaN or inf."""
-        tiles = self.vae_tiling if self.vae_tiling is not None else self.tiling
+        tiles = self.tiling
         video = self.vae.decode(latent) if tiles is None else self.vae.decode(latent, tiles, self.sp and self.sp.group)
         mx.eval(video)
         check_finite(
