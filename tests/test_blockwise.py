@@ -248,3 +248,23 @@ def test_streaming_peak(tmp_path):
         assert held == 0  # no block holds data after the forward
         assert abs(peaks[n] - (n * block + act)) < 0.5 * block
     assert peaks[2] - peaks[1] > 0.5 * block
+
+
+@pytest.mark.skipif(blockwise.backend() != "cpu", reason="sizes measured with MLX's CPU allocator")
+def test_dequantize_peak():
+    """Per-block dequantization holds one block's dense copy at a time: its peak is the quantized forward's
+    plus about one bf16 block (plus the CPU's affine-dequantize temporaries, ~4x the largest linear), far from
+    the all-blocks-dense ``num_layers`` blocks."""
+    args = WanModelArgs(**WIDE)
+    qm = _quantize(_random_(WanModel(args), 1), MODES["affine8"])
+    block = _nbytes(_random_(WanModel(args), 1).blocks[0].parameters())
+    inputs = _inputs(args, qm)
+    qmm_peak, _ = _peak(lambda: qm(*inputs))
+    qm.block_weights = BlockWeights(qm.blocks, dequantize=True)
+    deq_peak, held = _peak(lambda: qm(*inputs))
+    print(
+        f"dequantize per block: peak {deq_peak / 2**20:.2f} MB, quantized_matmul {qmm_peak / 2**20:.2f} MB, "
+        f"bf16 block {block / 2**20:.2f} MB x {args.num_layers} blocks"
+    )
+    assert held == 0
+    assert deq_peak < qmm_peak + 3 * block
