@@ -5,6 +5,7 @@ block streaming against bf16 and ``mx.quantized_matmul``, one random model, ever
     python -m benchmarks.blockwise --size full --out $OUT/blockwise.json         # TI2V-5B 704x1280x121, GPU
     python -m benchmarks.blockwise --size full --modes bf16,dequant-affine4      # some modes only
     python -m benchmarks.blockwise --crossover --out $OUT/crossover.json         # one linear: where dequant pays
+    python -m benchmarks.blockwise --crossover --rows 16,128,1024 --shapes 1024x1024   # the same, CPU-sized
 
 Modes (``--modes``, comma-separated; ``bf16`` is always run first, as the reference):
 
@@ -131,13 +132,16 @@ def main(argv=None):
     p.add_argument("--max-mode-s", type=float, default=60.0, help="a mode whose warmup exceeds a third: 1 timed run")
     p.add_argument("--tmp", default=None, help="folder for the stream modes' safetensors files (deleted after)")
     p.add_argument("--crossover", action="store_true", help="the one-Linear sweep instead of the DiT modes")
+    p.add_argument("--rows", default="64,256,1024,4096,16384,32768", help="--crossover: the M values")
+    p.add_argument("--shapes", default="3072x3072,3072x14336", help="--crossover: KxN weights")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     info = dict(mlx_device=str(mx.default_device()), backend=backend(), mlx_version=mx.__version__)
     info.update(host=platform.node(), time=time.strftime("%Y-%m-%d %H:%M:%S"))
     if a.crossover:
-        rows = crossover()
+        shapes = [tuple(int(v) for v in sh.split("x")) for sh in a.shapes.split(",")]
+        rows = crossover(tuple(int(m) for m in a.rows.split(",")), shapes)
         record = dict(bench="blockwise_crossover", rows=rows, **info)
         print(f"{'K->N':>11} {'bits':>4} {'M':>6} {'qmm ms':>9} {'dequant ms':>10} {'bf16 ms':>9}")
         for r in rows:
