@@ -188,6 +188,14 @@ def test_swap_restored_on_error(bf16_file):
     assert isinstance(qm.blocks[0].self_attn.q, nn.QuantizedLinear)
 
 
+def test_other_models_blocks_refused(bf16_file):
+    args, path = bf16_file
+    a, b = _loaded(args, path), _loaded(args, path)
+    b.block_weights = BlockWeights(a.blocks, dequantize=True)
+    with pytest.raises(ValueError, match="other blocks"):
+        _velocity(b, args)
+
+
 def test_source_checked(bf16_file):
     args, path = bf16_file
     m = _loaded(args, path)

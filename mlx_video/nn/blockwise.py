@@ -183,9 +183,15 @@ class BlockWeights:
     def dequantizing(self, tokens: int) -> bool:
         return dequantize_pays(tokens) if self.dequantize is None else self.dequantize
 
-    def run(self, step: Callable, state, tokens: int, evaluate: Callable = mx.eval):
+    def run(self, step: Callable, state, tokens: int, evaluate: Callable = mx.eval, blocks: Sequence | None = None):
         """``state = step(block, state)`` for each block in order with its weights just in time;
-        ``evaluate(state)`` after each block (before the block is released). Returns the final state."""
+        ``evaluate(state)`` after each block (before the block is released). ``blocks``: the model's block
+        list, checked to be the one this was made for (raises ValueError otherwise, e.g. for a copied
+        model that kept the original's BlockWeights). Returns the final state."""
+        if blocks is not None and (
+            len(blocks) != len(self.blocks) or any(a is not b for a, b in zip(blocks, self.blocks))
+        ):
+            raise ValueError("these BlockWeights were made for other blocks (a copied model?): attach new ones")
         deq = self.dequantizing(tokens)
         n = len(self.blocks)
         ahead = self.resident - 1 if self.streaming else 0
@@ -222,4 +228,4 @@ def run_blocks(
             state = step(block, state)
             evaluate(state)
         return state
-    return block_weights.run(step, state, tokens, evaluate)
+    return block_weights.run(step, state, tokens, evaluate, blocks)
