@@ -113,21 +113,31 @@ class SafetensorsBlocks:
     """Block ``i``'s weights as unevaluated arrays from a safetensors file: the tensors named
     ``prefix.format(i) + name``, returned as ``{name: array}`` (``mx.load`` reads nothing until an array
     is evaluated). ``dtype``: floating tensors cast to it (lazily; quantized integer tensors kept), as
-    the loaders' ``set_dtype`` does. ``path`` may be a list of files (sharded checkpoints)."""
+    the loaders' ``set_dtype`` does. ``path`` may be a list of files (sharded checkpoints). One header read
+    serves every block until a block is asked for again (1.5 ms per read of a 900-tensor header here); the
+    arrays kept meanwhile are unevaluated and hold no memory."""
 
     def __init__(self, path, prefix: str = "blocks.{}.", dtype: mx.Dtype | None = None):
         self.paths = [str(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
         self.prefix, self.dtype = prefix, dtype
+        self._unread: list[dict] = []  # unevaluated arrays of the last header read, not yet handed out
 
     def __call__(self, i: int) -> dict[str, mx.array]:
         pre = self.prefix.format(i)
+        out = self._take(pre)
+        if not out:  # handed out already (or first call): read the header again, one read per pass
+            self._unread = [mx.load(p) for p in self.paths]
+            out = self._take(pre)
+        return out
+
+    def _take(self, pre: str) -> dict[str, mx.array]:
         out = {}
-        for p in self.paths:
-            for k, v in mx.load(p).items():
-                if k.startswith(pre):
-                    if self.dtype is not None and mx.issubdtype(v.dtype, mx.floating) and v.dtype != self.dtype:
-                        v = v.astype(self.dtype)
-                    out[k[len(pre) :]] = v
+        for d in self._unread:
+            for k in [k for k in d if k.startswith(pre)]:
+                v = d.pop(k)
+                if self.dtype is not None and mx.issubdtype(v.dtype, mx.floating) and v.dtype != self.dtype:
+                    v = v.astype(self.dtype)
+                out[k[len(pre) :]] = v
         return out
 
 
