@@ -163,7 +163,7 @@ def main(argv=None):
         )
         if mplan.stream_blocks is not None:
             raise SystemExit(
-                f"the plan for {a.budget} GiB streams DiT blocks, which WanPipeline does not do yet: {mplan.to_dict()}"
+                f"the plan for {a.budget} GiB streams DiT blocks, which needs a weights file (random weights have none): {mplan.to_dict()}"
             )
         settings = replace(settings, batch_cfg=mplan.batch_cfg)
         plan = pipe.plan(settings)

@@ -9,8 +9,8 @@ DiT/text weights, the real UMT5 text encoder and the task's image conditioning: 
 change (abbreviated: seq = sequential CFG, vae16 = VAE bf16, tN = VAE tiles of N px, x1 = one A14B expert
 resident (both are kept "as is"), off = text encoder freed before the DiT, qN = N-bit weights at load, sN = N DiT blocks streamed) and the estimated peak, or
 "no (needs X GiB)". Estimates carry the planner's calibration error (tests/test_memory.py: within 10% of
-the H100 measurements it was checked on). By default only what ``WanPipeline.fit_memory`` carries out is
-considered; ``--streaming`` adds DiT block streaming ("sN"), which the pipeline does not do yet.
+the H100 measurements it was checked on). Everything ``WanPipeline.fit_memory`` carries out is considered,
+DiT block streaming ("sN", docs/streaming.md) included; ``--no-streaming`` leaves it out.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--fraction", type=float, default=2 / 3, help="budget = fraction x RAM")
     p.add_argument("--backend", choices=("gpu", "cpu"), default="gpu", help="calibration to use (Metal: gpu)")
-    p.add_argument("--streaming", action="store_true", help="also consider DiT block streaming (not implemented)")
+    p.add_argument("--no-streaming", dest="streaming", action="store_false", help="leave DiT block streaming out")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     rows = []

@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu_issue11.sh a14b    # i2v-A14B 81x480x832, 2 steps (one expert each)
 #   bash benchmarks/gpu_issue11.sh quant   # quant_modes --size full
 #   bash benchmarks/gpu_issue11.sh budget  # ti2v with --budget 11 and 20 (the planner's choice, measured)
+#   bash benchmarks/gpu_issue11.sh blockwise  # benchmarks.blockwise: one process per mode (90 s each) + crossover
 # SIZE=tiny runs the same at tiny size (CPU smoke test). JSON per run under $OUT (default /tmp/gpu_issue11).
 # Every run is bf16 DiT/text, bf16 VAE, sequential CFG. When the tokenizer's packages are missing
 # (tokenizers, ftfy, regex), the text contexts are injected (--inject-context) and the JSON says so.
@@ -34,6 +35,14 @@ for what in "$@"; do
     quant)
       echo "== quant_modes"
       timeout 280 $py -m benchmarks.quant_modes --size "$size" --out "$out/quant_modes_${size}.json" 2>&1 | tail -n 12;;
+    blockwise)
+      for mode in bf16 qmm-affine4 dequant-affine4 dequant-affine8 dequant-mxfp8 dequant-mxfp4 stream-2 stream-1 stream-2-affine8; do
+        echo "== blockwise $mode"
+        timeout 90 $py -m benchmarks.blockwise --size "$size" --modes "$mode" --out "$out/blockwise_${mode}_${size}.json" 2>&1 | tail -n 3
+      done
+      echo "== blockwise crossover"
+      small=""; [ "$size" = full ] || small="--rows 16,128 --shapes 256x256"
+      timeout 120 $py -m benchmarks.blockwise --crossover $small --out "$out/blockwise_crossover_${size}.json" 2>&1 | tail -n 26;;
     *) echo "unknown: $what"; exit 2;;
   esac
 done

@@ -30,12 +30,16 @@ Activation models (bytes; calibrated, see ``CALIBRATION``):
 Settings are chosen in this order, each step only while the plan does not fit (``PLAN_ORDER``):
 sequential CFG; VAE in bf16; VAE tiles (512, 384, 256 px); one A14B expert resident (the other freed
 when it loads, reloaded next run); free the text encoder and CLIP before the DiT and the DiT before the VAE; DiT and text encoder weights quantized at load (8-bit, then 4-bit);
-DiT blocks streamed from the memory-mapped weights (8, 4, 2, 1 resident). When even the last fails,
+DiT blocks streamed from the lazily read weights file (8, 4, 2, 1 resident; the blocks held as stored: a bf16
+folder streams bf16 blocks). When even the last fails,
 :func:`plan` raises :class:`MemoryBudgetError` with the smallest peak and the options.
 
-Not yet carried out by ``WanPipeline`` (the plan states what it would need): streaming DiT blocks. Weights
+Weights
 quantized at load: ``WanPipeline._quantize`` quantizes the nn.Linear layers of a float folder's DiT(s) and
 UMT5 as each loads (tests/test_wan_quantize_at_load.py); a folder converted with ``--quantize`` keeps its bits.
+
+Quantized DiT blocks run dequantized one block at a time (mlx_video/nn/blockwise.py), so a quantized DiT
+counts one block in the compute dtype more.
 """
 
 from __future__ import annotations
@@ -141,6 +145,7 @@ class WanSizes:
     experts: int = 1
     image_frames: str = "first"
     images: int = 0
+    dit_bits: int | None = None  # the folder's stored DiT quantization (a streamed DiT is held as stored)
 
     @cached_property
     def dit_params(self) -> int:
@@ -226,6 +231,8 @@ class MemoryPlan:
         budget = f" within {self.budget_gib:.2f} GiB" if self.budget_gib is not None else ""
         tile = f"{self.vae_tile[0]}x{self.vae_tile[1]} px tiles" if self.vae_tile else "untiled"
         weights = f"{self.quantize_bits}-bit" if self.quantize_bits else self.dtype
+        if self.stream_blocks:
+            weights += f", DiT blocks streamed ({self.stream_blocks} resident)"
         return (
             f"memory plan{video}{budget}: CFG {'batched' if self.batch_cfg else 'sequential'}, VAE "
             f"{self.vae_dtype} {tile}, text encoder {'freed before' if self.offload else 'kept through'} "
@@ -374,11 +381,13 @@ def phase_peaks(
     t5_w = weight_bytes(sizes.t5_params - emb, dt, bits) + weight_bytes(emb, dt)
     clip_w = weight_bytes(sizes.clip_params, dt)
     vae_w = weight_bytes(sizes.vae_params, p.vae_dtype)
-    dit_params = sizes.dit_params
-    if p.stream_blocks is not None:
-        blk = sizes.dit_block_params
+    dit_params, dit_bits = sizes.dit_params, bits
+    blk = sizes.dit_block_params
+    if p.stream_blocks is not None:  # blocks read from the file as stored, ``stream_blocks`` at once
         dit_params = dit_params - (sizes.dit.num_layers - min(p.stream_blocks, sizes.dit.num_layers)) * blk
-    dit_w = weight_bytes(dit_params, dt, bits)
+        dit_bits = sizes.dit_bits
+    # quantized blocks run dequantized one at a time (nn/blockwise.py): one block in the compute dtype more
+    dit_w = weight_bytes(dit_params, dt, dit_bits) + (blk * _bytes(dt) if dit_bits else 0.0)
     if not (p.offload or p.swap_experts):  # WanPipeline keeps both A14B experts unless told to free one
         dit_w *= sizes.experts
     t5_act = 0.0
@@ -560,6 +569,9 @@ def wan_sizes(cfg: dict, task=None, images: int = 0, text_encoder: bool = True) 
         experts=2 if cfg.get("experts") else 1,
         image_frames="clip" if clip_frames else "first",
         images=images,
+        dit_bits=(cfg.get("quantization", {}).get("dit") or cfg.get("quantization", {}).get("dit_high") or {}).get(
+            "bits"
+        ),
     )
 
 

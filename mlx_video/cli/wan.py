@@ -197,6 +197,20 @@ def generate(
     quantize_bits: Optional[int] = typer.Option(
         None, "--quantize_bits", "--quantize-bits", help="quantize DiT and text encoder weights at load: 4 | 8 | 0 (no)"
     ),
+    stream_blocks: Optional[int] = typer.Option(
+        None,
+        "--stream_blocks",
+        "--stream-blocks",
+        help="read the DiT blocks from the weights file just in time, N resident at once (docs/streaming.md); "
+        "0: all resident",
+    ),
+    dequantize_blocks: Optional[str] = typer.Option(
+        None,
+        "--dequantize_blocks",
+        "--dequantize-blocks",
+        help="quantized DiT: True: dequantize each block to the compute dtype before it runs (fast when "
+        "compute-bound); False: quantized matmuls; default: chosen per backend and token count",
+    ),
     # several ranks (mlx.launch), docs/distributed.md
     ulysses_size: int = typer.Option(
         1, "--ulysses_size", "--ulysses-size", help="sequence-parallel ranks; must equal the mlx.launch world size"
@@ -284,6 +298,7 @@ def generate(
             dtype=dtype_of(dtype, "--dtype"),
             vae_dtype=dtype_of(vae_dtype, "--vae_dtype"),
             offload=str2bool(offload_model),
+            dequantize_blocks=str2bool(dequantize_blocks),
         )
         model_dir = resolve_wan_model(ckpt_dir, console, dtype or "bfloat16")  # converted in the dtype asked for
         pipe = WanPipeline(
@@ -294,7 +309,7 @@ def generate(
         )
         pipe.check_task(settings.preset)
         settings, mplan = _fit_memory(
-            pipe, settings, memory_budget, batch_cfg, vae_dtype, offload_model, vae_tile, quantize_bits
+            pipe, settings, memory_budget, batch_cfg, vae_dtype, offload_model, vae_tile, quantize_bits, stream_blocks
         )
     except (ValueError, ImageError, WeightsError, OutputPathError, DownloadError) as e:
         fail(str(e))
@@ -327,7 +342,7 @@ def generate(
     save_result(res, save_file, meta, console, latent=output_type == "latent_images")
 
 
-def _fit_memory(pipe, settings, budget_gb, batch_cfg, vae_dtype, offload, vae_tile, quantize_bits):
+def _fit_memory(pipe, settings, budget_gb, batch_cfg, vae_dtype, offload, vae_tile, quantize_bits, stream_blocks=None):
     """(settings, the plan's two-line summary): ``pipe.fit_memory`` for ``--memory_budget`` with the
     flags the user gave kept fixed (offload defaults to on: in a one-shot run freeing costs nothing).
     Loads the images only; raises MemoryBudgetError (a ValueError) when nothing fits."""
@@ -337,7 +352,13 @@ def _fit_memory(pipe, settings, budget_gb, batch_cfg, vae_dtype, offload, vae_ti
         raise ValueError(f"--vae_tile must be 0 (untiled) or a tile side in pixels, got {vae_tile}")
     if quantize_bits not in (None, 0, 4, 8):
         raise ValueError(f"--quantize_bits must be 4, 8 or 0, got {quantize_bits}")
+    if stream_blocks is not None and stream_blocks < 0:
+        raise ValueError(
+            f"--stream_blocks must be 0 (all resident) or the number of resident blocks, got {stream_blocks}"
+        )
     fixed = {"offload": True if offload is None else str2bool(offload)}
+    if stream_blocks is not None:
+        fixed["stream_blocks"] = stream_blocks or None
     if batch_cfg is not None:
         fixed["batch_cfg"] = str2bool(batch_cfg)
     if vae_dtype is not None:
@@ -400,6 +421,8 @@ help_panels(
         "dry_run": ("Memory", None),
         "batch_cfg": ("Memory", "chosen by the plan"),
         "quantize_bits": ("Memory", "chosen by the plan"),
+        "stream_blocks": ("Memory", "chosen by the plan"),
+        "dequantize_blocks": ("Memory", "when it pays"),
         "task": ("Model", None),
         "ckpt_dir": ("Model", None),
         "preset": ("Model", "none"),

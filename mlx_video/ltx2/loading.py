@@ -83,13 +83,34 @@ def _load(model: nn.Module, model_dir, name: str, what: str, prefix: str = "") -
 # ----------------------------------------------------------------------------- components
 
 
-def load_transformer(model_dir: str | Path, cfg: dict):
-    """:class:`~mlx_video.ltx2.transformer.LTXModel` in the stored dtype (quantized if converted so)."""
+def load_transformer(
+    model_dir: str | Path, cfg: dict, stream_blocks: int | None = None, dequantize_blocks: bool | None = None
+):
+    """:class:`~mlx_video.ltx2.transformer.LTXModel` in the stored dtype (quantized if converted so).
+
+    Just-in-time block weights (mlx_video/nn/blockwise.py, docs/streaming.md): ``stream_blocks`` N reads the
+    transformer blocks from ``transformer.safetensors`` as they run, N resident (not with merged LoRAs: a
+    re-read block would lose them); a quantized transformer runs each block dequantized when
+    ``blockwise.dequantize_pays`` (``dequantize_blocks`` True / False forces it)."""
+    import mlx.nn as nn
+
+    from ..nn.blockwise import BlockWeights, SafetensorsBlocks
     from .transformer import LTXModel, LTXModelArgs
 
     model = LTXModel(_args(LTXModelArgs, cfg["transformer"]))
-    quantize_linears(model, cfg.get("quantization", {}).get("transformer"))
-    return _load(model, model_dir, "transformer.safetensors", "LTX-2 transformer")
+    q = cfg.get("quantization", {}).get("transformer")
+    quantize_linears(model, q)
+    _load(model, model_dir, "transformer.safetensors", "LTX-2 transformer")
+    blocks = model.transformer_blocks
+    src = (
+        SafetensorsBlocks(Path(model_dir) / "transformer.safetensors", "transformer_blocks.{}.")
+        if stream_blocks
+        else None
+    )
+    quantized = bool(blocks) and any(isinstance(m, nn.QuantizedLinear) for _, m in blocks[0].named_modules())
+    if src is not None or (quantized and dequantize_blocks is not False):
+        model.block_weights = BlockWeights(blocks, src, stream_blocks or 1, dequantize_blocks)
+    return model
 
 
 def load_connectors(model_dir: str | Path, cfg: dict):

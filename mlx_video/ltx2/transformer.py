@@ -25,6 +25,7 @@ import numpy as np
 
 from mlx_video.distributed import current
 from mlx_video.nn.attention import attention
+from mlx_video.nn.blockwise import BlockWeights, run_blocks
 from mlx_video.nn.embeddings import sinusoidal_embedding
 from mlx_video.nn.evaluation import OneBlockAhead
 from mlx_video.nn.lora import LoraKeyMap
@@ -613,8 +614,11 @@ class LTXModel(nn.Module):
     :class:`Modality` inputs (audio None: video-only pass, no audio<->video attention) and
     ``rope = model.rope_tables(video_positions, audio_positions)``. Velocities are float32,
     [B, T_v, out_channels] and [B, T_a, audio_out_channels] (None without audio); slice off
-    appended guiding tokens afterwards.
+    appended guiding tokens afterwards. ``block_weights``: a :class:`mlx_video.nn.blockwise.BlockWeights`
+    over ``transformer_blocks`` (streamed or per-block dequantized weights), or None (as loaded).
     """
+
+    block_weights: BlockWeights | None = None
 
     def __init__(self, args: LTXModelArgs):
         super().__init__()
@@ -754,12 +758,16 @@ class LTXModel(nn.Module):
                 "audio_",
                 ("av_ca_audio_scale_shift_adaln_single", "av_ca_v2a_gate_adaln_single"),
             )
-        pace = OneBlockAhead()
-        for block in self.transformer_blocks:
+
+        def step(block, _):
             v.x, ax = block(v, a, p)
             if a is not None:
                 a.x = ax
-            pace(v.x, ax)
+            return v.x, ax
+
+        pace = OneBlockAhead()
+        tokens = b * (v.x.shape[1] + (a.x.shape[1] if a is not None else 0))
+        run_blocks(self.transformer_blocks, step, None, self.block_weights, tokens, lambda s: pace(*s))
         eps = self.args.norm_eps
         out_v = self._output(v.x, v.emb, self.scale_shift_table, self.proj_out, eps)
         out_v = out_v if shard is None else shard.gather(out_v)

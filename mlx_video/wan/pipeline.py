@@ -828,8 +828,15 @@ class WanPipeline:
         vae_dtype: mx.Dtype = mx.float32,
         group=None,
         vae_tiling=None,
+        stream_blocks: int | None = None,
+        dequantize_blocks: bool | None = None,
     ):
         self.model_dir = Path(model_dir)
+        # just-in-time DiT block weights (mlx_video/nn/blockwise.py, docs/streaming.md): blocks streamed from
+        # the DiT file with this many resident (None: all resident); quantized linears dequantized per block
+        # (None: when it pays, blockwise.dequantize_pays)
+        self.stream_blocks, self.dequantize_blocks = stream_blocks, dequantize_blocks
+        self._stream_asked = stream_blocks
         # sequence parallelism (mlx_video/distributed.py): an mx.distributed group of more than one rank
         self.sp = SequenceParallel(group) if group is not None and group.size() > 1 else None
         self.cfg = read_config(self.model_dir)
@@ -867,8 +874,25 @@ class WanPipeline:
                 from .transformer import lora_key_map
 
                 merge_loras(m, loras, lora_key_map())
-            self._dits[name] = self._quantize(m, name)
+            self._dits[name] = self._block_weights(self._quantize(m, name), name)
         return self._dits[name]
+
+    def _block_weights(self, m: nn.Module, name: str) -> nn.Module:
+        """``m`` with just-in-time block weights attached when streaming, or when its blocks are quantized
+        and per-block dequantization is not switched off."""
+        from ..nn.blockwise import BlockWeights, SafetensorsBlocks
+
+        quantized = (
+            any(isinstance(x, nn.QuantizedLinear) for _, x in m.blocks[0].named_modules()) if m.blocks else False
+        )
+        if self.stream_blocks:
+            if any(self._loras.values()):
+                raise ValueError("streamed DiT blocks cannot carry merged LoRAs (each block is read again per step)")
+            src = SafetensorsBlocks(self.model_dir / f"{name}.safetensors", "blocks.{}.", self.dtype)
+            m.block_weights = BlockWeights(m.blocks, src, self.stream_blocks, self.dequantize_blocks)
+        elif quantized and self.dequantize_blocks is not False:
+            m.block_weights = BlockWeights(m.blocks, dequantize=self.dequantize_blocks)
+        return m
 
     @property
     def dit(self):
@@ -917,6 +941,8 @@ class WanPipeline:
     def _quantize(self, m: nn.Module, name: str) -> nn.Module:
         """``m`` with its linears quantized to ``quantize_bits`` (group 64) at load, unless the folder
         already holds ``name`` quantized or no plan asked for it."""
+        if name.startswith("dit") and self.stream_blocks:
+            return m  # streamed blocks are read as stored; quantizing the rest alone would save little
         if self.quantize_bits and not self.cfg.get("quantization", {}).get(name):
             quantize_linears(m, {"bits": self.quantize_bits, "group_size": 64})
         return m
@@ -926,15 +952,17 @@ class WanPipeline:
         what this machine lets MLX use, :func:`mlx_video.memory.default_budget`) for the run ``plan``
         describes, before any weights load (:func:`mlx_video.memory.plan`, its documented order:
         sequential CFG, VAE bf16, VAE tiles, one A14B expert resident, free the text encoder before the DiT,
-        weights quantized at load). Without offload (models kept between runs: a server, repeated
+        weights quantized at load, DiT blocks streamed). Without offload (models kept between runs: a server, repeated
         ``generate``) both A14B experts stay loaded only when the plan allows; else they swap each run.
         ``fixed``: settings the user chose (``batch_cfg``, ``vae_dtype``, ``offload``, ``swap_experts``,
-        ``vae_tile``, ``quantize_bits``), kept as given; a folder converted quantized fixes its bits.
-        Sets this pipeline's ``vae_dtype``, ``offload``, ``tiling``, ``swap_experts``, ``quantize_bits`` and
+        ``vae_tile``, ``quantize_bits``, ``stream_blocks``), kept as given; a folder converted quantized fixes its
+        bits; with LoRAs blocks are never streamed.
+        Sets this pipeline's ``vae_dtype``, ``offload``, ``tiling``, ``swap_experts``, ``quantize_bits``,
+        ``stream_blocks`` and
         ``memory_plan`` (stored in the result's params); the CFG batching is the returned plan's
         ``batch_cfg`` (a WanSettings field). Returns the :class:`mlx_video.memory.MemoryPlan`; raises
         :class:`mlx_video.memory.MemoryBudgetError` (a ValueError naming the memory needed) when
-        nothing fits. DiT block streaming is not done by this pipeline, so it is never chosen."""
+        nothing fits."""
         from .. import memory
 
         stored = self.cfg.get("quantization", {})
@@ -946,9 +974,15 @@ class WanPipeline:
         sizes = memory.wan_sizes(self.cfg, plan.task, images=len(plan.pixels))
         frames = 1 + 4 * (plan.shape[1] - 1)  # the Wan VAEs' temporal stride is 4
         dtype = str(self.dtype).rsplit(".", 1)[-1]
-        mp = memory.plan(sizes, frames, plan.height, plan.width, budget, dtype=dtype, streaming=False, **fixed)
+        if self._stream_asked is not None:
+            fixed.setdefault("stream_blocks", self._stream_asked)
+        streaming = not any(self._loras.values())
+        if fixed.get("stream_blocks") and not streaming:
+            raise ValueError("streamed DiT blocks cannot carry merged LoRAs (each block is read again per step)")
+        mp = memory.plan(sizes, frames, plan.height, plan.width, budget, dtype=dtype, streaming=streaming, **fixed)
         self.vae_dtype, self.offload, self.tiling = getattr(mx, mp.vae_dtype), mp.offload, mp.tiling
         self.swap_experts = mp.swap_experts
+        self.stream_blocks = mp.stream_blocks
         self.quantize_bits = None if bits else mp.quantize_bits
         if self._vae is not None:
             self._vae.set_dtype(self.vae_dtype)
