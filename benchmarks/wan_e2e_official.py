@@ -376,24 +376,37 @@ def _project(whole: float, steps: list[float]) -> float:
     return whole - sum(steps) + steps[0] + 49 * rest
 
 
-def run_mlx(a, inject: bool) -> dict:
-    """benchmarks.e2e in a subprocess; returns its record plus the whole-run numbers on s_net."""
-    out = Path(tempfile.mkdtemp(prefix="e2e_official_")) / "mlx.json"
-    cmd = [sys.executable, "-m", "benchmarks.e2e", "--size", a.size, "--case", a.case, "--steps", str(a.steps)]
-    cmd += ["--vae-dtype", a.mlx_vae_dtype, "--out", str(out)]
+def _e2e_cmd(a, inject: bool, steps: int, layers: int | None, out: Path | None) -> list[str]:
+    cmd = [sys.executable, "-m", "benchmarks.e2e", "--size", a.size, "--case", a.case, "--steps", str(steps)]
+    cmd += ["--vae-dtype", a.mlx_vae_dtype]
+    if out is not None:
+        cmd += ["--out", str(out)]
     if not a.mlx_batch_cfg:
         cmd.append("--sequential-cfg")
     if inject:
         cmd.append("--inject-context")
     if a.official_offload == "false":
         cmd.append("--no-offload")
-    if a.layers is not None:
-        cmd += ["--layers", str(a.layers)]
+    if layers is not None:
+        cmd += ["--layers", str(layers)]
     if a.video:
         cmd += ["--video", a.video]
-    print("  mlx: " + " ".join(cmd[1:]), flush=True)
+    return cmd
+
+
+def run_mlx(a, inject: bool) -> dict:
+    """benchmarks.e2e in a subprocess; returns its record plus the whole-run numbers on s_net."""
+    out = Path(tempfile.mkdtemp(prefix="e2e_official_")) / "mlx.json"
+    cmd = _e2e_cmd(a, inject, a.steps, a.layers, out)
     env = dict(os.environ)
     env.pop("OUT", None)  # the subprocess's bench.jsonl line would duplicate ours
+    warm_s = None
+    if a.mlx_warmup:  # the same run with 1 block and 1 step first: MLX's CUDA kernels compile on first use
+        t0 = time.perf_counter()
+        w = subprocess.run(_e2e_cmd(a, inject, 1, 1, None), env=env, capture_output=True, text=True)
+        warm_s = time.perf_counter() - t0
+        print(f"  mlx warm-up run (1 block, 1 step, discarded): {warm_s:.1f} s, rc {w.returncode}", flush=True)
+    print("  mlx: " + " ".join(cmd[1:]), flush=True)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"benchmarks.e2e failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -412,6 +425,7 @@ def run_mlx(a, inject: bool) -> dict:
         peak_how="mx.get_peak_memory",
         e2e=r,
         command=" ".join(cmd[1:]),
+        warmup_run_s=warm_s,
     )
 
 
@@ -432,6 +446,11 @@ def main(argv=None):
     p.add_argument("--official-fp32-dit", action="store_true", help="float32 DiT weights (convert_model_dtype off)")
     p.add_argument("--mlx-vae-dtype", choices=("bfloat16", "float32"), default="bfloat16")
     p.add_argument("--mlx-batch-cfg", action="store_true", help="our CFG branches batched (default: sequential)")
+    p.add_argument(
+        "--mlx-warmup",
+        action="store_true",
+        help="run our side once with 1 block and 1 step first (discarded): kernel compilation on a cold machine",
+    )
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--skip-mlx", action="store_true")
     p.add_argument("--seed", type=int, default=0)
