@@ -161,15 +161,27 @@ def build_official(cfg: dict, a, dev, contexts) -> tuple[object, dict]:
     """A ``WanTI2V`` with random weights in the state its constructor leaves (see the module docstring)."""
     W = __import__("tests.oracles", fromlist=["wan"]).wan()
     stubbed = _stub_missing()
-    ti2v_mod = importlib.import_module("wan.textimage2video")
+    try:
+        ti2v_mod = importlib.import_module("wan.textimage2video")  # keeps its own references to the stand-ins
+    finally:  # a module without a spec in sys.modules breaks later importlib.util.find_spec calls
+        for name in ("torchvision.transforms.functional", "torchvision.transforms", "torchvision", "imageio"):
+            if getattr(sys.modules.get(name), "__spec__", 0) is None:
+                del sys.modules[name]
     config = importlib.import_module("wan.configs").WAN_CONFIGS["ti2v-5B"]
-    W.model.flash_attention = _sdpa_attention(dev.type == "cuda")
+    info_attention = W.model.flash_attention
+    W.model.flash_attention = _sdpa_attention(dev.type == "cuda")  # put back by run_official
     cuda = dev.type == "cuda"
     host = torch.device("cpu")
     resident = a.official_offload == "false"
     bf16 = torch.bfloat16 if cuda else torch.float32
     d, t5 = cfg["dit"], cfg["t5"]
-    info = dict(stubbed=stubbed, offload_model=not resident, init_on_cpu=not resident, t5_cpu=False)
+    info = dict(
+        _flash_attention=info_attention,
+        stubbed=stubbed,
+        offload_model=not resident,
+        init_on_cpu=not resident,
+        t5_cpu=False,
+    )
 
     obj = object.__new__(ti2v_mod.WanTI2V)
     obj.device = dev
@@ -268,6 +280,7 @@ def build_official(cfg: dict, a, dev, contexts) -> tuple[object, dict]:
 def run_official(cfg: dict, a, frames: int, height: int, width: int, contexts) -> dict:
     dev = common.torch_device()
     obj, ti2v_mod, info = build_official(cfg, a, dev, contexts)
+    real_attention = info.pop("_flash_attention")
     common.release_memory()
     tl = Timeline(dev)
     te = obj.text_encoder
@@ -364,6 +377,7 @@ def run_official(cfg: dict, a, frames: int, height: int, width: int, contexts) -
     )
     record["whole_50_s"] = _project(record["whole_s"], steps)
     del obj
+    sys.modules["wan.modules.model"].flash_attention = real_attention
     common.release_memory()
     return record
 
