@@ -494,6 +494,7 @@ def main(argv=None):
     if not a.skip_reference:
         sides["official"] = run_official(cfg, a, frames, height, width, contexts)
         print(f"  official: whole {sides['official']['whole_s']:.2f} s", flush=True)
+        common.release_memory()  # the official modules (kept alive by the wrappers' cycles until now) leave the GPU
     if not a.skip_mlx:
         sides["mlx"] = run_mlx(a, inject)
         print(f"  mlx:      whole {sides['mlx']['whole_s']:.2f} s", flush=True)
