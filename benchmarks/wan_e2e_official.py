@@ -81,11 +81,21 @@ def have_tokenizer() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("transformers", "tokenizers", "ftfy", "regex"))
 
 
+def _imports(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+        return True
+    except Exception:  # noqa: BLE001 - ImportError, or a compiled extension that does not load
+        return False
+
+
 def _stub_missing() -> list[str]:
     """``wan.textimage2video`` imports torchvision (``to_tensor``, used on the input image) and, through
     ``wan.utils.utils``, imageio (video saving, unused here). Stand-ins for whichever is missing."""
     stubbed = []
-    if importlib.util.find_spec("torchvision") is None:
+    if not _imports("torchvision.transforms.functional"):  # missing, or broken beside this torch
+        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+            del sys.modules[name]
         tv, tvt, tvf = (types.ModuleType(n) for n in ("torchvision", "torchvision.transforms", "tvf"))
         tvf.__name__ = "torchvision.transforms.functional"
 
@@ -96,7 +106,7 @@ def _stub_missing() -> list[str]:
         tv.transforms, tvt.functional = tvt, tvf
         sys.modules.update({"torchvision": tv, "torchvision.transforms": tvt, tvf.__name__: tvf})
         stubbed.append("torchvision (to_tensor)")
-    if importlib.util.find_spec("imageio") is None:
+    if not _imports("imageio"):
         sys.modules["imageio"] = types.ModuleType("imageio")
         stubbed.append("imageio (unused)")
     return stubbed
