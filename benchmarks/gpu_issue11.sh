@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
-# The whole-run GPU measurements of issue 11, as run on the lent H100 (see benchmarks/README.md).
-#   bash benchmarks/gpu_issue11.sh 5b      # TI2V-5B 121x704x1280: t2v, ti2v, mi2v (3 images), 3 steps
-#   bash benchmarks/gpu_issue11.sh a14b    # i2v-A14B 81x480x832, 2 steps (one expert each)
-#   bash benchmarks/gpu_issue11.sh quant   # quant_modes --size full
-#   bash benchmarks/gpu_issue11.sh budget  # ti2v with --budget 11 and 20 (the planner's choice, measured)
+# The whole-run GPU measurements of issue 11 (see benchmarks/README.md). One target per 10-minute device call;
+# each target's timeouts add up to under 9 minutes. Durations below are estimates for a warm H100 (MLX's first
+# run on a fresh machine compiles its kernels: add up to ~30 s to the first MLX run of a call).
+#   bash benchmarks/gpu_issue11.sh 5b        # TI2V-5B 121x704x1280: t2v, ti2v, mi2v (3 images), 3 steps    ~5 min
+#   bash benchmarks/gpu_issue11.sh a14b      # i2v-A14B 81x480x832, 2 steps (one expert each)                  ~2 min
+#   bash benchmarks/gpu_issue11.sh quant     # quant_modes --size full                                          ~3 min
+#   bash benchmarks/gpu_issue11.sh budget    # ti2v with --budget 11 and 20 (the planner's choice, measured)  ~4 min
+#   bash benchmarks/gpu_issue11.sh official  # official WanTI2V.generate vs ours, ti2v + t2v, 3 steps, generate.py's
+#                                            # one-GPU defaults (offload_model=True)                          ~4-6 min
+#   bash benchmarks/gpu_issue11.sh official-resident  # the same, ti2v, everything resident (no offload)     ~2-3 min
+#   bash benchmarks/gpu_issue11.sh vae       # Wan2.2 VAE 121x704x1280: ours bf16 untiled + tiles 256/384/512:192,
+#                                            # then the official decode in bf16 autocast and in float32        ~3-4 min
+#   bash benchmarks/gpu_issue11.sh ltx       # LTX-2 and LTX-2.3 DISTILLED 768x512x121 + audio, 48 blocks       ~5-6 min
+#   bash benchmarks/gpu_issue11.sh ltx-hd    # the same at 1280x704x121                                         ~6-8 min
+#   bash benchmarks/gpu_issue11.sh ltx-dev   # LTX-2 and LTX-2.3 DEV_TWO_STAGE 768x512x121, stage 1 10 steps (projected
+#                                            # to the official 40 / 30), 48 blocks                              ~5-7 min
+#   bash benchmarks/gpu_issue11.sh cases     # Wan2.1 I2V-14B 81x480x832 and the A14B pair at 81x720x1280, 2 steps ~4-6 min
 #   bash benchmarks/gpu_issue11.sh blockwise  # benchmarks.blockwise: one process per mode (90 s each) + crossover
 # SIZE=tiny runs the same at tiny size (CPU smoke test). JSON per run under $OUT (default /tmp/gpu_issue11).
-# Every run is bf16 DiT/text, bf16 VAE, sequential CFG. When the tokenizer's packages are missing
+# Every e2e run is bf16 DiT/text, bf16 VAE, sequential CFG. When the tokenizer's packages are missing
 # (tokenizers, ftfy, regex), the text contexts are injected (--inject-context) and the JSON says so.
 set -u
 size=${SIZE:-full}
@@ -16,10 +28,21 @@ py=${PYTHON:-python3}
 ctx=""
 $py -c "import tokenizers, ftfy, regex" 2>/dev/null || { ctx="--inject-context"; echo "no tokenizer packages: injected contexts"; }
 common="--size $size --vae-dtype bfloat16 --sequential-cfg $ctx"
-run() {  # name, seconds, args...
+full() { [ "$size" = full ]; }
+run() {  # name, seconds, args...   (benchmarks.e2e)
   local name=$1 secs=$2; shift 2
   echo "== $name: $*"
   timeout "$secs" $py -m benchmarks.e2e $common "$@" --out "$out/e2e_${name}_${size}.json" 2>&1 | tail -n 14
+}
+cases() {  # name, seconds, args...   (benchmarks.e2e_cases: the extra cases)
+  local name=$1 secs=$2; shift 2
+  echo "== $name: $*"
+  timeout "$secs" $py -m benchmarks.e2e_cases $common "$@" --out "$out/e2e_${name}_${size}.json" 2>&1 | tail -n 14
+}
+bench() {  # name, seconds, module, args...   (any benchmark module; its table is the tail of its output)
+  local name=$1 secs=$2 mod=$3; shift 3
+  echo "== $name: $mod $*"
+  timeout "$secs" $py -m "benchmarks.$mod" "$@" 2>&1 | tail -n 24
 }
 for what in "$@"; do
   case $what in
@@ -43,6 +66,35 @@ for what in "$@"; do
       echo "== blockwise crossover"
       small=""; [ "$size" = full ] || small="--rows 16,128 --shapes 256x256"
       timeout 120 $py -m benchmarks.blockwise --crossover $small --out "$out/blockwise_crossover_${size}.json" 2>&1 | tail -n 26;;
+    official)
+      bench official-ti2v 280 wan_e2e_official --size "$size" --case ti2v --steps 3 --mlx-warmup $ctx \
+        --out "$out/e2e_official_ti2v_${size}.json"
+      bench official-t2v 240 wan_e2e_official --size "$size" --case t2v --steps 3 $ctx \
+        --out "$out/e2e_official_t2v_${size}.json";;
+    official-resident)
+      bench official-ti2v-resident 300 wan_e2e_official --size "$size" --case ti2v --steps 3 --mlx-warmup $ctx \
+        --official-offload false --out "$out/e2e_official_ti2v_resident_${size}.json";;
+    vae)
+      tiles=""; full && tiles="--tiles 256,384,512:192"
+      bench vae-tiling 300 wan_vae_tiling --size "$size" --dtypes bfloat16 $tiles --out "$out/vae_tiling_${size}.json"
+      bench vae-official-bf16 110 wan_vae --size "$size" --skip-mlx --dtype bf16 --repeat 2
+      bench vae-official-fp32 110 wan_vae --size "$size" --skip-mlx --dtype fp32 --repeat 1;;
+    vae-fp32)  # ours in float32 (the default VAE dtype), same tiles                                       ~4-5 min
+      tiles=""; full && tiles="--tiles 256,384,512:192"
+      bench vae-tiling-fp32 500 wan_vae_tiling --size "$size" --dtypes float32 $tiles --out "$out/vae_tiling_fp32_${size}.json";;
+    ltx)
+      bench ltx2-distilled 250 ltx2_distilled --size "$size" --model ltx2 --repeat 1
+      bench ltx23-distilled 250 ltx2_distilled --size "$size" --model ltx23 --repeat 1;;
+    ltx-hd)
+      hd=""; full && hd="--video 121x704x1280"
+      bench ltx2-distilled-hd 260 ltx2_distilled --size "$size" --model ltx2 --repeat 1 $hd
+      bench ltx23-distilled-hd 260 ltx2_distilled --size "$size" --model ltx23 --repeat 1 $hd;;
+    ltx-dev)
+      bench ltx2-dev-two-stage 260 ltx2_distilled --size "$size" --model ltx2 --pipeline dev-two-stage --steps 10 --repeat 1
+      bench ltx23-dev-two-stage 260 ltx2_distilled --size "$size" --model ltx23 --pipeline dev-two-stage --steps 10 --repeat 1;;
+    cases)
+      cases i2v-14B 220 --case i2v-14B --steps 2
+      cases i2v-A14B-720p 300 --case i2v-A14B-720p --steps 2;;
     *) echo "unknown: $what"; exit 2;;
   esac
 done

@@ -1,8 +1,20 @@
-"""LTX-2 DISTILLED pipeline, stage by stage: mlx_video.ltx2.pipelines.generate against ltx-pipelines 1.0.0.
+"""LTX-2 / LTX-2.3 DISTILLED (or DEV_TWO_STAGE) pipeline, stage by stage: mlx_video.ltx2.pipelines.generate
+against ltx-pipelines 1.0.0.
 
     python -m benchmarks.ltx2_distilled --size tiny                  # smoke run (narrow widths), ~30 s on CPU
     python -m benchmarks.ltx2_distilled --size full --repeat 2       # 768x512 (WxH), 121 frames + audio, 48 blocks
     python -m benchmarks.ltx2_distilled --size full --layers 8       # fewer blocks, labelled extrapolation
+    python -m benchmarks.ltx2_distilled --size full --model ltx23    # LTX-2.3 (its decoder, BigVGAN + BWE vocoder)
+    python -m benchmarks.ltx2_distilled --size full --video 121x704x1280
+    python -m benchmarks.ltx2_distilled --size full --pipeline dev-two-stage --steps 10   # stage 1 projected
+
+``--pipeline dev-two-stage`` (``TI2VidTwoStagesPipeline``): stage 1 at half resolution with the dev model and
+the official multimodal guidance (CFG + STG + modality guidance: ``PipelineParams``' video / audio guider
+params, ``LTX2Scheduler`` sigmas, ``--steps`` of the official 40 (LTX-2) / 30 (LTX-2.3); with fewer, stage 1
+is also stated x official/N, labelled PROJECTED), a negative text context, then the distilled stage 2 as above.
+The stage-2 weights (dev + distilled LoRA, fused at load by the official ledger and by our loader) cost the
+same per forward as any other weights of that shape, so stage 2 reuses the stage-1 transformer on both sides.
+With fewer than 30 blocks (``--layers``, tiny) the STG block is the last one on both sides.
 
 One unit of work = one distilled run with audio, as ``DistilledPipeline.__call__`` composes it after
 the prompt encoding. Gemma is not run: both sides get the same injected random text contexts of
@@ -46,12 +58,15 @@ import statistics
 import sys
 import time
 import types
+from dataclasses import replace
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # euler_denoising_loop's progress bar
 
 import numpy as np  # noqa: E402
 from ltx_core.components.diffusion_steps import EulerDiffusionStep  # noqa: E402
+from ltx_core.components.guiders import create_multimodal_guider_factory  # noqa: E402
 from ltx_core.components.noisers import GaussianNoiser  # noqa: E402
+from ltx_core.components.schedulers import LTX2Scheduler  # noqa: E402
 from ltx_core.model.audio_vae import AudioDecoderConfigurator, VocoderConfigurator  # noqa: E402
 from ltx_core.model.audio_vae import decode_audio as ref_decode_audio  # noqa: E402
 from ltx_core.model.transformer import X0Model  # noqa: E402
@@ -76,8 +91,17 @@ if importlib.util.find_spec("av") is None:  # the GPU machine has no PyAV; ltx_p
             return _NoAV(f"{self.__name__}.{name}")
 
     sys.modules["av"] = _NoAV("av")
-from ltx_pipelines.utils.constants import DISTILLED_SIGMA_VALUES, STAGE_2_DISTILLED_SIGMA_VALUES  # noqa: E402
-from ltx_pipelines.utils.helpers import denoise_audio_video, simple_denoising_func  # noqa: E402
+from ltx_pipelines.utils.constants import (  # noqa: E402
+    DISTILLED_SIGMA_VALUES,
+    LTX_2_3_PARAMS,
+    LTX_2_PARAMS,
+    STAGE_2_DISTILLED_SIGMA_VALUES,
+)
+from ltx_pipelines.utils.helpers import (  # noqa: E402
+    denoise_audio_video,
+    multi_modal_guider_factory_denoising_func,
+    simple_denoising_func,
+)
 from ltx_pipelines.utils.samplers import euler_denoising_loop  # noqa: E402
 from ltx_pipelines.utils.types import PipelineComponents  # noqa: E402
 
@@ -96,9 +120,10 @@ TINY_TEXT_TOKENS = 128  # MLX's CPU BLAS here is slow; the real 1024 for every o
 STAGES = ("stage1", "upsample", "stage2", "stage2+upsample", "decode_video", "decode_audio", "total")
 
 
-def audio_config(tiny: bool) -> dict:
-    """LTX-2 audio VAE (docs/ltx2.md 5): ch 128, ch_mult (1,2,4), 2 res blocks, z 8 x 16 mel bins, causal.
-    tiny: ch_mult (1,1,1), 1 res block (ch stays 128: ltx-core sizes the latent statistics by ch)."""
+def audio_config(tiny: bool, model: str = "ltx2") -> dict:
+    """LTX-2 audio VAE (docs/ltx2.md 5): ch 128, ch_mult (1,2,4), 2 res blocks, z 8 x 16 mel bins, causal;
+    LTX-2.3: no mid-block attention. tiny: ch_mult (1,1,1), 1 res block (ch stays 128: ltx-core sizes the
+    latent statistics by ch)."""
     return {
         "audio_vae": {
             "model": {
@@ -116,7 +141,7 @@ def audio_config(tiny: bool) -> dict:
                         "double_z": True,
                         "norm_type": "pixel",
                         "causality_axis": "height",
-                        "mid_block_add_attention": True,
+                        "mid_block_add_attention": model == "ltx2",
                         "mel_bins": 64,
                     },
                 }
@@ -126,8 +151,43 @@ def audio_config(tiny: bool) -> dict:
     }
 
 
-def vocoder_config(ch: int) -> dict:
-    """LTX-2 HiFi-GAN vocoder (docs/ltx2.md 5): 1024 ch, rates (6,5,2,2,2), ResBlock1 kernels 3/7/11."""
+AMP = dict(  # BigVGAN-v2 generator settings shared by the LTX-2.3 vocoder and its BWE stage (docs/ltx2.md 5)
+    resblock="AMP1",
+    stereo=True,
+    activation="snakebeta",
+    use_tanh_at_final=False,
+    use_bias_at_final=False,
+    resblock_kernel_sizes=[3, 7, 11],
+    resblock_dilation_sizes=[[1, 3, 5]] * 3,
+)
+
+
+def vocoder_config(ch: int, model: str = "ltx2") -> dict:
+    """LTX-2 HiFi-GAN vocoder (docs/ltx2.md 5): 1024 ch, rates (6,5,2,2,2), ResBlock1 kernels 3/7/11.
+    LTX-2.3 (``ch`` = 1536 real): BigVGAN-v2 1536 ch, rates (5,2,2,2,2,2) -> 16 kHz, then the BWE generator
+    (ch / 3 = 512 ch, rates (6,5,2,2,2)) -> 48 kHz."""
+    if model == "ltx23":
+        return {
+            "vocoder": {
+                "vocoder": {
+                    **AMP,
+                    "upsample_initial_channel": ch,
+                    "upsample_rates": [5, 2, 2, 2, 2, 2],
+                    "upsample_kernel_sizes": [11, 4, 4, 4, 4, 4],
+                },
+                "bwe": {
+                    **AMP,
+                    "upsample_initial_channel": ch // 3,
+                    "upsample_rates": [6, 5, 2, 2, 2],
+                    "upsample_kernel_sizes": [12, 11, 4, 4, 4],
+                    "input_sampling_rate": 16000,
+                    "output_sampling_rate": 48000,
+                    "n_fft": 512,
+                    "hop_length": 80,
+                    "num_mels": 64,
+                },
+            }
+        }
     return {
         "vocoder": {
             "resblock": "1",
@@ -265,6 +325,11 @@ def main():
         default=None,
         help=f"text context length (default {TEXT_TOKENS}; {TINY_TEXT_TOKENS} at --size tiny)",
     )
+    p.add_argument("--model", choices=("ltx2", "ltx23"), default="ltx2")
+    p.add_argument("--pipeline", choices=("distilled", "dev-two-stage"), default="distilled")
+    p.add_argument(
+        "--steps", type=int, default=None, help="dev-two-stage stage-1 steps (default: the official 40 / 30)"
+    )
     p.set_defaults(repeat=2)
     args = p.parse_args()
     if args.check:
@@ -272,11 +337,19 @@ def main():
     tiny = args.size == "tiny"
     layers = args.layers or (2 if tiny else FULL_LAYERS)
     frames, height, width = tuple(int(v) for v in args.video.split("x")) if args.video else SIZES[args.size]
-    a = LTXModelArgs.from_config(checkpoint_config("ltx2", TINY if tiny else REAL, layers))
-    vae_cfg = vae_config("ltx2", 16 if tiny else 128)
+    a = LTXModelArgs.from_config(checkpoint_config(args.model, TINY if tiny else REAL, layers))
+    vae_cfg = vae_config(args.model, 16 if tiny else 128)
     ups_cfg = upsampler_config(32 if tiny else 1024)
-    aud_cfg = audio_config(tiny)
-    voc_cfg = vocoder_config(32 if tiny else 1024)
+    aud_cfg = audio_config(tiny, args.model)
+    ltx23 = args.model == "ltx23"
+    voc_cfg = vocoder_config((128 if ltx23 else 32) if tiny else (1536 if ltx23 else 1024), args.model)
+    two_stage = args.pipeline == "dev-two-stage"
+    params = LTX_2_3_PARAMS if ltx23 else LTX_2_PARAMS
+    official_steps = params.num_inference_steps
+    n_steps = (args.steps or official_steps) if two_stage else len(DISTILLED_SIGMA_VALUES) - 1
+    stg = [min(b, layers - 1) for b in params.video_guider_params.stg_blocks]  # [29] / [28] at full depth
+    vparams = replace(params.video_guider_params, stg_blocks=stg)
+    aparams = replace(params.audio_guider_params, stg_blocks=stg)
     dtype = common.resolve_dtype(args)
     dev = common.torch_device()
     ctx_v = a.caption_channels if a.caption_projection else a.cross_attention_dim
@@ -284,6 +357,7 @@ def main():
     n_text = args.text_tokens or (TINY_TEXT_TOKENS if tiny else TEXT_TOKENS)
     rng = np.random.default_rng(args.seed)
     text = [rng.standard_normal((1, n_text, d)).astype(np.float32) for d in (ctx_v, ctx_a)]
+    negative = [rng.standard_normal((1, n_text, d)).astype(np.float32) for d in (ctx_v, ctx_a)]
     (T1, h1, w1), n1 = common.video_tokens(frames, height // 2, width // 2, 8, 32)
     (T2, h2, w2), n2 = common.video_tokens(frames, height, width, 8, 32)
     tiling = TilingConfig(
@@ -309,6 +383,8 @@ def main():
             stats=types.SimpleNamespace(per_channel_statistics=dec.per_channel_statistics),
             vctx=torch.from_numpy(text[0]).to(dev, tdt),
             actx=torch.from_numpy(text[1]).to(dev, tdt),
+            vctx_n=torch.from_numpy(negative[0]).to(dev, tdt),
+            actx_n=torch.from_numpy(negative[1]).to(dev, tdt),
             tdt=tdt,
             param_bytes=sum(common.torch_nbytes(x) for x in mods),
             block_bytes=common.torch_nbytes(m.transformer_blocks[0]),
@@ -328,7 +404,19 @@ def main():
                 sigmas=sigmas, video_state=video_state, audio_state=audio_state, stepper=stepper_, denoise_fn=denoise_fn
             )
 
-        def stage(h, w, sigmas, **kw):
+        def guided_loop(sigmas, video_state, audio_state, stepper_):  # TI2VidTwoStagesPipeline's stage 1
+            fn = multi_modal_guider_factory_denoising_func(
+                video_guider_factory=create_multimodal_guider_factory(params=vparams, negative_context=r["vctx_n"]),
+                audio_guider_factory=create_multimodal_guider_factory(params=aparams, negative_context=r["actx_n"]),
+                v_context=r["vctx"],
+                a_context=r["actx"],
+                transformer=r["x0"],
+            )
+            return euler_denoising_loop(
+                sigmas=sigmas, video_state=video_state, audio_state=audio_state, stepper=stepper_, denoise_fn=fn
+            )
+
+        def stage(h, w, sigmas, loop_fn=loop, **kw):
             shape = VideoPixelShape(batch=1, frames=frames, width=w, height=h, fps=FPS)
             return denoise_audio_video(
                 output_shape=shape,
@@ -336,16 +424,19 @@ def main():
                 noiser=noiser,
                 sigmas=sigmas,
                 stepper=stepper,
-                denoising_loop_fn=loop,
+                denoising_loop_fn=loop_fn,
                 components=comps,
                 dtype=tdt,
                 device=dev,
                 **kw,
             )
 
-        s1 = torch.Tensor(DISTILLED_SIGMA_VALUES).to(dev)
+        if two_stage:
+            s1 = LTX2Scheduler().execute(steps=n_steps).to(dtype=torch.float32, device=dev)
+        else:
+            s1 = torch.Tensor(DISTILLED_SIGMA_VALUES).to(dev)
         s2 = torch.Tensor(STAGE_2_DISTILLED_SIGMA_VALUES).to(dev)
-        v, au = clock("stage1", lambda: stage(height // 2, width // 2, s1))
+        v, au = clock("stage1", lambda: stage(height // 2, width // 2, s1, loop_fn=guided_loop if two_stage else loop))
         lat = clock(
             "upsample", lambda: ref_upsample_video(latent=v.latent[:1], video_encoder=r["stats"], upsampler=r["ups"])
         )
@@ -368,11 +459,12 @@ def main():
         ups = common.mlx_random_(up.LatentUpsampler(up.UpsamplerArgs.from_config(ups_cfg)), mdt, args.seed + 2000)
         adec = common.mlx_random_(av.AudioDecoder(av.AudioVAEArgs.from_config(aud_cfg)), mx.float32, args.seed + 3000)
         voc = common.mlx_random_(vc.vocoder_from_config(voc_cfg), mx.float32, args.seed + 4000)
-        comps = LTX2Components(model, vae, adec, voc, ups, version="2")
+        comps = LTX2Components(model, vae, adec, voc, ups, version="2.3" if ltx23 else "2")
         mods = (model, vae, ups, adec, voc)
         return dict(
             comps=comps,
             ctx=TextContext(mx.array(text[0]), mx.array(text[1])),
+            neg=TextContext(mx.array(negative[0]), mx.array(negative[1])),
             param_bytes=sum(common.mlx_nbytes(x) for x in mods),
             block_bytes=common.mlx_nbytes(model.transformer_blocks[0]),
             peak_how="mx.get_peak_memory",
@@ -381,8 +473,11 @@ def main():
 
     def run_mlx(r: dict):
         c = r["comps"]
-        s = LTXSettings(pipeline="distilled", height=height, width=width, num_frames=frames, fps=FPS, seed=args.seed)
-        res = generate(c, s, r["ctx"])
+        s = LTXSettings(pipeline=args.pipeline, height=height, width=width, num_frames=frames, fps=FPS, seed=args.seed)
+        if two_stage:
+            g = dict(stg_blocks=tuple(stg))
+            s = replace(s, steps=n_steps, video_guidance=g, audio_guidance=g)
+        res = generate(c, s, r["ctx"], r["neg"] if two_stage else None)
         times = dict(res.timings)
         peaks = {k: v * 2**30 for k, v in res.phase_peak_gib.items()}
         lat1 = res.stage_latents[0][0]
@@ -397,14 +492,14 @@ def main():
         return times, peaks
 
     config = dict(
-        model="ltx2 distilled",
+        model=f"{args.model} {args.pipeline}",
         size=args.size,
         video=f"{frames}x{height}x{width}",
         stage1_latent=f"{T1}x{h1}x{w1} ({n1} tokens)",
         stage2_latent=f"{T2}x{h2}x{w2} ({n2} tokens)",
         text_tokens=n_text,
         text_widths=f"{ctx_v}/{ctx_a}",
-        steps=f"{len(DISTILLED_SIGMA_VALUES) - 1}+{len(STAGE_2_DISTILLED_SIGMA_VALUES) - 1}",
+        steps=f"{n_steps}+{len(STAGE_2_DISTILLED_SIGMA_VALUES) - 1}",
         layers=f"{layers} (narrow)" if tiny else f"{layers}/{FULL_LAYERS}",
     )
     print("[ltx2_distilled] " + " ".join(f"{k}={v}" for k, v in config.items()), flush=True)
@@ -413,10 +508,23 @@ def main():
         results["official"] = run_side("official", build_reference, run_reference, args.warmup, args.repeat)
     if not args.skip_mlx:
         results["mlx"] = run_side("mlx", build_mlx, run_mlx, args.warmup, args.repeat)
-    report(args, config, dtype, dev, results, None if tiny else (layers, FULL_LAYERS))
+    if two_stage:
+        config["guidance"] = (
+            f"video cfg {vparams.cfg_scale} stg {vparams.stg_scale} blocks {stg} modality {vparams.modality_scale}"
+            f" rescale {vparams.rescale_scale}; audio cfg {aparams.cfg_scale}"
+        )
+    report(
+        args,
+        config,
+        dtype,
+        dev,
+        results,
+        None if tiny else (layers, FULL_LAYERS),
+        (n_steps, official_steps) if two_stage and n_steps != official_steps else None,
+    )
 
 
-def report(args, config, dtype, dev, results, layers) -> None:
+def report(args, config, dtype, dev, results, layers, steps=None) -> None:
     import json
     import platform
     from pathlib import Path
@@ -454,6 +562,14 @@ def report(args, config, dtype, dev, results, layers) -> None:
                 k: dict(s=t[k], peak_gib=None if st[k]["peak_gib"] is None else st[k]["peak_gib"] + add) for k in STAGES
             }
         record["extrapolated_full_depth"] = extra
+    projected = {}
+    if steps is not None:  # dev-two-stage with fewer stage-1 steps than the official count
+        n, full = steps
+        for name, r in results.items():
+            st = r["stages"]
+            s1 = st["stage1"]["median_s"] * full / n
+            projected[name] = dict(stage1_s=s1, total_s=st["total"]["median_s"] - st["stage1"]["median_s"] + s1)
+        record["projected_official_steps"] = dict(steps=full, **projected)
     if len(results) == 2:
         record["ratio_official_over_mlx"] = {
             k: results["official"]["stages"][k]["median_s"] / max(results["mlx"]["stages"][k]["median_s"], 1e-12)
@@ -472,9 +588,14 @@ def report(args, config, dtype, dev, results, layers) -> None:
             + (f", {r['compute']}" if "compute" in r else "")
         )
     print(
-        "official = ltx-pipelines 1.0.0 building blocks in DistilledPipeline's order (denoise_audio_video + "
-        "euler_denoising_loop + X0Model, upsample_video, tiled decode_video, decode_audio); not the class itself. "
-        "MLX stage2 = generate's stage2 timer minus the upsampler timed alone."
+        "official = ltx-pipelines 1.0.0 building blocks in "
+        + (
+            "TI2VidTwoStagesPipeline's order (stage 1: multi_modal_guider_factory_denoising_func"
+            if "two-stage" in config["model"]
+            else "DistilledPipeline's order (denoise_audio_video"
+        )
+        + " + euler_denoising_loop + X0Model, upsample_video, tiled decode_video, decode_audio); not the class "
+        "itself. MLX stage2 = generate's stage2 timer minus the upsampler timed alone."
     )
     print(
         "\n== ltx2_distilled: "
@@ -512,6 +633,12 @@ def report(args, config, dtype, dev, results, layers) -> None:
             f"EXTRAPOLATED to {full} blocks from {n} (denoising stages x {full}/{n}; decodes as measured; "
             f"peak + weights of the missing blocks; an estimate, not a measurement): " + "; ".join(parts)
         )
+    if projected:
+        n, full = steps
+        parts = [f"{sd} stage1 ~{v['stage1_s']:.2f} s, total ~{v['total_s']:.2f} s" for sd, v in projected.items()]
+        if len(projected) == 2:
+            parts.append(f"ratio {projected['official']['total_s'] / projected['mlx']['total_s']:.2f}x")
+        print(f"PROJECTED to the official {full} stage-1 steps from {n} (stage 1 x {full}/{n}): " + "; ".join(parts))
 
 
 if __name__ == "__main__":
