@@ -136,10 +136,10 @@ def file_progress(console, mode: str | None = None):
             if ev.file is not None or mode == "quiet":
                 return
             k, now = (ev.phase, ev.what), time.perf_counter()
-            if k not in t0:
+            if k not in t0 and not ev.finished:
                 t0[k] = now
                 console.print(f"{ev.phase} {ev.what}: started ({ev.files} files, {_size(ev.total or 0)})")
-            elif ev.finished:
+            elif k in t0 and ev.finished:
                 el = now - t0.pop(k)
                 rate = f", {_size((ev.total or 0) / el)}/s" if el > 0 else ""
                 console.print(f"{ev.phase} {ev.what}: done in {el:.2f} s ({_size(ev.total or 0)}{rate})")

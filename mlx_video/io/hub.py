@@ -261,6 +261,8 @@ def download(
                 status = getattr(getattr(e, "response", None), "status_code", None)
                 if isinstance(e, (GatedRepoError, RepositoryNotFoundError)) or status in (401, 403):
                     raise
+            except (TypeError, AttributeError, NameError, KeyError):  # a bug, not the network
+                raise
             except Exception:  # no connection: snapshot_download below falls back to the cache, or says so
                 pass
         folder = Path(

@@ -8,8 +8,8 @@ them (:func:`mlx_video.cli.common.file_progress`).
 Order of the reports of one phase: a phase report (``file`` None, ``done`` 0, ``total`` the bytes of every file,
 ``files`` their count), then for each file a report when it starts (``done`` 0) and one or more as it proceeds
 (download: as bytes arrive; conversion: when the file's component is written, ``done == total``), each followed by a
-phase report with the bytes done so far; the last phase report has ``done == total``. Downloads of several files may
-report from several threads.
+phase report with the bytes done so far; then one last phase report with ``finished`` True (and ``done == total``).
+Downloads of several files may report from several threads.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class FileProgress:
     """One report. phase: "download" | "convert"; what: the repo id (download) or the converted folder's name
     (convert); file: the file's name (repo-relative for a download, the source file's name for a conversion), None
     for the phase as a whole; done / total: bytes (total None when unknown); files: the phase's file count (phase
-    reports only)."""
+    reports only); finished: the phase's last report."""
 
     phase: str
     what: str
@@ -33,11 +33,7 @@ class FileProgress:
     done: int
     total: int | None
     files: int = 0
-
-    @property
-    def finished(self) -> bool:
-        """A phase report saying the phase is over."""
-        return self.file is None and self.total is not None and self.done >= self.total
+    finished: bool = False  # the phase's last report
 
 
 Progress = Callable[[FileProgress], None]
@@ -55,9 +51,9 @@ class Phase:
         self.lock = threading.Lock()
         self._emit(None, 0, self.total, len(self.sizes))
 
-    def _emit(self, file, done, total, files=0):
+    def _emit(self, file, done, total, files=0, finished=False):
         if self.callback is not None:
-            self.callback(FileProgress(self.phase, self.what, file, done, total, files))
+            self.callback(FileProgress(self.phase, self.what, file, done, total, files, finished))
 
     def file(self, name: str, done: int, total: int | None = None) -> None:
         """``done`` bytes of file ``name`` (``total`` replaces its size when given)."""
@@ -86,7 +82,7 @@ class Phase:
             pending = [n for n in self.sizes if self._done.get(n, 0) < (self.sizes[n] or 0)]
         self.finish_files(pending)
         with self.lock:
-            self._emit(None, self.total, self.total, len(self.sizes))
+            self._emit(None, self.total, self.total, len(self.sizes), finished=True)
 
 
 class ConvertSteps(Phase):

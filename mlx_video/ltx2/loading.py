@@ -297,7 +297,7 @@ def download_parts(
     gated, unknown repo: one line, naming the files), ValueError for an unknown repo or variant."""
     from huggingface_hub import try_to_load_from_cache
 
-    from mlx_video.io.hub import download
+    from mlx_video.io.hub import DownloadError, download
 
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -305,12 +305,24 @@ def download_parts(
     cached = lambda f: isinstance(try_to_load_from_cache(repo, f), str)  # noqa: E731
     ups = [u for u in every["upsamplers"] if u in need["upsamplers"] or cached(u)]
     lora = every["lora"] if every["lora"] and (need["lora"] or cached(every["lora"])) else None
+    from huggingface_hub import constants
+
     files = [need["checkpoint"], *ups] + ([lora] if lora else [])
-    root = download(repo, files, required=files, local_files_only=local_files_only, progress=progress)
-    if gemma is None:
-        gemma = download(
-            GEMMA_REPO, GEMMA_FILES, required=["config.json"], local_files_only=local_files_only, progress=progress
-        )
+    offline, missing = local_files_only or constants.HF_HUB_OFFLINE, []
+    fetch = {"checkpoint": (repo, files, files)}
+    if gemma is None:  # first: a gated repo refuses before the checkpoint's gigabytes are fetched
+        fetch = {"gemma": (GEMMA_REPO, GEMMA_FILES, ["config.json"]), **fetch}
+    got = {}
+    for part, (repo_id, patterns, required) in fetch.items():
+        try:
+            got[part] = download(repo_id, patterns, required, local_files_only, progress)
+        except DownloadError as e:
+            if not offline:
+                raise
+            missing.insert(0, str(e))  # offline: say everything that is missing, the checkpoint first
+    if missing:
+        raise DownloadError("; and ".join(missing))
+    root, gemma = got["checkpoint"], got.get("gemma", gemma)
     return {
         "checkpoint": root / need["checkpoint"],
         "upsamplers": [root / u for u in ups],
