@@ -406,7 +406,6 @@ def generate(
                 pipeline=settings.pipeline,
                 local_files_only=local_files_only,
                 progress=files,
-                log=console.print,
             )
         cfg = read_config(model_dir)
         if loras:
