@@ -227,8 +227,13 @@ def _fetch(repo_id: str, allow_patterns: list[str], progress: Progress | None) -
         hf_hub_download(repo_id, name, revision=info.sha, tqdm_class=bar)
         phase.finish_files([name])
 
-    with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(missing))) as pool:
+    pool = ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(missing)))
+    try:
         list(pool.map(one, missing))
+    except BaseException:  # Ctrl-C or a failed file: start no other file (those under way finish or fail)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     phase.finish()
 
 
