@@ -238,3 +238,32 @@ def test_downloads_go_to_huggingface_hubs_cache(fake_hub, tmp_path):
     assert folder.is_relative_to(Path(constants.HF_HUB_CACHE)) and (folder / "config.json").is_file()
     calls = [c for c in fake_hub.calls if c[0] == "snapshot_download"]
     assert calls and all(c[2] == ("config.json",) for c in calls)  # no cache_dir / local_dir of our own
+
+
+# ----------------------------------------------------------------------------- conversion reports
+
+
+@pytest.mark.parametrize("name", ["tiny-Wan2.2-I2V-A14B", "tiny-LTX-2"])
+def test_conversion_reports_each_source_tensor_file_with_its_size(name, tmp_path):
+    from tests.helpers import ASSETS
+
+    src, ev = ASSETS / name, []
+    resolve.convert(resolve.locate(str(src)), tmp_path / "out", progress=ev.append)
+    files = {e.file for e in ev if e.file is not None}
+    want = {
+        "tiny-Wan2.2-I2V-A14B": {
+            *(str(p.relative_to(src)) for p in src.glob("*_noise_model/*.safetensors")),
+            "Wan2.1_VAE.pth",
+            "models_t5_umt5-xxl-enc-bf16.pth",
+        },
+        "tiny-LTX-2": {p.name for p in src.rglob("*.safetensors")},
+    }[name]
+    assert files == want and any(f.startswith("high_noise_model/") for f in files) == (name != "tiny-LTX-2")
+    sizes = {f: next(p for p in src.rglob("*") if str(p).endswith(f)).stat().st_size for f in files}
+    for f in files:
+        mine = [e for e in ev if e.file == f]
+        assert [e.done for e in mine] == [0, sizes[f]] and {e.total for e in mine} == {sizes[f]}, (f, mine)
+    phase = [e for e in ev if e.file is None]
+    assert phase[0].done == 0 and phase[0].total == sum(sizes.values()) and phase[0].files == len(files)
+    assert phase[-1].finished and phase[-1].done == phase[-1].total and sum(e.finished for e in phase) == 1
+    assert all(e.phase == "convert" and e.what == "out" for e in ev)
