@@ -267,3 +267,16 @@ def test_conversion_reports_each_source_tensor_file_with_its_size(name, tmp_path
     assert phase[0].done == 0 and phase[0].total == sum(sizes.values()) and phase[0].files == len(files)
     assert phase[-1].finished and phase[-1].done == phase[-1].total and sum(e.finished for e in phase) == 1
     assert all(e.phase == "convert" and e.what == "out" for e in ev)
+
+
+def test_diffusers_source_files_are_the_shards_read(tmp_path):
+    from mlx_video.wan.checkpoint import source_files
+    from tests.test_wan_convert import _diffusers_folder
+
+    root = tmp_path / "Wan2.2-TI2V-5B-Diffusers"
+    _diffusers_folder(root)
+    got = source_files(root, "diffusers")
+    assert set(got) == {"dit", "vae", "t5"}  # no image_encoder/ in this release
+    assert got["dit"] == sorted((root / "transformer").glob("*.safetensors")) and len(got["dit"]) > 1
+    assert got["vae"] == [root / "vae" / "diffusion_pytorch_model.safetensors"]
+    assert got["t5"] == sorted((root / "text_encoder").glob("*.safetensors"))
