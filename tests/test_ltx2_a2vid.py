@@ -15,14 +15,11 @@ from __future__ import annotations
 import types
 import wave
 
-import ltx_core.components.noisers as ltx_noisers
 import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from ltx_core.components.diffusion_steps import EulerDiffusionStep
 from ltx_core.components.guiders import MultiModalGuider, MultiModalGuiderParams
-from ltx_core.components.noisers import GaussianNoiser
 from ltx_core.components.schedulers import LTX2Scheduler
 from ltx_core.model.audio_vae import AudioEncoderConfigurator
 from ltx_core.model.audio_vae import encode_audio as ref_encode_audio
@@ -38,7 +35,6 @@ from ltx_pipelines.utils.helpers import (
 )
 from ltx_pipelines.utils.media_io import decode_audio_from_file
 from ltx_pipelines.utils.samplers import euler_denoising_loop
-from ltx_pipelines.utils.types import PipelineComponents
 
 import mlx_video.ltx2.denoise as our_denoise
 from mlx_video.io.audio import AudioError, read_audio
@@ -59,7 +55,6 @@ from tests.test_ltx2_pipelines import (
     GUIDE_STRENGTH,
     TOL,
     VG,
-    C,
     H,
     NoiseBank,
     W,
@@ -115,29 +110,8 @@ def run_reference(ref, models, ref_enc, ctx, paths, audio_path, bank, monkeypatc
     (video, audio) latents per stage, the decoded video, the returned audio and the encoded audio latent."""
     (t1, _), (t2, _) = models
     (vp, ap), (vn, _) = [(torch.from_numpy(v), torch.from_numpy(a)) for v, a in ctx]
-    comp = PipelineComponents(dtype=torch.float32, device="cpu")
-    comp.video_latent_channels = C
-    orig = AudioLatentShape.from_video_pixel_shape
-    monkeypatch.setattr(
-        AudioLatentShape,
-        "from_video_pixel_shape",
-        staticmethod(lambda shape, **kw: orig(shape, channels=AZ, mel_bins=AF)),
-    )
-    stage = {"k": 0, "draws": 0}
-
-    def randn(*shape, **kw):
-        name = f"stage{stage['k']}.{('video', 'audio')[stage['draws'] % 2]}"
-        stage["draws"] += 1
-        return torch.from_numpy(np.array(bank(name, tuple(shape))))
-
-    monkeypatch.setattr(ltx_noisers, "torch", types.SimpleNamespace(randn=randn))
-    noiser = GaussianNoiser(generator=torch.Generator().manual_seed(0))
-
-    class Recording(EulerDiffusionStep):
-        def step(self, sample, denoised, sigmas, step_index):
-            out = super().step(sample, denoised, sigmas, step_index)
-            steps_out.append(out.clone())
-            return out
+    comp, noiser, stage = base.reference_setup(monkeypatch, bank)
+    Recording = base.recording_stepper(steps_out)
 
     stepper, finals = Recording(), []
 

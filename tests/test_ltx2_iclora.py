@@ -13,27 +13,22 @@ IC-LoRA with the images only; the decoders. Per-step latents (video, audio) thro
 from __future__ import annotations
 
 import copy
-import types
 from dataclasses import asdict
 
-import ltx_core.components.noisers as ltx_noisers
 import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from ltx_core.components.diffusion_steps import EulerDiffusionStep
-from ltx_core.components.noisers import GaussianNoiser
 from ltx_core.loader.fuse_loras import _prepare_deltas
 from ltx_core.loader.primitives import LoraStateDictWithStrength, StateDict
 from ltx_core.model.audio_vae import decode_audio as ref_decode_audio
 from ltx_core.model.upsampler import upsample_video as ref_upsample_video
-from ltx_core.types import AudioLatentShape, VideoPixelShape
+from ltx_core.types import VideoPixelShape
 from ltx_pipelines.ic_lora import ICLoraPipeline
 from ltx_pipelines.utils.args import ImageConditioningInput
 from ltx_pipelines.utils.constants import DISTILLED_SIGMA_VALUES, STAGE_2_DISTILLED_SIGMA_VALUES
 from ltx_pipelines.utils.helpers import combined_image_conditionings, denoise_audio_video, simple_denoising_func
 from ltx_pipelines.utils.samplers import euler_denoising_loop
-from ltx_pipelines.utils.types import PipelineComponents
 from safetensors.torch import save_file
 
 import mlx_video.ltx2.denoise as our_denoise
@@ -45,15 +40,12 @@ from mlx_video.ltx2.pipelines import ControlVideo, ImageCondition, LTX2Component
 from tests import test_ltx2_pipelines as base
 from tests.oracles import rel_err
 from tests.test_ltx2_pipelines import (
-    AF,
     ANCHOR_STRENGTH,
-    AZ,
     FPS,
     FRAMES,
     GUIDE_FRAME,
     GUIDE_STRENGTH,
     TOL,
-    C,
     H,
     NoiseBank,
     W,
@@ -129,29 +121,8 @@ def run_reference(ref, fresh, files, ctx, paths, bank, monkeypatch, case, steps_
     t1_lora = copy.deepcopy(t1)
     t1_lora.velocity_model.load_state_dict(fused)
     (vp, ap), _ = [(torch.from_numpy(v), torch.from_numpy(a)) for v, a in ctx]
-    comp = PipelineComponents(dtype=torch.float32, device="cpu")
-    comp.video_latent_channels = C
-    orig = AudioLatentShape.from_video_pixel_shape
-    monkeypatch.setattr(
-        AudioLatentShape,
-        "from_video_pixel_shape",
-        staticmethod(lambda shape, **kw: orig(shape, channels=AZ, mel_bins=AF)),
-    )
-    stage = {"k": 0, "draws": 0}
-
-    def randn(*shape, **kw):
-        name = f"stage{stage['k']}.{('video', 'audio')[stage['draws'] % 2]}"
-        stage["draws"] += 1
-        return torch.from_numpy(np.array(bank(name, tuple(shape))))
-
-    monkeypatch.setattr(ltx_noisers, "torch", types.SimpleNamespace(randn=randn))
-    noiser = GaussianNoiser(generator=torch.Generator().manual_seed(0))
-
-    class Recording(EulerDiffusionStep):
-        def step(self, sample, denoised, sigmas, step_index):
-            out = super().step(sample, denoised, sigmas, step_index)
-            steps_out.append(out.clone())
-            return out
+    comp, noiser, stage = base.reference_setup(monkeypatch, bank)
+    Recording = base.recording_stepper(steps_out)
 
     stepper = Recording()
     imgs = [

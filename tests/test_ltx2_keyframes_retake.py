@@ -19,19 +19,14 @@ Per-step latents (video and audio tokens) are compared through the stepper on bo
 
 from __future__ import annotations
 
-import types
-
-import ltx_core.components.noisers as ltx_noisers
 import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from ltx_core.components.diffusion_steps import EulerDiffusionStep
 from ltx_core.components.guiders import MultiModalGuider, MultiModalGuiderParams
-from ltx_core.components.noisers import GaussianNoiser
 from ltx_core.components.schedulers import LTX2Scheduler
 from ltx_core.model.audio_vae import decode_audio as ref_decode_audio
-from ltx_core.types import AudioLatentShape, VideoPixelShape
+from ltx_core.types import VideoPixelShape
 from ltx_pipelines import retake as R
 from ltx_pipelines.utils.constants import DISTILLED_SIGMA_VALUES
 from ltx_pipelines.utils.helpers import (
@@ -43,7 +38,6 @@ from ltx_pipelines.utils.helpers import (
 )
 from ltx_pipelines.utils.media_io import decode_audio_from_file, get_videostream_metadata
 from ltx_pipelines.utils.samplers import euler_denoising_loop
-from ltx_pipelines.utils.types import PipelineComponents
 
 import mlx_video.ltx2.denoise as our_denoise
 import mlx_video.ltx2.pipelines as P
@@ -65,10 +59,8 @@ from tests import test_ltx2_a2vid as a2v
 from tests import test_ltx2_pipelines as base
 from tests.oracles import rel_err
 from tests.test_ltx2_pipelines import (
-    AF,
     AG,
     ANCHOR_STRENGTH,
-    AZ,
     FPS,
     FRAMES,
     GUIDE_FRAME,
@@ -93,12 +85,7 @@ RH, RW, START, END = 64, 96, 0.2, 0.5  # retake source size; range over latent f
 def _recording(monkeypatch, ref_steps, our_steps):
     """Record every Euler step's output: ltx-core's stepper (reference) and ours (tokens [1, T, C] both)."""
 
-    class Recording(EulerDiffusionStep):
-        def step(self, sample, denoised, sigmas, step_index):
-            out = super().step(sample, denoised, sigmas, step_index)
-            ref_steps.append(out.clone())
-            return out
-
+    Recording = base.recording_stepper(ref_steps)
     orig = our_denoise.euler_step_x0
 
     def rec(x, d, s, s_next):
@@ -216,23 +203,8 @@ def source_mp4(tmp_path_factory):
 def run_reference_retake(ref, model, ref_enc, ctx, path, bank, distilled, regen, steps, monkeypatch, stepper_cls):
     """``RetakePipeline.__call__``'s body with the tiny modules, float32 and injected noise."""
     (vp, ap), (vn, an) = [(torch.from_numpy(v), torch.from_numpy(a)) for v, a in ctx]
-    comp = PipelineComponents(dtype=torch.float32, device="cpu")
-    comp.video_latent_channels = C
-    orig = AudioLatentShape.from_video_pixel_shape
-    monkeypatch.setattr(
-        AudioLatentShape,
-        "from_video_pixel_shape",
-        staticmethod(lambda shape, **kw: orig(shape, channels=AZ, mel_bins=AF)),
-    )
-    draws = {"n": 0}
-
-    def randn(*shape, **kw):  # GaussianNoiser's draw: video, then audio
-        name = f"stage1.{('video', 'audio')[draws['n'] % 2]}"
-        draws["n"] += 1
-        return torch.from_numpy(np.array(bank(name, tuple(shape))))
-
-    monkeypatch.setattr(ltx_noisers, "torch", types.SimpleNamespace(randn=randn))
-    noiser = GaussianNoiser(generator=torch.Generator().manual_seed(0))
+    comp, noiser, stage = base.reference_setup(monkeypatch, bank)
+    stage["k"] = 1  # one stage: its draws are stage1.video, stage1.audio
     regen_v, regen_a = regen
     with torch.no_grad():
         fps, n, w, h = get_videostream_metadata(path)

@@ -272,10 +272,11 @@ class NoiseBank:
 # ----------------------------------------------------------------------------- reference driver
 
 
-def run_reference(pipeline, ref, models, ctx, paths, bank: NoiseBank, steps, monkeypatch, record=None):
-    """The official pipeline's __call__ body with tiny modules, float32 and injected noise."""
-    (t1, _), (t2, _) = models
-    (vp, ap), (vn, an) = [(torch.from_numpy(v), torch.from_numpy(a)) for v, a in ctx]
+def reference_setup(monkeypatch, bank: NoiseBank):
+    """What every official-pipeline driver below needs: float32 CPU ``PipelineComponents`` for the tiny
+    latent width, the tiny audio latent shape, and a ``GaussianNoiser`` whose draws come from ``bank``
+    (``stage{k}.video`` then ``stage{k}.audio``; set ``stage["k"]`` and reset ``stage["draws"]`` per stage).
+    Returns (components, noiser, stage)."""
     comp = PipelineComponents(dtype=torch.float32, device="cpu")
     comp.video_latent_channels = C
     orig_audio_shape = AudioLatentShape.from_video_pixel_shape
@@ -292,7 +293,26 @@ def run_reference(pipeline, ref, models, ctx, paths, bank: NoiseBank, steps, mon
         return torch.from_numpy(np.array(bank(name, tuple(shape))))
 
     monkeypatch.setattr(ltx_noisers, "torch", types.SimpleNamespace(randn=randn))
-    noiser = GaussianNoiser(generator=torch.Generator().manual_seed(0))
+    return comp, GaussianNoiser(generator=torch.Generator().manual_seed(0)), stage
+
+
+def recording_stepper(steps_out: list):
+    """ltx-core's Euler stepper that appends every step's output to ``steps_out``."""
+
+    class Recording(EulerDiffusionStep):
+        def step(self, sample, denoised, sigmas, step_index):
+            out = super().step(sample, denoised, sigmas, step_index)
+            steps_out.append(out.clone())
+            return out
+
+    return Recording
+
+
+def run_reference(pipeline, ref, models, ctx, paths, bank: NoiseBank, steps, monkeypatch, record=None):
+    """The official pipeline's __call__ body with tiny modules, float32 and injected noise."""
+    (t1, _), (t2, _) = models
+    (vp, ap), (vn, an) = [(torch.from_numpy(v), torch.from_numpy(a)) for v, a in ctx]
+    comp, noiser, stage = reference_setup(monkeypatch, bank)
     res2s_calls = {}
 
     def new_noise(latent, generator):  # res2s SDE noise, by generator (substep seed 9999) and call order

@@ -419,7 +419,8 @@ def generate(
         if enhance and (sp is None or sp.is_root):  # only rank 0 encodes text
             with phase(console, "enhancing the prompt (Gemma 3)"):
                 seed_e = settings.seed if settings.pipeline == "ic-lora" else 42  # ltx-pipelines' choices
-                enhanced = enhance_prompt(model_dir, cfg, prompt, "i2v" if images else "t2v", seed_e)
+                first = images[0].image if images else None  # ltx-pipelines: images[0], the i2v enhancer sees it
+                enhanced = enhance_prompt(model_dir, cfg, prompt, first, seed_e)
             console.print(f"enhanced prompt: {enhanced}")
         text = prompt if enhanced is None else enhanced
         with phase(console, "encoding the prompt"):

@@ -18,6 +18,7 @@ Output folder (written to a temporary folder, renamed when complete):
     audio_vae.safetensors     decoder.* and encoder.* (float32)
     vocoder.safetensors       Vocoder / VocoderWithBWE (float32)
     gemma.safetensors, tokenizer/          with ``gemma=`` (dtype; optionally 4/8-bit)
+    gemma_vision.safetensors               with ``gemma=`` when it has the vision tower (dtype; i2v enhancer)
     upsamplers/<name>.safetensors          with ``upsamplers=`` (dtype)
     distilled_lora.safetensors             with ``distilled_lora=``: {our_layer}.lora_A [r, in] and
                                            .lora_B [out, r] (delta = B @ A, no alpha), dtype
@@ -56,6 +57,7 @@ from mlx_video.io.weights import (
     write_json_atomic,
 )
 from mlx_video.ltx2 import audio_vae as av
+from mlx_video.ltx2 import gemma_vision as gv
 from mlx_video.ltx2 import text_encoder as te
 from mlx_video.ltx2 import transformer as tr
 from mlx_video.ltx2 import upsampler as up
@@ -247,16 +249,31 @@ def processor_args(config, weights: dict[str, mx.array], gemma=None) -> te.TextP
 
 
 def _gemma(folder: Path, dtype, quantize, group_size, tmp: Path):
-    """Gemma 3 folder -> gemma.safetensors + tokenizer/; returns (mlx-lm args, quantization or None)."""
+    """Gemma 3 folder -> gemma.safetensors + tokenizer/ (+ gemma_vision.safetensors when the checkpoint has the
+    vision tower, never quantized); returns (mlx-lm args, quantization or None, vision args or None)."""
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise WeightsError(f"Gemma folder {folder}: no config.json")
-    args = te.gemma_args(read_json(cfg_path, "Gemma config.json"))
+    config = read_json(cfg_path, "Gemma config.json")
+    args = te.gemma_args(config)
+    weights = read_sharded(folder, stem="model")
     model = load_strict(
         te.GemmaTextEncoder(args),
-        cast(te.sanitize_gemma(read_sharded(folder, stem="model")), dtype),
+        cast(te.sanitize_gemma(weights), dtype),
         what=f"Gemma 3 text encoder ({folder})",
     )
+    vision = None
+    if gv.has_vision(weights):
+        pre = folder / "preprocessor_config.json"
+        with config_errors(folder / "config.json", "Gemma vision config"):
+            vision = gv.VisionArgs.from_config(
+                config, read_json(pre, "Gemma preprocessor_config.json") if pre.is_file() else None
+            )
+        tower = gv.GemmaVision(vision)
+        load_strict(tower, cast(gv.sanitize(weights), dtype), what=f"Gemma 3 vision tower ({folder})")
+        save_module(tower, tmp / "gemma_vision.safetensors")
+        del tower
+    del weights
     q = None
     if quantize:
         q = {"bits": quantize, "group_size": group_size, "scope": QUANT_SCOPES["gemma"]}
@@ -268,7 +285,7 @@ def _gemma(folder: Path, dtype, quantize, group_size, tmp: Path):
         if (folder / name).is_file():
             shutil.copy2(folder / name, tok / name)
     te.GemmaTokenizer(tok, vocab_size=args.vocab_size)  # raises unless it loads and fits the embeddings
-    return args, q
+    return args, q, vision
 
 
 def upsampler_kind(args: up.UpsamplerArgs) -> str:
@@ -413,6 +430,7 @@ def convert_ltx2(
             "quantization": {},
             "upsamplers": {},
             "gemma": None,
+            "gemma_vision": None,
             "distilled_lora": None,
         }
 
@@ -442,9 +460,10 @@ def convert_ltx2(
         gemma_args = None
         if gemma is not None:
             steps.start("gemma")
-            gemma_args, q = _gemma(Path(gemma), dt, quantize, group_size, tmp)
+            gemma_args, q, vision = _gemma(Path(gemma), dt, quantize, group_size, tmp)
             steps.done("gemma")
             out["gemma"] = init_args(gemma_args)
+            out["gemma_vision"] = init_args(vision) if vision else None
             if q:
                 out["quantization"]["gemma"] = q
         conn_w = parts.pop("connectors")

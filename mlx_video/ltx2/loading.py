@@ -25,7 +25,7 @@ from mlx_video.io.weights import (
     read_folder_config,
     read_json,
 )
-from mlx_video.ltx2.checkpoint import FORMAT, read_header
+from mlx_video.ltx2.checkpoint import FORMAT, TOKENIZER_FILES, read_header
 
 # Hugging Face repos: the files each variant needs (names as listed in docs/ltx2.md 14).
 LTX2_REPOS = {
@@ -43,14 +43,10 @@ LTX2_REPOS = {
     },
 }
 GEMMA_REPO = "google/gemma-3-12b-it-qat-q4_0-unquantized"
-GEMMA_FILES = [
-    "config.json",
-    "model*.safetensors",
-    "model.safetensors.index.json",
-    "tokenizer*",
-    "special_tokens_map.json",
-    "added_tokens.json",
-]
+# What the converter reads of the Gemma repo: config, weights (the vision tower is in the same shards), the vision
+# preprocessor's config and the tokenizer files (mlx_video.ltx2.checkpoint.TOKENIZER_FILES).
+GEMMA_FILES = ["config.json", "model*.safetensors", "model.safetensors.index.json", "preprocessor_config.json"]
+GEMMA_FILES += list(TOKENIZER_FILES)
 VARIANTS = ("dev", "distilled")
 
 
@@ -533,16 +529,32 @@ def with_ic_loras(comps, loras, stored=None):
     return comps
 
 
-def enhance_prompt(model_dir: Path, cfg: dict, prompt: str, kind: str = "t2v", seed: int = 42) -> str:
-    """``--enhance_prompt``: the prompt rewritten by the folder's Gemma 3 with the official system prompt for
-    ``kind`` ("t2v", or "i2v" when the run has an image; see :mod:`mlx_video.ltx2.enhance`), sampled with
-    ``seed`` (ltx-pipelines: 42, ICLoraPipeline its own seed). Loads Gemma and frees it before returning.
-    Raises WeightsError when the folder has no Gemma, ValueError for an empty prompt."""
+def load_gemma_vision(model_dir: str | Path, cfg: dict):
+    """Gemma 3's vision tower + projector (:class:`~mlx_video.ltx2.gemma_vision.GemmaVision`). Raises WeightsError
+    when the folder has none (converted from a text-only Gemma, or by a version that dropped it)."""
+    from .gemma_vision import GemmaVision, VisionArgs
+
+    if not cfg.get("gemma_vision"):
+        raise WeightsError(
+            f"{model_dir} has no Gemma 3 vision tower, which i2v prompt enhancement needs: reconvert with the full "
+            "Gemma 3 folder (gemma=<folder with vision_tower.* weights>) or run without --enhance_prompt"
+        )
+    vision = GemmaVision(_args(VisionArgs, cfg["gemma_vision"]))
+    return _load(vision, model_dir, "gemma_vision.safetensors", "Gemma 3 vision tower")
+
+
+def enhance_prompt(model_dir: Path, cfg: dict, prompt: str, image=None, seed: int = 42) -> str:
+    """``--enhance_prompt``: the prompt rewritten by the folder's Gemma 3 with the official system prompt, t2v, or
+    i2v seeing ``image`` (uint8 RGB [H, W, 3], the run's first conditioning image) through Gemma 3's vision tower
+    (see :mod:`mlx_video.ltx2.enhance`), sampled with ``seed`` (ltx-pipelines: 42, ICLoraPipeline its own seed).
+    Loads Gemma and frees it before returning. Raises WeightsError when the folder has no Gemma (or, with an image,
+    no vision tower), ValueError for an empty prompt."""
     from .enhance import PromptEnhancer
 
+    vision = None if image is None else load_gemma_vision(model_dir, cfg)
     enc = load_text_encoder(model_dir, cfg)
     try:
-        return PromptEnhancer.from_text_encoder(enc.gemma, enc.tokenizer.tokenizer)(prompt, kind, seed)
+        return PromptEnhancer.from_text_encoder(enc.gemma, enc.tokenizer.tokenizer, vision)(prompt, image, seed)
     finally:
-        del enc
+        del enc, vision
         mx.clear_cache()
