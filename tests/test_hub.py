@@ -196,7 +196,8 @@ def test_convert_local_files_only_exit_2(fake_hub, tmp_path):
 def test_local_files_only_for_real_against_an_empty_hf_home(tmp_path, monkeypatch):
     """huggingface_hub's own snapshot_download (no fake), the cache from HF_HOME in a fresh process."""
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "MLX_VIDEO_CACHE": str(tmp_path / "mlx")}
-    env.pop("HF_HUB_CACHE", None)
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE"):
+        env.pop(name, None)
     out = tmp_path / "o.mp4"
     args = ["generate", "--model", "Lightricks/LTX-2", "--pipeline", "distilled", "--prompt", "x"]
     r = subprocess.run(
