@@ -7,10 +7,11 @@ One path for both families, used by ``mlx_video generate`` (Wan ``--ckpt_dir``, 
 1. :func:`identify`: the family and layout come from the contents (a converted folder's config
    ``format``; a diffusers ``model_index.json`` class; an official Wan DiT config's keys; a safetensors
    file whose embedded ``config`` metadata has a ``transformer`` section), never from the path's name;
-2. :func:`locate`: a repo id is downloaded first (only the files needed); an LTX-2 folder's parts are
-   picked (checkpoint for the variant, upsamplers, distilled LoRA, Gemma);
-3. :func:`resolve`: converted once into the cache (``$MLX_VIDEO_CACHE/converted``) under a key of the
-   sources' content (:func:`mlx_video.io.hub.source_key`) and the dtype / quantization asked for, so new
+2. :func:`locate`: a repo id is downloaded first into huggingface_hub's cache (``HF_HOME``; only the files the
+   Wan task or LTX-2 pipeline uses; cached files only with ``local_files_only`` or ``HF_HUB_OFFLINE``); an LTX-2
+   folder's parts are picked (checkpoint for the variant, upsamplers, distilled LoRA, Gemma);
+3. :func:`resolve`: converted once into the cache (``converted/`` in :func:`mlx_video.io.hub.cache_root`) under a
+   key of the sources' content (:func:`mlx_video.io.hub.source_key`) and the dtype / quantization asked for, so new
    weights in the same folder, or ``--dtype float32`` after a bf16 run, convert again; a cached folder
    is checked against its manifest each time it is used.
 """
@@ -135,10 +136,23 @@ def family_of(model: str) -> str | None:
     return None
 
 
-def locate(model: str, family: str | None = None, variant: str = "dev", gemma: str | Path | None = None) -> Source:
-    """Identify ``model`` (a path, or a repo id downloaded first: only the files needed). ``family``: the
-    family the caller runs; another family's checkpoint is a WeightsError saying which it is.
-    Raises WeightsError, DownloadError, ValueError (unknown LTX-2 repo or variant)."""
+def locate(
+    model: str,
+    family: str | None = None,
+    variant: str = "dev",
+    gemma: str | Path | None = None,
+    task: str | None = None,
+    pipeline: str | None = None,
+    local_files_only: bool = False,
+    progress=None,
+) -> Source:
+    """Identify ``model`` (a path, or a repo id downloaded first into huggingface_hub's cache: only the files the
+    Wan ``task`` or the LTX-2 ``pipeline`` uses, see :func:`mlx_video.io.hub.wan_files` and
+    :func:`mlx_video.ltx2.loading.download_parts`; None: what any task / pipeline of ``variant`` uses).
+    ``family``: the family the caller runs; another family's checkpoint is a WeightsError saying which it is.
+    ``local_files_only``: cached files only (no network); ``progress``: the download's byte reports
+    (:mod:`mlx_video.io.progress`).
+    Raises WeightsError, DownloadError, ValueError (unknown LTX-2 repo or variant, unknown Wan task)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     p = Path(model).expanduser()
@@ -151,10 +165,15 @@ def locate(model: str, family: str | None = None, variant: str = "dev", gemma: s
                 raise ValueError(f"unknown LTX-2 repo {model!r}; known: {', '.join(_ltx2_repos())}")
             from mlx_video.ltx2 import loading as L
 
-            parts = L.download_parts(model, variant, gemma)
+            parts = L.download_parts(model, variant, gemma, pipeline, local_files_only, progress)
             return Source("ltx2", "single-file", parts["checkpoint"], parts)
-        files = hub.WAN_DIFFUSERS_FILES if model.lower().endswith("-diffusers") else hub.WAN_OFFICIAL_FILES
-        p = hub.download(model, files)
+        p = hub.download(
+            model,
+            hub.wan_files(model, task),
+            required=hub.wan_required(model, task),
+            local_files_only=local_files_only,
+            progress=progress,
+        )
         fam, layout = identify(p)
     else:
         raise WeightsError(f"{model}: not found (no such file or folder, and not a Hugging Face repo id)")
@@ -182,17 +201,26 @@ def convert(
     group_size: int = 64,
     overwrite: bool = False,
     key: str | None = None,
+    progress=None,
 ) -> Path:
     """Convert a located source into ``dst`` with the family's converter (strict; written beside ``dst``
     and renamed into place; refuses to replace what we did not create, see
-    :func:`mlx_video.io.checkpoint.check_destination`). Returns ``dst``."""
+    :func:`mlx_video.io.checkpoint.check_destination`). ``progress``: the conversion's reports, one per source
+    tensor file as it starts and ends (:mod:`mlx_video.io.progress`). Returns ``dst``."""
     if src.layout == "converted":
         raise WeightsError(f"{src.path} is already converted")
     if src.family == "wan":
         from mlx_video.wan import checkpoint as W
 
         return W.convert_wan(
-            src.path, dst, dtype=dtype, quantize=quantize, group_size=group_size, overwrite=overwrite, key=key
+            src.path,
+            dst,
+            dtype=dtype,
+            quantize=quantize,
+            group_size=group_size,
+            overwrite=overwrite,
+            key=key,
+            progress=progress,
         )
     from mlx_video.ltx2 import checkpoint as C
 
@@ -209,6 +237,7 @@ def convert(
         overwrite=overwrite,
         key=key,
         sources=[src.path],
+        progress=progress,
     )
 
 
@@ -228,13 +257,19 @@ def resolve(
     variant: str = "dev",
     gemma: str | Path | None = None,
     log=None,
+    task: str | None = None,
+    pipeline: str | None = None,
+    local_files_only: bool = False,
+    progress=None,
 ) -> Path:
     """A converted folder for ``model``: a converted folder as is; anything else converted once into the
     cache and reused while its sources' content, ``dtype`` and quantization are the same (checked on
     every call: a cached folder whose key or files do not match its manifest is converted again).
-    ``log``: optional callable taking one line (the CLI prints "downloading" / "converting" with it).
+    A repo id is downloaded first (only what ``task`` / ``pipeline`` uses, see :func:`locate`; cached files only
+    with ``local_files_only``). ``log``: optional callable taking one line (the CLI prints the "converting" line
+    with it); ``progress``: the download's and conversion's per-file reports (:mod:`mlx_video.io.progress`).
     Raises WeightsError, DownloadError, ValueError (see :func:`locate`)."""
-    src = locate(model, family, variant, gemma)
+    src = locate(model, family, variant, gemma, task, pipeline, local_files_only, progress)
     if src.layout == "converted":
         stored = read_json(src.path / "config.json", "config.json").get("dtype")
         if log and stored and stored != dtype:
@@ -244,7 +279,10 @@ def resolve(
             )
         return src.path
     key = cache_key(src, dtype, quantize, group_size)
-    name = f"{src.family}-{(src.parts.get('checkpoint') or src.path).stem}"
+    stem = (src.parts.get("checkpoint") or src.path).stem
+    if src.family == "wan" and not Path(model).expanduser().exists():  # a snapshot folder is named by its commit
+        stem = model.rsplit("/", 1)[-1]
+    name = f"{src.family}-{stem}"
     dst = hub.converted_path(name, key)
     m = read_manifest(dst) if dst.is_dir() else None
     if m is not None and m.get("source_key") == key and manifest_intact(dst):
@@ -254,7 +292,7 @@ def resolve(
             f"converting {src.path} ({src.family}, {src.layout}, {dtype}"
             f"{f', {quantize}-bit' if quantize else ''}) -> {dst} (once)"
         )
-    convert(src, dst, dtype=dtype, quantize=quantize, group_size=group_size, overwrite=True, key=key)
+    convert(src, dst, dtype=dtype, quantize=quantize, group_size=group_size, overwrite=True, key=key, progress=progress)
     return dst
 
 

@@ -10,10 +10,12 @@ from tests.wan_tiny import TINY
 
 
 def test_repo_id_without_network_says_so(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read from the environment at import
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     assert looks_like_repo_id("Wan-AI/Wan2.2-TI2V-5B") and not looks_like_repo_id(str(TINY))
-    with pytest.raises(DownloadError, match="no network"):
+    with pytest.raises(DownloadError, match="not in the Hugging Face cache .*HF_HUB_OFFLINE"):
         download("Wan-AI/Wan2.2-TI2V-5B", ["config.json"])
 
 

@@ -656,7 +656,9 @@ def tiny_cli(parts, monkeypatch):
         )
 
     monkeypatch.setattr(
-        loading, "resolve_ltx2_model", lambda model, variant, gemma=None: (seen.update(variant=variant), model)[1]
+        loading,
+        "resolve_ltx2_model",
+        lambda model, variant, gemma=None, **kw: (seen.update(variant=variant), model)[1],
     )
     monkeypatch.setattr(loading, "read_config", lambda d: {"model_version": "2.3.0"})
     monkeypatch.setattr("mlx_video.resolve.family_of", lambda model: "ltx2")  # routing is by content, not name

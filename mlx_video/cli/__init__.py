@@ -116,19 +116,44 @@ def convert(
         "--overwrite",
         help="replace a DST that is not an mlx_video folder (never SRC, a folder inside it or above it)",
     ),
+    local_files_only: bool = typer.Option(
+        False,
+        "--local_files_only",
+        "--local-files-only",
+        help="a repo id: use the Hugging Face cache only, never the network (as HF_HUB_OFFLINE=1)",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
 ):
     """Convert a checkpoint to an mlx_video folder (strict: every key used, every shape checked). The family
-    comes from SRC's contents; DST is written beside itself and renamed into place when complete."""
+    comes from SRC's contents; DST is written beside itself and renamed into place when complete. A repo id is
+    downloaded first into the Hugging Face cache (HF_HOME), only the files the family's tasks use."""
+    from rich.console import Console
+
     from mlx_video import resolve
     from mlx_video.cli.common import fail as _fail
+    from mlx_video.cli.common import file_progress, progress_mode
     from mlx_video.io.hub import DownloadError
     from mlx_video.io.weights import WeightsError
 
+    console = Console(stderr=True, quiet=quiet)
     try:
-        src_info = resolve.locate(src, variant=variant, gemma=gemma)
-        out = resolve.convert(src_info, dst, dtype=dtype, quantize=quantize, group_size=group_size, overwrite=overwrite)
+        with file_progress(console, progress_mode(console, quiet)) as progress:
+            src_info = resolve.locate(
+                src, variant=variant, gemma=gemma, local_files_only=local_files_only, progress=progress
+            )
+            out = resolve.convert(
+                src_info,
+                dst,
+                dtype=dtype,
+                quantize=quantize,
+                group_size=group_size,
+                overwrite=overwrite,
+                progress=progress,
+            )
     except (ValueError, WeightsError, DownloadError, OSError) as e:
         _fail(str(e))
+    if quiet:
+        return
     typer.echo(f"converted -> {out}")
     if verbose:
         import json

@@ -113,6 +113,72 @@ def progress_bars(console, mode: str | None = None):
         yield progress
 
 
+def _size(n: float) -> str:
+    """Bytes as B / KB / MB / GB (powers of 1000, as huggingface_hub and rich show them)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} TB"
+
+
+@contextmanager
+def file_progress(console, mode: str | None = None):
+    """Yields the callback the library reports downloads and conversions through
+    (:class:`mlx_video.io.progress.FileProgress`). mode "rich": a bar per phase (bytes, speed, time left) and one per
+    file (a download's bytes as they arrive, a conversion's source files as their components are written); "plain":
+    a line when a phase starts (its files and bytes) and one when it ends (time, MB/s); "quiet": nothing."""
+    mode = mode or progress_mode(console)
+    if mode != "rich":
+        t0: dict[tuple[str, str], float] = {}
+
+        def plain(ev) -> None:
+            if ev.file is not None or mode == "quiet":
+                return
+            k, now = (ev.phase, ev.what), time.perf_counter()
+            if k not in t0 and not ev.finished:
+                t0[k] = now
+                console.print(f"{ev.phase} {ev.what}: started ({ev.files} files, {_size(ev.total or 0)})")
+            elif k in t0 and ev.finished:
+                el = now - t0.pop(k)
+                rate = f", {_size((ev.total or 0) / el)}/s" if el > 0 else ""
+                console.print(f"{ev.phase} {ev.what}: done in {el:.2f} s ({_size(ev.total or 0)}{rate})")
+
+        yield plain
+        return
+    import threading
+
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    lock = threading.Lock()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
+        tasks: dict[tuple, int] = {}
+
+        def rich(ev) -> None:
+            with lock:
+                k = (ev.phase, ev.what, ev.file)
+                if k not in tasks:
+                    label = f"[bold]{ev.phase} {ev.what}" if ev.file is None else f"  {ev.file}"
+                    tasks[k] = bar.add_task(label, total=ev.total)
+                bar.update(tasks[k], completed=ev.done, total=ev.total)
+
+        yield rich
+
+
 def model_path(model: str | Path) -> str:
     """What to store as the model of a run: an existing local path made absolute (so ``--from`` finds it from
     any folder), a repo id as typed."""

@@ -26,7 +26,7 @@ from mlx_video.ltx2.loading import (  # module names: tests replace them with ti
 )
 
 from .common import fail as _fail
-from .common import help_panels, model_path, phase, progress_bars, progress_mode, save_result
+from .common import file_progress, help_panels, model_path, phase, progress_bars, progress_mode, save_result
 
 app = typer.Typer(add_completion=False)
 
@@ -284,6 +284,12 @@ def generate(
         None, "--seed", help="any integer (reduced mod 2**32); negative: drawn at random"
     ),
     gemma: Optional[str] = typer.Option(None, "--gemma", help="Gemma 3 folder (when converting a checkpoint)"),
+    local_files_only: bool = typer.Option(
+        False,
+        "--local_files_only",
+        "--local-files-only",
+        help="use the Hugging Face cache only, never the network (as HF_HUB_OFFLINE=1)",
+    ),
     output_path: Optional[Path] = typer.Option(None, "--output-path", "--output", "-o", help="output .mp4"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
     memory_budget: Optional[float] = typer.Option(
@@ -392,7 +398,15 @@ def generate(
         output_path = check_output_path(
             output_path or Path(f"ltx2_{settings.pipeline}_{time.strftime('%Y%m%d_%H%M%S')}.mp4"), (".mp4",)
         )
-        model_dir = resolve_ltx2_model(model, settings.variant, gemma)
+        with file_progress(console, progress_mode(console, quiet)) as files:
+            model_dir = resolve_ltx2_model(
+                model,
+                settings.variant,
+                gemma,
+                pipeline=settings.pipeline,
+                local_files_only=local_files_only,
+                progress=files,
+            )
         cfg = read_config(model_dir)
         if loras:
             check_ic_loras(cfg, loras)  # a LoRA for another model: refused before the text encoder runs
@@ -494,6 +508,7 @@ help_panels(
         "model": ("Model", None),
         "pipeline": ("Model", "distilled"),
         "gemma": ("Model", "found beside the checkpoint"),
+        "local_files_only": ("Model", None),
         "lora_strength_stage_1": ("Model", "0 (HQ 0.25)"),
         "lora_strength_stage_2": ("Model", "1.0 (HQ 0.5)"),
         "prompt": ("Prompt", None),

@@ -12,17 +12,47 @@ from typing import Optional
 
 import typer
 
-from .common import dtype_of, fail, help_panels, model_path, progress_bars, progress_mode, save_result, str2bool
+from .common import (
+    dtype_of,
+    fail,
+    file_progress,
+    help_panels,
+    model_path,
+    progress_bars,
+    progress_mode,
+    save_result,
+    str2bool,
+)
 
 app = typer.Typer(add_completion=False)
 
 
-def resolve_wan_model(ckpt_dir: str, console=None, dtype: str = "bfloat16") -> Path:
+def resolve_wan_model(
+    ckpt_dir: str,
+    console=None,
+    dtype: str = "bfloat16",
+    task: str | None = None,
+    local_files_only: bool = False,
+    mode: str | None = None,
+) -> Path:
     """A converted folder for ``ckpt_dir`` (:func:`mlx_video.resolve.resolve`): used as is, or converted
-    once in ``dtype`` into the cache (official or diffusers folder, or a repo id downloaded first)."""
+    once in ``dtype`` into the cache (official or diffusers folder, or a repo id downloaded first: only the files
+    ``task`` uses; cached files only with ``local_files_only``). With a ``console``, the download and conversion
+    progress is shown on it (``mode``: see :func:`mlx_video.cli.common.progress_mode`)."""
     from mlx_video.resolve import resolve
 
-    return resolve(ckpt_dir, "wan", dtype=dtype, log=console.print if console else None)
+    if console is None:
+        return resolve(ckpt_dir, "wan", dtype=dtype, task=task, local_files_only=local_files_only)
+    with file_progress(console, mode) as progress:
+        return resolve(
+            ckpt_dir,
+            "wan",
+            dtype=dtype,
+            log=console.print,
+            task=task,
+            local_files_only=local_files_only,
+            progress=progress,
+        )
 
 
 def parse_guide(value: str | None):
@@ -174,6 +204,12 @@ def generate(
         None, "--lora_low", "--lora-low", help="PATH[:STRENGTH], repeatable: A14B low-noise expert only"
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
+    local_files_only: bool = typer.Option(
+        False,
+        "--local_files_only",
+        "--local-files-only",
+        help="use the Hugging Face cache only, never the network (as HF_HUB_OFFLINE=1)",
+    ),
     # memory plan (mlx_video/memory.py, docs/memory.md)
     memory_budget: Optional[float] = typer.Option(
         None,
@@ -300,7 +336,9 @@ def generate(
             offload=str2bool(offload_model),
             dequantize_blocks=str2bool(dequantize_blocks),
         )
-        model_dir = resolve_wan_model(ckpt_dir, console, dtype or "bfloat16")  # converted in the dtype asked for
+        model_dir = resolve_wan_model(  # converted in the dtype asked for
+            ckpt_dir, console, dtype or "bfloat16", task, local_files_only, progress_mode(console, quiet)
+        )
         pipe = WanPipeline(
             model_dir,
             **{k: v for k, v in kw.items() if v is not None},
@@ -425,6 +463,7 @@ help_panels(
         "dequantize_blocks": ("Memory", "when it pays"),
         "task": ("Model", None),
         "ckpt_dir": ("Model", None),
+        "local_files_only": ("Model", None),
         "preset": ("Model", "none"),
         "lora": ("Model", "none"),
         "lora_high": ("Model", "none"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,6 +64,24 @@ def read_sharded(folder: Path, stem: str = "diffusion_pytorch_model") -> dict[st
     if len(found) == 1:
         return load_safetensors(found[0])
     raise WeightsError(f"no {stem}.safetensors (or its index) in {folder}")
+
+
+def sharded_files(folder: Path, stem: str = "diffusion_pytorch_model") -> list[Path]:
+    """The files :func:`read_sharded` reads in ``folder`` (for progress reports): the shards its index lists that
+    exist, else ``{stem}.safetensors``, else a lone ``*.safetensors``; [] when there are none (read_sharded then
+    says what is missing). Never raises on a corrupt index (read_sharded does)."""
+    folder = Path(folder)
+    index = folder / f"{stem}.safetensors.index.json"
+    if index.is_file():
+        try:
+            names = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        except (ValueError, AttributeError, OSError):
+            return []
+        return [folder / n for n in sorted(n for n in names if isinstance(n, str)) if (folder / n).is_file()]
+    if (folder / f"{stem}.safetensors").is_file():
+        return [folder / f"{stem}.safetensors"]
+    found = sorted(folder.glob("*.safetensors"))
+    return found if len(found) == 1 else []
 
 
 def cast(weights: dict[str, mx.array], dtype: mx.Dtype) -> dict[str, mx.array]:

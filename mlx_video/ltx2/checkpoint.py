@@ -42,7 +42,8 @@ from pathlib import Path
 import mlx.core as mx
 
 from mlx_video.checks import ConfigKeys
-from mlx_video.io.checkpoint import cast, check_destination, read_sharded, save_module, staged_folder
+from mlx_video.io.checkpoint import cast, check_destination, read_sharded, save_module, sharded_files, staged_folder
+from mlx_video.io.progress import ConvertSteps
 from mlx_video.io.weights import (
     WeightsError,
     config_errors,
@@ -374,6 +375,7 @@ def convert_ltx2(
     overwrite: bool = False,
     key: str | None = None,
     sources=(),
+    progress=None,
 ) -> Path:
     """Convert the Lightricks single file ``src`` (plus optional Gemma folder, upsampler files and
     distilled LoRA) into the mlx_video folder ``dst`` (layout in the module docstring).
@@ -383,6 +385,9 @@ def convert_ltx2(
     for the Linear layers of the transformer blocks and of Gemma's decoder layers.
     The converted config.json lists under ``ignored_config_keys`` the embedded config keys no reader used
     (dotted; an upsampler's prefixed by its file name), which ``mlx_video convert --verbose`` shows.
+    progress: optional callable taking :class:`mlx_video.io.progress.FileProgress` reports, one "convert" phase
+    over the source tensor files (the single file, the LoRA, Gemma's shards, each upsampler), each reported when
+    its components start and when they are written.
     Raises WeightsError (a key no component owns, missing / unused / mis-shaped key, a missing config section
     or needed key, truncated file, unsupported fp8 format), ValueError (bad dtype / bits, a config this port
     does not implement).
@@ -395,6 +400,11 @@ def convert_ltx2(
     dt = DTYPES[dtype]
     inputs = [src, gemma, distilled_lora, *upsamplers, *sources]
     check_destination(dst, inputs, overwrite)  # before reading gigabytes
+    groups = {"checkpoint": [src], "lora": [Path(distilled_lora)] if distilled_lora is not None else []}
+    groups["gemma"] = sharded_files(Path(gemma), stem="model") if gemma is not None else []
+    groups.update({f"upsampler:{p}": [Path(p)] for p in upsamplers})
+    steps = ConvertSteps(progress, dst, groups)
+    steps.start("checkpoint")
     weights, config, version = read_checkpoint(src)
     with config_errors(f"{src} (embedded 'config' metadata)", "config"):  # ValueError: a setting not implemented
         cargs, ignored = config_args(config, str(src))
@@ -430,6 +440,7 @@ def convert_ltx2(
         )
         out["transformer"] = init_args(t_args)
         if distilled_lora is not None:
+            steps.start("lora")
             lora_path = Path(distilled_lora)
             lora = cast(convert_lora(load_safetensors(lora_path), transformer, str(lora_path)), dt)
             save_safetensors(tmp / "distilled_lora.safetensors", lora)
@@ -438,6 +449,7 @@ def convert_ltx2(
                 "source": lora_path.name,
                 "rank": int(next(iter(lora.values())).shape[0]) if lora else 0,
             }
+            steps.done("lora")
         if quantize:
             q = {"bits": quantize, "group_size": group_size, "scope": QUANT_SCOPES["transformer"]}
             quantize_linears(transformer, q)
@@ -447,7 +459,9 @@ def convert_ltx2(
 
         gemma_args = None
         if gemma is not None:
+            steps.start("gemma")
             gemma_args, q, vision = _gemma(Path(gemma), dt, quantize, group_size, tmp)
+            steps.done("gemma")
             out["gemma"] = init_args(gemma_args)
             out["gemma_vision"] = init_args(vision) if vision else None
             if q:
@@ -479,13 +493,17 @@ def convert_ltx2(
         load_strict(voc, cast(parts.pop("vocoder"), mx.float32), what=f"LTX-2 vocoder ({src})")
         save_module(voc, tmp / "vocoder.safetensors")
         out["vocoder"] = {"bwe": isinstance(voc, vc.VocoderWithBWE), "args": init_args(voc.args)}
+        steps.done("checkpoint")
 
         for path in upsamplers:
+            steps.start(f"upsampler:{path}")
             name, entry = _upsampler(Path(path), dt, tmp)
+            steps.done(f"upsampler:{path}")
             out["upsamplers"][name] = entry
             out["ignored_config_keys"] += [f"{entry['source']}:{k}" for k in entry["ignored_config_keys"]]
 
         write_json_atomic(tmp / "config.json", out)
+    steps.finish()
     return dst
 
 

@@ -25,7 +25,7 @@ from mlx_video.io.weights import (
     read_folder_config,
     read_json,
 )
-from mlx_video.ltx2.checkpoint import FORMAT, read_header
+from mlx_video.ltx2.checkpoint import FORMAT, TOKENIZER_FILES, read_header
 
 # Hugging Face repos: the files each variant needs (names as listed in docs/ltx2.md 14).
 LTX2_REPOS = {
@@ -43,14 +43,10 @@ LTX2_REPOS = {
     },
 }
 GEMMA_REPO = "google/gemma-3-12b-it-qat-q4_0-unquantized"
-GEMMA_FILES = [
-    "config.json",
-    "model*.safetensors",
-    "model.safetensors.index.json",
-    "tokenizer*",
-    "special_tokens_map.json",
-    "added_tokens.json",
-]
+# What the converter reads of the Gemma repo: config, weights (the vision tower is in the same shards), the vision
+# preprocessor's config and the tokenizer files (mlx_video.ltx2.checkpoint.TOKENIZER_FILES).
+GEMMA_FILES = ["config.json", "model*.safetensors", "model.safetensors.index.json", "preprocessor_config.json"]
+GEMMA_FILES += list(TOKENIZER_FILES)
 VARIANTS = ("dev", "distilled")
 
 
@@ -285,26 +281,69 @@ def find_parts(folder: Path, variant: str = "dev", checkpoint: Path | None = Non
     }
 
 
-def download_parts(repo: str, variant: str, gemma: str | Path | None) -> dict:
-    """Download only the files ``variant`` of ``repo`` needs (checkpoint, x2 upsampler, distilled LoRA for
-    dev, Gemma unless ``gemma`` is given); returns :func:`find_parts`'s dict. Raises DownloadError
-    naming the files (offline, gated, unknown repo), ValueError for an unknown repo or variant."""
-    from mlx_video.io.hub import DownloadError, download
+def pipeline_files(repo: str, variant: str, pipeline: str | None = None) -> dict:
+    """The files of ``repo`` (a key of :data:`LTX2_REPOS`) the pipeline runs on: {"checkpoint": the ``variant``'s
+    single file, "upsamplers": the x2 spatial upsampler for the two-stage pipelines (none for dev, retake),
+    "lora": the distilled LoRA for the dev pipelines that use it (dev-two-stage[-hq], a2vid, keyframes) or None}.
+    ``pipeline`` None: every file of ``variant`` (what ``mlx_video convert`` takes)."""
+    from mlx_video.ltx2.pipelines import TWO_STAGE, WITH_LORA
 
     spec = LTX2_REPOS[repo]
-    files = [spec[variant], *spec["upsamplers"]] + ([spec["lora"]] if variant == "dev" else [])
-    try:
-        root = download(repo, files)
-        if gemma is None:
-            gemma = download(GEMMA_REPO, GEMMA_FILES)
-    except DownloadError as e:
-        raise DownloadError(
-            f"LTX-2 {variant} needs {', '.join(files)} from {repo} and the Gemma 3 text encoder from {GEMMA_REPO}: {e}"
-        ) from e
+    ups = pipeline is None or pipeline in TWO_STAGE
+    lora = variant == "dev" and (pipeline is None or pipeline in WITH_LORA)
     return {
-        "checkpoint": root / spec[variant],
-        "upsamplers": [root / u for u in spec["upsamplers"]],
-        "distilled_lora": root / spec["lora"] if variant == "dev" else None,
+        "checkpoint": spec[variant],
+        "upsamplers": list(spec["upsamplers"]) if ups else [],
+        "lora": spec["lora"] if lora else None,
+    }
+
+
+def download_parts(
+    repo: str,
+    variant: str,
+    gemma: str | Path | None,
+    pipeline: str | None = None,
+    local_files_only: bool = False,
+    progress=None,
+) -> dict:
+    """Download only the files ``pipeline`` (None: any pipeline of ``variant``) of ``repo`` needs
+    (:func:`pipeline_files`) and the Gemma 3 text encoder unless ``gemma`` is given, into huggingface_hub's cache;
+    the variant's other files already in that cache are taken too, so a conversion made for a pipeline that
+    needed them is reused. Returns :func:`find_parts`'s dict. ``local_files_only``: cached files only;
+    ``progress``: the downloads' byte reports (:mod:`mlx_video.io.progress`). Raises DownloadError (offline,
+    gated, unknown repo: one line, naming the files), ValueError for an unknown repo or variant."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from mlx_video.io.hub import DownloadError, download
+
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    need, every = pipeline_files(repo, variant, pipeline), pipeline_files(repo, variant)
+    cached = lambda f: isinstance(try_to_load_from_cache(repo, f), str)  # noqa: E731
+    ups = [u for u in every["upsamplers"] if u in need["upsamplers"] or cached(u)]
+    lora = every["lora"] if every["lora"] and (need["lora"] or cached(every["lora"])) else None
+    from huggingface_hub import constants
+
+    files = [need["checkpoint"], *ups] + ([lora] if lora else [])
+    offline, missing = local_files_only or constants.HF_HUB_OFFLINE, []
+    fetch = {"checkpoint": (repo, files, files)}
+    if gemma is None:  # first: a gated repo refuses before the checkpoint's gigabytes are fetched
+        fetch = {"gemma": (GEMMA_REPO, GEMMA_FILES, ["config.json"]), **fetch}
+    got = {}
+    for part, (repo_id, patterns, required) in fetch.items():
+        try:
+            got[part] = download(repo_id, patterns, required, local_files_only, progress)
+        except DownloadError as e:
+            if not offline:
+                raise
+            missing.insert(0, str(e))  # offline: say everything that is missing, the checkpoint first
+    if missing:
+        raise DownloadError("; and ".join(missing))
+    root, gemma = got["checkpoint"], got.get("gemma", gemma)
+    return {
+        "checkpoint": root / need["checkpoint"],
+        "upsamplers": [root / u for u in ups],
+        "distilled_lora": root / lora if lora else None,
         "gemma": Path(gemma),
     }
 
@@ -315,6 +354,10 @@ def resolve_ltx2_model(
     gemma: str | Path | None = None,
     dtype: str = "bfloat16",
     quantize: int | None = None,
+    pipeline: str | None = None,
+    local_files_only: bool = False,
+    progress=None,
+    log=None,
 ) -> Path:
     """A converted folder for ``model``:
 
@@ -324,15 +367,28 @@ def resolve_ltx2_model(
       the upsamplers, the distilled LoRA (dev) and the Gemma folder found beside it (see
       :func:`find_parts`; ``gemma`` overrides the Gemma folder); later calls reuse the conversion while
       the files' content, ``dtype`` and ``quantize`` are the same (:func:`mlx_video.resolve.resolve`);
-    - ``Lightricks/LTX-2`` or ``Lightricks/LTX-2.3``: only the files ``variant`` needs are downloaded
-      (checkpoint, x2 upsampler, distilled LoRA for dev, and Gemma 3 from its gated repo unless
-      ``gemma`` is given), then converted once.
+    - ``Lightricks/LTX-2`` or ``Lightricks/LTX-2.3``: only the files ``pipeline`` needs are downloaded
+      (:func:`download_parts`: the variant's checkpoint, the x2 upsampler for two-stage pipelines, the distilled
+      LoRA for the dev pipelines that use it, and Gemma 3 from its gated repo unless ``gemma`` is given), then
+      converted once. ``local_files_only``: cached files only; ``progress``: the download's and conversion's
+      per-file reports (:mod:`mlx_video.io.progress`); ``log``: a callable taking the "converting" line.
     Raises ValueError (unknown variant / repo), DownloadError (offline, gated, unknown repo; saying
     which files are needed), WeightsError (nothing convertible found, bad weights).
     """
     from mlx_video.resolve import resolve
 
-    return resolve(model, "ltx2", dtype=dtype, quantize=quantize, variant=variant, gemma=gemma)
+    return resolve(
+        model,
+        "ltx2",
+        dtype=dtype,
+        quantize=quantize,
+        variant=variant,
+        gemma=gemma,
+        log=log,
+        pipeline=pipeline,
+        local_files_only=local_files_only,
+        progress=progress,
+    )
 
 
 # ----------------------------------------------------------------------------- pipeline parts

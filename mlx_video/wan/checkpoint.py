@@ -35,8 +35,10 @@ from mlx_video.io.checkpoint import (
     read_sharded,
     read_weights,
     save_module,
+    sharded_files,
     staged_folder,
 )
+from mlx_video.io.progress import ConvertSteps
 from mlx_video.io.weights import WeightsError, config_errors, load_strict, read_json, write_json_atomic
 from mlx_video.wan import clip as clip_mod
 from mlx_video.wan import t5 as t5_mod
@@ -264,6 +266,25 @@ def _read_diffusers(src: Path):
     )
 
 
+def source_files(src: Path, layout: str) -> dict[str, list[Path]]:
+    """The tensor files of each component of an official or diffusers folder, for progress reports:
+    {"dit" | "dit_high" | "dit_low", "vae", "t5", "clip": [files]} (a component absent: no entry)."""
+    src = Path(src)
+    if layout == "official":
+        dits = {"dit": src} if (src / "config.json").is_file() else {n: src / sub for n, sub in EXPERTS.items()}
+        out = {name: sharded_files(folder) for name, folder in dits.items()}
+        out["vae"] = [src / f for f in VAE_FILES if (src / f).is_file()][:1]
+        out["t5"] = [src / T5_FILE] if (src / T5_FILE).is_file() else []
+        out["clip"] = [src / CLIP_FILE] if (src / CLIP_FILE).is_file() else []
+    else:
+        subs = DIFFUSERS_EXPERTS if (src / DIFFUSERS_EXPERTS["dit_low"]).is_dir() else {"dit": "transformer"}
+        out = {name: sharded_files(src / sub) for name, sub in subs.items()}
+        out["vae"] = sharded_files(src / "vae")
+        out["t5"] = sharded_files(src / "text_encoder", stem="model")
+        out["clip"] = sharded_files(src / "image_encoder", stem="model")
+    return {k: v for k, v in out.items() if v}
+
+
 def convert_wan(
     src: str | Path,
     dst: str | Path,
@@ -272,6 +293,7 @@ def convert_wan(
     group_size: int = 64,
     overwrite: bool = False,
     key: str | None = None,
+    progress=None,
 ) -> Path:
     """Convert ``src`` (official or diffusers layout) into the mlx_video folder ``dst``.
 
@@ -281,6 +303,9 @@ def convert_wan(
     (``mlx_video convert --verbose`` shows them).
     overwrite: replace an existing ``dst`` that is not a folder we converted (never the source, a
     folder inside it or above it: DestinationError). key: the cache key stored in the manifest.
+    progress: optional callable taking :class:`mlx_video.io.progress.FileProgress` reports, one "convert" phase
+    over the source tensor files (:func:`source_files`), each file reported when its component starts and when it
+    is written.
     Raises WeightsError (missing/unused/mis-shaped key, a needed config key missing, truncated file,
     unknown layout), TokenizerError.
     """
@@ -293,6 +318,7 @@ def convert_wan(
     if quantize not in (None, 4, 8):
         raise ValueError("quantize must be 4 or 8 bits")
     check_destination(dst, [src], overwrite)  # before reading gigabytes
+    steps = ConvertSteps(progress, dst, source_files(src, layout), root=src)
     try:
         parts = _read_official(src) if layout == "official" else _read_diffusers(src)
     except KeyError as e:  # a ConfigKeys names the file and the key
@@ -310,6 +336,7 @@ def convert_wan(
         dits = parts.pop("dits")
         dit_args = next(iter(dits.values()))[0]
         for name in list(dits):
+            steps.start(name)
             args, w, lay = dits.pop(name)
             if args != dit_args:
                 raise WeightsError(f"{src}: the two experts differ in shape ({args} vs {dit_args})")
@@ -320,8 +347,10 @@ def convert_wan(
             if quantize:
                 quant[name] = quantize_module(dit, quantize, group_size)
             save_module(dit, tmp / f"{name}.safetensors")
+            steps.done(name)
             del dit
 
+        steps.start("vae")
         version, vae_args, vae_w, lay = parts["vae"]
         vm = _vae_module(version)
         vae = load_strict(
@@ -330,6 +359,8 @@ def convert_wan(
             what=f"Wan VAE ({src})",
         )
         save_module(vae, tmp / "vae.safetensors")
+        steps.done("vae")
+        steps.start("t5")
 
         t5_args, t5_w, lay = parts["t5"]
         t5 = load_strict(
@@ -339,10 +370,12 @@ def convert_wan(
         if quantize:
             quant["t5"] = quantize_module(t5, quantize, group_size)
         save_module(t5, tmp / "t5.safetensors")
+        steps.done("t5")
         del t5
 
         extra = {}
         if parts["clip"] is not None:
+            steps.start("clip")
             clip_args, clip_w, lay = parts["clip"]
             clip = load_strict(
                 clip_mod.CLIPVisionEncoder(clip_args),
@@ -350,6 +383,7 @@ def convert_wan(
                 what=f"CLIP visual tower ({src})",
             )
             save_module(clip, tmp / "clip.safetensors")
+            steps.done("clip")
             extra["clip"] = dataclasses.asdict(clip_args)
             del clip, clip_w
         experts = [n for n in EXPERTS if (tmp / f"{n}.safetensors").exists()]
@@ -375,4 +409,5 @@ def convert_wan(
                 **extra,
             },
         )
+    steps.finish()
     return dst
