@@ -305,7 +305,8 @@ class Vocoder(nn.Module):
 
     ``__call__(mel)``: ``[B, T, F, C]`` with C·F = ``in_channels`` (stereo: the audio decoder's
     ``[B, T, 64, 2]``; features are concatenated channel-major as the reference does). Returns
-    ``[B, T · prod(upsample_rates), out_channels]`` in the input's dtype (float32 in parity runs).
+    ``[B, T · prod(upsample_rates), out_channels]`` in the weights' dtype (float32 in parity runs; the
+    mel is cast to it).
     ``sample_rate``: the output rate in Hz. Raises ValueError on a mel whose C·F differs from
     ``in_channels``.
     """
@@ -334,6 +335,7 @@ class Vocoder(nn.Module):
         b, t, f, c = mel.shape
         if c * f != self.args.in_channels:
             raise ValueError(f"mel {mel.shape}: channels x mel bins must be {self.args.in_channels}")
+        mel = mel.astype(self.conv_pre.weight.dtype)  # computed in the weights' dtype
         x = self.conv_pre(mel.transpose(0, 1, 3, 2).reshape(b, t, c * f))
         n = len(self.args.resblock_kernel_sizes)
         for i, up in enumerate(self.ups):
