@@ -30,7 +30,8 @@ mlx: ``generate(LTX2Components, LTXSettings(pipeline="distilled"))``; its per-st
 ``phase_peak_gib`` (``mx.get_peak_memory``, reset per phase). Its stage2 timer includes the upsampler
 (lazy: evaluated with the first stage-2 step), so the upsampler is also timed alone on the stage-1
 latent after each run, and the table compares ``stage2+upsample`` on both sides.
-Transformer and upsampler in ``--dtype``; our VAEs / vocoder are float32 by design.
+Transformer and upsampler in ``--dtype``; our VAEs / vocoder too (as ``loading.load_components`` builds them
+for a bf16 folder), or float32 with ``--decoder-dtype fp32`` (the earlier default).
 Weights: random at the real widths (LTX-2 19B transformer, 48 blocks; VAE decoder of ltx2_vae.py;
 upsampler mid 1024 rational x2; audio decoder ch 128; vocoder 1024 ch), drawn independently per side.
 Peak memory includes the resident weights of every component. On a CPU the official side's peak is
@@ -156,7 +157,7 @@ def upsampler_config(mid: int) -> dict:
     )
 
 
-def mlx_video_vae(cfg: dict, seed: int) -> VideoVAE:
+def mlx_video_vae(cfg: dict, seed: int, dtype=mx.float32) -> VideoVAE:
     """Decoder-only VideoVAE sized from random tensors with the reference checkpoint's shapes."""
     with torch.device("meta"):
         shapes = {k: tuple(t.shape) for k, t in VideoDecoderConfigurator.from_config(cfg).state_dict().items()}
@@ -170,7 +171,7 @@ def mlx_video_vae(cfg: dict, seed: int) -> VideoVAE:
         one = vae_sanitize({k: t}, "lightricks")
         mx.eval(list(one.values()))
         converted.update(one)
-    return VideoVAE.from_weights(converted, cfg, parts=("decoder",))
+    return VideoVAE.from_weights(converted, cfg, parts=("decoder",), dtype=dtype)
 
 
 class StageClock:
@@ -219,11 +220,12 @@ def run_side(name, build, run_once, warmup, repeat) -> dict:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     build_s = time.perf_counter() - t0
-    runs = []
+    runs, first = [], None
     with torch.inference_mode():
         for i in range(warmup + repeat):
             times, peaks = run_once(ctx)
             _combine(times, peaks)
+            first = first or dict(times)
             if i >= warmup:
                 runs.append((times, peaks))
             print(
@@ -237,6 +239,8 @@ def run_side(name, build, run_once, warmup, repeat) -> dict:
         stages[k] = dict(median_s=statistics.median(ts), times_s=ts, peak_gib=_gib(_max(*(p[k] for _, p in runs))))
     out = dict(
         build_s=build_s,
+        first_run_s=first,  # the process's first run (compile / kernel warm-up included)
+        first_run_extra_s=first["total"] - stages["total"]["median_s"],
         param_gib=ctx["param_bytes"] / common.GiB,
         block_gib=ctx["block_bytes"] / common.GiB,
         peak_how=ctx["peak_how"],
@@ -264,6 +268,12 @@ def main():
         type=int,
         default=None,
         help=f"text context length (default {TEXT_TOKENS}; {TINY_TEXT_TOKENS} at --size tiny)",
+    )
+    p.add_argument(
+        "--decoder-dtype",
+        choices=("same", "fp32"),
+        default="same",
+        help="our video/audio VAE decoders and vocoder: the --dtype (as load_components) or float32",
     )
     p.set_defaults(repeat=2)
     args = p.parse_args()
@@ -364,10 +374,11 @@ def main():
     def build_mlx() -> dict:
         mdt = common.MLX_DTYPES[dtype]
         model = common.mlx_random_(LTXModel(a), mdt, args.seed + 10)
-        vae = mlx_video_vae(vae_cfg, args.seed + 1000)
+        ddt = mdt if args.decoder_dtype == "same" else mx.float32
+        vae = mlx_video_vae(vae_cfg, args.seed + 1000, ddt)
         ups = common.mlx_random_(up.LatentUpsampler(up.UpsamplerArgs.from_config(ups_cfg)), mdt, args.seed + 2000)
-        adec = common.mlx_random_(av.AudioDecoder(av.AudioVAEArgs.from_config(aud_cfg)), mx.float32, args.seed + 3000)
-        voc = common.mlx_random_(vc.vocoder_from_config(voc_cfg), mx.float32, args.seed + 4000)
+        adec = common.mlx_random_(av.AudioDecoder(av.AudioVAEArgs.from_config(aud_cfg)), ddt, args.seed + 3000)
+        voc = common.mlx_random_(vc.vocoder_from_config(voc_cfg), ddt, args.seed + 4000)
         comps = LTX2Components(model, vae, adec, voc, ups, version="2")
         mods = (model, vae, ups, adec, voc)
         return dict(
@@ -376,7 +387,10 @@ def main():
             param_bytes=sum(common.mlx_nbytes(x) for x in mods),
             block_bytes=common.mlx_nbytes(model.transformer_blocks[0]),
             peak_how="mx.get_peak_memory",
-            info=dict(compute=f"transformer + upsampler {dtype}; VAEs and vocoder fp32"),
+            info=dict(
+                compute=f"transformer + upsampler {dtype}; VAEs and vocoder "
+                + (dtype if args.decoder_dtype == "same" else "fp32")
+            ),
         )
 
     def run_mlx(r: dict):
@@ -468,7 +482,8 @@ def report(args, config, dtype, dev, results, layers) -> None:
     print()
     for name, r in results.items():
         print(
-            f"{name}: weights {r['param_gib']:.2f} GiB, build {r['build_s']:.1f} s, peak memory: {r['peak_how']}"
+            f"{name}: weights {r['param_gib']:.2f} GiB, build {r['build_s']:.1f} s, first run "
+            f"{r['first_run_extra_s']:+.2f} s vs warm, peak memory: {r['peak_how']}"
             + (f", {r['compute']}" if "compute" in r else "")
         )
     print(

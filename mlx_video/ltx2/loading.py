@@ -356,6 +356,7 @@ def load_components(
     from mlx_video.ltx2.pipelines import LTX2Components
 
     dt = decoder_dtype(cfg) if dtype is None else dtype
+    stored = Path(model_dir) / "transformer.safetensors"
     transformer = load_transformer(model_dir, cfg)
     stage1 = stage2 = None
     if pipeline in ("dev-two-stage", "dev-two-stage-hq", "a2vid", "keyframes"):
@@ -373,6 +374,7 @@ def load_components(
         audio_encoder=load_audio_encoder(model_dir, cfg, dt)
         if pipeline in ("a2vid", "retake", "retake-distilled")
         else None,
+        transformer_file=stored,
     )
 
 
@@ -447,8 +449,10 @@ def with_ic_loras(comps, loras, stored=None):
     """Pipeline ic-lora's weights (``ICLoraPipeline``): stage 1 = the distilled transformer + the IC-LoRAs
     ``[(path, strength), ...]`` (ltx-core ``fuse_loras``: ``W + strength * B @ A``, no alpha), stage 2 = the
     distilled transformer alone. Sets ``comps.stage1_transformer`` / ``stage2_transformer`` (zero-argument
-    callables merging or unmerging in place, from ``stored``: a callable returning the stored weights, default
-    a copy taken now) and ``comps.reference_downscale_factor``. The LoRAs are resolved and merged now, so a
+    callables merging or unmerging in place, from ``stored``: a callable returning the stored weights; default:
+    ``comps.transformer_file`` read again layer by layer when set (as :func:`load_components` sets it), else
+    references to the weights as they are now, which then stay resident beside the merged layers) and
+    ``comps.reference_downscale_factor``. The LoRAs are resolved and merged now, so a
     file for another model fails here, before any denoising: WeightsError (unmatched keys, shapes that do not
     fit this transformer), ValueError for LoRAs with different reference downscale factors. Returns ``comps``."""
     from mlx.utils import tree_flatten
@@ -464,7 +468,10 @@ def with_ic_loras(comps, loras, stored=None):
             raise ValueError(f"IC-LoRAs with different reference downscale factors ({factor} and {k}, {path})")
         factor = k if k != 1 else factor
         read.append((weights, float(strength)))
-    if stored is None:
+    if stored is None and getattr(comps, "transformer_file", None) is not None:
+        path = comps.transformer_file
+        stored = lambda: load_safetensors(path)  # noqa: E731  (memory-mapped: no second copy of the weights)
+    elif stored is None:
         snapshot = dict(tree_flatten(transformer.parameters()))
         stored = lambda: snapshot  # noqa: E731
     key_map, merged = lora_key_map(), [False]

@@ -566,6 +566,9 @@ class LTX2Components:
     stage1_transformer: Callable[[], LTXModel] | None = None
     audio_encoder: object | None = None  # a2vid: mel -> audio latent (:class:`mlx_video.ltx2.audio_vae.AudioEncoder`)
     reference_downscale_factor: int = 1  # ic-lora: the IC-LoRA's metadata value (control video size = stage / it)
+    # the safetensors file holding ``transformer``'s stored weights, when loaded from one: LoRA merges re-read it
+    # layer by layer instead of keeping an unmerged copy of every touched weight resident
+    transformer_file: object | None = None
 
     @property
     def model_version(self) -> str:
