@@ -202,6 +202,30 @@ def test_tiled_decode_matches_ltx_core(ltx2):
     assert rel_err(ref, full_ref) > 100 * TOL  # tiles really differ from one full decode
 
 
+def test_bf16_tiled_decode_and_encode_match_ltx_core_bf16(ltx2):
+    """The pipelines' setting (ltx-pipelines' ledger builds the VAE in bf16): our VAE loaded in bf16, tiled
+    decode and encode, against ltx-core's in bf16 and in float32: our error against float32 stays within twice
+    ltx-core's own bf16 error plus a floor; outputs are float32 latents / bf16 frames."""
+    cfg, enc, dec, _ = ltx2
+    vae = VideoVAE.from_weights(sanitize(single_file(enc, dec), "lightricks"), cfg, dtype=mx.bfloat16)
+    assert vae.dtype == mx.bfloat16
+    video, _ = inputs(6)
+    _, latent = inputs(5, lat=(3, 3, 3))
+    tiling = TilingConfig(SpatialTilingConfig(64, 32), TemporalTilingConfig(16, 8))
+    with torch.no_grad():
+        refs32 = torch.cat(list(dec.tiled_decode(latent, tiling)), dim=2), enc(video)
+        dec16, enc16 = copy.deepcopy(dec).to(torch.bfloat16), copy.deepcopy(enc).to(torch.bfloat16)
+        refs16 = torch.cat(list(dec16.tiled_decode(latent.bfloat16(), tiling)), dim=2).float(), enc16(video.bfloat16())
+    x = vae.decode_tiled(video_mx(latent), 64, 32, 16, 8)
+    z = vae.encode(video_mx(video))
+    assert z.dtype == mx.float32 and vae.decode(video_mx(latent)).dtype == mx.bfloat16
+    for out, ref32, ref16 in zip((x, z), refs32, refs16):
+        bound = 2 * rel_err(ref16.float(), ref32) + 1e-2
+        assert rel_err(to_torch_layout(out), ref32) < bound
+        assert rel_err(to_torch_layout(out), ref16.float()) < bound
+    assert rel_err(to_torch_layout(vae.decode_tiled(video_mx(latent.flip(2)), 64, 32, 16, 8)), refs32[0]) > 0.3
+
+
 def test_diffusers_layout_matches_diffusers():
     # LTX-2.3-shaped diffusers config: last downsample keeps the width, mixed upsample factors/types
     cfg = dict(
