@@ -146,9 +146,7 @@ class CausalConv2d(nn.Module):
         self.conv = nn.Conv2d(cin, cout, kernel)
 
     def __call__(self, x):
-        # the zero padding is the convolution's own (low, high) padding: no padded copy of x
-        pad = ((self.pad_t[0], self.pad_f[0]), (self.pad_t[1], self.pad_f[1]))
-        return mx.conv_general(x, self.conv.weight, padding=pad) + self.conv.bias
+        return self.conv(_pad_2d(x, self.pad_t, self.pad_f))
 
 
 class ResnetBlock(nn.Module):
@@ -199,8 +197,7 @@ class Downsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, stride=2)
 
     def __call__(self, x):
-        pad = ((self.pad_t[0], self.pad_f[0]), (self.pad_t[1], self.pad_f[1]))
-        return mx.conv_general(x, self.conv.weight, stride=2, padding=pad) + self.conv.bias
+        return self.conv(_pad_2d(x, self.pad_t, self.pad_f))
 
 
 class Upsample(nn.Module):
