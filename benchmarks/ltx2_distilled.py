@@ -84,6 +84,7 @@ from ltx_pipelines.utils.types import PipelineComponents  # noqa: E402
 
 from mlx_video.ltx2 import audio_vae as av  # noqa: E402
 from mlx_video.ltx2 import upsampler as up  # noqa: E402
+from mlx_video.ltx2 import video_vae as vv_mod  # noqa: E402
 from mlx_video.ltx2 import vocoder as vc  # noqa: E402
 from mlx_video.ltx2.denoise import TextContext  # noqa: E402
 from mlx_video.ltx2.pipelines import LTX2Components, LTXSettings, generate  # noqa: E402
@@ -275,8 +276,15 @@ def main():
         default="same",
         help="our video/audio VAE decoders and vocoder: the --dtype (as load_components) or float32",
     )
+    p.add_argument(
+        "--conv3d",
+        choices=vv_mod.CONV3D_MODES,
+        default=vv_mod.CONV3D_MODE,
+        help="our video VAE's CausalConv3d: mx.conv3d in chunks, or a 2-D convolution per temporal tap",
+    )
     p.set_defaults(repeat=2)
     args = p.parse_args()
+    vv_mod.CONV3D_MODE = args.conv3d
     if args.check:
         p.error("--check is not supported here (each module has its own parity test and --check benchmark)")
     tiny = args.size == "tiny"
@@ -390,6 +398,7 @@ def main():
             info=dict(
                 compute=f"transformer + upsampler {dtype}; VAEs and vocoder "
                 + (dtype if args.decoder_dtype == "same" else "fp32")
+                + f"; VAE conv3d {args.conv3d}"
             ),
         )
 

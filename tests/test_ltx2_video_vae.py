@@ -331,3 +331,19 @@ def test_load_video_vae_from_single_file(tmp_path, ltx2):
     assert "encoder" not in dec_only
     latent = video_mx(inputs(9)[1])
     assert rel_err(dec_only.decode(latent), vae.decode(latent)) < 1e-6
+
+
+def test_conv3d_by_frames_matches_ltx_core(ltx2, monkeypatch):
+    """CONV3D_MODE "frames" (one 2-D convolution per temporal tap, summed) decodes and encodes as ltx-core."""
+    import mlx_video.ltx2.video_vae as vv
+
+    cfg, enc, dec, vae = ltx2
+    video, latent = inputs(7)
+    with torch.no_grad():
+        z_ref, x_ref = enc(video), dec(latent)
+    monkeypatch.setattr(vv, "CONV3D_MODE", "frames")
+    assert rel_err(to_torch_layout(vae.decode(video_mx(latent))), x_ref) < TOL
+    assert rel_err(to_torch_layout(vae.encode(video_mx(video))), z_ref) < TOL
+    x = mx.random.normal((1, 6, 5, 7, 4))
+    w = mx.random.normal((3, 3, 3, 3, 4))
+    assert rel_err(vv.conv3d_by_frames(x, w, max_out_bytes=200), mx.conv3d(x, w)) < 1e-5  # in frame groups

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,12 @@ from mlx_video.nn.embeddings import sinusoidal_embedding
 _ENC_STRIDES = {"compress_space_res": (1, 2, 2), "compress_time_res": (2, 1, 1), "compress_all_res": (2, 2, 2)}
 _DEC_STRIDES = {"compress_space": (1, 2, 2), "compress_time": (2, 1, 1), "compress_all": (2, 2, 2)}
 _PADDINGS = ("zeros", "reflect")
+CONV3D_MODES = ("native", "frames")
+# How CausalConv3d convolves: "native" = mx.conv3d (in output chunks, mlx_video.nn.conv.conv3d); "frames" = one
+# mx.conv2d per temporal tap over the frames as a batch, summed (:func:`conv3d_by_frames`). Same values. An
+# experiment for MLX's CUDA backend, whose 3-D convolutions were measured with the memory of its unfold + GEMM
+# fallback (benchmarks/README.md); read at each call, so ``$MLX_VIDEO_LTX_CONV3D`` or this variable switches it.
+CONV3D_MODE = os.environ.get("MLX_VIDEO_LTX_CONV3D", "native")
 
 
 # ----------------------------------------------------------------------------- config
@@ -184,6 +191,30 @@ def _pad_hw(x: mx.array, ph: int, pw: int, mode: str) -> mx.array:
     return x
 
 
+def conv3d_by_frames(x: mx.array, weight: mx.array, max_out_bytes: int = 1 << 30) -> mx.array:
+    """Valid (unpadded, stride 1) 3-D convolution as a sum over the kt temporal taps of 2-D convolutions with the
+    frames folded into the batch: x [B, T, H, W, C_in], weight [C_out, kt, kh, kw, C_in] -> [B, T-kt+1, H', W',
+    C_out], the values of ``mx.conv3d`` (summed in another order). Output frames go in groups of at most
+    ``max_out_bytes`` of output, each evaluated before the next."""
+    b, t, h, w, c = x.shape
+    o, kt, kh, kw, _ = weight.shape
+    t_out, h_out, w_out = t - kt + 1, h - kh + 1, w - kw + 1
+    step = max(1, max_out_bytes // max(1, b * h_out * w_out * o * x.dtype.size))
+    pieces = []
+    for t0 in range(0, t_out, step):
+        n = min(step, t_out - t0)
+        y = None
+        for dt in range(kt):
+            frames = x[:, t0 + dt : t0 + dt + n].reshape(b * n, h, w, c)
+            part = mx.conv2d(frames, weight[:, dt])
+            y = part if y is None else y + part
+        y = y.reshape(b, n, h_out, w_out, o)
+        if t_out > step:
+            mx.eval(y)
+        pieces.append(y)
+    return pieces[0] if len(pieces) == 1 else mx.concatenate(pieces, axis=1)
+
+
 class CausalConv3d(nn.Module):
     """ltx-core CausalConv3d: frames padded by replicating the first (causal: k-1 copies) or the
     first and last frame ((k-1)/2 copies each); spatial padding k//2 with ``padding`` mode.
@@ -204,6 +235,8 @@ class CausalConv3d(nn.Module):
             parts = [first, x] if causal else [first, x, mx.repeat(x[:, -1:], (kt - 1) // 2, axis=1)]
             x = mx.concatenate(parts, axis=1)
         x = _pad_hw(x, kh // 2, kw // 2, self.padding)
+        if CONV3D_MODE == "frames":
+            return conv3d_by_frames(x, self.weight) + self.bias
         return conv3d(x, self.weight) + self.bias
 
 
