@@ -347,3 +347,19 @@ def test_conv3d_by_frames_matches_ltx_core(ltx2, monkeypatch):
     x = mx.random.normal((1, 6, 5, 7, 4))
     w = mx.random.normal((3, 3, 3, 3, 4))
     assert rel_err(vv.conv3d_by_frames(x, w, max_out_bytes=200), mx.conv3d(x, w)) < 1e-5  # in frame groups
+
+
+def test_decode_frames_is_to_uint8_of_the_decode(ltx2):
+    """The pipeline's device-side uint8 conversion per temporal chunk gives to_uint8 of the float decode."""
+    import numpy as np
+
+    from mlx_video.io.images import to_uint8
+    from mlx_video.ltx2.pipelines import LTX2Components, decode_frames, decode_video
+
+    _, _, _, vae = ltx2
+    _, latent = inputs(8, lat=(9, 2, 2))  # 65 frames: more than one temporal chunk with the default tiling
+    comps = LTX2Components(None, vae)
+    got = decode_frames(comps, video_mx(latent) * 3)  # large values: clipping on both ends
+    want = to_uint8(np.array(decode_video(comps, video_mx(latent) * 3)[0]))
+    assert got.dtype == np.uint8 and got.shape == (65, 64, 64, 3)
+    np.testing.assert_array_equal(got, want)
