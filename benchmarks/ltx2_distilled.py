@@ -42,7 +42,8 @@ mlx: ``generate(LTX2Components, LTXSettings(pipeline="distilled"))``; its per-st
 ``phase_peak_gib`` (``mx.get_peak_memory``, reset per phase). Its stage2 timer includes the upsampler
 (lazy: evaluated with the first stage-2 step), so the upsampler is also timed alone on the stage-1
 latent after each run, and the table compares ``stage2+upsample`` on both sides.
-Transformer and upsampler in ``--dtype``; our VAEs / vocoder are float32 by design.
+Transformer and upsampler in ``--dtype``; our VAEs / vocoder too (as ``loading.load_components`` builds them
+for a bf16 folder), or float32 with ``--decoder-dtype fp32`` (the earlier default).
 Weights: random at the real widths (LTX-2 19B transformer, 48 blocks; VAE decoder of ltx2_vae.py;
 upsampler mid 1024 rational x2; audio decoder ch 128; vocoder 1024 ch), drawn independently per side.
 Peak memory includes the resident weights of every component. On a CPU the official side's peak is
@@ -61,6 +62,12 @@ import types
 from dataclasses import replace
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # euler_denoising_loop's progress bar
+# MLX's CUDA backend keeps one cuDNN graph per convolution configuration (shapes, dtype, strides) in an LRU
+# cache of $MLX_CUDA_CONV_CACHE_SIZE entries (default 128), read once when MLX starts. A distilled LTX-2 run at
+# 768x512x121 convolves in about 178 configurations (12 decode tiles of distinct shapes x 9 layer shapes, plus
+# the audio decoder and vocoder), so with 128 every run rebuilds graphs evicted by the last, and MLX raises
+# after 2 x capacity misses in a process (mlx 0.32 lru_cache.h). An entry is a built graph, no activations.
+os.environ.setdefault("MLX_CUDA_CONV_CACHE_SIZE", "1024")  # before MLX is imported
 
 import numpy as np  # noqa: E402
 from ltx_core.components.diffusion_steps import EulerDiffusionStep  # noqa: E402
@@ -107,6 +114,7 @@ from ltx_pipelines.utils.types import PipelineComponents  # noqa: E402
 
 from mlx_video.ltx2 import audio_vae as av  # noqa: E402
 from mlx_video.ltx2 import upsampler as up  # noqa: E402
+from mlx_video.ltx2 import video_vae as vv_mod  # noqa: E402
 from mlx_video.ltx2 import vocoder as vc  # noqa: E402
 from mlx_video.ltx2.denoise import TextContext  # noqa: E402
 from mlx_video.ltx2.pipelines import LTX2Components, LTXSettings, generate  # noqa: E402
@@ -216,7 +224,7 @@ def upsampler_config(mid: int) -> dict:
     )
 
 
-def mlx_video_vae(cfg: dict, seed: int) -> VideoVAE:
+def mlx_video_vae(cfg: dict, seed: int, dtype=mx.float32) -> VideoVAE:
     """Decoder-only VideoVAE sized from random tensors with the reference checkpoint's shapes."""
     with torch.device("meta"):
         shapes = {k: tuple(t.shape) for k, t in VideoDecoderConfigurator.from_config(cfg).state_dict().items()}
@@ -230,7 +238,7 @@ def mlx_video_vae(cfg: dict, seed: int) -> VideoVAE:
         one = vae_sanitize({k: t}, "lightricks")
         mx.eval(list(one.values()))
         converted.update(one)
-    return VideoVAE.from_weights(converted, cfg, parts=("decoder",))
+    return VideoVAE.from_weights(converted, cfg, parts=("decoder",), dtype=dtype)
 
 
 class StageClock:
@@ -279,11 +287,12 @@ def run_side(name, build, run_once, warmup, repeat) -> dict:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     build_s = time.perf_counter() - t0
-    runs = []
+    runs, first = [], None
     with torch.inference_mode():
         for i in range(warmup + repeat):
             times, peaks = run_once(ctx)
             _combine(times, peaks)
+            first = first or dict(times)
             if i >= warmup:
                 runs.append((times, peaks))
             print(
@@ -297,6 +306,8 @@ def run_side(name, build, run_once, warmup, repeat) -> dict:
         stages[k] = dict(median_s=statistics.median(ts), times_s=ts, peak_gib=_gib(_max(*(p[k] for _, p in runs))))
     out = dict(
         build_s=build_s,
+        first_run_s=first,  # the process's first run (compile / kernel warm-up included)
+        first_run_extra_s=first["total"] - stages["total"]["median_s"],
         param_gib=ctx["param_bytes"] / common.GiB,
         block_gib=ctx["block_bytes"] / common.GiB,
         peak_how=ctx["peak_how"],
@@ -330,8 +341,21 @@ def main():
     p.add_argument(
         "--steps", type=int, default=None, help="dev-two-stage stage-1 steps (default: the official 40 / 30)"
     )
+    p.add_argument(
+        "--decoder-dtype",
+        choices=("same", "fp32"),
+        default="same",
+        help="our video/audio VAE decoders and vocoder: the --dtype (as load_components) or float32",
+    )
+    p.add_argument(
+        "--conv3d",
+        choices=vv_mod.CONV3D_MODES,
+        default=vv_mod.CONV3D_MODE,
+        help="our video VAE's CausalConv3d: mx.conv3d in chunks, or a 2-D convolution per temporal tap",
+    )
     p.set_defaults(repeat=2)
     args = p.parse_args()
+    vv_mod.CONV3D_MODE = args.conv3d
     if args.check:
         p.error("--check is not supported here (each module has its own parity test and --check benchmark)")
     tiny = args.size == "tiny"
@@ -455,10 +479,11 @@ def main():
     def build_mlx() -> dict:
         mdt = common.MLX_DTYPES[dtype]
         model = common.mlx_random_(LTXModel(a), mdt, args.seed + 10)
-        vae = mlx_video_vae(vae_cfg, args.seed + 1000)
+        ddt = mdt if args.decoder_dtype == "same" else mx.float32
+        vae = mlx_video_vae(vae_cfg, args.seed + 1000, ddt)
         ups = common.mlx_random_(up.LatentUpsampler(up.UpsamplerArgs.from_config(ups_cfg)), mdt, args.seed + 2000)
-        adec = common.mlx_random_(av.AudioDecoder(av.AudioVAEArgs.from_config(aud_cfg)), mx.float32, args.seed + 3000)
-        voc = common.mlx_random_(vc.vocoder_from_config(voc_cfg), mx.float32, args.seed + 4000)
+        adec = common.mlx_random_(av.AudioDecoder(av.AudioVAEArgs.from_config(aud_cfg)), ddt, args.seed + 3000)
+        voc = common.mlx_random_(vc.vocoder_from_config(voc_cfg), ddt, args.seed + 4000)
         comps = LTX2Components(model, vae, adec, voc, ups, version="2.3" if ltx23 else "2")
         mods = (model, vae, ups, adec, voc)
         return dict(
@@ -468,7 +493,11 @@ def main():
             param_bytes=sum(common.mlx_nbytes(x) for x in mods),
             block_bytes=common.mlx_nbytes(model.transformer_blocks[0]),
             peak_how="mx.get_peak_memory",
-            info=dict(compute=f"transformer + upsampler {dtype}; VAEs and vocoder fp32"),
+            info=dict(
+                compute=f"transformer + upsampler {dtype}; VAEs and vocoder "
+                + (dtype if args.decoder_dtype == "same" else "fp32")
+                + f"; VAE conv3d {args.conv3d}"
+            ),
         )
 
     def run_mlx(r: dict):
@@ -584,7 +613,8 @@ def report(args, config, dtype, dev, results, layers, steps=None) -> None:
     print()
     for name, r in results.items():
         print(
-            f"{name}: weights {r['param_gib']:.2f} GiB, build {r['build_s']:.1f} s, peak memory: {r['peak_how']}"
+            f"{name}: weights {r['param_gib']:.2f} GiB, build {r['build_s']:.1f} s, first run "
+            f"{r['first_run_extra_s']:+.2f} s vs warm, peak memory: {r['peak_how']}"
             + (f", {r['compute']}" if "compute" in r else "")
         )
     print(

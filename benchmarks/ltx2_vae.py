@@ -27,6 +27,7 @@ from ltx_core.model.video_vae.tiling import SpatialTilingConfig, TemporalTilingC
 
 from benchmarks import common
 from benchmarks.common import mx, torch
+from mlx_video.ltx2 import video_vae as vv
 from mlx_video.ltx2.video_vae import VideoVAE, sanitize
 
 SIZES = {"tiny": (9, 64, 64), "mid": (9, 128, 128), "full": (121, 512, 768)}  # frames, height, width
@@ -99,7 +100,14 @@ def main():
     p.add_argument("--tiling", choices=("default", "none"), default="default")
     p.add_argument("--mlx-dtype", choices=("fp32", "bf16"), default="fp32", help="our decoder's weights/compute dtype")
     p.add_argument("--video", default=None, help="override the size preset's FxHxW, e.g. 121x512x768")
+    p.add_argument(
+        "--conv3d",
+        choices=vv.CONV3D_MODES,
+        default=vv.CONV3D_MODE,
+        help="our CausalConv3d: mx.conv3d in chunks, or a 2-D convolution per temporal tap",
+    )
     args = p.parse_args()
+    vv.CONV3D_MODE = args.conv3d
     cfg = vae_config(args.model, 16 if args.size == "tiny" else 128)
     frames, height, width = tuple(int(u) for u in args.video.split("x")) if args.video else SIZES[args.size]
     (T, h, w), _ = common.video_tokens(frames, height, width, 8, 32)
@@ -149,7 +157,7 @@ def main():
             run,
             lambda out: _frames(out, np.array),
             common.mlx_nbytes(vae),
-            info=dict(compute=args.mlx_dtype),
+            info=dict(compute=args.mlx_dtype, conv3d=args.conv3d),
             model=vae,
         )
 

@@ -583,7 +583,11 @@ def wan_sizes(cfg: dict, task=None, images: int = 0, text_encoder: bool = True) 
 # weights) gives (49.4 - 35.4) GiB / 6144. One point, with the other components' weights inside it and counted
 # again below, so the estimate errs high (by about their size, ~3 GiB at 19B). Attention is fused (linear in
 # tokens) on Metal and CUDA; on MLX's CPU backend the scores make long videos cost more than this says.
+# That run decoded in float32 (its peak was the tiled video decode's: 15.7 GiB for the VAE alone, benchmarks/
+# README.md); the VAEs and the vocoder now run in bf16 for a bf16 folder (ltx2.loading.decoder_dtype), about
+# halving that phase, so the constant errs high there too until it is refitted on the next H100 run.
 LTX_ACT_BYTES_PER_TOKEN = (49.4 - 35.4) * GIB / 6144
+LTX_DECODER_FILES = ("video_vae.safetensors", "audio_vae.safetensors", "vocoder.safetensors")  # stored float32
 LTX_TEXT_FILES = ("gemma.safetensors", "connectors.safetensors")
 LTX_RUN_FILES = ("transformer.safetensors", "video_vae.safetensors", "audio_vae.safetensors", "vocoder.safetensors")
 
@@ -597,7 +601,9 @@ def ltx_phase_peaks(model_dir, pipeline: str, frames: int, height: int, width: i
     """Estimated peak bytes of an LTX-2 run from a converted folder: "text" (Gemma 3 and its connectors, freed
     before the transformer loads) and "generate" (transformer, VAEs, vocoder, the upsampler for the two-stage
     pipelines and the distilled LoRA for dev-two-stage, plus ``LTX_ACT_BYTES_PER_TOKEN`` per full-resolution
-    token). Weights are the folder's file sizes (safetensors: tensor bytes plus a small header)."""
+    token). Weights are the folder's file sizes (safetensors: tensor bytes plus a small header); the VAEs'
+    and the vocoder's (stored float32) count half for a folder that is not float32, as they load in bf16."""
+    import json
     from pathlib import Path
 
     folder = Path(model_dir)
@@ -605,7 +611,13 @@ def ltx_phase_peaks(model_dir, pipeline: str, frames: int, height: int, width: i
     def size(names):
         return float(sum((folder / n).stat().st_size for n in names if (folder / n).exists()))
 
+    try:
+        dtype = json.loads((folder / "config.json").read_text()).get("dtype", "bfloat16")
+    except (OSError, ValueError):
+        dtype = "bfloat16"
     run = size(LTX_RUN_FILES)
+    if dtype != "float32":
+        run -= 0.5 * size(LTX_DECODER_FILES)
     if pipeline != "dev":
         run += sum(float(p.stat().st_size) for p in (folder / "upsamplers").glob("*.safetensors"))
     if pipeline in ("dev-two-stage", "dev-two-stage-hq"):

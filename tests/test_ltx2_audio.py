@@ -433,3 +433,34 @@ def test_strict_loading_names_the_key(vae):
     voc_w = dict(tree_flatten(voc.parameters()))
     _assert_strict(voc, voc_w, "bwe_generator.resblocks.2.acts1.0.downsample.filter", "vocoder")
     _assert_strict(voc, voc_w, "mel_stft.forward_basis", "vocoder")
+
+
+def test_bf16_decode_and_vocoder_match_ltx_core_bf16(vae):
+    """The pipelines' setting (ltx-pipelines builds both in bf16): our bf16 decoder and HiFi-GAN, loaded through
+    sanitize + load_strict(dtype=bf16), against ltx-core's in bf16 and in float32. Our bf16 error against the
+    float32 result stays within twice ltx-core's own bf16 error plus a floor."""
+    from ltx_core.model.audio_vae import VocoderConfigurator
+
+    dec, _, _, _, w = vae
+    ref_voc = randomize_(VocoderConfigurator.from_config(HIFI_CFG).eval(), 1, fan_in=True)
+    args = av.AudioVAEArgs.from_config(VAE_CFG)
+    mdec = load_strict(av.AudioDecoder(args), av.sanitize(w, "lightricks", "decoder"), "decoder", dtype=mx.bfloat16)
+    voc = vc.vocoder_from_config(HIFI_CFG)
+    load_strict(voc, vc.sanitize(_weights(ref_voc.state_dict(), "vocoder."), "lightricks"), "vocoder", mx.bfloat16)
+    z, mel = _randn(1, 4, 5, 4, seed=12), _randn(1, 2, 6, 64, seed=21)
+    with torch.no_grad():
+        refs32 = dec(z).permute(0, 2, 3, 1), ref_voc(mel).permute(0, 2, 1)
+        refs16 = (
+            dec.to(torch.bfloat16)(z.bfloat16()).float().permute(0, 2, 3, 1),
+            ref_voc.to(torch.bfloat16)(mel.bfloat16()).float().permute(0, 2, 1),
+        )
+    dec.float(), ref_voc.float()
+    outs = mdec(_cl(z)), voc(_cl(mel))
+    for out, ref32, ref16 in zip(outs, refs32, refs16):
+        assert out.dtype == mx.bfloat16 and out.shape == ref32.shape
+        bound = 2 * rel_err(ref16, ref32) + 1e-2
+        assert rel_err(out.astype(mx.float32), ref32) < bound
+        assert rel_err(out.astype(mx.float32), ref16) < bound
+    assert rel_err(mdec(_cl(z.flip(2))).astype(mx.float32), refs32[0]) > 10 * (
+        2 * rel_err(*refs16[:1], refs32[0]) + 1e-2
+    )

@@ -61,8 +61,12 @@ def run(ours, x):
     return np.array(y).transpose(0, 4, 1, 2, 3)
 
 
+@pytest.mark.parametrize("conv3d", ["native", "frames"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_upsampler_matches_ltx_core(name):
+def test_upsampler_matches_ltx_core(name, conv3d, monkeypatch):
+    from mlx_video.ltx2 import video_vae
+
+    monkeypatch.setattr(video_vae, "CONV3D_MODE", conv3d)  # frames: 3-D convolutions as 2-D per temporal tap
     cfg = dict(in_channels=C, mid_channels=MID, num_blocks_per_stage=1, **CASES[name])
     ref = ltx_upsampler(cfg)
     ours = ours_from(cfg, ref.state_dict())

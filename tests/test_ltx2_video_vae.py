@@ -202,6 +202,30 @@ def test_tiled_decode_matches_ltx_core(ltx2):
     assert rel_err(ref, full_ref) > 100 * TOL  # tiles really differ from one full decode
 
 
+def test_bf16_tiled_decode_and_encode_match_ltx_core_bf16(ltx2):
+    """The pipelines' setting (ltx-pipelines' ledger builds the VAE in bf16): our VAE loaded in bf16, tiled
+    decode and encode, against ltx-core's in bf16 and in float32: our error against float32 stays within twice
+    ltx-core's own bf16 error plus a floor; outputs are float32 latents / bf16 frames."""
+    cfg, enc, dec, _ = ltx2
+    vae = VideoVAE.from_weights(sanitize(single_file(enc, dec), "lightricks"), cfg, dtype=mx.bfloat16)
+    assert vae.dtype == mx.bfloat16
+    video, _ = inputs(6)
+    _, latent = inputs(5, lat=(3, 3, 3))
+    tiling = TilingConfig(SpatialTilingConfig(64, 32), TemporalTilingConfig(16, 8))
+    with torch.no_grad():
+        refs32 = torch.cat(list(dec.tiled_decode(latent, tiling)), dim=2), enc(video)
+        dec16, enc16 = copy.deepcopy(dec).to(torch.bfloat16), copy.deepcopy(enc).to(torch.bfloat16)
+        refs16 = torch.cat(list(dec16.tiled_decode(latent.bfloat16(), tiling)), dim=2).float(), enc16(video.bfloat16())
+    x = vae.decode_tiled(video_mx(latent), 64, 32, 16, 8)
+    z = vae.encode(video_mx(video))
+    assert z.dtype == mx.float32 and vae.decode(video_mx(latent)).dtype == mx.bfloat16
+    for out, ref32, ref16 in zip((x, z), refs32, refs16):
+        bound = 2 * rel_err(ref16.float(), ref32) + 1e-2
+        assert rel_err(to_torch_layout(out), ref32) < bound
+        assert rel_err(to_torch_layout(out), ref16.float()) < bound
+    assert rel_err(to_torch_layout(vae.decode_tiled(video_mx(latent.flip(2)), 64, 32, 16, 8)), refs32[0]) > 0.3
+
+
 def test_diffusers_layout_matches_diffusers():
     # LTX-2.3-shaped diffusers config: last downsample keeps the width, mixed upsample factors/types
     cfg = dict(
@@ -307,3 +331,35 @@ def test_load_video_vae_from_single_file(tmp_path, ltx2):
     assert "encoder" not in dec_only
     latent = video_mx(inputs(9)[1])
     assert rel_err(dec_only.decode(latent), vae.decode(latent)) < 1e-6
+
+
+def test_conv3d_by_frames_matches_ltx_core(ltx2, monkeypatch):
+    """CONV3D_MODE "frames" (one 2-D convolution per temporal tap, summed) decodes and encodes as ltx-core."""
+    import mlx_video.ltx2.video_vae as vv
+
+    cfg, enc, dec, vae = ltx2
+    video, latent = inputs(7)
+    with torch.no_grad():
+        z_ref, x_ref = enc(video), dec(latent)
+    monkeypatch.setattr(vv, "CONV3D_MODE", "frames")
+    assert rel_err(to_torch_layout(vae.decode(video_mx(latent))), x_ref) < TOL
+    assert rel_err(to_torch_layout(vae.encode(video_mx(video))), z_ref) < TOL
+    x = mx.random.normal((1, 6, 5, 7, 4))
+    w = mx.random.normal((3, 3, 3, 3, 4))
+    assert rel_err(vv.conv3d_by_frames(x, w, max_out_bytes=200), mx.conv3d(x, w)) < 1e-5  # in frame groups
+
+
+def test_decode_frames_is_to_uint8_of_the_decode(ltx2):
+    """The pipeline's device-side uint8 conversion per temporal chunk gives to_uint8 of the float decode."""
+    import numpy as np
+
+    from mlx_video.io.images import to_uint8
+    from mlx_video.ltx2.pipelines import LTX2Components, decode_frames, decode_video
+
+    _, _, _, vae = ltx2
+    _, latent = inputs(8, lat=(9, 2, 2))  # 65 frames: more than one temporal chunk with the default tiling
+    comps = LTX2Components(None, vae)
+    got = decode_frames(comps, video_mx(latent) * 3)  # large values: clipping on both ends
+    want = to_uint8(np.array(decode_video(comps, video_mx(latent) * 3)[0]))
+    assert got.dtype == np.uint8 and got.shape == (65, 64, 64, 3)
+    np.testing.assert_array_equal(got, want)

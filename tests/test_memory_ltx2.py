@@ -62,3 +62,20 @@ def test_over_budget_is_refused_before_loading(model_dir, no_loads, tmp_path):
     assert r.exit_code == 2 and not out.exists() and "Traceback" not in r.output
     line = r.stderr.strip()
     assert "\n" not in line and "LTX-2 at 9x128x128 needs about" in line and "more than the budget 0.00 GiB" in line
+
+
+def test_bf16_folder_counts_the_float32_decoders_at_half(tmp_path):
+    """The VAEs and vocoder are stored float32 and load in bf16 unless the folder is float32."""
+    import json
+
+    sizes = {"transformer.safetensors": 1000, "video_vae.safetensors": 400, "audio_vae.safetensors": 100}
+    sizes["vocoder.safetensors"] = 100
+    for name, n in sizes.items():
+        (tmp_path / name).write_bytes(b"\0" * n)
+    peaks = {}
+    for dtype in ("float32", "bfloat16"):
+        (tmp_path / "config.json").write_text(json.dumps({"dtype": dtype}))
+        peaks[dtype] = memory.ltx_phase_peaks(tmp_path, "dev", 9, 128, 128, encode_text=False)["generate"]
+    assert peaks["float32"] - peaks["bfloat16"] == pytest.approx(300)
+    assert loading.decoder_dtype({"dtype": "bfloat16"}) == loading.mx.bfloat16
+    assert loading.decoder_dtype({"dtype": "float32"}) == loading.mx.float32

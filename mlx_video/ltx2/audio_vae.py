@@ -315,7 +315,7 @@ class AudioEncoder(nn.Module):
         self.per_channel_statistics = PerChannelStatistics(ch)
 
     def __call__(self, mel: mx.array) -> mx.array:
-        h = self.conv_in(mel)
+        h = self.conv_in(mel.astype(self.conv_in.conv.weight.dtype))
         for stage in self.down:
             h = stage(h)
             if "downsample" in stage:
@@ -329,7 +329,7 @@ class AudioDecoder(nn.Module):
     """Normalised audio latent -> log-mel spectrogram (ltx-core ``AudioDecoder``).
 
     ``__call__(latent)``: ``[B, t, F', z]`` channels-last, or the transformer's tokens ``[B, t, z * F']``
-    (feature order (channel, mel bin)). Returns mel ``[B, T, mel_bins, out_ch]`` in the latent's dtype,
+    (feature order (channel, mel bin)). Returns mel ``[B, T, mel_bins, out_ch]`` in the weights' dtype,
     T = max(4t - 3, 1) for causal layouts (4t for "none"); cropped / zero-padded to that size as the
     reference does. Raises ValueError on a token width that is not a multiple of z.
     """
@@ -361,6 +361,7 @@ class AudioDecoder(nn.Module):
                 raise ValueError(f"token width {latent.shape[-1]} is not a multiple of z_channels={z}")
             latent = unpatchify(latent, z)
         _, t, f, _ = latent.shape
+        latent = latent.astype(self.conv_in.conv.weight.dtype)  # computed in the weights' dtype
         h = self.conv_in(self.per_channel_statistics.un_normalize(latent))
         h = self.mid(h)
         for stage in reversed(self.up):

@@ -69,11 +69,18 @@ def _args(cls, d: dict):
     return cls(**kw)
 
 
-def _load(model: nn.Module, model_dir, name: str, what: str, prefix: str = "") -> nn.Module:
+def _load(model: nn.Module, model_dir, name: str, what: str, prefix: str = "", dtype=None) -> nn.Module:
     w = load_safetensors(Path(model_dir) / name)
     if prefix:
         w = {k[len(prefix) :]: v for k, v in w.items() if k.startswith(prefix)}
-    return load_strict(model, w, what=what)
+    return load_strict(model, w, what=what, dtype=dtype)
+
+
+def decoder_dtype(cfg: dict) -> mx.Dtype:
+    """The dtype the VAEs and the vocoder run in for a converted folder: float32 for a float32 folder, else
+    bfloat16 (ltx-pipelines' model ledger builds every module in the pipeline dtype, bf16 on CUDA; the files
+    store these small components in float32 either way, so float32 stays available)."""
+    return mx.float32 if str(cfg.get("dtype", "bfloat16")) == "float32" else mx.bfloat16
 
 
 # ----------------------------------------------------------------------------- components
@@ -121,16 +128,17 @@ def load_connectors(model_dir: str | Path, cfg: dict):
     )
 
 
-def load_video_vae(model_dir: str | Path, cfg: dict, parts=("encoder", "decoder")):
-    """:class:`~mlx_video.ltx2.video_vae.VideoVAE` (float32) with the requested ``parts``; widths from the weights."""
+def load_video_vae(model_dir: str | Path, cfg: dict, parts=("encoder", "decoder"), dtype=mx.float32):
+    """:class:`~mlx_video.ltx2.video_vae.VideoVAE` in ``dtype`` with the requested ``parts``; widths from the
+    weights."""
     from .video_vae import VideoVAE, VideoVAEArgs
 
     w = load_safetensors(Path(model_dir) / "video_vae.safetensors")
-    return VideoVAE.from_weights(w, _args(VideoVAEArgs, cfg["video_vae"]), parts=parts)
+    return VideoVAE.from_weights(w, _args(VideoVAEArgs, cfg["video_vae"]), parts=parts, dtype=dtype)
 
 
-def load_audio_decoder(model_dir: str | Path, cfg: dict):
-    """:class:`~mlx_video.ltx2.audio_vae.AudioDecoder` (float32): latent -> mel."""
+def load_audio_decoder(model_dir: str | Path, cfg: dict, dtype=mx.float32):
+    """:class:`~mlx_video.ltx2.audio_vae.AudioDecoder` in ``dtype``: latent -> mel."""
     from .audio_vae import AudioDecoder, AudioVAEArgs
 
     return _load(
@@ -139,11 +147,12 @@ def load_audio_decoder(model_dir: str | Path, cfg: dict):
         "audio_vae.safetensors",
         "LTX-2 audio decoder",
         prefix="decoder.",
+        dtype=dtype,
     )
 
 
-def load_audio_encoder(model_dir: str | Path, cfg: dict):
-    """:class:`~mlx_video.ltx2.audio_vae.AudioEncoder` (float32): mel -> latent (audio conditioning)."""
+def load_audio_encoder(model_dir: str | Path, cfg: dict, dtype=mx.float32):
+    """:class:`~mlx_video.ltx2.audio_vae.AudioEncoder` in ``dtype``: mel -> latent (audio conditioning)."""
     from .audio_vae import AudioEncoder, AudioVAEArgs
 
     return _load(
@@ -152,11 +161,12 @@ def load_audio_encoder(model_dir: str | Path, cfg: dict):
         "audio_vae.safetensors",
         "LTX-2 audio encoder",
         prefix="encoder.",
+        dtype=dtype,
     )
 
 
-def load_vocoder(model_dir: str | Path, cfg: dict):
-    """:class:`~mlx_video.ltx2.vocoder.Vocoder` (LTX-2) or ``VocoderWithBWE`` (LTX-2.3), float32."""
+def load_vocoder(model_dir: str | Path, cfg: dict, dtype=mx.float32):
+    """:class:`~mlx_video.ltx2.vocoder.Vocoder` (LTX-2) or ``VocoderWithBWE`` (LTX-2.3) in ``dtype``."""
     from .vocoder import BWEVocoderArgs, Vocoder, VocoderArgs, VocoderWithBWE
 
     a = dict(cfg["vocoder"]["args"])
@@ -165,7 +175,7 @@ def load_vocoder(model_dir: str | Path, cfg: dict):
         model = VocoderWithBWE(_args(BWEVocoderArgs, {**a, **gens}))
     else:
         model = Vocoder(_args(VocoderArgs, a))
-    return _load(model, model_dir, "vocoder.safetensors", "LTX-2 vocoder")
+    return _load(model, model_dir, "vocoder.safetensors", "LTX-2 vocoder", dtype=dtype)
 
 
 @dataclass
@@ -408,7 +418,9 @@ def encode_text(model_dir: Path, cfg: dict, prompt: str, negative: str | None):
     return pos, neg
 
 
-def load_components(model_dir: Path, cfg: dict, pipeline: str, lora: tuple[float, float], need_encoder: bool):
+def load_components(
+    model_dir: Path, cfg: dict, pipeline: str, lora: tuple[float, float], need_encoder: bool, dtype=None
+):
     """LTX2Components for ``pipeline`` from a converted folder. Two-stage dev pipelines use the
     distilled LoRA: stage 1 at ``lora[0]`` (HQ 0.25, else none), stage 2 at ``lora[1]`` (1.0 / HQ 0.5).
     As ltx-pipelines builds each stage's transformer from the checkpoint, each stage's weights are
@@ -416,9 +428,12 @@ def load_components(model_dir: Path, cfg: dict, pipeline: str, lora: tuple[float
     ``transformer.safetensors``, layer by layer, into the one transformer), so every generation runs
     the same weights however many came before. ``need_encoder``: load the video VAE's encoder too
     (image conditioning). a2vid: as dev-two-stage, plus the audio VAE's encoder. keyframes: as dev-two-stage.
-    retake / retake-distilled: one stage (no upsampler), the audio VAE's encoder (the source's audio)."""
+    retake / retake-distilled: one stage (no upsampler), the audio VAE's encoder (the source's audio).
+    ``dtype``: what the VAEs and the vocoder compute in (None: :func:`decoder_dtype` of the folder)."""
     from mlx_video.ltx2.pipelines import LTX2Components
 
+    dt = decoder_dtype(cfg) if dtype is None else dtype
+    stored = Path(model_dir) / "transformer.safetensors"
     transformer = load_transformer(model_dir, cfg)
     stage1 = stage2 = None
     if pipeline in ("dev-two-stage", "dev-two-stage-hq", "a2vid", "keyframes"):
@@ -426,16 +441,17 @@ def load_components(model_dir: Path, cfg: dict, pipeline: str, lora: tuple[float
     parts = ("encoder", "decoder") if need_encoder else ("decoder",)
     return LTX2Components(
         transformer=transformer,
-        video_vae=load_video_vae(model_dir, cfg, parts),
-        audio_decoder=load_audio_decoder(model_dir, cfg),
-        vocoder=load_vocoder(model_dir, cfg),
+        video_vae=load_video_vae(model_dir, cfg, parts, dt),
+        audio_decoder=load_audio_decoder(model_dir, cfg, dt),
+        vocoder=load_vocoder(model_dir, cfg, dt),
         upsampler=load_upsampler(model_dir, cfg) if pipeline not in ("dev", "retake", "retake-distilled") else None,
         stage1_transformer=stage1,
         stage2_transformer=stage2,
         version=cfg.get("model_version") or None,
-        audio_encoder=load_audio_encoder(model_dir, cfg)
+        audio_encoder=load_audio_encoder(model_dir, cfg, dt)
         if pipeline in ("a2vid", "retake", "retake-distilled")
         else None,
+        transformer_file=stored,
     )
 
 
@@ -510,8 +526,10 @@ def with_ic_loras(comps, loras, stored=None):
     """Pipeline ic-lora's weights (``ICLoraPipeline``): stage 1 = the distilled transformer + the IC-LoRAs
     ``[(path, strength), ...]`` (ltx-core ``fuse_loras``: ``W + strength * B @ A``, no alpha), stage 2 = the
     distilled transformer alone. Sets ``comps.stage1_transformer`` / ``stage2_transformer`` (zero-argument
-    callables merging or unmerging in place, from ``stored``: a callable returning the stored weights, default
-    a copy taken now) and ``comps.reference_downscale_factor``. The LoRAs are resolved and merged now, so a
+    callables merging or unmerging in place, from ``stored``: a callable returning the stored weights; default:
+    ``comps.transformer_file`` read again layer by layer when set (as :func:`load_components` sets it), else
+    references to the weights as they are now, which then stay resident beside the merged layers) and
+    ``comps.reference_downscale_factor``. The LoRAs are resolved and merged now, so a
     file for another model fails here, before any denoising: WeightsError (unmatched keys, shapes that do not
     fit this transformer), ValueError for LoRAs with different reference downscale factors. Returns ``comps``."""
     from mlx.utils import tree_flatten
@@ -527,7 +545,10 @@ def with_ic_loras(comps, loras, stored=None):
             raise ValueError(f"IC-LoRAs with different reference downscale factors ({factor} and {k}, {path})")
         factor = k if k != 1 else factor
         read.append((weights, float(strength)))
-    if stored is None:
+    if stored is None and getattr(comps, "transformer_file", None) is not None:
+        path = comps.transformer_file
+        stored = lambda: load_safetensors(path)  # noqa: E731  (memory-mapped: no second copy of the weights)
+    elif stored is None:
         snapshot = dict(tree_flatten(transformer.parameters()))
         stored = lambda: snapshot  # noqa: E731
     key_map, merged = lora_key_map(), [False]

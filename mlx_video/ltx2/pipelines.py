@@ -54,7 +54,7 @@ import numpy as np
 
 from mlx_video import checks
 from mlx_video.conditioning import LatentAnchor
-from mlx_video.io.images import bilinear_cover_crop, h264_roundtrip, to_uint8
+from mlx_video.io.images import bilinear_cover_crop, h264_roundtrip
 from mlx_video.ltx2.audio_vae import patchify as audio_patchify
 from mlx_video.ltx2.audio_vae import waveform_to_mel
 from mlx_video.ltx2.conditioning import (
@@ -566,6 +566,9 @@ class LTX2Components:
     stage1_transformer: Callable[[], LTXModel] | None = None
     audio_encoder: object | None = None  # a2vid: mel -> audio latent (:class:`mlx_video.ltx2.audio_vae.AudioEncoder`)
     reference_downscale_factor: int = 1  # ic-lora: the IC-LoRA's metadata value (control video size = stage / it)
+    # the safetensors file holding ``transformer``'s stored weights, when loaded from one: LoRA merges re-read it
+    # layer by layer instead of keeping an unmerged copy of every touched weight resident
+    transformer_file: object | None = None
 
     @property
     def model_version(self) -> str:
@@ -936,6 +939,24 @@ def decode_video(c: LTX2Components, latents: mx.array) -> mx.array:
     return video
 
 
+def decode_frames(c: LTX2Components, latents: mx.array) -> np.ndarray:
+    """Video latents [1, F, h, w, C] -> uint8 frames [8(F-1)+1, 32h, 32w, 3]: :func:`decode_video`'s frames as
+    :func:`mlx_video.io.images.to_uint8` converts them (the same values), converted on the device one temporal
+    chunk of the tiled decode at a time (ltx-core's ``decode_video`` yields uint8 chunks likewise): neither memory
+    holds the whole video in float32. Raises NonFiniteError when a decoded chunk holds NaN or inf."""
+    from ..distributed import current
+
+    sp = current()
+    out = []
+    for chunk in c.video_vae.iter_decode_tiled(latents, group=sp.group if sp is not None else None):
+        chunk = chunk.astype(mx.float32)
+        mx.eval(chunk)
+        check_finite(chunk, "after the video decode", DECODE_HINT)
+        u8 = mx.clip(mx.round((mx.clip(chunk, -1.0, 1.0) + 1.0) * 127.5), 0, 255).astype(mx.uint8)
+        out.append(np.array(u8[0]))
+    return np.concatenate(out, axis=0)
+
+
 def decode_waveform(c: LTX2Components, latents: mx.array) -> tuple[np.ndarray, int]:
     """Audio latents [1, t, C_a] -> (float32 waveform [samples, channels], sample rate in Hz) through the audio
     VAE decoder and the vocoder. Raises NonFiniteError when the waveform holds NaN or inf."""
@@ -1050,7 +1071,7 @@ def generate(
     if decode:
         progress("decode_video", 0, 1)
         with meter.phase("decode_video"):
-            res.frames = to_uint8(np.array(decode_video(c, latents[0])[0]))
+            res.frames = decode_frames(c, latents[0])
         progress("decode_video", 1, 1)
         if decode_audio and audio is not None:  # the given audio, as the official pipeline returns it
             res.audio, res.sample_rate = np.asarray(audio.waveform, np.float32), int(audio.sample_rate)

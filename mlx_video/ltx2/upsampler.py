@@ -104,6 +104,17 @@ def blur_downsample(x: mx.array, stride: int) -> mx.array:
     return x
 
 
+def _conv(layer: nn.Module, x: mx.array) -> mx.array:
+    """``layer(x)``; a 3x3x3 ``nn.Conv3d`` (padding 1) goes through
+    :func:`mlx_video.ltx2.video_vae.conv3d_by_frames` when ``video_vae.CONV3D_MODE`` is "frames" (same values)."""
+    from mlx_video.ltx2 import video_vae
+
+    if not isinstance(layer, nn.Conv3d) or video_vae.CONV3D_MODE != "frames":
+        return layer(x)
+    xp = mx.pad(x, [(0, 0), (1, 1), (1, 1), (1, 1), (0, 0)])
+    return video_vae.conv3d_by_frames(xp, layer.weight) + layer.bias
+
+
 def _group_norm(norm: nn.GroupNorm, x: mx.array) -> mx.array:
     """GroupNorm in float32, result in x's dtype."""
     return norm(x.astype(mx.float32)).astype(x.dtype)
@@ -121,8 +132,8 @@ class ResBlock(nn.Module):
         self.norm2 = nn.GroupNorm(32, channels, pytorch_compatible=True)
 
     def __call__(self, x: mx.array) -> mx.array:
-        h = nn.silu(_group_norm(self.norm1, self.conv1(x)))
-        h = _group_norm(self.norm2, self.conv2(h))
+        h = nn.silu(_group_norm(self.norm1, _conv(self.conv1, x)))
+        h = _group_norm(self.norm2, _conv(self.conv2, h))
         return nn.silu(h + x)
 
 
@@ -144,7 +155,7 @@ class Resampler(nn.Module):
     def __call__(self, x: mx.array) -> mx.array:
         """x: [B, F, H, W, C] (dims=3) or [B·F, H, W, C] (dims=2)."""
         if len(self.factors) == 3:
-            return pixel_shuffle(self.conv(x), self.factors)[:, 1:]  # the first latent frame is one pixel frame
+            return pixel_shuffle(_conv(self.conv, x), self.factors)[:, 1:]  # the first latent frame is one pixel frame
         lead = x.shape[:-3]
         x = x.reshape(-1, *x.shape[-3:])
         x = blur_downsample(pixel_shuffle(self.conv(x), self.factors), self.den)
@@ -177,13 +188,13 @@ class LatentUpsampler(nn.Module):
         x = latent.astype(self.initial_conv.weight.dtype)
         if self.args.dims == 2:  # every layer per frame
             x = x.reshape(B * F, *x.shape[2:])
-        x = nn.silu(_group_norm(self.initial_norm, self.initial_conv(x)))
+        x = nn.silu(_group_norm(self.initial_norm, _conv(self.initial_conv, x)))
         for block in self.res_blocks:
             x = block(x)
         x = self.upsampler(x)
         for block in self.post_upsample_res_blocks:
             x = block(x)
-        x = self.final_conv(x)
+        x = _conv(self.final_conv, x)
         return x.reshape(B, F, *x.shape[1:]) if self.args.dims == 2 else x
 
 

@@ -12,13 +12,15 @@ checkpoint config (``config["vae"]`` of the single file, or a diffusers ``vae/co
 every block's *width* comes from the weights (``VideoVAE.from_weights``). LTX-2 (19B) and LTX-2.3
 disagree on the last encoder downsample (2048 vs 1024 channels, docs/ltx2.md 4.4), so a
 width read from a stale config would either crash or silently mis-size the following blocks.
-All computation is float32.
+Computation runs in the weights' dtype (:meth:`VideoVAE.from_weights` ``dtype``): float32 (the default,
+parity tests) or bfloat16 (what ltx-pipelines' model ledger builds on CUDA: half the memory and time).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +36,12 @@ from mlx_video.nn.embeddings import sinusoidal_embedding
 _ENC_STRIDES = {"compress_space_res": (1, 2, 2), "compress_time_res": (2, 1, 1), "compress_all_res": (2, 2, 2)}
 _DEC_STRIDES = {"compress_space": (1, 2, 2), "compress_time": (2, 1, 1), "compress_all": (2, 2, 2)}
 _PADDINGS = ("zeros", "reflect")
+CONV3D_MODES = ("native", "frames")
+# How CausalConv3d convolves: "native" = mx.conv3d (in output chunks, mlx_video.nn.conv.conv3d); "frames" = one
+# mx.conv2d per temporal tap over the frames as a batch, summed (:func:`conv3d_by_frames`). Same values. An
+# experiment for MLX's CUDA backend, whose 3-D convolutions were measured with the memory of its unfold + GEMM
+# fallback (benchmarks/README.md); read at each call, so ``$MLX_VIDEO_LTX_CONV3D`` or this variable switches it.
+CONV3D_MODE = os.environ.get("MLX_VIDEO_LTX_CONV3D", "native")
 
 
 # ----------------------------------------------------------------------------- config
@@ -137,8 +145,9 @@ class VideoVAEArgs:
 
 # ----------------------------------------------------------------------------- layers
 def pixel_norm(x: mx.array, eps: float = 1e-8) -> mx.array:
-    """x / sqrt(mean_c x^2 + eps) over the last (channel) axis (ltx-core PixelNorm)."""
-    return x * mx.rsqrt(mx.mean(x * x, axis=-1, keepdims=True) + eps)
+    """x / sqrt(mean_c x^2 + eps) over the last (channel) axis (ltx-core PixelNorm), as one fused kernel
+    (``mx.fast.rms_norm`` without a weight: the same formula, accumulated in float32; no x² temporary)."""
+    return mx.fast.rms_norm(x, None, eps)
 
 
 def patchify(x: mx.array, p: int) -> mx.array:
@@ -182,6 +191,30 @@ def _pad_hw(x: mx.array, ph: int, pw: int, mode: str) -> mx.array:
     return x
 
 
+def conv3d_by_frames(x: mx.array, weight: mx.array, max_out_bytes: int = 1 << 30) -> mx.array:
+    """Valid (unpadded, stride 1) 3-D convolution as a sum over the kt temporal taps of 2-D convolutions with the
+    frames folded into the batch: x [B, T, H, W, C_in], weight [C_out, kt, kh, kw, C_in] -> [B, T-kt+1, H', W',
+    C_out], the values of ``mx.conv3d`` (summed in another order). Output frames go in groups of at most
+    ``max_out_bytes`` of output, each evaluated before the next."""
+    b, t, h, w, c = x.shape
+    o, kt, kh, kw, _ = weight.shape
+    t_out, h_out, w_out = t - kt + 1, h - kh + 1, w - kw + 1
+    step = max(1, max_out_bytes // max(1, b * h_out * w_out * o * x.dtype.size))
+    pieces = []
+    for t0 in range(0, t_out, step):
+        n = min(step, t_out - t0)
+        y = None
+        for dt in range(kt):
+            frames = x[:, t0 + dt : t0 + dt + n].reshape(b * n, h, w, c)
+            part = mx.conv2d(frames, weight[:, dt])
+            y = part if y is None else y + part
+        y = y.reshape(b, n, h_out, w_out, o)
+        if t_out > step:
+            mx.eval(y)
+        pieces.append(y)
+    return pieces[0] if len(pieces) == 1 else mx.concatenate(pieces, axis=1)
+
+
 class CausalConv3d(nn.Module):
     """ltx-core CausalConv3d: frames padded by replicating the first (causal: k-1 copies) or the
     first and last frame ((k-1)/2 copies each); spatial padding k//2 with ``padding`` mode.
@@ -202,6 +235,8 @@ class CausalConv3d(nn.Module):
             parts = [first, x] if causal else [first, x, mx.repeat(x[:, -1:], (kt - 1) // 2, axis=1)]
             x = mx.concatenate(parts, axis=1)
         x = _pad_hw(x, kh // 2, kw // 2, self.padding)
+        if CONV3D_MODE == "frames":
+            return conv3d_by_frames(x, self.weight) + self.bias
         return conv3d(x, self.weight) + self.bias
 
 
@@ -215,7 +250,7 @@ class TimestepEmbedder(nn.Module):
 
     def __call__(self, t: mx.array) -> mx.array:
         e = sinusoidal_embedding(t, self.linear_1.weight.shape[1], float64=False)
-        return self.linear_2(nn.silu(self.linear_1(e)))
+        return self.linear_2(nn.silu(self.linear_1(e.astype(self.linear_1.weight.dtype))))
 
 
 class ResBlock(nn.Module):
@@ -540,13 +575,14 @@ class VideoVAE(nn.Module):
         weights: Mapping[str, mx.array],
         config: Mapping | VideoVAEArgs,
         parts: Sequence[str] = ("encoder", "decoder"),
+        dtype: mx.Dtype = mx.float32,
     ) -> VideoVAE:
         """Build from sanitized weights (see :func:`sanitize`) and the checkpoint config, load strictly.
 
         Block kinds, layer counts and flags come from ``config``; all widths from the weights.
         ``parts`` selects which of encoder / decoder to build (the other part's keys are ignored).
-        Weights are cast to float32. Raises WeightsError (missing / unused / mis-shaped keys, or an
-        inconsistent block, named).
+        Weights are cast to ``dtype`` (float32, or bfloat16 as ltx-pipelines runs it), which the VAE then
+        computes in. Raises WeightsError (missing / unused / mis-shaped keys, or an inconsistent block, named).
         """
         args = config if isinstance(config, VideoVAEArgs) else VideoVAEArgs.from_config(config)
         if args.norm_layer != "pixel_norm":
@@ -564,11 +600,17 @@ class VideoVAE(nn.Module):
             for k, v in weights.items()
             if k.startswith(tuple(p + "." for p in parts)) or not k.startswith(("encoder.", "decoder."))
         }
-        load_strict(model, keep, "LTX-2 video VAE", dtype=mx.float32)
+        load_strict(model, keep, "LTX-2 video VAE", dtype=dtype)
         return model
 
+    @property
+    def dtype(self) -> mx.Dtype:
+        """The dtype the VAE computes in (its weights')."""
+        return self.latents_mean.dtype
+
     def encode(self, video: mx.array) -> mx.array:
-        """video [B, F, H, W, 3] in [-1, 1] -> normalised latent [B, 1+(F-1)/8, H/32, W/32, C].
+        """video [B, F, H, W, 3] in [-1, 1] -> normalised float32 latent [B, 1+(F-1)/8, H/32, W/32, C]
+        (computed in :attr:`dtype`).
 
         Raises ValueError unless F = 1 + 8k and H, W are multiples of 32 (ltx-core crops frames
         with a warning instead).
@@ -577,13 +619,13 @@ class VideoVAE(nn.Module):
         _, f, h, w, _ = video.shape
         if (f - 1) % ft or h % fs or w % fs:
             raise ValueError(f"video of {f} frames {h}x{w}: need {ft}k+1 frames and sides multiple of {fs}")
-        mu = self.encoder(video.astype(mx.float32))
-        return (mu - self.latents_mean) / self.latents_std
+        mu = self.encoder(video.astype(self.dtype))
+        return ((mu - self.latents_mean) / self.latents_std).astype(mx.float32)
 
     def decode(
         self, latent: mx.array, timestep: float | mx.array | None = None, noise: mx.array | None = None
     ) -> mx.array:
-        """Normalised latent [B, T, h, w, C] -> video [B, 1+8(T-1), 32h, 32w, 3] (about [-1, 1]).
+        """Normalised latent [B, T, h, w, C] -> video [B, 1+8(T-1), 32h, 32w, 3] (about [-1, 1]) in :attr:`dtype`.
 
         Only for a timestep-conditioned decoder (neither shipped checkpoint is): the latent is first
         blended ``0.025*noise + 0.975*latent`` (``noise`` default: mx.random.normal) and the decoder
@@ -594,6 +636,7 @@ class VideoVAE(nn.Module):
         if self.args.timestep_conditioning:
             s = self.args.decode_noise_scale
             z = s * (mx.random.normal(z.shape) if noise is None else noise) + (1 - s) * z
+        z = z.astype(self.dtype)
         return self.decoder(z * self.latents_std + self.latents_mean, timestep)
 
     def iter_decode_tiled(

@@ -203,6 +203,72 @@ def _depthwise(f: mx.array, channels: int, dtype) -> mx.array:
     return mx.broadcast_to(f.astype(dtype)[None, :, None], (channels, f.shape[0], 1))
 
 
+# ---------------------------------------------------------------------------------------------
+# 1-D convolutions computed as 2-D ones over a unit height. MLX's CUDA backend gives convolutions to
+# cuDNN, which takes 4-D and 5-D tensors only; a 1-D convolution (3-D tensors) goes to MLX's fallback, an
+# unfold kernel plus a GEMM (PyTorch likewise views 1-D convolutions as 2-D before calling cuDNN). Same
+# values; on the CPU and Metal the 2-D form costs the same.
+# ---------------------------------------------------------------------------------------------
+
+
+def conv1d(x: mx.array, w: mx.array, stride: int = 1, padding: int = 0, dilation: int = 1, groups: int = 1):
+    """``mx.conv1d`` (x [B, L, C_in], w [C_out, k, C_in / groups], zero ``padding`` both sides) through
+    ``mx.conv2d`` over a unit height. Returns [B, L', C_out]."""
+    y = mx.conv2d(x[:, None], w[:, None], (1, stride), (0, padding), (1, dilation), groups)
+    return y[:, 0]
+
+
+def conv_transpose1d(x: mx.array, w: mx.array, stride: int = 1, padding: int = 0) -> mx.array:
+    """``mx.conv_transpose1d`` (x [B, L, C_in], w [C_out, k, C_in]) through ``mx.conv_transpose2d`` over a
+    unit height. Returns [B, (L - 1)·stride - 2·padding + k, C_out]."""
+    return mx.conv_transpose2d(x[:, None], w[:, None], (1, stride), (0, padding))[:, 0]
+
+
+def upsample_depthwise(x: mx.array, f: mx.array, ratio: int) -> mx.array:
+    """Depthwise transposed convolution of x [B, L, C] with one filter f [k] for every channel, stride
+    ``ratio``, no padding: [B, (L - 1)·ratio + k, C] (``conv_transpose1d(..., groups=C)``), as its polyphase
+    form: one grouped 2-D convolution whose ``ratio`` outputs per channel (the filter's phases, reversed)
+    are interleaved (2-D transposed convolutions take no groups in MLX)."""
+    b, n, c = x.shape
+    k = f.shape[0]
+    taps = -(-k // ratio)
+    phases = mx.pad(f, [(0, taps * ratio - k)]).reshape(taps, ratio)[::-1]  # [j, p] = f[ratio (taps-1-j) + p]
+    w = mx.broadcast_to(phases.T.astype(x.dtype)[None, :, None, :, None], (c, ratio, 1, taps, 1))
+    xp = mx.pad(x, [(0, 0), (taps - 1, taps - 1), (0, 0)])[:, None]
+    y = mx.conv2d(xp, w.reshape(c * ratio, 1, taps, 1), groups=c)[:, 0]  # [B, n + taps - 1, C·ratio]
+    y = y.reshape(b, n + taps - 1, c, ratio).transpose(0, 1, 3, 2).reshape(b, (n + taps - 1) * ratio, c)
+    return y[:, : (n - 1) * ratio + k]
+
+
+class Conv1d(nn.Module):
+    """``nn.Conv1d``'s parameters (weight [C_out, k, C_in], bias [C_out]) and call, computed by :func:`conv1d`."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, padding: int = 0, dilation: int = 1, bias: bool = True):
+        super().__init__()
+        self.weight = mx.zeros((cout, kernel, cin))
+        if bias:
+            self.bias = mx.zeros((cout,))
+        self.padding, self.dilation = padding, dilation
+
+    def __call__(self, x):
+        y = conv1d(x, self.weight, padding=self.padding, dilation=self.dilation)
+        return y + self.bias if "bias" in self else y
+
+
+class ConvTranspose1d(nn.Module):
+    """``nn.ConvTranspose1d``'s parameters (weight [C_out, k, C_in], bias [C_out]) and call, by
+    :func:`conv_transpose1d`."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, padding: int = 0):
+        super().__init__()
+        self.weight = mx.zeros((cout, kernel, cin))
+        self.bias = mx.zeros((cout,))
+        self.stride, self.padding = stride, padding
+
+    def __call__(self, x):
+        return conv_transpose1d(x, self.weight, self.stride, self.padding) + self.bias
+
+
 class UpSample1d(nn.Module):
     """×ratio upsampling: replicate-pad, depthwise transposed conv with a sinc filter, crop.
 
@@ -227,9 +293,7 @@ class UpSample1d(nn.Module):
     def __call__(self, x):
         f = self.filter if "filter" in self else self._filter
         x = mx.pad(x, [(0, 0), (self.pad, self.pad), (0, 0)], mode="edge")
-        y = self.ratio * mx.conv_transpose1d(
-            x, _depthwise(f, x.shape[-1], x.dtype), stride=self.ratio, groups=x.shape[-1]
-        )
+        y = upsample_depthwise(x, self.ratio * f, self.ratio)
         return y[:, self.crop[0] : y.shape[1] - self.crop[1]]
 
 
@@ -244,7 +308,7 @@ class DownSample1d(nn.Module):
 
     def __call__(self, x):
         x = mx.pad(x, [(0, 0), self.pads, (0, 0)], mode="edge")
-        return mx.conv1d(x, _depthwise(self.filter, x.shape[-1], x.dtype), stride=self.ratio, groups=x.shape[-1])
+        return conv1d(x, _depthwise(self.filter, x.shape[-1], x.dtype), stride=self.ratio, groups=x.shape[-1])
 
 
 class Snake(nn.Module):
@@ -281,10 +345,8 @@ class ResBlock(nn.Module):
 
     def __init__(self, channels: int, kernel: int, dilations: tuple, args: VocoderArgs):
         super().__init__()
-        self.convs1 = [
-            nn.Conv1d(channels, channels, kernel, dilation=d, padding=d * (kernel - 1) // 2) for d in dilations
-        ]
-        self.convs2 = [nn.Conv1d(channels, channels, kernel, padding=(kernel - 1) // 2) for _ in dilations]
+        self.convs1 = [Conv1d(channels, channels, kernel, dilation=d, padding=d * (kernel - 1) // 2) for d in dilations]
+        self.convs2 = [Conv1d(channels, channels, kernel, padding=(kernel - 1) // 2) for _ in dilations]
         if args.resblock == "AMP1":
             beta = args.activation == "snakebeta"
             r, k = args.antialias_ratio, args.antialias_kernel_size
@@ -305,7 +367,8 @@ class Vocoder(nn.Module):
 
     ``__call__(mel)``: ``[B, T, F, C]`` with C·F = ``in_channels`` (stereo: the audio decoder's
     ``[B, T, 64, 2]``; features are concatenated channel-major as the reference does). Returns
-    ``[B, T · prod(upsample_rates), out_channels]`` in the input's dtype (float32 in parity runs).
+    ``[B, T · prod(upsample_rates), out_channels]`` in the weights' dtype (float32 in parity runs; the
+    mel is cast to it).
     ``sample_rate``: the output rate in Hz. Raises ValueError on a mel whose C·F differs from
     ``in_channels``.
     """
@@ -315,9 +378,9 @@ class Vocoder(nn.Module):
         self.args = args
         self.sample_rate = args.output_sampling_rate
         c0, amp = args.upsample_initial_channel, args.resblock == "AMP1"
-        self.conv_pre = nn.Conv1d(args.in_channels, c0, 7, padding=3)
+        self.conv_pre = Conv1d(args.in_channels, c0, 7, padding=3)
         self.ups = [
-            nn.ConvTranspose1d(c0 >> i, c0 >> (i + 1), k, stride=s, padding=(k - s) // 2)
+            ConvTranspose1d(c0 >> i, c0 >> (i + 1), k, stride=s, padding=(k - s) // 2)
             for i, (s, k) in enumerate(zip(args.upsample_rates, args.upsample_kernel_sizes))
         ]
         self.resblocks = [
@@ -328,12 +391,13 @@ class Vocoder(nn.Module):
         final = c0 >> len(self.ups)
         if amp:
             self.act_post = Activation1d(Snake(final, beta=True), args.antialias_ratio, args.antialias_kernel_size)
-        self.conv_post = nn.Conv1d(final, args.out_channels, 7, padding=3, bias=args.use_bias_at_final)
+        self.conv_post = Conv1d(final, args.out_channels, 7, padding=3, bias=args.use_bias_at_final)
 
     def __call__(self, mel: mx.array) -> mx.array:
         b, t, f, c = mel.shape
         if c * f != self.args.in_channels:
             raise ValueError(f"mel {mel.shape}: channels x mel bins must be {self.args.in_channels}")
+        mel = mel.astype(self.conv_pre.weight.dtype)  # computed in the weights' dtype
         x = self.conv_pre(mel.transpose(0, 1, 3, 2).reshape(b, t, c * f))
         n = len(self.args.resblock_kernel_sizes)
         for i, up in enumerate(self.ups):
@@ -366,7 +430,7 @@ class MelSTFT(nn.Module):
     def __call__(self, x: mx.array) -> mx.array:
         """x [N, L] -> log-mel [N, L // hop, n_mels] (L a multiple of hop)."""
         x = mx.pad(x, [(0, 0), (self.left_pad, 0)])[..., None]
-        spec = mx.conv1d(x, self.forward_basis.astype(x.dtype)[..., None], stride=self.hop)
+        spec = conv1d(x, self.forward_basis.astype(x.dtype)[..., None], stride=self.hop)
         nf = spec.shape[-1] // 2
         mag = mx.sqrt(spec[..., :nf] ** 2 + spec[..., nf:] ** 2)
         return mx.log(mx.maximum(mag @ self.mel_basis.astype(mag.dtype).T, 1e-5))
