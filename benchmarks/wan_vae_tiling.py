@@ -46,8 +46,10 @@ SIZES = {
 DEFAULT_TILES = {
     "tiny": {"2.2": "64,96", "2.1": "32,48"},
     "mid": {"2.2": "128", "2.1": "128"},
-    "full": {"2.2": "256,384,512,512:192", "2.1": "256,384,384:128"},
+    "full": {"2.2": "none,704x704:128,512:128", "2.1": "none,480x480:96,384:96"},
 }
+# --size full defaults: one GPU call of a few minutes (bf16 only; the lean settings against the reference)
+FULL_DEFAULTS = dict(dtypes="bfloat16", frames_per_chunk="4,1", unfold_gb="default,1", pixels="f32,u8")
 
 
 def _tiling(spec: str, s: int) -> Tiling | None:
@@ -70,16 +72,18 @@ def main(argv=None):
     p.add_argument("--size", choices=list(SIZES), default="tiny")
     p.add_argument("--version", choices=("2.2", "2.1"), default="2.2")
     p.add_argument("--video", default=None, help="FxHxW, overrides the size preset")
-    p.add_argument("--dtypes", default="bfloat16,float32", help="VAE compute dtypes, comma-separated")
+    p.add_argument("--dtypes", default=None, help="VAE compute dtypes, comma-separated (bfloat16,float32)")
     p.add_argument(
         "--tiles",
         default=None,
         help="none | TILE[:OVERLAP] | HxW[:OVERLAP] pixels, comma-separated (default overlap: a quarter of the tile)",
     )
-    p.add_argument("--frames-per-chunk", default="4", help="comma-separated; 4: whole chunks (the reference)")
-    p.add_argument("--unfold-gb", default="default", help="conv unfold budgets (GiB at 4 B/element), comma-separated")
+    p.add_argument("--frames-per-chunk", default=None, help="comma-separated; 4: whole chunks (the reference)")
     p.add_argument(
-        "--pixels", default="f32", help="f32 (decode) | u8 (decode_chunks -> uint8 per chunk), comma-separated"
+        "--unfold-gb", default=None, help="conv unfold budgets (GiB at 4 B/element, or default), comma-separated"
+    )
+    p.add_argument(
+        "--pixels", default=None, help="f32 (decode) | u8 (decode_chunks -> uint8 per chunk), comma-separated"
     )
     p.add_argument("--no-reference", action="store_true", help="skip the default untiled decode (no diffs)")
     p.add_argument("--warmup", type=int, default=1)
@@ -87,6 +91,14 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
+    base = (
+        FULL_DEFAULTS
+        if a.size == "full"
+        else dict(dtypes="bfloat16,float32", frames_per_chunk="4", unfold_gb="default", pixels="f32")
+    )
+    for k, val in base.items():
+        if getattr(a, k) is None:
+            setattr(a, k, val)
 
     v = a.version
     narrow = a.size == "tiny"
