@@ -606,12 +606,16 @@ class Wan21VAE(nn.Module):
         tiling = tiling if tiling is not None else self.default_tiling
 
         def whole(zz: mx.array) -> mx.array:
-            return mx.concatenate(list(self.decode_chunks(zz, frames_per_chunk, max_unfold_bytes)), axis=1)
+            return self._decode(zz, frames_per_chunk, max_unfold_bytes)
 
         if tiling is not None:
             tile, overlap = tiling.in_units(self.stride[1])
             return tiled_map(whole, z, tile, overlap, self.stride[1], 1, group=group)
         return whole(z)
+
+    def _decode(self, z: mx.array, frames_per_chunk: int | None = None, max_unfold_bytes: int | None = None):
+        """The untiled decode: :meth:`decode_chunks` joined (after its cache is gone)."""
+        return mx.concatenate(list(self.decode_chunks(z, frames_per_chunk, max_unfold_bytes)), axis=1)
 
     def decode_chunks(
         self, z: mx.array, frames_per_chunk: int | None = None, max_unfold_bytes: int | None = None
