@@ -4,13 +4,21 @@
     python -m benchmarks.wan_vae_tiling --size full --out $OUT/vae_tiling.json    # Wan2.2, 121x704x1280, GPU
     python -m benchmarks.wan_vae_tiling --size full --version 2.1         # Wan2.1 VAE, 81x480x832
 
+    python -m benchmarks.wan_vae_tiling --size full --dtypes bfloat16 --tiles none --frames-per-chunk 4,2,1 \
+        --unfold-gb 4,1 --pixels u8                                         # the lean untiled decodes
+
 One random-weights VAE (real widths; ``tiny``: dim 8), one latent draw. For each VAE dtype in ``--dtypes``:
-the untiled ``decode(z)``, then ``decode(z, Tiling((n, n), o))`` for each ``n[:o]`` in ``--tiles`` (pixels;
-o defaults to n/4 in whole strides).
+the reference row, the untiled ``decode(z)`` with the default settings, then one row per combination of
+``--tiles`` (``none``, ``n[:o]`` or ``HxW[:o]`` pixels; o defaults to n/4 in whole strides),
+``--frames-per-chunk`` (``4``: the whole chunk; 2, 1: split in time at the up stages, same values) and
+``--unfold-gb`` (the conv unfold budget, nn/conv.py; ``default``: $MLX_VIDEO_CONV_UNFOLD_GB).
+``--pixels f32`` times ``decode`` (float32 video on the device); ``u8`` (untiled only) consumes
+``decode_chunks`` and converts each chunk to uint8 frames on the host, as a generation needs them, so the
+float32 video never exists.
 Per run: median time over ``--repeat`` after ``--warmup``, MLX peak (reset before the run, weights
 included), and for tiled runs the max / mean absolute difference to the untiled decode of the same dtype
-(frames in [-1, 1]). The official Wan2.2 decode at this size (H100, bf16 autocast) is 6.97 s / 21.3 GiB
-(benchmarks/README.md). JSON to ``--out``; a table on stdout.
+(frames in [-1, 1]; u8 rows: of their uint8 frames to the reference's, in units of 1/127.5). The official
+Wan2.2 decode at this size (H100, bf16 autocast) is 6.90 s / 21.25 GiB (benchmarks/README.md). JSON to ``--out``; a table on stdout.
 """
 
 from __future__ import annotations
@@ -38,8 +46,25 @@ SIZES = {
 DEFAULT_TILES = {
     "tiny": {"2.2": "64,96", "2.1": "32,48"},
     "mid": {"2.2": "128", "2.1": "128"},
-    "full": {"2.2": "256,384,512,512:192", "2.1": "256,384,384:128"},
+    "full": {"2.2": "none,704x704:128,512:128", "2.1": "none,480x480:96,384:96"},
 }
+# --size full defaults: one GPU call of a few minutes (bf16 only; the lean settings against the reference)
+FULL_DEFAULTS = dict(dtypes="bfloat16", frames_per_chunk="4,1", unfold_gb="default,1", pixels="f32,u8")
+
+
+def _tiling(spec: str, s: int) -> Tiling | None:
+    """``none`` | ``n[:o]`` | ``HxW[:o]`` pixels -> Tiling (default overlap: a quarter of the smaller side)."""
+    if spec == "none":
+        return None
+    size, _, ov = spec.partition(":")
+    hw = tuple(int(u) for u in size.split("x"))
+    if len(hw) == 1:
+        hw = hw * 2
+    return Tiling(hw, int(ov)) if ov else Tiling(hw, max(s, min(hw) // 4 // s * s))
+
+
+def _u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round((np.clip(x, -1.0, 1.0) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def main(argv=None):
@@ -47,17 +72,33 @@ def main(argv=None):
     p.add_argument("--size", choices=list(SIZES), default="tiny")
     p.add_argument("--version", choices=("2.2", "2.1"), default="2.2")
     p.add_argument("--video", default=None, help="FxHxW, overrides the size preset")
-    p.add_argument("--dtypes", default="bfloat16,float32", help="VAE compute dtypes, comma-separated")
+    p.add_argument("--dtypes", default=None, help="VAE compute dtypes, comma-separated (bfloat16,float32)")
     p.add_argument(
         "--tiles",
         default=None,
-        help="TILE[:OVERLAP] pixels, comma-separated (default overlap: a quarter of the tile, in whole strides)",
+        help="none | TILE[:OVERLAP] | HxW[:OVERLAP] pixels, comma-separated (default overlap: a quarter of the tile)",
     )
+    p.add_argument("--frames-per-chunk", default=None, help="comma-separated; 4: whole chunks (the reference)")
+    p.add_argument(
+        "--unfold-gb", default=None, help="conv unfold budgets (GiB at 4 B/element, or default), comma-separated"
+    )
+    p.add_argument(
+        "--pixels", default=None, help="f32 (decode) | u8 (decode_chunks -> uint8 per chunk), comma-separated"
+    )
+    p.add_argument("--no-reference", action="store_true", help="skip the default untiled decode (no diffs)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
+    base = (
+        FULL_DEFAULTS
+        if a.size == "full"
+        else dict(dtypes="bfloat16,float32", frames_per_chunk="4", unfold_gb="default", pixels="f32")
+    )
+    for k, val in base.items():
+        if getattr(a, k) is None:
+            setattr(a, k, val)
 
     v = a.version
     narrow = a.size == "tiny"
@@ -72,41 +113,53 @@ def main(argv=None):
     T, h, w = 1 + (frames - 1) // st, height // s, width // s
     z = random_normal((1, T, h, w, args.z_dim), a.seed + 1)
     mx.eval(z)
-    tiles = [tuple(int(x) for x in u.split(":")) for u in (a.tiles or DEFAULT_TILES[a.size][v]).split(",")]
+    tiles = (a.tiles or DEFAULT_TILES[a.size][v]).split(",")
+    fpcs = [int(u) for u in a.frames_per_chunk.split(",")]
+    unfolds = [None if u == "default" else float(u) for u in a.unfold_gb.split(",")]
+    configs = [(t, f, u, px) for t in tiles for f in fpcs for u in unfolds for px in a.pixels.split(",")]
+    configs = [c for c in configs if not (c[3] == "u8" and c[0] != "none")]  # decode_chunks is untiled
+    if not a.no_reference:
+        configs = [("none", 4, None, "f32"), *[c for c in configs if c != ("none", 4, None, "f32")]]
     rows = []
     for dt in a.dtypes.split(","):
         vae.set_dtype(getattr(mx, dt))
         ref = None
-        for tile in [None, *tiles]:
-            tiling = (
-                None
-                if tile is None
-                else (Tiling((tile[0],) * 2, tile[1]) if len(tile) > 1 else Tiling.square(tile[0], s))
-            )
+        for spec, fpc, ugb, px in configs:
+            tiling = _tiling(spec, s)
+            unfold = None if ugb is None else int(ugb * (1 << 30))
             release_memory()
             mx.reset_peak_memory()
             times, out = [], None
             for i in range(a.warmup + a.repeat):
                 out = None
                 t0 = time.perf_counter()
-                out = vae.decode(z, tiling)
-                mx.eval(out)
+                if px == "u8":
+                    out = np.concatenate([_u8(np.array(c[0])) for c in vae.decode_chunks(z, fpc, unfold)])
+                else:
+                    out = vae.decode(z, tiling, frames_per_chunk=fpc, max_unfold_bytes=unfold)
+                    mx.eval(out)
                 if i >= a.warmup:
                     times.append(time.perf_counter() - t0)
             row = dict(
                 dtype=dt,
-                tile=None if tile is None else tile[0],
+                tile=None if tiling is None else list(tiling.tile),
                 overlap=None if tiling is None else tiling.overlap[0],
+                frames_per_chunk=fpc,
+                unfold_gb=ugb,
+                pixels=px,
                 median_s=statistics.median(times),
                 times_s=times,
                 peak_gib=mx.get_peak_memory() / GIB,
             )
-            out_np = np.array(out)
+            out_np = out if px == "u8" else np.array(out[0])
             del out
-            if tile is None:
+            if ref is None and not a.no_reference:
                 ref = out_np
-            else:
-                d = np.abs(out_np - ref)
+            elif ref is not None:
+                if px == "u8":
+                    d = np.abs(out_np.astype(np.float32) - _u8(ref).astype(np.float32)) / 127.5
+                else:
+                    d = np.abs(out_np - ref)
                 row.update(max_abs_diff=float(d.max()), mean_abs_diff=float(d.mean()))
             rows.append(row)
             del out_np
@@ -131,13 +184,20 @@ def main(argv=None):
         f"(latent {record['latent']}), "
         f"MLX {mx.__version__} on {mx.default_device()}"
     )
-    print(f"{'dtype':<9} {'tile':>6} {'overlap':>7} {'median s':>9} {'peak GiB':>9} {'max diff':>9} {'mean diff':>10}")
+    print(
+        f"{'dtype':<9} {'tile':>9} {'ovl':>4} {'fpc':>3} {'unfold':>7} {'px':>3} {'median s':>9} {'peak GiB':>9} "
+        f"{'max diff':>9} {'mean diff':>10}"
+    )
     for r in rows:
-        tile = "-" if r["tile"] is None else str(r["tile"])
+        tile = "-" if r["tile"] is None else "x".join(map(str, r["tile"]))
         ov = "-" if r["overlap"] is None else str(r["overlap"])
+        ug = "dflt" if r["unfold_gb"] is None else f"{r['unfold_gb']:g}"
         md = f"{r['max_abs_diff']:.4f}" if "max_abs_diff" in r else "-"
         mn = f"{r['mean_abs_diff']:.5f}" if "mean_abs_diff" in r else "-"
-        print(f"{r['dtype']:<9} {tile:>6} {ov:>7} {r['median_s']:>9.3f} {r['peak_gib']:>9.3f} {md:>9} {mn:>10}")
+        print(
+            f"{r['dtype']:<9} {tile:>9} {ov:>4} {r['frames_per_chunk']:>3} {ug:>7} {r['pixels']:>3} "
+            f"{r['median_s']:>9.3f} {r['peak_gib']:>9.3f} {md:>9} {mn:>10}"
+        )
     return record
 
 

@@ -23,3 +23,27 @@ def test_chunked_conv3d_equals_mx_conv3d(stride, padding, budget):
     out = conv3d(x, w, stride=stride, padding=padding, max_unfold_bytes=budget)
     assert out.shape == ref.shape
     np.testing.assert_allclose(np.array(out), np.array(ref), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("budget", [1 << 40, 60_000, 9_000, 2_000])
+@pytest.mark.parametrize("split", [(2, 1), (1, 6), (3, 4)])
+def test_parts_and_causal_padding_equal_the_joined_input(split, budget):
+    """A list of time pieces with (front, 0) time padding is the concatenated, padded input, whatever the
+    chunking: the causal cache's frames plus the new ones, joined only window by window."""
+    x = mx.random.normal((1, sum(split), 10, 9, 4), key=mx.random.key(0))
+    w = mx.random.normal((5, 3, 3, 3, 4), key=mx.random.key(1))
+    parts = [x[:, : split[0]], x[:, split[0] :]]
+    for front in (0, 1, 2):
+        ref = mx.conv3d(mx.pad(x, [(0, 0), (front, 0), (1, 1), (1, 1), (0, 0)]), w)
+        out = conv3d(parts, w, padding=((front, 0), 1, 1), max_unfold_bytes=budget)
+        assert out.shape == ref.shape
+        np.testing.assert_allclose(np.array(out), np.array(ref), rtol=1e-5, atol=1e-5)
+    ref = mx.conv3d(mx.pad(x, [(0, 0), (0, 0), (0, 1), (2, 0), (0, 0)]), w, stride=(1, 2, 2))
+    out = conv3d(parts, w, stride=(1, 2, 2), padding=(0, (0, 1), (2, 0)), max_unfold_bytes=budget)
+    np.testing.assert_allclose(np.array(out), np.array(ref), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_padding_raises():
+    x, w = mx.zeros((1, 3, 4, 4, 2)), mx.zeros((1, 3, 3, 3, 2))
+    with pytest.raises(ValueError, match="padding"):
+        conv3d(x, w, padding=(0, -1, 0))

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.common import mlx_random_
 from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.wan import vae21, vae22
 from tests.oracles import randomize_, rel_err, wan
@@ -252,3 +253,44 @@ def test_strict_loading_names_the_key(case):
         load_strict(model, bad, "vae")
     with pytest.raises(ValueError):
         case["mod"].sanitize(state, "nonsense")
+
+
+@pytest.mark.parametrize("frames,unfold", [(1, None), (2, None), (1, 20_000)])
+def test_frames_per_chunk_is_the_same_decode(case, frames, unfold):
+    """Chunks split in time at the up stages (``frames_per_chunk``; with a tiny conv unfold budget: row
+    bands too) give the unsplit decode (bit-equal here, within 1e-6 allowed) and so match the official one."""
+    ref, ours = case["ref"], case["ours"]
+    mean, std = _stats(case)
+    for z in case["latents"][1:]:  # T = 2, 3: chunks of 4 frames at full resolution
+        with torch.no_grad():
+            x_ref = ref.decode(z, [mean, 1.0 / std]).clamp(-1, 1)
+        zm = mx.array(_cl(z))
+        whole = np.array(ours.decode(zm))
+        x = ours.decode(zm, frames_per_chunk=frames, max_unfold_bytes=unfold)
+        assert x.shape == whole.shape
+        assert float(np.abs(np.array(x) - whole).max()) <= 1e-6, (case["name"], frames, unfold)
+        assert rel_err(x, _cl(x_ref)) <= TOL
+        chunks = list(ours.decode_chunks(zm, frames, unfold))
+        assert [c.shape[1] for c in chunks] == [1] + [4] * (z.shape[2] - 1)
+        np.testing.assert_array_equal(np.concatenate([np.array(c) for c in chunks], axis=1), np.array(x))
+
+
+def test_frames_per_chunk_lowers_the_peak():
+    """One frame at a time at the full-resolution stages holds less than the 4-frame chunk (CPU peak)."""
+    m = mlx_random_(vae22.Wan22VAE(vae22.Wan22VAEArgs(dim=8, dec_dim=8)), mx.float32, 0)
+    z = mx.random.normal((1, 2, 4, 6, 48), key=mx.random.key(0))
+    peaks = {}
+    for frames in (None, 1):
+        mx.eval(m.decode(z, frames_per_chunk=frames))  # warm
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        mx.eval(m.decode(z, frames_per_chunk=frames))
+        peaks[frames] = mx.get_peak_memory()
+    assert peaks[1] < 0.6 * peaks[None], peaks
+
+
+def test_frames_per_chunk_must_be_positive(case):
+    z = mx.array(_cl(case["latents"][1]))
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="frames_per_chunk"):
+            case["ours"].decode(z, frames_per_chunk=bad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import mlx.core as mx
 
@@ -15,41 +16,89 @@ import mlx.core as mx
 #   16 GiB       8.56 s 36.9 GiB / 4.48 s 20.2 GiB,  0.99 s 22.5 GiB
 #    4 GiB       9.90 s 29.2 GiB / 5.38 s 15.8 GiB,  1.03 s 15.7 GiB   (default)
 #    1 GiB      11.77 s 24.0 GiB / 7.33 s 13.5 GiB,  1.57 s  8.1 GiB
+# The budget counts 4 bytes an element whatever the dtype (MLX's CPU backend unfolds in float32; on the
+# GPU a bf16 unfold takes half the budget). Callers with their own memory plan pass ``max_unfold_bytes``
+# (the Wan VAEs: ``decode(..., max_unfold_bytes=...)``); the environment variable is the default.
 MAX_UNFOLD_BYTES = int(float(os.environ.get("MLX_VIDEO_CONV_UNFOLD_GB", "4")) * (1 << 30))
 
 
+def _pads(padding) -> list[tuple[int, int]]:
+    out = [(p, p) if isinstance(p, int) else (int(p[0]), int(p[1])) for p in padding]
+    if len(out) != 3 or min(min(p) for p in out) < 0:
+        raise ValueError(f"conv3d padding must be 3 ints or (lo, hi) pairs >= 0, got {padding!r}")
+    return out
+
+
+def _window(parts: list[mx.array], pads, t0: int, t1: int, r0: int, r1: int) -> mx.array:
+    """Frames [t0, t1) and rows [r0, r1) of the zero-padded time concatenation of ``parts`` (indices in
+    padded coordinates), all columns padded: a copy of just that window."""
+    (tl, _), (hl, _), (wl, wr) = pads
+    h = parts[0].shape[2]
+    a, b = r0 - hl, r1 - hl
+    top, bottom, a, b = max(0, -a), max(0, b - h), max(a, 0), min(b, h)
+    lo, hi = t0 - tl, t1 - tl
+    pieces, start = [], 0
+    for p in parts:
+        n = p.shape[1]
+        s, e = max(lo, start), min(hi, start + n)
+        if s < e:
+            pieces.append(p[:, s - start : e - start, a:b])
+        start += n
+    front, back = max(0, -lo), max(0, hi - max(lo, start))
+    if not pieces:  # the window lies in the padding
+        p = parts[0]
+        return mx.zeros((p.shape[0], t1 - t0, r1 - r0, p.shape[3] + wl + wr, p.shape[4]), p.dtype)
+    x = pieces[0] if len(pieces) == 1 else mx.concatenate(pieces, axis=1)
+    if front or back or top or bottom or wl or wr:
+        x = mx.pad(x, [(0, 0), (front, back), (top, bottom), (wl, wr), (0, 0)])
+    return x
+
+
 def conv3d(
-    x: mx.array, weight: mx.array, stride=(1, 1, 1), padding=(0, 0, 0), max_unfold_bytes: int | None = None
+    x: mx.array | Sequence[mx.array],
+    weight: mx.array,
+    stride=(1, 1, 1),
+    padding=(0, 0, 0),
+    max_unfold_bytes: int | None = None,
 ) -> mx.array:
     """``mx.conv3d`` (channels-last) computed in output chunks whose unfolded input stays under
-    ``max_unfold_bytes``: whole clips when small, else groups of output frames, else row bands of
-    one frame. Each chunk is evaluated before the next, so only one unfold buffer exists at a time.
+    ``max_unfold_bytes`` (default ``$MLX_VIDEO_CONV_UNFOLD_GB``, counted at 4 bytes an element): whole
+    clips when small, else groups of output frames, else row bands of one frame. Each chunk is evaluated
+    before the next, so only one unfold buffer exists at a time.
 
-    x: [B, T, H, W, C_in]; weight: [C_out, kt, kh, kw, C_in]; zero ``padding`` per axis.
-    Returns [B, T', H', W', C_out], the same values as ``mx.conv3d`` (the GEMM per output element
-    is unchanged).
+    x: [B, T, H, W, C_in], or a sequence of such arrays (same B, H, W, C_in) that are joined along time
+    (e.g. a causal cache's frames and the new ones): each chunk copies only its own window of them, so the
+    joined and padded input never exists whole. weight: [C_out, kt, kh, kw, C_in]; ``padding``: zeros per
+    axis (time, height, width), an int (both sides) or a (before, after) pair each.
+    Returns [B, T', H', W', C_out], the same values as ``mx.conv3d`` on the joined, padded input (the
+    GEMM per output element is unchanged). Raises ValueError for a bad padding.
     """
     max_unfold_bytes = MAX_UNFOLD_BYTES if max_unfold_bytes is None else max_unfold_bytes
+    parts = [x] if isinstance(x, mx.array) else list(x)
+    pads = _pads(padding)
     _, kt, kh, kw, cin = weight.shape
     st, sh, sw = stride
-    if any(padding):
-        pt, ph, pw = padding
-        x = mx.pad(x, [(0, 0), (pt, pt), (ph, ph), (pw, pw), (0, 0)])
-    b, t, h, w, _ = x.shape
+    b, _, h, w, _ = parts[0].shape
+    t = sum(p.shape[1] for p in parts) + sum(pads[0])
+    h, w = h + sum(pads[1]), w + sum(pads[2])
     t_out, h_out, w_out = (t - kt) // st + 1, (h - kh) // sh + 1, (w - kw) // sw + 1
     row = b * w_out * cin * kt * kh * kw * 4  # bytes of one unfolded output row (float32 or less)
     if row * h_out * t_out <= max_unfold_bytes:
-        return mx.conv3d(x, weight, stride=stride)
+        (ph, ph2), (pw, pw2) = pads[1], pads[2]
+        if ph == ph2 and pw == pw2:  # symmetric spatial padding: let the convolution pad
+            xt = _window(parts, [pads[0], (0, 0), (0, 0)], 0, t, 0, parts[0].shape[2])
+            return mx.conv3d(xt, weight, stride=stride, padding=(0, ph, pw))
+        return mx.conv3d(_window(parts, pads, 0, t, 0, h), weight, stride=stride)
     frames = max(1, max_unfold_bytes // (row * h_out))
     rows = h_out if frames > 1 or row * h_out <= max_unfold_bytes else max(1, max_unfold_bytes // row)
     out_frames = []
     for t0 in range(0, t_out, frames):
         t1 = min(t_out, t0 + frames)
-        xt = x[:, t0 * st : (t1 - 1) * st + kt]
         bands = []
         for r0 in range(0, h_out, rows):
             r1 = min(h_out, r0 + rows)
-            piece = mx.conv3d(xt[:, :, r0 * sh : (r1 - 1) * sh + kh], weight, stride=stride)
+            xw = _window(parts, pads, t0 * st, (t1 - 1) * st + kt, r0 * sh, (r1 - 1) * sh + kh)
+            piece = mx.conv3d(xw, weight, stride=stride)
             mx.eval(piece)
             bands.append(piece)
         out_frames.append(bands[0] if len(bands) == 1 else mx.concatenate(bands, axis=2))

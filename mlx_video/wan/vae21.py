@@ -11,6 +11,7 @@ is evaluated before the next, so memory is bounded by one chunk plus the cache.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 
 import mlx.core as mx
@@ -72,12 +73,15 @@ class CausalCache:
     The reference keeps a list indexed by a running counter (``feat_cache``/``feat_idx``); the
     same order of calls in every chunk maps each slot to the same layer. Call :meth:`next_chunk`
     before each chunk; :attr:`first` is True during the first one.
+    ``max_unfold_bytes``: the unfold budget the cached convolutions of this run pass to
+    :func:`mlx_video.nn.conv.conv3d` (None: its default, ``$MLX_VIDEO_CONV_UNFOLD_GB``).
     """
 
-    def __init__(self):
+    def __init__(self, max_unfold_bytes: int | None = None):
         self.slots: list[mx.array | None] = []
         self.index = 0
         self.chunks = 0
+        self.max_unfold_bytes = max_unfold_bytes
 
     def next_chunk(self) -> None:
         self.index = 0
@@ -133,19 +137,23 @@ class CausalConv3d(nn.Module):
         self.spatial = (ph, pw)
 
     def __call__(self, x: mx.array, cache: CausalCache | None = None) -> mx.array:
-        front = self.front
+        front, parts = self.front, [x]
         if cache is not None and front > 0:
             old = cache.read()
             new = x[:, -CACHE_T:]
             if new.shape[1] < CACHE_T and old is not None:
                 new = mx.concatenate([old[:, -1:], new], axis=1)
             cache.write(new)
-            if old is not None:
-                x = mx.concatenate([old, x], axis=1)
+            if old is not None:  # [old; x], joined window by window inside conv3d
+                parts = [old, x]
                 front -= old.shape[1]
-        if front > 0:
-            x = mx.pad(x, [(0, 0), (front, 0), (0, 0), (0, 0), (0, 0)])
-        y = conv3d(x, self.weight, stride=self.stride, padding=(0, *self.spatial))
+        y = conv3d(
+            parts,
+            self.weight,
+            stride=self.stride,
+            padding=((front, 0), *self.spatial),
+            max_unfold_bytes=None if cache is None else cache.max_unfold_bytes,
+        )
         return y + self.bias
 
 
@@ -363,12 +371,32 @@ class Decoder3d(nn.Module):
         self.norm_out = RMSNorm(dims[-1])
         self.conv_out = CausalConv3d(dims[-1], out_dim, 3, padding=1)
 
-    def __call__(self, x: mx.array, cache: CausalCache) -> mx.array:
+    def __call__(self, x: mx.array, cache: CausalCache, frames: int | None = None) -> mx.array:
+        """x: one chunk [B, T, h, w, z] -> [B, T', H, W, out_dim]. ``frames``: the most frames any up
+        stage takes at once; a stage input with more is split in time and each piece runs through the
+        rest of the decoder (evaluated) before the next. Every cached convolution of a stage sees the
+        same frames in the same order, its cache carrying the last frames from piece to piece as it
+        does from chunk to chunk, and every other layer works frame by frame: the output is the
+        unsplit one. None: the whole chunk at once (the reference)."""
         x = self.conv_in(x, cache)
         x = self.mid_block(x, cache)
-        for block in self.up_blocks:
-            x = block(x, cache)
-        return self.conv_out(nn.silu(self.norm_out(x)), cache)
+        outs = self._up(x, cache, 0, frames)
+        return outs[0] if len(outs) == 1 else mx.concatenate(outs, axis=1)
+
+    def _up(self, x: mx.array, cache: CausalCache, i: int, frames: int | None) -> list[mx.array]:
+        """Up stages i.. and the head over x, split in time as ``frames`` says; the output pieces."""
+        if i == len(self.up_blocks):
+            return [self.conv_out(nn.silu(self.norm_out(x)), cache)]
+        if frames is None or x.shape[1] <= frames:
+            return self._up(self.up_blocks[i](x, cache), cache, i + 1, frames)
+        mx.eval(x)
+        start, outs = cache.index, []
+        for t0 in range(0, x.shape[1], frames):
+            cache.index = start  # the same slots for every piece
+            piece = self._up(self.up_blocks[i](x[:, t0 : t0 + frames], cache), cache, i + 1, frames)
+            mx.eval(piece, cache.arrays())
+            outs += piece
+        return outs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -442,11 +470,14 @@ class Wan21VAE(nn.Module):
     choices below (pixel patchify, residual shortcut blocks, upsampler width, latent statistics).
     Parameters follow diffusers-like names; :func:`sanitize` converts checkpoints.
     ``default_tiling``: the :class:`Tiling` ``encode`` / ``decode`` use when called without one (None:
-    untiled; ``WanPipeline`` sets it from its memory plan).
+    untiled; ``WanPipeline`` sets it from its memory plan); ``default_frames_per_chunk`` and
+    ``default_max_unfold_bytes``: the same for :meth:`decode_chunks`' memory settings.
     """
 
     args_class = Wan21VAEArgs
     default_tiling: Tiling | None = None
+    default_frames_per_chunk: int | None = None
+    default_max_unfold_bytes: int | None = None
     down_block = DownBlock
     up_block = UpBlock
 
@@ -550,34 +581,67 @@ class Wan21VAE(nn.Module):
             outs.append(mu)
         return mx.concatenate(outs, axis=1)
 
-    def decode(self, z: mx.array, tiling: Tiling | None = None, group=None) -> mx.array:
+    def decode(
+        self,
+        z: mx.array,
+        tiling: Tiling | None = None,
+        group=None,
+        frames_per_chunk: int | None = None,
+        max_unfold_bytes: int | None = None,
+    ) -> mx.array:
         """Normalised latents [B, T, h, w, z_dim] -> video [B, 1 + 4(T-1), H, W, 3] float32 in
         [-1, 1] (clamped). One latent frame per chunk with the causal cache, each evaluated before
-        the next (bounded memory). ``tiling``: decode overlapping spatial tiles of the latents (tile
-        and overlap in pixels, multiples of the stride s; each tile through all its latent frames)
-        and blend the pixels linearly over the overlap (:mod:`mlx_video.nn.tiling`; memory: the output
-        plus one tile's activations). ``group``: an ``mx.distributed`` group over which the tiles are split
+        the next (bounded memory); see :meth:`decode_chunks` for ``frames_per_chunk`` and
+        ``max_unfold_bytes`` (defaults: :attr:`default_frames_per_chunk`,
+        :attr:`default_max_unfold_bytes`), which lower the memory of a chunk without changing the
+        result. ``tiling``: decode overlapping spatial tiles of the latents (tile and overlap in
+        pixels, multiples of the stride s; each tile through all its latent frames) and blend the
+        pixels linearly over the overlap (:mod:`mlx_video.nn.tiling`; memory: the output plus one
+        tile's activations). ``group``: an ``mx.distributed`` group over which the tiles are split
         (rank i mod n decodes tile i; every rank returns the blended video, bit-equal to the one-process
         tiled decode; docs/distributed.md); ignored without ``tiling``. Raises ValueError on a wrong shape
         or tiling."""
         if z.ndim != 5 or z.shape[-1] != self.z_dim:
             raise ValueError(f"latents must be [B, T, h, w, {self.z_dim}], got {tuple(z.shape)}")
         tiling = tiling if tiling is not None else self.default_tiling
+
+        def whole(zz: mx.array) -> mx.array:
+            return self._decode(zz, frames_per_chunk, max_unfold_bytes)
+
         if tiling is not None:
             tile, overlap = tiling.in_units(self.stride[1])
-            return tiled_map(self._decode, z, tile, overlap, self.stride[1], 1, group=group)
-        return self._decode(z)
+            return tiled_map(whole, z, tile, overlap, self.stride[1], 1, group=group)
+        return whole(z)
 
-    def _decode(self, z: mx.array) -> mx.array:
+    def _decode(self, z: mx.array, frames_per_chunk: int | None = None, max_unfold_bytes: int | None = None):
+        """The untiled decode: :meth:`decode_chunks` joined (after its cache is gone)."""
+        return mx.concatenate(list(self.decode_chunks(z, frames_per_chunk, max_unfold_bytes)), axis=1)
+
+    def decode_chunks(
+        self, z: mx.array, frames_per_chunk: int | None = None, max_unfold_bytes: int | None = None
+    ) -> Iterator[mx.array]:
+        """The untiled :meth:`decode`, one latent frame at a time: yields each chunk's pixels, evaluated,
+        [B, 1, H, W, 3] then [B, 4, H, W, 3] per further latent frame (float32, clamped to [-1, 1]), so a
+        caller can convert or store them chunk by chunk instead of holding the float32 video.
+
+        ``frames_per_chunk``: the most frames any decoder up stage takes at once (None: the whole chunk,
+        up to 4 frames at full resolution, as the reference); 1 or 2 split each chunk in time at the
+        high-resolution stages, through the same causal cache (:meth:`Decoder3d.__call__`): the same
+        values, with a quarter or half of the chunk's activations. ``max_unfold_bytes``: the convolutions'
+        unfold budget (:func:`mlx_video.nn.conv.conv3d`; None: ``$MLX_VIDEO_CONV_UNFOLD_GB``).
+        Raises ValueError for a frames_per_chunk below 1."""
+        frames = self.default_frames_per_chunk if frames_per_chunk is None else frames_per_chunk
+        unfold = self.default_max_unfold_bytes if max_unfold_bytes is None else max_unfold_bytes
+        if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
+            raise ValueError(f"frames_per_chunk must be an int >= 1 or None, got {frames!r}")
         z = z.astype(mx.float32) / self._inv_std + self._mean
-        cache, outs = CausalCache(), []
+        cache = CausalCache(unfold)
         for t in range(z.shape[1]):
             cache.next_chunk()
-            x = self.decoder(self.post_quant_conv(z[:, t : t + 1].astype(self.dtype)), cache)
+            x = self.decoder(self.post_quant_conv(z[:, t : t + 1].astype(self.dtype)), cache, frames)
             x = mx.clip(self._unpatchify(x).astype(mx.float32), -1.0, 1.0)
             mx.eval(x, cache.arrays())
-            outs.append(x)
-        return mx.concatenate(outs, axis=1)
+            yield x
 
 
 # ----------------------------------------------------------------------------------------------
