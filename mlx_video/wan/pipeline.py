@@ -1222,12 +1222,17 @@ class WanPipeline:
         """VAE decode of [1, T, h, w, C] to uint8 frames [F, H, W, 3] (in ``tiling``'s tiles, split over
         the group's ranks); NonFiniteError if the decode holds NaN or inf."""
         tiles = self.tiling
-        video = self.vae.decode(latent) if tiles is None else self.vae.decode(latent, tiles, self.sp and self.sp.group)
-        mx.eval(video)
-        check_finite(
-            video,
-            "in the decoded frames",
+        hint = (
             f"likely cause: an overflow of the VAE's "
-            f"{str(self.vae_dtype).replace('mlx.core.', '')} dtype (try vae_dtype float32)",
+            f"{str(self.vae_dtype).replace('mlx.core.', '')} dtype (try vae_dtype float32)"
         )
+        if tiles is None:  # chunk by chunk to uint8: the float32 video is never held whole
+            frames = []
+            for chunk in self.vae.decode_chunks(latent):
+                check_finite(chunk, "in the decoded frames", hint)
+                frames.append(to_uint8(np.array(chunk[0])))
+            return np.concatenate(frames)
+        video = self.vae.decode(latent, tiles, self.sp and self.sp.group)
+        mx.eval(video)
+        check_finite(video, "in the decoded frames", hint)
         return to_uint8(np.array(video[0]))
