@@ -89,61 +89,29 @@ def open_clip_state(seed: int) -> dict:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     from tests import oracles
+    from tests.test_wan_clip import open_clip_visual
 
     m = CLIPVisionModelWithProjection(CLIPVisionConfig(projection_dim=16, **CLIP)).eval()
     oracles.randomize_(m, seed=seed, std=0.1)
     with torch.no_grad():
         m.vision_model.embeddings.class_embedding.mul_(5.0)
         m.vision_model.embeddings.position_embedding.weight.mul_(5.0)
-    sd, v = m.state_dict(), "vision_model."
+    out = open_clip_visual(m.state_dict(), CLIP["num_hidden_layers"])
     g = torch.Generator().manual_seed(seed)
-    out = {
-        "visual.patch_embedding.weight": sd[v + "embeddings.patch_embedding.weight"],
-        "visual.cls_embedding": sd[v + "embeddings.class_embedding"].reshape(1, 1, -1),
-        "visual.pos_embedding": sd[v + "embeddings.position_embedding.weight"][None],
-        "visual.head": torch.randn(CLIP["hidden_size"], 16, generator=g),
-        "textual.token_embedding.weight": torch.randn(10, 8, generator=g),
-        "log_scale": torch.tensor(4.6),
-    }
-    for leaf in ("weight", "bias"):
-        out[f"visual.pre_norm.{leaf}"] = sd[f"{v}pre_layrnorm.{leaf}"]
-        out[f"visual.post_norm.{leaf}"] = sd[f"{v}post_layernorm.{leaf}"]
-        for i in range(CLIP["num_hidden_layers"]):
-            p, q = f"{v}encoder.layers.{i}.", f"visual.transformer.{i}."
-            out[q + "attn.to_qkv." + leaf] = torch.cat([sd[p + f"self_attn.{x}_proj.{leaf}"] for x in "qkv"])
-            for a, b in (
-                ("layer_norm1", "norm1"),
-                ("layer_norm2", "norm2"),
-                ("self_attn.out_proj", "attn.proj"),
-                ("mlp.fc1", "mlp.0"),
-                ("mlp.fc2", "mlp.2"),
-            ):
-                out[f"{q}{b}.{leaf}"] = sd[f"{p}{a}.{leaf}"]
+    out["visual.head"] = torch.randn(CLIP["hidden_size"], 16, generator=g)
+    out["textual.token_embedding.weight"] = torch.randn(10, 8, generator=g)
+    out["log_scale"] = torch.tensor(4.6)
     return {k: t.to(torch.float16).contiguous() for k, t in out.items()}
 
 
 def wan21_dit(flf: bool, seed: int):
     """A tiny diffusers Wan2.1 I2V/FLF2V DiT (CLIP branch), random weights as the parity tests draw them."""
-    from diffusers import WanTransformer3DModel
-
     from tests import oracles
     from tests.test_wan_transformer import sharpen_cross_attention_
+    from tests.wan_tiny import diffusers_dit
 
     head = DIT["dim"] // DIT["num_heads"]
-    dm = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=DIT["num_heads"],
-        attention_head_dim=head,
-        in_channels=36,
-        out_channels=16,
-        text_dim=DIT["text_dim"],
-        freq_dim=DIT["freq_dim"],
-        ffn_dim=DIT["ffn_dim"],
-        num_layers=DIT["num_layers"],
-        image_dim=CLIP["hidden_size"],
-        added_kv_proj_dim=DIT["dim"],
-        pos_embed_seq_len=2 * CLIP_TOKENS if flf else None,
-    ).eval()
+    dm = diffusers_dit(DIT, 36, 16, image_dim=CLIP["hidden_size"], pos_embed_seq_len=2 * CLIP_TOKENS if flf else None)
     sharpen_cross_attention_(oracles.randomize_(dm, seed=seed))
     dm.rope = type(dm.rope)(head, (1, 2, 2), 1024)  # randomize_ also filled the RoPE buffers
     return dm

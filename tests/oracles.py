@@ -88,6 +88,24 @@ def wan_utils():
     return importlib.import_module("wan.utils.utils")
 
 
+def wan_scheduler(name: str, num_steps: int, shift: float, order: int = 2):
+    """The official scheduler (``unipc``, ``dpm++`` or ``euler``) built and set to ``num_steps`` steps at
+    ``shift`` as wan/textimage2video.py builds it; euler is the stateless first-order DPM++ on the same grid,
+    as WanFM writes it."""
+    w = wan()
+    if name == "unipc":
+        sch = w.fm_solvers_unipc.FlowUniPCMultistepScheduler(
+            num_train_timesteps=1000, shift=1, use_dynamic_shifting=False
+        )
+        sch.set_timesteps(num_steps, device="cpu", shift=shift)
+        return sch
+    sch = w.fm_solvers.FlowDPMSolverMultistepScheduler(
+        num_train_timesteps=1000, shift=1, use_dynamic_shifting=False, solver_order=order if name == "dpm++" else 1
+    )
+    w.fm_solvers.retrieve_timesteps(sch, device="cpu", sigmas=w.fm_solvers.get_sampling_sigmas(num_steps, shift))
+    return sch
+
+
 def randomize_(
     module, seed: int = 0, std: float = 0.1, table_std: float = 0.5, norm_std: float = 0.1, fan_in: bool = False
 ):

@@ -7,27 +7,10 @@ import torch
 
 from mlx_video.sampling import FlowDPMSolver, FlowUniPC, euler_step, make_solver, shift_sigmas
 from mlx_video.sampling.schedules import wan_flow_schedule, wan_unipc_schedule
-from tests.oracles import rel_err, wan
+from tests.oracles import rel_err, wan_scheduler
 
 SHAPE = (1, 2, 4, 6, 16)  # a small channels-last latent [B, T, h, w, C]; the solvers are elementwise
 TOL = 1e-5
-
-
-def ref_scheduler(name: str, num_steps: int, shift: float, order: int = 2):
-    """The official scheduler built as wan/textimage2video.py builds it."""
-    w = wan()
-    if name == "unipc":
-        sch = w.fm_solvers_unipc.FlowUniPCMultistepScheduler(
-            num_train_timesteps=1000, shift=1, use_dynamic_shifting=False
-        )
-        sch.set_timesteps(num_steps, device="cpu", shift=shift)
-        return sch
-    # dpm++ (order 2) and euler (= stateless first-order DPM++ on the same grid, as WanFM writes it)
-    sch = w.fm_solvers.FlowDPMSolverMultistepScheduler(
-        num_train_timesteps=1000, shift=1, use_dynamic_shifting=False, solver_order=order if name == "dpm++" else 1
-    )
-    w.fm_solvers.retrieve_timesteps(sch, device="cpu", sigmas=w.fm_solvers.get_sampling_sigmas(num_steps, shift))
-    return sch
 
 
 def drive(solver, ref, seed: int = 0) -> list[float]:
@@ -57,7 +40,7 @@ CASES = [
 
 @pytest.mark.parametrize("name,steps,shift", CASES)
 def test_grid_matches_official(name, steps, shift):
-    ours, ref = make_solver(name, steps, shift), ref_scheduler(name, steps, shift)
+    ours, ref = make_solver(name, steps, shift), wan_scheduler(name, steps, shift)
     assert ours.timesteps == ref.timesteps.tolist()
     assert ours.sigmas.shape == (steps + 1,) and ours.sigmas[-1] == 0
     np.testing.assert_allclose(ours.sigmas, ref.sigmas.numpy(), rtol=0, atol=1e-7)
@@ -77,19 +60,19 @@ def test_grid_known_values():
 
 @pytest.mark.parametrize("name,steps,shift", CASES)
 def test_trajectory_matches_official(name, steps, shift):
-    errs = drive(make_solver(name, steps, shift), ref_scheduler(name, steps, shift))
+    errs = drive(make_solver(name, steps, shift), wan_scheduler(name, steps, shift))
     assert max(errs) < TOL, errs
 
 
 def test_sensitivity_shift_and_order():
     """A wrong shift, a wrong solver order or a swapped solver is far outside the tolerance."""
-    ref = lambda: ref_scheduler("unipc", 8, 5.0)  # noqa: E731
+    ref = lambda: wan_scheduler("unipc", 8, 5.0)  # noqa: E731
     assert min(drive(make_solver("unipc", 8, 4.0), ref())[:-1]) > 100 * TOL  # wrong shift
     ts, sig = wan_unipc_schedule(8, 5.0)
     assert max(drive(FlowUniPC(ts, sig, order=1), ref())) > 100 * TOL  # wrong order
     ts, sig = wan_flow_schedule(8, 5.0)
-    assert max(drive(FlowDPMSolver(ts, sig, order=1), ref_scheduler("dpm++", 8, 5.0))) > 100 * TOL
-    assert max(drive(make_solver("euler", 8, 5.0), ref_scheduler("dpm++", 8, 5.0))) > 100 * TOL
+    assert max(drive(FlowDPMSolver(ts, sig, order=1), wan_scheduler("dpm++", 8, 5.0))) > 100 * TOL
+    assert max(drive(make_solver("euler", 8, 5.0), wan_scheduler("dpm++", 8, 5.0))) > 100 * TOL
 
 
 def test_stateful_order_reset_and_euler():

@@ -44,23 +44,20 @@ def _to_mx(sd) -> dict:
     return {k: mx.array(v.detach().float().numpy()) for k, v in sd.items()}
 
 
-def _open_clip_names(sd: dict) -> dict:
-    """The same weights under Wan2.1's open-clip names (what models_clip_*.pth holds), built here
-    independently of ``sanitize``; plus the keys Wan never reads (text tower, head, post-norm)."""
+def open_clip_visual(sd: dict, layers: int) -> dict:
+    """A transformers CLIP vision state dict ``sd`` (``layers`` encoder layers) under Wan2.1's open-clip
+    ``visual.*`` names (what models_clip_*.pth holds), post-norm included; built here independently of
+    ``sanitize``."""
     v = "vision_model."
     out = {
         "visual.patch_embedding.weight": sd[v + "embeddings.patch_embedding.weight"],
         "visual.cls_embedding": sd[v + "embeddings.class_embedding"].reshape(1, 1, -1),
         "visual.pos_embedding": sd[v + "embeddings.position_embedding.weight"][None],
-        "visual.post_norm.weight": sd[v + "post_layernorm.weight"],
-        "visual.post_norm.bias": sd[v + "post_layernorm.bias"],
-        "visual.head": torch.randn(32, 16),
-        "textual.token_embedding.weight": torch.randn(10, 8),
-        "log_scale": torch.tensor(2.0),
     }
     for leaf in ("weight", "bias"):
         out[f"visual.pre_norm.{leaf}"] = sd[f"{v}pre_layrnorm.{leaf}"]
-        for i in range(TINY["num_hidden_layers"]):
+        out[f"visual.post_norm.{leaf}"] = sd[f"{v}post_layernorm.{leaf}"]
+        for i in range(layers):
             p, q = f"{v}encoder.layers.{i}.", f"visual.transformer.{i}."
             out[q + "attn.to_qkv." + leaf] = torch.cat([sd[p + f"self_attn.{x}_proj.{leaf}"] for x in "qkv"])
             for a, b in (
@@ -71,6 +68,16 @@ def _open_clip_names(sd: dict) -> dict:
                 ("mlp.fc2", "mlp.2"),
             ):
                 out[f"{q}{b}.{leaf}"] = sd[f"{p}{a}.{leaf}"]
+    return out
+
+
+def _open_clip_names(sd: dict) -> dict:
+    """The same weights under Wan2.1's open-clip names, plus the keys Wan never reads (text tower, head,
+    post-norm)."""
+    out = open_clip_visual(sd, TINY["num_hidden_layers"])
+    out["visual.head"] = torch.randn(32, 16)
+    out["textual.token_embedding.weight"] = torch.randn(10, 8)
+    out["log_scale"] = torch.tensor(2.0)
     return out
 
 

@@ -14,30 +14,19 @@ from mlx_video.wan.checkpoint import convert_wan, detect_layout
 from mlx_video.wan.pipeline import WanPipeline
 from tests import oracles
 from tests.oracles import randomize_, rel_err
-from tests.wan_tiny import TINY
+from tests.wan_tiny import TINY, diffusers_dit
 
 TOK = TINY / "google" / "umt5-xxl"
 CFG = json.loads((TINY / "config.json").read_text())
 
 
 def _diffusers_folder(root):
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan
     from transformers import UMT5Config, UMT5EncoderModel
 
     from mlx_video.wan.vae22 import Wan22VAEArgs
 
-    head = CFG["dim"] // CFG["num_heads"]
-    dit = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=CFG["num_heads"],
-        attention_head_dim=head,
-        in_channels=48,
-        out_channels=48,
-        text_dim=CFG["text_dim"],
-        freq_dim=CFG["freq_dim"],
-        ffn_dim=CFG["ffn_dim"],
-        num_layers=CFG["num_layers"],
-    ).eval()
+    dit = diffusers_dit(CFG, 48, 48)
     rope = {k: v.clone() for k, v in dit.named_buffers()}
     randomize_(dit, seed=11)
     with torch.no_grad():  # randomize_ fills buffers too: restore the RoPE tables

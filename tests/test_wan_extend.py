@@ -12,7 +12,7 @@ from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.wan.conditions import read_video
 from mlx_video.wan.extend import join_windows
 from tests.test_wan_v2v import _clip
-from tests.wan_tiny import TINY
+from tests.wan_tiny import TINY, contexts, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,7 @@ def pipe(tmp_path_factory):
 @pytest.fixture(scope="module")
 def inputs(pipe):
     dim = pipe.cfg["dit"]["text_dim"]
-    ctx = [mx.random.normal((5, dim), key=mx.random.key(0)), mx.random.normal((6, dim), key=mx.random.key(1))]
-    return dict(context=ctx, size="64*64", frame_num=9, sample_steps=2, sample_shift=5.0, guide_scale=5.0)
+    return dict(context=contexts(dim), size="64*64", frame_num=9, sample_steps=2, sample_shift=5.0, guide_scale=5.0)
 
 
 def test_continuation_starts_with_the_inputs_last_frames(pipe, inputs, tmp_path):
@@ -120,37 +119,13 @@ def test_bad_extension_settings_are_one_line_errors(kw, match):
 def test_cli_extend_two_segments_with_a_prompt_each(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from mlx_video.cli import _expand_multi, app
+    from mlx_video.cli import app
 
     monkeypatch.setenv("MLX_VIDEO_CACHE", str(tmp_path / "cache"))
     clip, out = _clip(tmp_path / "in.mp4", n=9), tmp_path / "long.mp4"
-    r = CliRunner().invoke(
-        app,
-        _expand_multi(
-            [
-                "generate",
-                "--task",
-                "t2v-5B",
-                "--ckpt_dir",
-                str(TINY),
-                "--prompt",
-                "a cat",
-                "--prompt",
-                "a dog",
-                "--frame_num",
-                "9",
-                "--sample_steps",
-                "1",
-                "--extend",
-                str(clip),
-                "--overlap",
-                "1",
-                "--segments",
-                "2",
-                "--save_file",
-                str(out),
-            ]
-        ),
+    r = run_cli(
+        *("--prompt", "a cat", "--prompt", "a dog", "--frame_num", 9, "--sample_steps", 1),
+        *("--extend", clip, "--overlap", 1, "--segments", 2, "--save_file", out),
     )
     assert r.exit_code == 0, r.output
     assert read_video(out)[1:] == (9 + 2 * 8, (64, 64))

@@ -6,7 +6,6 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
-from typer.testing import CliRunner
 
 from mlx_video.io.weights import WeightsError
 from mlx_video.nn.lora import merge_loras
@@ -14,7 +13,7 @@ from mlx_video.wan import pipeline as P
 from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.wan.transformer import lora_key_map as wan_key_map
 from mlx_video.wan.transformer import sanitize
-from tests.wan_tiny import TINY
+from tests.wan_tiny import TINY, contexts, run_cli, spy_on
 
 RANK, STRENGTH = 4, 0.7
 LINEARS = [f"blocks.{i}.{a}.{p}" for i in range(2) for a in ("self_attn", "cross_attn") for p in "qkvo"] + [
@@ -169,23 +168,10 @@ def test_step_distill_grid_and_samplers():
     np.testing.assert_allclose(np.array(e.step(v, 1, x)), np.array(x + (sig[2] - sig[1]) * v), atol=1e-6)
 
 
-class Spy:
-    def __init__(self, model):
-        self.model, self.calls = model, []
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-    def __call__(self, x, t, ctx, rope, **kw):
-        self.calls.append((x.shape[0], ctx.shape[0]))
-        return self.model(x, t, ctx, rope, **kw)
-
-
 @pytest.mark.parametrize("batch_cfg", [True, False])
 def test_guide_scale_one_runs_one_dit_pass_per_step(conv, monkeypatch, batch_cfg):
     pipe = P.WanPipeline(conv, dtype=mx.float32, offload=False)
-    spy = Spy(pipe.dit)
-    monkeypatch.setattr(pipe, "model", lambda name="dit": spy)
+    spy = spy_on(pipe, monkeypatch, lambda x, t, ctx, rope, **kw: (x.shape[0], ctx.shape[0]))  # batch of x, of text
     dim = pipe.cfg["dit"]["text_dim"]
     kw = dict(
         task="t2v-5B",
@@ -193,7 +179,7 @@ def test_guide_scale_one_runs_one_dit_pass_per_step(conv, monkeypatch, batch_cfg
         frame_num=5,
         batch_cfg=batch_cfg,
         noise=mx.random.normal((1, 2, 4, 4, 48), key=mx.random.key(2)),
-        context=[mx.random.normal((5, dim), key=mx.random.key(0)), mx.random.normal((6, dim), key=mx.random.key(1))],
+        context=contexts(dim),
     )
     one = pipe.generate(recipe="lightx2v-4step", **kw)
     assert spy.calls == [(1, 1)] * 4  # 4 steps, one conditional pass each
@@ -204,36 +190,14 @@ def test_guide_scale_one_runs_one_dit_pass_per_step(conv, monkeypatch, batch_cfg
 
 
 def test_cli_preset_with_a_lightx2v_lora(conv, official, tmp_path, monkeypatch):
-    from mlx_video.cli import _expand_multi, app
-
     monkeypatch.setenv("MLX_VIDEO_CACHE", str(tmp_path / "cache"))
     lora = tmp_path / "lightx2v.safetensors"
     weights = lightx2v_wan21(official, np.random.default_rng(0))
     mx.save_safetensors(str(lora), {k: mx.array(v) for k, v in weights.items()})
     out = tmp_path / "fast.mp4"
-    r = CliRunner().invoke(
-        app,
-        _expand_multi(
-            [
-                "generate",
-                "--task",
-                "t2v-5B",
-                "--ckpt_dir",
-                str(TINY),
-                "--prompt",
-                "x",
-                "--size",
-                "64*64",
-                "--frame_num",
-                "5",
-                "--preset",
-                "lightx2v-4step",
-                "--lora",
-                str(lora),
-                "--save_file",
-                str(out),
-            ]
-        ),
+    r = run_cli(
+        *("--prompt", "x", "--size", "64*64", "--frame_num", 5),
+        *("--preset", "lightx2v-4step", "--lora", lora, "--save_file", out),
     )
     assert r.exit_code == 0, r.output
     meta = out.read_bytes().decode("latin1")

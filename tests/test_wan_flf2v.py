@@ -117,7 +117,7 @@ def _inputs(pipe, seed=0):
     return noise, ctx, (w, h)
 
 
-def _run(pipe, noise, ctx, **kw):
+def _run(pipe, noise, ctx, guide_scale=G, **kw):
     return pipe.generate(
         task="flf2v-A14B",
         images=[FIRST, LAST],
@@ -125,7 +125,7 @@ def _run(pipe, noise, ctx, **kw):
         frame_num=FRAMES,
         sample_steps=STEPS,
         sample_shift=SHIFT,
-        guide_scale=G,
+        guide_scale=guide_scale,
         noise=mx.array(noise),
         context=[mx.array(c) for c in ctx],
         **kw,
@@ -236,18 +236,7 @@ def test_bidirectional_faithful_equals_wanfm_and_forward_euler_reverse_differs(p
     # a true time reversal is not a no-op: measured 9.4e-3, >3e4 times the faithful mode's 2.6e-7
     assert rel_err(rev, fwd) > 1e-3
     # the reference comparison can fail: swapped expert guide scales move the result by 5.5e-3 (550x the tolerance)
-    swapped = pipe.generate(
-        task="flf2v-A14B",
-        images=[FIRST, LAST],
-        size=SIZE,
-        frame_num=FRAMES,
-        sample_steps=STEPS,
-        sample_shift=SHIFT,
-        guide_scale=G[::-1],
-        noise=mx.array(noise),
-        context=[mx.array(c) for c in ctx],
-        bidirectional="faithful",
-    ).latents
+    swapped = _run(pipe, noise, ctx, guide_scale=G[::-1], bidirectional="faithful")
     assert rel_err(swapped, ref) > 1e-3
 
 

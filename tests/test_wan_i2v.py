@@ -23,6 +23,7 @@ from tests.helpers import IMAGES
 from tests.oracles import rel_err
 from tests.test_wan_flf2v import _official_experts, _official_vae21
 from tests.test_wan_transformer import official_to_diffusers
+from tests.wan_tiny import diffusers_dit
 
 ROOT = Path(__file__).resolve().parents[1]
 A14B = ROOT / "assets" / "tiny-Wan2.2-I2V-A14B"
@@ -49,7 +50,6 @@ def _inputs(seed=0):
 def _reference_i2v(models, noise, ctx, wh, guide, clip=None):
     """The loop body of Wan2.2 ``image2video.py`` (experts) / Wan2.1 ``image2video.py`` (one model, CLIP),
     on the reference modules: official VAE 2.1 y, UniPC from the official scheduler, CFG per step."""
-    w = oracles.wan()
     vae, scale = _official_vae21()
     W, H = wh
     img = torch.from_numpy(np.asarray(Image.open(IMG).convert("RGB"), np.float32) / 255.0).permute(2, 0, 1)
@@ -59,10 +59,7 @@ def _reference_i2v(models, noise, ctx, wh, guide, clip=None):
     video[:, 0] = torch.nn.functional.interpolate(img[None], size=(H, W), mode="bicubic")[0]
     msk = torch.zeros(4, T, H // 8, W // 8)
     msk[:, 0] = 1  # I2V: latent 0 all four channels, the rest 0
-    sched = w.fm_solvers_unipc.FlowUniPCMultistepScheduler(
-        num_train_timesteps=1000, shift=1, use_dynamic_shifting=False
-    )
-    sched.set_timesteps(STEPS, device="cpu", shift=SHIFT)
+    sched = oracles.wan_scheduler("unipc", STEPS, SHIFT)
     x = torch.from_numpy(noise[0]).permute(3, 0, 1, 2)
     c, u = (torch.from_numpy(a) for a in ctx)
     seq = T * H * W // 256
@@ -77,6 +74,22 @@ def _reference_i2v(models, noise, ctx, wh, guide, clip=None):
             vc, vu = (m(x, ts, cc, seq, y, clip) for cc in (c, u))
             x = sched.step((vu + g * (vc - vu))[None], t, x[None], return_dict=False)[0][0]
     return x.permute(1, 2, 3, 0)[None].numpy(), used
+
+
+def _generate(pipe, task, noise, ctx, guide, **kw):
+    """``pipe.generate`` on IMG at 64*48 with this file's frames, steps and shift, the noise and contexts given."""
+    return pipe.generate(
+        task=task,
+        images=[IMG],
+        size="64*48",
+        frame_num=FRAMES,
+        sample_steps=STEPS,
+        sample_shift=SHIFT,
+        guide_scale=guide,
+        noise=mx.array(noise),
+        context=[mx.array(c) for c in ctx],
+        **kw,
+    )
 
 
 def _official_call(m):
@@ -95,18 +108,7 @@ def test_a14b_loop_matches_official_experts(a14b):
         if stage == "denoise":
             seen.append(tuple(sorted(a14b._dits)))
 
-    res = a14b.generate(
-        task="i2v-A14B",
-        images=[IMG],
-        size="64*48",
-        frame_num=FRAMES,
-        sample_steps=STEPS,
-        sample_shift=SHIFT,
-        guide_scale=G,
-        noise=mx.array(noise),
-        context=[mx.array(c) for c in ctx],
-        progress=progress,
-    )
+    res = _generate(a14b, "i2v-A14B", noise, ctx, G, progress=progress)
     e = rel_err(res.latents, ref)
     assert e < 1e-5, e  # measured 3.5e-7 (ORACLES allows 1e-3 for pipelines; tighter keeps the bugs below visible)
     assert seen == [("dit_high",), ("dit_high",), ("dit_low",), ("dit_low",)]  # switch at step 2, one resident
@@ -114,17 +116,7 @@ def test_a14b_loop_matches_official_experts(a14b):
     assert P.expert_segments([999, 937, 833, 624], 0.9) == [("dit_high", 0, 2), ("dit_low", 2, 4)]
     # it can fail: swapped guide scales, or one expert for all steps, move the result far past 1e-5
     for guide in (G[::-1],):
-        bad = a14b.generate(
-            task="i2v-A14B",
-            images=[IMG],
-            size="64*48",
-            frame_num=FRAMES,
-            sample_steps=STEPS,
-            sample_shift=SHIFT,
-            guide_scale=guide,
-            noise=mx.array(noise),
-            context=[mx.array(c) for c in ctx],
-        )
+        bad = _generate(a14b, "i2v-A14B", noise, ctx, guide)
         assert rel_err(bad.latents, ref) > 1e-3, rel_err(bad.latents, ref)  # measured 1.1e-2
     only_low, _ = _reference_i2v({"high": experts["low"], "low": experts["low"]}, noise, ctx, wh, G)
     assert rel_err(res.latents, only_low) > 1e-3
@@ -137,26 +129,11 @@ def i2v21(tmp_path_factory):
 
 
 def test_wan21_i2v_with_clip_matches_reference_loop(i2v21):
-    from diffusers import WanTransformer3DModel
-
     pipe = i2v21
     noise, ctx, wh = _inputs(1)
     cfg = json.loads((I2V21 / "config.json").read_text())
     sd = {k: v.float() for k, v in load_file(str(I2V21 / "diffusion_pytorch_model.safetensors")).items()}
-    clip_dim = sd["img_emb.proj.0.weight"].shape[0]
-    dm = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=cfg["num_heads"],
-        attention_head_dim=cfg["dim"] // cfg["num_heads"],
-        in_channels=36,
-        out_channels=16,
-        text_dim=cfg["text_dim"],
-        freq_dim=cfg["freq_dim"],
-        ffn_dim=cfg["ffn_dim"],
-        num_layers=cfg["num_layers"],
-        image_dim=clip_dim,
-        added_kv_proj_dim=cfg["dim"],
-    ).eval()
+    dm = diffusers_dit(cfg, 36, 16, image_dim=sd["img_emb.proj.0.weight"].shape[0])
     dm.load_state_dict(official_to_diffusers(sd), strict=True)
     # the CLIP tokens the pipeline computes itself (the tower is parity-tested in test_wan_clip.py): the
     # first frame at its own resolution, squashed to 224 (here 28) by CLIP's preprocessing
@@ -169,31 +146,11 @@ def test_wan21_i2v_with_clip_matches_reference_loop(i2v21):
         return dm(torch.cat([x, y])[None], ts, pad, encoder_hidden_states_image=clip_t, return_dict=False)[0][0]
 
     ref, used = _reference_i2v({"high": call, "low": call}, noise, ctx, wh, (G[0], G[0]))
-    res = pipe.generate(
-        task="i2v-14B",
-        images=[IMG],
-        size="64*48",
-        frame_num=FRAMES,
-        sample_steps=STEPS,
-        sample_shift=SHIFT,
-        guide_scale=G[0],
-        noise=mx.array(noise),
-        context=[mx.array(c) for c in ctx],
-    )
+    res = _generate(pipe, "i2v-14B", noise, ctx, G[0])
     e = rel_err(res.latents, ref)
     assert e < 1e-5, e  # measured 4.7e-7
-    other = pipe.generate(
-        task="i2v-14B",
-        images=[IMG],
-        size="64*48",
-        frame_num=FRAMES,
-        sample_steps=STEPS,
-        sample_shift=SHIFT,
-        guide_scale=G[0],
-        noise=mx.array(noise),
-        context=[mx.array(c) for c in ctx],
-        clip_fea=P.encode_clip(pipe.clip, [P.first_last_pixels(IMAGES / "rocket.png")[0]]),
-    )
+    rocket = P.encode_clip(pipe.clip, [P.first_last_pixels(IMAGES / "rocket.png")[0]])
+    other = _generate(pipe, "i2v-14B", noise, ctx, G[0], clip_fea=rocket)
     assert rel_err(other.latents, ref) > 1e-2  # the CLIP tokens are seen (measured 0.19)
 
 
@@ -215,7 +172,7 @@ def test_task_defaults_and_checkpoint_checks(i2v21):
 def test_diffusers_a14b_and_clip_layouts(tmp_path):
     """Wan2.2-I2V-A14B-Diffusers (transformer = high-noise, transformer_2 = low-noise) and the Wan2.1
     image_encoder/ (CLIPVisionModel) convert strictly and match the modules they came from."""
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan
     from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
     from tests.oracles import randomize_
@@ -224,17 +181,7 @@ def test_diffusers_a14b_and_clip_layouts(tmp_path):
     root = tmp_path / "Wan2.2-I2V-A14B-Diffusers"
     dits = []
     for i, sub in enumerate(("transformer", "transformer_2")):
-        dm = WanTransformer3DModel(
-            patch_size=(1, 2, 2),
-            num_attention_heads=2,
-            attention_head_dim=16,
-            in_channels=36,
-            out_channels=16,
-            text_dim=32,
-            freq_dim=32,
-            ffn_dim=48,
-            num_layers=2,
-        ).eval()
+        dm = diffusers_dit(dict(dim=32, num_heads=2, text_dim=32, freq_dim=32, ffn_dim=48, num_layers=2), 36, 16)
         sharpen_cross_attention_(randomize_(dm, seed=20 + i))
         dm.rope = type(dm.rope)(16, (1, 2, 2), 1024)
         dm.save_pretrained(root / sub)

@@ -5,14 +5,13 @@ anchor that stays the encoded image through every step, strength 0 = no anchor, 
 import mlx.core as mx
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from mlx_video.sampling.solvers import make_solver
 from mlx_video.wan import pipeline as P
 from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.wan.conditions import AnchorImage, encode_anchor_at, latent_frame_of, prepare_images
 from tests.helpers import IMAGES
-from tests.wan_tiny import TINY
+from tests.wan_tiny import TINY, contexts, run_cli, spy_on
 
 ASTRO, ROCKET = IMAGES / "astronaut.png", IMAGES / "rocket.png"
 STEPS, FRAMES, T = 3, 9, 3
@@ -28,10 +27,9 @@ def pipe(tmp_path_factory):
 @pytest.fixture(scope="module")
 def inputs(pipe):
     dim = pipe.cfg["dit"]["text_dim"]
-    ctx = [mx.random.normal((5, dim), key=mx.random.key(0)), mx.random.normal((6, dim), key=mx.random.key(1))]
     return dict(
         noise=mx.random.normal(SHAPE, key=mx.random.key(2)),
-        context=ctx,
+        context=contexts(dim),
         size="64*64",
         frame_num=FRAMES,
         sample_steps=STEPS,
@@ -39,26 +37,6 @@ def inputs(pipe):
         guide_scale=5.0,
         solver="unipc",
     )
-
-
-class Spy:
-    """Stands for the DiT and records the latent and timesteps of every call."""
-
-    def __init__(self, model):
-        self.model, self.calls = model, []
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-    def __call__(self, x, t, ctx, rope, **kw):
-        self.calls.append((np.array(x), np.array(t)))
-        return self.model(x, t, ctx, rope, **kw)
-
-
-def _spy(pipe, monkeypatch) -> Spy:
-    spy = Spy(pipe.dit)
-    monkeypatch.setattr(pipe, "model", lambda name="dit": spy)
-    return spy
 
 
 def test_pixel_to_latent_frame_mapping():
@@ -70,7 +48,7 @@ def test_pixel_to_latent_frame_mapping():
 
 
 def test_last_frame_anchor_stays_the_encoded_image_after_every_step(pipe, inputs, monkeypatch):
-    spy = _spy(pipe, monkeypatch)
+    spy = spy_on(pipe, monkeypatch)
     res = pipe.generate(task="ti2v-5B", images=[f"{ASTRO}@-1"], **inputs)
     im = prepare_images([ASTRO], 64, 64)[0]
     z = np.array(encode_anchor_at(pipe.vae, im, T - 1))
@@ -98,7 +76,7 @@ def test_strength_zero_equals_no_anchor_and_partial_strength_scales_the_timestep
     free = pipe.generate(task="t2v-5B", **inputs)
     zero = pipe.generate(task="ti2v-5B", images=[f"{ASTRO}@-1:0"], **inputs)
     np.testing.assert_allclose(np.array(zero.latents), np.array(free.latents), rtol=1e-5, atol=1e-5)
-    spy = _spy(pipe, monkeypatch)
+    spy = spy_on(pipe, monkeypatch)
     half = pipe.generate(task="mi2v-5B", images=[f"{ASTRO}@0", f"{ROCKET}@-1:0.5"], **inputs)
     for (_x, t), ts in zip(spy.calls, make_solver("unipc", STEPS, 5.0).timesteps):
         assert (t[:, 0] == 0).all() and (t[:, 1] == ts).all() and np.allclose(t[:, 2], 0.5 * ts)
@@ -131,34 +109,12 @@ def test_positions_are_refused_for_y_conditioned_tasks():
 
 
 def test_cli_first_last_frame_on_the_5b(tmp_path, monkeypatch):
-    from mlx_video.cli import _expand_multi, app
-
     monkeypatch.setenv("MLX_VIDEO_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "flf.mp4"
-    r = CliRunner().invoke(
-        app,
-        _expand_multi(
-            [
-                "generate",
-                "--task",
-                "mi2v-5B",
-                "--ckpt_dir",
-                str(TINY),
-                "--prompt",
-                "x",
-                "--size",
-                "64*64",
-                "--frame_num",
-                "9",
-                "--sample_steps",
-                "2",
-                "--images",
-                f"{ASTRO}@0",
-                f"{ROCKET}@-1:0.8",
-                "--save_file",
-                str(out),
-            ]
-        ),
+    r = run_cli(
+        *("--prompt", "x", "--size", "64*64", "--frame_num", 9, "--sample_steps", 2),
+        *("--images", f"{ASTRO}@0", f"{ROCKET}@-1:0.8", "--save_file", out),
+        task="mi2v-5B",
     )
     assert r.exit_code == 0, r.output
     assert out.is_file()

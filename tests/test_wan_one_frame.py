@@ -20,6 +20,7 @@ from mlx_video.wan.checkpoint import convert_wan
 from tests.helpers import IMAGES
 from tests.oracles import rel_err
 from tests.test_wan_transformer import official_to_diffusers
+from tests.wan_tiny import DiTSpy, diffusers_dit
 
 ROOT = Path(__file__).resolve().parents[1]
 I2V21 = ROOT / "assets" / "tiny-Wan2.1-I2V-14B"
@@ -51,20 +52,6 @@ def test_index_string_parses():
     assert s.positions == [0, 1, 2] and s.target_slot == 1 and s.control_index == (2, 0)
 
 
-class Spy:
-    """Wraps the DiT and records the RoPE tables and y of each call."""
-
-    def __init__(self, model):
-        self.model, self.calls = model, []
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-    def __call__(self, x, t, ctx, rope, **kw):
-        self.calls.append(dict(x=x, t=t, rope=rope, **kw))
-        return self.model(x, t, ctx, rope, **kw)
-
-
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
     out = convert_wan(I2V21, tmp_path_factory.mktemp("conv") / "i2v", dtype="float32")
@@ -72,23 +59,9 @@ def pipe(tmp_path_factory):
 
 
 def _diffusers_i2v():
-    from diffusers import WanTransformer3DModel
-
     cfg = json.loads((I2V21 / "config.json").read_text())
     sd = {k: v.float() for k, v in load_file(str(I2V21 / "diffusion_pytorch_model.safetensors")).items()}
-    dm = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=cfg["num_heads"],
-        attention_head_dim=cfg["dim"] // cfg["num_heads"],
-        in_channels=36,
-        out_channels=16,
-        text_dim=cfg["text_dim"],
-        freq_dim=cfg["freq_dim"],
-        ffn_dim=cfg["ffn_dim"],
-        num_layers=cfg["num_layers"],
-        image_dim=sd["img_emb.proj.0.weight"].shape[0],
-        added_kv_proj_dim=cfg["dim"],
-    ).eval()
+    dm = diffusers_dit(cfg, 36, 16, image_dim=sd["img_emb.proj.0.weight"].shape[0])
     dm.load_state_dict(official_to_diffusers(sd), strict=True)
     return dm
 
@@ -97,7 +70,7 @@ def test_control_0_target_5_gives_rope_rows_0_and_5(pipe):
     spec = P.OneFrameSpec.parse("control_index=0,target_index=5", 1)
     g = np.random.default_rng(0)
     ctx = [g.standard_normal((n, 32)).astype(np.float32) for n in (6, 4)]
-    spy = Spy(pipe.dit)
+    spy = DiTSpy(pipe.dit, lambda x, t, ctx, rope, **kw: dict(x=x, t=t, rope=rope, **kw))  # RoPE tables and y too
     pipe._dits["dit"] = spy
     try:
         res = pipe.generate(

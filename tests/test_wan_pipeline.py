@@ -15,7 +15,7 @@ from mlx_video.wan.checkpoint import convert_wan
 from tests import oracles
 from tests.helpers import IMAGES
 from tests.oracles import rel_err
-from tests.wan_tiny import TINY, load_official, official_vae22_scale
+from tests.wan_tiny import TINY, DiTSpy, contexts, load_official, official_vae22_scale
 
 STEPS, G, SHIFT, FRAMES = 3, 5.0, 5.0, 9
 
@@ -37,7 +37,6 @@ def _contexts(text_dim, seed=0):
 
 def _official_i2v(dit, vae, img_path, contexts, noise, max_area):
     """The body of wan/textimage2video.py WanTI2V.i2v, run on the reference modules (float32, CPU)."""
-    w = oracles.wan()
     wu = oracles.wan_utils()
     img = Image.open(img_path).convert("RGB")
     ih, iw = img.height, img.width
@@ -50,10 +49,7 @@ def _official_i2v(dit, vae, img_path, contexts, noise, max_area):
     vscale = official_vae22_scale()
     with torch.no_grad():
         z = vae.encode(img[None], vscale).float()[0]
-        sched = w.fm_solvers_unipc.FlowUniPCMultistepScheduler(
-            num_train_timesteps=1000, shift=1, use_dynamic_shifting=False
-        )
-        sched.set_timesteps(STEPS, device="cpu", shift=SHIFT)
+        sched = oracles.wan_scheduler("unipc", STEPS, SHIFT)
         latent = noise.clone()
         _, mask2 = wu.masks_like([noise], zero=True)
         latent = (1.0 - mask2[0]) * z + mask2[0] * latent
@@ -82,19 +78,16 @@ def test_mi2v_one_image_equals_official_ti2v(pipe):
     noise = torch.randn(48, T, oh // 16, ow // 16, generator=torch.Generator().manual_seed(1))
     z_ref, lat_ref, vid_ref, (ow, oh) = _official_i2v(dit, vae, img, ctx, noise, max_area)
 
-    res = pipe.generate(
+    run = dict(
         task="mi2v-5B",
-        images=[img],
         size="96*64",
         frame_num=FRAMES,
         sample_steps=STEPS,
         sample_shift=SHIFT,
-        guide_scale=G,
-        solver="unipc",
         noise=mx.array(noise.permute(1, 2, 3, 0).numpy())[None],
         context=[mx.array(c.numpy()) for c in ctx],
-        batch_cfg=True,
     )
+    res = pipe.generate(images=[img], guide_scale=G, solver="unipc", batch_cfg=True, **run)
     lat = res.latents[0]  # [T, h, w, C]
     ref = lat_ref.permute(1, 2, 3, 0)
     assert rel_err(lat, ref) < 1e-3, rel_err(lat, ref)
@@ -102,57 +95,12 @@ def test_mi2v_one_image_equals_official_ti2v(pipe):
     ref_u8 = np.round((vid_ref.permute(1, 2, 3, 0).numpy() + 1) * 127.5).astype(np.int16)
     assert np.abs(res.frames.astype(np.int16) - ref_u8).max() <= 1
     # the comparison can fail: unbatched CFG agrees, a different guide scale or image does not
-    res2 = pipe.generate(
-        task="mi2v-5B",
-        images=[img],
-        size="96*64",
-        frame_num=FRAMES,
-        sample_steps=STEPS,
-        sample_shift=SHIFT,
-        guide_scale=G,
-        noise=mx.array(noise.permute(1, 2, 3, 0).numpy())[None],
-        context=[mx.array(c.numpy()) for c in ctx],
-        batch_cfg=False,
-    )
+    res2 = pipe.generate(images=[img], guide_scale=G, batch_cfg=False, **run)
     assert rel_err(res2.latents[0], ref) < 1e-3
-    bad = pipe.generate(
-        task="mi2v-5B",
-        images=[IMAGES / "coffee.png"],
-        size="96*64",
-        frame_num=FRAMES,
-        sample_steps=STEPS,
-        sample_shift=SHIFT,
-        guide_scale=G,
-        noise=mx.array(noise.permute(1, 2, 3, 0).numpy())[None],
-        context=[mx.array(c.numpy()) for c in ctx],
-    )
+    bad = pipe.generate(images=[IMAGES / "coffee.png"], guide_scale=G, **run)
     assert rel_err(bad.latents[0], ref) > 1e-2
-    bad = pipe.generate(
-        task="mi2v-5B",
-        images=[img],
-        size="96*64",
-        frame_num=FRAMES,
-        sample_steps=STEPS,
-        sample_shift=SHIFT,
-        guide_scale=1.0,
-        noise=mx.array(noise.permute(1, 2, 3, 0).numpy())[None],
-        context=[mx.array(c.numpy()) for c in ctx],
-    )
+    bad = pipe.generate(images=[img], guide_scale=1.0, **run)
     assert rel_err(bad.latents[0], ref) > 1e-2
-
-
-class Spy:
-    """Wraps the DiT and records what each call received."""
-
-    def __init__(self, model):
-        self.model, self.calls = model, []
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-    def __call__(self, x, t, ctx, rope, **kw):
-        self.calls.append((np.array(x), np.array(t)))
-        return self.model(x, t, ctx, rope, **kw)
 
 
 def test_mi2v_three_anchors_stay_clean_with_timestep_zero(pipe):
@@ -170,10 +118,8 @@ def test_mi2v_three_anchors_stay_clean_with_timestep_zero(pipe):
 
     shape = (1, T, H // 16, W // 16, 48)
     mask, clean = anchor_arrays([LatentAnchor(Z, 0)], shape)
-    spy = Spy(pipe.dit)
-    ctx = pipe.dit.embed_text(
-        [mx.random.normal((5, 32), key=mx.random.key(0)), mx.random.normal((6, 32), key=mx.random.key(1))]
-    )
+    spy = DiTSpy(pipe.dit)
+    ctx = pipe.dit.embed_text(contexts(32))
     latent = blend_clean(mx.random.normal(shape, key=mx.random.key(2)), mask, clean)
     solver = make_solver("unipc", 4, 5.0)
     out = P.denoise(spy, latent, solver, ctx, spy.rope_tables((T, H // 32, W // 32)), 5.0, mask, clean)

@@ -16,6 +16,7 @@ import torch
 from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.wan.transformer import WanModel, WanModelArgs, sanitize
 from tests.oracles import randomize_, rel_err, wan
+from tests.wan_tiny import diffusers_dit
 
 TOL = 1e-4  # float32 module
 TOL_ATTN = 3e-4  # float32 attention-heavy stack
@@ -106,22 +107,7 @@ def official(model_type="t2v", in_dim=8, out_dim=8, seed=0):
 
 
 def diffusers_model(in_dim=8, out_dim=8, image_dim=None, pos_len=None, seed=0):
-    from diffusers import WanTransformer3DModel
-
-    dm = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=TINY["num_heads"],
-        attention_head_dim=HEAD_DIM,
-        in_channels=in_dim,
-        out_channels=out_dim,
-        text_dim=TINY["text_dim"],
-        freq_dim=TINY["freq_dim"],
-        ffn_dim=TINY["ffn_dim"],
-        num_layers=TINY["num_layers"],
-        image_dim=image_dim,
-        added_kv_proj_dim=TINY["dim"] if image_dim else None,
-        pos_embed_seq_len=pos_len,
-    ).eval()
+    dm = diffusers_dit(TINY, in_dim, out_dim, image_dim, pos_len)
     sharpen_cross_attention_(randomize_(dm, seed=seed))
     dm.rope = type(dm.rope)(HEAD_DIM, (1, 2, 2), 1024)  # randomize_ also filled the RoPE buffers
     return dm

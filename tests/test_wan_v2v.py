@@ -5,7 +5,6 @@ from the file; bad inputs are one-line errors."""
 import mlx.core as mx
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from mlx_video.io.images import to_uint8
 from mlx_video.io.video import write_video
@@ -14,7 +13,7 @@ from mlx_video.wan import pipeline as P
 from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.wan.conditions import read_video
 from tests.helpers import IMAGES
-from tests.wan_tiny import TINY
+from tests.wan_tiny import TINY, contexts, run_cli, spy_on
 
 SHAPE = (1, 3, 4, 4, 48)  # 9 frames of 64*64
 
@@ -41,34 +40,15 @@ def clip(tmp_path_factory):
 @pytest.fixture(scope="module")
 def inputs(pipe):
     dim = pipe.cfg["dit"]["text_dim"]
-    ctx = [mx.random.normal((5, dim), key=mx.random.key(0)), mx.random.normal((6, dim), key=mx.random.key(1))]
     return dict(
         noise=mx.random.normal(SHAPE, key=mx.random.key(2)),
-        context=ctx,
+        context=contexts(dim),
         size="64*64",
         frame_num=9,
         sample_steps=4,
         sample_shift=5.0,
         guide_scale=5.0,
     )
-
-
-class Spy:
-    def __init__(self, model):
-        self.model, self.calls = model, []
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-    def __call__(self, x, t, ctx, rope, **kw):
-        self.calls.append((np.array(x), np.array(t)))
-        return self.model(x, t, ctx, rope, **kw)
-
-
-def _spy(pipe, monkeypatch):
-    spy = Spy(pipe.dit)
-    monkeypatch.setattr(pipe, "model", lambda name="dit": spy)
-    return spy
 
 
 def test_sdedit_start_step():
@@ -84,7 +64,7 @@ def test_strength_one_equals_plain_generation(pipe, inputs, clip, task, images):
 
 
 def test_strength_zero_returns_the_vae_round_trip(pipe, inputs, clip, monkeypatch):
-    spy = _spy(pipe, monkeypatch)
+    spy = spy_on(pipe, monkeypatch)
     res = pipe.generate(task="t2v-5B", video=clip, strength=0.0, **inputs)
     assert spy.calls == []
     video = read_video(clip, 64, 64, 9)[0]
@@ -96,7 +76,7 @@ def test_strength_zero_returns_the_vae_round_trip(pipe, inputs, clip, monkeypatc
 
 @pytest.mark.parametrize("solver", ["euler", "unipc"])
 def test_partial_strength_noises_to_the_start_sigma_and_runs_the_rest(pipe, inputs, clip, monkeypatch, solver):
-    spy = _spy(pipe, monkeypatch)
+    spy = spy_on(pipe, monkeypatch)
     res = pipe.generate(task="t2v-5B", video=clip, strength=0.5, solver=solver, **inputs)
     full = make_solver(solver, 4, 5.0)
     z = np.array(pipe.vae.encode(mx.array(read_video(clip, 64, 64, 9)[0])[None]))
@@ -146,31 +126,8 @@ def test_bad_video_inputs_are_one_line_errors(clip, tmp_path, kw, match):
 
 
 def test_cli_video_to_video(tmp_path, clip, monkeypatch):
-    from mlx_video.cli import _expand_multi, app
-
     monkeypatch.setenv("MLX_VIDEO_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "v2v.mp4"
-    r = CliRunner().invoke(
-        app,
-        _expand_multi(
-            [
-                "generate",
-                "--task",
-                "t2v-5B",
-                "--ckpt_dir",
-                str(TINY),
-                "--prompt",
-                "x",
-                "--video",
-                str(clip),
-                "--strength",
-                "0.5",
-                "--sample_steps",
-                "2",
-                "--save_file",
-                str(out),
-            ]
-        ),
-    )
+    r = run_cli("--prompt", "x", "--video", clip, "--strength", 0.5, "--sample_steps", 2, "--save_file", out)
     assert r.exit_code == 0, r.output
     assert read_video(out)[1:] == (9, (64, 64))

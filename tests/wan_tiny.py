@@ -42,3 +42,70 @@ def load_official(src: Path):
     vae = w.vae2_2.WanVAE_(dim=dim, dec_dim=dec_dim, z_dim=z, temperal_downsample=[False, True, True]).eval()
     vae.load_state_dict(sd)
     return dit, vae
+
+
+def contexts(dim: int, lengths=(5, 6)):
+    """Seeded conditional and unconditional text contexts ([5, dim] and [6, dim] mx arrays, keys 0 and 1)."""
+    import mlx.core as mx
+
+    return [mx.random.normal((n, dim), key=mx.random.key(i)) for i, n in enumerate(lengths)]
+
+
+def _latent_and_timesteps(x, t, ctx, rope, **kw):
+    import numpy as np
+
+    return np.array(x), np.array(t)
+
+
+class DiTSpy:
+    """Stands for a Wan DiT (attributes pass through) and appends ``record(x, t, ctx, rope, **kw)`` of every
+    call to ``calls``; by default the latent and timesteps as numpy arrays."""
+
+    def __init__(self, model, record=_latent_and_timesteps):
+        self.model, self.record, self.calls = model, record, []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def __call__(self, x, t, ctx, rope, **kw):
+        self.calls.append(self.record(x, t, ctx, rope, **kw))
+        return self.model(x, t, ctx, rope, **kw)
+
+
+def spy_on(pipe, monkeypatch, record=_latent_and_timesteps) -> DiTSpy:
+    """A DiTSpy of ``pipe.dit`` that ``pipe.model(name)`` returns for every expert name."""
+    spy = DiTSpy(pipe.dit, record)
+    monkeypatch.setattr(pipe, "model", lambda name="dit": spy)
+    return spy
+
+
+def diffusers_dit(cfg: dict, in_channels: int, out_channels: int, image_dim=None, pos_embed_seq_len=None):
+    """diffusers' ``WanTransformer3DModel`` (eval mode, its own init) at the widths of an official ``config.json``
+    dict (dim, num_heads, text_dim, freq_dim, ffn_dim, num_layers); ``image_dim`` adds the Wan2.1 CLIP branch."""
+    from diffusers import WanTransformer3DModel
+
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=cfg["num_heads"],
+        attention_head_dim=cfg["dim"] // cfg["num_heads"],
+        in_channels=in_channels,
+        out_channels=out_channels,
+        text_dim=cfg["text_dim"],
+        freq_dim=cfg["freq_dim"],
+        ffn_dim=cfg["ffn_dim"],
+        num_layers=cfg["num_layers"],
+        image_dim=image_dim,
+        added_kv_proj_dim=cfg["dim"] if image_dim else None,
+        pos_embed_seq_len=pos_embed_seq_len,
+    ).eval()
+
+
+def run_cli(*args, task: str = "t2v-5B"):
+    """``mlx_video generate --task TASK --ckpt_dir <tiny TI2V-5B> ARGS`` in-process (multi-value flags
+    expanded as the console script does); the click Result."""
+    from typer.testing import CliRunner
+
+    from mlx_video.cli import _expand_multi, app
+
+    argv = ["generate", "--task", task, "--ckpt_dir", str(TINY), *(str(a) for a in args)]
+    return CliRunner().invoke(app, _expand_multi(argv))
