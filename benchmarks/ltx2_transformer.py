@@ -20,23 +20,20 @@ video/audio positions from ltx-core's latent tools (24 fps; audio 25 latents/s),
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
-from ltx_core.components.patchifiers import AudioPatchifier, VideoLatentPatchifier
 from ltx_core.guidance.perturbations import BatchedPerturbationConfig
-from ltx_core.model.transformer import LTXModel as RefModel
 from ltx_core.model.transformer import Modality as RefModality
 from ltx_core.model.transformer.attention import memory_efficient_attention
-from ltx_core.model.transformer.model import LTXModelType
-from ltx_core.model.transformer.rope import LTXRopeType
-from ltx_core.model.transformer.text_projection import PixArtAlphaTextProjection
-from ltx_core.tools import AudioLatentTools, VideoLatentTools
 from ltx_core.types import AudioLatentShape, VideoLatentShape
 
 from benchmarks import common
 from benchmarks.common import mx, torch
 from mlx_video.io.weights import load_strict
 from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs, Modality, sanitize
+from tests.ltx_tiny import transformer_config
+from tests.oracles import ltx_core_positions, ltx_core_transformer
 
 FPS = 24.0
 TEXT_TOKENS = 1024
@@ -62,52 +59,14 @@ SIZES = {"tiny": (9, 64, 64), "mid": (25, 256, 384), "full": (121, 512, 768)}  #
 
 def checkpoint_config(model: str, widths: dict, layers: int) -> dict:
     """The embedded-checkpoint config of LTX-2 (19B) / LTX-2.3 with the real settings (docs/ltx2.md 2.1)."""
-    t = dict(
-        widths,
-        num_layers=layers,
-        in_channels=128,
-        out_channels=128,
-        audio_in_channels=128,
-        audio_out_channels=128,
-        caption_channels=3840,
-        rope_type="split",
-        frequencies_precision="float64",
-        positional_embedding_theta=10000.0,
-        timestep_scale_multiplier=1000,
-        av_ca_timestep_scale_multiplier=1000.0,
-        use_middle_indices_grid=True,
-        norm_eps=1e-6,
-    )
-    if model == "ltx23":
-        t.update(apply_gated_attention=True, cross_attention_adaln=True, caption_proj_before_connector=True)
-    return {"transformer": t}
+    channels = dict(in_channels=128, out_channels=128, audio_in_channels=128, audio_out_channels=128)
+    return transformer_config(model, dict(widths, num_layers=layers, caption_channels=3840, **channels))
 
 
 def ref_transformer_ctor(a: LTXModelArgs, layers: int):
     """A constructor of ltx-core's LTXModel (audio+video) with ``a``'s widths and ``layers`` blocks, with
     the shipped settings (split RoPE, float64 frequency grid), for ``common.torch_build``."""
-    proj = a.caption_projection
-    return lambda: RefModel(  # noqa: E731
-        model_type=LTXModelType.AudioVideo,
-        num_attention_heads=a.num_attention_heads,
-        attention_head_dim=a.attention_head_dim,
-        in_channels=128,
-        out_channels=128,
-        num_layers=layers,
-        cross_attention_dim=a.cross_attention_dim,
-        audio_num_attention_heads=a.audio_num_attention_heads,
-        audio_attention_head_dim=a.audio_attention_head_dim,
-        audio_in_channels=128,
-        audio_out_channels=128,
-        audio_cross_attention_dim=a.audio_cross_attention_dim,
-        av_ca_timestep_scale_multiplier=a.av_ca_timestep_scale_multiplier,
-        rope_type=LTXRopeType.SPLIT,
-        double_precision_rope=True,
-        apply_gated_attention=a.apply_gated_attention,
-        cross_attention_adaln=a.cross_attention_adaln,
-        caption_projection=PixArtAlphaTextProjection(a.caption_channels, a.inner_dim) if proj else None,
-        audio_caption_projection=PixArtAlphaTextProjection(a.caption_channels, a.audio_inner_dim) if proj else None,
-    )
+    return lambda: ltx_core_transformer(replace(a, num_layers=layers))  # noqa: E731
 
 
 def main():
@@ -124,13 +83,8 @@ def main():
     B = 1
 
     (T, h, w), n_video = common.video_tokens(frames, height, width, 8, 32)
-    vpos = (
-        VideoLatentTools(VideoLatentPatchifier(1), VideoLatentShape(B, 128, T, h, w), FPS)
-        .create_initial_state("cpu", torch.float32)
-        .positions.numpy()
-    )
     ashape = AudioLatentShape.from_duration(B, frames / FPS)
-    apos = AudioLatentTools(AudioPatchifier(1), ashape).create_initial_state("cpu", torch.float32).positions.numpy()
+    vpos, apos = ltx_core_positions(VideoLatentShape(B, 128, T, h, w), ashape, FPS)
     n_audio = apos.shape[2]
     rng = np.random.default_rng(args.seed)
     ctx_v = a.caption_channels if a.caption_projection else a.cross_attention_dim

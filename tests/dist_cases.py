@@ -105,25 +105,9 @@ def ltx_vae_tiled(group) -> mx.array:
 
 
 def _ltx_config(flavour: str) -> LTXModelArgs:
-    t = dict(
-        num_attention_heads=2,
-        attention_head_dim=16,
-        in_channels=8,
-        out_channels=8,
-        num_layers=2,
-        cross_attention_dim=32,
-        audio_num_attention_heads=2,
-        audio_attention_head_dim=8,
-        audio_in_channels=8,
-        audio_out_channels=8,
-        audio_cross_attention_dim=16,
-        caption_channels=16,
-        rope_type="split",
-        frequencies_precision="float64",
-    )
-    if flavour == "ltx23":
-        t.update(apply_gated_attention=True, cross_attention_adaln=True, caption_proj_before_connector=True)
-    return LTXModelArgs.from_config({"transformer": t})
+    from tests.ltx_tiny import SPLIT_ROPE, transformer_config
+
+    return LTXModelArgs.from_config(transformer_config(flavour, settings=SPLIT_ROPE))
 
 
 def ltx_model(flavour: str, seed: int = 0) -> LTXModel:

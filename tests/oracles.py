@@ -153,3 +153,52 @@ def to_np(x) -> np.ndarray:
     if isinstance(x, mx.array):
         return np.array(x.astype(mx.float32))
     return np.asarray(x)
+
+
+def ltx_core_transformer(a, video_only: bool = False):
+    """ltx-core's ``LTXModel`` built directly (its configurator puts caption projections on the meta device)
+    at the widths of our ``LTXModelArgs`` ``a``, with the shipped settings (split RoPE, float64 frequency
+    grid); audio+video, or video only. Default init: fill it with :func:`randomize_`."""
+    from ltx_core.model.transformer import LTXModel
+    from ltx_core.model.transformer.model import LTXModelType
+    from ltx_core.model.transformer.rope import LTXRopeType
+    from ltx_core.model.transformer.text_projection import PixArtAlphaTextProjection
+
+    proj = a.caption_projection
+    return LTXModel(
+        model_type=LTXModelType.VideoOnly if video_only else LTXModelType.AudioVideo,
+        num_attention_heads=a.num_attention_heads,
+        attention_head_dim=a.attention_head_dim,
+        in_channels=a.in_channels,
+        out_channels=a.out_channels,
+        num_layers=a.num_layers,
+        cross_attention_dim=a.cross_attention_dim,
+        audio_num_attention_heads=a.audio_num_attention_heads,
+        audio_attention_head_dim=a.audio_attention_head_dim,
+        audio_in_channels=a.audio_in_channels,
+        audio_out_channels=a.audio_out_channels,
+        audio_cross_attention_dim=a.audio_cross_attention_dim,
+        av_ca_timestep_scale_multiplier=a.av_ca_timestep_scale_multiplier,
+        rope_type=LTXRopeType.SPLIT,
+        double_precision_rope=True,
+        apply_gated_attention=a.apply_gated_attention,
+        cross_attention_adaln=a.cross_attention_adaln,
+        caption_projection=PixArtAlphaTextProjection(a.caption_channels, a.inner_dim) if proj else None,
+        audio_caption_projection=(
+            PixArtAlphaTextProjection(a.caption_channels, a.audio_inner_dim) if proj and not video_only else None
+        ),
+    )
+
+
+def ltx_core_positions(video_shape, audio_shape, fps: float):
+    """ltx-core's latent-tool positions (numpy float32) of a ``VideoLatentShape`` at ``fps`` and an
+    ``AudioLatentShape``: (video [B, 3, N, 2], audio [B, 1, N, 2])."""
+    import torch
+    from ltx_core.components.patchifiers import AudioPatchifier, VideoLatentPatchifier
+    from ltx_core.tools import AudioLatentTools, VideoLatentTools
+
+    state = lambda tools: tools.create_initial_state("cpu", torch.float32).positions.numpy()  # noqa: E731
+    return (
+        state(VideoLatentTools(VideoLatentPatchifier(1), video_shape, fps)),
+        state(AudioLatentTools(AudioPatchifier(1), audio_shape)),
+    )

@@ -15,36 +15,13 @@ import torch
 from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.ltx2 import audio_vae as av
 from mlx_video.ltx2 import vocoder as vc
+from tests.ltx_tiny import audio_vae_config
 from tests.oracles import randomize_, rel_err
 
 TOL = 1e-4
 VOC_TOL = 3e-4
 
-VAE_CFG = {
-    "audio_vae": {
-        "model": {
-            "params": {
-                "sampling_rate": 16000,
-                "ddconfig": {
-                    "ch": 16,
-                    "ch_mult": [1, 2, 4],
-                    "num_res_blocks": 1,
-                    "attn_resolutions": [8],
-                    "resolution": 16,
-                    "z_channels": 4,
-                    "in_channels": 2,
-                    "out_ch": 2,
-                    "double_z": True,
-                    "norm_type": "pixel",
-                    "causality_axis": "height",
-                    "mid_block_add_attention": True,
-                    "mel_bins": 16,
-                },
-            }
-        },
-        "preprocessing": {"stft": {"hop_length": 160, "filter_length": 1024, "causal": True}},
-    }
-}
+VAE_CFG = audio_vae_config(ch=16, z_channels=4, mel_bins=16, resolution=16, attn_resolutions=[8])
 
 HIFI_CFG = {
     "vocoder": {

@@ -33,11 +33,7 @@ from ltx_core.components.schedulers import LTX2Scheduler
 from ltx_core.conditioning import VideoConditionByKeyframeIndex
 from ltx_core.model.audio_vae import AudioDecoderConfigurator, VocoderConfigurator
 from ltx_core.model.audio_vae import decode_audio as ref_decode_audio
-from ltx_core.model.transformer import LTXModel as RefModel
 from ltx_core.model.transformer import X0Model
-from ltx_core.model.transformer.model import LTXModelType
-from ltx_core.model.transformer.rope import LTXRopeType
-from ltx_core.model.transformer.text_projection import PixArtAlphaTextProjection
 from ltx_core.model.upsampler import LatentUpsamplerConfigurator
 from ltx_core.model.upsampler import upsample_video as ref_upsample_video
 from ltx_core.tools import VideoLatentTools
@@ -74,7 +70,8 @@ from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs, sanitize
 from mlx_video.ltx2.video_vae import VideoVAE
 from mlx_video.ltx2.video_vae import sanitize as vae_sanitize
 from mlx_video.sampling.guidance import GuidanceParams
-from tests.oracles import randomize_, rel_err
+from tests.ltx_tiny import audio_vae_config, transformer_config
+from tests.oracles import ltx_core_transformer, randomize_, rel_err
 from tests.test_ltx2_video_vae import LTX2_DEC, LTX2_ENC, single_file, torch_vae, vae_config
 
 TOL = 1e-3  # whole tiny pipelines in float32 (docs/ORACLES.md)
@@ -85,31 +82,7 @@ VG = GuidanceParams(cfg_scale=3.0, stg_scale=1.0, stg_blocks=(1,), rescale_scale
 AG = GuidanceParams(cfg_scale=7.0, stg_scale=1.0, stg_blocks=(1,), rescale_scale=0.7, modality_scale=3.0)
 HQ_VG = GuidanceParams(cfg_scale=3.0, rescale_scale=0.45, modality_scale=3.0)  # the HQ preset shape (no STG)
 HQ_AG = GuidanceParams(cfg_scale=7.0, rescale_scale=1.0, modality_scale=3.0)
-AUDIO_CFG = {
-    "audio_vae": {
-        "model": {
-            "params": {
-                "sampling_rate": 16000,
-                "ddconfig": {
-                    "ch": AZ * AF,
-                    "ch_mult": [1, 2, 4],
-                    "num_res_blocks": 1,
-                    "attn_resolutions": [],
-                    "resolution": 64,
-                    "z_channels": AZ,
-                    "in_channels": 2,
-                    "out_ch": 2,
-                    "double_z": True,
-                    "norm_type": "pixel",
-                    "causality_axis": "height",
-                    "mid_block_add_attention": True,
-                    "mel_bins": 64,
-                },
-            }
-        },
-        "preprocessing": {"stft": {"hop_length": 160, "filter_length": 1024, "causal": True}},
-    }
-}
+AUDIO_CFG = audio_vae_config(ch=AZ * AF, z_channels=AZ, mel_bins=64, resolution=64)
 VOC_CFG = {
     "vocoder": {
         "resblock": "1",
@@ -128,57 +101,13 @@ def tmx(t: torch.Tensor) -> mx.array:
     return mx.array(t.detach().float().numpy())
 
 
-def _transformer_config(flavour: str) -> dict:
-    t = dict(
-        num_attention_heads=2,
-        attention_head_dim=16,
-        in_channels=C,
-        out_channels=C,
-        num_layers=2,
-        cross_attention_dim=32,
-        audio_num_attention_heads=2,
-        audio_attention_head_dim=8,
-        audio_in_channels=AZ * AF,
-        audio_out_channels=AZ * AF,
-        audio_cross_attention_dim=16,
-        caption_channels=16,
-        rope_type="split",
-        frequencies_precision="float64",
-        timestep_scale_multiplier=1000,
-        av_ca_timestep_scale_multiplier=1000.0,
-        norm_eps=1e-6,
-    )
-    if flavour == "ltx23":
-        t.update(apply_gated_attention=True, cross_attention_adaln=True, caption_proj_before_connector=True)
-    return {"transformer": t}
-
-
 def _transformers(flavour: str, seed: int):
     """(ltx-core X0Model, ours) with the same random weights, ours loaded from the single-file layout."""
-    cfg = _transformer_config(flavour)
-    a = LTXModelArgs.from_config(cfg)
-    proj = a.caption_projection
-    ref = RefModel(
-        model_type=LTXModelType.AudioVideo,
-        num_attention_heads=2,
-        attention_head_dim=16,
-        in_channels=C,
-        out_channels=C,
-        num_layers=2,
-        cross_attention_dim=32,
-        audio_num_attention_heads=2,
-        audio_attention_head_dim=8,
-        audio_in_channels=AZ * AF,
-        audio_out_channels=AZ * AF,
-        audio_cross_attention_dim=16,
-        av_ca_timestep_scale_multiplier=1000.0,
-        rope_type=LTXRopeType.SPLIT,
-        double_precision_rope=True,
-        apply_gated_attention=a.apply_gated_attention,
-        cross_attention_adaln=a.cross_attention_adaln,
-        caption_projection=PixArtAlphaTextProjection(16, 32) if proj else None,
-        audio_caption_projection=PixArtAlphaTextProjection(16, 16) if proj else None,
+    cfg = transformer_config(
+        flavour, in_channels=C, out_channels=C, audio_in_channels=AZ * AF, audio_out_channels=AZ * AF
     )
+    a = LTXModelArgs.from_config(cfg)
+    ref = ltx_core_transformer(a)
     randomize_(ref.eval(), seed=seed)
     w = {"model.diffusion_model." + k: tmx(v) for k, v in ref.state_dict().items()}
     ours = load_strict(LTXModel(a), sanitize(w, "lightricks"), "ltx2 transformer")

@@ -13,7 +13,6 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from ltx_core.components.patchifiers import AudioPatchifier, VideoLatentPatchifier
 from ltx_core.guidance.perturbations import (
     BatchedPerturbationConfig,
     Perturbation,
@@ -22,21 +21,19 @@ from ltx_core.guidance.perturbations import (
 )
 from ltx_core.model.transformer import LTXModel as RefModel
 from ltx_core.model.transformer import Modality as RefModality
-from ltx_core.model.transformer.model import LTXModelType
 from ltx_core.model.transformer.rope import (
     LTXRopeType,
     generate_freq_grid_np,
     generate_freq_grid_pytorch,
     precompute_freqs_cis,
 )
-from ltx_core.model.transformer.text_projection import PixArtAlphaTextProjection
-from ltx_core.tools import AudioLatentTools, VideoLatentTools
 from ltx_core.types import AudioLatentShape, VideoLatentShape
 from ltx_core.utils import to_denoised
 
 from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs, Modality, Perturbations, rope_table, sanitize, to_x0
-from tests.oracles import randomize_, rel_err, to_np
+from tests.ltx_tiny import transformer_config
+from tests.oracles import ltx_core_positions, ltx_core_transformer, randomize_, rel_err, to_np
 
 TOL = 3e-4  # attention-heavy stack, float32 (docs/ORACLES.md)
 B, F, H, W, T_A, S = 2, 2, 2, 3, 5, 4
@@ -44,59 +41,9 @@ FPS = 24.0
 SIGMA = np.array([0.7, 0.4], np.float32)
 
 
-def _config(flavour: str) -> dict:
-    """Embedded-checkpoint style config (real values for rope / precision / multipliers)."""
-    t = dict(
-        num_attention_heads=2,
-        attention_head_dim=16,
-        in_channels=8,
-        out_channels=8,
-        num_layers=2,
-        cross_attention_dim=32,
-        audio_num_attention_heads=2,
-        audio_attention_head_dim=8,
-        audio_in_channels=8,
-        audio_out_channels=8,
-        audio_cross_attention_dim=16,
-        caption_channels=16,
-        rope_type="split",
-        frequencies_precision="float64",
-        positional_embedding_theta=10000.0,
-        timestep_scale_multiplier=1000,
-        av_ca_timestep_scale_multiplier=1000.0,
-        use_middle_indices_grid=True,
-        norm_eps=1e-6,
-    )
-    if flavour == "ltx23":
-        t.update(apply_gated_attention=True, cross_attention_adaln=True, caption_proj_before_connector=True)
-    return {"transformer": t}
-
-
 def _reference(flavour: str, video_only: bool = False, seed: int = 0) -> RefModel:
-    a = LTXModelArgs.from_config(_config(flavour))
-    proj = a.caption_projection
-    m = RefModel(
-        model_type=LTXModelType.VideoOnly if video_only else LTXModelType.AudioVideo,
-        num_attention_heads=a.num_attention_heads,
-        attention_head_dim=a.attention_head_dim,
-        in_channels=a.in_channels,
-        out_channels=a.out_channels,
-        num_layers=a.num_layers,
-        cross_attention_dim=a.cross_attention_dim,
-        audio_num_attention_heads=a.audio_num_attention_heads,
-        audio_attention_head_dim=a.audio_attention_head_dim,
-        audio_in_channels=a.audio_in_channels,
-        audio_out_channels=a.audio_out_channels,
-        audio_cross_attention_dim=a.audio_cross_attention_dim,
-        av_ca_timestep_scale_multiplier=a.av_ca_timestep_scale_multiplier,
-        rope_type=LTXRopeType.SPLIT,
-        double_precision_rope=True,
-        apply_gated_attention=a.apply_gated_attention,
-        cross_attention_adaln=a.cross_attention_adaln,
-        caption_projection=PixArtAlphaTextProjection(16, a.inner_dim) if proj else None,
-        audio_caption_projection=PixArtAlphaTextProjection(16, a.audio_inner_dim) if proj and not video_only else None,
-    )
-    return randomize_(m.eval(), seed=seed)
+    a = LTXModelArgs.from_config(transformer_config(flavour))
+    return randomize_(ltx_core_transformer(a, video_only).eval(), seed=seed)
 
 
 def _lightricks_file(ref: RefModel) -> dict[str, mx.array]:
@@ -112,23 +59,14 @@ def _lightricks_file(ref: RefModel) -> dict[str, mx.array]:
 
 
 def _ours(flavour: str, ref: RefModel, video_only: bool = False) -> LTXModel:
-    m = LTXModel(LTXModelArgs.from_config(_config(flavour), video_only=video_only))
+    m = LTXModel(LTXModelArgs.from_config(transformer_config(flavour), video_only=video_only))
     return load_strict(m, sanitize(_lightricks_file(ref), "lightricks", video_only=video_only), "ltx2 transformer")
 
 
 def _inputs(flavour: str, appended: bool, seed: int = 1) -> dict:
     """Numpy inputs: grid (+ 3 appended guiding tokens at pixel frame 9), audio, text, per-token sigma."""
     g = np.random.default_rng(seed)
-    vpos = (
-        VideoLatentTools(VideoLatentPatchifier(1), VideoLatentShape(B, 8, F, H, W), FPS)
-        .create_initial_state("cpu", torch.float32)
-        .positions.numpy()
-    )
-    apos = (
-        AudioLatentTools(AudioPatchifier(1), AudioLatentShape(B, 8, T_A, 1))
-        .create_initial_state("cpu", torch.float32)
-        .positions.numpy()
-    )
+    vpos, apos = ltx_core_positions(VideoLatentShape(B, 8, F, H, W), AudioLatentShape(B, 8, T_A, 1), FPS)
     n_v = vpos.shape[2]
     mask = np.ones((B, n_v), np.float32)
     mask[:, : H * W] = 0.0  # first latent frame replaced by a clean image (timestep 0)
@@ -386,7 +324,7 @@ def test_rope_table_matches_reference(float64):
 def test_strict_loading_names_the_key():
     ref = _reference("ltx23")
     good = sanitize(_lightricks_file(ref), "lightricks")
-    model = lambda: LTXModel(LTXModelArgs.from_config(_config("ltx23")))  # noqa: E731
+    model = lambda: LTXModel(LTXModelArgs.from_config(transformer_config("ltx23")))  # noqa: E731
     key = "transformer_blocks.1.attn2.to_gate_logits.weight"
     cases = {
         "missing": {k: v for k, v in good.items() if k != key},

@@ -1,0 +1,72 @@
+"""Shared LTX-2 test configs: the transformer's embedded-checkpoint config at tiny (or any) widths, and the
+audio VAE config at tiny sizes with the released settings."""
+
+from __future__ import annotations
+
+# rope and frequency-grid settings every LTX-2 / LTX-2.3 checkpoint carries
+SPLIT_ROPE = dict(rope_type="split", frequencies_precision="float64")
+# the rest of the released embedded configs' settings (docs/ltx2.md 2.1)
+CHECKPOINT_SETTINGS = dict(
+    SPLIT_ROPE,
+    positional_embedding_theta=10000.0,
+    timestep_scale_multiplier=1000,
+    av_ca_timestep_scale_multiplier=1000.0,
+    use_middle_indices_grid=True,
+    norm_eps=1e-6,
+)
+LTX23_OPTIONS = dict(apply_gated_attention=True, cross_attention_adaln=True, caption_proj_before_connector=True)
+# 2 layers, video 2 heads x 16, audio 2 heads x 8, 8 latent channels each, caption channels 16
+TINY_WIDTHS = dict(
+    num_attention_heads=2,
+    attention_head_dim=16,
+    in_channels=8,
+    out_channels=8,
+    num_layers=2,
+    cross_attention_dim=32,
+    audio_num_attention_heads=2,
+    audio_attention_head_dim=8,
+    audio_in_channels=8,
+    audio_out_channels=8,
+    audio_cross_attention_dim=16,
+    caption_channels=16,
+)
+
+
+def transformer_config(flavour: str, widths: dict = TINY_WIDTHS, settings: dict = CHECKPOINT_SETTINGS, **over) -> dict:
+    """``{"transformer": widths + settings + over}``, plus LTX-2.3's gated attention, prompt AdaLN and
+    caption projection before the connector when ``flavour == "ltx23"`` (``"ltx2"``: LTX-2)."""
+    t = dict(widths, **settings)
+    t.update(over)
+    if flavour == "ltx23":
+        t.update(LTX23_OPTIONS)
+    return {"transformer": t}
+
+
+def audio_vae_config(ch: int, z_channels: int, mel_bins: int, resolution: int, attn_resolutions=()) -> dict:
+    """``{"audio_vae": ...}`` in the embedded-config layout: the released stereo 16 kHz causal settings
+    (pixel norm, causal along time, STFT hop 160 / 1024) at these sizes."""
+    return {
+        "audio_vae": {
+            "model": {
+                "params": {
+                    "sampling_rate": 16000,
+                    "ddconfig": {
+                        "ch": ch,
+                        "ch_mult": [1, 2, 4],
+                        "num_res_blocks": 1,
+                        "attn_resolutions": list(attn_resolutions),
+                        "resolution": resolution,
+                        "z_channels": z_channels,
+                        "in_channels": 2,
+                        "out_ch": 2,
+                        "double_z": True,
+                        "norm_type": "pixel",
+                        "causality_axis": "height",
+                        "mid_block_add_attention": True,
+                        "mel_bins": mel_bins,
+                    },
+                }
+            },
+            "preprocessing": {"stft": {"hop_length": 160, "filter_length": 1024, "causal": True}},
+        }
+    }
