@@ -30,8 +30,9 @@ from benchmarks import common
 from benchmarks.common import mx, torch
 from mlx_video.io.weights import load_strict
 from mlx_video.wan.transformer import WanModel, WanModelArgs, sanitize
-from tests.oracles import wan
+from tests.oracles import sdpa_flash_attention, wan
 
+A14B = dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40, stride=(4, 8))  # both experts, T2V and I2V
 MODELS = {  # docs/wan.md section 1 (official config.json values)
     "ti2v-5B": dict(
         model_type="ti2v",
@@ -44,28 +45,8 @@ MODELS = {  # docs/wan.md section 1 (official config.json values)
         y_dim=0,
         stride=(4, 16),
     ),
-    "t2v-A14B": dict(
-        model_type="t2v",
-        dim=5120,
-        ffn_dim=13824,
-        num_heads=40,
-        num_layers=40,
-        in_dim=16,
-        out_dim=16,
-        y_dim=0,
-        stride=(4, 8),
-    ),
-    "i2v-A14B": dict(
-        model_type="i2v",
-        dim=5120,
-        ffn_dim=13824,
-        num_heads=40,
-        num_layers=40,
-        in_dim=36,
-        out_dim=16,
-        y_dim=20,
-        stride=(4, 8),
-    ),
+    "t2v-A14B": dict(A14B, model_type="t2v", in_dim=16, out_dim=16, y_dim=0),
+    "i2v-A14B": dict(A14B, model_type="i2v", in_dim=36, out_dim=16, y_dim=20),
 }
 TINY_WIDTHS = dict(dim=256, ffn_dim=512, num_heads=2)  # head dim 128 as the real models
 # (frames, height, width) per size; None = the model's full-size run
@@ -106,23 +87,24 @@ def main():
         t = np.array([870.0], np.float32)
 
     W = wan() if not args.skip_reference else None  # imported before any memory is measured
+    # the constructor arguments both WanModels take (the official one adds eps, ours has it as a default)
+    arch = dict(
+        model_type=spec["model_type"],
+        dim=spec["dim"],
+        ffn_dim=spec["ffn_dim"],
+        freq_dim=256,
+        num_heads=spec["num_heads"],
+        num_layers=layers,
+        in_dim=spec["in_dim"],
+        out_dim=spec["out_dim"],
+        text_dim=4096,
+        text_len=512,
+    )
 
     def build_reference() -> common.Side:
         half = dtype == "bf16"
         W.model.flash_attention = _sdpa_attention(half)
-        ctor = lambda: W.model.WanModel(  # noqa: E731
-            model_type=spec["model_type"],
-            dim=spec["dim"],
-            ffn_dim=spec["ffn_dim"],
-            freq_dim=256,
-            num_heads=spec["num_heads"],
-            num_layers=layers,
-            in_dim=spec["in_dim"],
-            out_dim=spec["out_dim"],
-            text_dim=4096,
-            text_len=512,
-            eps=1e-6,
-        )
+        ctor = lambda: W.model.WanModel(**arch, eps=1e-6)  # noqa: E731
         m = common.torch_build(ctor, dev, common.TORCH_DTYPES[dtype], args.seed)
         d = spec["dim"] // spec["num_heads"]  # the constructor's RoPE table (a plain attribute, so still on meta)
         m.freqs = torch.cat(
@@ -154,20 +136,7 @@ def main():
 
     def build_mlx(weights) -> common.Side:
         mdt = common.MLX_DTYPES[dtype]
-        model = WanModel(
-            WanModelArgs(
-                model_type=spec["model_type"],
-                dim=spec["dim"],
-                ffn_dim=spec["ffn_dim"],
-                freq_dim=256,
-                num_heads=spec["num_heads"],
-                num_layers=layers,
-                in_dim=spec["in_dim"],
-                out_dim=spec["out_dim"],
-                text_dim=4096,
-                text_len=512,
-            )
-        )
+        model = WanModel(WanModelArgs(**arch))
         if weights is None:
             common.mlx_random_(model, mdt, args.seed + 1)
         else:
@@ -214,39 +183,10 @@ def _sdpa_attention(half: bool):
     """Stand-in for the official ``flash_attention``: same signature and dtype handling (q/k/v to
     bf16 unless already half; output in q's dtype), computed by torch SDPA on [B, H, L, D]."""
 
-    def flash_attention(
-        q,
-        k,
-        v,
-        q_lens=None,
-        k_lens=None,
-        dropout_p=0.0,
-        softmax_scale=None,
-        q_scale=None,
-        causal=False,
-        window_size=(-1, -1),
-        deterministic=False,
-        dtype=torch.bfloat16,
-        version=None,
-    ):
-        out_dtype = q.dtype
-        if half:
-            q, k, v = (u if u.dtype in (torch.float16, torch.bfloat16) else u.to(dtype) for u in (q, k, v))
-        mask = None
-        if k_lens is not None and bool((k_lens < k.shape[1]).any()):
-            lens = k_lens.to(k.device)
-            mask = (torch.arange(k.shape[1], device=k.device)[None, :] < lens[:, None])[:, None, None, :]
-        o = torch.nn.functional.scaled_dot_product_attention(
-            q.transpose(1, 2),
-            k.transpose(1, 2),
-            v.transpose(1, 2),
-            attn_mask=mask,
-            scale=softmax_scale,
-            is_causal=causal,
-        )
-        return o.transpose(1, 2).to(out_dtype)
+    def cast(u, dtype):
+        return u.to(dtype) if half and u.dtype not in (torch.float16, torch.bfloat16) else u
 
-    return flash_attention
+    return sdpa_flash_attention(cast, mask_full=False)
 
 
 def _cpu_fp32_regions(m):

@@ -22,7 +22,6 @@ def wan():
     if _WAN is not None:
         return _WAN
     import torch
-    import torch.nn.functional as F
 
     spec = importlib.util.find_spec("wan")
     if spec is None:
@@ -41,6 +40,29 @@ def wan():
     finally:
         torch.cuda.current_device = real_current_device  # torch.cuda.synchronize needs the real one
 
+    flash_attention = sdpa_flash_attention()
+    model.flash_attention = flash_attention
+    ns = types.SimpleNamespace(model=model)
+    for name in ("vae2_1", "vae2_2", "t5", "tokenizers"):
+        setattr(ns, name, importlib.import_module(f"wan.modules.{name}"))
+    ns.fm_solvers = importlib.import_module("wan.utils.fm_solvers")
+    ns.fm_solvers_unipc = importlib.import_module("wan.utils.fm_solvers_unipc")
+    ns.t5.flash_attention = getattr(ns.t5, "flash_attention", flash_attention)
+    _WAN = ns
+    return ns
+
+
+def _float32(u, dtype):
+    return u.float()
+
+
+def sdpa_flash_attention(cast=_float32, mask_full: bool = True):
+    """A stand-in for the official ``flash_attention`` (same signature; flash-attn is CUDA-only) computed by
+    torch SDPA on [B, H, L, D] from q/k/v [B, L, H, D]: keys at or past ``k_lens`` masked, output in q's dtype.
+    ``cast(u, dtype)`` gives each of q/k/v as attended (default float32, as the parity tests compare);
+    ``mask_full=False`` passes no mask when no key is past its length (SDPA may then pick a fused kernel)."""
+    import torch
+
     def flash_attention(
         q,
         k,
@@ -56,26 +78,18 @@ def wan():
         dtype=torch.bfloat16,
         version=None,
     ):
-        # q,k,v: [B, L, H, D] -> SDPA on [B, H, L, D]; keys >= k_lens masked.
         out_dtype = q.dtype
-        q, k, v = (x.transpose(1, 2).float() for x in (q, k, v))
+        q, k, v = (cast(u, dtype).transpose(1, 2) for u in (q, k, v))
         mask = None
-        if k_lens is not None:
-            lk = k.shape[2]
-            mask = torch.arange(lk)[None, :] < k_lens[:, None]
-            mask = mask[:, None, None, :]
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=softmax_scale, is_causal=causal)
+        if k_lens is not None and (mask_full or bool((k_lens < k.shape[2]).any())):
+            lens = k_lens.to(k.device)
+            mask = (torch.arange(k.shape[2], device=k.device)[None, :] < lens[:, None])[:, None, None, :]
+        o = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, scale=softmax_scale, is_causal=causal
+        )
         return o.transpose(1, 2).to(out_dtype)
 
-    model.flash_attention = flash_attention
-    ns = types.SimpleNamespace(model=model)
-    for name in ("vae2_1", "vae2_2", "t5", "tokenizers"):
-        setattr(ns, name, importlib.import_module(f"wan.modules.{name}"))
-    ns.fm_solvers = importlib.import_module("wan.utils.fm_solvers")
-    ns.fm_solvers_unipc = importlib.import_module("wan.utils.fm_solvers_unipc")
-    ns.t5.flash_attention = getattr(ns.t5, "flash_attention", flash_attention)
-    _WAN = ns
-    return ns
+    return flash_attention
 
 
 def wan_utils():

@@ -25,51 +25,33 @@ from mlx_video.ltx2 import vocoder as vc
 from tests.helpers import FIXTURES
 
 RELEASES = FIXTURES / "releases"
-LTX = {  # release -> (version, facts the real config must give)
-    "ltx-2-19b-dev": (
-        "2.0",
-        dict(
-            apply_gated_attention=False,
-            caption_projection=True,
-            connector_layers=2,
-            connector_heads=30,
-            bwe=False,
-            decoder_padding="reflect",
-        ),
+LTX20 = (  # (version, facts the real config must give)
+    "2.0",
+    dict(
+        apply_gated_attention=False,
+        caption_projection=True,
+        connector_layers=2,
+        connector_heads=30,
+        bwe=False,
+        decoder_padding="reflect",
     ),
-    "ltx-2-19b-distilled": (
-        "2.0",
-        dict(
-            apply_gated_attention=False,
-            caption_projection=True,
-            connector_layers=2,
-            connector_heads=30,
-            bwe=False,
-            decoder_padding="reflect",
-        ),
+)
+LTX23 = (
+    "2.3",
+    dict(
+        apply_gated_attention=True,
+        caption_projection=False,
+        connector_layers=8,
+        connector_heads=32,
+        bwe=True,
+        decoder_padding="zeros",
     ),
-    "ltx-2.3-22b-dev": (
-        "2.3",
-        dict(
-            apply_gated_attention=True,
-            caption_projection=False,
-            connector_layers=8,
-            connector_heads=32,
-            bwe=True,
-            decoder_padding="zeros",
-        ),
-    ),
-    "ltx-2.3-22b-distilled": (
-        "2.3",
-        dict(
-            apply_gated_attention=True,
-            caption_projection=False,
-            connector_layers=8,
-            connector_heads=32,
-            bwe=True,
-            decoder_padding="zeros",
-        ),
-    ),
+)
+LTX = {  # release -> (version, facts): dev and distilled give the same facts
+    "ltx-2-19b-dev": LTX20,
+    "ltx-2-19b-distilled": LTX20,
+    "ltx-2.3-22b-dev": LTX23,
+    "ltx-2.3-22b-distilled": LTX23,
 }
 
 
