@@ -30,8 +30,6 @@ quantized_matmul vs dequantize + matmul vs bf16, 4 and 8 bit; the row count from
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import tempfile
 import time
@@ -41,12 +39,11 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
-from benchmarks.common import mlx_random_, random_normal, release_memory
-from benchmarks.quant_modes import SIZES
-from benchmarks.random_models import NARROW_DIT, TI2V_5B
+from benchmarks.common import mlx_host_info, random_normal, release_memory, write_json
+from benchmarks.quant_modes import SIZES, dit_case
 from mlx_video.io.weights import save_safetensors
 from mlx_video.nn.blockwise import BlockWeights, SafetensorsBlocks, backend, dequantize_pays, dequantized_linear
-from mlx_video.wan.transformer import WanModel, WanModelArgs
+from mlx_video.wan.transformer import WanModel
 
 GIB = float(1 << 30)
 QUANT = {
@@ -137,8 +134,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
-    info = dict(mlx_device=str(mx.default_device()), backend=backend(), mlx_version=mx.__version__)
-    info.update(host=platform.node(), time=time.strftime("%Y-%m-%d %H:%M:%S"))
+    info = dict(mlx_host_info(), backend=backend())
     if a.crossover:
         shapes = [tuple(int(v) for v in sh.split("x")) for sh in a.shapes.split(",")]
         rows = crossover(tuple(int(m) for m in a.rows.split(",")), shapes)
@@ -149,29 +145,13 @@ def main(argv=None):
                 f"{r['K']:>5}->{r['N']:<5} {r['bits']:>4} {r['M']:>6} {r['qmm_ms']:>9.3f} "
                 f"{r['dequant_ms']:>10.3f} {r['bf16_ms']:>9.3f}"
             )
-        _write(a.out, record)
+        write_json(a.out, record)
         return record
 
     modes = [m for m in a.modes.split(",") if m]
     parsed = {m: parse_mode(m) for m in modes}
-    dit = dict(TI2V_5B)
-    if a.size == "tiny":
-        dit.update(NARROW_DIT)
-    dit["num_layers"] = a.layers or (30 if a.size == "full" else 2)
-    args = WanModelArgs(**dit)
-    frames, height, width = tuple(int(v) for v in a.video.split("x")) if a.video else SIZES[a.size]
-    T, h, w = 1 + (frames - 1) // 4, height // 16, width // 16
-    tokens = T * (h // 2) * (w // 2)
-    dtype = mx.bfloat16
-
-    t0 = time.perf_counter()
-    ref = mlx_random_(WanModel(args), dtype, a.seed)
-    build_s = time.perf_counter() - t0
-    x = random_normal((1, T, h, w, args.in_dim), a.seed + 10**6)
-    t = mx.array([[0.0] + [500.0] * (T - 1)])
-    ctx = ref.embed_text([random_normal((120, args.text_dim), a.seed + 10**6 + 1).astype(dtype) * 0.1])
-    rope = ref.rope_tables((T, h // 2, w // 2))
-    mx.eval(x, t, ctx, rope.even, rope.odd)
+    ref, c = dit_case(a.size, a.layers, a.video, a.seed)
+    args, x, t, ctx, rope, tokens = c.args, c.x, c.t, c.ctx, c.rope, c.config["tokens"]
     rows, v_ref, norm = {}, None, 1.0
 
     def measure(name, model, extra):
@@ -244,19 +224,8 @@ def main(argv=None):
             f.unlink()
         tmp.rmdir()
 
-    record = dict(
-        bench="blockwise",
-        size=a.size,
-        layers=args.num_layers,
-        video=f"{frames}x{height}x{width}",
-        tokens=tokens,
-        dim=args.dim,
-        batch=1,
-        build_s=build_s,
-        rows=rows,
-        **info,
-    )
-    _write(a.out, record)
+    record = dict(bench="blockwise", **c.config, build_s=c.build_s, rows=rows, **info)
+    write_json(a.out, record)
     print(
         f"\n== blockwise: Wan DiT dim {args.dim}, {args.num_layers} blocks, {record['video']} ({tokens} tokens), "
         f"batch 1, MLX {mx.__version__} on {mx.default_device()} ({backend()})"
@@ -268,12 +237,6 @@ def main(argv=None):
             f"{r['peak_gib']:>9.3f} {r['mode_s']:>7.1f}"
         )
     return record
-
-
-def _write(out, record):
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":

@@ -455,3 +455,20 @@ def video_tokens(frames: int, height: int, width: int, t_stride: int, s_stride: 
     T = 1 + (frames - 1) // t_stride
     h, w = height // s_stride, width // s_stride
     return (T, h, w), T * (h // patch) * (w // patch)
+
+
+def mlx_host_info() -> dict:
+    """Where an MLX-only benchmark ran: MLX device and version, host name, local time."""
+    return dict(
+        mlx_device=str(mx.default_device()),
+        mlx_version=mx.__version__,
+        host=platform.node(),
+        time=time.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+
+
+def write_json(out, record: dict) -> None:
+    """``record`` as indented JSON at ``out`` (folders made); nothing when ``out`` is empty."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(record, indent=1))

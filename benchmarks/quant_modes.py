@@ -19,17 +19,15 @@ TI2V's per-frame timesteps (first latent frame 0, the rest 500). JSON to ``--out
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
-from pathlib import Path
+from types import SimpleNamespace
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
-from benchmarks.common import mlx_random_, random_normal, release_memory
+from benchmarks.common import mlx_host_info, mlx_random_, random_normal, release_memory, write_json
 from benchmarks.random_models import NARROW_DIT, TI2V_5B
 from mlx_video.wan.transformer import WanModel, WanModelArgs
 
@@ -60,6 +58,38 @@ def _time(fn, warmup: int, repeat: int):
     return out, times
 
 
+def dit_case(size: str, layers: int | None, video: str | None, seed: int):
+    """The DiT these benchmarks time: TI2V-5B widths (narrow at ``tiny``; ``layers`` blocks, default 30 for
+    full, 2 otherwise) with bf16 random weights, and its inputs at the size preset (or ``video`` FxHxW) with
+    TI2V's per-frame timesteps (first latent frame 0, the rest 500). Returns (model, case): case holds
+    args, build_s, x, t, ctx, rope (evaluated) and ``config``, the size fields of the JSON record."""
+    dit = dict(TI2V_5B)
+    if size == "tiny":
+        dit.update(NARROW_DIT)
+    dit["num_layers"] = layers or (30 if size == "full" else 2)
+    args = WanModelArgs(**dit)
+    frames, height, width = tuple(int(v) for v in video.split("x")) if video else SIZES[size]
+    T, h, w = 1 + (frames - 1) // 4, height // 16, width // 16
+    dtype = mx.bfloat16
+    t0 = time.perf_counter()
+    model = mlx_random_(WanModel(args), dtype, seed)
+    build_s = time.perf_counter() - t0
+    x = random_normal((1, T, h, w, args.in_dim), seed + 10**6)
+    t = mx.array([[0.0] + [500.0] * (T - 1)])
+    ctx = model.embed_text([random_normal((120, args.text_dim), seed + 10**6 + 1).astype(dtype) * 0.1])
+    rope = model.rope_tables((T, h // 2, w // 2))
+    mx.eval(x, t, ctx, rope.even, rope.odd)
+    config = dict(
+        size=size,
+        layers=args.num_layers,
+        video=f"{frames}x{height}x{width}",
+        tokens=T * (h // 2) * (w // 2),
+        dim=args.dim,
+        batch=1,
+    )
+    return model, SimpleNamespace(args=args, build_s=build_s, x=x, t=t, ctx=ctx, rope=rope, config=config)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", choices=list(SIZES), default="tiny")
@@ -73,23 +103,9 @@ def main(argv=None):
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
 
-    dit = dict(TI2V_5B)
-    if a.size == "tiny":
-        dit.update(NARROW_DIT)
-    dit["num_layers"] = a.layers or (30 if a.size == "full" else 2)
-    args = WanModelArgs(**dit)
-    frames, height, width = tuple(int(v) for v in a.video.split("x")) if a.video else SIZES[a.size]
-    T, h, w = 1 + (frames - 1) // 4, height // 16, width // 16
-    dtype = mx.bfloat16
-
-    ref_model = mlx_random_(WanModel(args), dtype, a.seed)
+    ref_model, c = dit_case(a.size, a.layers, a.video, a.seed)
+    args, x, t, ctx, rope = c.args, c.x, c.t, c.ctx, c.rope
     params = tree_flatten(ref_model.parameters())
-    x = random_normal((1, T, h, w, args.in_dim), a.seed + 10**6)
-    t = mx.array([[0.0] + [500.0] * (T - 1)])
-    ctx = ref_model.embed_text([random_normal((120, args.text_dim), a.seed + 10**6 + 1).astype(dtype) * 0.1])
-    rope = ref_model.rope_tables((T, h // 2, w // 2))
-    mx.eval(x, t, ctx, rope.even, rope.odd)
-    tokens = T * (h // 2) * (w // 2)
     rows = {}
 
     def measure(name, model, qkw=None):
@@ -128,25 +144,11 @@ def main(argv=None):
             row = dict(qkw, error=f"{type(e).__name__}: {e}"[:300])
         rows[name] = row
         del model
-    record = dict(
-        bench="quant_modes",
-        size=a.size,
-        layers=args.num_layers,
-        video=f"{frames}x{height}x{width}",
-        tokens=tokens,
-        dim=args.dim,
-        batch=1,
-        rows=rows,
-        mlx_device=str(mx.default_device()),
-        mlx_version=mx.__version__,
-        host=platform.node(),
-        time=time.strftime("%Y-%m-%d %H:%M:%S"),
-    )
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(record, indent=1))
+    record = dict(bench="quant_modes", **c.config, rows=rows, **mlx_host_info())
+    write_json(a.out, record)
     print(
-        f"\n== quant_modes: Wan DiT dim {args.dim}, {args.num_layers} blocks, {record['video']} ({tokens} tokens), "
+        f"\n== quant_modes: Wan DiT dim {args.dim}, {args.num_layers} blocks, {record['video']} "
+        f"({record['tokens']} tokens), "
         f"batch 1, MLX {mx.__version__} on {mx.default_device()}"
     )
     print(f"{'mode':<12} {'median s':>9} {'x bf16':>7} {'rel err':>9} {'weights GiB':>11} {'peak GiB':>9}")
