@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from mlx_video.cli import _expand_multi, app
 from tests.helpers import IMAGES
-from tests.wan_tiny import TINY
+from tests.wan_tiny import TINY, run_cli
 
 runner = CliRunner()
 BASE = [
@@ -62,24 +62,8 @@ def test_mi2v_two_photos_writes_mp4_and_is_reproducible(tmp_path):
 
 
 def test_one_frame_writes_png(tmp_path):
-    r = run(
-        [
-            "generate",
-            "--task",
-            "t2v-5B",
-            "--ckpt_dir",
-            str(TINY),
-            "--prompt",
-            "x",
-            "--size",
-            "64*32",
-            "--frame_num",
-            "1",
-            "--sample_steps",
-            "1",
-            "--save_file",
-            str(tmp_path / "one.png"),
-        ]
+    r = run_cli(
+        "--prompt", "x", "--size", "64*32", "--frame_num", 1, "--sample_steps", 1, "--save_file", tmp_path / "one.png"
     )
     assert r.exit_code == 0, r.output
     from PIL import Image

@@ -21,7 +21,7 @@ from mlx_video.wan.t5 import UMT5Args
 from tests import dist_cases as C
 from tests.helpers import ASSETS, ROOT
 from tests.test_memory import TI2V_5B
-from tests.wan_tiny import TINY
+from tests.wan_tiny import TINY, run_cli
 
 RANKS = 2
 
@@ -158,36 +158,11 @@ def test_cli_ulysses_size_must_match_the_world(family, tmp_path):
     from mlx_video.cli import _expand_multi, app
 
     out = tmp_path / "o.mp4"
-    args = (
-        [
-            "generate",
-            "--task",
-            "ti2v-5B",
-            "--ckpt_dir",
-            str(tmp_path),
-            "--prompt",
-            "x",
-            "--ulysses_size",
-            "2",
-            "--save_file",
-            str(out),
-        ]
-        if family == "wan"
-        else [
-            "generate",
-            "--model",
-            str(tmp_path),
-            "--pipeline",
-            "dev",
-            "--prompt",
-            "x",
-            "--ulysses-size",
-            "2",
-            "-o",
-            str(out),
-        ]
-    )
-    r = CliRunner().invoke(app, _expand_multi(args))
+    if family == "wan":
+        r = run_cli("--prompt", "x", "--ulysses_size", 2, "--save_file", out, task="ti2v-5B", ckpt_dir=tmp_path)
+    else:
+        args = ["generate", "--model", str(tmp_path), "--pipeline", "dev", "--prompt", "x", "--ulysses-size", "2"]
+        r = CliRunner().invoke(app, _expand_multi([*args, "-o", str(out)]))
     assert r.exit_code == 2 and "needs 2 ranks started by mlx.launch; this world has 1" in r.output, r.output
     assert not out.exists()
 
@@ -195,24 +170,8 @@ def test_cli_ulysses_size_must_match_the_world(family, tmp_path):
 @pytest.mark.parametrize("flag", ["--dit_fsdp", "--t5_fsdp"])
 def test_cli_fsdp_flags_need_a_launch(flag, tmp_path):
     """As the official generate.py: the FSDP flags in a world of one are one clear error line."""
-    from typer.testing import CliRunner
-
-    from mlx_video.cli import _expand_multi, app
-
     out = tmp_path / "o.mp4"
-    args = [
-        "generate",
-        "--task",
-        "ti2v-5B",
-        "--ckpt_dir",
-        str(tmp_path),
-        "--prompt",
-        "x",
-        flag,
-        "--save_file",
-        str(out),
-    ]
-    r = CliRunner().invoke(app, _expand_multi(args))
+    r = run_cli("--prompt", "x", flag, "--save_file", out, task="ti2v-5B", ckpt_dir=tmp_path)
     assert r.exit_code == 2 and f"{flag} is for several ranks; this world has 1" in r.output, r.output
     assert not out.exists()
 
@@ -242,9 +201,7 @@ def rank1(monkeypatch):
 
 def test_wan_cli_wiring_on_a_non_root_rank(rank1, converted, tmp_path, monkeypatch):
     """--ulysses_size 2 on rank 1: the pipeline gets the group and rank 0's seed; nothing printed or written."""
-    from typer.testing import CliRunner
 
-    from mlx_video.cli import _expand_multi, app
     from mlx_video.wan import pipeline as WP
 
     seen = {}
@@ -270,29 +227,11 @@ def test_wan_cli_wiring_on_a_non_root_rank(rank1, converted, tmp_path, monkeypat
 
     monkeypatch.setattr(WP, "WanPipeline", Pipe)
     out = tmp_path / "o.mp4"
-    r = CliRunner().invoke(
-        app,
-        _expand_multi(
-            [
-                "generate",
-                "--task",
-                "ti2v-5B",
-                "--ckpt_dir",
-                str(converted),
-                "--prompt",
-                "x",
-                "--size",
-                "64*32",
-                "--frame_num",
-                "5",
-                "--ulysses_size",
-                "2",
-                "--dit_fsdp",
-                "--t5_fsdp",
-                "--save_file",
-                str(out),
-            ]
-        ),
+    r = run_cli(
+        *("--prompt", "x", "--size", "64*32", "--frame_num", 5),
+        *("--ulysses_size", 2, "--dit_fsdp", "--t5_fsdp", "--save_file", out),
+        task="ti2v-5B",
+        ckpt_dir=converted,
     )
     assert r.exit_code == 0, r.output
     assert seen == {"group": rank1.group, "seed": 1234}

@@ -100,12 +100,12 @@ def diffusers_dit(cfg: dict, in_channels: int, out_channels: int, image_dim=None
     ).eval()
 
 
-def run_cli(*args, task: str = "t2v-5B"):
-    """``mlx_video generate --task TASK --ckpt_dir <tiny TI2V-5B> ARGS`` in-process (multi-value flags
-    expanded as the console script does); the click Result."""
+def run_cli(*args, task: str = "t2v-5B", ckpt_dir=TINY):
+    """``mlx_video generate --task TASK --ckpt_dir CKPT_DIR ARGS`` in-process (multi-value flags expanded as
+    the console script does; ARGS made strings); the click Result. Default checkpoint: the tiny TI2V-5B."""
     from typer.testing import CliRunner
 
     from mlx_video.cli import _expand_multi, app
 
-    argv = ["generate", "--task", task, "--ckpt_dir", str(TINY), *(str(a) for a in args)]
+    argv = ["generate", "--task", task, "--ckpt_dir", str(ckpt_dir), *(str(a) for a in args)]
     return CliRunner().invoke(app, _expand_multi(argv))
