@@ -70,3 +70,20 @@ def audio_vae_config(ch: int, z_channels: int, mel_bins: int, resolution: int, a
             "preprocessing": {"stft": {"hop_length": 160, "filter_length": 1024, "causal": True}},
         }
     }
+
+
+def vocoder_config(resblock_kernel_sizes: list, resblock_dilation_sizes: list) -> dict:
+    """``{"vocoder": ...}``: a tiny stereo HiFi-GAN (resblock "1", 16 initial channels, upsampling x2 then x3
+    with kernels 4 and 5, 24 kHz out) with these residual blocks."""
+    return {
+        "vocoder": {
+            "resblock": "1",
+            "stereo": True,
+            "upsample_initial_channel": 16,
+            "upsample_rates": [2, 3],
+            "upsample_kernel_sizes": [4, 5],
+            "resblock_kernel_sizes": resblock_kernel_sizes,
+            "resblock_dilation_sizes": resblock_dilation_sizes,
+            "output_sampling_rate": 24000,
+        }
+    }

@@ -36,7 +36,6 @@ from ltx_pipelines.utils.helpers import (
 from ltx_pipelines.utils.media_io import decode_audio_from_file
 from ltx_pipelines.utils.samplers import euler_denoising_loop
 
-import mlx_video.ltx2.denoise as our_denoise
 from mlx_video.io.audio import AudioError, read_audio
 from mlx_video.io.weights import load_strict
 from mlx_video.ltx2 import audio_vae as av
@@ -60,7 +59,6 @@ from tests.test_ltx2_pipelines import (
     W,
     contexts,
     pixels,
-    tmx,
     to_ref_audio,
     to_ref_video,
 )
@@ -89,11 +87,7 @@ def encoders(parts):
     ref, _, _ = parts
     enc = randomize_(AudioEncoderConfigurator.from_config(AUDIO_CFG).eval(), 8, fan_in=True)
     stats = {k: ref.adec.per_channel_statistics.get_buffer(k) for k in ("std-of-means", "mean-of-means")}
-    with torch.no_grad():
-        for k, v in stats.items():
-            enc.per_channel_statistics.get_buffer(k).copy_(v)
-    w = {f"audio_vae.per_channel_statistics.{k}": tmx(v) for k, v in stats.items()}
-    w.update({f"audio_vae.encoder.{k}": tmx(v) for k, v in enc.state_dict().items() if "per_channel" not in k})
+    w = base.audio_vae_file(enc, stats, "encoder")
     ours = load_strict(
         av.AudioEncoder(av.AudioVAEArgs.from_config(AUDIO_CFG)), av.sanitize(w, "lightricks", "encoder"), "enc"
     )
@@ -183,14 +177,7 @@ def run_ours(ours, models, our_enc, ctx, paths, audio_path, bank, steps_out=None
     comps = LTX2Components(m1, ours.vae, ours.adec, ours.voc, ours.ups, stage2_transformer=lambda: m2)
     comps.audio_encoder = our_enc
     if steps_out is not None:
-        orig = our_denoise.euler_step_x0
-
-        def rec(x, d, s, s_next):
-            out = orig(x, d, s, s_next)
-            steps_out.append(out)
-            return out
-
-        monkeypatch.setattr(our_denoise, "euler_step_x0", rec)
+        base.record_our_steps(monkeypatch, steps_out)
     wav, rate = read_audio(audio_path, START, DURATION)
     s = LTXSettings("a2vid", height=H, width=W, num_frames=FRAMES, fps=FPS, steps=STEPS, video_guidance=VG, image_crf=0)
     images = kw.pop(

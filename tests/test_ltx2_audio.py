@@ -15,7 +15,7 @@ import torch
 from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.ltx2 import audio_vae as av
 from mlx_video.ltx2 import vocoder as vc
-from tests.ltx_tiny import audio_vae_config
+from tests.ltx_tiny import audio_vae_config, vocoder_config
 from tests.oracles import randomize_, rel_err
 
 TOL = 1e-4
@@ -23,18 +23,7 @@ VOC_TOL = 3e-4
 
 VAE_CFG = audio_vae_config(ch=16, z_channels=4, mel_bins=16, resolution=16, attn_resolutions=[8])
 
-HIFI_CFG = {
-    "vocoder": {
-        "resblock": "1",
-        "stereo": True,
-        "upsample_initial_channel": 16,
-        "upsample_rates": [2, 3],
-        "upsample_kernel_sizes": [4, 5],
-        "resblock_kernel_sizes": [3, 5],
-        "resblock_dilation_sizes": [[1, 3, 5], [1, 2, 3]],
-        "output_sampling_rate": 24000,
-    }
-}
+HIFI_CFG = vocoder_config([3, 5], [[1, 3, 5], [1, 2, 3]])
 
 _AMP = {
     "resblock": "AMP1",

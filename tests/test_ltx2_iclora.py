@@ -31,7 +31,6 @@ from ltx_pipelines.utils.helpers import combined_image_conditionings, denoise_au
 from ltx_pipelines.utils.samplers import euler_denoising_loop
 from safetensors.torch import save_file
 
-import mlx_video.ltx2.denoise as our_denoise
 from mlx_video.io.video import read_video_frames, write_video
 from mlx_video.io.weights import WeightsError
 from mlx_video.ltx2.denoise import TextContext
@@ -187,14 +186,7 @@ def run_ours(ours, m1, files, ctx, paths, bank, case, steps_out=None, monkeypatc
     with_ic_loras(comps, [(lora_path, lora_strength)])
     assert comps.reference_downscale_factor == factor
     if steps_out is not None:
-        orig = our_denoise.euler_step_x0
-
-        def rec(x, d, s, s_next):
-            out = orig(x, d, s, s_next)
-            steps_out.append(out)
-            return out
-
-        monkeypatch.setattr(our_denoise, "euler_step_x0", rec)
+        base.record_our_steps(monkeypatch, steps_out)
     s = LTXSettings(
         "ic-lora",
         height=H,

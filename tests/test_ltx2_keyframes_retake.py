@@ -39,7 +39,6 @@ from ltx_pipelines.utils.helpers import (
 from ltx_pipelines.utils.media_io import decode_audio_from_file, get_videostream_metadata
 from ltx_pipelines.utils.samplers import euler_denoising_loop
 
-import mlx_video.ltx2.denoise as our_denoise
 import mlx_video.ltx2.pipelines as P
 from mlx_video.io.audio import read_audio
 from mlx_video.io.video import VideoError, read_video, video_info, write_video
@@ -85,16 +84,8 @@ RH, RW, START, END = 64, 96, 0.2, 0.5  # retake source size; range over latent f
 def _recording(monkeypatch, ref_steps, our_steps):
     """Record every Euler step's output: ltx-core's stepper (reference) and ours (tokens [1, T, C] both)."""
 
-    Recording = base.recording_stepper(ref_steps)
-    orig = our_denoise.euler_step_x0
-
-    def rec(x, d, s, s_next):
-        out = orig(x, d, s, s_next)
-        our_steps.append(out)
-        return out
-
-    monkeypatch.setattr(our_denoise, "euler_step_x0", rec)
-    return Recording
+    base.record_our_steps(monkeypatch, our_steps)
+    return base.recording_stepper(ref_steps)
 
 
 def _step_errors(our_steps, ref_steps) -> dict:

@@ -70,7 +70,7 @@ from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs, sanitize
 from mlx_video.ltx2.video_vae import VideoVAE
 from mlx_video.ltx2.video_vae import sanitize as vae_sanitize
 from mlx_video.sampling.guidance import GuidanceParams
-from tests.ltx_tiny import audio_vae_config, transformer_config
+from tests.ltx_tiny import audio_vae_config, transformer_config, vocoder_config
 from tests.oracles import ltx_core_transformer, randomize_, rel_err
 from tests.test_ltx2_video_vae import LTX2_DEC, LTX2_ENC, single_file, torch_vae, vae_config
 
@@ -83,18 +83,7 @@ AG = GuidanceParams(cfg_scale=7.0, stg_scale=1.0, stg_blocks=(1,), rescale_scale
 HQ_VG = GuidanceParams(cfg_scale=3.0, rescale_scale=0.45, modality_scale=3.0)  # the HQ preset shape (no STG)
 HQ_AG = GuidanceParams(cfg_scale=7.0, rescale_scale=1.0, modality_scale=3.0)
 AUDIO_CFG = audio_vae_config(ch=AZ * AF, z_channels=AZ, mel_bins=64, resolution=64)
-VOC_CFG = {
-    "vocoder": {
-        "resblock": "1",
-        "stereo": True,
-        "upsample_initial_channel": 16,
-        "upsample_rates": [2, 3],
-        "upsample_kernel_sizes": [4, 5],
-        "resblock_kernel_sizes": [3],
-        "resblock_dilation_sizes": [[1, 3, 5]],
-        "output_sampling_rate": 24000,
-    }
-}
+VOC_CFG = vocoder_config([3], [[1, 3, 5]])
 
 
 def tmx(t: torch.Tensor) -> mx.array:
@@ -112,6 +101,17 @@ def _transformers(flavour: str, seed: int):
     w = {"model.diffusion_model." + k: tmx(v) for k, v in ref.state_dict().items()}
     ours = load_strict(LTXModel(a), sanitize(w, "lightricks"), "ltx2 transformer")
     return X0Model(ref).eval(), ours
+
+
+def audio_vae_file(module, stats: dict, part: str) -> dict:
+    """Set the per-channel statistics of ltx-core's audio ``part`` (encoder or decoder) ``module`` to
+    ``stats``; its weights as they sit in the single file (``audio_vae.{part}.*`` and the statistics)."""
+    with torch.no_grad():
+        for k, v in stats.items():
+            module.per_channel_statistics.get_buffer(k).copy_(v)
+    w = {f"audio_vae.per_channel_statistics.{k}": tmx(v) for k, v in stats.items()}
+    w.update({f"audio_vae.{part}.{k}": tmx(v) for k, v in module.state_dict().items() if "per_channel" not in k})
+    return w
 
 
 @pytest.fixture(scope="module")
@@ -134,14 +134,9 @@ def parts():
         "std-of-means": 0.5 + torch.rand(AZ * AF, generator=g),
         "mean-of-means": 0.3 * torch.randn(AZ * AF, generator=g),
     }
-    with torch.no_grad():
-        for k, v in stats.items():
-            adec.per_channel_statistics.get_buffer(k).copy_(v)
-    aw = {f"audio_vae.per_channel_statistics.{k}": tmx(v) for k, v in stats.items()}
-    aw.update({f"audio_vae.decoder.{k}": tmx(v) for k, v in adec.state_dict().items() if "per_channel" not in k})
     ours_adec = load_strict(
         av.AudioDecoder(av.AudioVAEArgs.from_config(AUDIO_CFG)),
-        av.sanitize(aw, "lightricks", "decoder"),
+        av.sanitize(audio_vae_file(adec, stats, "decoder"), "lightricks", "decoder"),
         "audio decoder",
     )
     voc = randomize_(VocoderConfigurator.from_config(VOC_CFG).eval(), 6, fan_in=True)
@@ -235,6 +230,20 @@ def recording_stepper(steps_out: list):
             return out
 
     return Recording
+
+
+def record_our_steps(monkeypatch, steps_out: list) -> None:
+    """Our Euler step (``mlx_video.ltx2.denoise.euler_step_x0``) appending every output to ``steps_out``."""
+    import mlx_video.ltx2.denoise as our_denoise
+
+    orig = our_denoise.euler_step_x0
+
+    def rec(x, d, s, s_next):
+        out = orig(x, d, s, s_next)
+        steps_out.append(out)
+        return out
+
+    monkeypatch.setattr(our_denoise, "euler_step_x0", rec)
 
 
 def run_reference(pipeline, ref, models, ctx, paths, bank: NoiseBank, steps, monkeypatch, record=None):
@@ -563,19 +572,11 @@ def tiny_cli(parts, monkeypatch):
     import mlx_video.ltx2.loading as loading
 
     _, ours, models = parts
-    (_, m1), (_, m2) = models["ltx23"]
     seen = {}
 
     def load_components(model_dir, cfg, pipeline, lora, need_encoder):
         seen.update(pipeline=pipeline, lora=lora)
-        return LTX2Components(
-            m1,
-            ours.vae,
-            ours.adec,
-            ours.voc,
-            ours.ups,
-            stage2_transformer=None if pipeline == "distilled" else (lambda: m2),
-        )
+        return ours_comps(pipeline, ours, models["ltx23"])
 
     def encode_text(model_dir, cfg, prompt, negative):
         (vp, ap), (vn, an) = contexts("ltx23")
