@@ -8,23 +8,20 @@ import pytest
 
 from mlx_video.io.images import to_uint8
 from mlx_video.wan import pipeline as P
-from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.wan.conditions import read_video
 from mlx_video.wan.extend import join_windows
 from tests.test_wan_v2v import _clip
-from tests.wan_tiny import TINY, contexts, run_cli
+from tests.wan_tiny import TINY, run_cli, tiny_inputs, tiny_pipeline
 
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
-    conv = convert_wan(TINY, tmp_path_factory.mktemp("conv") / "tiny", dtype="float32")
-    return P.WanPipeline(conv, dtype=mx.float32, offload=False)
+    return tiny_pipeline(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def inputs(pipe):
-    dim = pipe.cfg["dit"]["text_dim"]
-    return dict(context=contexts(dim), size="64*64", frame_num=9, sample_steps=2, sample_shift=5.0, guide_scale=5.0)
+    return tiny_inputs(pipe, sample_steps=2)
 
 
 def test_continuation_starts_with_the_inputs_last_frames(pipe, inputs, tmp_path):

@@ -8,10 +8,9 @@ import pytest
 
 from mlx_video.sampling.solvers import make_solver
 from mlx_video.wan import pipeline as P
-from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.wan.conditions import AnchorImage, encode_anchor_at, latent_frame_of, prepare_images
 from tests.helpers import IMAGES
-from tests.wan_tiny import TINY, contexts, run_cli, spy_on
+from tests.wan_tiny import run_cli, spy_on, tiny_inputs, tiny_pipeline
 
 ASTRO, ROCKET = IMAGES / "astronaut.png", IMAGES / "rocket.png"
 STEPS, FRAMES, T = 3, 9, 3
@@ -20,23 +19,12 @@ SHAPE = (1, T, 4, 4, 48)  # 64*64 pixels (astronaut is square: best_output_size 
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
-    conv = convert_wan(TINY, tmp_path_factory.mktemp("conv") / "tiny", dtype="float32")
-    return P.WanPipeline(conv, dtype=mx.float32, offload=False)
+    return tiny_pipeline(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def inputs(pipe):
-    dim = pipe.cfg["dit"]["text_dim"]
-    return dict(
-        noise=mx.random.normal(SHAPE, key=mx.random.key(2)),
-        context=contexts(dim),
-        size="64*64",
-        frame_num=FRAMES,
-        sample_steps=STEPS,
-        sample_shift=5.0,
-        guide_scale=5.0,
-        solver="unipc",
-    )
+    return tiny_inputs(pipe, SHAPE, frame_num=FRAMES, sample_steps=STEPS, solver="unipc")
 
 
 def test_pixel_to_latent_frame_mapping():

@@ -15,19 +15,14 @@ from mlx_video.wan.checkpoint import convert_wan
 from tests import oracles
 from tests.helpers import IMAGES
 from tests.oracles import rel_err
-from tests.wan_tiny import TINY, DiTSpy, contexts, load_official, official_vae22_scale
+from tests.wan_tiny import TINY, DiTSpy, contexts, load_official, official_vae22_scale, tiny_pipeline
 
 STEPS, G, SHIFT, FRAMES = 3, 5.0, 5.0, 9
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    return convert_wan(TINY, tmp_path_factory.mktemp("conv") / "tiny", dtype="float32")
-
-
-@pytest.fixture(scope="module")
-def pipe(converted):
-    return P.WanPipeline(converted, dtype=mx.float32, offload=False)
+def pipe(tmp_path_factory):
+    return tiny_pipeline(tmp_path_factory)
 
 
 def _contexts(text_dim, seed=0):

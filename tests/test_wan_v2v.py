@@ -10,18 +10,16 @@ from mlx_video.io.images import to_uint8
 from mlx_video.io.video import write_video
 from mlx_video.sampling.solvers import make_solver
 from mlx_video.wan import pipeline as P
-from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.wan.conditions import read_video
 from tests.helpers import IMAGES
-from tests.wan_tiny import TINY, contexts, run_cli, spy_on
+from tests.wan_tiny import run_cli, spy_on, tiny_inputs, tiny_pipeline
 
 SHAPE = (1, 3, 4, 4, 48)  # 9 frames of 64*64
 
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
-    conv = convert_wan(TINY, tmp_path_factory.mktemp("conv") / "tiny", dtype="float32")
-    return P.WanPipeline(conv, dtype=mx.float32, offload=False)
+    return tiny_pipeline(tmp_path_factory)
 
 
 def _clip(path, n=11, w=64, h=64):
@@ -39,16 +37,7 @@ def clip(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def inputs(pipe):
-    dim = pipe.cfg["dit"]["text_dim"]
-    return dict(
-        noise=mx.random.normal(SHAPE, key=mx.random.key(2)),
-        context=contexts(dim),
-        size="64*64",
-        frame_num=9,
-        sample_steps=4,
-        sample_shift=5.0,
-        guide_scale=5.0,
-    )
+    return tiny_inputs(pipe, SHAPE, sample_steps=4)
 
 
 def test_sdedit_start_step():

@@ -51,6 +51,29 @@ def contexts(dim: int, lengths=(5, 6)):
     return [mx.random.normal((n, dim), key=mx.random.key(i)) for i, n in enumerate(lengths)]
 
 
+def tiny_pipeline(tmp_path_factory):
+    """The tiny TI2V-5B converted in float32 into a fresh temporary folder and loaded resident (no offload)."""
+    import mlx.core as mx
+
+    from mlx_video.wan.checkpoint import convert_wan
+    from mlx_video.wan.pipeline import WanPipeline
+
+    conv = convert_wan(TINY, tmp_path_factory.mktemp("conv") / "tiny", dtype="float32")
+    return WanPipeline(conv, dtype=mx.float32, offload=False)
+
+
+def tiny_inputs(pipe, noise_shape=None, **kw) -> dict:
+    """``generate`` keywords for the tiny TI2V-5B at 64*64, 9 frames, shift 5, guide scale 5, with the seeded
+    :func:`contexts` and, given ``noise_shape``, seeded noise (key 2); ``kw`` adds to or replaces them."""
+    import mlx.core as mx
+
+    run = dict(context=contexts(pipe.cfg["dit"]["text_dim"]), size="64*64", frame_num=9)
+    run.update(sample_shift=5.0, guide_scale=5.0)
+    if noise_shape is not None:
+        run["noise"] = mx.random.normal(noise_shape, key=mx.random.key(2))
+    return dict(run, **kw)
+
+
 def _latent_and_timesteps(x, t, ctx, rope, **kw):
     import numpy as np
 
