@@ -172,16 +172,10 @@ def _bf16_(module):
 
 def _fill(module, seed: int, **kw):
     """randomize_ the parameters; constant buffers (sinc filters, blur kernel) keep their values."""
-    import torch
 
     from tests.oracles import randomize_
 
-    keep = {n: b.clone() for n, b in module.named_buffers()}
-    randomize_(module, seed=seed, **kw)
-    with torch.no_grad():
-        for n, b in module.named_buffers():
-            b.copy_(keep[n])
-    return module.eval()
+    return randomize_(module, seed=seed, buffers=False, **kw).eval()
 
 
 def _statistics(module, seed: int):
@@ -312,20 +306,14 @@ def _vocoder(cfg: dict, seed: int):
 
 
 def _gemma(seed: int):
-    import torch
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
     hf = Gemma3ForConditionalGeneration(
         Gemma3Config(text_config=dict(GEMMA_TEXT), vision_config=GEMMA_VISION, mm_tokens_per_image=4)
     ).eval()
-    keep = {n: b.clone() for n, b in hf.named_buffers()}  # embed_scale, RoPE inv_freq: constants
     from tests.oracles import randomize_
 
-    randomize_(hf, seed=seed, std=0.1)
-    with torch.no_grad():
-        for n, b in hf.named_buffers():
-            b.copy_(keep[n])
-    return hf
+    return randomize_(hf, seed=seed, std=0.1, buffers=False)  # embed_scale, RoPE inv_freq: constants
 
 
 def reference_modules(version: str = "2.0", seed: int = 0) -> dict:
@@ -416,6 +404,8 @@ def write(out: Path, mods: dict, version: str) -> dict[str, Path]:
     import torch
     from safetensors.torch import save_file
 
+    from tests.ltx_tiny import gemma_legacy_names
+
     out.mkdir(parents=True, exist_ok=True)
     ckpt, ups, lora = (out / f"{n}.safetensors" for n in NAMES[version])
 
@@ -434,19 +424,7 @@ def write(out: Path, mods: dict, version: str) -> dict[str, Path]:
 
     gemma = out / "gemma"
     gemma.mkdir(exist_ok=True)
-    legacy = {
-        "model.language_model.": "language_model.model.",
-        "model.vision_tower.": "vision_tower.vision_model.",
-        "model.multi_modal_projector.": "multi_modal_projector.",
-    }
-    sd = {}
-    for k, v in mods["gemma"].state_dict().items():
-        if k == "lm_head.weight":  # tied to the embeddings: not stored, as in the real repo
-            continue
-        for a, b in legacy.items():
-            if k.startswith(a):
-                k = b + k[len(a) :]
-        sd[k] = v
+    sd = gemma_legacy_names(mods["gemma"].state_dict(), lm_head=False)  # tied to the embeddings: not stored
     save_file(bf16(sd), str(gemma / "model.safetensors"), metadata={"format": "pt"})
     (gemma / "config.json").write_text(mods["gemma"].config.to_json_string())
     write_tokenizer(gemma)

@@ -87,3 +87,25 @@ def vocoder_config(resblock_kernel_sizes: list, resblock_dilation_sizes: list) -
             "output_sampling_rate": 24000,
         }
     }
+
+
+# transformers 5 -> 4.x names of Gemma3ForConditionalGeneration (the layout the releases ship and ltx-core reads)
+GEMMA_LEGACY = {
+    "model.language_model.": "language_model.model.",
+    "model.vision_tower.": "vision_tower.vision_model.",
+    "model.multi_modal_projector.": "multi_modal_projector.",
+}
+
+
+def gemma_legacy_names(state_dict: dict, lm_head: bool = True) -> dict:
+    """A transformers-5 Gemma 3 state dict under the 4.x names (contiguous tensors, for safetensors);
+    ``lm_head=False`` leaves out the head, tied to the embeddings and not stored (as in the real repo)."""
+    sd = {}
+    for k, v in state_dict.items():
+        if k == "lm_head.weight" and not lm_head:
+            continue
+        for a, b in GEMMA_LEGACY.items():
+            if k.startswith(a):
+                k = b + k[len(a) :]
+        sd[k] = v.contiguous()
+    return sd

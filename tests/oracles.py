@@ -121,19 +121,27 @@ def wan_scheduler(name: str, num_steps: int, shift: float, order: int = 2):
 
 
 def randomize_(
-    module, seed: int = 0, std: float = 0.1, table_std: float = 0.5, norm_std: float = 0.1, fan_in: bool = False
+    module,
+    seed: int = 0,
+    std: float = 0.1,
+    table_std: float = 0.5,
+    norm_std: float = 0.1,
+    fan_in: bool = False,
+    buffers: bool = True,
 ):
-    """Fill every parameter and buffer of a torch module from a seeded generator.
+    """Fill every parameter and float buffer of a torch module from a seeded generator.
 
     Weights ~ N(0, std) (or N(0, 1/fan_in) with ``fan_in``), norm weights 1 + N(0, norm_std),
     modulation / scale-shift tables ~ N(0, table_std). Sensitive comparisons need weights this large
-    (docs/ORACLES.md, "Make the comparison sensitive").
+    (docs/ORACLES.md, "Make the comparison sensitive"). ``buffers=False`` keeps the buffers (constants such
+    as RoPE tables, embedding scales, blur kernels); the parameters get the same draws either way (the
+    buffers are drawn after them).
     """
     import torch
 
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in list(module.named_parameters()) + list(module.named_buffers()):
+        for name, p in list(module.named_parameters()) + (list(module.named_buffers()) if buffers else []):
             if not p.dtype.is_floating_point:
                 continue
             low = name.lower()

@@ -20,6 +20,7 @@ from mlx_video.ltx2 import gemma_vision as gv
 from mlx_video.ltx2 import text_encoder as te
 from tests import test_ltx2_pipelines as pipes
 from tests import test_ltx2_text as text
+from tests.ltx_tiny import gemma_legacy_names
 from tests.oracles import randomize_
 
 tok_dir, gemma = text.tok_dir, text.gemma  # module fixtures: tiny tokenizer, HF Gemma 3 + ours (same weights)
@@ -124,25 +125,11 @@ def mm(tmp_path_factory):
         eos_token_id=[1, vocab["<end_of_turn>"]],
     )
     hf = Gemma3ForConditionalGeneration(config).eval()
-    keep = {n: b.clone() for n, b in hf.named_buffers()}  # embed_scale, RoPE inv_freq: constants
-    randomize_(hf, seed=3, std=0.1)
-    with torch.no_grad():
-        for n, b in hf.named_buffers():
-            b.copy_(keep[n])
+    randomize_(hf, seed=3, std=0.1, buffers=False)  # embed_scale, RoPE inv_freq: constants
     hf.generation_config.eos_token_id, hf.generation_config.pad_token_id = [1, vocab["<end_of_turn>"]], 0
-    legacy = {
-        "model.language_model.": "language_model.model.",
-        "model.vision_tower.": "vision_tower.vision_model.",
-        "model.multi_modal_projector.": "multi_modal_projector.",
-    }
-    sd = {}
-    for k, v in hf.state_dict().items():
-        if k == "lm_head.weight":
-            continue
-        for a, b in legacy.items():
-            k = b + k[len(a) :] if k.startswith(a) else k
-        sd[k] = v.contiguous()
-    save_file(sd, str(src / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        gemma_legacy_names(hf.state_dict(), lm_head=False), str(src / "model.safetensors"), metadata={"format": "pt"}
+    )
     (src / "config.json").write_text(hf.config.to_json_string())
     (src / "preprocessor_config.json").write_text(json.dumps(_preprocessor(SIZE)))
 

@@ -17,6 +17,7 @@ import torch
 
 from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.ltx2 import text_encoder as te
+from tests.ltx_tiny import gemma_legacy_names
 from tests.oracles import randomize_, rel_err
 
 L, R = 16, 8  # tokens (max_length), learnable registers
@@ -115,23 +116,9 @@ def gemma(tok_dir):
     hf = Gemma3ForConditionalGeneration(
         Gemma3Config(text_config=dict(GEMMA_TEXT), vision_config=vision, mm_tokens_per_image=4)
     ).eval()
-    buffers = {n: b.clone() for n, b in hf.named_buffers()}  # embed_scale, RoPE inv_freq: constants
-    randomize_(hf, seed=1, std=0.1)
-    with torch.no_grad():
-        for n, b in hf.named_buffers():
-            b.copy_(buffers[n])
+    randomize_(hf, seed=1, std=0.1, buffers=False)  # embed_scale, RoPE inv_freq: constants
     ref = GemmaTextEncoder(model=hf, tokenizer=LTXVGemmaTokenizer(str(tok_dir), max_length=L), dtype=torch.float32)
-    legacy = {
-        "model.language_model.": "language_model.model.",
-        "model.vision_tower.": "vision_tower.vision_model.",
-        "model.multi_modal_projector.": "multi_modal_projector.",
-    }
-    sd = {}
-    for k, v in hf.state_dict().items():
-        for a, b in legacy.items():
-            if k.startswith(a):
-                k = b + k[len(a) :]
-        sd[k] = v
+    sd = gemma_legacy_names(hf.state_dict())
     assert any(k.startswith("vision_tower.vision_model.") for k in sd)
     ours = te.GemmaTextEncoder.from_config(hf.config.to_dict())
     load_strict(ours, te.sanitize_gemma(to_mx(sd)), "gemma")
