@@ -109,3 +109,21 @@ def gemma_legacy_names(state_dict: dict, lm_head: bool = True) -> dict:
                 k = b + k[len(a) :]
         sd[k] = v.contiguous()
     return sd
+
+
+def convert_tiny(dst, variant: str = "dev"):
+    """The tiny LTX-2 checkpoint (assets/tiny-LTX-2, ``variant`` dev or distilled) converted in float32 into
+    ``dst`` with its Gemma, upsampler and (dev) distilled LoRA; the converted folder."""
+    from mlx_video.ltx2 import loading
+    from mlx_video.ltx2.checkpoint import convert_ltx2
+    from tests.helpers import ASSETS
+
+    parts = loading.find_parts(ASSETS / "tiny-LTX-2", variant)
+    return convert_ltx2(
+        parts["checkpoint"],
+        dst,
+        dtype="float32",
+        gemma=parts["gemma"],
+        upsamplers=parts["upsamplers"],
+        distilled_lora=parts["distilled_lora"],
+    )

@@ -29,9 +29,9 @@ from mlx_video.cli import app
 from mlx_video.io.images import load_image
 from mlx_video.ltx2 import loading
 from mlx_video.ltx2 import pipelines as P
-from mlx_video.ltx2.checkpoint import convert_ltx2
 from mlx_video.result import NonFiniteError
 from tests.helpers import ASSETS, IMAGES, ROOT
+from tests.ltx_tiny import convert_tiny
 
 TINY = ASSETS / "tiny-LTX-2"
 IMG = IMAGES / "chelsea.png"
@@ -42,15 +42,7 @@ DEV_TINY = ["--steps", "1", "--stg-blocks", "1"]  # dev pipelines on a 2-block t
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """The tiny LTX-2 checkpoint converted once (float32) with its Gemma, upsampler and distilled LoRA."""
-    parts = loading.find_parts(TINY, "dev")
-    return convert_ltx2(
-        parts["checkpoint"],
-        tmp_path_factory.mktemp("ltx") / "tiny",
-        dtype="float32",
-        gemma=parts["gemma"],
-        upsamplers=parts["upsamplers"],
-        distilled_lora=parts["distilled_lora"],
-    )
+    return convert_tiny(tmp_path_factory.mktemp("ltx") / "tiny", "dev")
 
 
 def cli(*args):

@@ -8,20 +8,12 @@ from typer.testing import CliRunner
 from mlx_video import memory
 from mlx_video.cli import app
 from mlx_video.ltx2 import loading
-from mlx_video.ltx2.checkpoint import convert_ltx2
-from tests.helpers import ASSETS
+from tests.ltx_tiny import convert_tiny
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    parts = loading.find_parts(ASSETS / "tiny-LTX-2", "distilled")
-    return convert_ltx2(
-        parts["checkpoint"],
-        tmp_path_factory.mktemp("ltx") / "tiny",
-        dtype="float32",
-        gemma=parts["gemma"],
-        upsamplers=parts["upsamplers"],
-    )
+    return convert_tiny(tmp_path_factory.mktemp("ltx") / "tiny", "distilled")
 
 
 @pytest.fixture
