@@ -170,12 +170,18 @@ def test_pth_views_are_checked_against_their_storage(tmp_path, numel, offset, si
         np.testing.assert_array_equal(np.array(arr), want)
 
 
+def _mutations(span: int, most: int) -> dict:
+    """``given`` strategies of a file mutation: 1..``most`` (position < ``span``, byte) overwrites, maybe a cut
+    at a position < ``span``, and whether the LoRA reader reads it."""
+    return dict(
+        flips=st.lists(st.tuples(st.integers(0, span), st.integers(0, 255)), min_size=1, max_size=most),
+        cut=st.one_of(st.none(), st.integers(0, span)),
+        lora=st.booleans(),
+    )
+
+
 @FUZZ
-@given(
-    flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=12),
-    cut=st.one_of(st.none(), st.integers(0, 10**6)),
-    lora=st.booleans(),
-)
+@given(**_mutations(10**6, 12))
 def test_mutated_pth_never_crashes_and_stays_bounded(tmp_path, flips, cut, lora):
     """A valid checkpoint with random bytes overwritten (and maybe truncated), read as a checkpoint or
     (``lora``) through the LoRA reader: loads or WeightsError; the tensors built total at most
@@ -319,11 +325,7 @@ def test_safetensors_headers_random(tmp_path, specs, extra, meta):
 
 
 @FUZZ
-@given(
-    flips=st.lists(st.tuples(st.integers(0, 10**5), st.integers(0, 255)), min_size=1, max_size=8),
-    cut=st.one_of(st.none(), st.integers(0, 10**5)),
-    lora=st.booleans(),
-)
+@given(**_mutations(10**5, 8))
 def test_mutated_safetensors_and_lora_files(tmp_path, flips, cut, lora):
     """A valid file (a LoRA file when ``lora``) with bytes flipped and maybe truncated: the reader
     (load_safetensors, or the LoRA reader nn.lora.load_lora) loads the file's own bytes or raises WeightsError."""
