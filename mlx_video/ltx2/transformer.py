@@ -14,7 +14,7 @@ RoPE tables are inputs (:func:`rope_tables`, split layout of :mod:`mlx_video.nn.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
@@ -324,15 +324,17 @@ class RMSNorm(nn.Module):
 
 @mx.compile
 def _norm_rope(x: mx.array, weight: mx.array, cos: mx.array, sin: mx.array, eps: float) -> mx.array:
-    """q/k RMSNorm (float32) then split RoPE, cast back to x's dtype, in one compiled kernel: the same
-    values as split RoPE (``(a, b) -> (a cos - b sin, b cos + a sin)`` on the halves of each head's chunk)
-    of RMSNorm(x) cast for attention, without float32 [B, T, D] copies."""
+    """q/k RMSNorm (float32) then split RoPE, cast back to x's dtype: the same values as split RoPE
+    (``(a, b) -> (a cos - b sin, b cos + a sin)`` on the halves of each head's chunk) of RMSNorm(x) cast
+    for attention. Written as ``y·cos + swap(y)·(∓sin)`` over a [.., heads, 2, half] view (``swap``: the
+    halves exchanged, a strided view), so that everything after the norm is one elementwise kernel
+    writing x's dtype: no float32 halves, no concatenation (bit-identical to the two-halves form)."""
     b, t, d = x.shape
     y = mx.fast.rms_norm(x.astype(F32), weight.astype(F32), eps)
     h, half = cos.shape[2], cos.shape[3]
     y = y.reshape(b, t, h, 2, half)
-    a, c = y[..., 0, :], y[..., 1, :]
-    out = mx.stack([a * cos - c * sin, c * cos + a * sin], axis=3)
+    sign = mx.array([-1.0, 1.0], dtype=F32)[:, None]  # [2, 1]: -sin on the first half, +sin on the second
+    out = y * cos[:, :, :, None] + y[:, :, :, ::-1] * (sin[:, :, :, None] * sign)
     return out.reshape(b, t, d).astype(x.dtype)
 
 
@@ -461,14 +463,29 @@ def _rows(table: mx.array, mod: mx.array, start: int, stop: int) -> list[tuple[m
     return [(m[:, :, r], table[r]) for r in range(start, stop)]
 
 
+# dtype names for the compiled kernels (mx.compile takes strings, not dtypes, as constant arguments)
+_DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
+
+
+def _dname(dtype: mx.Dtype) -> str:
+    return next(k for k, v in _DTYPES.items() if v == dtype)
+
+
 @mx.compile
 def _modulate(
-    x: mx.array, m_shift: mx.array, t_shift: mx.array, m_scale: mx.array, t_scale: mx.array, eps: float
+    x: mx.array, m_shift: mx.array, t_shift: mx.array, m_scale: mx.array, t_scale: mx.array, eps: float, out: str
 ) -> mx.array:
-    """rms(x)·(1 + scale) + shift, scale/shift = table row + modulation row, float32 in one kernel."""
+    """rms(x)·(1 + scale) + shift, scale/shift = table row + modulation row, computed in float32 and
+    written in dtype ``out`` (the next linear layer's: the value it would cast to anyway)."""
     scale = m_scale.astype(F32) + t_scale.astype(F32)
     shift = m_shift.astype(F32) + t_shift.astype(F32)
-    return mx.fast.rms_norm(x.astype(F32), None, eps) * (1 + scale) + shift
+    return (mx.fast.rms_norm(x.astype(F32), None, eps) * (1 + scale) + shift).astype(_DTYPES[out])
+
+
+@mx.compile
+def _affine(x: mx.array, scale: mx.array, shift: mx.array, out: str) -> mx.array:
+    """x·(1 + scale) + shift in float32, written in dtype ``out`` (one kernel)."""
+    return (x.astype(F32) * (1 + scale.astype(F32)) + shift.astype(F32)).astype(_DTYPES[out])
 
 
 @mx.compile
@@ -477,12 +494,52 @@ def _gated(x: mx.array, y: mx.array, m_gate: mx.array, t_gate: mx.array) -> mx.a
     return x + y.astype(F32) * (m_gate.astype(F32) + t_gate.astype(F32))
 
 
+@mx.compile
+def _plus(x: mx.array, y: mx.array, gate: mx.array | None = None) -> mx.array:
+    """x + y (· gate) in float32 in one kernel (y in any dtype)."""
+    y = y.astype(F32)
+    return x + (y if gate is None else y * gate.astype(F32))
+
+
 def _ada(table: mx.array, mod: mx.array, start: int, stop: int) -> list[mx.array]:
     """Rows start..stop-1 of ``table [k, D] + mod [B, T, k*D]`` as a list of [B, T, D] float32."""
     b, t, _ = mod.shape
     k, d = table.shape
     m = mod.reshape(b, t, k, d)[:, :, start:stop] + table[start:stop].astype(F32)
     return [m[:, :, i] for i in range(stop - start)]
+
+
+Pace = Callable[..., None]
+"""``pace(phase, *arrays)``: called inside the block loop with a phase name of :data:`PHASES` and the
+arrays that phase produced (None entries allowed), e.g. to evaluate them."""
+PHASES = ("video_self", "video_text", "video_text+audio", "av_cross", "block")
+"""Where a forward calls its pace, in order: after the video self-attention; after the video text
+cross-attention (video-only model) or after it and the audio stream's self- and text attention; after the
+audio<->video cross-attention; after the block's feed-forwards ("block", the block's output)."""
+
+
+def _no_pace(phase: str, *arrays) -> None:
+    pass
+
+
+class SubstepPacing:
+    """Default evaluation pacing of :class:`LTXModel`'s block loop: :class:`~mlx_video.nn.evaluation.OneBlockAhead`
+    (``async_eval`` the newest outputs, wait for the previous ones) at every phase of :data:`PHASES` when the
+    forward has at least ``tokens`` video tokens (per rank), else only at block ends.
+
+    Why (docs/ltx2.md §2.9): MLX keeps every input of the kernels it has queued but not finished (the CUDA
+    backend until the whole CUDA graph they were batched into completes: up to 100 kernels on an H100), so a
+    lazily built block holds all its intermediates at once, and one block in flight two blocks' worth:
+    ~8 GiB at 6,144 video tokens. Pacing inside the block bounds that by the largest sub-step pair.
+    """
+
+    def __init__(self, video_tokens: int, tokens: int):
+        self.fine = video_tokens >= tokens
+        self.ahead = OneBlockAhead()
+
+    def __call__(self, phase: str, *arrays) -> None:
+        if self.fine or phase == "block":
+            self.ahead(*arrays)
 
 
 @dataclass
@@ -533,70 +590,73 @@ class Block(nn.Module):
             self.scale_shift_table_a2v_ca_video = mx.zeros((5, vd))
             self.scale_shift_table_a2v_ca_audio = mx.zeros((5, ad))
 
-    def _self_and_text(self, s: _Stream, attn1, attn2, table, prompt_table, keep, skip) -> mx.array:
-        x = s.x
+    def _self(self, s: _Stream, attn1: Attention, table: mx.array, keep, skip) -> mx.array:
+        """x + gate · attn1(modulated x): the AdaLN self-attention residual update (float32)."""
         shift, scale, gate = _rows(table, s.mod, 0, 3)
-        x = _gated(
-            x,
-            attn1(_modulate(x, *shift, *scale, self.eps), pe=s.pe, keep=keep, skip=skip, shard=s.shard, bias=s.bias),
-            *gate,
-        )
+        q_in = _modulate(s.x, *shift, *scale, self.eps, _dname(_wdtype(attn1.to_q)))
+        return _gated(s.x, attn1(q_in, pe=s.pe, keep=keep, skip=skip, shard=s.shard, bias=s.bias), *gate)
+
+    def _text(self, s: _Stream, x: mx.array, attn2: Attention, table: mx.array, prompt_table) -> mx.array:
+        """The text cross-attention residual update of x (float32): plain for LTX-2, AdaLN-modulated
+        queries and prompt-modulated context for LTX-2.3."""
         if not self.adaln:  # LTX-2: plain text cross-attention
-            return x + attn2(_rms(x, self.eps), context=s.context)
+            return _plus(x, attn2(_rms(x, self.eps), context=s.context))
         shift_q, scale_q, gate_q = _rows(table, s.mod, 6, 9)
         shift_kv, scale_kv = _ada(prompt_table, s.prompt_mod, 0, 2)
-        q_in = _modulate(x, *shift_q, *scale_q, self.eps)
-        return _gated(x, attn2(q_in, context=s.context * (1 + scale_kv) + shift_kv), *gate_q)
+        dt = _dname(_wdtype(attn2.to_q))
+        q_in = _modulate(x, *shift_q, *scale_q, self.eps, dt)
+        return _gated(x, attn2(q_in, context=_affine(s.context, scale_kv, shift_kv, dt)), *gate_q)
 
     @staticmethod
-    def _cross(attn, q_side, kv_side, row: int, keep: mx.array | None) -> mx.array:
-        """One audio<->video direction: (normed x, a2v scale-shift table, stream) per side; rows
-        ``row``, ``row + 1`` of each table give (scale, shift) for that side, row 4 of the query
+    def _cross(x, attn, q_side, kv_side, row: int, keep: mx.array | None) -> mx.array:
+        """x + one audio<->video direction's gated update: (normed x, a2v scale-shift table, stream) per
+        side; rows ``row``, ``row + 1`` of each table give (scale, shift) for that side, row 4 of the query
         side's table the gate."""
         (qn, qt, qs), (kn, kt, ks) = q_side, kv_side
         sq, hq = _ada(qt[:4], qs.cross_mod, row, row + 2)
         sk, hk = _ada(kt[:4], ks.cross_mod, row, row + 2)
         (gate,) = _ada(qt[4:], qs.cross_gate, 0, 1)
-        out = (
-            attn(qn * (1 + sq) + hq, context=kn * (1 + sk) + hk, pe=qs.cross_pe, k_pe=ks.cross_pe, shard=ks.shard)
-            * gate
-        )
-        return out if keep is None else out * keep
+        dt = _dname(_wdtype(attn.to_q))
+        q_in, kv_in = _affine(qn, sq, hq, dt), _affine(kn, sk, hk, dt)
+        out = attn(q_in, context=kv_in, pe=qs.cross_pe, k_pe=ks.cross_pe, shard=ks.shard)
+        return _plus(x, out, gate if keep is None else gate * keep)
 
     def _ffn(self, x: mx.array, mod: mx.array, table: mx.array, ff: FeedForward) -> mx.array:
         shift, scale, gate = _rows(table, mod, 3, 6)
-        return _gated(x, ff(_modulate(x, *shift, *scale, self.eps)), *gate)
+        return _gated(x, ff(_modulate(x, *shift, *scale, self.eps, _dname(_wdtype(ff.proj_in)))), *gate)
 
-    def __call__(self, v: _Stream, a: _Stream | None, p: Perturbations) -> tuple[mx.array, mx.array | None]:
+    def __call__(
+        self, v: _Stream, a: _Stream | None, p: Perturbations, pace: Pace | None = None
+    ) -> tuple[mx.array, mx.array | None]:
+        """One block on both streams; returns the new (video, audio) residual streams [B, T, D] float32.
+        ``pace(phase, *arrays)`` (see :data:`PHASES`), when given, is called after each sub-step with its
+        outputs (the block's end is left to the caller): where evaluation can be paced inside a block."""
         i = self.idx
-        vx = self._self_and_text(
-            v,
-            self.attn1,
-            self.attn2,
-            self.scale_shift_table,
-            getattr(self, "prompt_scale_shift_table", None),
-            p.keep("video_self_attn", i),
-            p.all("video_self_attn", i),
+        pace = pace if pace is not None else _no_pace
+        vx = self._self(
+            v, self.attn1, self.scale_shift_table, p.keep("video_self_attn", i), p.all("video_self_attn", i)
         )
+        pace("video_self", vx)
+        vx = self._text(v, vx, self.attn2, self.scale_shift_table, getattr(self, "prompt_scale_shift_table", None))
         if a is None:
+            pace("video_text", vx)
             return self._ffn(vx, v.mod, self.scale_shift_table, self.ff), None
-        ax = self._self_and_text(
-            a,
-            self.audio_attn1,
-            self.audio_attn2,
-            self.audio_scale_shift_table,
-            getattr(self, "audio_prompt_scale_shift_table", None),
-            p.keep("audio_self_attn", i),
-            p.all("audio_self_attn", i),
+        ax = self._self(
+            a, self.audio_attn1, self.audio_scale_shift_table, p.keep("audio_self_attn", i), p.all("audio_self_attn", i)
         )
+        ax = self._text(
+            a, ax, self.audio_attn2, self.audio_scale_shift_table, getattr(self, "audio_prompt_scale_shift_table", None)
+        )
+        pace("video_text+audio", vx, ax)
 
         # audio <-> video cross-attention; both directions read the norms taken before either update
         vn, an = _rms(vx, self.eps), _rms(ax, self.eps)
         tv, ta = self.scale_shift_table_a2v_ca_video, self.scale_shift_table_a2v_ca_audio
         if not p.all("a2v_cross_attn", i):  # video queries audio: table rows 0, 1
-            vx = vx + self._cross(self.audio_to_video_attn, (vn, tv, v), (an, ta, a), 0, p.keep("a2v_cross_attn", i))
+            vx = self._cross(vx, self.audio_to_video_attn, (vn, tv, v), (an, ta, a), 0, p.keep("a2v_cross_attn", i))
         if not p.all("v2a_cross_attn", i):  # audio queries video: table rows 2, 3
-            ax = ax + self._cross(self.video_to_audio_attn, (an, ta, a), (vn, tv, v), 2, p.keep("v2a_cross_attn", i))
+            ax = self._cross(ax, self.video_to_audio_attn, (an, ta, a), (vn, tv, v), 2, p.keep("v2a_cross_attn", i))
+        pace("av_cross", vx, ax)
 
         vx = self._ffn(vx, v.mod, self.scale_shift_table, self.ff)
         ax = self._ffn(ax, a.mod, self.audio_scale_shift_table, self.audio_ff)
@@ -619,6 +679,10 @@ class LTXModel(nn.Module):
     """
 
     block_weights: BlockWeights | None = None
+    # video tokens (per rank) from which the default pacing evaluates inside blocks (SubstepPacing): stage-2
+    # sizes (6,144 tokens at 768x512) do, stage 1 (1,536) keeps one block in flight (short sub-steps there
+    # would leave the GPU idle at each wait)
+    substep_pacing_tokens: int = 4096
 
     def __init__(self, args: LTXModelArgs):
         super().__init__()
@@ -717,11 +781,13 @@ class LTXModel(nn.Module):
         rope: LTXRope,
         perturbations: Perturbations | None = None,
         sp=None,
+        pace: Pace | None = None,
     ) -> tuple[mx.array, mx.array | None]:
         """Velocities for the video and audio tokens (see class docstring). ``sp``
         (:class:`mlx_video.distributed.SequenceParallel`, default: the one ``distributed.active`` set, if
         any): each rank runs the video tokens of its slice
-        (audio stays whole on every rank) and returns the whole result. Raises ValueError on
+        (audio stays whole on every rank) and returns the whole result. ``pace`` (:data:`Pace`): how the
+        block loop is evaluated (default :class:`SubstepPacing` with ``substep_pacing_tokens``). Raises ValueError on
         audio input to a video-only model or a perturbation list whose length is not B."""
         if audio is not None and not self.args.audio:
             raise ValueError("this is a video-only model: audio must be None")
@@ -759,15 +825,16 @@ class LTXModel(nn.Module):
                 ("av_ca_audio_scale_shift_adaln_single", "av_ca_v2a_gate_adaln_single"),
             )
 
+        pace = pace if pace is not None else SubstepPacing(v.x.shape[1], self.substep_pacing_tokens)
+
         def step(block, _):
-            v.x, ax = block(v, a, p)
+            v.x, ax = block(v, a, p, pace)
             if a is not None:
                 a.x = ax
             return v.x, ax
 
-        pace = OneBlockAhead()
         tokens = b * (v.x.shape[1] + (a.x.shape[1] if a is not None else 0))
-        run_blocks(self.transformer_blocks, step, None, self.block_weights, tokens, lambda s: pace(*s))
+        run_blocks(self.transformer_blocks, step, None, self.block_weights, tokens, lambda s: pace("block", *s))
         eps = self.args.norm_eps
         out_v = self._output(v.x, v.emb, self.scale_shift_table, self.proj_out, eps)
         out_v = out_v if shard is None else shard.gather(out_v)
