@@ -338,6 +338,13 @@ def _norm_rope(x: mx.array, weight: mx.array, cos: mx.array, sin: mx.array, eps:
     return out.reshape(b, t, d).astype(x.dtype)
 
 
+@mx.compile
+def _head_gates(out: mx.array, logits: mx.array) -> mx.array:
+    """out [B, T, H, d] · 2 sigmoid(logits [B, T, H]) in float32, written in out's dtype (one kernel)."""
+    gates = 2.0 * mx.sigmoid(logits.astype(F32))
+    return (out.astype(F32) * gates[..., None]).astype(out.dtype)
+
+
 class Attention(nn.Module):
     """Multi-head attention with q/k RMSNorm across heads, split RoPE and optional per-head gate."""
 
@@ -368,6 +375,7 @@ class Attention(nn.Module):
         skip: bool = False,
         shard=None,
         bias: mx.array | None = None,
+        pace: Callable[..., None] | None = None,
     ) -> mx.array:
         """x: [B, T, query_dim] float32; context: [B, S, context_dim] (None: self-attention).
         ``shard`` (:class:`mlx_video.distributed.TokenShard`): the keys' tokens are this rank's slice
@@ -375,7 +383,8 @@ class Attention(nn.Module):
         ``bias``: additive attention bias [B, 1, T, S] (no sequence parallelism with a bias).
 
         ``pe`` rotates q (and k unless ``k_pe`` is given). STG: ``skip`` replaces the attention
-        output by v for every item; ``keep`` ([B,1,1], 0 = replace) does it per item.
+        output by v for every item; ``keep`` ([B,1,1], 0 = replace) does it per item. ``pace(q, k, v)``,
+        when given, is called with the projected (normed, rotated) q, k, v before the attention itself.
         Returns [B, T, query_dim] in the weights' dtype.
         """
         context = x if context is None else context
@@ -391,6 +400,8 @@ class Attention(nn.Module):
             else:
                 q = self.q_norm(_lin(self.to_q, x))
                 k = self.k_norm(_lin(self.to_k, context))
+            if pace is not None:
+                pace(q, k, v)
             attend = partial(attention, dtype=v.dtype, mask=None if bias is None else bias.astype(v.dtype))
             qh, kh, vh = self._heads(q), self._heads(k), self._heads(v)
             o = attend(qh, kh, vh) if shard is None else shard.attention(qh, kh, vh, attend, context is x)
@@ -398,8 +409,7 @@ class Attention(nn.Module):
             if keep is not None:
                 out = out * keep + v * (1 - keep)
         if "to_gate_logits" in self:
-            gates = 2.0 * mx.sigmoid(_lin(self.to_gate_logits, x).astype(F32))  # [B, T, H]
-            out = (out.reshape(b, t, self.heads, -1) * gates[..., None]).reshape(b, t, -1)
+            out = _head_gates(out.reshape(b, t, self.heads, -1), _lin(self.to_gate_logits, x)).reshape(b, t, -1)
         return _lin(self.to_out, out)
 
 
@@ -430,7 +440,8 @@ class TimestepEmbedder(nn.Module):
 
 
 class AdaLNSingle(nn.Module):
-    """PixArt adaLN-single: t -> (modulation [..., rows*D], embedded timestep [..., D]), float32."""
+    """PixArt adaLN-single: t -> (modulation [..., rows*D] in the weights' dtype, embedded timestep [..., D]
+    float32)."""
 
     def __init__(self, dim: int, rows: int):
         super().__init__()
@@ -439,7 +450,9 @@ class AdaLNSingle(nn.Module):
 
     def __call__(self, t: mx.array) -> tuple[mx.array, mx.array]:
         emb = self.timestep_embedder(t)
-        return _lin(self.linear, nn.silu(emb)).astype(F32), emb
+        # the modulation stays in the linear's dtype (bf16 in production: exactly what a float32 copy would
+        # hold, at half the bytes; [B, T, rows*D] per token); the kernels that use it add it in float32
+        return _lin(self.linear, nn.silu(emb)), emb
 
 
 class CaptionProjection(nn.Module):
@@ -512,8 +525,9 @@ def _ada(table: mx.array, mod: mx.array, start: int, stop: int) -> list[mx.array
 Pace = Callable[..., None]
 """``pace(phase, *arrays)``: called inside the block loop with a phase name of :data:`PHASES` and the
 arrays that phase produced (None entries allowed), e.g. to evaluate them."""
-PHASES = ("video_self", "video_text", "video_text+audio", "av_cross", "block")
-"""Where a forward calls its pace, in order: after the video self-attention; after the video text
+PHASES = ("video_qkv", "video_self", "video_text", "video_text+audio", "av_cross", "block")
+"""Where a forward calls its pace, in order: after the video self-attention's q, k, v projections (with
+q/k norm and RoPE; not called when the block skips it, STG); after the video self-attention; after the video text
 cross-attention (video-only model) or after it and the audio stream's self- and text attention; after the
 audio<->video cross-attention; after the block's feed-forwards ("block", the block's output)."""
 
@@ -590,11 +604,12 @@ class Block(nn.Module):
             self.scale_shift_table_a2v_ca_video = mx.zeros((5, vd))
             self.scale_shift_table_a2v_ca_audio = mx.zeros((5, ad))
 
-    def _self(self, s: _Stream, attn1: Attention, table: mx.array, keep, skip) -> mx.array:
+    def _self(self, s: _Stream, attn1: Attention, table: mx.array, keep, skip, pace=None) -> mx.array:
         """x + gate · attn1(modulated x): the AdaLN self-attention residual update (float32)."""
         shift, scale, gate = _rows(table, s.mod, 0, 3)
         q_in = _modulate(s.x, *shift, *scale, self.eps, _dname(_wdtype(attn1.to_q)))
-        return _gated(s.x, attn1(q_in, pe=s.pe, keep=keep, skip=skip, shard=s.shard, bias=s.bias), *gate)
+        out = attn1(q_in, pe=s.pe, keep=keep, skip=skip, shard=s.shard, bias=s.bias, pace=pace)
+        return _gated(s.x, out, *gate)
 
     def _text(self, s: _Stream, x: mx.array, attn2: Attention, table: mx.array, prompt_table) -> mx.array:
         """The text cross-attention residual update of x (float32): plain for LTX-2, AdaLN-modulated
@@ -633,8 +648,9 @@ class Block(nn.Module):
         outputs (the block's end is left to the caller): where evaluation can be paced inside a block."""
         i = self.idx
         pace = pace if pace is not None else _no_pace
+        qkv = lambda *xs: pace("video_qkv", *xs)  # noqa: E731
         vx = self._self(
-            v, self.attn1, self.scale_shift_table, p.keep("video_self_attn", i), p.all("video_self_attn", i)
+            v, self.attn1, self.scale_shift_table, p.keep("video_self_attn", i), p.all("video_self_attn", i), qkv
         )
         pace("video_self", vx)
         vx = self._text(v, vx, self.attn2, self.scale_shift_table, getattr(self, "prompt_scale_shift_table", None))
@@ -757,7 +773,7 @@ class LTXModel(nn.Module):
         prompt = layer("prompt_adaln_single")
         prompt_mod = prompt(sigma * mult)[0][:, None] if prompt is not None else None
         proj = layer("caption_projection")
-        ctx = (m.context if proj is None else proj(m.context)).astype(F32)
+        ctx = m.context if proj is None else proj(m.context)  # cast (exactly) where it is used
         s = _Stream(x, mod, emb, ctx, pe, prompt_mod)
         if other is not None:
             # cross-attention modulation follows the *other* stream's sigma (ltx-core 1.0.0)
