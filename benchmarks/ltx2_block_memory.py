@@ -116,8 +116,8 @@ def run_size(model: LTXModel, frames: int, height: int, width: int, args, dtype)
     ctx_a = a.caption_channels if a.caption_projection else a.audio_cross_attention_dim
     sigma = mx.full((1,), 0.8)
     tv, ta = (mx.full((1, n_video), 0.8), mx.full((1, n_audio), 0.8)) if args.per_token else (sigma, sigma)
-    video = Modality(arr(1, n_video, a.in_channels), tv, sigma, arr(1, TEXT_TOKENS, ctx_v))
-    audio = Modality(arr(1, n_audio, a.audio_in_channels), ta, sigma, arr(1, TEXT_TOKENS, ctx_a))
+    video = Modality(arr(1, n_video, a.in_channels), tv, sigma, arr(1, args.text_tokens, ctx_v))
+    audio = Modality(arr(1, n_audio, a.audio_in_channels), ta, sigma, arr(1, args.text_tokens, ctx_a))
     mx.eval(rope, video.latent, video.context, audio.latent, audio.context, tv, ta, sigma)
 
     def forward(pace):
@@ -179,6 +179,7 @@ def main(argv=None):
     p.add_argument("--stages", default="1,2", help="which token counts: 1 (half resolution), 2 (full), or both")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--text-tokens", type=int, default=TEXT_TOKENS, help="text context length (the connectors': 1024)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -204,7 +205,7 @@ def main(argv=None):
         layers=args.layers,
         dtype=dt_name,
         per_token=args.per_token,
-        text_tokens=TEXT_TOKENS,
+        text_tokens=args.text_tokens,
         device=str(mx.default_device()),
         mlx_version=mx.__version__,
         weights_gib=common.mlx_nbytes(model) / GIB,

@@ -324,17 +324,21 @@ class RMSNorm(nn.Module):
 
 @mx.compile
 def _norm_rope(x: mx.array, weight: mx.array, cos: mx.array, sin: mx.array, eps: float) -> mx.array:
-    """q/k RMSNorm (float32) then split RoPE, cast back to x's dtype: the same values as split RoPE
-    (``(a, b) -> (a cos - b sin, b cos + a sin)`` on the halves of each head's chunk) of RMSNorm(x) cast
-    for attention. Written as ``y·cos + swap(y)·(∓sin)`` over a [.., heads, 2, half] view (``swap``: the
-    halves exchanged, a strided view), so that everything after the norm is one elementwise kernel
-    writing x's dtype: no float32 halves, no concatenation (bit-identical to the two-halves form)."""
+    """q/k RMSNorm then split RoPE (``(a, b) -> (a cos - b sin, b cos + a sin)`` on the halves of each head's
+    chunk), float32 arithmetic, cast back to x's dtype. RoPE is linear and the norm scales each token by one
+    number r = rsqrt(mean(x²) + eps), so this computes ``r · rope(x ⊙ weight)``: one [B, T, 1] float32
+    reduction, then a single elementwise kernel over [B, T, heads, 2, half] views of x and weight (``swap``:
+    the halves exchanged, a strided view) that writes x's dtype. No float32 [B, T, D] copy of x, of the
+    normed x or of the halves (the same values as norm-then-rotate up to float32 rounding)."""
     b, t, d = x.shape
-    y = mx.fast.rms_norm(x.astype(F32), weight.astype(F32), eps)
     h, half = cos.shape[2], cos.shape[3]
-    y = y.reshape(b, t, h, 2, half)
+    xf = x.astype(F32)
+    r = mx.rsqrt(mx.mean(xf * xf, axis=-1, keepdims=True) + eps)[..., None, None]  # [B, T, 1, 1, 1]
+    xr, wr = x.reshape(b, t, h, 2, half), weight.reshape(h, 2, half)
+    y = xr.astype(F32) * wr.astype(F32)
+    swapped = xr[:, :, :, ::-1].astype(F32) * wr[:, ::-1].astype(F32)
     sign = mx.array([-1.0, 1.0], dtype=F32)[:, None]  # [2, 1]: -sin on the first half, +sin on the second
-    out = y * cos[:, :, :, None] + y[:, :, :, ::-1] * (sin[:, :, :, None] * sign)
+    out = r * (y * cos[:, :, :, None] + swapped * (sin[:, :, :, None] * sign))
     return out.reshape(b, t, d).astype(x.dtype)
 
 
