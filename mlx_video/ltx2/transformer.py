@@ -6,9 +6,12 @@ video stream and (optionally) an audio stream; each block runs, per stream, AdaL
 self-attention, text cross-attention, then audio<->video cross-attention, then the AdaLN FFN.
 The network predicts a velocity; :func:`to_x0` turns it into x0 as ltx-core's X0Model does.
 
-Numerics: the residual streams, AdaLN modulation, norms and RoPE are float32; linear layers and
-attention run in the weights' dtype (bf16 in production, float32 in the parity tests).
+Numerics: the residual streams, AdaLN arithmetic, norms and RoPE are float32 (the modulation tables are stored
+in the weights' dtype and added in float32); linear layers and attention run in the weights' dtype (bf16 in
+production, float32 in the parity tests).
 RoPE tables are inputs (:func:`rope_tables`, split layout of :mod:`mlx_video.nn.rope`), built once per run or stage.
+Evaluation is paced inside the block loop (:class:`SubstepPacing`, docs/ltx2.md §2.9): MLX keeps a queued kernel's
+inputs until it has run, so how far evaluation runs ahead sets the activation memory.
 """
 
 from __future__ import annotations
