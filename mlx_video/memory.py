@@ -586,6 +586,8 @@ def wan_sizes(cfg: dict, task=None, images: int = 0, text_encoder: bool = True) 
 # That run decoded in float32 (its peak was the tiled video decode's: 15.7 GiB for the VAE alone, benchmarks/
 # README.md); the VAEs and the vocoder now run in bf16 for a bf16 folder (ltx2.loading.decoder_dtype), about
 # halving that phase, so the constant errs high there too until it is refitted on the next H100 run.
+# The transformer now paces evaluation inside blocks at stage-2 sizes (docs/ltx2.md §2.9: ~7.6 GiB of its
+# activations expected to fall to ~1.8 GiB at 6,144 tokens), another reason it errs high until refitted.
 LTX_ACT_BYTES_PER_TOKEN = (49.4 - 35.4) * GIB / 6144
 LTX_DECODER_FILES = ("video_vae.safetensors", "audio_vae.safetensors", "vocoder.safetensors")  # stored float32
 LTX_TEXT_FILES = ("gemma.safetensors", "connectors.safetensors")

@@ -6,15 +6,18 @@ video stream and (optionally) an audio stream; each block runs, per stream, AdaL
 self-attention, text cross-attention, then audio<->video cross-attention, then the AdaLN FFN.
 The network predicts a velocity; :func:`to_x0` turns it into x0 as ltx-core's X0Model does.
 
-Numerics: the residual streams, AdaLN modulation, norms and RoPE are float32; linear layers and
-attention run in the weights' dtype (bf16 in production, float32 in the parity tests).
+Numerics: the residual streams, AdaLN arithmetic, norms and RoPE are float32 (the modulation tables are stored
+in the weights' dtype and added in float32); linear layers and attention run in the weights' dtype (bf16 in
+production, float32 in the parity tests).
 RoPE tables are inputs (:func:`rope_tables`, split layout of :mod:`mlx_video.nn.rope`), built once per run or stage.
+Evaluation is paced inside the block loop (:class:`SubstepPacing`, docs/ltx2.md §2.9): MLX keeps a queued kernel's
+inputs until it has run, so how far evaluation runs ahead sets the activation memory.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
@@ -324,16 +327,29 @@ class RMSNorm(nn.Module):
 
 @mx.compile
 def _norm_rope(x: mx.array, weight: mx.array, cos: mx.array, sin: mx.array, eps: float) -> mx.array:
-    """q/k RMSNorm (float32) then split RoPE, cast back to x's dtype, in one compiled kernel: the same
-    values as split RoPE (``(a, b) -> (a cos - b sin, b cos + a sin)`` on the halves of each head's chunk)
-    of RMSNorm(x) cast for attention, without float32 [B, T, D] copies."""
+    """q/k RMSNorm then split RoPE (``(a, b) -> (a cos - b sin, b cos + a sin)`` on the halves of each head's
+    chunk), float32 arithmetic, cast back to x's dtype. RoPE is linear and the norm scales each token by one
+    number r = rsqrt(mean(x²) + eps), so this computes ``r · rope(x ⊙ weight)``: one [B, T, 1] float32
+    reduction, then a single elementwise kernel over [B, T, heads, 2, half] views of x and weight (``swap``:
+    the halves exchanged, a strided view) that writes x's dtype. No float32 [B, T, D] copy of x, of the
+    normed x or of the halves (the same values as norm-then-rotate up to float32 rounding)."""
     b, t, d = x.shape
-    y = mx.fast.rms_norm(x.astype(F32), weight.astype(F32), eps)
     h, half = cos.shape[2], cos.shape[3]
-    y = y.reshape(b, t, h, 2, half)
-    a, c = y[..., 0, :], y[..., 1, :]
-    out = mx.stack([a * cos - c * sin, c * cos + a * sin], axis=3)
+    xf = x.astype(F32)
+    r = mx.rsqrt(mx.mean(xf * xf, axis=-1, keepdims=True) + eps)[..., None, None]  # [B, T, 1, 1, 1]
+    xr, wr = x.reshape(b, t, h, 2, half), weight.reshape(h, 2, half)
+    y = xr.astype(F32) * wr.astype(F32)
+    swapped = xr[:, :, :, ::-1].astype(F32) * wr[:, ::-1].astype(F32)
+    sign = mx.array([-1.0, 1.0], dtype=F32)[:, None]  # [2, 1]: -sin on the first half, +sin on the second
+    out = r * (y * cos[:, :, :, None] + swapped * (sin[:, :, :, None] * sign))
     return out.reshape(b, t, d).astype(x.dtype)
+
+
+@mx.compile
+def _head_gates(out: mx.array, logits: mx.array) -> mx.array:
+    """out [B, T, H, d] · 2 sigmoid(logits [B, T, H]) in float32, written in out's dtype (one kernel)."""
+    gates = 2.0 * mx.sigmoid(logits.astype(F32))
+    return (out.astype(F32) * gates[..., None]).astype(out.dtype)
 
 
 class Attention(nn.Module):
@@ -366,6 +382,7 @@ class Attention(nn.Module):
         skip: bool = False,
         shard=None,
         bias: mx.array | None = None,
+        pace: Callable[..., None] | None = None,
     ) -> mx.array:
         """x: [B, T, query_dim] float32; context: [B, S, context_dim] (None: self-attention).
         ``shard`` (:class:`mlx_video.distributed.TokenShard`): the keys' tokens are this rank's slice
@@ -373,7 +390,8 @@ class Attention(nn.Module):
         ``bias``: additive attention bias [B, 1, T, S] (no sequence parallelism with a bias).
 
         ``pe`` rotates q (and k unless ``k_pe`` is given). STG: ``skip`` replaces the attention
-        output by v for every item; ``keep`` ([B,1,1], 0 = replace) does it per item.
+        output by v for every item; ``keep`` ([B,1,1], 0 = replace) does it per item. ``pace(q, k, v)``,
+        when given, is called with the projected (normed, rotated) q, k, v before the attention itself.
         Returns [B, T, query_dim] in the weights' dtype.
         """
         context = x if context is None else context
@@ -389,6 +407,8 @@ class Attention(nn.Module):
             else:
                 q = self.q_norm(_lin(self.to_q, x))
                 k = self.k_norm(_lin(self.to_k, context))
+            if pace is not None:
+                pace(q, k, v)
             attend = partial(attention, dtype=v.dtype, mask=None if bias is None else bias.astype(v.dtype))
             qh, kh, vh = self._heads(q), self._heads(k), self._heads(v)
             o = attend(qh, kh, vh) if shard is None else shard.attention(qh, kh, vh, attend, context is x)
@@ -396,8 +416,7 @@ class Attention(nn.Module):
             if keep is not None:
                 out = out * keep + v * (1 - keep)
         if "to_gate_logits" in self:
-            gates = 2.0 * mx.sigmoid(_lin(self.to_gate_logits, x).astype(F32))  # [B, T, H]
-            out = (out.reshape(b, t, self.heads, -1) * gates[..., None]).reshape(b, t, -1)
+            out = _head_gates(out.reshape(b, t, self.heads, -1), _lin(self.to_gate_logits, x)).reshape(b, t, -1)
         return _lin(self.to_out, out)
 
 
@@ -428,7 +447,8 @@ class TimestepEmbedder(nn.Module):
 
 
 class AdaLNSingle(nn.Module):
-    """PixArt adaLN-single: t -> (modulation [..., rows*D], embedded timestep [..., D]), float32."""
+    """PixArt adaLN-single: t -> (modulation [..., rows*D] in the weights' dtype, embedded timestep [..., D]
+    float32)."""
 
     def __init__(self, dim: int, rows: int):
         super().__init__()
@@ -437,7 +457,9 @@ class AdaLNSingle(nn.Module):
 
     def __call__(self, t: mx.array) -> tuple[mx.array, mx.array]:
         emb = self.timestep_embedder(t)
-        return _lin(self.linear, nn.silu(emb)).astype(F32), emb
+        # the modulation stays in the linear's dtype (bf16 in production: exactly what a float32 copy would
+        # hold, at half the bytes; [B, T, rows*D] per token); the kernels that use it add it in float32
+        return _lin(self.linear, nn.silu(emb)), emb
 
 
 class CaptionProjection(nn.Module):
@@ -461,14 +483,29 @@ def _rows(table: mx.array, mod: mx.array, start: int, stop: int) -> list[tuple[m
     return [(m[:, :, r], table[r]) for r in range(start, stop)]
 
 
+# dtype names for the compiled kernels (mx.compile takes strings, not dtypes, as constant arguments)
+_DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
+
+
+def _dname(dtype: mx.Dtype) -> str:
+    return next(k for k, v in _DTYPES.items() if v == dtype)
+
+
 @mx.compile
 def _modulate(
-    x: mx.array, m_shift: mx.array, t_shift: mx.array, m_scale: mx.array, t_scale: mx.array, eps: float
+    x: mx.array, m_shift: mx.array, t_shift: mx.array, m_scale: mx.array, t_scale: mx.array, eps: float, out: str
 ) -> mx.array:
-    """rms(x)·(1 + scale) + shift, scale/shift = table row + modulation row, float32 in one kernel."""
+    """rms(x)·(1 + scale) + shift, scale/shift = table row + modulation row, computed in float32 and
+    written in dtype ``out`` (the next linear layer's: the value it would cast to anyway)."""
     scale = m_scale.astype(F32) + t_scale.astype(F32)
     shift = m_shift.astype(F32) + t_shift.astype(F32)
-    return mx.fast.rms_norm(x.astype(F32), None, eps) * (1 + scale) + shift
+    return (mx.fast.rms_norm(x.astype(F32), None, eps) * (1 + scale) + shift).astype(_DTYPES[out])
+
+
+@mx.compile
+def _affine(x: mx.array, scale: mx.array, shift: mx.array, out: str) -> mx.array:
+    """x·(1 + scale) + shift in float32, written in dtype ``out`` (one kernel)."""
+    return (x.astype(F32) * (1 + scale.astype(F32)) + shift.astype(F32)).astype(_DTYPES[out])
 
 
 @mx.compile
@@ -477,12 +514,53 @@ def _gated(x: mx.array, y: mx.array, m_gate: mx.array, t_gate: mx.array) -> mx.a
     return x + y.astype(F32) * (m_gate.astype(F32) + t_gate.astype(F32))
 
 
+@mx.compile
+def _plus(x: mx.array, y: mx.array, gate: mx.array | None = None) -> mx.array:
+    """x + y (· gate) in float32 in one kernel (y in any dtype)."""
+    y = y.astype(F32)
+    return x + (y if gate is None else y * gate.astype(F32))
+
+
 def _ada(table: mx.array, mod: mx.array, start: int, stop: int) -> list[mx.array]:
     """Rows start..stop-1 of ``table [k, D] + mod [B, T, k*D]`` as a list of [B, T, D] float32."""
     b, t, _ = mod.shape
     k, d = table.shape
     m = mod.reshape(b, t, k, d)[:, :, start:stop] + table[start:stop].astype(F32)
     return [m[:, :, i] for i in range(stop - start)]
+
+
+Pace = Callable[..., None]
+"""``pace(phase, *arrays)``: called inside the block loop with a phase name of :data:`PHASES` and the
+arrays that phase produced (None entries allowed), e.g. to evaluate them."""
+PHASES = ("video_qkv", "video_self", "video_text", "video_text+audio", "av_cross", "block")
+"""Where a forward calls its pace, in order: after the video self-attention's q, k, v projections (with
+q/k norm and RoPE; not called when the block skips it, STG); after the video self-attention; after the video text
+cross-attention (video-only model) or after it and the audio stream's self- and text attention; after the
+audio<->video cross-attention; after the block's feed-forwards ("block", the block's output)."""
+
+
+def _no_pace(phase: str, *arrays) -> None:
+    pass
+
+
+class SubstepPacing:
+    """Default evaluation pacing of :class:`LTXModel`'s block loop: :class:`~mlx_video.nn.evaluation.OneBlockAhead`
+    (``async_eval`` the newest outputs, wait for the previous ones) at every phase of :data:`PHASES` when the
+    forward has at least ``tokens`` video tokens (per rank), else only at block ends.
+
+    Why (docs/ltx2.md §2.9): MLX keeps every input of the kernels it has queued but not finished (the CUDA
+    backend until the whole CUDA graph they were batched into completes: up to 100 kernels on an H100), so a
+    lazily built block holds all its intermediates at once, and one block in flight two blocks' worth:
+    ~8 GiB at 6,144 video tokens. Pacing inside the block bounds that by the largest sub-step pair.
+    """
+
+    def __init__(self, video_tokens: int, tokens: int):
+        self.fine = video_tokens >= tokens
+        self.ahead = OneBlockAhead()
+
+    def __call__(self, phase: str, *arrays) -> None:
+        if self.fine or phase == "block":
+            self.ahead(*arrays)
 
 
 @dataclass
@@ -533,70 +611,75 @@ class Block(nn.Module):
             self.scale_shift_table_a2v_ca_video = mx.zeros((5, vd))
             self.scale_shift_table_a2v_ca_audio = mx.zeros((5, ad))
 
-    def _self_and_text(self, s: _Stream, attn1, attn2, table, prompt_table, keep, skip) -> mx.array:
-        x = s.x
+    def _self(self, s: _Stream, attn1: Attention, table: mx.array, keep, skip, pace=None) -> mx.array:
+        """x + gate · attn1(modulated x): the AdaLN self-attention residual update (float32)."""
         shift, scale, gate = _rows(table, s.mod, 0, 3)
-        x = _gated(
-            x,
-            attn1(_modulate(x, *shift, *scale, self.eps), pe=s.pe, keep=keep, skip=skip, shard=s.shard, bias=s.bias),
-            *gate,
-        )
+        q_in = _modulate(s.x, *shift, *scale, self.eps, _dname(_wdtype(attn1.to_q)))
+        out = attn1(q_in, pe=s.pe, keep=keep, skip=skip, shard=s.shard, bias=s.bias, pace=pace)
+        return _gated(s.x, out, *gate)
+
+    def _text(self, s: _Stream, x: mx.array, attn2: Attention, table: mx.array, prompt_table) -> mx.array:
+        """The text cross-attention residual update of x (float32): plain for LTX-2, AdaLN-modulated
+        queries and prompt-modulated context for LTX-2.3."""
         if not self.adaln:  # LTX-2: plain text cross-attention
-            return x + attn2(_rms(x, self.eps), context=s.context)
+            return _plus(x, attn2(_rms(x, self.eps), context=s.context))
         shift_q, scale_q, gate_q = _rows(table, s.mod, 6, 9)
         shift_kv, scale_kv = _ada(prompt_table, s.prompt_mod, 0, 2)
-        q_in = _modulate(x, *shift_q, *scale_q, self.eps)
-        return _gated(x, attn2(q_in, context=s.context * (1 + scale_kv) + shift_kv), *gate_q)
+        dt = _dname(_wdtype(attn2.to_q))
+        q_in = _modulate(x, *shift_q, *scale_q, self.eps, dt)
+        return _gated(x, attn2(q_in, context=_affine(s.context, scale_kv, shift_kv, dt)), *gate_q)
 
     @staticmethod
-    def _cross(attn, q_side, kv_side, row: int, keep: mx.array | None) -> mx.array:
-        """One audio<->video direction: (normed x, a2v scale-shift table, stream) per side; rows
-        ``row``, ``row + 1`` of each table give (scale, shift) for that side, row 4 of the query
+    def _cross(x, attn, q_side, kv_side, row: int, keep: mx.array | None) -> mx.array:
+        """x + one audio<->video direction's gated update: (normed x, a2v scale-shift table, stream) per
+        side; rows ``row``, ``row + 1`` of each table give (scale, shift) for that side, row 4 of the query
         side's table the gate."""
         (qn, qt, qs), (kn, kt, ks) = q_side, kv_side
         sq, hq = _ada(qt[:4], qs.cross_mod, row, row + 2)
         sk, hk = _ada(kt[:4], ks.cross_mod, row, row + 2)
         (gate,) = _ada(qt[4:], qs.cross_gate, 0, 1)
-        out = (
-            attn(qn * (1 + sq) + hq, context=kn * (1 + sk) + hk, pe=qs.cross_pe, k_pe=ks.cross_pe, shard=ks.shard)
-            * gate
-        )
-        return out if keep is None else out * keep
+        dt = _dname(_wdtype(attn.to_q))
+        q_in, kv_in = _affine(qn, sq, hq, dt), _affine(kn, sk, hk, dt)
+        out = attn(q_in, context=kv_in, pe=qs.cross_pe, k_pe=ks.cross_pe, shard=ks.shard)
+        return _plus(x, out, gate if keep is None else gate * keep)
 
     def _ffn(self, x: mx.array, mod: mx.array, table: mx.array, ff: FeedForward) -> mx.array:
         shift, scale, gate = _rows(table, mod, 3, 6)
-        return _gated(x, ff(_modulate(x, *shift, *scale, self.eps)), *gate)
+        return _gated(x, ff(_modulate(x, *shift, *scale, self.eps, _dname(_wdtype(ff.proj_in)))), *gate)
 
-    def __call__(self, v: _Stream, a: _Stream | None, p: Perturbations) -> tuple[mx.array, mx.array | None]:
+    def __call__(
+        self, v: _Stream, a: _Stream | None, p: Perturbations, pace: Pace | None = None
+    ) -> tuple[mx.array, mx.array | None]:
+        """One block on both streams; returns the new (video, audio) residual streams [B, T, D] float32.
+        ``pace(phase, *arrays)`` (see :data:`PHASES`), when given, is called after each sub-step with its
+        outputs (the block's end is left to the caller): where evaluation can be paced inside a block."""
         i = self.idx
-        vx = self._self_and_text(
-            v,
-            self.attn1,
-            self.attn2,
-            self.scale_shift_table,
-            getattr(self, "prompt_scale_shift_table", None),
-            p.keep("video_self_attn", i),
-            p.all("video_self_attn", i),
+        pace = pace if pace is not None else _no_pace
+        qkv = lambda *xs: pace("video_qkv", *xs)  # noqa: E731
+        vx = self._self(
+            v, self.attn1, self.scale_shift_table, p.keep("video_self_attn", i), p.all("video_self_attn", i), qkv
         )
+        pace("video_self", vx)
+        vx = self._text(v, vx, self.attn2, self.scale_shift_table, getattr(self, "prompt_scale_shift_table", None))
         if a is None:
+            pace("video_text", vx)
             return self._ffn(vx, v.mod, self.scale_shift_table, self.ff), None
-        ax = self._self_and_text(
-            a,
-            self.audio_attn1,
-            self.audio_attn2,
-            self.audio_scale_shift_table,
-            getattr(self, "audio_prompt_scale_shift_table", None),
-            p.keep("audio_self_attn", i),
-            p.all("audio_self_attn", i),
+        ax = self._self(
+            a, self.audio_attn1, self.audio_scale_shift_table, p.keep("audio_self_attn", i), p.all("audio_self_attn", i)
         )
+        ax = self._text(
+            a, ax, self.audio_attn2, self.audio_scale_shift_table, getattr(self, "audio_prompt_scale_shift_table", None)
+        )
+        pace("video_text+audio", vx, ax)
 
         # audio <-> video cross-attention; both directions read the norms taken before either update
         vn, an = _rms(vx, self.eps), _rms(ax, self.eps)
         tv, ta = self.scale_shift_table_a2v_ca_video, self.scale_shift_table_a2v_ca_audio
         if not p.all("a2v_cross_attn", i):  # video queries audio: table rows 0, 1
-            vx = vx + self._cross(self.audio_to_video_attn, (vn, tv, v), (an, ta, a), 0, p.keep("a2v_cross_attn", i))
+            vx = self._cross(vx, self.audio_to_video_attn, (vn, tv, v), (an, ta, a), 0, p.keep("a2v_cross_attn", i))
         if not p.all("v2a_cross_attn", i):  # audio queries video: table rows 2, 3
-            ax = ax + self._cross(self.video_to_audio_attn, (an, ta, a), (vn, tv, v), 2, p.keep("v2a_cross_attn", i))
+            ax = self._cross(ax, self.video_to_audio_attn, (an, ta, a), (vn, tv, v), 2, p.keep("v2a_cross_attn", i))
+        pace("av_cross", vx, ax)
 
         vx = self._ffn(vx, v.mod, self.scale_shift_table, self.ff)
         ax = self._ffn(ax, a.mod, self.audio_scale_shift_table, self.audio_ff)
@@ -619,6 +702,10 @@ class LTXModel(nn.Module):
     """
 
     block_weights: BlockWeights | None = None
+    # video tokens (per rank) from which the default pacing evaluates inside blocks (SubstepPacing): stage-2
+    # sizes (6,144 tokens at 768x512) do, stage 1 (1,536) keeps one block in flight (short sub-steps there
+    # would leave the GPU idle at each wait)
+    substep_pacing_tokens: int = 4096
 
     def __init__(self, args: LTXModelArgs):
         super().__init__()
@@ -693,7 +780,7 @@ class LTXModel(nn.Module):
         prompt = layer("prompt_adaln_single")
         prompt_mod = prompt(sigma * mult)[0][:, None] if prompt is not None else None
         proj = layer("caption_projection")
-        ctx = (m.context if proj is None else proj(m.context)).astype(F32)
+        ctx = m.context if proj is None else proj(m.context)  # cast (exactly) where it is used
         s = _Stream(x, mod, emb, ctx, pe, prompt_mod)
         if other is not None:
             # cross-attention modulation follows the *other* stream's sigma (ltx-core 1.0.0)
@@ -717,11 +804,13 @@ class LTXModel(nn.Module):
         rope: LTXRope,
         perturbations: Perturbations | None = None,
         sp=None,
+        pace: Pace | None = None,
     ) -> tuple[mx.array, mx.array | None]:
         """Velocities for the video and audio tokens (see class docstring). ``sp``
         (:class:`mlx_video.distributed.SequenceParallel`, default: the one ``distributed.active`` set, if
         any): each rank runs the video tokens of its slice
-        (audio stays whole on every rank) and returns the whole result. Raises ValueError on
+        (audio stays whole on every rank) and returns the whole result. ``pace`` (:data:`Pace`): how the
+        block loop is evaluated (default :class:`SubstepPacing` with ``substep_pacing_tokens``). Raises ValueError on
         audio input to a video-only model or a perturbation list whose length is not B."""
         if audio is not None and not self.args.audio:
             raise ValueError("this is a video-only model: audio must be None")
@@ -759,15 +848,16 @@ class LTXModel(nn.Module):
                 ("av_ca_audio_scale_shift_adaln_single", "av_ca_v2a_gate_adaln_single"),
             )
 
+        pace = pace if pace is not None else SubstepPacing(v.x.shape[1], self.substep_pacing_tokens)
+
         def step(block, _):
-            v.x, ax = block(v, a, p)
+            v.x, ax = block(v, a, p, pace)
             if a is not None:
                 a.x = ax
             return v.x, ax
 
-        pace = OneBlockAhead()
         tokens = b * (v.x.shape[1] + (a.x.shape[1] if a is not None else 0))
-        run_blocks(self.transformer_blocks, step, None, self.block_weights, tokens, lambda s: pace(*s))
+        run_blocks(self.transformer_blocks, step, None, self.block_weights, tokens, lambda s: pace("block", *s))
         eps = self.args.norm_eps
         out_v = self._output(v.x, v.emb, self.scale_shift_table, self.proj_out, eps)
         out_v = out_v if shard is None else shard.gather(out_v)
