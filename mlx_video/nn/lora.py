@@ -351,6 +351,110 @@ def _merged_layer(layer: nn.Module, base: dict[str, mx.array], delta: mx.array |
     return {"weight": (base["weight"].astype(f32) + delta).astype(layer.weight.dtype)}
 
 
+@dataclass
+class _MergePlan:
+    """What a merge adds, resolved and checked: per linear layer its LoRA terms ``[(up, down, coefficient)]``
+    and full-tensor diff (float32), per other parameter (bias, norm scale, modulation) its diff terms
+    ``[(diff, strength)]``; all in the model's flat names."""
+
+    layers: dict
+    extra: dict
+    dense: dict
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.layers) + [t for t in self.extra if t not in self.layers]
+
+    def delta(self, target: str) -> mx.array | None:
+        """The float32 [out, in] delta of linear layer ``target`` (lazy), None when every strength is zero."""
+        terms = [t for t in self.layers.get(target, []) if t[2] != 0.0]
+        delta = sum(c * (up.astype(mx.float32) @ down.astype(mx.float32)) for up, down, c in terms) if terms else None
+        if target in self.extra:
+            delta = self.extra[target] if delta is None else delta + self.extra[target]
+        return delta
+
+    def dense_delta(self, key: str) -> mx.array | None:
+        terms = [(d, st) for d, st in self.dense[key] if st != 0.0]
+        return sum(st * d.astype(mx.float32) for d, st in terms) if terms else None
+
+
+def _plan(model: nn.Module, loras, key_map: LoraKeyMap) -> _MergePlan:
+    """Resolve and check every LoRA of ``loras`` against ``model`` (see :func:`merge_loras`); reads shapes only."""
+    plan: dict[str, list] = {}
+    diff_plan: dict[str, list] = {}
+    for i, (weights, strength) in enumerate(loras):
+        what = f"LoRA #{i + 1}"
+        if not math.isfinite(float(strength)):
+            raise ValueError(f"{what}: strength must be finite, got {strength}")
+        weights, diffs = split_diffs(weights)
+        for target, delta in resolve_diffs(model, diffs, key_map, what).items():
+            diff_plan.setdefault(target, []).append((delta, float(strength)))
+        resolved = resolve_lora(model, weights, key_map, what) if weights or not diffs else {}
+        for target, (up, down, scale) in resolved.items():
+            _check_layer(model, target, up, down, what)
+            plan.setdefault(target, []).append((up, down, float(strength) * scale))
+    extra, dense = {}, {}  # diffs on linear weights join the layer's LoRA delta (one re-quantization)
+    for target, terms in diff_plan.items():
+        parent, _, leaf = target.rpartition(".")
+        if leaf == "weight" and isinstance(_module_at(model, parent), (nn.Linear, nn.QuantizedLinear)):
+            terms = [(d, st) for d, st in terms if st != 0.0]
+            if terms:
+                extra[parent] = sum(st * d.astype(mx.float32) for d, st in terms)
+        else:
+            dense[target] = terms
+    return _MergePlan(plan, extra, dense)
+
+
+def _plus(base: mx.array, delta: mx.array | None, dtype: mx.Dtype) -> mx.array:
+    """``base + delta`` computed in float32, in ``dtype`` (None: ``base`` in ``dtype``)."""
+    return base.astype(dtype) if delta is None else (base.astype(mx.float32) + delta).astype(dtype)
+
+
+def _streamed_blocks(model: nn.Module) -> dict[str, int]:
+    """``{module path + ".": block index}`` of the blocks ``model.block_weights`` streams
+    (:class:`mlx_video.nn.blockwise.BlockWeights` with a source); {} when it streams none."""
+    bw = getattr(model, "block_weights", None)
+    if bw is None or not bw.streaming:
+        return {}
+    index = {id(b): i for i, b in enumerate(bw.blocks)}
+    return {f"{path}.": index[id(m)] for path, m in model.named_modules() if id(m) in index}
+
+
+def _block_of(key: str, prefixes: Mapping[str, int]) -> str | None:
+    return next((p for p in prefixes if key.startswith(p)), None)
+
+
+def _block_hook(plan: _MergePlan, blocks: Sequence[nn.Module], prefixes: Mapping[str, int]):
+    """``hook(i, weights) -> weights`` for :meth:`BlockWeights.set_hook`: block i's weights as read from its
+    source plus ``plan``'s deltas for that block, computed lazily as each read is evaluated, exactly as the
+    resident merge computes them (:func:`_merged_layer`, :func:`_plus`). None when no delta touches a block."""
+    per: dict[int, tuple[list, list]] = {}
+    for t in plan.targets:
+        if (pre := _block_of(t, prefixes)) is not None and plan.delta(t) is not None:
+            per.setdefault(prefixes[pre], ([], []))[0].append(t[len(pre) :])
+    for k in plan.dense:
+        if (pre := _block_of(k, prefixes)) is not None and plan.dense_delta(k) is not None:
+            per.setdefault(prefixes[pre], ([], []))[1].append(k[len(pre) :])
+    if not per:
+        return None
+    names = {i: pre for pre, i in prefixes.items()}
+
+    def hook(i: int, weights: Mapping[str, mx.array]) -> dict[str, mx.array]:
+        if i not in per:
+            return dict(weights)
+        w, block, pre = dict(weights), blocks[i], names[i]
+        layers, dense = per[i]
+        for local in layers:
+            layer = _module_at(block, local)
+            base = {p: w[f"{local}.{p}"] for p in _parts(layer)}
+            w.update({f"{local}.{p}": v for p, v in _merged_layer(layer, base, plan.delta(pre + local)).items()})
+        for local in dense:
+            w[local] = _plus(w[local], plan.dense_delta(pre + local), _param_at(block, local).dtype)
+        return w
+
+    return hook
+
+
 def merge_loras(
     model: nn.Module,
     loras: Sequence[tuple[Mapping[str, mx.array], float]],
@@ -378,34 +482,24 @@ def merge_loras(
     ``.diff_b`` / ``.diff_m``, :func:`resolve_diffs`) add ``strength * diff`` to their parameter the same way
     (a diff on a linear weight joins that layer's LoRA delta).
 
+    Streamed blocks (``model.block_weights`` a :class:`mlx_video.nn.blockwise.BlockWeights` with a source,
+    docs/streaming.md): their weights are re-read from the source at every forward, so a merge into them would
+    be lost. For those blocks the merge is a hook on the BlockWeights instead: each time a block is read, its
+    weights are the source's plus this merge's deltas for that block, computed lazily with the read by the same
+    code as the resident merge (so bit-identical to it); ``base`` is not used for them (the source is the
+    stored weights). A later call replaces the hook; one whose strengths are all zero removes it. Layers
+    outside the streamed blocks are merged in place as above.
+
     Everything is checked before any weight changes. Raises WeightsError for unmatched or non-LoRA
     keys (see :func:`resolve_lora`), a LoRA on a layer that is not linear (the Wan patch embedding is
     a Conv3d: no published Wan or LTX-2 LoRA format targets it), rank / shape mismatches, or a ``base``
     that lacks a touched layer's weights or holds them in another shape; ValueError for a non-finite
     strength.
     """
-    plan: dict[str, list] = {}
-    diff_plan: dict[str, list] = {}
-    for i, (weights, strength) in enumerate(loras):
-        what = f"LoRA #{i + 1}"
-        if not math.isfinite(float(strength)):
-            raise ValueError(f"{what}: strength must be finite, got {strength}")
-        weights, diffs = split_diffs(weights)
-        for target, delta in resolve_diffs(model, diffs, key_map, what).items():
-            diff_plan.setdefault(target, []).append((delta, float(strength)))
-        resolved = resolve_lora(model, weights, key_map, what) if weights or not diffs else {}
-        for target, (up, down, scale) in resolved.items():
-            _check_layer(model, target, up, down, what)
-            plan.setdefault(target, []).append((up, down, float(strength) * scale))
-    extra, dense = {}, {}  # diffs on linear weights join the layer's LoRA delta (one re-quantization)
-    for target, terms in diff_plan.items():
-        delta = sum(st * d.astype(mx.float32) for d, st in terms)
-        parent, _, leaf = target.rpartition(".")
-        if leaf == "weight" and isinstance(_module_at(model, parent), (nn.Linear, nn.QuantizedLinear)):
-            extra[parent] = delta
-        else:
-            dense[target] = delta
-    targets = list(plan) + [t for t in extra if t not in plan]
+    plan = _plan(model, loras, key_map)
+    streamed = _streamed_blocks(model)
+    targets = [t for t in plan.targets if _block_of(t, streamed) is None]
+    dense = [k for k in plan.dense if _block_of(k, streamed) is None]
     if base is None:
         source = {f"{t}.{p}": _module_at(model, t)[p] for t in targets for p in _parts(_module_at(model, t))}
         source.update({k: _param_at(model, k) for k in dense})
@@ -421,20 +515,19 @@ def merge_loras(
             bad.append(f"{k} ({'missing' if k not in source else tuple(source[k].shape)}, model {shape})")
     if bad:
         raise WeightsError(f"LoRA merge: base weights do not fit the model: {_names(bad)}")
+    if streamed:
+        bw = model.block_weights
+        bw.set_hook(_block_hook(plan, bw.blocks, streamed))
     for target in targets:
         layer = _module_at(model, target)
         layer_base = {p: source.pop(f"{target}.{p}") for p in _parts(layer)}
-        terms = [t for t in plan.get(target, []) if t[2] != 0.0]
-        delta = sum(c * (up.astype(mx.float32) @ down.astype(mx.float32)) for up, down, c in terms) if terms else None
-        if target in extra:
-            delta = extra[target] if delta is None else delta + extra[target]
-        layer.update(_merged_layer(layer, layer_base, delta))
+        layer.update(_merged_layer(layer, layer_base, plan.delta(target)))
         del layer_base
         mx.eval(layer.parameters())
-    for target, delta in dense.items():  # bias, norm scale, modulation: base + delta
+    for target in dense:  # bias, norm scale, modulation: base + delta
         parent, _, leaf = target.rpartition(".")
         module, old = (_module_at(model, parent) if parent else model), _param_at(model, target)
-        module.update({leaf: (source.pop(target).astype(mx.float32) + delta).astype(old.dtype)})
+        module.update({leaf: _plus(source.pop(target), plan.dense_delta(target), old.dtype)})
         mx.eval(module[leaf])
 
 
