@@ -156,3 +156,111 @@ def test_merge_into_streamed_blocks_equals_resident_merge(folders, folder):
     for key in ("base", 0.7, 0.0):
         assert _same(runs[1, key], runs[None, key]), key
     assert _same(runs[1, 0.0], runs[None, "base"])
+
+
+# ----------------------------------------------------------------------------- CLI and memory estimate
+
+
+@pytest.fixture(scope="module")
+def cli_model(tmp_path_factory):
+    """The tiny LTX-2 distilled checkpoint converted (float32) with its Gemma and upsampler."""
+    parts = loading.find_parts(TINY, "distilled")
+    return convert_ltx2(
+        parts["checkpoint"],
+        tmp_path_factory.mktemp("ltxcli") / "tiny",
+        dtype="float32",
+        gemma=parts["gemma"],
+        upsamplers=parts["upsamplers"],
+    )
+
+
+def _cli(model, *args):
+    from typer.testing import CliRunner
+
+    from mlx_video.cli import app
+
+    small = ["--height", "128", "--width", "128", "--num-frames", "9", "--prompt", "a cat"]
+    return CliRunner().invoke(app, ["generate", "--model", str(model), *small, *args])
+
+
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (
+            ["--stream_blocks", "-1"],
+            "--stream_blocks must be 0 (all resident) or the number of resident blocks, got -1",
+        ),
+        (["--stream-blocks", "two"], "Invalid value"),
+        (["--dequantize_blocks", "False"], "Got unexpected extra argument"),  # a flag: --no-dequantize_blocks
+    ],
+)
+def test_cli_refuses_bad_stream_blocks(cli_model, tmp_path, argv, fragment):
+    out = tmp_path / "o.mp4"
+    r = _cli(cli_model, *argv, "-o", str(out))
+    assert r.exit_code == 2, r.output
+    assert fragment in " ".join(r.output.split()) and "Traceback" not in r.output and not out.exists()
+    if argv[1] == "-1":
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_streams_the_blocks(cli_model, tmp_path, monkeypatch):
+    from mlx_video.cli import ltx2 as cli_ltx2
+
+    seen = {}
+
+    def spy(*a, **kw):
+        comps = loading.load_components(*a, **kw)
+        seen.update(
+            kw, streaming=comps.transformer.block_weights.streaming, resident=comps.transformer.block_weights.resident
+        )
+        return comps
+
+    monkeypatch.setattr(cli_ltx2, "load_components", spy)
+    out = tmp_path / "s.mp4"
+    r = _cli(cli_model, "--stream_blocks", "1", "--no-dequantize_blocks", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert out.stat().st_size > 0
+    assert seen["stream_blocks"] == 1 and seen["dequantize_blocks"] is False
+    assert seen["streaming"] and seen["resident"] == 1
+    r = _cli(cli_model, "--stream_blocks", "1", "--dry-run", "-o", str(tmp_path / "d.mp4"))
+    assert r.exit_code == 0 and "(distilled, transformer blocks streamed (1 resident))" in r.stdout, r.output
+
+
+def _fake_folder(path, blocks=8, bits=None):
+    """config.json + a transformer.safetensors of ``blocks`` blocks (one [64, 64] linear each, 8-bit packed when
+    ``bits``) and one non-block weight: what the estimate reads."""
+    import json
+
+    from mlx_video.io.weights import save_safetensors
+
+    path.mkdir()
+    w = {"proj_out.weight": mx.zeros((64, 64), mx.bfloat16)}
+    for i in range(blocks):
+        if bits:
+            w[f"transformer_blocks.{i}.attn1.to_q.weight"] = mx.zeros((64, 64 * bits // 32), mx.uint32)
+            w[f"transformer_blocks.{i}.attn1.to_q.scales"] = mx.zeros((64, 2), mx.bfloat16)
+            w[f"transformer_blocks.{i}.attn1.to_q.biases"] = mx.zeros((64, 2), mx.bfloat16)
+        else:
+            w[f"transformer_blocks.{i}.attn1.to_q.weight"] = mx.zeros((64, 64), mx.bfloat16)
+    save_safetensors(path / "transformer.safetensors", w)
+    q = {"transformer": {"bits": bits, "group_size": 32}} if bits else {}
+    (path / "config.json").write_text(json.dumps({"dtype": "bfloat16", "quantization": q}))
+    return path
+
+
+def test_estimate_counts_resident_blocks_and_dequantized_copy(tmp_path):
+    from mlx_video import memory
+
+    d = _fake_folder(tmp_path / "bf16")
+    block = 64 * 64 * 2
+    est = {n: memory.ltx_phase_peaks(d, "dev", 9, 128, 128, False, n)["generate"] for n in (None, 1, 4, 8)}
+    assert est[None] - est[1] == pytest.approx(6 * block)  # 1 resident + the one in flight of 8
+    assert est[None] - est[4] == pytest.approx(3 * block) and est[8] == est[None]
+    q = _fake_folder(tmp_path / "q8", bits=8)
+    qblock = 64 * 64 + 2 * 64 * 2 * 2  # uint8-packed weight + bf16 scales and biases
+    assert memory.ltx_block_bytes(q, 8) == {"blocks": [qblock] * 8, "dense": block, "linear": 64 * 64}
+    on, off = (memory.ltx_phase_peaks(q, "dev", 9, 128, 128, False, 1, dq)["generate"] for dq in (True, False))
+    assert on - off == pytest.approx(block)  # one block's linears dequantized to bf16
+    assert off == pytest.approx(
+        memory.ltx_phase_peaks(q, "dev", 9, 128, 128, False, None, False)["generate"] - 6 * qblock
+    )
