@@ -699,14 +699,16 @@ def ltx_phase_peaks(
 
 def ltx_check(phases: dict, budget: float | None, frames: int, height: int, width: int) -> float:
     """The estimated peak (bytes) of ``phases`` (:func:`ltx_phase_peaks`); raises :class:`MemoryBudgetError`
-    naming it when it exceeds ``budget`` bytes (default :func:`default_budget`). LTX-2 has no settings to
-    trade for memory here yet (its VAE decode is already tiled), so this checks and refuses only."""
+    naming it when it exceeds ``budget`` bytes (default :func:`default_budget`). The LTX-2 run's memory settings
+    (``--stream_blocks``, a quantized folder) are the user's: this checks and refuses, naming them, and does not
+    choose them (the Wan plan does, :func:`plan`)."""
     budget = float(default_budget() if budget is None else budget)
     peak = max(phases.values())
     if peak > budget:
         raise MemoryBudgetError(
             f"LTX-2 at {frames}x{height}x{width} needs about {peak / GIB:.2f} GiB "
             f"({', '.join(f'{k} {v / GIB:.2f}' for k, v in phases.items())}), more than the budget "
-            f"{budget / GIB:.2f} GiB; options: a larger --memory-budget, fewer frames or a smaller size"
+            f"{budget / GIB:.2f} GiB; options: a larger --memory-budget, --stream_blocks N (transformer blocks "
+            f"read just in time), a folder converted with --quantize, fewer frames or a smaller size"
         )
     return peak

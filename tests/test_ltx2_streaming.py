@@ -264,3 +264,25 @@ def test_estimate_counts_resident_blocks_and_dequantized_copy(tmp_path):
     assert off == pytest.approx(
         memory.ltx_phase_peaks(q, "dev", 9, 128, 128, False, None, False)["generate"] - 6 * qblock
     )
+
+
+def test_ic_lora_merge_and_unmerge_streamed_equals_resident(folders):
+    """with_ic_loras on a streamed transformer (stage 1 merged through the hook, stage 2 unmerged: the hook
+    dropped), over a whole two-stage distilled generation: identical to the resident merge / un-merge. The
+    IC-LoRA here is the tiny distilled LoRA file (ltx-core key format)."""
+    ic = [(TINY / "ltx-2-tiny-distilled-lora.safetensors", 0.8)]
+    runs = {}
+    for stream in (None, 1):
+        seen = []
+
+        def prepare(comps, seen=seen):
+            loading.with_ic_loras(comps, ic)
+            bw = comps.transformer.block_weights
+            for stage in (comps.stage2_transformer, comps.stage1_transformer):  # unmerge, merge again
+                stage()
+                seen.append(None if bw is None else bw.hook is not None)
+
+        runs[stream] = _generate(folders["f32"], "distilled", stream, prepare=prepare)
+        assert seen == ([None, None] if stream is None else [False, True])
+    assert _same(runs[1], runs[None])
+    assert _diff(runs[None], _generate(folders["f32"], "distilled")) > 1e-3  # the IC-LoRA moved stage 1
