@@ -286,3 +286,15 @@ def test_ic_lora_merge_and_unmerge_streamed_equals_resident(folders):
         assert seen == ([None, None] if stream is None else [False, True])
     assert _same(runs[1], runs[None])
     assert _diff(runs[None], _generate(folders["f32"], "distilled")) > 1e-3  # the IC-LoRA moved stage 1
+
+
+def test_dry_run_without_a_size_uses_the_pipelines(cli_model, tmp_path):
+    """No --height / --width: the estimate is for the pipeline's default size (it raised a TypeError before)."""
+    from typer.testing import CliRunner
+
+    from mlx_video.cli import app
+
+    argv = ["generate", "--model", str(cli_model), "--prompt", "a cat", "--pipeline", "dev", "--dry-run"]
+    r = CliRunner().invoke(app, [*argv, "--memory-budget", "1000", "-o", str(tmp_path / "o.mp4")])
+    assert r.exit_code == 0, r.output
+    assert "memory estimate for 121x512x768 (dev): peak about" in r.stdout

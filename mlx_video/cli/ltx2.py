@@ -86,20 +86,21 @@ def _memory(model_dir, s, budget_gb, stream_blocks=None, dequantize_blocks=None)
 
     if budget_gb is not None and not (budget_gb > 0 and budget_gb != float("inf")):
         raise ValueError(f"--memory-budget must be a positive number of GB, got {budget_gb}")
+    height, width = s.size()  # the pipeline's default where not given
     phases = memory.ltx_phase_peaks(
         model_dir,
         s.pipeline,
         s.num_frames,
-        s.height,
-        s.width,
+        height,
+        width,
         stream_blocks=stream_blocks or None,
         dequantize_blocks=dequantize_blocks,
     )
     budget = None if budget_gb is None else budget_gb * memory.GIB
-    peak = memory.ltx_check(phases, budget, s.num_frames, s.height, s.width)
+    peak = memory.ltx_check(phases, budget, s.num_frames, height, width)
     streamed = f", transformer blocks streamed ({stream_blocks} resident)" if stream_blocks else ""
     return (
-        f"memory estimate for {s.num_frames}x{s.height}x{s.width} ({s.pipeline}{streamed}): peak about "
+        f"memory estimate for {s.num_frames}x{height}x{width} ({s.pipeline}{streamed}): peak about "
         f"{peak / memory.GIB:.2f} GiB ({', '.join(f'{k} {v / memory.GIB:.2f}' for k, v in phases.items())})"
     )
 
