@@ -470,15 +470,8 @@ def generate(
         t_text, t0 = time.perf_counter() - t0, time.perf_counter()
         with phase(console, "loading the transformer, VAEs and upsampler"):
             need_encoder = bool(images) or bool(controls) or source is not None
-            comps = load_components(
-                model_dir,
-                cfg,
-                settings.pipeline,
-                settings.lora_strengths,
-                need_encoder,
-                stream_blocks=stream_blocks or None,
-                dequantize_blocks=dequantize_blocks,
-            )
+            jit = _given(stream_blocks=stream_blocks or None, dequantize_blocks=dequantize_blocks)  # block weights
+            comps = load_components(model_dir, cfg, settings.pipeline, settings.lora_strengths, need_encoder, **jit)
             if loras:
                 with_ic_loras(comps, loras)
         t_load = time.perf_counter() - t0
