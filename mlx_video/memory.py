@@ -654,7 +654,8 @@ def ltx_phase_peaks(
     only N + 1 blocks count (the N resident, plus the one just released whose graph may still be in flight:
     LTX-2 paces its blocks one ahead, nn/evaluation.py), each the largest block as stored; a merged LoRA on
     streamed blocks adds its per-read merge working set (the largest block linear in float32: base, delta,
-    sum). A quantized transformer run dequantized per block (``dequantize_blocks`` True, or None and
+    sum), and its file counts only for the kept blocks (the pipelines pass LoRAs as re-readable files, read with
+    each block, nn/lora.py). A quantized transformer run dequantized per block (``dequantize_blocks`` True, or None and
     ``nn.blockwise.dequantize_pays`` for the full-resolution token count) counts one block's quantized linears
     in the compute dtype more."""
     import json
@@ -679,16 +680,16 @@ def ltx_phase_peaks(
     if pipeline != "dev":
         run += sum(float(p.stat().st_size) for p in (folder / "upsamplers").glob("*.safetensors"))
     lora = pipeline in ("dev-two-stage", "dev-two-stage-hq")
-    if lora:
-        run += sum(float(p.stat().st_size) for p in folder.glob("*lora*.safetensors"))
+    lora_bytes = sum(float(p.stat().st_size) for p in folder.glob("*lora*.safetensors")) if lora else 0.0
+    run += lora_bytes
     n_tokens = ltx_tokens(frames, height, width)
     if (folder / "transformer.safetensors").exists() and (stream_blocks or (bits and dequantize_blocks is not False)):
         b = ltx_block_bytes(folder, bits)
         if stream_blocks and b["blocks"]:
             kept = min(stream_blocks + 1, len(b["blocks"]))
             run -= sum(b["blocks"]) - kept * max(b["blocks"])
-            if lora or pipeline == "ic-lora":
-                run += 3 * b["linear"] * 4
+            if lora or pipeline == "ic-lora":  # the LoRA is read with each block: only the kept blocks' share
+                run += 3 * b["linear"] * 4 - lora_bytes * (1 - kept / len(b["blocks"]))
         if b["dense"] and (dequantize_blocks or (dequantize_blocks is None and dequantize_pays(n_tokens))):
             run += b["dense"]
     return {

@@ -298,3 +298,61 @@ def test_dry_run_without_a_size_uses_the_pipelines(cli_model, tmp_path):
     r = CliRunner().invoke(app, [*argv, "--memory-budget", "1000", "-o", str(tmp_path / "o.mp4")])
     assert r.exit_code == 0, r.output
     assert "memory estimate for 121x512x768 (dev): peak about" in r.stdout
+
+
+def test_lora_read_with_each_block_is_not_resident(folders, tmp_path):
+    """A LoRA given as a callable (re-reading its file, as the pipelines pass the distilled LoRA and IC-LoRAs) is
+    read again with each streamed block and holds no memory after the run; given as a dict it stays resident once
+    read. Same outputs either way."""
+    import gc
+
+    import mlx.nn as nn
+
+    from mlx_video.io.weights import save_safetensors
+
+    d = folders["f32"]
+    model = loading.load_transformer(d, loading.read_config(d))
+    g = np.random.default_rng(1)
+    lora = {}
+    for i, block in enumerate(model.transformer_blocks):
+        for name, layer in block.named_modules():
+            if isinstance(layer, nn.Linear):
+                o, n = layer.weight.shape
+                key = f"transformer_blocks.{i}.{name}"
+                lora[f"{key}.lora_A"] = mx.array(g.standard_normal((128, n)).astype(np.float32) * 0.01)
+                lora[f"{key}.lora_B"] = mx.array(g.standard_normal((o, 128)).astype(np.float32) * 0.01)
+    path = tmp_path / "big_lora.safetensors"
+    save_safetensors(path, lora)
+    size = sum(v.nbytes for v in lora.values())
+    del lora, model
+    reads, kept, out, active = [], [], {}, {}
+
+    def from_file():
+        reads.append(1)
+        return loading.load_safetensors(path)
+
+    def prepare(comps, kind):
+        merge_loras(comps.transformer, [(from_file() if kind == "dict" else from_file, 1.0)])
+        kept.append(comps)  # alive after the run: what it still holds is measured
+
+    for kind in ("dict", "callable"):
+        reads.clear()
+        out[kind] = _generate(d, "distilled", 1, prepare=lambda c, k=kind: prepare(c, k))
+        gc.collect()
+        active[kind] = mx.get_active_memory()
+        kept.clear()
+        gc.collect()
+    assert _same(out["dict"], out["callable"])
+    print(f"LoRA {size} bytes; active after the run: dict {active['dict']}, callable {active['callable']}")
+    assert active["dict"] - active["callable"] > 0.8 * size
+    assert len(reads) >= 1 + 11  # callable: at the merge, then once per forward (8 + 3 steps)
+
+
+def test_estimate_counts_a_streamed_lora_per_kept_block(tmp_path):
+    from mlx_video import memory
+
+    d = _fake_folder(tmp_path / "dev")
+    (d / "distilled_lora.safetensors").write_bytes(b"\0" * 8000)  # only its size is read
+    two = {n: memory.ltx_phase_peaks(d, "dev-two-stage", 9, 128, 128, False, n)["generate"] for n in (None, 1)}
+    merge = 3 * 64 * 64 * 4  # the largest block linear in float32, three times
+    assert two[None] - two[1] == pytest.approx(6 * 64 * 64 * 2 + 8000 * 6 / 8 - merge)

@@ -477,7 +477,8 @@ def _lora_stages(transformer: nn.Module, model_dir: Path, cfg: dict, strengths: 
     LoRA is in); stage 1's weights are merged now."""
     from mlx_video.nn.lora import merge_loras
 
-    weights = load_distilled_lora(model_dir, cfg)
+    load_distilled_lora(model_dir, cfg)  # refuses a folder without one now
+    weights = lambda: load_distilled_lora(model_dir, cfg)  # noqa: E731  (read lazily at each merge / streamed block)
     stored = lambda: load_safetensors(Path(model_dir) / "transformer.safetensors")  # noqa: E731
     merged = [0.0]  # the strength the transformer holds now (as loaded: none)
 
@@ -559,6 +560,8 @@ def with_ic_loras(comps, loras, stored=None):
         if k != 1 and factor not in (1, k):
             raise ValueError(f"IC-LoRAs with different reference downscale factors ({factor} and {k}, {path})")
         factor = k if k != 1 else factor
+        if str(path).endswith(".safetensors"):  # read lazily again at each merge / streamed block: never resident
+            weights = lambda p=path: read_ic_lora(p)[0]  # noqa: E731
         read.append((weights, float(strength)))
     if stored is None and getattr(comps, "transformer_file", None) is not None:
         path = comps.transformer_file

@@ -365,10 +365,14 @@ class _MergePlan:
     def targets(self) -> list[str]:
         return list(self.layers) + [t for t in self.extra if t not in self.layers]
 
-    def delta(self, target: str) -> mx.array | None:
-        """The float32 [out, in] delta of linear layer ``target`` (lazy), None when every strength is zero."""
+    def delta(self, target: str, fetch: Callable[[mx.array], mx.array] | None = None) -> mx.array | None:
+        """The float32 [out, in] delta of linear layer ``target`` (lazy), None when every strength is zero.
+        ``fetch``: maps each LoRA up / down array to the one to use (:class:`_Reread`); default: itself."""
+        f = fetch or (lambda a: a)
         terms = [t for t in self.layers.get(target, []) if t[2] != 0.0]
-        delta = sum(c * (up.astype(mx.float32) @ down.astype(mx.float32)) for up, down, c in terms) if terms else None
+        delta = (
+            sum(c * (f(up).astype(mx.float32) @ f(down).astype(mx.float32)) for up, down, c in terms) if terms else None
+        )
         if target in self.extra:
             delta = self.extra[target] if delta is None else delta + self.extra[target]
         return delta
@@ -424,10 +428,39 @@ def _block_of(key: str, prefixes: Mapping[str, int]) -> str | None:
     return next((p for p in prefixes if key.startswith(p)), None)
 
 
-def _block_hook(plan: _MergePlan, blocks: Sequence[nn.Module], prefixes: Mapping[str, int]):
+class _Reread:
+    """For a merge into streamed blocks: each LoRA up / down array of a LoRA given as a zero-argument callable
+    (re-reading its file lazily, e.g. ``lambda: load_safetensors(f)``) swapped, at each block read, for a fresh
+    unevaluated copy of the same tensor, so the LoRA's tensors are read with the block and let go with it instead
+    of staying resident once evaluated. One call of the callable serves a whole pass over the blocks (a tensor is
+    handed out once per call, as :class:`mlx_video.nn.blockwise.SafetensorsBlocks`). Arrays of LoRAs given as
+    mappings are returned as they are."""
+
+    def __init__(self, given, loaded):
+        self.loaders, self.keys, self.cache = {}, {}, {}
+        self.held = []  # the first read's (unevaluated) arrays stay referenced: their ids stay theirs
+        for j, ((src, _), (w, _)) in enumerate(zip(given, loaded)):
+            if callable(src):
+                self.loaders[j] = src
+                self.held.append(w)
+                self.keys.update({id(v): (j, k) for k, v in w.items()})
+
+    def __call__(self, a: mx.array) -> mx.array:
+        hit = self.keys.get(id(a))
+        if hit is None:
+            return a
+        j, key = hit
+        fresh = self.cache.get(j)
+        if fresh is None or key not in fresh:
+            fresh = self.cache[j] = dict(self.loaders[j]())
+        return fresh.pop(key)
+
+
+def _block_hook(plan: _MergePlan, blocks: Sequence[nn.Module], prefixes: Mapping[str, int], fetch=None):
     """``hook(i, weights) -> weights`` for :meth:`BlockWeights.set_hook`: block i's weights as read from its
     source plus ``plan``'s deltas for that block, computed lazily as each read is evaluated, exactly as the
-    resident merge computes them (:func:`_merged_layer`, :func:`_plus`). None when no delta touches a block."""
+    resident merge computes them (:func:`_merged_layer`, :func:`_plus`); ``fetch`` as :meth:`_MergePlan.delta`
+    takes it. None when no delta touches a block."""
     per: dict[int, tuple[list, list]] = {}
     for t in plan.targets:
         if (pre := _block_of(t, prefixes)) is not None and plan.delta(t) is not None:
@@ -447,7 +480,8 @@ def _block_hook(plan: _MergePlan, blocks: Sequence[nn.Module], prefixes: Mapping
         for local in layers:
             layer = _module_at(block, local)
             base = {p: w[f"{local}.{p}"] for p in _parts(layer)}
-            w.update({f"{local}.{p}": v for p, v in _merged_layer(layer, base, plan.delta(pre + local)).items()})
+            delta = plan.delta(pre + local, fetch)
+            w.update({f"{local}.{p}": v for p, v in _merged_layer(layer, base, delta).items()})
         for local in dense:
             w[local] = _plus(w[local], plan.dense_delta(pre + local), _param_at(block, local).dtype)
         return w
@@ -457,13 +491,15 @@ def _block_hook(plan: _MergePlan, blocks: Sequence[nn.Module], prefixes: Mapping
 
 def merge_loras(
     model: nn.Module,
-    loras: Sequence[tuple[Mapping[str, mx.array], float]],
+    loras: Sequence[tuple[Mapping[str, mx.array] | Callable[[], Mapping[str, mx.array]], float]],
     key_map: LoraKeyMap = OWN_NAMES,
     base: Mapping[str, mx.array] | Callable[[], Mapping[str, mx.array]] | None = None,
 ) -> None:
     """Set the weights of the layers the LoRAs touch to ``base + sum_i strength_i * scale_i * B_i @ A_i``.
 
-    loras: ``[(lora state dict, strength), ...]`` (e.g. ``load_lora`` output); key_map: the family's
+    loras: ``[(lora state dict, strength), ...]`` (e.g. ``load_lora`` output), or with a zero-argument callable
+    returning a fresh lazily read state dict in place of the dict (e.g. ``lambda: load_safetensors(f)``: nothing of
+    the LoRA stays resident after the merge, and streamed blocks read its tensors with each block); key_map: the family's
     (``mlx_video.wan.transformer.lora_key_map()``, ``mlx_video.ltx2.transformer.lora_key_map()``) or
     :data:`OWN_NAMES`. base: the unmerged weights, in the model's flat parameter names
     (``"blocks.0.self_attn.q.weight"``, plus ``.scales`` / ``.biases`` for quantized layers): a mapping
@@ -487,8 +523,10 @@ def merge_loras(
     be lost. For those blocks the merge is a hook on the BlockWeights instead: each time a block is read, its
     weights are the source's plus this merge's deltas for that block, computed lazily with the read by the same
     code as the resident merge (so bit-identical to it); ``base`` is not used for them (the source is the
-    stored weights). A later call replaces the hook; one whose strengths are all zero removes it. Layers
-    outside the streamed blocks are merged in place as above.
+    stored weights). A LoRA given as a callable is read again with each block (its tensors for that block, fresh
+    and lazy, :class:`_Reread`), so it holds no memory between reads; one given as a mapping is used as it is
+    (resident once first read). A later call replaces the hook; one whose strengths are all zero removes it.
+    Layers outside the streamed blocks are merged in place as above.
 
     Everything is checked before any weight changes. Raises WeightsError for unmatched or non-LoRA
     keys (see :func:`resolve_lora`), a LoRA on a layer that is not linear (the Wan patch embedding is
@@ -496,7 +534,8 @@ def merge_loras(
     that lacks a touched layer's weights or holds them in another shape; ValueError for a non-finite
     strength.
     """
-    plan = _plan(model, loras, key_map)
+    loaded = [(w() if callable(w) else w, st) for w, st in loras]
+    plan = _plan(model, loaded, key_map)
     streamed = _streamed_blocks(model)
     targets = [t for t in plan.targets if _block_of(t, streamed) is None]
     dense = [k for k in plan.dense if _block_of(k, streamed) is None]
@@ -517,7 +556,7 @@ def merge_loras(
         raise WeightsError(f"LoRA merge: base weights do not fit the model: {_names(bad)}")
     if streamed:
         bw = model.block_weights
-        bw.set_hook(_block_hook(plan, bw.blocks, streamed))
+        bw.set_hook(_block_hook(plan, bw.blocks, streamed, _Reread(loras, loaded)))
     for target in targets:
         layer = _module_at(model, target)
         layer_base = {p: source.pop(f"{target}.{p}") for p in _parts(layer)}
