@@ -601,10 +601,16 @@ def main(argv=None):
     group_size = 32 if tiny else 64  # the tiny widths (32) do not divide 64
     folder, transformer_cfg, file_gib = None, None, None
     if not args.skip_mlx and (args.quantize or args.stream_blocks):
+        import atexit
+        import shutil
+        import signal
         import tempfile
         from pathlib import Path
 
         folder = Path(tempfile.mkdtemp(prefix="ltx2_distilled_", dir=args.tmp_dir))
+        # removed at exit, also after a `timeout`'s SIGTERM (the file is ~20 GiB at full size, 8-bit)
+        atexit.register(shutil.rmtree, folder, True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         q = {"bits": args.quantize, "group_size": group_size, "scope": "transformer_blocks."} if args.quantize else None
         transformer_cfg = write_random_transformer(folder, a, common.MLX_DTYPES[dtype], q, args.seed + 10)
         file_gib = (folder / "transformer.safetensors").stat().st_size / common.GiB
@@ -630,8 +636,6 @@ def main(argv=None):
             results["mlx"] = run_side("mlx", build_mlx, run_mlx, args.warmup, args.repeat)
         finally:
             if folder is not None:
-                import shutil
-
                 shutil.rmtree(folder, ignore_errors=True)
     if two_stage:
         config["guidance"] = (
