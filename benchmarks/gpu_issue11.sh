@@ -15,6 +15,8 @@
 #   bash benchmarks/gpu_issue11.sh ltx-hd    # the same at 1280x704x121                                         ~6-8 min
 #   bash benchmarks/gpu_issue11.sh ltx-dev   # LTX-2 and LTX-2.3 DEV_TWO_STAGE 768x512x121, stage 1 10 steps (projected
 #                                            # to the official 40 / 30), 48 blocks                              ~5-7 min
+#   bash benchmarks/gpu_issue11.sh ltx-stream  # LTX-2 DISTILLED 768x512x121 + audio, MLX only: 8-bit transformer with
+#                                            # blocks streamed (2 resident), then 8-bit resident (target <= 20 GiB) ~6-8 min
 #   bash benchmarks/gpu_issue11.sh cases     # Wan2.1 I2V-14B 81x480x832 and the A14B pair at 81x720x1280, 2 steps ~4-6 min
 #   bash benchmarks/gpu_issue11.sh blockwise  # benchmarks.blockwise: one process per mode (90 s each) + crossover
 # SIZE=tiny runs the same at tiny size (CPU smoke test). JSON per run under $OUT (default /tmp/gpu_issue11).
@@ -92,6 +94,11 @@ for what in "$@"; do
     ltx-dev)
       bench ltx2-dev-two-stage 260 ltx2_distilled --size "$size" --model ltx2 --pipeline dev-two-stage --steps 10 --repeat 1
       bench ltx23-dev-two-stage 260 ltx2_distilled --size "$size" --model ltx23 --pipeline dev-two-stage --steps 10 --repeat 1;;
+    ltx-stream)  # the random transformer file is written under $TMPDIR first (~20 GiB at 8-bit, full size)
+      bench ltx2-distilled-q8-stream2 300 ltx2_distilled --size "$size" --model ltx2 --skip-reference --warmup 0 \
+        --repeat 1 --quantize 8 --stream-blocks 2 --out "$out/ltx2_distilled_q8_stream2_${size}.json"
+      bench ltx2-distilled-q8 240 ltx2_distilled --size "$size" --model ltx2 --skip-reference --warmup 0 \
+        --repeat 1 --quantize 8 --out "$out/ltx2_distilled_q8_${size}.json";;
     cases)
       cases i2v-14B 220 --case i2v-14B --steps 2
       cases i2v-A14B-720p 300 --case i2v-A14B-720p --steps 2;;

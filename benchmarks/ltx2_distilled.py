@@ -117,6 +117,7 @@ from mlx_video.ltx2 import upsampler as up  # noqa: E402
 from mlx_video.ltx2 import video_vae as vv_mod  # noqa: E402
 from mlx_video.ltx2 import vocoder as vc  # noqa: E402
 from mlx_video.ltx2.denoise import TextContext  # noqa: E402
+from mlx_video.ltx2.loading import load_transformer  # noqa: E402
 from mlx_video.ltx2.pipelines import LTX2Components, LTXSettings, generate  # noqa: E402
 from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs  # noqa: E402
 from mlx_video.ltx2.video_vae import VideoVAE  # noqa: E402
@@ -241,6 +242,50 @@ def mlx_video_vae(cfg: dict, seed: int, dtype=mx.float32) -> VideoVAE:
     return VideoVAE.from_weights(converted, cfg, parts=("decoder",), dtype=dtype)
 
 
+def write_random_transformer(folder, a: LTXModelArgs, dtype, q: dict | None, seed: int) -> dict:
+    """Random LTX-2 transformer weights (``common.mlx_random_``'s scheme) written to ``folder/transformer.safetensors``
+    in a converted folder's layout (our names; the blocks affine-quantized as ``q`` says, as the converter's
+    ``quantize_linears``), with a config.json; one block in memory at a time while drawing. Returns the config dict
+    ``loading.load_transformer`` takes."""
+    import json
+
+    from mlx.utils import tree_flatten
+
+    from mlx_video.io.weights import quantize_linears, save_safetensors
+    from mlx_video.ltx2.checkpoint import FORMAT, init_args
+
+    model = LTXModel(a)  # lazy: nothing allocated until drawn
+    blocks, model.transformer_blocks = model.transformer_blocks, []
+    common.mlx_random_(model, dtype, seed)
+    for i, block in enumerate(blocks):
+        common.mlx_random_(block, dtype, seed + 1000 * (i + 1))
+        if q:
+            quantize_linears(block, {"bits": q["bits"], "group_size": q["group_size"]})
+        mx.eval(block.parameters())
+    model.transformer_blocks = blocks
+    save_safetensors(folder / "transformer.safetensors", dict(tree_flatten(model.parameters())))
+    del model, blocks
+    common.release_memory()
+    cfg = {
+        "format": FORMAT,
+        "family": "ltx2",
+        "dtype": str(dtype).rsplit(".", 1)[-1],
+        "transformer": init_args(a),
+        "quantization": {"transformer": q} if q else {},
+    }
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return cfg
+
+
+def _estimate(folder, video: tuple[int, int, int], stream_blocks, others) -> float:
+    """mlx_video.memory's LTX estimate of the run's peak for the written transformer folder (its streaming and
+    quantization; distilled), plus the other components' weights, which live in memory here (GiB)."""
+    from mlx_video import memory
+
+    peaks = memory.ltx_phase_peaks(folder, "distilled", *video, False, stream_blocks)
+    return (peaks["generate"] + sum(common.mlx_nbytes(m) for m in others)) / common.GiB
+
+
 class StageClock:
     """Per-stage wall time and peak memory of the torch side (CUDA allocator, else RSS growth)."""
 
@@ -327,7 +372,7 @@ def _gib(b):
     return None if b is None else b / common.GiB
 
 
-def main():
+def main(argv=None):
     p = common.parser(__doc__.split("\n")[0], list(SIZES))
     p.add_argument("--video", default=None, help="override the output FxHxW, e.g. 121x512x768")
     p.add_argument(
@@ -353,8 +398,30 @@ def main():
         default=vv_mod.CONV3D_MODE,
         help="our video VAE's CausalConv3d: mx.conv3d in chunks, or a 2-D convolution per temporal tap",
     )
+    p.add_argument(
+        "--quantize",
+        type=int,
+        choices=(4, 8),
+        default=None,
+        help="MLX side: the transformer blocks affine-quantized (group 64; 32 at tiny), as a folder converted with "
+        "--quantize stores them; they run dequantized per block where blockwise.dequantize_pays says so",
+    )
+    p.add_argument(
+        "--stream-blocks",
+        type=int,
+        default=None,
+        help="MLX side: the transformer blocks read just in time from the weights file, N resident (docs/streaming.md)",
+    )
+    p.add_argument(
+        "--tmp-dir",
+        default=None,
+        help="where the random transformer file for --quantize / --stream-blocks is written (default: $TMPDIR)",
+    )
+    p.add_argument("--out", default=None, help="also write the record as JSON to this file")
     p.set_defaults(repeat=2)
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if args.stream_blocks is not None and args.stream_blocks < 1:
+        p.error("--stream-blocks must be at least 1")
     vv_mod.CONV3D_MODE = args.conv3d
     if args.check:
         p.error("--check is not supported here (each module has its own parity test and --check benchmark)")
@@ -478,7 +545,10 @@ def main():
     # ------------------------------------------------------------------ MLX
     def build_mlx() -> dict:
         mdt = common.MLX_DTYPES[dtype]
-        model = common.mlx_random_(LTXModel(a), mdt, args.seed + 10)
+        if args.quantize or args.stream_blocks:  # from a file, as load_components loads a converted folder
+            model = load_transformer(folder, transformer_cfg, args.stream_blocks, None)
+        else:
+            model = common.mlx_random_(LTXModel(a), mdt, args.seed + 10)
         ddt = mdt if args.decoder_dtype == "same" else mx.float32
         vae = mlx_video_vae(vae_cfg, args.seed + 1000, ddt)
         ups = common.mlx_random_(up.LatentUpsampler(up.UpsamplerArgs.from_config(ups_cfg)), mdt, args.seed + 2000)
@@ -497,6 +567,14 @@ def main():
                 compute=f"transformer + upsampler {dtype}; VAEs and vocoder "
                 + (dtype if args.decoder_dtype == "same" else "fp32")
                 + f"; VAE conv3d {args.conv3d}"
+                + (f"; transformer {args.quantize}-bit (group {group_size})" if args.quantize else "")
+                + (f"; blocks streamed, {args.stream_blocks} resident" if args.stream_blocks else ""),
+                quantize=args.quantize,
+                stream_blocks=args.stream_blocks,
+                transformer_file_gib=file_gib,
+                estimate_gib=None
+                if folder is None
+                else _estimate(folder, (frames, height, width), args.stream_blocks, (vae, ups, adec, voc)),
             ),
         )
 
@@ -520,6 +598,24 @@ def main():
         del x, res
         return times, peaks
 
+    group_size = 32 if tiny else 64  # the tiny widths (32) do not divide 64
+    folder, transformer_cfg, file_gib = None, None, None
+    if not args.skip_mlx and (args.quantize or args.stream_blocks):
+        import atexit
+        import shutil
+        import signal
+        import tempfile
+        from pathlib import Path
+
+        folder = Path(tempfile.mkdtemp(prefix="ltx2_distilled_", dir=args.tmp_dir))
+        # removed at exit, also after a `timeout`'s SIGTERM (the file is ~20 GiB at full size, 8-bit)
+        atexit.register(shutil.rmtree, folder, True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        q = {"bits": args.quantize, "group_size": group_size, "scope": "transformer_blocks."} if args.quantize else None
+        transformer_cfg = write_random_transformer(folder, a, common.MLX_DTYPES[dtype], q, args.seed + 10)
+        file_gib = (folder / "transformer.safetensors").stat().st_size / common.GiB
+        print(f"[ltx2_distilled] random transformer written to {folder} ({file_gib:.2f} GiB)", flush=True)
+
     config = dict(
         model=f"{args.model} {args.pipeline}",
         size=args.size,
@@ -536,7 +632,11 @@ def main():
     if not args.skip_reference:
         results["official"] = run_side("official", build_reference, run_reference, args.warmup, args.repeat)
     if not args.skip_mlx:
-        results["mlx"] = run_side("mlx", build_mlx, run_mlx, args.warmup, args.repeat)
+        try:
+            results["mlx"] = run_side("mlx", build_mlx, run_mlx, args.warmup, args.repeat)
+        finally:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
     if two_stage:
         config["guidance"] = (
             f"video cfg {vparams.cfg_scale} stg {vparams.stg_scale} blocks {stg} modality {vparams.modality_scale}"
@@ -604,6 +704,9 @@ def report(args, config, dtype, dev, results, layers, steps=None) -> None:
             k: results["official"]["stages"][k]["median_s"] / max(results["mlx"]["stages"][k]["median_s"], 1e-12)
             for k in STAGES
         }
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(record, indent=1))
     out_dir = os.environ.get("OUT")
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -616,6 +719,7 @@ def report(args, config, dtype, dev, results, layers, steps=None) -> None:
             f"{name}: weights {r['param_gib']:.2f} GiB, build {r['build_s']:.1f} s, first run "
             f"{r['first_run_extra_s']:+.2f} s vs warm, peak memory: {r['peak_how']}"
             + (f", {r['compute']}" if "compute" in r else "")
+            + (f"; mlx_video.memory estimate {r['estimate_gib']:.2f} GiB" if r.get("estimate_gib") else "")
         )
     print(
         "official = ltx-pipelines 1.0.0 building blocks in "

@@ -21,6 +21,13 @@ def str2bool(v: str | None) -> bool | None:
     raise typer.BadParameter(f"expected True or False, got {v!r}")
 
 
+def check_stream_blocks(n: int | None) -> None:
+    """``--stream_blocks``: None (not given), 0 (all resident) or the number of resident blocks (>= 1).
+    Raises ValueError otherwise (the CLIs print it as one line, exit 2)."""
+    if n is not None and n < 0:
+        raise ValueError(f"--stream_blocks must be 0 (all resident) or the number of resident blocks, got {n}")
+
+
 def fail(msg: str) -> None:
     """Print ``error: msg`` in red on stderr and exit with status 2."""
     typer.secho(f"error: {msg}", fg="red", err=True)

@@ -25,8 +25,17 @@ from mlx_video.ltx2.loading import (  # module names: tests replace them with ti
     with_ic_loras,
 )
 
+from .common import (
+    check_stream_blocks,
+    file_progress,
+    help_panels,
+    model_path,
+    phase,
+    progress_bars,
+    progress_mode,
+    save_result,
+)
 from .common import fail as _fail
-from .common import file_progress, help_panels, model_path, phase, progress_bars, progress_mode, save_result
 
 app = typer.Typer(add_completion=False)
 
@@ -68,19 +77,31 @@ def _given(**kw) -> dict:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-def _memory(model_dir, s, budget_gb) -> str:
-    """One line: the run's estimated peak per phase (mlx_video.memory.ltx_phase_peaks); MemoryBudgetError (a
-    ValueError) when it exceeds ``budget_gb`` GiB (default: what MLX may use here). Loads nothing."""
+def _memory(model_dir, s, budget_gb, stream_blocks=None, dequantize_blocks=None) -> str:
+    """One line: the run's estimated peak per phase (mlx_video.memory.ltx_phase_peaks, with ``stream_blocks``
+    resident blocks when streaming and the per-block dequantization ``dequantize_blocks`` chooses);
+    MemoryBudgetError (a ValueError) when it exceeds ``budget_gb`` GiB (default: what MLX may use here). Loads
+    nothing."""
     from mlx_video import memory
 
     if budget_gb is not None and not (budget_gb > 0 and budget_gb != float("inf")):
         raise ValueError(f"--memory-budget must be a positive number of GB, got {budget_gb}")
-    phases = memory.ltx_phase_peaks(model_dir, s.pipeline, s.num_frames, s.height, s.width)
+    height, width = s.size()  # the pipeline's default where not given
+    phases = memory.ltx_phase_peaks(
+        model_dir,
+        s.pipeline,
+        s.num_frames,
+        height,
+        width,
+        stream_blocks=stream_blocks or None,
+        dequantize_blocks=dequantize_blocks,
+    )
     budget = None if budget_gb is None else budget_gb * memory.GIB
-    peak = memory.ltx_check(phases, budget, s.num_frames, s.height, s.width)
+    peak = memory.ltx_check(phases, budget, s.num_frames, height, width)
+    streamed = f", transformer blocks streamed ({stream_blocks} resident)" if stream_blocks else ""
     return (
-        f"memory estimate for {s.num_frames}x{s.height}x{s.width} ({s.pipeline}): peak about {peak / memory.GIB:.2f}"
-        f" GiB ({', '.join(f'{k} {v / memory.GIB:.2f}' for k, v in phases.items())})"
+        f"memory estimate for {s.num_frames}x{height}x{width} ({s.pipeline}{streamed}): peak about "
+        f"{peak / memory.GIB:.2f} GiB ({', '.join(f'{k} {v / memory.GIB:.2f}' for k, v in phases.items())})"
     )
 
 
@@ -300,6 +321,20 @@ def generate(
         "is refused before loading",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", "--dry_run", help="print the memory estimate, load nothing, exit"),
+    stream_blocks: Optional[int] = typer.Option(
+        None,
+        "--stream_blocks",
+        "--stream-blocks",
+        help="read the transformer blocks from the weights file just in time, N resident at once "
+        "(docs/streaming.md); 0: all resident",
+    ),
+    dequantize_blocks: Optional[bool] = typer.Option(
+        None,
+        "--dequantize_blocks/--no-dequantize_blocks",
+        "--dequantize-blocks/--no-dequantize-blocks",
+        help="quantized transformer: dequantize each block to the compute dtype before it runs (fast when "
+        "compute-bound), or quantized matmuls; default: chosen per backend and token count",
+    ),
     ulysses_size: int = typer.Option(
         1,
         "--ulysses-size",
@@ -338,6 +373,7 @@ def generate(
         from mlx_video.distributed import active, on_root
         from mlx_video.distributed import init as init_sp
 
+        check_stream_blocks(stream_blocks)
         sp = init_sp(ulysses_size)  # None for one rank; else rank 0 prints, writes and encodes text
         blocks = _blocks(stg_blocks)
         if distilled:
@@ -410,7 +446,7 @@ def generate(
         cfg = read_config(model_dir)
         if loras:
             check_ic_loras(cfg, loras)  # a LoRA for another model: refused before the text encoder runs
-        estimate = _memory(model_dir, settings, memory_budget)
+        estimate = _memory(model_dir, settings, memory_budget, stream_blocks, dequantize_blocks)
         if dry_run:
             typer.echo(estimate)
             return
@@ -434,7 +470,8 @@ def generate(
         t_text, t0 = time.perf_counter() - t0, time.perf_counter()
         with phase(console, "loading the transformer, VAEs and upsampler"):
             need_encoder = bool(images) or bool(controls) or source is not None
-            comps = load_components(model_dir, cfg, settings.pipeline, settings.lora_strengths, need_encoder)
+            jit = _given(stream_blocks=stream_blocks or None, dequantize_blocks=dequantize_blocks)  # block weights
+            comps = load_components(model_dir, cfg, settings.pipeline, settings.lora_strengths, need_encoder, **jit)
             if loras:
                 with_ic_loras(comps, loras)
         t_load = time.perf_counter() - t0
@@ -491,6 +528,8 @@ help_panels(
     {
         "memory_budget": ("Memory", "what MLX may use here"),
         "dry_run": ("Memory", None),
+        "stream_blocks": ("Memory", "all resident"),
+        "dequantize_blocks": ("Memory", "when it pays"),
         "audio": ("Images", None),
         "audio_start_time": ("Images", "0"),
         "audio_max_duration": ("Images", "the clip's length"),

@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from .common import (
+    check_stream_blocks,
     dtype_of,
     fail,
     file_progress,
@@ -390,10 +391,7 @@ def _fit_memory(pipe, settings, budget_gb, batch_cfg, vae_dtype, offload, vae_ti
         raise ValueError(f"--vae_tile must be 0 (untiled) or a tile side in pixels, got {vae_tile}")
     if quantize_bits not in (None, 0, 4, 8):
         raise ValueError(f"--quantize_bits must be 4, 8 or 0, got {quantize_bits}")
-    if stream_blocks is not None and stream_blocks < 0:
-        raise ValueError(
-            f"--stream_blocks must be 0 (all resident) or the number of resident blocks, got {stream_blocks}"
-        )
+    check_stream_blocks(stream_blocks)
     fixed = {"offload": True if offload is None else str2bool(offload)}
     if stream_blocks is not None:
         fixed["stream_blocks"] = stream_blocks or None

@@ -91,15 +91,20 @@ def load_transformer(
 ):
     """:class:`~mlx_video.ltx2.transformer.LTXModel` in the stored dtype (quantized if converted so).
 
-    Just-in-time block weights (mlx_video/nn/blockwise.py, docs/streaming.md): ``stream_blocks`` N reads the
-    transformer blocks from ``transformer.safetensors`` as they run, N resident (not with merged LoRAs: a
-    re-read block would lose them); a quantized transformer runs each block dequantized when
-    ``blockwise.dequantize_pays`` (``dequantize_blocks`` True / False forces it)."""
+    Just-in-time block weights (mlx_video/nn/blockwise.py, docs/streaming.md): ``stream_blocks`` N (>= 1; 0 or
+    None: all resident) reads the transformer blocks from ``transformer.safetensors`` as they run, N resident;
+    LoRAs merged later (:func:`mlx_video.nn.lora.merge_loras`) are added to each block as it is read. A
+    quantized transformer runs each block dequantized when ``blockwise.dequantize_pays`` (``dequantize_blocks``
+    True / False forces it). Raises ValueError for a negative ``stream_blocks``."""
     import mlx.nn as nn
 
     from ..nn.blockwise import BlockWeights, SafetensorsBlocks
     from .transformer import LTXModel, LTXModelArgs
 
+    if stream_blocks is not None and (not isinstance(stream_blocks, int) or stream_blocks < 0):
+        raise ValueError(
+            f"stream_blocks must be 0 (all resident) or the number of resident blocks, got {stream_blocks}"
+        )
     model = LTXModel(_args(LTXModelArgs, cfg["transformer"]))
     q = cfg.get("quantization", {}).get("transformer")
     quantize_linears(model, q)
@@ -419,7 +424,14 @@ def encode_text(model_dir: Path, cfg: dict, prompt: str, negative: str | None):
 
 
 def load_components(
-    model_dir: Path, cfg: dict, pipeline: str, lora: tuple[float, float], need_encoder: bool, dtype=None
+    model_dir: Path,
+    cfg: dict,
+    pipeline: str,
+    lora: tuple[float, float],
+    need_encoder: bool,
+    dtype=None,
+    stream_blocks: int | None = None,
+    dequantize_blocks: bool | None = None,
 ):
     """LTX2Components for ``pipeline`` from a converted folder. Two-stage dev pipelines use the
     distilled LoRA: stage 1 at ``lora[0]`` (HQ 0.25, else none), stage 2 at ``lora[1]`` (1.0 / HQ 0.5).
@@ -429,12 +441,15 @@ def load_components(
     the same weights however many came before. ``need_encoder``: load the video VAE's encoder too
     (image conditioning). a2vid: as dev-two-stage, plus the audio VAE's encoder. keyframes: as dev-two-stage.
     retake / retake-distilled: one stage (no upsampler), the audio VAE's encoder (the source's audio).
-    ``dtype``: what the VAEs and the vocoder compute in (None: :func:`decoder_dtype` of the folder)."""
+    ``dtype``: what the VAEs and the vocoder compute in (None: :func:`decoder_dtype` of the folder).
+    ``stream_blocks`` / ``dequantize_blocks``: the transformer's just-in-time block weights
+    (:func:`load_transformer`); with streamed blocks the LoRA merges (distilled LoRA, IC-LoRAs) become a hook
+    adding each block's deltas as it is read (:func:`mlx_video.nn.lora.merge_loras`)."""
     from mlx_video.ltx2.pipelines import LTX2Components
 
     dt = decoder_dtype(cfg) if dtype is None else dtype
     stored = Path(model_dir) / "transformer.safetensors"
-    transformer = load_transformer(model_dir, cfg)
+    transformer = load_transformer(model_dir, cfg, stream_blocks, dequantize_blocks)
     stage1 = stage2 = None
     if pipeline in ("dev-two-stage", "dev-two-stage-hq", "a2vid", "keyframes"):
         stage1, stage2 = _lora_stages(transformer, model_dir, cfg, lora)
@@ -462,7 +477,8 @@ def _lora_stages(transformer: nn.Module, model_dir: Path, cfg: dict, strengths: 
     LoRA is in); stage 1's weights are merged now."""
     from mlx_video.nn.lora import merge_loras
 
-    weights = load_distilled_lora(model_dir, cfg)
+    load_distilled_lora(model_dir, cfg)  # refuses a folder without one now
+    weights = lambda: load_distilled_lora(model_dir, cfg)  # noqa: E731  (read lazily at each merge / streamed block)
     stored = lambda: load_safetensors(Path(model_dir) / "transformer.safetensors")  # noqa: E731
     merged = [0.0]  # the strength the transformer holds now (as loaded: none)
 
@@ -544,6 +560,8 @@ def with_ic_loras(comps, loras, stored=None):
         if k != 1 and factor not in (1, k):
             raise ValueError(f"IC-LoRAs with different reference downscale factors ({factor} and {k}, {path})")
         factor = k if k != 1 else factor
+        if str(path).endswith(".safetensors"):  # read lazily again at each merge / streamed block: never resident
+            weights = lambda p=path: read_ic_lora(p)[0]  # noqa: E731
         read.append((weights, float(strength)))
     if stored is None and getattr(comps, "transformer_file", None) is not None:
         path = comps.transformer_file

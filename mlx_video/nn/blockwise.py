@@ -154,7 +154,12 @@ class BlockWeights:
     Attaching with a source releases every block at once (their current arrays are dropped for
     unevaluated ones from the source), checking the source's names and shapes against each block:
     raises ``mlx_video.io.weights.WeightsError`` naming block and keys when they differ.
+
+    hook: None, or ``hook(i, weights) -> weights`` applied to block i's weights each time they are read
+    from the source (:meth:`set_hook`; e.g. merged LoRAs, :func:`mlx_video.nn.lora.merge_loras`).
     """
+
+    hook: Callable[[int, Mapping[str, mx.array]], Mapping[str, mx.array]] | None = None
 
     def __init__(
         self,
@@ -177,11 +182,26 @@ class BlockWeights:
     def streaming(self) -> bool:
         return self.source is not None
 
+    def set_hook(self, hook: Callable[[int, Mapping[str, mx.array]], Mapping[str, mx.array]] | None) -> None:
+        """Read every block through ``hook`` from now on (None: as the source gives them): ``hook(i, w)``
+        gets block i's unevaluated arrays from the source and returns the ones the block runs with (same
+        names and shapes; lazy, so whatever it computes happens when the block's weights are evaluated,
+        once per read). Every block is released again at once, so the next forward sees it. Streaming only
+        (ValueError otherwise: resident blocks are never re-read, change their weights in place)."""
+        if not self.streaming:
+            raise ValueError("a block weights hook needs streamed blocks (resident ones are never re-read)")
+        self.hook = hook
+        for i in range(len(self.blocks)):
+            self.release(i)
+
     def release(self, i: int) -> None:
-        """Give block ``i`` fresh unevaluated arrays from the source (its evaluated ones are dropped)."""
+        """Give block ``i`` fresh unevaluated arrays from the source, through the hook if one is set (its
+        evaluated ones are dropped)."""
         from ..io.weights import check_keys
 
         w = self.source(i)
+        if self.hook is not None:
+            w = self.hook(i, w)
         block = self.blocks[i]
         check_keys({k: v.shape for k, v in tree_flatten(block.parameters())}, w, f"block {i} weights")
         block.update(tree_unflatten(list(w.items())))

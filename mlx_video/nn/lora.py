@@ -351,15 +351,155 @@ def _merged_layer(layer: nn.Module, base: dict[str, mx.array], delta: mx.array |
     return {"weight": (base["weight"].astype(f32) + delta).astype(layer.weight.dtype)}
 
 
+@dataclass
+class _MergePlan:
+    """What a merge adds, resolved and checked: per linear layer its LoRA terms ``[(up, down, coefficient)]``
+    and full-tensor diff (float32), per other parameter (bias, norm scale, modulation) its diff terms
+    ``[(diff, strength)]``; all in the model's flat names."""
+
+    layers: dict
+    extra: dict
+    dense: dict
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.layers) + [t for t in self.extra if t not in self.layers]
+
+    def delta(self, target: str, fetch: Callable[[mx.array], mx.array] | None = None) -> mx.array | None:
+        """The float32 [out, in] delta of linear layer ``target`` (lazy), None when every strength is zero.
+        ``fetch``: maps each LoRA up / down array to the one to use (:class:`_Reread`); default: itself."""
+        f = fetch or (lambda a: a)
+        terms = [t for t in self.layers.get(target, []) if t[2] != 0.0]
+        delta = (
+            sum(c * (f(up).astype(mx.float32) @ f(down).astype(mx.float32)) for up, down, c in terms) if terms else None
+        )
+        if target in self.extra:
+            delta = self.extra[target] if delta is None else delta + self.extra[target]
+        return delta
+
+    def dense_delta(self, key: str) -> mx.array | None:
+        terms = [(d, st) for d, st in self.dense[key] if st != 0.0]
+        return sum(st * d.astype(mx.float32) for d, st in terms) if terms else None
+
+
+def _plan(model: nn.Module, loras, key_map: LoraKeyMap) -> _MergePlan:
+    """Resolve and check every LoRA of ``loras`` against ``model`` (see :func:`merge_loras`); reads shapes only."""
+    plan: dict[str, list] = {}
+    diff_plan: dict[str, list] = {}
+    for i, (weights, strength) in enumerate(loras):
+        what = f"LoRA #{i + 1}"
+        if not math.isfinite(float(strength)):
+            raise ValueError(f"{what}: strength must be finite, got {strength}")
+        weights, diffs = split_diffs(weights)
+        for target, delta in resolve_diffs(model, diffs, key_map, what).items():
+            diff_plan.setdefault(target, []).append((delta, float(strength)))
+        resolved = resolve_lora(model, weights, key_map, what) if weights or not diffs else {}
+        for target, (up, down, scale) in resolved.items():
+            _check_layer(model, target, up, down, what)
+            plan.setdefault(target, []).append((up, down, float(strength) * scale))
+    extra, dense = {}, {}  # diffs on linear weights join the layer's LoRA delta (one re-quantization)
+    for target, terms in diff_plan.items():
+        parent, _, leaf = target.rpartition(".")
+        if leaf == "weight" and isinstance(_module_at(model, parent), (nn.Linear, nn.QuantizedLinear)):
+            terms = [(d, st) for d, st in terms if st != 0.0]
+            if terms:
+                extra[parent] = sum(st * d.astype(mx.float32) for d, st in terms)
+        else:
+            dense[target] = terms
+    return _MergePlan(plan, extra, dense)
+
+
+def _plus(base: mx.array, delta: mx.array | None, dtype: mx.Dtype) -> mx.array:
+    """``base + delta`` computed in float32, in ``dtype`` (None: ``base`` in ``dtype``)."""
+    return base.astype(dtype) if delta is None else (base.astype(mx.float32) + delta).astype(dtype)
+
+
+def _streamed_blocks(model: nn.Module) -> dict[str, int]:
+    """``{module path + ".": block index}`` of the blocks ``model.block_weights`` streams
+    (:class:`mlx_video.nn.blockwise.BlockWeights` with a source); {} when it streams none."""
+    bw = getattr(model, "block_weights", None)
+    if bw is None or not bw.streaming:
+        return {}
+    index = {id(b): i for i, b in enumerate(bw.blocks)}
+    return {f"{path}.": index[id(m)] for path, m in model.named_modules() if id(m) in index}
+
+
+def _block_of(key: str, prefixes: Mapping[str, int]) -> str | None:
+    return next((p for p in prefixes if key.startswith(p)), None)
+
+
+class _Reread:
+    """For a merge into streamed blocks: each LoRA up / down array of a LoRA given as a zero-argument callable
+    (re-reading its file lazily, e.g. ``lambda: load_safetensors(f)``) swapped, at each block read, for a fresh
+    unevaluated copy of the same tensor, so the LoRA's tensors are read with the block and let go with it instead
+    of staying resident once evaluated. One call of the callable serves a whole pass over the blocks (a tensor is
+    handed out once per call, as :class:`mlx_video.nn.blockwise.SafetensorsBlocks`). Arrays of LoRAs given as
+    mappings are returned as they are."""
+
+    def __init__(self, given, loaded):
+        self.loaders, self.keys, self.cache = {}, {}, {}
+        self.held = []  # the first read's (unevaluated) arrays stay referenced: their ids stay theirs
+        for j, ((src, _), (w, _)) in enumerate(zip(given, loaded)):
+            if callable(src):
+                self.loaders[j] = src
+                self.held.append(w)
+                self.keys.update({id(v): (j, k) for k, v in w.items()})
+
+    def __call__(self, a: mx.array) -> mx.array:
+        hit = self.keys.get(id(a))
+        if hit is None:
+            return a
+        j, key = hit
+        fresh = self.cache.get(j)
+        if fresh is None or key not in fresh:
+            fresh = self.cache[j] = dict(self.loaders[j]())
+        return fresh.pop(key)
+
+
+def _block_hook(plan: _MergePlan, blocks: Sequence[nn.Module], prefixes: Mapping[str, int], fetch=None):
+    """``hook(i, weights) -> weights`` for :meth:`BlockWeights.set_hook`: block i's weights as read from its
+    source plus ``plan``'s deltas for that block, computed lazily as each read is evaluated, exactly as the
+    resident merge computes them (:func:`_merged_layer`, :func:`_plus`); ``fetch`` as :meth:`_MergePlan.delta`
+    takes it. None when no delta touches a block."""
+    per: dict[int, tuple[list, list]] = {}
+    for t in plan.targets:
+        if (pre := _block_of(t, prefixes)) is not None and plan.delta(t) is not None:
+            per.setdefault(prefixes[pre], ([], []))[0].append(t[len(pre) :])
+    for k in plan.dense:
+        if (pre := _block_of(k, prefixes)) is not None and plan.dense_delta(k) is not None:
+            per.setdefault(prefixes[pre], ([], []))[1].append(k[len(pre) :])
+    if not per:
+        return None
+    names = {i: pre for pre, i in prefixes.items()}
+
+    def hook(i: int, weights: Mapping[str, mx.array]) -> dict[str, mx.array]:
+        if i not in per:
+            return dict(weights)
+        w, block, pre = dict(weights), blocks[i], names[i]
+        layers, dense = per[i]
+        for local in layers:
+            layer = _module_at(block, local)
+            base = {p: w[f"{local}.{p}"] for p in _parts(layer)}
+            delta = plan.delta(pre + local, fetch)
+            w.update({f"{local}.{p}": v for p, v in _merged_layer(layer, base, delta).items()})
+        for local in dense:
+            w[local] = _plus(w[local], plan.dense_delta(pre + local), _param_at(block, local).dtype)
+        return w
+
+    return hook
+
+
 def merge_loras(
     model: nn.Module,
-    loras: Sequence[tuple[Mapping[str, mx.array], float]],
+    loras: Sequence[tuple[Mapping[str, mx.array] | Callable[[], Mapping[str, mx.array]], float]],
     key_map: LoraKeyMap = OWN_NAMES,
     base: Mapping[str, mx.array] | Callable[[], Mapping[str, mx.array]] | None = None,
 ) -> None:
     """Set the weights of the layers the LoRAs touch to ``base + sum_i strength_i * scale_i * B_i @ A_i``.
 
-    loras: ``[(lora state dict, strength), ...]`` (e.g. ``load_lora`` output); key_map: the family's
+    loras: ``[(lora state dict, strength), ...]`` (e.g. ``load_lora`` output), or with a zero-argument callable
+    returning a fresh lazily read state dict in place of the dict (e.g. ``lambda: load_safetensors(f)``: nothing of
+    the LoRA stays resident after the merge, and streamed blocks read its tensors with each block); key_map: the family's
     (``mlx_video.wan.transformer.lora_key_map()``, ``mlx_video.ltx2.transformer.lora_key_map()``) or
     :data:`OWN_NAMES`. base: the unmerged weights, in the model's flat parameter names
     (``"blocks.0.self_attn.q.weight"``, plus ``.scales`` / ``.biases`` for quantized layers): a mapping
@@ -378,34 +518,27 @@ def merge_loras(
     ``.diff_b`` / ``.diff_m``, :func:`resolve_diffs`) add ``strength * diff`` to their parameter the same way
     (a diff on a linear weight joins that layer's LoRA delta).
 
+    Streamed blocks (``model.block_weights`` a :class:`mlx_video.nn.blockwise.BlockWeights` with a source,
+    docs/streaming.md): their weights are re-read from the source at every forward, so a merge into them would
+    be lost. For those blocks the merge is a hook on the BlockWeights instead: each time a block is read, its
+    weights are the source's plus this merge's deltas for that block, computed lazily with the read by the same
+    code as the resident merge (so bit-identical to it); ``base`` is not used for them (the source is the
+    stored weights). A LoRA given as a callable is read again with each block (its tensors for that block, fresh
+    and lazy, :class:`_Reread`), so it holds no memory between reads; one given as a mapping is used as it is
+    (resident once first read). A later call replaces the hook; one whose strengths are all zero removes it.
+    Layers outside the streamed blocks are merged in place as above.
+
     Everything is checked before any weight changes. Raises WeightsError for unmatched or non-LoRA
     keys (see :func:`resolve_lora`), a LoRA on a layer that is not linear (the Wan patch embedding is
     a Conv3d: no published Wan or LTX-2 LoRA format targets it), rank / shape mismatches, or a ``base``
     that lacks a touched layer's weights or holds them in another shape; ValueError for a non-finite
     strength.
     """
-    plan: dict[str, list] = {}
-    diff_plan: dict[str, list] = {}
-    for i, (weights, strength) in enumerate(loras):
-        what = f"LoRA #{i + 1}"
-        if not math.isfinite(float(strength)):
-            raise ValueError(f"{what}: strength must be finite, got {strength}")
-        weights, diffs = split_diffs(weights)
-        for target, delta in resolve_diffs(model, diffs, key_map, what).items():
-            diff_plan.setdefault(target, []).append((delta, float(strength)))
-        resolved = resolve_lora(model, weights, key_map, what) if weights or not diffs else {}
-        for target, (up, down, scale) in resolved.items():
-            _check_layer(model, target, up, down, what)
-            plan.setdefault(target, []).append((up, down, float(strength) * scale))
-    extra, dense = {}, {}  # diffs on linear weights join the layer's LoRA delta (one re-quantization)
-    for target, terms in diff_plan.items():
-        delta = sum(st * d.astype(mx.float32) for d, st in terms)
-        parent, _, leaf = target.rpartition(".")
-        if leaf == "weight" and isinstance(_module_at(model, parent), (nn.Linear, nn.QuantizedLinear)):
-            extra[parent] = delta
-        else:
-            dense[target] = delta
-    targets = list(plan) + [t for t in extra if t not in plan]
+    loaded = [(w() if callable(w) else w, st) for w, st in loras]
+    plan = _plan(model, loaded, key_map)
+    streamed = _streamed_blocks(model)
+    targets = [t for t in plan.targets if _block_of(t, streamed) is None]
+    dense = [k for k in plan.dense if _block_of(k, streamed) is None]
     if base is None:
         source = {f"{t}.{p}": _module_at(model, t)[p] for t in targets for p in _parts(_module_at(model, t))}
         source.update({k: _param_at(model, k) for k in dense})
@@ -421,20 +554,19 @@ def merge_loras(
             bad.append(f"{k} ({'missing' if k not in source else tuple(source[k].shape)}, model {shape})")
     if bad:
         raise WeightsError(f"LoRA merge: base weights do not fit the model: {_names(bad)}")
+    if streamed:
+        bw = model.block_weights
+        bw.set_hook(_block_hook(plan, bw.blocks, streamed, _Reread(loras, loaded)))
     for target in targets:
         layer = _module_at(model, target)
         layer_base = {p: source.pop(f"{target}.{p}") for p in _parts(layer)}
-        terms = [t for t in plan.get(target, []) if t[2] != 0.0]
-        delta = sum(c * (up.astype(mx.float32) @ down.astype(mx.float32)) for up, down, c in terms) if terms else None
-        if target in extra:
-            delta = extra[target] if delta is None else delta + extra[target]
-        layer.update(_merged_layer(layer, layer_base, delta))
+        layer.update(_merged_layer(layer, layer_base, plan.delta(target)))
         del layer_base
         mx.eval(layer.parameters())
-    for target, delta in dense.items():  # bias, norm scale, modulation: base + delta
+    for target in dense:  # bias, norm scale, modulation: base + delta
         parent, _, leaf = target.rpartition(".")
         module, old = (_module_at(model, parent) if parent else model), _param_at(model, target)
-        module.update({leaf: (source.pop(target).astype(mx.float32) + delta).astype(old.dtype)})
+        module.update({leaf: _plus(source.pop(target), plan.dense_delta(target), old.dtype)})
         mx.eval(module[leaf])
 
 
