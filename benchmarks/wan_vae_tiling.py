@@ -13,8 +13,9 @@ the reference row, the untiled ``decode(z)`` with the default settings, then one
 ``--frames-per-chunk`` (``4``: the whole chunk; 2, 1: split in time at the up stages, same values) and
 ``--unfold-gb`` (the conv unfold budget, nn/conv.py; ``default``: $MLX_VIDEO_CONV_UNFOLD_GB).
 ``--pixels f32`` times ``decode`` (float32 video on the device); ``u8`` (untiled only) consumes
-``decode_chunks`` and converts each chunk to uint8 frames on the host, as a generation needs them, so the
-float32 video never exists.
+``decode_frames`` (each chunk converted to uint8 on the device while the next one runs, what
+``WanPipeline.decode`` uses untiled), so the float32 video never exists; ``u8host`` (untiled only): the earlier
+way, ``decode_chunks`` with each float32 chunk copied to the host and converted there.
 Per run: median time over ``--repeat`` after ``--warmup``, MLX peak (reset before the run, weights
 included), and for tiled runs the max / mean absolute difference to the untiled decode of the same dtype
 (frames in [-1, 1]; u8 rows: of their uint8 frames to the reference's, in units of 1/127.5). The official
@@ -83,7 +84,10 @@ def main(argv=None):
         "--unfold-gb", default=None, help="conv unfold budgets (GiB at 4 B/element, or default), comma-separated"
     )
     p.add_argument(
-        "--pixels", default=None, help="f32 (decode) | u8 (decode_chunks -> uint8 per chunk), comma-separated"
+        "--pixels",
+        default=None,
+        help="f32 (decode) | u8 (decode_frames: uint8 per chunk on the device) | u8host (decode_chunks, "
+        "uint8 on the host), comma-separated",
     )
     p.add_argument("--no-reference", action="store_true", help="skip the default untiled decode (no diffs)")
     p.add_argument("--warmup", type=int, default=1)
@@ -117,7 +121,7 @@ def main(argv=None):
     fpcs = [int(u) for u in a.frames_per_chunk.split(",")]
     unfolds = [None if u == "default" else float(u) for u in a.unfold_gb.split(",")]
     configs = [(t, f, u, px) for t in tiles for f in fpcs for u in unfolds for px in a.pixels.split(",")]
-    configs = [c for c in configs if not (c[3] == "u8" and c[0] != "none")]  # decode_chunks is untiled
+    configs = [c for c in configs if not (c[3] != "f32" and c[0] != "none")]  # decode_frames is untiled
     if not a.no_reference:
         configs = [("none", 4, None, "f32"), *[c for c in configs if c != ("none", 4, None, "f32")]]
     rows = []
@@ -134,6 +138,8 @@ def main(argv=None):
                 out = None
                 t0 = time.perf_counter()
                 if px == "u8":
+                    out = np.concatenate([c[0] for c, _ in vae.decode_frames(z, fpc, unfold)])
+                elif px == "u8host":
                     out = np.concatenate([_u8(np.array(c[0])) for c in vae.decode_chunks(z, fpc, unfold)])
                 else:
                     out = vae.decode(z, tiling, frames_per_chunk=fpc, max_unfold_bytes=unfold)
@@ -151,12 +157,12 @@ def main(argv=None):
                 times_s=times,
                 peak_gib=mx.get_peak_memory() / GIB,
             )
-            out_np = out if px == "u8" else np.array(out[0])
+            out_np = out if px != "f32" else np.array(out[0])
             del out
             if ref is None and not a.no_reference:
                 ref = out_np
             elif ref is not None:
-                if px == "u8":
+                if px != "f32":
                     d = np.abs(out_np.astype(np.float32) - _u8(ref).astype(np.float32)) / 127.5
                 else:
                     d = np.abs(out_np - ref)

@@ -211,6 +211,14 @@ class AttentionBlock(nn.Module):
         return x + self.proj(y).reshape(b, t, h, w, c)
 
 
+def pixels_to_uint8(x: mx.array) -> mx.array:
+    """[-1, 1] pixels (any float dtype, any shape) -> uint8 [0, 255] on the device: in float32, clamped,
+    ``round((x + 1) · 127.5)`` half to even, clamped: the same bytes as :func:`mlx_video.io.images.to_uint8`
+    on the host (the official save_video's conversion)."""
+    x = (mx.clip(x.astype(mx.float32), -1.0, 1.0) + 1.0) * 127.5
+    return mx.clip(mx.round(x), 0, 255).astype(mx.uint8)
+
+
 def _upsample_nearest2x(x: mx.array) -> mx.array:
     """[N, H, W, C] -> [N, 2H, 2W, C]; 'nearest-exact' at scale 2 repeats every pixel."""
     n, h, w, c = x.shape
@@ -629,19 +637,53 @@ class Wan21VAE(nn.Module):
         high-resolution stages, through the same causal cache (:meth:`Decoder3d.__call__`): the same
         values, with a quarter or half of the chunk's activations. ``max_unfold_bytes``: the convolutions'
         unfold budget (:func:`mlx_video.nn.conv.conv3d`; None: ``$MLX_VIDEO_CONV_UNFOLD_GB``).
+        While the caller holds chunk t, chunk t + 1 is already running on the device (it is started only
+        after chunk t has finished, so no two chunks' activations are ever alive together).
         Raises ValueError for a frames_per_chunk below 1."""
+        yield from (x for (x,) in self._chunks(z, frames_per_chunk, max_unfold_bytes, lambda x: (x,)))
+
+    def decode_frames(
+        self, z: mx.array, frames_per_chunk: int | None = None, max_unfold_bytes: int | None = None
+    ) -> Iterator[tuple[np.ndarray, bool]]:
+        """:meth:`decode_chunks` converted to uint8 on the device: yields per chunk its frames as a host
+        uint8 array [B, f, H, W, 3] (:func:`pixels_to_uint8`: the bytes :func:`mlx_video.io.images.to_uint8`
+        gives for the float32 chunk) and whether that chunk's pixels were all finite (NaN and inf do not
+        survive the conversion). Only the uint8 chunk crosses to the host (a quarter of the float32
+        bytes), while the next chunk runs on the device. Same settings and errors as
+        :meth:`decode_chunks`."""
+
+        def convert(x: mx.array) -> tuple[mx.array, mx.array]:
+            return pixels_to_uint8(x), mx.all(mx.isfinite(x))
+
+        for u8, finite in self._chunks(z, frames_per_chunk, max_unfold_bytes, convert):
+            yield np.array(u8), bool(finite.item())
+
+    def _chunks(self, z: mx.array, frames_per_chunk, max_unfold_bytes, convert) -> Iterator[tuple[mx.array, ...]]:
+        """Decode chunk by chunk; yields ``convert(pixels)`` of chunk t, evaluated, once chunk t + 1 has been
+        started (``mx.async_eval``). Chunk t + 1's graph is built while chunk t runs but started only once
+        chunk t is done: the device never idles for the host's conversion, and the peak is one chunk's."""
         frames = self.default_frames_per_chunk if frames_per_chunk is None else frames_per_chunk
         unfold = self.default_max_unfold_bytes if max_unfold_bytes is None else max_unfold_bytes
         if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
             raise ValueError(f"frames_per_chunk must be an int >= 1 or None, got {frames!r}")
         z = z.astype(mx.float32) / self._inv_std + self._mean
-        cache = CausalCache(unfold)
+        cache, prev = CausalCache(unfold), None
         for t in range(z.shape[1]):
+            if prev is not None and frames is not None:
+                mx.eval(prev)  # a time-split chunk evaluates as it is built: let chunk t - 1 finish first
             cache.next_chunk()
             x = self.decoder(self.post_quant_conv(z[:, t : t + 1].astype(self.dtype)), cache, frames)
-            x = mx.clip(self._unpatchify(x).astype(mx.float32), -1.0, 1.0)
-            mx.eval(x, cache.arrays())
-            yield x
+            out = convert(mx.clip(self._unpatchify(x).astype(mx.float32), -1.0, 1.0))
+            del x
+            if prev is not None:
+                mx.eval(prev)
+            mx.async_eval(out, cache.arrays())
+            if prev is not None:
+                yield prev
+            prev = out
+        if prev is not None:
+            mx.eval(prev)
+            yield prev
 
 
 # ----------------------------------------------------------------------------------------------
