@@ -7,7 +7,8 @@
 One random-weights VAE (``tiny``: dim 8; else the real widths), a latent of two frames. Two chunks are
 measured: ``first`` (latent frame 0, empty causal cache: one output frame) and ``later`` (latent frame 1 after
 frame 0 filled the cache: four output frames at the full-resolution stages). Each chunk runs first whole, as
-``decode_chunks`` runs it (``--frames-per-chunk``; its peak is the ``whole`` row), then again layer by layer
+``decode_chunks`` runs it (``--frames-per-chunk``; its peak is the ``whole`` row; ``whole_lazy``: the same with
+no evaluation between blocks, ``vae21.EVAL_BLOCK_BYTES`` off, as before issue 11), then again layer by layer
 through a fresh cache (the same calls in the same order, so the same cache slots and values; the last step's
 output is checked against the whole chunk): post_quant_conv, the decoder's conv_in, the mid block's residual
 blocks and attention, each up stage's residual blocks and upsampler (Wan2.2: with its DupUp3D shortcut), the
@@ -154,6 +155,14 @@ def run_chunk(vae, z, which: str, split: bool, frames, unfold) -> dict:
     cache = fresh()
     whole, whole_row = _measure(lambda: _chunk(vae, z, t, cache, frames), [z, cache.arrays()])
     whole = np.array(whole)
+    default, vae21.EVAL_BLOCK_BYTES = vae21.EVAL_BLOCK_BYTES, 1 << 62
+    try:  # the chunk as one lazy graph (no evaluation between blocks; before issue 11's fix)
+        cache = fresh()
+        lazy, lazy_row = _measure(lambda: _chunk(vae, z, t, cache, frames), [z, cache.arrays()])
+        lazy_row["equal_to_whole"] = bool(np.array_equal(np.array(lazy), whole))
+        del lazy
+    finally:
+        vae21.EVAL_BLOCK_BYTES = default
 
     cache = fresh()
     cache.next_chunk()
@@ -175,7 +184,9 @@ def run_chunk(vae, z, which: str, split: bool, frames, unfold) -> dict:
         rows.append(row)
         x = y
     exact = bool(np.array_equal(np.array(x), whole))
-    return dict(chunk=which, whole=whole_row, steps=rows, equal_to_whole=exact, cache_mib=_cache_mib(cache))
+    return dict(
+        chunk=which, whole=whole_row, whole_lazy=lazy_row, steps=rows, equal_to_whole=exact, cache_mib=_cache_mib(cache)
+    )
 
 
 def _cache_mib(cache: CausalCache) -> float:
@@ -255,6 +266,11 @@ def main(argv=None):
             f"-- chunk {c['chunk']}: whole {w['ms']:.1f} ms, peak {w['peak_mib']:.0f} MiB "
             f"({w['above_in_mib']:.0f} above weights+cache), cache {c['cache_mib']:.1f} MiB, "
             f"steps equal to whole: {c['equal_to_whole']}"
+        )
+        w = c["whole_lazy"]
+        print(
+            f"   as one lazy graph (no evaluation between blocks): {w['ms']:.1f} ms, peak {w['peak_mib']:.0f} MiB "
+            f"({w['above_in_mib']:.0f} above), equal: {w['equal_to_whole']}"
         )
         print(f"{'step':<40} {'shape':>24} {'in MiB':>9} {'out MiB':>9} {'above in':>9} {'temp':>9} {'ms':>8}")
         for r in c["steps"]:

@@ -161,7 +161,7 @@ class ResidualDownBlock(DownBlock):
         self._out_dim, (self._ft, self._fs) = out_dim, _factors(mode)
 
     def __call__(self, x: mx.array, cache: CausalCache) -> mx.array:
-        return super().__call__(x, cache) + avg_down_3d(x, self._out_dim, self._ft, self._fs)
+        return cache.settle(super().__call__(x, cache) + avg_down_3d(x, self._out_dim, self._ft, self._fs))
 
 
 class ResidualUpBlock(UpBlock):
@@ -177,7 +177,7 @@ class ResidualUpBlock(UpBlock):
         y = super().__call__(x, cache)
         if not self._shortcut:
             return y
-        return y + dup_up_3d(x, self._out_dim, self._ft, self._fs, first)
+        return cache.settle(y + dup_up_3d(x, self._out_dim, self._ft, self._fs, first))
 
 
 @dataclass
