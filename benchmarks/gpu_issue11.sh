@@ -11,6 +11,8 @@
 #   bash benchmarks/gpu_issue11.sh official-resident  # the same, ti2v, everything resident (no offload)     ~2-3 min
 #   bash benchmarks/gpu_issue11.sh vae       # Wan2.2 VAE 121x704x1280: ours bf16 untiled + tiles 256/384/512:192,
 #                                            # then the official decode in bf16 autocast and in float32        ~3-4 min
+#   bash benchmarks/gpu_issue11.sh vae-lean  # Wan2.2 VAE: one chunk layer by layer at 704x1280 (wan_vae_layers), then
+#                                            # 121x704x1280 untiled, fpc 4/1, f32/u8, eval-block default/off  ~4-5 min
 #   bash benchmarks/gpu_issue11.sh ltx       # LTX-2 and LTX-2.3 DISTILLED 768x512x121 + audio, 48 blocks       ~5-6 min
 #   bash benchmarks/gpu_issue11.sh ltx-hd    # the same at 1280x704x121                                         ~6-8 min
 #   bash benchmarks/gpu_issue11.sh ltx-dev   # LTX-2 and LTX-2.3 DEV_TWO_STAGE 768x512x121, stage 1 10 steps (projected
@@ -81,6 +83,11 @@ for what in "$@"; do
       bench vae-tiling 300 wan_vae_tiling --size "$size" --dtypes bfloat16 $tiles --out "$out/vae_tiling_${size}.json"
       bench vae-official-bf16 110 wan_vae --size "$size" --skip-mlx --dtype bf16 --repeat 2
       bench vae-official-fp32 110 wan_vae --size "$size" --skip-mlx --dtype fp32 --repeat 1;;
+    vae-lean)
+      bench vae-layers 120 wan_vae_layers --size "$size" --out "$out/vae_layers_${size}.json"
+      lean="--tiles none --frames-per-chunk 4,1 --pixels f32,u8 --eval-block default,off"
+      full || lean="$lean --video 5x64x96"
+      bench vae-lean 360 wan_vae_tiling --size "$size" --dtypes bfloat16 $lean --out "$out/vae_lean_${size}.json";;
     vae-fp32)  # ours in float32 (the default VAE dtype), same tiles                                       ~4-5 min
       tiles=""; full && tiles="--tiles 256,384,512:192"
       bench vae-tiling-fp32 500 wan_vae_tiling --size "$size" --dtypes float32 $tiles --out "$out/vae_tiling_fp32_${size}.json";;

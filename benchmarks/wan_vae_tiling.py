@@ -11,10 +11,13 @@ One random-weights VAE (real widths; ``tiny``: dim 8), one latent draw. For each
 the reference row, the untiled ``decode(z)`` with the default settings, then one row per combination of
 ``--tiles`` (``none``, ``n[:o]`` or ``HxW[:o]`` pixels; o defaults to n/4 in whole strides),
 ``--frames-per-chunk`` (``4``: the whole chunk; 2, 1: split in time at the up stages, same values) and
-``--unfold-gb`` (the conv unfold budget, nn/conv.py; ``default``: $MLX_VIDEO_CONV_UNFOLD_GB).
+``--unfold-gb`` (the conv unfold budget, nn/conv.py; ``default``: $MLX_VIDEO_CONV_UNFOLD_GB) and
+``--eval-block`` (``default``: blocks of at least ``vae21.EVAL_BLOCK_BYTES`` are evaluated one by one; ``off``:
+each chunk is one lazy graph, as before; or a size in MiB).
 ``--pixels f32`` times ``decode`` (float32 video on the device); ``u8`` (untiled only) consumes
-``decode_chunks`` and converts each chunk to uint8 frames on the host, as a generation needs them, so the
-float32 video never exists.
+``decode_frames`` (each chunk converted to uint8 on the device while the next one runs, what
+``WanPipeline.decode`` uses untiled), so the float32 video never exists; ``u8host`` (untiled only): the earlier
+way, ``decode_chunks`` with each float32 chunk copied to the host and converted there.
 Per run: median time over ``--repeat`` after ``--warmup``, MLX peak (reset before the run, weights
 included), and for tiled runs the max / mean absolute difference to the untiled decode of the same dtype
 (frames in [-1, 1]; u8 rows: of their uint8 frames to the reference's, in units of 1/127.5). The official
@@ -49,7 +52,7 @@ DEFAULT_TILES = {
     "full": {"2.2": "none,704x704:128,512:128", "2.1": "none,480x480:96,384:96"},
 }
 # --size full defaults: one GPU call of a few minutes (bf16 only; the lean settings against the reference)
-FULL_DEFAULTS = dict(dtypes="bfloat16", frames_per_chunk="4,1", unfold_gb="default,1", pixels="f32,u8")
+FULL_DEFAULTS = dict(dtypes="bfloat16", frames_per_chunk="4,1", unfold_gb="default", pixels="f32,u8")
 
 
 def _tiling(spec: str, s: int) -> Tiling | None:
@@ -61,6 +64,13 @@ def _tiling(spec: str, s: int) -> Tiling | None:
     if len(hw) == 1:
         hw = hw * 2
     return Tiling(hw, int(ov)) if ov else Tiling(hw, max(s, min(hw) // 4 // s * s))
+
+
+def _eval_bytes(spec: str, default: int) -> int:
+    """``--eval-block`` value -> vae21.EVAL_BLOCK_BYTES (``off``: never evaluate between blocks)."""
+    if spec == "default":
+        return default
+    return 1 << 62 if spec == "off" else int(float(spec) * (1 << 20))
 
 
 def _u8(x: np.ndarray) -> np.ndarray:
@@ -83,7 +93,13 @@ def main(argv=None):
         "--unfold-gb", default=None, help="conv unfold budgets (GiB at 4 B/element, or default), comma-separated"
     )
     p.add_argument(
-        "--pixels", default=None, help="f32 (decode) | u8 (decode_chunks -> uint8 per chunk), comma-separated"
+        "--eval-block", default="default", help="default | off | MiB: vae21.EVAL_BLOCK_BYTES, comma-separated"
+    )
+    p.add_argument(
+        "--pixels",
+        default=None,
+        help="f32 (decode) | u8 (decode_frames: uint8 per chunk on the device) | u8host (decode_chunks, "
+        "uint8 on the host), comma-separated",
     )
     p.add_argument("--no-reference", action="store_true", help="skip the default untiled decode (no diffs)")
     p.add_argument("--warmup", type=int, default=1)
@@ -116,15 +132,21 @@ def main(argv=None):
     tiles = (a.tiles or DEFAULT_TILES[a.size][v]).split(",")
     fpcs = [int(u) for u in a.frames_per_chunk.split(",")]
     unfolds = [None if u == "default" else float(u) for u in a.unfold_gb.split(",")]
-    configs = [(t, f, u, px) for t in tiles for f in fpcs for u in unfolds for px in a.pixels.split(",")]
-    configs = [c for c in configs if not (c[3] == "u8" and c[0] != "none")]  # decode_chunks is untiled
+    evals = a.eval_block.split(",")
+    configs = [
+        (t, f, u, px, e) for t in tiles for f in fpcs for u in unfolds for px in a.pixels.split(",") for e in evals
+    ]
+    configs = [c for c in configs if not (c[3] != "f32" and c[0] != "none")]  # decode_frames is untiled
+    first = ("none", 4, None, "f32", evals[0])
     if not a.no_reference:
-        configs = [("none", 4, None, "f32"), *[c for c in configs if c != ("none", 4, None, "f32")]]
+        configs = [first, *[c for c in configs if c != first]]
+    default_eval = vae21.EVAL_BLOCK_BYTES
     rows = []
     for dt in a.dtypes.split(","):
         vae.set_dtype(getattr(mx, dt))
         ref = None
-        for spec, fpc, ugb, px in configs:
+        for spec, fpc, ugb, px, ev in configs:
+            vae21.EVAL_BLOCK_BYTES = _eval_bytes(ev, default_eval)
             tiling = _tiling(spec, s)
             unfold = None if ugb is None else int(ugb * (1 << 30))
             release_memory()
@@ -134,6 +156,8 @@ def main(argv=None):
                 out = None
                 t0 = time.perf_counter()
                 if px == "u8":
+                    out = np.concatenate([c[0] for c, _ in vae.decode_frames(z, fpc, unfold)])
+                elif px == "u8host":
                     out = np.concatenate([_u8(np.array(c[0])) for c in vae.decode_chunks(z, fpc, unfold)])
                 else:
                     out = vae.decode(z, tiling, frames_per_chunk=fpc, max_unfold_bytes=unfold)
@@ -146,23 +170,25 @@ def main(argv=None):
                 overlap=None if tiling is None else tiling.overlap[0],
                 frames_per_chunk=fpc,
                 unfold_gb=ugb,
+                eval_block=ev,
                 pixels=px,
                 median_s=statistics.median(times),
                 times_s=times,
                 peak_gib=mx.get_peak_memory() / GIB,
             )
-            out_np = out if px == "u8" else np.array(out[0])
+            out_np = out if px != "f32" else np.array(out[0])
             del out
             if ref is None and not a.no_reference:
                 ref = out_np
             elif ref is not None:
-                if px == "u8":
+                if px != "f32":
                     d = np.abs(out_np.astype(np.float32) - _u8(ref).astype(np.float32)) / 127.5
                 else:
                     d = np.abs(out_np - ref)
                 row.update(max_abs_diff=float(d.max()), mean_abs_diff=float(d.mean()))
             rows.append(row)
             del out_np
+    vae21.EVAL_BLOCK_BYTES = default_eval
     record = dict(
         bench="wan_vae_tiling",
         vae=v,
@@ -185,7 +211,8 @@ def main(argv=None):
         f"MLX {mx.__version__} on {mx.default_device()}"
     )
     print(
-        f"{'dtype':<9} {'tile':>9} {'ovl':>4} {'fpc':>3} {'unfold':>7} {'px':>3} {'median s':>9} {'peak GiB':>9} "
+        f"{'dtype':<9} {'tile':>9} {'ovl':>4} {'fpc':>3} {'unfold':>7} {'eval':>7} {'px':>6} {'median s':>9} "
+        f"{'peak GiB':>9} "
         f"{'max diff':>9} {'mean diff':>10}"
     )
     for r in rows:
@@ -195,7 +222,8 @@ def main(argv=None):
         md = f"{r['max_abs_diff']:.4f}" if "max_abs_diff" in r else "-"
         mn = f"{r['mean_abs_diff']:.5f}" if "mean_abs_diff" in r else "-"
         print(
-            f"{r['dtype']:<9} {tile:>9} {ov:>4} {r['frames_per_chunk']:>3} {ug:>7} {r['pixels']:>3} "
+            f"{r['dtype']:<9} {tile:>9} {ov:>4} {r['frames_per_chunk']:>3} {ug:>7} {r['eval_block']:>7} "
+            f"{r['pixels']:>6} "
             f"{r['median_s']:>9.3f} {r['peak_gib']:>9.3f} {md:>9} {mn:>10}"
         )
     return record

@@ -80,8 +80,10 @@ class NonFiniteError(RuntimeError):
     """Latents or decoded frames became NaN or infinite (names the step and the likely cause)."""
 
 
-def check_finite(x: mx.array, where: str, hint: str = "") -> None:
-    """Raise :class:`NonFiniteError` naming ``where`` (e.g. ``"after step 3"``) if ``x`` holds NaN or inf."""
-    if not bool(mx.all(mx.isfinite(x)).item()):
+def check_finite(x: mx.array | bool, where: str, hint: str = "") -> None:
+    """Raise :class:`NonFiniteError` naming ``where`` (e.g. ``"after step 3"``) if ``x`` holds NaN or inf
+    (``x`` a bool: whether the values, checked elsewhere, were all finite)."""
+    finite = x if isinstance(x, bool) else bool(mx.all(mx.isfinite(x)).item())
+    if not finite:
         msg = f"non-finite values (NaN or inf) {where}"
         raise NonFiniteError(msg + (f"; {hint}" if hint else ""))

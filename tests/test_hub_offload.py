@@ -23,13 +23,13 @@ def test_offload_frees_text_encoder_before_dit_and_dit_before_decode(tmp_path):
     pipe = WanPipeline(convert_wan(TINY, tmp_path / "m", dtype="float32"), dtype=mx.float32, offload=True)
     seen = []
     vae = pipe.vae
-    decode_chunks = vae.decode_chunks  # the untiled decode's path (chunk by chunk to uint8)
+    decode_frames = vae.decode_frames  # the untiled decode's path (chunk by chunk to uint8)
 
     def spy_decode(z, *a, **k):
         seen.append(("decode", pipe._text is None, pipe._dit is None))
-        return decode_chunks(z, *a, **k)
+        return decode_frames(z, *a, **k)
 
-    vae.decode_chunks = spy_decode
+    vae.decode_frames = spy_decode
 
     def progress(stage, i, n):
         if stage == "denoise":

@@ -275,6 +275,40 @@ def test_frames_per_chunk_is_the_same_decode(case, frames, unfold):
         np.testing.assert_array_equal(np.concatenate([np.array(c) for c in chunks], axis=1), np.array(x))
 
 
+def test_pixels_to_uint8_matches_the_host_conversion():
+    """The device conversion gives to_uint8's bytes, also at the half steps (round half to even) and outside
+    [-1, 1]."""
+    from mlx_video.io.images import to_uint8
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1.2, 1.2, 100_000).astype(np.float32)
+    halves = (np.arange(256, dtype=np.float32) + 0.5) / np.float32(127.5) - np.float32(1.0)
+    x = np.concatenate([x, halves, np.float32([-1.0, 1.0, 0.0, -3.0, 3.0])])
+    np.testing.assert_array_equal(np.array(vae21.pixels_to_uint8(mx.array(x))), to_uint8(x))
+    np.testing.assert_array_equal(
+        np.array(vae21.pixels_to_uint8(mx.array(x).astype(mx.bfloat16))),
+        to_uint8(np.array(mx.array(x).astype(mx.bfloat16).astype(mx.float32))),
+    )
+
+
+@pytest.mark.parametrize("frames", [None, 1])
+def test_decode_frames_is_uint8_of_the_decode(case, frames):
+    """decode_frames (uint8 on the device, next chunk started before the caller gets this one) gives the bytes
+    the host's to_uint8 gives for decode_chunks' float32 chunks, chunk by chunk; NaN latents are flagged."""
+    from mlx_video.io.images import to_uint8
+
+    zm = mx.array(_cl(case["latents"][2]))  # T = 3
+    ours = case["ours"]
+    chunks = list(ours.decode_chunks(zm, frames))
+    got = list(ours.decode_frames(zm, frames))
+    assert [c.shape for c, _ in got] == [tuple(c.shape) for c in chunks] and all(ok for _, ok in got)
+    for (u8, _), c in zip(got, chunks):
+        assert u8.dtype == np.uint8
+        np.testing.assert_array_equal(u8, to_uint8(np.array(c)))
+    bad = mx.concatenate([zm[:, :2], mx.full(zm[:, 2:].shape, float("nan"))], axis=1)
+    assert [ok for _, ok in ours.decode_frames(bad, frames)] == [True, True, False]
+
+
 def test_frames_per_chunk_lowers_the_peak():
     """One frame at a time at the full-resolution stages holds less than the 4-frame chunk (CPU peak)."""
     m = mlx_random_(vae22.Wan22VAE(vae22.Wan22VAEArgs(dim=8, dec_dim=8)), mx.float32, 0)
@@ -287,6 +321,25 @@ def test_frames_per_chunk_lowers_the_peak():
         mx.eval(m.decode(z, frames_per_chunk=frames))
         peaks[frames] = mx.get_peak_memory()
     assert peaks[1] < 0.6 * peaks[None], peaks
+
+
+def test_evaluating_between_blocks_is_the_same_and_holds_less(case, monkeypatch):
+    """EVAL_BLOCK_BYTES = 0 (every block evaluated with the cache before the next one is built, every cache copy
+    started at once) gives the same encode and decode bytes as one lazy graph per chunk, with a lower CPU peak."""
+    ours = case["ours"]
+    zm, video = mx.array(_cl(case["latents"][2])), mx.array(_cl(case["videos"][2]))
+    peaks, outs = {}, {}
+    for name, limit in (("lazy", 1 << 62), ("blocks", 0)):
+        monkeypatch.setattr(vae21, "EVAL_BLOCK_BYTES", limit)
+        mx.eval(ours.decode(zm))  # warm
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        outs[name] = [np.array(ours.decode(zm)), np.array(ours.decode(zm, frames_per_chunk=1))]
+        peaks[name] = mx.get_peak_memory()
+        outs[name].append(np.array(ours.encode(video)))
+    for a, b in zip(outs["lazy"], outs["blocks"]):
+        np.testing.assert_array_equal(a, b)
+    assert peaks["blocks"] < 0.95 * peaks["lazy"], peaks
 
 
 def test_frames_per_chunk_must_be_positive(case):

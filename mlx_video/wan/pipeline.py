@@ -1226,11 +1226,11 @@ class WanPipeline:
             f"likely cause: an overflow of the VAE's "
             f"{str(self.vae_dtype).replace('mlx.core.', '')} dtype (try vae_dtype float32)"
         )
-        if tiles is None:  # chunk by chunk to uint8: the float32 video is never held whole
+        if tiles is None:  # chunk by chunk to uint8 on the device: the float32 video is never held whole
             frames = []
-            for chunk in self.vae.decode_chunks(latent):
-                check_finite(chunk, "in the decoded frames", hint)
-                frames.append(to_uint8(np.array(chunk[0])))
+            for chunk, finite in self.vae.decode_frames(latent):
+                check_finite(finite, "in the decoded frames", hint)
+                frames.append(chunk[0])
             return np.concatenate(frames)
         video = self.vae.decode(latent, tiles, self.sp and self.sp.group)
         mx.eval(video)

@@ -24,6 +24,15 @@ from mlx_video.nn.tiling import Tiling, tiled_map
 
 CACHE_T = 2  # frames of history a temporal-kernel-3 causal conv needs
 
+# MLX frees a buffer only once the device has run the work that last used it, and the host runs ahead of the
+# device by up to ~1000 kernels (CUDA: 10 command buffers of <= 100); an unevaluated cache slot also keeps its
+# source (the conv's whole input) and the slot it replaces alive. So a chunk built as one lazy graph holds most
+# of its activations at once: counted for Wan2.2 at 704x1280 in bf16, a one-frame piece's new cache slots
+# (2.6 GB) and their sources (1.3 GB) on top of the old cache (3.2 GB) and the weights (1.1 GB) are about the
+# 9.4 GiB the H100 measured with frames_per_chunk 1. Blocks whose output has at least this many bytes are
+# therefore evaluated, with the cache, before the next one is built (the same values; one wait per block).
+EVAL_BLOCK_BYTES = 16 << 20
+
 MEAN16 = [
     -0.7571,
     -0.7089,
@@ -98,10 +107,14 @@ class CausalCache:
     def write(self, value: mx.array | None) -> None:
         """Store the current slot's value for the next chunk and move to the next slot.
 
-        The value is copied out of its source: a slice would keep the whole chunk's buffer alive.
+        The value is copied out of its source: a slice would keep the whole chunk's buffer alive; a copy of
+        at least a quarter of :data:`EVAL_BLOCK_BYTES` is started at once (``mx.async_eval``), so that the
+        source is freed as soon as its convolution has run rather than when the block is evaluated.
         """
         if value is not None:
             value = mx.contiguous(value)
+            if 4 * value.nbytes >= EVAL_BLOCK_BYTES:
+                mx.async_eval(value)
         if self.index == len(self.slots):
             self.slots.append(value)
         else:
@@ -110,6 +123,13 @@ class CausalCache:
 
     def arrays(self) -> list[mx.array]:
         return [s for s in self.slots if s is not None]
+
+    def settle(self, x: mx.array) -> mx.array:
+        """Evaluate ``x`` and the slots written so far when ``x`` has at least :data:`EVAL_BLOCK_BYTES`
+        (called between blocks: bounds what a lazy chunk holds at once). Returns ``x``."""
+        if x.nbytes >= EVAL_BLOCK_BYTES:
+            mx.eval(x, self.arrays())
+        return x
 
 
 def _triple(v) -> tuple[int, int, int]:
@@ -211,6 +231,14 @@ class AttentionBlock(nn.Module):
         return x + self.proj(y).reshape(b, t, h, w, c)
 
 
+def pixels_to_uint8(x: mx.array) -> mx.array:
+    """[-1, 1] pixels (any float dtype, any shape) -> uint8 [0, 255] on the device: in float32, clamped,
+    ``round((x + 1) · 127.5)`` half to even, clamped: the same bytes as :func:`mlx_video.io.images.to_uint8`
+    on the host (the official save_video's conversion)."""
+    x = (mx.clip(x.astype(mx.float32), -1.0, 1.0) + 1.0) * 127.5
+    return mx.clip(mx.round(x), 0, 255).astype(mx.uint8)
+
+
 def _upsample_nearest2x(x: mx.array) -> mx.array:
     """[N, H, W, C] -> [N, 2H, 2W, C]; 'nearest-exact' at scale 2 repeats every pixel."""
     n, h, w, c = x.shape
@@ -286,8 +314,8 @@ class DownBlock(nn.Module):
 
     def __call__(self, x: mx.array, cache: CausalCache) -> mx.array:
         for resnet in self.resnets:
-            x = resnet(x, cache)
-        return self.downsampler(x, cache) if "downsampler" in self else x
+            x = cache.settle(resnet(x, cache))
+        return cache.settle(self.downsampler(x, cache)) if "downsampler" in self else x
 
 
 class UpBlock(nn.Module):
@@ -301,8 +329,8 @@ class UpBlock(nn.Module):
 
     def __call__(self, x: mx.array, cache: CausalCache) -> mx.array:
         for resnet in self.resnets:
-            x = resnet(x, cache)
-        return self.upsampler(x, cache) if "upsampler" in self else x
+            x = cache.settle(resnet(x, cache))
+        return cache.settle(self.upsampler(x, cache)) if "upsampler" in self else x
 
 
 class MidBlock(nn.Module):
@@ -314,8 +342,8 @@ class MidBlock(nn.Module):
         self.attentions = [AttentionBlock(dim)]
 
     def __call__(self, x: mx.array, cache: CausalCache) -> mx.array:
-        x = self.resnets[0](x, cache)
-        return self.resnets[1](self.attentions[0](x), cache)
+        x = cache.settle(self.resnets[0](x, cache))
+        return cache.settle(self.resnets[1](cache.settle(self.attentions[0](x)), cache))
 
 
 class Encoder3d(nn.Module):
@@ -629,19 +657,52 @@ class Wan21VAE(nn.Module):
         high-resolution stages, through the same causal cache (:meth:`Decoder3d.__call__`): the same
         values, with a quarter or half of the chunk's activations. ``max_unfold_bytes``: the convolutions'
         unfold budget (:func:`mlx_video.nn.conv.conv3d`; None: ``$MLX_VIDEO_CONV_UNFOLD_GB``).
+        While the caller holds chunk t, chunk t + 1 is already running on the device (started only after
+        chunk t has finished, so no two chunks' activations are alive together).
         Raises ValueError for a frames_per_chunk below 1."""
+        yield from (x for (x,) in self._chunks(z, frames_per_chunk, max_unfold_bytes, lambda x: (x,)))
+
+    def decode_frames(
+        self, z: mx.array, frames_per_chunk: int | None = None, max_unfold_bytes: int | None = None
+    ) -> Iterator[tuple[np.ndarray, bool]]:
+        """:meth:`decode_chunks` converted to uint8 on the device: yields per chunk its frames as a host
+        uint8 array [B, f, H, W, 3] (:func:`pixels_to_uint8`: the bytes :func:`mlx_video.io.images.to_uint8`
+        gives for the float32 chunk) and whether that chunk's pixels were all finite (NaN and inf do not
+        survive the conversion). Only the uint8 chunk crosses to the host (a quarter of the float32
+        bytes), while the next chunk runs on the device. Same settings and errors as
+        :meth:`decode_chunks`."""
+
+        def convert(x: mx.array) -> tuple[mx.array, mx.array]:
+            return pixels_to_uint8(x), mx.all(mx.isfinite(x))
+
+        for u8, finite in self._chunks(z, frames_per_chunk, max_unfold_bytes, convert):
+            yield np.array(u8), bool(finite.item())
+
+    def _chunks(self, z: mx.array, frames_per_chunk, max_unfold_bytes, convert) -> Iterator[tuple[mx.array, ...]]:
+        """Decode chunk by chunk; yields ``convert(pixels)`` of chunk t, evaluated, once chunk t + 1 has been
+        started (``mx.async_eval``; its blocks are evaluated as it is built, see :meth:`CausalCache.settle`).
+        Chunk t + 1 starts only once chunk t is done, so the peak is one chunk's, and the device does not wait
+        for the caller's work on chunk t."""
         frames = self.default_frames_per_chunk if frames_per_chunk is None else frames_per_chunk
         unfold = self.default_max_unfold_bytes if max_unfold_bytes is None else max_unfold_bytes
         if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
             raise ValueError(f"frames_per_chunk must be an int >= 1 or None, got {frames!r}")
         z = z.astype(mx.float32) / self._inv_std + self._mean
-        cache = CausalCache(unfold)
+        cache, prev = CausalCache(unfold), None
         for t in range(z.shape[1]):
+            if prev is not None:
+                mx.eval(prev)  # chunk t is evaluated block by block as it is built: let chunk t - 1 finish first
             cache.next_chunk()
             x = self.decoder(self.post_quant_conv(z[:, t : t + 1].astype(self.dtype)), cache, frames)
-            x = mx.clip(self._unpatchify(x).astype(mx.float32), -1.0, 1.0)
-            mx.eval(x, cache.arrays())
-            yield x
+            out = convert(mx.clip(self._unpatchify(x).astype(mx.float32), -1.0, 1.0))
+            del x
+            mx.async_eval(out, cache.arrays())
+            if prev is not None:
+                yield prev
+            prev = out
+        if prev is not None:
+            mx.eval(prev)
+            yield prev
 
 
 # ----------------------------------------------------------------------------------------------

@@ -144,10 +144,10 @@ def dup_up_3d(x: mx.array, out_dim: int, ft: int, fs: int, first_chunk: bool) ->
 
     Repeats each channel ``out_dim·f/C`` times, unfolds channel index ``o·f + (t·fs + h)·fs + w``
     into (time, height, width) and, on the first chunk, drops the first ``ft - 1`` frames (the
-    first latent frame is not doubled in time).
+    first latent frame is not doubled in time). The repeat is a broadcast, so the one copy made is the output's.
     """
     b, t, h, w, c = x.shape
-    x = mx.repeat(x, out_dim * ft * fs * fs // c, axis=-1)
+    x = mx.broadcast_to(x[..., None], (b, t, h, w, c, out_dim * ft * fs * fs // c))
     x = x.reshape(b, t, h, w, out_dim, ft, fs, fs).transpose(0, 1, 5, 2, 6, 3, 7, 4)
     x = x.reshape(b, t * ft, h * fs, w * fs, out_dim)
     return x[:, ft - 1 :] if first_chunk else x
@@ -161,7 +161,7 @@ class ResidualDownBlock(DownBlock):
         self._out_dim, (self._ft, self._fs) = out_dim, _factors(mode)
 
     def __call__(self, x: mx.array, cache: CausalCache) -> mx.array:
-        return super().__call__(x, cache) + avg_down_3d(x, self._out_dim, self._ft, self._fs)
+        return cache.settle(super().__call__(x, cache) + avg_down_3d(x, self._out_dim, self._ft, self._fs))
 
 
 class ResidualUpBlock(UpBlock):
@@ -177,7 +177,7 @@ class ResidualUpBlock(UpBlock):
         y = super().__call__(x, cache)
         if not self._shortcut:
             return y
-        return y + dup_up_3d(x, self._out_dim, self._ft, self._fs, first)
+        return cache.settle(y + dup_up_3d(x, self._out_dim, self._ft, self._fs, first))
 
 
 @dataclass
