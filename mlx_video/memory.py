@@ -77,6 +77,7 @@ CALIBRATION = {
         dit_a=14.0,
         dit_b=1.7,
         dit_fixed=6.0,
+        dit_text=1.0,
         scores=0.0,
         vae_k=26.0,
         vae_enc_k=26.0,
@@ -89,6 +90,7 @@ CALIBRATION = {
         dit_a=22.0,
         dit_b=1.8,
         dit_fixed=0.0,
+        dit_text=9.0,
         scores=1.0,
         vae_k=85.0,
         vae_enc_k=85.0,
@@ -304,8 +306,9 @@ def dit_activation_bytes(
     """Peak activation bytes of one DiT forward (``WanModel.__call__``, blocks evaluated one by one)
     over ``n_tokens`` tokens at ``batch`` (2: batched CFG): ``batch·L·(a·C·4 + b·F·s) + f·L·C·4`` (f: a
     per-forward part that does not grow with the batch, measured on the H100), plus the attention scores
-    ``batch·heads·L²·s`` without a fused kernel (CPU). The 512 text tokens add
-    ``batch·512·C·s``. With ``ranks`` > 1 (sequence parallel), per rank: the shard's ``c = ceil(L/ranks)``
+    ``batch·heads·L²·s`` without a fused kernel (CPU). The 512 text tokens add ``batch·512·C·s``; a
+    forward of a few tokens peaks instead at ``t·batch·512·C·s`` (t = ``dit_text``: the text embedding's
+    layers over the padded context and a block's cross-attention keys and values of it; 9 on the CPU). With ``ranks`` > 1 (sequence parallel), per rank: the shard's ``c = ceil(L/ranks)``
     tokens in place of L, scores ``heads·c·L·s``, plus the gathered q, k, v ``batch·3·L·C·s``."""
     cal = CALIBRATION[backend_name or backend()]
     C, F, s = dit_args.dim, dit_args.ffn_dim, _bytes(dtype)
@@ -314,7 +317,8 @@ def dit_activation_bytes(
     per = c * (cal["dit_a"] * C * 4 + cal["dit_b"] * F * s) + cal["scores"] * dit_args.num_heads * c * L * s
     if ranks > 1:
         per += 3 * L * C * s
-    return batch * (per + dit_args.text_len * C * s) + cal["dit_fixed"] * c * C * 4
+    text = dit_args.text_len * C * s
+    return batch * max(per + text, cal["dit_text"] * text) + cal["dit_fixed"] * c * C * 4
 
 
 def _vae_stage(a, decode: bool) -> tuple[int, int]:
