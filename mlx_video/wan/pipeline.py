@@ -922,6 +922,9 @@ class WanPipeline:
         if self._vae is None:
             self._vae = load_vae(self.model_dir, self.cfg)
             self._vae.set_dtype(self.vae_dtype)
+            # read and cast now (a few per cent of the DiT's size): weights left as lazy casts of the file's float32
+            # arrays made every encode after the first peak higher (one-frame anchors, CPU: +17%; issue 11's mi2v)
+            mx.eval(self._vae.parameters())
             self._vae.default_tiling = self.tiling
         return self._vae
 
