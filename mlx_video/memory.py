@@ -24,8 +24,10 @@ Activation models (bytes; calibrated, see ``CALIBRATION``):
   backend) add the scores, ``heads·L²·s``.
 - VAE decode/encode: ``k·A + U``: A the largest activation of one chunk (the full-resolution stage,
   4 frames for decode, 4 input frames for encode), U the conv unfold buffer of that stage
-  (``kt·kh·kw`` copies of its input, capped by ``$MLX_VIDEO_CONV_UNFOLD_GB``, see nn/conv.py), plus the
-  float32 output. A tile replaces the frame in A and U by the tile.
+  (``kt·kh·kw`` copies of its input, capped by ``$MLX_VIDEO_CONV_UNFOLD_GB``, see nn/conv.py; Metal and the
+  CPU only: MLX's CUDA convolutions hold none), plus the float32 pixels held (the encode's input; a tiled
+  decode's output and tiles; an untiled decode goes to uint8 chunk by chunk). A tile replaces the frame in A
+  and U by the tile.
 
 Settings are chosen in this order, each step only while the plan does not fit (``PLAN_ORDER``):
 sequential CFG; VAE in bf16; VAE tiles (512, 384, 256 px); one A14B expert resident (the other freed
