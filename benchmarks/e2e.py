@@ -126,6 +126,13 @@ def main(argv=None):
         help="GiB: let mlx_video.memory.plan choose CFG batching, VAE dtype and tiling, offload and "
         "weight quantization for this budget (overrides those flags)",
     )
+    p.add_argument(
+        "--plan-for",
+        choices=sorted(memory.CALIBRATION),
+        default=None,
+        help="plan --budget with this backend's constants (gpu: a Mac's plan, run here; default: this machine's); "
+        "the estimates recorded beside the measurements stay this machine's",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON file to write")
     a = p.parse_args(argv)
@@ -173,7 +180,13 @@ def _run(a, cfg, pipe, weights, model, task, n_images, frames, height, width, dt
     qbits, mplan = None, None
     if a.budget is not None:
         mplan = memory.plan(
-            _sizes(cfg, plan, images, a), plan.settings.frame_num, plan.height, plan.width, a.budget * GIB, dtype=dtype
+            _sizes(cfg, plan, images, a),
+            plan.settings.frame_num,
+            plan.height,
+            plan.width,
+            a.budget * GIB,
+            dtype=dtype,
+            backend_name=a.plan_for,
         )
         settings = replace(settings, batch_cfg=mplan.batch_cfg)
         plan = pipe.plan(settings)
@@ -245,6 +258,7 @@ def _run(a, cfg, pipe, weights, model, task, n_images, frames, height, width, dt
         weights_written={k: round(v, 3) for k, v in weights.write_s.items()},
         weights_folder=str(weights.folder),
         memory_plan=mplan.to_dict() if mplan else None,
+        plan_for=(a.plan_for or memory.backend()) if mplan else None,
         inject_context=a.inject_context,
         phases=ph.rows,
         peak_gib=max(r["mlx_peak_gib"] for r in ph.rows.values()),
