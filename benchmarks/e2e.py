@@ -10,10 +10,17 @@ The same stages as ``mlx_video generate`` / ``WanPipeline.generate``, each measu
 checked, images loaded and resized), ``text`` (UMT5 over prompt and negative prompt; with
 ``--inject-context`` random [n, 4096] contexts instead), ``encode`` (VAE encode of the image anchors / first
 frame, CLIP), ``denoise`` (``--steps N`` steps with CFG, per-step times from the progress callback),
-``decode`` (VAE decode to uint8; ``--vae-tile N`` decodes in NxN-pixel tiles with N/4 overlap, through
-``vae.decode(latent, Tiling)``), ``write`` (H.264 mp4 with the parameters as metadata). The weights are
-drawn on first use inside the phase that loads them (as reading the file would be); ``draw_s`` says how
-long that took and ``*_s_net`` subtracts it. A 50-step run is stated from fewer: ``denoise_50_s`` = the
+``decode`` (``WanPipeline.decode`` to uint8; ``--vae-tile N``: the VAE encodes and decodes in NxN-pixel tiles
+with N/4 overlap, as ``mlx_video generate --vae_tile N``), ``write`` (H.264 mp4 with the parameters as
+metadata). The weights are drawn on first use inside the phase that loads them (as reading the file would be);
+``draw_s`` says how long that took and ``*_s_net`` subtracts it.
+
+``--budget GiB`` runs whatever plan ``mlx_video.memory.plan`` picks, adopted as ``WanPipeline.fit_memory``
+does, block streaming and quantize-at-load included: the components those read for real (the DiT(s) when
+streamed or quantized at load, UMT5 when quantized at load) are written once, before the first phase, to
+safetensors files in the converted folder's layout and dtype (``RandomWeights.write``; seconds in
+``weights_written``, counted in no phase) and read through the library's loaders, so a streamed DiT re-reads
+its blocks lazily from the file each step. The folder is removed at the end. A 50-step run is stated from fewer: ``denoise_50_s`` = the
 median step x 50 (the first step, which compiles kernels, is excluded from the median when N > 1).
 
 Per phase: seconds, MLX peak (``mx.get_peak_memory``, reset at the phase's start), the process's OS
@@ -42,7 +49,6 @@ import numpy as np
 from benchmarks.common import _hwm_reset, _status_kib, release_memory
 from benchmarks.random_models import random_wan_pipeline, wan_config
 from mlx_video import memory
-from mlx_video.io.images import to_uint8
 from mlx_video.nn.tiling import Tiling
 from mlx_video.wan.pipeline import WanSettings
 
@@ -120,6 +126,13 @@ def main(argv=None):
         help="GiB: let mlx_video.memory.plan choose CFG batching, VAE dtype and tiling, offload and "
         "weight quantization for this budget (overrides those flags)",
     )
+    p.add_argument(
+        "--plan-for",
+        choices=sorted(memory.CALIBRATION),
+        default=None,
+        help="plan --budget with this backend's constants (gpu: a Mac's plan, run here; default: this machine's); "
+        "the estimates recorded beside the measurements stay this machine's",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON file to write")
     a = p.parse_args(argv)
@@ -132,9 +145,16 @@ def main(argv=None):
     cpu = mx.default_device() == mx.cpu
     dtype = a.dtype or ("float32" if cpu else "bfloat16")
     cfg = wan_config(model, narrow=a.size == "tiny", layers=layers, dim=a.dit_dim)
-    pipe, weights, folder = random_wan_pipeline(
+    pipe, weights, _ = random_wan_pipeline(
         cfg, getattr(mx, dtype), getattr(mx, a.vae_dtype), offload=not a.no_offload, seed=a.seed
     )
+    try:
+        return _run(a, cfg, pipe, weights, model, task, n_images, frames, height, width, dtype)
+    finally:
+        weights.cleanup()  # the folder and the weights files written into it
+
+
+def _run(a, cfg, pipe, weights, model, task, n_images, frames, height, width, dtype):
     images = [str(IMAGES / n) for n in ("astronaut.png", "coffee.png", "rocket.png")[:n_images]]
     settings = WanSettings(
         task=task,
@@ -146,7 +166,8 @@ def main(argv=None):
         seed=a.seed,
         batch_cfg=not a.sequential_cfg,
     )
-    tiling = Tiling.square(a.vae_tile, cfg["vae"]["stride"]) if a.vae_tile else None
+    if a.vae_tile:  # encode and decode, as `mlx_video generate --vae_tile N`
+        pipe.tiling = Tiling.square(a.vae_tile, cfg["vae"]["stride"])
     ph = Phases(pipe, weights)
     step_t: list[float] = []
     step_mem: list[tuple[float, float]] = []  # (MLX active, MLX peak since the phase's start) after each step
@@ -159,21 +180,23 @@ def main(argv=None):
     qbits, mplan = None, None
     if a.budget is not None:
         mplan = memory.plan(
-            _sizes(cfg, plan, images, a), plan.settings.frame_num, plan.height, plan.width, a.budget * GIB, dtype=dtype
+            _sizes(cfg, plan, images, a),
+            plan.settings.frame_num,
+            plan.height,
+            plan.width,
+            a.budget * GIB,
+            dtype=dtype,
+            backend_name=a.plan_for,
         )
-        if mplan.stream_blocks is not None:
-            raise SystemExit(
-                f"the plan for {a.budget} GiB streams DiT blocks, which needs a weights file (random weights have none): {mplan.to_dict()}"
-            )
         settings = replace(settings, batch_cfg=mplan.batch_cfg)
         plan = pipe.plan(settings)
-        pipe.vae_dtype, pipe.offload, tiling = getattr(mx, mplan.vae_dtype), mplan.offload, mplan.tiling
-        pipe.swap_experts = mplan.swap_experts
+        _adopt(pipe, mplan)  # as WanPipeline.fit_memory does
         qbits = mplan.quantize_bits
-        if qbits:  # quantized at load: the loaders and the random factory both follow cfg["quantization"]
-            q = {"bits": qbits, "group_size": 64}
-            for d in (cfg, pipe.cfg):
-                d["quantization"] = {n: dict(q) for n in ("dit", "dit_high", "dit_low", "t5")}
+    tiling = pipe.tiling
+    # streamed DiT blocks are re-read from the DiT file each step, and weights quantized at load are read from a
+    # float file: those components get a real file, written here (outside every phase, see ``weights_written``)
+    for stem in _files_needed(pipe, a):
+        weights.write(stem)
     context = None
     if a.inject_context:
         rng = np.random.default_rng(a.seed)
@@ -188,14 +211,7 @@ def main(argv=None):
 
     latent = ph.run("denoise", denoise)
 
-    def decode():
-        if tiling is None:
-            return pipe.decode(latent)
-        video = pipe.vae.decode(latent, tiling)
-        mx.eval(video)
-        return to_uint8(np.array(video[0]))
-
-    frames_u8 = ph.run("decode", decode)
+    frames_u8 = ph.run("decode", lambda: pipe.decode(latent))
     out_dir = Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix="e2e_"))
     mp4 = out_dir / f"e2e_{a.case}_{a.size}.mp4"
 
@@ -238,7 +254,11 @@ def main(argv=None):
         batch_cfg=plan.settings.batch_cfg,
         offload=pipe.offload,
         quantize_bits=qbits,
+        stream_blocks=pipe.stream_blocks,
+        weights_written={k: round(v, 3) for k, v in weights.write_s.items()},
+        weights_folder=str(weights.folder),
         memory_plan=mplan.to_dict() if mplan else None,
+        plan_for=(a.plan_for or memory.backend()) if mplan else None,
         inject_context=a.inject_context,
         phases=ph.rows,
         peak_gib=max(r["mlx_peak_gib"] for r in ph.rows.values()),
@@ -261,6 +281,24 @@ def main(argv=None):
     return record
 
 
+def _adopt(pipe, mp) -> None:
+    """Set ``pipe``'s settings from the memory plan ``mp`` as ``WanPipeline.fit_memory`` does (a float folder:
+    ``quantize_bits`` quantizes at load; streamed blocks are read as stored)."""
+    pipe.vae_dtype, pipe.offload, pipe.tiling = getattr(mx, mp.vae_dtype), mp.offload, mp.tiling
+    pipe.swap_experts, pipe.stream_blocks, pipe.quantize_bits = mp.swap_experts, mp.stream_blocks, mp.quantize_bits
+    pipe.memory_plan = mp
+
+
+def _files_needed(pipe, a) -> list[str]:
+    """The weights files this run reads for real: the DiT(s) when streamed or quantized at load, UMT5 when
+    quantized at load and not injected."""
+    dits = list(pipe.cfg.get("experts") or ["dit"])
+    out = dits if (pipe.stream_blocks or pipe.quantize_bits) else []
+    if pipe.quantize_bits and not a.inject_context:
+        out = [*out, "t5"]
+    return out
+
+
 def _sizes(cfg, plan, images, a):
     return memory.wan_sizes(cfg, plan.task, images=len(images), text_encoder=not a.inject_context)
 
@@ -275,6 +313,7 @@ def _estimate(cfg, plan, a, dtype, images, pipe, tiling, qbits) -> dict:
         vae_tile=tiling.tile if tiling else None,
         vae_overlap=tiling.overlap[0] if tiling else 0,
         quantize_bits=qbits,
+        stream_blocks=pipe.stream_blocks,
         dtype=dtype,
     )
     peaks = memory.phase_peaks(_sizes(cfg, plan, images, a), plan.settings.frame_num, plan.height, plan.width, p)

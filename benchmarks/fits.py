@@ -53,7 +53,7 @@ def _short(step: str) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--fraction", type=float, default=2 / 3, help="budget = fraction x RAM")
-    p.add_argument("--backend", choices=("gpu", "cpu"), default="gpu", help="calibration to use (Metal: gpu)")
+    p.add_argument("--backend", choices=("gpu", "cuda", "cpu"), default="gpu", help="calibration to use (Metal: gpu)")
     p.add_argument("--no-streaming", dest="streaming", action="store_false", help="leave DiT block streaming out")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)

@@ -24,8 +24,10 @@ Activation models (bytes; calibrated, see ``CALIBRATION``):
   backend) add the scores, ``heads·L²·s``.
 - VAE decode/encode: ``k·A + U``: A the largest activation of one chunk (the full-resolution stage,
   4 frames for decode, 4 input frames for encode), U the conv unfold buffer of that stage
-  (``kt·kh·kw`` copies of its input, capped by ``$MLX_VIDEO_CONV_UNFOLD_GB``, see nn/conv.py), plus the
-  float32 output. A tile replaces the frame in A and U by the tile.
+  (``kt·kh·kw`` copies of its input, capped by ``$MLX_VIDEO_CONV_UNFOLD_GB``, see nn/conv.py; Metal and the
+  CPU only: MLX's CUDA convolutions hold none), plus the float32 pixels held (the encode's input; a tiled
+  decode's output and tiles; an untiled decode goes to uint8 chunk by chunk). A tile replaces the frame in A
+  and U by the tile.
 
 Settings are chosen in this order, each step only while the plan does not fit (``PLAN_ORDER``):
 sequential CFG; VAE in bf16; VAE tiles (512, 384, 256 px); one A14B expert resident (the other freed
@@ -52,48 +54,63 @@ import mlx.core as mx
 
 GIB = float(1 << 30)
 
-# Activation constants per backend. "gpu" (fused attention, unfold capped) from the lent H100, MLX 0.32.4
-# CUDA (benchmarks/README.md, issue 11). DiT forward alone, TI2V-5B at 27,280 tokens: +5.7 GiB per extra
-# CFG branch (batched 21.7 vs sequential 16.0 GiB), which a = 14, b = 1.7 reproduce (5.6 GiB a sample); the
-# rest of the batch-1 peak (1.1 GiB beyond weights + one sample) does not grow with the batch: the
-# per-forward term f·L·C·4, f = 6 (3.6 fits; rounded up to err high). Wan2.2 VAE decode 121x704x1280 with the
-# 4 GiB unfold cap: 29.2 GiB fp32 / 15.8 GiB bf16, both k = 26. Whole runs (benchmarks/e2e.py --size full,
-# benchmarks/results/e2e_*_full.json; bf16, sequential CFG, bf16 VAE, offload), estimate / measured GiB:
-#   t2v-5B 121x704x1280 (27,280 tokens):  text 12.61/12.35, denoise 16.80/16.06, decode 15.70/14.87
-#   ti2v-5B 121x928x960 (26,970 tokens):  text 12.61/12.35, image 5.05/5.19, denoise 18.03/18.40*, decode 15.56/14.46
-#   mi2v-5B (3 images), same size:        image 5.05/6.37 (not modelled: +0.6 GiB a further image), rest as ti2v
-#   i2v-A14B 81x624x624 (31,941 tokens):  text 12.61/12.35, image 5.51/5.25, decode 6.49/6.19; denoise 40.4
-#     (measured 53.96 with both experts resident, the bug fixed since; one expert at 480x832x81, DiT alone: 38.2)
-#   (* that run's random-weights harness kept 1.0 GiB of float32 VAE decoder weights through the denoise,
-#   which a lazily read checkpoint does not, and the harness no longer does: 17.4 expected.)
-# UMT5-XXL: the text phase's 12.35 GiB peak is 1.17x its bf16 weights (t5_k = 0.18). The Wan2.1 VAE (A14B)
-# decodes with k = 14 and encodes the 81-frame clip with k = 10.5 (the Wan2.2 constants gave 9.8 GiB for both).
+# Activation constants per backend. "cuda" from the lent H100, MLX 0.32.4 CUDA (benchmarks/README.md, issue 11;
+# benchmarks/results/*.json); "gpu" (Metal) = the same plus the conv unfold buffer U of the VAE (``vae_unfold``):
+# MLX's Metal conv3d unfolds its input for one GEMM (nn/conv.py caps it), while its CUDA conv (cuDNN) holds no such
+# buffer: since the Wan VAE's convolutions join and pad their inputs window by window (nn/conv.py), the H100 peaks
+# have no U term left. Metal itself is not measured here.
+# DiT forward alone, TI2V-5B at 27,280 tokens: +5.7 GiB per extra CFG branch (batched 21.7 vs sequential 16.0 GiB),
+# which a = 14, b = 1.7 reproduce (5.6 GiB a sample); the rest of the batch-1 peak (1.1 GiB beyond weights + one
+# sample) does not grow with the batch: the per-forward term f·L·C·4, f = 3.6 (f = 6 before the A14B 720p run:
+# 12% high there). DiT activations measured in whole runs (MLX peak - weights), per token at batch 1: 5B 27k
+# tokens 263 KB (estimate 265), A14B 32k 379-401 KB (407), A14B 75.6k 366 KB (407: the estimate errs high for long
+# videos). VAE (k·A + U, A: one 4-frame activation of the full-resolution stage): Wan2.2 decode 121x704x1280 bf16
+# to uint8 (decode_chunks) 11.41 GiB, the same at 21 and 61 frames (benchmarks/results/wan_vae_lean_*.json): k = 23.5;
+# Wan2.2 one-frame encode 928x960: 3.20 GiB with the weights (e2e ti2v-budget20): k = 28; Wan2.1 decode 81x624x624
+# 5.29-5.63 and 81x960x960 12.28 GiB: k = 18.5; Wan2.1 81-frame clip encode 4.28-4.59 / 9.40 GiB: k = 13.5.
+# Whole runs (benchmarks/e2e.py --size full, benchmarks/results/e2e_*_full.json; bf16, sequential CFG, bf16 VAE,
+# offload), estimate / measured GiB:
+#   ti2v-5B 121x928x960 (26,970 tokens), budget 20:  text 12.61/12.35, image 3.18/3.20, denoise 17.34/17.36,
+#     decode 11.34/11.06
+#   i2v-14B 81x624x624 (31,941 tokens):  text 12.61/12.35, image 4.35/4.59, denoise 43.0/43.63, decode 5.39/5.63
+#   i2v-A14B 81x624x624, one expert:     image 4.35/4.28, denoise 39.0/38.78, decode 5.39/5.29
+#   i2v-A14B 81x960x960 (75,600 tokens): image 9.97/9.40, denoise 55.6/52.62, decode 12.43/12.28
+#   t2v-5B 121x704x1280 (27,280 tokens), before the lean VAE decode:  denoise 15.99/16.06
+#   mi2v-5B (3 images), 121x928x960, before the harness drew the VAE in its dtype: image 3.18/6.37 (see docs/memory.md)
+# UMT5-XXL: the text phase's 12.35 GiB peak is 1.17x its bf16 weights (t5_k = 0.18).
 # "cpu" from MLX 0.32.4 on this x86 CPU (2026-12-07): DiT forwards at C 256/512, F 1024/4096, L 512/1152,
-# batch 1/2, fp32/bf16 give a = 22, b = 1.8, scores 1.0 (least squares over 7 points, each within 20%); Wan2.2/2.1
+# batch 1/2, fp32/bf16 give a = 22, b = 1.8, scores 1.0 (least squares over 7 points, each within 20%); at a few
+# tokens (C 256-1024, L 4-16) a forward peaks at 9 padded-context tensors a sample (dit_text = 9); Wan2.2/2.1
 # VAE decodes at dim 8-16 give k = 79-82 (one 107), bf16 saving only 12% (CPU convs); the narrow UMT5 of
 # ``benchmarks.e2e --size tiny`` peaks at 1.25x its weights (t5_k = 0.25).
+_GPU = dict(
+    dit_a=14.0,
+    dit_b=1.7,
+    dit_fixed=3.6,
+    dit_text=1.0,
+    scores=0.0,
+    vae_k=23.5,
+    vae_enc_k=28.0,
+    vae21_k=18.5,
+    vae21_enc_k=13.5,
+    vae_unfold=1.0,
+    vae_bf16_bytes=2.0,
+    t5_k=0.18,
+)
 CALIBRATION = {
-    "gpu": dict(
-        dit_a=14.0,
-        dit_b=1.7,
-        dit_fixed=6.0,
-        scores=0.0,
-        vae_k=26.0,
-        vae_enc_k=26.0,
-        vae21_k=14.0,
-        vae21_enc_k=10.5,
-        vae_bf16_bytes=2.0,
-        t5_k=0.18,
-    ),
+    "cuda": dict(_GPU, vae_unfold=0.0),
+    "gpu": _GPU,
     "cpu": dict(
         dit_a=22.0,
         dit_b=1.8,
         dit_fixed=0.0,
+        dit_text=9.0,
         scores=1.0,
         vae_k=85.0,
         vae_enc_k=85.0,
         vae21_k=85.0,
         vae21_enc_k=85.0,
+        vae_unfold=1.0,
         vae_bf16_bytes=3.5,
         t5_k=0.25,
     ),
@@ -255,8 +272,12 @@ class MemoryPlan:
 
 
 def backend() -> str:
-    """ "cpu" when MLX computes on the CPU (no fused attention, uncapped conv unfold), else "gpu"."""
-    return "cpu" if mx.default_device() == mx.cpu else "gpu"
+    """The ``CALIBRATION`` key for where MLX computes: "cpu" (no fused attention, conv unfold), "cuda" (no
+    conv unfold buffer) or "gpu" (Metal)."""
+    if mx.default_device() == mx.cpu:
+        return "cpu"
+    cuda = getattr(mx, "cuda", None)
+    return "cuda" if cuda is not None and cuda.is_available() else "gpu"
 
 
 def default_budget() -> int:
@@ -304,8 +325,9 @@ def dit_activation_bytes(
     """Peak activation bytes of one DiT forward (``WanModel.__call__``, blocks evaluated one by one)
     over ``n_tokens`` tokens at ``batch`` (2: batched CFG): ``batch·L·(a·C·4 + b·F·s) + f·L·C·4`` (f: a
     per-forward part that does not grow with the batch, measured on the H100), plus the attention scores
-    ``batch·heads·L²·s`` without a fused kernel (CPU). The 512 text tokens add
-    ``batch·512·C·s``. With ``ranks`` > 1 (sequence parallel), per rank: the shard's ``c = ceil(L/ranks)``
+    ``batch·heads·L²·s`` without a fused kernel (CPU). The 512 text tokens add ``batch·512·C·s``; a
+    forward of a few tokens peaks instead at ``t·batch·512·C·s`` (t = ``dit_text``: the text embedding's
+    layers over the padded context and a block's cross-attention keys and values of it; 9 on the CPU). With ``ranks`` > 1 (sequence parallel), per rank: the shard's ``c = ceil(L/ranks)``
     tokens in place of L, scores ``heads·c·L·s``, plus the gathered q, k, v ``batch·3·L·C·s``."""
     cal = CALIBRATION[backend_name or backend()]
     C, F, s = dit_args.dim, dit_args.ffn_dim, _bytes(dtype)
@@ -314,7 +336,8 @@ def dit_activation_bytes(
     per = c * (cal["dit_a"] * C * 4 + cal["dit_b"] * F * s) + cal["scores"] * dit_args.num_heads * c * L * s
     if ranks > 1:
         per += 3 * L * C * s
-    return batch * (per + dit_args.text_len * C * s) + cal["dit_fixed"] * c * C * 4
+    text = dit_args.text_len * C * s
+    return batch * max(per + text, cal["dit_text"] * text) + cal["dit_fixed"] * c * C * 4
 
 
 def _vae_stage(a, decode: bool) -> tuple[int, int]:
@@ -340,10 +363,13 @@ def vae_activation_bytes(
     decode: bool = True,
     backend_name: str | None = None,
     ranks: int = 1,
+    float_out: bool = False,
 ) -> float:
     """Peak bytes of a Wan VAE decode (or encode) of ``frames`` x ``height`` x ``width`` pixels beyond its
-    weights: ``k·A + U`` for the largest chunk activation A and its conv unfold buffer U (tile-sized with
-    ``tile`` = (h, w) pixels), plus the float32 pixels out (decode; encode: the input). See the module
+    weights: ``k·A + u·U`` for the largest chunk activation A and its conv unfold buffer U (tile-sized with
+    ``tile`` = (h, w) pixels; u = ``vae_unfold``: 0 on CUDA), plus the float32 pixels: an encode's input, a tiled
+    decode's output and its tiles; an untiled decode goes chunk by chunk to uint8 (``WanPipeline.decode``,
+    ``decode_chunks``) and holds its float32 output only with ``float_out`` (``vae.decode``). See the module
     docstring; ``CALIBRATION`` gives k. ``ranks``: the tiles split over that many ranks (each holds
     ``ranks`` gathered tile outputs); untiled, every rank decodes the whole video."""
     from .nn.conv import MAX_UNFOLD_BYTES
@@ -357,13 +383,16 @@ def vae_activation_bytes(
     pix = (th // p) * (tw // p)
     A = f_chunk * pix * c * s
     unfold_elems = 27 * (f_chunk + 2) * pix * c_in
-    U = min(unfold_elems * 4, MAX_UNFOLD_BYTES) * s / 4
+    U = cal["vae_unfold"] * min(unfold_elems * 4, MAX_UNFOLD_BYTES) * s / 4
     video = frames * height * width * 3 * 4
     from .wan.vae22 import Wan22VAEArgs
 
     v = "" if isinstance(vae_args, Wan22VAEArgs) else "vae21_"
     k = cal[f"{v or 'vae_'}k"] if decode else cal[f"{v or 'vae_'}enc_k"]
-    extra = video if tile is None else video + frames * th * tw * 3 * 4 * (1 + ranks)
+    if tile is not None:
+        extra = video + frames * th * tw * 3 * 4 * (1 + ranks)
+    else:
+        extra = video if float_out or not decode else 0.0
     return k * A + U + extra
 
 

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import ROOT
 
 
@@ -72,3 +74,40 @@ def test_e2e_mid_widths_estimate_within_25_percent(tmp_path):
     # the switch to the low-noise expert (step 2) adds at most a fraction of one expert's weights to the peak
     expert = M.weight_bytes(M.wan_sizes(wan_config("i2v-A14B", layers=2, dim=1024)).dit_params, "float32") / M.GIB
     assert r["step_peak_gib"][1] - r["step_peak_gib"][0] < 0.5 * expert, (r["step_peak_gib"], expert)
+
+
+@pytest.mark.parametrize(
+    "budget,streamed",
+    [(0.014, 2), (0.022, None)],  # GiB: DiT blocks streamed (2 resident); the DiT quantized at load (4-bit)
+)
+def test_e2e_budget_plan_streams_or_quantizes_from_a_weights_file(tmp_path, budget, streamed):
+    """benchmarks/e2e.py --budget runs whatever plan the planner picks: a 20-block DiT of width 256 (tiny size, CPU,
+    injected contexts) is written once to a safetensors file in the converted layout, then streamed block by block
+    from it (or quantized as it loads from it); each phase's MLX peak within 25% of the estimate, the streamed
+    denoise well under the DiT's weights, and the folder removed after."""
+    from benchmarks.random_models import wan_config
+    from mlx_video import memory as M
+
+    out = tmp_path / "e2e.json"
+    args = ["--size", "tiny", "--case", "t2v", "--steps", "1", "--layers", "20", "--dit-dim", "256"]
+    args += ["--video", "5x32x32", "--inject-context", "--budget", str(budget), "--out", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OUT=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.e2e", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    plan = r["memory_plan"]
+    assert plan["stream_blocks"] == streamed and r["stream_blocks"] == streamed
+    assert (plan["quantize_bits"] is None) == bool(streamed)
+    assert list(r["weights_written"]) == ["dit"] and r["weights_written"]["dit"] > 0
+    assert not os.path.exists(r["weights_folder"])  # config, tokenizer and the weights file removed
+    est = r["estimate_gib"]
+    assert est == plan["phases_gib"] and r["plan_for"] == "cpu"
+    for phase, key in (("denoise", "denoise"), ("decode", "decode")):
+        measured = r["phases"][phase]["mlx_peak_gib"]
+        assert abs(est[key] / measured - 1) < 0.25, (phase, est[key], measured)
+    assert r["phases"]["denoise"]["draw_s"] == 0  # read from the file, not drawn
+    dit = M.weight_bytes(M.wan_sizes(wan_config("ti2v-5B", narrow=True, layers=20, dim=256)).dit_params, "float32")
+    if streamed:
+        assert r["phases"]["denoise"]["mlx_peak_gib"] < 0.3 * dit / M.GIB

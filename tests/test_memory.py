@@ -10,9 +10,11 @@ import mlx.core as mx
 import pytest
 
 from mlx_video import memory as M
+from mlx_video.nn.conv import MAX_UNFOLD_BYTES
 from mlx_video.wan import vae21, vae22
 from mlx_video.wan.t5 import UMT5Args
 from mlx_video.wan.transformer import WanModel, WanModelArgs
+from tests.helpers import ROOT
 
 TI2V_5B = WanModelArgs(model_type="ti2v", dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_dim=48, out_dim=48)
 
@@ -67,35 +69,45 @@ def test_vae_decode_estimate_within_25_percent(version, latent):
     st, s, _ = vae.stride
     sizes = M.WanSizes(dit=TI2V_5B, vae=args)
     est = M.weight_bytes(sizes.vae_params, "float32") + M.vae_activation_bytes(
-        args, 1 + st * (T - 1), h * s, w * s, "float32", backend_name="cpu"
+        args, 1 + st * (T - 1), h * s, w * s, "float32", backend_name="cpu", float_out=True
     )
     print(f"Wan{version} VAE decode: estimated {est / 2**20:.1f} MB, measured {peak / 2**20:.1f} MB")
     assert abs(est / peak - 1) < 0.25
 
 
 def test_gpu_estimates_match_the_h100_measurements():
-    """The "gpu" constants reproduce what they were calibrated on (benchmarks/README.md, issue 11)."""
+    """The "cuda" constants reproduce what they were calibrated on (benchmarks/README.md, issue 11)."""
     sizes = _sizes_5b()
     L = M.tokens(sizes, 121, 704, 1280)
     assert L == 27280
     w = M.weight_bytes(sizes.dit_params, "bfloat16")
     for batch, measured in ((1, 16.0), (2, 21.7)):
-        est = (w + M.dit_activation_bytes(TI2V_5B, L, batch, "bfloat16", "gpu")) / M.GIB
+        est = (w + M.dit_activation_bytes(TI2V_5B, L, batch, "bfloat16", "cuda")) / M.GIB
         assert abs(est / measured - 1) < 0.1, (batch, est)
     # not a calibration point: one A14B expert at 480x832x81 (32,760 tokens), batch 1, measured 38.2 GiB
     a14b = WanModelArgs(model_type="i2v", dim=5120, ffn_dim=13824, num_heads=40, num_layers=40, in_dim=36, out_dim=16)
     s14 = M.WanSizes(dit=a14b, vae=vae21.Wan21VAEArgs())
     est = (
         M.weight_bytes(s14.dit_params, "bfloat16")
-        + M.dit_activation_bytes(a14b, M.tokens(s14, 81, 480, 832), 1, "bfloat16", "gpu")
+        + M.dit_activation_bytes(a14b, M.tokens(s14, 81, 480, 832), 1, "bfloat16", "cuda")
     ) / M.GIB
     assert abs(est / 38.2 - 1) < 0.1, est
-    for dt, measured in (("float32", 29.2), ("bfloat16", 15.8)):
-        est = (
-            M.weight_bytes(sizes.vae_params, dt)
-            + M.vae_activation_bytes(sizes.vae, 121, 704, 1280, dt, backend_name="gpu")
-        ) / M.GIB
-        assert abs(est / measured - 1) < 0.1, (dt, est)
+    # the Wan2.2 VAE decode of 121x704x1280 in bf16, to float32 pixels (vae.decode) and to uint8 chunk by chunk
+    # (decode_chunks, WanPipeline.decode): benchmarks/results/wan_vae_lean_full.json
+    rows = json.loads((ROOT / "benchmarks" / "results" / "wan_vae_lean_full.json").read_text())["rows"]
+    for row in rows:
+        if row["frames_per_chunk"] == 4 and row["unfold_gb"] is None:
+            est = (
+                M.weight_bytes(sizes.vae_params, "bfloat16")
+                + M.vae_activation_bytes(
+                    sizes.vae, 121, 704, 1280, "bfloat16", backend_name="cuda", float_out=row["pixels"] == "f32"
+                )
+            ) / M.GIB
+            assert abs(est / row["peak_gib"] - 1) < 0.1, (row, est)
+    # Metal ("gpu") counts the conv unfold buffer on top (capped by nn/conv.py): never below CUDA's estimate
+    for dt in ("float32", "bfloat16"):
+        cuda, metal = (M.vae_activation_bytes(sizes.vae, 121, 704, 1280, dt, backend_name=b) for b in ("cuda", "gpu"))
+        assert cuda < metal <= cuda + MAX_UNFOLD_BYTES
 
 
 def test_plan_follows_the_order_and_fits():
@@ -130,34 +142,38 @@ def test_default_budget_is_positive():
 
 
 E2E_CASES = {  # case -> (model, task, images, (frames, height, width)) of benchmarks/results/e2e_<case>_full.json
+    "ti2v-budget20": ("ti2v-5B", "ti2v-5B", 1, (121, 928, 960)),
+    "i2v-14B": ("i2v-14B", "i2v-14B", 1, (81, 624, 624)),
+    "i2v-A14B_one-expert": ("i2v-A14B", "i2v-A14B", 1, (81, 624, 624)),
+    "i2v-A14B-720p": ("i2v-A14B", "i2v-A14B", 1, (81, 960, 960)),
+    # measured before the lean VAE (conv windows, uint8 decode) and the VAE drawn in its dtype: text and DiT only
     "t2v": ("ti2v-5B", "t2v-5B", 0, (121, 704, 1280)),
-    "ti2v": ("ti2v-5B", "ti2v-5B", 1, (121, 928, 960)),
     "mi2v": ("ti2v-5B", "mi2v-5B", 3, (121, 928, 960)),
-    "i2v-A14B": ("i2v-A14B", "i2v-A14B", 1, (81, 624, 624)),
 }
-NOT_MODELLED = {("mi2v", "image"), ("i2v-A14B", "denoise")}  # see CALIBRATION's comment
+OLD = {"t2v", "mi2v"}
 
 
 @pytest.mark.parametrize("case", list(E2E_CASES))
 def test_gpu_estimates_match_the_h100_whole_runs(case):
-    """The "gpu" constants against the whole-run H100 peaks per phase (benchmarks/e2e.py --size full): within
-    10%, except the two points CALIBRATION's comment explains (the A14B denoise was measured with both experts
-    resident: the estimate is one expert, ~26.6 GiB of bf16 weights, plus activations)."""
-    from benchmarks.random_models import wan_config
+    """The "cuda" constants against the whole-run H100 peaks per phase (benchmarks/e2e.py --size full): within
+    10% (the VAE phases only of the runs made with today's VAE code and harness)."""
+    from benchmarks.e2e_cases import wan_config
     from mlx_video.wan.config import TASKS
-    from tests.helpers import ROOT
 
     model, task, images, (F, H, W) = E2E_CASES[case]
     r = json.loads((ROOT / "benchmarks" / "results" / f"e2e_{case}_full.json").read_text())
     sizes = M.wan_sizes(wan_config(model), TASKS[task], images=images)
-    assert M.tokens(sizes, F, H, W) == r["tokens"]
-    p = M.MemoryPlan(batch_cfg=r["batch_cfg"], vae_dtype=r["vae_dtype"], offload=r["offload"], dtype=r["dtype"])
-    est = {k: v / M.GIB for k, v in M.phase_peaks(sizes, F, H, W, p, "gpu").items()}
-    phases = {"text": "text", "image": "encode", "denoise": "denoise", "decode": "decode"}
+    assert M.tokens(sizes, F, H, W) == r["tokens"] and r["video"] == f"{F}x{H}x{W}"
+    p = M.MemoryPlan(
+        batch_cfg=r["batch_cfg"], vae_dtype=r["vae_dtype"], offload=r["offload"], dtype=r["dtype"], swap_experts=True
+    )
+    est = {k: v / M.GIB for k, v in M.phase_peaks(sizes, F, H, W, p, "cuda").items()}
+    phases = {"text": "text", "denoise": "denoise"} if case in OLD else {"image": "encode", "decode": "decode"}
+    phases = {"text": "text", "denoise": "denoise", **phases}
     for key, phase in phases.items():
         measured = r["phases"][phase]["mlx_peak_gib"]
-        if measured and (case, key) not in NOT_MODELLED:
+        if measured:
             assert abs(est[key] / measured - 1) < 0.1, (key, est[key], measured)
     if model == "i2v-A14B":
         expert = M.weight_bytes(sizes.dit_params, "bfloat16") / M.GIB
-        assert 26 < expert < 27 and expert < est["denoise"] < 1.6 * expert
+        assert 26 < expert < 27 and expert < est["denoise"] < 2.2 * expert

@@ -14,6 +14,7 @@ from typer.testing import CliRunner  # noqa: E402
 from mlx_video.cli import app as cli_app  # noqa: E402
 from mlx_video.cli import served_models  # noqa: E402
 from mlx_video.io.video import read_metadata  # noqa: E402
+from mlx_video.memory import default_budget  # noqa: E402
 from mlx_video.server.app import create_app  # noqa: E402
 from tests.helpers import ASSETS, IMAGES  # noqa: E402
 from tests.wan_tiny import TINY  # noqa: E402
@@ -51,6 +52,8 @@ def test_submit_poll_download_delete(models, tmp_path):
         done = wait(c, v["id"])
         assert done["status"] == "completed" and done["progress"] == 100, done
         assert done["params"]["seed"] == 3 and done["params"]["frame_num"] == 5
+        plan = done["params"]["memory_plan"]  # planned for what this machine lets MLX use, as the CLI does
+        assert abs(plan["budget_gib"] - default_budget() / (1 << 30)) < 1e-6 and plan["peak_gib"] > 0
         mp4 = c.get(f"/v1/videos/{v['id']}/content")
         assert mp4.status_code == 200 and mp4.headers["content-type"] == "video/mp4"
         out = tmp_path / "got.mp4"
@@ -66,6 +69,27 @@ def test_submit_poll_download_delete(models, tmp_path):
         assert d == {"id": v["id"], "object": "video.deleted", "deleted": True}
         assert c.get(f"/v1/videos/{v['id']}").status_code == 404
         assert not (tmp_path / "jobs" / v["id"]).exists()
+
+
+def test_wan_jobs_are_memory_planned(models, tmp_path):
+    """Each Wan job runs WanPipeline.fit_memory for the server's budget: a roomy one keeps the models resident
+    between jobs (offload off), a tight one offloads and frees what the last job left, one below the smallest plan
+    fails the job with the planner's message (and the worker goes on)."""
+    app = create_app(models, tmp_path / "jobs", memory_budget=1e15)
+    with TestClient(app) as c:
+        done = wait(c, c.post("/v1/videos", data=WAN).json()["id"])
+        assert done["status"] == "completed" and done["params"]["memory_plan"]["offload"] is False, done
+        pipe = app.state.runner._loaded[1]
+        assert pipe._text is not None and pipe._dits  # kept for the next job
+        roomy = done["params"]["memory_plan"]["peak_gib"]
+        app.state.runner.memory_budget = roomy * 0.999 * (1 << 30)
+        done = wait(c, c.post("/v1/videos", data=WAN).json()["id"])
+        plan = done["params"]["memory_plan"]
+        assert done["status"] == "completed" and plan["peak_gib"] < roomy and plan["steps"], done
+        app.state.runner.memory_budget = 1 << 20
+        failed = wait(c, c.post("/v1/videos", data=WAN).json()["id"])
+        assert failed["status"] == "failed" and failed["error"]["code"] == "generation_failed"
+        assert "no memory plan fits 0.00 GiB" in failed["error"]["message"], failed
 
 
 def test_ltx_json_request_with_an_image_and_seconds(models, tmp_path):

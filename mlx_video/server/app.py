@@ -82,14 +82,16 @@ def create_app(
     api_key: str | None = None,
     max_upload_bytes: int = 64 << 20,
     start_runner: bool = True,
+    memory_budget: float | None = None,
 ):
     """The FastAPI app serving ``models`` (the first is the default) with jobs persisted under ``root``.
-    ``start_runner``: run queued jobs (a test may leave them queued)."""
+    ``start_runner``: run queued jobs (a test may leave them queued). ``memory_budget``: bytes each Wan job is
+    planned for (:class:`mlx_video.server.runner.Runner`; default what this machine lets MLX use)."""
     if not models:
         raise ValueError("serve needs at least one model")
     by_name = {m.name: m for m in models}
     store = JobStore(root)
-    runner = Runner(store, by_name)
+    runner = Runner(store, by_name, memory_budget)
 
     @asynccontextmanager
     async def lifespan(app):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from mlx_video.server.jobs import Job, JobStore
@@ -111,10 +111,16 @@ def settings_fields(family: str) -> set[str]:
 class Runner:
     """Runs the store's queued jobs on one worker thread, in order. ``models``: name -> Model. Keeps the last
     job's loaded pipeline (Wan) or components (LTX-2) for the next job with the same model; loading another
-    frees it first (one model set in memory)."""
+    frees it first (one model set in memory).
 
-    def __init__(self, store: JobStore, models: dict[str, Model]):
-        self.store, self.models = store, models
+    Each Wan job is planned as ``mlx_video generate`` plans a run (``WanPipeline.fit_memory``, before any weights
+    of the job load): ``memory_budget`` bytes, default what this machine lets MLX use
+    (:func:`mlx_video.memory.default_budget`). Nothing is fixed, so the plan may keep the models resident
+    between jobs when they fit (offload off) and frees them when they do not; the plan is stored in the job's
+    params (``memory_plan``). A job whose smallest plan does not fit fails with the planner's message."""
+
+    def __init__(self, store: JobStore, models: dict[str, Model], memory_budget: float | None = None):
+        self.store, self.models, self.memory_budget = store, models, memory_budget
         self._loaded: tuple | None = None  # (key, object)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -237,6 +243,9 @@ class Runner:
 
             pipe = self._keep(("wan", model.path), load)
             pipe.check_task(settings.preset)
+            self.store.update(job, progress=2, phase="planning memory")
+            mp = pipe.fit_memory(pipe.plan(settings), self.memory_budget)
+            settings = replace(settings, batch_cfg=mp.batch_cfg)
             self.store.update(job, progress=2, phase="encoding the prompt")
             return pipe.generate(settings, progress=self._progress(job, settings.segments))
         from mlx_video.ltx2 import pipelines as P

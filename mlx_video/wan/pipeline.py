@@ -922,6 +922,9 @@ class WanPipeline:
         if self._vae is None:
             self._vae = load_vae(self.model_dir, self.cfg)
             self._vae.set_dtype(self.vae_dtype)
+            # read and cast now (a few per cent of the DiT's size): weights left as lazy casts of the file's float32
+            # arrays made every encode after the first peak higher (one-frame anchors, CPU: +17%; issue 11's mi2v)
+            mx.eval(self._vae.parameters())
             self._vae.default_tiling = self.tiling
         return self._vae
 
@@ -960,7 +963,9 @@ class WanPipeline:
         Sets this pipeline's ``vae_dtype``, ``offload``, ``tiling``, ``swap_experts``, ``quantize_bits``,
         ``stream_blocks`` and
         ``memory_plan`` (stored in the result's params); the CFG batching is the returned plan's
-        ``batch_cfg`` (a WanSettings field). Returns the :class:`mlx_video.memory.MemoryPlan`; raises
+        ``batch_cfg`` (a WanSettings field). Components still loaded from an earlier run are freed when the plan
+        loads them otherwise (other ``quantize_bits`` / ``stream_blocks``) and, with offload, all but the text
+        encoder (so that a server's next run starts from what the estimate counts). Returns the :class:`mlx_video.memory.MemoryPlan`; raises
         :class:`mlx_video.memory.MemoryBudgetError` (a ValueError naming the memory needed) when
         nothing fits."""
         from .. import memory
@@ -980,10 +985,18 @@ class WanPipeline:
         if fixed.get("stream_blocks") and not streaming:
             raise ValueError("streamed DiT blocks cannot carry merged LoRAs (each block is read again per step)")
         mp = memory.plan(sizes, frames, plan.height, plan.width, budget, dtype=dtype, streaming=streaming, **fixed)
+        loaded_as = (self.quantize_bits, self.stream_blocks)
         self.vae_dtype, self.offload, self.tiling = getattr(mx, mp.vae_dtype), mp.offload, mp.tiling
         self.swap_experts = mp.swap_experts
         self.stream_blocks = mp.stream_blocks
         self.quantize_bits = None if bits else mp.quantize_bits
+        # models kept from an earlier run (a server, repeated generate) must be what this plan counts: reload the
+        # ones loaded with other weights settings, and with offload hold nothing but the text encoder at the start
+        # (the text phase's estimate holds only it)
+        if (self.quantize_bits, self.stream_blocks) != loaded_as:
+            self.free("dit", *(("text",) if self.quantize_bits != loaded_as[0] else ()))
+        if self.offload:
+            self.free("dit", "clip", "vae")
         if self._vae is not None:
             self._vae.set_dtype(self.vae_dtype)
         self.memory_plan = mp
