@@ -113,6 +113,7 @@ from ltx_pipelines.utils.samplers import euler_denoising_loop  # noqa: E402
 from ltx_pipelines.utils.types import PipelineComponents  # noqa: E402
 
 from mlx_video.ltx2 import audio_vae as av  # noqa: E402
+from mlx_video.ltx2 import denoise as denoise_mod  # noqa: E402
 from mlx_video.ltx2 import upsampler as up  # noqa: E402
 from mlx_video.ltx2 import video_vae as vv_mod  # noqa: E402
 from mlx_video.ltx2 import vocoder as vc  # noqa: E402
@@ -353,9 +354,16 @@ def main():
         default=vv_mod.CONV3D_MODE,
         help="our video VAE's CausalConv3d: mx.conv3d in chunks, or a 2-D convolution per temporal tap",
     )
+    p.add_argument(
+        "--guidance-batch",
+        type=int,
+        default=1,
+        help="dev-two-stage: our guidance passes per transformer call (1: one call per pass, as the official)",
+    )
     p.set_defaults(repeat=2)
     args = p.parse_args()
     vv_mod.CONV3D_MODE = args.conv3d
+    denoise_mod.GUIDANCE_BATCH = args.guidance_batch
     if args.check:
         p.error("--check is not supported here (each module has its own parity test and --check benchmark)")
     tiny = args.size == "tiny"
@@ -497,6 +505,7 @@ def main():
                 compute=f"transformer + upsampler {dtype}; VAEs and vocoder "
                 + (dtype if args.decoder_dtype == "same" else "fp32")
                 + f"; VAE conv3d {args.conv3d}"
+                + (f"; guidance passes per call {args.guidance_batch}" if two_stage else "")
             ),
         )
 
