@@ -21,6 +21,8 @@
 #                                            # tokens), 48 blocks: cond / STG / isolated forward, one guided step
 #                                            # (4 passes) at guidance batch 1 and 4, official vs ours          ~5-7 min
 #   bash benchmarks/gpu_issue11.sh ltx2-passes   # the same for LTX-2                                         ~5-7 min
+#   bash benchmarks/gpu_issue11.sh ltx-vae   # LTX-2 and LTX-2.3 tiled video decode 121x512x768: ltx-core vs our
+#                                            # conv3d formulations / chunking / async tile eval (one table each) ~4-5 min
 #   bash benchmarks/gpu_issue11.sh cases     # Wan2.1 I2V-14B 81x480x832 and the A14B pair at 81x720x1280, 2 steps ~4-6 min
 #   bash benchmarks/gpu_issue11.sh blockwise  # benchmarks.blockwise: one process per mode (90 s each) + crossover
 # SIZE=tiny runs the same at tiny size (CPU smoke test). JSON per run under $OUT (default /tmp/gpu_issue11).
@@ -107,6 +109,10 @@ for what in "$@"; do
       done
       bench "$m-pass-step-gb4" 70 ltx2_transformer --size "$size" --model "$m" $v --pass step --guidance-batch 4 \
         --repeat 3 --skip-reference;;
+    ltx-vae)
+      for m in ltx2 ltx23; do
+        bench "$m-vae-decode" 240 ltx2_vae_decode --size "$size" --model "$m" --repeat 3
+      done;;
     ltx-dev)
       bench ltx2-dev-two-stage 260 ltx2_distilled --size "$size" --model ltx2 --pipeline dev-two-stage --steps 10 --repeat 1
       bench ltx23-dev-two-stage 260 ltx2_distilled --size "$size" --model ltx23 --pipeline dev-two-stage --steps 10 --repeat 1;;

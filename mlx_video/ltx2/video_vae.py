@@ -47,6 +47,11 @@ CONV3D_MODES = ("native", "frames", "taps", "stacked")
 # convolutions and FLOPs (benchmarks/ltx2_vae_decode.py times them); read at each call, so
 # ``$MLX_VIDEO_LTX_CONV3D`` or this variable switches it.
 CONV3D_MODE = os.environ.get("MLX_VIDEO_LTX_CONV3D", "native")
+# How the tiled decode waits for each tile: "sync" = ``mx.eval`` (the next tile's graph is built while the GPU
+# idles), "async" = ``mx.async_eval`` (built while the tile runs; evaluating a yielded chunk waits for its tiles).
+# The same values either way.
+TILE_EVALS = ("sync", "async")
+TILE_EVAL = "sync"
 
 
 # ----------------------------------------------------------------------------- config
@@ -740,7 +745,7 @@ class VideoVAE(nn.Module):
                     m = mx.array(tmask[:, None, None] * hmask[None, :, None] * wmask[None, None, :])[None, ..., None]
                     acc[:, :, hout, wout] += tile * m
                     wts[:, :, hout, wout] += m
-                    mx.eval(acc, wts)
+                    (mx.async_eval if TILE_EVAL == "async" else mx.eval)(acc, wts)
             if prev is not None:
                 psum, pw, pstart = prev
                 ov = pstart + psum.shape[1] - tout.start
