@@ -21,7 +21,7 @@ By default the passes run one after another at batch 1, as the reference; ``guid
 up to k of them (in that order) along the batch axis of one transformer call, with per-item contexts and
 perturbations (docs/ltx2.md §8): the same arithmetic per item (float rounding aside), larger matmuls, about
 k x the activations; the modality-isolated item then computes its audio<->video attention and zeroes it
-instead of skipping it (~2% more FLOPs for 4 passes at 1536 video tokens).
+instead of skipping it (~3% more FLOPs for the 4 passes of LTX-2 at 1536 video tokens).
 
 Numerics: latents, x0 and the steppers are float32 between steps (the reference rounds the
 trajectory to bf16 between steps in its bf16 pipelines); the transformer computes in its weights' dtype.
