@@ -22,6 +22,14 @@
 #                                            # to the official 40 / 30), 48 blocks                              ~5-7 min
 #   bash benchmarks/gpu_issue11.sh ltx-stream  # LTX-2 DISTILLED 768x512x121 + audio, MLX only: 8-bit transformer with
 #                                            # blocks streamed (2 resident), then 8-bit resident (target <= 20 GiB) ~6-8 min
+#   bash benchmarks/gpu_issue11.sh ltx-dev-batched  # ltx-dev's MLX side with the 4 guidance passes in one batch-4 call
+#                                            # (--guidance-batch 4; the official side is ltx-dev's)          ~3-4 min
+#   bash benchmarks/gpu_issue11.sh ltx23-passes  # LTX-2.3 transformer at the stage-1 size (121x256x384, 1536 video
+#                                            # tokens), 48 blocks: cond / STG / isolated forward, one guided step
+#                                            # (4 passes) at guidance batch 1 and 4, official vs ours          ~5-7 min
+#   bash benchmarks/gpu_issue11.sh ltx2-passes   # the same for LTX-2                                         ~5-7 min
+#   bash benchmarks/gpu_issue11.sh ltx-vae   # LTX-2 and LTX-2.3 tiled video decode 121x512x768: ltx-core vs our
+#                                            # conv3d formulations / chunking / async tile eval (one table each) ~4-5 min
 #   bash benchmarks/gpu_issue11.sh cases     # Wan2.1 I2V-14B 81x480x832 and the A14B pair at 81x720x1280, 2 steps ~4-6 min
 #   bash benchmarks/gpu_issue11.sh blockwise  # benchmarks.blockwise: one process per mode (90 s each) + crossover
 # SIZE=tiny runs the same at tiny size (CPU smoke test). JSON per run under $OUT (default /tmp/gpu_issue11).
@@ -103,6 +111,22 @@ for what in "$@"; do
       hd=""; full && hd="--video 121x704x1280"
       bench ltx2-distilled-hd 260 ltx2_distilled --size "$size" --model ltx2 --repeat 1 $hd
       bench ltx23-distilled-hd 260 ltx2_distilled --size "$size" --model ltx23 --repeat 1 $hd;;
+    ltx-dev-batched)
+      bench ltx2-dev-two-stage-gb4 200 ltx2_distilled --size "$size" --model ltx2 --pipeline dev-two-stage --steps 10 \
+        --repeat 1 --guidance-batch 4 --skip-reference
+      bench ltx23-dev-two-stage-gb4 200 ltx2_distilled --size "$size" --model ltx23 --pipeline dev-two-stage --steps 10 \
+        --repeat 1 --guidance-batch 4 --skip-reference;;
+    ltx2-passes|ltx23-passes)
+      m=${what%-passes}; v=""; full && v="--video 121x256x384"
+      for ps in cond stg isolated step; do
+        bench "$m-pass-$ps" 90 ltx2_transformer --size "$size" --model "$m" $v --pass $ps --repeat 3
+      done
+      bench "$m-pass-step-gb4" 70 ltx2_transformer --size "$size" --model "$m" $v --pass step --guidance-batch 4 \
+        --repeat 3 --skip-reference;;
+    ltx-vae)
+      for m in ltx2 ltx23; do
+        bench "$m-vae-decode" 240 ltx2_vae_decode --size "$size" --model "$m" --repeat 3
+      done;;
     ltx-dev)
       bench ltx2-dev-two-stage 260 ltx2_distilled --size "$size" --model ltx2 --pipeline dev-two-stage --steps 10 --repeat 1
       bench ltx23-dev-two-stage 260 ltx2_distilled --size "$size" --model ltx23 --pipeline dev-two-stage --steps 10 --repeat 1;;

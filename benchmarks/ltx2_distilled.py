@@ -113,6 +113,7 @@ from ltx_pipelines.utils.samplers import euler_denoising_loop  # noqa: E402
 from ltx_pipelines.utils.types import PipelineComponents  # noqa: E402
 
 from mlx_video.ltx2 import audio_vae as av  # noqa: E402
+from mlx_video.ltx2 import denoise as denoise_mod  # noqa: E402
 from mlx_video.ltx2 import upsampler as up  # noqa: E402
 from mlx_video.ltx2 import video_vae as vv_mod  # noqa: E402
 from mlx_video.ltx2 import vocoder as vc  # noqa: E402
@@ -417,12 +418,19 @@ def main(argv=None):
         default=None,
         help="where the random transformer file for --quantize / --stream-blocks is written (default: $TMPDIR)",
     )
+    p.add_argument(
+        "--guidance-batch",
+        type=int,
+        default=1,
+        help="dev-two-stage: our guidance passes per transformer call (1: one call per pass, as the official)",
+    )
     p.add_argument("--out", default=None, help="also write the record as JSON to this file")
     p.set_defaults(repeat=2)
     args = p.parse_args(argv)
     if args.stream_blocks is not None and args.stream_blocks < 1:
         p.error("--stream-blocks must be at least 1")
     vv_mod.CONV3D_MODE = args.conv3d
+    denoise_mod.GUIDANCE_BATCH = args.guidance_batch
     if args.check:
         p.error("--check is not supported here (each module has its own parity test and --check benchmark)")
     tiny = args.size == "tiny"
@@ -568,7 +576,8 @@ def main(argv=None):
                 + (dtype if args.decoder_dtype == "same" else "fp32")
                 + f"; VAE conv3d {args.conv3d}"
                 + (f"; transformer {args.quantize}-bit (group {group_size})" if args.quantize else "")
-                + (f"; blocks streamed, {args.stream_blocks} resident" if args.stream_blocks else ""),
+                + (f"; blocks streamed, {args.stream_blocks} resident" if args.stream_blocks else "")
+                + (f"; guidance passes per call {args.guidance_batch}" if two_stage else ""),
                 quantize=args.quantize,
                 stream_blocks=args.stream_blocks,
                 transformer_file_gib=file_gib,

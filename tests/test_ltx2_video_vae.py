@@ -333,20 +333,49 @@ def test_load_video_vae_from_single_file(tmp_path, ltx2):
     assert rel_err(dec_only.decode(latent), vae.decode(latent)) < 1e-6
 
 
-def test_conv3d_by_frames_matches_ltx_core(ltx2, monkeypatch):
-    """CONV3D_MODE "frames" (one 2-D convolution per temporal tap, summed) decodes and encodes as ltx-core."""
+@pytest.mark.parametrize("mode", ["frames", "taps", "stacked"])
+@pytest.mark.parametrize("flavour", ["ltx2", "ltx23"])
+def test_conv3d_modes_match_ltx_core(mode, flavour, ltx2, monkeypatch):
+    """Every CONV3D_MODE decodes (non-causal frame padding) and encodes (causal) as ltx-core, with the LTX-2
+    decoder's reflect and LTX-2.3's zero spatial padding."""
     import mlx_video.ltx2.video_vae as vv
 
-    cfg, enc, dec, vae = ltx2
+    if flavour == "ltx2":
+        cfg, enc, dec, vae = ltx2
+    else:
+        cfg = vae_config(LTX23_ENC, LTX23_DEC, "zeros")
+        enc, dec = torch_vae(cfg, 10)
+        vae = VideoVAE.from_weights(sanitize(single_file(enc, dec), "lightricks"), cfg)
     video, latent = inputs(7)
     with torch.no_grad():
         z_ref, x_ref = enc(video), dec(latent)
-    monkeypatch.setattr(vv, "CONV3D_MODE", "frames")
+    monkeypatch.setattr(vv, "CONV3D_MODE", mode)
     assert rel_err(to_torch_layout(vae.decode(video_mx(latent))), x_ref) < TOL
     assert rel_err(to_torch_layout(vae.encode(video_mx(video))), z_ref) < TOL
-    x = mx.random.normal((1, 6, 5, 7, 4))
-    w = mx.random.normal((3, 3, 3, 3, 4))
+    monkeypatch.setattr(vv, "CONV3D_MODE", "bogus")
+    with pytest.raises(ValueError, match="unknown conv3d mode"):
+        vae.decode(video_mx(latent))
+
+
+def test_conv3d_formulations_match_mx_conv3d():
+    """The formulations behind the modes against mx.conv3d on the padded input (frame groups, causal and centred
+    replicate padding, zero spatial padding done by the 2-D convolutions)."""
+    import mlx_video.ltx2.video_vae as vv
+    from mlx_video.nn.conv import conv3d_replicate_taps, conv3d_stacked_taps
+
+    x = mx.random.normal((2, 6, 5, 7, 4), key=mx.random.key(1))
+    w = mx.random.normal((3, 3, 3, 3, 4), key=mx.random.key(2))
     assert rel_err(vv.conv3d_by_frames(x, w, max_out_bytes=200), mx.conv3d(x, w)) < 1e-5  # in frame groups
+    zero = ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0))
+    for lead in (0, 1, 2):
+        padded = mx.concatenate([x[:, :1]] * lead + [x] + [x[:, -1:]] * (2 - lead), axis=1)
+        ref = mx.conv3d(mx.pad(padded, zero), w)
+        assert rel_err(conv3d_replicate_taps(x, w, lead, (1, 1)), ref) < 1e-5
+        assert rel_err(conv3d_stacked_taps(padded, w, (1, 1)), ref) < 1e-5
+        assert rel_err(conv3d_replicate_taps(mx.pad(x, zero), w, lead), ref) < 1e-5
+    assert rel_err(conv3d_replicate_taps(x, w, 0, (1, 1)), conv3d_replicate_taps(x, w, 2, (1, 1))) > 0.1
+    with pytest.raises(ValueError, match="lead"):
+        conv3d_replicate_taps(x, w, 3)
 
 
 def test_decode_frames_is_to_uint8_of_the_decode(ltx2):

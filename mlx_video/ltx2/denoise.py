@@ -15,7 +15,13 @@ Guidance (dev stage 1): cond pass; uncond (negative contexts) if either modality
 pass (self-attention skipped in ``stg_blocks`` for each modality with stg != 0) if any; modality-
 isolated pass (no audio<->video attention anywhere) if either modality_scale != 1; combined per
 modality by :func:`mlx_video.sampling.guidance.multimodal_guidance` (rescale std over all tokens,
-guiding tokens included, as the reference). Passes run one after another at batch 1, as the reference.
+guiding tokens included, as the reference). The pass count, kinds and order per step are the reference's
+(``multi_modal_guider_denoising_func``: at most 4 passes, each at the state's batch and token count).
+By default the passes run one after another at batch 1, as the reference; ``guidance_batch`` k > 1 stacks
+up to k of them (in that order) along the batch axis of one transformer call, with per-item contexts and
+perturbations (docs/ltx2.md §8): the same arithmetic per item (float rounding aside), larger matmuls, about
+k x the activations; the modality-isolated item then computes its audio<->video attention and zeroes it
+instead of skipping it (~3% more FLOPs for the 4 passes of LTX-2 at 1536 video tokens).
 
 Numerics: latents, x0 and the steppers are float32 between steps (the reference rounds the
 trajectory to bf16 between steps in its bf16 pipelines); the transformer computes in its weights' dtype.
@@ -39,6 +45,9 @@ from mlx_video.sampling.solvers import euler_step_x0, res2s_sample
 Res2sNoise = Callable[[int, bool, int, mx.array], mx.array]
 """res2s SDE noise: ``(step, substep, index, like) -> array like ``like````; index 0 = video, 1 = audio."""
 StepCallback = Callable[[int, int], None]
+GUIDANCE_BATCH = 1
+"""Default ``guidance_batch`` of :func:`denoise` (1: one pass per transformer call, as the reference)."""
+ISOLATED = {"a2v_cross_attn": None, "v2a_cross_attn": None}  # the modality-isolated pass's perturbations
 NONFINITE_HINT = (
     "likely causes: a guidance scale too large for this schedule, a transformer in float16 "
     "overflowing, or corrupt weights"
@@ -64,9 +73,10 @@ class Denoiser:
     model: LTXModel with audio; video / audio: the stage's states (their positions and masks are
     fixed for the stage); positive: the prompt's contexts; negative + guidance: (video, audio)
     :class:`GuidanceParams` for guided stages (None: one plain conditional pass per call).
-    Raises ValueError when guidance needs a negative context that is missing, or when video and
-    audio use different ``skip_step`` values (the reference then disables one modality's stream
-    inside a pass, which this transformer does not model).
+    ``batch``: at most this many guidance passes per transformer call (1: one call per pass, as the
+    reference; see the module docstring). Raises ValueError when guidance needs a negative context that is
+    missing, when video and audio use different ``skip_step`` values (the reference then disables one
+    modality's stream inside a pass, which this transformer does not model), or when ``batch`` < 1.
     """
 
     def __init__(
@@ -77,7 +87,11 @@ class Denoiser:
         positive: TextContext,
         negative: TextContext | None = None,
         guidance: tuple[GuidanceParams, GuidanceParams] | None = None,
+        batch: int = 1,
     ):
+        if int(batch) < 1:
+            raise ValueError(f"guidance_batch must be >= 1, got {batch!r}")
+        self.batch = int(batch)
         self.model = model
         self.rope = model.rope_tables(video.positions, audio.positions)
         self.masks = (_per_item_or_token(video.mask), _per_item_or_token(audio.mask))
@@ -91,40 +105,72 @@ class Denoiser:
                 raise ValueError("video and audio guidance must share skip_step")
         self._last = None
 
-    def _pass(
-        self, xs: list[mx.array], sigma: float, ctx: TextContext, perturb: Perturbations | None = None
-    ) -> list[mx.array]:
-        b = xs[0].shape[0]
-        s = mx.full((b,), sigma, mx.float32)
-        ts = [s if m is None else (m * sigma).reshape(b, -1) for m in self.masks]
-        v = Modality(xs[0], ts[0], s, ctx.video, self.bias)
-        a = Modality(xs[1], ts[1], s, ctx.audio)
-        vel = self.model(v, a, self.rope, perturb)
-        return [to_x0(x, u, t) for x, u, t in zip(xs, vel, ts)]
+    def _pass(self, xs: list[mx.array], sigma: float, items: list[tuple[TextContext, dict]]) -> list[list[mx.array]]:
+        """One transformer call over ``len(items)`` passes stacked along the batch axis: item i sees
+        context ``items[i][0]`` and perturbations ``items[i][1]`` (a :class:`Perturbations` item). Returns the
+        x0 predictions [video, audio] of each item, in the states' batch."""
+        n, b = len(items), xs[0].shape[0]
+        rep = (lambda x: x) if n == 1 else (lambda x: mx.concatenate([x] * n, axis=0))  # noqa: E731
+        s = mx.full((n * b,), sigma, mx.float32)
+        ts = [s if m is None else rep((m * sigma).reshape(b, -1)) for m in self.masks]
+        lat = [rep(x) for x in xs]
+        cat = lambda arrays: arrays[0] if n == 1 else mx.concatenate(arrays, axis=0)  # noqa: E731
+        v = Modality(lat[0], ts[0], s, cat([c.video for c, _ in items]), None if self.bias is None else rep(self.bias))
+        a = Modality(lat[1], ts[1], s, cat([c.audio for c, _ in items]))
+        perturb = tuple(p for _, p in items for _ in range(b))
+        vel = self.model(v, a, self.rope, Perturbations(perturb) if any(perturb) else None)
+        x0 = [to_x0(x, u, t) for x, u, t in zip(lat, vel, ts)]
+        return [[x[i * b : (i + 1) * b] for x in x0] for i in range(n)] if n > 1 else [x0]
+
+    def _passes(self, xs: list[mx.array], sigma: float, items: list[tuple[TextContext, dict]]) -> list[list[mx.array]]:
+        """The passes ``items`` in order, up to ``self.batch`` per call (consecutive items with contexts of the
+        same shapes)."""
+        out, group = [], []
+
+        def flush():
+            if group:
+                out.extend(self._pass(xs, sigma, group))
+                group.clear()
+
+        for item in items:
+            if group and (
+                len(group) == self.batch
+                or item[0].video.shape != group[0][0].video.shape
+                or item[0].audio.shape != group[0][0].audio.shape
+            ):
+                flush()
+            group.append(item)
+        flush()
+        return out
 
     def __call__(self, xs: list[mx.array], sigma: float, step: int = 0) -> list[mx.array]:
         """Raw (not yet mask-blended) x0 for latents ``xs = [video, audio]`` at noise level ``sigma``.
         ``step`` only matters for guidance ``skip_step`` (res2s midpoints pass 0)."""
-        cond = self._pass(xs, sigma, self.positive)
         if self.guidance is None:
-            return cond
+            return self._pass(xs, sigma, [(self.positive, {})])[0]
         gv, ga = self.guidance
         if gv.skips(step) and self._last is not None:
             return self._last
-        uncond = perturbed = isolated = (None, None)
+        # the reference's passes, in its order: cond, uncond, perturbed (STG), modality-isolated
+        names, items = ["cond"], [(self.positive, {})]
         if gv.needs_uncond or ga.needs_uncond:
-            uncond = self._pass(xs, sigma, self.negative)
+            names.append("uncond")
+            items.append((self.negative, {}))
         if gv.needs_perturbed or ga.needs_perturbed:
             kinds = {}
             if gv.needs_perturbed:
                 kinds["video_self_attn"] = list(gv.stg_blocks)
             if ga.needs_perturbed:
                 kinds["audio_self_attn"] = list(ga.stg_blocks)
-            perturbed = self._pass(xs, sigma, self.positive, Perturbations((kinds,)))
+            names.append("perturbed")
+            items.append((self.positive, kinds))
         if gv.needs_isolated or ga.needs_isolated:
-            isolated = self._pass(
-                xs, sigma, self.positive, Perturbations(({"a2v_cross_attn": None, "v2a_cross_attn": None},))
-            )
+            names.append("isolated")
+            items.append((self.positive, dict(ISOLATED)))
+        got = dict(zip(names, self._passes(xs, sigma, items)))
+        none = (None, None)
+        cond = got["cond"]
+        uncond, perturbed, isolated = (got.get(k, none) for k in ("uncond", "perturbed", "isolated"))
         self._last = [
             multimodal_guidance(p, c, u, q, m) for p, c, u, q, m in zip((gv, ga), cond, uncond, perturbed, isolated)
         ]
@@ -145,13 +191,15 @@ def denoise(
     seed: int = 0,
     on_step: StepCallback | None = None,
     label: str = "denoise",
+    guidance_batch: int | None = None,
 ) -> tuple[TokenState, TokenState]:
     """Run one stage over the schedule ``sigmas`` (float32, decreasing, usually ending in 0).
 
     sampler "euler": ``euler_denoising_loop`` (x0 -> blend -> EulerDiffusionStep). "res2s": the
     res_2s loop of :func:`mlx_video.sampling.solvers.res2s_sample` (2 evaluations per step plus a final
     one at sigma 0.0011; SDE noise from ``res2s_noise``, default drawn from ``seed``).
-    ``on_step(i, n)`` is called after each step. Returns the updated (video, audio) states; the
+    ``on_step(i, n)`` is called after each step. ``guidance_batch``: guidance passes per transformer call
+    (see :class:`Denoiser`; None: :data:`GUIDANCE_BATCH`). Returns the updated (video, audio) states; the
     caller strips guiding tokens with ``grid_latent()``. Raises ValueError for an unknown sampler and
     :class:`mlx_video.result.NonFiniteError` (naming ``label`` and the step) as soon as the latents (Euler) or
     the x0 predictions (res2s) hold NaN or inf.
@@ -161,7 +209,9 @@ def denoise(
         for x, kind in zip(arrays, ("video", "audio")):
             check_finite(x, f"in {label}'s {kind} {what}", NONFINITE_HINT)
 
-    den = Denoiser(model, video, audio, positive, negative, guidance)
+    den = Denoiser(
+        model, video, audio, positive, negative, guidance, GUIDANCE_BATCH if guidance_batch is None else guidance_batch
+    )
     masks, cleans = [video.mask, audio.mask], [video.clean, audio.clean]
     xs = [video.latent, audio.latent]
     n = len(sigmas) - 1

@@ -30,18 +30,28 @@ import mlx.nn as nn
 import numpy as np
 
 from mlx_video.io.weights import WeightsError, load_safetensors, load_strict
-from mlx_video.nn.conv import conv3d
+from mlx_video.nn.conv import conv3d, conv3d_replicate_taps, conv3d_stacked_taps
 from mlx_video.nn.embeddings import sinusoidal_embedding
 
 _ENC_STRIDES = {"compress_space_res": (1, 2, 2), "compress_time_res": (2, 1, 1), "compress_all_res": (2, 2, 2)}
 _DEC_STRIDES = {"compress_space": (1, 2, 2), "compress_time": (2, 1, 1), "compress_all": (2, 2, 2)}
 _PADDINGS = ("zeros", "reflect")
-CONV3D_MODES = ("native", "frames")
-# How CausalConv3d convolves: "native" = mx.conv3d (in output chunks, mlx_video.nn.conv.conv3d); "frames" = one
-# mx.conv2d per temporal tap over the frames as a batch, summed (:func:`conv3d_by_frames`). Same values. An
-# experiment for MLX's CUDA backend, whose 3-D convolutions were measured with the memory of its unfold + GEMM
-# fallback (benchmarks/README.md); read at each call, so ``$MLX_VIDEO_LTX_CONV3D`` or this variable switches it.
+CONV3D_MODES = ("native", "frames", "taps", "stacked")
+# How CausalConv3d convolves (the same values, summed in other orders; docs/ltx2.md §4.5):
+#   native   mx.conv3d on the padded frames (in output chunks, mlx_video.nn.conv.conv3d)
+#   frames   one mx.conv2d per temporal tap over the padded frames as a batch, summed (:func:`conv3d_by_frames`)
+#   taps     one mx.conv2d per tap over the unpadded frames, shifted in time and summed (no padded copy; zero
+#            spatial padding inside the convolution) (:func:`mlx_video.nn.conv.conv3d_replicate_taps`)
+#   stacked  one mx.conv2d with the 3 taps stacked along channels (:func:`mlx_video.nn.conv.conv3d_stacked_taps`)
+# Alternatives for MLX's CUDA backend, where the same decode runs 2.3x slower than ltx-core's with as many
+# convolutions and FLOPs (benchmarks/ltx2_vae_decode.py times them); read at each call, so
+# ``$MLX_VIDEO_LTX_CONV3D`` or this variable switches it.
 CONV3D_MODE = os.environ.get("MLX_VIDEO_LTX_CONV3D", "native")
+# How the tiled decode waits for each tile: "sync" = ``mx.eval`` (the next tile's graph is built while the GPU
+# idles), "async" = ``mx.async_eval`` (built while the tile runs; evaluating a yielded chunk waits for its tiles).
+# The same values either way.
+TILE_EVALS = ("sync", "async")
+TILE_EVAL = "sync"
 
 
 # ----------------------------------------------------------------------------- config
@@ -230,13 +240,23 @@ class CausalConv3d(nn.Module):
 
     def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
         _, kt, kh, kw, _ = self.weight.shape
+        mode = CONV3D_MODE
+        if mode not in CONV3D_MODES:
+            raise ValueError(f"unknown conv3d mode {mode!r}; known: {CONV3D_MODES}")
+        pad = (kh // 2, kw // 2) if self.padding == "zeros" and mode in ("taps", "stacked") else (0, 0)
+        if mode == "taps":
+            x = x if pad != (0, 0) else _pad_hw(x, kh // 2, kw // 2, self.padding)
+            return conv3d_replicate_taps(x, self.weight, kt - 1 if causal else (kt - 1) // 2, pad) + self.bias
         if kt > 1:
             first = mx.repeat(x[:, :1], kt - 1 if causal else (kt - 1) // 2, axis=1)
             parts = [first, x] if causal else [first, x, mx.repeat(x[:, -1:], (kt - 1) // 2, axis=1)]
             x = mx.concatenate(parts, axis=1)
-        x = _pad_hw(x, kh // 2, kw // 2, self.padding)
-        if CONV3D_MODE == "frames":
+        if pad == (0, 0):
+            x = _pad_hw(x, kh // 2, kw // 2, self.padding)
+        if mode == "frames":
             return conv3d_by_frames(x, self.weight) + self.bias
+        if mode == "stacked":
+            return conv3d_stacked_taps(x, self.weight, pad) + self.bias
         return conv3d(x, self.weight) + self.bias
 
 
@@ -725,7 +745,7 @@ class VideoVAE(nn.Module):
                     m = mx.array(tmask[:, None, None] * hmask[None, :, None] * wmask[None, None, :])[None, ..., None]
                     acc[:, :, hout, wout] += tile * m
                     wts[:, :, hout, wout] += m
-                    mx.eval(acc, wts)
+                    (mx.async_eval if TILE_EVAL == "async" else mx.eval)(acc, wts)
             if prev is not None:
                 psum, pw, pstart = prev
                 ov = pstart + psum.shape[1] - tout.start

@@ -103,3 +103,45 @@ def conv3d(
             bands.append(piece)
         out_frames.append(bands[0] if len(bands) == 1 else mx.concatenate(bands, axis=2))
     return out_frames[0] if len(out_frames) == 1 else mx.concatenate(out_frames, axis=1)
+
+
+def conv3d_replicate_taps(x: mx.array, weight: mx.array, lead: int, padding: tuple[int, int] = (0, 0)) -> mx.array:
+    """A stride-1 3-D convolution over frames padded by replicating the edge frames, as one 2-D convolution per
+    temporal tap over the *unpadded* frames (folded into the batch), each shifted in time and summed.
+
+    x: [B, T, H, W, C_in] (spatially padded by the caller, or zero-padded by the 2-D convolutions:
+    ``padding`` = (rows, columns) each side); weight [C_out, kt, kh, kw, C_in]; ``lead``: copies of the first frame
+    before the clip (the other kt - 1 - lead are copies of the last after it). Returns [B, T, H', W', C_out]: the
+    values of a valid ``mx.conv3d`` over ``concat([x[:, :1]] * lead + [x] + [x[:, -1:]] * (kt - 1 - lead))``
+    (summed in another order; the partial sums are in x's dtype). No padded copy of x is made; each shifted tap
+    costs one gather of its output along time. ltx-core ``CausalConv3d`` pads frames this way. Raises ValueError
+    unless 0 <= lead < kt.
+    """
+    b, t, h, w, c = x.shape
+    kt = weight.shape[1]
+    if not 0 <= lead < kt:
+        raise ValueError(f"lead must be in 0..{kt - 1}, got {lead}")
+    xb = x.reshape(b * t, h, w, c)
+    y = None
+    for dt in range(kt):
+        part = mx.conv2d(xb, weight[:, dt], padding=padding)
+        part = part.reshape(b, t, *part.shape[1:])
+        if dt != lead:  # output frame i takes this tap from input frame clip(i + dt - lead)
+            part = mx.take(part, mx.clip(mx.arange(t) + (dt - lead), 0, t - 1), axis=1)
+        y = part if y is None else y + part
+    return y
+
+
+def conv3d_stacked_taps(x: mx.array, weight: mx.array, padding: tuple[int, int] = (0, 0)) -> mx.array:
+    """A valid stride-1 3-D convolution as one 2-D convolution with the kt temporal taps stacked along channels:
+    x [B, T, H, W, C_in] (time already padded) -> input [B*T', H, W, kt*C_in] (a kt-fold copy of x), weight
+    [C_out, kt, kh, kw, C_in] -> [C_out, kh, kw, kt*C_in]; ``padding`` = zero (rows, columns) each side done by
+    the 2-D convolution. Returns [B, T', H', W', C_out] with T' = T - kt + 1: the values of ``mx.conv3d`` (the
+    same products, one reduction of kt*kh*kw*C_in terms, in another order)."""
+    b, t, h, w, c = x.shape
+    o, kt, kh, kw, _ = weight.shape
+    n = t - kt + 1
+    xs = x if kt == 1 else mx.concatenate([x[:, dt : dt + n] for dt in range(kt)], axis=-1)
+    wt = weight.transpose(0, 2, 3, 1, 4).reshape(o, kh, kw, kt * c)
+    y = mx.conv2d(xs.reshape(b * n, h, w, kt * c), wt, padding=padding)
+    return y.reshape(b, n, *y.shape[1:])
