@@ -50,7 +50,7 @@ from benchmarks.common import _hwm_reset, _status_kib, release_memory
 from benchmarks.random_models import random_wan_pipeline, wan_config
 from mlx_video import memory
 from mlx_video.nn.tiling import Tiling
-from mlx_video.wan.pipeline import WanSettings
+from mlx_video.wan.settings import WanSettings
 
 GIB = float(1 << 30)
 IMAGES = Path(__file__).resolve().parents[1] / "assets" / "images"

@@ -1,6 +1,6 @@
 """Cost of one WanFM bidirectional sampling step (FLF2V on the Wan2.2 I2V-A14B expert), MLX only.
 
-Times one denoising step of ``mlx_video.wan.pipeline.denoise`` (batched CFG) in each mode at
+Times one denoising step of ``mlx_video.wan.denoise.denoise`` (batched CFG) in each mode at
 480x832x81 (32,760 tokens) on one A14B expert with random bf16 weights:
   euler              forward pass only (what the faithful mode equals; tests/test_wan_flf2v.py)
   faithful           forward + time-reversed pass with reversed temporal RoPE, fused 0.5/0.5
@@ -22,7 +22,7 @@ import numpy as np
 
 from benchmarks import common
 from mlx_video.sampling.solvers import make_solver
-from mlx_video.wan.pipeline import BackwardPass, denoise
+from mlx_video.wan.denoise import BackwardPass, denoise
 from mlx_video.wan.transformer import WanModel, WanModelArgs
 
 SIZES = {

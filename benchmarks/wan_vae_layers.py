@@ -8,7 +8,7 @@ One random-weights VAE (``tiny``: dim 8; else the real widths), a latent of two 
 measured: ``first`` (latent frame 0, empty causal cache: one output frame) and ``later`` (latent frame 1 after
 frame 0 filled the cache: four output frames at the full-resolution stages). Each chunk runs first whole, as
 ``decode_chunks`` runs it (``--frames-per-chunk``; its peak is the ``whole`` row; ``whole_lazy``: the same with
-no evaluation between blocks, ``vae21.EVAL_BLOCK_BYTES`` off, as before issue 11), then again layer by layer
+no evaluation between blocks, ``vae_blocks.EVAL_BLOCK_BYTES`` off, as before issue 11), then again layer by layer
 through a fresh cache (the same calls in the same order, so the same cache slots and values; the last step's
 output is checked against the whole chunk): post_quant_conv, the decoder's conv_in, the mid block's residual
 blocks and attention, each up stage's residual blocks and upsampler (Wan2.2: with its DupUp3D shortcut), the
@@ -40,8 +40,8 @@ import mlx.nn as nn
 import numpy as np
 
 from benchmarks.common import mlx_random_, random_normal
-from mlx_video.wan import vae21, vae22
-from mlx_video.wan.vae21 import CausalCache
+from mlx_video.wan import vae21, vae22, vae_blocks
+from mlx_video.wan.vae_blocks import CausalCache
 
 MIB = float(1 << 20)
 GIB = float(1 << 30)
@@ -51,7 +51,7 @@ FULL_2_1 = (480, 832)
 Step = tuple[str, Callable[[mx.array], mx.array]]
 
 
-def _resnet_steps(name: str, block: vae21.ResidualBlock, cache: CausalCache, split: bool) -> list[Step]:
+def _resnet_steps(name: str, block: vae_blocks.ResidualBlock, cache: CausalCache, split: bool) -> list[Step]:
     """The residual block as steps over one carried value (its input is kept in ``state`` for the shortcut)."""
     if not split:
         return [(name, lambda x: block(x, cache))]
@@ -155,14 +155,14 @@ def run_chunk(vae, z, which: str, split: bool, frames, unfold) -> dict:
     cache = fresh()
     whole, whole_row = _measure(lambda: _chunk(vae, z, t, cache, frames), [z, cache.arrays()])
     whole = np.array(whole)
-    default, vae21.EVAL_BLOCK_BYTES = vae21.EVAL_BLOCK_BYTES, 1 << 62
+    default, vae_blocks.EVAL_BLOCK_BYTES = vae_blocks.EVAL_BLOCK_BYTES, 1 << 62
     try:  # the chunk as one lazy graph (no evaluation between blocks; before issue 11's fix)
         cache = fresh()
         lazy, lazy_row = _measure(lambda: _chunk(vae, z, t, cache, frames), [z, cache.arrays()])
         lazy_row["equal_to_whole"] = bool(np.array_equal(np.array(lazy), whole))
         del lazy
     finally:
-        vae21.EVAL_BLOCK_BYTES = default
+        vae_blocks.EVAL_BLOCK_BYTES = default
 
     cache = fresh()
     cache.next_chunk()

@@ -12,7 +12,7 @@ the reference row, the untiled ``decode(z)`` with the default settings, then one
 ``--tiles`` (``none``, ``n[:o]`` or ``HxW[:o]`` pixels; o defaults to n/4 in whole strides),
 ``--frames-per-chunk`` (``4``: the whole chunk; 2, 1: split in time at the up stages, same values) and
 ``--unfold-gb`` (the conv unfold budget, nn/conv.py; ``default``: $MLX_VIDEO_CONV_UNFOLD_GB) and
-``--eval-block`` (``default``: blocks of at least ``vae21.EVAL_BLOCK_BYTES`` are evaluated one by one; ``off``:
+``--eval-block`` (``default``: blocks of at least ``vae_blocks.EVAL_BLOCK_BYTES`` are evaluated one by one; ``off``:
 each chunk is one lazy graph, as before; or a size in MiB).
 ``--pixels f32`` times ``decode`` (float32 video on the device); ``u8`` (untiled only) consumes
 ``decode_frames`` (each chunk converted to uint8 on the device while the next one runs, what
@@ -38,7 +38,7 @@ import numpy as np
 
 from benchmarks.common import mlx_random_, random_normal, release_memory
 from mlx_video.nn.tiling import Tiling
-from mlx_video.wan import vae21, vae22
+from mlx_video.wan import vae21, vae22, vae_blocks
 
 GIB = float(1 << 30)
 SIZES = {
@@ -67,7 +67,7 @@ def _tiling(spec: str, s: int) -> Tiling | None:
 
 
 def _eval_bytes(spec: str, default: int) -> int:
-    """``--eval-block`` value -> vae21.EVAL_BLOCK_BYTES (``off``: never evaluate between blocks)."""
+    """``--eval-block`` value -> vae_blocks.EVAL_BLOCK_BYTES (``off``: never evaluate between blocks)."""
     if spec == "default":
         return default
     return 1 << 62 if spec == "off" else int(float(spec) * (1 << 20))
@@ -93,7 +93,7 @@ def main(argv=None):
         "--unfold-gb", default=None, help="conv unfold budgets (GiB at 4 B/element, or default), comma-separated"
     )
     p.add_argument(
-        "--eval-block", default="default", help="default | off | MiB: vae21.EVAL_BLOCK_BYTES, comma-separated"
+        "--eval-block", default="default", help="default | off | MiB: vae_blocks.EVAL_BLOCK_BYTES, comma-separated"
     )
     p.add_argument(
         "--pixels",
@@ -140,13 +140,13 @@ def main(argv=None):
     first = ("none", 4, None, "f32", evals[0])
     if not a.no_reference:
         configs = [first, *[c for c in configs if c != first]]
-    default_eval = vae21.EVAL_BLOCK_BYTES
+    default_eval = vae_blocks.EVAL_BLOCK_BYTES
     rows = []
     for dt in a.dtypes.split(","):
         vae.set_dtype(getattr(mx, dt))
         ref = None
         for spec, fpc, ugb, px, ev in configs:
-            vae21.EVAL_BLOCK_BYTES = _eval_bytes(ev, default_eval)
+            vae_blocks.EVAL_BLOCK_BYTES = _eval_bytes(ev, default_eval)
             tiling = _tiling(spec, s)
             unfold = None if ugb is None else int(ugb * (1 << 30))
             release_memory()
@@ -188,7 +188,7 @@ def main(argv=None):
                 row.update(max_abs_diff=float(d.max()), mean_abs_diff=float(d.mean()))
             rows.append(row)
             del out_np
-    vae21.EVAL_BLOCK_BYTES = default_eval
+    vae_blocks.EVAL_BLOCK_BYTES = default_eval
     record = dict(
         bench="wan_vae_tiling",
         vae=v,

@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "WanPipeline": ("mlx_video.wan.pipeline", "WanPipeline"),
-    "WanSettings": ("mlx_video.wan.pipeline", "WanSettings"),
+    "WanSettings": ("mlx_video.wan.settings", "WanSettings"),
     "GenerationResult": ("mlx_video.result", "GenerationResult"),
     "LTX2Components": ("mlx_video.ltx2.pipelines", "LTX2Components"),
     "LTXSettings": ("mlx_video.ltx2.pipelines", "LTXSettings"),

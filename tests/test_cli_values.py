@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from mlx_video.cli import _expand_multi, app
 from mlx_video.result import NonFiniteError
-from mlx_video.wan.pipeline import WanPipeline, WanSettings
+from mlx_video.wan.pipeline import WanPipeline
+from mlx_video.wan.settings import WanSettings
 from tests.helpers import IMAGES, ROOT
 from tests.wan_tiny import TINY
 
@@ -234,11 +235,11 @@ def test_nan_latent_stops_at_the_step_with_its_cause(pipe):
 
 
 def test_non_finite_through_the_cli_exits_2_and_writes_nothing(dirs, monkeypatch):
-    import mlx_video.wan.pipeline as P
+    import mlx_video.wan.denoise as D  # where ``denoise`` reads it (re-exported by wan.pipeline)
 
     out, _ = dirs
-    vel = P.velocity
-    monkeypatch.setattr(P, "velocity", lambda *a, **k: vel(*a, **k) * float("inf"))
+    vel = D.velocity
+    monkeypatch.setattr(D, "velocity", lambda *a, **k: vel(*a, **k) * float("inf"))
     r = CliRunner().invoke(app, _expand_multi(["generate", *BASE, "--save_file", str(out / "o.mp4")]))
     assert r.exit_code == 2, r.output
     assert "non-finite values (NaN or inf) in the latent after denoising step 1 of 1" in " ".join(r.stderr.split())

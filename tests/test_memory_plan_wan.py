@@ -136,7 +136,7 @@ ENCODE_PEAK = """
 import sys
 import mlx.core as mx
 from benchmarks.random_models import random_wan_pipeline, wan_config
-from mlx_video.wan.pipeline import WanSettings
+from mlx_video.wan.settings import WanSettings
 from tests.helpers import IMAGES
 task, n = sys.argv[1], int(sys.argv[2])
 pipe, weights, _ = random_wan_pipeline(wan_config("ti2v-5B", narrow=True), mx.float32, mx.bfloat16)

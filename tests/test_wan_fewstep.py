@@ -9,6 +9,7 @@ from mlx.utils import tree_flatten
 
 from mlx_video.io.weights import WeightsError
 from mlx_video.nn.lora import merge_loras
+from mlx_video.wan import denoise as D
 from mlx_video.wan import pipeline as P
 from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.wan.transformer import lora_key_map as wan_key_map
@@ -153,18 +154,18 @@ def test_presets_fill_the_documented_recipe():
 
 
 def test_step_distill_grid_and_samplers():
-    ts, sig = P.step_distill_grid(4, 5.0)
+    ts, sig = D.step_distill_grid(4, 5.0)
     base = np.array([1.0, 0.75, 0.5, 0.25])
     np.testing.assert_allclose(sig, np.append(5 * base / (1 + 4 * base), 0), rtol=1e-6)
     np.testing.assert_allclose(ts, [1000.0, 937.5, 833.3333, 625.0], rtol=1e-5)
     x, v = mx.random.normal((1, 2, 3), key=mx.random.key(0)), mx.random.normal((1, 2, 3), key=mx.random.key(1))
     key = mx.random.key(5)
-    s = P.StepDistillSolver(ts, sig, renoise=True, key=key)
+    s = D.StepDistillSolver(ts, sig, renoise=True, key=key)
     eps = mx.random.normal(x.shape, key=mx.random.split(key, 2)[1])
     x0 = x - sig[1] * v
     np.testing.assert_allclose(np.array(s.step(v, 1, x)), np.array((1 - sig[2]) * x0 + sig[2] * eps), atol=1e-6)
     np.testing.assert_allclose(np.array(s.step(v, 3, x)), np.array(x - sig[3] * v), atol=1e-6)
-    e = P.StepDistillSolver(ts, sig, renoise=False)
+    e = D.StepDistillSolver(ts, sig, renoise=False)
     np.testing.assert_allclose(np.array(e.step(v, 1, x)), np.array(x + (sig[2] - sig[1]) * v), atol=1e-6)
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from mlx_video.io.weights import WeightsError
+from mlx_video.wan import denoise as D
 from mlx_video.wan import pipeline as P
 from mlx_video.wan.checkpoint import convert_wan
 from mlx_video.wan.clip import preprocess
@@ -113,7 +114,7 @@ def test_a14b_loop_matches_official_experts(a14b):
     assert e < 1e-5, e  # measured 3.5e-7 (ORACLES allows 1e-3 for pipelines; tighter keeps the bugs below visible)
     assert seen == [("dit_high",), ("dit_high",), ("dit_low",), ("dit_low",)]  # switch at step 2, one resident
     assert res.frames.shape == (FRAMES, wh[1], wh[0], 3) and res.params["sample_guide_scale"] == list(G)
-    assert P.expert_segments([999, 937, 833, 624], 0.9) == [("dit_high", 0, 2), ("dit_low", 2, 4)]
+    assert D.expert_segments([999, 937, 833, 624], 0.9) == [("dit_high", 0, 2), ("dit_low", 2, 4)]
     # it can fail: swapped guide scales, or one expert for all steps, move the result far past 1e-5
     for guide in (G[::-1],):
         bad = _generate(a14b, "i2v-A14B", noise, ctx, guide)

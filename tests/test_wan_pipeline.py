@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from mlx_video.io.weights import WeightsError
+from mlx_video.wan import denoise as D
 from mlx_video.wan import pipeline as P
 from mlx_video.wan.checkpoint import convert_wan
 from tests import oracles
@@ -117,7 +118,7 @@ def test_mi2v_three_anchors_stay_clean_with_timestep_zero(pipe):
     ctx = pipe.dit.embed_text(contexts(32))
     latent = blend_clean(mx.random.normal(shape, key=mx.random.key(2)), mask, clean)
     solver = make_solver("unipc", 4, 5.0)
-    out = P.denoise(spy, latent, solver, ctx, spy.rope_tables((T, H // 32, W // 32)), 5.0, mask, clean)
+    out = D.denoise(spy, latent, solver, ctx, spy.rope_tables((T, H // 32, W // 32)), 5.0, mask, clean)
     assert len(spy.calls) == 4
     for (x, t), ts in zip(spy.calls, solver.timesteps):
         np.testing.assert_array_equal(x[:, :3], np.array(Z).repeat(x.shape[0], 0))

@@ -9,6 +9,7 @@ import pytest
 from mlx_video.io.images import to_uint8
 from mlx_video.io.video import write_video
 from mlx_video.sampling.solvers import make_solver
+from mlx_video.wan import denoise as D
 from mlx_video.wan import pipeline as P
 from mlx_video.wan.conditions import read_video
 from tests.helpers import IMAGES
@@ -41,7 +42,7 @@ def inputs(pipe):
 
 
 def test_sdedit_start_step():
-    assert [P.sdedit_start(s, 10) for s in (1.0, 0.9, 0.75, 0.5, 0.35, 0.1, 0.0)] == [0, 1, 2, 5, 6, 9, 10]
+    assert [D.sdedit_start(s, 10) for s in (1.0, 0.9, 0.75, 0.5, 0.35, 0.1, 0.0)] == [0, 1, 2, 5, 6, 9, 10]
 
 
 @pytest.mark.parametrize("task,images", [("t2v-5B", []), ("ti2v-5B", [IMAGES / "astronaut.png"])])
@@ -77,7 +78,7 @@ def test_partial_strength_noises_to_the_start_sigma_and_runs_the_rest(pipe, inpu
     if solver == "euler":  # stateless: steps 2..3 of the full grid from the same start are the same run
         dit = pipe.dit
         ctx = dit.embed_text(inputs["context"])
-        out = P.denoise(
+        out = D.denoise(
             dit, mx.array(spy.calls[0][0][:1]), full, ctx, dit.rope_tables((3, 2, 2)), 5.0, steps=range(2, 4)
         )
         np.testing.assert_allclose(np.array(res.latents), np.array(out), rtol=1e-5, atol=1e-5)

@@ -17,7 +17,7 @@ import torch
 
 from benchmarks.common import mlx_random_
 from mlx_video.io.weights import WeightsError, load_strict
-from mlx_video.wan import vae21, vae22
+from mlx_video.wan import vae21, vae22, vae_blocks
 from tests.oracles import randomize_, rel_err, wan
 
 TOL = 1e-4
@@ -330,7 +330,7 @@ def test_evaluating_between_blocks_is_the_same_and_holds_less(case, monkeypatch)
     zm, video = mx.array(_cl(case["latents"][2])), mx.array(_cl(case["videos"][2]))
     peaks, outs = {}, {}
     for name, limit in (("lazy", 1 << 62), ("blocks", 0)):
-        monkeypatch.setattr(vae21, "EVAL_BLOCK_BYTES", limit)
+        monkeypatch.setattr(vae_blocks, "EVAL_BLOCK_BYTES", limit)  # where CausalCache reads it
         mx.eval(ours.decode(zm))  # warm
         mx.clear_cache()
         mx.reset_peak_memory()

@@ -1,7 +1,7 @@
 """``mlx_video tasks``: the Wan tasks, few-step presets and LTX-2 pipelines with their official defaults.
 
 The numbers come from the settings' own tables (:data:`mlx_video.wan.config.TASKS`,
-:data:`mlx_video.wan.pipeline.RECIPES`, :func:`mlx_video.ltx2.pipelines.default_guidance` and
+:data:`mlx_video.wan.settings.RECIPES`, :func:`mlx_video.ltx2.pipelines.default_guidance` and
 :data:`mlx_video.ltx2.pipelines.DEFAULT_SIZE`), so what is listed is what a run without options does.
 """
 
@@ -25,7 +25,7 @@ def catalog() -> dict:
     (sizes "W*H" in pixels, frames in pixel frames, fps in frames per second)."""
     from mlx_video.ltx2 import pipelines as P
     from mlx_video.wan.config import TASKS
-    from mlx_video.wan.pipeline import RECIPES
+    from mlx_video.wan.settings import RECIPES
 
     wan = [
         dict(

@@ -271,7 +271,8 @@ def generate(
     from mlx_video.io.weights import WeightsError
     from mlx_video.nn.lora import parse_lora_spec
     from mlx_video.result import NonFiniteError
-    from mlx_video.wan.pipeline import WanPipeline, WanSettings
+    from mlx_video.wan.pipeline import WanPipeline
+    from mlx_video.wan.settings import WanSettings
 
     console, drawn = Console(stderr=True, quiet=quiet), seed is None or seed < 0  # official: a negative seed draws one
     loras = {"loras": lora or (), "loras_high": lora_high or (), "loras_low": lora_low or ()}

@@ -55,7 +55,7 @@ def settings_for(model: Model, req: dict):
     w, h = req.get("width"), req.get("height")
     if model.family == "wan":
         from mlx_video.wan.config import TASKS
-        from mlx_video.wan.pipeline import WanSettings
+        from mlx_video.wan.settings import WanSettings
 
         task = req.get("task") or "ti2v-5B"
         frames = req.get("frames")
@@ -102,7 +102,7 @@ def settings_for(model: Model, req: dict):
 def settings_fields(family: str) -> set[str]:
     """The settings dataclass' field names (for the page's "use these settings again")."""
     if family == "wan":
-        from mlx_video.wan.pipeline import WanSettings as S
+        from mlx_video.wan.settings import WanSettings as S
     else:
         from mlx_video.ltx2.pipelines import LTXSettings as S
     return {f.name for f in fields(S)}

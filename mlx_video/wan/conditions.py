@@ -1,7 +1,8 @@
 """Wan conditioning builders: output size, image preparation, latent anchors (TI2V / mi2v), the I2V /
 FLF2V ``y`` channels with CLIP features, and musubi-tuner one-frame inference slots.
 
-Plain functions over arrays used by :mod:`mlx_video.wan.pipeline`; each names the reference it follows.
+Plain functions over arrays used by :mod:`mlx_video.wan.pipeline` and :mod:`mlx_video.wan.settings`; each names
+the reference it follows.
 """
 
 from __future__ import annotations

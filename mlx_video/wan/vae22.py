@@ -1,9 +1,10 @@
 """Wan 2.2 video VAE (z 48, stride 4x16x16), official ``wan/modules/vae2_2.py``.
 
-Same causal blocks, chunking and cache as Wan 2.1 (:mod:`mlx_video.wan.vae21`), plus: a 2x2 pixel
-patchify around the network (3 <-> 12 channels), a wider decoder (``dec_dim`` 256), upsamplers
-that keep their width, and parameter-free shortcuts around every down/up stage: ``AvgDown3D``
-(space/time-to-channel fold then group average) and ``DupUp3D`` (channel repeat then unfold).
+Same causal blocks (:mod:`mlx_video.wan.vae_blocks`), chunking and cache as Wan 2.1
+(:mod:`mlx_video.wan.vae21`), plus: a 2x2 pixel patchify around the network (3 <-> 12 channels), a wider
+decoder (``dec_dim`` 256), upsamplers that keep their width, and parameter-free shortcuts around every
+down/up stage: ``AvgDown3D`` (space/time-to-channel fold then group average) and ``DupUp3D`` (channel
+repeat then unfold).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 
 import mlx.core as mx
 
-from mlx_video.wan.vae21 import CausalCache, DownBlock, UpBlock, Wan21VAE, Wan21VAEArgs, rename_leaves, to_mlx_layout
+from mlx_video.wan.vae21 import Wan21VAE, Wan21VAEArgs, rename_leaves, to_mlx_layout
+from mlx_video.wan.vae_blocks import CausalCache, DownBlock, UpBlock
 
 MEAN48 = [
     -0.2289,
