@@ -1,7 +1,7 @@
 """`mlx_video generate` for LTX-2 / LTX-2.3 (pipelines distilled, dev, dev-two-stage, dev-two-stage-hq).
 
 Reached through :mod:`mlx_video.cli` (LTX-only options or a --model naming LTX). Parses the options into
-:class:`mlx_video.ltx2.pipelines.LTXSettings` (which owns every default and checks every value before anything
+:class:`mlx_video.ltx2.settings.LTXSettings` (which owns every default and checks every value before anything
 loads: a bad value is one line on stderr, exit 2, no file written), loads the components with
 :mod:`mlx_video.ltx2.loading` (text encoder first, freed before the transformer, as the official pipelines do),
 runs :func:`mlx_video.ltx2.pipelines.generate` (which also makes the images' CRF round trip) and writes the mp4
@@ -119,7 +119,7 @@ def _read_audio(settings, path: str | None, start: float, max_duration: float | 
     loads (default duration: the clip's, as the official CLI). None for other pipelines; ValueError / AudioError
     for audio given to another pipeline, none given to a2vid, or an unreadable or too short file."""
     from mlx_video.io.audio import read_audio
-    from mlx_video.ltx2.pipelines import AudioCondition
+    from mlx_video.ltx2.settings import AudioCondition
 
     if settings.pipeline != "a2vid":
         if path is not None:
@@ -143,7 +143,7 @@ def _read_source(settings, path: str | None, span, keep_video: bool, keep_audio:
     options given to retake (it keeps the source's), or an unreadable or unsuitable file."""
     from mlx_video.io.audio import read_audio
     from mlx_video.io.video import read_video, video_info
-    from mlx_video.ltx2.pipelines import RETAKE, AudioCondition, RetakeSource, check_retake
+    from mlx_video.ltx2.settings import RETAKE, AudioCondition, RetakeSource, check_retake
 
     if settings.pipeline not in RETAKE:
         given = [n for n, v in (("--video", path), ("--retake", span)) if v is not None]
@@ -183,7 +183,7 @@ def _read_controls(settings, videos, loras, mask_path):
     no control video or no LoRA for ic-lora, a missing file, or a control video too short for the clip."""
     from mlx_video.io.images import bilinear_cover_crop
     from mlx_video.io.video import read_video_frames
-    from mlx_video.ltx2.pipelines import ControlVideo
+    from mlx_video.ltx2.settings import ControlVideo
     from mlx_video.nn.lora import parse_lora_spec
 
     if settings.pipeline != "ic-lora":

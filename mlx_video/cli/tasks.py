@@ -1,8 +1,8 @@
 """``mlx_video tasks``: the Wan tasks, few-step presets and LTX-2 pipelines with their official defaults.
 
 The numbers come from the settings' own tables (:data:`mlx_video.wan.config.TASKS`,
-:data:`mlx_video.wan.settings.RECIPES`, :func:`mlx_video.ltx2.pipelines.default_guidance` and
-:data:`mlx_video.ltx2.pipelines.DEFAULT_SIZE`), so what is listed is what a run without options does.
+:data:`mlx_video.wan.settings.RECIPES`, :func:`mlx_video.ltx2.settings.default_guidance` and
+:data:`mlx_video.ltx2.settings.DEFAULT_SIZE`), so what is listed is what a run without options does.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _guide(g) -> str:
 def catalog() -> dict:
     """{"wan": [task rows], "wan_presets": [preset rows], "ltx2": [pipeline rows]}, JSON-able dicts of defaults
     (sizes "W*H" in pixels, frames in pixel frames, fps in frames per second)."""
-    from mlx_video.ltx2 import pipelines as P
+    from mlx_video.ltx2 import settings as S
     from mlx_video.wan.config import TASKS
     from mlx_video.wan.settings import RECIPES
 
@@ -52,11 +52,11 @@ def catalog() -> dict:
         for k, r in RECIPES.items()
     ]
     ltx = []
-    for name in P.PIPELINES:
-        h, w = P.DEFAULT_SIZE.get(name, ("the source video's", None))
+    for name in S.PIPELINES:
+        h, w = S.DEFAULT_SIZE.get(name, ("the source video's", None))
         size = f"{w}*{h}" if w is not None else h
-        row = dict(pipeline=name, size=size, num_frames=P.LTXSettings.num_frames, fps=P.LTXSettings.fps)
-        per = [P.default_guidance(name, ver) for ver in ("2", "2.3")]  # (steps, video, audio) for LTX-2, LTX-2.3
+        row = dict(pipeline=name, size=size, num_frames=S.LTXSettings.num_frames, fps=S.LTXSettings.fps)
+        per = [S.default_guidance(name, ver) for ver in ("2", "2.3")]  # (steps, video, audio) for LTX-2, LTX-2.3
 
         def both(f, per=per):
             a, b = (f(*x) for x in per)
@@ -69,7 +69,7 @@ def catalog() -> dict:
             ("stg blocks", lambda n, v, a: v and ",".join(map(str, v.stg_blocks)) or None),
         ]:
             row[col] = both(f)
-        row["lora strengths"] = "{:g} / {:g}".format(*P.DEFAULT_LORA[name]) if name in P.DEFAULT_LORA else None
+        row["lora strengths"] = "{:g} / {:g}".format(*S.DEFAULT_LORA[name]) if name in S.DEFAULT_LORA else None
         ltx.append(row)
     return {"wan": wan, "wan_presets": presets, "ltx2": ltx}
 

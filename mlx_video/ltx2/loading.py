@@ -301,7 +301,7 @@ def pipeline_files(repo: str, variant: str, pipeline: str | None = None) -> dict
     single file, "upsamplers": the x2 spatial upsampler for the two-stage pipelines (none for dev, retake),
     "lora": the distilled LoRA for the dev pipelines that use it (dev-two-stage[-hq], a2vid, keyframes) or None}.
     ``pipeline`` None: every file of ``variant`` (what ``mlx_video convert`` takes)."""
-    from mlx_video.ltx2.pipelines import TWO_STAGE, WITH_LORA
+    from mlx_video.ltx2.settings import TWO_STAGE, WITH_LORA
 
     spec = LTX2_REPOS[repo]
     ups = pipeline is None or pipeline in TWO_STAGE

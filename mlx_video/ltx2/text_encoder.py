@@ -272,9 +272,9 @@ def _rope_np(
 ) -> tuple[np.ndarray, np.ndarray]:
     """cos, sin tables [heads, length, k] for positions 0..length-1 (k = head_dim/2 split,
     head_dim interleaved). As ltx-core's precompute_freqs_cis with one position axis: the LTX-2
-    fractional angles (:func:`mlx_video.ltx2.transformer.fractional_angles`, float32 exactly as the
+    fractional angles (:func:`mlx_video.ltx2.rope.fractional_angles`, float32 exactly as the
     reference), cos / sin on the host in float32."""
-    from mlx_video.ltx2.transformer import fractional_angles
+    from mlx_video.ltx2.rope import fractional_angles
 
     positions = np.arange(length, dtype=np.float32)[None, None]  # [1, 1, L]
     ang = fractional_angles(positions, [max_pos], theta, float64=float64_grid, inner_dim=heads * head_dim)[0]

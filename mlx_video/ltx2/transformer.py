@@ -9,7 +9,8 @@ The network predicts a velocity; :func:`to_x0` turns it into x0 as ltx-core's X0
 Numerics: the residual streams, AdaLN arithmetic, norms and RoPE are float32 (the modulation tables are stored
 in the weights' dtype and added in float32); linear layers and attention run in the weights' dtype (bf16 in
 production, float32 in the parity tests).
-RoPE tables are inputs (:func:`rope_tables`, split layout of :mod:`mlx_video.nn.rope`), built once per run or stage.
+RoPE tables are inputs (:func:`mlx_video.ltx2.rope.rope_tables`, split layout of :mod:`mlx_video.nn.rope`), built once
+per run or stage. The hyper-parameters and their config names are in :mod:`mlx_video.ltx2.config`.
 Evaluation is paced inside the block loop (:class:`SubstepPacing`, docs/ltx2.md §2.9): MLX keeps a queued kernel's
 inputs until it has run, so how far evaluation runs ahead sets the activation memory.
 """
@@ -17,211 +18,25 @@ inputs until it has run, so how far evaluation runs ahead sets the activation me
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
 from mlx_video.distributed import current
+from mlx_video.ltx2.config import DIFFUSERS_KEYS, LTX_CORE_KEYS, LTXModelArgs  # noqa: F401  (re-exported)
+from mlx_video.ltx2.rope import LTXRope, fractional_angles, rope_table, rope_tables  # noqa: F401  (re-exported)
 from mlx_video.nn.attention import attention
 from mlx_video.nn.blockwise import BlockWeights, run_blocks
 from mlx_video.nn.embeddings import sinusoidal_embedding
 from mlx_video.nn.evaluation import OneBlockAhead
 from mlx_video.nn.lora import LoraKeyMap
-from mlx_video.nn.rope import RopeTable, log_spaced_frequencies, rope_angles, split_rope_table
+from mlx_video.nn.rope import RopeTable
 
 F32 = mx.float32
-
-
-# ----------------------------------------------------------------------------------------------
-# configuration
-
-
-# Keys only one layout's transformer config has (ltx-core's configurator vs diffusers'
-# LTX2VideoTransformer3DModel constructor); from_config tells the layouts apart by these.
-LTX_CORE_KEYS = frozenset(
-    {
-        "positional_embedding_theta",
-        "positional_embedding_max_pos",
-        "frequencies_precision",
-        "av_ca_timestep_scale_multiplier",
-        "audio_positional_embedding_max_pos",
-        "use_middle_indices_grid",
-        "apply_gated_attention",
-        "cross_attention_adaln",
-        "caption_proj_before_connector",
-        "connector_num_layers",
-    }
-)
-DIFFUSERS_KEYS = frozenset(
-    {
-        "rope_theta",
-        "rope_double_precision",
-        "pos_embed_max_pos",
-        "base_height",
-        "base_width",
-        "gated_attn",
-        "cross_attn_mod",
-        "audio_pos_embed_max_pos",
-        "patch_size_t",
-        "cross_attn_timestep_scale_multiplier",
-        "use_prompt_embeddings",
-        "vae_scale_factors",
-    }
-)
-
-
-def _layout(config: Mapping, official: frozenset, diffusers: frozenset, what: str) -> str:
-    """'official' or 'diffusers' by which layout's own key names ``config`` uses ('official' when it
-    uses neither: the reference defaults then apply). ValueError when it uses both."""
-    has_o, has_d = sorted(config.keys() & official), sorted(config.keys() & diffusers)
-    if has_o and has_d:
-        raise ValueError(f"{what} config mixes Lightricks keys {has_o[:3]} and diffusers keys {has_d[:3]}")
-    return "diffusers" if has_d else "official"
-
-
-@dataclass
-class LTXModelArgs:
-    """Transformer hyper-parameters. Defaults are LTX-2 19B (LTX-2.3 adds gating and prompt AdaLN)."""
-
-    num_attention_heads: int = 32
-    attention_head_dim: int = 128
-    in_channels: int = 128
-    out_channels: int = 128
-    num_layers: int = 48
-    cross_attention_dim: int = 4096
-    caption_channels: int = 3840
-    caption_projection: bool = True  # LTX-2: PixArt text projection inside the transformer
-    norm_eps: float = 1e-6
-    positional_embedding_theta: float = 10000.0
-    positional_embedding_max_pos: tuple = (20, 2048, 2048)
-    timestep_scale_multiplier: float = 1000.0
-    use_middle_indices_grid: bool = True
-    audio: bool = True  # False: video-only model (no audio stream, no audio weights)
-    audio_num_attention_heads: int = 32
-    audio_attention_head_dim: int = 64
-    audio_in_channels: int = 128
-    audio_out_channels: int = 128
-    audio_cross_attention_dim: int = 2048
-    audio_positional_embedding_max_pos: tuple = (20,)
-    av_ca_timestep_scale_multiplier: float = 1000.0
-    double_precision_rope: bool = True
-    apply_gated_attention: bool = False  # LTX-2.3
-    cross_attention_adaln: bool = False  # LTX-2.3: text cross-attention AdaLN + prompt AdaLN
-
-    @property
-    def inner_dim(self) -> int:
-        return self.num_attention_heads * self.attention_head_dim
-
-    @property
-    def audio_inner_dim(self) -> int:
-        return self.audio_num_attention_heads * self.audio_attention_head_dim
-
-    @property
-    def ada_rows(self) -> int:
-        """AdaLN rows per block: (shift, scale, gate) x (attn, ffn) [+ (shift_q, scale_q, gate) for text]."""
-        return 9 if self.cross_attention_adaln else 6
-
-    @classmethod
-    def from_config(cls, config: Mapping, video_only: bool = False) -> LTXModelArgs:
-        """Read Lightricks' embedded checkpoint config (whole dict or its "transformer" part) or a
-        diffusers ``LTX2VideoTransformer3DModel`` config.json dict.
-
-        The layout is told by key names only that layout uses (:data:`DIFFUSERS_KEYS` vs
-        :data:`LTX_CORE_KEYS`; a whole single-file config has a ``transformer`` section), never by
-        ``_class_name`` (the released single files say ``"AVTransformer3DModel"``, a diffusers-style
-        name). Missing keys take the values the corresponding reference takes (ltx-core 1.0.0's
-        configurator, or diffusers' constructor defaults); keys neither reads are ignored (listed by
-        ``ltx2.checkpoint.config_args``). Raises ValueError for settings this port does not
-        implement (interleaved RoPE, patch size > 1, LTX-2.5 options) or a config with both layouts' keys.
-        """
-        c = config["transformer"] if "transformer" in config else config
-        if _layout(c, LTX_CORE_KEYS, DIFFUSERS_KEYS, "LTX-2 transformer") == "diffusers":
-            return cls._from_diffusers(c, video_only)
-        rope_type = c.get("rope_type", "interleaved")  # ltx-core 1.0.0 default when absent
-        if rope_type != "split":
-            raise ValueError(f"rope_type {rope_type!r} is not supported (LTX-2/2.3 checkpoints use 'split')")
-        return cls(
-            num_attention_heads=c.get("num_attention_heads", 32),
-            attention_head_dim=c.get("attention_head_dim", 128),
-            in_channels=c.get("in_channels", 128),
-            out_channels=c.get("out_channels", 128),
-            num_layers=c.get("num_layers", 48),
-            cross_attention_dim=c.get("cross_attention_dim", 4096),
-            caption_channels=c.get("caption_channels", 3840),
-            caption_projection=not c.get("caption_proj_before_connector", False),
-            norm_eps=c.get("norm_eps", 1e-6),
-            positional_embedding_theta=c.get("positional_embedding_theta", 10000.0),
-            positional_embedding_max_pos=tuple(c.get("positional_embedding_max_pos", (20, 2048, 2048))),
-            timestep_scale_multiplier=c.get("timestep_scale_multiplier", 1000),
-            use_middle_indices_grid=c.get("use_middle_indices_grid", True),
-            audio=not video_only,
-            audio_num_attention_heads=c.get("audio_num_attention_heads", 32),
-            audio_attention_head_dim=c.get("audio_attention_head_dim", 64),
-            audio_in_channels=c.get("audio_in_channels", 128),
-            audio_out_channels=c.get("audio_out_channels", 128),
-            audio_cross_attention_dim=c.get("audio_cross_attention_dim", 2048),
-            audio_positional_embedding_max_pos=tuple(c.get("audio_positional_embedding_max_pos", (20,))),
-            av_ca_timestep_scale_multiplier=c.get("av_ca_timestep_scale_multiplier", 1),
-            double_precision_rope=c.get("frequencies_precision", False) == "float64",
-            apply_gated_attention=c.get("apply_gated_attention", False),
-            cross_attention_adaln=c.get("cross_attention_adaln", False),
-        )
-
-    @classmethod
-    def _from_diffusers(cls, c: Mapping, video_only: bool) -> LTXModelArgs:
-        unsupported = {
-            "patch_size": 1,
-            "patch_size_t": 1,
-            "audio_patch_size": 1,
-            "audio_patch_size_t": 1,
-            "rope_type": "split",
-            "ff_bias": True,
-            "audio_ff_bias": True,
-            "use_prompt_adaln_single": True,
-            "use_keyframes_abs_pos_embedding": False,
-            "qk_norm": "rms_norm_across_heads",
-        }
-        defaults = {"rope_type": "interleaved"}
-        for k, want in unsupported.items():
-            if c.get(k, defaults.get(k, want)) != want:
-                raise ValueError(f"diffusers config {k}={c.get(k, defaults.get(k))!r} is not supported (need {want!r})")
-        gated, adaln = c.get("gated_attn", False), c.get("cross_attn_mod", False)
-        if c.get("audio_gated_attn", False) != gated or c.get("audio_cross_attn_mod", False) != adaln:
-            raise ValueError("video and audio gating / prompt modulation must agree")
-        return cls(
-            num_attention_heads=c.get("num_attention_heads", 32),
-            attention_head_dim=c.get("attention_head_dim", 128),
-            in_channels=c.get("in_channels", 128),
-            out_channels=c.get("out_channels") or c.get("in_channels", 128),
-            num_layers=c.get("num_layers", 48),
-            cross_attention_dim=c.get("cross_attention_dim", 4096),
-            caption_channels=c.get("caption_channels", 3840),
-            caption_projection=c.get("use_prompt_embeddings", True),
-            norm_eps=c.get("norm_eps", 1e-6),
-            positional_embedding_theta=c.get("rope_theta", 10000.0),
-            positional_embedding_max_pos=(
-                c.get("pos_embed_max_pos", 20),
-                c.get("base_height", 2048),
-                c.get("base_width", 2048),
-            ),
-            timestep_scale_multiplier=c.get("timestep_scale_multiplier", 1000),
-            audio=not video_only,
-            audio_num_attention_heads=c.get("audio_num_attention_heads", 32),
-            audio_attention_head_dim=c.get("audio_attention_head_dim", 64),
-            audio_in_channels=c.get("audio_in_channels", 128),
-            audio_out_channels=c.get("audio_out_channels") or c.get("audio_in_channels", 128),
-            audio_cross_attention_dim=c.get("audio_cross_attention_dim", 2048),
-            audio_positional_embedding_max_pos=(c.get("audio_pos_embed_max_pos", 20),),
-            av_ca_timestep_scale_multiplier=c.get("cross_attn_timestep_scale_multiplier", 1000),
-            double_precision_rope=c.get("rope_double_precision", True),
-            apply_gated_attention=gated,
-            cross_attention_adaln=adaln,
-        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -872,101 +687,6 @@ def to_x0(latent: mx.array, velocity: mx.array, timesteps: mx.array) -> mx.array
     """
     t = timesteps.astype(F32).reshape(latent.shape[0], -1, 1)
     return latent.astype(F32) - velocity.astype(F32) * t
-
-
-# ----------------------------------------------------------------------------------------------
-# RoPE: fractional positions (ltx_core.model.transformer.rope, rope_type="split", docs/ltx2.md 2.7)
-
-
-def fractional_angles(
-    positions,
-    max_pos: Sequence[float],
-    theta: float = 10000.0,
-    use_middle: bool = True,
-    float64: bool = True,
-    inner_dim: int | None = None,
-) -> np.ndarray:
-    """LTX-2's RoPE angles [B, T, N · n_axes] float32, frequency-major and axis-minor:
-    ``g_j · (2 · p / max_pos[axis] − 1)`` with the N = inner_dim // (2 n_axes) frequencies
-    ``g = theta**linspace(0, 1, N) · pi/2`` (:func:`~mlx_video.nn.rope.log_spaced_frequencies`).
-
-    positions: [B, n_axes, T, 2] holding [start, end) per axis (p = the midpoint with ``use_middle``,
-    else start), or [B, n_axes, T] plain positions, in the units ``max_pos`` is given in (seconds for
-    time, pixels for space). The arithmetic is float32 as in ltx-core, whose positions are float32
-    when states are built in float32 (see docs/ltx2.md 2.7 about the bf16 trap).
-    """
-    pos = np.asarray(positions, dtype=np.float32)
-    if pos.ndim == 4:
-        pos = (pos[..., 0] + pos[..., 1]) / np.float32(2.0) if use_middle else pos[..., 0]
-    if pos.ndim != 3 or pos.shape[1] != len(max_pos):
-        raise ValueError(f"positions must be [B, {len(max_pos)}, T(, 2)], got {np.shape(positions)}")
-    frac = np.stack([pos[:, i] / np.float32(m) for i, m in enumerate(max_pos)], axis=-1)  # [B, T, A]
-    n_axes = len(max_pos)
-    g = log_spaced_frequencies(inner_dim // (2 * n_axes), theta, float64)
-    return rope_angles(frac * np.float32(2) - np.float32(1), np.repeat(g, n_axes), np.tile(np.arange(n_axes), len(g)))
-
-
-def rope_table(
-    positions,
-    inner_dim: int,
-    heads: int,
-    max_pos: Sequence[float],
-    theta: float = 10000.0,
-    use_middle: bool = True,
-    float64: bool = True,
-) -> RopeTable:
-    """Split-layout RoPE table (:func:`~mlx_video.nn.rope.split_rope_table`) of :func:`fractional_angles`
-    for a q/k of width ``inner_dim`` cut into ``heads`` chunks: cos/sin [B, T, heads, inner_dim / (2 heads)]
-    float32. Any tokens (latent grid, appended guiding tokens, audio frames) are rows of ``positions``."""
-    ang = fractional_angles(positions, max_pos, theta, use_middle, float64, inner_dim)
-    return split_rope_table(ang, inner_dim, heads)
-
-
-class LTXRope(NamedTuple):
-    """All RoPE tables of one LTX transformer call (built once per run or stage).
-
-    video / audio: self-attention tables; video_cross / audio_cross: the audio<->video
-    cross-attention tables (temporal axis only). Audio entries are None for a video-only run.
-    """
-
-    video: RopeTable
-    audio: RopeTable | None = None
-    video_cross: RopeTable | None = None
-    audio_cross: RopeTable | None = None
-
-
-def rope_tables(
-    video_positions,
-    audio_positions=None,
-    *,
-    video_dim: int,
-    video_heads: int,
-    video_max_pos: Sequence[float],
-    audio_dim: int | None = None,
-    audio_heads: int | None = None,
-    audio_max_pos: Sequence[float] | None = None,
-    cross_dim: int | None = None,
-    theta: float = 10000.0,
-    use_middle: bool = True,
-    float64: bool = True,
-) -> LTXRope:
-    """The four RoPE tables of an LTX-2 audio+video transformer call.
-
-    video_positions: [B, 3, T_v, 2] (t in seconds, h, w in pixels, [start, end)), every video token
-    including appended guiding tokens; audio_positions: [B, 1, T_a, 2] seconds, or None (video only).
-    The cross-modal tables use only the time axis, width ``cross_dim`` (the audio inner dim), each
-    modality's own head count, max_pos ``max(video_max_pos[0], audio_max_pos[0])`` and always the
-    midpoint of [start, end), as ltx-core's MultiModalTransformerArgsPreprocessor does.
-    """
-    video = rope_table(video_positions, video_dim, video_heads, video_max_pos, theta, use_middle, float64)
-    if audio_positions is None:
-        return LTXRope(video)
-    audio = rope_table(audio_positions, audio_dim, audio_heads, audio_max_pos, theta, use_middle, float64)
-    cross_max = [max(video_max_pos[0], audio_max_pos[0])]
-    vpos, apos = np.asarray(video_positions)[:, :1], np.asarray(audio_positions)[:, :1]
-    video_cross = rope_table(vpos, cross_dim, video_heads, cross_max, theta, True, float64)
-    audio_cross = rope_table(apos, cross_dim, audio_heads, cross_max, theta, True, float64)
-    return LTXRope(video, audio, video_cross, audio_cross)
 
 
 # ----------------------------------------------------------------------------------------------

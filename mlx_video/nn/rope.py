@@ -5,7 +5,7 @@ layouts the models use. This module knows no family; each family builds its own 
   split, built by ``mlx_video.wan.transformer.WanModel.rope_tables`` (docs/wan.md 2.4);
 - LTX-2 (split halves): fractional positions ``2·p/max_pos − 1`` of each token's [start, end) in
   seconds and pixels (token positions from ``mlx_video.ltx2.conditioning``), built by
-  ``mlx_video.ltx2.transformer.rope_tables`` and the text connectors (docs/ltx2.md 2.7).
+  ``mlx_video.ltx2.rope.rope_tables`` and the text connectors (docs/ltx2.md 2.7).
 
 Positions are data: any ints or reals per token (reversed time, keyframe times, appended guiding
 tokens). Every table is ``angle = position[axis] · frequency`` per channel pair (:func:`rope_angles`),

@@ -78,13 +78,13 @@ def settings_for(model: Model, req: dict):
     import numpy as np
 
     from mlx_video.io.images import load_image
-    from mlx_video.ltx2 import pipelines as P
+    from mlx_video.ltx2.settings import ImageCondition, LTXSettings
 
     kw = {k: v for k, v in dict(opts, pipeline=req.get("pipeline"), steps=req.get("steps")).items() if v is not None}
     kw.update({k: req[k] for k in ("height", "width", "fps", "seed", "negative_prompt") if req.get(k) is not None})
     if req.get("guidance_scale") is not None:
         kw["video_guidance"] = {**(kw.get("video_guidance") or {}), "cfg_scale": req["guidance_scale"]}
-    s = P.LTXSettings(**kw)
+    s = LTXSettings(**kw)
     s.num_frames = req.get("frames") or (
         frames_for("ltx2", req["seconds"], s.fps) if req.get("seconds") is not None else s.num_frames
     )
@@ -92,7 +92,7 @@ def settings_for(model: Model, req: dict):
     if len(images) > 2:
         raise ValueError("LTX-2 takes at most 2 input_reference images (the first and the last frame)")
     conds = [
-        P.ImageCondition(np.asarray(load_image(p), dtype=np.uint8), 0 if i == 0 else s.num_frames - 1, 1.0)
+        ImageCondition(np.asarray(load_image(p), dtype=np.uint8), 0 if i == 0 else s.num_frames - 1, 1.0)
         for i, p in enumerate(images)
     ]
     s.validate(conds)
@@ -104,7 +104,7 @@ def settings_fields(family: str) -> set[str]:
     if family == "wan":
         from mlx_video.wan.settings import WanSettings as S
     else:
-        from mlx_video.ltx2.pipelines import LTXSettings as S
+        from mlx_video.ltx2.settings import LTXSettings as S
     return {f.name for f in fields(S)}
 
 
