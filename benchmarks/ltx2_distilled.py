@@ -81,13 +81,12 @@ from ltx_core.model.upsampler import LatentUpsamplerConfigurator  # noqa: E402
 from ltx_core.model.upsampler import upsample_video as ref_upsample_video  # noqa: E402
 from ltx_core.model.video_vae import decode_video as ref_decode_video  # noqa: E402
 from ltx_core.model.video_vae.model_configurator import VideoDecoderConfigurator  # noqa: E402
-from ltx_core.model.video_vae.tiling import SpatialTilingConfig, TemporalTilingConfig, TilingConfig  # noqa: E402
 from ltx_core.types import VideoPixelShape  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from benchmarks.common import mx, torch  # noqa: E402
 from benchmarks.ltx2_transformer import FULL_LAYERS, REAL, TEXT_TOKENS, TINY, checkpoint_config, ref_transformer_ctor  # noqa: E402
-from benchmarks.ltx2_vae import TILES, single_file_keys, vae_config  # noqa: E402
+from benchmarks.ltx2_vae import ref_tiling, single_file_keys, vae_config  # noqa: E402
 
 if importlib.util.find_spec("av") is None:  # the GPU machine has no PyAV; ltx_pipelines imports it
 
@@ -415,10 +414,7 @@ def main(argv=None):
     negative = [rng.standard_normal((1, n_text, d)).astype(np.float32) for d in (ctx_v, ctx_a)]
     (T1, h1, w1), n1 = common.video_tokens(frames, height // 2, width // 2, 8, 32)
     (T2, h2, w2), n2 = common.video_tokens(frames, height, width, 8, 32)
-    tiling = TilingConfig(
-        SpatialTilingConfig(TILES["tile_pixels"], TILES["overlap_pixels"]),
-        TemporalTilingConfig(TILES["tile_frames"], TILES["overlap_frames"]),
-    )
+    tiling = ref_tiling()
 
     # ------------------------------------------------------------------ official building blocks
     def build_reference() -> dict:

@@ -94,6 +94,14 @@ def single_file_keys(state: dict) -> dict:
     return {k if k.startswith("per_channel_statistics.") else "decoder." + k: v for k, v in state.items()}
 
 
+def ref_tiling() -> TilingConfig:
+    """ltx-core's TilingConfig for :data:`TILES` (its ``TilingConfig.default()``)."""
+    return TilingConfig(
+        SpatialTilingConfig(TILES["tile_pixels"], TILES["overlap_pixels"]),
+        TemporalTilingConfig(TILES["tile_frames"], TILES["overlap_frames"]),
+    )
+
+
 def decode_case(args) -> tuple[dict, tuple, tuple, np.ndarray]:
     """What a decode benchmark decodes for ``args`` (--model, --size, --video, --seed): the decoder config
     (base channels 16 at tiny, else the real 128), the video (frames, height, width), its latent grid (T, h, w)
@@ -128,10 +136,7 @@ def main():
         tdt = common.TORCH_DTYPES[dtype]
         dec = common.torch_build(lambda: VideoDecoderConfigurator.from_config(cfg), dev, tdt, args.seed)
         zt = torch.from_numpy(z).to(dev, tdt)
-        tiling = TilingConfig(
-            SpatialTilingConfig(TILES["tile_pixels"], TILES["overlap_pixels"]),
-            TemporalTilingConfig(TILES["tile_frames"], TILES["overlap_frames"]),
-        )
+        tiling = ref_tiling()
         run = (lambda: list(dec.tiled_decode(zt, tiling))) if tiled else (lambda: dec(zt))
         return common.Side(
             run,
