@@ -26,7 +26,6 @@ them); ``dequantize=True / False`` on :class:`BlockWeights` overrides it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -55,9 +54,11 @@ def backend() -> str:
 def dequantize_pays(tokens: int, backend_name: str | None = None) -> bool:
     """Whether a forward over ``tokens`` tokens (batch x sequence) should run its quantized linears as
     dequantize-per-block + dense matmul rather than ``mx.quantized_matmul`` (module docstring).
-    ``$MLX_VIDEO_DEQUANTIZE_MIN_TOKENS`` replaces the backend's threshold."""
-    env = os.environ.get("MLX_VIDEO_DEQUANTIZE_MIN_TOKENS")
-    limit = int(env) if env else DEQUANTIZE_MIN_TOKENS[backend_name or backend()]
+    ``$MLX_VIDEO_DEQUANTIZE_MIN_TOKENS`` replaces the backend's threshold (ValueError naming it unless a whole
+    number >= 0)."""
+    from ..checks import env_number
+
+    limit = env_number("MLX_VIDEO_DEQUANTIZE_MIN_TOKENS", DEQUANTIZE_MIN_TOKENS[backend_name or backend()], whole=True)
     return tokens >= limit
 
 
