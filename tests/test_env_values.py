@@ -4,34 +4,17 @@ the denoising."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from mlx_video import checks
-from tests.helpers import ROOT
+from tests.helpers import run_cli
 from tests.wan_tiny import TINY
 
 
 @pytest.mark.parametrize("value", ["abc", "inf"])
 def test_unfold_budget_refused_through_the_real_command(value, tmp_path):
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
-        COLUMNS="400",
-        MLX_VIDEO_CONV_UNFOLD_GB=value,
-        MLX_VIDEO_CACHE=str(tmp_path / "cache"),
-    )
-    p = subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), "generate", "--model", str(TINY), "--prompt", "a cat", "--dry-run"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    argv = ["generate", "--model", TINY, "--prompt", "a cat", "--dry-run"]
+    p = run_cli(argv, tmp_path, 120, COLUMNS="400", MLX_VIDEO_CONV_UNFOLD_GB=value, MLX_VIDEO_CACHE=str(tmp_path / "c"))
     assert p.returncode == 2, p.stderr
     assert f"$MLX_VIDEO_CONV_UNFOLD_GB must be a finite number >= 0, got '{value}'" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
