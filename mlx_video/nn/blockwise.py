@@ -181,6 +181,7 @@ class BlockWeights:
 
     @property
     def streaming(self) -> bool:
+        """Whether the blocks' weights come from a source (streamed) rather than staying resident."""
         return self.source is not None
 
     def set_hook(self, hook: Callable[[int, Mapping[str, mx.array]], Mapping[str, mx.array]] | None) -> None:
@@ -212,13 +213,16 @@ class BlockWeights:
         mx.async_eval([v for _, v in tree_flatten(self.blocks[i].parameters())])
 
     def dequantizing(self, tokens: int) -> bool:
+        """Whether a forward over ``tokens`` tokens runs the quantized linears dequantized per block."""
         return dequantize_pays(tokens) if self.dequantize is None else self.dequantize
 
     def run(self, step: Callable, state, tokens: int, evaluate: Callable = mx.eval, blocks: Sequence | None = None):
         """``state = step(block, state)`` for each block in order with its weights just in time;
         ``evaluate(state)`` after each block (before the block is released). ``blocks``: the model's block
         list, checked to be the one this was made for (raises ValueError otherwise, e.g. for a copied
-        model that kept the original's BlockWeights). Returns the final state."""
+        model that kept the original's BlockWeights). Returns the final state. When ``step`` or ``evaluate``
+        raises (or the run is interrupted), the streamed blocks that may hold data (the running one and those
+        prefetched) are released before the error propagates, so the next run starts with none resident."""
         if blocks is not None and (
             len(blocks) != len(self.blocks) or any(a is not b for a, b in zip(blocks, self.blocks))
         ):
@@ -226,20 +230,27 @@ class BlockWeights:
         deq = self.dequantizing(tokens)
         n = len(self.blocks)
         ahead = self.resident - 1 if self.streaming else 0
-        for j in range(1, min(ahead, n - 1) + 1):
-            self.prefetch(j)
-        for i, block in enumerate(self.blocks):
-            if self.streaming and 0 < i and i + ahead < n:  # blocks i .. i+ahead in flight
-                self.prefetch(i + ahead)
-            if deq:
-                with dequantized(block, self.dtype):
+        i = 0
+        try:
+            for j in range(1, min(ahead, n - 1) + 1):
+                self.prefetch(j)
+            for i, block in enumerate(self.blocks):
+                if self.streaming and 0 < i and i + ahead < n:  # blocks i .. i+ahead in flight
+                    self.prefetch(i + ahead)
+                if deq:
+                    with dequantized(block, self.dtype):
+                        state = step(block, state)
+                        evaluate(state)
+                else:
                     state = step(block, state)
                     evaluate(state)
-            else:
-                state = step(block, state)
-                evaluate(state)
-            if self.streaming:
-                self.release(i)
+                if self.streaming:
+                    self.release(i)
+        except BaseException:
+            if self.streaming:  # blocks i .. i+ahead may hold data: drop it (their arrays go back to the source's)
+                for j in range(i, min(i + ahead + 1, n)):
+                    self.release(j)
+            raise
         return state
 
 
