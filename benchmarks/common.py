@@ -344,7 +344,6 @@ def bench(
     the labelled extrapolation. Returns the JSON record.
     """
     dtype = resolve_dtype(args)
-    dev = torch_device()
     results: dict[str, Result] = {}
     check = bool(args.check) and not args.skip_reference and not args.skip_mlx
     weights = None
@@ -364,21 +363,7 @@ def bench(
     weights = None
     release_memory()
 
-    record = dict(
-        bench=bench_name,
-        **config,
-        dtype=dtype,
-        torch_device=str(dev),
-        mlx_device=str(mx.default_device()),
-        torch_version=torch.__version__,
-        mlx_version=mx.__version__,
-        host=platform.node(),
-        warmup=args.warmup,
-        repeat=args.repeat,
-        mlx_enable_tf32=os.environ.get("MLX_ENABLE_TF32"),
-        torch_allow_tf32=bool(torch.backends.cuda.matmul.allow_tf32),
-        time=time.strftime("%Y-%m-%d %H:%M:%S"),
-    )
+    record = dict(bench=bench_name, **config, **torch_run_info(args, dtype))
     for name, r in results.items():
         record[name] = dict(
             median_s=r.median,
@@ -403,11 +388,7 @@ def bench(
             if r.peak_bytes is not None and r.block_bytes:
                 record[name]["extrapolated_full_depth_peak_gib"] = (r.peak_bytes + (full - n) * r.block_bytes) / GiB
 
-    out_dir = os.environ.get("OUT")
-    if out_dir:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        with open(Path(out_dir) / "bench.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+    append_jsonl(record)
     _table(bench_name, config, dtype, results, record, layers)
     return record
 
@@ -472,3 +453,42 @@ def write_json(out, record: dict) -> None:
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(record, indent=1))
+
+
+def torch_run_info(args, dtype: str) -> dict:
+    """Where a benchmark of both sides ran and how: ``dtype``, torch and MLX devices and versions, host,
+    ``args.warmup`` / ``args.repeat``, the TF32 settings of both frameworks, local time."""
+    return dict(
+        dtype=dtype,
+        torch_device=str(torch_device()),
+        torch_version=torch.__version__,
+        **mlx_host_info(),
+        warmup=args.warmup,
+        repeat=args.repeat,
+        mlx_enable_tf32=os.environ.get("MLX_ENABLE_TF32"),
+        torch_allow_tf32=bool(torch.backends.cuda.matmul.allow_tf32),
+    )
+
+
+def append_jsonl(record: dict) -> None:
+    """``record`` as one line of ``$OUT/bench.jsonl`` (folder made); nothing when ``$OUT`` is not set."""
+    out_dir = os.environ.get("OUT")
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(out_dir) / "bench.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def random_wan_vae(version: str, seed: int, dim: int | None = None, dtype: mx.Dtype = mx.float32):
+    """A Wan VAE (``version`` "2.2" or "2.1") with random weights (:func:`mlx_random_`) in ``dtype``, and its
+    args. ``dim``: narrow widths for smoke runs (2.2: encoder base 8, decoder base ``dim``; 2.1: base ``dim``);
+    None: the real widths."""
+    from mlx_video.wan import vae21, vae22
+
+    if version == "2.2":
+        args = vae22.Wan22VAEArgs(**({} if dim is None else {"dim": 8, "dec_dim": dim}))
+        vae = vae22.Wan22VAE(args)
+    else:
+        args = vae21.Wan21VAEArgs(**({} if dim is None else {"dim": dim}))
+        vae = vae21.Wan21VAE(args)
+    return mlx_random_(vae, dtype, seed), args

@@ -33,9 +33,7 @@ JSON to ``--out`` (and a line to ``$OUT/bench.jsonl`` when set); a short table l
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -46,7 +44,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from benchmarks.common import _hwm_reset, _status_kib, release_memory
+from benchmarks.common import _hwm_reset, _status_kib, append_jsonl, mlx_host_info, release_memory, write_json
 from benchmarks.random_models import random_wan_pipeline, wan_config
 from mlx_video import memory
 from mlx_video.nn.tiling import Tiling
@@ -264,19 +262,12 @@ def _run(a, cfg, pipe, weights, model, task, n_images, frames, height, width, dt
         peak_gib=max(r["mlx_peak_gib"] for r in ph.rows.values()),
         os_hwm_gib=max((r["os_hwm_gib"] or 0) for r in ph.rows.values()),
         estimate_gib=est,
-        mlx_device=str(mx.default_device()),
-        mlx_version=mx.__version__,
-        host=platform.node(),
-        time=time.strftime("%Y-%m-%d %H:%M:%S"),
+        **mlx_host_info(),
         mp4=str(mp4),
         write_error=write_error,
     )
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(record, indent=1))
-    if os.environ.get("OUT"):
-        with open(Path(os.environ["OUT"]) / "bench.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+    write_json(a.out, record)
+    append_jsonl(record)
     _table(record)
     return record
 

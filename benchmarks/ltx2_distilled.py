@@ -81,13 +81,12 @@ from ltx_core.model.upsampler import LatentUpsamplerConfigurator  # noqa: E402
 from ltx_core.model.upsampler import upsample_video as ref_upsample_video  # noqa: E402
 from ltx_core.model.video_vae import decode_video as ref_decode_video  # noqa: E402
 from ltx_core.model.video_vae.model_configurator import VideoDecoderConfigurator  # noqa: E402
-from ltx_core.model.video_vae.tiling import SpatialTilingConfig, TemporalTilingConfig, TilingConfig  # noqa: E402
 from ltx_core.types import VideoPixelShape  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from benchmarks.common import mx, torch  # noqa: E402
 from benchmarks.ltx2_transformer import FULL_LAYERS, REAL, TEXT_TOKENS, TINY, checkpoint_config, ref_transformer_ctor  # noqa: E402
-from benchmarks.ltx2_vae import TILES, single_file_keys, vae_config  # noqa: E402
+from benchmarks.ltx2_vae import ref_tiling, single_file_keys, vae_config  # noqa: E402
 
 if importlib.util.find_spec("av") is None:  # the GPU machine has no PyAV; ltx_pipelines imports it
 
@@ -123,6 +122,7 @@ from mlx_video.ltx2.pipelines import LTX2Components, LTXSettings, generate  # no
 from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs  # noqa: E402
 from mlx_video.ltx2.video_vae import VideoVAE  # noqa: E402
 from mlx_video.ltx2.video_vae import sanitize as vae_sanitize  # noqa: E402
+from tests.ltx_tiny import audio_vae_config, bwe_vocoder_config  # noqa: E402
 
 FPS = 24.0
 SIZES = {"tiny": (9, 128, 192), "full": (121, 512, 768)}  # frames, height, width (output)
@@ -134,42 +134,15 @@ def audio_config(tiny: bool, model: str = "ltx2") -> dict:
     """LTX-2 audio VAE (docs/ltx2.md 5): ch 128, ch_mult (1,2,4), 2 res blocks, z 8 x 16 mel bins, causal;
     LTX-2.3: no mid-block attention. tiny: ch_mult (1,1,1), 1 res block (ch stays 128: ltx-core sizes the
     latent statistics by ch)."""
-    return {
-        "audio_vae": {
-            "model": {
-                "params": {
-                    "sampling_rate": 16000,
-                    "ddconfig": {
-                        "ch": 128,
-                        "ch_mult": [1, 1, 1] if tiny else [1, 2, 4],
-                        "num_res_blocks": 1 if tiny else 2,
-                        "attn_resolutions": [],
-                        "resolution": 256,
-                        "z_channels": 8,
-                        "in_channels": 2,
-                        "out_ch": 2,
-                        "double_z": True,
-                        "norm_type": "pixel",
-                        "causality_axis": "height",
-                        "mid_block_add_attention": model == "ltx2",
-                        "mel_bins": 64,
-                    },
-                }
-            },
-            "preprocessing": {"stft": {"hop_length": 160, "filter_length": 1024, "causal": True}},
-        }
-    }
-
-
-AMP = dict(  # BigVGAN-v2 generator settings shared by the LTX-2.3 vocoder and its BWE stage (docs/ltx2.md 5)
-    resblock="AMP1",
-    stereo=True,
-    activation="snakebeta",
-    use_tanh_at_final=False,
-    use_bias_at_final=False,
-    resblock_kernel_sizes=[3, 7, 11],
-    resblock_dilation_sizes=[[1, 3, 5]] * 3,
-)
+    return audio_vae_config(
+        128,
+        8,
+        64,
+        256,
+        ch_mult=(1, 1, 1) if tiny else (1, 2, 4),
+        num_res_blocks=1 if tiny else 2,
+        mid_attention=model == "ltx2",
+    )
 
 
 def vocoder_config(ch: int, model: str = "ltx2") -> dict:
@@ -177,27 +150,9 @@ def vocoder_config(ch: int, model: str = "ltx2") -> dict:
     LTX-2.3 (``ch`` = 1536 real): BigVGAN-v2 1536 ch, rates (5,2,2,2,2,2) -> 16 kHz, then the BWE generator
     (ch / 3 = 512 ch, rates (6,5,2,2,2)) -> 48 kHz."""
     if model == "ltx23":
-        return {
-            "vocoder": {
-                "vocoder": {
-                    **AMP,
-                    "upsample_initial_channel": ch,
-                    "upsample_rates": [5, 2, 2, 2, 2, 2],
-                    "upsample_kernel_sizes": [11, 4, 4, 4, 4, 4],
-                },
-                "bwe": {
-                    **AMP,
-                    "upsample_initial_channel": ch // 3,
-                    "upsample_rates": [6, 5, 2, 2, 2],
-                    "upsample_kernel_sizes": [12, 11, 4, 4, 4],
-                    "input_sampling_rate": 16000,
-                    "output_sampling_rate": 48000,
-                    "n_fft": 512,
-                    "hop_length": 80,
-                    "num_mels": 64,
-                },
-            }
-        }
+        return bwe_vocoder_config(
+            ch, ch // 3, stereo=True, resblock_kernel_sizes=[3, 7, 11], resblock_dilation_sizes=[[1, 3, 5]] * 3
+        )
     return {
         "vocoder": {
             "resblock": "1",
@@ -459,10 +414,7 @@ def main(argv=None):
     negative = [rng.standard_normal((1, n_text, d)).astype(np.float32) for d in (ctx_v, ctx_a)]
     (T1, h1, w1), n1 = common.video_tokens(frames, height // 2, width // 2, 8, 32)
     (T2, h2, w2), n2 = common.video_tokens(frames, height, width, 8, 32)
-    tiling = TilingConfig(
-        SpatialTilingConfig(TILES["tile_pixels"], TILES["overlap_pixels"]),
-        TemporalTilingConfig(TILES["tile_frames"], TILES["overlap_frames"]),
-    )
+    tiling = ref_tiling()
 
     # ------------------------------------------------------------------ official building blocks
     def build_reference() -> dict:
@@ -655,34 +607,19 @@ def main(argv=None):
         args,
         config,
         dtype,
-        dev,
         results,
         None if tiny else (layers, FULL_LAYERS),
         (n_steps, official_steps) if two_stage and n_steps != official_steps else None,
     )
 
 
-def report(args, config, dtype, dev, results, layers, steps=None) -> None:
-    import json
-    import platform
-    from pathlib import Path
-
+def report(args, config, dtype, results, layers, steps=None) -> None:
     record = dict(
         bench="ltx2_distilled",
         **config,
-        dtype=dtype,
-        torch_device=str(dev),
-        mlx_device=str(mx.default_device()),
-        torch_version=torch.__version__,
-        mlx_version=mx.__version__,
-        host=platform.node(),
-        warmup=args.warmup,
-        repeat=args.repeat,
-        mlx_enable_tf32=os.environ.get("MLX_ENABLE_TF32"),
-        torch_allow_tf32=bool(torch.backends.cuda.matmul.allow_tf32),
+        **common.torch_run_info(args, dtype),
         reference="ltx-pipelines building blocks in DistilledPipeline's order (not the class: no ledger, "
         "no Gemma); stage2 of MLX's generate includes the lazy upsample, which is also timed alone",
-        time=time.strftime("%Y-%m-%d %H:%M:%S"),
         **results,
     )
     extra = {}
@@ -713,14 +650,8 @@ def report(args, config, dtype, dev, results, layers, steps=None) -> None:
             k: results["official"]["stages"][k]["median_s"] / max(results["mlx"]["stages"][k]["median_s"], 1e-12)
             for k in STAGES
         }
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(record, indent=1))
-    out_dir = os.environ.get("OUT")
-    if out_dir:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        with open(Path(out_dir) / "bench.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+    common.write_json(args.out, record)
+    common.append_jsonl(record)
 
     print()
     for name, r in results.items():
@@ -743,7 +674,7 @@ def report(args, config, dtype, dev, results, layers, steps=None) -> None:
     print(
         "\n== ltx2_distilled: "
         + ", ".join(f"{k} {v}" for k, v in config.items())
-        + f", dtype {dtype}, torch on {dev}, MLX on {mx.default_device()}, median of {args.repeat}"
+        + f", dtype {dtype}, torch on {record['torch_device']}, MLX on {mx.default_device()}, median of {args.repeat}"
     )
     sides = list(results)
     head = (

@@ -56,29 +56,15 @@ from mlx_video.sampling.guidance import (
     LTX23_AUDIO_GUIDANCE,
     LTX23_VIDEO_GUIDANCE,
 )
-from tests.ltx_tiny import transformer_config
+from tests.ltx_tiny import attention_widths, transformer_config
 from tests.oracles import ltx_core_positions, ltx_core_transformer
 
 FPS = 24.0
 PASSES = ("cond", "stg", "isolated", "step")
 TEXT_TOKENS = 1024
 FULL_LAYERS = 48
-REAL = dict(
-    num_attention_heads=32,
-    attention_head_dim=128,
-    cross_attention_dim=4096,
-    audio_num_attention_heads=32,
-    audio_attention_head_dim=64,
-    audio_cross_attention_dim=2048,
-)
-TINY = dict(
-    num_attention_heads=2,
-    attention_head_dim=128,
-    cross_attention_dim=256,
-    audio_num_attention_heads=2,
-    audio_attention_head_dim=64,
-    audio_cross_attention_dim=128,
-)
+REAL = attention_widths(32, 128, 4096, 32, 64, 2048)
+TINY = attention_widths(2, 128, 256, 2, 64, 128)
 SIZES = {"tiny": (9, 64, 64), "mid": (25, 256, 384), "full": (121, 512, 768)}  # frames, height, width
 
 

@@ -94,6 +94,25 @@ def single_file_keys(state: dict) -> dict:
     return {k if k.startswith("per_channel_statistics.") else "decoder." + k: v for k, v in state.items()}
 
 
+def ref_tiling() -> TilingConfig:
+    """ltx-core's TilingConfig for :data:`TILES` (its ``TilingConfig.default()``)."""
+    return TilingConfig(
+        SpatialTilingConfig(TILES["tile_pixels"], TILES["overlap_pixels"]),
+        TemporalTilingConfig(TILES["tile_frames"], TILES["overlap_frames"]),
+    )
+
+
+def decode_case(args) -> tuple[dict, tuple, tuple, np.ndarray]:
+    """What a decode benchmark decodes for ``args`` (--model, --size, --video, --seed): the decoder config
+    (base channels 16 at tiny, else the real 128), the video (frames, height, width), its latent grid (T, h, w)
+    and the latent drawn from ``args.seed``, float32 [1, 128, T, h, w]."""
+    cfg = vae_config(args.model, 16 if args.size == "tiny" else 128)
+    frames, height, width = tuple(int(u) for u in args.video.split("x")) if args.video else SIZES[args.size]
+    (T, h, w), _ = common.video_tokens(frames, height, width, 8, 32)
+    z = np.random.default_rng(args.seed).standard_normal((1, 128, T, h, w)).astype(np.float32)
+    return cfg, (frames, height, width), (T, h, w), z
+
+
 def main():
     p = common.parser(__doc__.split("\n")[0], list(SIZES), layers=False)
     p.add_argument("--model", choices=list(DECODERS), default="ltx2")
@@ -108,22 +127,16 @@ def main():
     )
     args = p.parse_args()
     vv.CONV3D_MODE = args.conv3d
-    cfg = vae_config(args.model, 16 if args.size == "tiny" else 128)
-    frames, height, width = tuple(int(u) for u in args.video.split("x")) if args.video else SIZES[args.size]
-    (T, h, w), _ = common.video_tokens(frames, height, width, 8, 32)
+    cfg, (frames, height, width), (T, h, w), z = decode_case(args)
     dtype = common.resolve_dtype(args)
     dev = common.torch_device()
-    z = np.random.default_rng(args.seed).standard_normal((1, 128, T, h, w)).astype(np.float32)
     tiled = args.tiling == "default"
 
     def build_reference() -> common.Side:
         tdt = common.TORCH_DTYPES[dtype]
         dec = common.torch_build(lambda: VideoDecoderConfigurator.from_config(cfg), dev, tdt, args.seed)
         zt = torch.from_numpy(z).to(dev, tdt)
-        tiling = TilingConfig(
-            SpatialTilingConfig(TILES["tile_pixels"], TILES["overlap_pixels"]),
-            TemporalTilingConfig(TILES["tile_frames"], TILES["overlap_frames"]),
-        )
+        tiling = ref_tiling()
         run = (lambda: list(dec.tiled_decode(zt, tiling))) if tiled else (lambda: dec(zt))
         return common.Side(
             run,

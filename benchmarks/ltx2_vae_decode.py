@@ -32,12 +32,11 @@ import time
 import numpy as np
 from ltx_core.model.video_vae import decode_video as ref_decode_video
 from ltx_core.model.video_vae.model_configurator import VideoDecoderConfigurator
-from ltx_core.model.video_vae.tiling import SpatialTilingConfig, TemporalTilingConfig, TilingConfig
 
 from benchmarks import common
 from benchmarks.common import mx, torch
 from benchmarks.ltx2_distilled import mlx_video_vae
-from benchmarks.ltx2_vae import DECODERS, SIZES, TILES, vae_config
+from benchmarks.ltx2_vae import DECODERS, SIZES, TILES, decode_case, ref_tiling
 from mlx_video.ltx2 import video_vae as vv
 from mlx_video.ltx2.pipelines import LTX2Components, decode_frames
 from mlx_video.nn import conv
@@ -90,22 +89,16 @@ def main():
         variants = [(v, parse_variant(v)) for v in args.variants.split(",")]
     except ValueError as e:
         p.error(str(e))
-    cfg = vae_config(args.model, 16 if args.size == "tiny" else 128)
-    frames, height, width = tuple(int(u) for u in args.video.split("x")) if args.video else SIZES[args.size]
-    (T, h, w), _ = common.video_tokens(frames, height, width, 8, 32)
+    cfg, (frames, height, width), (T, h, w), z = decode_case(args)
     dtype = common.resolve_dtype(args)
     dev = common.torch_device()
-    z = np.random.default_rng(args.seed).standard_normal((1, 128, T, h, w)).astype(np.float32)
     rows = []  # (name, times, peak GiB, uint8 frames)
 
     if not args.skip_reference:
         tdt = common.TORCH_DTYPES[dtype]
         dec = common.torch_build(lambda: VideoDecoderConfigurator.from_config(cfg), dev, tdt, args.seed)
         zt = torch.from_numpy(z).to(dev, tdt)
-        tiling = TilingConfig(
-            SpatialTilingConfig(TILES["tile_pixels"], TILES["overlap_pixels"]),
-            TemporalTilingConfig(TILES["tile_frames"], TILES["overlap_frames"]),
-        )
+        tiling = ref_tiling()
         cuda = torch.cuda.is_available()
         sync = torch.cuda.synchronize if cuda else (lambda: None)
         if cuda:

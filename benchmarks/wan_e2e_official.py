@@ -523,13 +523,8 @@ def main(argv=None):
         if o["step_s"] and m["step_s"]:
             ratio["step"] = _median_step(m["step_s"]) / _median_step(o["step_s"])
         record["ratio_mlx_over_official"] = ratio
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(record, indent=1))
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"]).mkdir(parents=True, exist_ok=True)
-        with open(Path(os.environ["OUT"]) / "bench.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+    common.write_json(a.out, record)
+    common.append_jsonl(record)
     _table(record)
     return record
 

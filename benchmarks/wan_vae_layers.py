@@ -29,17 +29,14 @@ JSON to ``--out``; tables on stdout.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from benchmarks.common import mlx_random_, random_normal
+from benchmarks.common import mlx_host_info, mlx_nbytes, random_normal, random_wan_vae, write_json
 from mlx_video.wan import vae21, vae22, vae_blocks
 from mlx_video.wan.vae_blocks import CausalCache
 
@@ -217,12 +214,7 @@ def main(argv=None):
     v = a.version
     dim = a.dec_dim or (8 if a.size == "tiny" else None)
     narrow = dim is not None
-    args = (
-        vae22.Wan22VAEArgs(**({"dim": 8, "dec_dim": dim} if narrow else {}))
-        if v == "2.2"
-        else vae21.Wan21VAEArgs(**({"dim": dim} if narrow else {}))
-    )
-    vae = mlx_random_((vae22.Wan22VAE if v == "2.2" else vae21.Wan21VAE)(args), mx.float32, a.seed)
+    vae, args = random_wan_vae(v, a.seed, dim)
     vae.set_dtype(getattr(mx, a.dtype))
     del vae.encoder  # decode only: the weights counted are the decoder's
     mx.eval(vae.parameters())
@@ -234,7 +226,7 @@ def main(argv=None):
     z = random_normal((1, 2, height // s, width // s, args.z_dim), a.seed + 1)
     mx.eval(z)
     unfold = None if a.unfold_gb is None else int(a.unfold_gb * GIB)
-    weights = sum(x.nbytes for x in _leaves(vae.parameters())) / MIB
+    weights = mlx_nbytes(vae) / MIB
     chunks = [run_chunk(vae, z, c, a.split == "resnet", a.frames_per_chunk, unfold) for c in a.chunks.split(",")]
     record = dict(
         bench="wan_vae_layers",
@@ -248,14 +240,9 @@ def main(argv=None):
         unfold_gb=a.unfold_gb,
         weights_mib=weights,
         chunks=chunks,
-        mlx_device=str(mx.default_device()),
-        mlx_version=mx.__version__,
-        host=platform.node(),
-        time=time.strftime("%Y-%m-%d %H:%M:%S"),
+        **mlx_host_info(),
     )
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(record, indent=1))
+    write_json(a.out, record)
     print(
         f"\n== wan_vae_layers: Wan{v} VAE decoder ({record['widths']} widths, {a.dtype}), {record['video']} "
         f"(latent {record['latent']}), weights {weights:.0f} MiB, MLX {mx.__version__} on {mx.default_device()}"
@@ -280,12 +267,6 @@ def main(argv=None):
                 f"{r['temp_mib']:>9.1f} {r['ms']:>8.1f}"
             )
     return record
-
-
-def _leaves(tree):
-    from mlx.utils import tree_flatten
-
-    return [x for _, x in tree_flatten(tree)]
 
 
 if __name__ == "__main__":

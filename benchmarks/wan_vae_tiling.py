@@ -27,18 +27,15 @@ Wan2.2 decode at this size (H100, bf16 autocast) is 6.90 s / 21.25 GiB (benchmar
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 
-from benchmarks.common import mlx_random_, random_normal, release_memory
+from benchmarks.common import mlx_host_info, random_normal, random_wan_vae, release_memory, write_json
 from mlx_video.nn.tiling import Tiling
-from mlx_video.wan import vae21, vae22, vae_blocks
+from mlx_video.wan import vae_blocks
 
 GIB = float(1 << 30)
 SIZES = {
@@ -118,12 +115,7 @@ def main(argv=None):
 
     v = a.version
     narrow = a.size == "tiny"
-    args = (
-        vae22.Wan22VAEArgs(**({"dim": 8, "dec_dim": 8} if narrow else {}))
-        if v == "2.2"
-        else vae21.Wan21VAEArgs(**({"dim": 8} if narrow else {}))
-    )
-    vae = mlx_random_((vae22.Wan22VAE if v == "2.2" else vae21.Wan21VAE)(args), mx.float32, a.seed)
+    vae, args = random_wan_vae(v, a.seed, 8 if narrow else None)
     frames, height, width = tuple(int(u) for u in a.video.split("x")) if a.video else SIZES[a.size][v]
     st, s, _ = vae.stride
     T, h, w = 1 + (frames - 1) // st, height // s, width // s
@@ -197,14 +189,9 @@ def main(argv=None):
         latent=f"{T}x{h}x{w}x{args.z_dim}",
         widths="narrow" if narrow else "real",
         rows=rows,
-        mlx_device=str(mx.default_device()),
-        mlx_version=mx.__version__,
-        host=platform.node(),
-        time=time.strftime("%Y-%m-%d %H:%M:%S"),
+        **mlx_host_info(),
     )
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(record, indent=1))
+    write_json(a.out, record)
     print(
         f"\n== wan_vae_tiling: Wan{v} VAE ({record['widths']} widths), {record['video']} "
         f"(latent {record['latent']}), "

@@ -7,6 +7,7 @@ the Python API refuse the same values with the same message (the CLI prints it a
 from __future__ import annotations
 
 import math
+import os
 
 SEED_MAX = 2**32 - 1  # seeds are reduced into [0, 2**32) (the official scripts draw from that range)
 
@@ -58,6 +59,24 @@ def seed(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"seed must be a whole number, got {value!r}")
     return value % (SEED_MAX + 1)
+
+
+def env_number(name: str, default: float, low: float = 0.0, whole: bool = False) -> float:
+    """The environment variable ``name`` as a finite number >= ``low`` (``whole``: a whole number, returned as an
+    int), or ``default`` when it is unset or empty. Raises ValueError naming the variable and its value
+    otherwise (a tuning variable read when a module loads or a model runs must not fail as a bare
+    ``float()`` / ``int()`` error, or overflow)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    kind = "a whole number" if whole else "a finite number"
+    try:
+        v = float(raw)
+    except ValueError:
+        v = math.nan
+    if not math.isfinite(v) or v < low or (whole and not v.is_integer()):
+        raise ValueError(f"${name} must be {kind} >= {low:g}, got {raw!r}")
+    return int(v) if whole else v
 
 
 class ConfigKeys(dict):

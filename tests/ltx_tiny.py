@@ -15,19 +15,31 @@ CHECKPOINT_SETTINGS = dict(
     norm_eps=1e-6,
 )
 LTX23_OPTIONS = dict(apply_gated_attention=True, cross_attention_adaln=True, caption_proj_before_connector=True)
+
+
+def attention_widths(
+    heads: int, head_dim: int, context: int, audio_heads: int, audio_head_dim: int, audio_context: int
+):
+    """The transformer config's attention widths: video and audio heads x head dim, and the text context width
+    each stream's cross-attention reads (real LTX-2: 32 x 128, 4096; audio 32 x 64, 2048)."""
+    return dict(
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        cross_attention_dim=context,
+        audio_num_attention_heads=audio_heads,
+        audio_attention_head_dim=audio_head_dim,
+        audio_cross_attention_dim=audio_context,
+    )
+
+
 # 2 layers, video 2 heads x 16, audio 2 heads x 8, 8 latent channels each, caption channels 16
 TINY_WIDTHS = dict(
-    num_attention_heads=2,
-    attention_head_dim=16,
+    attention_widths(2, 16, 32, 2, 8, 16),
     in_channels=8,
     out_channels=8,
     num_layers=2,
-    cross_attention_dim=32,
-    audio_num_attention_heads=2,
-    audio_attention_head_dim=8,
     audio_in_channels=8,
     audio_out_channels=8,
-    audio_cross_attention_dim=16,
     caption_channels=16,
 )
 
@@ -42,9 +54,19 @@ def transformer_config(flavour: str, widths: dict = TINY_WIDTHS, settings: dict 
     return {"transformer": t}
 
 
-def audio_vae_config(ch: int, z_channels: int, mel_bins: int, resolution: int, attn_resolutions=()) -> dict:
+def audio_vae_config(
+    ch: int,
+    z_channels: int,
+    mel_bins: int,
+    resolution: int,
+    attn_resolutions=(),
+    ch_mult=(1, 2, 4),
+    num_res_blocks: int = 1,
+    mid_attention: bool = True,
+) -> dict:
     """``{"audio_vae": ...}`` in the embedded-config layout: the released stereo 16 kHz causal settings
-    (pixel norm, causal along time, STFT hop 160 / 1024) at these sizes."""
+    (pixel norm, causal along time, STFT hop 160 / 1024) at these sizes (``mid_attention``: the mid block's
+    attention, on in LTX-2, off in LTX-2.3)."""
     return {
         "audio_vae": {
             "model": {
@@ -52,8 +74,8 @@ def audio_vae_config(ch: int, z_channels: int, mel_bins: int, resolution: int, a
                     "sampling_rate": 16000,
                     "ddconfig": {
                         "ch": ch,
-                        "ch_mult": [1, 2, 4],
-                        "num_res_blocks": 1,
+                        "ch_mult": list(ch_mult),
+                        "num_res_blocks": num_res_blocks,
                         "attn_resolutions": list(attn_resolutions),
                         "resolution": resolution,
                         "z_channels": z_channels,
@@ -62,7 +84,7 @@ def audio_vae_config(ch: int, z_channels: int, mel_bins: int, resolution: int, a
                         "double_z": True,
                         "norm_type": "pixel",
                         "causality_axis": "height",
-                        "mid_block_add_attention": True,
+                        "mid_block_add_attention": mid_attention,
                         "mel_bins": mel_bins,
                     },
                 }
@@ -85,6 +107,35 @@ def vocoder_config(resblock_kernel_sizes: list, resblock_dilation_sizes: list) -
             "resblock_kernel_sizes": resblock_kernel_sizes,
             "resblock_dilation_sizes": resblock_dilation_sizes,
             "output_sampling_rate": 24000,
+        }
+    }
+
+
+# BigVGAN-v2 generator settings of the LTX-2.3 vocoder and its bandwidth-extension stage (docs/ltx2.md 5)
+AMP = dict(resblock="AMP1", activation="snakebeta", use_tanh_at_final=False, use_bias_at_final=False)
+# the released BWE stage: 16 kHz mel (512-point STFT, hop 80, 64 bins) -> 48 kHz, rates (6, 5, 2, 2, 2)
+BWE_SETTINGS = dict(
+    upsample_rates=[6, 5, 2, 2, 2],
+    upsample_kernel_sizes=[12, 11, 4, 4, 4],
+    input_sampling_rate=16000,
+    output_sampling_rate=48000,
+    n_fft=512,
+    hop_length=80,
+    num_mels=64,
+)
+
+
+def bwe_vocoder_config(ch: int, bwe_ch: int, rates=(5, 2, 2, 2, 2, 2), kernels=(11, 4, 4, 4, 4, 4), **amp) -> dict:
+    """``{"vocoder": {"vocoder": ..., "bwe": ...}}``: LTX-2.3's vocoder (``ch`` initial channels, upsampling
+    ``rates`` with ``kernels``; default the released 16 kHz ones) followed by the released BWE stage with
+    ``bwe_ch`` initial channels; ``amp``: more generator settings for both (stereo, residual kernels...)."""
+    gen = dict(AMP, **amp)
+    return {
+        "vocoder": {
+            "vocoder": dict(
+                gen, upsample_initial_channel=ch, upsample_rates=list(rates), upsample_kernel_sizes=list(kernels)
+            ),
+            "bwe": dict(gen, upsample_initial_channel=bwe_ch, **BWE_SETTINGS),
         }
     }
 

@@ -12,19 +12,25 @@ import pytest
 from tests.helpers import ROOT
 
 
-def test_e2e_tiny_writes_json(tmp_path):
+def _e2e(tmp_path, *args, timeout=600):
+    """``python -m benchmarks.e2e ARGS --out tmp_path/e2e.json`` with ``$OUT`` = tmp_path (must succeed):
+    the finished process and its JSON record."""
     out = tmp_path / "e2e.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT), OUT=str(tmp_path))
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.e2e", "--size", "tiny", "--case", "ti2v", "--steps", "2", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks.e2e", *args, "--out", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(out.read_text())
+    return proc, json.loads(out.read_text())
+
+
+def test_e2e_tiny_writes_json(tmp_path):
+    proc, r = _e2e(tmp_path, "--size", "tiny", "--case", "ti2v", "--steps", "2", timeout=300)
     assert list(r["phases"]) == ["plan", "text", "encode", "denoise", "decode", "write"]
     assert len(r["step_s"]) == 2 and r["denoise_50_s"] > 0
     for row in r["phases"].values():
@@ -57,15 +63,9 @@ def test_e2e_mid_widths_estimate_within_25_percent(tmp_path):
     from benchmarks.random_models import wan_config
     from mlx_video import memory as M
 
-    out = tmp_path / "e2e.json"
     args = ["--size", "mid", "--case", "i2v-A14B", "--steps", "2", "--layers", "2", "--dit-dim", "1024"]
-    args += ["--video", "5x16x16", "--inject-context", "--out", str(out)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OUT=str(tmp_path))
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.e2e", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(out.read_text())
+    args += ["--video", "5x16x16", "--inject-context"]
+    _, r = _e2e(tmp_path, *args)
     est = r["estimate_gib"]
     for phase, key in (("encode", "image"), ("denoise", "denoise"), ("decode", "decode")):
         measured = r["phases"][phase]["mlx_peak_gib"]
@@ -88,15 +88,9 @@ def test_e2e_budget_plan_streams_or_quantizes_from_a_weights_file(tmp_path, budg
     from benchmarks.random_models import wan_config
     from mlx_video import memory as M
 
-    out = tmp_path / "e2e.json"
     args = ["--size", "tiny", "--case", "t2v", "--steps", "1", "--layers", "20", "--dit-dim", "256"]
-    args += ["--video", "5x32x32", "--inject-context", "--budget", str(budget), "--out", str(out)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OUT=str(tmp_path))
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.e2e", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(out.read_text())
+    args += ["--video", "5x32x32", "--inject-context", "--budget", str(budget)]
+    _, r = _e2e(tmp_path, *args)
     plan = r["memory_plan"]
     assert plan["stream_blocks"] == streamed and r["stream_blocks"] == streamed
     assert (plan["quantize_bits"] is None) == bool(streamed)

@@ -188,6 +188,32 @@ def test_swap_restored_on_error(bf16_file):
     assert isinstance(qm.blocks[0].self_attn.q, nn.QuantizedLinear)
 
 
+def test_streamed_blocks_released_after_an_error(bf16_file):
+    """A block that raises mid-loop leaves no streamed block holding data: the running one and the prefetched ones
+    are released (given fresh arrays from the source) before the error propagates."""
+    args, path = bf16_file
+    m = _loaded(args, path)
+    src = SafetensorsBlocks(path)
+    reads = []
+
+    def source(i):
+        reads.append(i)
+        return src(i)
+
+    bw = BlockWeights(m.blocks, source, resident=2)
+    assert reads == [0, 1, 2, 3]  # attaching releases every block
+    reads.clear()
+
+    def step(block, h):
+        if block is m.blocks[1]:
+            raise RuntimeError("in block 1")
+        return h
+
+    with pytest.raises(RuntimeError, match="in block 1"):
+        bw.run(step, mx.zeros((1,)), tokens=1)
+    assert sorted(reads) == [0, 1, 2]  # 0 after it ran; 1 (failed) and 2 (prefetched) on the way out
+
+
 def test_other_models_blocks_refused(bf16_file):
     args, path = bf16_file
     a, b = _loaded(args, path), _loaded(args, path)

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 
 import mlx.core as mx
 import numpy as np
@@ -30,7 +27,7 @@ from mlx_video.io.images import load_image
 from mlx_video.ltx2 import loading
 from mlx_video.ltx2 import pipelines as P
 from mlx_video.result import NonFiniteError
-from tests.helpers import ASSETS, IMAGES, ROOT
+from tests.helpers import ASSETS, IMAGES, run_cli
 from tests.ltx_tiny import convert_tiny
 
 TINY = ASSETS / "tiny-LTX-2"
@@ -109,27 +106,7 @@ def test_bad_values_exit_2_with_one_line_and_no_file(argv, fragment, model_dir, 
     ],
 )
 def test_bad_values_in_a_real_process(argv, fragment, model_dir, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    p = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "cli.py"),
-            "generate",
-            "--model",
-            str(model_dir),
-            "--prompt",
-            "x",
-            *SMALL,
-            *argv,
-            "-o",
-            str(tmp_path / "x.mp4"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-    )
+    p = run_cli(["generate", "--model", model_dir, "--prompt", "x", *SMALL, *argv, "-o", tmp_path / "x.mp4"], tmp_path)
     assert p.returncode == 2, p.stderr
     assert fragment in p.stderr and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []

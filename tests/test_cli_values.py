@@ -3,9 +3,6 @@ one-line message, through the real CLI (in-process for the table, a few in subpr
 no output file, no converted-model cache. Plus the Python API's seed rule, the non-finite guard, and
 run-to-run determinism on the tiny model."""
 
-import os
-import subprocess
-import sys
 from dataclasses import replace
 
 import mlx.core as mx
@@ -17,7 +14,7 @@ from mlx_video.cli import _expand_multi, app
 from mlx_video.result import NonFiniteError
 from mlx_video.wan.pipeline import WanPipeline
 from mlx_video.wan.settings import WanSettings
-from tests.helpers import IMAGES, ROOT
+from tests.helpers import IMAGES, run_cli
 from tests.wan_tiny import TINY
 
 IMG = str(IMAGES / "astronaut.png")  # 512x512
@@ -158,15 +155,7 @@ def test_bad_value_through_the_real_command(case_id, dirs):
     out, cache = dirs
     argv = dict((c[0], c[1]) for c in CASES)[case_id]
     fragment = dict((c[0], c[2]) for c in CASES)[case_id]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="400")
-    p = subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), *_argv(case_id, argv, out)],
-        cwd=out,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    p = run_cli(_argv(case_id, argv, out), out, 120, COLUMNS="400")
     assert p.returncode == 2, p.stderr
     assert fragment in " ".join(p.stderr.split()) and "Traceback" not in p.stderr, p.stderr
     assert list(out.iterdir()) == [] and not cache.exists()

@@ -30,7 +30,7 @@ from mlx_video.io.atomic import TMP_MARK, atomic_path
 from mlx_video.io.checkpoint import MANIFEST, DestinationError, is_ours
 from mlx_video.io.torch_pickle import byte_budget, load_pth
 from mlx_video.io.weights import SAFETENSORS_DTYPES, WeightsError, load_safetensors, save_safetensors
-from tests.helpers import ASSETS, ROOT
+from tests.helpers import ASSETS, ROOT, run_cli
 
 WAN = ASSETS / "tiny-Wan2.2-TI2V-5B"
 LTX = ASSETS / "tiny-LTX-2"
@@ -695,18 +695,10 @@ def _cases(tmp: Path) -> list[tuple[list[str], str]]:
 
 
 def test_cli_bad_files_one_line_exit_2_no_traceback_no_files(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MLX_VIDEO_CACHE=str(tmp_path / "cache"))
     cases = _cases(tmp_path)
     for argv, fragment in cases:
         before = sorted(tmp_path.rglob("*"))
-        r = subprocess.run(
-            [sys.executable, str(ROOT / "cli.py"), *argv],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=300,
-        )
+        r = run_cli(argv, tmp_path, MLX_VIDEO_CACHE=str(tmp_path / "cache"))
         errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]  # after any progress line
         assert r.returncode == 2 and len(errors) == 1 and r.stderr.strip().endswith(errors[0]), (argv, r.stderr)
         assert fragment in errors[0] and "Traceback" not in r.stderr, (argv, r.stderr)

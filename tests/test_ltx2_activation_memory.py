@@ -15,25 +15,12 @@ import pytest
 from benchmarks import common, ltx2_block_memory
 from benchmarks.ltx2_transformer import checkpoint_config
 from mlx_video.ltx2.transformer import PHASES, LTXModel, LTXModelArgs, Modality, Perturbations
+from tests.ltx_tiny import attention_widths
 
-NARROW = dict(
-    num_attention_heads=2,
-    attention_head_dim=16,
-    cross_attention_dim=32,
-    audio_num_attention_heads=2,
-    audio_attention_head_dim=8,
-    audio_cross_attention_dim=16,
-)
+NARROW = attention_widths(2, 16, 32, 2, 8, 16)
 # small but wide: heads of 256 so that the attention scores (materialised by MLX's CPU attention) stay small
 # next to the [T, D] activations the bound is about
-WIDE = dict(
-    num_attention_heads=2,
-    attention_head_dim=256,
-    cross_attention_dim=512,
-    audio_num_attention_heads=2,
-    audio_attention_head_dim=128,
-    audio_cross_attention_dim=256,
-)
+WIDE = attention_widths(2, 256, 512, 2, 128, 256)
 
 
 def _model(flavour: str, widths: dict, layers: int, dtype=mx.float32) -> LTXModel:

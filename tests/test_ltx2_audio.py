@@ -15,7 +15,7 @@ import torch
 from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.ltx2 import audio_vae as av
 from mlx_video.ltx2 import vocoder as vc
-from tests.ltx_tiny import audio_vae_config, vocoder_config
+from tests.ltx_tiny import AMP, audio_vae_config, bwe_vocoder_config, vocoder_config
 from tests.oracles import randomize_, rel_err
 
 TOL = 1e-4
@@ -25,31 +25,8 @@ VAE_CFG = audio_vae_config(ch=16, z_channels=4, mel_bins=16, resolution=16, attn
 
 HIFI_CFG = vocoder_config([3, 5], [[1, 3, 5], [1, 2, 3]])
 
-_AMP = {
-    "resblock": "AMP1",
-    "stereo": True,
-    "activation": "snakebeta",
-    "use_tanh_at_final": False,
-    "use_bias_at_final": False,
-    "resblock_kernel_sizes": [3],
-    "resblock_dilation_sizes": [[1, 3, 5]],
-}
-BWE_CFG = {
-    "vocoder": {
-        "vocoder": {**_AMP, "upsample_initial_channel": 16, "upsample_rates": [2, 2], "upsample_kernel_sizes": [4, 4]},
-        "bwe": {
-            **_AMP,
-            "upsample_initial_channel": 32,
-            "upsample_rates": [6, 5, 2, 2, 2],
-            "upsample_kernel_sizes": [12, 11, 4, 4, 4],
-            "input_sampling_rate": 16000,
-            "output_sampling_rate": 48000,
-            "n_fft": 512,
-            "hop_length": 80,
-            "num_mels": 64,
-        },
-    }
-}
+_AMP = dict(AMP, stereo=True, resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3, 5]])
+BWE_CFG = bwe_vocoder_config(16, 32, [2, 2], [4, 4], **_AMP)
 
 
 def _mx(t: torch.Tensor, *perm) -> mx.array:
@@ -324,33 +301,7 @@ def test_bwe_vocoder_matches_diffusers():
 def test_config_parsing_real_sizes():
     ltx2 = vc.VocoderArgs.from_config({"resblock": "1", "stereo": True})
     assert ltx2.upsample_rates == (6, 5, 2, 2, 2) and ltx2.final_activation == "tanh"
-    bwe = vc.BWEVocoderArgs.from_config(
-        {
-            "vocoder": {
-                "vocoder": {
-                    "resblock": "AMP1",
-                    "activation": "snakebeta",
-                    "upsample_initial_channel": 1536,
-                    "upsample_rates": [5, 2, 2, 2, 2, 2],
-                    "upsample_kernel_sizes": [11, 4, 4, 4, 4, 4],
-                    "use_tanh_at_final": False,
-                    "use_bias_at_final": False,
-                },
-                "bwe": {
-                    "resblock": "AMP1",
-                    "activation": "snakebeta",
-                    "upsample_initial_channel": 512,
-                    "upsample_rates": [6, 5, 2, 2, 2],
-                    "upsample_kernel_sizes": [12, 11, 4, 4, 4],
-                    "input_sampling_rate": 16000,
-                    "output_sampling_rate": 48000,
-                    "n_fft": 512,
-                    "hop_length": 80,
-                    "num_mels": 64,
-                },
-            }
-        }
-    )
+    bwe = vc.BWEVocoderArgs.from_config(bwe_vocoder_config(1536, 512))
     assert bwe.vocoder.final_activation == "clamp" and bwe.vocoder.output_sampling_rate == 16000
     assert bwe.bwe.final_activation is None and bwe.output_sampling_rate == 48000
     args = av.AudioVAEArgs.from_config(

@@ -349,6 +349,19 @@ def test_truncated_and_foreign_files(cases, tmp_path):
     _assert_fails(case, tmp_path, case.paths["checkpoint"], str(ups), "config", upsamplers=[ups])
 
 
+@pytest.mark.parametrize("missing", ["checkpoint", "distilled_lora", "upsampler"])
+def test_missing_source_files_are_weights_errors(cases, tmp_path, missing):
+    """A source file that does not exist is a WeightsError naming it (the documented error, one line in the CLI),
+    not a FileNotFoundError from the progress report's sizes; nothing is written."""
+    case = cases("2.0")
+    nope = tmp_path / "nope.safetensors"
+    ckpt = nope if missing == "checkpoint" else case.paths["checkpoint"]
+    kw = {"distilled_lora": nope} if missing == "distilled_lora" else {}
+    if missing == "upsampler":
+        kw["upsamplers"] = [nope]
+    _assert_fails(case, tmp_path, ckpt, str(nope), **kw)
+
+
 def test_v2_connectors_need_the_gemma_width(cases, tmp_path):
     """LTX-2.3's projections do not reveal Gemma's width: without the Gemma folder the 12B default
     (3840) is assumed, which this tiny checkpoint does not match."""

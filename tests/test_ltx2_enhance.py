@@ -18,6 +18,7 @@ from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.ltx2 import enhance as E
 from mlx_video.ltx2 import gemma_vision as gv
 from mlx_video.ltx2 import text_encoder as te
+from scripts.make_tiny_ltx2 import GEMMA_VISION
 from tests import test_ltx2_pipelines as pipes
 from tests import test_ltx2_text as text
 from tests.ltx_tiny import gemma_legacy_names
@@ -104,16 +105,7 @@ def mm(tmp_path_factory):
     fast.chat_template = TEMPLATE
     fast.save_pretrained(str(src))
     text_cfg = {**text.GEMMA_TEXT, "vocab_size": 64}
-    vision = dict(
-        model_type="siglip_vision_model",
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=SIZE,
-        patch_size=14,
-        vision_use_head=False,
-    )
+    vision = dict(GEMMA_VISION, num_hidden_layers=2, image_size=SIZE, vision_use_head=False)
     ids = {t: vocab[t] for t in IMAGE_TOKENS}
     config = Gemma3Config(
         text_config=text_cfg,

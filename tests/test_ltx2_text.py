@@ -17,6 +17,7 @@ import torch
 
 from mlx_video.io.weights import WeightsError, load_strict
 from mlx_video.ltx2 import text_encoder as te
+from scripts.make_tiny_ltx2 import GEMMA_VISION
 from tests.ltx_tiny import gemma_legacy_names
 from tests.oracles import randomize_, rel_err
 
@@ -104,17 +105,8 @@ def gemma(tok_dir):
     from ltx_core.text_encoders.gemma.tokenizer import LTXVGemmaTokenizer
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
-    vision = dict(
-        model_type="siglip_vision_model",
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=28,
-        patch_size=14,
-    )
     hf = Gemma3ForConditionalGeneration(
-        Gemma3Config(text_config=dict(GEMMA_TEXT), vision_config=vision, mm_tokens_per_image=4)
+        Gemma3Config(text_config=dict(GEMMA_TEXT), vision_config=dict(GEMMA_VISION), mm_tokens_per_image=4)
     ).eval()
     randomize_(hf, seed=1, std=0.1, buffers=False)  # embed_scale, RoPE inv_freq: constants
     ref = GemmaTextEncoder(model=hf, tokenizer=LTXVGemmaTokenizer(str(tok_dir), max_length=L), dtype=torch.float32)

@@ -16,6 +16,7 @@ from mlx_video import memory as M
 from mlx_video.wan import pipeline as P
 from mlx_video.wan.checkpoint import convert_wan
 from tests.helpers import IMAGES
+from tests.wan_tiny import contexts
 
 A14B = Path(__file__).resolve().parents[1] / "assets" / "tiny-Wan2.2-I2V-A14B"
 RUN = dict(task="i2v-A14B", images=[IMAGES / "chelsea.png"], size="64*48", frame_num=5, sample_steps=4)
@@ -25,11 +26,6 @@ RUN = dict(task="i2v-A14B", images=[IMAGES / "chelsea.png"], size="64*48", frame
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return convert_wan(A14B, tmp_path_factory.mktemp("conv") / "a14b", dtype="float32")
-
-
-def _context(pipe):
-    dim = pipe.cfg["dit"]["text_dim"]
-    return [mx.random.normal((n, dim), key=mx.random.key(n)) for n in (5, 8)]
 
 
 class Loads:
@@ -54,7 +50,7 @@ class Loads:
 def test_offload_frees_the_first_expert_before_the_second_loads(folder, monkeypatch):
     pipe = P.WanPipeline(folder, dtype=mx.float32, offload=True)
     loads = Loads(monkeypatch)
-    pipe.generate(**RUN, context=_context(pipe))
+    pipe.generate(**RUN, context=contexts(pipe.cfg["dit"]["text_dim"], (5, 8)))
     assert [(n, alive) for n, alive, _ in loads.log] == [("dit_high", []), ("dit_low", [])]
     # active memory when the low-noise expert starts to load: back to what it was before the high one
     (_, _, before_high), (_, _, before_low) = loads.log
@@ -83,7 +79,7 @@ def test_kept_models_swap_experts_when_both_do_not_fit(folder, monkeypatch):
     assert mp.swap_experts and mp.steps == ["one expert resident"] and pipe.swap_experts
     assert "one A14B expert resident" in mp.summary()
     loads = Loads(monkeypatch)
-    ctx = _context(pipe)
+    ctx = contexts(pipe.cfg["dit"]["text_dim"], (5, 8))
     for _ in range(2):
         pipe.generate(**RUN, context=ctx)
         assert list(pipe._dits) == ["dit_low"]  # kept after the run: only the last expert

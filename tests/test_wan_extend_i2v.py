@@ -18,15 +18,11 @@ from mlx_video.wan.extend import join_windows
 from tests.helpers import IMAGES
 from tests.test_wan_i2v import A14B, I2V21, ROOT
 from tests.test_wan_v2v import _clip
+from tests.wan_tiny import contexts
 
 FLF21 = ROOT / "assets" / "tiny-Wan2.1-FLF2V-14B"
 IMG = IMAGES / "chelsea.png"
 RUN = dict(frame_num=9, sample_steps=2, sample_shift=5.0, guide_scale=4.0)
-
-
-def _ctx(pipe):
-    dim = pipe.cfg["dit"]["text_dim"]
-    return [mx.random.normal((5, dim), key=mx.random.key(0)), mx.random.normal((6, dim), key=mx.random.key(1))]
 
 
 def _last_frame(path) -> np.ndarray:
@@ -54,7 +50,7 @@ def i2v21(tmp_path_factory):
 
 
 def test_a14b_segments_condition_each_window_on_the_last_frame(a14b, tmp_path, monkeypatch):
-    ctx, shapes = _ctx(a14b), []
+    ctx, shapes = contexts(a14b.cfg["dit"]["text_dim"]), []
     real = a14b.denoise
 
     def spy(plan, c, noise=None, progress=None):
@@ -79,7 +75,7 @@ def test_a14b_segments_condition_each_window_on_the_last_frame(a14b, tmp_path, m
 
 
 def test_i2v14b_extend_takes_the_clips_last_frame_for_y_and_clip(i2v21, tmp_path):
-    clip, ctx = _clip(tmp_path / "in.mp4", n=11), _ctx(i2v21)
+    clip, ctx = _clip(tmp_path / "in.mp4", n=11), contexts(i2v21.cfg["dit"]["text_dim"])
     res = i2v21.generate(task="i2v-14B", extend=clip, context=ctx, **RUN)
     last = _png(_last_frame(clip), tmp_path / "last.png")
     plain = i2v21.generate(task="i2v-14B", images=[last], size="64*64", context=ctx, **RUN)
@@ -94,7 +90,7 @@ def test_i2v14b_extend_takes_the_clips_last_frame_for_y_and_clip(i2v21, tmp_path
 
 def test_flf2v_extend_bridges_the_clip_to_the_last_frame(tmp_path):
     pipe = P.WanPipeline(convert_wan(FLF21, tmp_path / "flf", dtype="float32"), dtype=mx.float32, offload=False)
-    clip, ctx = _clip(tmp_path / "in.mp4", n=6), _ctx(pipe)
+    clip, ctx = _clip(tmp_path / "in.mp4", n=6), contexts(pipe.cfg["dit"]["text_dim"])
     res = pipe.generate(task="flf2v-14B", extend=clip, images=[IMG], context=ctx, **RUN)
     first = _png(_last_frame(clip), tmp_path / "first.png")
     plain = pipe.generate(task="flf2v-14B", images=[first, IMG], size="64*64", context=ctx, **RUN)

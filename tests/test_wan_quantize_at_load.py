@@ -17,7 +17,7 @@ from mlx_video.cli import _expand_multi, app
 from mlx_video.wan import pipeline as P
 from mlx_video.wan.checkpoint import convert_wan
 from tests.oracles import rel_err
-from tests.wan_tiny import TINY
+from tests.wan_tiny import TINY, contexts
 
 SETTINGS = dict(task="t2v-5B", prompt="a cat", size="64*64", frame_num=5, sample_steps=2, seed=1)
 
@@ -27,18 +27,13 @@ def converted(tmp_path_factory):
     return convert_wan(TINY, tmp_path_factory.mktemp("conv") / "tiny", dtype="float32")
 
 
-def _context(pipe):
-    dim = pipe.cfg["dit"]["text_dim"]
-    return [mx.random.normal((n, dim), key=mx.random.key(n)) for n in (5, 7)]
-
-
 def _quantized(module) -> list[str]:
     return [n for n, m in module.named_modules() if isinstance(m, nn.QuantizedLinear)]
 
 
 def test_plan_quantizes_a_float_folder_at_load(converted):
     pipe = P.WanPipeline(converted, dtype=mx.float32, offload=False)
-    s, ctx = P.WanSettings(**SETTINGS), _context(pipe)
+    s, ctx = P.WanSettings(**SETTINGS), contexts(pipe.cfg["dit"]["text_dim"], (5, 7))
     ref = pipe.generate(s, context=ctx)
     assert not _quantized(pipe._dits["dit"])
     pipe.free("dit")

@@ -408,18 +408,6 @@ def test_from_config_real_shapes():
         "rope_max_seq_len": 1024,
     }
     assert WanModelArgs.from_config(off) == WanModelArgs.from_config(dif)
-    flf = WanModelArgs.from_config(
-        {
-            "model_type": "flf2v",
-            "dim": 5120,
-            "in_dim": 36,
-            "out_dim": 16,
-            "num_heads": 40,
-            "num_layers": 40,
-            "ffn_dim": 13824,
-        }
-    )
-    assert (flf.image_dim, flf.pos_embed_seq_len, flf.head_dim) == (1280, 514, 128)
     i2v = {
         "model_type": "i2v",
         "dim": 5120,
@@ -429,6 +417,8 @@ def test_from_config_real_shapes():
         "num_layers": 40,
         "ffn_dim": 13824,
     }
+    flf = WanModelArgs.from_config(dict(i2v, model_type="flf2v"))
+    assert (flf.image_dim, flf.pos_embed_seq_len, flf.head_dim) == (1280, 514, 128)
     assert WanModelArgs.from_config(i2v).image_dim is None  # Wan2.2 A14B
     assert WanModelArgs.from_config(i2v, weights=["img_emb.proj.0.weight"]).image_dim == 1280  # Wan2.1
     m = WanModel(WanModelArgs(**{**TINY, "num_layers": 1}))

@@ -85,17 +85,26 @@ class Phase:
             self._emit(None, self.total, self.total, len(self.sizes), finished=True)
 
 
+def _size(p: Path) -> int | None:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return None
+
+
 class ConvertSteps(Phase):
     """A conversion phase (``what``: the output folder) over the source tensor files of each component
     (``groups``: {component: [files]}): ``start(component)`` before a component is read, ``done(component)`` once
-    it is written. Files are named relative to ``root`` when under it (``high_noise_model/...``), else by name."""
+    it is written. Files are named relative to ``root`` when under it (``high_noise_model/...``), else by name.
+    A file that cannot be stat'ed (missing) counts with an unknown size: the converter reading it says what is
+    wrong (WeightsError), not the progress report."""
 
     def __init__(
         self, callback: Progress | None, what: str | Path, groups: dict[str, list[Path]], root: Path | None = None
     ):
         self.root = Path(root) if root is not None else None
         self.groups = {k: [Path(p) for p in v] for k, v in groups.items() if v}
-        files = {self._name(p): p.stat().st_size for v in self.groups.values() for p in v}
+        files = {self._name(p): _size(p) for v in self.groups.values() for p in v}
         super().__init__(callback, "convert", Path(what).name, files)
 
     def _name(self, p: Path) -> str:

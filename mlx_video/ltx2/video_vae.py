@@ -47,6 +47,19 @@ CONV3D_MODES = ("native", "frames", "taps", "stacked")
 # convolutions and FLOPs (benchmarks/ltx2_vae_decode.py times them); read at each call, so
 # ``$MLX_VIDEO_LTX_CONV3D`` or this variable switches it.
 CONV3D_MODE = os.environ.get("MLX_VIDEO_LTX_CONV3D", "native")
+
+
+def conv3d_mode() -> str:
+    """:data:`CONV3D_MODE`, checked: raises ValueError naming ``$MLX_VIDEO_LTX_CONV3D`` unless it is one of
+    :data:`CONV3D_MODES` (checked when a VAE is built, so a bad value fails before any denoising)."""
+    if CONV3D_MODE not in CONV3D_MODES:
+        raise ValueError(
+            f"unknown conv3d mode {CONV3D_MODE!r} ($MLX_VIDEO_LTX_CONV3D or video_vae.CONV3D_MODE); "
+            f"known: {', '.join(CONV3D_MODES)}"
+        )
+    return CONV3D_MODE
+
+
 # How the tiled decode waits for each tile: "sync" = ``mx.eval`` (the next tile's graph is built while the GPU
 # idles), "async" = ``mx.async_eval`` (built while the tile runs; evaluating a yielded chunk waits for its tiles).
 # The same values either way.
@@ -240,9 +253,7 @@ class CausalConv3d(nn.Module):
 
     def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
         _, kt, kh, kw, _ = self.weight.shape
-        mode = CONV3D_MODE
-        if mode not in CONV3D_MODES:
-            raise ValueError(f"unknown conv3d mode {mode!r}; known: {CONV3D_MODES}")
+        mode = conv3d_mode()
         pad = (kh // 2, kw // 2) if self.padding == "zeros" and mode in ("taps", "stacked") else (0, 0)
         if mode == "taps":
             x = x if pad != (0, 0) else _pad_hw(x, kh // 2, kw // 2, self.padding)
@@ -602,8 +613,10 @@ class VideoVAE(nn.Module):
         Block kinds, layer counts and flags come from ``config``; all widths from the weights.
         ``parts`` selects which of encoder / decoder to build (the other part's keys are ignored).
         Weights are cast to ``dtype`` (float32, or bfloat16 as ltx-pipelines runs it), which the VAE then
-        computes in. Raises WeightsError (missing / unused / mis-shaped keys, or an inconsistent block, named).
+        computes in. Raises WeightsError (missing / unused / mis-shaped keys, or an inconsistent block, named),
+        ValueError for an unknown :data:`CONV3D_MODE` (:func:`conv3d_mode`).
         """
+        conv3d_mode()
         args = config if isinstance(config, VideoVAEArgs) else VideoVAEArgs.from_config(config)
         if args.norm_layer != "pixel_norm":
             raise ValueError(f"norm_layer {args.norm_layer!r} is not implemented (LTX-2 uses pixel_norm)")

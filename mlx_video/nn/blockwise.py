@@ -26,7 +26,6 @@ them); ``dequantize=True / False`` on :class:`BlockWeights` overrides it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -55,9 +54,11 @@ def backend() -> str:
 def dequantize_pays(tokens: int, backend_name: str | None = None) -> bool:
     """Whether a forward over ``tokens`` tokens (batch x sequence) should run its quantized linears as
     dequantize-per-block + dense matmul rather than ``mx.quantized_matmul`` (module docstring).
-    ``$MLX_VIDEO_DEQUANTIZE_MIN_TOKENS`` replaces the backend's threshold."""
-    env = os.environ.get("MLX_VIDEO_DEQUANTIZE_MIN_TOKENS")
-    limit = int(env) if env else DEQUANTIZE_MIN_TOKENS[backend_name or backend()]
+    ``$MLX_VIDEO_DEQUANTIZE_MIN_TOKENS`` replaces the backend's threshold (ValueError naming it unless a whole
+    number >= 0)."""
+    from ..checks import env_number
+
+    limit = env_number("MLX_VIDEO_DEQUANTIZE_MIN_TOKENS", DEQUANTIZE_MIN_TOKENS[backend_name or backend()], whole=True)
     return tokens >= limit
 
 
@@ -180,6 +181,7 @@ class BlockWeights:
 
     @property
     def streaming(self) -> bool:
+        """Whether the blocks' weights come from a source (streamed) rather than staying resident."""
         return self.source is not None
 
     def set_hook(self, hook: Callable[[int, Mapping[str, mx.array]], Mapping[str, mx.array]] | None) -> None:
@@ -211,13 +213,16 @@ class BlockWeights:
         mx.async_eval([v for _, v in tree_flatten(self.blocks[i].parameters())])
 
     def dequantizing(self, tokens: int) -> bool:
+        """Whether a forward over ``tokens`` tokens runs the quantized linears dequantized per block."""
         return dequantize_pays(tokens) if self.dequantize is None else self.dequantize
 
     def run(self, step: Callable, state, tokens: int, evaluate: Callable = mx.eval, blocks: Sequence | None = None):
         """``state = step(block, state)`` for each block in order with its weights just in time;
         ``evaluate(state)`` after each block (before the block is released). ``blocks``: the model's block
         list, checked to be the one this was made for (raises ValueError otherwise, e.g. for a copied
-        model that kept the original's BlockWeights). Returns the final state."""
+        model that kept the original's BlockWeights). Returns the final state. When ``step`` or ``evaluate``
+        raises (or the run is interrupted), the streamed blocks that may hold data (the running one and those
+        prefetched) are released before the error propagates, so the next run starts with none resident."""
         if blocks is not None and (
             len(blocks) != len(self.blocks) or any(a is not b for a, b in zip(blocks, self.blocks))
         ):
@@ -225,20 +230,27 @@ class BlockWeights:
         deq = self.dequantizing(tokens)
         n = len(self.blocks)
         ahead = self.resident - 1 if self.streaming else 0
-        for j in range(1, min(ahead, n - 1) + 1):
-            self.prefetch(j)
-        for i, block in enumerate(self.blocks):
-            if self.streaming and 0 < i and i + ahead < n:  # blocks i .. i+ahead in flight
-                self.prefetch(i + ahead)
-            if deq:
-                with dequantized(block, self.dtype):
+        i = 0
+        try:
+            for j in range(1, min(ahead, n - 1) + 1):
+                self.prefetch(j)
+            for i, block in enumerate(self.blocks):
+                if self.streaming and 0 < i and i + ahead < n:  # blocks i .. i+ahead in flight
+                    self.prefetch(i + ahead)
+                if deq:
+                    with dequantized(block, self.dtype):
+                        state = step(block, state)
+                        evaluate(state)
+                else:
                     state = step(block, state)
                     evaluate(state)
-            else:
-                state = step(block, state)
-                evaluate(state)
-            if self.streaming:
-                self.release(i)
+                if self.streaming:
+                    self.release(i)
+        except BaseException:
+            if self.streaming:  # blocks i .. i+ahead may hold data: drop it (their arrays go back to the source's)
+                for j in range(i, min(i + ahead + 1, n)):
+                    self.release(j)
+            raise
         return state
 
 

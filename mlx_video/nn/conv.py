@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import mlx.core as mx
+
+from mlx_video.checks import env_number
 
 # MLX convolves by unfolding the input (kt·kh·kw copies of it) and running one GEMM. For a VAE's
 # full-resolution layers that buffer dwarfs the activations: Wan2.2's last decoder stage at
@@ -19,7 +20,7 @@ import mlx.core as mx
 # The budget counts 4 bytes an element whatever the dtype (MLX's CPU backend unfolds in float32; on the
 # GPU a bf16 unfold takes half the budget). Callers with their own memory plan pass ``max_unfold_bytes``
 # (the Wan VAEs: ``decode(..., max_unfold_bytes=...)``); the environment variable is the default.
-MAX_UNFOLD_BYTES = int(float(os.environ.get("MLX_VIDEO_CONV_UNFOLD_GB", "4")) * (1 << 30))
+MAX_UNFOLD_BYTES = int(env_number("MLX_VIDEO_CONV_UNFOLD_GB", 4.0) * (1 << 30))
 
 
 def _pads(padding) -> list[tuple[int, int]]:
