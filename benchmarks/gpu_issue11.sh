@@ -32,6 +32,9 @@
 #                                            # conv3d formulations / chunking / async tile eval (one table each) ~4-5 min
 #   bash benchmarks/gpu_issue11.sh cases     # Wan2.1 I2V-14B 81x480x832 and the A14B pair at 81x720x1280, 2 steps ~4-6 min
 #   bash benchmarks/gpu_issue11.sh blockwise  # benchmarks.blockwise: one process per mode (90 s each) + crossover
+# The LTX targets need mlx-lm (Gemma 3), which the device kit does not install: copy it into an ignored folder
+# here (`mkdir -p .device-kit/extra && cp -r .venv/lib/python3.*/site-packages/mlx_lm .device-kit/extra/`), add
+# ".device-kit/extra" to the call's carry and `$PWD/.device-kit/extra` to PYTHONPATH there.
 # SIZE=tiny runs the same at tiny size (CPU smoke test). JSON per run under $OUT (default /tmp/gpu_issue11).
 # Every e2e run is bf16 DiT/text, bf16 VAE, sequential CFG. When the tokenizer's packages are missing
 # (tokenizers, ftfy, regex), the text contexts are injected (--inject-context) and the JSON says so.

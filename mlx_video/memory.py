@@ -598,26 +598,24 @@ def wan_sizes(cfg: dict, task=None, images: int = 0, text_encoder: bool = True) 
         experts=2 if cfg.get("experts") else 1,
         image_frames="clip" if clip_frames else "first",
         images=images,
-        dit_bits=(cfg.get("quantization", {}).get("dit") or cfg.get("quantization", {}).get("dit_high") or {}).get(
-            "bits"
-        ),
+        dit_bits=(
+            (cfg.get("quantization") or {}).get("dit") or (cfg.get("quantization") or {}).get("dit_high") or {}
+        ).get("bits"),
     )
 
 
 # ----------------------------------------------------------------------------- LTX-2 (estimate and refusal only)
 
 # Activation bytes per full-resolution video latent token of an LTX-2 run (stage 2 of the two-stage pipelines,
-# the one stage of "dev"), beyond the weights: the H100 whole-run measurement of issue 11 (LTX-2 19B DISTILLED
-# 768x512x121 with audio, 6,144 video tokens: MLX peak 49.4 GiB with the 19B transformer's 35.4 GiB of bf16
-# weights) gives (49.4 - 35.4) GiB / 6144. One point, with the other components' weights inside it and counted
-# again below, so the estimate errs high (by about their size, ~3 GiB at 19B). Attention is fused (linear in
-# tokens) on Metal and CUDA; on MLX's CPU backend the scores make long videos cost more than this says.
-# That run decoded in float32 (its peak was the tiled video decode's: 15.7 GiB for the VAE alone, benchmarks/
-# README.md); the VAEs and the vocoder now run in bf16 for a bf16 folder (ltx2.loading.decoder_dtype), about
-# halving that phase, so the constant errs high there too until it is refitted on the next H100 run.
-# The transformer now paces evaluation inside blocks at stage-2 sizes (docs/ltx2.md §2.9: ~7.6 GiB of its
-# activations expected to fall to ~1.8 GiB at 6,144 tokens), another reason it errs high until refitted.
-LTX_ACT_BYTES_PER_TOKEN = (49.4 - 35.4) * GIB / 6144
+# the one stage of "dev"), beyond the weights: the H100 whole-run measurement of issue 11 after the sub-step
+# pacing and the bf16 decoders (2026-12-07, benchmarks/results/ltx2_distilled_dec07b.json: LTX-2 19B DISTILLED
+# 768x512x121 with audio, 6,144 video tokens, MLX peak 42.37 GiB in the tiled video decode over 37.24 GiB of
+# weights; stage 2 alone 39.47). One point; the peak is the video decode's, whose activations do not grow with
+# tokens the same way, so the constant errs high for short videos. With an 8-bit transformer and 2 streamed
+# blocks the same run measured 7.28 GiB against 9.7 GiB estimated (ltx2_distilled_q8_stream2_dec07b.json).
+# Attention is fused (linear in tokens) on Metal and CUDA; on MLX's CPU backend the scores make long videos
+# cost more than this says. The first fit, before those fixes, was (49.4 - 35.4) GiB / 6144.
+LTX_ACT_BYTES_PER_TOKEN = (42.37 - 37.24) * GIB / 6144
 LTX_DECODER_FILES = ("video_vae.safetensors", "audio_vae.safetensors", "vocoder.safetensors")  # stored float32
 LTX_TEXT_FILES = ("gemma.safetensors", "connectors.safetensors")
 LTX_RUN_FILES = ("transformer.safetensors", "video_vae.safetensors", "audio_vae.safetensors", "vocoder.safetensors")

@@ -106,7 +106,7 @@ def load_transformer(
             f"stream_blocks must be 0 (all resident) or the number of resident blocks, got {stream_blocks}"
         )
     model = LTXModel(_args(LTXModelArgs, cfg["transformer"]))
-    q = cfg.get("quantization", {}).get("transformer")
+    q = (cfg.get("quantization") or {}).get("transformer")
     quantize_linears(model, q)
     _load(model, model_dir, "transformer.safetensors", "LTX-2 transformer")
     blocks = model.transformer_blocks
@@ -208,7 +208,7 @@ def load_text_encoder(model_dir: str | Path, cfg: dict, max_length: int = 1024) 
     if not cfg.get("gemma"):
         raise WeightsError(f"{model_dir} was converted without Gemma: reconvert with gemma=<Gemma 3 folder>")
     gemma = GemmaTextEncoder(_args(gemma3_text.ModelArgs, cfg["gemma"]))
-    quantize_linears(gemma, cfg.get("quantization", {}).get("gemma"))
+    quantize_linears(gemma, (cfg.get("quantization") or {}).get("gemma"))
     _load(gemma, model_dir, "gemma.safetensors", "Gemma 3 text encoder")
     tok = GemmaTokenizer(Path(model_dir) / "tokenizer", max_length=max_length, vocab_size=gemma.args.vocab_size)
     return TextEncoder(tok, gemma, load_connectors(model_dir, cfg))

@@ -119,7 +119,7 @@ def load_dit(model_dir: Path, cfg: dict, name: str = "dit"):
     from .transformer import WanModel, WanModelArgs
 
     model = WanModel(WanModelArgs(**cfg.get(name, cfg["dit"])))
-    quantize_linears(model, cfg.get("quantization", {}).get(name))
+    quantize_linears(model, (cfg.get("quantization") or {}).get(name))
     return load_strict(model, load_safetensors(Path(model_dir) / f"{name}.safetensors"), what=f"Wan DiT ({name})")
 
 
@@ -140,7 +140,7 @@ def load_text_encoder(model_dir: Path, cfg: dict):
     from .t5 import UMT5Args, UMT5Encoder, WanTextEncoder
 
     model = UMT5Encoder(UMT5Args(**cfg["t5"]))
-    quantize_linears(model, cfg.get("quantization", {}).get("t5"))
+    quantize_linears(model, (cfg.get("quantization") or {}).get("t5"))
     load_strict(model, load_safetensors(Path(model_dir) / "t5.safetensors"), what="UMT5 encoder")
     return WanTextEncoder.from_dir(Path(model_dir) / "tokenizer", model, text_len=cfg.get("text_len", 512))
 
@@ -334,7 +334,7 @@ class WanPipeline:
         already holds ``name`` quantized or no plan asked for it."""
         if name.startswith("dit") and self.stream_blocks:
             return m  # streamed blocks are read as stored; quantizing the rest alone would save little
-        if self.quantize_bits and not self.cfg.get("quantization", {}).get(name):
+        if self.quantize_bits and not (self.cfg.get("quantization") or {}).get(name):
             quantize_linears(m, {"bits": self.quantize_bits, "group_size": 64})
         return m
 
@@ -358,7 +358,7 @@ class WanPipeline:
         nothing fits."""
         from .. import memory
 
-        stored = self.cfg.get("quantization", {})
+        stored = self.cfg.get("quantization") or {}
         bits = next((q["bits"] for n in ("dit", "dit_high", "t5") if (q := stored.get(n))), None)
         if bits:
             fixed.setdefault("quantize_bits", bits)
