@@ -75,11 +75,12 @@ class CausalCache:
     def arrays(self) -> list[mx.array]:
         return [s for s in self.slots if s is not None]
 
-    def settle(self, x: mx.array) -> mx.array:
-        """Evaluate ``x`` and the slots written so far when ``x`` has at least :data:`EVAL_BLOCK_BYTES`
-        (called between blocks: bounds what a lazy chunk holds at once). Returns ``x``."""
+    def settle(self, x: mx.array, *also: mx.array) -> mx.array:
+        """Evaluate ``x``, the arrays ``also`` and the slots written so far when ``x`` has at least
+        :data:`EVAL_BLOCK_BYTES` (called between blocks and between a residual block's two convolutions:
+        bounds what a lazy chunk holds at once). Values are unchanged. Returns ``x``."""
         if x.nbytes >= EVAL_BLOCK_BYTES:
-            mx.eval(x, self.arrays())
+            mx.eval(x, *also, self.arrays())
         return x
 
 
@@ -159,7 +160,9 @@ class ResidualBlock(nn.Module):
 
     def __call__(self, x: mx.array, cache: CausalCache) -> mx.array:
         h = self.conv_shortcut(x) if "conv_shortcut" in self else x
-        x = self.conv1(nn.silu(self.norm1(x)), cache)
+        # Settling between the convolutions frees conv1's input-side intermediates before conv2 builds its
+        # own (at 704x1280 a block's lazy graph otherwise holds all of them at once).
+        x = cache.settle(self.conv1(nn.silu(self.norm1(x)), cache), h)
         x = self.conv2(nn.silu(self.norm2(x)), cache)
         return x + h
 
