@@ -30,6 +30,8 @@
 #   bash benchmarks/gpu_issue11.sh ltx2-passes   # the same for LTX-2                                         ~5-7 min
 #   bash benchmarks/gpu_issue11.sh ltx-vae   # LTX-2 and LTX-2.3 tiled video decode 121x512x768: ltx-core vs our
 #                                            # conv3d formulations / chunking / async tile eval (one table each) ~4-5 min
+#   bash benchmarks/gpu_issue11.sh first-run # LTX-2 DISTILLED MLX only, twice: fresh PTX cache, then warm (first-run
+#                                            # overhead without / with MLX's kernel disk cache)               ~4-5 min
 #   bash benchmarks/gpu_issue11.sh cases     # Wan2.1 I2V-14B 81x480x832 and the A14B pair at 81x720x1280, 2 steps ~4-6 min
 #   bash benchmarks/gpu_issue11.sh blockwise  # benchmarks.blockwise: one process per mode (90 s each) + crossover
 # The LTX targets need mlx-lm (Gemma 3), which the device kit does not install: copy it into an ignored folder
@@ -129,6 +131,11 @@ for what in "$@"; do
     ltx-vae)
       for m in ltx2 ltx23; do
         bench "$m-vae-decode" 240 ltx2_vae_decode --size "$size" --model "$m" --repeat 3
+      done;;
+    first-run)  # LTX-2 DISTILLED, MLX only, two processes: a fresh PTX cache, then the same (warm) cache
+      for pass in cold-ptx warm-ptx; do
+        MLX_PTX_CACHE_DIR="$out/ptx_first_run" bench "ltx2-first-run-$pass" 280 ltx2_distilled --size "$size" \
+          --model ltx2 --skip-reference --repeat 1 --out "$out/ltx2_first_run_${pass}_${size}.json"
       done;;
     ltx-dev)
       bench ltx2-dev-two-stage 260 ltx2_distilled --size "$size" --model ltx2 --pipeline dev-two-stage --steps 10 --repeat 1
