@@ -21,6 +21,7 @@ from importlib import import_module
 # 768x512x121 convolves in about 178 configurations (12 decode tiles of distinct shapes x 9 layer shapes, plus
 # the audio decoder and vocoder), so with 128 every run rebuilds graphs evicted by the last, and MLX raises
 # after 2 x capacity misses in a process (mlx 0.32 lru_cache.h). An entry is a built graph, no activations.
+# os.environ.setdefault: only a default; a value the user set (even "128") is kept, never overridden.
 os.environ.setdefault("MLX_CUDA_CONV_CACHE_SIZE", "1024")  # effective when mlx_video is imported before mlx
 
 __version__ = "0.1.0"

@@ -83,6 +83,8 @@ class VisionArgs:
         args = cls(**kw)
         if size and size.get("height") != args.image_size:
             raise ValueError(f"preprocessor size {size} does not match vision_config.image_size {args.image_size}")
+        if args.mm_tokens_per_image < 1:
+            raise ValueError(f"config mm_tokens_per_image={args.mm_tokens_per_image}: must be >= 1 (Gemma 3: 256)")
         side = math.isqrt(args.mm_tokens_per_image)
         grid = args.image_size // args.patch_size
         if side * side != args.mm_tokens_per_image or grid % side:

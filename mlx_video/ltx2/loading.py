@@ -95,15 +95,17 @@ def load_transformer(
     None: all resident) reads the transformer blocks from ``transformer.safetensors`` as they run, N resident;
     LoRAs merged later (:func:`mlx_video.nn.lora.merge_loras`) are added to each block as it is read. A
     quantized transformer runs each block dequantized when ``blockwise.dequantize_pays`` (``dequantize_blocks``
-    True / False forces it). Raises ValueError for a negative ``stream_blocks``."""
+    True / False forces it). Raises ValueError for a ``stream_blocks`` that is negative or not an int (a bool too)."""
     import mlx.nn as nn
 
     from ..nn.blockwise import BlockWeights, SafetensorsBlocks
     from .transformer import LTXModel, LTXModelArgs
 
-    if stream_blocks is not None and (not isinstance(stream_blocks, int) or stream_blocks < 0):
+    if stream_blocks is not None and (
+        isinstance(stream_blocks, bool) or not isinstance(stream_blocks, int) or stream_blocks < 0
+    ):
         raise ValueError(
-            f"stream_blocks must be 0 (all resident) or the number of resident blocks, got {stream_blocks}"
+            f"stream_blocks must be 0 (all resident) or the number of resident blocks (an int), got {stream_blocks!r}"
         )
     model = LTXModel(_args(LTXModelArgs, cfg["transformer"]))
     q = (cfg.get("quantization") or {}).get("transformer")
