@@ -354,8 +354,10 @@ def _merged_layer(layer: nn.Module, base: dict[str, mx.array], delta: mx.array |
 @dataclass
 class _MergePlan:
     """What a merge adds, resolved and checked: per linear layer its LoRA terms ``[(up, down, coefficient)]``
-    and full-tensor diff (float32), per other parameter (bias, norm scale, modulation) its diff terms
-    ``[(diff, strength)]``; all in the model's flat names."""
+    and full-tensor diff terms ``[(diff, strength)]``, per other parameter (bias, norm scale, modulation) its diff
+    terms ``[(diff, strength)]``; all in the model's flat names. Only the LoRAs' own arrays are held: every sum is
+    built when asked for (:meth:`delta`, :meth:`dense_delta`), so a streamed merge's hook holding this plan keeps
+    no computed delta alive between block reads."""
 
     layers: dict
     extra: dict
@@ -374,12 +376,19 @@ class _MergePlan:
             sum(c * (f(up).astype(mx.float32) @ f(down).astype(mx.float32)) for up, down, c in terms) if terms else None
         )
         if target in self.extra:
-            delta = self.extra[target] if delta is None else delta + self.extra[target]
+            diff = _diff_sum(self.extra[target], f)
+            delta = diff if delta is None else delta + diff
         return delta
 
-    def dense_delta(self, key: str) -> mx.array | None:
+    def dense_delta(self, key: str, fetch: Callable[[mx.array], mx.array] | None = None) -> mx.array | None:
+        """The float32 delta of parameter ``key`` (lazy), None when every strength is zero; ``fetch`` as
+        :meth:`delta`."""
         terms = [(d, st) for d, st in self.dense[key] if st != 0.0]
-        return sum(st * d.astype(mx.float32) for d, st in terms) if terms else None
+        return _diff_sum(terms, fetch or (lambda a: a)) if terms else None
+
+
+def _diff_sum(terms, fetch) -> mx.array:
+    return sum(st * fetch(d).astype(mx.float32) for d, st in terms)
 
 
 def _plan(model: nn.Module, loras, key_map: LoraKeyMap) -> _MergePlan:
@@ -403,7 +412,7 @@ def _plan(model: nn.Module, loras, key_map: LoraKeyMap) -> _MergePlan:
         if leaf == "weight" and isinstance(_module_at(model, parent), (nn.Linear, nn.QuantizedLinear)):
             terms = [(d, st) for d, st in terms if st != 0.0]
             if terms:
-                extra[parent] = sum(st * d.astype(mx.float32) for d, st in terms)
+                extra[parent] = terms
         else:
             dense[target] = terms
     return _MergePlan(plan, extra, dense)
@@ -483,7 +492,7 @@ def _block_hook(plan: _MergePlan, blocks: Sequence[nn.Module], prefixes: Mapping
             delta = plan.delta(pre + local, fetch)
             w.update({f"{local}.{p}": v for p, v in _merged_layer(layer, base, delta).items()})
         for local in dense:
-            w[local] = _plus(w[local], plan.dense_delta(pre + local), _param_at(block, local).dtype)
+            w[local] = _plus(w[local], plan.dense_delta(pre + local, fetch), _param_at(block, local).dtype)
         return w
 
     return hook
@@ -554,19 +563,20 @@ def merge_loras(
             bad.append(f"{k} ({'missing' if k not in source else tuple(source[k].shape)}, model {shape})")
     if bad:
         raise WeightsError(f"LoRA merge: base weights do not fit the model: {_names(bad)}")
-    if streamed:
-        bw = model.block_weights
-        bw.set_hook(_block_hook(plan, bw.blocks, streamed, _Reread(loras, loaded)))
+    fetch = None
+    if streamed:  # the hook keeps the plan: evaluate only fresh copies of a callable's arrays, never the plan's
+        bw, fetch = model.block_weights, _Reread(loras, loaded)
+        bw.set_hook(_block_hook(plan, bw.blocks, streamed, fetch))
     for target in targets:
         layer = _module_at(model, target)
         layer_base = {p: source.pop(f"{target}.{p}") for p in _parts(layer)}
-        layer.update(_merged_layer(layer, layer_base, plan.delta(target)))
+        layer.update(_merged_layer(layer, layer_base, plan.delta(target, fetch)))
         del layer_base
         mx.eval(layer.parameters())
     for target in dense:  # bias, norm scale, modulation: base + delta
         parent, _, leaf = target.rpartition(".")
         module, old = (_module_at(model, parent) if parent else model), _param_at(model, target)
-        module.update({leaf: _plus(source.pop(target), plan.dense_delta(target), old.dtype)})
+        module.update({leaf: _plus(source.pop(target), plan.dense_delta(target, fetch), old.dtype)})
         mx.eval(module[leaf])
 
 
