@@ -129,8 +129,8 @@ for what in "$@"; do
       bench "$m-pass-step-gb4" 70 ltx2_transformer --size "$size" --model "$m" $v --pass step --guidance-batch 4 \
         --repeat 3 --skip-reference;;
     ltx-vae)
-      for m in ltx2 ltx23; do
-        bench "$m-vae-decode" 240 ltx2_vae_decode --size "$size" --model "$m" --repeat 3
+      for m in ${MODELS:-ltx2 ltx23}; do  # MODELS=ltx2 fits one 10-minute call with the default variants
+        bench "$m-vae-decode" ${VAE_SECS:-240} ltx2_vae_decode --size "$size" --model "$m" --repeat ${REPEAT:-3}
       done;;
     first-run)  # LTX-2 DISTILLED, MLX only, two processes: a fresh PTX cache, then the same (warm) cache
       for pass in cold-ptx warm-ptx; do
