@@ -14,9 +14,10 @@ the reference row, the untiled ``decode(z)`` with the default settings, then one
 ``--unfold-gb`` (the conv unfold budget, nn/conv.py; ``default``: $MLX_VIDEO_CONV_UNFOLD_GB) and
 ``--eval-block`` (``default``: blocks of at least ``vae_blocks.EVAL_BLOCK_BYTES`` are evaluated one by one; ``off``:
 each chunk is one lazy graph, as before; or a size in MiB).
-``--pixels f32`` times ``decode`` (float32 video on the device); ``u8`` (untiled only) consumes
-``decode_frames`` (each chunk converted to uint8 on the device while the next one runs, what
-``WanPipeline.decode`` uses untiled), so the float32 video never exists; ``u8host`` (untiled only): the earlier
+``--pixels f32`` times ``decode`` (float32 video on the device); ``u8`` consumes ``decode_frames`` (untiled:
+each chunk converted to uint8 on the device while the next one runs; tiled: tile by tile, uint8 at once where one
+tile covers a pixel and float32 sums over the overlap bands on the host; what ``WanPipeline.decode`` uses), so the
+float32 video never exists; ``u8host`` (untiled only): the earlier
 way, ``decode_chunks`` with each float32 chunk copied to the host and converted there.
 Per run: median time over ``--repeat`` after ``--warmup``, MLX peak (reset before the run, weights
 included), and for tiled runs the max / mean absolute difference to the untiled decode of the same dtype
@@ -128,7 +129,7 @@ def main(argv=None):
     configs = [
         (t, f, u, px, e) for t in tiles for f in fpcs for u in unfolds for px in a.pixels.split(",") for e in evals
     ]
-    configs = [c for c in configs if not (c[3] != "f32" and c[0] != "none")]  # decode_frames is untiled
+    configs = [c for c in configs if not (c[3] == "u8host" and c[0] != "none")]  # decode_chunks is untiled
     first = ("none", 4, None, "f32", evals[0])
     if not a.no_reference:
         configs = [first, *[c for c in configs if c != first]]
@@ -148,7 +149,7 @@ def main(argv=None):
                 out = None
                 t0 = time.perf_counter()
                 if px == "u8":
-                    out = np.concatenate([c[0] for c, _ in vae.decode_frames(z, fpc, unfold)])
+                    out = np.concatenate([c[0] for c, _ in vae.decode_frames(z, fpc, unfold, tiling)])
                 elif px == "u8host":
                     out = np.concatenate([_u8(np.array(c[0])) for c in vae.decode_chunks(z, fpc, unfold)])
                 else:

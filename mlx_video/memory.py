@@ -26,8 +26,8 @@ Activation models (bytes; calibrated, see ``CALIBRATION``):
   4 frames for decode, 4 input frames for encode), U the conv unfold buffer of that stage
   (``kt·kh·kw`` copies of its input, capped by ``$MLX_VIDEO_CONV_UNFOLD_GB``, see nn/conv.py; Metal and the
   CPU only: MLX's CUDA convolutions hold none), plus the float32 pixels held (the encode's input; a tiled
-  decode's output and tiles; an untiled decode goes to uint8 chunk by chunk). A tile replaces the frame in A
-  and U by the tile.
+  decode split over ranks holds its output and tiles; otherwise a decode goes to uint8 chunk by chunk or tile
+  by tile). A tile replaces the frame in A and U by the tile.
 
 Settings are chosen in this order, each step only while the plan does not fit (``PLAN_ORDER``):
 sequential CFG; VAE in bf16; VAE tiles (512, 384, 256 px); one A14B expert resident (the other freed
@@ -368,8 +368,9 @@ def vae_activation_bytes(
     """Peak bytes of a Wan VAE decode (or encode) of ``frames`` x ``height`` x ``width`` pixels beyond its
     weights: ``k·A + u·U`` for the largest chunk activation A and its conv unfold buffer U (tile-sized with
     ``tile`` = (h, w) pixels; u = ``vae_unfold``: 0 on CUDA), plus the float32 pixels: an encode's input, a tiled
-    decode's output and its tiles; an untiled decode goes chunk by chunk to uint8 (``WanPipeline.decode``,
-    ``decode_chunks``) and holds its float32 output only with ``float_out`` (``vae.decode``). See the module
+    decode's output and its tiles when split over ranks or with ``float_out`` (``vae.decode``); otherwise a decode
+    goes to uint8 on the device chunk by chunk (untiled) or tile by tile (``WanPipeline.decode``,
+    ``decode_frames``), leaving the uint8 video and, tiled, float32 sums over the overlap bands on the host. See the module
     docstring; ``CALIBRATION`` gives k. ``ranks``: the tiles split over that many ranks (each holds
     ``ranks`` gathered tile outputs); untiled, every rank decodes the whole video."""
     from .nn.conv import MAX_UNFOLD_BYTES
@@ -389,10 +390,12 @@ def vae_activation_bytes(
 
     v = "" if isinstance(vae_args, Wan22VAEArgs) else "vae21_"
     k = cal[f"{v or 'vae_'}k"] if decode else cal[f"{v or 'vae_'}enc_k"]
-    if tile is not None:
+    if decode and not float_out and (tile is None or ranks == 1):
+        extra = 0.0  # to uint8 chunk by chunk or tile by tile (decode_frames): host memory, not MLX's
+    elif tile is not None:
         extra = video + frames * th * tw * 3 * 4 * (1 + ranks)
     else:
-        extra = video if float_out or not decode else 0.0
+        extra = video
     return k * A + U + extra
 
 

@@ -25,7 +25,8 @@ import pytest
 
 from benchmarks.common import mlx_random_
 from mlx_video.nn import tiling
-from mlx_video.nn.tiling import Tiling, tile_spans, tiled_map
+from mlx_video.io.images import to_uint8
+from mlx_video.nn.tiling import Tiling, tile_spans, tiled_frames, tiled_map
 from mlx_video.wan import vae21, vae22
 
 # name -> model, latent (h, w), decode tiling (latent units), encode tiling (latent units)
@@ -155,3 +156,63 @@ def test_flat_blend_fails_the_bound(vae, monkeypatch):
     print(f"Wan{name} decode, flat blend: max {mx_:.3f} mean {mean:.4f}")
     bmax, bmean = BOUNDS[(name, "decode")]
     assert mx_ > bmax or mean > bmean
+
+
+def _chunked(fn, sizes):
+    """A stand-in tile decode for tiled_frames: fn over the tile, yielded in time chunks of ``sizes``."""
+
+    def decode(xt, convert):
+        y, t0 = fn(xt), 0
+        for n in sizes:
+            out = convert(y[:, t0 : t0 + n])
+            mx.eval(out)
+            yield out
+            t0 += n
+
+    return decode
+
+
+@pytest.mark.parametrize("tile,overlap", [((5, 8), (2, 3)), ((13, 8), (4, 3)), ((5, 21), (2, 0)), ((13, 21), (4, 4))])
+def test_tiled_frames_is_tiled_map_in_uint8(tile, overlap):
+    """tiled_frames (tile by tile, uint8 at once where one tile covers a pixel, float32 sums over the
+    overlap bands on the host) gives the bytes of the float32 tiled_map converted: on a 2-D grid, a row,
+    a column and one tile; the frames come from the tile decode in uneven chunks."""
+    x = mx.random.normal((1, 5, 13, 21, 2), key=mx.random.key(5))
+    mix = mx.random.normal((2, 3), key=mx.random.key(6)) * 0.7
+
+    def fn(v):
+        return mx.clip(mx.repeat(mx.repeat(mx.tanh(v @ mix), 4, axis=2), 4, axis=3), -1, 1)
+
+    ref = to_uint8(np.array(tiled_map(fn, x, tile, overlap, 4, 1)))
+    out, finite = tiled_frames(_chunked(fn, [1, 3, 1]), x, tile, overlap, 4, 5, vae21.pixels_to_uint8)
+    assert finite and out.dtype == np.uint8 and out.shape == ref.shape
+    np.testing.assert_array_equal(out, ref)
+    broken = tiling._layout  # the comparison can fail: a layout whose weights do not sum to one
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tiling, "_layout", lambda *a: (lambda o, t, ts: (o, t * 0.5, ts))(*broken(*a)))
+        if len(tiling.tile_spans(13, tile[0], overlap[0])) * len(tiling.tile_spans(21, tile[1], overlap[1])) > 1:
+            bad, _ = tiled_frames(_chunked(fn, [5]), x, tile, overlap, 4, 5, vae21.pixels_to_uint8)
+            assert not np.array_equal(bad, ref)
+
+
+def test_tiled_frames_reports_nonfinite_and_frame_count():
+    x = mx.ones((1, 2, 8, 8, 3))
+    nan = _chunked(lambda v: v * mx.array(float("nan")), [2])
+    _, finite = tiled_frames(nan, x, (6, 6), (2, 2), 1, 2, vae21.pixels_to_uint8)
+    assert not finite
+    with pytest.raises(ValueError, match="expected 3"):
+        tiled_frames(_chunked(lambda v: v, [2]), x, (6, 6), (2, 2), 1, 3, vae21.pixels_to_uint8)
+
+
+@pytest.mark.parametrize("frames", [1, 2])
+def test_tiled_decode_frames_bytes(vae, frames):
+    """The VAE's streamed tiled decode (decode_frames with a tiling, the pipeline's path) is the uint8 of
+    its float32 tiled decode, byte for byte, and its tiles differ from the untiled decode."""
+    _, m, c = vae
+    h, w = c["hw"]
+    z = mx.random.normal((1, frames, h, w, m.z_dim), key=mx.random.key(3))
+    tiles = _px(c["dec"], m.stride[1])
+    chunks = list(m.decode_frames(z, tiling=tiles))
+    assert len(chunks) == 1 and chunks[0][1]
+    np.testing.assert_array_equal(chunks[0][0], to_uint8(np.array(m.decode(z, tiles))))
+    assert not np.array_equal(chunks[0][0], np.concatenate([u for u, _ in m.decode_frames(z)], axis=1))

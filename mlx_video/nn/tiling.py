@@ -15,7 +15,7 @@ in tests/test_wan_vae_tiling.py.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -94,6 +94,34 @@ def _ramp(spans: list[tuple[int, int]], size: int, ramp: int) -> list[np.ndarray
     return out
 
 
+def _layout(shape, tile, overlap, num: int, den: int, unit: int):
+    """((out_h, out_w), total weight per output pixel, tiles): per tile (row-major) its input span
+    (a, b, c, d), output span (oa, ob, oc, od) and unnormalised weights [ob - oa, od - oc] (float64)."""
+    _, _, H, W, _ = shape
+    sh, sw = (
+        [(unit * a, unit * b) for a, b in tile_spans(n // unit, t // unit, o // unit)]
+        for n, t, o in ((H, tile[0], overlap[0]), (W, tile[1], overlap[1]))
+    )
+
+    def scale(v: int) -> int:
+        return v * num // den
+
+    out_h, out_w = scale(H), scale(W)
+    osh = [(scale(a), scale(b)) for a, b in sh]
+    osw = [(scale(a), scale(b)) for a, b in sw]
+    wh, ww = _ramp(osh, out_h, scale(overlap[0])), _ramp(osw, out_w, scale(overlap[1]))
+    total = np.zeros((out_h, out_w))
+    for (a, b), u in zip(osh, wh):
+        for (c, d), v in zip(osw, ww):
+            total[a:b, c:d] += u[:, None] * v[None, :]
+    tiles = [
+        ((a, b, c, d), (oa, ob, oc, od), u[:, None] * v[None, :])
+        for (a, b), (oa, ob), u in zip(sh, osh, wh)
+        for (c, d), (oc, od), v in zip(sw, osw, ww)
+    ]
+    return (out_h, out_w), total, tiles
+
+
 def tiled_map(
     fn: Callable[[mx.array], mx.array],
     x: mx.array,
@@ -119,28 +147,7 @@ def tiled_map(
     outputs to every rank, which adds them in tile order. Every rank returns the buffer, bit-equal to
     the one-process result (same operations, same order); memory: the buffer plus n tile outputs.
     """
-    _, _, H, W, _ = x.shape
-    sh, sw = (
-        [(unit * a, unit * b) for a, b in tile_spans(n // unit, t // unit, o // unit)]
-        for n, t, o in ((H, tile[0], overlap[0]), (W, tile[1], overlap[1]))
-    )
-
-    def scale(v: int) -> int:
-        return v * num // den
-
-    out_h, out_w = scale(H), scale(W)
-    osh = [(scale(a), scale(b)) for a, b in sh]
-    osw = [(scale(a), scale(b)) for a, b in sw]
-    wh, ww = _ramp(osh, out_h, scale(overlap[0])), _ramp(osw, out_w, scale(overlap[1]))
-    total = np.zeros((out_h, out_w))
-    for (a, b), u in zip(osh, wh):
-        for (c, d), v in zip(osw, ww):
-            total[a:b, c:d] += u[:, None] * v[None, :]
-    tiles = [
-        ((a, b, c, d), (oa, ob, oc, od), u[:, None] * v[None, :])
-        for (a, b), (oa, ob), u in zip(sh, osh, wh)
-        for (c, d), (oc, od), v in zip(sw, osw, ww)
-    ]
+    (out_h, out_w), total, tiles = _layout(x.shape, tile, overlap, num, den, unit)
 
     def weighted(i: int) -> mx.array:
         (a, b, c, d), (oa, ob, oc, od), uv = tiles[i]
@@ -166,3 +173,68 @@ def tiled_map(
             out[:, :, oa:ob, oc:od] += y
             mx.eval(out)
     return out
+
+
+def tiled_frames(
+    decode: Callable[[mx.array, Callable], Iterator[tuple[mx.array, ...]]],
+    x: mx.array,
+    tile: tuple[int, int],
+    overlap: tuple[int, int],
+    scale: int,
+    frames: int,
+    to_uint8: Callable[[mx.array], mx.array],
+) -> tuple[np.ndarray, bool]:
+    """:func:`tiled_map` of a decoder (``num`` = ``scale``, ``den`` = 1) straight to uint8 frames, one
+    tile at a time, without the float32 video: the same bytes as ``to_uint8(tiled_map(...))``.
+
+    ``decode(x_tile, convert)`` decodes a tile [B, T, h, w, C] and yields, evaluated and in time order,
+    ``convert(pixels)`` for each chunk of its float32 pixels [B, t, h·scale, w·scale, C'] (``frames``
+    output frames in all; e.g. :meth:`mlx_video.wan.vae21.Wan21VAE._chunks`); ``convert`` runs on the
+    device: the chunk's uint8 pixels (``to_uint8``, float -> uint8 on the device, e.g.
+    :func:`mlx_video.wan.vae21.pixels_to_uint8`), whether all were finite, and its weighted values at the
+    output pixels that several tiles cover. Pixels one tile covers (weight 1) are final at once; the
+    others are summed in float32 on the host in tile order, as :func:`tiled_map` sums them, and
+    converted with ``to_uint8`` at the end, a few frames at a time. Memory: one tile's decode on the device; on the host the uint8
+    video [B, frames, H·scale, W·scale, C'] and float32 sums over the overlap bands only.
+    Returns (video uint8, all pixels finite)."""
+    (out_h, out_w), total, tiles = _layout(x.shape, tile, overlap, scale, 1, 1)
+    count = np.zeros((out_h, out_w), np.int64)
+    for _, (oa, ob, oc, od), _ in tiles:
+        count[oa:ob, oc:od] += 1
+    shared = count > 1
+    slot = np.full((out_h, out_w), -1, np.int64)
+    slot[shared] = np.arange(int(shared.sum()))
+    video = sums = None
+    finite = True
+    for (a, b, c, d), (oa, ob, oc, od), uv in tiles:
+        mine = shared[oa:ob, oc:od]
+        own = ~mine
+        where = mx.array(np.flatnonzero(mine).astype(np.int32))
+        weight = mx.array((uv / total[oa:ob, oc:od]).astype(np.float32))[:, :, None]
+        slots = slot[oa:ob, oc:od][mine]
+
+        def convert(y: mx.array, weight=weight, where=where) -> tuple[mx.array, ...]:
+            n, t, h, w, ch = y.shape
+            part = (y * weight).reshape(n, t, h * w, ch)[:, :, where]
+            return to_uint8(y), mx.all(mx.isfinite(y)), part
+
+        t0 = 0
+        for u8, ok, part in decode(x[:, :, a:b, c:d], convert):
+            u8, part = np.array(u8), np.array(part)
+            if video is None:
+                n, ch = u8.shape[0], u8.shape[-1]
+                video = np.zeros((n, frames, out_h, out_w, ch), np.uint8)
+                sums = np.zeros((n, frames, len(slot[shared]), ch), np.float32)
+            t1 = t0 + u8.shape[1]
+            video[:, t0:t1, oa:ob, oc:od][:, :, own] = u8[:, :, own]
+            sums[:, t0:t1, slots] += part
+            finite = finite and bool(ok)
+            t0 = t1
+        if t0 != frames:
+            raise ValueError(f"the tile decode gave {t0} frames, expected {frames}")
+    if sums.shape[2]:
+        step = max(1, (64 << 20) // max(1, sums[:, :1].nbytes))
+        video[:, :, shared] = np.concatenate(
+            [np.array(to_uint8(mx.array(sums[:, i : i + step]))) for i in range(0, frames, step)], axis=1
+        )
+    return video, finite

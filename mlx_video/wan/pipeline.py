@@ -627,13 +627,15 @@ class WanPipeline:
             f"likely cause: an overflow of the VAE's "
             f"{str(self.vae_dtype).replace('mlx.core.', '')} dtype (try vae_dtype float32)"
         )
-        if tiles is None:  # chunk by chunk to uint8 on the device: the float32 video is never held whole
+        group = self.sp and self.sp.group
+        if tiles is None or group is None:
+            # to uint8 on the device chunk by chunk (untiled) or tile by tile: the float32 video is never held
             frames = []
-            for chunk, finite in self.vae.decode_frames(latent):
+            for chunk, finite in self.vae.decode_frames(latent, tiling=tiles):
                 check_finite(finite, "in the decoded frames", hint)
                 frames.append(chunk[0])
-            return np.concatenate(frames)
-        video = self.vae.decode(latent, tiles, self.sp and self.sp.group)
+            return frames[0] if len(frames) == 1 else np.concatenate(frames)
+        video = self.vae.decode(latent, tiles, group)
         mx.eval(video)
         check_finite(video, "in the decoded frames", hint)
         return to_uint8(np.array(video[0]))

@@ -19,7 +19,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from mlx_video.nn.tiling import Tiling, tiled_map
+from mlx_video.nn.tiling import Tiling, tiled_frames, tiled_map
 from mlx_video.wan.vae_blocks import (
     CACHE_T,
     AttentionBlock,
@@ -343,18 +343,37 @@ class Wan21VAE(nn.Module):
         yield from (x for (x,) in self._chunks(z, frames_per_chunk, max_unfold_bytes, lambda x: (x,)))
 
     def decode_frames(
-        self, z: mx.array, frames_per_chunk: int | None = None, max_unfold_bytes: int | None = None
+        self,
+        z: mx.array,
+        frames_per_chunk: int | None = None,
+        max_unfold_bytes: int | None = None,
+        tiling: Tiling | None = None,
     ) -> Iterator[tuple[np.ndarray, bool]]:
         """:meth:`decode_chunks` converted to uint8 on the device: yields per chunk its frames as a host
-        uint8 array [B, f, H, W, 3] (:func:`pixels_to_uint8`: the bytes :func:`mlx_video.io.images.to_uint8`
-        gives for the float32 chunk) and whether that chunk's pixels were all finite (NaN and inf do not
-        survive the conversion). Only the uint8 chunk crosses to the host (a quarter of the float32
-        bytes), while the next chunk runs on the device. Same settings and errors as
-        :meth:`decode_chunks`."""
+        uint8 array [B, t, H, W, 3] (the bytes :func:`mlx_video.io.images.to_uint8` gives for the float32
+        chunk) and whether that chunk's pixels were all finite (NaN and inf do not survive the conversion).
+        Only the uint8 chunk crosses to the host (a quarter of the float32 bytes), while the next chunk runs
+        on the device. ``tiling`` (default :attr:`default_tiling`): the tiled :meth:`decode` tile by tile
+        (:func:`mlx_video.nn.tiling.tiled_frames`; each tile through all its chunks, its caches freed before
+        the next), yielded as one chunk of all frames: the bytes of ``to_uint8(decode(z, tiling))`` without
+        the float32 video or tiles (device memory: one tile's decode). Same settings and errors as
+        :meth:`decode_chunks`; ValueError on a wrong shape or tiling."""
+        if z.ndim != 5 or z.shape[-1] != self.z_dim:
+            raise ValueError(f"latents must be [B, T, h, w, {self.z_dim}], got {tuple(z.shape)}")
+        tiling = tiling if tiling is not None else self.default_tiling
 
         def convert(x: mx.array) -> tuple[mx.array, mx.array]:
             return pixels_to_uint8(x), mx.all(mx.isfinite(x))
 
+        if tiling is not None:
+            tile, overlap = tiling.in_units(self.stride[1])
+
+            def tile_chunks(zt: mx.array, conv) -> Iterator[tuple[mx.array, ...]]:
+                return self._chunks(zt, frames_per_chunk, max_unfold_bytes, conv)
+
+            frames = 1 + self.stride[0] * (z.shape[1] - 1)
+            yield tiled_frames(tile_chunks, z, tile, overlap, self.stride[1], frames, pixels_to_uint8)
+            return
         for u8, finite in self._chunks(z, frames_per_chunk, max_unfold_bytes, convert):
             yield np.array(u8), bool(finite.item())
 
