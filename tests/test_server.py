@@ -211,3 +211,27 @@ def test_api_key_and_non_loopback_host(models, tmp_path):
         assert c.get("/").status_code == 200  # the page asks for the key
     r = CliRunner().invoke(cli_app, ["serve", "--model", str(TINY), "--host", "0.0.0.0"], env={"MLX_VIDEO_API_KEY": ""})
     assert r.exit_code == 2 and "--api_key" in r.output
+
+
+def test_serve_memory_budget_reaches_the_runner(monkeypatch, tmp_path):
+    """`serve --memory_budget GB` plans every job for that many GiB; a bad budget fails before serving."""
+    import uvicorn
+
+    import mlx_video.server.app as server_app
+
+    seen = {}
+    real = server_app.create_app
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return real(*a, **{**kw, "start_runner": False})
+
+    monkeypatch.setattr(server_app, "create_app", spy)
+    monkeypatch.setattr(uvicorn, "run", lambda app_, **kw: seen.setdefault("served", app_))
+    args = ["serve", "--model", str(TINY), "--dir", str(tmp_path / "jobs")]
+    r = CliRunner().invoke(cli_app, [*args, "--memory_budget", "10.5"])
+    assert r.exit_code == 0, r.output
+    assert seen["memory_budget"] == 10.5 * (1 << 30) and "served" in seen
+    for bad in ("0", "-1", "inf"):
+        r = CliRunner().invoke(cli_app, [*args, "--memory_budget", bad])
+        assert r.exit_code == 2 and "--memory_budget" in r.output

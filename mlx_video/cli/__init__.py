@@ -256,6 +256,12 @@ def serve(
         None, "--dir", help="where jobs and videos are kept [default: $MLX_VIDEO_CACHE/server]"
     ),
     max_upload_mb: int = typer.Option(64, "--max_upload_mb", "--max-upload-mb", help="largest request, MiB"),
+    memory_budget: Optional[float] = typer.Option(
+        None,
+        "--memory_budget",
+        "--memory-budget",
+        help="GB (GiB) each job may use, planned as generate plans a run; default: what this machine lets MLX use",
+    ),
 ):
     """Serve an OpenAI-style video API (POST /v1/videos, ...) and a page at / (needs the serve extra:
     pip install 'mlx-video[serve]')."""
@@ -265,6 +271,8 @@ def serve(
         _fail(f"--host {host} reaches beyond this machine: give --api_key (or MLX_VIDEO_API_KEY)")
     if not 1 <= port <= 65535 or max_upload_mb < 1:
         _fail("--port must be in 1..65535 and --max_upload_mb at least 1")
+    if memory_budget is not None and not (0 < memory_budget < float("inf")):
+        _fail(f"--memory_budget must be a positive number of GB, got {memory_budget}")
     try:
         import uvicorn
 
@@ -278,7 +286,8 @@ def serve(
     from mlx_video.io.hub import cache_root
 
     root = jobs_dir or cache_root() / "server"
-    app_ = create_app(models, root, api_key=api_key, max_upload_bytes=max_upload_mb << 20)
+    budget = None if memory_budget is None else memory_budget * (1 << 30)
+    app_ = create_app(models, root, api_key=api_key, max_upload_bytes=max_upload_mb << 20, memory_budget=budget)
     typer.echo(f"serving {', '.join(m.name for m in models)} at http://{host}:{port}/ (jobs in {root})")
     # open event streams (the page) must not hold Ctrl-C: connections get 3 s to finish
     uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
