@@ -16,6 +16,8 @@
 #                                            # then the official decode in bf16 autocast and in float32        ~3-4 min
 #   bash benchmarks/gpu_issue11.sh vae-lean  # Wan2.2 VAE: one chunk layer by layer at 704x1280 (wan_vae_layers), then
 #                                            # 121x704x1280 untiled, fpc 4/1, f32/u8, eval-block default/off  ~4-5 min
+#   bash benchmarks/gpu_issue11.sh vae-stream  # Wan2.2 VAE 121x704x1280 bf16, uint8 out: untiled, and tiled tile by tile
+#                                            # (704x672:64, 704x704:128, 512:128) at fpc 1 and 4; official bf16  ~6-8 min
 #   bash benchmarks/gpu_issue11.sh ltx       # LTX-2 and LTX-2.3 DISTILLED 768x512x121 + audio, 48 blocks       ~5-6 min
 #   bash benchmarks/gpu_issue11.sh ltx-hd    # the same at 1280x704x121                                         ~6-8 min
 #   bash benchmarks/gpu_issue11.sh ltx-dev   # LTX-2 and LTX-2.3 DEV_TWO_STAGE 768x512x121, stage 1 10 steps (projected
@@ -106,6 +108,11 @@ for what in "$@"; do
       lean="--tiles none --frames-per-chunk 4,1 --pixels f32,u8 --eval-block default,off"
       full || lean="$lean --video 5x64x96"
       bench vae-lean 360 wan_vae_tiling --size "$size" --dtypes bfloat16 $lean --out "$out/vae_lean_${size}.json";;
+    vae-stream)  # tiled decodes tile by tile to uint8 (tiled_frames) against untiled uint8, then the official bf16
+      tiles="none,704x672:64,704x704:128,512:128"; full || tiles="none,64x48:16"
+      bench vae-stream 420 wan_vae_tiling --size "$size" --dtypes bfloat16 --tiles "$tiles" --frames-per-chunk 1,4 \
+        --pixels u8 --out "$out/vae_stream_${size}.json"
+      bench vae-official-bf16 110 wan_vae --size "$size" --skip-mlx --dtype bf16 --repeat 2;;
     vae-fp32)  # ours in float32 (the default VAE dtype), same tiles                                       ~4-5 min
       tiles=""; full && tiles="--tiles 256,384,512:192"
       bench vae-tiling-fp32 500 wan_vae_tiling --size "$size" --dtypes float32 $tiles --out "$out/vae_tiling_fp32_${size}.json";;
