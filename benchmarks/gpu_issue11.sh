@@ -19,6 +19,8 @@
 #   bash benchmarks/gpu_issue11.sh vae-stream  # Wan2.2 VAE 121x704x1280 bf16, uint8 out: untiled, and tiled tile by tile
 #                                            # (704x672:64, 704x704:128, 512:128) at fpc 1 and 4; official bf16  ~6-8 min
 #   bash benchmarks/gpu_issue11.sh ltx       # LTX-2 and LTX-2.3 DISTILLED 768x512x121 + audio, 48 blocks       ~5-6 min
+#   bash benchmarks/gpu_issue11.sh ltx-release  # LTX-2 DISTILLED 768x512x121 + audio, ours with --release (transformer
+#                                            # dropped before the decode, as the CLI and ltx-pipelines)        ~4-6 min
 #   bash benchmarks/gpu_issue11.sh ltx-hd    # the same at 1280x704x121                                         ~6-8 min
 #   bash benchmarks/gpu_issue11.sh ltx-dev   # LTX-2 and LTX-2.3 DEV_TWO_STAGE 768x512x121, stage 1 10 steps (projected
 #                                            # to the official 40 / 30), 48 blocks                              ~5-7 min
@@ -119,6 +121,9 @@ for what in "$@"; do
     ltx)
       bench ltx2-distilled 250 ltx2_distilled --size "$size" --model ltx2 --repeat 1
       bench ltx23-distilled 250 ltx2_distilled --size "$size" --model ltx23 --repeat 1;;
+    ltx-release)  # LTX-2 DISTILLED with ours dropping its transformer before the decode (the CLI's run)
+      bench ltx2-distilled-release 400 ltx2_distilled --size "$size" --model ltx2 --release \
+        --out "$out/ltx2_distilled_release_${size}.json";;
     ltx-hd)
       hd=""; full && hd="--video 121x704x1280"
       bench ltx2-distilled-hd 260 ltx2_distilled --size "$size" --model ltx2 --repeat 1 $hd

@@ -54,6 +54,7 @@ from mlx_video.io.images import load_image, to_uint8
 from mlx_video.io.weights import load_strict
 from mlx_video.ltx2 import audio_vae as av
 from mlx_video.ltx2 import conditioning as cond
+from mlx_video.ltx2 import pipelines as pipelines_mod
 from mlx_video.ltx2 import upsampler as up
 from mlx_video.ltx2 import vocoder as vc
 from mlx_video.ltx2.denoise import TextContext
@@ -365,8 +366,8 @@ def ours_comps(pipeline, ours, models):
     )
 
 
-def run_ours(pipeline, ours, models, ctx, paths, bank, images=None, **kw):
-    comps = ours_comps(pipeline, ours, models)
+def run_ours(pipeline, ours, models, ctx, paths, bank, images=None, comps=None, **kw):
+    comps = comps or ours_comps(pipeline, ours, models)
     hq = pipeline == "dev-two-stage-hq"
     h, w = (H // 2, W // 2) if pipeline == "dev" else (H, W)
     guided = pipeline != "distilled"
@@ -559,6 +560,26 @@ def test_defaults_and_errors(parts):
         )
     with pytest.raises(ValueError, match="stg_blocks"):  # the official block 28 of LTX-2.3 past a 2-block model
         generate(comps, LTXSettings("dev", height=64, width=64, num_frames=9, steps=1), ctx, ctx)
+
+
+def test_release_drops_the_transformers_before_the_decode(parts, images):
+    """generate(release=True) (what the CLI runs) decodes the same frames and audio with the transformer(s)
+    gone from the components before the decode (as ltx-pipelines deletes its transformer); they cannot run again."""
+    _, ours, all_models = parts
+    models, ctx = all_models["ltx23"], contexts("ltx23")
+    for pipeline in ("distilled", "dev-two-stage"):
+        base = run_ours(pipeline, ours, models, ctx, images, NoiseBank())
+        comps = ours_comps(pipeline, ours, models)
+        released = []
+        with pytest.MonkeyPatch.context() as mp:  # the decode runs after the release
+            real = pipelines_mod.decode_frames
+            mp.setattr(pipelines_mod, "decode_frames", lambda c, z: released.append(c.transformer is None) or real(c, z))
+            out = run_ours(pipeline, ours, models, ctx, images, NoiseBank(), comps=comps, release=True)
+        assert released == [True] and comps.stage2_transformer is None and comps.transformer_file is None
+        np.testing.assert_array_equal(out.frames, base.frames)
+        np.testing.assert_array_equal(out.audio, base.audio)
+        with pytest.raises(ValueError, match="released"):
+            run_ours(pipeline, ours, models, ctx, images, NoiseBank(), comps=comps)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -491,6 +491,7 @@ def generate(
                 audio=given_audio,
                 source=source,
                 controls=controls,
+                release=True,  # one run: the transformer's memory goes to the decoders (as ltx-pipelines)
             )
     except errors as e:
         _fail(str(e))

@@ -480,6 +480,19 @@ def decode_waveform(c: LTX2Components, latents: mx.array) -> tuple[np.ndarray, i
 # ----------------------------------------------------------------------------- the pipeline
 
 
+def release_denoisers(c: LTX2Components) -> None:
+    """Drop the transformer(s) from ``c`` (resident, deferred or streamed, and their weights file), then empty
+    MLX's buffer cache, so that their memory is free for the decoders. Afterwards ``c`` cannot denoise
+    (:func:`generate` refuses it). Reference: ltx-pipelines' ``del transformer; ...; cleanup_memory()``
+    before its decode (it drops its video encoder too; ours is shared with the caller's VAE module and small
+    beside the transformer, so it stays)."""
+    import gc
+
+    c.transformer = c.stage2_transformer = c.stage1_transformer = c.transformer_file = None
+    gc.collect()
+    mx.clear_cache()
+
+
 def generate(
     c: LTX2Components,
     s: LTXSettings,
@@ -493,6 +506,7 @@ def generate(
     audio: AudioCondition | None = None,
     controls: Sequence[ControlVideo] = (),
     source: RetakeSource | None = None,
+    release: bool = False,
 ) -> GenerationResult:
     """Run pipeline ``s.pipeline``: settings -> plan -> prepare -> denoise (per stage) -> decode.
 
@@ -506,6 +520,9 @@ def generate(
     runs ``c.stage1_transformer`` (distilled + IC-LoRA) with the control videos appended as in-context tokens
     (after any guiding images); stage 2 (unless ``skip_stage_2``) runs ``c.stage2_transformer`` (distilled, no
     IC-LoRA) with the images only.
+    release: once the last stage is done, drop the transformer(s) from ``c`` (:func:`release_denoisers`) so that
+    the decoders run without them, as ltx-pipelines deletes its transformer before decoding; ``c`` cannot generate
+    again (a one-shot run: the CLI).
     source: :class:`RetakeSource`, needed by (and only taken by) pipelines retake / retake-distilled
     (``RetakePipeline``): the output takes its size, frame count and fps; its video (and audio) latents start the
     stage, regenerated only in its time range; no images.
@@ -517,6 +534,8 @@ def generate(
     Raises ValueError (see :meth:`LTXSettings.validate` and :func:`check_components`) before any work, and
     NonFiniteError naming the stage and step (or the decode) where values became NaN or infinite.
     """
+    if c.transformer is None:
+        raise ValueError("these components' transformer was released after a run (release=True): load them again")
     if (source is None) != (s.pipeline not in RETAKE):
         raise ValueError(f"{s.pipeline} needs a source video" if source is None else f"{s.pipeline} takes no video")
     if source is not None:
@@ -568,6 +587,8 @@ def generate(
                 regions=None if source is None else source.regions(),
             )
         stage_latents.append(latents)
+    if release:
+        release_denoisers(c)
     res = GenerationResult(
         None,
         fps=s.fps,
