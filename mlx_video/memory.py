@@ -52,13 +52,16 @@ from functools import cached_property
 
 import mlx.core as mx
 
+from .backend import backend
+
 GIB = float(1 << 30)
 
-# Activation constants per backend. "cuda" from the lent H100, MLX 0.32.4 CUDA (benchmarks/README.md, issue 11;
-# benchmarks/results/*.json); "gpu" (Metal) = the same plus the conv unfold buffer U of the VAE (``vae_unfold``):
-# MLX's Metal conv3d unfolds its input for one GEMM (nn/conv.py caps it), while its CUDA conv (cuDNN) holds no such
-# buffer: since the Wan VAE's convolutions join and pad their inputs window by window (nn/conv.py), the H100 peaks
-# have no U term left. Metal itself is not measured here.
+# Activation constants per backend (keys: ``mlx_video.backend.backend()``). "cuda" from the lent H100, MLX 0.32.4
+# CUDA (benchmarks/README.md, issue 11; benchmarks/results/*.json); "metal" = the same plus the conv unfold buffer U
+# of the VAE (``vae_unfold``): MLX's Metal conv3d unfolds its input for one GEMM (nn/conv.py caps it), while its CUDA
+# conv (cuDNN) holds no such buffer: since the Wan VAE's convolutions join and pad their inputs window by window
+# (nn/conv.py), the H100 peaks have no U term left. Metal itself is not measured here. (Results stored before
+# 2026-12-08 name "metal" "gpu"; command lines still accept "gpu", ``backend.backend_arg``.)
 # DiT forward alone, TI2V-5B at 27,280 tokens: +5.7 GiB per extra CFG branch (batched 21.7 vs sequential 16.0 GiB),
 # which a = 14, b = 1.7 reproduce (5.6 GiB a sample); the rest of the batch-1 peak (1.1 GiB beyond weights + one
 # sample) does not grow with the batch: the per-forward term f·L·C·4, f = 3.6 (f = 6 before the A14B 720p run:
@@ -83,7 +86,7 @@ GIB = float(1 << 30)
 # tokens (C 256-1024, L 4-16) a forward peaks at 9 padded-context tensors a sample (dit_text = 9); Wan2.2/2.1
 # VAE decodes at dim 8-16 give k = 79-82 (one 107), bf16 saving only 12% (CPU convs); the narrow UMT5 of
 # ``benchmarks.e2e --size tiny`` peaks at 1.25x its weights (t5_k = 0.25).
-_GPU = dict(
+_METAL = dict(
     dit_a=14.0,
     dit_b=1.7,
     dit_fixed=3.6,
@@ -98,8 +101,8 @@ _GPU = dict(
     t5_k=0.18,
 )
 CALIBRATION = {
-    "cuda": dict(_GPU, vae_unfold=0.0),
-    "gpu": _GPU,
+    "cuda": dict(_METAL, vae_unfold=0.0),
+    "metal": _METAL,
     "cpu": dict(
         dit_a=22.0,
         dit_b=1.8,
@@ -269,15 +272,6 @@ class MemoryPlan:
 
 
 # ----------------------------------------------------------------------------- estimates
-
-
-def backend() -> str:
-    """The ``CALIBRATION`` key for where MLX computes: "cpu" (no fused attention, conv unfold), "cuda" (no
-    conv unfold buffer) or "gpu" (Metal)."""
-    if mx.default_device() == mx.cpu:
-        return "cpu"
-    cuda = getattr(mx, "cuda", None)
-    return "cuda" if cuda is not None and cuda.is_available() else "gpu"
 
 
 def default_budget() -> int:
