@@ -83,12 +83,12 @@ def ltx_phase_peaks(
     and the vocoder's (stored float32) count half for a folder that is not float32, as they load in bf16.
 
     Just-in-time block weights (docs/streaming.md), as for Wan (:func:`mlx_video.memory.phase_peaks`): with
-    ``stream_blocks`` N only N + 1 blocks count (the N resident, plus the one just released whose graph may still be in flight:
-    LTX-2 paces its blocks one ahead, nn/evaluation.py), each the largest block as stored; a merged LoRA on
-    streamed blocks adds its per-read merge working set (the largest block linear in float32: base, delta,
+    ``stream_blocks`` N only N + 1 blocks count (the N resident, plus the one just released whose graph may still
+    be in flight: LTX-2 paces its blocks one ahead, nn/evaluation.py), each the largest block as stored; a merged
+    LoRA on streamed blocks adds its per-read merge working set (the largest block linear in float32: base, delta,
     sum), and its file counts only for the kept blocks (the pipelines pass LoRAs as re-readable files, read with
-    each block, nn/lora.py). A quantized transformer run dequantized per block (``dequantize_blocks`` True, or None and
-    ``nn.blockwise.dequantize_pays`` for the full-resolution token count) counts one block's quantized linears
+    each block, nn/lora.py). A quantized transformer run dequantized per block (``dequantize_blocks`` True, or None
+    and ``nn.blockwise.dequantize_pays`` for the full-resolution token count) counts one block's quantized linears
     in the compute dtype more."""
     import json
     from pathlib import Path
