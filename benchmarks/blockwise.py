@@ -41,8 +41,9 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from benchmarks.common import mlx_host_info, random_normal, release_memory, write_json
 from benchmarks.quant_modes import SIZES, dit_case
+from mlx_video.backend import backend
 from mlx_video.io.weights import save_safetensors
-from mlx_video.nn.blockwise import BlockWeights, SafetensorsBlocks, backend, dequantize_pays, dequantized_linear
+from mlx_video.nn.blockwise import BlockWeights, SafetensorsBlocks, dequantize_pays, dequantized_linear
 from mlx_video.wan.transformer import WanModel
 
 GIB = float(1 << 30)

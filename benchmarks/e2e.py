@@ -47,6 +47,7 @@ import numpy as np
 from benchmarks.common import _hwm_reset, _status_kib, append_jsonl, mlx_host_info, release_memory, write_json
 from benchmarks.random_models import random_wan_pipeline, wan_config
 from mlx_video import memory
+from mlx_video.backend import BACKENDS, backend, backend_arg
 from mlx_video.nn.tiling import Tiling
 from mlx_video.wan.settings import WanSettings
 
@@ -126,9 +127,11 @@ def main(argv=None):
     )
     p.add_argument(
         "--plan-for",
-        choices=sorted(memory.CALIBRATION),
+        type=backend_arg,
+        choices=BACKENDS,
         default=None,
-        help="plan --budget with this backend's constants (gpu: a Mac's plan, run here; default: this machine's); "
+        help="plan --budget with this backend's constants (metal, or its older name gpu: a Mac's plan, run here; "
+        "default: this machine's); "
         "the estimates recorded beside the measurements stay this machine's",
     )
     p.add_argument("--seed", type=int, default=0)
@@ -256,7 +259,7 @@ def _run(a, cfg, pipe, weights, model, task, n_images, frames, height, width, dt
         weights_written={k: round(v, 3) for k, v in weights.write_s.items()},
         weights_folder=str(weights.folder),
         memory_plan=mplan.to_dict() if mplan else None,
-        plan_for=(a.plan_for or memory.backend()) if mplan else None,
+        plan_for=(a.plan_for or backend()) if mplan else None,
         inject_context=a.inject_context,
         phases=ph.rows,
         peak_gib=max(r["mlx_peak_gib"] for r in ph.rows.values()),

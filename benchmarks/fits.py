@@ -21,6 +21,7 @@ from pathlib import Path
 
 from benchmarks.random_models import A14B, TI2V_5B
 from mlx_video import memory
+from mlx_video.backend import BACKENDS, backend_arg
 from mlx_video.wan import vae21, vae22
 from mlx_video.wan.clip import CLIPVisionArgs
 from mlx_video.wan.t5 import UMT5Args
@@ -53,7 +54,9 @@ def _short(step: str) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--fraction", type=float, default=2 / 3, help="budget = fraction x RAM")
-    p.add_argument("--backend", choices=("gpu", "cuda", "cpu"), default="gpu", help="calibration to use (Metal: gpu)")
+    p.add_argument(
+        "--backend", type=backend_arg, choices=BACKENDS, default="metal", help="calibration to use (gpu: metal)"
+    )
     p.add_argument("--no-streaming", dest="streaming", action="store_false", help="leave DiT block streaming out")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)

@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_issue11.sh 5b        # TI2V-5B 121x704x1280: t2v, ti2v, mi2v (3 images), 3 steps    ~5 min
 #   bash benchmarks/gpu_issue11.sh a14b      # i2v-A14B 81x480x832, 2 steps (one expert each)                  ~2 min
 #   bash benchmarks/gpu_issue11.sh quant     # quant_modes --size full                                          ~3 min
-#   bash benchmarks/gpu_issue11.sh budget    # ti2v: a 16 GB Mac's plan (--budget 10.7 --plan-for gpu: DiT blocks
+#   bash benchmarks/gpu_issue11.sh budget    # ti2v: a 16 GB Mac's plan (--budget 10.7 --plan-for metal: DiT blocks
 #                                            # streamed from a written file, UMT5 8-bit at load, 512 px tiles)
 #                                            # and the H100's own plan for 11 GiB (4-bit at load, 512 px)   ~6-8 min
 #   bash benchmarks/gpu_issue11.sh budget20  # ti2v with --budget 20                                          ~2 min
@@ -77,7 +77,7 @@ for what in "$@"; do
     a14b)
       run i2v-A14B 300 --case i2v-A14B --steps 2;;
     budget)  # the weights files (DiT ~10 GiB, UMT5 ~10.6 GiB bf16) are written first, outside every phase
-      run ti2v-mac16 260 --case ti2v --steps 3 --budget 10.7 --plan-for gpu
+      run ti2v-mac16 260 --case ti2v --steps 3 --budget 10.7 --plan-for metal
       run ti2v-budget11 260 --case ti2v --steps 3 --budget 11;;
     budget20)
       run ti2v-budget20 180 --case ti2v --steps 3 --budget 20;;

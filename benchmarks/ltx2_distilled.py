@@ -234,9 +234,9 @@ def write_random_transformer(folder, a: LTXModelArgs, dtype, q: dict | None, see
 
 
 def _estimate(folder, video: tuple[int, int, int], stream_blocks, others) -> float:
-    """mlx_video.memory's LTX estimate of the run's peak for the written transformer folder (its streaming and
+    """mlx_video.ltx2.memory's LTX estimate of the run's peak for the written transformer folder (its streaming and
     quantization; distilled), plus the other components' weights, which live in memory here (GiB)."""
-    from mlx_video import memory
+    from mlx_video.ltx2 import memory
 
     peaks = memory.ltx_phase_peaks(folder, "distilled", *video, False, stream_blocks)
     return (peaks["generate"] + sum(common.mlx_nbytes(m) for m in others)) / common.GiB
@@ -669,7 +669,7 @@ def report(args, config, dtype, results, layers, steps=None) -> None:
             f"{name}: weights {r['param_gib']:.2f} GiB, build {r['build_s']:.1f} s, first run "
             f"{r['first_run_extra_s']:+.2f} s vs warm, peak memory: {r['peak_how']}"
             + (f", {r['compute']}" if "compute" in r else "")
-            + (f"; mlx_video.memory estimate {r['estimate_gib']:.2f} GiB" if r.get("estimate_gib") else "")
+            + (f"; mlx_video.ltx2.memory estimate {r['estimate_gib']:.2f} GiB" if r.get("estimate_gib") else "")
         )
     print(
         "official = ltx-pipelines 1.0.0 building blocks in "

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten, tree_unflatten
 
+from mlx_video.backend import backend
 from mlx_video.io.weights import WeightsError, load_strict, quantize_linears, save_safetensors
 from mlx_video.nn import blockwise
 from mlx_video.nn.blockwise import BlockWeights, SafetensorsBlocks, dequantized
@@ -256,7 +257,7 @@ def _peak(fn) -> int:
     return mx.get_peak_memory() - base, mx.get_active_memory() - base - out.nbytes
 
 
-@pytest.mark.skipif(blockwise.backend() != "cpu", reason="sizes measured with MLX's CPU allocator")
+@pytest.mark.skipif(backend() != "cpu", reason="sizes measured with MLX's CPU allocator")
 def test_streaming_peak(tmp_path):
     """Peak of a streamed forward ~ resident blocks + activations (non-block weights resident, counted in base)."""
     args = WanModelArgs(**WIDE)
@@ -284,7 +285,7 @@ def test_streaming_peak(tmp_path):
     assert peaks[2] - peaks[1] > 0.5 * block
 
 
-@pytest.mark.skipif(blockwise.backend() != "cpu", reason="sizes measured with MLX's CPU allocator")
+@pytest.mark.skipif(backend() != "cpu", reason="sizes measured with MLX's CPU allocator")
 def test_dequantize_peak():
     """Per-block dequantization holds one block's dense copy at a time: its peak is the quantized forward's
     plus about one bf16 block (plus the CPU's affine-dequantize temporaries, ~4x the largest linear), far from

@@ -116,11 +116,11 @@ def test_memory_plan_per_rank(ranks):
     one = M.dit_activation_bytes(a, L, 1, "float32", "cpu")
     assert 0.5 * one < est < one
     sizes = M.WanSizes(dit=TI2V_5B, vae=vae22.Wan22VAEArgs(), t5=UMT5Args(), images=1)
-    p1, p4 = (M.plan(sizes, 121, 704, 1280, budget=200 * M.GIB, backend_name="gpu", ranks=n) for n in (1, 4))
+    p1, p4 = (M.plan(sizes, 121, 704, 1280, budget=200 * M.GIB, backend_name="metal", ranks=n) for n in (1, 4))
     assert p4.ranks == 4 and p4.phases_gib["text"] == p1.phases_gib["text"]  # T5 on rank 0, whole
     assert p4.phases_gib["denoise"] < p1.phases_gib["denoise"] and p4.to_dict()["ranks"] == 4
     tiled = dict(vae_tile=(256, 256), vae_overlap=64)
-    d1, d4 = (M.phase_peaks(sizes, 121, 704, 1280, M.MemoryPlan(ranks=n, **tiled), "gpu")["decode"] for n in (1, 4))
+    d1, d4 = (M.phase_peaks(sizes, 121, 704, 1280, M.MemoryPlan(ranks=n, **tiled), "metal")["decode"] for n in (1, 4))
     assert d4 - d1 == 3 * 121 * 256 * 256 * 3 * 4  # three more gathered tile outputs
 
 

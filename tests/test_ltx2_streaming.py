@@ -249,7 +249,7 @@ def _fake_folder(path, blocks=8, bits=None):
 
 
 def test_estimate_counts_resident_blocks_and_dequantized_copy(tmp_path):
-    from mlx_video import memory
+    from mlx_video.ltx2 import memory
 
     d = _fake_folder(tmp_path / "bf16")
     block = 64 * 64 * 2
@@ -349,7 +349,7 @@ def test_lora_read_with_each_block_is_not_resident(folders, tmp_path):
 
 
 def test_estimate_counts_a_streamed_lora_per_kept_block(tmp_path):
-    from mlx_video import memory
+    from mlx_video.ltx2 import memory
 
     d = _fake_folder(tmp_path / "dev")
     (d / "distilled_lora.safetensors").write_bytes(b"\0" * 8000)  # only its size is read

@@ -10,6 +10,7 @@ import mlx.core as mx
 import pytest
 
 from mlx_video import memory as M
+from mlx_video.backend import backend
 from mlx_video.nn.conv import MAX_UNFOLD_BYTES
 from mlx_video.wan import vae21, vae22
 from mlx_video.wan.t5 import UMT5Args
@@ -39,7 +40,7 @@ def _measure(base: int, fn, *resident) -> int:
     return mx.get_peak_memory() - base
 
 
-@pytest.mark.skipif(M.backend() != "cpu", reason="the test sizes are calibrated for MLX's CPU backend")
+@pytest.mark.skipif(backend() != "cpu", reason="the test sizes are calibrated for MLX's CPU backend")
 def test_dit_forward_estimate_within_25_percent():
     """One DiT forward at 600 tokens, width 192 (not a calibration point): estimate vs mx.get_peak_memory."""
     base = _baseline()
@@ -57,7 +58,7 @@ def test_dit_forward_estimate_within_25_percent():
     assert abs(est / peak - 1) < 0.25
 
 
-@pytest.mark.skipif(M.backend() != "cpu", reason="the test sizes are calibrated for MLX's CPU backend")
+@pytest.mark.skipif(backend() != "cpu", reason="the test sizes are calibrated for MLX's CPU backend")
 @pytest.mark.parametrize("version,latent", [("2.2", (2, 6, 10)), ("2.1", (2, 10, 12))])
 def test_vae_decode_estimate_within_25_percent(version, latent):
     base = _baseline()
@@ -104,26 +105,26 @@ def test_gpu_estimates_match_the_h100_measurements():
                 )
             ) / M.GIB
             assert abs(est / row["peak_gib"] - 1) < 0.1, (row, est)
-    # Metal ("gpu") counts the conv unfold buffer on top (capped by nn/conv.py): never below CUDA's estimate
+    # Metal counts the conv unfold buffer on top (capped by nn/conv.py): never below CUDA's estimate
     for dt in ("float32", "bfloat16"):
-        cuda, metal = (M.vae_activation_bytes(sizes.vae, 121, 704, 1280, dt, backend_name=b) for b in ("cuda", "gpu"))
+        cuda, metal = (M.vae_activation_bytes(sizes.vae, 121, 704, 1280, dt, backend_name=b) for b in ("cuda", "metal"))
         assert cuda < metal <= cuda + MAX_UNFOLD_BYTES
 
 
 def test_plan_follows_the_order_and_fits():
     sizes = _sizes_5b()
-    roomy = M.plan(sizes, 121, 704, 1280, budget=200 * M.GIB, backend_name="gpu")
+    roomy = M.plan(sizes, 121, 704, 1280, budget=200 * M.GIB, backend_name="metal")
     assert roomy.steps == [] and roomy.batch_cfg and roomy.vae_tile is None
     prev = roomy.peak_gib
     for gib in (32, 24, 16, 12, 10):
-        p = M.plan(sizes, 121, 704, 1280, budget=gib * M.GIB, backend_name="gpu")
+        p = M.plan(sizes, 121, 704, 1280, budget=gib * M.GIB, backend_name="metal")
         assert p.peak_gib <= gib and p.peak_gib <= prev + 1e-9
         prev = p.peak_gib
     assert "sequential CFG" in p.steps and any(s.startswith("quantize") for s in p.steps)
     assert p.tiling is not None
     json.dumps(p.to_dict())
     # a user-fixed setting is kept
-    q = M.plan(sizes, 121, 704, 1280, budget=16 * M.GIB, backend_name="gpu", vae_dtype="float32")
+    q = M.plan(sizes, 121, 704, 1280, budget=16 * M.GIB, backend_name="metal", vae_dtype="float32")
     assert q.vae_dtype == "float32" and q.peak_gib <= 16
 
 
@@ -131,7 +132,7 @@ def test_budget_below_minimum_raises_before_loading():
     sizes = _sizes_5b()
     before = mx.get_active_memory()
     with pytest.raises(M.MemoryBudgetError, match=r"no memory plan fits 2\.00 GiB.*needs \d+\.\d+ GiB"):
-        M.plan(sizes, 121, 704, 1280, budget=2 * M.GIB, backend_name="gpu")
+        M.plan(sizes, 121, 704, 1280, budget=2 * M.GIB, backend_name="metal")
     assert mx.get_active_memory() - before < 1 << 20  # nothing was materialised
     with pytest.raises(ValueError, match="unknown plan settings"):
         M.plan(sizes, 121, 704, 1280, budget=2 * M.GIB, not_a_setting=1)

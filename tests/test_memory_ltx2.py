@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from mlx_video import memory
 from mlx_video.cli import app
-from mlx_video.ltx2 import loading
+from mlx_video.ltx2 import loading, memory
 from tests.ltx_tiny import convert_tiny
 
 

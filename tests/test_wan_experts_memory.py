@@ -98,14 +98,14 @@ def test_kept_models_swap_experts_when_both_do_not_fit(folder, monkeypatch):
 def test_planner_counts_one_expert_unless_both_are_kept():
     sizes = M.wan_sizes(_a14b_cfg())
     base = dict(batch_cfg=False, vae_dtype="bfloat16", dtype="bfloat16")
-    kept = M.phase_peaks(sizes, 81, 480, 832, M.MemoryPlan(**base), "gpu")
-    swap = M.phase_peaks(sizes, 81, 480, 832, M.MemoryPlan(**base, swap_experts=True), "gpu")
-    off = M.phase_peaks(sizes, 81, 480, 832, M.MemoryPlan(**base, offload=True), "gpu")
+    kept = M.phase_peaks(sizes, 81, 480, 832, M.MemoryPlan(**base), "metal")
+    swap = M.phase_peaks(sizes, 81, 480, 832, M.MemoryPlan(**base, swap_experts=True), "metal")
+    off = M.phase_peaks(sizes, 81, 480, 832, M.MemoryPlan(**base, offload=True), "metal")
     expert = M.weight_bytes(sizes.dit_params, "bfloat16")
     assert kept["denoise"] - swap["denoise"] == pytest.approx(expert)
     assert off["denoise"] < swap["denoise"]  # offload also frees the text encoder
     # a 48 GiB budget (e.g. a 64 GB Mac) with models kept: one expert resident, not both
-    p = M.plan(sizes, 81, 480, 832, 48 * M.GIB, backend_name="gpu", offload=False)
+    p = M.plan(sizes, 81, 480, 832, 48 * M.GIB, backend_name="metal", offload=False)
     assert p.swap_experts and not p.offload and p.peak_gib <= 48
 
 

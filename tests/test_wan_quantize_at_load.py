@@ -57,11 +57,11 @@ def test_budget_between_float_and_8bit_peaks_chooses_8bit():
     sizes = memory.wan_sizes(wan_config("ti2v-5B"))
     fixed = dict(offload=True, batch_cfg=False, vae_dtype="bfloat16", vae_tile=(256, 256), vae_overlap=64)
     peak = {
-        b: memory.plan(sizes, 121, 704, 1280, 1e15, backend_name="gpu", quantize_bits=b, **fixed).peak_gib
+        b: memory.plan(sizes, 121, 704, 1280, 1e15, backend_name="metal", quantize_bits=b, **fixed).peak_gib
         for b in (None, 8)
     }
     assert peak[8] < peak[None]
-    mp = memory.plan(sizes, 121, 704, 1280, (peak[8] + peak[None]) / 2 * memory.GIB, backend_name="gpu", **fixed)
+    mp = memory.plan(sizes, 121, 704, 1280, (peak[8] + peak[None]) / 2 * memory.GIB, backend_name="metal", **fixed)
     assert mp.quantize_bits == 8 and mp.steps == ["quantize weights at load (8-bit)"], mp.steps
 
 

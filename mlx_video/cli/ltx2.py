@@ -78,11 +78,11 @@ def _given(**kw) -> dict:
 
 
 def _memory(model_dir, s, budget_gb, stream_blocks=None, dequantize_blocks=None) -> str:
-    """One line: the run's estimated peak per phase (mlx_video.memory.ltx_phase_peaks, with ``stream_blocks``
+    """One line: the run's estimated peak per phase (mlx_video.ltx2.memory.ltx_phase_peaks, with ``stream_blocks``
     resident blocks when streaming and the per-block dequantization ``dequantize_blocks`` chooses);
     MemoryBudgetError (a ValueError) when it exceeds ``budget_gb`` GiB (default: what MLX may use here). Loads
     nothing."""
-    from mlx_video import memory
+    from mlx_video.ltx2 import memory
 
     if budget_gb is not None and not (budget_gb > 0 and budget_gb != float("inf")):
         raise ValueError(f"--memory-budget must be a positive number of GB, got {budget_gb}")

@@ -19,9 +19,9 @@ Two uses of one mechanism (docs/streaming.md), for any model that runs a list of
 Policy (``dequantize_pays``): dequantizing costs ~one read of the quantized weights and one write + read of the
 dequantized ones per block (memory-bound, independent of the token count), while ``mx.quantized_matmul`` is slower
 than a dense matmul once the product is compute-bound (many tokens). So per-block dequantization is chosen when a
-forward has at least ``DEQUANTIZE_MIN_TOKENS[backend]`` tokens (batch x sequence), else the quantized matmul. The
-numbers behind each threshold are in docs/streaming.md (``python -m benchmarks.blockwise --crossover`` measures
-them); ``dequantize=True / False`` on :class:`BlockWeights` overrides it.
+forward has at least ``DEQUANTIZE_MIN_TOKENS[backend()]`` tokens (batch x sequence; ``mlx_video.backend``), else the
+quantized matmul. The numbers behind each threshold are in docs/streaming.md (``python -m benchmarks.blockwise
+--crossover`` measures them); ``dequantize=True / False`` on :class:`BlockWeights` overrides it.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
+from ..backend import backend
+
 # Fewest tokens per forward (batch x sequence) from which dequantize-per-block beats mx.quantized_matmul.
 # cpu: MLX 0.32.4's CPU quantized matmul is 15-27x slower than dequantize + matmul at every size measured
 #   (1024x1024 weights, 16 to 4096 rows, 4 and 8 bit; docs/streaming.md), so always.
@@ -41,14 +43,6 @@ from mlx.utils import tree_flatten, tree_unflatten
 # metal: not measured here; MLX's Metal quantized kernels are its best-tuned ones, so only large products
 #   dequantize. Re-measure with ``python -m benchmarks.blockwise --crossover``.
 DEQUANTIZE_MIN_TOKENS = {"cpu": 1, "cuda": 1024, "metal": 4096}
-
-
-def backend() -> str:
-    """ "cpu", "cuda" or "metal": where MLX computes by default."""
-    if mx.default_device() == mx.cpu:
-        return "cpu"
-    cuda = getattr(mx, "cuda", None)
-    return "cuda" if cuda is not None and cuda.is_available() else "metal"
 
 
 def dequantize_pays(tokens: int, backend_name: str | None = None) -> bool:
