@@ -30,21 +30,15 @@ import mlx.nn as nn
 import numpy as np
 
 from mlx_video.io.weights import WeightsError, load_safetensors, load_strict
-from mlx_video.nn.conv import conv3d, conv3d_replicate_taps, conv3d_stacked_taps
+from mlx_video.nn.conv import CONV3D_MODES, conv3d_replicate_frames
 from mlx_video.nn.embeddings import sinusoidal_embedding
 
 _ENC_STRIDES = {"compress_space_res": (1, 2, 2), "compress_time_res": (2, 1, 1), "compress_all_res": (2, 2, 2)}
 _DEC_STRIDES = {"compress_space": (1, 2, 2), "compress_time": (2, 1, 1), "compress_all": (2, 2, 2)}
 _PADDINGS = ("zeros", "reflect")
-CONV3D_MODES = ("native", "frames", "taps", "stacked")
-# How CausalConv3d convolves (the same values, summed in other orders; docs/ltx2.md §4.5):
-#   native   mx.conv3d on the padded frames (in output chunks, mlx_video.nn.conv.conv3d)
-#   frames   one mx.conv2d per temporal tap over the padded frames as a batch, summed (:func:`conv3d_by_frames`)
-#   taps     one mx.conv2d per tap over the unpadded frames, shifted in time and summed (no padded copy; zero
-#            spatial padding inside the convolution) (:func:`mlx_video.nn.conv.conv3d_replicate_taps`)
-#   stacked  one mx.conv2d with the 3 taps stacked along channels (:func:`mlx_video.nn.conv.conv3d_stacked_taps`)
-# Alternatives for MLX's CUDA backend, where the same decode runs 2.3x slower than ltx-core's with as many
-# convolutions and FLOPs (benchmarks/ltx2_vae_decode.py times them); read at each call, so
+# How CausalConv3d convolves: one of :data:`mlx_video.nn.conv.CONV3D_MODES` (the same values, summed in other
+# orders). The alternatives are for MLX's CUDA backend, where the same decode runs 2.3x slower than ltx-core's
+# with as many convolutions and FLOPs (benchmarks/ltx2_vae_decode.py times them); read at each call, so
 # ``$MLX_VIDEO_LTX_CONV3D`` or this variable switches it.
 CONV3D_MODE = os.environ.get("MLX_VIDEO_LTX_CONV3D", "native")
 
@@ -203,44 +197,10 @@ def depth_to_space(x: mx.array, s: Sequence[int]) -> mx.array:
     return x.reshape(b, d * s[0], h * s[1], w * s[2], c)
 
 
-def _pad_hw(x: mx.array, ph: int, pw: int, mode: str) -> mx.array:
-    if mode == "zeros":
-        return mx.pad(x, [(0, 0), (0, 0), (ph, ph), (pw, pw), (0, 0)])
-    # reflect (torch padding_mode="reflect"): mirror without repeating the edge
-    if ph:
-        x = mx.concatenate([x[:, :, ph:0:-1], x, x[:, :, -2 : -ph - 2 : -1]], axis=2)
-    if pw:
-        x = mx.concatenate([x[:, :, :, pw:0:-1], x, x[:, :, :, -2 : -pw - 2 : -1]], axis=3)
-    return x
-
-
-def conv3d_by_frames(x: mx.array, weight: mx.array, max_out_bytes: int = 1 << 30) -> mx.array:
-    """Valid (unpadded, stride 1) 3-D convolution as a sum over the kt temporal taps of 2-D convolutions with the
-    frames folded into the batch: x [B, T, H, W, C_in], weight [C_out, kt, kh, kw, C_in] -> [B, T-kt+1, H', W',
-    C_out], the values of ``mx.conv3d`` (summed in another order). Output frames go in groups of at most
-    ``max_out_bytes`` of output, each evaluated before the next."""
-    b, t, h, w, c = x.shape
-    o, kt, kh, kw, _ = weight.shape
-    t_out, h_out, w_out = t - kt + 1, h - kh + 1, w - kw + 1
-    step = max(1, max_out_bytes // max(1, b * h_out * w_out * o * x.dtype.size))
-    pieces = []
-    for t0 in range(0, t_out, step):
-        n = min(step, t_out - t0)
-        y = None
-        for dt in range(kt):
-            frames = x[:, t0 + dt : t0 + dt + n].reshape(b * n, h, w, c)
-            part = mx.conv2d(frames, weight[:, dt])
-            y = part if y is None else y + part
-        y = y.reshape(b, n, h_out, w_out, o)
-        if t_out > step:
-            mx.eval(y)
-        pieces.append(y)
-    return pieces[0] if len(pieces) == 1 else mx.concatenate(pieces, axis=1)
-
-
 class CausalConv3d(nn.Module):
     """ltx-core CausalConv3d: frames padded by replicating the first (causal: k-1 copies) or the
-    first and last frame ((k-1)/2 copies each); spatial padding k//2 with ``padding`` mode.
+    first and last frame ((k-1)/2 copies each); spatial padding k//2 with ``padding`` mode
+    (:func:`mlx_video.nn.conv.conv3d_replicate_frames`, formulated as :data:`CONV3D_MODE` says).
 
     weight [O, kt, kh, kw, I] (MLX layout), bias [O]; x [B, F, H, W, I] -> [B, F, H, W, O].
     """
@@ -252,23 +212,9 @@ class CausalConv3d(nn.Module):
         self.padding = padding
 
     def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
-        _, kt, kh, kw, _ = self.weight.shape
-        mode = conv3d_mode()
-        pad = (kh // 2, kw // 2) if self.padding == "zeros" and mode in ("taps", "stacked") else (0, 0)
-        if mode == "taps":
-            x = x if pad != (0, 0) else _pad_hw(x, kh // 2, kw // 2, self.padding)
-            return conv3d_replicate_taps(x, self.weight, kt - 1 if causal else (kt - 1) // 2, pad) + self.bias
-        if kt > 1:
-            first = mx.repeat(x[:, :1], kt - 1 if causal else (kt - 1) // 2, axis=1)
-            parts = [first, x] if causal else [first, x, mx.repeat(x[:, -1:], (kt - 1) // 2, axis=1)]
-            x = mx.concatenate(parts, axis=1)
-        if pad == (0, 0):
-            x = _pad_hw(x, kh // 2, kw // 2, self.padding)
-        if mode == "frames":
-            return conv3d_by_frames(x, self.weight) + self.bias
-        if mode == "stacked":
-            return conv3d_stacked_taps(x, self.weight, pad) + self.bias
-        return conv3d(x, self.weight) + self.bias
+        kt = self.weight.shape[1]
+        lead = kt - 1 if causal else (kt - 1) // 2
+        return conv3d_replicate_frames(x, self.weight, lead, self.padding, conv3d_mode()) + self.bias
 
 
 class TimestepEmbedder(nn.Module):
