@@ -8,7 +8,8 @@ diffusers' ``AutoencoderKLLTX2Video`` is the same network under other key names.
   per-channel statistics (``(mu - mean) / std``).
 
 The block *kinds* (res_x, compress_*_res, compress_*), layer counts and flags come from the
-checkpoint config (``config["vae"]`` of the single file, or a diffusers ``vae/config.json``);
+checkpoint config (``config["vae"]`` of the single file, or a diffusers ``vae/config.json``; read by
+:class:`mlx_video.ltx2.config.VideoVAEArgs`, re-exported here);
 every block's *width* comes from the weights (``VideoVAE.from_weights``). LTX-2 (19B) and LTX-2.3
 disagree on the last encoder downsample (2048 vs 1024 channels, docs/ltx2.md 4.4), so a
 width read from a stale config would either crash or silently mis-size the following blocks.
@@ -23,15 +24,16 @@ import math
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
 from mlx_video.io.weights import WeightsError, load_safetensors, load_strict
+from mlx_video.ltx2.config import VideoVAEArgs
 from mlx_video.nn.conv import CONV3D_MODES, conv3d_replicate_frames
 from mlx_video.nn.embeddings import sinusoidal_embedding
+from mlx_video.nn.tiling import causal_overlap_split, symmetric_overlap_split, trapezoid_mask
 
 _ENC_STRIDES = {"compress_space_res": (1, 2, 2), "compress_time_res": (2, 1, 1), "compress_all_res": (2, 2, 2)}
 _DEC_STRIDES = {"compress_space": (1, 2, 2), "compress_time": (2, 1, 1), "compress_all": (2, 2, 2)}
@@ -59,105 +61,6 @@ def conv3d_mode() -> str:
 # The same values either way.
 TILE_EVALS = ("sync", "async")
 TILE_EVAL = "sync"
-
-
-# ----------------------------------------------------------------------------- config
-def _blocks(raw) -> list[tuple[str, dict]]:
-    """Config block list -> [(name, params)]; an int param means ``num_layers``."""
-    return [(name, {"num_layers": p} if isinstance(p, int) else dict(p)) for name, p in raw]
-
-
-@dataclass
-class VideoVAEArgs:
-    """Architecture flags of the LTX-2 video VAE (widths are *not* here: they come from weights).
-
-    ``encoder_blocks`` in execution order; ``decoder_blocks`` as the config lists them
-    (pixel side first; the decoder runs them reversed, like ltx-core).
-    """
-
-    encoder_blocks: list = field(default_factory=list)
-    decoder_blocks: list = field(default_factory=list)
-    patch_size: int = 4
-    latent_log_var: str = "uniform"
-    encoder_padding: str = "zeros"
-    decoder_padding: str = "reflect"
-    encoder_causal: bool = True
-    causal_decoder: bool = False
-    timestep_conditioning: bool = False
-    norm_layer: str = "pixel_norm"
-    decode_noise_scale: float = 0.025
-    decode_timestep: float = 0.05
-
-    @classmethod
-    def from_config(cls, config: Mapping) -> VideoVAEArgs:
-        """From the single file's ``config`` (or its ``"vae"`` part) or a diffusers VAE config.
-
-        Missing official keys take ltx-core's configurator defaults (note: its
-        ``timestep_conditioning`` default is True; both shipped checkpoints say false).
-        Raises ValueError for diffusers layouts this port does not map (a down/up block without
-        its resampler, the old ``"conv"`` downsample).
-        """
-        d = config["vae"] if "vae" in config else config
-        if "encoder_blocks" in d or "decoder_blocks" in d:
-            pad = d.get("spatial_padding_mode")
-            return cls(
-                encoder_blocks=_blocks(d.get("encoder_blocks", [])),
-                decoder_blocks=_blocks(d.get("decoder_blocks", [])),
-                patch_size=d.get("patch_size", 4),
-                latent_log_var=d.get("latent_log_var", "uniform"),
-                encoder_padding=pad or "zeros",
-                decoder_padding=pad or "reflect",
-                causal_decoder=d.get("causal_decoder", False),
-                timestep_conditioning=d.get("timestep_conditioning", True),
-                norm_layer=d.get("norm_layer", "pixel_norm"),
-            )
-        if "layers_per_block" in d:
-            return cls._from_diffusers(d)
-        raise ValueError("not an LTX-2 video VAE config (no encoder_blocks/decoder_blocks or layers_per_block)")
-
-    @classmethod
-    def _from_diffusers(cls, d: Mapping) -> VideoVAEArgs:
-        # diffusers groups "resnets + resampler" per block; ltx-core lists them as separate blocks.
-        layers = list(d.get("layers_per_block", (4, 6, 6, 2, 2)))
-        n = len(layers) - 1
-        down = list(d.get("downsample_type", ("spatial", "temporal", "spatiotemporal", "spatiotemporal")))
-        kinds = {"spatial": "space", "temporal": "time", "spatiotemporal": "all"}
-        scaling = d.get("spatio_temporal_scaling", True)
-        if not all([scaling] * n if isinstance(scaling, bool) else scaling) or any(t not in kinds for t in down[:n]):
-            raise ValueError(
-                "diffusers LTX-2 VAE: only configs whose every down block ends in a "
-                "spatial/temporal/spatiotemporal downsampler are supported"
-            )
-        enc = []
-        for i in range(n):
-            enc += [("res_x", {"num_layers": layers[i]}), (f"compress_{kinds[down[i]]}_res", {})]
-        enc.append(("res_x", {"num_layers": layers[-1]}))
-
-        dlayers = list(d.get("decoder_layers_per_block", (5, 5, 5, 5)))  # pixel side first
-        m = len(dlayers) - 1
-        up = list(d.get("upsample_type", ("spatiotemporal",) * m))  # latent side first (not reversed)
-        res = d.get("upsample_residual", True)
-        res = [res] * m if isinstance(res, bool) else list(res)  # pixel side first
-        dscaling = d.get("decoder_spatio_temporal_scaling", True)
-        if not all([dscaling] * m if isinstance(dscaling, bool) else dscaling) or any(t not in kinds for t in up[:m]):
-            raise ValueError("diffusers LTX-2 VAE: only configs whose every up block has an upsampler are supported")
-        inject = d.get("decoder_inject_noise", False)
-        if any([inject] if isinstance(inject, bool) else inject):
-            raise ValueError("decoder_inject_noise is not supported")
-        dec = []
-        for i in range(m):  # pixel side first, as ltx-core's decoder_blocks
-            dec += [("res_x", {"num_layers": dlayers[i]}), (f"compress_{kinds[up[m - 1 - i]]}", {"residual": res[i]})]
-        dec.append(("res_x", {"num_layers": dlayers[-1]}))
-        return cls(
-            encoder_blocks=enc,
-            decoder_blocks=dec,
-            patch_size=d.get("patch_size", 4),
-            encoder_padding=d.get("encoder_spatial_padding_mode", "zeros"),
-            decoder_padding=d.get("decoder_spatial_padding_mode", "reflect"),
-            encoder_causal=d.get("encoder_causal", True),
-            causal_decoder=d.get("decoder_causal", True),
-            timestep_conditioning=d.get("timestep_conditioning", False),
-        )
 
 
 # ----------------------------------------------------------------------------- layers
@@ -491,38 +394,6 @@ class VideoDecoder(nn.Module):
         return unpatchify(self.conv_out(nn.silu(x), causal), self.args.patch_size)
 
 
-# ----------------------------------------------------------------------------- tiling (ltx-core tiling.py)
-def _split(length: int, size: int, overlap: int):
-    """split_with_symmetric_overlaps -> (starts, ends, left ramps, right ramps)."""
-    if length <= size:
-        return [0], [length], [0], [0]
-    n = (length + size - 2 * overlap - 1) // (size - overlap)
-    starts = [i * (size - overlap) for i in range(n)]
-    ends = [s + size for s in starts]
-    ends[-1] = length
-    return starts, ends, [0] + [overlap] * (n - 1), [overlap] * (n - 1) + [0]
-
-
-def _split_causal(length: int, size: int, overlap: int):
-    """Temporal latent split: later tiles start one latent frame earlier, ramp one longer."""
-    s, e, lr, rr = _split(length, size, overlap)
-    if len(s) > 1:
-        s = [s[0]] + [x - 1 for x in s[1:]]
-        lr = [lr[0]] + [x + 1 for x in lr[1:]]
-    return s, e, lr, rr
-
-
-def _trapezoid(length: int, left: int, right: int, left_from_zero: bool) -> np.ndarray:
-    left, right = max(0, min(left, length)), max(0, min(right, length))
-    m = np.ones(length, np.float32)
-    if left:
-        fade = np.linspace(0.0, 1.0, left + 1 if left_from_zero else left + 2, dtype=np.float32)[:-1]
-        m[:left] *= fade if left_from_zero else fade[1:]
-    if right:
-        m[-right:] *= np.linspace(1.0, 0.0, right + 2, dtype=np.float32)[1:-1]
-    return np.clip(m, 0, 1)
-
-
 # ----------------------------------------------------------------------------- the VAE
 class VideoVAE(nn.Module):
     """Encoder and/or decoder with the shared per-channel latent statistics.
@@ -663,16 +534,20 @@ class VideoVAE(nn.Module):
             size = max(max(2, ov + 1), round(tile_pixels // fs * n / max(h, w)))
             axes.append(
                 [
-                    (slice(s, e), slice(s * f, e * f), _trapezoid((e - s) * f, lr * f, rr * f, False))
-                    for s, e, lr, rr in zip(*_split(n, size, ov))
+                    (slice(s, e), slice(s * f, e * f), trapezoid_mask((e - s) * f, lr * f, rr * f, False))
+                    for s, e, lr, rr in zip(*symmetric_overlap_split(n, size, ov))
                 ]
             )
-        spl = _split_causal(t, tile_frames // ft, overlap_frames // ft) if tile_frames else _split(t, t, 0)
+        spl = (
+            causal_overlap_split(t, tile_frames // ft, overlap_frames // ft)
+            if tile_frames
+            else symmetric_overlap_split(t, t, 0)
+        )
         temporal = [
             (
                 slice(s, e),
                 slice(s * ft, 1 + (e - 1) * ft),
-                _trapezoid(1 + (e - 1 - s) * ft, 0 if lr == 0 else 1 + (lr - 1) * ft, rr * ft, True),
+                trapezoid_mask(1 + (e - 1 - s) * ft, 0 if lr == 0 else 1 + (lr - 1) * ft, rr * ft, True),
             )
             for s, e, lr, rr in zip(*spl)
         ]
