@@ -11,8 +11,9 @@ in the weights' dtype and added in float32); linear layers and attention run in 
 production, float32 in the parity tests).
 RoPE tables are inputs (:func:`mlx_video.ltx2.rope.rope_tables`, split layout of :mod:`mlx_video.nn.rope`), built once
 per run or stage. The hyper-parameters and their config names are in :mod:`mlx_video.ltx2.config`.
-Evaluation is paced inside the block loop (:class:`SubstepPacing`, docs/ltx2.md §2.9): MLX keeps a queued kernel's
-inputs until it has run, so how far evaluation runs ahead sets the activation memory.
+Evaluation is paced inside the block loop (:class:`mlx_video.nn.evaluation.SubstepPacing` at :data:`PHASES`,
+docs/ltx2.md §2.9): MLX keeps a queued kernel's inputs until it has run, so how far evaluation runs ahead sets the
+activation memory.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from mlx_video.ltx2.rope import LTXRope, fractional_angles, rope_table, rope_tab
 from mlx_video.nn.attention import attention
 from mlx_video.nn.blockwise import BlockWeights, run_blocks
 from mlx_video.nn.embeddings import sinusoidal_embedding
-from mlx_video.nn.evaluation import OneBlockAhead
+from mlx_video.nn.evaluation import Pace, SubstepPacing, no_pace
 from mlx_video.nn.lora import LoraKeyMap
 from mlx_video.nn.rope import RopeTable
 
@@ -344,38 +345,12 @@ def _ada(table: mx.array, mod: mx.array, start: int, stop: int) -> list[mx.array
     return [m[:, :, i] for i in range(stop - start)]
 
 
-Pace = Callable[..., None]
-"""``pace(phase, *arrays)``: called inside the block loop with a phase name of :data:`PHASES` and the
-arrays that phase produced (None entries allowed), e.g. to evaluate them."""
 PHASES = ("video_qkv", "video_self", "video_text", "video_text+audio", "av_cross", "block")
-"""Where a forward calls its pace, in order: after the video self-attention's q, k, v projections (with
-q/k norm and RoPE; not called when the block skips it, STG); after the video self-attention; after the video text
-cross-attention (video-only model) or after it and the audio stream's self- and text attention; after the
-audio<->video cross-attention; after the block's feed-forwards ("block", the block's output)."""
-
-
-def _no_pace(phase: str, *arrays) -> None:
-    pass
-
-
-class SubstepPacing:
-    """Default evaluation pacing of :class:`LTXModel`'s block loop: :class:`~mlx_video.nn.evaluation.OneBlockAhead`
-    (``async_eval`` the newest outputs, wait for the previous ones) at every phase of :data:`PHASES` when the
-    forward has at least ``tokens`` video tokens (per rank), else only at block ends.
-
-    Why (docs/ltx2.md §2.9): MLX keeps every input of the kernels it has queued but not finished (the CUDA
-    backend until the whole CUDA graph they were batched into completes: up to 100 kernels on an H100), so a
-    lazily built block holds all its intermediates at once, and one block in flight two blocks' worth:
-    ~8 GiB at 6,144 video tokens. Pacing inside the block bounds that by the largest sub-step pair.
-    """
-
-    def __init__(self, video_tokens: int, tokens: int):
-        self.fine = video_tokens >= tokens
-        self.ahead = OneBlockAhead()
-
-    def __call__(self, phase: str, *arrays) -> None:
-        if self.fine or phase == "block":
-            self.ahead(*arrays)
+"""Where a forward calls its pace (:data:`mlx_video.nn.evaluation.Pace`), in order: after the video self-attention's
+q, k, v projections (with q/k norm and RoPE; not called when the block skips it, STG); after the video
+self-attention; after the video text cross-attention (video-only model) or after it and the audio stream's self-
+and text attention; after the audio<->video cross-attention; after the block's feed-forwards ("block", the block's
+output)."""
 
 
 @dataclass
@@ -469,7 +444,7 @@ class Block(nn.Module):
         ``pace(phase, *arrays)`` (see :data:`PHASES`), when given, is called after each sub-step with its
         outputs (the block's end is left to the caller): where evaluation can be paced inside a block."""
         i = self.idx
-        pace = pace if pace is not None else _no_pace
+        pace = pace if pace is not None else no_pace
         qkv = lambda *xs: pace("video_qkv", *xs)  # noqa: E731
         vx = self._self(
             v, self.attn1, self.scale_shift_table, p.keep("video_self_attn", i), p.all("video_self_attn", i), qkv
