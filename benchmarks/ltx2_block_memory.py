@@ -42,8 +42,8 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.ltx2_transformer import REAL, TINY, checkpoint_config
-from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs, Modality, SubstepPacing
-from mlx_video.nn.evaluation import OneBlockAhead
+from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs, Modality
+from mlx_video.nn.evaluation import OneBlockAhead, SubstepPacing
 
 GIB = float(1 << 30)
 FPS, AUDIO_RATE, TEXT_TOKENS = 24.0, 25.0, 1024

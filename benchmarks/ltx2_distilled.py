@@ -122,6 +122,7 @@ from mlx_video.ltx2.pipelines import LTX2Components, LTXSettings, generate  # no
 from mlx_video.ltx2.transformer import LTXModel, LTXModelArgs  # noqa: E402
 from mlx_video.ltx2.video_vae import VideoVAE  # noqa: E402
 from mlx_video.ltx2.video_vae import sanitize as vae_sanitize  # noqa: E402
+from mlx_video.nn.conv import CONV3D_MODES  # noqa: E402
 from tests.ltx_tiny import audio_vae_config, bwe_vocoder_config  # noqa: E402
 
 FPS = 24.0
@@ -350,7 +351,7 @@ def main(argv=None):
     )
     p.add_argument(
         "--conv3d",
-        choices=vv_mod.CONV3D_MODES,
+        choices=CONV3D_MODES,
         default=vv_mod.CONV3D_MODE,
         help="our video VAE's CausalConv3d: mx.conv3d in chunks, or a 2-D convolution per temporal tap",
     )

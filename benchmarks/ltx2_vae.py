@@ -29,6 +29,7 @@ from benchmarks import common
 from benchmarks.common import mx, torch
 from mlx_video.ltx2 import video_vae as vv
 from mlx_video.ltx2.video_vae import VideoVAE, sanitize
+from mlx_video.nn.conv import CONV3D_MODES
 
 SIZES = {"tiny": (9, 64, 64), "mid": (9, 128, 128), "full": (121, 512, 768)}  # frames, height, width
 TILES = dict(tile_pixels=512, overlap_pixels=64, tile_frames=64, overlap_frames=24)  # TilingConfig.default()
@@ -121,7 +122,7 @@ def main():
     p.add_argument("--video", default=None, help="override the size preset's FxHxW, e.g. 121x512x768")
     p.add_argument(
         "--conv3d",
-        choices=vv.CONV3D_MODES,
+        choices=CONV3D_MODES,
         default=vv.CONV3D_MODE,
         help="our CausalConv3d: mx.conv3d in chunks, or a 2-D convolution per temporal tap",
     )

@@ -48,10 +48,10 @@ FLAGS = ("unchunked", "async")
 def parse_variant(v: str) -> dict:
     """ "taps+async" -> {"mode": "taps", "unchunked": False, "async": True}; raises ValueError for unknown parts."""
     parts = v.split("+")
-    modes = [p for p in parts if p in vv.CONV3D_MODES]
-    bad = [p for p in parts if p not in vv.CONV3D_MODES and p not in FLAGS]
+    modes = [p for p in parts if p in conv.CONV3D_MODES]
+    bad = [p for p in parts if p not in conv.CONV3D_MODES and p not in FLAGS]
     if bad or len(modes) != 1:
-        raise ValueError(f"variant {v!r}: one of {vv.CONV3D_MODES} plus any of {FLAGS}, joined by '+'")
+        raise ValueError(f"variant {v!r}: one of {conv.CONV3D_MODES} plus any of {FLAGS}, joined by '+'")
     return {"mode": modes[0], **{f: f in parts for f in FLAGS}}
 
 

@@ -1,4 +1,5 @@
-"""Chunked conv3d equals mx.conv3d whatever the chunking (frames, row bands, strides, padding)."""
+"""Chunked conv3d equals mx.conv3d whatever the chunking (frames, row bands, strides, padding); the
+edge-replicated formulations equal it on the padded input."""
 
 import mlx.core as mx
 import numpy as np
@@ -47,3 +48,23 @@ def test_bad_padding_raises():
     x, w = mx.zeros((1, 3, 4, 4, 2)), mx.zeros((1, 3, 3, 3, 2))
     with pytest.raises(ValueError, match="padding"):
         conv3d(x, w, padding=(0, -1, 0))
+
+
+@pytest.mark.parametrize("mode", ["native", "frames", "taps", "stacked"])
+@pytest.mark.parametrize("padding", ["zeros", "reflect"])
+def test_replicate_frames_modes_equal_mx_conv3d_on_the_padded_input(mode, padding):
+    """conv3d_replicate_frames, every formulation, against mx.conv3d on edge-replicated, spatially padded frames."""
+    from mlx_video.nn.conv import conv3d_replicate_frames, pad_height_width
+
+    x = mx.random.normal((2, 5, 6, 7, 4), key=mx.random.key(3))
+    w = mx.random.normal((3, 3, 3, 3, 4), key=mx.random.key(4))
+    for lead in (0, 1, 2):
+        framed = mx.concatenate([x[:, :1]] * lead + [x] + [x[:, -1:]] * (2 - lead), axis=1)
+        ref = mx.conv3d(pad_height_width(framed, 1, 1, padding), w)
+        out = conv3d_replicate_frames(x, w, lead, padding, mode)
+        assert out.shape == ref.shape == (2, 5, 6, 7, 3)
+        np.testing.assert_allclose(np.array(out), np.array(ref), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown conv3d mode"):
+        conv3d_replicate_frames(x, w, 1, padding, "bogus")
+    with pytest.raises(ValueError, match="lead"):
+        conv3d_replicate_frames(x, w, 3, padding, mode)

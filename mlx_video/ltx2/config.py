@@ -1,15 +1,18 @@
-"""LTX-2 / LTX-2.3 transformer hyper-parameters (:class:`LTXModelArgs`) and how the checkpoints' configs name them.
+"""LTX-2 / LTX-2.3 hyper-parameters and how the checkpoints' configs name them: the transformer's
+(:class:`LTXModelArgs`) and the video VAE's (:class:`VideoVAEArgs`).
 
 :meth:`LTXModelArgs.from_config` reads either layout: Lightricks' embedded single-file config (ltx-core 1.0.0's
 configurator names, :data:`LTX_CORE_KEYS`) or a diffusers ``LTX2VideoTransformer3DModel`` config.json
-(:data:`DIFFUSERS_KEYS`), told apart by key names only (docs/ltx2.md §2). The architecture that takes them is
-:class:`mlx_video.ltx2.transformer.LTXModel` (which re-exports these names).
+(:data:`DIFFUSERS_KEYS`), told apart by key names only (docs/ltx2.md §2). :meth:`VideoVAEArgs.from_config` reads
+the single file's ``vae`` section or a diffusers ``AutoencoderKLLTX2Video`` config. The architectures that take
+them are :class:`mlx_video.ltx2.transformer.LTXModel` and :class:`mlx_video.ltx2.video_vae.VideoVAE` (which
+re-export these names).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Keys only one layout's transformer config has (ltx-core's configurator vs diffusers'
 # LTX2VideoTransformer3DModel constructor); from_config tells the layouts apart by these.
@@ -191,4 +194,103 @@ class LTXModelArgs:
             double_precision_rope=c.get("rope_double_precision", True),
             apply_gated_attention=gated,
             cross_attention_adaln=adaln,
+        )
+
+
+def _blocks(raw) -> list[tuple[str, dict]]:
+    """Config block list -> [(name, params)]; an int param means ``num_layers``."""
+    return [(name, {"num_layers": p} if isinstance(p, int) else dict(p)) for name, p in raw]
+
+
+@dataclass
+class VideoVAEArgs:
+    """Architecture flags of the LTX-2 video VAE (widths are *not* here: they come from the weights,
+    :meth:`mlx_video.ltx2.video_vae.VideoVAE.from_weights`).
+
+    ``encoder_blocks`` in execution order; ``decoder_blocks`` as the config lists them
+    (pixel side first; the decoder runs them reversed, like ltx-core).
+    """
+
+    encoder_blocks: list = field(default_factory=list)
+    decoder_blocks: list = field(default_factory=list)
+    patch_size: int = 4
+    latent_log_var: str = "uniform"
+    encoder_padding: str = "zeros"
+    decoder_padding: str = "reflect"
+    encoder_causal: bool = True
+    causal_decoder: bool = False
+    timestep_conditioning: bool = False
+    norm_layer: str = "pixel_norm"
+    decode_noise_scale: float = 0.025
+    decode_timestep: float = 0.05
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> VideoVAEArgs:
+        """From the single file's ``config`` (or its ``"vae"`` part) or a diffusers VAE config.
+
+        Missing official keys take ltx-core's configurator defaults (note: its
+        ``timestep_conditioning`` default is True; both shipped checkpoints say false).
+        Raises ValueError for diffusers layouts this port does not map (a down/up block without
+        its resampler, the old ``"conv"`` downsample).
+        """
+        d = config["vae"] if "vae" in config else config
+        if "encoder_blocks" in d or "decoder_blocks" in d:
+            pad = d.get("spatial_padding_mode")
+            return cls(
+                encoder_blocks=_blocks(d.get("encoder_blocks", [])),
+                decoder_blocks=_blocks(d.get("decoder_blocks", [])),
+                patch_size=d.get("patch_size", 4),
+                latent_log_var=d.get("latent_log_var", "uniform"),
+                encoder_padding=pad or "zeros",
+                decoder_padding=pad or "reflect",
+                causal_decoder=d.get("causal_decoder", False),
+                timestep_conditioning=d.get("timestep_conditioning", True),
+                norm_layer=d.get("norm_layer", "pixel_norm"),
+            )
+        if "layers_per_block" in d:
+            return cls._from_diffusers(d)
+        raise ValueError("not an LTX-2 video VAE config (no encoder_blocks/decoder_blocks or layers_per_block)")
+
+    @classmethod
+    def _from_diffusers(cls, d: Mapping) -> VideoVAEArgs:
+        # diffusers groups "resnets + resampler" per block; ltx-core lists them as separate blocks.
+        layers = list(d.get("layers_per_block", (4, 6, 6, 2, 2)))
+        n = len(layers) - 1
+        down = list(d.get("downsample_type", ("spatial", "temporal", "spatiotemporal", "spatiotemporal")))
+        kinds = {"spatial": "space", "temporal": "time", "spatiotemporal": "all"}
+        scaling = d.get("spatio_temporal_scaling", True)
+        if not all([scaling] * n if isinstance(scaling, bool) else scaling) or any(t not in kinds for t in down[:n]):
+            raise ValueError(
+                "diffusers LTX-2 VAE: only configs whose every down block ends in a "
+                "spatial/temporal/spatiotemporal downsampler are supported"
+            )
+        enc = []
+        for i in range(n):
+            enc += [("res_x", {"num_layers": layers[i]}), (f"compress_{kinds[down[i]]}_res", {})]
+        enc.append(("res_x", {"num_layers": layers[-1]}))
+
+        dlayers = list(d.get("decoder_layers_per_block", (5, 5, 5, 5)))  # pixel side first
+        m = len(dlayers) - 1
+        up = list(d.get("upsample_type", ("spatiotemporal",) * m))  # latent side first (not reversed)
+        res = d.get("upsample_residual", True)
+        res = [res] * m if isinstance(res, bool) else list(res)  # pixel side first
+        dscaling = d.get("decoder_spatio_temporal_scaling", True)
+        if not all([dscaling] * m if isinstance(dscaling, bool) else dscaling) or any(t not in kinds for t in up[:m]):
+            raise ValueError("diffusers LTX-2 VAE: only configs whose every up block has an upsampler are supported")
+        inject = d.get("decoder_inject_noise", False)
+        if any([inject] if isinstance(inject, bool) else inject):
+            raise ValueError("decoder_inject_noise is not supported")
+        dec = []
+        for i in range(m):  # pixel side first, as ltx-core's decoder_blocks
+            dec += [("res_x", {"num_layers": dlayers[i]}), (f"compress_{kinds[up[m - 1 - i]]}", {"residual": res[i]})]
+        dec.append(("res_x", {"num_layers": dlayers[-1]}))
+        return cls(
+            encoder_blocks=enc,
+            decoder_blocks=dec,
+            patch_size=d.get("patch_size", 4),
+            encoder_padding=d.get("encoder_spatial_padding_mode", "zeros"),
+            decoder_padding=d.get("decoder_spatial_padding_mode", "reflect"),
+            encoder_causal=d.get("encoder_causal", True),
+            causal_decoder=d.get("decoder_causal", True),
+            timestep_conditioning=d.get("timestep_conditioning", False),
         )

@@ -10,15 +10,16 @@ Numerics: the residual streams, AdaLN arithmetic, norms and RoPE are float32 (th
 in the weights' dtype and added in float32); linear layers and attention run in the weights' dtype (bf16 in
 production, float32 in the parity tests).
 RoPE tables are inputs (:func:`mlx_video.ltx2.rope.rope_tables`, split layout of :mod:`mlx_video.nn.rope`), built once
-per run or stage. The hyper-parameters and their config names are in :mod:`mlx_video.ltx2.config`.
-Evaluation is paced inside the block loop (:class:`SubstepPacing`, docs/ltx2.md §2.9): MLX keeps a queued kernel's
-inputs until it has run, so how far evaluation runs ahead sets the activation memory.
+per run or stage. The hyper-parameters and their config names are in :mod:`mlx_video.ltx2.config`, the checkpoints'
+weight names in :mod:`mlx_video.ltx2.transformer_keys`.
+Evaluation is paced inside the block loop (:class:`mlx_video.nn.evaluation.SubstepPacing` at :data:`PHASES`,
+docs/ltx2.md §2.9): MLX keeps a queued kernel's inputs until it has run, so how far evaluation runs ahead sets the
+activation memory.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -29,11 +30,16 @@ import numpy as np
 from mlx_video.distributed import current
 from mlx_video.ltx2.config import DIFFUSERS_KEYS, LTX_CORE_KEYS, LTXModelArgs  # noqa: F401  (re-exported)
 from mlx_video.ltx2.rope import LTXRope, fractional_angles, rope_table, rope_tables  # noqa: F401  (re-exported)
+from mlx_video.ltx2.transformer_keys import (  # noqa: F401  (re-exported)
+    LIGHTRICKS_PREFIX,
+    OTHER_MODULES,
+    lora_key_map,
+    sanitize,
+)
 from mlx_video.nn.attention import attention
 from mlx_video.nn.blockwise import BlockWeights, run_blocks
 from mlx_video.nn.embeddings import sinusoidal_embedding
-from mlx_video.nn.evaluation import OneBlockAhead
-from mlx_video.nn.lora import LoraKeyMap
+from mlx_video.nn.evaluation import Pace, SubstepPacing, no_pace
 from mlx_video.nn.rope import RopeTable
 
 F32 = mx.float32
@@ -344,38 +350,12 @@ def _ada(table: mx.array, mod: mx.array, start: int, stop: int) -> list[mx.array
     return [m[:, :, i] for i in range(stop - start)]
 
 
-Pace = Callable[..., None]
-"""``pace(phase, *arrays)``: called inside the block loop with a phase name of :data:`PHASES` and the
-arrays that phase produced (None entries allowed), e.g. to evaluate them."""
 PHASES = ("video_qkv", "video_self", "video_text", "video_text+audio", "av_cross", "block")
-"""Where a forward calls its pace, in order: after the video self-attention's q, k, v projections (with
-q/k norm and RoPE; not called when the block skips it, STG); after the video self-attention; after the video text
-cross-attention (video-only model) or after it and the audio stream's self- and text attention; after the
-audio<->video cross-attention; after the block's feed-forwards ("block", the block's output)."""
-
-
-def _no_pace(phase: str, *arrays) -> None:
-    pass
-
-
-class SubstepPacing:
-    """Default evaluation pacing of :class:`LTXModel`'s block loop: :class:`~mlx_video.nn.evaluation.OneBlockAhead`
-    (``async_eval`` the newest outputs, wait for the previous ones) at every phase of :data:`PHASES` when the
-    forward has at least ``tokens`` video tokens (per rank), else only at block ends.
-
-    Why (docs/ltx2.md §2.9): MLX keeps every input of the kernels it has queued but not finished (the CUDA
-    backend until the whole CUDA graph they were batched into completes: up to 100 kernels on an H100), so a
-    lazily built block holds all its intermediates at once, and one block in flight two blocks' worth:
-    ~8 GiB at 6,144 video tokens. Pacing inside the block bounds that by the largest sub-step pair.
-    """
-
-    def __init__(self, video_tokens: int, tokens: int):
-        self.fine = video_tokens >= tokens
-        self.ahead = OneBlockAhead()
-
-    def __call__(self, phase: str, *arrays) -> None:
-        if self.fine or phase == "block":
-            self.ahead(*arrays)
+"""Where a forward calls its pace (:data:`mlx_video.nn.evaluation.Pace`), in order: after the video self-attention's
+q, k, v projections (with q/k norm and RoPE; not called when the block skips it, STG); after the video
+self-attention; after the video text cross-attention (video-only model) or after it and the audio stream's self-
+and text attention; after the audio<->video cross-attention; after the block's feed-forwards ("block", the block's
+output)."""
 
 
 @dataclass
@@ -469,7 +449,7 @@ class Block(nn.Module):
         ``pace(phase, *arrays)`` (see :data:`PHASES`), when given, is called after each sub-step with its
         outputs (the block's end is left to the caller): where evaluation can be paced inside a block."""
         i = self.idx
-        pace = pace if pace is not None else _no_pace
+        pace = pace if pace is not None else no_pace
         qkv = lambda *xs: pace("video_qkv", *xs)  # noqa: E731
         vx = self._self(
             v, self.attn1, self.scale_shift_table, p.keep("video_self_attn", i), p.all("video_self_attn", i), qkv
@@ -687,106 +667,3 @@ def to_x0(latent: mx.array, velocity: mx.array, timesteps: mx.array) -> mx.array
     """
     t = timesteps.astype(F32).reshape(latent.shape[0], -1, 1)
     return latent.astype(F32) - velocity.astype(F32) * t
-
-
-# ----------------------------------------------------------------------------------------------
-# checkpoint keys
-
-LIGHTRICKS_PREFIX = "model.diffusion_model."
-# Keys of Lightricks' single-file checkpoint owned by other modules (text connectors / feature
-# extractor, video VAE, audio VAE, vocoder); skipped here, loaded by their own sanitize.
-OTHER_MODULES = (
-    "model.diffusion_model.video_embeddings_connector.",
-    "model.diffusion_model.audio_embeddings_connector.",
-    "model.diffusion_model.embeddings_connector.",
-    "text_embedding_projection.",
-    "vae.",
-    "audio_vae.",
-    "vocoder.",
-)
-# Audio-stream and audio<->video keys: the reference's video-only model never builds (so never
-# loads) them; dropped only when sanitizing for a video-only model.
-_AUDIO_TOP = re.compile(r"^(audio_|av_ca_)")
-_AUDIO_BLOCK = re.compile(r"^transformer_blocks\.\d+\.(audio_|video_to_audio_attn\.|scale_shift_table_a2v_ca_)")
-
-# diffusers LTX2VideoTransformer3DModel names -> original names
-_DIFFUSERS_TOP = {
-    "proj_in": "patchify_proj",
-    "audio_proj_in": "audio_patchify_proj",
-    "time_embed": "adaln_single",
-    "audio_time_embed": "audio_adaln_single",
-    "prompt_adaln": "prompt_adaln_single",
-    "audio_prompt_adaln": "audio_prompt_adaln_single",
-    "av_cross_attn_video_scale_shift": "av_ca_video_scale_shift_adaln_single",
-    "av_cross_attn_audio_scale_shift": "av_ca_audio_scale_shift_adaln_single",
-    "av_cross_attn_video_a2v_gate": "av_ca_a2v_gate_adaln_single",
-    "av_cross_attn_audio_v2a_gate": "av_ca_v2a_gate_adaln_single",
-}
-_DIFFUSERS_BLOCK = {
-    "video_a2v_cross_attn_scale_shift_table": "scale_shift_table_a2v_ca_video",
-    "audio_a2v_cross_attn_scale_shift_table": "scale_shift_table_a2v_ca_audio",
-}
-_DIFFUSERS_ATTN = {"norm_q": "q_norm", "norm_k": "k_norm"}
-
-# original names -> this module's names
-_OURS = (
-    (re.compile(r"\.emb\.timestep_embedder\."), ".timestep_embedder."),
-    (re.compile(r"\.to_out\.0\."), ".to_out."),
-    (re.compile(r"ff\.net\.0\.proj\."), "ff.proj_in."),  # ff. and audio_ff.
-    (re.compile(r"ff\.net\.2\."), "ff.proj_out."),
-)
-
-
-def _from_diffusers(key: str) -> str:
-    parts = key.split(".")
-    parts[0] = _DIFFUSERS_TOP.get(parts[0], parts[0])
-    if parts[0] == "transformer_blocks" and len(parts) > 2:
-        parts[2] = _DIFFUSERS_BLOCK.get(parts[2], parts[2])
-        if len(parts) > 3:
-            parts[3] = _DIFFUSERS_ATTN.get(parts[3], parts[3])
-    return ".".join(parts)
-
-
-def sanitize(
-    weights: Mapping[str, mx.array], layout: str = "lightricks", video_only: bool = False
-) -> dict[str, mx.array]:
-    """Map checkpoint keys to :class:`LTXModel` parameter names (all weights are linears/tables:
-    no layout change).
-
-    layout "lightricks": Lightricks' single file (``model.diffusion_model.*``); keys under
-    :data:`OTHER_MODULES` are skipped, any other key is kept (renamed if it has the prefix) so that
-    ``load_strict`` names it. layout "diffusers": ``LTX2VideoTransformer3DModel`` names.
-    ``video_only``: drop the audio and audio<->video keys for a video-only model.
-    Raises ValueError for an unknown layout.
-    """
-    out = {}
-    for key, w in weights.items():
-        if layout == "lightricks":
-            if key.startswith(OTHER_MODULES):
-                continue
-            key = key[len(LIGHTRICKS_PREFIX) :] if key.startswith(LIGHTRICKS_PREFIX) else key
-        elif layout == "diffusers":
-            key = _from_diffusers(key)
-        else:
-            raise ValueError(f"unknown layout {layout!r} (expected 'lightricks' or 'diffusers')")
-        if video_only and (_AUDIO_TOP.match(key) or _AUDIO_BLOCK.match(key)):
-            continue
-        for pat, rep in _OURS:
-            key = pat.sub(rep, key)
-        out[key] = w
-    return out
-
-
-def lora_key_map(video_only: bool = False) -> LoraKeyMap:
-    """How LTX-2 LoRA files name their modules (:class:`mlx_video.nn.lora.LoraKeyMap`): ltx-core names
-    with ``model.diffusion_model.`` or ``diffusion_model.`` prefixes (the distilled LoRA), or diffusers
-    names, resolved through :func:`sanitize`; no alpha scaling, as ltx-core's ``fuse_loras``. Modules
-    of the text connectors (``*_embeddings_connector``) are skipped: ltx-core fuses LoRAs into the
-    transformer only, whose model never uses those keys; with ``video_only`` the audio modules are
-    skipped likewise."""
-    return LoraKeyMap(
-        partial(sanitize, video_only=video_only),
-        {"lightricks": LIGHTRICKS_PREFIX, "diffusers": ""},
-        ("model.diffusion_model.", "diffusion_model.", "transformer."),
-        use_alpha=False,
-    )

@@ -22,6 +22,7 @@ import mlx.nn as nn
 import numpy as np
 
 from mlx_video.io.weights import WeightsError
+from mlx_video.nn.conv import conv3d_summed_taps
 
 _RATIONAL = {0.75: (3, 4), 1.5: (3, 2), 2.0: (2, 1), 4.0: (4, 1)}  # scale -> (num, den)
 _BLUR_TAPS = 5
@@ -106,13 +107,13 @@ def blur_downsample(x: mx.array, stride: int) -> mx.array:
 
 def _conv(layer: nn.Module, x: mx.array) -> mx.array:
     """``layer(x)``; a 3x3x3 ``nn.Conv3d`` (padding 1) goes through
-    :func:`mlx_video.ltx2.video_vae.conv3d_by_frames` when ``video_vae.CONV3D_MODE`` is "frames" (same values)."""
+    :func:`mlx_video.nn.conv.conv3d_summed_taps` when ``video_vae.CONV3D_MODE`` is "frames" (same values)."""
     from mlx_video.ltx2 import video_vae
 
     if not isinstance(layer, nn.Conv3d) or video_vae.CONV3D_MODE != "frames":
         return layer(x)
     xp = mx.pad(x, [(0, 0), (1, 1), (1, 1), (1, 1), (0, 0)])
-    return video_vae.conv3d_by_frames(xp, layer.weight) + layer.bias
+    return conv3d_summed_taps(xp, layer.weight) + layer.bias
 
 
 def _group_norm(norm: nn.GroupNorm, x: mx.array) -> mx.array:

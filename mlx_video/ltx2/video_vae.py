@@ -8,7 +8,8 @@ diffusers' ``AutoencoderKLLTX2Video`` is the same network under other key names.
   per-channel statistics (``(mu - mean) / std``).
 
 The block *kinds* (res_x, compress_*_res, compress_*), layer counts and flags come from the
-checkpoint config (``config["vae"]`` of the single file, or a diffusers ``vae/config.json``);
+checkpoint config (``config["vae"]`` of the single file, or a diffusers ``vae/config.json``; read by
+:class:`mlx_video.ltx2.config.VideoVAEArgs`, re-exported here);
 every block's *width* comes from the weights (``VideoVAE.from_weights``). LTX-2 (19B) and LTX-2.3
 disagree on the last encoder downsample (2048 vs 1024 channels, docs/ltx2.md 4.4), so a
 width read from a stale config would either crash or silently mis-size the following blocks.
@@ -23,28 +24,23 @@ import math
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
 from mlx_video.io.weights import WeightsError, load_safetensors, load_strict
-from mlx_video.nn.conv import conv3d, conv3d_replicate_taps, conv3d_stacked_taps
+from mlx_video.ltx2.config import VideoVAEArgs
+from mlx_video.nn.conv import CONV3D_MODES, conv3d_replicate_frames
 from mlx_video.nn.embeddings import sinusoidal_embedding
+from mlx_video.nn.tiling import causal_overlap_split, symmetric_overlap_split, trapezoid_mask
 
 _ENC_STRIDES = {"compress_space_res": (1, 2, 2), "compress_time_res": (2, 1, 1), "compress_all_res": (2, 2, 2)}
 _DEC_STRIDES = {"compress_space": (1, 2, 2), "compress_time": (2, 1, 1), "compress_all": (2, 2, 2)}
 _PADDINGS = ("zeros", "reflect")
-CONV3D_MODES = ("native", "frames", "taps", "stacked")
-# How CausalConv3d convolves (the same values, summed in other orders; docs/ltx2.md §4.5):
-#   native   mx.conv3d on the padded frames (in output chunks, mlx_video.nn.conv.conv3d)
-#   frames   one mx.conv2d per temporal tap over the padded frames as a batch, summed (:func:`conv3d_by_frames`)
-#   taps     one mx.conv2d per tap over the unpadded frames, shifted in time and summed (no padded copy; zero
-#            spatial padding inside the convolution) (:func:`mlx_video.nn.conv.conv3d_replicate_taps`)
-#   stacked  one mx.conv2d with the 3 taps stacked along channels (:func:`mlx_video.nn.conv.conv3d_stacked_taps`)
-# Alternatives for MLX's CUDA backend, where the same decode runs 2.3x slower than ltx-core's with as many
-# convolutions and FLOPs (benchmarks/ltx2_vae_decode.py times them); read at each call, so
+# How CausalConv3d convolves: one of :data:`mlx_video.nn.conv.CONV3D_MODES` (the same values, summed in other
+# orders). The alternatives are for MLX's CUDA backend, where the same decode runs 2.3x slower than ltx-core's
+# with as many convolutions and FLOPs (benchmarks/ltx2_vae_decode.py times them); read at each call, so
 # ``$MLX_VIDEO_LTX_CONV3D`` or this variable switches it.
 CONV3D_MODE = os.environ.get("MLX_VIDEO_LTX_CONV3D", "native")
 
@@ -65,105 +61,6 @@ def conv3d_mode() -> str:
 # The same values either way.
 TILE_EVALS = ("sync", "async")
 TILE_EVAL = "sync"
-
-
-# ----------------------------------------------------------------------------- config
-def _blocks(raw) -> list[tuple[str, dict]]:
-    """Config block list -> [(name, params)]; an int param means ``num_layers``."""
-    return [(name, {"num_layers": p} if isinstance(p, int) else dict(p)) for name, p in raw]
-
-
-@dataclass
-class VideoVAEArgs:
-    """Architecture flags of the LTX-2 video VAE (widths are *not* here: they come from weights).
-
-    ``encoder_blocks`` in execution order; ``decoder_blocks`` as the config lists them
-    (pixel side first; the decoder runs them reversed, like ltx-core).
-    """
-
-    encoder_blocks: list = field(default_factory=list)
-    decoder_blocks: list = field(default_factory=list)
-    patch_size: int = 4
-    latent_log_var: str = "uniform"
-    encoder_padding: str = "zeros"
-    decoder_padding: str = "reflect"
-    encoder_causal: bool = True
-    causal_decoder: bool = False
-    timestep_conditioning: bool = False
-    norm_layer: str = "pixel_norm"
-    decode_noise_scale: float = 0.025
-    decode_timestep: float = 0.05
-
-    @classmethod
-    def from_config(cls, config: Mapping) -> VideoVAEArgs:
-        """From the single file's ``config`` (or its ``"vae"`` part) or a diffusers VAE config.
-
-        Missing official keys take ltx-core's configurator defaults (note: its
-        ``timestep_conditioning`` default is True; both shipped checkpoints say false).
-        Raises ValueError for diffusers layouts this port does not map (a down/up block without
-        its resampler, the old ``"conv"`` downsample).
-        """
-        d = config["vae"] if "vae" in config else config
-        if "encoder_blocks" in d or "decoder_blocks" in d:
-            pad = d.get("spatial_padding_mode")
-            return cls(
-                encoder_blocks=_blocks(d.get("encoder_blocks", [])),
-                decoder_blocks=_blocks(d.get("decoder_blocks", [])),
-                patch_size=d.get("patch_size", 4),
-                latent_log_var=d.get("latent_log_var", "uniform"),
-                encoder_padding=pad or "zeros",
-                decoder_padding=pad or "reflect",
-                causal_decoder=d.get("causal_decoder", False),
-                timestep_conditioning=d.get("timestep_conditioning", True),
-                norm_layer=d.get("norm_layer", "pixel_norm"),
-            )
-        if "layers_per_block" in d:
-            return cls._from_diffusers(d)
-        raise ValueError("not an LTX-2 video VAE config (no encoder_blocks/decoder_blocks or layers_per_block)")
-
-    @classmethod
-    def _from_diffusers(cls, d: Mapping) -> VideoVAEArgs:
-        # diffusers groups "resnets + resampler" per block; ltx-core lists them as separate blocks.
-        layers = list(d.get("layers_per_block", (4, 6, 6, 2, 2)))
-        n = len(layers) - 1
-        down = list(d.get("downsample_type", ("spatial", "temporal", "spatiotemporal", "spatiotemporal")))
-        kinds = {"spatial": "space", "temporal": "time", "spatiotemporal": "all"}
-        scaling = d.get("spatio_temporal_scaling", True)
-        if not all([scaling] * n if isinstance(scaling, bool) else scaling) or any(t not in kinds for t in down[:n]):
-            raise ValueError(
-                "diffusers LTX-2 VAE: only configs whose every down block ends in a "
-                "spatial/temporal/spatiotemporal downsampler are supported"
-            )
-        enc = []
-        for i in range(n):
-            enc += [("res_x", {"num_layers": layers[i]}), (f"compress_{kinds[down[i]]}_res", {})]
-        enc.append(("res_x", {"num_layers": layers[-1]}))
-
-        dlayers = list(d.get("decoder_layers_per_block", (5, 5, 5, 5)))  # pixel side first
-        m = len(dlayers) - 1
-        up = list(d.get("upsample_type", ("spatiotemporal",) * m))  # latent side first (not reversed)
-        res = d.get("upsample_residual", True)
-        res = [res] * m if isinstance(res, bool) else list(res)  # pixel side first
-        dscaling = d.get("decoder_spatio_temporal_scaling", True)
-        if not all([dscaling] * m if isinstance(dscaling, bool) else dscaling) or any(t not in kinds for t in up[:m]):
-            raise ValueError("diffusers LTX-2 VAE: only configs whose every up block has an upsampler are supported")
-        inject = d.get("decoder_inject_noise", False)
-        if any([inject] if isinstance(inject, bool) else inject):
-            raise ValueError("decoder_inject_noise is not supported")
-        dec = []
-        for i in range(m):  # pixel side first, as ltx-core's decoder_blocks
-            dec += [("res_x", {"num_layers": dlayers[i]}), (f"compress_{kinds[up[m - 1 - i]]}", {"residual": res[i]})]
-        dec.append(("res_x", {"num_layers": dlayers[-1]}))
-        return cls(
-            encoder_blocks=enc,
-            decoder_blocks=dec,
-            patch_size=d.get("patch_size", 4),
-            encoder_padding=d.get("encoder_spatial_padding_mode", "zeros"),
-            decoder_padding=d.get("decoder_spatial_padding_mode", "reflect"),
-            encoder_causal=d.get("encoder_causal", True),
-            causal_decoder=d.get("decoder_causal", True),
-            timestep_conditioning=d.get("timestep_conditioning", False),
-        )
 
 
 # ----------------------------------------------------------------------------- layers
@@ -203,44 +100,10 @@ def depth_to_space(x: mx.array, s: Sequence[int]) -> mx.array:
     return x.reshape(b, d * s[0], h * s[1], w * s[2], c)
 
 
-def _pad_hw(x: mx.array, ph: int, pw: int, mode: str) -> mx.array:
-    if mode == "zeros":
-        return mx.pad(x, [(0, 0), (0, 0), (ph, ph), (pw, pw), (0, 0)])
-    # reflect (torch padding_mode="reflect"): mirror without repeating the edge
-    if ph:
-        x = mx.concatenate([x[:, :, ph:0:-1], x, x[:, :, -2 : -ph - 2 : -1]], axis=2)
-    if pw:
-        x = mx.concatenate([x[:, :, :, pw:0:-1], x, x[:, :, :, -2 : -pw - 2 : -1]], axis=3)
-    return x
-
-
-def conv3d_by_frames(x: mx.array, weight: mx.array, max_out_bytes: int = 1 << 30) -> mx.array:
-    """Valid (unpadded, stride 1) 3-D convolution as a sum over the kt temporal taps of 2-D convolutions with the
-    frames folded into the batch: x [B, T, H, W, C_in], weight [C_out, kt, kh, kw, C_in] -> [B, T-kt+1, H', W',
-    C_out], the values of ``mx.conv3d`` (summed in another order). Output frames go in groups of at most
-    ``max_out_bytes`` of output, each evaluated before the next."""
-    b, t, h, w, c = x.shape
-    o, kt, kh, kw, _ = weight.shape
-    t_out, h_out, w_out = t - kt + 1, h - kh + 1, w - kw + 1
-    step = max(1, max_out_bytes // max(1, b * h_out * w_out * o * x.dtype.size))
-    pieces = []
-    for t0 in range(0, t_out, step):
-        n = min(step, t_out - t0)
-        y = None
-        for dt in range(kt):
-            frames = x[:, t0 + dt : t0 + dt + n].reshape(b * n, h, w, c)
-            part = mx.conv2d(frames, weight[:, dt])
-            y = part if y is None else y + part
-        y = y.reshape(b, n, h_out, w_out, o)
-        if t_out > step:
-            mx.eval(y)
-        pieces.append(y)
-    return pieces[0] if len(pieces) == 1 else mx.concatenate(pieces, axis=1)
-
-
 class CausalConv3d(nn.Module):
     """ltx-core CausalConv3d: frames padded by replicating the first (causal: k-1 copies) or the
-    first and last frame ((k-1)/2 copies each); spatial padding k//2 with ``padding`` mode.
+    first and last frame ((k-1)/2 copies each); spatial padding k//2 with ``padding`` mode
+    (:func:`mlx_video.nn.conv.conv3d_replicate_frames`, formulated as :data:`CONV3D_MODE` says).
 
     weight [O, kt, kh, kw, I] (MLX layout), bias [O]; x [B, F, H, W, I] -> [B, F, H, W, O].
     """
@@ -252,23 +115,9 @@ class CausalConv3d(nn.Module):
         self.padding = padding
 
     def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
-        _, kt, kh, kw, _ = self.weight.shape
-        mode = conv3d_mode()
-        pad = (kh // 2, kw // 2) if self.padding == "zeros" and mode in ("taps", "stacked") else (0, 0)
-        if mode == "taps":
-            x = x if pad != (0, 0) else _pad_hw(x, kh // 2, kw // 2, self.padding)
-            return conv3d_replicate_taps(x, self.weight, kt - 1 if causal else (kt - 1) // 2, pad) + self.bias
-        if kt > 1:
-            first = mx.repeat(x[:, :1], kt - 1 if causal else (kt - 1) // 2, axis=1)
-            parts = [first, x] if causal else [first, x, mx.repeat(x[:, -1:], (kt - 1) // 2, axis=1)]
-            x = mx.concatenate(parts, axis=1)
-        if pad == (0, 0):
-            x = _pad_hw(x, kh // 2, kw // 2, self.padding)
-        if mode == "frames":
-            return conv3d_by_frames(x, self.weight) + self.bias
-        if mode == "stacked":
-            return conv3d_stacked_taps(x, self.weight, pad) + self.bias
-        return conv3d(x, self.weight) + self.bias
+        kt = self.weight.shape[1]
+        lead = kt - 1 if causal else (kt - 1) // 2
+        return conv3d_replicate_frames(x, self.weight, lead, self.padding, conv3d_mode()) + self.bias
 
 
 class TimestepEmbedder(nn.Module):
@@ -545,38 +394,6 @@ class VideoDecoder(nn.Module):
         return unpatchify(self.conv_out(nn.silu(x), causal), self.args.patch_size)
 
 
-# ----------------------------------------------------------------------------- tiling (ltx-core tiling.py)
-def _split(length: int, size: int, overlap: int):
-    """split_with_symmetric_overlaps -> (starts, ends, left ramps, right ramps)."""
-    if length <= size:
-        return [0], [length], [0], [0]
-    n = (length + size - 2 * overlap - 1) // (size - overlap)
-    starts = [i * (size - overlap) for i in range(n)]
-    ends = [s + size for s in starts]
-    ends[-1] = length
-    return starts, ends, [0] + [overlap] * (n - 1), [overlap] * (n - 1) + [0]
-
-
-def _split_causal(length: int, size: int, overlap: int):
-    """Temporal latent split: later tiles start one latent frame earlier, ramp one longer."""
-    s, e, lr, rr = _split(length, size, overlap)
-    if len(s) > 1:
-        s = [s[0]] + [x - 1 for x in s[1:]]
-        lr = [lr[0]] + [x + 1 for x in lr[1:]]
-    return s, e, lr, rr
-
-
-def _trapezoid(length: int, left: int, right: int, left_from_zero: bool) -> np.ndarray:
-    left, right = max(0, min(left, length)), max(0, min(right, length))
-    m = np.ones(length, np.float32)
-    if left:
-        fade = np.linspace(0.0, 1.0, left + 1 if left_from_zero else left + 2, dtype=np.float32)[:-1]
-        m[:left] *= fade if left_from_zero else fade[1:]
-    if right:
-        m[-right:] *= np.linspace(1.0, 0.0, right + 2, dtype=np.float32)[1:-1]
-    return np.clip(m, 0, 1)
-
-
 # ----------------------------------------------------------------------------- the VAE
 class VideoVAE(nn.Module):
     """Encoder and/or decoder with the shared per-channel latent statistics.
@@ -717,16 +534,20 @@ class VideoVAE(nn.Module):
             size = max(max(2, ov + 1), round(tile_pixels // fs * n / max(h, w)))
             axes.append(
                 [
-                    (slice(s, e), slice(s * f, e * f), _trapezoid((e - s) * f, lr * f, rr * f, False))
-                    for s, e, lr, rr in zip(*_split(n, size, ov))
+                    (slice(s, e), slice(s * f, e * f), trapezoid_mask((e - s) * f, lr * f, rr * f, False))
+                    for s, e, lr, rr in zip(*symmetric_overlap_split(n, size, ov))
                 ]
             )
-        spl = _split_causal(t, tile_frames // ft, overlap_frames // ft) if tile_frames else _split(t, t, 0)
+        spl = (
+            causal_overlap_split(t, tile_frames // ft, overlap_frames // ft)
+            if tile_frames
+            else symmetric_overlap_split(t, t, 0)
+        )
         temporal = [
             (
                 slice(s, e),
                 slice(s * ft, 1 + (e - 1) * ft),
-                _trapezoid(1 + (e - 1 - s) * ft, 0 if lr == 0 else 1 + (lr - 1) * ft, rr * ft, True),
+                trapezoid_mask(1 + (e - 1 - s) * ft, 0 if lr == 0 else 1 + (lr - 1) * ft, rr * ft, True),
             )
             for s, e, lr, rr in zip(*spl)
         ]

@@ -1,4 +1,10 @@
-"""3-D convolution with bounded temporary memory."""
+"""3-D convolution: with bounded temporary memory, and as sums of 2-D convolutions.
+
+:func:`conv3d` runs ``mx.conv3d`` in output chunks (the Wan VAEs). :func:`conv3d_replicate_frames` is a
+stride-1 "same" 3-D convolution over edge-replicated frames (ltx-core's ``CausalConv3d``) in one of
+:data:`CONV3D_MODES` formulations, built from :func:`conv3d`, :func:`conv3d_summed_taps`,
+:func:`conv3d_replicate_taps` and :func:`conv3d_stacked_taps`.
+"""
 
 from __future__ import annotations
 
@@ -146,3 +152,85 @@ def conv3d_stacked_taps(x: mx.array, weight: mx.array, padding: tuple[int, int] 
     wt = weight.transpose(0, 2, 3, 1, 4).reshape(o, kh, kw, kt * c)
     y = mx.conv2d(xs.reshape(b * n, h, w, kt * c), wt, padding=padding)
     return y.reshape(b, n, *y.shape[1:])
+
+
+def conv3d_summed_taps(x: mx.array, weight: mx.array, max_out_bytes: int = 1 << 30) -> mx.array:
+    """Valid (unpadded, stride 1) 3-D convolution as a sum over the kt temporal taps of 2-D convolutions with the
+    frames folded into the batch: x [B, T, H, W, C_in], weight [C_out, kt, kh, kw, C_in] -> [B, T-kt+1, H', W',
+    C_out], the values of ``mx.conv3d`` (summed in another order). Output frames go in groups of at most
+    ``max_out_bytes`` of output, each evaluated before the next."""
+    b, t, h, w, c = x.shape
+    o, kt, kh, kw, _ = weight.shape
+    t_out, h_out, w_out = t - kt + 1, h - kh + 1, w - kw + 1
+    step = max(1, max_out_bytes // max(1, b * h_out * w_out * o * x.dtype.size))
+    pieces = []
+    for t0 in range(0, t_out, step):
+        n = min(step, t_out - t0)
+        y = None
+        for dt in range(kt):
+            frames = x[:, t0 + dt : t0 + dt + n].reshape(b * n, h, w, c)
+            part = mx.conv2d(frames, weight[:, dt])
+            y = part if y is None else y + part
+        y = y.reshape(b, n, h_out, w_out, o)
+        if t_out > step:
+            mx.eval(y)
+        pieces.append(y)
+    return pieces[0] if len(pieces) == 1 else mx.concatenate(pieces, axis=1)
+
+
+def pad_height_width(x: mx.array, ph: int, pw: int, mode: str) -> mx.array:
+    """x [B, T, H, W, C] padded by ``ph`` rows and ``pw`` columns each side: "zeros", or "reflect" (torch
+    ``padding_mode="reflect"``: mirrored without repeating the edge; needs ph < H and pw < W)."""
+    if mode == "zeros":
+        return mx.pad(x, [(0, 0), (0, 0), (ph, ph), (pw, pw), (0, 0)])
+    if ph:
+        x = mx.concatenate([x[:, :, ph:0:-1], x, x[:, :, -2 : -ph - 2 : -1]], axis=2)
+    if pw:
+        x = mx.concatenate([x[:, :, :, pw:0:-1], x, x[:, :, :, -2 : -pw - 2 : -1]], axis=3)
+    return x
+
+
+CONV3D_MODES = ("native", "frames", "taps", "stacked")
+"""How :func:`conv3d_replicate_frames` convolves (the same values, summed in other orders; docs/ltx2.md §4.5):
+
+* native: ``mx.conv3d`` on the padded frames, in output chunks (:func:`conv3d`)
+* frames: one ``mx.conv2d`` per temporal tap over the padded frames as a batch, summed (:func:`conv3d_summed_taps`)
+* taps: one ``mx.conv2d`` per tap over the unpadded frames, shifted in time and summed (no padded copy; zero
+  spatial padding inside the convolution) (:func:`conv3d_replicate_taps`)
+* stacked: one ``mx.conv2d`` with the taps stacked along channels (:func:`conv3d_stacked_taps`)
+"""
+
+
+def conv3d_replicate_frames(
+    x: mx.array, weight: mx.array, lead: int, padding: str = "zeros", mode: str = "native"
+) -> mx.array:
+    """A stride-1 3-D convolution of x [B, T, H, W, C_in] with weight [C_out, kt, kh, kw, C_in] over its frames
+    padded by replicating the edge frames, ``lead`` copies of the first before the clip and kt - 1 - lead of the
+    last after it, and kh // 2 rows, kw // 2 columns each side padded with ``padding`` ("zeros" or "reflect",
+    :func:`pad_height_width`); ltx-core's ``CausalConv3d`` (causal: lead = kt - 1, else (kt - 1) // 2).
+    ``mode``: the formulation, one of :data:`CONV3D_MODES`. Returns [B, T, H, W, C_out] (odd kh, kw) in x's
+    dtype, without bias. Raises ValueError for an unknown mode, or unless 0 <= lead < kt.
+    """
+    _, kt, kh, kw, _ = weight.shape
+    if mode not in CONV3D_MODES:
+        raise ValueError(f"unknown conv3d mode {mode!r}; known: {', '.join(CONV3D_MODES)}")
+    if not 0 <= lead < kt:
+        raise ValueError(f"lead must be in 0..{kt - 1}, got {lead}")
+    pad = (kh // 2, kw // 2) if padding == "zeros" and mode in ("taps", "stacked") else (0, 0)
+    if mode == "taps":
+        x = x if pad != (0, 0) else pad_height_width(x, kh // 2, kw // 2, padding)
+        return conv3d_replicate_taps(x, weight, lead, pad)
+    trail = kt - 1 - lead
+    if lead or trail:
+        parts = [mx.repeat(x[:, :1], lead, axis=1)] if lead else []
+        parts.append(x)
+        if trail:
+            parts.append(mx.repeat(x[:, -1:], trail, axis=1))
+        x = mx.concatenate(parts, axis=1)
+    if pad == (0, 0):
+        x = pad_height_width(x, kh // 2, kw // 2, padding)
+    if mode == "frames":
+        return conv3d_summed_taps(x, weight)
+    if mode == "stacked":
+        return conv3d_stacked_taps(x, weight, pad)
+    return conv3d(x, weight)

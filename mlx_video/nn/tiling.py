@@ -10,6 +10,10 @@ blend); the weights here are normalised, so any tile layout (evenly spread, equa
 Tiled results are not identical to untiled ones: zero padding at tile edges and the per-frame
 attention of the VAE mid block see only the tile. The overlap hides the difference; the numbers are
 in tests/test_wan_vae_tiling.py.
+
+The LTX-2 VAE tiles as ltx-core does instead (``ltx_core.model.video_vae.tiling``): 1-D splits with symmetric
+overlaps (:func:`symmetric_overlap_split`, :func:`causal_overlap_split` for causal time) blended with trapezoidal
+masks (:func:`trapezoid_mask`).
 """
 
 from __future__ import annotations
@@ -238,3 +242,41 @@ def tiled_frames(
             [np.array(to_uint8(mx.array(sums[:, i : i + step]))) for i in range(0, frames, step)], axis=1
         )
     return video, finite
+
+
+# ----------------------------------------------------------------------------- ltx-core's splits and masks
+def symmetric_overlap_split(length: int, size: int, overlap: int) -> tuple[list[int], list[int], list[int], list[int]]:
+    """ltx-core ``split_with_symmetric_overlaps``: tiles of ``size`` over ``range(length)`` starting every
+    ``size - overlap`` (the last one cut at ``length``) -> (starts, ends, left ramps, right ramps), the ramps
+    ``overlap`` long where a tile has a neighbour on that side, else 0. One tile when ``length <= size``."""
+    if length <= size:
+        return [0], [length], [0], [0]
+    n = (length + size - 2 * overlap - 1) // (size - overlap)
+    starts = [i * (size - overlap) for i in range(n)]
+    ends = [s + size for s in starts]
+    ends[-1] = length
+    return starts, ends, [0] + [overlap] * (n - 1), [overlap] * (n - 1) + [0]
+
+
+def causal_overlap_split(length: int, size: int, overlap: int) -> tuple[list[int], list[int], list[int], list[int]]:
+    """:func:`symmetric_overlap_split` for a causal temporal latent axis: later tiles start one latent frame
+    earlier and their left ramp is one longer (ltx-core's temporal split)."""
+    s, e, lr, rr = symmetric_overlap_split(length, size, overlap)
+    if len(s) > 1:
+        s = [s[0]] + [x - 1 for x in s[1:]]
+        lr = [lr[0]] + [x + 1 for x in lr[1:]]
+    return s, e, lr, rr
+
+
+def trapezoid_mask(length: int, left: int, right: int, left_from_zero: bool) -> np.ndarray:
+    """ltx-core's 1-D blend mask [length] float32: 1, ramping up over the first ``left`` entries (from 0 when
+    ``left_from_zero``, else from the first step above 0) and down over the last ``right`` (to just above 0);
+    ramps are clipped to ``length``."""
+    left, right = max(0, min(left, length)), max(0, min(right, length))
+    m = np.ones(length, np.float32)
+    if left:
+        fade = np.linspace(0.0, 1.0, left + 1 if left_from_zero else left + 2, dtype=np.float32)[:-1]
+        m[:left] *= fade if left_from_zero else fade[1:]
+    if right:
+        m[-right:] *= np.linspace(1.0, 0.0, right + 2, dtype=np.float32)[1:-1]
+    return np.clip(m, 0, 1)
