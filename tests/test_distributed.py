@@ -121,7 +121,8 @@ def test_memory_plan_per_rank(ranks):
     assert p4.phases_gib["denoise"] < p1.phases_gib["denoise"] and p4.to_dict()["ranks"] == 4
     tiled = dict(vae_tile=(256, 256), vae_overlap=64)
     d1, d4 = (M.phase_peaks(sizes, 121, 704, 1280, M.MemoryPlan(ranks=n, **tiled), "metal")["decode"] for n in (1, 4))
-    assert d4 - d1 == 3 * 121 * 256 * 256 * 3 * 4  # three more gathered tile outputs
+    # one rank decodes tile by tile to uint8 (no float32 pixels); over 4 ranks: the float32 video, a tile and 4 gathered
+    assert d4 - d1 == 121 * 704 * 1280 * 3 * 4 + 5 * 121 * 256 * 256 * 3 * 4
 
 
 def test_world_of_one_is_the_plain_path(converted, single):
