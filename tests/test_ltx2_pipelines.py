@@ -571,9 +571,13 @@ def test_release_drops_the_transformers_before_the_decode(parts, images):
         base = run_ours(pipeline, ours, models, ctx, images, NoiseBank())
         comps = ours_comps(pipeline, ours, models)
         released = []
+
+        def spy(c, z, real=pipelines_mod.decode_frames, seen=released):
+            seen.append(c.transformer is None)
+            return real(c, z)
+
         with pytest.MonkeyPatch.context() as mp:  # the decode runs after the release
-            real = pipelines_mod.decode_frames
-            mp.setattr(pipelines_mod, "decode_frames", lambda c, z: released.append(c.transformer is None) or real(c, z))
+            mp.setattr(pipelines_mod, "decode_frames", spy)
             out = run_ours(pipeline, ours, models, ctx, images, NoiseBank(), comps=comps, release=True)
         assert released == [True] and comps.stage2_transformer is None and comps.transformer_file is None
         np.testing.assert_array_equal(out.frames, base.frames)

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from benchmarks.common import mlx_random_
-from mlx_video.nn import tiling
 from mlx_video.io.images import to_uint8
+from mlx_video.nn import tiling
 from mlx_video.nn.tiling import Tiling, tile_spans, tiled_frames, tiled_map
 from mlx_video.wan import vae21, vae22
 
