@@ -198,16 +198,18 @@ def tiled_frames(
     :func:`mlx_video.wan.vae21.pixels_to_uint8`), whether all were finite, and its weighted values at the
     output pixels that several tiles cover. Pixels one tile covers (weight 1) are final at once; the
     others are summed in float32 on the host in tile order, as :func:`tiled_map` sums them, and
-    converted with ``to_uint8`` at the end, a few frames at a time. Memory: one tile's decode on the device; on the host the uint8
-    video [B, frames, H·scale, W·scale, C'] and float32 sums over the overlap bands only.
+    converted with ``to_uint8`` at the end, a few frames at a time. Memory: one tile's decode on the
+    device; on the host the uint8 video [B, frames, H·scale, W·scale, C'] and float32 sums over the
+    overlap bands only. Raises ValueError when a tile's decode does not give ``frames`` frames.
     Returns (video uint8, all pixels finite)."""
     (out_h, out_w), total, tiles = _layout(x.shape, tile, overlap, scale, 1, 1)
     count = np.zeros((out_h, out_w), np.int64)
     for _, (oa, ob, oc, od), _ in tiles:
         count[oa:ob, oc:od] += 1
     shared = count > 1
+    n_shared = int(shared.sum())
     slot = np.full((out_h, out_w), -1, np.int64)
-    slot[shared] = np.arange(int(shared.sum()))
+    slot[shared] = np.arange(n_shared)
     video = sums = None
     finite = True
     for (a, b, c, d), (oa, ob, oc, od), uv in tiles:
@@ -228,7 +230,7 @@ def tiled_frames(
             if video is None:
                 n, ch = u8.shape[0], u8.shape[-1]
                 video = np.zeros((n, frames, out_h, out_w, ch), np.uint8)
-                sums = np.zeros((n, frames, len(slot[shared]), ch), np.float32)
+                sums = np.zeros((n, frames, n_shared, ch), np.float32)
             t1 = t0 + u8.shape[1]
             video[:, t0:t1, oa:ob, oc:od][:, :, own] = u8[:, :, own]
             sums[:, t0:t1, slots] += part
@@ -236,7 +238,7 @@ def tiled_frames(
             t0 = t1
         if t0 != frames:
             raise ValueError(f"the tile decode gave {t0} frames, expected {frames}")
-    if sums.shape[2]:
+    if n_shared:
         step = max(1, (64 << 20) // max(1, sums[:, :1].nbytes))
         video[:, :, shared] = np.concatenate(
             [np.array(to_uint8(mx.array(sums[:, i : i + step]))) for i in range(0, frames, step)], axis=1

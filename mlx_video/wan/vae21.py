@@ -309,8 +309,7 @@ class Wan21VAE(nn.Module):
         (rank i mod n decodes tile i; every rank returns the blended video, bit-equal to the one-process
         tiled decode; docs/distributed.md); ignored without ``tiling``. Raises ValueError on a wrong shape
         or tiling."""
-        if z.ndim != 5 or z.shape[-1] != self.z_dim:
-            raise ValueError(f"latents must be [B, T, h, w, {self.z_dim}], got {tuple(z.shape)}")
+        self._check_latents(z)
         tiling = tiling if tiling is not None else self.default_tiling
 
         def whole(zz: mx.array) -> mx.array:
@@ -342,6 +341,10 @@ class Wan21VAE(nn.Module):
         Raises ValueError for a frames_per_chunk below 1."""
         yield from (x for (x,) in self._chunks(z, frames_per_chunk, max_unfold_bytes, lambda x: (x,)))
 
+    def _check_latents(self, z: mx.array) -> None:
+        if z.ndim != 5 or z.shape[-1] != self.z_dim:
+            raise ValueError(f"latents must be [B, T, h, w, {self.z_dim}], got {tuple(z.shape)}")
+
     def decode_frames(
         self,
         z: mx.array,
@@ -358,8 +361,7 @@ class Wan21VAE(nn.Module):
         the next), yielded as one chunk of all frames: the bytes of ``to_uint8(decode(z, tiling))`` without
         the float32 video or tiles (device memory: one tile's decode). Same settings and errors as
         :meth:`decode_chunks`; ValueError on a wrong shape or tiling."""
-        if z.ndim != 5 or z.shape[-1] != self.z_dim:
-            raise ValueError(f"latents must be [B, T, h, w, {self.z_dim}], got {tuple(z.shape)}")
+        self._check_latents(z)
         tiling = tiling if tiling is not None else self.default_tiling
 
         def convert(x: mx.array) -> tuple[mx.array, mx.array]:
